@@ -1,0 +1,736 @@
+//! One account's state and rules, as plain data with no runtime.
+//!
+//! The account actor only delivers messages here; recovery replays logged
+//! events through [`AccountState::apply`]; tests call it directly. Every
+//! operation first checks everything that could reject it, then builds the
+//! event and applies it, so a rejection never changes anything.
+
+use std::collections::HashMap;
+
+use crate::error::{AmountProblem, LedgerError};
+use crate::event::Event;
+use crate::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::money::{Currency, CurrencyCode, Units, BALANCE_UNITS_MAX};
+use crate::receipts::{Balance, Deposit, Transfer};
+use crate::withdrawal::{
+    decide_transition, Transition, TransitionAction, Withdrawal, WithdrawalRecord, WithdrawalStatus,
+};
+
+/// An account's money in one currency, in minor units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BalanceEntry {
+    pub currency: Currency,
+    /// Spendable now.
+    pub available: Units,
+    /// Reserved by withdrawals that are pending.
+    pub locked: Units,
+    /// Reserved by outgoing transfers whose receiving side has not answered
+    /// yet. Only ever non-zero for the instant of a live transfer; never logged.
+    pub held: Units,
+    /// Everything ever minted into this balance (deposits); for invariant 3.
+    pub deposited: Units,
+    /// Everything ever paid out of this balance (completed withdrawals).
+    pub burned: Units,
+}
+
+impl BalanceEntry {
+    fn new(currency: Currency) -> Self {
+        Self {
+            currency,
+            available: 0,
+            locked: 0,
+            held: 0,
+            deposited: 0,
+            burned: 0,
+        }
+    }
+
+    pub fn total(&self) -> Units {
+        self.available + self.locked
+    }
+
+    pub fn view(&self) -> Balance {
+        Balance {
+            currency: self.currency.code,
+            available: self.currency.to_decimal(self.available),
+            locked: self.currency.to_decimal(self.locked),
+            total: self.currency.to_decimal(self.total()),
+        }
+    }
+}
+
+/// What an idempotency key was first used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyUse {
+    Deposit {
+        currency: CurrencyCode,
+        amount: Units,
+    },
+    Withdrawal {
+        currency: CurrencyCode,
+        amount: Units,
+    },
+    Transfer {
+        to: AccountId,
+        currency: CurrencyCode,
+        amount: Units,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct KeyRecord {
+    used_for: KeyUse,
+    tx: TransactionId,
+    /// A transfer under this key is between hold and finish.
+    in_flight: bool,
+}
+
+/// An outgoing transfer between hold and finish.
+#[derive(Clone, Debug)]
+struct HeldTransfer {
+    tx: TransactionId,
+    to: AccountId,
+    currency: Currency,
+    amount: Units,
+    key: Option<IdempotencyKey>,
+}
+
+/// The result of an operation: what to tell the caller and, unless the
+/// operation was an idempotent replay or a no-op, the event to log.
+#[derive(Debug)]
+pub struct Effect<T> {
+    pub output: T,
+    pub event: Option<Event>,
+}
+
+/// The first step of a transfer at its source account.
+#[derive(Debug)]
+pub enum TransferHold {
+    /// Funds are held under this id; the receiving side must be asked next.
+    Held(TransactionId),
+    /// The idempotency key was already used for this same transfer.
+    Replayed(Transfer),
+}
+
+/// Why a logged event cannot be applied: the log disagrees with the state
+/// it is replayed onto (corruption, or a bug).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event:?} cannot be applied to account {account}: {reason}")]
+pub struct ApplyError {
+    pub account: AccountId,
+    pub event: String,
+    pub reason: String,
+}
+
+/// One account: balances per currency, withdrawals, idempotency keys.
+#[derive(Clone, Debug)]
+pub struct AccountState {
+    id: AccountId,
+    /// Sequence number the next transaction of this account gets.
+    next_sequence: u64,
+    /// Few currencies per account, so a small vector beats a map.
+    balances: Vec<BalanceEntry>,
+    /// Every withdrawal of this account by sequence number, terminal ones too,
+    /// so phase 3 and queries work for the withdrawal's whole life.
+    withdrawals: HashMap<u64, WithdrawalRecord>,
+    /// Withdrawals currently holding a lock (pending), for the per-account cap.
+    withdrawals_locking: u32,
+    idempotency: HashMap<IdempotencyKey, KeyRecord>,
+    held_transfers: Vec<HeldTransfer>,
+}
+
+impl AccountState {
+    pub fn new(id: AccountId) -> Self {
+        Self {
+            id,
+            next_sequence: 1,
+            balances: Vec::new(),
+            withdrawals: HashMap::new(),
+            withdrawals_locking: 0,
+            idempotency: HashMap::new(),
+            held_transfers: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> AccountId {
+        self.id
+    }
+
+    /// Balance in one currency; zero if the account never held it.
+    pub fn balance(&self, currency: Currency) -> BalanceEntry {
+        self.balances
+            .iter()
+            .find(|b| b.currency.code == currency.code)
+            .copied()
+            .unwrap_or_else(|| BalanceEntry::new(currency))
+    }
+
+    /// Every currency this account has held.
+    pub fn balances(&self) -> &[BalanceEntry] {
+        &self.balances
+    }
+
+    pub fn withdrawal(&self, tx: TransactionId) -> Result<Withdrawal, LedgerError> {
+        self.withdrawal_record(tx).map(|record| record.view(tx))
+    }
+
+    /// All withdrawals with their ids, in no particular order.
+    pub fn withdrawals(&self) -> impl Iterator<Item = (TransactionId, &WithdrawalRecord)> + '_ {
+        self.withdrawals
+            .iter()
+            .map(|(seq, record)| (TransactionId::new(self.id, *seq), record))
+    }
+
+    /// Phase 0: credit `amount` to available.
+    pub fn deposit(
+        &mut self,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Effect<Deposit>, LedgerError> {
+        let used_for = KeyUse::Deposit {
+            currency: currency.code,
+            amount,
+        };
+        if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
+            return Ok(Effect {
+                output: self.deposit_receipt(tx, currency, amount),
+                event: None,
+            });
+        }
+        self.check_credit_fits(currency, amount)?;
+        let tx = self.take_transaction_id();
+        let event = Event::Deposited {
+            tx,
+            currency,
+            amount,
+            key,
+        };
+        self.apply_checked(&event)?;
+        Ok(Effect {
+            output: self.deposit_receipt(tx, currency, amount),
+            event: Some(event),
+        })
+    }
+
+    /// Phase 1: create a pending burn, moving `amount` available → locked.
+    pub fn request_withdrawal(
+        &mut self,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+        pending_max: u32,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let used_for = KeyUse::Withdrawal {
+            currency: currency.code,
+            amount,
+        };
+        if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
+            // The first result: the withdrawal as it was created.
+            let first = WithdrawalRecord {
+                currency,
+                amount,
+                status: WithdrawalStatus::Pending,
+            };
+            return Ok(Effect {
+                output: first.view(tx),
+                event: None,
+            });
+        }
+        if self.withdrawals_locking >= pending_max {
+            return Err(LedgerError::TooManyPendingWithdrawals {
+                account: self.id,
+                limit: pending_max,
+            });
+        }
+        self.check_available(currency, amount)?;
+        let tx = self.take_transaction_id();
+        let event = Event::WithdrawalRequested {
+            tx,
+            currency,
+            amount,
+            key,
+        };
+        self.apply_checked(&event)?;
+        Ok(Effect {
+            output: self.withdrawal(tx)?,
+            event: Some(event),
+        })
+    }
+
+    /// Phase 3 (complete or fail) and cancel, by transaction id.
+    pub fn update_withdrawal(
+        &mut self,
+        tx: TransactionId,
+        action: TransitionAction,
+        failure_reason: &str,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let from = self.withdrawal_record(tx)?.status.kind();
+        match decide_transition(from, action) {
+            Err(()) => Err(LedgerError::InvalidTransition {
+                transaction_id: tx,
+                from,
+                action,
+            }),
+            Ok(Transition::AlreadyThere) => Ok(Effect {
+                output: self.withdrawal(tx)?,
+                event: None,
+            }),
+            Ok(Transition::Apply) => {
+                let event = match action {
+                    TransitionAction::Complete => Event::WithdrawalCompleted { tx },
+                    TransitionAction::Fail => Event::WithdrawalFailed {
+                        tx,
+                        reason: failure_reason.to_string(),
+                    },
+                    TransitionAction::Cancel => Event::WithdrawalCancelled { tx },
+                };
+                self.apply_checked(&event)?;
+                Ok(Effect {
+                    output: self.withdrawal(tx)?,
+                    event: Some(event),
+                })
+            }
+        }
+    }
+
+    /// Transfer, step 1 at the source: hold the funds so nothing else can
+    /// spend them while the receiving account is asked.
+    pub fn hold_transfer(
+        &mut self,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    ) -> Result<TransferHold, LedgerError> {
+        let used_for = KeyUse::Transfer {
+            to,
+            currency: currency.code,
+            amount,
+        };
+        if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
+            return Ok(TransferHold::Replayed(Transfer {
+                transaction_id: tx,
+                from: self.id,
+                to,
+                currency: currency.code,
+                amount: currency.to_decimal(amount),
+            }));
+        }
+        self.check_available(currency, amount)?;
+        let tx = self.take_transaction_id();
+        let entry = self.entry_mut(currency);
+        entry.available -= amount;
+        entry.held += amount;
+        if let Some(key) = &key {
+            self.idempotency.insert(
+                key.clone(),
+                KeyRecord {
+                    used_for,
+                    tx,
+                    in_flight: true,
+                },
+            );
+        }
+        self.held_transfers.push(HeldTransfer {
+            tx,
+            to,
+            currency,
+            amount,
+            key,
+        });
+        Ok(TransferHold::Held(tx))
+    }
+
+    /// Transfer, step 2 at the receiving account: credit it and return the
+    /// one event that records both sides.
+    pub fn receive_transfer(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Event, LedgerError> {
+        self.check_credit_fits(currency, amount)?;
+        let event = Event::Transferred {
+            tx,
+            to: self.id,
+            currency,
+            amount,
+            key,
+        };
+        self.apply_checked(&event)?;
+        Ok(event)
+    }
+
+    /// Transfer, step 3 at the source: the receiving side answered. On
+    /// success the held funds leave for good; otherwise they are released.
+    pub fn finish_transfer(
+        &mut self,
+        tx: TransactionId,
+        received: bool,
+    ) -> Result<Transfer, LedgerError> {
+        let index = self
+            .held_transfers
+            .iter()
+            .position(|h| h.tx == tx)
+            .ok_or_else(|| LedgerError::InvalidInput {
+                reason: format!("no transfer {tx} is held on account {}", self.id),
+            })?;
+        let held = self.held_transfers.swap_remove(index);
+        let entry = self.entry_mut(held.currency);
+        entry.held -= held.amount;
+        entry.available += held.amount;
+        if let Some(key) = &held.key {
+            self.idempotency.remove(key);
+        }
+        let receipt = Transfer {
+            transaction_id: tx,
+            from: self.id,
+            to: held.to,
+            currency: held.currency.code,
+            amount: held.currency.to_decimal(held.amount),
+        };
+        if received {
+            // The receiving side logged the event; apply our side of it.
+            self.apply_checked(&Event::Transferred {
+                tx,
+                to: held.to,
+                currency: held.currency,
+                amount: held.amount,
+                key: held.key,
+            })?;
+        }
+        Ok(receipt)
+    }
+
+    /// Applies a logged event to this account (its owner's side, the
+    /// receiving side of a transfer, or both). Used live and by recovery.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        let id = self.id;
+        let fail = |reason: &str| ApplyError {
+            account: id,
+            event: format!("{event:?}"),
+            reason: reason.to_string(),
+        };
+        let tx = event.transaction_id();
+        let owner = tx.account() == self.id;
+        match event {
+            Event::Deposited {
+                currency,
+                amount,
+                key,
+                ..
+            } if owner => {
+                let entry = self.entry_mut(*currency);
+                let available =
+                    credit(entry.available, *amount).ok_or_else(|| fail("balance overflow"))?;
+                let deposited = entry
+                    .deposited
+                    .checked_add(*amount)
+                    .ok_or_else(|| fail("deposited total overflow"))?;
+                entry.available = available;
+                entry.deposited = deposited;
+                self.note_transaction(
+                    tx,
+                    key,
+                    KeyUse::Deposit {
+                        currency: currency.code,
+                        amount: *amount,
+                    },
+                );
+            }
+            Event::WithdrawalRequested {
+                currency,
+                amount,
+                key,
+                ..
+            } if owner => {
+                if self.withdrawals.contains_key(&tx.sequence()) {
+                    return Err(fail("a withdrawal with this id already exists"));
+                }
+                let entry = self.entry_mut(*currency);
+                if entry.available < *amount {
+                    return Err(fail("available is below the withdrawal amount"));
+                }
+                entry.available -= amount;
+                entry.locked += amount;
+                let record = WithdrawalRecord {
+                    currency: *currency,
+                    amount: *amount,
+                    status: WithdrawalStatus::Pending,
+                };
+                self.withdrawals.insert(tx.sequence(), record);
+                self.withdrawals_locking += 1;
+                self.note_transaction(
+                    tx,
+                    key,
+                    KeyUse::Withdrawal {
+                        currency: currency.code,
+                        amount: *amount,
+                    },
+                );
+            }
+            Event::WithdrawalCompleted { .. } if owner => {
+                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                let entry = self.entry_mut(currency);
+                entry.burned = entry
+                    .burned
+                    .checked_add(amount)
+                    .ok_or_else(|| fail("burned total overflow"))?;
+                self.set_status(tx, WithdrawalStatus::Completed);
+            }
+            Event::WithdrawalFailed { reason, .. } if owner => {
+                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                self.entry_mut(currency).available += amount;
+                self.set_status(
+                    tx,
+                    WithdrawalStatus::Failed {
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            Event::WithdrawalCancelled { .. } if owner => {
+                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                self.entry_mut(currency).available += amount;
+                self.set_status(tx, WithdrawalStatus::Cancelled);
+            }
+            Event::Transferred {
+                to,
+                currency,
+                amount,
+                key,
+                ..
+            } if owner || *to == self.id => {
+                if owner && *to == self.id {
+                    return Err(fail("a transfer cannot go to its own source account"));
+                }
+                let entry = self.entry_mut(*currency);
+                if owner {
+                    if entry.available < *amount {
+                        return Err(fail("available is below the transfer amount"));
+                    }
+                    entry.available -= amount;
+                    self.note_transaction(
+                        tx,
+                        key,
+                        KeyUse::Transfer {
+                            to: *to,
+                            currency: currency.code,
+                            amount: *amount,
+                        },
+                    );
+                } else {
+                    entry.available =
+                        credit(entry.available, *amount).ok_or_else(|| fail("balance overflow"))?;
+                }
+            }
+            _ => return Err(fail("the event does not concern this account")),
+        }
+        Ok(())
+    }
+
+    /// Checks invariants 1 and 2 of the design on this account.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut locked_by_withdrawals: Vec<(CurrencyCode, Units)> = Vec::new();
+        let mut locking = 0u32;
+        for record in self.withdrawals.values() {
+            if record.status.holds_lock() {
+                locking += 1;
+                match locked_by_withdrawals
+                    .iter_mut()
+                    .find(|(c, _)| *c == record.currency.code)
+                {
+                    Some((_, sum)) => *sum += record.amount,
+                    None => locked_by_withdrawals.push((record.currency.code, record.amount)),
+                }
+            }
+        }
+        if locking != self.withdrawals_locking {
+            return Err(format!(
+                "account {}: {} withdrawals hold a lock but the counter says {}",
+                self.id, locking, self.withdrawals_locking
+            ));
+        }
+        for entry in &self.balances {
+            let code = entry.currency.code;
+            if entry.available < 0 || entry.locked < 0 || entry.held < 0 {
+                return Err(format!(
+                    "account {} {code}: negative balance {entry:?}",
+                    self.id
+                ));
+            }
+            let expected = locked_by_withdrawals
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map_or(0, |(_, sum)| *sum);
+            if entry.locked != expected {
+                return Err(format!(
+                    "account {} {code}: locked {} but pending withdrawals sum to {expected}",
+                    self.id, entry.locked
+                ));
+            }
+        }
+        for (code, _) in &locked_by_withdrawals {
+            if !self.balances.iter().any(|b| b.currency.code == *code) {
+                return Err(format!(
+                    "account {}: withdrawals lock {code} it never held",
+                    self.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- helpers ----
+
+    /// `Some(tx)` if `key` was used before for exactly `used_for`; an error
+    /// if it was used for something else or is still in flight.
+    fn replayed_key(
+        &self,
+        key: Option<&IdempotencyKey>,
+        used_for: KeyUse,
+    ) -> Result<Option<TransactionId>, LedgerError> {
+        let Some(key) = key else { return Ok(None) };
+        match self.idempotency.get(key) {
+            None => Ok(None),
+            Some(record) if record.used_for != used_for => Err(LedgerError::IdempotencyConflict {
+                key: key.to_string(),
+            }),
+            Some(record) if record.in_flight => Err(LedgerError::IdempotencyInProgress {
+                key: key.to_string(),
+            }),
+            Some(record) => Ok(Some(record.tx)),
+        }
+    }
+
+    fn note_transaction(
+        &mut self,
+        tx: TransactionId,
+        key: &Option<IdempotencyKey>,
+        used_for: KeyUse,
+    ) {
+        self.next_sequence = self.next_sequence.max(tx.sequence().saturating_add(1));
+        if let Some(key) = key {
+            self.idempotency.insert(
+                key.clone(),
+                KeyRecord {
+                    used_for,
+                    tx,
+                    in_flight: false,
+                },
+            );
+        }
+    }
+
+    fn take_transaction_id(&mut self) -> TransactionId {
+        let tx = TransactionId::new(self.id, self.next_sequence);
+        self.next_sequence += 1;
+        tx
+    }
+
+    fn deposit_receipt(&self, tx: TransactionId, currency: Currency, amount: Units) -> Deposit {
+        Deposit {
+            transaction_id: tx,
+            account: self.id,
+            currency: currency.code,
+            amount: currency.to_decimal(amount),
+        }
+    }
+
+    fn check_available(&self, currency: Currency, amount: Units) -> Result<(), LedgerError> {
+        let available = self.balance(currency).available;
+        if available < amount {
+            return Err(LedgerError::InsufficientFunds {
+                currency: currency.code,
+                available: currency.to_decimal(available),
+                requested: currency.to_decimal(amount),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_credit_fits(&self, currency: Currency, amount: Units) -> Result<(), LedgerError> {
+        let entry = self.balance(currency);
+        let fits = entry
+            .total()
+            .checked_add(entry.held)
+            .and_then(|t| credit(t, amount))
+            .is_some();
+        if !fits {
+            return Err(LedgerError::InvalidAmount {
+                amount: currency.to_decimal(amount),
+                currency: currency.code,
+                problem: AmountProblem::BalanceAboveMaximum {
+                    maximum: currency.to_decimal(BALANCE_UNITS_MAX),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    fn withdrawal_record(&self, tx: TransactionId) -> Result<&WithdrawalRecord, LedgerError> {
+        if tx.account() != self.id {
+            return Err(LedgerError::UnknownWithdrawal { transaction_id: tx });
+        }
+        self.withdrawals
+            .get(&tx.sequence())
+            .ok_or(LedgerError::UnknownWithdrawal { transaction_id: tx })
+    }
+
+    /// Ends a pending withdrawal's lock; returns its currency and amount.
+    fn release_lock(&mut self, tx: TransactionId) -> Result<(Currency, Units), &'static str> {
+        let record = self
+            .withdrawals
+            .get(&tx.sequence())
+            .ok_or("unknown withdrawal")?;
+        if !record.status.holds_lock() {
+            return Err("the withdrawal is not pending");
+        }
+        let (currency, amount) = (record.currency, record.amount);
+        let entry = self.entry_mut(currency);
+        if entry.locked < amount {
+            return Err("locked is below the withdrawal amount");
+        }
+        entry.locked -= amount;
+        self.withdrawals_locking -= 1;
+        Ok((currency, amount))
+    }
+
+    fn set_status(&mut self, tx: TransactionId, status: WithdrawalStatus) {
+        if let Some(record) = self.withdrawals.get_mut(&tx.sequence()) {
+            record.status = status;
+        }
+    }
+
+    fn entry_mut(&mut self, currency: Currency) -> &mut BalanceEntry {
+        let index = match self
+            .balances
+            .iter()
+            .position(|b| b.currency.code == currency.code)
+        {
+            Some(index) => index,
+            None => {
+                self.balances.push(BalanceEntry::new(currency));
+                self.balances.len() - 1
+            }
+        };
+        &mut self.balances[index]
+    }
+
+    /// Applies an event that this account's own checks just allowed. A
+    /// failure here means those checks and `apply` disagree: a bug, reported
+    /// rather than hidden.
+    fn apply_checked(&mut self, event: &Event) -> Result<(), LedgerError> {
+        self.apply(event).map_err(|e| LedgerError::Internal {
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Adds to a balance, refusing to pass [`BALANCE_UNITS_MAX`].
+fn credit(balance: Units, amount: Units) -> Option<Units> {
+    balance
+        .checked_add(amount)
+        .filter(|&b| b <= BALANCE_UNITS_MAX)
+}

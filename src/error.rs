@@ -1,0 +1,117 @@
+//! Business rejections: one enum, in order of precedence.
+//!
+//! Every variant says what was wrong with enough detail for the caller to act,
+//! and [`LedgerError::code`] gives the stable snake_case code the HTTP API and
+//! the CLI show. A rejected operation changes nothing.
+
+use rust_decimal::Decimal;
+
+use crate::ids::{AccountId, TransactionId};
+use crate::money::CurrencyCode;
+use crate::withdrawal::{StatusKind, TransitionAction};
+
+/// Why an operation was refused.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// The ledger is closing or closed; nothing new is accepted.
+    #[error("the ledger is shutting down; no new operations are accepted")]
+    ShuttingDown,
+
+    /// Too many operations are in flight on one shard; retry after a pause.
+    #[error("overloaded: shard {shard} already has {limit} operations in flight; retry later")]
+    Overloaded { shard: usize, limit: usize },
+
+    /// Malformed input that is not about an amount or currency (an oversized
+    /// key or reason, a transfer to the same account, an empty batch, ...).
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
+
+    #[error("unknown currency {currency:?}: it is not configured on this ledger")]
+    UnknownCurrency { currency: String },
+
+    #[error("invalid amount {amount} {currency}: {problem}")]
+    InvalidAmount {
+        amount: Decimal,
+        currency: CurrencyCode,
+        problem: AmountProblem,
+    },
+
+    #[error("unknown withdrawal {transaction_id}")]
+    UnknownWithdrawal { transaction_id: TransactionId },
+
+    /// The same idempotency key was used before with other parameters.
+    #[error("idempotency key {key:?} was already used with different parameters")]
+    IdempotencyConflict { key: String },
+
+    /// The same idempotency key is being processed right now; retry to get
+    /// its result.
+    #[error("idempotency key {key:?} is still being processed; retry to get its result")]
+    IdempotencyInProgress { key: String },
+
+    #[error("withdrawal {transaction_id} is {from}; it cannot be {action}")]
+    InvalidTransition {
+        transaction_id: TransactionId,
+        from: StatusKind,
+        action: TransitionAction,
+    },
+
+    #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
+    TooManyPendingWithdrawals { account: AccountId, limit: u32 },
+
+    /// A check inside the engine failed: a bug, reported instead of hidden.
+    /// The operation may or may not have been applied; do not retry blindly.
+    #[error("internal error (a bug in burnledger, please report it): {reason}")]
+    Internal { reason: String },
+
+    #[error("insufficient funds: {available} {currency} available, {requested} requested")]
+    InsufficientFunds {
+        currency: CurrencyCode,
+        available: Decimal,
+        requested: Decimal,
+    },
+}
+
+/// What is wrong with an amount.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountProblem {
+    #[error("it must be greater than zero")]
+    NotPositive,
+    #[error("it has more than the currency's {decimals} decimal places")]
+    TooManyDecimals { decimals: u8 },
+    #[error("it is above the maximum of {maximum}")]
+    AboveMaximum { maximum: Decimal },
+    #[error("the resulting balance would exceed the maximum of {maximum}")]
+    BalanceAboveMaximum { maximum: Decimal },
+}
+
+impl LedgerError {
+    /// Stable snake_case code for APIs and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "shutting_down",
+            Self::Overloaded { .. } => "overloaded",
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::UnknownCurrency { .. } => "unknown_currency",
+            Self::InvalidAmount { .. } => "invalid_amount",
+            Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
+            Self::IdempotencyConflict { .. } => "idempotency_conflict",
+            Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            Self::InvalidTransition { .. } => "invalid_transition",
+            Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
+            Self::Internal { .. } => "internal",
+            Self::InsufficientFunds { .. } => "insufficient_funds",
+        }
+    }
+
+    /// Whether the same request could succeed if sent again unchanged later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Overloaded { .. }
+                | Self::IdempotencyInProgress { .. }
+                | Self::TooManyPendingWithdrawals { .. }
+                | Self::InsufficientFunds { .. }
+        )
+    }
+}

@@ -1,0 +1,67 @@
+//! Events: what changed, as the write-ahead log will record it.
+//!
+//! An event is a fact that already passed every business check; applying it
+//! (live or during recovery) only needs the account state, never the caller.
+//! Amounts are integer minor units so they round-trip through bincode exactly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::money::{Currency, Units};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Funds minted into `tx.account()`'s available balance.
+    Deposited {
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// A pending burn: `amount` moved from available to locked.
+    WithdrawalRequested {
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// Paid out: the locked amount left the account's total.
+    WithdrawalCompleted { tx: TransactionId },
+    /// Not paid: the locked amount returned to available.
+    WithdrawalFailed { tx: TransactionId, reason: String },
+    /// Cancelled while pending: the locked amount returned to available.
+    WithdrawalCancelled { tx: TransactionId },
+    /// `amount` moved from `tx.account()`'s available to `to`'s available,
+    /// as one record so a crash can never keep only one side.
+    Transferred {
+        tx: TransactionId,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+}
+
+impl Event {
+    /// The transaction this event belongs to.
+    pub fn transaction_id(&self) -> TransactionId {
+        match self {
+            Self::Deposited { tx, .. }
+            | Self::WithdrawalRequested { tx, .. }
+            | Self::WithdrawalCompleted { tx }
+            | Self::WithdrawalFailed { tx, .. }
+            | Self::WithdrawalCancelled { tx }
+            | Self::Transferred { tx, .. } => *tx,
+        }
+    }
+
+    /// The accounts this event changes: its owner and, for a transfer, the
+    /// receiving account.
+    pub fn accounts(&self) -> (AccountId, Option<AccountId>) {
+        let owner = self.transaction_id().account();
+        match self {
+            Self::Transferred { to, .. } => (owner, Some(*to)),
+            _ => (owner, None),
+        }
+    }
+}

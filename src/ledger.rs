@@ -1,0 +1,580 @@
+//! The public handle: `Ledger`, cheap to clone, usable from any thread and
+//! any async runtime.
+//!
+//! It validates input at the edge (currencies, amounts, sizes), picks each
+//! operation's shard from its account, admits it against the shard's
+//! in-flight limit, and sends each shard one message per batch. The engine
+//! itself runs on its own actix `System` thread with one Arbiter per shard.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+use rust_decimal::Decimal;
+use tokio::sync::{oneshot, Notify};
+
+use crate::account::AccountState;
+use crate::actors::coordinator::{shard_of, Coordinator, Peers};
+use crate::audit::{audit, Audit};
+use crate::config::Config;
+use crate::error::LedgerError;
+use crate::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::journal::Journal;
+use crate::messages::{
+    AccountCommand, AskAccount, ExecuteBatch, ExportAccounts, Query, QueryReply,
+};
+use crate::money::{Currencies, CurrencyCode};
+use crate::operation::Operation;
+use crate::receipts::{Balance, Deposit, Outcome, Transfer};
+use crate::withdrawal::{TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
+
+/// Why the ledger could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("could not start the engine threads: {0}")]
+    Start(String),
+}
+
+/// Handle to a running ledger engine. Clone it freely; all clones share one
+/// engine. Call [`Ledger::shutdown`] to stop it cleanly.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Shard {
+    coordinator: Addr<Coordinator>,
+    /// Operations admitted to this shard and not yet answered.
+    in_flight_ops: AtomicUsize,
+}
+
+struct Inner {
+    shards: Vec<Shard>,
+    currencies: Currencies,
+    config: Config,
+    /// Set by `shutdown`: no new operations are admitted.
+    closing: AtomicBool,
+    /// Woken whenever a shard's in-flight count drops, so shutdown can wait
+    /// for the last operations without polling.
+    drained: Notify,
+    engine: Mutex<Option<EngineThread>>,
+}
+
+/// The thread running the actix `System`, and how to stop it.
+struct EngineThread {
+    system: System,
+    thread: JoinHandle<()>,
+    stopped: oneshot::Receiver<()>,
+}
+
+impl Ledger {
+    /// Starts the engine: one Arbiter and coordinator per shard.
+    pub fn open(config: Config) -> Result<Self, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
+        let journal = Journal::memory_only();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let shards = config.shards;
+        let pending_max = config.account_pending_withdrawals_max;
+        let thread = std::thread::Builder::new()
+            .name("burnledger-system".into())
+            .spawn(move || {
+                let system = System::new();
+                let arbiters = system.block_on(async move {
+                    let peers: Peers = Arc::new(OnceLock::new());
+                    let mut arbiters = Vec::with_capacity(shards);
+                    let mut coordinators = Vec::with_capacity(shards);
+                    for _ in 0..shards {
+                        let arbiter = Arbiter::new();
+                        let (journal, peers) = (journal.clone(), peers.clone());
+                        coordinators.push(Coordinator::start_in_arbiter(
+                            &arbiter.handle(),
+                            move |_| Coordinator::new(journal, pending_max, peers),
+                        ));
+                        arbiters.push(arbiter);
+                    }
+                    let _ = peers.set(coordinators.clone());
+                    let _ = started_tx.send((System::current(), coordinators));
+                    arbiters
+                });
+                let _ = system.run();
+                for arbiter in arbiters {
+                    arbiter.stop();
+                    let _ = arbiter.join();
+                }
+                let _ = stopped_tx.send(());
+            })
+            .map_err(|e| OpenError::Start(e.to_string()))?;
+        let (system, coordinators) = started_rx
+            .recv()
+            .map_err(|_| OpenError::Start("the engine thread stopped while starting".into()))?;
+        let shards = coordinators
+            .into_iter()
+            .map(|coordinator| Shard {
+                coordinator,
+                in_flight_ops: AtomicUsize::new(0),
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shards,
+                currencies,
+                config,
+                closing: AtomicBool::new(false),
+                drained: Notify::new(),
+                engine: Mutex::new(Some(EngineThread {
+                    system,
+                    thread,
+                    stopped: stopped_rx,
+                })),
+            }),
+        })
+    }
+
+    /// The configuration this ledger was opened with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The registry of configured currencies.
+    pub fn currencies(&self) -> &Currencies {
+        &self.inner.currencies
+    }
+
+    /// Credits `amount` to the account's available balance.
+    pub async fn deposit(
+        &self,
+        account: AccountId,
+        currency: &str,
+        amount: Decimal,
+        idempotency_key: Option<&str>,
+    ) -> Result<Deposit, LedgerError> {
+        let op = Operation::Deposit {
+            account,
+            currency: CurrencyCode::new(currency)?,
+            amount,
+            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+        };
+        match self.submit_one(op).await? {
+            Outcome::Deposited(deposit) => Ok(deposit),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Phase 1: creates a pending burn that locks `amount` (available →
+    /// locked) and returns the withdrawal with its `transaction_id`.
+    pub async fn request_withdrawal(
+        &self,
+        account: AccountId,
+        currency: &str,
+        amount: Decimal,
+        idempotency_key: Option<&str>,
+    ) -> Result<Withdrawal, LedgerError> {
+        let op = Operation::RequestWithdrawal {
+            account,
+            currency: CurrencyCode::new(currency)?,
+            amount,
+            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+        };
+        self.submit_withdrawal_op(op).await
+    }
+
+    /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
+    /// amount from the total, `Failed` returns it to available.
+    pub async fn complete_withdrawal(
+        &self,
+        transaction_id: TransactionId,
+        outcome: WithdrawalOutcome,
+    ) -> Result<Withdrawal, LedgerError> {
+        self.submit_withdrawal_op(Operation::CompleteWithdrawal {
+            transaction_id,
+            outcome,
+        })
+        .await
+    }
+
+    /// Cancels a pending withdrawal, returning its amount to available.
+    pub async fn cancel_withdrawal(
+        &self,
+        transaction_id: TransactionId,
+    ) -> Result<Withdrawal, LedgerError> {
+        self.submit_withdrawal_op(Operation::CancelWithdrawal { transaction_id })
+            .await
+    }
+
+    /// Moves available funds between two accounts. Both sides are recorded
+    /// as one event: a crash keeps both or neither.
+    pub async fn transfer(
+        &self,
+        from: AccountId,
+        to: AccountId,
+        currency: &str,
+        amount: Decimal,
+        idempotency_key: Option<&str>,
+    ) -> Result<Transfer, LedgerError> {
+        let op = Operation::Transfer {
+            from,
+            to,
+            currency: CurrencyCode::new(currency)?,
+            amount,
+            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+        };
+        match self.submit_one(op).await? {
+            Outcome::Transferred(transfer) => Ok(transfer),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A withdrawal by its `transaction_id`.
+    pub async fn withdrawal(
+        &self,
+        transaction_id: TransactionId,
+    ) -> Result<Withdrawal, LedgerError> {
+        match self
+            .ask(transaction_id.account(), Query::Withdrawal(transaction_id))
+            .await?
+        {
+            QueryReply::Withdrawal(w) => Ok(w),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    /// One account's balance in one currency (zero if it never held any).
+    pub async fn balance(
+        &self,
+        account: AccountId,
+        currency: &str,
+    ) -> Result<Balance, LedgerError> {
+        let currency = self.inner.currencies.get(currency)?;
+        match self.ask(account, Query::Balance(currency)).await? {
+            QueryReply::Balance(b) => Ok(b),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    /// Every currency an account has held, with its balance.
+    pub async fn balances(&self, account: AccountId) -> Result<Vec<Balance>, LedgerError> {
+        match self.ask(account, Query::Balances).await? {
+            QueryReply::Balances(b) => Ok(b),
+            other => Err(unexpected_reply(other)),
+        }
+    }
+
+    /// Submits many operations at once and returns one result each, in
+    /// order. Operations on the same account run in the order given;
+    /// operations on different accounts run in parallel, and there is no
+    /// atomicity across them. This is the fast path: one message per shard
+    /// per batch instead of one per operation.
+    pub async fn submit(&self, ops: Vec<Operation>) -> Vec<Result<Outcome, LedgerError>> {
+        let count = ops.len();
+        if count > self.inner.config.batch_ops_max {
+            let error = LedgerError::InvalidInput {
+                reason: format!(
+                    "a batch holds at most {} operations, got {count}",
+                    self.inner.config.batch_ops_max
+                ),
+            };
+            return vec![Err(error); count];
+        }
+        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
+            std::iter::repeat_with(|| None).take(count).collect();
+        let shard_count = self.inner.shards.len();
+        let mut per_shard: Vec<(Vec<usize>, Vec<(AccountId, AccountCommand)>)> =
+            (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
+        for (index, op) in ops.into_iter().enumerate() {
+            let account = op.account();
+            match self.to_command(op) {
+                Ok(command) => {
+                    let (indices, commands) = &mut per_shard[shard_of(account, shard_count)];
+                    indices.push(index);
+                    commands.push((account, command));
+                }
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        let sends = per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (indices, _))| !indices.is_empty())
+            .map(|(shard, (indices, commands))| async move {
+                let answers = self.send_to_shard(shard, commands).await;
+                (indices, answers)
+            });
+        for (indices, answers) in join_all(sends).await {
+            for (index, answer) in indices.into_iter().zip(answers) {
+                results[index] = Some(answer);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(LedgerError::Internal {
+                        reason: "an operation got no answer".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Copies out every account and checks the invariants over them. Meant
+    /// for a quiet ledger: transfers in flight show up as violations.
+    pub async fn audit(&self) -> Result<Audit, LedgerError> {
+        Ok(audit(&self.export_accounts().await?))
+    }
+
+    /// Copies out every account's state.
+    pub async fn export_accounts(&self) -> Result<Vec<AccountState>, LedgerError> {
+        let exports = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.coordinator.send(ExportAccounts));
+        let mut accounts = Vec::new();
+        for export in join_all(exports).await {
+            accounts.extend(export.map_err(|_| LedgerError::ShuttingDown)?);
+        }
+        Ok(accounts)
+    }
+
+    /// Stops accepting operations, waits for those in flight, then stops
+    /// the engine threads. Later calls on any clone get `shutting_down`.
+    pub async fn shutdown(&self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        loop {
+            let drained = self.inner.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.inner.in_flight_ops() == 0 {
+                break;
+            }
+            drained.await;
+        }
+        let engine = self.inner.engine.lock().take();
+        if let Some(engine) = engine {
+            engine.system.stop();
+            let _ = engine.stopped.await;
+            let _ = engine.thread.join();
+        }
+    }
+
+    // ---- internals ----
+
+    async fn submit_one(&self, op: Operation) -> Result<Outcome, LedgerError> {
+        self.submit(vec![op]).await.pop().unwrap_or_else(|| {
+            Err(LedgerError::Internal {
+                reason: "a one-operation batch got no answer".into(),
+            })
+        })
+    }
+
+    async fn submit_withdrawal_op(&self, op: Operation) -> Result<Withdrawal, LedgerError> {
+        match self.submit_one(op).await? {
+            Outcome::Withdrawal(withdrawal) => Ok(withdrawal),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Validates an operation at the edge and turns it into the command its
+    /// account actor runs.
+    fn to_command(&self, op: Operation) -> Result<AccountCommand, LedgerError> {
+        let currencies = &self.inner.currencies;
+        Ok(match op {
+            Operation::Deposit {
+                currency,
+                amount,
+                idempotency_key,
+                ..
+            } => {
+                let currency = currencies.get_code(currency)?;
+                AccountCommand::Deposit {
+                    currency,
+                    amount: currencies.parse_amount(currency, amount)?,
+                    key: idempotency_key,
+                }
+            }
+            Operation::RequestWithdrawal {
+                currency,
+                amount,
+                idempotency_key,
+                ..
+            } => {
+                let currency = currencies.get_code(currency)?;
+                AccountCommand::RequestWithdrawal {
+                    currency,
+                    amount: currencies.parse_amount(currency, amount)?,
+                    key: idempotency_key,
+                }
+            }
+            Operation::CompleteWithdrawal {
+                transaction_id,
+                outcome,
+            } => {
+                let (action, reason) = match outcome {
+                    WithdrawalOutcome::Completed => (TransitionAction::Complete, String::new()),
+                    WithdrawalOutcome::Failed { reason } => (TransitionAction::Fail, reason),
+                };
+                if reason.len() > FAILURE_REASON_LEN_MAX {
+                    return Err(LedgerError::InvalidInput {
+                        reason: format!(
+                            "a failure reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
+                            reason.len()
+                        ),
+                    });
+                }
+                AccountCommand::UpdateWithdrawal {
+                    tx: transaction_id,
+                    action,
+                    reason,
+                }
+            }
+            Operation::CancelWithdrawal { transaction_id } => AccountCommand::UpdateWithdrawal {
+                tx: transaction_id,
+                action: TransitionAction::Cancel,
+                reason: String::new(),
+            },
+            Operation::Transfer {
+                from,
+                to,
+                currency,
+                amount,
+                idempotency_key,
+            } => {
+                let currency = currencies.get_code(currency)?;
+                let amount = currencies.parse_amount(currency, amount)?;
+                if from == to {
+                    return Err(LedgerError::InvalidInput {
+                        reason: format!(
+                            "a transfer needs two different accounts, got {from} twice"
+                        ),
+                    });
+                }
+                AccountCommand::HoldTransfer {
+                    to,
+                    currency,
+                    amount,
+                    key: idempotency_key,
+                }
+            }
+        })
+    }
+
+    /// Admits `commands` to a shard (all or none) and runs them there.
+    async fn send_to_shard(
+        &self,
+        shard_index: usize,
+        commands: Vec<(AccountId, AccountCommand)>,
+    ) -> Vec<Result<Outcome, LedgerError>> {
+        let count = commands.len();
+        let admitted = match self.admit(shard_index, count) {
+            Ok(admitted) => admitted,
+            Err(error) => return vec![Err(error); count],
+        };
+        let shard = &self.inner.shards[shard_index];
+        let answers = shard.coordinator.send(ExecuteBatch { ops: commands }).await;
+        drop(admitted);
+        match answers {
+            Ok(answers) if answers.len() == count => answers,
+            Ok(answers) => vec![
+                Err(LedgerError::Internal {
+                    reason: format!("a shard answered {} of {count} operations", answers.len()),
+                });
+                count
+            ],
+            Err(_) => vec![Err(LedgerError::ShuttingDown); count],
+        }
+    }
+
+    async fn ask(&self, account: AccountId, query: Query) -> Result<QueryReply, LedgerError> {
+        let shard_index = shard_of(account, self.inner.shards.len());
+        let _admitted = self.admit(shard_index, 1)?;
+        self.inner.shards[shard_index]
+            .coordinator
+            .send(AskAccount { account, query })
+            .await
+            .unwrap_or(Err(LedgerError::ShuttingDown))
+    }
+
+    /// Reserves room for `count` operations on a shard, or says why not.
+    fn admit(&self, shard_index: usize, count: usize) -> Result<Admitted<'_>, LedgerError> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(LedgerError::ShuttingDown);
+        }
+        let shard = &self.inner.shards[shard_index];
+        let limit = self.inner.config.shard_in_flight_ops_max;
+        let before = shard.in_flight_ops.fetch_add(count, Ordering::SeqCst);
+        let admitted = Admitted {
+            inner: &self.inner,
+            shard: shard_index,
+            count,
+        };
+        if before + count > limit {
+            drop(admitted);
+            return Err(LedgerError::Overloaded {
+                shard: shard_index,
+                limit,
+            });
+        }
+        // Shutdown may have begun between the check above and the count: it
+        // waits for this count to drain, so refusing now is safe either way.
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(LedgerError::ShuttingDown);
+        }
+        Ok(admitted)
+    }
+}
+
+impl Inner {
+    fn in_flight_ops(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.in_flight_ops.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+/// Room reserved on a shard; given back when dropped, even if the caller's
+/// future is dropped half-way.
+struct Admitted<'a> {
+    inner: &'a Inner,
+    shard: usize,
+    count: usize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.inner.shards[self.shard]
+            .in_flight_ops
+            .fetch_sub(self.count, Ordering::SeqCst);
+        self.inner.drained.notify_waiters();
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without `shutdown`: stop the engine threads
+    /// anyway so they do not outlive every way of reaching them.
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.get_mut().take() {
+            engine.system.stop();
+            let _ = engine.thread.join();
+        }
+    }
+}
+
+fn unexpected(outcome: Outcome) -> LedgerError {
+    LedgerError::Internal {
+        reason: format!("unexpected outcome {outcome:?}"),
+    }
+}
+
+fn unexpected_reply(reply: QueryReply) -> LedgerError {
+    LedgerError::Internal {
+        reason: format!("unexpected query reply {reply:?}"),
+    }
+}

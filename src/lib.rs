@@ -1,0 +1,84 @@
+//! # burnledger
+//!
+//! An embedded, actor-based, in-memory ledger engine for the money path of
+//! exchanges, trading and gaming backends. Its core job is the
+//! **withdrawal with a pending burn**:
+//!
+//! 1. [`Ledger::request_withdrawal`] locks the amount (available → locked)
+//!    and returns the withdrawal's `transaction_id`;
+//! 2. a payout pays it through a payment service;
+//! 3. [`Ledger::complete_withdrawal`] records the answer by `transaction_id`
+//!    alone: completed removes the locked amount from the total, failed
+//!    returns it to available.
+//!
+//! Deposits credit accounts; transfers move available funds between them.
+//!
+//! ## Guarantees
+//! - Amounts are exact: integer minor units inside, `Decimal` at the API,
+//!   checked arithmetic; overflow is an error.
+//! - A rejected operation changes nothing, and says why ([`LedgerError`]).
+//! - Balances never go negative; an account's locked amount always equals
+//!   the sum of its pending withdrawals; per currency, the sum of totals
+//!   equals deposits minus completed withdrawals (transfers net to zero).
+//! - Terminal withdrawal states never change. The same idempotency key with
+//!   the same parameters returns the first result; with other parameters it
+//!   is an `idempotency_conflict`. Keys are scoped to the account the
+//!   operation acts on (a transfer's source).
+//! - Overload is refused (`overloaded`), never queued without limit.
+//!
+//! ## What it is not
+//! Not a database: no queries beyond accounts and withdrawals, no SQL. This
+//! version keeps state in memory only; durability (WAL and snapshots) is
+//! being added.
+//!
+//! ## Limits
+//! See [`Config`] (shards, in-flight operations per shard, pending
+//! withdrawals per account, batch size) and the constants in [`money`]
+//! (currency code length, decimals, balance ceiling) and [`ids`]
+//! (idempotency key length).
+//!
+//! ## Layout
+//! - `config.rs` — configuration and limits with documented defaults.
+//! - `error.rs` — [`LedgerError`], every business rejection.
+//! - `money.rs` — currencies, `Decimal` ↔ minor units.
+//! - `ids.rs` — account ids, transaction ids, idempotency keys.
+//! - `withdrawal.rs` — the withdrawal state machine (pure).
+//! - `event.rs` — events, what changed, as the log records it.
+//! - `account.rs` — one account's state and rules (pure, no actix).
+//! - `receipts.rs` — what successful operations return.
+//! - `operation.rs` — the operations a caller submits.
+//! - `audit.rs` — invariant checks over account states.
+//! - `messages.rs` — every actor message.
+//! - `actors/account.rs` — the actor owning one account.
+//! - `actors/coordinator.rs` — one per shard: account directory, routing.
+//! - `journal.rs` — where actors hand events to be made durable.
+//! - `ledger.rs` — the public [`Ledger`] handle and the engine's threads.
+//! - `bin/burnledger.rs` and `cli/` — the `burnledger` command.
+
+#![forbid(unsafe_code)]
+
+pub mod account;
+pub mod actors;
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod journal;
+pub mod ledger;
+pub mod messages;
+pub mod money;
+pub mod operation;
+pub mod receipts;
+pub mod withdrawal;
+
+pub use audit::Audit;
+pub use config::Config;
+pub use error::{AmountProblem, LedgerError};
+pub use ids::{AccountId, IdempotencyKey, TransactionId};
+pub use ledger::{Ledger, OpenError};
+pub use money::{CurrencyCode, CurrencyConfig};
+pub use operation::Operation;
+pub use receipts::{Balance, Deposit, Outcome, Transfer};
+pub use rust_decimal::Decimal;
+pub use withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};

@@ -1,0 +1,128 @@
+//! Every actor message in one place.
+//!
+//! The `Ledger` handle talks to shard coordinators; coordinators talk to
+//! account actors and to each other (the receiving side of a transfer may
+//! live on another shard). Inputs here are already validated at the edge:
+//! currencies resolved, amounts converted to minor units.
+
+use actix::prelude::*;
+
+use crate::account::AccountState;
+use crate::error::LedgerError;
+use crate::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::money::{Currency, Units};
+use crate::receipts::{Balance, Deposit, Outcome, Transfer};
+use crate::withdrawal::{TransitionAction, Withdrawal};
+
+/// One operation for one account.
+#[derive(Debug, Clone)]
+pub enum AccountCommand {
+    Deposit {
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    RequestWithdrawal {
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    UpdateWithdrawal {
+        tx: TransactionId,
+        action: TransitionAction,
+        reason: String,
+    },
+    /// Transfer step 1, at the source.
+    HoldTransfer {
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// Transfer step 2, at the receiving account.
+    ReceiveTransfer {
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// Transfer step 3, at the source.
+    FinishTransfer { tx: TransactionId, received: bool },
+}
+
+impl AccountCommand {
+    /// Whether this command may bring a never-seen account into being.
+    /// Anything else on an unknown account is answered without spawning an
+    /// actor, so bogus ids cannot fill memory.
+    pub fn creates_account(&self) -> bool {
+        matches!(self, Self::Deposit { .. } | Self::ReceiveTransfer { .. })
+    }
+}
+
+/// What an account answers to one command.
+#[derive(Debug, Clone)]
+pub enum AccountReply {
+    Deposited(Deposit),
+    Withdrawal(Withdrawal),
+    /// Funds held for a transfer under this id; ask the receiver next.
+    TransferHeld(TransactionId),
+    Transferred(Transfer),
+    /// The receiving side credited (and logged) the transfer.
+    TransferReceived,
+}
+
+/// A shard coordinator's request: run these commands, in order per account.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<Outcome, LedgerError>>")]
+pub struct ExecuteBatch {
+    pub ops: Vec<(AccountId, AccountCommand)>,
+}
+
+/// An account actor's request: run these commands in order, reply once
+/// their events are durable.
+#[derive(Message)]
+#[rtype(result = "Vec<Result<AccountReply, LedgerError>>")]
+pub struct ExecuteCommands {
+    pub commands: Vec<AccountCommand>,
+}
+
+/// Coordinator to coordinator: credit the receiving side of a transfer.
+#[derive(Message)]
+#[rtype(result = "Result<(), LedgerError>")]
+pub struct ReceiveTransfer {
+    pub to: AccountId,
+    pub command: AccountCommand,
+}
+
+/// Read-only questions about one account.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Balance(Currency),
+    Balances,
+    Withdrawal(TransactionId),
+}
+
+#[derive(Debug, Clone)]
+pub enum QueryReply {
+    Balance(Balance),
+    Balances(Vec<Balance>),
+    Withdrawal(Withdrawal),
+}
+
+/// Ask one account (through its shard's coordinator, or directly).
+#[derive(Message)]
+#[rtype(result = "Result<QueryReply, LedgerError>")]
+pub struct AskAccount {
+    pub account: AccountId,
+    pub query: Query,
+}
+
+/// Copy out account states, for audits and (later) snapshots.
+#[derive(Message)]
+#[rtype(result = "Vec<AccountState>")]
+pub struct ExportAccounts;
+
+/// Copy out one account actor's state.
+#[derive(Message)]
+#[rtype(result = "AccountState")]
+pub struct ExportState;
