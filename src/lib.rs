@@ -82,3 +82,9 @@ pub use operation::Operation;
 pub use receipts::{Balance, Deposit, Outcome, Transfer};
 pub use rust_decimal::Decimal;
 pub use withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
+
+/// Compiles and runs README.md's Rust example as a doc test, so the README
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,51 @@
+//! The `burnledger` command: runs the engine on embedded defaults.
+//!
+//! Uses only the public `Ledger` handle, like any embedder.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod simulate;
+
+#[derive(Parser)]
+#[command(
+    name = "burnledger",
+    version,
+    about = "Embedded ledger engine for withdrawals with a pending burn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole withdrawal flow in memory and check the invariants.
+    Simulate(simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("burnledger: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Simulate(args) => runtime.block_on(simulate::run(args)),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("burnledger: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

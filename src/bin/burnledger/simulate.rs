@@ -1,0 +1,528 @@
+//! `burnledger simulate`: the whole flow on embedded defaults, then the
+//! invariants checked against the simulator's own tally.
+//!
+//! Workers run in parallel, each keeping many operations in flight through
+//! the batch API: deposits, phase-1 withdrawal requests, phase-3 outcomes
+//! (completed or failed) and cancels of the worker's own withdrawals,
+//! transfers between random accounts, and idempotent replays (same key and
+//! parameters → the first result; other parameters → a conflict). At the end
+//! every withdrawal still pending gets its outcome, and the ledger's state is
+//! audited: invariants 1–3 and 6 of the design.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use burnledger::money::CurrencyCode;
+use burnledger::{
+    Config, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome, TransactionId,
+    WithdrawalOutcome, WithdrawalStatus,
+};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Accounts taking part.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Operations to run (after the opening deposits).
+    #[arg(long, default_value_t = 1_000_000)]
+    ops: u64,
+    /// Operations per batch.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Parallel workers, each with one batch in flight.
+    #[arg(long, default_value_t = 8)]
+    workers: u64,
+    /// Shards (default: one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Seed of the random operation mix.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+const CURRENCIES: [&str; 2] = ["USD", "BTC"];
+
+/// What a worker saw acknowledged, to check the ledger against.
+#[derive(Default)]
+struct Tally {
+    ops: u64,
+    ok: u64,
+    rejected: BTreeMap<&'static str, u64>,
+    deposited: BTreeMap<&'static str, Decimal>,
+    completed: BTreeMap<&'static str, Decimal>,
+    replays_checked: u64,
+    conflicts_checked: u64,
+    /// Broken expectations (a replay with another id, a settle that failed…).
+    violations: Vec<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.ops += other.ops;
+        self.ok += other.ok;
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+        for (k, v) in other.deposited {
+            *self.deposited.entry(k).or_default() += v;
+        }
+        for (k, v) in other.completed {
+            *self.completed.entry(k).or_default() += v;
+        }
+        self.replays_checked += other.replays_checked;
+        self.conflicts_checked += other.conflicts_checked;
+        self.violations.extend(other.violations);
+    }
+}
+
+/// What a worker expects of each operation it sent.
+enum Expect {
+    Deposit(&'static str, Decimal),
+    Withdrawal,
+    Settle(TransactionId, &'static str, Decimal, bool),
+    Cancel,
+    Transfer,
+    Replay(TransactionId),
+    Conflict,
+}
+
+struct Worker {
+    id: u64,
+    rng: SmallRng,
+    accounts: u64,
+    /// This worker's own pending withdrawals: only it settles them, so every
+    /// settle it sends must succeed.
+    pending: Vec<(TransactionId, &'static str, Decimal)>,
+    /// Recent keyed deposits: (key, account, currency, amount, first id).
+    keyed: Vec<(IdempotencyKey, u64, &'static str, Decimal, TransactionId)>,
+    next_key: u64,
+    tally: Tally,
+}
+
+impl Worker {
+    fn amount(&mut self, currency: &str) -> Decimal {
+        match currency {
+            "USD" => Decimal::new(self.rng.random_range(1..5_000), 2),
+            _ => Decimal::new(self.rng.random_range(1..500_000), 8),
+        }
+    }
+
+    fn code(currency: &str) -> CurrencyCode {
+        CurrencyCode::new(currency)
+            .unwrap_or_else(|_| unreachable!("simulated currencies are valid codes"))
+    }
+
+    fn next_op(&mut self) -> (Operation, Expect) {
+        let account = self.rng.random_range(0..self.accounts);
+        let currency = CURRENCIES[self.rng.random_range(0..CURRENCIES.len())];
+        let roll = self.rng.random_range(0..100);
+        match roll {
+            0..=14 => {
+                let amount = self.amount(currency) * Decimal::from(20);
+                let keyed = self.rng.random_bool(0.3);
+                let key = keyed.then(|| self.new_key());
+                (
+                    Operation::Deposit {
+                        account,
+                        currency: Self::code(currency),
+                        amount,
+                        idempotency_key: key,
+                    },
+                    Expect::Deposit(currency, amount),
+                )
+            }
+            15..=44 => {
+                let amount = self.amount(currency);
+                (
+                    Operation::RequestWithdrawal {
+                        account,
+                        currency: Self::code(currency),
+                        amount,
+                        idempotency_key: None,
+                    },
+                    Expect::Withdrawal,
+                )
+            }
+            45..=74 if !self.pending.is_empty() => {
+                let index = self.rng.random_range(0..self.pending.len());
+                let (tx, currency, amount) = self.pending.swap_remove(index);
+                let action = self.rng.random_range(0..10);
+                if action == 0 {
+                    (
+                        Operation::CancelWithdrawal { transaction_id: tx },
+                        Expect::Cancel,
+                    )
+                } else {
+                    let paid = action <= 6;
+                    let outcome = if paid {
+                        WithdrawalOutcome::Completed
+                    } else {
+                        WithdrawalOutcome::Failed {
+                            reason: "bank declined".into(),
+                        }
+                    };
+                    (
+                        Operation::CompleteWithdrawal {
+                            transaction_id: tx,
+                            outcome,
+                        },
+                        Expect::Settle(tx, currency, amount, paid),
+                    )
+                }
+            }
+            75..=94 => {
+                let to =
+                    (account + 1 + self.rng.random_range(0..self.accounts - 1)) % self.accounts;
+                (
+                    Operation::Transfer {
+                        from: account,
+                        to,
+                        currency: Self::code(currency),
+                        amount: self.amount(currency),
+                        idempotency_key: None,
+                    },
+                    Expect::Transfer,
+                )
+            }
+            _ if !self.keyed.is_empty() => {
+                let index = self.rng.random_range(0..self.keyed.len());
+                let (key, account, currency, amount, first) = self.keyed[index].clone();
+                let conflict = self.rng.random_bool(0.5);
+                let amount_sent = if conflict {
+                    amount + Decimal::ONE
+                } else {
+                    amount
+                };
+                let op = Operation::Deposit {
+                    account,
+                    currency: Self::code(currency),
+                    amount: amount_sent,
+                    idempotency_key: Some(key),
+                };
+                (
+                    op,
+                    if conflict {
+                        Expect::Conflict
+                    } else {
+                        Expect::Replay(first)
+                    },
+                )
+            }
+            _ => {
+                let amount = self.amount(currency);
+                (
+                    Operation::Deposit {
+                        account,
+                        currency: Self::code(currency),
+                        amount,
+                        idempotency_key: None,
+                    },
+                    Expect::Deposit(currency, amount),
+                )
+            }
+        }
+    }
+
+    fn new_key(&mut self) -> IdempotencyKey {
+        self.next_key += 1;
+        IdempotencyKey::new(&format!("sim-{}-{}", self.id, self.next_key))
+            .unwrap_or_else(|_| unreachable!("simulator keys are short"))
+    }
+
+    fn check(&mut self, op: &Operation, expect: Expect, result: Result<Outcome, LedgerError>) {
+        self.tally.ops += 1;
+        let error = match (&expect, result) {
+            (Expect::Deposit(currency, amount), Ok(Outcome::Deposited(d))) => {
+                *self.tally.deposited.entry(currency).or_default() += *amount;
+                if let Operation::Deposit {
+                    account,
+                    idempotency_key: Some(key),
+                    ..
+                } = op
+                {
+                    if self.keyed.len() < 64 {
+                        self.keyed.push((
+                            key.clone(),
+                            *account,
+                            currency,
+                            *amount,
+                            d.transaction_id,
+                        ));
+                    }
+                }
+                None
+            }
+            (Expect::Withdrawal, Ok(Outcome::Withdrawal(w))) => {
+                let currency = if w.currency.as_str() == "USD" {
+                    "USD"
+                } else {
+                    "BTC"
+                };
+                self.pending.push((w.transaction_id, currency, w.amount));
+                None
+            }
+            (Expect::Settle(tx, currency, amount, paid), Ok(Outcome::Withdrawal(w))) => {
+                let expected = if *paid { "completed" } else { "failed" };
+                if w.transaction_id != *tx || w.status.kind().as_str() != expected {
+                    self.tally
+                        .violations
+                        .push(format!("settling {tx} as {expected} gave {:?}", w.status));
+                } else if *paid {
+                    *self.tally.completed.entry(currency).or_default() += *amount;
+                }
+                None
+            }
+            (Expect::Cancel, Ok(Outcome::Withdrawal(w))) => {
+                if w.status != WithdrawalStatus::Cancelled {
+                    self.tally
+                        .violations
+                        .push(format!("cancel gave {:?}", w.status));
+                }
+                None
+            }
+            (Expect::Transfer, Ok(Outcome::Transferred(_))) => None,
+            (Expect::Replay(first), Ok(Outcome::Deposited(d))) => {
+                self.tally.replays_checked += 1;
+                if d.transaction_id != *first {
+                    self.tally.violations.push(format!(
+                        "replayed key gave {} instead of the first result {first}",
+                        d.transaction_id
+                    ));
+                }
+                None
+            }
+            (Expect::Conflict, Err(LedgerError::IdempotencyConflict { .. })) => {
+                self.tally.conflicts_checked += 1;
+                self.tally.ok += 1;
+                return;
+            }
+            (Expect::Conflict, other) => {
+                self.tally
+                    .violations
+                    .push(format!("a reused key with other parameters gave {other:?}"));
+                None
+            }
+            // Expected business rejections of a random mix.
+            (
+                Expect::Withdrawal | Expect::Transfer,
+                Err(e @ LedgerError::InsufficientFunds { .. }),
+            )
+            | (Expect::Withdrawal, Err(e @ LedgerError::TooManyPendingWithdrawals { .. })) => {
+                Some(e)
+            }
+            (_, Err(e)) => {
+                self.tally
+                    .violations
+                    .push(format!("unexpected rejection: {e}"));
+                Some(e)
+            }
+            (_, Ok(other)) => {
+                self.tally
+                    .violations
+                    .push(format!("unexpected outcome {other:?}"));
+                None
+            }
+        };
+        match error {
+            None => self.tally.ok += 1,
+            Some(e) => *self.tally.rejected.entry(e.code()).or_default() += 1,
+        }
+    }
+
+    /// Runs `ops` operations in batches, then settles what is left pending.
+    async fn run(mut self, ledger: Ledger, ops: u64, batch: usize, progress: ProgressBar) -> Tally {
+        let mut remaining = ops;
+        while remaining > 0 {
+            let size = remaining.min(batch as u64) as usize;
+            let (ops, expects): (Vec<_>, Vec<_>) = (0..size).map(|_| self.next_op()).unzip();
+            let results = ledger.submit(ops.clone()).await;
+            for ((op, expect), result) in ops.iter().zip(expects).zip(results) {
+                self.check(op, expect, result);
+            }
+            remaining -= size as u64;
+            progress.inc(size as u64);
+        }
+        // Phase 3 for everything still pending: the payment service answers.
+        while !self.pending.is_empty() {
+            let chunk: Vec<_> = self
+                .pending
+                .drain(..self.pending.len().min(batch))
+                .collect();
+            let (ops, expects): (Vec<_>, Vec<_>) = chunk
+                .into_iter()
+                .map(|(tx, currency, amount)| {
+                    (
+                        Operation::CompleteWithdrawal {
+                            transaction_id: tx,
+                            outcome: WithdrawalOutcome::Completed,
+                        },
+                        Expect::Settle(tx, currency, amount, true),
+                    )
+                })
+                .unzip();
+            let results = ledger.submit(ops.clone()).await;
+            for ((op, expect), result) in ops.iter().zip(expects).zip(results) {
+                self.check(op, expect, result);
+            }
+        }
+        self.tally
+    }
+}
+
+/// Runs the simulation; `Ok(false)` if an invariant failed.
+pub async fn run(args: SimulateArgs) -> Result<bool, String> {
+    if args.accounts < 2 || args.batch == 0 || args.workers == 0 {
+        return Err("simulate needs --accounts ≥ 2, --batch ≥ 1 and --workers ≥ 1".into());
+    }
+    let mut config = Config::default();
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    let shards = config.shards;
+    let ledger = Ledger::open(config).map_err(|e| e.to_string())?;
+    println!(
+        "burnledger simulate: {} accounts, {} operations, {} workers × batches of {}, {} shards, seed {}",
+        args.accounts, args.ops, args.workers, args.batch, shards, args.seed
+    );
+
+    let progress = ProgressBar::new(args.ops);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} ops  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+
+    let started = Instant::now();
+    let per_worker = args.ops / args.workers;
+    let mut handles = Vec::new();
+    for id in 0..args.workers {
+        let ops = per_worker + u64::from(id < args.ops % args.workers);
+        let worker = Worker {
+            id,
+            rng: SmallRng::seed_from_u64(args.seed.wrapping_add(id)),
+            accounts: args.accounts,
+            pending: Vec::new(),
+            keyed: Vec::new(),
+            next_key: 0,
+            tally: Tally::default(),
+        };
+        handles.push(tokio::spawn(worker.run(
+            ledger.clone(),
+            ops,
+            args.batch,
+            progress.clone(),
+        )));
+    }
+    let mut tally = Tally::default();
+    for handle in handles {
+        tally.merge(
+            handle
+                .await
+                .map_err(|e| format!("a worker panicked: {e}"))?,
+        );
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let terminal_ok = check_terminal_states_hold(&ledger).await;
+    let audit = ledger.audit().await.map_err(|e| e.to_string())?;
+    ledger.shutdown().await;
+
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "operations      {} in {:.2} s = {:.0} ops/s ({} accepted, {} rejected as expected: {:?})",
+        tally.ops,
+        secs,
+        tally.ops as f64 / secs,
+        tally.ok,
+        tally.rejected.values().sum::<u64>(),
+        tally.rejected
+    );
+    println!("accounts        {}", audit.accounts);
+    println!("withdrawals     {:?}", audit.withdrawals_by_status);
+    println!(
+        "idempotency     {} replays returned the first result, {} conflicts refused",
+        tally.replays_checked, tally.conflicts_checked
+    );
+
+    let mut sums_ok = true;
+    println!("totals (all accounts):");
+    for (code, (currency, sums)) in &audit.totals {
+        let name = code.as_str();
+        let total = currency.to_decimal(sums.total());
+        let deposited = tally.deposited.get(name).copied().unwrap_or_default();
+        let completed = tally.completed.get(name).copied().unwrap_or_default();
+        let matches = total == deposited - completed;
+        sums_ok &= matches;
+        println!(
+            "  {name:<4} total {total} = acknowledged deposits {deposited} − acknowledged completed withdrawals {completed}  [{}]",
+            if matches { "ok" } else { "MISMATCH" }
+        );
+    }
+
+    let no_pending = audit
+        .withdrawals_by_status
+        .get("pending")
+        .copied()
+        .unwrap_or(0)
+        == 0;
+    let checks = [
+        (
+            "1+2  balances ≥ 0; locked = Σ pending withdrawals",
+            audit.is_clean(),
+        ),
+        (
+            "3    Σ total = Σ deposits − Σ completed withdrawals",
+            sums_ok,
+        ),
+        (
+            "6    terminal states never change; keys apply once",
+            terminal_ok && tally.violations.is_empty(),
+        ),
+        ("     every withdrawal reached a terminal state", no_pending),
+    ];
+    println!("invariants:");
+    for (name, ok) in &checks {
+        println!("  {name:<55} {}", if *ok { "ok" } else { "FAILED" });
+    }
+    for violation in audit.violations.iter().chain(&tally.violations).take(20) {
+        println!("  violation: {violation}");
+    }
+    Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+/// Tries to change a few terminal withdrawals; each attempt must be refused
+/// and leave the withdrawal as it was.
+async fn check_terminal_states_hold(ledger: &Ledger) -> bool {
+    let Ok(accounts) = ledger.export_accounts().await else {
+        return false;
+    };
+    let terminal: Vec<TransactionId> = accounts
+        .iter()
+        .flat_map(|a| a.withdrawals().map(|(tx, _)| tx).collect::<Vec<_>>())
+        .take(100)
+        .collect();
+    for tx in terminal {
+        let Ok(before) = ledger.withdrawal(tx).await else {
+            return false;
+        };
+        let conflicting = match before.status {
+            WithdrawalStatus::Completed => ledger.cancel_withdrawal(tx).await,
+            _ => {
+                ledger
+                    .complete_withdrawal(tx, WithdrawalOutcome::Completed)
+                    .await
+            }
+        };
+        let refused = matches!(conflicting, Err(LedgerError::InvalidTransition { .. }));
+        let unchanged = ledger.withdrawal(tx).await.ok() == Some(before);
+        if !(refused && unchanged) {
+            return false;
+        }
+    }
+    true
+}
