@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{AmountProblem, LedgerError};
 use crate::event::Event;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -17,7 +19,7 @@ use crate::withdrawal::{
 };
 
 /// An account's money in one currency, in minor units.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceEntry {
     pub currency: Currency,
     /// Spendable now.
@@ -25,7 +27,9 @@ pub struct BalanceEntry {
     /// Reserved by withdrawals that are pending.
     pub locked: Units,
     /// Reserved by outgoing transfers whose receiving side has not answered
-    /// yet. Only ever non-zero for the instant of a live transfer; never logged.
+    /// yet. Only ever non-zero for the instant of a live transfer; never logged
+    /// nor snapshotted (snapshots are built from the log).
+    #[serde(skip)]
     pub held: Units,
     /// Everything ever minted into this balance (deposits); for invariant 3.
     pub deposited: Units,
@@ -60,7 +64,7 @@ impl BalanceEntry {
 }
 
 /// What an idempotency key was first used for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum KeyUse {
     Deposit {
         currency: CurrencyCode,
@@ -77,7 +81,7 @@ enum KeyUse {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct KeyRecord {
     used_for: KeyUse,
     tx: TransactionId,
@@ -86,7 +90,7 @@ struct KeyRecord {
 }
 
 /// An outgoing transfer between hold and finish.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct HeldTransfer {
     tx: TransactionId,
     to: AccountId,
@@ -123,7 +127,7 @@ pub struct ApplyError {
 }
 
 /// One account: balances per currency, withdrawals, idempotency keys.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     id: AccountId,
     /// Sequence number the next transaction of this account gets.
@@ -136,6 +140,8 @@ pub struct AccountState {
     /// Withdrawals currently holding a lock (pending), for the per-account cap.
     withdrawals_locking: u32,
     idempotency: HashMap<IdempotencyKey, KeyRecord>,
+    /// Live-only, like `BalanceEntry::held`.
+    #[serde(skip)]
     held_transfers: Vec<HeldTransfer>,
 }
 
@@ -267,16 +273,16 @@ impl AccountState {
     ) -> Result<Effect<Withdrawal>, LedgerError> {
         let from = self.withdrawal_record(tx)?.status.kind();
         match decide_transition(from, action) {
-            Err(()) => Err(LedgerError::InvalidTransition {
+            Transition::Forbidden => Err(LedgerError::InvalidTransition {
                 transaction_id: tx,
                 from,
                 action,
             }),
-            Ok(Transition::AlreadyThere) => Ok(Effect {
+            Transition::AlreadyThere => Ok(Effect {
                 output: self.withdrawal(tx)?,
                 event: None,
             }),
-            Ok(Transition::Apply) => {
+            Transition::Apply => {
                 let event = match action {
                     TransitionAction::Complete => Event::WithdrawalCompleted { tx },
                     TransitionAction::Fail => Event::WithdrawalFailed {
@@ -472,7 +478,7 @@ impl AccountState {
                 );
             }
             Event::WithdrawalCompleted { .. } if owner => {
-                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
                 let entry = self.entry_mut(currency);
                 entry.burned = entry
                     .burned
@@ -481,7 +487,7 @@ impl AccountState {
                 self.set_status(tx, WithdrawalStatus::Completed);
             }
             Event::WithdrawalFailed { reason, .. } if owner => {
-                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
                 self.entry_mut(currency).available += amount;
                 self.set_status(
                     tx,
@@ -491,7 +497,7 @@ impl AccountState {
                 );
             }
             Event::WithdrawalCancelled { .. } if owner => {
-                let (currency, amount) = self.release_lock(tx).map_err(|r| fail(r))?;
+                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
                 self.entry_mut(currency).available += amount;
                 self.set_status(tx, WithdrawalStatus::Cancelled);
             }

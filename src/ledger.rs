@@ -95,7 +95,7 @@ impl Ledger {
                         let (journal, peers) = (journal.clone(), peers.clone());
                         coordinators.push(Coordinator::start_in_arbiter(
                             &arbiter.handle(),
-                            move |_| Coordinator::new(journal, pending_max, peers),
+                            move |_| Coordinator::new(journal, pending_max, peers, Vec::new()),
                         ));
                         arbiters.push(arbiter);
                     }
@@ -285,7 +285,9 @@ impl Ledger {
         let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
         let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<(Vec<usize>, Vec<(AccountId, AccountCommand)>)> =
+        // Per shard: the batch positions of its operations, and the operations.
+        type ShardBatch = (Vec<usize>, Vec<(AccountId, AccountCommand)>);
+        let mut per_shard: Vec<ShardBatch> =
             (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
         for (index, op) in ops.into_iter().enumerate() {
             let account = op.account();
@@ -338,7 +340,7 @@ impl Ledger {
             .map(|s| s.coordinator.send(ExportAccounts));
         let mut accounts = Vec::new();
         for export in join_all(exports).await {
-            accounts.extend(export.map_err(|_| LedgerError::ShuttingDown)?);
+            accounts.extend(export.map_err(|_| LedgerError::ShuttingDown)??);
         }
         Ok(accounts)
     }

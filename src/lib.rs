@@ -70,6 +70,8 @@ pub mod messages;
 pub mod money;
 pub mod operation;
 pub mod receipts;
+pub mod snapshot;
+pub mod wal;
 pub mod withdrawal;
 
 pub use audit::Audit;

@@ -119,7 +119,7 @@ pub struct AskAccount {
 
 /// Copy out account states, for audits and (later) snapshots.
 #[derive(Message)]
-#[rtype(result = "Vec<AccountState>")]
+#[rtype(result = "Result<Vec<AccountState>, LedgerError>")]
 pub struct ExportAccounts;
 
 /// Copy out one account actor's state.

@@ -104,15 +104,16 @@ pub enum Transition {
     Apply,
     /// Already in the action's target state: report it, change nothing.
     AlreadyThere,
+    /// Not allowed from this state: an invalid transition.
+    Forbidden,
 }
 
-/// Decides whether `action` may be applied to a withdrawal in state `from`.
-/// `Err` means it is an invalid transition.
-pub fn decide_transition(from: StatusKind, action: TransitionAction) -> Result<Transition, ()> {
+/// Decides what `action` does to a withdrawal in state `from`.
+pub fn decide_transition(from: StatusKind, action: TransitionAction) -> Transition {
     match (from, action) {
-        (StatusKind::Pending, _) => Ok(Transition::Apply),
-        (terminal, action) if terminal == action.target() => Ok(Transition::AlreadyThere),
-        _ => Err(()),
+        (StatusKind::Pending, _) => Transition::Apply,
+        (terminal, action) if terminal == action.target() => Transition::AlreadyThere,
+        _ => Transition::Forbidden,
     }
 }
 
@@ -177,11 +178,11 @@ mod tests {
         for from in ALL_STATES {
             for action in ALL_ACTIONS {
                 let expected = if from == StatusKind::Pending {
-                    Ok(Transition::Apply)
+                    Transition::Apply
                 } else if from == action.target() {
-                    Ok(Transition::AlreadyThere)
+                    Transition::AlreadyThere
                 } else {
-                    Err(())
+                    Transition::Forbidden
                 };
                 assert_eq!(
                     decide_transition(from, action),

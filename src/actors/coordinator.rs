@@ -42,16 +42,27 @@ pub fn shard_of(account: AccountId, shards: usize) -> usize {
 pub type Peers = Arc<OnceLock<Vec<Addr<Coordinator>>>>;
 
 pub struct Coordinator {
+    /// Accounts with a running actor.
     accounts: HashMap<AccountId, Addr<AccountActor>>,
+    /// Accounts known (recovered from disk) whose actor is not running: it
+    /// is started, with this state, on the account's next command. Keeps
+    /// opening a ledger with millions of accounts cheap.
+    dormant: HashMap<AccountId, AccountState>,
     journal: Journal,
     pending_withdrawals_max: u32,
     peers: Peers,
 }
 
 impl Coordinator {
-    pub fn new(journal: Journal, pending_withdrawals_max: u32, peers: Peers) -> Self {
+    pub fn new(
+        journal: Journal,
+        pending_withdrawals_max: u32,
+        peers: Peers,
+        recovered: Vec<AccountState>,
+    ) -> Self {
         Self {
             accounts: HashMap::new(),
+            dormant: recovered.into_iter().map(|a| (a.id(), a)).collect(),
             journal,
             pending_withdrawals_max,
             peers,
@@ -61,10 +72,20 @@ impl Coordinator {
     fn spawn_account(&mut self, account: AccountId) -> Addr<AccountActor> {
         let journal = self.journal.clone();
         let max = self.pending_withdrawals_max;
+        let dormant = &mut self.dormant;
         self.accounts
             .entry(account)
-            .or_insert_with(|| AccountActor::new(AccountState::new(account), journal, max).start())
+            .or_insert_with(|| {
+                let state = dormant
+                    .remove(&account)
+                    .unwrap_or_else(|| AccountState::new(account));
+                AccountActor::new(state, journal, max).start()
+            })
             .clone()
+    }
+
+    fn is_known(&self, account: AccountId) -> bool {
+        self.accounts.contains_key(&account) || self.dormant.contains_key(&account)
     }
 
     /// Answers a command for an account that does not exist, against an
@@ -125,7 +146,7 @@ impl Handler<ExecuteBatch> for Coordinator {
                 .collect();
         let mut groups: HashMap<AccountId, AccountGroup> = HashMap::new();
         for (index, (account, command)) in msg.ops.into_iter().enumerate() {
-            let known = self.accounts.contains_key(&account) || groups.contains_key(&account);
+            let known = self.is_known(account) || groups.contains_key(&account);
             if !known && !command.creates_account() {
                 results[index] = Some(self.answer_unknown_account(account, command));
                 continue;
@@ -311,7 +332,10 @@ impl Handler<AskAccount> for Coordinator {
     fn handle(&mut self, msg: AskAccount, _ctx: &mut Self::Context) -> Self::Result {
         match self.accounts.get(&msg.account) {
             None => {
-                let answered = answer(&AccountState::new(msg.account), &msg.query);
+                let answered = match self.dormant.get(&msg.account) {
+                    Some(state) => answer(state, &msg.query),
+                    None => answer(&AccountState::new(msg.account), &msg.query),
+                };
                 Box::pin(async move { answered })
             }
             Some(actor) => {
@@ -324,7 +348,7 @@ impl Handler<AskAccount> for Coordinator {
 
 /// Copies out every account state of this shard.
 impl Handler<ExportAccounts> for Coordinator {
-    type Result = ResponseFuture<Vec<AccountState>>;
+    type Result = ResponseFuture<Result<Vec<AccountState>, LedgerError>>;
 
     fn handle(&mut self, _msg: ExportAccounts, _ctx: &mut Self::Context) -> Self::Result {
         let exports: Vec<_> = self
@@ -332,12 +356,15 @@ impl Handler<ExportAccounts> for Coordinator {
             .values()
             .map(|a| a.send(ExportState))
             .collect();
+        let mut states: Vec<AccountState> = self.dormant.values().cloned().collect();
         Box::pin(async move {
-            join_all(exports)
-                .await
-                .into_iter()
-                .filter_map(Result::ok)
-                .collect()
+            for export in join_all(exports).await {
+                match export {
+                    Ok(state) => states.push(state),
+                    Err(_) => return Err(LedgerError::ShuttingDown),
+                }
+            }
+            Ok(states)
         })
     }
 }
