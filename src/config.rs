@@ -4,7 +4,10 @@
 //! unit in the name. [`Config::for_tests`] makes them small so tests reach
 //! the edges.
 
+use std::path::PathBuf;
+
 use crate::money::CurrencyConfig;
+pub use crate::wal::SyncMode;
 
 /// How the engine is set up when it opens.
 #[derive(Clone, Debug)]
@@ -22,7 +25,32 @@ pub struct Config {
     pub account_pending_withdrawals_max: u32,
     /// Operations accepted in one `submit` call. Default: 65,536.
     pub batch_ops_max: usize,
+    /// Where the write-ahead log and snapshots live. `None` keeps state in
+    /// memory only (and forces sync mode `none`). Default: `None`; the CLI
+    /// defaults to `./data`.
+    pub data_dir: Option<PathBuf>,
+    /// When an operation is acknowledged relative to the disk. Default:
+    /// `Fsync` (a call returns only after its record is on disk).
+    pub sync: SyncMode,
+    /// WAL segment size before a new segment is started. Default: 64 MiB.
+    pub wal_segment_bytes_max: u64,
+    /// Take a snapshot after this many logged events. Default: 1,000,000.
+    pub snapshot_every_events: u64,
+    /// Take a snapshot at least this often while events are logged.
+    /// Default: 300 s.
+    pub snapshot_interval_secs: u64,
+    /// Snapshots kept; WAL segments older than the oldest kept snapshot are
+    /// deleted. Keeping more than one lets recovery fall back when the
+    /// newest is damaged. Default: 3.
+    pub snapshots_kept: usize,
 }
+
+/// Default for [`Config::snapshot_every_events`].
+pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 1_000_000;
+/// Default for [`Config::snapshot_interval_secs`].
+pub const SNAPSHOT_INTERVAL_SECS_DEFAULT: u64 = 300;
+/// Default for [`Config::snapshots_kept`].
+pub const SNAPSHOTS_KEPT_DEFAULT: usize = 3;
 
 /// Default for [`Config::shard_in_flight_ops_max`].
 pub const SHARD_IN_FLIGHT_OPS_MAX_DEFAULT: usize = 262_144;
@@ -43,6 +71,12 @@ impl Default for Config {
             shard_in_flight_ops_max: SHARD_IN_FLIGHT_OPS_MAX_DEFAULT,
             account_pending_withdrawals_max: ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
+            data_dir: None,
+            sync: SyncMode::Fsync,
+            wal_segment_bytes_max: crate::wal::SEGMENT_BYTES_MAX_DEFAULT,
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            snapshot_interval_secs: SNAPSHOT_INTERVAL_SECS_DEFAULT,
+            snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
         }
     }
 }
@@ -55,8 +89,24 @@ impl Config {
             shard_in_flight_ops_max: 4_096,
             account_pending_withdrawals_max: 8,
             batch_ops_max: 1_024,
+            wal_segment_bytes_max: 64 * 1024,
+            snapshot_every_events: 1_000,
+            snapshots_kept: 2,
             ..Self::default()
         }
+    }
+
+    /// The same, durable in `dir` with `fsync`.
+    pub fn for_tests_in(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: Some(dir.into()),
+            ..Self::for_tests()
+        }
+    }
+
+    /// Whether operations are logged to disk.
+    pub fn is_durable(&self) -> bool {
+        self.data_dir.is_some() && self.sync != SyncMode::None
     }
 
     /// Checks the numbers make sense; the message says which does not.
@@ -69,6 +119,14 @@ impl Config {
         }
         if self.batch_ops_max == 0 {
             return Err("batch_ops_max must be at least 1".into());
+        }
+        if self.snapshots_kept == 0 {
+            return Err("snapshots_kept must be at least 1".into());
+        }
+        if self.snapshot_every_events == 0 || self.snapshot_interval_secs == 0 {
+            return Err(
+                "snapshot_every_events and snapshot_interval_secs must be at least 1".into(),
+            );
         }
         if self.currencies.is_empty() {
             return Err("at least one currency must be configured".into());

@@ -18,6 +18,14 @@ pub enum LedgerError {
     #[error("the ledger is shutting down; no new operations are accepted")]
     ShuttingDown,
 
+    /// A write or fsync of the log failed earlier: memory and disk may
+    /// differ, so every later write is refused until a restart recovers
+    /// from the log.
+    #[error(
+        "the ledger is poisoned by a storage failure and refuses writes until restarted: {reason}"
+    )]
+    Poisoned { reason: String },
+
     /// Too many operations are in flight on one shard; retry after a pause.
     #[error("overloaded: shard {shard} already has {limit} operations in flight; retry later")]
     Overloaded { shard: usize, limit: usize },
@@ -90,6 +98,7 @@ impl LedgerError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::ShuttingDown => "shutting_down",
+            Self::Poisoned { .. } => "poisoned",
             Self::Overloaded { .. } => "overloaded",
             Self::InvalidInput { .. } => "invalid_input",
             Self::UnknownCurrency { .. } => "unknown_currency",

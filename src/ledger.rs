@@ -16,9 +16,12 @@ use parking_lot::Mutex;
 use rust_decimal::Decimal;
 use tokio::sync::{oneshot, Notify};
 
+use std::path::PathBuf;
+
 use crate::account::AccountState;
 use crate::actors::coordinator::{shard_of, Coordinator, Peers};
 use crate::audit::{audit, Audit};
+use crate::checkpoint::{write_snapshot, CheckpointSettings, Checkpointer};
 use crate::config::Config;
 use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -29,6 +32,9 @@ use crate::messages::{
 use crate::money::{Currencies, CurrencyCode};
 use crate::operation::Operation;
 use crate::receipts::{Balance, Deposit, Outcome, Transfer};
+use crate::recovery::{rebuild, RecoveryError, RecoveryReport};
+use crate::snapshot::SnapshotFile;
+use crate::wal::{ReplayMode, WalConfig, WalError, WalHandle};
 use crate::withdrawal::{TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
 
 /// Why the ledger could not open.
@@ -36,6 +42,12 @@ use crate::withdrawal::{TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE
 pub enum OpenError {
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("cannot use data folder {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("cannot open the write-ahead log: {0}")]
+    Wal(#[from] WalError),
     #[error("could not start the engine threads: {0}")]
     Start(String),
 }
@@ -63,6 +75,10 @@ struct Inner {
     /// for the last operations without polling.
     drained: Notify,
     engine: Mutex<Option<EngineThread>>,
+    journal: Journal,
+    checkpointer: Mutex<Option<Checkpointer>>,
+    /// How the state was rebuilt from disk when the ledger opened.
+    recovery: Option<RecoveryReport>,
 }
 
 /// The thread running the actix `System`, and how to stop it.
@@ -77,25 +93,40 @@ impl Ledger {
     pub fn open(config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
-        let journal = Journal::memory_only();
+        let durable = open_durable(&config, &currencies)?;
+        let (journal, recovery, checkpointer) = match &durable {
+            Some(d) => (d.journal.clone(), Some(d.report.clone()), None),
+            None => (Journal::memory_only(), None, None::<Checkpointer>),
+        };
+        let (checkpointer, mut recovered) = match durable {
+            Some(d) => (Some(d.checkpointer), d.accounts),
+            None => (checkpointer, Vec::new()),
+        };
+        let mut recovered_by_shard: Vec<Vec<AccountState>> =
+            (0..config.shards).map(|_| Vec::new()).collect();
+        for account in recovered.drain(..) {
+            recovered_by_shard[shard_of(account.id(), config.shards)].push(account);
+        }
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let shards = config.shards;
         let pending_max = config.account_pending_withdrawals_max;
+        let engine_journal = journal.clone();
         let thread = std::thread::Builder::new()
             .name("burnledger-system".into())
             .spawn(move || {
                 let system = System::new();
+                let journal = engine_journal;
                 let arbiters = system.block_on(async move {
                     let peers: Peers = Arc::new(OnceLock::new());
                     let mut arbiters = Vec::with_capacity(shards);
                     let mut coordinators = Vec::with_capacity(shards);
-                    for _ in 0..shards {
+                    for recovered in recovered_by_shard.into_iter().take(shards) {
                         let arbiter = Arbiter::new();
                         let (journal, peers) = (journal.clone(), peers.clone());
                         coordinators.push(Coordinator::start_in_arbiter(
                             &arbiter.handle(),
-                            move |_| Coordinator::new(journal, pending_max, peers, Vec::new()),
+                            move |_| Coordinator::new(journal, pending_max, peers, recovered),
                         ));
                         arbiters.push(arbiter);
                     }
@@ -133,6 +164,9 @@ impl Ledger {
                     thread,
                     stopped: stopped_rx,
                 })),
+                journal,
+                checkpointer: Mutex::new(checkpointer),
+                recovery,
             }),
         })
     }
@@ -364,6 +398,55 @@ impl Ledger {
             let _ = engine.stopped.await;
             let _ = engine.thread.join();
         }
+        // Flush the log, then leave a snapshot so the next open is quick.
+        let checkpointer = self.inner.checkpointer.lock().take();
+        if let (Some(mut checkpointer), Some(wal), Some(dir)) = (
+            checkpointer,
+            self.inner.journal.wal().cloned(),
+            self.inner.config.data_dir.clone(),
+        ) {
+            let currencies = self.inner.currencies.clone();
+            let kept = self.inner.config.snapshots_kept;
+            let poisoned = self.inner.journal.poisoned().is_some();
+            let (done_tx, done_rx) = oneshot::channel();
+            // Blocking file work, off the caller's async thread.
+            let spawned = std::thread::Builder::new()
+                .name("burnledger-shutdown".into())
+                .spawn(move || {
+                    checkpointer.stop();
+                    let flushed = wal.shutdown();
+                    if flushed.is_ok() && !poisoned {
+                        if let Err(error) = write_snapshot(&dir, &currencies, None, kept) {
+                            eprintln!("burnledger: snapshot at shutdown failed: {error}");
+                        }
+                    }
+                    let _ = done_tx.send(());
+                });
+            if spawned.is_ok() {
+                let _ = done_rx.await;
+            }
+        }
+    }
+
+    /// Takes a snapshot now (built from the log, without pausing anything)
+    /// and returns it; `None` when nothing was logged since the last one or
+    /// the ledger keeps no log.
+    pub async fn snapshot(&self) -> Result<Option<SnapshotFile>, LedgerError> {
+        let requested = match self.inner.checkpointer.lock().as_ref() {
+            None => return Ok(None),
+            Some(checkpointer) => checkpointer.request_snapshot(),
+        };
+        let failed = |reason| LedgerError::Internal { reason };
+        let answer = requested.map_err(failed)?;
+        answer
+            .await
+            .map_err(|_| failed("the checkpointer stopped before answering".into()))?
+            .map_err(failed)
+    }
+
+    /// How the state was rebuilt from disk when this ledger opened.
+    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
+        self.inner.recovery.as_ref()
     }
 
     // ---- internals ----
@@ -566,7 +649,71 @@ impl Drop for Inner {
             engine.system.stop();
             let _ = engine.thread.join();
         }
+        // Like a crash as far as the data is concerned: no final snapshot,
+        // but the writer thread is joined so the folder can be reopened.
+        if let Some(mut checkpointer) = self.checkpointer.get_mut().take() {
+            checkpointer.stop();
+        }
+        if let Some(wal) = self.journal.wal() {
+            let _ = wal.shutdown();
+        }
     }
+}
+
+/// What opening a data folder yields.
+struct Durable {
+    journal: Journal,
+    accounts: Vec<AccountState>,
+    report: RecoveryReport,
+    checkpointer: Checkpointer,
+}
+
+/// Recovers the state in the data folder and opens its WAL writer and
+/// checkpointer; `None` when the ledger keeps no log.
+fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durable>, OpenError> {
+    let Some(dir) = config.data_dir.clone().filter(|_| config.is_durable()) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| OpenError::DataDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let recovered = rebuild(&dir, currencies, ReplayMode::Recover)?;
+    let report = recovered.report;
+    let wal = WalHandle::open(
+        WalConfig {
+            sync: config.sync,
+            segment_bytes_max: config.wal_segment_bytes_max,
+            ..WalConfig::new(&dir)
+        },
+        report.next_lsn,
+    )?;
+    // The checkpointer reads the journal's durable LSN and the journal
+    // nudges the checkpointer: tie the knot through a cell set just below.
+    let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
+    let reader = Arc::clone(&journal_cell);
+    let (checkpointer, nudge) = Checkpointer::start(CheckpointSettings {
+        data_dir: dir.clone(),
+        currencies: currencies.clone(),
+        interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
+        snapshots_kept: config.snapshots_kept,
+        durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
+        last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
+    })
+    .map_err(|e| OpenError::Start(e.to_string()))?;
+    let journal = Journal::logged(
+        wal,
+        report.last_lsn,
+        config.snapshot_every_events,
+        move || nudge.send(),
+    );
+    let _ = journal_cell.set(journal.clone());
+    Ok(Some(Durable {
+        journal,
+        accounts: recovered.accounts.into_values().collect(),
+        report,
+        checkpointer,
+    }))
 }
 
 fn unexpected(outcome: Outcome) -> LedgerError {

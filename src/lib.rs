@@ -60,6 +60,7 @@
 pub mod account;
 pub mod actors;
 pub mod audit;
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -70,6 +71,7 @@ pub mod messages;
 pub mod money;
 pub mod operation;
 pub mod receipts;
+pub mod recovery;
 pub mod snapshot;
 pub mod wal;
 pub mod withdrawal;

@@ -116,6 +116,11 @@ impl Handler<ExecuteCommands> for AccountActor {
     type Result = ResponseFuture<Vec<Result<AccountReply, LedgerError>>>;
 
     fn handle(&mut self, msg: ExecuteCommands, _ctx: &mut Self::Context) -> Self::Result {
+        // After a storage failure memory must not move further from disk.
+        if let Some(poisoned) = self.journal.poisoned() {
+            let replies = msg.commands.iter().map(|_| Err(poisoned.clone())).collect();
+            return Box::pin(std::future::ready(replies));
+        }
         let mut events = Vec::new();
         let replies: Vec<_> = msg
             .commands

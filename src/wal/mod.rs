@@ -50,7 +50,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use handle::WalHandle;
-pub use reader::{replay, ReplayError, ReplayReport};
+pub use reader::{replay, replay_with, ReplayError, ReplayMode, ReplayReport};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub use segment::{delete_segments_below, segment_path, wal_dir, FailPoint};

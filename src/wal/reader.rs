@@ -64,14 +64,41 @@ fn corrupt(segment: &Segment, offset: usize, reason: String) -> WalError {
     }
 }
 
+/// How a replay treats the files it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// Recovery before the writer opens: cut a torn tail off the last
+    /// segment, so the writer can append after whole records.
+    Recover,
+    /// Change nothing on disk: a torn tail is reported (in
+    /// `bytes_truncated`, as what recovery would cut) but left in place.
+    /// With `until_lsn`, stop after that LSN and ignore whatever follows —
+    /// the live writer may be halfway through appending it.
+    ReadOnly { until_lsn: Option<u64> },
+}
+
 /// Feeds every record of `dir`'s log with an LSN of at least `from_lsn`
 /// (0 and 1 both mean all) to `apply`, in LSN order. Cuts a torn tail off
 /// the last segment; any other damage, or a missing record, is an error.
 pub fn replay<E>(
     dir: &Path,
     from_lsn: u64,
+    apply: impl FnMut(u64, Event) -> Result<(), E>,
+) -> Result<ReplayReport, ReplayError<E>> {
+    replay_with(dir, from_lsn, ReplayMode::Recover, apply)
+}
+
+/// [`replay`], with the treatment of the files chosen by `mode`.
+pub fn replay_with<E>(
+    dir: &Path,
+    from_lsn: u64,
+    mode: ReplayMode,
     mut apply: impl FnMut(u64, Event) -> Result<(), E>,
 ) -> Result<ReplayReport, ReplayError<E>> {
+    let until_lsn = match mode {
+        ReplayMode::ReadOnly { until_lsn } => until_lsn.unwrap_or(u64::MAX),
+        ReplayMode::Recover => u64::MAX,
+    };
     let from_lsn = from_lsn.max(1);
     let segments = segment::list(dir)?;
     let mut report = ReplayReport {
@@ -106,7 +133,7 @@ pub fn replay<E>(
         }
         read_segment(&segment.path, &mut buf)?;
         let found = scan(&buf, segment.first_lsn, |entry| {
-            if entry.lsn < from_lsn {
+            if entry.lsn < from_lsn || entry.lsn > until_lsn {
                 return Ok(());
             }
             report.first_lsn.get_or_insert(entry.lsn);
@@ -116,9 +143,19 @@ pub fn replay<E>(
         })?;
         report.segments += 1;
         next_lsn = segment.first_lsn + found.records;
+        if next_lsn > until_lsn {
+            // Everything asked for was read; what follows is the live
+            // writer's business.
+            report.last_lsn = until_lsn;
+            report.next_lsn = until_lsn + 1;
+            return Ok(report);
+        }
         let is_last = index + 1 == segments.len();
         match found.tail {
             Tail::Clean => {}
+            Tail::Torn if is_last && mode != ReplayMode::Recover => {
+                report.bytes_truncated = (buf.len() - found.valid_bytes) as u64;
+            }
             Tail::Torn if is_last => {
                 truncate(&segment.path, found.valid_bytes)?;
                 report.bytes_truncated = (buf.len() - found.valid_bytes) as u64;
