@@ -31,7 +31,7 @@ pub enum LedgerError {
     Overloaded { shard: usize, limit: usize },
 
     /// Malformed input that is not about an amount or currency (an oversized
-    /// key or reason, a transfer to the same account, an empty batch, ...).
+    /// key or reason, a transfer to the same account, an oversized batch, ...).
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
 

@@ -189,11 +189,13 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Deposit, LedgerError> {
+        self.check_open()?;
+        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
         let op = Operation::Deposit {
             account,
             currency: CurrencyCode::new(currency)?,
             amount,
-            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+            idempotency_key,
         };
         match self.submit_one(op).await? {
             Outcome::Deposited(deposit) => Ok(deposit),
@@ -210,11 +212,13 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Withdrawal, LedgerError> {
+        self.check_open()?;
+        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
         let op = Operation::RequestWithdrawal {
             account,
             currency: CurrencyCode::new(currency)?,
             amount,
-            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+            idempotency_key,
         };
         self.submit_withdrawal_op(op).await
     }
@@ -252,12 +256,15 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, LedgerError> {
+        self.check_open()?;
+        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        check_distinct(from, to)?;
         let op = Operation::Transfer {
             from,
             to,
             currency: CurrencyCode::new(currency)?,
             amount,
-            idempotency_key: idempotency_key.map(IdempotencyKey::new).transpose()?,
+            idempotency_key,
         };
         match self.submit_one(op).await? {
             Outcome::Transferred(transfer) => Ok(transfer),
@@ -285,6 +292,7 @@ impl Ledger {
         account: AccountId,
         currency: &str,
     ) -> Result<Balance, LedgerError> {
+        self.check_open()?;
         let currency = self.inner.currencies.get(currency)?;
         match self.ask(account, Query::Balance(currency)).await? {
             QueryReply::Balance(b) => Ok(b),
@@ -307,6 +315,9 @@ impl Ledger {
     /// per batch instead of one per operation.
     pub async fn submit(&self, ops: Vec<Operation>) -> Vec<Result<Outcome, LedgerError>> {
         let count = ops.len();
+        if let Err(closed) = self.check_open() {
+            return vec![Err(closed); count];
+        }
         if count > self.inner.config.batch_ops_max {
             let error = LedgerError::InvalidInput {
                 reason: format!(
@@ -531,15 +542,9 @@ impl Ledger {
                 amount,
                 idempotency_key,
             } => {
+                check_distinct(from, to)?;
                 let currency = currencies.get_code(currency)?;
                 let amount = currencies.parse_amount(currency, amount)?;
-                if from == to {
-                    return Err(LedgerError::InvalidInput {
-                        reason: format!(
-                            "a transfer needs two different accounts, got {from} twice"
-                        ),
-                    });
-                }
                 AccountCommand::HoldTransfer {
                     to,
                     currency,
@@ -584,6 +589,14 @@ impl Ledger {
             .send(AskAccount { account, query })
             .await
             .unwrap_or(Err(LedgerError::ShuttingDown))
+    }
+
+    /// Refuses everything once shutdown has begun, before judging the input.
+    fn check_open(&self) -> Result<(), LedgerError> {
+        if self.inner.closing.load(Ordering::SeqCst) {
+            return Err(LedgerError::ShuttingDown);
+        }
+        Ok(())
     }
 
     /// Reserves room for `count` operations on a shard, or says why not.
@@ -714,6 +727,15 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         report,
         checkpointer,
     }))
+}
+
+fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {
+    if from == to {
+        return Err(LedgerError::InvalidInput {
+            reason: format!("a transfer needs two different accounts, got {from} twice"),
+        });
+    }
+    Ok(())
 }
 
 fn unexpected(outcome: Outcome) -> LedgerError {

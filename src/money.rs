@@ -115,12 +115,19 @@ pub struct CurrencyConfig {
 }
 
 impl CurrencyConfig {
-    /// A currency with the default per-operation limit ([`AMOUNT_MAX_DEFAULT`]).
+    /// A currency with the default per-operation limit: [`AMOUNT_MAX_DEFAULT`],
+    /// or less where that many whole units would pass the balance ceiling
+    /// (currencies with 17 or 18 decimals).
     pub fn new(code: &str, decimals: u8) -> Self {
+        let ceiling_whole_units = 10i128
+            .checked_pow(u32::from(decimals))
+            .map(|scale| BALANCE_UNITS_MAX / scale)
+            .map(Decimal::from)
+            .unwrap_or(Decimal::ONE);
         Self {
             code: code.to_string(),
             decimals,
-            amount_max: AMOUNT_MAX_DEFAULT,
+            amount_max: AMOUNT_MAX_DEFAULT.min(ceiling_whole_units),
         }
     }
 }
@@ -295,8 +302,13 @@ mod tests {
     }
 
     #[test]
-    fn default_amount_max_is_one_trillion() {
+    fn default_amount_max_is_one_trillion_or_the_ceiling() {
         assert_eq!(AMOUNT_MAX_DEFAULT, dec("1000000000000"));
+        assert_eq!(CurrencyConfig::new("USD", 2).amount_max, AMOUNT_MAX_DEFAULT);
+        // 18 decimals: 1e28 minor units is 1e10 whole units.
+        let eth = CurrencyConfig::new("ETH", 18);
+        assert_eq!(eth.amount_max, dec("10000000000"));
+        assert!(Currencies::new(&[eth, CurrencyConfig::new("XRP", 17)]).is_ok());
     }
 
     #[test]

@@ -1642,3 +1642,50 @@ async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed(
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
+
+#[tokio::test]
+async fn after_shutdown_even_invalid_input_is_refused_as_shutting_down() {
+    let ledger = open();
+    ledger.shutdown().await;
+    let refused = |r: Result<_, LedgerError>| matches!(r, Err(LedgerError::ShuttingDown));
+    assert!(refused(
+        ledger.deposit(1, "usd", dec("1"), None).await.map(|_| ())
+    ));
+    assert!(refused(
+        ledger.deposit(1, "USD", dec("0"), None).await.map(|_| ())
+    ));
+    assert!(refused(
+        ledger
+            .transfer(1, 1, "USD", dec("1"), None)
+            .await
+            .map(|_| ())
+    ));
+    assert!(refused(ledger.balance(1, "XYZ").await.map(|_| ())));
+    let batch = ledger.submit(vec![]).await;
+    assert!(batch.is_empty());
+}
+
+#[tokio::test]
+async fn a_self_transfer_is_invalid_input_whatever_its_amount() {
+    let ledger = open();
+    assert!(matches!(
+        ledger.transfer(1, 1, "USD", dec("0"), None).await,
+        Err(LedgerError::InvalidInput { .. })
+    ));
+    ledger.shutdown().await;
+}
+
+#[tokio::test]
+async fn eighteen_decimal_currencies_open_with_a_default_limit_under_the_ceiling() {
+    let ledger = Ledger::open(Config {
+        currencies: vec![burnledger::CurrencyConfig::new("ETH", 18)],
+        ..Config::for_tests()
+    })
+    .unwrap();
+    let deposit = ledger
+        .deposit(1, "ETH", dec("1.000000000000000001"), None)
+        .await
+        .unwrap();
+    assert_eq!(deposit.amount, dec("1.000000000000000001"));
+    ledger.shutdown().await;
+}

@@ -558,3 +558,78 @@ async fn concurrent_transfers_draining_one_account_never_overspend_it() {
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_a_keyed_transfer_and_its_replay_in_order() {
+    let ledger = open();
+    ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+    let transfer = || Operation::Transfer {
+        from: 1,
+        to: 2,
+        currency: code("USD"),
+        amount: dec("10"),
+        idempotency_key: Some(burnledger::IdempotencyKey::new("k").unwrap()),
+    };
+    let results = ledger.submit(vec![transfer(), transfer()]).await;
+    let ids: Vec<_> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(Outcome::Transferred(t)) => t.transaction_id,
+            other => panic!("expected the transfer and its replay, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "the replay returns the first result");
+    assert_eq!(balance(&ledger, 1, "USD").await.0, dec("90"));
+    assert_clean(&ledger).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_after_a_transfer_in_a_batch_sees_the_transfer_finished() {
+    let ledger = open();
+    ledger.deposit(2, "USD", dec("5"), None).await.unwrap();
+    // The transfer out of 2 fails at the receiver only if it is over the
+    // ceiling; here it succeeds, and the withdrawal after it in the same
+    // batch must see the funds gone, as if run one after the other.
+    let results = ledger
+        .submit(vec![
+            Operation::Transfer {
+                from: 2,
+                to: 3,
+                currency: code("USD"),
+                amount: dec("5"),
+                idempotency_key: None,
+            },
+            Operation::RequestWithdrawal {
+                account: 2,
+                currency: code("USD"),
+                amount: dec("5"),
+                idempotency_key: None,
+            },
+            Operation::Deposit {
+                account: 2,
+                currency: code("USD"),
+                amount: dec("1"),
+                idempotency_key: None,
+            },
+            Operation::RequestWithdrawal {
+                account: 2,
+                currency: code("USD"),
+                amount: dec("1"),
+                idempotency_key: None,
+            },
+        ])
+        .await;
+    assert!(matches!(results[0], Ok(Outcome::Transferred(_))));
+    assert!(matches!(
+        results[1],
+        Err(LedgerError::InsufficientFunds { .. })
+    ));
+    assert!(matches!(results[2], Ok(Outcome::Deposited(_))));
+    assert!(matches!(results[3], Ok(Outcome::Withdrawal(_))));
+    assert_eq!(
+        balance(&ledger, 2, "USD").await,
+        (dec("0"), dec("1"), dec("1"))
+    );
+    assert_eq!(balance(&ledger, 3, "USD").await.0, dec("5"));
+    assert_clean(&ledger).await;
+}

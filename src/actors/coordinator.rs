@@ -167,13 +167,71 @@ impl Handler<ExecuteBatch> for Coordinator {
     }
 }
 
-/// Step 1 on every account, then the receiving side of each transfer held
-/// in step 1, then step 3 back at each transfer's source.
+/// Runs a batch in rounds. Each account's commands are cut after every
+/// transfer, because a transfer only ends (at its source) after its
+/// receiver answered: the source's later commands must wait for that to
+/// keep the batch's order per account. Batches without transfers, or with
+/// one transfer last per account, run in a single round.
 async fn run_batch(
     groups: Vec<AccountGroup>,
     mut results: Vec<Option<Result<Outcome, LedgerError>>>,
     peers: Peers,
 ) -> Vec<Result<Outcome, LedgerError>> {
+    let mut queues: Vec<std::collections::VecDeque<AccountGroup>> =
+        groups.into_iter().map(split_after_transfers).collect();
+    loop {
+        let round: Vec<AccountGroup> = queues.iter_mut().filter_map(|q| q.pop_front()).collect();
+        if round.is_empty() {
+            break;
+        }
+        run_round(round, &mut results, &peers).await;
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(LedgerError::Internal {
+                    reason: "an operation of the batch got no answer".into(),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Cuts one account's commands into runs that each end at a transfer.
+fn split_after_transfers(group: AccountGroup) -> std::collections::VecDeque<AccountGroup> {
+    let mut runs = std::collections::VecDeque::new();
+    let mut current = AccountGroup {
+        actor: group.actor.clone(),
+        indices: Vec::new(),
+        commands: Vec::new(),
+    };
+    for (index, command) in group.indices.into_iter().zip(group.commands) {
+        let ends_run = matches!(command, AccountCommand::HoldTransfer { .. });
+        current.indices.push(index);
+        current.commands.push(command);
+        if ends_run {
+            let next = AccountGroup {
+                actor: group.actor.clone(),
+                indices: Vec::new(),
+                commands: Vec::new(),
+            };
+            runs.push_back(std::mem::replace(&mut current, next));
+        }
+    }
+    if !current.commands.is_empty() {
+        runs.push_back(current);
+    }
+    runs
+}
+
+/// Step 1 on every account of the round, then the receiving side of each
+/// transfer held in step 1, then step 3 back at each transfer's source.
+async fn run_round(
+    groups: Vec<AccountGroup>,
+    results: &mut [Option<Result<Outcome, LedgerError>>],
+    peers: &Peers,
+) {
     let mut held: Vec<PendingTransfer> = Vec::new();
     let sends = groups.into_iter().map(|group| {
         let holds: Vec<_> = group.commands.iter().map(transfer_args).collect();
@@ -207,7 +265,7 @@ async fn run_batch(
     }
 
     if !held.is_empty() {
-        let receipts = held.iter().map(|t| receive(&peers, t));
+        let receipts = held.iter().map(|t| receive(peers, t));
         let received = join_all(receipts).await;
         let finishes = held
             .into_iter()
@@ -247,17 +305,6 @@ async fn run_batch(
             results[index] = Some(outcome);
         }
     }
-
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(LedgerError::Internal {
-                    reason: "an operation of the batch got no answer".into(),
-                })
-            })
-        })
-        .collect()
 }
 
 fn transfer_args(
