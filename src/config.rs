@@ -43,6 +43,44 @@ pub struct Config {
     /// deleted. Keeping more than one lets recovery fall back when the
     /// newest is damaged. Default: 3.
     pub snapshots_kept: usize,
+    /// Makes the log's writes or fsyncs fail on command: failure injection
+    /// for tests of poisoning. Inert unless switched on.
+    pub wal_fail_point: crate::wal::FailPoint,
+}
+
+/// Parses `USD:2,EUR:2,BTC:8` into currency configs (the CLI's and the
+/// HTTP service's `--currencies`).
+pub fn parse_currencies(list: &str) -> Result<Vec<CurrencyConfig>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (code, decimals) = item
+                .split_once(':')
+                .ok_or_else(|| format!("{item:?}: expected CODE:DECIMALS, e.g. USD:2"))?;
+            let decimals = decimals
+                .parse::<u8>()
+                .map_err(|_| format!("{item:?}: decimals must be a number from 0 to 18"))?;
+            Ok(CurrencyConfig::new(code, decimals))
+        })
+        .collect()
+}
+
+/// Parses a sync mode: `fsync`, `buffered` (fsync every 100 ms),
+/// `buffered:<ms>`, or `none`.
+pub fn parse_sync(mode: &str) -> Result<SyncMode, String> {
+    match mode {
+        "fsync" => Ok(SyncMode::Fsync),
+        "none" => Ok(SyncMode::None),
+        "buffered" => Ok(SyncMode::Buffered { interval_ms: 100 }),
+        other => other
+            .strip_prefix("buffered:")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|interval_ms| SyncMode::Buffered { interval_ms })
+            .ok_or_else(|| {
+                format!("sync mode {other:?}: expected fsync, buffered, buffered:<ms> or none")
+            }),
+    }
 }
 
 /// Default for [`Config::snapshot_every_events`].
@@ -77,6 +115,7 @@ impl Default for Config {
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshot_interval_secs: SNAPSHOT_INTERVAL_SECS_DEFAULT,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
+            wal_fail_point: crate::wal::FailPoint::default(),
         }
     }
 }

@@ -697,6 +697,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         WalConfig {
             sync: config.sync,
             segment_bytes_max: config.wal_segment_bytes_max,
+            fail_point: config.wal_fail_point.clone(),
             ..WalConfig::new(&dir)
         },
         report.next_lsn,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod simulate;
+mod storage;
 
 #[derive(Parser)]
 #[command(
@@ -21,8 +22,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole withdrawal flow in memory and check the invariants.
+    /// Run the whole withdrawal flow on embedded defaults and check the invariants.
     Simulate(simulate::SimulateArgs),
+    /// List a data folder's WAL segments and snapshots.
+    Inspect(storage::InspectArgs),
+    /// Recover a data folder read-only and check the invariants.
+    Verify(storage::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Simulate(args) => runtime.block_on(simulate::run(args)),
+        Command::Inspect(args) => storage::inspect(args),
+        Command::Verify(args) => storage::verify(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -10,8 +10,10 @@
 //! audited: invariants 1–3 and 6 of the design.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use burnledger::config::parse_sync;
 use burnledger::money::CurrencyCode;
 use burnledger::{
     Config, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome, TransactionId,
@@ -42,6 +44,14 @@ pub struct SimulateArgs {
     /// Seed of the random operation mix.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Data folder for the write-ahead log and snapshots; state there from
+    /// earlier runs is recovered first and kept.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// fsync (acknowledge after fsync), buffered[:ms] (fsync on an
+    /// interval) or none (memory only, no data folder).
+    #[arg(long, default_value = "fsync")]
+    sync: String,
 }
 
 const CURRENCIES: [&str; 2] = ["USD", "BTC"];
@@ -92,6 +102,9 @@ enum Expect {
 
 struct Worker {
     id: u64,
+    /// Keeps this run's idempotency keys apart from earlier runs' on the
+    /// same data: the LSN the run started at.
+    run: u64,
     rng: SmallRng,
     accounts: u64,
     /// This worker's own pending withdrawals: only it settles them, so every
@@ -229,7 +242,7 @@ impl Worker {
 
     fn new_key(&mut self) -> IdempotencyKey {
         self.next_key += 1;
-        IdempotencyKey::new(&format!("sim-{}-{}", self.id, self.next_key))
+        IdempotencyKey::new(&format!("sim-{}-{}-{}", self.run, self.id, self.next_key))
             .unwrap_or_else(|_| unreachable!("simulator keys are short"))
     }
 
@@ -378,16 +391,44 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     if args.accounts < 2 || args.batch == 0 || args.workers == 0 {
         return Err("simulate needs --accounts ≥ 2, --batch ≥ 1 and --workers ≥ 1".into());
     }
-    let mut config = Config::default();
+    let mut config = Config {
+        sync: parse_sync(&args.sync)?,
+        data_dir: Some(args.data_dir.clone()),
+        ..Config::default()
+    };
     if let Some(shards) = args.shards {
         config.shards = shards;
     }
     let shards = config.shards;
+    let durable = config.is_durable();
     let ledger = Ledger::open(config).map_err(|e| e.to_string())?;
     println!(
         "burnledger simulate: {} accounts, {} operations, {} workers × batches of {}, {} shards, seed {}",
         args.accounts, args.ops, args.workers, args.batch, shards, args.seed
     );
+    if let Some(report) = ledger.recovery_report() {
+        println!(
+            "data            {} (sync {}): recovered {} accounts from {} + {} WAL records in {:.3} s{}",
+            args.data_dir.display(),
+            args.sync,
+            report.accounts,
+            report
+                .snapshot
+                .as_ref()
+                .map_or("no snapshot".to_string(), |s| format!("snapshot at LSN {}", s.lsn)),
+            report.records_replayed,
+            report.elapsed.as_secs_f64(),
+            if report.bytes_truncated > 0 {
+                format!(", cut a torn tail of {} bytes", report.bytes_truncated)
+            } else {
+                String::new()
+            }
+        );
+    } else if !durable {
+        println!("data            memory only (sync none)");
+    }
+    // Earlier runs on the same data count towards the totals: start from them.
+    let start = ledger.audit().await.map_err(|e| e.to_string())?;
 
     let progress = ProgressBar::new(args.ops);
     progress.set_style(
@@ -403,6 +444,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         let ops = per_worker + u64::from(id < args.ops % args.workers);
         let worker = Worker {
             id,
+            run: ledger.recovery_report().map_or(0, |r| r.last_lsn),
             rng: SmallRng::seed_from_u64(args.seed.wrapping_add(id)),
             accounts: args.accounts,
             pending: Vec::new(),
@@ -456,10 +498,14 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         let total = currency.to_decimal(sums.total());
         let deposited = tally.deposited.get(name).copied().unwrap_or_default();
         let completed = tally.completed.get(name).copied().unwrap_or_default();
-        let matches = total == deposited - completed;
+        let before = start
+            .totals
+            .get(code)
+            .map_or(Decimal::ZERO, |(c, sums)| c.to_decimal(sums.total()));
+        let matches = total == before + deposited - completed;
         sums_ok &= matches;
         println!(
-            "  {name:<4} total {total} = acknowledged deposits {deposited} − acknowledged completed withdrawals {completed}  [{}]",
+            "  {name:<4} total {total} = {before} before + acknowledged deposits {deposited} − acknowledged completed withdrawals {completed}  [{}]",
             if matches { "ok" } else { "MISMATCH" }
         );
     }
