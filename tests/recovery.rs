@@ -1,0 +1,282 @@
+//! Recovery from damaged data: torn tails, corrupt records, damaged
+//! snapshots, failed fsyncs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use burnledger::account::AccountState;
+use burnledger::money::Currencies;
+use burnledger::recovery::{rebuild, snapshot_dir};
+use burnledger::wal::record::{decode, Decoded};
+use burnledger::wal::ReplayMode;
+use burnledger::{Config, Decimal, Ledger, LedgerError, OpenError};
+
+fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).unwrap()
+}
+
+fn currencies() -> Currencies {
+    Currencies::new(&Config::default().currencies).unwrap()
+}
+
+/// Logs a mix of operations through a real ledger and drops it (no snapshot).
+async fn write_log(dir: &Path, accounts: u64) {
+    let ledger = Ledger::open(Config::for_tests_in(dir)).unwrap();
+    for account in 0..accounts {
+        ledger
+            .deposit(account, "USD", dec("50"), Some("d"))
+            .await
+            .unwrap();
+        let w = ledger
+            .request_withdrawal(account, "USD", dec("7.5"), None)
+            .await
+            .unwrap();
+        ledger
+            .transfer(account, account + 1, "USD", dec("2"), None)
+            .await
+            .unwrap();
+        if account % 2 == 0 {
+            ledger.cancel_withdrawal(w.transaction_id).await.unwrap();
+        }
+    }
+    drop(ledger);
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Byte offsets where each record of a segment starts, plus its end.
+fn record_boundaries(bytes: &[u8], first_lsn: u64) -> Vec<usize> {
+    let mut offsets = vec![0];
+    let mut lsn = first_lsn;
+    let mut at = 0;
+    while let Decoded::Complete { len, .. } = decode(&bytes[at..], lsn) {
+        at += len;
+        lsn += 1;
+        offsets.push(at);
+    }
+    assert_eq!(at, bytes.len(), "the test log must decode whole");
+    offsets
+}
+
+fn first_lsn(segment: &Path) -> u64 {
+    segment
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn states(dir: &Path) -> BTreeMap<u64, AccountState> {
+    rebuild(dir, &currencies(), ReplayMode::Recover)
+        .unwrap()
+        .accounts
+        .into_iter()
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to.join("wal")).unwrap();
+    for segment in segments(from) {
+        fs::copy(&segment, to.join("wal").join(segment.file_name().unwrap())).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_wal_anywhere_in_its_last_records_recovers_exactly_the_whole_record_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 6).await;
+    let last = segments(dir.path()).pop().unwrap();
+    let bytes = fs::read(&last).unwrap();
+    let boundaries = record_boundaries(&bytes, first_lsn(&last));
+    assert!(boundaries.len() > 4);
+    // The expected state after each whole-record prefix of the last 3 records.
+    let tail_starts = &boundaries[boundaries.len() - 4..];
+    let mut expected_at = BTreeMap::new();
+    for &end in tail_starts {
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), scratch.path());
+        let cut = scratch.path().join("wal").join(last.file_name().unwrap());
+        fs::write(&cut, &bytes[..end]).unwrap();
+        expected_at.insert(end, states(scratch.path()));
+    }
+    for cut_at in tail_starts[0]..bytes.len() {
+        let whole = *tail_starts.iter().rev().find(|&&b| b <= cut_at).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), scratch.path());
+        let cut = scratch.path().join("wal").join(last.file_name().unwrap());
+        fs::write(&cut, &bytes[..cut_at]).unwrap();
+        let recovered = rebuild(scratch.path(), &currencies(), ReplayMode::Recover).unwrap();
+        assert_eq!(
+            recovered.report.bytes_truncated as usize,
+            cut_at - whole,
+            "cut at {cut_at}"
+        );
+        assert_eq!(
+            fs::metadata(&cut).unwrap().len() as usize,
+            whole,
+            "file cut back to {whole}"
+        );
+        let got: BTreeMap<_, _> = recovered.accounts.into_iter().collect();
+        assert_eq!(&got, &expected_at[&whole], "cut at byte {cut_at}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_an_earlier_record_stops_the_open_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 6).await;
+    let last = segments(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    let boundaries = record_boundaries(&bytes, first_lsn(&last));
+    // A byte inside the payload of the third record from the start.
+    let record_start = boundaries[2];
+    bytes[record_start + 20] ^= 0x01;
+    fs::write(&last, &bytes).unwrap();
+    match Ledger::open(Config::for_tests_in(dir.path())) {
+        Err(OpenError::Recovery(error)) => {
+            let message = error.to_string();
+            assert!(message.contains(&last.display().to_string()), "{message}");
+            assert!(
+                message.contains(&format!("byte {record_start}")),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("expected a recovery error, got {other}"),
+        Ok(_) => panic!("a corrupt record in the middle must stop the open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_newest_snapshot_falls_back_to_the_older_one_and_reaches_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    for account in 0..10 {
+        ledger
+            .deposit(account, "USD", dec("10"), None)
+            .await
+            .unwrap();
+    }
+    let older = ledger.snapshot().await.unwrap().unwrap();
+    for account in 0..10 {
+        ledger
+            .request_withdrawal(account, "USD", dec("1"), None)
+            .await
+            .unwrap();
+    }
+    let newer = ledger.snapshot().await.unwrap().unwrap();
+    assert!(newer.lsn > older.lsn);
+    ledger.deposit(3, "BTC", dec("1"), None).await.unwrap();
+    let mut before = ledger.export_accounts().await.unwrap();
+    before.sort_by_key(|a| a.id());
+    drop(ledger);
+
+    let mut bytes = fs::read(&newer.path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newer.path, bytes).unwrap();
+
+    let reopened = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    let report = reopened.recovery_report().unwrap().clone();
+    assert_eq!(report.snapshot.as_ref().map(|s| s.lsn), Some(older.lsn));
+    assert_eq!(report.damaged_snapshots.len(), 1);
+    assert_eq!(report.damaged_snapshots[0].0, newer.path);
+    let mut after = reopened.export_accounts().await.unwrap();
+    after.sort_by_key(|a| a.id());
+    assert_eq!(after, before);
+    reopened.shutdown().await;
+    assert!(snapshot_dir(dir.path()).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_fsync_failure_poisons_the_ledger_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::for_tests_in(dir.path());
+    let fail_point = config.wal_fail_point.clone();
+    let ledger = Ledger::open(config).unwrap();
+    let mut acknowledged = Vec::new();
+    for account in 0..5 {
+        acknowledged.push(
+            ledger
+                .deposit(account, "USD", dec("20"), None)
+                .await
+                .unwrap(),
+        );
+    }
+    fail_point.fail_syncs(true);
+    let failed = ledger.deposit(9, "USD", dec("1"), None).await;
+    assert!(
+        matches!(failed, Err(LedgerError::Poisoned { .. })),
+        "{failed:?}"
+    );
+    // Poisoned for good, even once the disk behaves again.
+    fail_point.fail_syncs(false);
+    for _ in 0..3 {
+        let refused = ledger.deposit(1, "USD", dec("1"), None).await;
+        assert!(
+            matches!(refused, Err(LedgerError::Poisoned { .. })),
+            "{refused:?}"
+        );
+        let refused = ledger.request_withdrawal(1, "USD", dec("1"), None).await;
+        assert!(
+            matches!(refused, Err(LedgerError::Poisoned { .. })),
+            "{refused:?}"
+        );
+    }
+    // Memory did not move after the poisoning: account 1 still shows 20.
+    assert_eq!(ledger.balance(1, "USD").await.unwrap().total, dec("20"));
+    ledger.shutdown().await;
+
+    let reopened = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    for deposit in &acknowledged {
+        let balance = reopened.balance(deposit.account, "USD").await.unwrap();
+        assert_eq!(
+            balance.total,
+            dec("20"),
+            "acknowledged deposit {deposit:?} survived"
+        );
+    }
+    assert!(reopened.audit().await.unwrap().is_clean());
+    // The reopened ledger writes again.
+    reopened.deposit(1, "USD", dec("1"), None).await.unwrap();
+    reopened.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_exits_zero_on_a_sound_folder_and_non_zero_on_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 4).await;
+    let verify = |dir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_burnledger"))
+            .args(["verify", "--data-dir"])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let sound = verify(dir.path());
+    assert!(
+        sound.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sound.stdout)
+    );
+    assert!(String::from_utf8_lossy(&sound.stdout).contains("invariants      ok"));
+
+    let last = segments(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&last).unwrap();
+    bytes[30] ^= 0x10;
+    fs::write(&last, bytes).unwrap();
+    let corrupt = verify(dir.path());
+    assert!(!corrupt.status.success());
+    assert!(String::from_utf8_lossy(&corrupt.stdout).contains("FAILED"));
+}
