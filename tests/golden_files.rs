@@ -1,0 +1,230 @@
+//! Loads the golden on-disk files in `snapshots/` and asserts exactly what
+//! each holds, so a format change that breaks old data cannot land unnoticed.
+//!
+//! The files were written by this test with `BURNLEDGER_WRITE_GOLDEN=1`
+//! (see snapshots/README.md). Never regenerate them to make a failing test
+//! pass: a failure here means data written by an earlier build no longer
+//! reads the same.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burnledger::account::AccountState;
+use burnledger::event::Event;
+use burnledger::ids::{IdempotencyKey, TransactionId};
+use burnledger::money::{Currencies, Currency, CurrencyCode};
+use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
+use burnledger::snapshot;
+use burnledger::wal::record::encode_into;
+use burnledger::wal::{segment_path, ReplayMode, WalError};
+use burnledger::withdrawal::WithdrawalStatus;
+use burnledger::Config;
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/v1").join(name)
+}
+
+fn usd() -> Currency {
+    Currency {
+        code: CurrencyCode::new("USD").unwrap(),
+        decimals: 2,
+    }
+}
+
+fn btc() -> Currency {
+    Currency {
+        code: CurrencyCode::new("BTC").unwrap(),
+        decimals: 8,
+    }
+}
+
+/// The scenario every golden file holds (LSN = position + 1).
+fn scenario() -> Vec<Event> {
+    let tx = TransactionId::new;
+    vec![
+        Event::Deposited {
+            tx: tx(1, 1),
+            currency: usd(),
+            amount: 10_000,
+            key: Some(IdempotencyKey::new("golden-deposit").unwrap()),
+        },
+        Event::Deposited {
+            tx: tx(2, 1),
+            currency: btc(),
+            amount: 50_000_000,
+            key: None,
+        },
+        Event::WithdrawalRequested {
+            tx: tx(1, 2),
+            currency: usd(),
+            amount: 2_500,
+            key: Some(IdempotencyKey::new("golden-withdrawal").unwrap()),
+        },
+        Event::WithdrawalCompleted { tx: tx(1, 2) },
+        Event::WithdrawalRequested {
+            tx: tx(1, 3),
+            currency: usd(),
+            amount: 1_000,
+            key: None,
+        },
+        Event::Transferred {
+            tx: tx(1, 4),
+            to: 2,
+            currency: usd(),
+            amount: 500,
+            key: Some(IdempotencyKey::new("golden-transfer").unwrap()),
+        },
+        Event::WithdrawalRequested {
+            tx: tx(2, 2),
+            currency: btc(),
+            amount: 10_000_000,
+            key: None,
+        },
+        Event::WithdrawalFailed {
+            tx: tx(2, 2),
+            reason: "bank declined".into(),
+        },
+    ]
+}
+
+fn encoded_log() -> (Vec<u8>, Vec<usize>) {
+    let mut bytes = Vec::new();
+    let mut starts = Vec::new();
+    for (index, event) in scenario().iter().enumerate() {
+        starts.push(bytes.len());
+        encode_into(&mut bytes, index as u64 + 1, event).unwrap();
+    }
+    (bytes, starts)
+}
+
+/// Writes the golden files. Run only when adding a new format version.
+#[test]
+fn write_golden_files_when_asked() {
+    if std::env::var_os("BURNLEDGER_WRITE_GOLDEN").is_none() {
+        return;
+    }
+    fs::create_dir_all(golden("")).unwrap();
+    let (bytes, starts) = encoded_log();
+    fs::write(golden("clean.wal"), &bytes).unwrap();
+    // Torn: the last record cut after its header and 3 payload bytes.
+    fs::write(golden("torn.wal"), &bytes[..starts[7] + 16 + 3]).unwrap();
+    // Corrupt: one payload byte of record 4 (LSN 4) flipped.
+    let mut corrupt = bytes.clone();
+    corrupt[starts[3] + 16] ^= 0x01;
+    fs::write(golden("corrupt.wal"), corrupt).unwrap();
+    let mut accounts = std::collections::HashMap::new();
+    for event in scenario() {
+        burnledger::recovery::apply_event(&mut accounts, &currencies(), &event).unwrap();
+    }
+    let mut states: Vec<AccountState> = accounts.into_values().collect();
+    states.sort_by_key(|a| a.id());
+    let scratch = tempfile::tempdir().unwrap();
+    let file = snapshot::write(scratch.path(), 8, states.iter()).unwrap();
+    fs::copy(&file.path, golden("snapshot-00000000000000000008.snap")).unwrap();
+}
+
+fn currencies() -> Currencies {
+    Currencies::new(&Config::default().currencies).unwrap()
+}
+
+/// A data folder holding `wal` as its only segment.
+fn data_dir_with_wal(wal: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = segment_path(dir.path(), 1);
+    fs::create_dir_all(segment.parent().unwrap()).unwrap();
+    fs::copy(golden(wal), &segment).unwrap();
+    dir
+}
+
+fn account(accounts: &std::collections::HashMap<u64, AccountState>, id: u64) -> &AccountState {
+    accounts.get(&id).unwrap()
+}
+
+/// The state after all 8 events.
+fn assert_full_scenario(accounts: &std::collections::HashMap<u64, AccountState>) {
+    assert_eq!(accounts.len(), 2);
+    let one = account(accounts, 1).balance(usd());
+    assert_eq!((one.available, one.locked, one.deposited, one.burned), (6_000, 1_000, 10_000, 2_500));
+    let two_usd = account(accounts, 2).balance(usd());
+    assert_eq!((two_usd.available, two_usd.locked), (500, 0));
+    let two_btc = account(accounts, 2).balance(btc());
+    assert_eq!((two_btc.available, two_btc.locked), (50_000_000, 0));
+    let status = |id, seq| {
+        account(accounts, id)
+            .withdrawal(TransactionId::new(id, seq))
+            .unwrap()
+            .status
+    };
+    assert_eq!(status(1, 2), WithdrawalStatus::Completed);
+    assert_eq!(status(1, 3), WithdrawalStatus::Pending);
+    assert_eq!(
+        status(2, 2),
+        WithdrawalStatus::Failed {
+            reason: "bank declined".into()
+        }
+    );
+}
+
+#[test]
+fn golden_v1_snapshot_loads_to_the_scenario_state() {
+    let (lsn, states) = snapshot::read(&golden("snapshot-00000000000000000008.snap")).unwrap();
+    assert_eq!(lsn, 8);
+    let accounts = states.into_iter().map(|a| (a.id(), a)).collect();
+    assert_full_scenario(&accounts);
+}
+
+#[test]
+fn golden_v1_clean_wal_replays_all_eight_records() {
+    let dir = data_dir_with_wal("clean.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 8);
+    assert_eq!(rebuilt.report.last_lsn, 8);
+    assert_eq!(rebuilt.report.bytes_truncated, 0);
+    assert_full_scenario(&rebuilt.accounts);
+    // The bytes this build writes are the bytes the golden file holds.
+    assert_eq!(encoded_log().0, fs::read(golden("clean.wal")).unwrap());
+}
+
+#[test]
+fn golden_v1_snapshot_plus_wal_skips_what_the_snapshot_holds() {
+    let dir = data_dir_with_wal("clean.wal");
+    fs::create_dir_all(snapshot_dir(dir.path())).unwrap();
+    fs::copy(
+        golden("snapshot-00000000000000000008.snap"),
+        snapshot_dir(dir.path()).join("snapshot-00000000000000000008.snap"),
+    )
+    .unwrap();
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.snapshot.map(|s| s.lsn), Some(8));
+    assert_eq!(rebuilt.report.records_replayed, 0);
+    assert_full_scenario(&rebuilt.accounts);
+}
+
+#[test]
+fn golden_v1_torn_wal_recovers_the_first_seven_records_and_cuts_the_rest() {
+    let dir = data_dir_with_wal("torn.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 7);
+    assert_eq!(rebuilt.report.bytes_truncated, 19);
+    let btc_balance = account(&rebuilt.accounts, 2).balance(btc());
+    assert_eq!((btc_balance.available, btc_balance.locked), (40_000_000, 10_000_000));
+    let (_, starts) = encoded_log();
+    assert_eq!(
+        fs::metadata(segment_path(dir.path(), 1)).unwrap().len() as usize,
+        starts[7]
+    );
+}
+
+#[test]
+fn golden_v1_corrupt_wal_fails_naming_the_file_and_the_record_offset() {
+    let dir = data_dir_with_wal("corrupt.wal");
+    let (_, starts) = encoded_log();
+    match rebuild(dir.path(), &currencies(), ReplayMode::Recover) {
+        Err(RecoveryError::Wal(WalError::Corrupt { path, offset, .. })) => {
+            assert_eq!(path, segment_path(dir.path(), 1));
+            assert_eq!(offset as usize, starts[3]);
+        }
+        Err(other) => panic!("expected a corrupt-record error, got {other}"),
+        Ok(_) => panic!("a corrupt middle record must not recover"),
+    }
+}
