@@ -26,10 +26,21 @@
 //!   operation acts on (a transfer's source).
 //! - Overload is refused (`overloaded`), never queued without limit.
 //!
+//! ## Durability
+//! With a data folder ([`Config::data_dir`]) every change is an event in a
+//! write-ahead log, group-committed by one writer thread; in sync mode
+//! `fsync` (the default) a call returns only after its record is on disk.
+//! Snapshots are built in the background from the last snapshot plus the
+//! log, never by pausing the engine. Opening a folder recovers the newest
+//! valid snapshot plus the log after it, cuts a torn tail, refuses a
+//! corrupt record (naming file and offset), and checks the invariants. A
+//! failed write or fsync poisons the ledger: writes are refused until a
+//! restart.
+//!
 //! ## What it is not
-//! Not a database: no queries beyond accounts and withdrawals, no SQL. This
-//! version keeps state in memory only; durability (WAL and snapshots) is
-//! being added.
+//! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
+//! replicated: durability is one machine's disk. One process per data
+//! folder (nothing stops a second one yet).
 //!
 //! ## Limits
 //! See [`Config`] (shards, in-flight operations per shard, pending
@@ -52,8 +63,14 @@
 //! - `actors/account.rs` — the actor owning one account.
 //! - `actors/coordinator.rs` — one per shard: account directory, routing.
 //! - `journal.rs` — where actors hand events to be made durable.
+//! - `wal/` — the write-ahead log: record framing, segments, the
+//!   group-commit writer thread, replay (see its own Layout).
+//! - `snapshot.rs` — snapshot files: write (temp, fsync, rename), read, prune.
+//! - `recovery.rs` — rebuilding account states: snapshot, then WAL.
+//! - `checkpoint.rs` — the background thread that writes snapshots.
 //! - `ledger.rs` — the public [`Ledger`] handle and the engine's threads.
-//! - `bin/burnledger.rs` and `cli/` — the `burnledger` command.
+//! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
+//!   `verify`; it uses only the public API.
 
 #![forbid(unsafe_code)]
 
