@@ -271,7 +271,9 @@ impl AccountState {
         action: TransitionAction,
         failure_reason: &str,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
-        let from = self.withdrawal_record(tx)?.status.kind();
+        let record = self.withdrawal_record(tx)?;
+        let (from, record_currency, record_amount) =
+            (record.status.kind(), record.currency, record.amount);
         match decide_transition(from, action) {
             Transition::Forbidden => Err(LedgerError::InvalidTransition {
                 transaction_id: tx,
@@ -290,6 +292,19 @@ impl AccountState {
                         reason: failure_reason.to_string(),
                     },
                     TransitionAction::Cancel => Event::WithdrawalCancelled { tx },
+                    TransitionAction::Return => {
+                        self.check_credit_fits(record_currency, record_amount)?;
+                        Event::WithdrawalReturned {
+                            tx,
+                            reason: failure_reason.to_string(),
+                        }
+                    }
+                    TransitionAction::Release => Event::WithdrawalReleased { tx },
+                    TransitionAction::Claim => {
+                        return Err(LedgerError::Internal {
+                            reason: "a claim needs its payout id: use claim_withdrawal".into(),
+                        })
+                    }
                 };
                 self.apply_checked(&event)?;
                 Ok(Effect {
@@ -297,6 +312,30 @@ impl AccountState {
                     event: Some(event),
                 })
             }
+        }
+    }
+
+    /// A payout takes a pending withdrawal (pending → processing).
+    pub fn claim_withdrawal(
+        &mut self,
+        tx: TransactionId,
+        payout_id: u64,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let from = self.withdrawal_record(tx)?.status.kind();
+        match decide_transition(from, TransitionAction::Claim) {
+            Transition::Apply => {
+                let event = Event::WithdrawalClaimed { tx, payout_id };
+                self.apply_checked(&event)?;
+                Ok(Effect {
+                    output: self.withdrawal(tx)?,
+                    event: Some(event),
+                })
+            }
+            _ => Err(LedgerError::InvalidTransition {
+                transaction_id: tx,
+                from,
+                action: TransitionAction::Claim,
+            }),
         }
     }
 
@@ -497,6 +536,9 @@ impl AccountState {
                 );
             }
             Event::WithdrawalCancelled { .. } if owner => {
+                if !matches!(self.withdrawal_status(tx), Some(WithdrawalStatus::Pending)) {
+                    return Err(fail("only a pending withdrawal can be cancelled"));
+                }
                 let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
                 self.entry_mut(currency).available += amount;
                 self.set_status(tx, WithdrawalStatus::Cancelled);
@@ -530,6 +572,49 @@ impl AccountState {
                     entry.available =
                         credit(entry.available, *amount).ok_or_else(|| fail("balance overflow"))?;
                 }
+            }
+            Event::WithdrawalClaimed { payout_id, .. } if owner => {
+                if !matches!(self.withdrawal_status(tx), Some(WithdrawalStatus::Pending)) {
+                    return Err(fail("only a pending withdrawal can be claimed"));
+                }
+                self.set_status(
+                    tx,
+                    WithdrawalStatus::Processing {
+                        payout_id: *payout_id,
+                    },
+                );
+            }
+            Event::WithdrawalReleased { .. } if owner => {
+                if !matches!(
+                    self.withdrawal_status(tx),
+                    Some(WithdrawalStatus::Processing { .. })
+                ) {
+                    return Err(fail("only a processing withdrawal can be released"));
+                }
+                self.set_status(tx, WithdrawalStatus::Pending);
+            }
+            Event::WithdrawalReturned { reason, .. } if owner => {
+                let record = self
+                    .withdrawals
+                    .get(&tx.sequence())
+                    .filter(|r| r.status == WithdrawalStatus::Completed)
+                    .ok_or_else(|| fail("only a completed withdrawal can be returned"))?;
+                let (currency, amount) = (record.currency, record.amount);
+                let entry = self.entry_mut(currency);
+                let available =
+                    credit(entry.available, amount).ok_or_else(|| fail("balance overflow"))?;
+                let deposited = entry
+                    .deposited
+                    .checked_add(amount)
+                    .ok_or_else(|| fail("deposited total overflow"))?;
+                entry.available = available;
+                entry.deposited = deposited;
+                self.set_status(
+                    tx,
+                    WithdrawalStatus::Returned {
+                        reason: reason.clone(),
+                    },
+                );
             }
             _ => return Err(fail("the event does not concern this account")),
         }
@@ -703,6 +788,10 @@ impl AccountState {
         Ok((currency, amount))
     }
 
+    fn withdrawal_status(&self, tx: TransactionId) -> Option<&WithdrawalStatus> {
+        self.withdrawals.get(&tx.sequence()).map(|r| &r.status)
+    }
+
     fn set_status(&mut self, tx: TransactionId, status: WithdrawalStatus) {
         if let Some(record) = self.withdrawals.get_mut(&tx.sequence()) {
             record.status = status;
@@ -739,4 +828,135 @@ fn credit(balance: Units, amount: Units) -> Option<Units> {
     balance
         .checked_add(amount)
         .filter(|&b| b <= BALANCE_UNITS_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd() -> Currency {
+        Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        }
+    }
+
+    /// An account with 100.00 USD and one pending withdrawal of 30.00;
+    /// also returns every event logged, to replay.
+    fn funded() -> (AccountState, TransactionId, Vec<Event>) {
+        let mut account = AccountState::new(7);
+        let mut log = Vec::new();
+        log.extend(account.deposit(usd(), 10_000, None).unwrap().event);
+        let requested = account.request_withdrawal(usd(), 3_000, None, 10).unwrap();
+        log.extend(requested.event);
+        (account, requested.output.transaction_id, log)
+    }
+
+    fn replayed(log: &[Event]) -> AccountState {
+        let mut account = AccountState::new(7);
+        for event in log {
+            account.apply(event).unwrap();
+        }
+        account
+    }
+
+    #[test]
+    fn cancel_after_payout_claim_is_rejected_and_changes_nothing() {
+        let (mut account, tx, _) = funded();
+        account.claim_withdrawal(tx, 1).unwrap();
+        let before = account.clone();
+        let refused = account.update_withdrawal(tx, TransitionAction::Cancel, "");
+        assert!(matches!(
+            refused,
+            Err(LedgerError::InvalidTransition {
+                from: crate::withdrawal::StatusKind::Processing,
+                action: TransitionAction::Cancel,
+                ..
+            })
+        ));
+        assert_eq!(account, before);
+    }
+
+    #[test]
+    fn a_claimed_withdrawal_stays_locked_and_completes_or_fails_like_a_pending_one() {
+        let (mut account, tx, mut log) = funded();
+        let claimed = account.claim_withdrawal(tx, 42).unwrap();
+        assert_eq!(claimed.output.payout_id, Some(42));
+        log.extend(claimed.event);
+        assert_eq!(account.balance(usd()).locked, 3_000);
+        let done = account
+            .update_withdrawal(tx, TransitionAction::Complete, "")
+            .unwrap();
+        log.extend(done.event);
+        let b = account.balance(usd());
+        assert_eq!((b.available, b.locked, b.burned), (7_000, 0, 3_000));
+        account.check_invariants().unwrap();
+        assert_eq!(replayed(&log), account);
+    }
+
+    #[test]
+    fn a_released_claim_is_pending_again_and_can_be_cancelled() {
+        let (mut account, tx, mut log) = funded();
+        log.extend(account.claim_withdrawal(tx, 1).unwrap().event);
+        assert!(account.claim_withdrawal(tx, 2).is_err(), "claimed twice");
+        log.extend(
+            account
+                .update_withdrawal(tx, TransitionAction::Release, "")
+                .unwrap()
+                .event,
+        );
+        log.extend(
+            account
+                .update_withdrawal(tx, TransitionAction::Cancel, "")
+                .unwrap()
+                .event,
+        );
+        assert_eq!(account.balance(usd()).available, 10_000);
+        account.check_invariants().unwrap();
+        assert_eq!(replayed(&log), account);
+    }
+
+    #[test]
+    fn a_returned_withdrawal_credits_available_back_and_keeps_the_totals_exact() {
+        let (mut account, tx, mut log) = funded();
+        log.extend(
+            account
+                .update_withdrawal(tx, TransitionAction::Complete, "")
+                .unwrap()
+                .event,
+        );
+        assert!(account
+            .update_withdrawal(tx, TransitionAction::Fail, "x")
+            .is_err());
+        let returned = account
+            .update_withdrawal(tx, TransitionAction::Return, "account closed")
+            .unwrap();
+        log.extend(returned.event);
+        assert_eq!(
+            returned.output.status,
+            WithdrawalStatus::Returned {
+                reason: "account closed".into()
+            }
+        );
+        let b = account.balance(usd());
+        assert_eq!((b.available, b.locked), (10_000, 0));
+        // total = deposited − burned: 100 = (100 + 30 returned) − 30 paid.
+        assert_eq!(b.total(), b.deposited - b.burned);
+        let again = account
+            .update_withdrawal(tx, TransitionAction::Return, "account closed")
+            .unwrap();
+        assert!(again.event.is_none(), "a repeated return changes nothing");
+        assert_eq!(replayed(&log), account);
+    }
+
+    #[test]
+    fn a_log_that_cancels_a_claimed_withdrawal_is_refused_on_replay() {
+        let (_, tx, mut log) = funded();
+        log.push(Event::WithdrawalClaimed { tx, payout_id: 1 });
+        log.push(Event::WithdrawalCancelled { tx });
+        let mut account = AccountState::new(7);
+        let results: Vec<_> = log.iter().map(|e| account.apply(e)).collect();
+        assert!(results[..3].iter().all(Result::is_ok));
+        assert!(results[3].is_err());
+    }
 }

@@ -51,9 +51,11 @@ pub fn audit(accounts: &[AccountState]) -> Audit {
     };
     for status in [
         StatusKind::Pending,
+        StatusKind::Processing,
         StatusKind::Completed,
         StatusKind::Failed,
         StatusKind::Cancelled,
+        StatusKind::Returned,
     ] {
         report.withdrawals_by_status.insert(status.as_str(), 0);
     }

@@ -40,6 +40,16 @@ pub enum Event {
         amount: Units,
         key: Option<IdempotencyKey>,
     },
+    // Variants after this line were added after format v1; new variants
+    // only ever go at the end so old logs still decode.
+    /// A payout took the withdrawal (pending → processing); still locked.
+    WithdrawalClaimed { tx: TransactionId, payout_id: u64 },
+    /// The claim is undone (processing → pending): its payout never reached
+    /// the payment service.
+    WithdrawalReleased { tx: TransactionId },
+    /// The bank sent a paid withdrawal back: a compensating credit to
+    /// available (counted as minted, so the totals stay exact).
+    WithdrawalReturned { tx: TransactionId, reason: String },
 }
 
 impl Event {
@@ -51,7 +61,10 @@ impl Event {
             | Self::WithdrawalCompleted { tx }
             | Self::WithdrawalFailed { tx, .. }
             | Self::WithdrawalCancelled { tx }
-            | Self::Transferred { tx, .. } => *tx,
+            | Self::Transferred { tx, .. }
+            | Self::WithdrawalClaimed { tx, .. }
+            | Self::WithdrawalReleased { tx }
+            | Self::WithdrawalReturned { tx, .. } => *tx,
         }
     }
 

@@ -87,6 +87,7 @@ pub mod ledger;
 pub mod messages;
 pub mod money;
 pub mod operation;
+pub mod payment;
 pub mod receipts;
 pub mod recovery;
 pub mod snapshot;

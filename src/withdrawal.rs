@@ -1,13 +1,18 @@
 //! The withdrawal (pending burn) state machine, with no runtime attached.
 //!
 //! ```text
-//! pending ──complete──▶ completed   (locked amount leaves the total)
-//!    │  └──fail──────▶ failed      (locked amount returns to available)
-//!    └─────cancel────▶ cancelled   (locked amount returns to available)
+//! pending ──claim (a payout)──▶ processing ──complete──▶ completed ──return──▶ returned
+//!    │  ▲                           │ └───fail──────▶ failed
+//!    │  └──release (never sent)─────┘
+//!    ├──complete / fail (external payout mode)──▶ completed / failed
+//!    └──cancel──▶ cancelled  (only before a payout claims it)
 //! ```
-//! Terminal states never change. Repeating the update that produced the
-//! current terminal state is a no-op that reports it; any other update of a
-//! terminal withdrawal is an invalid transition.
+//! Completed removes the locked amount from the total; failed and cancelled
+//! return it to available; returned (the bank sent a paid withdrawal back)
+//! credits it to available again. Failed, cancelled and returned never
+//! change; completed only to returned. Repeating the update that produced
+//! the current state is a no-op that reports it; any other update is an
+//! invalid transition.
 
 use std::fmt;
 
@@ -28,6 +33,12 @@ pub enum WithdrawalStatus {
     Failed { reason: String },
     /// Cancelled before any payout claimed it; the amount is available again.
     Cancelled,
+    /// Claimed by a payout and sent (or about to be sent) to the payment
+    /// service; still locked. (Added after format v1: variants only ever
+    /// go at the end, so old logs and snapshots still decode.)
+    Processing { payout_id: u64 },
+    /// Paid, then sent back by the bank: the amount is available again.
+    Returned { reason: String },
 }
 
 impl WithdrawalStatus {
@@ -37,12 +48,22 @@ impl WithdrawalStatus {
             Self::Completed => StatusKind::Completed,
             Self::Failed { .. } => StatusKind::Failed,
             Self::Cancelled => StatusKind::Cancelled,
+            Self::Processing { .. } => StatusKind::Processing,
+            Self::Returned { .. } => StatusKind::Returned,
         }
     }
 
     /// Whether the amount is still locked for this withdrawal.
     pub fn holds_lock(&self) -> bool {
-        matches!(self, Self::Pending)
+        matches!(self, Self::Pending | Self::Processing { .. })
+    }
+
+    /// The payout carrying this withdrawal, while it is processing.
+    pub fn payout_id(&self) -> Option<u64> {
+        match self {
+            Self::Processing { payout_id } => Some(*payout_id),
+            _ => None,
+        }
     }
 }
 
@@ -53,6 +74,8 @@ pub enum StatusKind {
     Completed,
     Failed,
     Cancelled,
+    Processing,
+    Returned,
 }
 
 impl StatusKind {
@@ -62,6 +85,8 @@ impl StatusKind {
             Self::Completed => "completed",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Processing => "processing",
+            Self::Returned => "returned",
         }
     }
 }
@@ -78,6 +103,12 @@ pub enum TransitionAction {
     Complete,
     Fail,
     Cancel,
+    /// A payout takes it (pending → processing).
+    Claim,
+    /// A claim whose payout was never sent is undone (processing → pending).
+    Release,
+    /// The bank returned a paid withdrawal (completed → returned).
+    Return,
 }
 
 impl TransitionAction {
@@ -87,6 +118,9 @@ impl TransitionAction {
             Self::Complete => StatusKind::Completed,
             Self::Fail => StatusKind::Failed,
             Self::Cancel => StatusKind::Cancelled,
+            Self::Claim => StatusKind::Processing,
+            Self::Release => StatusKind::Pending,
+            Self::Return => StatusKind::Returned,
         }
     }
 }
@@ -110,9 +144,16 @@ pub enum Transition {
 
 /// Decides what `action` does to a withdrawal in state `from`.
 pub fn decide_transition(from: StatusKind, action: TransitionAction) -> Transition {
+    use StatusKind as S;
+    use TransitionAction as A;
     match (from, action) {
-        (StatusKind::Pending, _) => Transition::Apply,
-        (terminal, action) if terminal == action.target() => Transition::AlreadyThere,
+        (S::Pending, A::Complete | A::Fail | A::Cancel | A::Claim) => Transition::Apply,
+        (S::Processing, A::Complete | A::Fail | A::Release) => Transition::Apply,
+        (S::Completed, A::Return) => Transition::Apply,
+        // Claiming or releasing is the payout actor's own bookkeeping:
+        // repeating it is never a no-op the caller should rely on.
+        (_, A::Claim | A::Release) => Transition::Forbidden,
+        (state, action) if state == action.target() => Transition::AlreadyThere,
         _ => Transition::Forbidden,
     }
 }
@@ -135,6 +176,8 @@ pub struct Withdrawal {
     pub currency: CurrencyCode,
     pub amount: Decimal,
     pub status: WithdrawalStatus,
+    /// The payout carrying it, while processing.
+    pub payout_id: Option<u64>,
 }
 
 /// A withdrawal as an account keeps it (its id is the map key).
@@ -152,6 +195,7 @@ impl WithdrawalRecord {
             account: transaction_id.account(),
             currency: self.currency.code,
             amount: self.currency.to_decimal(self.amount),
+            payout_id: self.status.payout_id(),
             status: self.status.clone(),
         }
     }
@@ -161,25 +205,50 @@ impl WithdrawalRecord {
 mod tests {
     use super::*;
 
-    const ALL_STATES: [StatusKind; 4] = [
+    const ALL_STATES: [StatusKind; 6] = [
         StatusKind::Pending,
+        StatusKind::Processing,
         StatusKind::Completed,
         StatusKind::Failed,
         StatusKind::Cancelled,
+        StatusKind::Returned,
     ];
-    const ALL_ACTIONS: [TransitionAction; 3] = [
+    const ALL_ACTIONS: [TransitionAction; 6] = [
         TransitionAction::Complete,
         TransitionAction::Fail,
         TransitionAction::Cancel,
+        TransitionAction::Claim,
+        TransitionAction::Release,
+        TransitionAction::Return,
     ];
 
     #[test]
     fn every_transition_is_decided_as_the_state_machine_says() {
+        use StatusKind as S;
+        use TransitionAction as A;
+        // The whole table, written out: (from, action) pairs that apply, and
+        // those that are a repeat of the current state.
+        let applies = [
+            (S::Pending, A::Complete),
+            (S::Pending, A::Fail),
+            (S::Pending, A::Cancel),
+            (S::Pending, A::Claim),
+            (S::Processing, A::Complete),
+            (S::Processing, A::Fail),
+            (S::Processing, A::Release),
+            (S::Completed, A::Return),
+        ];
+        let repeats = [
+            (S::Completed, A::Complete),
+            (S::Failed, A::Fail),
+            (S::Cancelled, A::Cancel),
+            (S::Returned, A::Return),
+        ];
         for from in ALL_STATES {
             for action in ALL_ACTIONS {
-                let expected = if from == StatusKind::Pending {
+                let expected = if applies.contains(&(from, action)) {
                     Transition::Apply
-                } else if from == action.target() {
+                } else if repeats.contains(&(from, action)) {
                     Transition::AlreadyThere
                 } else {
                     Transition::Forbidden
@@ -191,5 +260,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cancel_after_payout_claim_is_forbidden() {
+        assert_eq!(
+            decide_transition(StatusKind::Processing, TransitionAction::Cancel),
+            Transition::Forbidden
+        );
     }
 }

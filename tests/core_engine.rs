@@ -107,6 +107,7 @@ async fn act(
                 .await
         }
         TransitionAction::Cancel => ledger.cancel_withdrawal(tx).await,
+        other => panic!("{other} is the payout actor's, not the API's"),
     }
 }
 
@@ -117,6 +118,7 @@ fn status_after(action: TransitionAction, reason: &str) -> WithdrawalStatus {
             reason: reason.to_string(),
         },
         TransitionAction::Cancel => WithdrawalStatus::Cancelled,
+        other => panic!("{other} is the payout actor's, not the API's"),
     }
 }
 
@@ -1376,6 +1378,7 @@ async fn conflicting_updates_of_terminal_withdrawals_are_invalid_transitions() {
                     },
                 },
                 TransitionAction::Cancel => Operation::CancelWithdrawal { transaction_id: tx },
+                other => panic!("{other} is the payout actor's, not the API's"),
             };
             assert!(matches!(
                 ledger.submit(vec![op]).await[..],

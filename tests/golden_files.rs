@@ -21,7 +21,9 @@ use burnledger::withdrawal::WithdrawalStatus;
 use burnledger::Config;
 
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots/v1").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots/v1")
+        .join(name)
 }
 
 fn usd() -> Currency {
@@ -144,7 +146,10 @@ fn account(accounts: &std::collections::HashMap<u64, AccountState>, id: u64) -> 
 fn assert_full_scenario(accounts: &std::collections::HashMap<u64, AccountState>) {
     assert_eq!(accounts.len(), 2);
     let one = account(accounts, 1).balance(usd());
-    assert_eq!((one.available, one.locked, one.deposited, one.burned), (6_000, 1_000, 10_000, 2_500));
+    assert_eq!(
+        (one.available, one.locked, one.deposited, one.burned),
+        (6_000, 1_000, 10_000, 2_500)
+    );
     let two_usd = account(accounts, 2).balance(usd());
     assert_eq!((two_usd.available, two_usd.locked), (500, 0));
     let two_btc = account(accounts, 2).balance(btc());
@@ -207,7 +212,10 @@ fn golden_v1_torn_wal_recovers_the_first_seven_records_and_cuts_the_rest() {
     assert_eq!(rebuilt.report.records_replayed, 7);
     assert_eq!(rebuilt.report.bytes_truncated, 19);
     let btc_balance = account(&rebuilt.accounts, 2).balance(btc());
-    assert_eq!((btc_balance.available, btc_balance.locked), (40_000_000, 10_000_000));
+    assert_eq!(
+        (btc_balance.available, btc_balance.locked),
+        (40_000_000, 10_000_000)
+    );
     let (_, starts) = encoded_log();
     assert_eq!(
         fs::metadata(segment_path(dir.path(), 1)).unwrap().len() as usize,

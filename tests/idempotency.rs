@@ -346,6 +346,7 @@ async fn a_withdrawal_replay_after_it_ended_returns_the_first_pending_result_and
                 .await
                 .unwrap(),
             TransitionAction::Cancel => ledger.cancel_withdrawal(tx).await.unwrap(),
+            other => panic!("{other} is the payout actor's, not the API's"),
         };
         assert_ne!(ended.status, WithdrawalStatus::Pending);
         let before = state(&ledger, &[1]).await;
