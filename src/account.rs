@@ -180,6 +180,11 @@ impl AccountState {
         self.withdrawal_record(tx).map(|record| record.view(tx))
     }
 
+    /// One withdrawal as the account keeps it.
+    pub fn withdrawal_record_of(&self, tx: TransactionId) -> Option<&WithdrawalRecord> {
+        self.withdrawal_record(tx).ok()
+    }
+
     /// All withdrawals with their ids, in no particular order.
     pub fn withdrawals(&self) -> impl Iterator<Item = (TransactionId, &WithdrawalRecord)> + '_ {
         self.withdrawals
@@ -458,7 +463,9 @@ impl AccountState {
             event: format!("{event:?}"),
             reason: reason.to_string(),
         };
-        let tx = event.transaction_id();
+        let Some(tx) = event.transaction_id() else {
+            return Err(fail("a payout record changes no account"));
+        };
         let owner = tx.account() == self.id;
         match event {
             Event::Deposited {

@@ -6,7 +6,11 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use crate::money::CurrencyConfig;
+use crate::payment::PaymentService;
+pub use crate::payouts::PayoutMode;
 pub use crate::wal::SyncMode;
 
 /// How the engine is set up when it opens.
@@ -46,6 +50,33 @@ pub struct Config {
     /// Makes the log's writes or fsyncs fail on command: failure injection
     /// for tests of poisoning. Inert unless switched on.
     pub wal_fail_point: crate::wal::FailPoint,
+    /// How withdrawals are paid out. Default: batched every 300 s.
+    pub payout_mode: PayoutMode,
+    /// The payment service payouts go through. Without one the ledger makes
+    /// no payouts whatever `payout_mode` says: the host reports outcomes
+    /// with `complete_withdrawal` (external mode). Default: none.
+    pub payment_service: Option<SharedPaymentService>,
+}
+
+/// A payment service shared by the ledger and its host (e.g. a test that
+/// inspects a `SimulatedBank`).
+#[derive(Clone)]
+pub struct SharedPaymentService(pub Arc<dyn PaymentService>);
+
+impl SharedPaymentService {
+    pub fn new(service: impl PaymentService) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl std::fmt::Debug for SharedPaymentService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PaymentService(max {} items per payout)",
+            self.0.max_items_per_payout()
+        )
+    }
 }
 
 /// Parses `USD:2,EUR:2,BTC:8` into currency configs (the CLI's and the
@@ -116,6 +147,10 @@ impl Default for Config {
             snapshot_interval_secs: SNAPSHOT_INTERVAL_SECS_DEFAULT,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
             wal_fail_point: crate::wal::FailPoint::default(),
+            payout_mode: PayoutMode::Batched {
+                interval_secs: crate::payouts::PAYOUT_INTERVAL_SECS_DEFAULT,
+            },
+            payment_service: None,
         }
     }
 }
@@ -141,6 +176,11 @@ impl Config {
             data_dir: Some(dir.into()),
             ..Self::for_tests()
         }
+    }
+
+    /// Whether a payout actor pays withdrawals out.
+    pub fn makes_payouts(&self) -> bool {
+        self.payment_service.is_some() && self.payout_mode != PayoutMode::External
     }
 
     /// Whether operations are logged to disk.

@@ -48,6 +48,9 @@ pub enum LedgerError {
     #[error("unknown withdrawal {transaction_id}")]
     UnknownWithdrawal { transaction_id: TransactionId },
 
+    #[error("unknown payout {payout_id}")]
+    UnknownPayout { payout_id: u64 },
+
     /// The same idempotency key was used before with other parameters.
     #[error("idempotency key {key:?} was already used with different parameters")]
     IdempotencyConflict { key: String },
@@ -104,6 +107,7 @@ impl LedgerError {
             Self::UnknownCurrency { .. } => "unknown_currency",
             Self::InvalidAmount { .. } => "invalid_amount",
             Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
+            Self::UnknownPayout { .. } => "unknown_payout",
             Self::IdempotencyConflict { .. } => "idempotency_conflict",
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
             Self::InvalidTransition { .. } => "invalid_transition",

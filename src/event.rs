@@ -50,11 +50,32 @@ pub enum Event {
     /// The bank sent a paid withdrawal back: a compensating credit to
     /// available (counted as minted, so the totals stay exact).
     WithdrawalReturned { tx: TransactionId, reason: String },
+    /// Logged before a payout is handed to the payment service, after its
+    /// items' claims: the payout's id, currency and items. Changes no account.
+    PayoutSubmitted {
+        payout_id: u64,
+        currency: Currency,
+        items: Vec<(TransactionId, Units)>,
+    },
+    /// The payment service's final answer for some items of a payout, logged
+    /// after the accounts were updated. Changes no account.
+    PayoutItemsSettled {
+        payout_id: u64,
+        items: Vec<(TransactionId, ItemOutcome)>,
+    },
+}
+
+/// A payout item's final answer from the payment service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemOutcome {
+    Paid,
+    Failed { reason: String },
 }
 
 impl Event {
-    /// The transaction this event belongs to.
-    pub fn transaction_id(&self) -> TransactionId {
+    /// The transaction this event belongs to; `None` for payout records,
+    /// which belong to no single account.
+    pub fn transaction_id(&self) -> Option<TransactionId> {
         match self {
             Self::Deposited { tx, .. }
             | Self::WithdrawalRequested { tx, .. }
@@ -64,17 +85,18 @@ impl Event {
             | Self::Transferred { tx, .. }
             | Self::WithdrawalClaimed { tx, .. }
             | Self::WithdrawalReleased { tx }
-            | Self::WithdrawalReturned { tx, .. } => *tx,
+            | Self::WithdrawalReturned { tx, .. } => Some(*tx),
+            Self::PayoutSubmitted { .. } | Self::PayoutItemsSettled { .. } => None,
         }
     }
 
     /// The accounts this event changes: its owner and, for a transfer, the
-    /// receiving account.
-    pub fn accounts(&self) -> (AccountId, Option<AccountId>) {
-        let owner = self.transaction_id().account();
+    /// receiving account. `None` for payout records.
+    pub fn accounts(&self) -> Option<(AccountId, Option<AccountId>)> {
+        let owner = self.transaction_id()?.account();
         match self {
-            Self::Transferred { to, .. } => (owner, Some(*to)),
-            _ => (owner, None),
+            Self::Transferred { to, .. } => Some((owner, Some(*to))),
+            _ => Some((owner, None)),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use crate::account::AccountState;
 use crate::actors::coordinator::{shard_of, Coordinator, Peers};
+use crate::actors::payout::PayoutActor;
 use crate::audit::{audit, Audit};
 use crate::checkpoint::{write_snapshot, CheckpointSettings, Checkpointer};
 use crate::config::Config;
@@ -29,12 +30,15 @@ use crate::journal::Journal;
 use crate::messages::{
     AccountCommand, AskAccount, ExecuteBatch, ExportAccounts, Query, QueryReply,
 };
+use crate::messages::{GetPayouts, RunPayouts, ShardBatch};
 use crate::money::{Currencies, CurrencyCode};
 use crate::operation::Operation;
+use crate::payouts::PayoutView;
 use crate::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::recovery::{rebuild, RecoveryError, RecoveryReport};
 use crate::snapshot::SnapshotFile;
 use crate::wal::{ReplayMode, WalConfig, WalError, WalHandle};
+use crate::withdrawal::WithdrawalStatus;
 use crate::withdrawal::{TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
 
 /// Why the ledger could not open.
@@ -79,6 +83,8 @@ struct Inner {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// How the state was rebuilt from disk when the ledger opened.
     recovery: Option<RecoveryReport>,
+    /// The payout actor, when a payment service pays withdrawals out.
+    payouts: Option<Addr<PayoutActor>>,
 }
 
 /// The thread running the actix `System`, and how to stop it.
@@ -98,10 +104,24 @@ impl Ledger {
             Some(d) => (d.journal.clone(), Some(d.report.clone()), None),
             None => (Journal::memory_only(), None, None::<Checkpointer>),
         };
-        let (checkpointer, mut recovered) = match durable {
-            Some(d) => (Some(d.checkpointer), d.accounts),
-            None => (checkpointer, Vec::new()),
+        let (checkpointer, mut recovered, recovered_payouts) = match durable {
+            Some(d) => (Some(d.checkpointer), d.accounts, d.payouts),
+            None => (checkpointer, Vec::new(), Default::default()),
         };
+        let pending: Vec<_> = recovered
+            .iter()
+            .flat_map(|a| {
+                a.withdrawals()
+                    .filter(|(_, w)| w.status == WithdrawalStatus::Pending)
+                    .map(|(tx, w)| (tx, w.currency, w.amount))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let payout_setup = config
+            .payment_service
+            .clone()
+            .filter(|_| config.makes_payouts())
+            .map(|service| (config.payout_mode, service.0, recovered_payouts, pending));
         let mut recovered_by_shard: Vec<Vec<AccountState>> =
             (0..config.shards).map(|_| Vec::new()).collect();
         for account in recovered.drain(..) {
@@ -119,19 +139,35 @@ impl Ledger {
                 let journal = engine_journal;
                 let arbiters = system.block_on(async move {
                     let peers: Peers = Arc::new(OnceLock::new());
+                    // On the System's own thread, apart from the shards.
+                    let payouts = payout_setup.map(|(mode, service, records, pending)| {
+                        PayoutActor::new(
+                            mode,
+                            service,
+                            peers.clone(),
+                            journal.clone(),
+                            records,
+                            pending,
+                        )
+                        .start()
+                    });
+                    let recipient = payouts.clone().map(Addr::recipient);
                     let mut arbiters = Vec::with_capacity(shards);
                     let mut coordinators = Vec::with_capacity(shards);
                     for recovered in recovered_by_shard.into_iter().take(shards) {
                         let arbiter = Arbiter::new();
                         let (journal, peers) = (journal.clone(), peers.clone());
+                        let recipient = recipient.clone();
                         coordinators.push(Coordinator::start_in_arbiter(
                             &arbiter.handle(),
-                            move |_| Coordinator::new(journal, pending_max, peers, recovered),
+                            move |_| {
+                                Coordinator::new(journal, pending_max, peers, recovered, recipient)
+                            },
                         ));
                         arbiters.push(arbiter);
                     }
                     let _ = peers.set(coordinators.clone());
-                    let _ = started_tx.send((System::current(), coordinators));
+                    let _ = started_tx.send((System::current(), coordinators, payouts));
                     arbiters
                 });
                 let _ = system.run();
@@ -142,7 +178,7 @@ impl Ledger {
                 let _ = stopped_tx.send(());
             })
             .map_err(|e| OpenError::Start(e.to_string()))?;
-        let (system, coordinators) = started_rx
+        let (system, coordinators, payouts) = started_rx
             .recv()
             .map_err(|_| OpenError::Start("the engine thread stopped while starting".into()))?;
         let shards = coordinators
@@ -167,6 +203,7 @@ impl Ledger {
                 journal,
                 checkpointer: Mutex::new(checkpointer),
                 recovery,
+                payouts,
             }),
         })
     }
@@ -272,6 +309,68 @@ impl Ledger {
         }
     }
 
+    /// The bank sent a completed withdrawal back: credits its amount to
+    /// available again and marks it `returned` (totals stay exact: the
+    /// credit counts as minted).
+    pub async fn return_withdrawal(
+        &self,
+        transaction_id: TransactionId,
+        reason: &str,
+    ) -> Result<Withdrawal, LedgerError> {
+        self.submit_withdrawal_op(Operation::ReturnWithdrawal {
+            transaction_id,
+            reason: reason.to_string(),
+        })
+        .await
+    }
+
+    /// Runs the payout job now: reconciles payouts waiting for an answer
+    /// (retrying them whatever their backoff), then pays every queued
+    /// withdrawal. Returns the payouts made or retried.
+    pub async fn run_payouts_now(&self) -> Result<Vec<PayoutView>, LedgerError> {
+        self.check_open()?;
+        let actor = self.payout_actor()?;
+        actor
+            .send(RunPayouts {
+                force_retries: true,
+                new_payouts: true,
+            })
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?
+    }
+
+    /// One payout by id.
+    pub async fn payout(&self, payout_id: u64) -> Result<PayoutView, LedgerError> {
+        self.check_open()?;
+        let found = self
+            .payout_actor()?
+            .send(GetPayouts(Some(payout_id)))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?;
+        found
+            .into_iter()
+            .next()
+            .ok_or(LedgerError::UnknownPayout { payout_id })
+    }
+
+    /// Every payout, newest first.
+    pub async fn payouts(&self) -> Result<Vec<PayoutView>, LedgerError> {
+        self.check_open()?;
+        let Ok(actor) = self.payout_actor() else {
+            return Ok(Vec::new());
+        };
+        actor
+            .send(GetPayouts(None))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)
+    }
+
+    fn payout_actor(&self) -> Result<&Addr<PayoutActor>, LedgerError> {
+        self.inner.payouts.as_ref().ok_or_else(|| LedgerError::InvalidInput {
+            reason: "this ledger makes no payouts (no payment service, or payout mode external): report outcomes with complete_withdrawal".into(),
+        })
+    }
+
     /// A withdrawal by its `transaction_id`.
     pub async fn withdrawal(
         &self,
@@ -330,8 +429,6 @@ impl Ledger {
         let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
         let shard_count = self.inner.shards.len();
-        // Per shard: the batch positions of its operations, and the operations.
-        type ShardBatch = (Vec<usize>, Vec<(AccountId, AccountCommand)>);
         let mut per_shard: Vec<ShardBatch> =
             (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
         for (index, op) in ops.into_iter().enumerate() {
@@ -530,6 +627,17 @@ impl Ledger {
                     reason,
                 }
             }
+            Operation::ReturnWithdrawal {
+                transaction_id,
+                reason,
+            } => {
+                check_reason(&reason)?;
+                AccountCommand::UpdateWithdrawal {
+                    tx: transaction_id,
+                    action: TransitionAction::Return,
+                    reason,
+                }
+            }
             Operation::CancelWithdrawal { transaction_id } => AccountCommand::UpdateWithdrawal {
                 tx: transaction_id,
                 action: TransitionAction::Cancel,
@@ -677,6 +785,7 @@ impl Drop for Inner {
 struct Durable {
     journal: Journal,
     accounts: Vec<AccountState>,
+    payouts: std::collections::BTreeMap<u64, crate::payouts::PayoutRecord>,
     report: RecoveryReport,
     checkpointer: Checkpointer,
 }
@@ -725,9 +834,22 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     Ok(Some(Durable {
         journal,
         accounts: recovered.accounts.into_values().collect(),
+        payouts: recovered.payouts,
         report,
         checkpointer,
     }))
+}
+
+fn check_reason(reason: &str) -> Result<(), LedgerError> {
+    if reason.len() > FAILURE_REASON_LEN_MAX {
+        return Err(LedgerError::InvalidInput {
+            reason: format!(
+                "a reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
+                reason.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {

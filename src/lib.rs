@@ -88,6 +88,7 @@ pub mod messages;
 pub mod money;
 pub mod operation;
 pub mod payment;
+pub mod payouts;
 pub mod receipts;
 pub mod recovery;
 pub mod snapshot;

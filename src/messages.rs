@@ -48,6 +48,8 @@ pub enum AccountCommand {
     },
     /// Transfer step 3, at the source.
     FinishTransfer { tx: TransactionId, received: bool },
+    /// A payout takes a pending withdrawal.
+    ClaimWithdrawal { tx: TransactionId, payout_id: u64 },
 }
 
 impl AccountCommand {
@@ -70,6 +72,10 @@ pub enum AccountReply {
     /// The receiving side credited (and logged) the transfer.
     TransferReceived,
 }
+
+/// The operations of one batch bound for one shard: their positions in the
+/// batch, and the operations.
+pub type ShardBatch = (Vec<usize>, Vec<(AccountId, AccountCommand)>);
 
 /// A shard coordinator's request: run these commands, in order per account.
 #[derive(Message)]
@@ -116,6 +122,33 @@ pub struct AskAccount {
     pub account: AccountId,
     pub query: Query,
 }
+
+/// Account actor → payout actor: a withdrawal is durable and pending (new,
+/// or released from a payout that never reached the service).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct WithdrawalQueued {
+    pub tx: TransactionId,
+    pub currency: Currency,
+    pub amount: Units,
+}
+
+/// Run the payout job: reconcile payouts still waiting for an answer,
+/// then (if `new_payouts`) pay every queued withdrawal. Answers with the
+/// payouts that were made or retried.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<crate::payouts::PayoutView>, LedgerError>")]
+pub struct RunPayouts {
+    /// Retry every unsettled payout now, not only those whose backoff ran out.
+    pub force_retries: bool,
+    /// Also pay queued withdrawals (false: only retries are due).
+    pub new_payouts: bool,
+}
+
+/// One payout by id, or all of them (`None`), newest first.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<crate::payouts::PayoutView>")]
+pub struct GetPayouts(pub Option<u64>);
 
 /// Copy out account states, for audits and (later) snapshots.
 #[derive(Message)]

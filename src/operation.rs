@@ -30,6 +30,11 @@ pub enum Operation {
     },
     /// Cancel a withdrawal that is still pending.
     CancelWithdrawal { transaction_id: TransactionId },
+    /// The bank sent a completed withdrawal back: credit it to available.
+    ReturnWithdrawal {
+        transaction_id: TransactionId,
+        reason: String,
+    },
     /// Move available funds from one account to another.
     Transfer {
         from: AccountId,
@@ -46,7 +51,8 @@ impl Operation {
         match self {
             Self::Deposit { account, .. } | Self::RequestWithdrawal { account, .. } => *account,
             Self::CompleteWithdrawal { transaction_id, .. }
-            | Self::CancelWithdrawal { transaction_id } => transaction_id.account(),
+            | Self::CancelWithdrawal { transaction_id }
+            | Self::ReturnWithdrawal { transaction_id, .. } => transaction_id.account(),
             Self::Transfer { from, .. } => *from,
         }
     }

@@ -7,7 +7,7 @@
 //! every rebuild the invariants are checked: a state that breaks one is an
 //! error, never a ledger that opens.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,10 @@ use crate::audit::audit;
 use crate::event::Event;
 use crate::ids::AccountId;
 use crate::money::{Currencies, Currency};
+use crate::payouts::{apply_payout_event, PayoutRecord, PayoutRecordItem};
 use crate::snapshot::{self, SnapshotFile};
 use crate::wal::{self, ReplayError, ReplayMode};
+use crate::withdrawal::WithdrawalStatus;
 
 /// Where snapshots live inside the data folder.
 pub fn snapshot_dir(data_dir: &Path) -> PathBuf {
@@ -57,9 +59,13 @@ pub enum RecoveryError {
     Invariant(String),
 }
 
-/// Account states rebuilt from disk, and how.
+/// Account states and payout records rebuilt from disk, and how.
 pub struct Recovered {
     pub accounts: HashMap<AccountId, AccountState>,
+    /// Payout records: from the log after the snapshot, plus one rebuilt
+    /// from the accounts for every payout still holding processing items
+    /// (snapshot format v1 keeps no payout records).
+    pub payouts: BTreeMap<u64, PayoutRecord>,
     pub report: RecoveryReport,
 }
 
@@ -88,8 +94,10 @@ pub fn rebuild(
             Err(other) => return Err(other.into()),
         }
     }
+    let mut payouts = BTreeMap::new();
     let replayed = wal::replay_with(data_dir, from_lsn + 1, mode, |lsn, event| {
         apply_event(&mut accounts, currencies, &event)
+            .and_then(|()| apply_payout_event(&mut payouts, &event))
             .map_err(|reason| RecoveryError::Apply { lsn, reason })
     })
     .map_err(|error| match error {
@@ -108,8 +116,42 @@ pub fn rebuild(
     if let Some(violation) = checked.violations.first() {
         return Err(RecoveryError::Invariant(violation.clone()));
     }
+    add_processing_payouts(&accounts, &mut payouts);
     report.elapsed = started.elapsed();
-    Ok(Recovered { accounts, report })
+    Ok(Recovered {
+        accounts,
+        payouts,
+        report,
+    })
+}
+
+/// Makes sure every payout with items still processing has a record, built
+/// from the accounts when the log that submitted it was already compacted.
+fn add_processing_payouts(
+    accounts: &HashMap<AccountId, AccountState>,
+    payouts: &mut BTreeMap<u64, PayoutRecord>,
+) {
+    for account in accounts.values() {
+        for (tx, record) in account.withdrawals() {
+            let WithdrawalStatus::Processing { payout_id } = record.status else {
+                continue;
+            };
+            let payout = payouts.entry(payout_id).or_insert_with(|| PayoutRecord {
+                payout_id,
+                currency: record.currency,
+                items: Vec::new(),
+                attempts: 0,
+                last_error: None,
+            });
+            if !payout.items.iter().any(|i| i.transaction_id == tx) {
+                payout.items.push(PayoutRecordItem {
+                    transaction_id: tx,
+                    amount: record.amount,
+                    outcome: None,
+                });
+            }
+        }
+    }
 }
 
 /// Applies one logged event to the accounts it concerns.
@@ -129,7 +171,10 @@ pub fn apply_event(
             ));
         }
     }
-    let (owner, receiver) = event.accounts();
+    let Some((owner, receiver)) = event.accounts() else {
+        // Payout records change no account; the payout registry reads them.
+        return Ok(());
+    };
     for id in std::iter::once(owner).chain(receiver) {
         accounts
             .entry(id)
@@ -144,7 +189,8 @@ fn event_currency(event: &Event) -> Option<Currency> {
     match event {
         Event::Deposited { currency, .. }
         | Event::WithdrawalRequested { currency, .. }
-        | Event::Transferred { currency, .. } => Some(*currency),
+        | Event::Transferred { currency, .. }
+        | Event::PayoutSubmitted { currency, .. } => Some(*currency),
         _ => None,
     }
 }

@@ -14,22 +14,50 @@ use crate::event::Event;
 use crate::journal::Journal;
 use crate::messages::{
     AccountCommand, AccountReply, AskAccount, ExecuteCommands, ExportState, Query, QueryReply,
+    WithdrawalQueued,
 };
 
 pub struct AccountActor {
     state: AccountState,
     journal: Journal,
+    /// Told of every withdrawal that becomes durable and pending, when a
+    /// payout actor pays them out (not in external mode). A lost message
+    /// (the payout actor stopping) only delays a payout: on restart every
+    /// pending withdrawal is queued again from the recovered state.
+    payouts: Option<Recipient<WithdrawalQueued>>,
     /// Copied from the config: the cap on pending withdrawals per account.
     pending_withdrawals_max: u32,
 }
 
 impl AccountActor {
-    pub fn new(state: AccountState, journal: Journal, pending_withdrawals_max: u32) -> Self {
+    pub fn new(
+        state: AccountState,
+        journal: Journal,
+        pending_withdrawals_max: u32,
+        payouts: Option<Recipient<WithdrawalQueued>>,
+    ) -> Self {
         Self {
             state,
             journal,
+            payouts,
             pending_withdrawals_max,
         }
+    }
+}
+
+impl AccountActor {
+    /// The payout notice for an event that leaves a withdrawal pending.
+    fn newly_pending(&self, event: &Event) -> Option<WithdrawalQueued> {
+        let tx = match event {
+            Event::WithdrawalRequested { tx, .. } | Event::WithdrawalReleased { tx } => *tx,
+            _ => return None,
+        };
+        let record = self.state.withdrawal_record_of(tx)?;
+        Some(WithdrawalQueued {
+            tx,
+            currency: record.currency,
+            amount: record.amount,
+        })
     }
 }
 
@@ -91,6 +119,11 @@ pub fn execute(
             log(Some(event));
             Ok(AccountReply::TransferReceived)
         }
+        AccountCommand::ClaimWithdrawal { tx, payout_id } => {
+            let effect = state.claim_withdrawal(tx, payout_id)?;
+            log(effect.event);
+            Ok(AccountReply::Withdrawal(effect.output))
+        }
         AccountCommand::FinishTransfer { tx, received } => {
             // Nothing to log: the receiving side logged the one event.
             state
@@ -141,10 +174,25 @@ impl Handler<ExecuteCommands> for AccountActor {
         );
         // Even with no events (replays, no-op updates) this waits until all
         // earlier events are durable, so no reply gets ahead of the disk.
+        let queued: Vec<WithdrawalQueued> = match &self.payouts {
+            Some(_) => events
+                .iter()
+                .filter_map(|e| self.newly_pending(e))
+                .collect(),
+            None => Vec::new(),
+        };
+        let payouts = self.payouts.clone();
         let durable = self.journal.append(events);
         Box::pin(async move {
             match durable.await {
-                Ok(()) => replies,
+                Ok(()) => {
+                    if let Some(payouts) = payouts {
+                        for withdrawal in queued {
+                            payouts.do_send(withdrawal);
+                        }
+                    }
+                    replies
+                }
                 Err(error) => replies.into_iter().map(|_| Err(error.clone())).collect(),
             }
         })

@@ -21,7 +21,7 @@ use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
     AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExecuteCommands, ExportAccounts,
-    ExportState, ReceiveTransfer,
+    ExportState, ReceiveTransfer, WithdrawalQueued,
 };
 use crate::money::{Currency, Units};
 use crate::receipts::Outcome;
@@ -51,6 +51,7 @@ pub struct Coordinator {
     journal: Journal,
     pending_withdrawals_max: u32,
     peers: Peers,
+    payouts: Option<Recipient<WithdrawalQueued>>,
 }
 
 impl Coordinator {
@@ -59,6 +60,7 @@ impl Coordinator {
         pending_withdrawals_max: u32,
         peers: Peers,
         recovered: Vec<AccountState>,
+        payouts: Option<Recipient<WithdrawalQueued>>,
     ) -> Self {
         Self {
             accounts: HashMap::new(),
@@ -66,12 +68,14 @@ impl Coordinator {
             journal,
             pending_withdrawals_max,
             peers,
+            payouts,
         }
     }
 
     fn spawn_account(&mut self, account: AccountId) -> Addr<AccountActor> {
         let journal = self.journal.clone();
         let max = self.pending_withdrawals_max;
+        let payouts = self.payouts.clone();
         let dormant = &mut self.dormant;
         self.accounts
             .entry(account)
@@ -79,7 +83,7 @@ impl Coordinator {
                 let state = dormant
                     .remove(&account)
                     .unwrap_or_else(|| AccountState::new(account));
-                AccountActor::new(state, journal, max).start()
+                AccountActor::new(state, journal, max, payouts).start()
             })
             .clone()
     }

@@ -1,4 +1,5 @@
-//! The actors: one per account, one coordinator per shard.
+//! The actors: one per account, one coordinator per shard, one payout actor.
 
 pub mod account;
 pub mod coordinator;
+pub mod payout;

@@ -1,0 +1,137 @@
+//! WAL replay speed: how fast a ledger's state is rebuilt from the log at
+//! startup, in events per second.
+//!
+//! Prepared once, outside the timed loop: a data dir whose log holds
+//! `EVENTS` events over `ACCOUNTS` accounts, no snapshot. Each account gets a
+//! deposit, four withdrawals requested and completed, and one withdrawal
+//! left pending (10 events), interleaved round-robin across accounts as live
+//! traffic would be. The events come from the pure `AccountState` API, so
+//! they are valid, and are written through `WalHandle` with
+//! `SyncMode::Buffered` (plus a final sync at shutdown).
+//!
+//! Timed: `recovery::rebuild(dir, currencies, ReplayMode::ReadOnly { .. })`,
+//! i.e. reading the segments, checking every record's framing, CRC and LSN,
+//! decoding the events, applying them to the account states and the final
+//! invariant audit. Read-only, so repeated iterations see the same files.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use burnledger::account::AccountState;
+use burnledger::event::Event;
+use burnledger::money::{Currencies, Currency, CurrencyCode, CurrencyConfig};
+use burnledger::recovery;
+use burnledger::wal::{ReplayMode, SyncMode, WalConfig, WalHandle};
+use burnledger::withdrawal::TransitionAction;
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use futures_util::future::join_all;
+
+const ACCOUNTS: u64 = 100_000;
+/// Completed withdrawals per account (plus one left pending).
+const COMPLETED_PER_ACCOUNT: usize = 4;
+/// 1 deposit + 2 per completed withdrawal + 1 pending request.
+const EVENTS_PER_ACCOUNT: u64 = 2 + 2 * COMPLETED_PER_ACCOUNT as u64;
+const EVENTS: u64 = ACCOUNTS * EVENTS_PER_ACCOUNT;
+/// Events per `WalHandle::append` while preparing.
+const APPEND_EVENTS: usize = 4_096;
+
+fn usd() -> Currency {
+    Currency {
+        code: CurrencyCode::new("USD").expect("valid code"),
+        decimals: 2,
+    }
+}
+
+/// Every event of the prepared log, in log order.
+fn build_events() -> Vec<Event> {
+    let usd = usd();
+    let mut accounts: Vec<AccountState> = (1..=ACCOUNTS).map(AccountState::new).collect();
+    let mut events = Vec::with_capacity(EVENTS as usize);
+    for account in &mut accounts {
+        let deposited = account.deposit(usd, 1_000_000, None).expect("deposit");
+        events.extend(deposited.event);
+    }
+    for round in 0..=COMPLETED_PER_ACCOUNT {
+        let mut requested = Vec::with_capacity(accounts.len());
+        for account in &mut accounts {
+            let amount = 100 + (account.id() % 100) as i128;
+            let effect = account
+                .request_withdrawal(usd, amount, None, 1_000)
+                .expect("request");
+            requested.push(effect.output.transaction_id);
+            events.extend(effect.event);
+        }
+        if round == COMPLETED_PER_ACCOUNT {
+            break; // the last withdrawal of every account stays pending
+        }
+        for (account, tx) in accounts.iter_mut().zip(requested) {
+            let effect = account
+                .update_withdrawal(tx, TransitionAction::Complete, "")
+                .expect("complete");
+            events.extend(effect.event);
+        }
+    }
+    assert_eq!(events.len() as u64, EVENTS);
+    events
+}
+
+fn write_log(dir: &std::path::Path, events: Vec<Event>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    let wal = WalHandle::open(
+        WalConfig {
+            sync: SyncMode::Buffered { interval_ms: 1_000 },
+            ..WalConfig::new(dir)
+        },
+        1,
+    )
+    .expect("open WAL");
+    let mut events = events.into_iter();
+    let mut pending = Vec::new();
+    loop {
+        let chunk: Vec<Event> = events.by_ref().take(APPEND_EVENTS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        pending.push(wal.append(chunk));
+    }
+    let acks = runtime.block_on(join_all(pending));
+    assert_eq!(
+        acks.last().cloned(),
+        Some(Ok(EVENTS)),
+        "log ends at LSN {EVENTS}"
+    );
+    wal.shutdown().expect("WAL shutdown");
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_log(dir.path(), build_events());
+    let currencies = Currencies::new(&[CurrencyConfig::new("USD", 2)]).expect("currencies");
+
+    let mut group = c.benchmark_group("replay");
+    group
+        .throughput(Throughput::Elements(EVENTS))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("rebuild_1m_events_100k_accounts", |b| {
+        b.iter_with_large_drop(|| {
+            let recovered = recovery::rebuild(
+                black_box(dir.path()),
+                &currencies,
+                ReplayMode::ReadOnly { until_lsn: None },
+            )
+            .expect("rebuild");
+            assert_eq!(recovered.report.records_replayed, EVENTS);
+            assert_eq!(recovered.accounts.len() as u64, ACCOUNTS);
+            recovered
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_replay);
+criterion_main!(benches);

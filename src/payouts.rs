@@ -1,0 +1,259 @@
+//! Payout records: what each payout carried and what became of its items,
+//! as plain data with no runtime. The payout actor keeps them; recovery
+//! rebuilds them from `PayoutSubmitted` / `PayoutItemsSettled` events.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, ItemOutcome};
+use crate::ids::{AccountId, TransactionId};
+use crate::money::{Currency, CurrencyCode, Units};
+
+/// How withdrawals get paid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayoutMode {
+    /// Every `interval_secs`, every pending withdrawal, grouped by currency
+    /// and split by the service's item limit: one `submit` per group.
+    Batched { interval_secs: u64 },
+    /// One payout per withdrawal as soon as it is durable.
+    Immediate,
+    /// The host pays and reports outcomes with `complete_withdrawal`.
+    External,
+}
+
+/// Default payout interval: the seed's "every five minutes".
+pub const PAYOUT_INTERVAL_SECS_DEFAULT: u64 = 300;
+
+/// First wait before retrying a payout whose outcome is unknown.
+pub const RETRY_BACKOFF_MS_MIN: u64 = 500;
+/// Longest wait between retries; retries never stop (an unknown outcome is
+/// never released), they only stop speeding up.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
+
+/// Wait before retry number `attempt` (1 = the first retry): doubling from
+/// [`RETRY_BACKOFF_MS_MIN`], capped at [`RETRY_BACKOFF_MS_MAX`].
+pub fn retry_backoff(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let ms = RETRY_BACKOFF_MS_MIN.saturating_mul(1u64 << doublings);
+    Duration::from_millis(ms.min(RETRY_BACKOFF_MS_MAX))
+}
+
+/// Where a payout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayoutState {
+    /// Some item has no final answer yet (sent, pending, or unknown outcome).
+    Processing,
+    /// Every item paid.
+    Completed,
+    /// Every item failed.
+    Failed,
+    /// Some items paid, some failed.
+    PartiallyFailed,
+}
+
+impl PayoutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::PartiallyFailed => "partially_failed",
+        }
+    }
+}
+
+/// One item of a payout as the engine records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecordItem {
+    pub transaction_id: TransactionId,
+    pub amount: Units,
+    /// `None` until the service gives a final answer.
+    pub outcome: Option<ItemOutcome>,
+}
+
+/// A payout as the engine records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecord {
+    pub payout_id: u64,
+    pub currency: Currency,
+    pub items: Vec<PayoutRecordItem>,
+    /// Calls made to the service for it (submits and status checks); kept
+    /// in memory only, so it restarts from 0 after a restart.
+    #[serde(skip)]
+    pub attempts: u32,
+    /// The last unknown outcome or rejection, for operators.
+    #[serde(skip)]
+    pub last_error: Option<String>,
+}
+
+impl PayoutRecord {
+    pub fn state(&self) -> PayoutState {
+        let outcomes: Vec<_> = self.items.iter().map(|i| i.outcome.as_ref()).collect();
+        if outcomes.iter().any(Option::is_none) {
+            PayoutState::Processing
+        } else if outcomes
+            .iter()
+            .all(|o| matches!(o, Some(ItemOutcome::Paid)))
+        {
+            PayoutState::Completed
+        } else if outcomes
+            .iter()
+            .all(|o| matches!(o, Some(ItemOutcome::Failed { .. })))
+        {
+            PayoutState::Failed
+        } else {
+            PayoutState::PartiallyFailed
+        }
+    }
+
+    /// Items still waiting for a final answer.
+    pub fn unsettled(&self) -> impl Iterator<Item = &PayoutRecordItem> {
+        self.items.iter().filter(|i| i.outcome.is_none())
+    }
+
+    pub fn view(&self) -> PayoutView {
+        let total: Units = self.items.iter().map(|i| i.amount).sum();
+        PayoutView {
+            payout_id: self.payout_id,
+            currency: self.currency.code,
+            items: self
+                .items
+                .iter()
+                .map(|i| PayoutItemView {
+                    transaction_id: i.transaction_id,
+                    account: i.transaction_id.account(),
+                    amount: self.currency.to_decimal(i.amount),
+                    outcome: i.outcome.clone(),
+                })
+                .collect(),
+            total: self.currency.to_decimal(total),
+            state: self.state(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// A payout as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutView {
+    pub payout_id: u64,
+    pub currency: CurrencyCode,
+    pub items: Vec<PayoutItemView>,
+    pub total: Decimal,
+    pub state: PayoutState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutItemView {
+    pub transaction_id: TransactionId,
+    pub account: AccountId,
+    pub amount: Decimal,
+    /// `None` while the item waits for a final answer.
+    pub outcome: Option<ItemOutcome>,
+}
+
+/// Applies a payout event to the records (recovery and live alike).
+pub fn apply_payout_event(
+    payouts: &mut BTreeMap<u64, PayoutRecord>,
+    event: &Event,
+) -> Result<(), String> {
+    match event {
+        Event::PayoutSubmitted {
+            payout_id,
+            currency,
+            items,
+        } => {
+            let record = PayoutRecord {
+                payout_id: *payout_id,
+                currency: *currency,
+                items: items
+                    .iter()
+                    .map(|(tx, amount)| PayoutRecordItem {
+                        transaction_id: *tx,
+                        amount: *amount,
+                        outcome: None,
+                    })
+                    .collect(),
+                attempts: 0,
+                last_error: None,
+            };
+            if payouts.insert(*payout_id, record).is_some() {
+                return Err(format!("payout {payout_id} was submitted twice"));
+            }
+            Ok(())
+        }
+        Event::PayoutItemsSettled { payout_id, items } => {
+            let record = payouts
+                .get_mut(payout_id)
+                .ok_or_else(|| format!("payout {payout_id} settled before it was submitted"))?;
+            for (tx, outcome) in items {
+                let item = record
+                    .items
+                    .iter_mut()
+                    .find(|i| i.transaction_id == *tx)
+                    .ok_or_else(|| format!("payout {payout_id} has no item {tx}"))?;
+                item.outcome = Some(outcome.clone());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_and_is_bounded() {
+        assert_eq!(retry_backoff(1), Duration::from_millis(500));
+        assert_eq!(retry_backoff(2), Duration::from_millis(1_000));
+        assert_eq!(retry_backoff(5), Duration::from_millis(8_000));
+        assert_eq!(retry_backoff(8), Duration::from_millis(60_000));
+        assert_eq!(retry_backoff(u32::MAX), Duration::from_millis(60_000));
+    }
+
+    #[test]
+    fn a_payout_is_processing_until_every_item_has_an_answer() {
+        let usd = Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        };
+        let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
+        let mut payouts = BTreeMap::new();
+        let submitted = Event::PayoutSubmitted {
+            payout_id: 9,
+            currency: usd,
+            items: vec![(a, 100), (b, 250)],
+        };
+        apply_payout_event(&mut payouts, &submitted).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::Processing);
+        assert_eq!(payouts[&9].view().total, Decimal::new(350, 2));
+        let settle = |items| Event::PayoutItemsSettled {
+            payout_id: 9,
+            items,
+        };
+        apply_payout_event(&mut payouts, &settle(vec![(a, ItemOutcome::Paid)])).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::Processing);
+        let failed = ItemOutcome::Failed {
+            reason: "closed".into(),
+        };
+        apply_payout_event(&mut payouts, &settle(vec![(b, failed)])).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::PartiallyFailed);
+        assert!(
+            apply_payout_event(&mut payouts, &submitted).is_err(),
+            "same id twice"
+        );
+        let unknown = Event::PayoutItemsSettled {
+            payout_id: 10,
+            items: vec![],
+        };
+        assert!(apply_payout_event(&mut payouts, &unknown).is_err());
+    }
+}
