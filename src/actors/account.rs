@@ -204,6 +204,11 @@ impl Handler<AskAccount> for AccountActor {
     type Result = Result<QueryReply, LedgerError>;
 
     fn handle(&mut self, msg: AskAccount, _ctx: &mut Self::Context) -> Self::Result {
+        // Once poisoned, memory may hold changes the disk never got: say so
+        // rather than show them.
+        if let Some(poisoned) = self.journal.poisoned() {
+            return Err(poisoned);
+        }
         answer(&self.state, &msg.query)
     }
 }

@@ -381,6 +381,9 @@ impl Handler<AskAccount> for Coordinator {
     type Result = ResponseFuture<Result<crate::messages::QueryReply, LedgerError>>;
 
     fn handle(&mut self, msg: AskAccount, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(poisoned) = self.journal.poisoned() {
+            return Box::pin(async move { Err(poisoned) });
+        }
         match self.accounts.get(&msg.account) {
             None => {
                 let answered = match self.dormant.get(&msg.account) {
@@ -402,6 +405,9 @@ impl Handler<ExportAccounts> for Coordinator {
     type Result = ResponseFuture<Result<Vec<AccountState>, LedgerError>>;
 
     fn handle(&mut self, _msg: ExportAccounts, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(poisoned) = self.journal.poisoned() {
+            return Box::pin(async move { Err(poisoned) });
+        }
         let exports: Vec<_> = self
             .accounts
             .values()
