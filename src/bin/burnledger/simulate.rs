@@ -13,8 +13,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use burnledger::config::parse_sync;
+use burnledger::config::{parse_sync, PayoutMode, SharedPaymentService};
 use burnledger::money::CurrencyCode;
+use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
+use burnledger::payouts::PAYOUT_INTERVAL_SECS_DEFAULT;
 use burnledger::{
     Config, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome, TransactionId,
     WithdrawalOutcome, WithdrawalStatus,
@@ -52,6 +54,14 @@ pub struct SimulateArgs {
     /// interval) or none (memory only, no data folder).
     #[arg(long, default_value = "fsync")]
     sync: String,
+    /// How often the payout job runs during the simulation: the seed's
+    /// five-minute cron, sped up.
+    #[arg(long, default_value_t = 100)]
+    payout_every_ms: u64,
+    /// Run the simulated bank without faults (by default it fails items,
+    /// loses responses, times out and leaves items pending at random).
+    #[arg(long)]
+    no_bank_faults: bool,
 }
 
 const CURRENCIES: [&str; 2] = ["USD", "BTC"];
@@ -63,7 +73,6 @@ struct Tally {
     ok: u64,
     rejected: BTreeMap<&'static str, u64>,
     deposited: BTreeMap<&'static str, Decimal>,
-    completed: BTreeMap<&'static str, Decimal>,
     replays_checked: u64,
     conflicts_checked: u64,
     /// Broken expectations (a replay with another id, a settle that failed…).
@@ -80,9 +89,6 @@ impl Tally {
         for (k, v) in other.deposited {
             *self.deposited.entry(k).or_default() += v;
         }
-        for (k, v) in other.completed {
-            *self.completed.entry(k).or_default() += v;
-        }
         self.replays_checked += other.replays_checked;
         self.conflicts_checked += other.conflicts_checked;
         self.violations.extend(other.violations);
@@ -93,7 +99,6 @@ impl Tally {
 enum Expect {
     Deposit(&'static str, Decimal),
     Withdrawal,
-    Settle(TransactionId, &'static str, Decimal, bool),
     Cancel,
     Transfer,
     Replay(TransactionId),
@@ -160,34 +165,17 @@ impl Worker {
                     Expect::Withdrawal,
                 )
             }
-            45..=74 if !self.pending.is_empty() => {
+            // The payout job pays withdrawals; users sometimes cancel one
+            // first, and sometimes lose that race to the payout's claim.
+            45..=52 if !self.pending.is_empty() => {
                 let index = self.rng.random_range(0..self.pending.len());
-                let (tx, currency, amount) = self.pending.swap_remove(index);
-                let action = self.rng.random_range(0..10);
-                if action == 0 {
-                    (
-                        Operation::CancelWithdrawal { transaction_id: tx },
-                        Expect::Cancel,
-                    )
-                } else {
-                    let paid = action <= 6;
-                    let outcome = if paid {
-                        WithdrawalOutcome::Completed
-                    } else {
-                        WithdrawalOutcome::Failed {
-                            reason: "bank declined".into(),
-                        }
-                    };
-                    (
-                        Operation::CompleteWithdrawal {
-                            transaction_id: tx,
-                            outcome,
-                        },
-                        Expect::Settle(tx, currency, amount, paid),
-                    )
-                }
+                let (tx, _, _) = self.pending.swap_remove(index);
+                (
+                    Operation::CancelWithdrawal { transaction_id: tx },
+                    Expect::Cancel,
+                )
             }
-            75..=94 => {
+            53..=94 => {
                 let to =
                     (account + 1 + self.rng.random_range(0..self.accounts - 1)) % self.accounts;
                 (
@@ -278,17 +266,6 @@ impl Worker {
                 self.pending.push((w.transaction_id, currency, w.amount));
                 None
             }
-            (Expect::Settle(tx, currency, amount, paid), Ok(Outcome::Withdrawal(w))) => {
-                let expected = if *paid { "completed" } else { "failed" };
-                if w.transaction_id != *tx || w.status.kind().as_str() != expected {
-                    self.tally
-                        .violations
-                        .push(format!("settling {tx} as {expected} gave {:?}", w.status));
-                } else if *paid {
-                    *self.tally.completed.entry(currency).or_default() += *amount;
-                }
-                None
-            }
             (Expect::Cancel, Ok(Outcome::Withdrawal(w))) => {
                 if w.status != WithdrawalStatus::Cancelled {
                     self.tally
@@ -320,7 +297,8 @@ impl Worker {
                 None
             }
             // Expected business rejections of a random mix.
-            (
+            (Expect::Cancel, Err(e @ LedgerError::InvalidTransition { .. }))
+            | (
                 Expect::Withdrawal | Expect::Transfer,
                 Err(e @ LedgerError::InsufficientFunds { .. }),
             )
@@ -346,7 +324,7 @@ impl Worker {
         }
     }
 
-    /// Runs `ops` operations in batches, then settles what is left pending.
+    /// Runs `ops` operations in batches.
     async fn run(mut self, ledger: Ledger, ops: u64, batch: usize, progress: ProgressBar) -> Tally {
         let mut remaining = ops;
         while remaining > 0 {
@@ -359,29 +337,6 @@ impl Worker {
             remaining -= size as u64;
             progress.inc(size as u64);
         }
-        // Phase 3 for everything still pending: the payment service answers.
-        while !self.pending.is_empty() {
-            let chunk: Vec<_> = self
-                .pending
-                .drain(..self.pending.len().min(batch))
-                .collect();
-            let (ops, expects): (Vec<_>, Vec<_>) = chunk
-                .into_iter()
-                .map(|(tx, currency, amount)| {
-                    (
-                        Operation::CompleteWithdrawal {
-                            transaction_id: tx,
-                            outcome: WithdrawalOutcome::Completed,
-                        },
-                        Expect::Settle(tx, currency, amount, true),
-                    )
-                })
-                .unzip();
-            let results = ledger.submit(ops.clone()).await;
-            for ((op, expect), result) in ops.iter().zip(expects).zip(results) {
-                self.check(op, expect, result);
-            }
-        }
         self.tally
     }
 }
@@ -391,9 +346,26 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     if args.accounts < 2 || args.batch == 0 || args.workers == 0 {
         return Err("simulate needs --accounts ≥ 2, --batch ≥ 1 and --workers ≥ 1".into());
     }
+    let bank = if args.no_bank_faults {
+        SimulatedBank::new(SimulatedBankConfig {
+            seed: args.seed,
+            ..SimulatedBankConfig::default()
+        })
+    } else {
+        SimulatedBank::new(SimulatedBankConfig {
+            seed: args.seed,
+            ..SimulatedBankConfig::with_faults()
+        })
+    };
     let mut config = Config {
         sync: parse_sync(&args.sync)?,
         data_dir: Some(args.data_dir.clone()),
+        // The simulator runs the payout job itself, sped up; the engine's
+        // own tick (five minutes) would never fire in a short run.
+        payout_mode: PayoutMode::Batched {
+            interval_secs: PAYOUT_INTERVAL_SECS_DEFAULT,
+        },
+        payment_service: Some(SharedPaymentService::new(bank.clone())),
         ..Config::default()
     };
     if let Some(shards) = args.shards {
@@ -438,6 +410,19 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     progress.enable_steady_tick(Duration::from_millis(200));
 
     let started = Instant::now();
+    let cron = {
+        let ledger = ledger.clone();
+        let every = Duration::from_millis(args.payout_every_ms.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(error) = ledger.run_payouts_now().await {
+                    return error;
+                }
+            }
+        })
+    };
     let per_worker = args.ops / args.workers;
     let mut handles = Vec::new();
     for id in 0..args.workers {
@@ -469,6 +454,33 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     }
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    cron.abort();
+    // Finished on its own only if a run failed; otherwise it was cancelled.
+    if let Ok(error) = cron.await {
+        return Err(format!("the payout job failed: {error}"));
+    }
+    // Drain: the payout job runs until no withdrawal waits for it.
+    let drain_started = Instant::now();
+    let mut drain_runs = 0;
+    loop {
+        drain_runs += 1;
+        ledger.run_payouts_now().await.map_err(|e| e.to_string())?;
+        let now = ledger.audit().await.map_err(|e| e.to_string())?;
+        let waiting: u64 = ["pending", "processing"]
+            .iter()
+            .map(|s| now.withdrawals_by_status.get(s).copied().unwrap_or(0))
+            .sum();
+        if waiting == 0 {
+            break;
+        }
+        if drain_runs >= PAYOUT_DRAIN_RUNS_MAX {
+            println!("payouts         {waiting} withdrawals still waiting after {drain_runs} runs");
+            break;
+        }
+    }
+    let drained = drain_started.elapsed();
+    let payouts = ledger.payouts().await.map_err(|e| e.to_string())?;
+    let paid_once = check_each_paid_at_most_once(&ledger, &bank).await?;
 
     let terminal_ok = check_terminal_states_hold(&ledger).await;
     let audit = ledger.audit().await.map_err(|e| e.to_string())?;
@@ -484,6 +496,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         tally.rejected.values().sum::<u64>(),
         tally.rejected
     );
+    print_payouts(&payouts, &bank, drain_runs, drained);
     println!("accounts        {}", audit.accounts);
     println!("withdrawals     {:?}", audit.withdrawals_by_status);
     println!(
@@ -497,7 +510,17 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         let name = code.as_str();
         let total = currency.to_decimal(sums.total());
         let deposited = tally.deposited.get(name).copied().unwrap_or_default();
-        let completed = tally.completed.get(name).copied().unwrap_or_default();
+        // Paid out, as the bank itself recorded it (each item at most once).
+        let completed: Decimal = bank
+            .payments()
+            .iter()
+            .filter(|(payout, _, _)| {
+                payouts
+                    .iter()
+                    .any(|p| p.payout_id == *payout && p.currency == *code)
+            })
+            .map(|(_, _, amount)| *amount)
+            .sum();
         let before = start
             .totals
             .get(code)
@@ -505,17 +528,18 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         let matches = total == before + deposited - completed;
         sums_ok &= matches;
         println!(
-            "  {name:<4} total {total} = {before} before + acknowledged deposits {deposited} − acknowledged completed withdrawals {completed}  [{}]",
+            "  {name:<4} total {total} = {before} before + acknowledged deposits {deposited} − paid out by the bank {completed}  [{}]",
             if matches { "ok" } else { "MISMATCH" }
         );
     }
 
-    let no_pending = audit
-        .withdrawals_by_status
-        .get("pending")
-        .copied()
-        .unwrap_or(0)
-        == 0;
+    let waiting = |a: &burnledger::Audit| {
+        ["pending", "processing"]
+            .iter()
+            .map(|s| a.withdrawals_by_status.get(s).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let no_pending = waiting(&audit) <= waiting(&start);
     let checks = [
         (
             "1+2  balances ≥ 0; locked = Σ pending withdrawals",
@@ -524,6 +548,10 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         (
             "3    Σ total = Σ deposits − Σ completed withdrawals",
             sums_ok,
+        ),
+        (
+            "5    the bank paid each completed withdrawal once, no other",
+            paid_once,
         ),
         (
             "6    terminal states never change; keys apply once",
@@ -539,6 +567,60 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         println!("  violation: {violation}");
     }
     Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+/// Runs of the payout job allowed to drain what is left after the workers.
+const PAYOUT_DRAIN_RUNS_MAX: u32 = 10_000;
+
+/// Invariant 5 against the bank's own record: every completed withdrawal
+/// was paid exactly once; nothing else was paid.
+async fn check_each_paid_at_most_once(
+    ledger: &Ledger,
+    bank: &SimulatedBank,
+) -> Result<bool, String> {
+    let accounts = ledger.export_accounts().await.map_err(|e| e.to_string())?;
+    let mut times_paid: std::collections::HashMap<TransactionId, usize> =
+        std::collections::HashMap::new();
+    for (_, tx, _) in bank.payments() {
+        *times_paid.entry(tx).or_default() += 1;
+    }
+    let mut completed = 0usize;
+    for account in &accounts {
+        for (tx, record) in account.withdrawals() {
+            let times = times_paid.get(&tx).copied().unwrap_or(0);
+            let expected = match record.status {
+                WithdrawalStatus::Completed | WithdrawalStatus::Returned { .. } => 1,
+                _ => 0,
+            };
+            if times > 1 || (expected == 0 && times > 0) {
+                return Ok(false);
+            }
+            completed += expected;
+        }
+    }
+    // Withdrawals from earlier runs on the same data were paid by another
+    // bank instance, so only this run's payments are counted here.
+    Ok(bank.payments().len() <= completed)
+}
+
+fn print_payouts(
+    payouts: &[burnledger::payouts::PayoutView],
+    bank: &SimulatedBank,
+    drain_runs: u32,
+    drain: Duration,
+) {
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in payouts {
+        *by_state.entry(p.state.as_str()).or_default() += 1;
+    }
+    let items: usize = payouts.iter().map(|p| p.items.len()).sum();
+    let attempts: u64 = payouts.iter().map(|p| u64::from(p.attempts)).sum();
+    println!(
+        "payouts         {} payouts of {items} withdrawals {by_state:?}; {} submit calls, {attempts} service calls in all; drained in {drain_runs} runs, {:.2} s",
+        payouts.len(),
+        bank.submit_calls().len(),
+        drain.as_secs_f64()
+    );
 }
 
 /// Tries to change a few terminal withdrawals; each attempt must be refused
