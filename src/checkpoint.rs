@@ -178,7 +178,12 @@ pub fn write_snapshot(
         ReplayMode::ReadOnly { until_lsn: until },
     )?;
     let dir = snapshot_dir(data_dir);
-    let file = snapshot::write(&dir, rebuilt.report.last_lsn, rebuilt.accounts.values())?;
+    let file = snapshot::write_full(
+        &dir,
+        rebuilt.report.last_lsn,
+        rebuilt.accounts.values(),
+        rebuilt.payouts.values(),
+    )?;
     snapshot::prune(&dir, snapshots_kept)?;
     // Keep every record the oldest kept snapshot would need, so recovery can
     // fall back to it if the newer ones are damaged.

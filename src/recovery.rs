@@ -80,11 +80,17 @@ pub fn rebuild(
     let mut report = RecoveryReport::default();
     let mut accounts: HashMap<AccountId, AccountState> = HashMap::new();
     let mut from_lsn = 0;
+    let mut payouts = BTreeMap::new();
     for candidate in snapshot::list(&snapshot_dir(data_dir))? {
-        match snapshot::read(&candidate.path) {
-            Ok((lsn, states)) => {
-                accounts = states.into_iter().map(|a| (a.id(), a)).collect();
-                from_lsn = lsn;
+        match snapshot::read_full(&candidate.path) {
+            Ok(contents) => {
+                accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+                payouts = contents
+                    .payouts
+                    .into_iter()
+                    .map(|p| (p.payout_id, p))
+                    .collect();
+                from_lsn = contents.lsn;
                 report.snapshot = Some(candidate);
                 break;
             }
@@ -94,7 +100,6 @@ pub fn rebuild(
             Err(other) => return Err(other.into()),
         }
     }
-    let mut payouts = BTreeMap::new();
     let replayed = wal::replay_with(data_dir, from_lsn + 1, mode, |lsn, event| {
         apply_event(&mut accounts, currencies, &event)
             .and_then(|()| apply_payout_event(&mut payouts, &event))

@@ -3,8 +3,10 @@
 //! ```text
 //! header   "BURNSNAP" | format version u32 LE | lsn u64 LE
 //! body     account count u64 LE, then each AccountState (bincode 2, serde)
+//!          v2 only: payout count u64 LE, then each PayoutRecord
 //! trailer  crc32 (IEEE) u32 LE of header + body | "SNAPEND!"
 //! ```
+//! Version 1 (accounts only) is still read; version 2 is written.
 //! A snapshot is written to `snapshot-<lsn>.tmp`, fsynced, renamed to
 //! `snapshot-<lsn>.snap`, then the folder is fsynced, so a crash leaves
 //! either the old set of snapshots or the new one, never half a file under a
@@ -16,9 +18,12 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::account::AccountState;
+use crate::payouts::PayoutRecord;
 
 /// Version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// Oldest snapshot format version this build still reads.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_MAGIC: &[u8; 8] = b"BURNSNAP";
 const TRAILER_MAGIC: &[u8; 8] = b"SNAPEND!";
 const HEADER_BYTES: usize = 8 + 4 + 8;
@@ -81,11 +86,32 @@ pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
     Ok(found)
 }
 
-/// Writes every account's state as of `lsn` into `dir`, atomically.
+/// Everything a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotContents {
+    pub lsn: u64,
+    pub accounts: Vec<AccountState>,
+    /// Empty in a version 1 snapshot.
+    pub payouts: Vec<PayoutRecord>,
+}
+
+/// Writes every account's state as of `lsn` into `dir`, atomically (no
+/// payout records).
 pub fn write<'a>(
     dir: &Path,
     lsn: u64,
     accounts: impl ExactSizeIterator<Item = &'a AccountState>,
+) -> Result<SnapshotFile, SnapshotError> {
+    write_full(dir, lsn, accounts, std::iter::empty())
+}
+
+/// Writes every account's state and every payout record as of `lsn` into
+/// `dir`, atomically.
+pub fn write_full<'a, 'p>(
+    dir: &Path,
+    lsn: u64,
+    accounts: impl ExactSizeIterator<Item = &'a AccountState>,
+    payouts: impl ExactSizeIterator<Item = &'p PayoutRecord>,
 ) -> Result<SnapshotFile, SnapshotError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let temp = dir.join(file_name(lsn, "tmp"));
@@ -110,6 +136,12 @@ pub fn write<'a>(
         bincode::serde::encode_into_std_write(account, &mut out, bincode::config::standard())
             .map_err(encode_error)?;
     }
+    out.write_all(&(payouts.len() as u64).to_le_bytes())
+        .map_err(io_error(&temp))?;
+    for payout in payouts {
+        bincode::serde::encode_into_std_write(payout, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+    }
     let crc = out.crc.clone().finalize();
     let mut file = out
         .inner
@@ -129,6 +161,11 @@ pub fn write<'a>(
 /// Reads a snapshot: its LSN and every account state in it. Checks the
 /// framing and checksum before decoding anything.
 pub fn read(path: &Path) -> Result<(u64, Vec<AccountState>), SnapshotError> {
+    read_full(path).map(|contents| (contents.lsn, contents.accounts))
+}
+
+/// Reads everything a snapshot holds.
+pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
     let bytes = fs::read(path).map_err(io_error(path))?;
     let damaged = |reason: String| SnapshotError::Damaged {
         path: path.to_path_buf(),
@@ -152,9 +189,9 @@ pub fn read(path: &Path) -> Result<(u64, Vec<AccountState>), SnapshotError> {
         return Err(damaged("not a burnledger snapshot (bad magic)".into()));
     }
     let version = u32::from_le_bytes(array(&content[8..12]));
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(damaged(format!(
-            "format version {version}; this build reads version {SNAPSHOT_FORMAT_VERSION}"
+            "format version {version}; this build reads versions {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}"
         )));
     }
     let lsn = u64::from_le_bytes(array(&content[12..20]));
@@ -173,13 +210,32 @@ pub fn read(path: &Path) -> Result<(u64, Vec<AccountState>), SnapshotError> {
         accounts.push(account);
         body = &body[used..];
     }
+    let mut payouts = Vec::new();
+    if version >= 2 {
+        if body.len() < 8 {
+            return Err(damaged("the payout count is missing".into()));
+        }
+        let count = u64::from_le_bytes(array(&body[..8]));
+        body = &body[8..];
+        for index in 0..count {
+            let (payout, used): (PayoutRecord, usize) =
+                bincode::serde::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| damaged(format!("payout #{index}: {e}")))?;
+            payouts.push(payout);
+            body = &body[used..];
+        }
+    }
     if !body.is_empty() {
         return Err(damaged(format!(
-            "{} unexpected bytes after the last account",
+            "{} unexpected bytes after the last record",
             body.len()
         )));
     }
-    Ok((lsn, accounts))
+    Ok(SnapshotContents {
+        lsn,
+        accounts,
+        payouts,
+    })
 }
 
 /// Deletes all but the newest `keep` snapshots and any leftover temp files.
@@ -265,6 +321,29 @@ mod tests {
         assert_eq!(lsn, 77);
         assert_eq!(read_back, accounts);
         assert_eq!(list(dir.path()).unwrap(), vec![written]);
+    }
+
+    #[test]
+    fn payout_records_round_trip_in_format_v2() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = sample_accounts();
+        let usd = accounts[0].balances()[0].currency;
+        let payout = PayoutRecord {
+            payout_id: 3,
+            currency: usd,
+            items: vec![crate::payouts::PayoutRecordItem {
+                transaction_id: crate::TransactionId::new(1, 2),
+                amount: 2_500,
+                outcome: Some(crate::event::ItemOutcome::Paid),
+            }],
+            attempts: 0,
+            last_error: None,
+        };
+        let written = write_full(dir.path(), 9, accounts.iter(), std::iter::once(&payout)).unwrap();
+        let contents = read_full(&written.path).unwrap();
+        assert_eq!(contents.lsn, 9);
+        assert_eq!(contents.accounts, accounts);
+        assert_eq!(contents.payouts, vec![payout]);
     }
 
     #[test]

@@ -21,9 +21,30 @@ use burnledger::withdrawal::WithdrawalStatus;
 use burnledger::Config;
 
 fn golden(name: &str) -> PathBuf {
+    golden_in("v1", name)
+}
+
+fn golden_in(version: &str, name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("snapshots/v1")
+        .join("snapshots")
+        .join(version)
         .join(name)
+}
+
+/// The payout record format v2 snapshots add: withdrawal 1:2 paid in
+/// payout 1.
+fn golden_payout() -> burnledger::payouts::PayoutRecord {
+    burnledger::payouts::PayoutRecord {
+        payout_id: 1,
+        currency: usd(),
+        items: vec![burnledger::payouts::PayoutRecordItem {
+            transaction_id: TransactionId::new(1, 2),
+            amount: 2_500,
+            outcome: Some(burnledger::event::ItemOutcome::Paid),
+        }],
+        attempts: 0,
+        last_error: None,
+    }
 }
 
 fn usd() -> Currency {
@@ -99,21 +120,27 @@ fn encoded_log() -> (Vec<u8>, Vec<usize>) {
     (bytes, starts)
 }
 
-/// Writes the golden files. Run only when adding a new format version.
+/// Writes the golden files that do not exist yet. Run only when adding a
+/// new format version: existing files are never rewritten.
 #[test]
 fn write_golden_files_when_asked() {
     if std::env::var_os("BURNLEDGER_WRITE_GOLDEN").is_none() {
         return;
     }
-    fs::create_dir_all(golden("")).unwrap();
+    let write_new = |path: PathBuf, bytes: &[u8]| {
+        if !path.exists() {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+    };
     let (bytes, starts) = encoded_log();
-    fs::write(golden("clean.wal"), &bytes).unwrap();
+    write_new(golden("clean.wal"), &bytes);
     // Torn: the last record cut after its header and 3 payload bytes.
-    fs::write(golden("torn.wal"), &bytes[..starts[7] + 16 + 3]).unwrap();
+    write_new(golden("torn.wal"), &bytes[..starts[7] + 16 + 3]);
     // Corrupt: one payload byte of record 4 (LSN 4) flipped.
     let mut corrupt = bytes.clone();
     corrupt[starts[3] + 16] ^= 0x01;
-    fs::write(golden("corrupt.wal"), corrupt).unwrap();
+    write_new(golden("corrupt.wal"), &corrupt);
     let mut accounts = std::collections::HashMap::new();
     for event in scenario() {
         burnledger::recovery::apply_event(&mut accounts, &currencies(), &event).unwrap();
@@ -121,8 +148,29 @@ fn write_golden_files_when_asked() {
     let mut states: Vec<AccountState> = accounts.into_values().collect();
     states.sort_by_key(|a| a.id());
     let scratch = tempfile::tempdir().unwrap();
-    let file = snapshot::write(scratch.path(), 8, states.iter()).unwrap();
-    fs::copy(&file.path, golden("snapshot-00000000000000000008.snap")).unwrap();
+    let v1 = snapshot::write(scratch.path(), 8, states.iter()).unwrap();
+    write_new(
+        golden("snapshot-00000000000000000008.snap"),
+        &fs::read(&v1.path).unwrap(),
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let payout = golden_payout();
+    let v2 =
+        snapshot::write_full(scratch.path(), 8, states.iter(), std::iter::once(&payout)).unwrap();
+    write_new(
+        golden_in("v2", "snapshot-00000000000000000008.snap"),
+        &fs::read(&v2.path).unwrap(),
+    );
+}
+
+#[test]
+fn golden_v2_snapshot_loads_accounts_and_payout_records() {
+    let contents =
+        snapshot::read_full(&golden_in("v2", "snapshot-00000000000000000008.snap")).unwrap();
+    assert_eq!(contents.lsn, 8);
+    assert_eq!(contents.payouts, vec![golden_payout()]);
+    let accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+    assert_full_scenario(&accounts);
 }
 
 fn currencies() -> Currencies {

@@ -478,3 +478,55 @@ async fn a_crash_after_the_bank_paid_but_before_its_answer_is_reconciled_not_pai
 async fn a_crash_before_the_bank_got_the_payout_resubmits_it_under_the_same_id() {
     crash_between_submit_and_answer(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payout_records_survive_a_snapshot_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = SimulatedBank::new(SimulatedBankConfig {
+        item_failure_per_mille: 300,
+        seed: 5,
+        ..SimulatedBankConfig::default()
+    });
+    let durable = || Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..config_with(&bank)
+    };
+    let ledger = Ledger::open(durable()).unwrap();
+    request_withdrawals(&ledger, 10).await;
+    let made = ledger.run_payouts_now().await.unwrap();
+    assert_eq!(made.len(), 2);
+    ledger
+        .snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot after the payouts");
+    // One more payout after the snapshot, only in the log.
+    ledger.deposit(99, "USD", dec("5"), None).await.unwrap();
+    ledger
+        .request_withdrawal(99, "USD", dec("5"), None)
+        .await
+        .unwrap();
+    let later = ledger.run_payouts_now().await.unwrap();
+    let mut before = ledger.payouts().await.unwrap();
+    drop(ledger);
+
+    let reopened = Ledger::open(durable()).unwrap();
+    let mut after = reopened.payouts().await.unwrap();
+    // Attempt counts are kept in memory only.
+    for p in before.iter_mut().chain(after.iter_mut()) {
+        p.attempts = 0;
+        p.last_error = None;
+    }
+    assert_eq!(after, before);
+    assert_eq!(after.len(), 3);
+    assert!(reopened.payout(later[0].payout_id).await.is_ok());
+    // New payouts never reuse an id.
+    reopened.deposit(98, "USD", dec("5"), None).await.unwrap();
+    reopened
+        .request_withdrawal(98, "USD", dec("5"), None)
+        .await
+        .unwrap();
+    let newest = reopened.run_payouts_now().await.unwrap();
+    assert!(newest[0].payout_id > later[0].payout_id);
+    reopened.shutdown().await;
+}
