@@ -530,3 +530,38 @@ async fn payout_records_survive_a_snapshot_and_a_restart() {
     assert!(newest[0].payout_id > later[0].payout_id);
     reopened.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_mode_pays_each_withdrawal_in_its_own_payout_as_soon_as_it_is_durable() {
+    let bank = SimulatedBank::new(SimulatedBankConfig::default());
+    let ledger = Ledger::open(Config {
+        payout_mode: PayoutMode::Immediate,
+        ..config_with(&bank)
+    })
+    .unwrap();
+    let requested = request_withdrawals(&ledger, 5).await;
+    // Nobody runs the payout job: each request triggers its own payout. Ask
+    // the payout actor (each question waits behind the runs it has queued)
+    // until all are settled; bounded, no sleeping.
+    let mut settled = false;
+    for _ in 0..10_000 {
+        let payouts = ledger.payouts().await.unwrap();
+        if payouts.len() == requested.len()
+            && payouts.iter().all(|p| p.state != PayoutState::Processing)
+        {
+            settled = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(settled, "immediate payouts did not settle");
+    assert!(ledger
+        .payouts()
+        .await
+        .unwrap()
+        .iter()
+        .all(|p| p.items.len() == 1));
+    assert_eq!(bank.submit_calls().len(), requested.len());
+    assert_settled_exactly(&ledger, &bank, &requested).await;
+    ledger.shutdown().await;
+}
