@@ -6,7 +6,8 @@
 //!
 //! 1. [`Ledger::request_withdrawal`] locks the amount (available → locked)
 //!    and returns the withdrawal's `transaction_id`;
-//! 2. a payout pays it through a payment service;
+//! 2. a payout pays it through a [`payment::PaymentService`] — batched per
+//!    currency on an interval (default), one by one, or by the host;
 //! 3. [`Ledger::complete_withdrawal`] records the answer by `transaction_id`
 //!    alone: completed removes the locked amount from the total, failed
 //!    returns it to available.
@@ -62,6 +63,10 @@
 //! - `messages.rs` — every actor message.
 //! - `actors/account.rs` — the actor owning one account.
 //! - `actors/coordinator.rs` — one per shard: account directory, routing.
+//! - `actors/payout.rs` — the payout actor: batches, submits, settles,
+//!   retries unknown outcomes, reconciles after a restart.
+//! - `payment.rs` — the `PaymentService` trait and `SimulatedBank`.
+//! - `payouts.rs` — payout records and modes (pure), retry backoff.
 //! - `journal.rs` — where actors hand events to be made durable.
 //! - `wal/` — the write-ahead log: record framing, segments, the
 //!   group-commit writer thread, replay (see its own Layout).
