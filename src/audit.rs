@@ -49,14 +49,7 @@ pub fn audit(accounts: &[AccountState]) -> Audit {
         accounts: accounts.len(),
         ..Audit::default()
     };
-    for status in [
-        StatusKind::Pending,
-        StatusKind::Processing,
-        StatusKind::Completed,
-        StatusKind::Failed,
-        StatusKind::Cancelled,
-        StatusKind::Returned,
-    ] {
+    for status in StatusKind::ALL {
         report.withdrawals_by_status.insert(status.as_str(), 0);
     }
     for account in accounts {

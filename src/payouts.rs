@@ -90,6 +90,28 @@ pub struct PayoutRecord {
 }
 
 impl PayoutRecord {
+    /// A payout whose items have no answer yet.
+    pub fn new(
+        payout_id: u64,
+        currency: Currency,
+        items: impl IntoIterator<Item = (TransactionId, Units)>,
+    ) -> Self {
+        Self {
+            payout_id,
+            currency,
+            items: items
+                .into_iter()
+                .map(|(transaction_id, amount)| PayoutRecordItem {
+                    transaction_id,
+                    amount,
+                    outcome: None,
+                })
+                .collect(),
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
     pub fn state(&self) -> PayoutState {
         let outcomes: Vec<_> = self.items.iter().map(|i| i.outcome.as_ref()).collect();
         if outcomes.iter().any(Option::is_none) {
@@ -169,20 +191,7 @@ pub fn apply_payout_event(
             currency,
             items,
         } => {
-            let record = PayoutRecord {
-                payout_id: *payout_id,
-                currency: *currency,
-                items: items
-                    .iter()
-                    .map(|(tx, amount)| PayoutRecordItem {
-                        transaction_id: *tx,
-                        amount: *amount,
-                        outcome: None,
-                    })
-                    .collect(),
-                attempts: 0,
-                last_error: None,
-            };
+            let record = PayoutRecord::new(*payout_id, *currency, items.iter().copied());
             if payouts.insert(*payout_id, record).is_some() {
                 return Err(format!("payout {payout_id} was submitted twice"));
             }

@@ -79,6 +79,16 @@ pub enum StatusKind {
 }
 
 impl StatusKind {
+    /// Every state, in the order of the state machine.
+    pub const ALL: [StatusKind; 6] = [
+        StatusKind::Pending,
+        StatusKind::Processing,
+        StatusKind::Completed,
+        StatusKind::Failed,
+        StatusKind::Cancelled,
+        StatusKind::Returned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -205,14 +215,7 @@ impl WithdrawalRecord {
 mod tests {
     use super::*;
 
-    const ALL_STATES: [StatusKind; 6] = [
-        StatusKind::Pending,
-        StatusKind::Processing,
-        StatusKind::Completed,
-        StatusKind::Failed,
-        StatusKind::Cancelled,
-        StatusKind::Returned,
-    ];
+    const ALL_STATES: [StatusKind; 6] = StatusKind::ALL;
     const ALL_ACTIONS: [TransitionAction; 6] = [
         TransitionAction::Complete,
         TransitionAction::Fail,

@@ -36,8 +36,7 @@ use crate::messages::{
 use crate::money::{Currency, CurrencyCode, Units};
 use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
 use crate::payouts::{
-    apply_payout_event, retry_backoff, PayoutMode, PayoutRecord, PayoutRecordItem, PayoutState,
-    PayoutView,
+    apply_payout_event, retry_backoff, PayoutMode, PayoutRecord, PayoutState, PayoutView,
 };
 use crate::receipts::Outcome;
 use crate::withdrawal::TransitionAction;
@@ -113,20 +112,11 @@ impl PayoutActor {
             for chunk in items.chunks(per_payout) {
                 let payout_id = self.next_payout_id;
                 self.next_payout_id += 1;
-                planned.push(PayoutRecord {
+                planned.push(PayoutRecord::new(
                     payout_id,
-                    currency: chunk[0].1,
-                    items: chunk
-                        .iter()
-                        .map(|(tx, _, amount)| PayoutRecordItem {
-                            transaction_id: *tx,
-                            amount: *amount,
-                            outcome: None,
-                        })
-                        .collect(),
-                    attempts: 0,
-                    last_error: None,
-                });
+                    chunk[0].1,
+                    chunk.iter().map(|(tx, _, amount)| (*tx, *amount)),
+                ));
             }
         }
         planned
