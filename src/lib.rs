@@ -74,8 +74,10 @@
 //! - `recovery.rs` — rebuilding account states: snapshot, then WAL.
 //! - `checkpoint.rs` — the background thread that writes snapshots.
 //! - `ledger.rs` — the public [`Ledger`] handle and the engine's threads.
+//! - `http/` — the HTTP service over actix-web (feature `http`): routes,
+//!   JSON bodies, error statuses, bearer-token auth, metrics.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`; it uses only the public API.
+//!   `verify`, `serve`, `http-bench`; it uses only the public API.
 
 #![forbid(unsafe_code)]
 
@@ -86,6 +88,8 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod event;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod ids;
 pub mod journal;
 pub mod ledger;

@@ -2,114 +2,20 @@
 //! every rejection and what it leaves behind, the withdrawal state machine,
 //! limits, shutdown and the batch form.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
+mod common;
 
-use burnledger::audit::CurrencyTotals;
-use burnledger::money::Currency;
 use burnledger::withdrawal::{StatusKind, TransitionAction};
 use burnledger::{
-    AmountProblem, Balance, Config, CurrencyCode, CurrencyConfig, Decimal, IdempotencyKey, Ledger,
-    LedgerError, Operation, Outcome, TransactionId, Withdrawal, WithdrawalOutcome,
-    WithdrawalStatus,
+    AmountProblem, Config, CurrencyConfig, Decimal, IdempotencyKey, Ledger, LedgerError, Operation,
+    TransactionId, Withdrawal, WithdrawalOutcome, WithdrawalStatus,
 };
 
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
-
-fn code(s: &str) -> CurrencyCode {
-    CurrencyCode::new(s).unwrap()
-}
-
-fn open() -> Ledger {
-    Ledger::open(Config::for_tests()).unwrap()
-}
-
-/// A test ledger whose pending-withdrawal cap does not get in the way.
-fn open_uncapped() -> Ledger {
-    Ledger::open(Config {
-        account_pending_withdrawals_max: 10_000,
-        ..Config::for_tests()
-    })
-    .unwrap()
-}
-
-/// (available, locked, total) of one balance.
-async fn balance(ledger: &Ledger, account: u64, currency: &str) -> (Decimal, Decimal, Decimal) {
-    let Balance {
-        available,
-        locked,
-        total,
-        ..
-    } = ledger.balance(account, currency).await.unwrap();
-    (available, locked, total)
-}
-
-/// Everything observable about some accounts and withdrawals, plus the
-/// ledger-wide sums, so "a rejected operation changes nothing" can be
-/// asserted as `before == after`.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    balances: Vec<(u64, Vec<Balance>)>,
-    withdrawals: Vec<Withdrawal>,
-    accounts: usize,
-    totals: BTreeMap<CurrencyCode, (Currency, CurrencyTotals)>,
-    withdrawals_by_status: BTreeMap<&'static str, u64>,
-}
-
-async fn snapshot(ledger: &Ledger, accounts: &[u64], withdrawals: &[TransactionId]) -> Snapshot {
-    let mut balances = Vec::new();
-    for &account in accounts {
-        balances.push((account, ledger.balances(account).await.unwrap()));
-    }
-    let mut views = Vec::new();
-    for &tx in withdrawals {
-        views.push(ledger.withdrawal(tx).await.unwrap());
-    }
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
-    Snapshot {
-        balances,
-        withdrawals: views,
-        accounts: audit.accounts,
-        totals: audit.totals,
-        withdrawals_by_status: audit.withdrawals_by_status,
-    }
-}
-
-async fn assert_clean(ledger: &Ledger) {
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
-}
-
-/// Applies a state-machine action through the public API.
-async fn act(
-    ledger: &Ledger,
-    tx: TransactionId,
-    action: TransitionAction,
-    reason: &str,
-) -> Result<Withdrawal, LedgerError> {
-    match action {
-        TransitionAction::Complete => {
-            ledger
-                .complete_withdrawal(tx, WithdrawalOutcome::Completed)
-                .await
-        }
-        TransitionAction::Fail => {
-            ledger
-                .complete_withdrawal(
-                    tx,
-                    WithdrawalOutcome::Failed {
-                        reason: reason.to_string(),
-                    },
-                )
-                .await
-        }
-        TransitionAction::Cancel => ledger.cancel_withdrawal(tx).await,
-        other => panic!("{other} is the payout actor's, not the API's"),
-    }
-}
+use common::{
+    act, assert_balance, assert_clean, balance, ceiling_currency, clean_audit, code, complete,
+    concurrently, conflict, dec, deposit_op, deposited, insufficient, join_all, open,
+    open_uncapped, open_with_currencies, request_withdrawal, snapshot, spawn_each, transfer_op,
+    transferred, withdraw_op, withdrawn, CEILING,
+};
 
 fn status_after(action: TransitionAction, reason: &str) -> WithdrawalStatus {
     match action {
@@ -122,53 +28,36 @@ fn status_after(action: TransitionAction, reason: &str) -> WithdrawalStatus {
     }
 }
 
-fn deposit_op(account: u64, currency: &str, amount: &str) -> Operation {
-    Operation::Deposit {
-        account,
-        currency: code(currency),
-        amount: dec(amount),
-        idempotency_key: None,
-    }
-}
-
-fn withdraw_op(account: u64, currency: &str, amount: &str) -> Operation {
-    Operation::RequestWithdrawal {
-        account,
-        currency: code(currency),
-        amount: dec(amount),
-        idempotency_key: None,
-    }
-}
-
-fn transfer_op(from: u64, to: u64, currency: &str, amount: &str) -> Operation {
-    Operation::Transfer {
-        from,
-        to,
-        currency: code(currency),
-        amount: dec(amount),
-        idempotency_key: None,
-    }
-}
-
-fn deposited(result: &Result<Outcome, LedgerError>) -> &burnledger::Deposit {
-    match result {
-        Ok(Outcome::Deposited(d)) => d,
-        other => panic!("expected a deposit, got {other:?}"),
-    }
-}
-
-fn withdrawn(result: &Result<Outcome, LedgerError>) -> &Withdrawal {
-    match result {
-        Ok(Outcome::Withdrawal(w)) => w,
-        other => panic!("expected a withdrawal, got {other:?}"),
-    }
-}
-
-fn transferred(result: &Result<Outcome, LedgerError>) -> &burnledger::Transfer {
-    match result {
-        Ok(Outcome::Transferred(t)) => t,
-        other => panic!("expected a transfer, got {other:?}"),
-    }
+/// Asserts that a deposit to account 1, a withdrawal from it and a transfer
+/// from it to account 2, of `amount` in `currency`, are each refused with
+/// `expected`.
+async fn assert_refused_by_every_kind(
+    ledger: &Ledger,
+    currency: &str,
+    amount: Decimal,
+    expected: &LedgerError,
+) {
+    assert_eq!(
+        &ledger.deposit(1, currency, amount, None).await.unwrap_err(),
+        expected,
+        "deposit {amount} in {currency:?}"
+    );
+    assert_eq!(
+        &ledger
+            .request_withdrawal(1, currency, amount, None)
+            .await
+            .unwrap_err(),
+        expected,
+        "withdrawal {amount} in {currency:?}"
+    );
+    assert_eq!(
+        &ledger
+            .transfer(1, 2, currency, amount, None)
+            .await
+            .unwrap_err(),
+        expected,
+        "transfer {amount} in {currency:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -179,16 +68,13 @@ fn transferred(result: &Result<Outcome, LedgerError>) -> &burnledger::Transfer {
 async fn thousand_concurrent_withdrawals_of_one_against_a_hundred_lock_exactly_a_hundred() {
     let ledger = open_uncapped();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
-            ledger.request_withdrawal(1, "USD", dec("1"), None).await
-        }));
-    }
+    let results = concurrently(&ledger, 1000, |ledger, _| async move {
+        ledger.request_withdrawal(1, "USD", dec("1"), None).await
+    })
+    .await;
     let (mut ok, mut insufficient) = (0, 0);
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in results {
+        match result {
             Ok(w) => {
                 assert_eq!(w.status, WithdrawalStatus::Pending);
                 ok += 1;
@@ -201,12 +87,8 @@ async fn thousand_concurrent_withdrawals_of_one_against_a_hundred_lock_exactly_a
         }
     }
     assert_eq!((ok, insufficient), (100, 900));
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("0"), dec("100"), dec("100"))
-    );
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
+    assert_balance(&ledger, 1, "USD", ["0", "100", "100"]).await;
+    assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
 
@@ -217,28 +99,25 @@ async fn racing_complete_and_cancel_on_one_withdrawal_let_exactly_one_win() {
     let mut ids = Vec::new();
     for _ in 0..50 {
         ids.push(
-            ledger
-                .request_withdrawal(7, "USD", dec("1"), None)
+            request_withdrawal(&ledger, 7, "USD", "1")
                 .await
-                .unwrap()
                 .transaction_id,
         );
     }
-    let mut tasks = Vec::new();
-    for &tx in &ids {
-        let (a, b) = (ledger.clone(), ledger.clone());
-        tasks.push(tokio::spawn(async move {
+    let results = concurrently(&ledger, ids.len(), |a, i| {
+        let (tx, b) = (ids[i], a.clone());
+        async move {
             let complete = tokio::spawn(async move {
                 a.complete_withdrawal(tx, WithdrawalOutcome::Completed)
                     .await
             });
             let cancel = tokio::spawn(async move { b.cancel_withdrawal(tx).await });
             (tx, complete.await.unwrap(), cancel.await.unwrap())
-        }));
-    }
+        }
+    })
+    .await;
     let mut completed = 0;
-    for task in tasks {
-        let (tx, complete, cancel) = task.await.unwrap();
+    for (tx, complete, cancel) in results {
         match (complete, cancel) {
             (Ok(w), Err(e)) => {
                 assert_eq!(w.status, WithdrawalStatus::Completed);
@@ -269,10 +148,7 @@ async fn racing_complete_and_cancel_on_one_withdrawal_let_exactly_one_win() {
     // 100 deposited; every completed withdrawal burned 1, every cancelled one
     // returned 1 to available.
     let expected = Decimal::from(100 - completed);
-    assert_eq!(
-        balance(&ledger, 7, "USD").await,
-        (expected, dec("0"), expected)
-    );
+    assert_balance(&ledger, 7, "USD", [expected, dec("0"), expected]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -285,18 +161,11 @@ async fn racing_complete_and_cancel_on_one_withdrawal_let_exactly_one_win() {
 async fn insufficient_funds_reports_available_and_requested_and_changes_nothing() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let pending = ledger
-        .request_withdrawal(1, "USD", dec("60"), None)
-        .await
-        .unwrap();
+    let pending = request_withdrawal(&ledger, 1, "USD", "60").await;
     let before = snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await;
 
     // Locked funds are not available: 40 left, 50 asked.
-    let expected = LedgerError::InsufficientFunds {
-        currency: code("USD"),
-        available: dec("40"),
-        requested: dec("50"),
-    };
+    let expected = insufficient("USD", "40", "50");
     assert_eq!(
         ledger
             .request_withdrawal(1, "USD", dec("50"), None)
@@ -317,11 +186,7 @@ async fn insufficient_funds_reports_available_and_requested_and_changes_nothing(
             .request_withdrawal(1, "BTC", dec("0.00000001"), None)
             .await
             .unwrap_err(),
-        LedgerError::InsufficientFunds {
-            currency: code("BTC"),
-            available: dec("0"),
-            requested: dec("0.00000001"),
-        }
+        insufficient("BTC", "0", "0.00000001")
     );
     // A never-seen account has nothing at all.
     assert_eq!(
@@ -329,11 +194,7 @@ async fn insufficient_funds_reports_available_and_requested_and_changes_nothing(
             .request_withdrawal(2, "USD", dec("0.01"), None)
             .await
             .unwrap_err(),
-        LedgerError::InsufficientFunds {
-            currency: code("USD"),
-            available: dec("0"),
-            requested: dec("0.01"),
-        }
+        insufficient("USD", "0", "0.01")
     );
     let error = ledger
         .request_withdrawal(1, "USD", dec("50"), None)
@@ -347,14 +208,8 @@ async fn insufficient_funds_reports_available_and_requested_and_changes_nothing(
         before
     );
     // Exactly what is available still works.
-    ledger
-        .request_withdrawal(1, "USD", dec("40"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("0"), dec("100"), dec("100"))
-    );
+    request_withdrawal(&ledger, 1, "USD", "40").await;
+    assert_balance(&ledger, 1, "USD", ["0", "100", "100"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -364,10 +219,7 @@ async fn invalid_amounts_are_rejected_with_their_problem_and_change_nothing() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
     ledger.deposit(1, "BTC", dec("1"), None).await.unwrap();
-    let pending = ledger
-        .request_withdrawal(1, "USD", dec("10"), None)
-        .await
-        .unwrap();
+    let pending = request_withdrawal(&ledger, 1, "USD", "10").await;
     let before = snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await;
 
     let cases: Vec<(&str, &str, AmountProblem)> = vec![
@@ -418,49 +270,12 @@ async fn invalid_amounts_are_rejected_with_their_problem_and_change_nothing() {
             currency: code(currency),
             problem,
         };
-        let amount = dec(amount);
-        assert_eq!(
-            ledger.deposit(1, currency, amount, None).await.unwrap_err(),
-            expected,
-            "deposit {amount} {currency}"
-        );
-        assert_eq!(
-            ledger
-                .request_withdrawal(1, currency, amount, None)
-                .await
-                .unwrap_err(),
-            expected,
-            "withdrawal {amount} {currency}"
-        );
-        assert_eq!(
-            ledger
-                .transfer(1, 2, currency, amount, None)
-                .await
-                .unwrap_err(),
-            expected,
-            "transfer {amount} {currency}"
-        );
+        assert_refused_by_every_kind(&ledger, currency, dec(amount), &expected).await;
         let batch = ledger
             .submit(vec![
-                Operation::Deposit {
-                    account: 1,
-                    currency: code(currency),
-                    amount,
-                    idempotency_key: None,
-                },
-                Operation::RequestWithdrawal {
-                    account: 1,
-                    currency: code(currency),
-                    amount,
-                    idempotency_key: None,
-                },
-                Operation::Transfer {
-                    from: 1,
-                    to: 2,
-                    currency: code(currency),
-                    amount,
-                    idempotency_key: None,
-                },
+                deposit_op(1, currency, amount),
+                withdraw_op(1, currency, amount),
+                transfer_op(1, 2, currency, amount),
             ])
             .await;
         assert_eq!(batch, vec![Err(expected.clone()); 3]);
@@ -489,14 +304,9 @@ async fn amounts_at_the_limits_are_accepted_exactly() {
         .deposit(1, "BTC", dec("0.00000001"), None)
         .await
         .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("1000000000012.50"), dec("0"), dec("1000000000012.50"))
-    );
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("0.00000001"), dec("0"), dec("0.00000001"))
-    );
+    let usd = "1000000000012.50";
+    assert_balance(&ledger, 1, "USD", [usd, "0", usd]).await;
+    assert_balance(&ledger, 1, "BTC", ["0.00000001", "0", "0.00000001"]).await;
     assert_eq!(
         ledger
             .balance(1, "USD")
@@ -513,18 +323,14 @@ async fn amounts_at_the_limits_are_accepted_exactly() {
 
 #[tokio::test]
 async fn per_currency_amount_max_is_enforced() {
-    let ledger = Ledger::open(Config {
-        currencies: vec![
-            CurrencyConfig {
-                code: "USD".into(),
-                decimals: 2,
-                amount_max: dec("100"),
-            },
-            CurrencyConfig::new("EUR", 2),
-        ],
-        ..Config::for_tests()
-    })
-    .unwrap();
+    let ledger = open_with_currencies(vec![
+        CurrencyConfig {
+            code: "USD".into(),
+            decimals: 2,
+            amount_max: dec("100"),
+        },
+        CurrencyConfig::new("EUR", 2),
+    ]);
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
     let before = snapshot(&ledger, &[1], &[]).await;
     assert_eq!(
@@ -546,27 +352,16 @@ async fn per_currency_amount_max_is_enforced() {
     ledger.shutdown().await;
 }
 
-/// A currency whose per-operation maximum is the balance ceiling itself, so
-/// the ceiling can be reached in one deposit.
+/// USD and a currency whose per-operation maximum is the balance ceiling
+/// itself, so the ceiling can be reached in one deposit.
 fn open_with_ceiling_currency() -> Ledger {
-    Ledger::open(Config {
-        currencies: vec![
-            CurrencyConfig::new("USD", 2),
-            CurrencyConfig {
-                code: "PTS".into(),
-                decimals: 0,
-                amount_max: dec("10000000000000000000000000000"), // 1e28 units
-            },
-        ],
-        ..Config::for_tests()
-    })
-    .unwrap()
+    open_with_currencies(vec![CurrencyConfig::new("USD", 2), ceiling_currency()])
 }
 
 #[tokio::test]
 async fn balance_above_maximum_is_refused_for_deposits_and_incoming_transfers() {
     let ledger = open_with_ceiling_currency();
-    let ceiling = dec("10000000000000000000000000000");
+    let ceiling = dec(CEILING);
     // Two accounts on different shards and two on the same shard as the full one.
     let full = 1u64;
     ledger.deposit(full, "PTS", ceiling, None).await.unwrap();
@@ -605,10 +400,7 @@ async fn balance_above_maximum_is_refused_for_deposits_and_incoming_transfers() 
     assert_eq!(snapshot(&ledger, &accounts, &[]).await, before);
 
     // Once the full account has room again, the same credit goes through.
-    let w = ledger
-        .request_withdrawal(full, "PTS", dec("1"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, full, "PTS", "1").await;
     // Locked funds still count toward the ceiling.
     assert_eq!(
         ledger
@@ -617,10 +409,7 @@ async fn balance_above_maximum_is_refused_for_deposits_and_incoming_transfers() 
             .unwrap_err(),
         expected
     );
-    ledger
-        .complete_withdrawal(w.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    complete(&ledger, w.transaction_id).await;
     ledger
         .transfer(senders[0], full, "PTS", dec("1"), None)
         .await
@@ -639,30 +428,7 @@ async fn unknown_currencies_are_rejected_whether_well_formed_or_malformed() {
         let expected = LedgerError::UnknownCurrency {
             currency: currency.to_string(),
         };
-        assert_eq!(
-            ledger
-                .deposit(1, currency, dec("1"), None)
-                .await
-                .unwrap_err(),
-            expected,
-            "deposit in {currency:?}"
-        );
-        assert_eq!(
-            ledger
-                .request_withdrawal(1, currency, dec("1"), None)
-                .await
-                .unwrap_err(),
-            expected,
-            "withdrawal in {currency:?}"
-        );
-        assert_eq!(
-            ledger
-                .transfer(1, 2, currency, dec("1"), None)
-                .await
-                .unwrap_err(),
-            expected,
-            "transfer in {currency:?}"
-        );
+        assert_refused_by_every_kind(&ledger, currency, dec("1"), &expected).await;
         assert_eq!(
             ledger.balance(1, currency).await.unwrap_err(),
             expected,
@@ -686,10 +452,7 @@ async fn unknown_withdrawals_are_rejected_for_made_up_ids_and_for_other_transact
     let ledger = open();
     let dep = ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
     let tr = ledger.transfer(1, 2, "USD", dec("10"), None).await.unwrap();
-    let pending = ledger
-        .request_withdrawal(1, "USD", dec("10"), None)
-        .await
-        .unwrap();
+    let pending = request_withdrawal(&ledger, 1, "USD", "10").await;
     let before = snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await;
 
     let mut made_up = vec![
@@ -742,15 +505,9 @@ async fn unknown_withdrawals_are_rejected_for_made_up_ids_and_for_other_transact
 async fn invalid_transition_reports_state_and_action_and_changes_nothing() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("30"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "30").await;
     let tx = w.transaction_id;
-    ledger
-        .complete_withdrawal(tx, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    complete(&ledger, tx).await;
     let before = snapshot(&ledger, &[1], &[tx]).await;
     let error = ledger.cancel_withdrawal(tx).await.unwrap_err();
     assert_eq!(
@@ -779,12 +536,7 @@ async fn idempotency_conflict_changes_nothing() {
         .deposit(1, "USD", dec("101"), Some("dep-1"))
         .await
         .unwrap_err();
-    assert_eq!(
-        error,
-        LedgerError::IdempotencyConflict {
-            key: "dep-1".into()
-        }
-    );
+    assert_eq!(error, conflict("dep-1"));
     assert_eq!(error.code(), "idempotency_conflict");
     assert!(!error.is_retryable());
     assert_eq!(snapshot(&ledger, &[1], &[]).await, before);
@@ -853,10 +605,7 @@ async fn pending_withdrawals_are_capped_per_account_and_a_terminal_state_frees_a
     assert_eq!(after, before);
 
     // Another account is not affected.
-    ledger
-        .request_withdrawal(2, "USD", dec("1"), None)
-        .await
-        .unwrap();
+    request_withdrawal(&ledger, 2, "USD", "1").await;
 
     // Each terminal state frees one slot, and only one.
     for (tx, action) in pending.iter().zip([
@@ -865,10 +614,7 @@ async fn pending_withdrawals_are_capped_per_account_and_a_terminal_state_frees_a
         TransitionAction::Cancel,
     ]) {
         act(&ledger, *tx, action, "refused").await.unwrap();
-        ledger
-            .request_withdrawal(1, "USD", dec("1"), None)
-            .await
-            .unwrap();
+        request_withdrawal(&ledger, 1, "USD", "1").await;
         assert_eq!(
             ledger
                 .request_withdrawal(1, "USD", dec("1"), None)
@@ -895,10 +641,7 @@ fn open_tiny_shard() -> Ledger {
 async fn a_batch_larger_than_the_shard_in_flight_limit_is_refused_whole_as_overloaded() {
     let ledger = open_tiny_shard();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("10"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "10").await;
     let before = snapshot(&ledger, &[1, 2, 3], &[w.transaction_id]).await;
 
     let batch = vec![
@@ -924,18 +667,9 @@ async fn a_batch_larger_than_the_shard_in_flight_limit_is_refused_whole_as_overl
     // The refused batch gave its room back: a batch of exactly the limit runs.
     let results = ledger.submit(batch[..4].to_vec()).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("89"), dec("11"), dec("100"))
-    );
-    assert_eq!(
-        balance(&ledger, 2, "USD").await,
-        (dec("1"), dec("0"), dec("1"))
-    );
-    assert_eq!(
-        balance(&ledger, 3, "USD").await,
-        (dec("1"), dec("0"), dec("1"))
-    );
+    assert_balance(&ledger, 1, "USD", ["89", "11", "100"]).await;
+    assert_balance(&ledger, 2, "USD", ["1", "0", "1"]).await;
+    assert_balance(&ledger, 3, "USD", ["1", "0", "1"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -943,18 +677,14 @@ async fn a_batch_larger_than_the_shard_in_flight_limit_is_refused_whole_as_overl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_load_past_the_in_flight_limit_is_refused_never_lost_or_queued() {
     let ledger = open_tiny_shard();
-    let mut tasks = Vec::new();
-    for _ in 0..400 {
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
-            ledger
-                .submit(vec![deposit_op(1, "USD", "1"), deposit_op(2, "USD", "1")])
-                .await
-        }));
-    }
+    let batches = concurrently(&ledger, 400, |ledger, _| async move {
+        ledger
+            .submit(vec![deposit_op(1, "USD", "1"), deposit_op(2, "USD", "1")])
+            .await
+    })
+    .await;
     let (mut ok, mut overloaded) = (0u32, 0u32);
-    for task in tasks {
-        let results = task.await.unwrap();
+    for results in batches {
         // A batch is admitted to a shard whole or not at all.
         match results.as_slice() {
             [Ok(_), Ok(_)] => ok += 1,
@@ -968,14 +698,8 @@ async fn concurrent_load_past_the_in_flight_limit_is_refused_never_lost_or_queue
     }
     assert_eq!(ok + overloaded, 400);
     let applied = Decimal::from(ok);
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (applied, dec("0"), applied)
-    );
-    assert_eq!(
-        balance(&ledger, 2, "USD").await,
-        (applied, dec("0"), applied)
-    );
+    assert_balance(&ledger, 1, "USD", [applied, dec("0"), applied]).await;
+    assert_balance(&ledger, 2, "USD", [applied, dec("0"), applied]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -1048,26 +772,23 @@ async fn after_shutdown_every_call_on_every_clone_is_refused_as_shutting_down() 
 async fn shutdown_under_load_answers_every_operation_with_a_result_or_shutting_down() {
     let ledger = open_uncapped();
     ledger.deposit(1, "USD", dec("1000"), None).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..500u64 {
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
-            match i % 3 {
-                0 => ledger.deposit(i, "USD", dec("1"), None).await.map(|_| ()),
-                1 => ledger
-                    .transfer(1, 1000 + i, "USD", dec("1"), None)
-                    .await
-                    .map(|_| ()),
-                _ => ledger
-                    .request_withdrawal(1, "USD", dec("1"), None)
-                    .await
-                    .map(|_| ()),
-            }
-        }));
-    }
+    let tasks = spawn_each(&ledger, 500, |ledger, i| async move {
+        let i = i as u64;
+        match i % 3 {
+            0 => ledger.deposit(i, "USD", dec("1"), None).await.map(|_| ()),
+            1 => ledger
+                .transfer(1, 1000 + i, "USD", dec("1"), None)
+                .await
+                .map(|_| ()),
+            _ => ledger
+                .request_withdrawal(1, "USD", dec("1"), None)
+                .await
+                .map(|_| ()),
+        }
+    });
     ledger.shutdown().await;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in join_all(tasks).await {
+        match result {
             Ok(()) | Err(LedgerError::ShuttingDown) => {}
             Err(other) => panic!("unexpected error during shutdown: {other:?}"),
         }
@@ -1082,10 +803,7 @@ async fn shutdown_under_load_answers_every_operation_with_a_result_or_shutting_d
 async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("10"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "10").await;
     let tx = w.transaction_id;
     let before = snapshot(&ledger, &[1, 2], &[tx]).await;
     let is_invalid_input = |e: LedgerError, what: &str| match e {
@@ -1195,20 +913,14 @@ async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
 async fn request_withdrawal_locks_the_amount_and_reports_it_pending() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("30.25"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "30.25").await;
     assert_eq!(w.account, 1);
     assert_eq!(w.transaction_id.account(), 1);
     assert_eq!(w.currency, code("USD"));
     assert_eq!(w.amount, dec("30.25"));
     assert_eq!(w.status, WithdrawalStatus::Pending);
     assert_eq!(ledger.withdrawal(w.transaction_id).await.unwrap(), w);
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("69.75"), dec("30.25"), dec("100"))
-    );
+    assert_balance(&ledger, 1, "USD", ["69.75", "30.25", "100"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -1217,14 +929,8 @@ async fn request_withdrawal_locks_the_amount_and_reports_it_pending() {
 async fn completing_a_pending_withdrawal_removes_the_locked_amount_from_the_total() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("30"), None)
-        .await
-        .unwrap();
-    let done = ledger
-        .complete_withdrawal(w.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "30").await;
+    let done = complete(&ledger, w.transaction_id).await;
     assert_eq!(
         done,
         Withdrawal {
@@ -1233,12 +939,8 @@ async fn completing_a_pending_withdrawal_removes_the_locked_amount_from_the_tota
         }
     );
     assert_eq!(ledger.withdrawal(w.transaction_id).await.unwrap(), done);
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("70"), dec("0"), dec("70"))
-    );
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
+    assert_balance(&ledger, 1, "USD", ["70", "0", "70"]).await;
+    let audit = clean_audit(&ledger).await;
     assert_eq!(audit.withdrawals_by_status["completed"], 1);
     assert_eq!(audit.withdrawals_by_status["pending"], 0);
     ledger.shutdown().await;
@@ -1248,10 +950,7 @@ async fn completing_a_pending_withdrawal_removes_the_locked_amount_from_the_tota
 async fn failing_a_pending_withdrawal_returns_the_amount_to_available_and_keeps_the_reason() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("30"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "USD", "30").await;
     let failed = ledger
         .complete_withdrawal(
             w.transaction_id,
@@ -1269,10 +968,7 @@ async fn failing_a_pending_withdrawal_returns_the_amount_to_available_and_keeps_
         ledger.withdrawal(w.transaction_id).await.unwrap().status,
         expected
     );
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("100"), dec("0"), dec("100"))
-    );
+    assert_balance(&ledger, 1, "USD", ["100", "0", "100"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -1281,24 +977,15 @@ async fn failing_a_pending_withdrawal_returns_the_amount_to_available_and_keeps_
 async fn cancelling_a_pending_withdrawal_returns_the_amount_to_available() {
     let ledger = open();
     ledger.deposit(1, "BTC", dec("1"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "BTC", dec("0.25"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("0.75"), dec("0.25"), dec("1"))
-    );
+    let w = request_withdrawal(&ledger, 1, "BTC", "0.25").await;
+    assert_balance(&ledger, 1, "BTC", ["0.75", "0.25", "1"]).await;
     let cancelled = ledger.cancel_withdrawal(w.transaction_id).await.unwrap();
     assert_eq!(cancelled.status, WithdrawalStatus::Cancelled);
     assert_eq!(
         ledger.withdrawal(w.transaction_id).await.unwrap().status,
         WithdrawalStatus::Cancelled
     );
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("1"), dec("0"), dec("1"))
-    );
+    assert_balance(&ledger, 1, "BTC", ["1", "0", "1"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -1312,10 +999,7 @@ async fn repeating_the_terminal_update_returns_the_current_state_and_changes_not
         TransitionAction::Fail,
         TransitionAction::Cancel,
     ] {
-        let w = ledger
-            .request_withdrawal(1, "USD", dec("10"), None)
-            .await
-            .unwrap();
+        let w = request_withdrawal(&ledger, 1, "USD", "10").await;
         let tx = w.transaction_id;
         let first = act(&ledger, tx, action, "first reason").await.unwrap();
         assert_eq!(first.status, status_after(action, "first reason"));
@@ -1328,10 +1012,7 @@ async fn repeating_the_terminal_update_returns_the_current_state_and_changes_not
         assert_eq!(snapshot(&ledger, &[1], &[tx]).await, before, "{action}");
     }
     // 10 completed; the failed and cancelled ones came back.
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("90"), dec("0"), dec("90"))
-    );
+    assert_balance(&ledger, 1, "USD", ["90", "0", "90"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -1407,35 +1088,14 @@ async fn withdrawals_in_several_currencies_lock_and_release_each_currency_separa
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
     ledger.deposit(1, "BTC", dec("2"), None).await.unwrap();
-    let usd = ledger
-        .request_withdrawal(1, "USD", dec("40"), None)
-        .await
-        .unwrap();
-    let btc = ledger
-        .request_withdrawal(1, "BTC", dec("0.5"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("60"), dec("40"), dec("100"))
-    );
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("1.5"), dec("0.5"), dec("2"))
-    );
-    ledger
-        .complete_withdrawal(btc.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    let usd = request_withdrawal(&ledger, 1, "USD", "40").await;
+    let btc = request_withdrawal(&ledger, 1, "BTC", "0.5").await;
+    assert_balance(&ledger, 1, "USD", ["60", "40", "100"]).await;
+    assert_balance(&ledger, 1, "BTC", ["1.5", "0.5", "2"]).await;
+    complete(&ledger, btc.transaction_id).await;
     ledger.cancel_withdrawal(usd.transaction_id).await.unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("100"), dec("0"), dec("100"))
-    );
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("1.5"), dec("0"), dec("1.5"))
-    );
+    assert_balance(&ledger, 1, "USD", ["100", "0", "100"]).await;
+    assert_balance(&ledger, 1, "BTC", ["1.5", "0", "1.5"]).await;
     let balances = ledger.balances(1).await.unwrap();
     assert_eq!(balances.len(), 2);
     assert!(balances.iter().all(|b| b.total == b.available + b.locked));
@@ -1492,28 +1152,11 @@ async fn operations_on_one_account_in_a_batch_apply_in_the_given_order() {
     assert_eq!(w.status, WithdrawalStatus::Pending);
     assert_eq!(w.amount, dec("50"));
     // A transfer before the deposit that funds it fails; after it, it succeeds.
-    assert_eq!(
-        results[2],
-        Err(LedgerError::InsufficientFunds {
-            currency: code("USD"),
-            available: dec("0"),
-            requested: dec("1"),
-        })
-    );
+    assert_eq!(results[2], Err(insufficient("USD", "0", "1")));
     deposited(&results[3]);
     assert_eq!(transferred(&results[4]).amount, dec("5"));
-    assert_eq!(
-        results[5],
-        Err(LedgerError::InsufficientFunds {
-            currency: code("USD"),
-            available: dec("0"),
-            requested: dec("0.01"),
-        })
-    );
-    assert_eq!(
-        balance(&ledger, 10, "USD").await,
-        (dec("0"), dec("50"), dec("50"))
-    );
+    assert_eq!(results[5], Err(insufficient("USD", "0", "0.01")));
+    assert_balance(&ledger, 10, "USD", ["0", "50", "50"]).await;
     assert_eq!(balance(&ledger, 11, "USD").await.2, dec("0"));
     assert_eq!(balance(&ledger, 12, "USD").await.2, dec("5"));
 
@@ -1540,14 +1183,8 @@ async fn operations_on_one_account_in_a_batch_apply_in_the_given_order() {
 async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let pending = ledger
-        .request_withdrawal(1, "USD", dec("10"), None)
-        .await
-        .unwrap();
-    ledger
-        .complete_withdrawal(pending.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    let pending = request_withdrawal(&ledger, 1, "USD", "10").await;
+    complete(&ledger, pending.transaction_id).await;
     let unknown = TransactionId::new(777, 1);
     let results = ledger
         .submit(vec![
@@ -1606,14 +1243,7 @@ async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed(
             action: TransitionAction::Cancel,
         })
     );
-    assert_eq!(
-        results[7],
-        Err(LedgerError::InsufficientFunds {
-            currency: code("USD"),
-            available: dec("0"),
-            requested: dec("1"),
-        })
-    );
+    assert_eq!(results[7], Err(insufficient("USD", "0", "1")));
     assert_eq!(deposited(&results[8]).amount, dec("3"));
     assert!(matches!(results[9], Err(LedgerError::InvalidInput { .. })));
     assert!(matches!(
@@ -1626,10 +1256,7 @@ async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed(
     assert_eq!(withdrawn(&results[11]).amount, dec("5"));
 
     // 100 - 10 (completed) + 10 - 20 (transfer) = 80, 5 of it locked.
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("75"), dec("5"), dec("80"))
-    );
+    assert_balance(&ledger, 1, "USD", ["75", "5", "80"]).await;
     assert_eq!(ledger.balances(2).await.unwrap(), vec![]);
     assert_eq!(balance(&ledger, 3, "USD").await.0, dec("20"));
     assert_eq!(balance(&ledger, 4, "EUR").await.0, dec("3"));
@@ -1680,11 +1307,7 @@ async fn a_self_transfer_is_invalid_input_whatever_its_amount() {
 
 #[tokio::test]
 async fn eighteen_decimal_currencies_open_with_a_default_limit_under_the_ceiling() {
-    let ledger = Ledger::open(Config {
-        currencies: vec![burnledger::CurrencyConfig::new("ETH", 18)],
-        ..Config::for_tests()
-    })
-    .unwrap();
+    let ledger = open_with_currencies(vec![CurrencyConfig::new("ETH", 18)]);
     let deposit = ledger
         .deposit(1, "ETH", dec("1.000000000000000001"), None)
         .await

@@ -2,53 +2,23 @@
 //! funds, refusals, account creation, shards, and conservation under
 //! concurrency.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use burnledger::actors::coordinator::shard_of;
 use burnledger::{
-    Balance, Config, CurrencyCode, Decimal, Ledger, LedgerError, Operation, Outcome, Transfer,
-    WithdrawalOutcome, WithdrawalStatus,
+    Decimal, Ledger, LedgerError, Outcome, Transfer, WithdrawalOutcome, WithdrawalStatus,
 };
 
-fn dec(s: &str) -> Decimal {
-    Decimal::from_str(s).unwrap()
-}
-
-fn code(s: &str) -> CurrencyCode {
-    CurrencyCode::new(s).unwrap()
-}
-
-fn open() -> Ledger {
-    Ledger::open(Config::for_tests()).unwrap()
-}
-
-/// (available, locked, total) of one balance.
-async fn balance(ledger: &Ledger, account: u64, currency: &str) -> (Decimal, Decimal, Decimal) {
-    let Balance {
-        available,
-        locked,
-        total,
-        ..
-    } = ledger.balance(account, currency).await.unwrap();
-    (available, locked, total)
-}
-
-async fn assert_clean(ledger: &Ledger) {
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
-}
+use common::{
+    accounts_on_shard, assert_balance, assert_clean, balance, clean_audit, code, complete,
+    concurrently, dec, deposit_op, insufficient, keyed, open, open_uncapped, request_withdrawal,
+    snapshot, transfer_op, transferred, withdraw_op,
+};
 
 async fn account_count(ledger: &Ledger) -> usize {
     ledger.audit().await.unwrap().accounts
-}
-
-/// `count` account ids on `shard` of a two-shard ledger, from `start` up.
-fn accounts_on_shard(shard: usize, count: usize, start: u64) -> Vec<u64> {
-    (start..)
-        .filter(|&a| shard_of(a, 2) == shard)
-        .take(count)
-        .collect()
 }
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
@@ -91,21 +61,11 @@ async fn a_transfer_moves_available_funds_from_source_to_destination() {
         1,
         "a transfer belongs to its source"
     );
-    assert_eq!(
-        balance(&ledger, 1, "USD").await,
-        (dec("69.95"), dec("0"), dec("69.95"))
-    );
-    assert_eq!(
-        balance(&ledger, 2, "USD").await,
-        (dec("35.05"), dec("0"), dec("35.05"))
-    );
+    assert_balance(&ledger, 1, "USD", ["69.95", "0", "69.95"]).await;
+    assert_balance(&ledger, 2, "USD", ["35.05", "0", "35.05"]).await;
     // The received funds are spendable right away, and nothing was minted.
-    ledger
-        .request_withdrawal(2, "USD", dec("35.05"), None)
-        .await
-        .unwrap();
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
+    request_withdrawal(&ledger, 2, "USD", "35.05").await;
+    let audit = clean_audit(&ledger).await;
     let (_, usd) = &audit.totals[&code("USD")];
     assert_eq!(usd.total(), 10_500, "cents");
     assert_eq!(usd.deposited, 10_500);
@@ -116,31 +76,16 @@ async fn a_transfer_moves_available_funds_from_source_to_destination() {
 async fn a_transfer_of_everything_available_leaves_zero_and_locked_funds_stay_put() {
     let ledger = open();
     ledger.deposit(1, "BTC", dec("1"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "BTC", dec("0.4"), None)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 1, "BTC", "0.4").await;
     ledger
         .transfer(1, 2, "BTC", dec("0.6"), None)
         .await
         .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("0"), dec("0.4"), dec("0.4"))
-    );
-    assert_eq!(
-        balance(&ledger, 2, "BTC").await,
-        (dec("0.6"), dec("0"), dec("0.6"))
-    );
+    assert_balance(&ledger, 1, "BTC", ["0", "0.4", "0.4"]).await;
+    assert_balance(&ledger, 2, "BTC", ["0.6", "0", "0.6"]).await;
     // The lock is still whole and can complete.
-    ledger
-        .complete_withdrawal(w.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
-    assert_eq!(
-        balance(&ledger, 1, "BTC").await,
-        (dec("0"), dec("0"), dec("0"))
-    );
+    complete(&ledger, w.transaction_id).await;
+    assert_balance(&ledger, 1, "BTC", ["0", "0", "0"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -150,16 +95,8 @@ async fn a_transfer_with_insufficient_funds_leaves_both_accounts_unchanged() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
     ledger.deposit(2, "USD", dec("7"), None).await.unwrap();
-    let w = ledger
-        .request_withdrawal(1, "USD", dec("60"), None)
-        .await
-        .unwrap();
-    let before = (
-        ledger.balances(1).await.unwrap(),
-        ledger.balances(2).await.unwrap(),
-        ledger.withdrawal(w.transaction_id).await.unwrap(),
-        ledger.audit().await.unwrap().totals,
-    );
+    let w = request_withdrawal(&ledger, 1, "USD", "60").await;
+    let before = snapshot(&ledger, &[1, 2], &[w.transaction_id]).await;
     // Only 40 is available: locked funds cannot be transferred.
     for amount in ["40.01", "60", "100", "1000000000000"] {
         assert_eq!(
@@ -167,11 +104,7 @@ async fn a_transfer_with_insufficient_funds_leaves_both_accounts_unchanged() {
                 .transfer(1, 2, "USD", dec(amount), None)
                 .await
                 .unwrap_err(),
-            LedgerError::InsufficientFunds {
-                currency: code("USD"),
-                available: dec("40"),
-                requested: dec(amount),
-            }
+            insufficient("USD", "40", amount)
         );
     }
     // A currency the source never held.
@@ -180,20 +113,11 @@ async fn a_transfer_with_insufficient_funds_leaves_both_accounts_unchanged() {
             .transfer(1, 2, "EUR", dec("1"), None)
             .await
             .unwrap_err(),
-        LedgerError::InsufficientFunds {
-            currency: code("EUR"),
-            available: dec("0"),
-            requested: dec("1"),
-        }
+        insufficient("EUR", "0", "1")
     );
-    let after = (
-        ledger.balances(1).await.unwrap(),
-        ledger.balances(2).await.unwrap(),
-        ledger.withdrawal(w.transaction_id).await.unwrap(),
-        ledger.audit().await.unwrap().totals,
-    );
+    let after = snapshot(&ledger, &[1, 2], &[w.transaction_id]).await;
     assert_eq!(after, before);
-    assert_eq!(after.2.status, WithdrawalStatus::Pending);
+    assert_eq!(after.withdrawals[0].status, WithdrawalStatus::Pending);
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -206,19 +130,10 @@ async fn a_transfer_to_a_never_seen_account_creates_it() {
     assert_eq!(ledger.balances(99).await.unwrap(), vec![]);
     ledger.transfer(1, 99, "USD", dec("4"), None).await.unwrap();
     assert_eq!(account_count(&ledger).await, 2);
-    assert_eq!(
-        balance(&ledger, 99, "USD").await,
-        (dec("4"), dec("0"), dec("4"))
-    );
+    assert_balance(&ledger, 99, "USD", ["4", "0", "4"]).await;
     // The new account is a full account: it can withdraw and transfer.
-    let w = ledger
-        .request_withdrawal(99, "USD", dec("1"), None)
-        .await
-        .unwrap();
-    ledger
-        .complete_withdrawal(w.transaction_id, WithdrawalOutcome::Completed)
-        .await
-        .unwrap();
+    let w = request_withdrawal(&ledger, 99, "USD", "1").await;
+    complete(&ledger, w.transaction_id).await;
     ledger.transfer(99, 1, "USD", dec("3"), None).await.unwrap();
     assert_eq!(balance(&ledger, 99, "USD").await.2, dec("0"));
     assert_eq!(balance(&ledger, 1, "USD").await.2, dec("9"));
@@ -234,11 +149,7 @@ async fn a_refused_transfer_from_a_never_seen_account_creates_no_account() {
             .transfer(5, 6, "USD", dec("1"), None)
             .await
             .unwrap_err(),
-        LedgerError::InsufficientFunds {
-            currency: code("USD"),
-            available: dec("0"),
-            requested: dec("1"),
-        }
+        insufficient("USD", "0", "1")
     );
     assert_eq!(account_count(&ledger).await, 0);
     assert_eq!(ledger.balances(5).await.unwrap(), vec![]);
@@ -275,9 +186,7 @@ async fn transfers_within_a_shard_and_across_shards_move_funds_exactly() {
         assert_eq!(balance(&ledger, to, "USD").await.2, dec("100"), "{to}");
     }
     assert_eq!(balance(&ledger, ring[0], "USD").await.2, dec("100"));
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
-    assert_eq!(audit.accounts, 16);
+    assert_eq!(clean_audit(&ledger).await.accounts, 16);
     ledger.shutdown().await;
 }
 
@@ -292,31 +201,19 @@ async fn a_batch_of_transfers_across_shards_returns_each_result_in_order() {
     let mut ops = Vec::new();
     for (i, &a) in accounts.iter().enumerate() {
         let next = accounts[(i + 1) % accounts.len()];
-        ops.push(Operation::Transfer {
-            from: a,
-            to: next,
-            currency: code("USD"),
-            amount: dec("3"),
-            idempotency_key: None,
-        });
-        ops.push(Operation::Transfer {
-            from: a,
-            to: next,
-            currency: code("USD"),
-            amount: dec("20"),
-            idempotency_key: None,
-        });
+        ops.push(transfer_op(a, next, "USD", "3"));
+        ops.push(transfer_op(a, next, "USD", "20"));
     }
     let results = ledger.submit(ops).await;
     assert_eq!(results.len(), 64);
     for (i, pair) in results.chunks(2).enumerate() {
         let from = accounts[i];
-        match &pair[0] {
-            Ok(Outcome::Transferred(t)) => {
-                assert_eq!((t.from, t.amount), (from, dec("3")));
-            }
-            other => panic!("transfer of 3 from {from}: {other:?}"),
-        }
+        let t = transferred(&pair[0]);
+        assert_eq!(
+            (t.from, t.amount),
+            (from, dec("3")),
+            "transfer of 3 from {from}"
+        );
         assert!(
             matches!(pair[1], Err(LedgerError::InsufficientFunds { .. })),
             "transfer of 20 from {from}: {:?}",
@@ -341,8 +238,7 @@ async fn concurrent_random_transfers_among_four_accounts_conserve_the_total_exac
         ledger.deposit(a, "USD", initial, None).await.unwrap();
     }
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let mut tasks = Vec::new();
-    for i in 0..2000 {
+    let results = concurrently(&ledger, 2000, |ledger, i| {
         let from = accounts[rng.below(4) as usize];
         let to = loop {
             let to = accounts[rng.below(4) as usize];
@@ -357,21 +253,20 @@ async fn concurrent_random_transfers_among_four_accounts_conserve_the_total_exac
             1 + rng.below(6_000)
         };
         let amount = Decimal::new(cents as i64, 2);
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             (
                 from,
                 to,
                 amount,
                 ledger.transfer(from, to, "USD", amount, None).await,
             )
-        }));
-    }
+        }
+    })
+    .await;
     let mut expected: BTreeMap<u64, Decimal> = accounts.iter().map(|&a| (a, initial)).collect();
     let (mut ok, mut insufficient) = (0, 0);
     let mut ids = std::collections::HashSet::new();
-    for task in tasks {
-        let (from, to, amount, result) = task.await.unwrap();
+    for (from, to, amount, result) in results {
         match result {
             Ok(t) => {
                 assert_eq!((t.from, t.to, t.amount), (from, to, amount));
@@ -406,19 +301,14 @@ async fn concurrent_random_transfers_among_four_accounts_conserve_the_total_exac
         sum += total;
     }
     assert_eq!(sum, Decimal::from(400));
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
+    let audit = clean_audit(&ledger).await;
     assert_eq!(audit.totals[&code("USD")].1.total(), 40_000);
     ledger.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transfers_and_withdrawals_across_many_accounts_keep_every_invariant() {
-    let ledger = Ledger::open(Config {
-        account_pending_withdrawals_max: 10_000,
-        ..Config::for_tests()
-    })
-    .unwrap();
+    let ledger = open_uncapped();
     let accounts: Vec<u64> = (1..=64).collect();
     assert!(accounts.iter().any(|&a| shard_of(a, 2) == 0));
     assert!(accounts.iter().any(|&a| shard_of(a, 2) == 1));
@@ -426,14 +316,12 @@ async fn concurrent_transfers_and_withdrawals_across_many_accounts_keep_every_in
         ledger.deposit(a, "EUR", dec("50"), None).await.unwrap();
     }
     let mut rng = Rng(0xfeed_beef_0042_0007);
-    let mut tasks = Vec::new();
-    for _ in 0..3000 {
+    let results = concurrently(&ledger, 3000, |ledger, _| {
         let from = accounts[rng.below(64) as usize];
         let to = accounts[rng.below(64) as usize];
         let amount = Decimal::new(1 + rng.below(2_000) as i64, 2);
         let kind = rng.below(4);
-        let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             match kind {
                 // A withdrawal that is then paid, refused or cancelled.
                 0 => match ledger.request_withdrawal(from, "EUR", amount, None).await {
@@ -465,11 +353,12 @@ async fn concurrent_transfers_and_withdrawals_across_many_accounts_keep_every_in
                     .await
                     .map(|_| None),
             }
-        }));
-    }
+        }
+    })
+    .await;
     let mut burned = Decimal::ZERO;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in results {
+        match result {
             Ok(Some(paid)) => burned += paid,
             Ok(None) | Err(LedgerError::InsufficientFunds { .. }) => {}
             Err(other) => panic!("unexpected error {other:?}"),
@@ -483,8 +372,7 @@ async fn concurrent_transfers_and_withdrawals_across_many_accounts_keep_every_in
         sum += total;
     }
     assert_eq!(sum, Decimal::from(64 * 50) - burned);
-    let audit = ledger.audit().await.unwrap();
-    assert!(audit.is_clean(), "{:?}", audit.violations);
+    let audit = clean_audit(&ledger).await;
     assert_eq!(audit.withdrawals_by_status["pending"], 0);
     ledger.shutdown().await;
 }
@@ -496,26 +384,17 @@ async fn opposite_transfers_between_two_shards_all_complete_without_deadlock() {
     let b = accounts_on_shard(1, 1, 1)[0];
     ledger.deposit(a, "USD", dec("1000"), None).await.unwrap();
     ledger.deposit(b, "USD", dec("1000"), None).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..1000 {
-        let ledger = ledger.clone();
+    let results = concurrently(&ledger, 1000, |ledger, i| {
         let (from, to) = if i % 2 == 0 { (a, b) } else { (b, a) };
-        tasks.push(tokio::spawn(async move {
-            ledger.transfer(from, to, "USD", dec("1"), None).await
-        }));
-    }
+        async move { ledger.transfer(from, to, "USD", dec("1"), None).await }
+    })
+    .await;
     // 500 each way: neither side can ever drop below 500, so all succeed.
-    for task in tasks {
-        task.await.unwrap().unwrap();
+    for result in results {
+        result.unwrap();
     }
-    assert_eq!(
-        balance(&ledger, a, "USD").await,
-        (dec("1000"), dec("0"), dec("1000"))
-    );
-    assert_eq!(
-        balance(&ledger, b, "USD").await,
-        (dec("1000"), dec("0"), dec("1000"))
-    );
+    assert_balance(&ledger, a, "USD", ["1000", "0", "1000"]).await;
+    assert_balance(&ledger, b, "USD", ["1000", "0", "1000"]).await;
     assert_clean(&ledger).await;
     ledger.shutdown().await;
 }
@@ -532,17 +411,14 @@ async fn concurrent_transfers_draining_one_account_never_overspend_it() {
         .deposit(source, "USD", dec("100"), None)
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..1000 {
-        let ledger = ledger.clone();
+    let results = concurrently(&ledger, 1000, |ledger, i| {
         let to = sinks[i % sinks.len()];
-        tasks.push(tokio::spawn(async move {
-            ledger.transfer(source, to, "USD", dec("1"), None).await
-        }));
-    }
+        async move { ledger.transfer(source, to, "USD", dec("1"), None).await }
+    })
+    .await;
     let mut ok = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    for result in results {
+        match result {
             Ok(_) => ok += 1,
             Err(LedgerError::InsufficientFunds { .. }) => {}
             Err(other) => panic!("unexpected error {other:?}"),
@@ -563,20 +439,12 @@ async fn concurrent_transfers_draining_one_account_never_overspend_it() {
 async fn a_batch_runs_a_keyed_transfer_and_its_replay_in_order() {
     let ledger = open();
     ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let transfer = || Operation::Transfer {
-        from: 1,
-        to: 2,
-        currency: code("USD"),
-        amount: dec("10"),
-        idempotency_key: Some(burnledger::IdempotencyKey::new("k").unwrap()),
-    };
+    let transfer = || keyed(transfer_op(1, 2, "USD", "10"), "k");
     let results = ledger.submit(vec![transfer(), transfer()]).await;
+    // The transfer and its replay.
     let ids: Vec<_> = results
-        .into_iter()
-        .map(|r| match r {
-            Ok(Outcome::Transferred(t)) => t.transaction_id,
-            other => panic!("expected the transfer and its replay, got {other:?}"),
-        })
+        .iter()
+        .map(|r| transferred(r).transaction_id)
         .collect();
     assert_eq!(ids[0], ids[1], "the replay returns the first result");
     assert_eq!(balance(&ledger, 1, "USD").await.0, dec("90"));
@@ -592,31 +460,10 @@ async fn an_operation_after_a_transfer_in_a_batch_sees_the_transfer_finished() {
     // batch must see the funds gone, as if run one after the other.
     let results = ledger
         .submit(vec![
-            Operation::Transfer {
-                from: 2,
-                to: 3,
-                currency: code("USD"),
-                amount: dec("5"),
-                idempotency_key: None,
-            },
-            Operation::RequestWithdrawal {
-                account: 2,
-                currency: code("USD"),
-                amount: dec("5"),
-                idempotency_key: None,
-            },
-            Operation::Deposit {
-                account: 2,
-                currency: code("USD"),
-                amount: dec("1"),
-                idempotency_key: None,
-            },
-            Operation::RequestWithdrawal {
-                account: 2,
-                currency: code("USD"),
-                amount: dec("1"),
-                idempotency_key: None,
-            },
+            transfer_op(2, 3, "USD", "5"),
+            withdraw_op(2, "USD", "5"),
+            deposit_op(2, "USD", "1"),
+            withdraw_op(2, "USD", "1"),
         ])
         .await;
     assert!(matches!(results[0], Ok(Outcome::Transferred(_))));
@@ -626,10 +473,7 @@ async fn an_operation_after_a_transfer_in_a_batch_sees_the_transfer_finished() {
     ));
     assert!(matches!(results[2], Ok(Outcome::Deposited(_))));
     assert!(matches!(results[3], Ok(Outcome::Withdrawal(_))));
-    assert_eq!(
-        balance(&ledger, 2, "USD").await,
-        (dec("0"), dec("1"), dec("1"))
-    );
+    assert_balance(&ledger, 2, "USD", ["0", "1", "1"]).await;
     assert_eq!(balance(&ledger, 3, "USD").await.0, dec("5"));
     assert_clean(&ledger).await;
 }

@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "http")]
+mod http_bench;
+#[cfg(feature = "http")]
+mod serve;
 mod simulate;
 mod storage;
 
@@ -28,6 +32,12 @@ enum Command {
     Inspect(storage::InspectArgs),
     /// Recover a data folder read-only and check the invariants.
     Verify(storage::VerifyArgs),
+    /// Serve the ledger's HTTP API (JSON over actix-web).
+    #[cfg(feature = "http")]
+    Serve(serve::ServeArgs),
+    /// Drive a running server's POST /v1/withdrawals with keep-alive clients.
+    #[cfg(feature = "http")]
+    HttpBench(http_bench::HttpBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +56,10 @@ fn main() -> ExitCode {
         Command::Simulate(args) => runtime.block_on(simulate::run(args)),
         Command::Inspect(args) => storage::inspect(args),
         Command::Verify(args) => storage::verify(args),
+        #[cfg(feature = "http")]
+        Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "http")]
+        Command::HttpBench(args) => http_bench::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,237 @@
+//! Error mapping: every refusal is `{"error": "<snake_case_code>",
+//! "message": "..."}` with the status its code calls for.
+//!
+//! | status | codes |
+//! |---|---|
+//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_input` |
+//! | 401 | `unauthorized` |
+//! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_found` (no such route) |
+//! | 405 | `method_not_allowed` |
+//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals` |
+//! | 413 | `payload_too_large` |
+//! | 500 | `internal` |
+//! | 503 | `overloaded`, `poisoned`, `shutting_down` |
+
+use std::fmt;
+
+use actix_web::error::{JsonPayloadError, PathError};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::error::LedgerError;
+
+/// A refused request: its status, stable code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The error code of a response, left in its extensions for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_request", message)
+    }
+
+    pub fn invalid_amount(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_amount", message)
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not take that method",
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+}
+
+/// The HTTP status for a ledger refusal.
+pub fn status_of(error: &LedgerError) -> StatusCode {
+    match error {
+        LedgerError::InvalidInput { .. }
+        | LedgerError::UnknownCurrency { .. }
+        | LedgerError::InvalidAmount { .. } => StatusCode::BAD_REQUEST,
+        LedgerError::UnknownWithdrawal { .. } | LedgerError::UnknownPayout { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        LedgerError::InsufficientFunds { .. }
+        | LedgerError::InvalidTransition { .. }
+        | LedgerError::IdempotencyConflict { .. }
+        | LedgerError::IdempotencyInProgress { .. }
+        | LedgerError::TooManyPendingWithdrawals { .. } => StatusCode::CONFLICT,
+        LedgerError::Overloaded { .. }
+        | LedgerError::Poisoned { .. }
+        | LedgerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        // `LedgerError` is non-exhaustive: anything new is a 500 until mapped.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(error: LedgerError) -> Self {
+        Self::new(status_of(&error), error.code(), error.to_string())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status).json(ErrorBody {
+            error: self.code,
+            message: &self.message,
+        });
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
+    }
+}
+
+/// `JsonConfig`'s error handler: 413 for an oversized body, 400
+/// `malformed_request` for anything else.
+pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    match error {
+        JsonPayloadError::OverflowKnownLength { limit, .. }
+        | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(limit).into(),
+        JsonPayloadError::ContentType => {
+            ApiError::malformed("the body must be JSON (Content-Type: application/json)").into()
+        }
+        JsonPayloadError::Deserialize(error) => ApiError::malformed(format!(
+            "the body is not the JSON this endpoint takes: {error}"
+        ))
+        .into(),
+        other => ApiError::malformed(format!("cannot read the body: {other}")).into(),
+    }
+}
+
+/// `PathConfig`'s error handler: a path segment of the wrong type (an
+/// account that is not an unsigned 64-bit integer) is 400 `invalid_input`.
+pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid_input(format!("bad path parameter: {error}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TransactionId;
+    use crate::money::CurrencyCode;
+    use crate::withdrawal::{StatusKind, TransitionAction};
+    use crate::{AmountProblem, Decimal};
+
+    #[test]
+    fn every_ledger_error_has_the_status_its_code_calls_for() {
+        let usd = CurrencyCode::new("USD").unwrap();
+        let tx = TransactionId::new(1, 1);
+        let cases = [
+            (LedgerError::ShuttingDown, 503),
+            (LedgerError::Poisoned { reason: "x".into() }, 503),
+            (LedgerError::Overloaded { shard: 0, limit: 1 }, 503),
+            (LedgerError::InvalidInput { reason: "x".into() }, 400),
+            (
+                LedgerError::UnknownCurrency {
+                    currency: "XXX".into(),
+                },
+                400,
+            ),
+            (
+                LedgerError::InvalidAmount {
+                    amount: Decimal::ZERO,
+                    currency: usd,
+                    problem: AmountProblem::NotPositive,
+                },
+                400,
+            ),
+            (LedgerError::UnknownWithdrawal { transaction_id: tx }, 404),
+            (LedgerError::UnknownPayout { payout_id: 3 }, 404),
+            (LedgerError::IdempotencyConflict { key: "k".into() }, 409),
+            (LedgerError::IdempotencyInProgress { key: "k".into() }, 409),
+            (
+                LedgerError::InvalidTransition {
+                    transaction_id: tx,
+                    from: StatusKind::Completed,
+                    action: TransitionAction::Cancel,
+                },
+                409,
+            ),
+            (
+                LedgerError::TooManyPendingWithdrawals {
+                    account: 1,
+                    limit: 8,
+                },
+                409,
+            ),
+            (LedgerError::Internal { reason: "x".into() }, 500),
+            (
+                LedgerError::InsufficientFunds {
+                    currency: usd,
+                    available: Decimal::ZERO,
+                    requested: Decimal::ONE,
+                },
+                409,
+            ),
+        ];
+        for (error, status) in cases {
+            let api = ApiError::from(error.clone());
+            assert_eq!(api.status.as_u16(), status, "{error:?}");
+            assert_eq!(api.code, error.code());
+            assert_eq!(api.message, error.to_string());
+        }
+    }
+
+    #[test]
+    fn the_error_body_is_code_and_message() {
+        let response = ApiError::unauthorized("no token").error_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.extensions().get::<ErrorCode>().map(|c| c.0),
+            Some("unauthorized")
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! The JSON the service takes and gives. Amounts are decimal strings
+//! (`"12.50"`) both ways: a JSON number for an amount is refused with 400
+//! `invalid_amount`, since a float cannot carry money exactly. Amounts out
+//! always have the currency's number of decimal places.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::event::ItemOutcome;
+use crate::http::error::ApiError;
+use crate::ids::AccountId;
+use crate::payouts::{PayoutItemView, PayoutView};
+use crate::receipts::{Balance, Deposit, Transfer};
+use crate::withdrawal::{Withdrawal, WithdrawalStatus};
+
+/// Longest amount string accepted, in bytes: far more than any amount the
+/// ledger can hold, short enough to keep error messages bounded.
+pub const AMOUNT_LEN_MAX: usize = 64;
+
+/// An amount as the caller sent it; judged by [`parse_amount`], so a
+/// wrong amount is `invalid_amount` rather than a shapeless parse error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawAmount {
+    Text(String),
+    /// Anything but a string (a number, null, an object...): what it was.
+    NotAString(&'static str),
+}
+
+impl<'de> Deserialize<'de> for RawAmount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Self::Text(text),
+            serde_json::Value::Number(_) => Self::NotAString("a JSON number"),
+            serde_json::Value::Null => Self::NotAString("null"),
+            serde_json::Value::Bool(_) => Self::NotAString("a boolean"),
+            serde_json::Value::Array(_) => Self::NotAString("an array"),
+            serde_json::Value::Object(_) => Self::NotAString("an object"),
+        })
+    }
+}
+
+/// Reads an amount string: an optional `-`, digits, and optionally `.` and
+/// more digits (no exponent, sign `+`, spaces or separators). Whether the
+/// amount is positive and fits the currency is the ledger's to judge.
+pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
+    let text = match raw {
+        RawAmount::Text(text) => text,
+        RawAmount::NotAString(what) => {
+            return Err(ApiError::invalid_amount(format!(
+                "amount must be a decimal string such as \"12.50\", not {what}"
+            )))
+        }
+    };
+    let shown: String = text.chars().take(AMOUNT_LEN_MAX).collect();
+    let bad = || {
+        ApiError::invalid_amount(format!(
+            "amount {shown:?} is not a decimal such as \"12.50\""
+        ))
+    };
+    if text.len() > AMOUNT_LEN_MAX {
+        return Err(bad());
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
+        return Err(bad());
+    }
+    Decimal::from_str(text).map_err(|_| {
+        ApiError::invalid_amount(format!(
+            "amount {shown:?} has more digits than a decimal can hold"
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    pub account: AccountId,
+    pub currency: String,
+    pub amount: RawAmount,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    pub account: AccountId,
+    pub currency: String,
+    pub amount: RawAmount,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    pub from: AccountId,
+    pub to: AccountId,
+    pub currency: String,
+    pub amount: RawAmount,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Phase 3 (the webhook): the payment outcome of a withdrawal.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// `completed`, `failed`, or `returned` (a paid withdrawal sent back).
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DepositJson {
+    pub transaction_id: String,
+    pub account: AccountId,
+    pub currency: String,
+    pub amount: String,
+}
+
+impl From<&Deposit> for DepositJson {
+    fn from(d: &Deposit) -> Self {
+        Self {
+            transaction_id: d.transaction_id.to_string(),
+            account: d.account,
+            currency: d.currency.to_string(),
+            amount: d.amount.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct TransferJson {
+    pub transaction_id: String,
+    pub from: AccountId,
+    pub to: AccountId,
+    pub currency: String,
+    pub amount: String,
+}
+
+impl From<&Transfer> for TransferJson {
+    fn from(t: &Transfer) -> Self {
+        Self {
+            transaction_id: t.transaction_id.to_string(),
+            from: t.from,
+            to: t.to,
+            currency: t.currency.to_string(),
+            amount: t.amount.to_string(),
+        }
+    }
+}
+
+/// `{transaction_id, account, currency, amount, status, payout_id?, reason?}`.
+#[derive(Debug, Serialize)]
+pub struct WithdrawalJson {
+    pub transaction_id: String,
+    pub account: AccountId,
+    pub currency: String,
+    pub amount: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payout_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<&Withdrawal> for WithdrawalJson {
+    fn from(w: &Withdrawal) -> Self {
+        let reason = match &w.status {
+            WithdrawalStatus::Failed { reason } | WithdrawalStatus::Returned { reason } => {
+                Some(reason.clone()).filter(|r| !r.is_empty())
+            }
+            _ => None,
+        };
+        Self {
+            transaction_id: w.transaction_id.to_string(),
+            account: w.account,
+            currency: w.currency.to_string(),
+            amount: w.amount.to_string(),
+            status: w.status.kind().as_str(),
+            payout_id: w.payout_id,
+            reason,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BalanceJson {
+    pub currency: String,
+    pub available: String,
+    pub locked: String,
+    pub total: String,
+}
+
+impl From<&Balance> for BalanceJson {
+    fn from(b: &Balance) -> Self {
+        Self {
+            currency: b.currency.to_string(),
+            available: b.available.to_string(),
+            locked: b.locked.to_string(),
+            total: b.total.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct BalancesJson {
+    pub account: AccountId,
+    pub balances: Vec<BalanceJson>,
+}
+
+/// A payout: `{payout_id, currency, total, state, attempts, last_error?,
+/// items: [{transaction_id, account, amount, outcome, reason?}]}` with
+/// state `processing`, `completed`, `failed` or `partially_failed` and an
+/// item's outcome `paid`, `failed` or `null` (no final answer yet).
+#[derive(Debug, Serialize)]
+pub struct PayoutJson {
+    pub payout_id: u64,
+    pub currency: String,
+    pub total: String,
+    pub state: &'static str,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub items: Vec<PayoutItemJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PayoutItemJson {
+    pub transaction_id: String,
+    pub account: AccountId,
+    pub amount: String,
+    pub outcome: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl From<&PayoutItemView> for PayoutItemJson {
+    fn from(item: &PayoutItemView) -> Self {
+        let (outcome, reason) = match &item.outcome {
+            None => (None, None),
+            Some(ItemOutcome::Paid) => (Some("paid"), None),
+            Some(ItemOutcome::Failed { reason }) => (Some("failed"), Some(reason.clone())),
+        };
+        Self {
+            transaction_id: item.transaction_id.to_string(),
+            account: item.account,
+            amount: item.amount.to_string(),
+            outcome,
+            reason,
+        }
+    }
+}
+
+impl From<&PayoutView> for PayoutJson {
+    fn from(p: &PayoutView) -> Self {
+        Self {
+            payout_id: p.payout_id,
+            currency: p.currency.to_string(),
+            total: p.total.to_string(),
+            state: p.state.as_str(),
+            attempts: p.attempts,
+            last_error: p.last_error.clone(),
+            items: p.items.iter().map(PayoutItemJson::from).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Result<Decimal, ApiError> {
+        parse_amount(&RawAmount::Text(s.into()))
+    }
+
+    #[test]
+    fn amounts_are_plain_decimal_strings() {
+        assert_eq!(text("12.50").unwrap(), Decimal::new(1250, 2));
+        assert_eq!(text("7").unwrap(), Decimal::from(7));
+        assert_eq!(text("-1.5").unwrap(), Decimal::new(-15, 1));
+        assert_eq!(text("0.00000001").unwrap(), Decimal::new(1, 8));
+        for bad in [
+            "", "-", ".5", "5.", "1e3", "+1", " 1", "1 ", "1,000", "1_000", "0x10", "NaN", "1.2.3",
+        ] {
+            let error = text(bad).unwrap_err();
+            assert_eq!(error.code, "invalid_amount", "{bad:?}");
+            assert_eq!(error.status.as_u16(), 400);
+        }
+        assert!(text(&"9".repeat(AMOUNT_LEN_MAX + 1)).is_err());
+        assert!(
+            text(&"9".repeat(40)).is_err(),
+            "beyond a decimal's 28 digits"
+        );
+    }
+
+    #[test]
+    fn a_json_number_for_an_amount_is_refused() {
+        let request: DepositRequest =
+            serde_json::from_str(r#"{"account": 1, "currency": "USD", "amount": 12.5}"#).unwrap();
+        let error = parse_amount(&request.amount).unwrap_err();
+        assert_eq!(error.code, "invalid_amount");
+        assert!(error.message.contains("JSON number"), "{}", error.message);
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_do_not_parse() {
+        let typo = r#"{"account": 1, "currency": "USD", "amount": "1", "idempotency_kye": "k"}"#;
+        assert!(serde_json::from_str::<DepositRequest>(typo).is_err());
+        let negative = r#"{"account": -1, "currency": "USD", "amount": "1"}"#;
+        assert!(serde_json::from_str::<DepositRequest>(negative).is_err());
+        let missing = r#"{"account": 1, "currency": "USD"}"#;
+        assert!(serde_json::from_str::<DepositRequest>(missing).is_err());
+    }
+}

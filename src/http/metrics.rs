@@ -1,0 +1,294 @@
+//! `/metrics` in the Prometheus text format.
+//!
+//! Kept as requests pass (by the [`record`] middleware): operations by kind
+//! and result, and a latency histogram per kind. Computed when scraped,
+//! from the ledger's public API: withdrawals by currency and status (count
+//! and amount; pending and processing are the ones in flight), accounts,
+//! payouts by state, and the WAL's fsync count. A scrape copies every
+//! account's state (`Ledger::export_accounts`), so its cost grows with the
+//! ledger: scrape every few seconds, not in a tight loop.
+//!
+//! Not available yet: the WAL's fsync *latency* (the engine does not time
+//! its syncs; `burnledger_operation_duration_seconds` of the writes includes
+//! it).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::web;
+use parking_lot::Mutex;
+
+use crate::http::error::ErrorCode;
+use crate::ledger::Ledger;
+use crate::money::units_to_decimal;
+use crate::withdrawal::StatusKind;
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The kinds of operation the API serves: the routes' names.
+pub const KINDS: [&str; 11] = [
+    "deposit",
+    "request_withdrawal",
+    "get_withdrawal",
+    "cancel_withdrawal",
+    "withdrawal_status",
+    "transfer",
+    "balances",
+    "run_payouts",
+    "list_payouts",
+    "get_payout",
+    "unmatched",
+];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    /// Observations at or below each bound (not cumulative here).
+    buckets: [u64; LATENCY_BUCKETS_SECS.len()],
+    count: u64,
+    sum_secs: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_SECS.iter().position(|b| secs <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_secs += secs;
+    }
+}
+
+/// What the service counts as it runs. Shared by all workers.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// (kind, result) → requests; result is `ok` or an error code.
+    operations: BTreeMap<(&'static str, &'static str), u64>,
+    latency: BTreeMap<&'static str, Histogram>,
+}
+
+impl Metrics {
+    pub fn observe(&self, kind: &'static str, result: &'static str, elapsed: Duration) {
+        let mut counters = self.inner.lock();
+        *counters.operations.entry((kind, result)).or_insert(0) += 1;
+        counters.latency.entry(kind).or_default().observe(elapsed);
+    }
+
+    /// Requests of `kind` with `result` so far.
+    pub fn count(&self, kind: &str, result: &str) -> u64 {
+        let counters = self.inner.lock();
+        counters
+            .operations
+            .iter()
+            .filter(|((k, r), _)| *k == kind && *r == result)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    fn render_counters(&self, out: &mut String) {
+        let counters = self.inner.lock();
+        out.push_str("# HELP burnledger_operations_total API operations by kind and result (ok or the error code).\n");
+        out.push_str("# TYPE burnledger_operations_total counter\n");
+        for ((kind, result), n) in &counters.operations {
+            let _ = writeln!(
+                out,
+                "burnledger_operations_total{{kind=\"{kind}\",result=\"{result}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP burnledger_operation_duration_seconds Time to answer an API operation, by kind.\n");
+        out.push_str("# TYPE burnledger_operation_duration_seconds histogram\n");
+        for (kind, histogram) in &counters.latency {
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS_SECS.iter().zip(histogram.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "burnledger_operation_duration_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "burnledger_operation_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(
+                out,
+                "burnledger_operation_duration_seconds_sum{{kind=\"{kind}\"}} {}",
+                histogram.sum_secs
+            );
+            let _ = writeln!(
+                out,
+                "burnledger_operation_duration_seconds_count{{kind=\"{kind}\"}} {}",
+                histogram.count
+            );
+        }
+    }
+}
+
+/// Middleware over the whole app: counts every `/v1` request by the name
+/// of its route and its result, and times it.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let counted = req.path().starts_with("/v1");
+    let response = next.call(req).await?;
+    if let (Some(metrics), true) = (metrics, counted) {
+        let name = response.request().match_name().unwrap_or("unmatched");
+        let kind = KINDS
+            .iter()
+            .find(|k| **k == name)
+            .copied()
+            .unwrap_or("unmatched");
+        let result = match response.response().extensions().get::<ErrorCode>() {
+            Some(code) => code.0,
+            None if response.status().is_success() => "ok",
+            None => "error",
+        };
+        metrics.observe(kind, result, started.elapsed());
+    }
+    Ok(response)
+}
+
+/// The whole `/metrics` page.
+pub async fn render(metrics: &Metrics, ledger: &Ledger) -> String {
+    let mut out = String::with_capacity(4096);
+    metrics.render_counters(&mut out);
+    render_ledger(&mut out, ledger).await;
+    out
+}
+
+async fn render_ledger(out: &mut String, ledger: &Ledger) {
+    let statuses = [
+        StatusKind::Pending,
+        StatusKind::Processing,
+        StatusKind::Completed,
+        StatusKind::Failed,
+        StatusKind::Cancelled,
+        StatusKind::Returned,
+    ];
+    // (currency, status) → (count, units); every configured currency shows.
+    let mut withdrawals: BTreeMap<(String, &'static str), (u64, i128)> = BTreeMap::new();
+    let mut decimals: BTreeMap<String, u8> = BTreeMap::new();
+    for currency in ledger.currencies().iter() {
+        decimals.insert(currency.code.to_string(), currency.decimals);
+        for status in statuses {
+            withdrawals.insert((currency.code.to_string(), status.as_str()), (0, 0));
+        }
+    }
+    let accounts = match ledger.export_accounts().await {
+        Ok(accounts) => Some(accounts),
+        Err(error) => {
+            let _ = writeln!(out, "# ledger state unavailable: {}", error.code());
+            None
+        }
+    };
+    if let Some(accounts) = &accounts {
+        for account in accounts {
+            for (_, record) in account.withdrawals() {
+                let entry = withdrawals
+                    .entry((
+                        record.currency.code.to_string(),
+                        record.status.kind().as_str(),
+                    ))
+                    .or_insert((0, 0));
+                entry.0 += 1;
+                entry.1 = entry.1.saturating_add(record.amount);
+            }
+        }
+        out.push_str("# HELP burnledger_accounts Accounts the ledger holds.\n");
+        out.push_str("# TYPE burnledger_accounts gauge\n");
+        let _ = writeln!(out, "burnledger_accounts {}", accounts.len());
+        out.push_str("# HELP burnledger_withdrawals Withdrawals by currency and status (pending and processing are in flight).\n");
+        out.push_str("# TYPE burnledger_withdrawals gauge\n");
+        for ((currency, status), (count, _)) in &withdrawals {
+            let _ = writeln!(
+                out,
+                "burnledger_withdrawals{{currency=\"{currency}\",status=\"{status}\"}} {count}"
+            );
+        }
+        out.push_str("# HELP burnledger_withdrawals_amount Sum of withdrawal amounts by currency and status, in the currency's units.\n");
+        out.push_str("# TYPE burnledger_withdrawals_amount gauge\n");
+        for ((currency, status), (_, units)) in &withdrawals {
+            let places = decimals.get(currency).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "burnledger_withdrawals_amount{{currency=\"{currency}\",status=\"{status}\"}} {}",
+                units_to_decimal(*units, places)
+            );
+        }
+    }
+    let mut payouts: BTreeMap<&'static str, u64> =
+        ["processing", "completed", "failed", "partially_failed"]
+            .into_iter()
+            .map(|state| (state, 0))
+            .collect();
+    if let Ok(views) = ledger.payouts().await {
+        for view in views {
+            *payouts.entry(view.state.as_str()).or_insert(0) += 1;
+        }
+    }
+    out.push_str("# HELP burnledger_payouts Payouts by state.\n");
+    out.push_str("# TYPE burnledger_payouts gauge\n");
+    for (state, n) in payouts {
+        let _ = writeln!(out, "burnledger_payouts{{state=\"{state}\"}} {n}");
+    }
+    out.push_str("# HELP burnledger_wal_fsyncs_total Successful fsyncs of the write-ahead log.\n");
+    out.push_str("# TYPE burnledger_wal_fsyncs_total counter\n");
+    let _ = writeln!(
+        out,
+        "burnledger_wal_fsyncs_total {}",
+        ledger.config().wal_fail_point.syncs()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_with_an_infinite_bucket() {
+        let metrics = Metrics::default();
+        metrics.observe("deposit", "ok", Duration::from_micros(100));
+        metrics.observe("deposit", "ok", Duration::from_millis(3));
+        metrics.observe("deposit", "insufficient_funds", Duration::from_secs(10));
+        let mut out = String::new();
+        metrics.render_counters(&mut out);
+        assert!(out.contains("burnledger_operations_total{kind=\"deposit\",result=\"ok\"} 2"));
+        assert!(out.contains(
+            "burnledger_operations_total{kind=\"deposit\",result=\"insufficient_funds\"} 1"
+        ));
+        assert!(
+            out.contains("_bucket{kind=\"deposit\",le=\"0.00025\"} 1"),
+            "{out}"
+        );
+        assert!(
+            out.contains("_bucket{kind=\"deposit\",le=\"0.005\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("_bucket{kind=\"deposit\",le=\"5\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("_bucket{kind=\"deposit\",le=\"+Inf\"} 3"),
+            "{out}"
+        );
+        assert!(out.contains("burnledger_operation_duration_seconds_count{kind=\"deposit\"} 3"));
+        assert_eq!(metrics.count("deposit", "ok"), 2);
+    }
+}
