@@ -22,8 +22,8 @@ pub const WITHDRAWALS_PER_ACCOUNT: u64 = 500;
 
 #[derive(Args, Debug, Clone)]
 pub struct HttpBenchArgs {
-    /// Base URL of the server, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
+    /// Base URL of the server, e.g. http://127.0.0.1:8080 (`--url` works too).
+    #[arg(long = "http", alias = "url")]
     url: String,
     /// Concurrent keep-alive connections, one client thread each.
     #[arg(long, default_value_t = 8)]

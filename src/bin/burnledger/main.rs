@@ -35,9 +35,11 @@ enum Command {
     /// Serve the ledger's HTTP API (JSON over actix-web).
     #[cfg(feature = "http")]
     Serve(serve::ServeArgs),
-    /// Drive a running server's POST /v1/withdrawals with keep-alive clients.
+    /// Load harness. For now it drives a running server (`--http URL`):
+    /// POST /v1/withdrawals with keep-alive clients. (Also `http-bench`.)
     #[cfg(feature = "http")]
-    HttpBench(http_bench::HttpBenchArgs),
+    #[command(alias = "http-bench")]
+    Bench(http_bench::HttpBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,7 +61,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "http")]
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "http")]
-        Command::HttpBench(args) => http_bench::run(args),
+        Command::Bench(args) => http_bench::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
