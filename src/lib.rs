@@ -77,7 +77,7 @@
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes,
 //!   JSON bodies, error statuses, bearer-token auth, metrics.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`, `serve`, `http-bench`; it uses only the public API.
+//!   `verify`, `serve`, `bench --http`; it uses only the public API.
 
 #![forbid(unsafe_code)]
 
