@@ -552,6 +552,12 @@ impl Ledger {
             .map_err(failed)
     }
 
+    /// The write-ahead log's fsync counts and latencies; `None` when the
+    /// ledger keeps no log.
+    pub fn wal_stats(&self) -> Option<crate::wal::WalStatsSnapshot> {
+        self.inner.journal.wal().map(WalHandle::stats)
+    }
+
     /// How the state was rebuilt from disk when this ledger opened.
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
         self.inner.recovery.as_ref()

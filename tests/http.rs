@@ -510,6 +510,14 @@ fn every_endpoint_and_every_error_over_real_http() {
         .parse()
         .unwrap();
     assert!(fsyncs > 0);
+    // Every fsync is in the latency histogram: its +Inf bucket and count
+    // equal the fsync counter.
+    for line in [
+        format!("burnledger_wal_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {fsyncs}"),
+        format!("burnledger_wal_fsync_duration_seconds_count {fsyncs}"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
 
     // A withdrawal left pending, then SIGTERM: exit 0, and a restart on the
     // same folder shows everything as it was.

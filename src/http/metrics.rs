@@ -4,13 +4,9 @@
 //! and result, and a latency histogram per kind. Computed when scraped,
 //! from the ledger's public API: withdrawals by currency and status (count
 //! and amount; pending and processing are the ones in flight), accounts,
-//! payouts by state, and the WAL's fsync count. A scrape copies every
-//! account's state (`Ledger::export_accounts`), so its cost grows with the
-//! ledger: scrape every few seconds, not in a tight loop.
-//!
-//! Not available yet: the WAL's fsync *latency* (the engine does not time
-//! its syncs; `burnledger_operation_duration_seconds` of the writes includes
-//! it).
+//! payouts by state, and the WAL's fsync count and latency histogram. A
+//! scrape copies every account's state (`Ledger::export_accounts`), so its
+//! cost grows with the ledger: scrape every few seconds, not in a tight loop.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -247,12 +243,33 @@ async fn render_ledger(out: &mut String, ledger: &Ledger) {
     for (state, n) in payouts {
         let _ = writeln!(out, "burnledger_payouts{{state=\"{state}\"}} {n}");
     }
+    let Some(wal) = ledger.wal_stats() else {
+        return;
+    };
     out.push_str("# HELP burnledger_wal_fsyncs_total Successful fsyncs of the write-ahead log.\n");
     out.push_str("# TYPE burnledger_wal_fsyncs_total counter\n");
+    let _ = writeln!(out, "burnledger_wal_fsyncs_total {}", wal.fsyncs);
+    out.push_str("# HELP burnledger_wal_fsync_duration_seconds Time each fsync of the write-ahead log took.\n");
+    out.push_str("# TYPE burnledger_wal_fsync_duration_seconds histogram\n");
+    for (bound_us, count) in &wal.fsync_buckets_us {
+        let le = match bound_us {
+            Some(us) => format!("{}", *us as f64 / 1e6),
+            None => "+Inf".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "burnledger_wal_fsync_duration_seconds_bucket{{le=\"{le}\"}} {count}"
+        );
+    }
     let _ = writeln!(
         out,
-        "burnledger_wal_fsyncs_total {}",
-        ledger.config().wal_fail_point.syncs()
+        "burnledger_wal_fsync_duration_seconds_sum {}",
+        wal.fsync_nanos as f64 / 1e9
+    );
+    let _ = writeln!(
+        out,
+        "burnledger_wal_fsync_duration_seconds_count {}",
+        wal.fsyncs
     );
 }
 

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::segment::{self, ActiveSegment};
+use super::stats::{WalStats, WalStatsSnapshot};
 use super::writer::{Message, Writer, BATCH_EVENTS_MAX};
 use super::{SyncMode, WalConfig, WalError};
 use crate::event::Event;
@@ -29,6 +30,7 @@ pub struct WalHandle {
 
 struct Shared {
     queue: Sender<Message>,
+    stats: Arc<WalStats>,
     /// Taken by the first `shutdown`; a mutex because handles are shared
     /// across threads and joining is rare, never on the append path.
     thread: Mutex<Option<JoinHandle<Result<(), WalError>>>>,
@@ -62,7 +64,9 @@ impl WalHandle {
             }
         }
         let segment = ActiveSegment::create(&config.dir, next_lsn, config.fail_point.clone())?;
+        let stats = Arc::new(WalStats::default());
         let writer = Writer {
+            stats: Arc::clone(&stats),
             dir: config.dir,
             sync: config.sync,
             segment_bytes_max: config.segment_bytes_max,
@@ -81,9 +85,15 @@ impl WalHandle {
         Ok(Self {
             shared: Arc::new(Shared {
                 queue,
+                stats,
                 thread: Mutex::new(Some(thread)),
             }),
         })
+    }
+
+    /// Fsync counts and latencies so far.
+    pub fn stats(&self) -> WalStatsSnapshot {
+        self.shared.stats.snapshot()
     }
 
     /// Logs `events` with consecutive LSNs, all or none; resolves to the

@@ -36,6 +36,7 @@
 //! - `segment.rs` — segment files: names, listing, creation, deletion,
 //!   and the failure hook tests use.
 //! - `writer.rs` — the writer thread: group commit, sync modes, poisoning.
+//! - `stats.rs` — fsync counts and latency histogram, for operators.
 //! - `handle.rs` — [`WalHandle`], how callers reach the writer thread.
 //! - `scan.rs` — walking a segment's records read-only; [`inspect`].
 //! - `reader.rs` — [`replay`]: recovery, with torn-tail truncation.
@@ -45,6 +46,7 @@ mod reader;
 pub mod record;
 mod scan;
 mod segment;
+mod stats;
 mod writer;
 
 use std::path::PathBuf;
@@ -54,6 +56,7 @@ pub use reader::{replay, replay_with, ReplayError, ReplayMode, ReplayReport};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub use segment::{delete_segments_below, segment_path, wal_dir, FailPoint};
+pub use stats::{WalStatsSnapshot, FSYNC_BUCKETS_US};
 pub use writer::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};
 
 /// Default size at which a segment is closed and the next one started.

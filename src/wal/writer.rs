@@ -56,6 +56,8 @@ pub(crate) struct Writer {
     pub poisoned: Option<String>,
     /// Buffered mode: data was written but not synced, and must be by then.
     pub sync_due: Option<Instant>,
+    /// Fsync counts and latencies, for operators.
+    pub stats: std::sync::Arc<super::stats::WalStats>,
 }
 
 impl Writer {
@@ -189,7 +191,10 @@ impl Writer {
 
     fn sync_segment(&mut self) -> Result<(), String> {
         self.sync_due = None;
-        self.segment.sync().map_err(|error| error.to_string())
+        let started = Instant::now();
+        self.segment.sync().map_err(|error| error.to_string())?;
+        self.stats.record_fsync(started.elapsed());
+        Ok(())
     }
 
     /// The buffered mode's timed sync; a failure poisons like any other.
