@@ -78,9 +78,11 @@ pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
     })
 }
 
+/// The body of POST /v1/deposits and POST /v1/withdrawals: one account,
+/// one amount.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DepositRequest {
+pub struct AccountAmountRequest {
     pub account: AccountId,
     pub currency: String,
     pub amount: RawAmount,
@@ -88,15 +90,8 @@ pub struct DepositRequest {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WithdrawalRequest {
-    pub account: AccountId,
-    pub currency: String,
-    pub amount: RawAmount,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
+pub type DepositRequest = AccountAmountRequest;
+pub type WithdrawalRequest = AccountAmountRequest;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

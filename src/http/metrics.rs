@@ -169,14 +169,7 @@ pub async fn render(metrics: &Metrics, ledger: &Ledger) -> String {
 }
 
 async fn render_ledger(out: &mut String, ledger: &Ledger) {
-    let statuses = [
-        StatusKind::Pending,
-        StatusKind::Processing,
-        StatusKind::Completed,
-        StatusKind::Failed,
-        StatusKind::Cancelled,
-        StatusKind::Returned,
-    ];
+    let statuses = StatusKind::ALL;
     // (currency, status) → (count, units); every configured currency shows.
     let mut withdrawals: BTreeMap<(String, &'static str), (u64, i128)> = BTreeMap::new();
     let mut decimals: BTreeMap<String, u8> = BTreeMap::new();
