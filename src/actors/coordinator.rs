@@ -205,6 +205,18 @@ async fn run_batch(
 /// Cuts one account's commands into runs that each end at a transfer.
 fn split_after_transfers(group: AccountGroup) -> std::collections::VecDeque<AccountGroup> {
     let mut runs = std::collections::VecDeque::new();
+    // The common case, no transfer before the last command: one run, the
+    // group as it is, without copying its commands.
+    let cut_inside = group
+        .commands
+        .iter()
+        .rev()
+        .skip(1)
+        .any(|c| matches!(c, AccountCommand::HoldTransfer { .. }));
+    if !cut_inside {
+        runs.push_back(group);
+        return runs;
+    }
     let mut current = AccountGroup {
         actor: group.actor.clone(),
         indices: Vec::new(),
