@@ -10,7 +10,8 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -148,26 +149,11 @@ impl Served {
             .arg(data_dir)
             .args(extra)
             .env_remove("BURNLEDGER_API_TOKEN")
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("burnledger starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("serve prints `listening on http://ADDR`");
-        let url = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
         let served = Self { child, url };
         served.wait_healthy();
         served

@@ -22,8 +22,9 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -191,7 +192,8 @@ struct Served {
 
 impl Served {
     fn start(data_dir: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_burnledger"));
+        command
             .args([
                 "serve",
                 "--listen",
@@ -202,24 +204,8 @@ impl Served {
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("BURNLEDGER_API_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("burnledger starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("serve prints `listening on http://ADDR`");
-        let url = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+            .stderr(Stdio::inherit());
+        let (child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
         let agent = agent();
         let deadline = Instant::now() + START_TIMEOUT;
         while !agent

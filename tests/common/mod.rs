@@ -9,6 +9,8 @@
 // warn as dead code there.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
