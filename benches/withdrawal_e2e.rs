@@ -28,6 +28,10 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use futures_util::future::join_all;
 use tokio::runtime::Runtime;
 
+// The allocator the `burnledger` binary uses too (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ACCOUNTS: u64 = 100_000;
 /// Client tasks with a batch in flight at once.
 const IN_FLIGHT: u64 = 8;

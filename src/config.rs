@@ -25,6 +25,14 @@ pub struct Config {
     /// are refused with `overloaded` instead of queued without limit.
     /// Default: 262,144.
     pub shard_in_flight_ops_max: usize,
+    /// Account actors running at once on one shard. An account keeps its
+    /// actor while in use; past this many, the shard stops the actors of
+    /// accounts unused lately (their state stays in memory, compactly).
+    /// Default: 65,536 (≈ 56 MB of actors per shard).
+    pub shard_account_actors_max: usize,
+    /// How often each shard stops the actors of accounts idle since its
+    /// last sweep, in milliseconds. Default: 10,000.
+    pub account_idle_sweep_ms: u64,
     /// Pending withdrawals one account may hold at once. Default: 1,000.
     pub account_pending_withdrawals_max: u32,
     /// Operations accepted in one `submit` call. Default: 65,536.
@@ -123,6 +131,10 @@ pub const SNAPSHOTS_KEPT_DEFAULT: usize = 3;
 
 /// Default for [`Config::shard_in_flight_ops_max`].
 pub const SHARD_IN_FLIGHT_OPS_MAX_DEFAULT: usize = 262_144;
+/// Default for [`Config::shard_account_actors_max`].
+pub const SHARD_ACCOUNT_ACTORS_MAX_DEFAULT: usize = 65_536;
+/// Default for [`Config::account_idle_sweep_ms`].
+pub const ACCOUNT_IDLE_SWEEP_MS_DEFAULT: u64 = 10_000;
 /// Default for [`Config::account_pending_withdrawals_max`].
 pub const ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT: u32 = 1_000;
 /// Default for [`Config::batch_ops_max`].
@@ -138,6 +150,8 @@ impl Default for Config {
             ],
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             shard_in_flight_ops_max: SHARD_IN_FLIGHT_OPS_MAX_DEFAULT,
+            shard_account_actors_max: SHARD_ACCOUNT_ACTORS_MAX_DEFAULT,
+            account_idle_sweep_ms: ACCOUNT_IDLE_SWEEP_MS_DEFAULT,
             account_pending_withdrawals_max: ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             data_dir: None,
@@ -161,6 +175,10 @@ impl Config {
         Self {
             shards: 2,
             shard_in_flight_ops_max: 4_096,
+            // Few actors and frequent sweeps, so tests keep stopping and
+            // restarting account actors under their operations.
+            shard_account_actors_max: 4,
+            account_idle_sweep_ms: 20,
             account_pending_withdrawals_max: 8,
             batch_ops_max: 1_024,
             wal_segment_bytes_max: 64 * 1024,
@@ -195,6 +213,11 @@ impl Config {
         }
         if self.shard_in_flight_ops_max == 0 {
             return Err("shard_in_flight_ops_max must be at least 1".into());
+        }
+        if self.shard_account_actors_max == 0 || self.account_idle_sweep_ms == 0 {
+            return Err(
+                "shard_account_actors_max and account_idle_sweep_ms must be at least 1".into(),
+            );
         }
         if self.batch_ops_max == 0 {
             return Err("batch_ops_max must be at least 1".into());

@@ -68,6 +68,11 @@ impl Journal {
         }
     }
 
+    /// Whether appended events go to a log (false: memory only).
+    pub fn is_logged(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// Why the journal refuses writes, if it does.
     pub fn poisoned(&self) -> Option<LedgerError> {
         let reason = self.log.as_ref()?.poisoned.get()?;

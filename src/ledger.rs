@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify};
 use std::path::PathBuf;
 
 use crate::account::AccountState;
-use crate::actors::coordinator::{shard_of, Coordinator, Peers};
+use crate::actors::coordinator::{shard_of, Coordinator, CoordinatorSettings, Peers};
 use crate::actors::payout::PayoutActor;
 use crate::audit::{audit, Audit};
 use crate::checkpoint::{write_snapshot, CheckpointSettings, Checkpointer};
@@ -131,6 +131,8 @@ impl Ledger {
         let (stopped_tx, stopped_rx) = oneshot::channel();
         let shards = config.shards;
         let pending_max = config.account_pending_withdrawals_max;
+        let account_actors_max = config.shard_account_actors_max;
+        let account_idle_sweep = std::time::Duration::from_millis(config.account_idle_sweep_ms);
         let engine_journal = journal.clone();
         let thread = std::thread::Builder::new()
             .name("burnledger-system".into())
@@ -158,11 +160,17 @@ impl Ledger {
                         let arbiter = Arbiter::new();
                         let (journal, peers) = (journal.clone(), peers.clone());
                         let recipient = recipient.clone();
+                        let settings = CoordinatorSettings {
+                            journal,
+                            pending_withdrawals_max: pending_max,
+                            peers,
+                            payouts: recipient,
+                            account_actors_max,
+                            account_idle_sweep,
+                        };
                         coordinators.push(Coordinator::start_in_arbiter(
                             &arbiter.handle(),
-                            move |_| {
-                                Coordinator::new(journal, pending_max, peers, recovered, recipient)
-                            },
+                            move |_| Coordinator::new(settings, recovered),
                         ));
                         arbiters.push(arbiter);
                     }

@@ -84,14 +84,6 @@ pub struct ExecuteBatch {
     pub ops: Vec<(AccountId, AccountCommand)>,
 }
 
-/// An account actor's request: run these commands in order, reply once
-/// their events are durable.
-#[derive(Message)]
-#[rtype(result = "Vec<Result<AccountReply, LedgerError>>")]
-pub struct ExecuteCommands {
-    pub commands: Vec<AccountCommand>,
-}
-
 /// Coordinator to coordinator: credit the receiving side of a transfer.
 #[derive(Message)]
 #[rtype(result = "Result<(), LedgerError>")]
@@ -154,8 +146,3 @@ pub struct GetPayouts(pub Option<u64>);
 #[derive(Message)]
 #[rtype(result = "Result<Vec<AccountState>, LedgerError>")]
 pub struct ExportAccounts;
-
-/// Copy out one account actor's state.
-#[derive(Message)]
-#[rtype(result = "AccountState")]
-pub struct ExportState;

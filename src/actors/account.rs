@@ -3,61 +3,52 @@
 //!
 //! Every change to an account is a message to its actor, so checks such as
 //! "available ≥ amount" run one at a time and cannot race. The rules live in
-//! [`AccountState`]; this actor only delivers commands to it, hands the
-//! resulting events to the journal, and replies once they are durable.
+//! [`AccountState`]; this actor only delivers commands to it and records the
+//! resulting events in its shard's log, which the coordinator makes durable
+//! before anything is acknowledged.
+//!
+//! The state sits in an [`AccountCell`] that the shard's coordinator also
+//! holds: an idle actor is stopped to save memory (an actix actor costs
+//! ≈ 850 B) while its state stays with the coordinator, and the next
+//! command starts a fresh actor on the same cell. The coordinator reads the
+//! cell (queries, exports) only between messages, never while an actor
+//! runs, since both live on the shard's one thread.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use actix::prelude::*;
 
 use crate::account::{AccountState, TransferHold};
+use crate::actors::round::RunCommands;
+use crate::actors::shard_log::ShardLog;
 use crate::error::LedgerError;
 use crate::event::Event;
-use crate::journal::Journal;
-use crate::messages::{
-    AccountCommand, AccountReply, AskAccount, ExecuteCommands, ExportState, Query, QueryReply,
-    WithdrawalQueued,
-};
+use crate::messages::{AccountCommand, AccountReply, Query, QueryReply, WithdrawalQueued};
+
+/// One account's state, shared by its coordinator and (while it runs) its
+/// actor; never leaves the shard's thread.
+pub type AccountCell = Rc<RefCell<AccountState>>;
 
 pub struct AccountActor {
-    state: AccountState,
-    journal: Journal,
-    /// Told of every withdrawal that becomes durable and pending, when a
-    /// payout actor pays them out (not in external mode). A lost message
-    /// (the payout actor stopping) only delays a payout: on restart every
-    /// pending withdrawal is queued again from the recovered state.
-    payouts: Option<Recipient<WithdrawalQueued>>,
+    state: AccountCell,
+    /// The shard's event buffer: this actor records its events there and
+    /// answers at once; the coordinator acknowledges once they are durable.
+    /// It also carries the payout notices of newly pending withdrawals (a
+    /// lost notice only delays a payout: on restart every pending
+    /// withdrawal is queued again from the recovered state).
+    log: Rc<ShardLog>,
     /// Copied from the config: the cap on pending withdrawals per account.
     pending_withdrawals_max: u32,
 }
 
 impl AccountActor {
-    pub fn new(
-        state: AccountState,
-        journal: Journal,
-        pending_withdrawals_max: u32,
-        payouts: Option<Recipient<WithdrawalQueued>>,
-    ) -> Self {
+    pub fn new(state: AccountCell, log: Rc<ShardLog>, pending_withdrawals_max: u32) -> Self {
         Self {
             state,
-            journal,
-            payouts,
+            log,
             pending_withdrawals_max,
         }
-    }
-}
-
-impl AccountActor {
-    /// The payout notice for an event that leaves a withdrawal pending.
-    fn newly_pending(&self, event: &Event) -> Option<WithdrawalQueued> {
-        let tx = match event {
-            Event::WithdrawalRequested { tx, .. } | Event::WithdrawalReleased { tx } => *tx,
-            _ => return None,
-        };
-        let record = self.state.withdrawal_record_of(tx)?;
-        Some(WithdrawalQueued {
-            tx,
-            currency: record.currency,
-            amount: record.amount,
-        })
     }
 }
 
@@ -65,16 +56,29 @@ impl Actor for AccountActor {
     type Context = Context<Self>;
 }
 
-/// Runs one command against an account state, collecting its event.
+/// The payout notice for an event that leaves a withdrawal pending.
+fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQueued> {
+    let tx = match event {
+        Event::WithdrawalRequested { tx, .. } | Event::WithdrawalReleased { tx } => *tx,
+        _ => return None,
+    };
+    let record = state.withdrawal_record_of(tx)?;
+    Some(WithdrawalQueued {
+        tx,
+        currency: record.currency,
+        amount: record.amount,
+    })
+}
+
+/// Runs one command against an account state: its reply, and the event
+/// to log if it changed anything (a command changes at most one thing).
 /// Shared with the coordinator, which answers commands for accounts that do
 /// not exist yet against an empty state without spawning an actor.
 pub fn execute(
     state: &mut AccountState,
     command: AccountCommand,
     pending_withdrawals_max: u32,
-    events: &mut Vec<Event>,
-) -> Result<AccountReply, LedgerError> {
-    let mut log = |event: Option<Event>| events.extend(event);
+) -> Result<(AccountReply, Option<Event>), LedgerError> {
     match command {
         AccountCommand::Deposit {
             currency,
@@ -82,8 +86,7 @@ pub fn execute(
             key,
         } => {
             let effect = state.deposit(currency, amount, key)?;
-            log(effect.event);
-            Ok(AccountReply::Deposited(effect.output))
+            Ok((AccountReply::Deposited(effect.output), effect.event))
         }
         AccountCommand::RequestWithdrawal {
             currency,
@@ -92,13 +95,11 @@ pub fn execute(
         } => {
             let effect =
                 state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?;
-            log(effect.event);
-            Ok(AccountReply::Withdrawal(effect.output))
+            Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
         AccountCommand::UpdateWithdrawal { tx, action, reason } => {
             let effect = state.update_withdrawal(tx, action, &reason)?;
-            log(effect.event);
-            Ok(AccountReply::Withdrawal(effect.output))
+            Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
         AccountCommand::HoldTransfer {
             to,
@@ -106,8 +107,8 @@ pub fn execute(
             amount,
             key,
         } => match state.hold_transfer(to, currency, amount, key)? {
-            TransferHold::Held(tx) => Ok(AccountReply::TransferHeld(tx)),
-            TransferHold::Replayed(receipt) => Ok(AccountReply::Transferred(receipt)),
+            TransferHold::Held(tx) => Ok((AccountReply::TransferHeld(tx), None)),
+            TransferHold::Replayed(receipt) => Ok((AccountReply::Transferred(receipt), None)),
         },
         AccountCommand::ReceiveTransfer {
             tx,
@@ -116,19 +117,17 @@ pub fn execute(
             key,
         } => {
             let event = state.receive_transfer(tx, currency, amount, key)?;
-            log(Some(event));
-            Ok(AccountReply::TransferReceived)
+            Ok((AccountReply::TransferReceived, Some(event)))
         }
         AccountCommand::ClaimWithdrawal { tx, payout_id } => {
             let effect = state.claim_withdrawal(tx, payout_id)?;
-            log(effect.event);
-            Ok(AccountReply::Withdrawal(effect.output))
+            Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
         AccountCommand::FinishTransfer { tx, received } => {
             // Nothing to log: the receiving side logged the one event.
             state
                 .finish_transfer(tx, received)
-                .map(AccountReply::Transferred)
+                .map(|t| (AccountReply::Transferred(t), None))
         }
     }
 }
@@ -144,80 +143,40 @@ pub fn answer(state: &AccountState, query: &Query) -> Result<QueryReply, LedgerE
     }
 }
 
-/// Runs the commands in order; replies once their events are durable.
-impl Handler<ExecuteCommands> for AccountActor {
-    type Result = ResponseFuture<Vec<Result<AccountReply, LedgerError>>>;
+/// Runs the commands in order and answers at once. Their events wait in
+/// the shard log: whoever awaits the replies must flush it and wait for
+/// durability before acknowledging anything (the coordinator does, once
+/// per round).
+impl Handler<RunCommands> for AccountActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: ExecuteCommands, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RunCommands, _ctx: &mut Self::Context) {
         // After a storage failure memory must not move further from disk.
-        if let Some(poisoned) = self.journal.poisoned() {
-            let replies = msg.commands.iter().map(|_| Err(poisoned.clone())).collect();
-            return Box::pin(std::future::ready(replies));
+        if let Some(poisoned) = self.log.poisoned() {
+            return msg.refuse(&poisoned);
         }
-        let mut events = Vec::new();
-        let replies: Vec<_> = msg
-            .commands
-            .into_iter()
-            .map(|command| {
-                execute(
-                    &mut self.state,
-                    command,
-                    self.pending_withdrawals_max,
-                    &mut events,
-                )
-            })
-            .collect();
-        debug_assert!(
-            self.state.check_invariants().is_ok(),
-            "{:?}",
-            self.state.check_invariants()
-        );
-        // Even with no events (replays, no-op updates) this waits until all
-        // earlier events are durable, so no reply gets ahead of the disk.
-        let queued: Vec<WithdrawalQueued> = match &self.payouts {
-            Some(_) => events
-                .iter()
-                .filter_map(|e| self.newly_pending(e))
-                .collect(),
-            None => Vec::new(),
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return msg.refuse(&LedgerError::Internal {
+                reason: "an account state was borrowed while its actor ran".into(),
+            });
         };
-        let payouts = self.payouts.clone();
-        let durable = self.journal.append(events);
-        Box::pin(async move {
-            match durable.await {
-                Ok(()) => {
-                    if let Some(payouts) = payouts {
-                        for withdrawal in queued {
-                            payouts.do_send(withdrawal);
-                        }
+        let (log, max) = (&self.log, self.pending_withdrawals_max);
+        msg.answer_with(|command| {
+            let (reply, event) = execute(&mut state, command, max)?;
+            if let Some(event) = event {
+                if log.wants_notices() {
+                    if let Some(notice) = newly_pending(&state, &event) {
+                        log.notify_when_durable(notice);
                     }
-                    replies
                 }
-                Err(error) => replies.into_iter().map(|_| Err(error.clone())).collect(),
+                log.record(event);
             }
-        })
-    }
-}
-
-/// Answers a read-only question about this account.
-impl Handler<AskAccount> for AccountActor {
-    type Result = Result<QueryReply, LedgerError>;
-
-    fn handle(&mut self, msg: AskAccount, _ctx: &mut Self::Context) -> Self::Result {
-        // Once poisoned, memory may hold changes the disk never got: say so
-        // rather than show them.
-        if let Some(poisoned) = self.journal.poisoned() {
-            return Err(poisoned);
-        }
-        answer(&self.state, &msg.query)
-    }
-}
-
-/// Copies out this account's state.
-impl Handler<ExportState> for AccountActor {
-    type Result = MessageResult<ExportState>;
-
-    fn handle(&mut self, _msg: ExportState, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.state.clone())
+            Ok(reply)
+        });
+        debug_assert!(
+            state.check_invariants().is_ok(),
+            "{:?}",
+            state.check_invariants()
+        );
     }
 }

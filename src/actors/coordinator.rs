@@ -2,26 +2,37 @@
 //! every operation for its accounts to their actors.
 //!
 //! One coordinator runs on each shard's Arbiter (one thread); the account
-//! actors it spawns live on the same thread. It spawns an account's actor on
-//! the first operation that can create the account (a deposit or incoming
-//! transfer); anything else aimed at an unknown account is answered against
-//! an empty state, so made-up ids cost no memory. Transfers whose receiving
-//! account lives on another shard go through that shard's coordinator.
+//! actors it starts live on the same thread. An account comes into being on
+//! the first operation that can create it (a deposit or incoming transfer);
+//! anything else aimed at an unknown account is answered against an empty
+//! state, so made-up ids cost no memory. Transfers whose receiving account
+//! lives on another shard go through that shard's coordinator.
+//!
+//! Actors are cheap but not free (≈ 850 B each), so only accounts in use
+//! have one: an actor is started on an account's first command and stopped
+//! once the account has been idle for a sweep interval, or sooner when the
+//! shard runs more than its cap of actors. Its state stays here, in the
+//! account's [`AccountCell`], either way.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 
 use crate::account::AccountState;
-use crate::actors::account::{answer, execute, AccountActor};
+use crate::actors::account::{answer, execute, AccountActor, AccountCell};
+use crate::actors::round::{RoundReplies, RunCommands};
+use crate::actors::shard_log::ShardLog;
 use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
-    AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExecuteCommands, ExportAccounts,
-    ExportState, ReceiveTransfer, WithdrawalQueued,
+    AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExportAccounts, ReceiveTransfer,
+    WithdrawalQueued,
 };
 use crate::money::{Currency, Units};
 use crate::receipts::Outcome;
@@ -41,55 +52,118 @@ pub fn shard_of(account: AccountId, shards: usize) -> usize {
 /// coordinator needs the others to route transfers).
 pub type Peers = Arc<OnceLock<Vec<Addr<Coordinator>>>>;
 
+/// What a coordinator needs besides its recovered accounts.
+pub struct CoordinatorSettings {
+    pub journal: Journal,
+    pub pending_withdrawals_max: u32,
+    pub peers: Peers,
+    pub payouts: Option<Recipient<WithdrawalQueued>>,
+    /// Most account actors running at once on this shard.
+    pub account_actors_max: usize,
+    /// An actor idle for between one and two of these is stopped.
+    pub account_idle_sweep: Duration,
+}
+
+/// One account of the shard.
+struct AccountSlot {
+    state: AccountCell,
+    /// Its actor, while it has one.
+    actor: Option<Addr<AccountActor>>,
+    /// The sweep epoch of its last command: idle since before the current
+    /// epoch means its actor may be stopped.
+    last_used: u32,
+}
+
 pub struct Coordinator {
-    /// Accounts with a running actor.
-    accounts: HashMap<AccountId, Addr<AccountActor>>,
-    /// Accounts known (recovered from disk) whose actor is not running: it
-    /// is started, with this state, on the account's next command. Keeps
-    /// opening a ledger with millions of accounts cheap.
-    dormant: HashMap<AccountId, AccountState>,
-    journal: Journal,
+    accounts: foldhash::HashMap<AccountId, AccountSlot>,
+    /// Accounts whose actor runs, for sweeps that need not scan them all.
+    running: Vec<AccountId>,
+    epoch: u32,
+    log: Rc<ShardLog>,
     pending_withdrawals_max: u32,
     peers: Peers,
-    payouts: Option<Recipient<WithdrawalQueued>>,
+    account_actors_max: usize,
+    account_idle_sweep: Duration,
 }
 
 impl Coordinator {
-    pub fn new(
-        journal: Journal,
-        pending_withdrawals_max: u32,
-        peers: Peers,
-        recovered: Vec<AccountState>,
-        payouts: Option<Recipient<WithdrawalQueued>>,
-    ) -> Self {
+    pub fn new(settings: CoordinatorSettings, recovered: Vec<AccountState>) -> Self {
+        let accounts = recovered
+            .into_iter()
+            .map(|state| {
+                let id = state.id();
+                let slot = AccountSlot {
+                    state: Rc::new(RefCell::new(state)),
+                    actor: None,
+                    last_used: 0,
+                };
+                (id, slot)
+            })
+            .collect();
         Self {
-            accounts: HashMap::new(),
-            dormant: recovered.into_iter().map(|a| (a.id(), a)).collect(),
-            journal,
-            pending_withdrawals_max,
-            peers,
-            payouts,
+            accounts,
+            running: Vec::new(),
+            epoch: 1,
+            log: Rc::new(ShardLog::new(settings.journal, settings.payouts)),
+            pending_withdrawals_max: settings.pending_withdrawals_max,
+            peers: settings.peers,
+            account_actors_max: settings.account_actors_max.max(1),
+            account_idle_sweep: settings.account_idle_sweep,
         }
     }
 
-    fn spawn_account(&mut self, account: AccountId) -> Addr<AccountActor> {
-        let journal = self.journal.clone();
-        let max = self.pending_withdrawals_max;
-        let payouts = self.payouts.clone();
-        let dormant = &mut self.dormant;
-        self.accounts
-            .entry(account)
-            .or_insert_with(|| {
-                let state = dormant
-                    .remove(&account)
-                    .unwrap_or_else(|| AccountState::new(account));
-                AccountActor::new(state, journal, max, payouts).start()
-            })
-            .clone()
+    /// The account's actor, started (on a new account, or on its kept
+    /// state) if it has none.
+    fn actor_of(&mut self, account: AccountId) -> Addr<AccountActor> {
+        if self.running.len() >= self.account_actors_max {
+            self.stop_idle_actors();
+        }
+        let epoch = self.epoch;
+        let slot = self.accounts.entry(account).or_insert_with(|| AccountSlot {
+            state: Rc::new(RefCell::new(AccountState::new(account))),
+            actor: None,
+            last_used: epoch,
+        });
+        slot.last_used = epoch;
+        if let Some(actor) = &slot.actor {
+            return actor.clone();
+        }
+        let actor = AccountActor::new(
+            Rc::clone(&slot.state),
+            Rc::clone(&self.log),
+            self.pending_withdrawals_max,
+        )
+        .start();
+        slot.actor = Some(actor.clone());
+        self.running.push(account);
+        actor
+    }
+
+    /// Stops the actors of accounts unused since the current epoch began,
+    /// then starts a new epoch. Dropping the coordinator's address is the
+    /// stop: the actor finishes what its mailbox holds (a round in flight
+    /// keeps its own address until answered) and ends. Should the account
+    /// get a command meanwhile, a new actor starts on the same cell; both
+    /// run on this thread, one message at a time, and a batch sends an
+    /// account's next commands only after the previous ones were answered,
+    /// so the order of its commands is kept.
+    fn stop_idle_actors(&mut self) {
+        let epoch = self.epoch;
+        let accounts = &mut self.accounts;
+        self.running
+            .retain(|account| match accounts.get_mut(account) {
+                Some(slot) if slot.last_used >= epoch => true,
+                Some(slot) => {
+                    slot.actor = None;
+                    false
+                }
+                None => false,
+            });
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     fn is_known(&self, account: AccountId) -> bool {
-        self.accounts.contains_key(&account) || self.dormant.contains_key(&account)
+        self.accounts.contains_key(&account)
     }
 
     /// Answers a command for an account that does not exist, against an
@@ -101,14 +175,8 @@ impl Coordinator {
         command: AccountCommand,
     ) -> Result<Outcome, LedgerError> {
         let mut empty = AccountState::new(account);
-        let mut events = Vec::new();
-        let reply = execute(
-            &mut empty,
-            command,
-            self.pending_withdrawals_max,
-            &mut events,
-        )?;
-        if !events.is_empty() {
+        let (reply, event) = execute(&mut empty, command, self.pending_withdrawals_max)?;
+        if event.is_some() {
             return Err(LedgerError::Internal {
                 reason: format!("a command on unknown account {account} produced events"),
             });
@@ -119,6 +187,12 @@ impl Coordinator {
 
 impl Actor for Coordinator {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.account_idle_sweep, |coordinator, _| {
+            coordinator.stop_idle_actors();
+        });
+    }
 }
 
 /// The receiving side of a transfer held at its source.
@@ -135,39 +209,47 @@ struct PendingTransfer {
 /// The commands of one batch for one account, with their batch positions.
 struct AccountGroup {
     actor: Addr<AccountActor>,
-    indices: Vec<usize>,
-    commands: Vec<AccountCommand>,
+    commands: Vec<(usize, AccountCommand)>,
 }
+
+type Results = Vec<Option<Result<Outcome, LedgerError>>>;
 
 /// Runs a batch: per account, in order; accounts in parallel.
 impl Handler<ExecuteBatch> for Coordinator {
     type Result = ResponseFuture<Vec<Result<Outcome, LedgerError>>>;
 
     fn handle(&mut self, msg: ExecuteBatch, _ctx: &mut Self::Context) -> Self::Result {
-        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
-            std::iter::repeat_with(|| None)
-                .take(msg.ops.len())
-                .collect();
-        let mut groups: HashMap<AccountId, AccountGroup> = HashMap::new();
+        let mut results: Results = std::iter::repeat_with(|| None)
+            .take(msg.ops.len())
+            .collect();
+        // Groups in order of each account's first command; the map only
+        // finds an account's group.
+        let mut groups: Vec<AccountGroup> = Vec::new();
+        let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
         for (index, (account, command)) in msg.ops.into_iter().enumerate() {
-            let known = self.is_known(account) || groups.contains_key(&account);
-            if !known && !command.creates_account() {
-                results[index] = Some(self.answer_unknown_account(account, command));
-                continue;
-            }
-            let group = match groups.entry(account) {
-                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(AccountGroup {
-                    actor: self.spawn_account(account),
-                    indices: Vec::new(),
-                    commands: Vec::new(),
-                }),
+            let group = match group_of.get(&account) {
+                Some(&group) => group,
+                None => {
+                    if !self.is_known(account) && !command.creates_account() {
+                        results[index] = Some(self.answer_unknown_account(account, command));
+                        continue;
+                    }
+                    groups.push(AccountGroup {
+                        actor: self.actor_of(account),
+                        commands: Vec::new(),
+                    });
+                    group_of.insert(account, groups.len() - 1);
+                    groups.len() - 1
+                }
             };
-            group.indices.push(index);
-            group.commands.push(command);
+            groups[group].commands.push((index, command));
         }
-        let peers = self.peers.clone();
-        Box::pin(run_batch(groups.into_values().collect(), results, peers))
+        Box::pin(run_batch(
+            groups,
+            results,
+            self.peers.clone(),
+            Rc::clone(&self.log),
+        ))
     }
 }
 
@@ -178,17 +260,18 @@ impl Handler<ExecuteBatch> for Coordinator {
 /// one transfer last per account, run in a single round.
 async fn run_batch(
     groups: Vec<AccountGroup>,
-    mut results: Vec<Option<Result<Outcome, LedgerError>>>,
+    mut results: Results,
     peers: Peers,
+    log: Rc<ShardLog>,
 ) -> Vec<Result<Outcome, LedgerError>> {
-    let mut queues: Vec<std::collections::VecDeque<AccountGroup>> =
+    let mut queues: Vec<VecDeque<AccountGroup>> =
         groups.into_iter().map(split_after_transfers).collect();
     loop {
         let round: Vec<AccountGroup> = queues.iter_mut().filter_map(|q| q.pop_front()).collect();
         if round.is_empty() {
             break;
         }
-        run_round(round, &mut results, &peers).await;
+        run_round(round, &mut results, &peers, &log).await;
     }
     results
         .into_iter()
@@ -203,8 +286,8 @@ async fn run_batch(
 }
 
 /// Cuts one account's commands into runs that each end at a transfer.
-fn split_after_transfers(group: AccountGroup) -> std::collections::VecDeque<AccountGroup> {
-    let mut runs = std::collections::VecDeque::new();
+fn split_after_transfers(group: AccountGroup) -> VecDeque<AccountGroup> {
+    let mut runs = VecDeque::new();
     // The common case, no transfer before the last command: one run, the
     // group as it is, without copying its commands.
     let cut_inside = group
@@ -212,120 +295,142 @@ fn split_after_transfers(group: AccountGroup) -> std::collections::VecDeque<Acco
         .iter()
         .rev()
         .skip(1)
-        .any(|c| matches!(c, AccountCommand::HoldTransfer { .. }));
+        .any(|(_, c)| is_transfer(c));
     if !cut_inside {
         runs.push_back(group);
         return runs;
     }
-    let mut current = AccountGroup {
-        actor: group.actor.clone(),
-        indices: Vec::new(),
-        commands: Vec::new(),
-    };
-    for (index, command) in group.indices.into_iter().zip(group.commands) {
-        let ends_run = matches!(command, AccountCommand::HoldTransfer { .. });
-        current.indices.push(index);
-        current.commands.push(command);
+    let mut current = Vec::new();
+    for (index, command) in group.commands {
+        let ends_run = is_transfer(&command);
+        current.push((index, command));
         if ends_run {
-            let next = AccountGroup {
+            runs.push_back(AccountGroup {
                 actor: group.actor.clone(),
-                indices: Vec::new(),
-                commands: Vec::new(),
-            };
-            runs.push_back(std::mem::replace(&mut current, next));
+                commands: std::mem::take(&mut current),
+            });
         }
     }
-    if !current.commands.is_empty() {
-        runs.push_back(current);
+    if !current.is_empty() {
+        runs.push_back(AccountGroup {
+            actor: group.actor,
+            commands: current,
+        });
     }
     runs
 }
 
+fn is_transfer(command: &AccountCommand) -> bool {
+    matches!(command, AccountCommand::HoldTransfer { .. })
+}
+
 /// Step 1 on every account of the round, then the receiving side of each
-/// transfer held in step 1, then step 3 back at each transfer's source.
+/// transfer held in step 1, then step 3 back at each transfer's source;
+/// last, one flush of the shard's log: the round's answers are given only
+/// once its events are durable.
 async fn run_round(
     groups: Vec<AccountGroup>,
     results: &mut [Option<Result<Outcome, LedgerError>>],
     peers: &Peers,
+    log: &ShardLog,
 ) {
+    let commands = groups.iter().map(|g| g.commands.len()).sum();
+    let round = RoundReplies::expecting(groups.len(), commands);
+    // What step 2 needs of each transfer, by batch position.
+    let mut transfers: foldhash::HashMap<usize, (Addr<AccountActor>, TransferArgs)> =
+        Default::default();
+    for group in groups {
+        for (index, command) in &group.commands {
+            if let Some(args) = transfer_args(command) {
+                transfers.insert(*index, (group.actor.clone(), args));
+            }
+        }
+        group
+            .actor
+            .do_send(RunCommands::new(group.commands, round.clone()));
+    }
+    let mut answered: Vec<(usize, Result<Outcome, LedgerError>)> = Vec::with_capacity(commands);
     let mut held: Vec<PendingTransfer> = Vec::new();
-    let sends = groups.into_iter().map(|group| {
-        let holds: Vec<_> = group.commands.iter().map(transfer_args).collect();
-        let reply = group.actor.send(ExecuteCommands {
-            commands: group.commands,
-        });
-        async move { (group.actor, group.indices, holds, reply.await) }
-    });
-    for (actor, indices, holds, replies) in join_all(sends).await {
-        let Ok(replies) = replies else {
-            for index in indices {
-                results[index] = Some(Err(LedgerError::ShuttingDown));
+    for (index, reply) in round.all().await {
+        match (reply, transfers.remove(&index)) {
+            (Ok(AccountReply::TransferHeld(tx)), Some((source, (to, currency, amount, key)))) => {
+                held.push(PendingTransfer {
+                    index,
+                    source,
+                    tx,
+                    to,
+                    currency,
+                    amount,
+                    key,
+                })
             }
-            continue;
-        };
-        for ((index, hold), reply) in indices.into_iter().zip(holds).zip(replies) {
-            match (reply, hold) {
-                (Ok(AccountReply::TransferHeld(tx)), Some((to, currency, amount, key))) => held
-                    .push(PendingTransfer {
-                        index,
-                        source: actor.clone(),
-                        tx,
-                        to,
-                        currency,
-                        amount,
-                        key,
-                    }),
-                (reply, _) => results[index] = Some(reply.and_then(into_outcome)),
-            }
+            (reply, _) => answered.push((index, reply.and_then(into_outcome))),
         }
     }
-
     if !held.is_empty() {
-        let receipts = held.iter().map(|t| receive(peers, t));
-        let received = join_all(receipts).await;
-        let finishes = held
-            .into_iter()
-            .zip(received)
-            .map(|(t, received)| async move {
-                let outcome = match received {
-                    // Unknown whether the receiver credited (it was stopping):
-                    // keep the funds held. The log decides on restart, where both
-                    // sides of the one transfer event apply, or neither.
-                    Err(LedgerError::ShuttingDown) => Err(LedgerError::ShuttingDown),
-                    received => {
-                        let command = AccountCommand::FinishTransfer {
-                            tx: t.tx,
-                            received: received.is_ok(),
-                        };
-                        match t
-                            .source
-                            .send(ExecuteCommands {
-                                commands: vec![command],
-                            })
-                            .await
-                        {
-                            Ok(mut replies) => match (received, replies.pop()) {
-                                (Err(refused), _) => Err(refused),
-                                (Ok(()), Some(reply)) => reply.and_then(into_outcome),
-                                (Ok(()), None) => Err(LedgerError::Internal {
-                                    reason: "finishing a transfer got no reply".into(),
-                                }),
-                            },
-                            Err(_) => Err(LedgerError::ShuttingDown),
-                        }
-                    }
-                };
-                (t.index, outcome)
-            });
-        for (index, outcome) in join_all(finishes).await {
-            results[index] = Some(outcome);
-        }
+        answered.extend(finish_transfers(held, peers).await);
+    }
+    let durable = log.flush().await;
+    for (index, answer) in answered {
+        results[index] = Some(match &durable {
+            Ok(()) => answer,
+            // The answers were computed on memory the disk may never hold.
+            Err(error) => Err(error.clone()),
+        });
     }
 }
 
-fn transfer_args(
-    command: &AccountCommand,
-) -> Option<(AccountId, Currency, Units, Option<IdempotencyKey>)> {
+/// Steps 2 and 3 of the transfers held in a round.
+async fn finish_transfers(
+    held: Vec<PendingTransfer>,
+    peers: &Peers,
+) -> Vec<(usize, Result<Outcome, LedgerError>)> {
+    let receipts = held.iter().map(|t| receive(peers, t));
+    let received = join_all(receipts).await;
+    let finishes = held
+        .into_iter()
+        .zip(received)
+        .map(|(t, received)| async move {
+            let outcome = match received {
+                // Unknown whether the receiver credited (it was stopping):
+                // keep the funds held. The log decides on restart, where both
+                // sides of the one transfer event apply, or neither.
+                Err(LedgerError::ShuttingDown) => Err(LedgerError::ShuttingDown),
+                received => {
+                    let command = AccountCommand::FinishTransfer {
+                        tx: t.tx,
+                        received: received.is_ok(),
+                    };
+                    match (received, run_one(&t.source, command).await) {
+                        (Err(refused), _) => Err(refused),
+                        (Ok(()), finished) => finished.and_then(into_outcome),
+                    }
+                }
+            };
+            (t.index, outcome)
+        });
+    join_all(finishes).await
+}
+
+/// Runs one command on one actor and waits for its reply (its event, if
+/// any, still waits in the shard log).
+async fn run_one(
+    actor: &Addr<AccountActor>,
+    command: AccountCommand,
+) -> Result<AccountReply, LedgerError> {
+    let round = RoundReplies::expecting(1, 1);
+    actor.do_send(RunCommands::new(vec![(0, command)], round.clone()));
+    match round.all().await.pop() {
+        Some((_, reply)) => reply,
+        None => Err(LedgerError::Internal {
+            reason: "an account actor gave no reply".into(),
+        }),
+    }
+}
+
+type TransferArgs = (AccountId, Currency, Units, Option<IdempotencyKey>);
+
+fn transfer_args(command: &AccountCommand) -> Option<TransferArgs> {
     match command {
         AccountCommand::HoldTransfer {
             to,
@@ -364,23 +469,21 @@ async fn receive(peers: &Peers, t: &PendingTransfer) -> Result<(), LedgerError> 
         .unwrap_or(Err(LedgerError::ShuttingDown))
 }
 
-/// Credits the receiving side of a transfer on one of this shard's accounts.
+/// Credits the receiving side of a transfer on one of this shard's
+/// accounts, and answers once the credit is durable.
 impl Handler<ReceiveTransfer> for Coordinator {
     type Result = ResponseFuture<Result<(), LedgerError>>;
 
     fn handle(&mut self, msg: ReceiveTransfer, _ctx: &mut Self::Context) -> Self::Result {
-        let actor = self.spawn_account(msg.to);
+        let actor = self.actor_of(msg.to);
+        let log = Rc::clone(&self.log);
         Box::pin(async move {
-            let mut replies = actor
-                .send(ExecuteCommands {
-                    commands: vec![msg.command],
-                })
-                .await
-                .map_err(|_| LedgerError::ShuttingDown)?;
-            match replies.pop() {
-                Some(Ok(AccountReply::TransferReceived)) => Ok(()),
-                Some(Err(refused)) => Err(refused),
-                other => Err(LedgerError::Internal {
+            let reply = run_one(&actor, msg.command).await;
+            log.flush().await?;
+            match reply {
+                Ok(AccountReply::TransferReceived) => Ok(()),
+                Err(refused) => Err(refused),
+                Ok(other) => Err(LedgerError::Internal {
                     reason: format!("receiving a transfer got {other:?}"),
                 }),
             }
@@ -389,53 +492,42 @@ impl Handler<ReceiveTransfer> for Coordinator {
 }
 
 /// Answers a read-only question; unknown accounts answer as empty ones.
+/// Reads the account's cell directly: on this thread no actor is running
+/// while the coordinator is.
 impl Handler<AskAccount> for Coordinator {
-    type Result = ResponseFuture<Result<crate::messages::QueryReply, LedgerError>>;
+    type Result = Result<crate::messages::QueryReply, LedgerError>;
 
     fn handle(&mut self, msg: AskAccount, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some(poisoned) = self.journal.poisoned() {
-            return Box::pin(async move { Err(poisoned) });
+        if let Some(poisoned) = self.log.poisoned() {
+            return Err(poisoned);
         }
         match self.accounts.get(&msg.account) {
-            None => {
-                let answered = match self.dormant.get(&msg.account) {
-                    Some(state) => answer(state, &msg.query),
-                    None => answer(&AccountState::new(msg.account), &msg.query),
-                };
-                Box::pin(async move { answered })
-            }
-            Some(actor) => {
-                let asked = actor.send(msg);
-                Box::pin(async move { asked.await.unwrap_or(Err(LedgerError::ShuttingDown)) })
-            }
+            None => answer(&AccountState::new(msg.account), &msg.query),
+            Some(slot) => answer(&*borrow(&slot.state)?, &msg.query),
         }
     }
 }
 
 /// Copies out every account state of this shard.
 impl Handler<ExportAccounts> for Coordinator {
-    type Result = ResponseFuture<Result<Vec<AccountState>, LedgerError>>;
+    type Result = Result<Vec<AccountState>, LedgerError>;
 
     fn handle(&mut self, _msg: ExportAccounts, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some(poisoned) = self.journal.poisoned() {
-            return Box::pin(async move { Err(poisoned) });
+        if let Some(poisoned) = self.log.poisoned() {
+            return Err(poisoned);
         }
-        let exports: Vec<_> = self
-            .accounts
+        self.accounts
             .values()
-            .map(|a| a.send(ExportState))
-            .collect();
-        let mut states: Vec<AccountState> = self.dormant.values().cloned().collect();
-        Box::pin(async move {
-            for export in join_all(exports).await {
-                match export {
-                    Ok(state) => states.push(state),
-                    Err(_) => return Err(LedgerError::ShuttingDown),
-                }
-            }
-            Ok(states)
-        })
+            .map(|slot| borrow(&slot.state).map(|state| state.clone()))
+            .collect()
     }
+}
+
+/// Reads a cell; busy only through a bug, reported rather than panicking.
+fn borrow(cell: &AccountCell) -> Result<std::cell::Ref<'_, AccountState>, LedgerError> {
+    cell.try_borrow().map_err(|_| LedgerError::Internal {
+        reason: "an account state was borrowed for writing while being read".into(),
+    })
 }
 
 /// Turns an account's reply into what the caller of a batch sees.

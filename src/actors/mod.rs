@@ -3,3 +3,5 @@
 pub mod account;
 pub mod coordinator;
 pub mod payout;
+pub mod round;
+pub mod shard_log;
