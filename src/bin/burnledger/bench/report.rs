@@ -1,0 +1,149 @@
+//! What the bench prints: one JSON object (`--json`) or a short table, both
+//! on stdout; and the process's resident memory from `/proc/self/status`.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latency percentiles, in microseconds.
+#[derive(Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        Self {
+            p50: histogram.value_at_quantile(0.50),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        }
+    }
+}
+
+/// A bench run's results; the JSON field names are a contract.
+#[derive(Serialize)]
+pub struct Report {
+    pub workload: &'static str,
+    pub sync: String,
+    pub accounts: u64,
+    pub shards: usize,
+    pub in_flight: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub setup_seconds: f64,
+    /// Ops submitted in the timed phase.
+    pub ops: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    /// Ops refused or answered otherwise than expected; any makes the run fail.
+    pub errors: u64,
+    pub latency_us: Latency,
+    /// The process's peak resident memory (`VmHWM`) up to the end of the
+    /// engine run (setup included), read before the baseline runs.
+    pub peak_rss_bytes: Option<u64>,
+    /// Resident memory (`VmRSS`) at the end of the timed phase.
+    pub rss_end_bytes: Option<u64>,
+    pub baseline_ops: u64,
+    pub baseline_seconds: f64,
+    pub baseline_ops_per_sec: f64,
+    /// `ops_per_sec / baseline_ops_per_sec`.
+    pub ratio_to_baseline: f64,
+}
+
+/// Operations per second, guarded against a zero-length run.
+pub fn rate(ops: u64, seconds: f64) -> f64 {
+    ops as f64 / seconds.max(1e-9)
+}
+
+impl Report {
+    pub fn print(&self, json: bool) -> Result<(), String> {
+        if json {
+            let text = serde_json::to_string(self).map_err(|e| format!("JSON report: {e}"))?;
+            println!("{text}");
+            return Ok(());
+        }
+        let mib = |bytes: Option<u64>| {
+            bytes.map_or("unknown".to_string(), |b| {
+                format!("{:.1}", b as f64 / (1024.0 * 1024.0))
+            })
+        };
+        let l = &self.latency_us;
+        let rows = [
+            ("workload", self.workload.to_string()),
+            ("sync", self.sync.clone()),
+            ("accounts", self.accounts.to_string()),
+            ("shards", self.shards.to_string()),
+            ("in-flight", self.in_flight.to_string()),
+            ("batch", self.batch.to_string()),
+            ("ops", self.ops.to_string()),
+            ("seconds", format!("{:.3}", self.seconds)),
+            ("ops/s", format!("{:.0}", self.ops_per_sec)),
+            ("errors", self.errors.to_string()),
+            (
+                "latency µs",
+                format!(
+                    "p50 {}  p99 {}  p99.9 {}  max {}",
+                    l.p50, l.p99, l.p999, l.max
+                ),
+            ),
+            ("peak RSS MiB", mib(self.peak_rss_bytes)),
+            (
+                "baseline ops/s",
+                format!("{:.0}", self.baseline_ops_per_sec),
+            ),
+            ("ratio", format!("{:.3}", self.ratio_to_baseline)),
+        ];
+        for (name, value) in rows {
+            println!("{name:<16}{value}");
+        }
+        Ok(())
+    }
+}
+
+/// The process's resident memory, in bytes, from `/proc/self/status`.
+pub struct Resident {
+    /// `VmHWM`, the peak so far. The kernel updates it lazily, so it is
+    /// raised to at least `now`.
+    pub peak: u64,
+    /// `VmRSS`, now.
+    pub now: u64,
+}
+
+impl Resident {
+    /// `None` where there is no such file (not Linux).
+    pub fn read() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let now = kib_field(&status, "VmRSS")? * 1024;
+        let peak = kib_field(&status, "VmHWM").map_or(now, |kib| (kib * 1024).max(now));
+        Some(Self { peak, now })
+    }
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn kib_field(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_resident_memory() {
+        if cfg!(target_os = "linux") {
+            let resident = Resident::read().expect("/proc/self/status");
+            assert!(resident.peak >= resident.now && resident.now > 0);
+        }
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(kib_field(status, "VmHWM"), Some(2048));
+        assert_eq!(kib_field(status, "VmRSS"), Some(1024));
+        assert_eq!(kib_field(status, "VmSwap"), None);
+    }
+}
