@@ -13,7 +13,7 @@
 //!   withdrawal records and no events, one element per cycle.
 //!
 //! Each timed batch starts from a clone of the freshly funded account (made
-//! in criterion's untimed setup), so the per-account withdrawal map holds at
+//! in criterion's untimed setup), so the account's withdrawal list holds at
 //! most `CYCLES` records instead of growing across the whole run. The ratio
 //! `baseline / request_complete_cycle` is the price of the rules, the
 //! withdrawal records and the events over bare arithmetic.

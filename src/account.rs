@@ -6,8 +6,10 @@
 //! event and applies it, so a rejection never changes anything.
 
 use std::collections::HashMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{AmountProblem, LedgerError};
 use crate::event::Event;
@@ -126,6 +128,12 @@ pub struct ApplyError {
     pub reason: String,
 }
 
+/// An account's idempotency keys: foldhash, randomly seeded per process
+/// (callers choose the keys), 8 bytes of hasher state instead of std's 16.
+/// Serialized exactly like a std `HashMap`: serde writes the entries, never
+/// the hasher.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One account: balances per currency, withdrawals, idempotency keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -136,10 +144,10 @@ pub struct AccountState {
     balances: Vec<BalanceEntry>,
     /// Every withdrawal of this account by sequence number, terminal ones too,
     /// so phase 3 and queries work for the withdrawal's whole life.
-    withdrawals: HashMap<u64, WithdrawalRecord>,
+    withdrawals: Withdrawals,
     /// Withdrawals currently holding a lock (pending), for the per-account cap.
     withdrawals_locking: u32,
-    idempotency: HashMap<IdempotencyKey, KeyRecord>,
+    idempotency: Map<IdempotencyKey, KeyRecord>,
     /// Live-only, like `BalanceEntry::held`.
     #[serde(skip)]
     held_transfers: Vec<HeldTransfer>,
@@ -151,9 +159,9 @@ impl AccountState {
             id,
             next_sequence: 1,
             balances: Vec::new(),
-            withdrawals: HashMap::new(),
+            withdrawals: Withdrawals::default(),
             withdrawals_locking: 0,
-            idempotency: HashMap::new(),
+            idempotency: Map::default(),
             held_transfers: Vec::new(),
         }
     }
@@ -185,11 +193,37 @@ impl AccountState {
         self.withdrawal_record(tx).ok()
     }
 
-    /// All withdrawals with their ids, in no particular order.
+    /// All withdrawals with their ids, oldest first.
     pub fn withdrawals(&self) -> impl Iterator<Item = (TransactionId, &WithdrawalRecord)> + '_ {
         self.withdrawals
             .iter()
-            .map(|(seq, record)| (TransactionId::new(self.id, *seq), record))
+            .map(|(seq, record)| (TransactionId::new(self.id, seq), record))
+    }
+
+    /// Reads what applying an event of `tx` to this account reads first —
+    /// its first balance, the withdrawal's slot — and returns a value
+    /// computed from it. Replay calls it for events a few places ahead of
+    /// the one it applies, so that the cache misses of several accounts
+    /// overlap instead of coming one after another; the value only keeps
+    /// the reads from being optimized away.
+    pub(crate) fn warm(&self, tx: TransactionId) -> u64 {
+        let balance = self.balances.first().map_or(0, |b| b.available as u64);
+        let withdrawal = self
+            .withdrawals
+            .warm(tx.sequence())
+            .map_or(0, |record| record.amount as u64);
+        balance ^ withdrawal
+    }
+
+    /// Like [`warm`](Self::warm), for what [`check_invariants`] reads: the
+    /// first balance, the first and the last withdrawal.
+    ///
+    /// [`check_invariants`]: Self::check_invariants
+    pub(crate) fn warm_all(&self) -> u64 {
+        let balance = self.balances.first().map_or(0, |b| b.available as u64);
+        let amount =
+            |record: Option<&(u64, WithdrawalRecord)>| record.map_or(0, |(_, r)| r.amount as u64);
+        balance ^ amount(self.withdrawals.0.first()) ^ amount(self.withdrawals.0.last())
     }
 
     /// Phase 0: credit `amount` to available.
@@ -498,10 +532,12 @@ impl AccountState {
                 key,
                 ..
             } if owner => {
-                if self.withdrawals.contains_key(&tx.sequence()) {
+                // One search: where it goes is kept while the balance is
+                // checked (a different field), then filled.
+                let Err(slot) = self.withdrawals.search(tx.sequence()) else {
                     return Err(fail("a withdrawal with this id already exists"));
-                }
-                let entry = self.entry_mut(*currency);
+                };
+                let entry = entry_in(&mut self.balances, *currency);
                 if entry.available < *amount {
                     return Err(fail("available is below the withdrawal amount"));
                 }
@@ -512,7 +548,7 @@ impl AccountState {
                     amount: *amount,
                     status: WithdrawalStatus::Pending,
                 };
-                self.withdrawals.insert(tx.sequence(), record);
+                self.withdrawals.insert_at(slot, tx.sequence(), record);
                 self.withdrawals_locking += 1;
                 self.note_transaction(
                     tx,
@@ -524,31 +560,21 @@ impl AccountState {
                 );
             }
             Event::WithdrawalCompleted { .. } if owner => {
-                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
-                let entry = self.entry_mut(currency);
-                entry.burned = entry
-                    .burned
-                    .checked_add(amount)
-                    .ok_or_else(|| fail("burned total overflow"))?;
-                self.set_status(tx, WithdrawalStatus::Completed);
+                self.end_lock(tx, WithdrawalStatus::Completed)
+                    .map_err(&fail)?;
             }
             Event::WithdrawalFailed { reason, .. } if owner => {
-                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
-                self.entry_mut(currency).available += amount;
-                self.set_status(
-                    tx,
-                    WithdrawalStatus::Failed {
-                        reason: reason.clone(),
-                    },
-                );
+                let status = WithdrawalStatus::Failed {
+                    reason: reason.clone(),
+                };
+                self.end_lock(tx, status).map_err(&fail)?;
             }
             Event::WithdrawalCancelled { .. } if owner => {
                 if !matches!(self.withdrawal_status(tx), Some(WithdrawalStatus::Pending)) {
                     return Err(fail("only a pending withdrawal can be cancelled"));
                 }
-                let (currency, amount) = self.release_lock(tx).map_err(&fail)?;
-                self.entry_mut(currency).available += amount;
-                self.set_status(tx, WithdrawalStatus::Cancelled);
+                self.end_lock(tx, WithdrawalStatus::Cancelled)
+                    .map_err(&fail)?;
             }
             Event::Transferred {
                 to,
@@ -603,7 +629,7 @@ impl AccountState {
             Event::WithdrawalReturned { reason, .. } if owner => {
                 let record = self
                     .withdrawals
-                    .get(&tx.sequence())
+                    .get(tx.sequence())
                     .filter(|r| r.status == WithdrawalStatus::Completed)
                     .ok_or_else(|| fail("only a completed withdrawal can be returned"))?;
                 let (currency, amount) = (record.currency, record.amount);
@@ -630,18 +656,33 @@ impl AccountState {
 
     /// Checks invariants 1 and 2 of the design on this account.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut locked_by_withdrawals: Vec<(CurrencyCode, Units)> = Vec::new();
+        // What the withdrawals holding a lock add up to, per balance entry
+        // (same index); on the stack for the usual few currencies.
+        let mut few = [0 as Units; 4];
+        let mut many = Vec::new();
+        let locked_by_withdrawals: &mut [Units] = match few.get_mut(..self.balances.len()) {
+            Some(few) => few,
+            None => {
+                many.resize(self.balances.len(), 0);
+                &mut many
+            }
+        };
         let mut locking = 0u32;
-        for record in self.withdrawals.values() {
-            if record.status.holds_lock() {
-                locking += 1;
-                match locked_by_withdrawals
-                    .iter_mut()
-                    .find(|(c, _)| *c == record.currency.code)
-                {
-                    Some((_, sum)) => *sum += record.amount,
-                    None => locked_by_withdrawals.push((record.currency.code, record.amount)),
+        let mut never_held = None;
+        for (_, record) in self.withdrawals.iter() {
+            if !record.status.holds_lock() {
+                continue;
+            }
+            locking += 1;
+            let code = record.currency.code;
+            match self.balances.iter().position(|b| b.currency.code == code) {
+                Some(index) => {
+                    let sum = &mut locked_by_withdrawals[index];
+                    *sum = sum.checked_add(record.amount).ok_or_else(|| {
+                        format!("account {}: pending {code} withdrawals overflow", self.id)
+                    })?;
                 }
+                None => never_held = never_held.or(Some(code)),
             }
         }
         if locking != self.withdrawals_locking {
@@ -650,7 +691,7 @@ impl AccountState {
                 self.id, locking, self.withdrawals_locking
             ));
         }
-        for entry in &self.balances {
+        for (entry, &expected) in self.balances.iter().zip(locked_by_withdrawals.iter()) {
             let code = entry.currency.code;
             if entry.available < 0 || entry.locked < 0 || entry.held < 0 {
                 return Err(format!(
@@ -658,10 +699,6 @@ impl AccountState {
                     self.id
                 ));
             }
-            let expected = locked_by_withdrawals
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map_or(0, |(_, sum)| *sum);
             if entry.locked != expected {
                 return Err(format!(
                     "account {} {code}: locked {} but pending withdrawals sum to {expected}",
@@ -669,13 +706,11 @@ impl AccountState {
                 ));
             }
         }
-        for (code, _) in &locked_by_withdrawals {
-            if !self.balances.iter().any(|b| b.currency.code == *code) {
-                return Err(format!(
-                    "account {}: withdrawals lock {code} it never held",
-                    self.id
-                ));
-            }
+        if let Some(code) = never_held {
+            return Err(format!(
+                "account {}: withdrawals lock {code} it never held",
+                self.id
+            ));
         }
         Ok(())
     }
@@ -772,52 +807,56 @@ impl AccountState {
             return Err(LedgerError::UnknownWithdrawal { transaction_id: tx });
         }
         self.withdrawals
-            .get(&tx.sequence())
+            .get(tx.sequence())
             .ok_or(LedgerError::UnknownWithdrawal { transaction_id: tx })
     }
 
-    /// Ends a pending withdrawal's lock; returns its currency and amount.
-    fn release_lock(&mut self, tx: TransactionId) -> Result<(Currency, Units), &'static str> {
+    /// Ends a withdrawal's lock with its terminal `status`: completed burns
+    /// the locked amount, failed and cancelled return it to available. One
+    /// search; everything is checked before anything changes.
+    fn end_lock(
+        &mut self,
+        tx: TransactionId,
+        status: WithdrawalStatus,
+    ) -> Result<(), &'static str> {
         let record = self
             .withdrawals
-            .get(&tx.sequence())
+            .get_mut(tx.sequence())
             .ok_or("unknown withdrawal")?;
         if !record.status.holds_lock() {
             return Err("the withdrawal is not pending");
         }
-        let (currency, amount) = (record.currency, record.amount);
-        let entry = self.entry_mut(currency);
+        let amount = record.amount;
+        let entry = entry_in(&mut self.balances, record.currency);
         if entry.locked < amount {
             return Err("locked is below the withdrawal amount");
         }
+        if status == WithdrawalStatus::Completed {
+            entry.burned = entry
+                .burned
+                .checked_add(amount)
+                .ok_or("burned total overflow")?;
+        } else {
+            entry.available += amount;
+        }
         entry.locked -= amount;
         self.withdrawals_locking -= 1;
-        Ok((currency, amount))
+        record.status = status;
+        Ok(())
     }
 
     fn withdrawal_status(&self, tx: TransactionId) -> Option<&WithdrawalStatus> {
-        self.withdrawals.get(&tx.sequence()).map(|r| &r.status)
+        self.withdrawals.get(tx.sequence()).map(|r| &r.status)
     }
 
     fn set_status(&mut self, tx: TransactionId, status: WithdrawalStatus) {
-        if let Some(record) = self.withdrawals.get_mut(&tx.sequence()) {
+        if let Some(record) = self.withdrawals.get_mut(tx.sequence()) {
             record.status = status;
         }
     }
 
     fn entry_mut(&mut self, currency: Currency) -> &mut BalanceEntry {
-        let index = match self
-            .balances
-            .iter()
-            .position(|b| b.currency.code == currency.code)
-        {
-            Some(index) => index,
-            None => {
-                self.balances.push(BalanceEntry::new(currency));
-                self.balances.len() - 1
-            }
-        };
-        &mut self.balances[index]
+        entry_in(&mut self.balances, currency)
     }
 
     /// Applies an event that this account's own checks just allowed. A
@@ -828,6 +867,123 @@ impl AccountState {
             reason: e.to_string(),
         })
     }
+}
+
+/// An account's withdrawals by sequence number, as one vector sorted by it.
+///
+/// Sequence numbers are handed out in increasing order, so a new
+/// withdrawal goes at the end; a lookup is a binary search. Compared with a
+/// hash map this keeps an account's withdrawals in one allocation sized to
+/// them (a map keeps up to twice the slots, plus control bytes), needs no
+/// hashing, and walks them in order. Serialized exactly as the
+/// `HashMap<u64, WithdrawalRecord>` it replaced: a map of its entries
+/// (which a hash map wrote in no particular order), so snapshots read and
+/// write the same bytes as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Withdrawals(Vec<(u64, WithdrawalRecord)>);
+
+impl Withdrawals {
+    /// `Ok(index)` of `seq`, or `Err(index)` where it would go.
+    fn search(&self, seq: u64) -> Result<usize, usize> {
+        // The newest withdrawal is asked for most: try the end first.
+        match self.0.last() {
+            Some(&(last, _)) if last < seq => Err(self.0.len()),
+            Some(&(last, _)) if last == seq => Ok(self.0.len() - 1),
+            _ => self.0.binary_search_by_key(&seq, |(s, _)| *s),
+        }
+    }
+
+    fn get(&self, seq: u64) -> Option<&WithdrawalRecord> {
+        let index = self.search(seq).ok()?;
+        Some(&self.0[index].1)
+    }
+
+    fn get_mut(&mut self, seq: u64) -> Option<&mut WithdrawalRecord> {
+        let index = self.search(seq).ok()?;
+        Some(&mut self.0[index].1)
+    }
+
+    /// Like [`get`](Self::get), for [`AccountState::warm`]: reads the
+    /// entries a search for `seq` reads.
+    fn warm(&self, seq: u64) -> Option<&WithdrawalRecord> {
+        self.get(seq)
+            .or_else(|| self.0.last().map(|(_, record)| record))
+    }
+
+    /// Puts `seq` at `index`, which [`search`](Self::search) gave for it.
+    /// Grows by half when full rather than doubling: accounts hold a few
+    /// withdrawals each, and millions of accounts stay in memory.
+    fn insert_at(&mut self, index: usize, seq: u64, record: WithdrawalRecord) {
+        debug_assert_eq!(self.search(seq), Err(index));
+        if self.0.len() == self.0.capacity() {
+            self.0.reserve_exact((self.0.len() / 2).max(2));
+        }
+        self.0.insert(index, (seq, record));
+    }
+
+    /// Oldest first.
+    fn iter(&self) -> impl ExactSizeIterator<Item = (u64, &WithdrawalRecord)> + '_ {
+        self.0.iter().map(|(seq, record)| (*seq, record))
+    }
+}
+
+impl Serialize for Withdrawals {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(seq, record)| (seq, record)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Withdrawals {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Withdrawals;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of withdrawals by sequence number")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Withdrawals, A::Error> {
+                // Like serde's own maps: trust a length hint only so far.
+                let hint = map.size_hint().unwrap_or(0).min(4096);
+                let mut entries: Vec<(u64, WithdrawalRecord)> = Vec::with_capacity(hint);
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                // A hash map keeps the last of repeated keys; so does this
+                // (the stable sort keeps them in order, then every run of
+                // one key is reduced to its last entry).
+                entries.sort_by_key(|(seq, _)| *seq);
+                entries.reverse();
+                entries.dedup_by_key(|(seq, _)| *seq);
+                entries.reverse();
+                Ok(Withdrawals(entries))
+            }
+        }
+
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// The balance in `currency` among `balances`, added at zero if missing.
+/// A free function so that callers can hold it next to a borrow of another
+/// field. Grows the vector one entry at a time: most accounts hold one
+/// currency, and `Vec`'s default first allocation (room for 4 entries of 96
+/// bytes) would make that one balance cost four times its size.
+fn entry_in(balances: &mut Vec<BalanceEntry>, currency: Currency) -> &mut BalanceEntry {
+    let index = match balances
+        .iter()
+        .position(|b| b.currency.code == currency.code)
+    {
+        Some(index) => index,
+        None => {
+            balances.reserve_exact(1);
+            balances.push(BalanceEntry::new(currency));
+            balances.len() - 1
+        }
+    };
+    &mut balances[index]
 }
 
 /// Adds to a balance, refusing to pass [`BALANCE_UNITS_MAX`].
@@ -954,6 +1110,116 @@ mod tests {
             .unwrap();
         assert!(again.event.is_none(), "a repeated return changes nothing");
         assert_eq!(replayed(&log), account);
+    }
+
+    fn record(amount: Units, status: WithdrawalStatus) -> WithdrawalRecord {
+        WithdrawalRecord {
+            currency: usd(),
+            amount,
+            status,
+        }
+    }
+
+    #[test]
+    fn withdrawals_encode_exactly_like_the_hash_map_they_replaced() {
+        let config = bincode::config::standard();
+        let entries = [
+            (3, record(300, WithdrawalStatus::Completed)),
+            (9, record(900, WithdrawalStatus::Pending)),
+            (
+                12,
+                record(
+                    1_200,
+                    WithdrawalStatus::Failed {
+                        reason: "no".into(),
+                    },
+                ),
+            ),
+        ];
+        // One entry: the bytes are the same.
+        let one = Withdrawals(entries[..1].to_vec());
+        let map: HashMap<u64, WithdrawalRecord> = entries[..1].iter().cloned().collect();
+        assert_eq!(
+            bincode::serde::encode_to_vec(&one, config).unwrap(),
+            bincode::serde::encode_to_vec(&map, config).unwrap()
+        );
+        // Several: a map's bytes (in its own order) read back sorted, and
+        // ours read back as the same map.
+        let map: HashMap<u64, WithdrawalRecord> = entries.iter().cloned().collect();
+        let from_map = bincode::serde::encode_to_vec(&map, config).unwrap();
+        let (read, _): (Withdrawals, _) =
+            bincode::serde::decode_from_slice(&from_map, config).unwrap();
+        assert_eq!(read, Withdrawals(entries.to_vec()));
+        let ours = bincode::serde::encode_to_vec(&read, config).unwrap();
+        let (as_map, _): (HashMap<u64, WithdrawalRecord>, _) =
+            bincode::serde::decode_from_slice(&ours, config).unwrap();
+        assert_eq!(as_map, map);
+        assert_eq!(ours.len(), from_map.len());
+    }
+
+    #[test]
+    fn a_repeated_withdrawal_key_keeps_the_last_entry_like_a_hash_map() {
+        let config = bincode::config::standard();
+        // Hand-made map bytes: 3 entries, key 5 twice.
+        let mut bytes = vec![3];
+        for (seq, amount) in [(5u64, 1), (2, 2), (5, 3)] {
+            bytes.extend(bincode::serde::encode_to_vec(seq, config).unwrap());
+            let entry = record(amount, WithdrawalStatus::Pending);
+            bytes.extend(bincode::serde::encode_to_vec(&entry, config).unwrap());
+        }
+        let (map, _): (HashMap<u64, WithdrawalRecord>, _) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        let (ours, _): (Withdrawals, _) =
+            bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(ours.iter().map(|(seq, _)| seq).collect::<Vec<_>>(), [2, 5]);
+        assert_eq!(ours.get(5), map.get(&5));
+        assert_eq!(ours.get(5).map(|r| r.amount), Some(3));
+    }
+
+    #[test]
+    fn withdrawals_logged_out_of_order_are_still_found() {
+        let mut account = AccountState::new(7);
+        account
+            .apply(&Event::Deposited {
+                tx: TransactionId::new(7, 1),
+                currency: usd(),
+                amount: 10_000,
+                key: None,
+            })
+            .unwrap();
+        for seq in [9, 4, 6, 2] {
+            account
+                .apply(&Event::WithdrawalRequested {
+                    tx: TransactionId::new(7, seq),
+                    currency: usd(),
+                    amount: seq.into(),
+                    key: None,
+                })
+                .unwrap();
+        }
+        let seqs: Vec<u64> = account.withdrawals().map(|(tx, _)| tx.sequence()).collect();
+        assert_eq!(seqs, [2, 4, 6, 9]);
+        for seq in [2, 4, 6, 9] {
+            let tx = TransactionId::new(7, seq);
+            assert_eq!(
+                account.withdrawal(tx).unwrap().status,
+                WithdrawalStatus::Pending
+            );
+            account.apply(&Event::WithdrawalCompleted { tx }).unwrap();
+        }
+        let again = Event::WithdrawalRequested {
+            tx: TransactionId::new(7, 4),
+            currency: usd(),
+            amount: 1,
+            key: None,
+        };
+        assert!(
+            account.apply(&again).is_err(),
+            "a withdrawal id is used once"
+        );
+        assert!(account.withdrawal(TransactionId::new(7, 5)).is_err());
+        account.check_invariants().unwrap();
+        assert_eq!(account.balance(usd()).burned, 21);
     }
 
     #[test]

@@ -29,13 +29,9 @@ pub struct Journal {
 
 struct Log {
     wal: WalHandle,
-    /// Highest LSN known durable; the checkpointer snapshots up to it.
+    /// Highest LSN known durable; a checkpointer rebuilding from disk
+    /// reads up to it.
     durable_lsn: AtomicU64,
-    /// Events appended since the checkpointer was last nudged.
-    events_since_nudge: AtomicU64,
-    /// Nudge the checkpointer after this many events.
-    nudge_every_events: u64,
-    nudge: Box<dyn Fn() + Send + Sync>,
     /// Set by the first failed append; never cleared (only a restart, which
     /// replays the log, recovers).
     poisoned: OnceLock<String>,
@@ -47,22 +43,13 @@ impl Journal {
         Self::default()
     }
 
-    /// A journal over an open WAL writer. `nudge` is called (from an actor
-    /// thread, so it must not block) after every `nudge_every_events`
-    /// events; `durable_lsn` starts at the last recovered LSN.
-    pub fn logged(
-        wal: WalHandle,
-        durable_lsn: u64,
-        nudge_every_events: u64,
-        nudge: impl Fn() + Send + Sync + 'static,
-    ) -> Self {
+    /// A journal over an open WAL writer; `durable_lsn` starts at the last
+    /// recovered LSN.
+    pub fn logged(wal: WalHandle, durable_lsn: u64) -> Self {
         Self {
             log: Some(Arc::new(Log {
                 wal,
                 durable_lsn: AtomicU64::new(durable_lsn),
-                events_since_nudge: AtomicU64::new(0),
-                nudge_every_events: nudge_every_events.max(1),
-                nudge: Box::new(nudge),
                 poisoned: OnceLock::new(),
             })),
         }
@@ -101,15 +88,7 @@ impl Journal {
         let Some(log) = &self.log else {
             return Either::Left(ready(Ok(())));
         };
-        let count = events.len() as u64;
         let written = log.wal.append(events);
-        if count > 0 {
-            let since = log.events_since_nudge.fetch_add(count, Ordering::Relaxed) + count;
-            if since >= log.nudge_every_events {
-                log.events_since_nudge.store(0, Ordering::Relaxed);
-                (log.nudge)();
-            }
-        }
         let log = Arc::clone(log);
         Either::Right(async move {
             match written.await {

@@ -22,7 +22,7 @@ use crate::account::AccountState;
 use crate::actors::coordinator::{shard_of, Coordinator, CoordinatorSettings, Peers};
 use crate::actors::payout::PayoutActor;
 use crate::audit::{audit, Audit};
-use crate::checkpoint::{write_snapshot, CheckpointSettings, Checkpointer};
+use crate::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::config::Config;
 use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -516,26 +516,24 @@ impl Ledger {
         }
         // Flush the log, then leave a snapshot so the next open is quick.
         let checkpointer = self.inner.checkpointer.lock().take();
-        if let (Some(mut checkpointer), Some(wal), Some(dir)) = (
-            checkpointer,
-            self.inner.journal.wal().cloned(),
-            self.inner.config.data_dir.clone(),
-        ) {
-            let currencies = self.inner.currencies.clone();
-            let kept = self.inner.config.snapshots_kept;
+        if let (Some(mut checkpointer), Some(wal)) =
+            (checkpointer, self.inner.journal.wal().cloned())
+        {
             let poisoned = self.inner.journal.poisoned().is_some();
             let (done_tx, done_rx) = oneshot::channel();
             // Blocking file work, off the caller's async thread.
             let spawned = std::thread::Builder::new()
                 .name("burnledger-shutdown".into())
                 .spawn(move || {
-                    checkpointer.stop();
+                    // The writer hands the checkpointer its last events as it
+                    // stops; then the checkpointer writes the final snapshot.
                     let flushed = wal.shutdown();
                     if flushed.is_ok() && !poisoned {
-                        if let Err(error) = write_snapshot(&dir, &currencies, None, kept) {
+                        if let Err(error) = checkpointer.finish() {
                             eprintln!("burnledger: snapshot at shutdown failed: {error}");
                         }
                     }
+                    checkpointer.stop();
                     let _ = done_tx.send(());
                 });
             if spawned.is_ok() {
@@ -816,34 +814,41 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     })?;
     let recovered = rebuild(&dir, currencies, ReplayMode::Recover)?;
     let report = recovered.report;
+    // The checkpointer reads the journal's durable LSN, and the WAL writer
+    // (under the journal) feeds the checkpointer: tie the knot through a
+    // cell set just below.
+    let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
+    let reader = Arc::clone(&journal_cell);
+    let (checkpointer, follower) = Checkpointer::start(
+        CheckpointSettings {
+            data_dir: dir.clone(),
+            currencies: currencies.clone(),
+            interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
+            every_events: config.snapshot_every_events,
+            snapshots_kept: config.snapshots_kept,
+            durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
+        },
+        // The checkpointer's own copy of the state: it follows the log from
+        // here.
+        Start {
+            accounts: recovered.accounts.clone(),
+            payouts: recovered.payouts.clone(),
+            lsn: report.last_lsn,
+            last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
+        },
+    )
+    .map_err(|e| OpenError::Start(e.to_string()))?;
     let wal = WalHandle::open(
         WalConfig {
             sync: config.sync,
             segment_bytes_max: config.wal_segment_bytes_max,
             fail_point: config.wal_fail_point.clone(),
+            follower: Some(follower),
             ..WalConfig::new(&dir)
         },
         report.next_lsn,
     )?;
-    // The checkpointer reads the journal's durable LSN and the journal
-    // nudges the checkpointer: tie the knot through a cell set just below.
-    let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
-    let reader = Arc::clone(&journal_cell);
-    let (checkpointer, nudge) = Checkpointer::start(CheckpointSettings {
-        data_dir: dir.clone(),
-        currencies: currencies.clone(),
-        interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
-        snapshots_kept: config.snapshots_kept,
-        durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
-        last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
-    })
-    .map_err(|e| OpenError::Start(e.to_string()))?;
-    let journal = Journal::logged(
-        wal,
-        report.last_lsn,
-        config.snapshot_every_events,
-        move || nudge.send(),
-    );
+    let journal = Journal::logged(wal, report.last_lsn);
     let _ = journal_cell.set(journal.clone());
     Ok(Some(Durable {
         journal,

@@ -31,8 +31,9 @@
 //! With a data folder ([`Config::data_dir`]) every change is an event in a
 //! write-ahead log, group-committed by one writer thread; in sync mode
 //! `fsync` (the default) a call returns only after its record is on disk.
-//! Snapshots are built in the background from the last snapshot plus the
-//! log, never by pausing the engine. Opening a folder recovers the newest
+//! Snapshots are built in the background by a checkpointer that follows
+//! the log (the writer hands it every written batch) in its own copy of the
+//! state, never by pausing the engine. Opening a folder recovers the newest
 //! valid snapshot plus the log after it, cuts a torn tail, refuses a
 //! corrupt record (naming file and offset), and checks the invariants. A
 //! failed write or fsync poisons the ledger: writes are refused until a
@@ -61,8 +62,13 @@
 //! - `operation.rs` — the operations a caller submits.
 //! - `audit.rs` — invariant checks over account states.
 //! - `messages.rs` — every actor message.
-//! - `actors/account.rs` — the actor owning one account.
-//! - `actors/coordinator.rs` — one per shard: account directory, routing.
+//! - `actors/account.rs` — the actor owning one account (started on use,
+//!   stopped when idle; its state cell stays with the coordinator).
+//! - `actors/coordinator.rs` — one per shard: account directory, routing,
+//!   batches in rounds, idle-actor sweeps.
+//! - `actors/round.rs` — gathering one round's replies from account actors.
+//! - `actors/shard_log.rs` — a shard's events on their way to the journal:
+//!   one append per round.
 //! - `actors/payout.rs` — the payout actor: batches, submits, settles,
 //!   retries unknown outcomes, reconciles after a restart.
 //! - `payment.rs` — the `PaymentService` trait and `SimulatedBank`.
@@ -72,12 +78,14 @@
 //!   group-commit writer thread, replay (see its own Layout).
 //! - `snapshot.rs` — snapshot files: write (temp, fsync, rename), read, prune.
 //! - `recovery.rs` — rebuilding account states: snapshot, then WAL.
-//! - `checkpoint.rs` — the background thread that writes snapshots.
+//! - `checkpoint.rs` — the background thread that follows the log and
+//!   writes snapshots.
 //! - `ledger.rs` — the public [`Ledger`] handle and the engine's threads.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes,
 //!   JSON bodies, error statuses, bearer-token auth, metrics.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`, `serve`, `bench --http`; it uses only the public API.
+//!   `verify`, `serve`, `bench` (embedded workloads, or `--http URL`); it
+//!   uses only the public API.
 
 #![forbid(unsafe_code)]
 

@@ -84,12 +84,13 @@ pub struct ExecuteBatch {
     pub ops: Vec<(AccountId, AccountCommand)>,
 }
 
-/// Coordinator to coordinator: credit the receiving side of a transfer.
+/// Coordinator to coordinator: credit the receiving sides of a round's
+/// transfers on this shard's accounts (`ReceiveTransfer` commands); one
+/// answer each, in order, once the credits are durable.
 #[derive(Message)]
-#[rtype(result = "Result<(), LedgerError>")]
-pub struct ReceiveTransfer {
-    pub to: AccountId,
-    pub command: AccountCommand,
+#[rtype(result = "Vec<Result<(), LedgerError>>")]
+pub struct ReceiveTransfers {
+    pub credits: Vec<(AccountId, AccountCommand)>,
 }
 
 /// Read-only questions about one account.

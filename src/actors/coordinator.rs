@@ -31,8 +31,8 @@ use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
-    AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExportAccounts, ReceiveTransfer,
-    WithdrawalQueued,
+    AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExportAccounts, ReceiveTransfers,
+    ShardBatch, WithdrawalQueued,
 };
 use crate::money::{Currency, Units};
 use crate::receipts::Outcome;
@@ -324,9 +324,9 @@ fn is_transfer(command: &AccountCommand) -> bool {
     matches!(command, AccountCommand::HoldTransfer { .. })
 }
 
-/// Step 1 on every account of the round, then the receiving side of each
-/// transfer held in step 1, then step 3 back at each transfer's source;
-/// last, one flush of the shard's log: the round's answers are given only
+/// Step 1 on every account of the round, then one flush of the shard's
+/// log, then the receiving side of each transfer held in step 1, then step
+/// 3 back at each transfer's source. The round's answers are given only
 /// once its events are durable.
 async fn run_round(
     groups: Vec<AccountGroup>,
@@ -367,10 +367,16 @@ async fn run_round(
             (reply, _) => answered.push((index, reply.and_then(into_outcome))),
         }
     }
+    // Hand this round's events to the journal now, before any receiver logs
+    // a transfer: a transfer's event must follow, in the log, the events its
+    // source's funds came from (a deposit earlier in this very round, say),
+    // or replay would find the source short. Handing over is synchronous;
+    // durability is awaited below.
+    let durable = log.flush();
     if !held.is_empty() {
         answered.extend(finish_transfers(held, peers).await);
     }
-    let durable = log.flush().await;
+    let durable = durable.await;
     for (index, answer) in answered {
         results[index] = Some(match &durable {
             Ok(()) => answer,
@@ -380,52 +386,115 @@ async fn run_round(
     }
 }
 
-/// Steps 2 and 3 of the transfers held in a round.
+/// Steps 2 and 3 of the transfers held in a round: one message per
+/// receiving shard with all its credits, then one per source account with
+/// all its finishes.
 async fn finish_transfers(
     held: Vec<PendingTransfer>,
     peers: &Peers,
 ) -> Vec<(usize, Result<Outcome, LedgerError>)> {
-    let receipts = held.iter().map(|t| receive(peers, t));
-    let received = join_all(receipts).await;
-    let finishes = held
-        .into_iter()
-        .zip(received)
-        .map(|(t, received)| async move {
-            let outcome = match received {
-                // Unknown whether the receiver credited (it was stopping):
-                // keep the funds held. The log decides on restart, where both
-                // sides of the one transfer event apply, or neither.
-                Err(LedgerError::ShuttingDown) => Err(LedgerError::ShuttingDown),
-                received => {
-                    let command = AccountCommand::FinishTransfer {
-                        tx: t.tx,
-                        received: received.is_ok(),
-                    };
-                    match (received, run_one(&t.source, command).await) {
-                        (Err(refused), _) => Err(refused),
-                        (Ok(()), finished) => finished.and_then(into_outcome),
-                    }
+    let received = receive_all(&held, peers).await;
+    let mut finishes: Vec<AccountGroup> = Vec::new();
+    let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
+    let mut answered = Vec::new();
+    for (t, received) in held.into_iter().zip(received) {
+        let command = match received {
+            // Unknown whether the receiver credited (it was stopping): keep
+            // the funds held. The log decides on restart, where both sides
+            // of the one transfer event apply, or neither.
+            Err(LedgerError::ShuttingDown) => {
+                answered.push((t.index, Err(LedgerError::ShuttingDown)));
+                continue;
+            }
+            // Refused at the receiver: the source gets its funds back and
+            // the caller the receiver's reason.
+            Err(refused) => {
+                answered.push((t.index, Err(refused)));
+                AccountCommand::FinishTransfer {
+                    tx: t.tx,
+                    received: false,
                 }
-            };
-            (t.index, outcome)
+            }
+            Ok(()) => AccountCommand::FinishTransfer {
+                tx: t.tx,
+                received: true,
+            },
+        };
+        // A refused transfer's finish answers to nobody: its position is
+        // already answered, so it runs under a position nobody reads.
+        let index = match &command {
+            AccountCommand::FinishTransfer { received: true, .. } => t.index,
+            _ => usize::MAX,
+        };
+        let group = *group_of.entry(t.tx.account()).or_insert_with(|| {
+            finishes.push(AccountGroup {
+                actor: t.source.clone(),
+                commands: Vec::new(),
+            });
+            finishes.len() - 1
         });
-    join_all(finishes).await
+        finishes[group].commands.push((index, command));
+    }
+    let commands = finishes.iter().map(|g| g.commands.len()).sum();
+    let round = RoundReplies::expecting(finishes.len(), commands);
+    for group in finishes {
+        group
+            .actor
+            .do_send(RunCommands::new(group.commands, round.clone()));
+    }
+    for (index, finished) in round.all().await {
+        if index != usize::MAX {
+            answered.push((index, finished.and_then(into_outcome)));
+        }
+    }
+    answered
 }
 
-/// Runs one command on one actor and waits for its reply (its event, if
-/// any, still waits in the shard log).
-async fn run_one(
-    actor: &Addr<AccountActor>,
-    command: AccountCommand,
-) -> Result<AccountReply, LedgerError> {
-    let round = RoundReplies::expecting(1, 1);
-    actor.do_send(RunCommands::new(vec![(0, command)], round.clone()));
-    match round.all().await.pop() {
-        Some((_, reply)) => reply,
-        None => Err(LedgerError::Internal {
-            reason: "an account actor gave no reply".into(),
-        }),
+/// Asks each receiving shard's coordinator, once, to credit its side of
+/// the held transfers; one answer per transfer, in order.
+async fn receive_all(held: &[PendingTransfer], peers: &Peers) -> Vec<Result<(), LedgerError>> {
+    let Some(coordinators) = peers.get() else {
+        let unwired = LedgerError::Internal {
+            reason: "shard coordinators are not wired to each other".into(),
+        };
+        return vec![Err(unwired); held.len()];
+    };
+    let mut per_shard: Vec<ShardBatch> = coordinators
+        .iter()
+        .map(|_| (Vec::new(), Vec::new()))
+        .collect();
+    for (position, t) in held.iter().enumerate() {
+        let (positions, credits) = &mut per_shard[shard_of(t.to, coordinators.len())];
+        positions.push(position);
+        credits.push((
+            t.to,
+            AccountCommand::ReceiveTransfer {
+                tx: t.tx,
+                currency: t.currency,
+                amount: t.amount,
+                key: t.key.clone(),
+            },
+        ));
     }
+    let asks = per_shard
+        .into_iter()
+        .zip(coordinators)
+        .filter(|((positions, _), _)| !positions.is_empty())
+        .map(|((positions, credits), coordinator)| async move {
+            let count = credits.len();
+            let answers = match coordinator.send(ReceiveTransfers { credits }).await {
+                Ok(answers) if answers.len() == count => answers,
+                _ => vec![Err(LedgerError::ShuttingDown); count],
+            };
+            (positions, answers)
+        });
+    let mut received = vec![Err(LedgerError::ShuttingDown); held.len()];
+    for (positions, answers) in join_all(asks).await {
+        for (position, answer) in positions.into_iter().zip(answers) {
+            received[position] = answer;
+        }
+    }
+    received
 }
 
 type TransferArgs = (AccountId, Currency, Units, Option<IdempotencyKey>);
@@ -442,51 +511,52 @@ fn transfer_args(command: &AccountCommand) -> Option<TransferArgs> {
     }
 }
 
-/// Asks the receiving account's coordinator to credit a held transfer.
-async fn receive(peers: &Peers, t: &PendingTransfer) -> Result<(), LedgerError> {
-    let Some(peers) = peers.get() else {
-        return Err(LedgerError::Internal {
-            reason: "shard coordinators are not wired to each other".into(),
-        });
-    };
-    let Some(coordinator) = peers.get(shard_of(t.to, peers.len())) else {
-        return Err(LedgerError::Internal {
-            reason: "no coordinator for the receiving shard".into(),
-        });
-    };
-    let request = ReceiveTransfer {
-        to: t.to,
-        command: AccountCommand::ReceiveTransfer {
-            tx: t.tx,
-            currency: t.currency,
-            amount: t.amount,
-            key: t.key.clone(),
-        },
-    };
-    coordinator
-        .send(request)
-        .await
-        .unwrap_or(Err(LedgerError::ShuttingDown))
-}
+/// Credits the receiving sides of transfers on this shard's accounts, and
+/// answers once the credits are durable.
+impl Handler<ReceiveTransfers> for Coordinator {
+    type Result = ResponseFuture<Vec<Result<(), LedgerError>>>;
 
-/// Credits the receiving side of a transfer on one of this shard's
-/// accounts, and answers once the credit is durable.
-impl Handler<ReceiveTransfer> for Coordinator {
-    type Result = ResponseFuture<Result<(), LedgerError>>;
-
-    fn handle(&mut self, msg: ReceiveTransfer, _ctx: &mut Self::Context) -> Self::Result {
-        let actor = self.actor_of(msg.to);
+    fn handle(&mut self, msg: ReceiveTransfers, _ctx: &mut Self::Context) -> Self::Result {
+        let count = msg.credits.len();
+        let mut groups: Vec<AccountGroup> = Vec::new();
+        let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
+        for (position, (to, command)) in msg.credits.into_iter().enumerate() {
+            let group = match group_of.get(&to) {
+                Some(&group) => group,
+                None => {
+                    groups.push(AccountGroup {
+                        actor: self.actor_of(to),
+                        commands: Vec::new(),
+                    });
+                    group_of.insert(to, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            groups[group].commands.push((position, command));
+        }
+        let round = RoundReplies::expecting(groups.len(), count);
+        for group in groups {
+            group
+                .actor
+                .do_send(RunCommands::new(group.commands, round.clone()));
+        }
         let log = Rc::clone(&self.log);
         Box::pin(async move {
-            let reply = run_one(&actor, msg.command).await;
-            log.flush().await?;
-            match reply {
-                Ok(AccountReply::TransferReceived) => Ok(()),
-                Err(refused) => Err(refused),
-                Ok(other) => Err(LedgerError::Internal {
-                    reason: format!("receiving a transfer got {other:?}"),
-                }),
+            let mut answers = vec![Err(LedgerError::ShuttingDown); count];
+            let replies = round.all().await;
+            if let Err(error) = log.flush().await {
+                return vec![Err(error); count];
             }
+            for (position, reply) in replies {
+                answers[position] = match reply {
+                    Ok(AccountReply::TransferReceived) => Ok(()),
+                    Err(refused) => Err(refused),
+                    Ok(other) => Err(LedgerError::Internal {
+                        reason: format!("receiving a transfer got {other:?}"),
+                    }),
+                };
+            }
+            answers
         })
     }
 }

@@ -72,9 +72,10 @@ impl ShardLog {
         }
     }
 
-    /// Hands every recorded event to the journal; the future resolves once
-    /// they, and everything recorded before them, are durable. Then sends
-    /// the payout notices they carry.
+    /// Hands every recorded event to the journal — at once, when called,
+    /// so a later flush on any shard gets later LSNs; the future resolves
+    /// once they, and everything recorded before them, are durable. Then
+    /// sends the payout notices they carry.
     pub fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + 'static {
         let mut events = std::mem::take(&mut *self.events.borrow_mut());
         let notices = std::mem::take(&mut *self.notices.borrow_mut());

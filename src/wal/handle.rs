@@ -76,6 +76,8 @@ impl WalHandle {
             buf: Vec::new(),
             poisoned: None,
             sync_due: None,
+            follower: config.follower,
+            staged: Vec::new(),
         };
         let (queue, requests) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
         let thread = std::thread::Builder::new()

@@ -52,12 +52,12 @@ mod writer;
 use std::path::PathBuf;
 
 pub use handle::WalHandle;
-pub use reader::{replay, replay_with, ReplayError, ReplayMode, ReplayReport};
+pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, ReplayReport};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub use segment::{delete_segments_below, segment_path, wal_dir, FailPoint};
 pub use stats::{WalStatsSnapshot, FSYNC_BUCKETS_US};
-pub use writer::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};
+pub use writer::{Committed, BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};
 
 /// Default size at which a segment is closed and the next one started.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
@@ -93,6 +93,9 @@ pub struct WalConfig {
     pub queue_requests_max: usize,
     /// Lets tests make the writer's writes or syncs fail.
     pub fail_point: FailPoint,
+    /// Gets every batch of events once it is written (and, with `fsync`,
+    /// synced), in LSN order: the checkpointer follows the log this way.
+    pub follower: Option<crossbeam_channel::Sender<Committed>>,
 }
 
 impl WalConfig {
@@ -104,6 +107,7 @@ impl WalConfig {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             queue_requests_max: QUEUE_REQUESTS_MAX_DEFAULT,
             fail_point: FailPoint::default(),
+            follower: None,
         }
     }
 }

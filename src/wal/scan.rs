@@ -1,8 +1,10 @@
 //! Walking one segment's records without changing anything: the loop
 //! [`replay`](super::replay) is built on, and [`inspect`].
 //!
-//! A segment is read whole: segments are bounded (64 MiB by default, plus
-//! at most one batch), and it keeps the walk simple.
+//! Replay reads a segment a block at a time ([`scan_file`]), so that its
+//! first records are applied while the rest is still being read; [`inspect`]
+//! reads it whole (segments are bounded: 64 MiB by default, plus at most one
+//! batch). Both walk the records the same way and decide the same things.
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -51,31 +53,129 @@ pub(crate) fn scan<F>(
     first_lsn: u64,
     mut each: impl FnMut(WalEntry) -> Result<(), F>,
 ) -> Result<Scan, F> {
-    let mut at = 0;
-    let mut records = 0;
-    let tail = loop {
-        if at == bytes.len() {
-            break Tail::Clean;
-        }
-        match record::decode(&bytes[at..], first_lsn + records) {
-            Decoded::Complete { entry, len } => {
-                each(entry)?;
-                at += len;
-                records += 1;
-            }
-            Decoded::Torn => break Tail::Torn,
-            // A zero-filled end is a crash's extension of the file, not data.
-            Decoded::Corrupt { .. } if bytes[at..].iter().all(|&byte| byte == 0) => {
-                break Tail::Torn
-            }
-            Decoded::Corrupt { reason } => break Tail::Corrupt { reason },
-        }
-    };
+    let mut walk = Walk::new(first_lsn);
+    let tail = walk.step(bytes, true, &mut each)?;
+    let tail = tail.unwrap_or(Tail::Clean); // cannot be `None`: `bytes` is all there is
     Ok(Scan {
-        records,
-        valid_bytes: at,
+        records: walk.records,
+        valid_bytes: walk.at,
         tail,
     })
+}
+
+/// Bytes [`scan_file`] reads at a time.
+const BLOCK_BYTES: usize = 1024 * 1024;
+
+/// Why [`scan_file`] stopped short.
+pub(crate) enum Stopped<F> {
+    /// Reading the file failed.
+    Io(WalError),
+    /// The callback said so.
+    By(F),
+}
+
+/// [`scan`] of the segment file at `path`, reading it a block at a time
+/// into `buf`: the first records are handed over before the file is read to
+/// its end, and only about a block is held in memory. Returns the scan,
+/// with offsets in the file, and the bytes read: the file's size, unless
+/// the tail is corrupt (then reading may stop at the damage).
+///
+/// Decides exactly as [`scan`] over the whole file would: a record cut
+/// short by the end of a block is read on, and one that looks corrupt but is
+/// followed only by zeros so far waits for the rest of the file (a zero-
+/// filled end is torn, not corrupt).
+pub(crate) fn scan_file<F>(
+    path: &Path,
+    first_lsn: u64,
+    buf: &mut Vec<u8>,
+    each: impl FnMut(WalEntry) -> Result<(), F>,
+) -> Result<(Scan, usize), Stopped<F>> {
+    scan_file_in_blocks(path, first_lsn, buf, BLOCK_BYTES, each)
+}
+
+/// [`scan_file`], reading `block` bytes at a time.
+fn scan_file_in_blocks<F>(
+    path: &Path,
+    first_lsn: u64,
+    buf: &mut Vec<u8>,
+    block: usize,
+    mut each: impl FnMut(WalEntry) -> Result<(), F>,
+) -> Result<(Scan, usize), Stopped<F>> {
+    let io = |error: std::io::Error| Stopped::Io(WalError::io(path, &error));
+    let mut file = File::open(path).map_err(io)?;
+    buf.clear();
+    // `buf` holds the file's bytes from offset `base` on.
+    let mut base = 0;
+    let mut walk = Walk::new(first_lsn);
+    loop {
+        // What is left unread (part of a record) moves to the front.
+        buf.drain(..walk.at);
+        base += walk.at;
+        walk.at = 0;
+        let read = (&mut file)
+            .take(block as u64)
+            .read_to_end(buf)
+            .map_err(io)?;
+        if let Some(tail) = walk.step(buf, read == 0, &mut each).map_err(Stopped::By)? {
+            let found = Scan {
+                records: walk.records,
+                valid_bytes: base + walk.at,
+                tail,
+            };
+            return Ok((found, base + buf.len()));
+        }
+    }
+}
+
+/// Where a walk through a segment's records is.
+struct Walk {
+    first_lsn: u64,
+    /// Whole records so far.
+    records: u64,
+    /// Offset just after the last of them.
+    at: usize,
+}
+
+impl Walk {
+    fn new(first_lsn: u64) -> Self {
+        Self {
+            first_lsn,
+            records: 0,
+            at: 0,
+        }
+    }
+
+    /// Decodes the whole records of `bytes` from `self.at` on. `to_end`:
+    /// `bytes` runs to the end of the file. Returns how the segment ends, or
+    /// `None` when more of the file is needed to know.
+    fn step<F>(
+        &mut self,
+        bytes: &[u8],
+        to_end: bool,
+        each: &mut impl FnMut(WalEntry) -> Result<(), F>,
+    ) -> Result<Option<Tail>, F> {
+        loop {
+            let rest = &bytes[self.at..];
+            if rest.is_empty() {
+                return Ok(to_end.then_some(Tail::Clean));
+            }
+            match record::decode(rest, self.first_lsn + self.records) {
+                Decoded::Complete { entry, len } => {
+                    each(entry)?;
+                    self.at += len;
+                    self.records += 1;
+                }
+                Decoded::Torn if !to_end => return Ok(None),
+                Decoded::Torn => return Ok(Some(Tail::Torn)),
+                // A zero-filled end is a crash's extension of the file, not
+                // data; whether the end is all zeros needs all of it.
+                Decoded::Corrupt { .. } if rest.iter().all(|&byte| byte == 0) => {
+                    return Ok(to_end.then_some(Tail::Torn));
+                }
+                Decoded::Corrupt { reason } => return Ok(Some(Tail::Corrupt { reason })),
+            }
+        }
+    }
 }
 
 pub(crate) fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<(), WalError> {
@@ -144,6 +244,64 @@ pub(crate) mod tests {
         let path = segment_path(dir, first_lsn);
         fs::write(&path, bytes).unwrap();
         path
+    }
+
+    #[test]
+    fn reading_a_file_in_blocks_finds_what_scanning_it_whole_finds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (clean, ends) = encode(1..=6);
+        let mut files = vec![clean.clone(), Vec::new()];
+        // Torn anywhere in the last two records; zeros after the records.
+        files.extend((ends[3]..clean.len()).map(|cut| clean[..cut].to_vec()));
+        files.push([&clean[..], &[0; 40]].concat());
+        files.push([&clean[..ends[4]], &[0; 3]].concat());
+        // Damaged: a flipped byte in each record, zeros after a bad length.
+        for &end in &ends {
+            let mut damaged = clean.clone();
+            damaged[end - 1] ^= 0x10;
+            files.push(damaged);
+        }
+        let mut bad_length = clean[..ends[2]].to_vec();
+        bad_length.extend_from_slice(&[0, 0, 0x20, 0]);
+        bad_length.extend_from_slice(&[0; 30]);
+        files.push(bad_length);
+        let mut after_zeros = clean[..ends[2]].to_vec();
+        after_zeros.extend_from_slice(&[0; 30]);
+        after_zeros.push(1);
+        files.push(after_zeros);
+
+        let seen = |found: &Scan, lsns: &[u64]| {
+            let tail = match &found.tail {
+                Tail::Clean => "clean".to_owned(),
+                Tail::Torn => "torn".to_owned(),
+                Tail::Corrupt { reason } => reason.clone(),
+            };
+            (found.records, found.valid_bytes, tail, lsns.to_vec())
+        };
+        let mut buf = Vec::new();
+        for bytes in &files {
+            let path = write_segment(tmp.path(), 1, bytes);
+            let mut whole_lsns = Vec::new();
+            let Ok(whole) = scan(bytes, 1, |entry| {
+                whole_lsns.push(entry.lsn);
+                Ok::<(), Infallible>(())
+            });
+            let expected = seen(&whole, &whole_lsns);
+            for block in [1, 2, 7, 16, 17, 100, 10_000] {
+                let mut lsns = Vec::new();
+                let scanned = scan_file_in_blocks(&path, 1, &mut buf, block, |entry| {
+                    lsns.push(entry.lsn);
+                    Ok::<(), Infallible>(())
+                });
+                let Ok((found, size)) = scanned else {
+                    panic!("reading {path:?} failed")
+                };
+                assert_eq!(seen(&found, &lsns), expected, "block {block}, {bytes:?}");
+                if !matches!(found.tail, Tail::Corrupt { .. }) {
+                    assert_eq!(size, bytes.len(), "block {block}, {bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -35,6 +35,13 @@ pub const BUFFERED_INTERVAL_MS_MAX: u64 = 24 * 60 * 60 * 1000;
 /// event before it, for a barrier) once it is as durable as the mode says.
 pub(crate) type Ack = oneshot::Sender<Result<u64, WalError>>;
 
+/// Events the writer logged, handed to its follower: LSNs `first_lsn..`.
+#[derive(Debug)]
+pub struct Committed {
+    pub first_lsn: u64,
+    pub events: Vec<Event>,
+}
+
 pub(crate) enum Message {
     /// Events to log, all or none; no events is a barrier.
     Append { events: Vec<Event>, done: Ack },
@@ -58,6 +65,12 @@ pub(crate) struct Writer {
     pub sync_due: Option<Instant>,
     /// Fsync counts and latencies, for operators.
     pub stats: std::sync::Arc<super::stats::WalStats>,
+    /// Told of every batch once it is written (see [`WalConfig::follower`]).
+    ///
+    /// [`WalConfig::follower`]: super::WalConfig::follower
+    pub follower: Option<crossbeam_channel::Sender<Committed>>,
+    /// The staged batch's events, kept for the follower until written.
+    pub staged: Vec<Committed>,
 }
 
 impl Writer {
@@ -88,7 +101,14 @@ impl Writer {
                         done,
                     } => {
                         events += batch.len();
+                        let first_lsn = self.next_lsn;
                         let result = self.stage(&batch);
+                        if result.is_ok() && self.follower.is_some() && !batch.is_empty() {
+                            self.staged.push(Committed {
+                                first_lsn,
+                                events: batch,
+                            });
+                        }
                         acks.push((done, result));
                     }
                     Message::Shutdown => {
@@ -147,6 +167,9 @@ impl Writer {
             }
         }
         self.buf.clear();
+        // Before the answers: whoever got one may ask for a snapshot that
+        // must hold it.
+        self.hand_to_follower();
         for (done, result) in acks.drain(..) {
             let result = match (&self.poisoned, result) {
                 (Some(reason), Ok(_)) => Err(WalError::Poisoned {
@@ -156,6 +179,24 @@ impl Writer {
             };
             // A caller that stopped waiting does not need the answer.
             let _ = done.send(result);
+        }
+    }
+
+    /// Hands the written batch to the follower (nothing, if it failed). A
+    /// full queue blocks: the follower's pace then limits the writer's.
+    fn hand_to_follower(&mut self) {
+        let staged = std::mem::take(&mut self.staged);
+        if self.poisoned.is_some() {
+            return;
+        }
+        if let Some(follower) = &self.follower {
+            for committed in staged {
+                if follower.send(committed).is_err() {
+                    // The follower stopped; it is not asked to come back.
+                    self.follower = None;
+                    break;
+                }
+            }
         }
     }
 
