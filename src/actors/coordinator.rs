@@ -212,6 +212,51 @@ struct AccountGroup {
     commands: Vec<(usize, AccountCommand)>,
 }
 
+/// Commands gathered per account, groups in order of each account's first
+/// command.
+#[derive(Default)]
+struct Grouping {
+    groups: Vec<AccountGroup>,
+    group_of: foldhash::HashMap<AccountId, usize>,
+}
+
+impl Grouping {
+    fn contains(&self, account: AccountId) -> bool {
+        self.group_of.contains_key(&account)
+    }
+
+    /// Adds a command to its account's group; `actor` gives the account's
+    /// actor when the group is new.
+    fn push(
+        &mut self,
+        account: AccountId,
+        command: (usize, AccountCommand),
+        actor: impl FnOnce() -> Addr<AccountActor>,
+    ) {
+        let groups = &mut self.groups;
+        let group = *self.group_of.entry(account).or_insert_with(|| {
+            groups.push(AccountGroup {
+                actor: actor(),
+                commands: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[group].commands.push(command);
+    }
+}
+
+/// Sends each group its commands; their replies gather on the round.
+fn dispatch(groups: Vec<AccountGroup>) -> RoundReplies {
+    let commands = groups.iter().map(|g| g.commands.len()).sum();
+    let round = RoundReplies::expecting(groups.len(), commands);
+    for group in groups {
+        group
+            .actor
+            .do_send(RunCommands::new(group.commands, round.clone()));
+    }
+    round
+}
+
 type Results = Vec<Option<Result<Outcome, LedgerError>>>;
 
 /// Runs a batch: per account, in order; accounts in parallel.
@@ -222,30 +267,17 @@ impl Handler<ExecuteBatch> for Coordinator {
         let mut results: Results = std::iter::repeat_with(|| None)
             .take(msg.ops.len())
             .collect();
-        // Groups in order of each account's first command; the map only
-        // finds an account's group.
-        let mut groups: Vec<AccountGroup> = Vec::new();
-        let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
+        let mut grouping = Grouping::default();
         for (index, (account, command)) in msg.ops.into_iter().enumerate() {
-            let group = match group_of.get(&account) {
-                Some(&group) => group,
-                None => {
-                    if !self.is_known(account) && !command.creates_account() {
-                        results[index] = Some(self.answer_unknown_account(account, command));
-                        continue;
-                    }
-                    groups.push(AccountGroup {
-                        actor: self.actor_of(account),
-                        commands: Vec::new(),
-                    });
-                    group_of.insert(account, groups.len() - 1);
-                    groups.len() - 1
-                }
-            };
-            groups[group].commands.push((index, command));
+            let new = !grouping.contains(account) && !self.is_known(account);
+            if new && !command.creates_account() {
+                results[index] = Some(self.answer_unknown_account(account, command));
+                continue;
+            }
+            grouping.push(account, (index, command), || self.actor_of(account));
         }
         Box::pin(run_batch(
-            groups,
+            grouping.groups,
             results,
             self.peers.clone(),
             Rc::clone(&self.log),
@@ -335,20 +367,17 @@ async fn run_round(
     log: &ShardLog,
 ) {
     let commands = groups.iter().map(|g| g.commands.len()).sum();
-    let round = RoundReplies::expecting(groups.len(), commands);
     // What step 2 needs of each transfer, by batch position.
     let mut transfers: foldhash::HashMap<usize, (Addr<AccountActor>, TransferArgs)> =
         Default::default();
-    for group in groups {
+    for group in &groups {
         for (index, command) in &group.commands {
             if let Some(args) = transfer_args(command) {
                 transfers.insert(*index, (group.actor.clone(), args));
             }
         }
-        group
-            .actor
-            .do_send(RunCommands::new(group.commands, round.clone()));
     }
+    let round = dispatch(groups);
     let mut answered: Vec<(usize, Result<Outcome, LedgerError>)> = Vec::with_capacity(commands);
     let mut held: Vec<PendingTransfer> = Vec::new();
     for (index, reply) in round.all().await {
@@ -393,12 +422,14 @@ async fn finish_transfers(
     held: Vec<PendingTransfer>,
     peers: &Peers,
 ) -> Vec<(usize, Result<Outcome, LedgerError>)> {
+    // A refused transfer's finish answers to nobody (its caller already has
+    // the receiver's reason): it runs under a position nobody reads.
+    const UNANSWERED: usize = usize::MAX;
     let received = receive_all(&held, peers).await;
-    let mut finishes: Vec<AccountGroup> = Vec::new();
-    let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
+    let mut finishes = Grouping::default();
     let mut answered = Vec::new();
     for (t, received) in held.into_iter().zip(received) {
-        let command = match received {
+        let index = match received {
             // Unknown whether the receiver credited (it was stopping): keep
             // the funds held. The log decides on restart, where both sides
             // of the one transfer event apply, or neither.
@@ -406,44 +437,21 @@ async fn finish_transfers(
                 answered.push((t.index, Err(LedgerError::ShuttingDown)));
                 continue;
             }
-            // Refused at the receiver: the source gets its funds back and
-            // the caller the receiver's reason.
+            // Refused at the receiver: the source gets its funds back.
             Err(refused) => {
                 answered.push((t.index, Err(refused)));
-                AccountCommand::FinishTransfer {
-                    tx: t.tx,
-                    received: false,
-                }
+                UNANSWERED
             }
-            Ok(()) => AccountCommand::FinishTransfer {
-                tx: t.tx,
-                received: true,
-            },
+            Ok(()) => t.index,
         };
-        // A refused transfer's finish answers to nobody: its position is
-        // already answered, so it runs under a position nobody reads.
-        let index = match &command {
-            AccountCommand::FinishTransfer { received: true, .. } => t.index,
-            _ => usize::MAX,
+        let command = AccountCommand::FinishTransfer {
+            tx: t.tx,
+            received: index != UNANSWERED,
         };
-        let group = *group_of.entry(t.tx.account()).or_insert_with(|| {
-            finishes.push(AccountGroup {
-                actor: t.source.clone(),
-                commands: Vec::new(),
-            });
-            finishes.len() - 1
-        });
-        finishes[group].commands.push((index, command));
+        finishes.push(t.tx.account(), (index, command), || t.source.clone());
     }
-    let commands = finishes.iter().map(|g| g.commands.len()).sum();
-    let round = RoundReplies::expecting(finishes.len(), commands);
-    for group in finishes {
-        group
-            .actor
-            .do_send(RunCommands::new(group.commands, round.clone()));
-    }
-    for (index, finished) in round.all().await {
-        if index != usize::MAX {
+    for (index, finished) in dispatch(finishes.groups).all().await {
+        if index != UNANSWERED {
             answered.push((index, finished.and_then(into_outcome)));
         }
     }
@@ -518,28 +526,11 @@ impl Handler<ReceiveTransfers> for Coordinator {
 
     fn handle(&mut self, msg: ReceiveTransfers, _ctx: &mut Self::Context) -> Self::Result {
         let count = msg.credits.len();
-        let mut groups: Vec<AccountGroup> = Vec::new();
-        let mut group_of: foldhash::HashMap<AccountId, usize> = Default::default();
+        let mut grouping = Grouping::default();
         for (position, (to, command)) in msg.credits.into_iter().enumerate() {
-            let group = match group_of.get(&to) {
-                Some(&group) => group,
-                None => {
-                    groups.push(AccountGroup {
-                        actor: self.actor_of(to),
-                        commands: Vec::new(),
-                    });
-                    group_of.insert(to, groups.len() - 1);
-                    groups.len() - 1
-                }
-            };
-            groups[group].commands.push((position, command));
+            grouping.push(to, (position, command), || self.actor_of(to));
         }
-        let round = RoundReplies::expecting(groups.len(), count);
-        for group in groups {
-            group
-                .actor
-                .do_send(RunCommands::new(group.commands, round.clone()));
-        }
+        let round = dispatch(grouping.groups);
         let log = Rc::clone(&self.log);
         Box::pin(async move {
             let mut answers = vec![Err(LedgerError::ShuttingDown); count];
