@@ -28,7 +28,8 @@ use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
-    AccountCommand, AskAccount, ExecuteBatch, ExportAccounts, Query, QueryReply,
+    AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
+    ShardCounts,
 };
 use crate::messages::{GetPayouts, RunPayouts, ShardBatch};
 use crate::money::{Currencies, CurrencyCode};
@@ -479,6 +480,23 @@ impl Ledger {
     /// for a quiet ledger: transfers in flight show up as violations.
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         Ok(audit(&self.export_accounts().await?))
+    }
+
+    /// Accounts held, and how many of them have a running actor (idle
+    /// ones are stopped; their state stays), summed over the shards.
+    pub async fn account_counts(&self) -> Result<ShardCounts, LedgerError> {
+        let counts = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.coordinator.send(CountAccounts));
+        let mut total = ShardCounts::default();
+        for count in join_all(counts).await {
+            let count = count.map_err(|_| LedgerError::ShuttingDown)?;
+            total.accounts += count.accounts;
+            total.actors_running += count.actors_running;
+        }
+        Ok(total)
     }
 
     /// Copies out every account's state.

@@ -143,6 +143,18 @@ pub struct RunPayouts {
 #[rtype(result = "Vec<crate::payouts::PayoutView>")]
 pub struct GetPayouts(pub Option<u64>);
 
+/// How many accounts a shard holds, and how many of them have a running
+/// actor.
+#[derive(Message)]
+#[rtype(result = "ShardCounts")]
+pub struct CountAccounts;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub accounts: usize,
+    pub actors_running: usize,
+}
+
 /// Copy out account states, for audits and (later) snapshots.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<AccountState>, LedgerError>")]

@@ -31,8 +31,8 @@ use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
-    AccountCommand, AccountReply, AskAccount, ExecuteBatch, ExportAccounts, ReceiveTransfers,
-    ShardBatch, WithdrawalQueued,
+    AccountCommand, AccountReply, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts,
+    ReceiveTransfers, ShardBatch, ShardCounts, WithdrawalQueued,
 };
 use crate::money::{Currency, Units};
 use crate::receipts::Outcome;
@@ -71,14 +71,14 @@ struct AccountSlot {
     actor: Option<Addr<AccountActor>>,
     /// The sweep epoch of its last command: idle since before the current
     /// epoch means its actor may be stopped.
-    last_used: u32,
+    last_used: u64,
 }
 
 pub struct Coordinator {
     accounts: foldhash::HashMap<AccountId, AccountSlot>,
     /// Accounts whose actor runs, for sweeps that need not scan them all.
     running: Vec<AccountId>,
-    epoch: u32,
+    epoch: u64,
     log: Rc<ShardLog>,
     pending_withdrawals_max: u32,
     peers: Peers,
@@ -159,7 +159,7 @@ impl Coordinator {
                 }
                 None => false,
             });
-        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch += 1;
     }
 
     fn is_known(&self, account: AccountId) -> bool {
@@ -566,6 +566,18 @@ impl Handler<AskAccount> for Coordinator {
             None => answer(&AccountState::new(msg.account), &msg.query),
             Some(slot) => answer(&*borrow(&slot.state)?, &msg.query),
         }
+    }
+}
+
+/// Counts this shard's accounts and running actors.
+impl Handler<CountAccounts> for Coordinator {
+    type Result = MessageResult<CountAccounts>;
+
+    fn handle(&mut self, _msg: CountAccounts, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(ShardCounts {
+            accounts: self.accounts.len(),
+            actors_running: self.running.len(),
+        })
     }
 }
 
