@@ -486,6 +486,7 @@ fn every_endpoint_and_every_error_over_real_http() {
         "burnledger_withdrawals_amount{currency=\"USD\",status=\"completed\"} 15.00",
         "burnledger_payouts{state=\"completed\"} 1",
         "burnledger_wal_fsyncs_total ",
+        "burnledger_account_actors_running ",
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }

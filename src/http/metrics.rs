@@ -202,6 +202,15 @@ async fn render_ledger(out: &mut String, ledger: &Ledger) {
         out.push_str("# HELP burnledger_accounts Accounts the ledger holds.\n");
         out.push_str("# TYPE burnledger_accounts gauge\n");
         let _ = writeln!(out, "burnledger_accounts {}", accounts.len());
+        if let Ok(counts) = ledger.account_counts().await {
+            out.push_str("# HELP burnledger_account_actors_running Account actors running (idle ones are stopped; their state stays).\n");
+            out.push_str("# TYPE burnledger_account_actors_running gauge\n");
+            let _ = writeln!(
+                out,
+                "burnledger_account_actors_running {}",
+                counts.actors_running
+            );
+        }
         out.push_str("# HELP burnledger_withdrawals Withdrawals by currency and status (pending and processing are in flight).\n");
         out.push_str("# TYPE burnledger_withdrawals gauge\n");
         for ((currency, status), (count, _)) in &withdrawals {
