@@ -160,7 +160,7 @@ fn bench_replay(c: &mut Criterion) {
     });
     group.bench_function("apply_1m_events_100k_accounts", |b| {
         b.iter_with_large_drop(|| {
-            let mut accounts = HashMap::new();
+            let mut accounts: HashMap<u64, AccountState> = HashMap::new();
             for event in black_box(&events) {
                 recovery::apply_event(&mut accounts, &currencies, event).expect("apply");
             }

@@ -7,6 +7,7 @@
 //! every rebuild the invariants are checked: a state that breaks one is an
 //! error, never a ledger that opens.
 
+use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -195,11 +196,18 @@ fn warm<S: BuildHasher>(accounts: &HashMap<AccountId, AccountState, S>, event: &
 }
 
 /// Applies one logged event to the accounts it concerns.
-pub fn apply_event<S: BuildHasher>(
-    accounts: &mut HashMap<AccountId, AccountState, S>,
+///
+/// The map holds account states inline or boxed (`V`): the checkpointer
+/// boxes its copy, whose table then holds pointers, not 136-byte states.
+pub fn apply_event<V, S>(
+    accounts: &mut HashMap<AccountId, V, S>,
     currencies: &Currencies,
     event: &Event,
-) -> Result<(), String> {
+) -> Result<(), String>
+where
+    V: BorrowMut<AccountState> + From<AccountState>,
+    S: BuildHasher,
+{
     if let Some(logged) = event_currency(event) {
         let configured = currencies
             .get_code(logged.code)
@@ -218,7 +226,8 @@ pub fn apply_event<S: BuildHasher>(
     for id in std::iter::once(owner).chain(receiver) {
         accounts
             .entry(id)
-            .or_insert_with(|| AccountState::new(id))
+            .or_insert_with(|| V::from(AccountState::new(id)))
+            .borrow_mut()
             .apply(event)
             .map_err(|e| e.to_string())?;
     }
