@@ -229,18 +229,7 @@ fn bad_input_is_refused_with_a_clear_message() {
 #[test]
 fn http_mode_drives_a_server() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_burnledger"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--payout-mode",
-            "external",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env_remove("BURNLEDGER_API_TOKEN");
+    let mut command = common::serve::serve_command(dir.path());
     let (mut server, url) =
         common::serve::spawn_listening(&mut command, std::time::Duration::from_secs(30));
     for subcommand in ["bench", "http-bench"] {

@@ -192,19 +192,8 @@ struct Served {
 
 impl Served {
     fn start(data_dir: &Path) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_burnledger"));
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--payout-mode",
-                "external",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env_remove("BURNLEDGER_API_TOKEN")
-            .stderr(Stdio::inherit());
+        let mut command = common::serve::serve_command(data_dir);
+        command.stderr(Stdio::inherit());
         let (child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
         let agent = agent();
         let deadline = Instant::now() + START_TIMEOUT;
