@@ -77,7 +77,13 @@ impl ShardLog {
     /// once they, and everything recorded before them, are durable. Then
     /// sends the payout notices they carry.
     pub fn flush(&self) -> impl Future<Output = Result<(), LedgerError>> + 'static {
-        let mut events = std::mem::take(&mut *self.events.borrow_mut());
+        // The next round's buffer starts at this one's size, not empty, so
+        // it does not grow through reallocations every round.
+        let mut events = {
+            let mut buffer = self.events.borrow_mut();
+            let capacity = buffer.len();
+            std::mem::replace(&mut *buffer, Vec::with_capacity(capacity))
+        };
         let notices = std::mem::take(&mut *self.notices.borrow_mut());
         // The WAL takes at most BATCH_EVENTS_MAX events per append; a
         // larger flush goes as several appends, queued in order at once.
