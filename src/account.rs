@@ -996,13 +996,7 @@ fn credit(balance: Units, amount: Units) -> Option<Units> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn usd() -> Currency {
-        Currency {
-            code: CurrencyCode::new("USD").unwrap(),
-            decimals: 2,
-        }
-    }
+    use crate::money::usd;
 
     /// An account with 100.00 USD and one pending withdrawal of 30.00;
     /// also returns every event logged, to replay.

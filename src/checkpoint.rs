@@ -231,21 +231,14 @@ impl Follower {
 
     /// Answers a request; true when the thread should stop.
     fn answer(&mut self, request: Request, follow: &Receiver<Committed>) -> bool {
-        match request {
-            Request::Now(reply) => {
-                // Everything acknowledged before the request was handed over
-                // before its acknowledgement: take it all first.
-                self.drain(follow);
-                let _ = reply.send(self.snapshot().map_err(|e| e.to_string()));
-                false
-            }
-            Request::Final(reply) => {
-                self.drain(follow);
-                let _ = reply.send(self.snapshot().map_err(|e| e.to_string()));
-                true
-            }
-            Request::Stop => true,
+        let stop = matches!(request, Request::Final(_) | Request::Stop);
+        if let Request::Now(reply) | Request::Final(reply) = request {
+            // Everything acknowledged before the request was handed over
+            // before its acknowledgement: take it all first.
+            self.drain(follow);
+            let _ = reply.send(self.snapshot().map_err(|e| e.to_string()));
         }
+        stop
     }
 
     fn drain(&mut self, follow: &Receiver<Committed>) {
@@ -347,15 +340,8 @@ fn write_and_prune(
 mod tests {
     use super::*;
     use crate::event::Event;
-    use crate::money::{Currency, CurrencyCode, CurrencyConfig};
+    use crate::money::{usd, CurrencyConfig};
     use crate::wal::{WalConfig, WalHandle};
-
-    fn usd() -> Currency {
-        Currency {
-            code: CurrencyCode::new("USD").unwrap(),
-            decimals: 2,
-        }
-    }
 
     /// Deposits of 100, 200, 300 … to account 1, as logged events.
     fn deposits(count: usize) -> Vec<Event> {

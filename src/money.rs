@@ -257,6 +257,15 @@ pub(crate) fn truncate_for_message(s: &str) -> String {
     }
 }
 
+/// USD with 2 decimals, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn usd() -> Currency {
+    Currency {
+        code: CurrencyCode::new("USD").expect("a valid code"),
+        decimals: 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
