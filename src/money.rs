@@ -226,11 +226,13 @@ impl Currencies {
     }
 }
 
-/// Exact conversion to minor units; trailing zeros beyond the currency's
-/// places are fine (`12.500` USD is 1250 cents), other digits are not.
+/// Exact conversion to minor units. The amount's own scale counts, not its
+/// normalized value: `12.500` is refused for USD. A caller who writes three
+/// decimals for a two-decimal currency has its scale wrong (the mistake a
+/// changed currency table would make), and guessing what was meant is how
+/// money gets misread.
 fn decimal_to_units(amount: Decimal, currency: Currency) -> Result<Units, AmountProblem> {
-    let normalized = amount.normalize();
-    let scale = normalized.scale();
+    let scale = amount.scale();
     let decimals = u32::from(currency.decimals);
     if scale > decimals {
         return Err(AmountProblem::TooManyDecimals {
@@ -239,10 +241,59 @@ fn decimal_to_units(amount: Decimal, currency: Currency) -> Result<Units, Amount
     }
     10i128
         .checked_pow(decimals - scale)
-        .and_then(|factor| normalized.mantissa().checked_mul(factor))
+        .and_then(|factor| amount.mantissa().checked_mul(factor))
         .ok_or(AmountProblem::AboveMaximum {
             maximum: currency.to_decimal(BALANCE_UNITS_MAX),
         })
+}
+
+/// Longest amount text [`parse_amount_text`] reads, in bytes: far more than
+/// any amount the ledger can hold, short enough to keep messages bounded.
+pub const AMOUNT_TEXT_LEN_MAX: usize = 64;
+
+/// Why an amount's text is not a decimal the ledger can read exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AmountTextError {
+    #[error("amount {shown:?} is not a decimal such as \"12.50\" (digits, at most one '.', an optional leading '-'; no exponent, '+', spaces or separators)")]
+    Malformed { shown: String },
+    #[error("amount {shown:?} is longer than {AMOUNT_TEXT_LEN_MAX} bytes")]
+    TooLong { shown: String },
+    #[error("amount {shown:?} has more digits than a decimal holds exactly; it is refused, never rounded")]
+    NotExact { shown: String },
+}
+
+/// Reads an amount written as text — the one parser the HTTP service, the
+/// CLI and embedders that take strings share. The text is judged as
+/// written: its syntax, then that it converts to a `Decimal` *exactly*.
+/// `Decimal::from_str` would round `1.999…9` (30 nines) to `2` and
+/// `0.000…01` (62 places) to `0`, so that a too-precise amount passed the
+/// currency's check as a different one; here it is an error, and the
+/// currency's check ([`Currencies::parse_amount`]) sees every digit the
+/// caller wrote, trailing zeros included. Whether the amount is positive
+/// and fits the currency is that check's to judge.
+pub fn parse_amount_text(text: &str) -> Result<Decimal, AmountTextError> {
+    let shown = || truncate_for_message(text);
+    if text.len() > AMOUNT_TEXT_LEN_MAX {
+        return Err(AmountTextError::TooLong { shown: shown() });
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match digits.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
+        return Err(AmountTextError::Malformed { shown: shown() });
+    }
+    let exact = Decimal::from_str_exact(text)
+        .map_err(|_| AmountTextError::NotExact { shown: shown() })?;
+    // Belt and braces: the scale must be the number of places written, or
+    // some digit was dropped on the way.
+    let places = fraction.map_or(0, str::len);
+    if exact.scale() as usize != places {
+        return Err(AmountTextError::NotExact { shown: shown() });
+    }
+    Ok(exact)
 }
 
 /// Keeps error messages bounded when a caller sends a huge bogus string.
@@ -285,7 +336,7 @@ mod tests {
         let usd = r.get("USD").unwrap();
         let btc = r.get("BTC").unwrap();
         assert_eq!(r.parse_amount(usd, dec("12.5")).unwrap(), 1250);
-        assert_eq!(r.parse_amount(usd, dec("12.500")).unwrap(), 1250);
+        assert_eq!(r.parse_amount(usd, dec("12.50")).unwrap(), 1250);
         assert_eq!(r.parse_amount(btc, dec("0.00000001")).unwrap(), 1);
         assert_eq!(usd.to_decimal(1250).to_string(), "12.50");
     }
@@ -304,10 +355,61 @@ mod tests {
             problem("0.001"),
             AmountProblem::TooManyDecimals { decimals: 2 }
         );
+        // Trailing zeros are digits the caller wrote: a scale of 3 for a
+        // 2-decimal currency is a caller who has the currency wrong.
+        assert_eq!(
+            problem("12.500"),
+            AmountProblem::TooManyDecimals { decimals: 2 }
+        );
         assert!(matches!(
             problem("1000000000000.01"),
             AmountProblem::AboveMaximum { .. }
         ));
+    }
+
+    /// The review's cases: text that `Decimal::from_str` rounds into an
+    /// amount the currency accepts (or calls zero) must be refused whole.
+    #[test]
+    fn amount_text_is_judged_as_written_never_rounded() {
+        let r = registry();
+        let usd = r.get("USD").unwrap();
+        let judged = |text: &str| -> Result<Units, String> {
+            let amount = parse_amount_text(text).map_err(|e| e.to_string())?;
+            r.parse_amount(usd, amount).map_err(|e| e.to_string())
+        };
+        assert_eq!(judged("12.50"), Ok(1250));
+        assert_eq!(judged("7"), Ok(700));
+        assert_eq!(judged("0.01"), Ok(1));
+        for over_precise in [
+            "1.999999999999999999999999999999".to_string(),
+            format!("0.0{}", "9".repeat(40)),
+            format!("0.{}1", "0".repeat(61)),
+            "1.999".to_string(),
+            "12.500".to_string(),
+        ] {
+            let error = judged(&over_precise).expect_err(&over_precise);
+            assert!(
+                error.contains("never rounded") || error.contains("decimal places"),
+                "{over_precise}: {error}"
+            );
+            assert!(!error.contains("greater than zero"), "{over_precise}: {error}");
+        }
+        for malformed in ["", "-", ".", "1.", ".5", "1e3", "+1", " 1", "1 ", "1_000", "1,5", "0x10", "1.2.3", "١"] {
+            assert!(
+                matches!(parse_amount_text(malformed), Err(AmountTextError::Malformed { .. })),
+                "{malformed:?}"
+            );
+        }
+        assert!(matches!(
+            parse_amount_text(&"1".repeat(AMOUNT_TEXT_LEN_MAX + 1)),
+            Err(AmountTextError::TooLong { .. })
+        ));
+        // 30 digits do not fit a Decimal's 96-bit mantissa: refused.
+        assert!(matches!(
+            parse_amount_text(&"9".repeat(30)),
+            Err(AmountTextError::NotExact { .. })
+        ));
+        assert_eq!(parse_amount_text("-1.5"), Ok(Decimal::new(-15, 1)));
     }
 
     #[test]

@@ -3,21 +3,16 @@
 //! `invalid_amount`, since a float cannot carry money exactly. Amounts out
 //! always have the currency's number of decimal places.
 
-use std::str::FromStr;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::event::ItemOutcome;
 use crate::http::error::ApiError;
 use crate::ids::AccountId;
+use crate::money::parse_amount_text;
 use crate::payouts::{PayoutItemView, PayoutView};
 use crate::receipts::{Balance, Deposit, Transfer};
 use crate::withdrawal::{Withdrawal, WithdrawalStatus};
-
-/// Longest amount string accepted, in bytes: far more than any amount the
-/// ledger can hold, short enough to keep error messages bounded.
-pub const AMOUNT_LEN_MAX: usize = 64;
 
 /// An amount as the caller sent it; judged by [`parse_amount`], so a
 /// wrong amount is `invalid_amount` rather than a shapeless parse error.
@@ -41,41 +36,19 @@ impl<'de> Deserialize<'de> for RawAmount {
     }
 }
 
-/// Reads an amount string: an optional `-`, digits, and optionally `.` and
-/// more digits (no exponent, sign `+`, spaces or separators). Whether the
-/// amount is positive and fits the currency is the ledger's to judge.
+/// Reads an amount sent as a JSON string with the core money parser
+/// ([`crate::money::parse_amount_text`]): syntax, and an exact conversion,
+/// never a rounded one. Whether the amount is positive and fits the
+/// currency is the ledger's to judge.
 pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
-    let text = match raw {
-        RawAmount::Text(text) => text,
-        RawAmount::NotAString(what) => {
-            return Err(ApiError::invalid_amount(format!(
-                "amount must be a decimal string such as \"12.50\", not {what}"
-            )))
+    match raw {
+        RawAmount::Text(text) => {
+            parse_amount_text(text).map_err(|e| ApiError::invalid_amount(e.to_string()))
         }
-    };
-    let shown: String = text.chars().take(AMOUNT_LEN_MAX).collect();
-    let bad = || {
-        ApiError::invalid_amount(format!(
-            "amount {shown:?} is not a decimal such as \"12.50\""
-        ))
-    };
-    if text.len() > AMOUNT_LEN_MAX {
-        return Err(bad());
+        RawAmount::NotAString(what) => Err(ApiError::invalid_amount(format!(
+            "amount must be a decimal string such as \"12.50\", not {what}"
+        ))),
     }
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let (whole, fraction) = match digits.split_once('.') {
-        Some((whole, fraction)) => (whole, Some(fraction)),
-        None => (digits, None),
-    };
-    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(whole) || !fraction.is_none_or(all_digits) {
-        return Err(bad());
-    }
-    Decimal::from_str(text).map_err(|_| {
-        ApiError::invalid_amount(format!(
-            "amount {shown:?} has more digits than a decimal can hold"
-        ))
-    })
 }
 
 /// The body of POST /v1/deposits and POST /v1/withdrawals: one account,
@@ -291,7 +264,7 @@ mod tests {
             assert_eq!(error.code, "invalid_amount", "{bad:?}");
             assert_eq!(error.status.as_u16(), 400);
         }
-        assert!(text(&"9".repeat(AMOUNT_LEN_MAX + 1)).is_err());
+        assert!(text(&"9".repeat(crate::money::AMOUNT_TEXT_LEN_MAX + 1)).is_err());
         assert!(
             text(&"9".repeat(40)).is_err(),
             "beyond a decimal's 28 digits"
