@@ -24,6 +24,7 @@ use crate::actors::payout::PayoutActor;
 use crate::audit::{audit, Audit};
 use crate::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::config::Config;
+use crate::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError, TableChange};
 use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
@@ -49,6 +50,12 @@ pub enum OpenError {
     Config(String),
     #[error("cannot use data folder {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
+    /// Another ledger (or a reader such as `verify`) holds the folder.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The configuration's currencies do not fit the folder's table.
+    #[error(transparent)]
+    Currencies(#[from] CurrencyTableError),
     #[error("recovery failed: {0}")]
     Recovery(#[from] RecoveryError),
     #[error("cannot open the write-ahead log: {0}")]
@@ -86,6 +93,10 @@ struct Inner {
     recovery: Option<RecoveryReport>,
     /// The payout actor, when a payment service pays withdrawals out.
     payouts: Option<Addr<PayoutActor>>,
+    /// The data folder's lock: held until `shutdown` has closed the log,
+    /// or (without one) until the engine threads are stopped on drop — a
+    /// field, so it is released only after `Drop for Inner` has run.
+    lock: Mutex<Option<DataDirLock>>,
 }
 
 /// The thread running the actix `System`, and how to stop it.
@@ -100,14 +111,15 @@ impl Ledger {
     pub fn open(config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
+        refuse_unlogged_ledger(&config)?;
         let durable = open_durable(&config, &currencies)?;
         let (journal, recovery, checkpointer) = match &durable {
             Some(d) => (d.journal.clone(), Some(d.report.clone()), None),
             None => (Journal::memory_only(), None, None::<Checkpointer>),
         };
-        let (checkpointer, mut recovered, recovered_payouts) = match durable {
-            Some(d) => (Some(d.checkpointer), d.accounts, d.payouts),
-            None => (checkpointer, Vec::new(), Default::default()),
+        let (checkpointer, mut recovered, recovered_payouts, lock) = match durable {
+            Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
+            None => (checkpointer, Vec::new(), Default::default(), None),
         };
         let pending: Vec<_> = recovered
             .iter()
@@ -213,6 +225,7 @@ impl Ledger {
                 checkpointer: Mutex::new(checkpointer),
                 recovery,
                 payouts,
+                lock: Mutex::new(lock),
             }),
         })
     }
@@ -548,16 +561,22 @@ impl Ledger {
                     let flushed = wal.shutdown();
                     if flushed.is_ok() && !poisoned {
                         if let Err(error) = checkpointer.finish() {
-                            eprintln!("burnledger: snapshot at shutdown failed: {error}");
+                            tracing::error!(%error, "snapshot at shutdown failed; the next open replays the log instead");
                         }
                     }
                     checkpointer.stop();
                     let _ = done_tx.send(());
                 });
-            if spawned.is_ok() {
-                let _ = done_rx.await;
+            if spawned.is_err() {
+                // The log may still be open: keep the folder locked until
+                // the last handle drops (Drop for Inner closes it).
+                return;
             }
+            let _ = done_rx.await;
         }
+        // The log is closed: another ledger may open the folder now, even
+        // while clones of this handle linger.
+        self.inner.lock.lock().take();
     }
 
     /// Takes a snapshot now (built from the log, without pausing anything)
@@ -818,6 +837,7 @@ struct Durable {
     payouts: std::collections::BTreeMap<u64, crate::payouts::PayoutRecord>,
     report: RecoveryReport,
     checkpointer: Checkpointer,
+    lock: DataDirLock,
 }
 
 /// Recovers the state in the data folder and opens its WAL writer and
@@ -830,7 +850,19 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         path: dir.clone(),
         reason: e.to_string(),
     })?;
-    let recovered = rebuild(&dir, currencies, ReplayMode::Recover)?;
+    // Before anything is read: a second ledger must not even replay a log
+    // that another one is appending to.
+    let lock = DataDirLock::exclusive(&dir)?;
+    let (table, changes) =
+        CurrencyTable::reconcile(CurrencyTable::read(&dir)?.as_ref(), currencies)?;
+    // The folder's history may hold retired currencies; new operations may not.
+    let history = table
+        .history_registry(&config.currencies, currencies)
+        .map_err(OpenError::Config)?;
+    let recovered = rebuild(&dir, &history, ReplayMode::Recover)?;
+    table.check_state(recovered.accounts.values(), currencies)?;
+    table.write(&dir)?;
+    log_table_changes(&dir, &changes);
     let report = recovered.report;
     // The checkpointer reads the journal's durable LSN, and the WAL writer
     // (under the journal) feeds the checkpointer: tie the knot through a
@@ -840,7 +872,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     let (checkpointer, follower) = Checkpointer::start(
         CheckpointSettings {
             data_dir: dir.clone(),
-            currencies: currencies.clone(),
+            currencies: history,
             interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
             every_events: config.snapshot_every_events,
             snapshots_kept: config.snapshots_kept,
@@ -874,7 +906,45 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         payouts: recovered.payouts,
         report,
         checkpointer,
+        lock,
     }))
+}
+
+/// Sync mode `none` keeps no log: on a folder that holds a ledger it would
+/// ignore that ledger (balances read empty) and lose every write at exit,
+/// silently. Refused instead.
+fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
+    let Some(dir) = config.data_dir.as_ref().filter(|_| !config.is_durable()) else {
+        return Ok(());
+    };
+    let holds = crate::data_dir::holds_ledger(dir).map_err(|e| OpenError::DataDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    if holds {
+        return Err(OpenError::Config(format!(
+            "data folder {} holds a ledger, but sync mode `none` keeps no log: it would be \
+             ignored (balances would read empty) and every write lost at exit. Open it with \
+             sync `fsync` or `buffered`, or run in memory without a data folder",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn log_table_changes(dir: &std::path::Path, changes: &[TableChange]) {
+    for change in changes {
+        match change {
+            TableChange::Added(c) => tracing::info!(
+                folder = %dir.display(), currency = %c.code, decimals = c.decimals,
+                "currency added to the folder's table"
+            ),
+            TableChange::Retired(c) => tracing::warn!(
+                folder = %dir.display(), currency = %c.code, decimals = c.decimals,
+                "currency recorded in the folder but not configured: retired (no money held in it); new operations in it are refused"
+            ),
+        }
+    }
 }
 
 fn check_reason(reason: &str) -> Result<(), LedgerError> {

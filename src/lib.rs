@@ -41,8 +41,8 @@
 //!
 //! ## What it is not
 //! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
-//! replicated: durability is one machine's disk. One process per data
-//! folder (nothing stops a second one yet).
+//! replicated: durability is one machine's disk. One ledger per data
+//! folder: a second open is refused (an OS lock, [`data_dir::DataDirLock`]).
 //!
 //! ## Limits
 //! See [`Config`] (shards, in-flight operations per shard, pending
@@ -76,6 +76,8 @@
 //! - `journal.rs` — where actors hand events to be made durable.
 //! - `wal/` — the write-ahead log: record framing, segments, the
 //!   group-commit writer thread, replay (see its own Layout).
+//! - `data_dir/` — the data folder as a whole: its lock (one ledger per
+//!   folder) and its currency table (the scale stored amounts were written in).
 //! - `snapshot.rs` — snapshot files: write (temp, fsync, rename), read, prune.
 //! - `recovery.rs` — rebuilding account states: snapshot, then WAL.
 //! - `checkpoint.rs` — the background thread that follows the log and
@@ -94,6 +96,7 @@ pub mod actors;
 pub mod audit;
 pub mod checkpoint;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod event;
 #[cfg(feature = "http")]

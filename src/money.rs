@@ -285,8 +285,8 @@ pub fn parse_amount_text(text: &str) -> Result<Decimal, AmountTextError> {
     if !all_digits(whole) || !fraction.is_none_or(all_digits) {
         return Err(AmountTextError::Malformed { shown: shown() });
     }
-    let exact = Decimal::from_str_exact(text)
-        .map_err(|_| AmountTextError::NotExact { shown: shown() })?;
+    let exact =
+        Decimal::from_str_exact(text).map_err(|_| AmountTextError::NotExact { shown: shown() })?;
     // Belt and braces: the scale must be the number of places written, or
     // some digit was dropped on the way.
     let places = fraction.map_or(0, str::len);
@@ -392,11 +392,19 @@ mod tests {
                 error.contains("never rounded") || error.contains("decimal places"),
                 "{over_precise}: {error}"
             );
-            assert!(!error.contains("greater than zero"), "{over_precise}: {error}");
-        }
-        for malformed in ["", "-", ".", "1.", ".5", "1e3", "+1", " 1", "1 ", "1_000", "1,5", "0x10", "1.2.3", "١"] {
             assert!(
-                matches!(parse_amount_text(malformed), Err(AmountTextError::Malformed { .. })),
+                !error.contains("greater than zero"),
+                "{over_precise}: {error}"
+            );
+        }
+        for malformed in [
+            "", "-", ".", "1.", ".5", "1e3", "+1", " 1", "1 ", "1_000", "1,5", "0x10", "1.2.3", "١",
+        ] {
+            assert!(
+                matches!(
+                    parse_amount_text(malformed),
+                    Err(AmountTextError::Malformed { .. })
+                ),
                 "{malformed:?}"
             );
         }

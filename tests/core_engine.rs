@@ -292,13 +292,16 @@ async fn invalid_amounts_are_rejected_with_their_problem_and_change_nothing() {
 #[tokio::test]
 async fn amounts_at_the_limits_are_accepted_exactly() {
     let ledger = open();
-    // The per-operation maximum itself is allowed, and so are trailing zeros
-    // past the currency's decimals.
+    // The per-operation maximum itself is allowed; trailing zeros past the
+    // currency's decimals are not (the amount's scale is the caller's
+    // claim about the currency, and a wrong claim is how money is misread).
     ledger
         .deposit(1, "USD", dec("1000000000000"), None)
         .await
         .unwrap();
-    let d = ledger.deposit(1, "USD", dec("12.500"), None).await.unwrap();
+    let refused = ledger.deposit(1, "USD", dec("12.500"), None).await;
+    assert_eq!(refused.unwrap_err().code(), "invalid_amount");
+    let d = ledger.deposit(1, "USD", dec("12.50"), None).await.unwrap();
     assert_eq!(d.amount, dec("12.5"));
     ledger
         .deposit(1, "BTC", dec("0.00000001"), None)

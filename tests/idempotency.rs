@@ -76,10 +76,13 @@ async fn a_replayed_deposit_returns_the_first_result_and_changes_nothing() {
     let first = keyed_deposit(&ledger, 1, "USD", "25", "dep").await;
     assert_eq!(first.amount, dec("25"));
     let before = snapshot(&ledger, &[1], &[]).await;
-    for amount in ["25", "25.00", "25.000"] {
+    for amount in ["25", "25.00"] {
         let again = keyed_deposit(&ledger, 1, "USD", amount, "dep").await;
         assert_eq!(again, first, "replay with {amount}");
     }
+    // More places than the currency has is refused before the key is read.
+    let over_precise = ledger.deposit(1, "USD", dec("25.000"), Some("dep")).await;
+    assert_eq!(over_precise.unwrap_err().code(), "invalid_amount");
     // The batch form replays the same key too.
     let results = ledger
         .submit(vec![keyed(deposit_op(1, "USD", "25"), "dep")])
