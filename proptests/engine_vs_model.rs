@@ -27,8 +27,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use burnledger::account::AccountState;
+use burnledger::data_dir::LockError;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
-use burnledger::{Ledger, LedgerError, TransactionId, WithdrawalOutcome};
+use burnledger::{Config, Ledger, LedgerError, OpenError, TransactionId, WithdrawalOutcome};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -121,6 +122,59 @@ enum Op {
     /// Waits long enough for the payout actor to retry, on its own, a
     /// payout whose outcome is unknown.
     Pause,
+    /// Opens the folder a second time while the ledger runs: refused.
+    SecondOpen,
+    /// Closes the ledger (cleanly or by a crash), opens the folder with a
+    /// changed currency table, then goes back to the usual one.
+    ReopenChanged {
+        change: CurrencyChange,
+        crash: bool,
+    },
+}
+
+/// How a reopen's configuration differs from the folder's currency table.
+#[derive(Clone, Copy, Debug)]
+enum CurrencyChange {
+    /// Another number of decimals for a currency that exists: refused.
+    Scale { usd: bool, decimals: u8 },
+    /// Leaves a currency out: refused while any account holds money in it
+    /// (available or locked), else it opens with that currency retired.
+    Drop { usd: bool },
+    /// A new currency: opens.
+    AddEur,
+}
+
+impl CurrencyChange {
+    fn currencies(self) -> Vec<burnledger::CurrencyConfig> {
+        use burnledger::CurrencyConfig;
+        let (usd, btc) = (CurrencyConfig::new("USD", 2), CurrencyConfig::new("BTC", 8));
+        match self {
+            Self::Scale {
+                usd: true,
+                decimals,
+            } => vec![CurrencyConfig::new("USD", decimals), btc],
+            Self::Scale {
+                usd: false,
+                decimals,
+            } => vec![usd, CurrencyConfig::new("BTC", decimals)],
+            Self::Drop { usd: true } => vec![btc],
+            Self::Drop { usd: false } => vec![usd],
+            Self::AddEur => vec![usd, btc, CurrencyConfig::new("EUR", 2)],
+        }
+    }
+}
+
+fn currency_change() -> impl Strategy<Value = CurrencyChange> {
+    prop_oneof![
+        (
+            any::<bool>(),
+            prop_oneof![Just(0u8), Just(1), Just(3), Just(6), Just(18)]
+        )
+            .prop_filter("a changed scale", |(usd, d)| *d != if *usd { 2 } else { 8 })
+            .prop_map(|(usd, decimals)| CurrencyChange::Scale { usd, decimals }),
+        any::<bool>().prop_map(|usd| CurrencyChange::Drop { usd }),
+        Just(CurrencyChange::AddEur),
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -200,6 +254,9 @@ fn busy_op() -> impl Strategy<Value = Op> {
         4 => Just(Op::RunPayouts),
         1 => Just(Op::Snapshot),
         2 => Just(Op::CrashReopen),
+        1 => Just(Op::SecondOpen),
+        1 => (currency_change(), any::<bool>())
+            .prop_map(|(change, crash)| Op::ReopenChanged { change, crash }),
     ]
 }
 
@@ -433,6 +490,8 @@ enum Action {
     Snapshot,
     CrashReopen,
     Pause,
+    SecondOpen,
+    ReopenChanged(CurrencyChange, bool),
     /// A replay with nothing to replay yet.
     Nothing,
 }
@@ -461,6 +520,96 @@ impl Run {
             Some(&self.bank),
         ))
         .map_err(|e| fail(format!("Ledger::open failed: {e}")))
+    }
+
+    fn open_with(&self, currencies: Vec<burnledger::CurrencyConfig>) -> Result<Ledger, OpenError> {
+        Ledger::open(Config {
+            currencies,
+            ..ledger_config(self.dir.path(), PENDING_MAX, Some(&self.bank))
+        })
+    }
+
+    /// Whether any account holds money (available or locked) in `cur`.
+    fn model_holds(&self, cur: Cur) -> bool {
+        self.model
+            .balances
+            .iter()
+            .any(|((_, c), b)| *c == cur && b.available + b.locked != 0)
+    }
+
+    /// A second `Ledger::open` of the running ledger's folder.
+    fn second_open(&mut self) -> Result<(), TestCaseError> {
+        let answer = self.open_with(support::currencies()).map(drop);
+        self.trace.push(format!("SecondOpen -> {answer:?}"));
+        match answer {
+            Err(OpenError::Lock(LockError::InUse { pid, .. }))
+                if pid == Some(std::process::id()) =>
+            {
+                Ok(())
+            }
+            other => Err(fail(format!(
+                "a second open of a folder in use must be refused naming this pid, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Closes the ledger, opens with a changed table (which must open or
+    /// be refused as the table's rules say), then reopens as usual.
+    async fn reopen_changed(
+        &mut self,
+        change: CurrencyChange,
+        crash: bool,
+    ) -> Result<(), TestCaseError> {
+        let ledger = self.ledger.take().expect("the ledger is open");
+        if !crash {
+            ledger.shutdown().await;
+        }
+        drop(ledger);
+        let opens = match change {
+            CurrencyChange::Scale { .. } => false,
+            CurrencyChange::Drop { usd } => {
+                !self.model_holds(if usd { Cur::Usd } else { Cur::Btc })
+            }
+            CurrencyChange::AddEur => true,
+        };
+        let answer = self.open_with(change.currencies());
+        self.trace.push(format!(
+            "ReopenChanged {change:?} (crash: {crash}) -> {:?}",
+            answer.as_ref().map(|_| "opened")
+        ));
+        match (answer, opens) {
+            (Ok(changed), true) => {
+                // What it recovered is the state before, whatever the table.
+                let engine = view_of(
+                    &changed
+                        .export_accounts()
+                        .await
+                        .map_err(|e| fail(e.to_string()))?,
+                )
+                .map_err(fail)?;
+                changed.shutdown().await;
+                drop(changed);
+                self.ledger = Some(self.open()?);
+                for (tx, to) in Self::payout_moves(&self.model, &engine, false)? {
+                    self.model.payout_transition(tx, to).map_err(fail)?;
+                }
+                return self.compare(&engine, "reopened with a changed table").await;
+            }
+            (Err(OpenError::Currencies(_)), false) => {}
+            (answer, _) => {
+                return Err(fail(format!(
+                    "reopen with {change:?}: expected {}, got {:?}",
+                    if opens {
+                        "to open"
+                    } else {
+                        "a currency table refusal"
+                    },
+                    answer.map(|_| "opened")
+                )))
+            }
+        }
+        self.ledger = Some(self.open()?);
+        Ok(())
     }
 
     fn ledger(&self) -> &Ledger {
@@ -545,6 +694,8 @@ impl Run {
             Op::Snapshot => return Action::Snapshot,
             Op::CrashReopen => return Action::CrashReopen,
             Op::Pause => return Action::Pause,
+            Op::SecondOpen => return Action::SecondOpen,
+            Op::ReopenChanged { change, crash } => return Action::ReopenChanged(*change, *crash),
         };
         Action::Request(request)
     }
@@ -778,6 +929,14 @@ impl Run {
                         )));
                     }
                 }
+                self.observe_background(&pre, &label).await
+            }
+            Action::SecondOpen => {
+                self.second_open()?;
+                self.observe_background(&pre, &label).await
+            }
+            Action::ReopenChanged(change, crash) => {
+                self.reopen_changed(*change, *crash).await?;
                 self.observe_background(&pre, &label).await
             }
         }
