@@ -10,7 +10,7 @@ use burnledger::account::AccountState;
 use burnledger::money::Currencies;
 use burnledger::recovery::{rebuild, snapshot_dir};
 use burnledger::wal::record::{decode, Decoded};
-use burnledger::wal::ReplayMode;
+use burnledger::wal::{ReplayMode, WalError};
 use burnledger::{Config, Decimal, Ledger, LedgerError, OpenError};
 
 fn dec(s: &str) -> Decimal {
@@ -287,4 +287,134 @@ async fn verify_exits_zero_on_a_sound_folder_and_non_zero_on_a_corrupt_one() {
     let corrupt = verify(dir.path());
     assert!(!corrupt.status.success());
     assert!(String::from_utf8_lossy(&corrupt.stdout).contains("FAILED"));
+}
+
+#[path = "common/faults.rs"]
+mod faults;
+
+/// Flips `bit` of byte `at` in `path`, runs `check`, and puts the byte back
+/// (and the rest of the file, should recovery have cut it).
+fn with_flipped<T>(
+    path: &Path,
+    pristine: &[u8],
+    at: usize,
+    bit: u32,
+    check: impl FnOnce() -> T,
+) -> T {
+    let mut damaged = pristine.to_vec();
+    damaged[at] ^= 1 << bit;
+    fs::write(path, &damaged).unwrap();
+    let result = check();
+    fs::write(path, pristine).unwrap();
+    result
+}
+
+/// Item 2 of issue 11: a flipped bit anywhere in a multi-segment log —
+/// every bit of the length field and a bit of every other byte of chosen
+/// records (in an early segment, in the middle of the last one, the last
+/// record), and sampled bytes across all segments — either stops recovery
+/// naming the file and the damaged record's offset, or leaves every
+/// acknowledged record in place. Never fewer records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_anywhere_refuses_naming_file_and_offset_or_keeps_every_acknowledged_record()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(faults::config(dir.path())).unwrap();
+    let acknowledged = faults::write_acknowledged(&ledger, 24, 80).await;
+    drop(ledger);
+    let all = faults::replay_all(dir.path()).unwrap();
+    assert_eq!(
+        all.len() as u64,
+        acknowledged,
+        "one record per acknowledged operation"
+    );
+    let files = faults::segments(dir.path());
+    assert!(files.len() >= 4, "{} segments", files.len());
+
+    // (file, pristine bytes, record starts) for every segment.
+    let layout: Vec<_> = files
+        .iter()
+        .map(|path| {
+            let bytes = fs::read(path).unwrap();
+            let starts = faults::record_boundaries(&bytes, faults::first_lsn(path));
+            (path.clone(), bytes, starts)
+        })
+        .collect();
+    let check = |segment: usize, at: usize, bit: u32| {
+        let (path, bytes, starts) = &layout[segment];
+        let record_start = starts[starts.partition_point(|&s| s <= at) - 1];
+        with_flipped(path, bytes, at, bit, || {
+            match faults::replay_all(dir.path()) {
+                Err(WalError::Corrupt {
+                    path: named,
+                    offset,
+                    ..
+                }) => {
+                    assert_eq!(&named, path, "flip at {at} bit {bit}");
+                    assert_eq!(
+                        offset, record_start as u64,
+                        "flip at {at} bit {bit} of {path:?}"
+                    );
+                }
+                Err(other) => panic!("flip at {at} bit {bit} of {path:?}: {other}"),
+                Ok(seen) => assert!(
+                    seen == all,
+                    "flip at {at} bit {bit} of {path:?}: {} of {} records recovered",
+                    seen.len(),
+                    all.len()
+                ),
+            }
+        });
+    };
+
+    let last = layout.len() - 1;
+    let last_starts = &layout[last].2;
+    let chosen = [
+        (1, layout[1].2.len() / 2),
+        (last, last_starts.len() / 2),
+        (last, last_starts.len() - 2),
+    ];
+    for &(segment, record) in &chosen {
+        let starts = &layout[segment].2;
+        let (start, end) = (starts[record], starts[record + 1]);
+        for at in start..end {
+            let bits = if at < start + 4 {
+                0..8
+            } else {
+                (at % 8) as u32..(at % 8) as u32 + 1
+            };
+            for bit in bits {
+                check(segment, at, bit);
+            }
+        }
+    }
+    let total: usize = layout.iter().map(|(_, bytes, _)| bytes.len()).sum();
+    let stride = total / 300;
+    for sample in 0..300 {
+        let mut at = sample * stride + sample % 7;
+        let mut segment = 0;
+        while at >= layout[segment].1.len() {
+            at -= layout[segment].1.len();
+            segment += 1;
+        }
+        check(segment, at, (sample % 8) as u32);
+    }
+
+    // The same through `Ledger::open`: a flip in each chosen record's
+    // length field refuses the open, naming the file and offset.
+    for &(segment, record) in &chosen {
+        let (path, bytes, starts) = &layout[segment];
+        let start = starts[record];
+        with_flipped(path, bytes, start + 1, 2, || {
+            match Ledger::open(faults::config(dir.path())) {
+                Err(OpenError::Recovery(error)) => {
+                    let message = error.to_string();
+                    assert!(message.contains(&path.display().to_string()), "{message}");
+                    assert!(message.contains(&format!("byte {start}")), "{message}");
+                }
+                Err(other) => panic!("expected a recovery error, got {other}"),
+                Ok(_) => panic!("a flipped length at byte {start} of {path:?} must stop the open"),
+            }
+        });
+    }
 }
