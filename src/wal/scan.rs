@@ -214,7 +214,9 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     let mut infos = Vec::new();
     let mut buf = Vec::new();
     let mut expected: Option<u64> = None;
-    for segment in segment::list(dir)? {
+    let segments = segment::list(dir)?;
+    let count = segments.len();
+    for (index, segment) in segments.into_iter().enumerate() {
         read_segment(&segment.path, &mut buf)?;
         let Ok(found) = scan(&buf, segment.first_lsn, |_| Ok::<(), Infallible>(()));
         let mut problems = Vec::new();
@@ -223,7 +225,15 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
         }
         match found.tail {
             Tail::Clean => {}
-            Tail::Torn => problems.push(format!("torn tail at byte {}", found.valid_bytes)),
+            Tail::Torn if index + 1 == count => problems.push(format!(
+                "torn tail at byte {}: opening the ledger cuts the {} bytes after it",
+                found.valid_bytes,
+                buf.len() - found.valid_bytes
+            )),
+            Tail::Torn => problems.push(format!(
+                "corrupt at byte {}: torn record in a segment that is not the last",
+                found.valid_bytes
+            )),
             Tail::Corrupt { reason } => {
                 problems.push(format!("corrupt at byte {}: {reason}", found.valid_bytes))
             }
