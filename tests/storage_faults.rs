@@ -143,6 +143,7 @@ fn state_at(pristine: &Pristine, cache: &mut HashMap<u64, States>, lsn: u64) -> 
 }
 
 #[derive(Debug)]
+#[allow(dead_code)] // as `Applied`
 enum Fault {
     Flip { at: usize, bit: u8 },
     Zero { at: usize, len: usize },
@@ -151,6 +152,8 @@ enum Fault {
 
 /// What a case did, for the failure message.
 #[derive(Debug)]
+// Read through `Debug` only, in failure messages.
+#[allow(dead_code)]
 struct Applied {
     file: PathBuf,
     fault: Fault,
