@@ -357,19 +357,15 @@ impl<F> Replay<'_, F> {
             return Ok(false);
         }
         let is_last = self.index + 1 == self.segments.len();
-        match found.tail {
+        match found.tail.in_segment(is_last) {
             Tail::Clean => {}
-            Tail::Torn if is_last => {
+            Tail::Torn => {
                 if self.mode == ReplayMode::Recover {
                     truncate(&segment.path, found.valid_bytes)?;
                 }
                 report.bytes_truncated = (bytes - found.valid_bytes) as u64;
                 report.truncated_segment = Some(segment.path.clone());
                 report.truncated_at = found.valid_bytes as u64;
-            }
-            Tail::Torn => {
-                let reason = "torn record in a segment that is not the last".to_owned();
-                return Err(corrupt(segment, found.valid_bytes, reason));
             }
             Tail::Corrupt { reason } => return Err(corrupt(segment, found.valid_bytes, reason)),
         }

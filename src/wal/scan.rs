@@ -40,6 +40,20 @@ pub(crate) enum Tail {
     Corrupt { reason: String },
 }
 
+impl Tail {
+    /// The recovery rule's last word, once it is known whether the segment
+    /// is the log's last: only the last segment may end torn (an earlier one
+    /// was synced before the next was started), anywhere else it is corrupt.
+    pub(crate) fn in_segment(self, is_last: bool) -> Tail {
+        match self {
+            Tail::Torn if !is_last => Tail::Corrupt {
+                reason: "torn record in a segment that is not the last".to_owned(),
+            },
+            tail => tail,
+        }
+    }
+}
+
 pub(crate) struct Scan {
     pub records: u64,
     /// Offset just after the last whole record.
@@ -223,16 +237,12 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
         if let Some(lsn) = expected.filter(|&lsn| lsn != segment.first_lsn) {
             problems.push(format!("LSN {lsn} expected at the start"));
         }
-        match found.tail {
+        match found.tail.in_segment(index + 1 == count) {
             Tail::Clean => {}
-            Tail::Torn if index + 1 == count => problems.push(format!(
+            Tail::Torn => problems.push(format!(
                 "torn tail at byte {}: opening the ledger cuts the {} bytes after it",
                 found.valid_bytes,
                 buf.len() - found.valid_bytes
-            )),
-            Tail::Torn => problems.push(format!(
-                "corrupt at byte {}: torn record in a segment that is not the last",
-                found.valid_bytes
             )),
             Tail::Corrupt { reason } => {
                 problems.push(format!("corrupt at byte {}: {reason}", found.valid_bytes))
