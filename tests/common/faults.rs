@@ -30,36 +30,30 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-/// Runs `waves` rounds of `per_wave` concurrent operations (deposits,
-/// withdrawal requests, transfers: one logged event each) on `ledger`, so
-/// the log holds many group-commit batches. Every operation must be
-/// acknowledged; returns how many were.
+/// Runs `waves` rounds of `per_wave` operations (deposits, withdrawal
+/// requests, transfers: one logged event each) on `ledger`, one after the
+/// other, so the same calls always write the same log, byte for byte.
+/// Every operation must be acknowledged; returns how many were.
 pub async fn write_acknowledged(ledger: &Ledger, waves: u64, per_wave: u64) -> u64 {
     let mut acknowledged = 0;
     for wave in 0..waves {
-        let mut tasks = Vec::new();
         for i in 0..per_wave {
-            let ledger = ledger.clone();
             let account = i % 16;
-            tasks.push(tokio::spawn(async move {
-                match wave % 3 {
-                    0 => ledger
-                        .deposit(account, "USD", dec("10.25"), None)
-                        .await
-                        .map(drop),
-                    1 => ledger
-                        .request_withdrawal(account, "USD", dec("1.5"), None)
-                        .await
-                        .map(drop),
-                    _ => ledger
-                        .transfer(account, (account + 1) % 16, "USD", dec("0.75"), None)
-                        .await
-                        .map(drop),
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap().unwrap();
+            match wave % 3 {
+                0 => ledger
+                    .deposit(account, "USD", dec("10.25"), None)
+                    .await
+                    .map(drop),
+                1 => ledger
+                    .request_withdrawal(account, "USD", dec("1.5"), None)
+                    .await
+                    .map(drop),
+                _ => ledger
+                    .transfer(account, (account + 1) % 16, "USD", dec("0.75"), None)
+                    .await
+                    .map(drop),
+            }
+            .unwrap();
             acknowledged += 1;
         }
     }
