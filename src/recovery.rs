@@ -70,7 +70,8 @@ impl RecoveryReport {
                 offset = self.truncated_at,
                 bytes = self.bytes_truncated,
                 "recovery cut a torn WAL tail: {} bytes after byte {} of {} \
-                 (a write a crash interrupted, never acknowledged under fsync)",
+                 (what a crash mid-write leaves; such a write is never acknowledged \
+                 under fsync)",
                 self.bytes_truncated,
                 self.truncated_at,
                 segment.display()

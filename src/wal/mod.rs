@@ -47,8 +47,10 @@
 //! synced bytes plus some of the unsynced ones. Either way the only record
 //! that can be cut short is in the unsynced end of the last segment, and
 //! what follows it was never acknowledged — in `fsync` mode, at most the
-//! rest of one batch. A flipped or zeroed byte *before* acknowledged data,
-//! by contrast, always leaves valid records after it, and is refused.
+//! rest of one batch (in `buffered` mode, what the last interval wrote,
+//! which that mode may lose anyway). A flipped or zeroed byte *before*
+//! acknowledged data, by contrast, always leaves valid records after it,
+//! and is refused.
 //!
 //! Cost and limits: the search past a torn-looking record reads only what
 //! follows it, which is less than the length it announces, so at most
@@ -58,8 +60,12 @@
 //! write out of order can leave a hole followed by later records of that
 //! same unacknowledged write: recovery then refuses rather than guess (the
 //! operator can cut the file at the reported offset once sure nothing
-//! acknowledged follows). A valid record that a bit flip forges is out of
-//! reach of the 32-bit checksum's odds.
+//! acknowledged follows). The other way round, damage that itself looks
+//! like a crash — the newest segment cut short, or zeros from a record's
+//! start to the end of the file — cannot be told from one and is cut like
+//! one: reported, and logged as a warning at open, but not refused. A valid
+//! record that a bit flip forges is out of reach of the 32-bit checksum's
+//! odds.
 //!
 //! ## Layout
 //! - `record.rs` — framing of one record: encode, decode, limits.

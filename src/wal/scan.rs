@@ -190,9 +190,7 @@ impl Walk {
             }
         }
     }
-}
 
-impl Walk {
     /// The recovery rule (see [`super`]): a record that looks torn is torn
     /// only if nothing valid follows it; `rest` runs from it to the end of
     /// the file.
