@@ -210,27 +210,32 @@ fn inject(rng: &mut SmallRng, dir: &Path, log: &mut Vec<Applied>) {
 }
 
 /// The first LSN whose loss the damage in `dir` permits (`u64::MAX` for
-/// none). Only the newest segment may lose records, and only when what the
-/// faults left there is what a crash can leave: the original bytes up to
-/// some point, then nothing (cut) or zeros (a file extended with zeros).
-/// Then the records from the first one the damage touched may be lost.
+/// none). Only the newest segment may lose records, and only what a crash
+/// could have taken: a crash leaves the original bytes up to some point,
+/// then nothing (a cut) or zeros (a file extended with zeros). That point
+/// is where the faults' crash-like end starts — the first changed byte in
+/// the zeros at the end, or the end of a file that was cut — and the
+/// record it falls in, with every one after it, may be lost. Any other
+/// change must lie inside that record (lost anyway), or nothing may be.
 fn permitted_loss_from(dir: &Path, pristine: &Pristine) -> u64 {
     let name = pristine.last_segment.file_name().unwrap();
     let now = fs::read(wal::wal_dir(dir).join(name)).unwrap();
     let before = fs::read(&pristine.last_segment).unwrap();
-    let differs = |at: &usize| now[*at] != before[*at];
-    let first_change = (0..now.len()).find(differs).unwrap_or(now.len());
-    if first_change == before.len() {
-        return u64::MAX;
-    }
+    let changed = |at: usize| now[at] != before[at];
     let zeros_from = now.len() - now.iter().rev().take_while(|&&b| b == 0).count();
-    if first_change < zeros_from {
-        // Something other than zeros at the end was changed: no crash
-        // leaves that, so nothing may be lost.
+    let crash_point = match (zeros_from..now.len()).find(|&at| changed(at)) {
+        Some(at) => at,
+        None if now.len() < before.len() => now.len(),
+        // Nothing crash-like at the end.
+        None => return u64::MAX,
+    };
+    let lost = pristine.last_boundaries[1..].partition_point(|&end| end <= crash_point);
+    let lost_start = pristine.last_boundaries[lost];
+    if (0..lost_start.min(now.len())).any(changed) {
+        // Damage before it: no crash leaves that, nothing may be lost.
         return u64::MAX;
     }
-    let touched = pristine.last_boundaries[1..].partition_point(|&end| end <= first_change);
-    pristine.last_first_lsn + touched as u64
+    pristine.last_first_lsn + lost as u64
 }
 
 /// Every segment and snapshot of `dir`, with its bytes.
