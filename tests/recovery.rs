@@ -1,5 +1,7 @@
-//! Recovery from damaged data: torn tails, corrupt records, damaged
-//! snapshots, failed fsyncs.
+//! Recovery from damaged data: torn tails, corrupt records (a sweep of
+//! flipped bits over a multi-segment log), damaged snapshots, failed
+//! fsyncs; what recovery logs; and what `inspect` and `verify` say about
+//! damaged, missing and foreign folders, with their exit codes.
 
 use std::collections::BTreeMap;
 use std::fs;
