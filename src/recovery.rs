@@ -5,7 +5,9 @@
 //! torn WAL tail), the background checkpointer (read-only, up to a durable
 //! LSN, while the writer keeps appending), and `verify` (read-only). After
 //! every rebuild the invariants are checked: a state that breaks one is an
-//! error, never a ledger that opens.
+//! error, never a ledger that opens. When a ledger opens, the report of what
+//! recovery did is logged ([`RecoveryReport::log`]): a warning for any cut
+//! tail or skipped snapshot.
 
 use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
@@ -43,9 +45,54 @@ pub struct RecoveryReport {
     pub next_lsn: u64,
     /// Bytes of a torn WAL tail cut off (or, read-only, that would be).
     pub bytes_truncated: u64,
+    /// The segment cut (or, read-only, that would be), and where.
     pub truncated_segment: Option<PathBuf>,
+    pub truncated_at: u64,
     pub accounts: usize,
     pub elapsed: Duration,
+}
+
+impl RecoveryReport {
+    /// Tells the operator what recovery did, through `tracing`: a warning
+    /// for every snapshot skipped as damaged and for a cut WAL tail (what
+    /// was lost, where), then an info summary. Called when a ledger opens.
+    pub fn log(&self) {
+        for (path, reason) in &self.damaged_snapshots {
+            tracing::warn!(
+                snapshot = %path.display(),
+                %reason,
+                "recovery skipped a damaged snapshot and fell back to an older one"
+            );
+        }
+        if let Some(segment) = &self.truncated_segment {
+            tracing::warn!(
+                segment = %segment.display(),
+                offset = self.truncated_at,
+                bytes = self.bytes_truncated,
+                "recovery cut a torn WAL tail: {} bytes after byte {} of {} \
+                 (what a crash mid-write leaves; such a write is never acknowledged \
+                 under fsync)",
+                self.bytes_truncated,
+                self.truncated_at,
+                segment.display()
+            );
+        }
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |s| s.path.display().to_string());
+        tracing::info!(
+            %snapshot,
+            records_replayed = self.records_replayed,
+            last_lsn = self.last_lsn,
+            accounts = self.accounts,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "recovered: snapshot {snapshot}, {} WAL records replayed, last LSN {}, {} accounts",
+            self.records_replayed,
+            self.last_lsn,
+            self.accounts
+        );
+    }
 }
 
 /// Why a rebuild failed.
@@ -134,6 +181,7 @@ pub fn rebuild(
     report.next_lsn = replayed.next_lsn.max(from_lsn + 1);
     report.bytes_truncated = replayed.bytes_truncated;
     report.truncated_segment = replayed.truncated_segment;
+    report.truncated_at = replayed.truncated_at;
     report.accounts = accounts.len();
 
     // One pass over the accounts: audit them and note the payouts still
@@ -147,6 +195,9 @@ pub fn rebuild(
     let mut handed_over = HashMap::with_capacity(accounts.len());
     handed_over.extend(accounts);
     report.elapsed = started.elapsed();
+    if mode == ReplayMode::Recover {
+        report.log();
+    }
     Ok(Recovered {
         accounts: handed_over,
         payouts,

@@ -284,3 +284,27 @@ fn golden_v1_corrupt_wal_fails_naming_the_file_and_the_record_offset() {
         Ok(_) => panic!("a corrupt middle record must not recover"),
     }
 }
+
+/// Issue 11, item 2: a length field raised past the end of the file looks
+/// like a torn write, but records follow it: corrupt, never cut.
+#[test]
+fn golden_v1_corrupt_length_mid_log_fails_naming_the_file_and_the_record_offset() {
+    for mode in [
+        ReplayMode::Recover,
+        ReplayMode::ReadOnly { until_lsn: None },
+    ] {
+        let dir = data_dir_with_wal("corrupt_length.wal");
+        let (_, starts) = encoded_log();
+        match rebuild(dir.path(), &currencies(), mode) {
+            Err(RecoveryError::Wal(WalError::Corrupt { path, offset, .. })) => {
+                assert_eq!(path, segment_path(dir.path(), 1));
+                assert_eq!(offset as usize, starts[3]);
+            }
+            Err(other) => panic!("expected a corrupt-record error, got {other}"),
+            Ok(_) => panic!("a damaged length before valid records must not recover"),
+        }
+        let golden_bytes = fs::read(golden("corrupt_length.wal")).unwrap();
+        let left = fs::read(segment_path(dir.path(), 1)).unwrap();
+        assert_eq!(left, golden_bytes, "nothing cut");
+    }
+}

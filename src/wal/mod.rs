@@ -19,17 +19,53 @@
 //! payload is one [`Event`](crate::event::Event) in bincode 2 `standard()`.
 //!
 //! ## Recovery rule
-//! Reading a segment from its start, a record is *torn* when the bytes left
-//! are fewer than a header, or fewer than the header's `len` says; it is also
-//! treated as torn when every byte left in the file is zero (a file system
-//! may extend a file with zeros when a crash lands between the size update
-//! and the data, and no record is ever all zeros). A torn record in the
-//! **last** segment is what a crash mid-write leaves: the file is cut back to
-//! the last whole record and the cut is reported. Anything else that fails —
-//! a torn record in an earlier segment, a bad length, a checksum mismatch, a
-//! payload that does not decode, an LSN out of sequence, even in the last
-//! record — is *corrupt*: replay stops with [`WalError::Corrupt`] naming the
-//! file and byte offset, and never skips it.
+//! **A record may be cut as torn only where nothing acknowledged can follow
+//! it.** Reading a segment from its start, a record *looks torn* when the
+//! bytes left are fewer than a header, or fewer than the header's `len`
+//! says, or when every byte left in the file is zero (a file system may
+//! extend a file with zeros when a crash lands between the size update and
+//! the data; no record is ever all zeros). A record that looks torn is
+//! *torn* only if it is in the **last** segment and nothing after it checks
+//! out: no record at its offset passes its checksum with a shorter length
+//! (a whole record whose length field was hit), and no checksum-valid record
+//! with an LSN from the expected one up to the most records that fit before
+//! it starts at any later byte. Then it is what a crash mid-write leaves:
+//! the file is cut back to the last whole record and the cut is reported
+//! (and logged when a ledger opens). Anything else is *corrupt*: a record
+//! that looks torn but is followed by valid data, one that looks torn in an
+//! earlier segment, a bad length, a checksum mismatch, a payload that does
+//! not decode, an LSN out of sequence, even in the last record. Replay then
+//! stops with [`WalError::Corrupt`] naming the file and the byte offset of
+//! the bad record, and never skips it. The rule is decided in one place
+//! (`scan.rs`), so recovery, read-only replay (`verify`, the checkpointer)
+//! and [`inspect`] always agree.
+//!
+//! Why this is sound: the writer appends a whole group-commit batch with one
+//! `write` and (in `fsync` mode) acknowledges it only after `fdatasync`, and
+//! closes a segment with a sync before starting the next. A killed process
+//! leaves a prefix of its last write; a crash of the machine leaves the
+//! synced bytes plus some of the unsynced ones. Either way the only record
+//! that can be cut short is in the unsynced end of the last segment, and
+//! what follows it was never acknowledged — in `fsync` mode, at most the
+//! rest of one batch (in `buffered` mode, what the last interval wrote,
+//! which that mode may lose anyway). A flipped or zeroed byte *before*
+//! acknowledged data, by contrast, always leaves valid records after it,
+//! and is refused.
+//!
+//! Cost and limits: the search past a torn-looking record reads only what
+//! follows it, which is less than the length it announces, so at most
+//! [`RECORD_BYTES_MAX`] (1 MiB) per recovery; only the LSN field is compared
+//! at each byte, and a checksum is computed only where the LSN fits. A
+//! machine crash on a file system that persists the pages of one unsynced
+//! write out of order can leave a hole followed by later records of that
+//! same unacknowledged write: recovery then refuses rather than guess (the
+//! operator can cut the file at the reported offset once sure nothing
+//! acknowledged follows). The other way round, damage that itself looks
+//! like a crash — the newest segment cut short, or zeros from a record's
+//! start to the end of the file — cannot be told from one and is cut like
+//! one: reported, and logged as a warning at open, but not refused. A valid
+//! record that a bit flip forges is out of reach of the 32-bit checksum's
+//! odds.
 //!
 //! ## Layout
 //! - `record.rs` — framing of one record: encode, decode, limits.
@@ -38,7 +74,8 @@
 //! - `writer.rs` — the writer thread: group commit, sync modes, poisoning.
 //! - `stats.rs` — fsync counts and latency histogram, for operators.
 //! - `handle.rs` — [`WalHandle`], how callers reach the writer thread.
-//! - `scan.rs` — walking a segment's records read-only; [`inspect`].
+//! - `scan.rs` — walking a segment's records read-only, and the one place
+//!   a torn tail is told from corruption; [`inspect`].
 //! - `reader.rs` — [`replay`]: recovery, with torn-tail truncation.
 
 mod handle;

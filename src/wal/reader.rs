@@ -35,10 +35,14 @@ pub struct ReplayReport {
     /// Where the writer must continue: after the log, and never before the
     /// requested `from_lsn` (a snapshot may hold events a buffered log lost).
     pub next_lsn: u64,
-    /// Bytes cut off the last segment's torn tail.
+    /// Bytes cut off the last segment's torn tail (read-only: that
+    /// recovery would cut).
     pub bytes_truncated: u64,
-    /// The segment that was cut, if one was.
+    /// The segment that was cut (read-only: would be), if any.
     pub truncated_segment: Option<PathBuf>,
+    /// Where in that segment the cut was (would be) made: the end of its
+    /// last whole record.
+    pub truncated_at: u64,
 }
 
 /// Why a replay stopped.
@@ -79,7 +83,8 @@ pub enum ReplayMode {
     /// segment, so the writer can append after whole records.
     Recover,
     /// Change nothing on disk: a torn tail is reported (in
-    /// `bytes_truncated`, as what recovery would cut) but left in place.
+    /// `bytes_truncated`, `truncated_segment` and `truncated_at`, as what
+    /// recovery would cut) but left in place.
     /// With `until_lsn`, stop after that LSN and ignore whatever follows —
     /// the live writer may be halfway through appending it.
     ReadOnly { until_lsn: Option<u64> },
@@ -352,19 +357,15 @@ impl<F> Replay<'_, F> {
             return Ok(false);
         }
         let is_last = self.index + 1 == self.segments.len();
-        match found.tail {
+        match found.tail.in_segment(is_last) {
             Tail::Clean => {}
-            Tail::Torn if is_last && self.mode != ReplayMode::Recover => {
-                report.bytes_truncated = (bytes - found.valid_bytes) as u64;
-            }
-            Tail::Torn if is_last => {
-                truncate(&segment.path, found.valid_bytes)?;
+            Tail::Torn => {
+                if self.mode == ReplayMode::Recover {
+                    truncate(&segment.path, found.valid_bytes)?;
+                }
                 report.bytes_truncated = (bytes - found.valid_bytes) as u64;
                 report.truncated_segment = Some(segment.path.clone());
-            }
-            Tail::Torn => {
-                let reason = "torn record in a segment that is not the last".to_owned();
-                return Err(corrupt(segment, found.valid_bytes, reason));
+                report.truncated_at = found.valid_bytes as u64;
             }
             Tail::Corrupt { reason } => return Err(corrupt(segment, found.valid_bytes, reason)),
         }

@@ -134,6 +134,78 @@ pub fn decode(bytes: &[u8], expected_lsn: u64) -> Decoded {
     }
 }
 
+/// Smallest record: a header and a one-byte payload.
+pub const RECORD_BYTES_MIN: usize = HEADER_BYTES + 1;
+
+/// Something in `bytes` — which start with a record that looks torn (it
+/// announces more bytes than there are) and which must run to the end of
+/// the segment — proving it is no torn write but damage: a checksum-valid
+/// record carrying `expected_lsn` or a later LSN. Returns the offset in
+/// `bytes` and LSN of the first one found.
+///
+/// Two shapes are looked for:
+/// - at offset 0, the record itself with a shorter length than its damaged
+///   length field announces (a whole record whose length was hit);
+/// - at any later offset, a successor: a record whose LSN lies between
+///   `expected_lsn` and the most records that fit before it (each is at
+///   least [`RECORD_BYTES_MIN`]) — that range is checked first, so only the
+///   rare candidate that passes it costs a checksum.
+///
+/// Cost: one pass over `bytes` plus a checksum per candidate. The caller
+/// only asks when [`decode`] said `Torn`, which means `bytes` is shorter
+/// than the announced record, so at most [`RECORD_BYTES_MAX`].
+pub fn find_intact_after_torn(bytes: &[u8], expected_lsn: u64) -> Option<(usize, u64)> {
+    if let Some(lsn) = shorter_valid_length(bytes, expected_lsn) {
+        return Some((0, lsn));
+    }
+    let u64_at = |at: usize| {
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(out)
+    };
+    let last_start = bytes.len().checked_sub(RECORD_BYTES_MIN)?;
+    (RECORD_BYTES_MIN..=last_start).find_map(|at| {
+        let lsn = u64_at(at + 8);
+        let most = expected_lsn.saturating_add((at / RECORD_BYTES_MIN) as u64);
+        if lsn < expected_lsn || lsn > most {
+            return None;
+        }
+        let len = (u64_at(at) & u64::from(u32::MAX)) as usize;
+        let crc = (u64_at(at + 4) & u64::from(u32::MAX)) as u32;
+        if len == 0 || len > PAYLOAD_BYTES_MAX {
+            return None;
+        }
+        let payload = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?;
+        (checksum(lsn, payload) == crc).then_some((at, lsn))
+    })
+}
+
+/// The LSN of the record at the start of `bytes` if its checksum holds for
+/// some payload shorter than all the bytes there are: the record is whole
+/// and its length field is what was damaged.
+fn shorter_valid_length(bytes: &[u8], expected_lsn: u64) -> Option<u64> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let mut crc_bytes = [0u8; 4];
+    crc_bytes.copy_from_slice(&header[4..8]);
+    let crc = u32::from_le_bytes(crc_bytes);
+    let mut lsn_bytes = [0u8; 8];
+    lsn_bytes.copy_from_slice(&header[8..16]);
+    let lsn = u64::from_le_bytes(lsn_bytes);
+    if lsn != expected_lsn {
+        return None;
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&lsn_bytes);
+    for &byte in payload.iter().take(PAYLOAD_BYTES_MAX) {
+        hasher.update(&[byte]);
+        if hasher.clone().finalize() == crc {
+            return Some(lsn);
+        }
+    }
+    None
+}
+
 /// Decoding the events replay meets all the time, without serde: a record
 /// is decoded once per replay and serde's generic path was most of the
 /// cost of reading the log.

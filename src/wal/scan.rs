@@ -40,6 +40,20 @@ pub(crate) enum Tail {
     Corrupt { reason: String },
 }
 
+impl Tail {
+    /// The recovery rule's last word, once it is known whether the segment
+    /// is the log's last: only the last segment may end torn (an earlier one
+    /// was synced before the next was started), anywhere else it is corrupt.
+    pub(crate) fn in_segment(self, is_last: bool) -> Tail {
+        match self {
+            Tail::Torn if !is_last => Tail::Corrupt {
+                reason: "torn record in a segment that is not the last".to_owned(),
+            },
+            tail => tail,
+        }
+    }
+}
+
 pub(crate) struct Scan {
     pub records: u64,
     /// Offset just after the last whole record.
@@ -166,7 +180,7 @@ impl Walk {
                     self.records += 1;
                 }
                 Decoded::Torn if !to_end => return Ok(None),
-                Decoded::Torn => return Ok(Some(Tail::Torn)),
+                Decoded::Torn => return Ok(Some(self.judge_torn(rest))),
                 // A zero-filled end is a crash's extension of the file, not
                 // data; whether the end is all zeros needs all of it.
                 Decoded::Corrupt { .. } if rest.iter().all(|&byte| byte == 0) => {
@@ -174,6 +188,26 @@ impl Walk {
                 }
                 Decoded::Corrupt { reason } => return Ok(Some(Tail::Corrupt { reason })),
             }
+        }
+    }
+
+    /// The recovery rule (see [`super`]): a record that looks torn is torn
+    /// only if nothing valid follows it; `rest` runs from it to the end of
+    /// the file.
+    fn judge_torn(&self, rest: &[u8]) -> Tail {
+        let expected = self.first_lsn + self.records;
+        match record::find_intact_after_torn(rest, expected) {
+            None => Tail::Torn,
+            Some((0, _)) => Tail::Corrupt {
+                reason: "record length damaged: the record checks out with a shorter one"
+                    .to_owned(),
+            },
+            Some((at, lsn)) => Tail::Corrupt {
+                reason: format!(
+                    "record {expected} looks cut short, but a valid record (LSN {lsn}) \
+                     follows {at} bytes after its start: damage, not a torn write"
+                ),
+            },
         }
     }
 }
@@ -192,16 +226,22 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     let mut infos = Vec::new();
     let mut buf = Vec::new();
     let mut expected: Option<u64> = None;
-    for segment in segment::list(dir)? {
+    let segments = segment::list(dir)?;
+    let count = segments.len();
+    for (index, segment) in segments.into_iter().enumerate() {
         read_segment(&segment.path, &mut buf)?;
         let Ok(found) = scan(&buf, segment.first_lsn, |_| Ok::<(), Infallible>(()));
         let mut problems = Vec::new();
         if let Some(lsn) = expected.filter(|&lsn| lsn != segment.first_lsn) {
             problems.push(format!("LSN {lsn} expected at the start"));
         }
-        match found.tail {
+        match found.tail.in_segment(index + 1 == count) {
             Tail::Clean => {}
-            Tail::Torn => problems.push(format!("torn tail at byte {}", found.valid_bytes)),
+            Tail::Torn => problems.push(format!(
+                "torn tail at byte {}: opening the ledger cuts the {} bytes after it",
+                found.valid_bytes,
+                buf.len() - found.valid_bytes
+            )),
             Tail::Corrupt { reason } => {
                 problems.push(format!("corrupt at byte {}: {reason}", found.valid_bytes))
             }
@@ -265,6 +305,9 @@ pub(crate) mod tests {
         bad_length.extend_from_slice(&[0, 0, 0x20, 0]);
         bad_length.extend_from_slice(&[0; 30]);
         files.push(bad_length);
+        let mut raised_length = clean.clone();
+        raised_length[ends[1] + 1] ^= 0x02;
+        files.push(raised_length);
         let mut after_zeros = clean[..ends[2]].to_vec();
         after_zeros.extend_from_slice(&[0; 30]);
         after_zeros.push(1);
@@ -302,6 +345,59 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// How `scan` judges `bytes` (a segment starting at LSN 1).
+    fn judged(bytes: &[u8]) -> (u64, usize, String) {
+        let Ok(found) = scan(bytes, 1, |_| Ok::<(), Infallible>(()));
+        let tail = match found.tail {
+            Tail::Clean => "clean".to_owned(),
+            Tail::Torn => "torn".to_owned(),
+            Tail::Corrupt { reason } => reason,
+        };
+        (found.records, found.valid_bytes, tail)
+    }
+
+    #[test]
+    fn a_record_that_looks_torn_is_torn_only_if_nothing_valid_follows_it() {
+        let (clean, ends) = encode(1..=8);
+        // A length raised past the end, mid-segment: later records follow.
+        let mut raised = clean.clone();
+        raised[ends[2] + 1] ^= 0x04;
+        let (records, valid, tail) = judged(&raised);
+        assert_eq!((records, valid), (3, ends[2]));
+        assert!(tail.contains("length damaged"), "{tail}");
+        // The same in the last record: the record checks out with a
+        // shorter length, so it is whole and damaged, not torn.
+        let mut last = clean.clone();
+        last[ends[6]] ^= 0x80;
+        let (records, valid, tail) = judged(&last);
+        assert_eq!((records, valid), (7, ends[6]));
+        assert!(tail.contains("length damaged"), "{tail}");
+        // Cut anywhere in the last record, or zeros after it: torn.
+        for cut in ends[6] + 1..clean.len() {
+            assert_eq!(judged(&clean[..cut]), (7, ends[6], "torn".to_owned()));
+        }
+        let zeros = [&clean[..ends[6]], &[0; 100]].concat();
+        assert_eq!(judged(&zeros), (7, ends[6], "torn".to_owned()));
+        // A record cut short with a valid one after it (a crash cannot
+        // leave that): record 7's header announcing more than the file
+        // holds, three bytes of its payload, then record 8.
+        let mut header = clean[ends[5]..ends[5] + 16].to_vec();
+        header[0..4].copy_from_slice(&2000u32.to_le_bytes());
+        let spliced = [
+            &clean[..ends[5]],
+            &header,
+            &clean[ends[5] + 16..ends[5] + 19],
+            &clean[ends[6]..],
+        ]
+        .concat();
+        let (records, valid, tail) = judged(&spliced);
+        assert_eq!((records, valid), (6, ends[5]));
+        assert!(
+            tail.contains("valid record (LSN 8) follows 19 bytes"),
+            "{tail}"
+        );
     }
 
     #[test]

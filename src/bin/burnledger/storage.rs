@@ -1,17 +1,35 @@
 //! `burnledger inspect` and `burnledger verify`: look at a data folder
-//! without opening a ledger on it.
+//! without opening a ledger on it, and change nothing.
+//!
+//! Both judge a folder by the rules opening a ledger applies (the WAL's
+//! recovery rule, snapshot fallback) and say the same thing about the same
+//! damage: a torn WAL tail is reported with its file and byte offset, a
+//! corrupt record likewise. Their exit codes ([`EXIT_CODES`]):
+//! - 0: clean — opening the ledger would cut, skip and refuse nothing
+//!   (and, for `verify`, every invariant holds);
+//! - 1: problems found — a corrupt or missing WAL record, a torn tail that
+//!   opening would cut, a damaged snapshot, or (`verify`) a state that does
+//!   not rebuild or breaks an invariant;
+//! - 2: could not run — the folder is missing, holds no ledger (neither a
+//!   `wal/` nor a `snapshots/` folder), or could not be read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burnledger::audit::audit;
 use burnledger::config::parse_currencies;
 use burnledger::money::Currencies;
-use burnledger::recovery::{rebuild, snapshot_dir};
-use burnledger::snapshot;
-use burnledger::wal::{self, ReplayMode};
+use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
+use burnledger::snapshot::{self, SnapshotError};
+use burnledger::wal::{self, ReplayMode, WalError};
 use clap::Args;
 
+/// The exit codes of `inspect` and `verify`, shown in their help.
+pub const EXIT_CODES: &str = "Exit codes: 0 = clean; 1 = problems found (a corrupt or missing \
+WAL record, a torn tail that opening the ledger would cut, a damaged snapshot, or for verify a \
+broken invariant); 2 = could not run (no such folder, no ledger in it, or it cannot be read).";
+
 #[derive(Args, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct InspectArgs {
     /// The ledger's data folder.
     #[arg(long, default_value = "./data")]
@@ -19,6 +37,7 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct VerifyArgs {
     /// The ledger's data folder.
     #[arg(long, default_value = "./data")]
@@ -28,9 +47,33 @@ pub struct VerifyArgs {
     currencies: String,
 }
 
-/// Lists WAL segments and snapshots. Changes nothing.
+/// Refuses a folder that does not exist or holds no ledger: "nothing
+/// wrong" must never be said of a mistyped path.
+fn ledger_folder(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a folder", dir.display())),
+        Err(error) => {
+            return Err(format!(
+                "cannot read data folder {}: {error}",
+                dir.display()
+            ))
+        }
+    }
+    if !wal::wal_dir(dir).is_dir() && !snapshot_dir(dir).is_dir() {
+        return Err(format!(
+            "{} holds no ledger (neither a wal/ nor a snapshots/ folder)",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Lists WAL segments and snapshots. Changes nothing. `Ok(false)` when a
+/// segment or snapshot has a problem (see the module's exit codes).
 pub fn inspect(args: InspectArgs) -> Result<bool, String> {
     let dir = &args.data_dir;
+    ledger_folder(dir)?;
     let segments = wal::inspect(dir).map_err(|e| e.to_string())?;
     let mut healthy = true;
     println!("WAL segments in {}:", wal::wal_dir(dir).display());
@@ -71,7 +114,10 @@ pub fn inspect(args: InspectArgs) -> Result<bool, String> {
     for file in &snapshots {
         let verdict = match snapshot::read(&file.path) {
             Ok((_, accounts)) => format!("valid, {} accounts", accounts.len()),
-            Err(e) => format!("DAMAGED: {e}"),
+            Err(e) => {
+                healthy = false;
+                format!("DAMAGED: {e}")
+            }
         };
         println!(
             "  {}  LSN {}  {} bytes  {verdict}",
@@ -84,15 +130,21 @@ pub fn inspect(args: InspectArgs) -> Result<bool, String> {
 }
 
 /// Recovers read-only and checks the invariants; `Ok(false)` on any
-/// violation or damage.
+/// violation or damage, a torn tail included (see the module's exit codes).
 pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     let currencies = Currencies::new(&parse_currencies(&args.currencies)?)?;
+    ledger_folder(&args.data_dir)?;
     let rebuilt = match rebuild(
         &args.data_dir,
         &currencies,
         ReplayMode::ReadOnly { until_lsn: None },
     ) {
         Ok(rebuilt) => rebuilt,
+        // Reading failed: nothing was judged.
+        Err(
+            error @ (RecoveryError::Wal(WalError::Io { .. })
+            | RecoveryError::Snapshot(SnapshotError::Io { .. })),
+        ) => return Err(error.to_string()),
         Err(error) => {
             println!("verify: FAILED: {error}");
             return Ok(false);
@@ -110,15 +162,12 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
         "wal             {} records replayed, last LSN {}",
         report.records_replayed, report.last_lsn
     );
-    if report.bytes_truncated > 0 {
+    if let Some(segment) = &report.truncated_segment {
         println!(
-            "torn tail       {} bytes at the end of {} (recovery will cut them)",
+            "torn tail       {} bytes after byte {} of {} (opening the ledger will cut them)",
             report.bytes_truncated,
-            report
-                .truncated_segment
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default()
+            report.truncated_at,
+            segment.display()
         );
     }
     let states: Vec<_> = rebuilt.accounts.into_values().collect();
@@ -139,7 +188,14 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     }
     let clean = checked.is_clean();
     println!("invariants      {}", if clean { "ok" } else { "FAILED" });
-    Ok(clean)
+    let sound = report.truncated_segment.is_none() && report.damaged_snapshots.is_empty();
+    let verdict = if clean && sound {
+        "clean"
+    } else {
+        "PROBLEMS FOUND"
+    };
+    println!("result          {verdict}");
+    Ok(clean && sound)
 }
 
 fn file_name(path: &std::path::Path) -> String {
