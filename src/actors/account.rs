@@ -5,7 +5,8 @@
 //! "available ≥ amount" run one at a time and cannot race. The rules live in
 //! [`AccountState`]; this actor only delivers commands to it and records the
 //! resulting events in its shard's log, which the coordinator makes durable
-//! before anything is acknowledged.
+//! before anything is acknowledged. [`execute`] also moves the shard's
+//! gauges (withdrawals by currency and status) by what each command changed.
 //!
 //! The state sits in an [`AccountCell`] that the shard's coordinator also
 //! holds: an idle actor is stopped to save memory (an actix actor costs
@@ -24,6 +25,8 @@ use crate::actors::round::RunCommands;
 use crate::actors::shard_log::ShardLog;
 use crate::error::LedgerError;
 use crate::event::Event;
+use crate::gauges::{Counted, WithdrawalGauges};
+use crate::ids::TransactionId;
 use crate::messages::{AccountCommand, AccountReply, Query, QueryReply, WithdrawalQueued};
 
 /// One account's state, shared by its coordinator and (while it runs) its
@@ -74,7 +77,53 @@ fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQueued
 /// to log if it changed anything (a command changes at most one thing).
 /// Shared with the coordinator, which answers commands for accounts that do
 /// not exist yet against an empty state without spawning an actor.
+///
+/// Every change to an account passes here, so this is where the shard's
+/// gauges follow the withdrawals: the withdrawal the command acts on, as
+/// it was before and as it is after, whatever the event. Two lookups of
+/// one withdrawal and a few integer operations; no allocation.
 pub fn execute(
+    state: &mut AccountState,
+    command: AccountCommand,
+    pending_withdrawals_max: u32,
+    gauges: &mut WithdrawalGauges,
+) -> Result<(AccountReply, Option<Event>), LedgerError> {
+    let acted_on = transaction_of(&command);
+    let before = acted_on
+        .and_then(|tx| state.withdrawal_record_of(tx))
+        .map(Counted::of);
+    let (reply, event) = run(state, command, pending_withdrawals_max)?;
+    if let Some(event) = &event {
+        let tx = event.transaction_id();
+        let after = tx
+            .and_then(|tx| state.withdrawal_record_of(tx))
+            .map(Counted::of);
+        // `before` describes the event's withdrawal only if the command
+        // named it; otherwise the event made a new one.
+        let before = before.filter(|_| tx == acted_on);
+        gauges.moved(before, after);
+    }
+    Ok((reply, event))
+}
+
+/// The existing transaction a command acts on; `None` for commands that
+/// start a new one. Every command that can change a withdrawal already
+/// made must name it here or the gauges would count the change as a new
+/// withdrawal: the match is exhaustive so a new command has to decide.
+fn transaction_of(command: &AccountCommand) -> Option<TransactionId> {
+    match command {
+        AccountCommand::UpdateWithdrawal { tx, .. }
+        | AccountCommand::ClaimWithdrawal { tx, .. }
+        | AccountCommand::ReceiveTransfer { tx, .. }
+        | AccountCommand::FinishTransfer { tx, .. } => Some(*tx),
+        AccountCommand::Deposit { .. }
+        | AccountCommand::RequestWithdrawal { .. }
+        | AccountCommand::HoldTransfer { .. } => None,
+    }
+}
+
+/// The rules' side of [`execute`]: the command itself.
+fn run(
     state: &mut AccountState,
     command: AccountCommand,
     pending_withdrawals_max: u32,
@@ -160,9 +209,14 @@ impl Handler<RunCommands> for AccountActor {
                 reason: "an account state was borrowed while its actor ran".into(),
             });
         };
+        let Some(mut gauges) = self.log.gauges_mut() else {
+            return msg.refuse(&LedgerError::Internal {
+                reason: "the shard's gauges were borrowed while an actor ran".into(),
+            });
+        };
         let (log, max) = (&self.log, self.pending_withdrawals_max);
         msg.answer_with(|command| {
-            let (reply, event) = execute(&mut state, command, max)?;
+            let (reply, event) = execute(&mut state, command, max, &mut gauges)?;
             if let Some(event) = event {
                 if log.wants_notices() {
                     if let Some(notice) = newly_pending(&state, &event) {
