@@ -234,3 +234,112 @@ impl Handler<RunCommands> for AccountActor {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::usd;
+    use crate::withdrawal::{StatusKind, TransitionAction};
+
+    const MAX: u32 = 8;
+
+    /// Runs a command through `execute`, then checks the gauges against a
+    /// fresh count of every withdrawal of the states.
+    fn run_checked(
+        state: &mut AccountState,
+        gauges: &mut WithdrawalGauges,
+        command: AccountCommand,
+        others: &[&AccountState],
+    ) -> Result<AccountReply, LedgerError> {
+        let result = execute(state, command, MAX, gauges).map(|(reply, _)| reply);
+        let all = others.iter().copied().chain(std::iter::once(&*state));
+        assert_eq!(*gauges, WithdrawalGauges::scan(all));
+        result
+    }
+
+    fn withdrawal_id(reply: Result<AccountReply, LedgerError>) -> TransactionId {
+        match reply {
+            Ok(AccountReply::Withdrawal(w)) => w.transaction_id,
+            other => panic!("expected a withdrawal, got {other:?}"),
+        }
+    }
+
+    fn update(tx: TransactionId, action: TransitionAction) -> AccountCommand {
+        AccountCommand::UpdateWithdrawal {
+            tx,
+            action,
+            reason: "test".into(),
+        }
+    }
+
+    #[test]
+    fn execute_keeps_the_gauges_equal_to_a_count_through_every_transition() {
+        let (mut state, mut other) = (AccountState::new(1), AccountState::new(2));
+        let mut gauges = WithdrawalGauges::default();
+        let mut run = |state: &mut AccountState, other: &AccountState, command| {
+            run_checked(state, &mut gauges, command, &[other])
+        };
+        let deposit = AccountCommand::Deposit {
+            currency: usd(),
+            amount: 10_000,
+            key: None,
+        };
+        run(&mut state, &other, deposit).unwrap();
+        let request = |amount| AccountCommand::RequestWithdrawal {
+            currency: usd(),
+            amount,
+            key: None,
+        };
+        let a = withdrawal_id(run(&mut state, &other, request(100)));
+        let b = withdrawal_id(run(&mut state, &other, request(200)));
+        let c = withdrawal_id(run(&mut state, &other, request(300)));
+        run(&mut state, &other, request(400)).unwrap(); // stays pending
+        let claim = AccountCommand::ClaimWithdrawal {
+            tx: a,
+            payout_id: 7,
+        };
+        run(&mut state, &other, claim.clone()).unwrap();
+        run(&mut state, &other, update(a, TransitionAction::Release)).unwrap();
+        run(&mut state, &other, claim).unwrap();
+        run(&mut state, &other, update(a, TransitionAction::Complete)).unwrap();
+        // Repeated: no event, no move.
+        run(&mut state, &other, update(a, TransitionAction::Complete)).unwrap();
+        run(&mut state, &other, update(a, TransitionAction::Return)).unwrap();
+        run(&mut state, &other, update(b, TransitionAction::Fail)).unwrap();
+        run(&mut state, &other, update(c, TransitionAction::Cancel)).unwrap();
+        // Refused: nothing moves.
+        run(&mut state, &other, update(c, TransitionAction::Complete)).unwrap_err();
+        // A transfer touches no withdrawal, on either side.
+        let hold = AccountCommand::HoldTransfer {
+            to: 2,
+            currency: usd(),
+            amount: 50,
+            key: None,
+        };
+        let Ok(AccountReply::TransferHeld(tx)) = run(&mut state, &other, hold) else {
+            panic!("the transfer was not held");
+        };
+        let receive = AccountCommand::ReceiveTransfer {
+            tx,
+            currency: usd(),
+            amount: 50,
+            key: None,
+        };
+        run(&mut other, &state, receive).unwrap();
+        let finish = AccountCommand::FinishTransfer { tx, received: true };
+        run(&mut state, &other, finish).unwrap();
+
+        let tally = |status| gauges.get("USD", status);
+        for (status, count, amount) in [
+            (StatusKind::Pending, 1, 400),
+            (StatusKind::Processing, 0, 0),
+            (StatusKind::Completed, 0, 0),
+            (StatusKind::Returned, 1, 100),
+            (StatusKind::Failed, 1, 200),
+            (StatusKind::Cancelled, 1, 300),
+        ] {
+            let t = tally(status);
+            assert_eq!((t.count, t.amount), (count, amount), "{status}");
+        }
+    }
+}
