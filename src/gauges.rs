@@ -3,13 +3,15 @@
 //! them ([`Ledger::gauges`](crate::Ledger::gauges), `/metrics`) costs one
 //! small message per shard, the same at 10 accounts or 10 million.
 //!
-//! Each shard keeps its own [`WithdrawalGauges`] on its thread: seeded once
-//! from the recovered account states when the shard starts, then moved by
+//! Each shard keeps its own [`WithdrawalGauges`] on its thread (in its
+//! shard log): seeded once from the recovered account states when the
+//! shard starts, then moved by
 //! [`execute`](crate::actors::account::execute), the one function every
-//! account command runs through, from what the withdrawal concerned was
-//! before the command to what it is after. No event kind is special-cased:
-//! a new event or transition is counted as long as its command names the
-//! withdrawal it changes ([`AccountCommand::withdrawal`]).
+//! account command runs through, from what the withdrawal the command acts
+//! on was before to what it is after. No event kind is special-cased, so a
+//! new event or transition is counted without touching the gauges, as long
+//! as its command names the withdrawal it acts on (`transaction_of` in
+//! `actors/account.rs`, an exhaustive match a new command must extend).
 //!
 //! Arithmetic: tallies are kept modulo 2^64 (counts) and 2^128 (amounts)
 //! with wrapping operations, which are exact whenever the true value fits
@@ -18,9 +20,7 @@
 //! most [`BALANCE_UNITS_MAX`] (1e28) units each, so it fits while a tally
 //! holds fewer than ≈ 1.7·10^10 withdrawals ([`AMOUNT_EXACT_COUNT_MAX`]):
 //! more than an in-memory ledger, which keeps every withdrawal it ever
-//! made, can hold. [`Tally::amount_is_exact`] says so for each tally.
-//!
-//! [`AccountCommand::withdrawal`]: crate::messages::AccountCommand::withdrawal
+//! made (tens of bytes each: some 700 GB of records), can hold. [`Tally::amount_is_exact`] says so for each tally.
 
 use std::collections::BTreeMap;
 
@@ -180,10 +180,10 @@ impl WithdrawalGauges {
 
     /// One currency and status; zero if never seen.
     pub fn get(&self, currency: &str, status: StatusKind) -> Tally {
-        self.by_currency
-            .iter()
-            .find(|(code, _)| code.as_str() == currency)
-            .map(|(_, c)| c.get(status))
+        CurrencyCode::new(currency)
+            .ok()
+            .and_then(|code| self.by_currency.get(&code))
+            .map(|c| c.get(status))
             .unwrap_or_default()
     }
 
