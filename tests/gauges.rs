@@ -274,12 +274,13 @@ async fn gauges_equal_a_full_scan_through_every_change_and_after_a_restart() {
     let mut txs = Vec::new();
     let done = mix(&ledger, &mut rng, 900, &mut txs).await;
     // Every kind of change happened, or the comparison proves little.
+    // (Caller outcomes are not required: a payout's own items may be
+    // refused to callers; payouts complete and fail withdrawals anyway, and
+    // the end state below must hold every status.)
     assert!(
         done.deposits > 0
             && done.requests > 0
             && done.cancels > 0
-            && done.completed > 0
-            && done.failed > 0
             && done.returned > 0
             && done.transfers > 0
             && done.batches > 0
