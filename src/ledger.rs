@@ -26,13 +26,14 @@ use crate::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::config::Config;
 use crate::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError, TableChange};
 use crate::error::LedgerError;
+use crate::gauges::Gauges;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
     AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
     ShardCounts,
 };
-use crate::messages::{GetPayouts, RunPayouts, ShardBatch};
+use crate::messages::{GetPayouts, ReadGauges, RunPayouts, ShardBatch};
 use crate::money::{Currencies, CurrencyCode};
 use crate::operation::Operation;
 use crate::payouts::PayoutView;
@@ -508,6 +509,25 @@ impl Ledger {
             let count = count.map_err(|_| LedgerError::ShuttingDown)?;
             total.accounts += count.accounts;
             total.actors_running += count.actors_running;
+        }
+        Ok(total)
+    }
+
+    /// Gauges kept as the engine runs, summed over the shards: accounts,
+    /// running account actors, withdrawals by currency and status (count
+    /// and amount). One small message per shard; no account is read, so
+    /// it costs the same at 10 accounts or 10 million (what `/metrics`
+    /// shows). Refused (`poisoned`) after a storage failure, like
+    /// [`export_accounts`](Self::export_accounts).
+    pub async fn gauges(&self) -> Result<Gauges, LedgerError> {
+        let reads = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.coordinator.send(ReadGauges));
+        let mut total = Gauges::default();
+        for read in join_all(reads).await {
+            total.absorb(&read.map_err(|_| LedgerError::ShuttingDown)??);
         }
         Ok(total)
     }

@@ -61,14 +61,16 @@
 //! - `receipts.rs` — what successful operations return.
 //! - `operation.rs` — the operations a caller submits.
 //! - `audit.rs` — invariant checks over account states.
+//! - `gauges.rs` — withdrawals by currency and status, accounts: kept as
+//!   the engine runs, so reading them costs nothing per account.
 //! - `messages.rs` — every actor message.
 //! - `actors/account.rs` — the actor owning one account (started on use,
 //!   stopped when idle; its state cell stays with the coordinator).
 //! - `actors/coordinator.rs` — one per shard: account directory, routing,
-//!   batches in rounds, idle-actor sweeps.
+//!   batches in rounds, idle-actor sweeps, the shard's gauges.
 //! - `actors/round.rs` — gathering one round's replies from account actors.
 //! - `actors/shard_log.rs` — a shard's events on their way to the journal:
-//!   one append per round.
+//!   one append per round; the shard's gauges.
 //! - `actors/payout.rs` — the payout actor: batches, submits, settles,
 //!   retries unknown outcomes, reconciles after a restart.
 //! - `payment.rs` — the `PaymentService` trait and `SimulatedBank`.
@@ -99,6 +101,7 @@ pub mod config;
 pub mod data_dir;
 pub mod error;
 pub mod event;
+pub mod gauges;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod ids;
@@ -118,6 +121,7 @@ pub mod withdrawal;
 pub use audit::Audit;
 pub use config::Config;
 pub use error::{AmountProblem, LedgerError};
+pub use gauges::Gauges;
 pub use ids::{AccountId, IdempotencyKey, TransactionId};
 pub use ledger::{Ledger, OpenError};
 pub use money::{CurrencyCode, CurrencyConfig};

@@ -159,3 +159,9 @@ pub struct ShardCounts {
 #[derive(Message)]
 #[rtype(result = "Result<Vec<AccountState>, LedgerError>")]
 pub struct ExportAccounts;
+
+/// A shard's gauges: its accounts, running actors and withdrawals by
+/// currency and status, kept as it runs (no account is read).
+#[derive(Message)]
+#[rtype(result = "Result<crate::gauges::Gauges, LedgerError>")]
+pub struct ReadGauges;

@@ -785,3 +785,74 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
     assert!(metrics.as_str().unwrap().contains(&line), "{metrics}");
     server.stop();
 }
+
+/// `/metrics` over real HTTP reads the engine's gauges: every sample line
+/// parses as `name{labels} number`, every family it always showed is there
+/// with its HELP and TYPE, the values follow the traffic, and no scrape
+/// copies an account state (a full copy per scrape, as before the gauges,
+/// fails the last check).
+#[test]
+fn metrics_scrapes_parse_follow_the_traffic_and_copy_no_account() {
+    let server = InProcess::start(Config::for_tests());
+    let c = server.client();
+    for account in 0..40 {
+        assert_eq!(deposit(&c, account, "EUR", "3").status, 201);
+        assert_eq!(withdraw(&c, account, "EUR", "1.25").status, 201);
+    }
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        let page = c.get("/metrics");
+        assert_eq!(page.status, 200);
+        pages.push(page.body.as_str().unwrap().to_string());
+    }
+    for text in &pages {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "value of {line:?}");
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.starts_with("burnledger_")
+                    && name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_'),
+                "name of {line:?}"
+            );
+            if let Some(labels) = series.strip_prefix(name) {
+                assert!(
+                    labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                    "labels of {line:?}"
+                );
+            }
+        }
+        for family in [
+            "burnledger_operations_total",
+            "burnledger_operation_duration_seconds",
+            "burnledger_accounts",
+            "burnledger_account_actors_running",
+            "burnledger_withdrawals",
+            "burnledger_withdrawals_amount",
+            "burnledger_payouts",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family}\n{text}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE {family} ")),
+                "{family}\n{text}"
+            );
+        }
+        for line in [
+            "burnledger_accounts 40\n",
+            "burnledger_withdrawals{currency=\"EUR\",status=\"pending\"} 40\n",
+            "burnledger_withdrawals_amount{currency=\"EUR\",status=\"pending\"} 50.00\n",
+            "burnledger_withdrawals{currency=\"USD\",status=\"pending\"} 0\n",
+            "burnledger_withdrawals_amount{currency=\"BTC\",status=\"returned\"} 0.00000000\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+    let gauges = InProcess::block_on(server.ledger.gauges()).unwrap();
+    assert_eq!(gauges.account_states_copied, 0, "a scrape copied accounts");
+    server.stop();
+}

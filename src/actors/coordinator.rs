@@ -13,6 +13,9 @@
 //! once the account has been idle for a sweep interval, or sooner when the
 //! shard runs more than its cap of actors. Its state stays here, in the
 //! account's [`AccountCell`], either way.
+//!
+//! It also answers the shard's gauges (accounts, running actors, and the
+//! withdrawal tallies its shard log keeps), without reading any account.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -28,11 +31,12 @@ use crate::actors::account::{answer, execute, AccountActor, AccountCell};
 use crate::actors::round::{RoundReplies, RunCommands};
 use crate::actors::shard_log::ShardLog;
 use crate::error::LedgerError;
+use crate::gauges::{Gauges, WithdrawalGauges};
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
     AccountCommand, AccountReply, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts,
-    ReceiveTransfers, ShardBatch, ShardCounts, WithdrawalQueued,
+    ReadGauges, ReceiveTransfers, ShardBatch, ShardCounts, WithdrawalQueued,
 };
 use crate::money::{Currency, Units};
 use crate::receipts::Outcome;
@@ -84,10 +88,16 @@ pub struct Coordinator {
     peers: Peers,
     account_actors_max: usize,
     account_idle_sweep: Duration,
+    /// Account states copied out by exports so far (see
+    /// [`Gauges::account_states_copied`]).
+    states_copied: u64,
 }
 
 impl Coordinator {
+    /// Starts on the shard's recovered accounts; counting their withdrawals
+    /// for the gauges is the one O(accounts) step, done here once.
     pub fn new(settings: CoordinatorSettings, recovered: Vec<AccountState>) -> Self {
+        let gauges = WithdrawalGauges::scan(&recovered);
         let accounts = recovered
             .into_iter()
             .map(|state| {
@@ -104,11 +114,12 @@ impl Coordinator {
             accounts,
             running: Vec::new(),
             epoch: 1,
-            log: Rc::new(ShardLog::new(settings.journal, settings.payouts)),
+            log: Rc::new(ShardLog::new(settings.journal, settings.payouts, gauges)),
             pending_withdrawals_max: settings.pending_withdrawals_max,
             peers: settings.peers,
             account_actors_max: settings.account_actors_max.max(1),
             account_idle_sweep: settings.account_idle_sweep,
+            states_copied: 0,
         }
     }
 
@@ -175,7 +186,14 @@ impl Coordinator {
         command: AccountCommand,
     ) -> Result<Outcome, LedgerError> {
         let mut empty = AccountState::new(account);
-        let (reply, event) = execute(&mut empty, command, self.pending_withdrawals_max)?;
+        // Nothing here may change (see below): throwaway gauges.
+        let mut unchanged = WithdrawalGauges::default();
+        let (reply, event) = execute(
+            &mut empty,
+            command,
+            self.pending_withdrawals_max,
+            &mut unchanged,
+        )?;
         if event.is_some() {
             return Err(LedgerError::Internal {
                 reason: format!("a command on unknown account {account} produced events"),
@@ -589,10 +607,35 @@ impl Handler<ExportAccounts> for Coordinator {
         if let Some(poisoned) = self.log.poisoned() {
             return Err(poisoned);
         }
-        self.accounts
+        let copied: Vec<AccountState> = self
+            .accounts
             .values()
             .map(|slot| borrow(&slot.state).map(|state| state.clone()))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.states_copied = self.states_copied.saturating_add(copied.len() as u64);
+        Ok(copied)
+    }
+}
+
+/// This shard's gauges, as kept while it runs: no account is read, so the
+/// answer costs the same whatever the shard holds. Refused once the ledger
+/// is poisoned, like exports: memory may hold changes the disk lacks.
+impl Handler<ReadGauges> for Coordinator {
+    type Result = Result<Gauges, LedgerError>;
+
+    fn handle(&mut self, _msg: ReadGauges, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(poisoned) = self.log.poisoned() {
+            return Err(poisoned);
+        }
+        let withdrawals = self.log.gauges().ok_or_else(|| LedgerError::Internal {
+            reason: "the shard's gauges were borrowed while being read".into(),
+        })?;
+        Ok(Gauges {
+            accounts: self.accounts.len(),
+            account_actors_running: self.running.len(),
+            withdrawals,
+            account_states_copied: self.states_copied,
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! One shard's events on their way to the journal.
+//! One shard's events on their way to the journal, and the shard's gauges
+//! (withdrawals by currency and status) that those events move.
 //!
 //! Account actors run a command, record its events here and answer at once;
 //! the coordinator then flushes the shard's events to the journal with ONE
@@ -13,14 +14,21 @@
 //! round's flush took its events) is a barrier: it still resolves only once
 //! everything recorded before it is durable, so nothing is acknowledged
 //! ahead of the disk.
+//!
+//! The gauges live here because this is what the shard's coordinator and
+//! its account actors share; they are moved by
+//! [`execute`](crate::actors::account::execute), which sees every change,
+//! whether or not the journal keeps events (a memory-only ledger has
+//! gauges too).
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::future::Future;
 
 use actix::Recipient;
 
 use crate::error::LedgerError;
 use crate::event::Event;
+use crate::gauges::WithdrawalGauges;
 use crate::journal::Journal;
 use crate::messages::WithdrawalQueued;
 use crate::wal::BATCH_EVENTS_MAX;
@@ -35,16 +43,35 @@ pub struct ShardLog {
     /// are durable (a payout must never take a withdrawal the disk lacks).
     notices: RefCell<Vec<WithdrawalQueued>>,
     payouts: Option<Recipient<WithdrawalQueued>>,
+    /// The shard's withdrawals by currency and status, as applied in memory.
+    gauges: RefCell<WithdrawalGauges>,
 }
 
 impl ShardLog {
-    pub fn new(journal: Journal, payouts: Option<Recipient<WithdrawalQueued>>) -> Self {
+    /// `gauges` counts the shard's recovered withdrawals.
+    pub fn new(
+        journal: Journal,
+        payouts: Option<Recipient<WithdrawalQueued>>,
+        gauges: WithdrawalGauges,
+    ) -> Self {
         Self {
             journal,
             events: RefCell::new(Vec::new()),
             notices: RefCell::new(Vec::new()),
             payouts,
+            gauges: RefCell::new(gauges),
         }
+    }
+
+    /// The gauges, to move while an actor runs commands; `None` only if
+    /// they are already borrowed, which on this one thread is a bug.
+    pub fn gauges_mut(&self) -> Option<RefMut<'_, WithdrawalGauges>> {
+        self.gauges.try_borrow_mut().ok()
+    }
+
+    /// A copy of the gauges (a few entries per currency); `None` as above.
+    pub fn gauges(&self) -> Option<WithdrawalGauges> {
+        self.gauges.try_borrow().ok().map(|g| g.clone())
     }
 
     /// Why the journal refuses writes, if it does.

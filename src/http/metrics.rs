@@ -1,12 +1,16 @@
 //! `/metrics` in the Prometheus text format.
 //!
 //! Kept as requests pass (by the [`record`] middleware): operations by kind
-//! and result, and a latency histogram per kind. Computed when scraped,
-//! from the ledger's public API: withdrawals by currency and status (count
-//! and amount; pending and processing are the ones in flight), accounts,
-//! payouts by state, and the WAL's fsync count and latency histogram. A
-//! scrape copies every account's state (`Ledger::export_accounts`), so its
-//! cost grows with the ledger: scrape every few seconds, not in a tight loop.
+//! and result, and a latency histogram per kind. Read when scraped: the
+//! engine's gauges ([`Ledger::gauges`]: accounts, running account actors,
+//! withdrawals by currency and status, count and amount, with pending and
+//! processing the ones in flight), which the shards keep as they run, so
+//! that part of a scrape costs the same at 10 accounts or 10 million;
+//! payouts by state; and the WAL's fsync count and latency histogram.
+//!
+//! Payouts by state are still counted from a copy of every payout record
+//! ([`Ledger::payouts`]): the payout actor owns them and keeps no counts
+//! yet, so that part grows with the payouts made (not with accounts).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +22,7 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use parking_lot::Mutex;
 
+use crate::gauges::Gauges;
 use crate::http::error::ErrorCode;
 use crate::ledger::Ledger;
 use crate::money::units_to_decimal;
@@ -169,65 +174,10 @@ pub async fn render(metrics: &Metrics, ledger: &Ledger) -> String {
 }
 
 async fn render_ledger(out: &mut String, ledger: &Ledger) {
-    let statuses = StatusKind::ALL;
-    // (currency, status) → (count, units); every configured currency shows.
-    let mut withdrawals: BTreeMap<(String, &'static str), (u64, i128)> = BTreeMap::new();
-    let mut decimals: BTreeMap<String, u8> = BTreeMap::new();
-    for currency in ledger.currencies().iter() {
-        decimals.insert(currency.code.to_string(), currency.decimals);
-        for status in statuses {
-            withdrawals.insert((currency.code.to_string(), status.as_str()), (0, 0));
-        }
-    }
-    let accounts = match ledger.export_accounts().await {
-        Ok(accounts) => Some(accounts),
+    match ledger.gauges().await {
+        Ok(gauges) => render_gauges(out, ledger, &gauges),
         Err(error) => {
             let _ = writeln!(out, "# ledger state unavailable: {}", error.code());
-            None
-        }
-    };
-    if let Some(accounts) = &accounts {
-        for account in accounts {
-            for (_, record) in account.withdrawals() {
-                let entry = withdrawals
-                    .entry((
-                        record.currency.code.to_string(),
-                        record.status.kind().as_str(),
-                    ))
-                    .or_insert((0, 0));
-                entry.0 += 1;
-                entry.1 = entry.1.saturating_add(record.amount);
-            }
-        }
-        out.push_str("# HELP burnledger_accounts Accounts the ledger holds.\n");
-        out.push_str("# TYPE burnledger_accounts gauge\n");
-        let _ = writeln!(out, "burnledger_accounts {}", accounts.len());
-        if let Ok(counts) = ledger.account_counts().await {
-            out.push_str("# HELP burnledger_account_actors_running Account actors running (idle ones are stopped; their state stays).\n");
-            out.push_str("# TYPE burnledger_account_actors_running gauge\n");
-            let _ = writeln!(
-                out,
-                "burnledger_account_actors_running {}",
-                counts.actors_running
-            );
-        }
-        out.push_str("# HELP burnledger_withdrawals Withdrawals by currency and status (pending and processing are in flight).\n");
-        out.push_str("# TYPE burnledger_withdrawals gauge\n");
-        for ((currency, status), (count, _)) in &withdrawals {
-            let _ = writeln!(
-                out,
-                "burnledger_withdrawals{{currency=\"{currency}\",status=\"{status}\"}} {count}"
-            );
-        }
-        out.push_str("# HELP burnledger_withdrawals_amount Sum of withdrawal amounts by currency and status, in the currency's units.\n");
-        out.push_str("# TYPE burnledger_withdrawals_amount gauge\n");
-        for ((currency, status), (_, units)) in &withdrawals {
-            let places = decimals.get(currency).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "burnledger_withdrawals_amount{{currency=\"{currency}\",status=\"{status}\"}} {}",
-                units_to_decimal(*units, places)
-            );
         }
     }
     let mut payouts: BTreeMap<&'static str, u64> =
@@ -273,6 +223,55 @@ async fn render_ledger(out: &mut String, ledger: &Ledger) {
         "burnledger_wal_fsync_duration_seconds_count {}",
         wal.fsyncs
     );
+}
+
+/// Accounts, running actors and withdrawals by currency and status, from
+/// the gauges the engine keeps. Every configured currency shows every
+/// status, zero or not; a currency no longer configured shows while it
+/// has withdrawals.
+fn render_gauges(out: &mut String, ledger: &Ledger, gauges: &Gauges) {
+    // (currency, status) → (count, units, decimals).
+    let mut withdrawals: BTreeMap<(String, &'static str), (u64, i128, u8)> = BTreeMap::new();
+    for currency in ledger.currencies().iter() {
+        for status in StatusKind::ALL {
+            let key = (currency.code.to_string(), status.as_str());
+            withdrawals.insert(key, (0, 0, currency.decimals));
+        }
+    }
+    for currency in gauges.withdrawals.currencies() {
+        for (status, tally) in currency.iter() {
+            let key = (currency.currency.code.to_string(), status.as_str());
+            let decimals = currency.currency.decimals;
+            withdrawals.insert(key, (tally.count, tally.amount, decimals));
+        }
+    }
+    out.push_str("# HELP burnledger_accounts Accounts the ledger holds.\n");
+    out.push_str("# TYPE burnledger_accounts gauge\n");
+    let _ = writeln!(out, "burnledger_accounts {}", gauges.accounts);
+    out.push_str("# HELP burnledger_account_actors_running Account actors running (idle ones are stopped; their state stays).\n");
+    out.push_str("# TYPE burnledger_account_actors_running gauge\n");
+    let _ = writeln!(
+        out,
+        "burnledger_account_actors_running {}",
+        gauges.account_actors_running
+    );
+    out.push_str("# HELP burnledger_withdrawals Withdrawals by currency and status (pending and processing are in flight).\n");
+    out.push_str("# TYPE burnledger_withdrawals gauge\n");
+    for ((currency, status), (count, _, _)) in &withdrawals {
+        let _ = writeln!(
+            out,
+            "burnledger_withdrawals{{currency=\"{currency}\",status=\"{status}\"}} {count}"
+        );
+    }
+    out.push_str("# HELP burnledger_withdrawals_amount Sum of withdrawal amounts by currency and status, in the currency's units.\n");
+    out.push_str("# TYPE burnledger_withdrawals_amount gauge\n");
+    for ((currency, status), (_, units, decimals)) in &withdrawals {
+        let _ = writeln!(
+            out,
+            "burnledger_withdrawals_amount{{currency=\"{currency}\",status=\"{status}\"}} {}",
+            units_to_decimal(*units, *decimals)
+        );
+    }
 }
 
 #[cfg(test)]
