@@ -7,8 +7,9 @@
 //! is not an unsigned 64-bit integer is 400 `invalid_input`.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, Route};
+use actix_web::{web, HttpRequest, HttpResponse, Route};
 
+use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
 use crate::http::json::{
     parse_amount, BalanceJson, BalancesJson, DepositJson, DepositRequest, PayoutJson,
@@ -23,7 +24,7 @@ use crate::LedgerError;
 type Answer = Result<HttpResponse, ApiError>;
 
 /// Registers every route: `/v1/...` (behind the token, when there is one),
-/// `/healthz` and `/metrics`.
+/// `/healthz` and `/metrics` (behind the metrics token, when there is one).
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
@@ -58,8 +59,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .default_service(not_found()),
     )
-    .service(web::resource("/healthz").route(web::get().to(healthz)))
-    .service(web::resource("/metrics").route(web::get().to(metrics_page)));
+    .service(resource("/healthz", "healthz").route(web::get().to(healthz)))
+    .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)));
 }
 
 /// A named resource (the name is the metrics' `kind`) whose other methods
@@ -241,9 +242,15 @@ async fn healthz(ledger: web::Data<Ledger>) -> Answer {
     Ok(json(StatusCode::OK, serde_json::json!({ "status": "ok" })))
 }
 
-async fn metrics_page(ledger: web::Data<Ledger>, metrics: web::Data<Metrics>) -> HttpResponse {
+/// The Prometheus page; 401 without the metrics token when there is one.
+async fn metrics_page(
+    req: HttpRequest,
+    ledger: web::Data<Ledger>,
+    metrics: web::Data<Metrics>,
+) -> Answer {
+    check_metrics_token(&req)?;
     let page = metrics::render(&metrics, &ledger).await;
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(page)
+        .body(page))
 }
