@@ -166,11 +166,12 @@ fn http_options(args: &ServeArgs) -> Result<HttpOptions, String> {
     Ok(options)
 }
 
+/// The payout mode from the flags; `--payout-interval` is checked in
+/// every mode, so a typo never waits for a switch to batched to surface.
 fn payout_mode(args: &ServeArgs) -> Result<PayoutMode, String> {
+    let interval_secs = parse_interval(&args.payout_interval)?;
     match args.payout_mode.as_str() {
-        "batched" => Ok(PayoutMode::Batched {
-            interval_secs: parse_interval(&args.payout_interval)?,
-        }),
+        "batched" => Ok(PayoutMode::Batched { interval_secs }),
         "immediate" => Ok(PayoutMode::Immediate),
         "external" => Ok(PayoutMode::External),
         other => Err(format!(
