@@ -43,10 +43,14 @@ pub struct ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// Every refusal's body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorJson {
+    /// A stable snake_case code (see the table in the module docs).
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl ApiError {
@@ -164,9 +168,9 @@ impl ResponseError for ApiError {
         if closes_connection(self.status) {
             builder.force_close();
         }
-        let mut response = builder.json(ErrorBody {
-            error: self.code,
-            message: &self.message,
+        let mut response = builder.json(ErrorJson {
+            error: self.code.to_string(),
+            message: self.message.clone(),
         });
         response.extensions_mut().insert(ErrorCode(self.code));
         response

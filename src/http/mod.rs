@@ -15,6 +15,7 @@
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
 //! | GET /metrics | | 200 Prometheus text (behind the metrics token, when there is one) |
+//! | GET /openapi.json | | 200 this API's OpenAPI 3.1 document |
 //!
 //! A withdrawal is `{transaction_id, account, currency, amount, status,
 //! payout_id?, reason?}`. Amounts are decimal strings both ways. A replay
@@ -57,12 +58,14 @@
 //! - `auth.rs` — bearer token (constant-time compare), exposure rule.
 //! - `metrics.rs` — counters, latency histograms, `/metrics`.
 //! - `limits.rs` — body deadline, closing connections with unread bodies.
+//! - `openapi.rs` — the OpenAPI 3.1 document (`src/http/openapi.json`).
 
 pub mod auth;
 pub mod error;
 pub mod json;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 
 use std::net::{SocketAddr, ToSocketAddrs};
