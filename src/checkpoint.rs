@@ -223,7 +223,7 @@ impl Follower {
                 // A failed background snapshot is retried on the next
                 // occasion; the WAL still holds everything meanwhile.
                 if let Err(error) = self.snapshot() {
-                    eprintln!("burnledger: background snapshot failed (will retry): {error}");
+                    tracing::warn!("background snapshot failed (will retry): {error}");
                 }
             }
         }
@@ -277,7 +277,7 @@ impl Follower {
     /// Writes a snapshot at the applied LSN if it is past the last one.
     fn snapshot(&mut self) -> Result<Option<SnapshotFile>, RecoveryError> {
         if let Some(reason) = self.behind.take() {
-            eprintln!("burnledger: checkpointer rebuilds its copy from disk: {reason}");
+            tracing::warn!("checkpointer rebuilds its copy from disk: {reason}");
             let rebuilt = rebuild(
                 &self.settings.data_dir,
                 &self.settings.currencies,

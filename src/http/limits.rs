@@ -97,7 +97,7 @@ impl Stream for DeadlineBody {
 /// closes the connection instead of draining it (see the module docs).
 pub struct KeepsRequestBody {
     body: BoxBody,
-    _request_body: SharedPayload,
+    _request_body: Option<SharedPayload>,
 }
 
 impl MessageBody for KeepsRequestBody {
@@ -126,7 +126,17 @@ pub async fn guard(
         .app_data::<actix_web::web::Data<BodyTimeout>>()
         .map(|t| t.0)
         .unwrap_or(crate::http::BODY_TIMEOUT_DEFAULT);
-    let shared: SharedPayload = Rc::new(RefCell::new(req.take_payload()));
+    let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        // No body (a GET): nothing to time or to keep.
+        return Ok(
+            crate::http::error::shape(next.call(req).await?).map_body(|_, body| KeepsRequestBody {
+                body,
+                _request_body: None,
+            }),
+        );
+    }
+    let shared: SharedPayload = Rc::new(RefCell::new(payload));
     let body = DeadlineBody {
         inner: shared.clone(),
         deadline: Box::pin(actix_web::rt::time::sleep(timeout)),
@@ -140,6 +150,6 @@ pub async fn guard(
     let response = crate::http::error::shape(next.call(req).await?);
     Ok(response.map_body(|_, body| KeepsRequestBody {
         body,
-        _request_body: shared,
+        _request_body: Some(shared),
     }))
 }
