@@ -54,6 +54,28 @@ fn the_document_in_the_repository_is_current() {
     assert_eq!(doc["openapi"], "3.1.0");
 }
 
+#[test]
+fn every_counted_route_is_documented() {
+    // The metrics count /v1 requests by route name, and each route's name
+    // is its handler's, which is the operation id: a route added to the
+    // table and the metrics but not to the document fails here.
+    let doc: Value = serde_json::from_str(&http::openapi::document()).unwrap();
+    let operations: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|operation| operation["operationId"].as_str())
+        .collect();
+    for kind in http::metrics::KINDS.iter().filter(|k| **k != "unmatched") {
+        assert!(
+            operations.contains(kind),
+            "route {kind:?} is not in the OpenAPI document: annotate its handler with \
+             #[utoipa::path] and list it in ApiDoc's paths(...)"
+        );
+    }
+}
+
 // ---- an in-process server over real HTTP ----
 
 struct Server {

@@ -17,7 +17,9 @@
 //! refused before its body was read must not keep the connection.
 //!
 //! [`shape`] gives any other error answer the app produces without a body
-//! (an actix-web default) the same shape, with a code by its status.
+//! (an actix-web default) the same shape, with a code by its status: those
+//! above, else `bad_request` (another 4xx), `unavailable` (503) or
+//! `internal` (another 5xx).
 
 use std::fmt;
 

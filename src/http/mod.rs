@@ -190,7 +190,7 @@ impl Default for Limits {
 fn worker_count(options: &HttpOptions) -> Result<usize, String> {
     let workers = match options.workers {
         Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_MAX)),
     };
     if !(1..=WORKERS_MAX).contains(&workers) {
         return Err(format!(
