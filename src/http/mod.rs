@@ -282,3 +282,75 @@ pub fn bind(ledger: Ledger, listen: &str, options: &HttpOptions) -> std::io::Res
         metrics,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_bounds_are_refused_with_a_reason() {
+        let ok = HttpOptions {
+            workers: Some(2),
+            ..HttpOptions::default()
+        };
+        assert!(check_options(&ok).is_ok());
+        for (bad, needle) in [
+            (
+                HttpOptions {
+                    workers: Some(0),
+                    ..ok.clone()
+                },
+                "workers 0",
+            ),
+            (
+                HttpOptions {
+                    workers: Some(WORKERS_MAX + 1),
+                    ..ok.clone()
+                },
+                "workers 1025",
+            ),
+            (
+                HttpOptions {
+                    max_connections: 1,
+                    ..ok.clone()
+                },
+                "at least one per worker",
+            ),
+            (
+                HttpOptions {
+                    body_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "body timeout",
+            ),
+            (
+                HttpOptions {
+                    body_bytes_max: 0,
+                    ..ok.clone()
+                },
+                "body limit",
+            ),
+        ] {
+            let error = check_options(&bad).unwrap_err();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn bind_refuses_a_token_no_client_could_send() {
+        let ledger = Ledger::open(crate::Config::for_tests()).unwrap();
+        for (api, metrics) in [(Some("t\n"), None), (None, Some(" m")), (Some(""), None)] {
+            let options = HttpOptions {
+                api_token: api.map(str::to_string),
+                metrics_token: metrics.map(str::to_string),
+                workers: Some(1),
+                handle_signals: false,
+                ..HttpOptions::default()
+            };
+            let error = bind(ledger.clone(), "127.0.0.1:0", &options)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+        }
+    }
+}
