@@ -1,4 +1,5 @@
-//! Bearer-token authentication of `/v1`, and the rule that a server
+//! Bearer-token authentication of `/v1` (and of `/metrics` when it has its
+//! own token), the rule that a token must be sendable, and the rule that a server
 //! reachable from outside this machine must have a token.
 
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
-use actix_web::{web, ResponseError};
+use actix_web::{web, HttpRequest, ResponseError};
 use subtle::ConstantTimeEq;
 
 use crate::http::error::ApiError;
@@ -17,13 +18,17 @@ use crate::http::error::ApiError;
 pub struct ApiToken(Option<Vec<u8>>);
 
 impl ApiToken {
-    /// A server with `Some(token)` requires it; an empty token counts as none.
-    pub fn new(token: Option<&str>) -> Self {
-        Self(
-            token
-                .filter(|t| !t.is_empty())
-                .map(|t| t.as_bytes().to_vec()),
-        )
+    /// A server with `Some(token)` requires it. The token must be usable
+    /// as sent in a header: not empty, no surrounding whitespace (a token
+    /// read from a file with its trailing newline would never match, since
+    /// a header value's whitespace is trimmed), no control characters.
+    /// `what` names the token's source in the error (e.g. `--api-token`).
+    pub fn new(token: Option<&str>, what: &str) -> Result<Self, String> {
+        let Some(token) = token else {
+            return Ok(Self(None));
+        };
+        check_token(token, what)?;
+        Ok(Self(Some(token.as_bytes().to_vec())))
     }
 
     pub fn is_set(&self) -> bool {
@@ -51,6 +56,51 @@ impl std::fmt::Debug for ApiToken {
             "ApiToken(none)"
         })
     }
+}
+
+/// The token `/metrics` needs, if the server has one (none: `/metrics` is
+/// open, as `/healthz` is).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsToken(pub ApiToken);
+
+/// Whether a request's `Authorization` admits it to `/metrics`; else the
+/// 401 to answer.
+pub fn check_metrics_token(req: &HttpRequest) -> Result<(), ApiError> {
+    let admitted = match req.app_data::<web::Data<MetricsToken>>() {
+        Some(token) => token
+            .0
+            .admits(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())),
+        None => true,
+    };
+    if admitted {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized(
+            "/metrics needs the metrics token: send Authorization: Bearer <token>",
+        ))
+    }
+}
+
+/// Refuses a token no client could send: empty, with surrounding
+/// whitespace, or with control characters.
+fn check_token(token: &str, what: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err(format!(
+            "{what} is empty: give a token, or leave it unset for no authentication"
+        ));
+    }
+    if token.trim() != token {
+        return Err(format!(
+            "{what} has leading or trailing whitespace (a trailing newline from a token file?): \
+             it could never match a request's Authorization header; remove the whitespace"
+        ));
+    }
+    if token.chars().any(char::is_control) {
+        return Err(format!(
+            "{what} contains a control character: it cannot be sent in a header"
+        ));
+    }
+    Ok(())
 }
 
 /// The credentials of `Bearer <token>` (scheme case-insensitive).
@@ -105,7 +155,7 @@ mod tests {
 
     #[test]
     fn only_the_exact_bearer_token_is_admitted() {
-        let token = ApiToken::new(Some("s3cret"));
+        let token = ApiToken::new(Some("s3cret"), "t").unwrap();
         assert!(token.admits(Some(b"Bearer s3cret")));
         assert!(token.admits(Some(b"bearer s3cret")));
         assert!(!token.admits(None));
@@ -114,9 +164,32 @@ mod tests {
         assert!(!token.admits(Some(b"Basic s3cret")));
         assert!(!token.admits(Some(b"s3cret")));
         assert!(!token.admits(Some(b"Bearer ")));
-        let none = ApiToken::new(None);
+        let none = ApiToken::new(None, "t").unwrap();
         assert!(none.admits(None));
-        assert!(!ApiToken::new(Some("")).is_set());
+    }
+
+    #[test]
+    fn a_token_no_client_could_send_is_refused() {
+        for bad in [
+            "",
+            "s3cret\n",
+            " s3cret",
+            "s3cret ",
+            "\ts3cret",
+            "s3c\u{7}ret",
+            "\n",
+        ] {
+            let error = ApiToken::new(Some(bad), "--api-token").unwrap_err();
+            assert!(error.starts_with("--api-token "), "{error}");
+        }
+        assert!(ApiToken::new(Some("s3cret\n"), "--api-token")
+            .unwrap_err()
+            .contains("whitespace"));
+        assert!(ApiToken::new(Some(""), "x").unwrap_err().contains("empty"));
+        assert!(
+            ApiToken::new(Some("a b"), "x").is_ok(),
+            "inner spaces survive a header"
+        );
     }
 
     #[test]
@@ -126,8 +199,8 @@ mod tests {
             "[::1]:8080".parse().unwrap(),
         ];
         let open: Vec<SocketAddr> = vec!["0.0.0.0:8080".parse().unwrap()];
-        assert!(check_exposure(&loopback, &ApiToken::new(None)).is_ok());
-        assert!(check_exposure(&open, &ApiToken::new(None)).is_err());
-        assert!(check_exposure(&open, &ApiToken::new(Some("t"))).is_ok());
+        assert!(check_exposure(&loopback, &ApiToken::default()).is_ok());
+        assert!(check_exposure(&open, &ApiToken::default()).is_err());
+        assert!(check_exposure(&open, &ApiToken::new(Some("t"), "t").unwrap()).is_ok());
     }
 }

@@ -7,19 +7,31 @@
 //! | 401 | `unauthorized` |
 //! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
+//! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
 //! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals` |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `poisoned`, `shutting_down` |
+//!
+//! A 401, 408 or 413 closes the connection (`Connection: close`): a client
+//! refused before its body was read must not keep the connection.
+//!
+//! [`shape`] gives any other error answer the app produces without a body
+//! (an actix-web default) the same shape, with a code by its status: those
+//! above, else `bad_request` (another 4xx), `unavailable` (503) or
+//! `internal` (another 5xx).
 
 use std::fmt;
 
-use actix_web::error::{JsonPayloadError, PathError};
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::error::LedgerError;
+use crate::http::limits::is_body_timeout;
 
 /// A refused request: its status, stable code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +45,14 @@ pub struct ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
+/// Every refusal's body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorJson {
+    /// A stable snake_case code (see the table in the module docs).
+    pub error: String,
+    /// What went wrong, for a person.
+    pub message: String,
 }
 
 impl ApiError {
@@ -74,6 +90,31 @@ impl ApiError {
             "method_not_allowed",
             "this path does not take that method",
         )
+    }
+
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive within the body deadline",
+        )
+    }
+
+    /// The answer for an error status the app did not shape itself.
+    pub fn for_status(status: StatusCode) -> Self {
+        let reason = status.canonical_reason().unwrap_or("error");
+        let code = match status {
+            StatusCode::BAD_REQUEST => "malformed_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "bad_request",
+            _ => "internal",
+        };
+        Self::new(status, code, reason.to_ascii_lowercase())
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -125,21 +166,36 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status).json(ErrorBody {
-            error: self.code,
-            message: &self.message,
+        let mut builder = HttpResponse::build(self.status);
+        if closes_connection(self.status) {
+            builder.force_close();
+        }
+        let mut response = builder.json(ErrorJson {
+            error: self.code.to_string(),
+            message: self.message.clone(),
         });
         response.extensions_mut().insert(ErrorCode(self.code));
         response
     }
 }
 
-/// `JsonConfig`'s error handler: 413 for an oversized body, 400
-/// `malformed_request` for anything else.
+/// Whether an answer with this status closes its connection.
+fn closes_connection(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+    )
+}
+
+/// `JsonConfig`'s error handler: 413 for an oversized body, 408 for a body
+/// past its deadline, 400 `malformed_request` for anything else.
 pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     match error {
         JsonPayloadError::OverflowKnownLength { limit, .. }
         | JsonPayloadError::Overflow { limit } => ApiError::payload_too_large(limit).into(),
+        JsonPayloadError::Payload(error) if is_body_timeout(&error) => {
+            ApiError::request_timeout().into()
+        }
         JsonPayloadError::ContentType => {
             ApiError::malformed("the body must be JSON (Content-Type: application/json)").into()
         }
@@ -149,6 +205,29 @@ pub fn json_error(error: JsonPayloadError, _req: &HttpRequest) -> actix_web::Err
         .into(),
         other => ApiError::malformed(format!("cannot read the body: {other}")).into(),
     }
+}
+
+/// `QueryConfig`'s error handler: a query string of the wrong shape is 400
+/// `invalid_input`.
+pub fn query_error(error: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::invalid_input(format!("bad query string: {error}")).into()
+}
+
+/// Gives an error answer that has no [`ErrorCode`] (one the app did not
+/// shape: an actix-web default) the JSON error shape; other answers pass
+/// as they are.
+pub fn shape<B: MessageBody + 'static>(response: ServiceResponse<B>) -> ServiceResponse<BoxBody> {
+    let status = response.status();
+    let shaped = response
+        .response()
+        .extensions()
+        .get::<ErrorCode>()
+        .is_some();
+    if shaped || !(status.is_client_error() || status.is_server_error()) {
+        return response.map_into_boxed_body();
+    }
+    let (request, _) = response.into_parts();
+    ServiceResponse::new(request, ApiError::for_status(status).error_response())
 }
 
 /// `PathConfig`'s error handler: a path segment of the wrong type (an

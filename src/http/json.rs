@@ -53,12 +53,17 @@ pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
 
 /// The body of POST /v1/deposits and POST /v1/withdrawals: one account,
 /// one amount.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountAmountRequest {
     pub account: AccountId,
+    /// A configured currency code, e.g. `USD`.
     pub currency: String,
+    /// A decimal string such as `"12.50"` (never a JSON number), with at
+    /// most the currency's decimal places.
+    #[schema(value_type = String, example = "12.50")]
     pub amount: RawAmount,
+    /// Replaying a key with the same parameters answers the first result.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
@@ -66,19 +71,21 @@ pub struct AccountAmountRequest {
 pub type DepositRequest = AccountAmountRequest;
 pub type WithdrawalRequest = AccountAmountRequest;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     pub from: AccountId,
     pub to: AccountId,
     pub currency: String,
+    /// A decimal string such as `"12.50"` (never a JSON number).
+    #[schema(value_type = String, example = "12.50")]
     pub amount: RawAmount,
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
 /// Phase 3 (the webhook): the payment outcome of a withdrawal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// `completed`, `failed`, or `returned` (a paid withdrawal sent back).
@@ -87,7 +94,7 @@ pub struct StatusRequest {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DepositJson {
     pub transaction_id: String,
     pub account: AccountId,
@@ -106,7 +113,7 @@ impl From<&Deposit> for DepositJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TransferJson {
     pub transaction_id: String,
     pub from: AccountId,
@@ -128,12 +135,14 @@ impl From<&Transfer> for TransferJson {
 }
 
 /// `{transaction_id, account, currency, amount, status, payout_id?, reason?}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WithdrawalJson {
     pub transaction_id: String,
     pub account: AccountId,
     pub currency: String,
     pub amount: String,
+    /// `pending`, `processing`, `completed`, `failed`, `cancelled` or
+    /// `returned`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payout_id: Option<u64>,
@@ -161,7 +170,7 @@ impl From<&Withdrawal> for WithdrawalJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalanceJson {
     pub currency: String,
     pub available: String,
@@ -180,7 +189,14 @@ impl From<&Balance> for BalanceJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /healthz`'s answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HealthJson {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalancesJson {
     pub account: AccountId,
     pub balances: Vec<BalanceJson>,
@@ -190,11 +206,12 @@ pub struct BalancesJson {
 /// items: [{transaction_id, account, amount, outcome, reason?}]}` with
 /// state `processing`, `completed`, `failed` or `partially_failed` and an
 /// item's outcome `paid`, `failed` or `null` (no final answer yet).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PayoutJson {
     pub payout_id: u64,
     pub currency: String,
     pub total: String,
+    /// `processing`, `completed`, `failed` or `partially_failed`.
     pub state: &'static str,
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,11 +219,12 @@ pub struct PayoutJson {
     pub items: Vec<PayoutItemJson>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PayoutItemJson {
     pub transaction_id: String,
     pub account: AccountId,
     pub amount: String,
+    /// `paid`, `failed`, or null (no final answer yet).
     pub outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

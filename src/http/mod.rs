@@ -14,14 +14,42 @@
 //! | GET /v1/payouts | | 200 `[payout]`, newest first |
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
-//! | GET /metrics | | 200 Prometheus text |
+//! | GET /metrics | | 200 Prometheus text (behind the metrics token, when there is one) |
+//! | GET /openapi.json | | 200 this API's OpenAPI 3.1 document |
 //!
 //! A withdrawal is `{transaction_id, account, currency, amount, status,
 //! payout_id?, reason?}`. Amounts are decimal strings both ways. A replay
 //! with the same idempotency key answers the first result with the same
 //! status (201). Errors are `{"error": code, "message": text}`; see
 //! [`error`] for the status of each code. Every `/v1` request needs
-//! `Authorization: Bearer <token>` when the server has a token.
+//! `Authorization: Bearer <token>` when the server has a token; `/metrics`
+//! needs the metrics token the same way when the server has one. A token
+//! that is empty or has surrounding whitespace is refused at start.
+//!
+//! ## Limits
+//! - The head of a request must arrive within 5 s (actix-web's
+//!   `client_request_timeout`), its body within [`HttpOptions::body_timeout`]
+//!   (default 10 s) of the head: past it, 408 `request_timeout` and the
+//!   connection is closed. A body larger than
+//!   [`HttpOptions::body_bytes_max`] is 413 `payload_too_large`.
+//! - At most [`HttpOptions::max_connections`] connections are open at once
+//!   (default 4096). actix-web counts per worker, so each of the `W`
+//!   workers takes `max_connections / W` (rounded down; at least one each):
+//!   the total is at most `max_connections`. Past it, new connections wait
+//!   in the kernel's accept backlog until one closes; the process's open-file
+//!   limit (`ulimit -n`) must be above the cap.
+//! - An answer to a request whose body was not read to its end (401, 408,
+//!   413, or a handler that takes no body) closes the connection, and so
+//!   does every 401, 408 and 413.
+//!
+//! ## Errors the application cannot shape
+//! Every answer the application makes, errors included, is JSON
+//! (`{"error", "message"}`). actix-http answers a few protocol errors
+//! itself, before any application code sees the request, with an empty
+//! body: a request head that does not parse (400), a head larger than its
+//! buffer (431), a head that does not arrive within 5 s (408), and a
+//! malformed chunked encoding or body length (400). These close the
+//! connection.
 //!
 //! ## Layout
 //! - `routes.rs` — the route table and handlers.
@@ -29,21 +57,26 @@
 //! - `error.rs` — error codes → statuses, extractor errors.
 //! - `auth.rs` — bearer token (constant-time compare), exposure rule.
 //! - `metrics.rs` — counters, latency histograms, `/metrics`.
+//! - `limits.rs` — body deadline, closing connections with unread bodies.
+//! - `openapi.rs` — the OpenAPI 3.1 document (`src/http/openapi.json`).
 
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 use crate::ledger::Ledger;
 
-pub use auth::ApiToken;
+pub use auth::{ApiToken, MetricsToken};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -53,14 +86,32 @@ pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// Seconds a graceful stop waits for requests in flight.
 pub const SHUTDOWN_TIMEOUT_SECS_DEFAULT: u64 = 30;
 
+/// How long a request body may take to arrive after its head.
+pub const BODY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Connections open at once, over all workers.
+pub const MAX_CONNECTIONS_DEFAULT: usize = 4096;
+
+/// Worker threads allowed: more than this is an operator's typo.
+pub const WORKERS_MAX: usize = 1024;
+
 /// How the service runs.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
     /// Required as `Authorization: Bearer <token>` on `/v1` when set.
     pub api_token: Option<String>,
+    /// Required as `Authorization: Bearer <token>` on `/metrics` when set;
+    /// without it `/metrics` is open.
+    pub metrics_token: Option<String>,
+    /// How long a request body may take to arrive after the head; past it
+    /// the answer is 408 and the connection closes. Default: 10 s.
+    pub body_timeout: Duration,
+    /// Connections open at once, over all workers. Default: 4096.
+    pub max_connections: usize,
     /// Largest JSON body, in bytes. Default: 64 KiB.
     pub body_bytes_max: usize,
-    /// Worker threads. Default: actix-web's (one per physical core).
+    /// Worker threads, 1 to [`WORKERS_MAX`]. Default: one per core the
+    /// process may use.
     pub workers: Option<usize>,
     /// Whether SIGINT/SIGTERM stop the server gracefully. Default: true
     /// (`serve`); an embedder that handles signals itself turns it off.
@@ -73,6 +124,9 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             api_token: None,
+            metrics_token: None,
+            body_timeout: BODY_TIMEOUT_DEFAULT,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
             workers: None,
             handle_signals: true,
@@ -86,24 +140,86 @@ impl Default for HttpOptions {
 pub fn configure(
     ledger: Ledger,
     metrics: web::Data<Metrics>,
-    token: ApiToken,
-    body_bytes_max: usize,
+    tokens: Tokens,
+    limits: Limits,
 ) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(web::Data::new(ledger))
             .app_data(metrics)
-            .app_data(web::Data::new(token))
+            .app_data(web::Data::new(tokens.api))
+            .app_data(web::Data::new(tokens.metrics))
+            .app_data(web::Data::new(limits::BodyTimeout(limits.body_timeout)))
             .app_data(
                 web::JsonConfig::default()
-                    .limit(body_bytes_max)
+                    .limit(limits.body_bytes_max)
                     .content_type_required(false)
                     // Any content type: `curl -d` without `-H` works too.
                     .content_type(|_| true)
                     .error_handler(error::json_error),
             )
             .app_data(web::PathConfig::default().error_handler(error::path_error))
+            .app_data(web::QueryConfig::default().error_handler(error::query_error))
             .configure(routes::routes);
     }
+}
+
+/// The tokens of a server: the API's (`/v1`) and the metrics' (`/metrics`).
+#[derive(Clone, Debug, Default)]
+pub struct Tokens {
+    pub api: ApiToken,
+    pub metrics: MetricsToken,
+}
+
+/// Per-request limits the app enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub body_bytes_max: usize,
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            body_timeout: BODY_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// The worker count to run: the one asked for, or one per usable core.
+fn worker_count(options: &HttpOptions) -> Result<usize, String> {
+    let workers = match options.workers {
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(WORKERS_MAX)),
+    };
+    if !(1..=WORKERS_MAX).contains(&workers) {
+        return Err(format!(
+            "workers {workers}: expected 1 to {WORKERS_MAX} worker threads"
+        ));
+    }
+    Ok(workers)
+}
+
+/// Checks options an operator sets: every bound is explained, none panics.
+pub fn check_options(options: &HttpOptions) -> Result<(), String> {
+    let workers = worker_count(options)?;
+    if options.max_connections < workers {
+        return Err(format!(
+            "max connections {}: expected at least one per worker ({workers} workers)",
+            options.max_connections
+        ));
+    }
+    if options.body_timeout.is_zero() {
+        return Err("body timeout: expected more than 0 s".into());
+    }
+    if options.body_bytes_max == 0 {
+        return Err("body limit: expected more than 0 bytes".into());
+    }
+    Ok(())
+}
+
+fn invalid_input(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
 /// A bound server, not yet running: await `server` (inside an actix
@@ -116,30 +232,45 @@ pub struct Bound {
 }
 
 /// Binds `listen` and builds the server. Refuses an address other hosts
-/// can reach unless there is an API token.
+/// can reach unless there is an API token, a token no client could send,
+/// and options out of their bounds (`InvalidInput`).
 pub fn bind(ledger: Ledger, listen: &str, options: &HttpOptions) -> std::io::Result<Bound> {
-    let token = ApiToken::new(options.api_token.as_deref());
+    check_options(options).map_err(invalid_input)?;
+    let tokens = Tokens {
+        api: ApiToken::new(options.api_token.as_deref(), "the API token").map_err(invalid_input)?,
+        metrics: MetricsToken(
+            ApiToken::new(options.metrics_token.as_deref(), "the metrics token")
+                .map_err(invalid_input)?,
+        ),
+    };
+    let workers = worker_count(options).map_err(invalid_input)?;
     let wanted: Vec<SocketAddr> = listen.to_socket_addrs()?.collect();
-    auth::check_exposure(&wanted, &token)
+    auth::check_exposure(&wanted, &tokens.api)
         .map_err(|message| std::io::Error::new(std::io::ErrorKind::PermissionDenied, message))?;
     let metrics = web::Data::new(Metrics::default());
     let app_metrics = metrics.clone();
-    let body_bytes_max = options.body_bytes_max;
+    let limits = Limits {
+        body_bytes_max: options.body_bytes_max,
+        body_timeout: options.body_timeout,
+    };
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(metrics::record))
+            // Outermost: sees every request first and every answer last.
+            .wrap(actix_web::middleware::from_fn(limits::guard))
             .configure(configure(
                 ledger.clone(),
                 app_metrics.clone(),
-                token.clone(),
-                body_bytes_max,
+                tokens.clone(),
+                limits,
             ))
             .default_service(routes::not_found())
     })
-    .shutdown_timeout(options.shutdown_timeout_secs);
-    if let Some(workers) = options.workers {
-        server = server.workers(workers);
-    }
+    .shutdown_timeout(options.shutdown_timeout_secs)
+    .workers(workers)
+    // actix-web's cap is per worker: split the total (check_options makes
+    // it at least one per worker).
+    .max_connections(options.max_connections / workers);
     if !options.handle_signals {
         server = server.disable_signals();
     }
@@ -150,4 +281,76 @@ pub fn bind(ledger: Ledger, listen: &str, options: &HttpOptions) -> std::io::Res
         addrs,
         metrics,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_bounds_are_refused_with_a_reason() {
+        let ok = HttpOptions {
+            workers: Some(2),
+            ..HttpOptions::default()
+        };
+        assert!(check_options(&ok).is_ok());
+        for (bad, needle) in [
+            (
+                HttpOptions {
+                    workers: Some(0),
+                    ..ok.clone()
+                },
+                "workers 0",
+            ),
+            (
+                HttpOptions {
+                    workers: Some(WORKERS_MAX + 1),
+                    ..ok.clone()
+                },
+                "workers 1025",
+            ),
+            (
+                HttpOptions {
+                    max_connections: 1,
+                    ..ok.clone()
+                },
+                "at least one per worker",
+            ),
+            (
+                HttpOptions {
+                    body_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "body timeout",
+            ),
+            (
+                HttpOptions {
+                    body_bytes_max: 0,
+                    ..ok.clone()
+                },
+                "body limit",
+            ),
+        ] {
+            let error = check_options(&bad).unwrap_err();
+            assert!(error.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn bind_refuses_a_token_no_client_could_send() {
+        let ledger = Ledger::open(crate::Config::for_tests()).unwrap();
+        for (api, metrics) in [(Some("t\n"), None), (None, Some(" m")), (Some(""), None)] {
+            let options = HttpOptions {
+                api_token: api.map(str::to_string),
+                metrics_token: metrics.map(str::to_string),
+                workers: Some(1),
+                handle_signals: false,
+                ..HttpOptions::default()
+            };
+            let error = bind(ledger.clone(), "127.0.0.1:0", &options)
+                .err()
+                .expect("refused");
+            assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The routes and their handlers: each reads its input, calls one `Ledger`
-//! method, and shows the answer as JSON.
+//! method, and shows the answer as JSON. Each handler's `#[utoipa::path]`
+//! is its entry in the OpenAPI document (see `openapi.rs`).
 //!
 //! A transaction id or payout id in the path that does not parse names no
 //! withdrawal or payout: 404 `unknown_withdrawal` / `unknown_payout`, the
@@ -7,14 +8,20 @@
 //! is not an unsigned 64-bit integer is 400 `invalid_input`.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, Route};
+use actix_web::{web, HttpRequest, HttpResponse, Route};
 
+use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
 use crate::http::json::{
-    parse_amount, BalanceJson, BalancesJson, DepositJson, DepositRequest, PayoutJson,
-    StatusRequest, TransferJson, TransferRequest, WithdrawalJson, WithdrawalRequest,
+    parse_amount, AccountAmountRequest, BalanceJson, BalancesJson, DepositJson, DepositRequest,
+    HealthJson, PayoutJson, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
+    WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
+use crate::http::openapi::{
+    self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadAccountErrors,
+    ReadListErrors, ReadOneErrors, RunErrors, WriteErrors,
+};
 use crate::ids::{AccountId, TransactionId};
 use crate::ledger::Ledger;
 use crate::withdrawal::{Withdrawal, WithdrawalOutcome};
@@ -23,7 +30,8 @@ use crate::LedgerError;
 type Answer = Result<HttpResponse, ApiError>;
 
 /// Registers every route: `/v1/...` (behind the token, when there is one),
-/// `/healthz` and `/metrics`.
+/// `/healthz`, `/metrics` (behind the metrics token, when there is one) and
+/// `/openapi.json`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1")
@@ -58,8 +66,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .default_service(not_found()),
     )
-    .service(web::resource("/healthz").route(web::get().to(healthz)))
-    .service(web::resource("/metrics").route(web::get().to(metrics_page)));
+    .service(resource("/healthz", "healthz").route(web::get().to(healthz)))
+    .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)))
+    .service(resource("/openapi.json", "openapi").route(web::get().to(openapi_json)));
 }
 
 /// A named resource (the name is the metrics' `kind`) whose other methods
@@ -91,7 +100,10 @@ fn key(idempotency_key: &Option<String>) -> Option<&str> {
     idempotency_key.as_deref()
 }
 
-async fn deposit(ledger: web::Data<Ledger>, body: web::Json<DepositRequest>) -> Answer {
+#[utoipa::path(post, path = "/v1/deposits", request_body = AccountAmountRequest,
+    responses((status = 201, description = "Credited", body = DepositJson), WriteErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn deposit(ledger: web::Data<Ledger>, body: web::Json<DepositRequest>) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
     let receipt = ledger
@@ -105,7 +117,10 @@ async fn deposit(ledger: web::Data<Ledger>, body: web::Json<DepositRequest>) -> 
     Ok(json(StatusCode::CREATED, DepositJson::from(&receipt)))
 }
 
-async fn request_withdrawal(
+#[utoipa::path(post, path = "/v1/withdrawals", request_body = AccountAmountRequest,
+    responses((status = 201, description = "Locked, pending", body = WithdrawalJson), WriteErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn request_withdrawal(
     ledger: web::Data<Ledger>,
     body: web::Json<WithdrawalRequest>,
 ) -> Answer {
@@ -134,12 +149,24 @@ fn transaction_id(raw: &str) -> Result<TransactionId, ApiError> {
     })
 }
 
-async fn get_withdrawal(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+#[utoipa::path(get, path = "/v1/withdrawals/{transaction_id}",
+    params(("transaction_id" = String, Path, description = "32 hex digits")),
+    responses((status = 200, body = WithdrawalJson), ReadOneErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn get_withdrawal(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
     let tx = transaction_id(&path)?;
     Ok(withdrawal(StatusCode::OK, &ledger.withdrawal(tx).await?))
 }
 
-async fn cancel_withdrawal(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+#[utoipa::path(post, path = "/v1/withdrawals/{transaction_id}/cancel",
+    params(("transaction_id" = String, Path, description = "32 hex digits")),
+    responses((status = 200, description = "Cancelled (again, if it was)", body = WithdrawalJson),
+        ChangeOneErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn cancel_withdrawal(
+    ledger: web::Data<Ledger>,
+    path: web::Path<String>,
+) -> Answer {
     let tx = transaction_id(&path)?;
     Ok(withdrawal(
         StatusCode::OK,
@@ -147,7 +174,12 @@ async fn cancel_withdrawal(ledger: web::Data<Ledger>, path: web::Path<String>) -
     ))
 }
 
-async fn withdrawal_status(
+#[utoipa::path(post, path = "/v1/withdrawals/{transaction_id}/status",
+    params(("transaction_id" = String, Path, description = "32 hex digits")),
+    request_body = StatusRequest,
+    responses((status = 200, body = WithdrawalJson), ChangeOneWithBodyErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn withdrawal_status(
     ledger: web::Data<Ledger>,
     path: web::Path<String>,
     body: web::Json<StatusRequest>,
@@ -177,7 +209,13 @@ async fn withdrawal_status(
     Ok(withdrawal(StatusCode::OK, &w))
 }
 
-async fn transfer(ledger: web::Data<Ledger>, body: web::Json<TransferRequest>) -> Answer {
+#[utoipa::path(post, path = "/v1/transfers", request_body = TransferRequest,
+    responses((status = 201, description = "Moved", body = TransferJson), WriteErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn transfer(
+    ledger: web::Data<Ledger>,
+    body: web::Json<TransferRequest>,
+) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
     let receipt = ledger
@@ -192,7 +230,11 @@ async fn transfer(ledger: web::Data<Ledger>, body: web::Json<TransferRequest>) -
     Ok(json(StatusCode::CREATED, TransferJson::from(&receipt)))
 }
 
-async fn balances(ledger: web::Data<Ledger>, path: web::Path<AccountId>) -> Answer {
+#[utoipa::path(get, path = "/v1/accounts/{account}/balances",
+    params(("account" = u64, Path, description = "An unsigned 64-bit account id")),
+    responses((status = 200, body = BalancesJson), ReadAccountErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn balances(ledger: web::Data<Ledger>, path: web::Path<AccountId>) -> Answer {
     let account = path.into_inner();
     let balances = ledger.balances(account).await?;
     Ok(json(
@@ -204,19 +246,30 @@ async fn balances(ledger: web::Data<Ledger>, path: web::Path<AccountId>) -> Answ
     ))
 }
 
-async fn run_payouts(ledger: web::Data<Ledger>) -> Answer {
+#[utoipa::path(post, path = "/v1/payouts/run",
+    responses((status = 200, description = "The payouts made or retried", body = [PayoutJson]),
+        RunErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn run_payouts(ledger: web::Data<Ledger>) -> Answer {
     let made = ledger.run_payouts_now().await?;
     let body: Vec<PayoutJson> = made.iter().map(PayoutJson::from).collect();
     Ok(json(StatusCode::OK, body))
 }
 
-async fn list_payouts(ledger: web::Data<Ledger>) -> Answer {
+#[utoipa::path(get, path = "/v1/payouts",
+    responses((status = 200, description = "Newest first", body = [PayoutJson]), ReadListErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn list_payouts(ledger: web::Data<Ledger>) -> Answer {
     let all = ledger.payouts().await?;
     let body: Vec<PayoutJson> = all.iter().map(PayoutJson::from).collect();
     Ok(json(StatusCode::OK, body))
 }
 
-async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+#[utoipa::path(get, path = "/v1/payouts/{payout_id}",
+    params(("payout_id" = u64, Path)),
+    responses((status = 200, body = PayoutJson), ReadOneErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
     let unknown = || {
         let shown: String = path.chars().take(40).collect();
         ApiError::new(
@@ -236,14 +289,34 @@ async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answe
 
 /// 200 while the ledger answers; 503 `poisoned` or `shutting_down` when
 /// it does not (a cheap read of one account asks the engine).
-async fn healthz(ledger: web::Data<Ledger>) -> Answer {
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, body = HealthJson), HealthErrors))]
+pub(crate) async fn healthz(ledger: web::Data<Ledger>) -> Answer {
     ledger.balances(0).await?;
-    Ok(json(StatusCode::OK, serde_json::json!({ "status": "ok" })))
+    Ok(json(StatusCode::OK, HealthJson { status: "ok" }))
 }
 
-async fn metrics_page(ledger: web::Data<Ledger>, metrics: web::Data<Metrics>) -> HttpResponse {
+/// The Prometheus page; 401 without the metrics token when there is one.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text format",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String), MetricsErrors),
+    security((), ("metrics_token" = [])))]
+pub(crate) async fn metrics_page(
+    req: HttpRequest,
+    ledger: web::Data<Ledger>,
+    metrics: web::Data<Metrics>,
+) -> Answer {
+    check_metrics_token(&req)?;
     let page = metrics::render(&metrics, &ledger).await;
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(page)
+        .body(page))
+}
+
+/// This API's OpenAPI 3.1 document (no token).
+#[utoipa::path(get, path = "/openapi.json",
+    responses((status = 200, description = "The OpenAPI 3.1 document",
+        content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> HttpResponse {
+    openapi::answer()
 }

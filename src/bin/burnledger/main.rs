@@ -2,6 +2,7 @@
 //!
 //! Uses only the public `Ledger` handle, like any embedder.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -48,15 +49,38 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Logs (the library's `tracing` events, and the binary's) go to stderr,
+/// filtered by `RUST_LOG` (default `info`, actix-server's at `warn`). A write that fails (stderr
+/// closed, a full disk behind it) loses the line and nothing else:
+/// `log_internal_errors(false)` keeps the subscriber from reporting it with
+/// `eprintln!`, which would panic on the same closed stream.
+fn install_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .log_internal_errors(false)
+        .try_init();
+}
+
+/// Writes a line to stderr; a failed write is ignored (see
+/// [`install_logging`]).
+fn report(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr().lock(), "burnledger: {message}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("burnledger: cannot start the async runtime: {error}");
+            report(format_args!("cannot start the async runtime: {error}"));
             return ExitCode::from(2);
         }
     };
@@ -72,7 +96,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("burnledger: {error}");
+            report(format_args!("{error}"));
             ExitCode::from(2)
         }
     }

@@ -1,10 +1,12 @@
 //! `burnledger serve`: the ledger's HTTP API (see `burnledger::http`).
 //!
-//! Opens (recovering) the data folder, binds, prints `listening on
+//! Checks its flags (a bad one is a clear error and exit 2, never a
+//! panic), opens (recovering) the data folder, binds, prints `listening on
 //! http://ADDR` for each bound address on stdout, and serves until SIGINT or
 //! SIGTERM: then it stops accepting, lets the requests in flight finish,
 //! shuts the ledger down (flushing the log and writing a snapshot) and
-//! exits 0.
+//! exits 0. Its logs go through `tracing` to stderr; a closed stdout or
+//! stderr (or a full disk behind them) loses the lines, never the shutdown.
 //!
 //! Payout modes: `batched` and `immediate` pay through an in-process
 //! `SimulatedBank` with no faults and no latency (there is no real payment
@@ -13,6 +15,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use burnledger::config::{parse_currencies, parse_sync, PayoutMode, SharedPaymentService};
 use burnledger::http::{self, HttpOptions};
@@ -22,6 +25,19 @@ use clap::Args;
 
 /// The environment variable `--api-token` falls back to.
 pub const API_TOKEN_ENV: &str = "BURNLEDGER_API_TOKEN";
+
+/// The environment variable `--metrics-token` falls back to.
+pub const METRICS_TOKEN_ENV: &str = "BURNLEDGER_METRICS_TOKEN";
+
+/// Longest payout interval: a week (longer is a typo, and far enough
+/// beyond would overflow the timer's clock).
+pub const PAYOUT_INTERVAL_SECS_MAX: u64 = 7 * 24 * 3600;
+
+/// Longest body deadline: an hour.
+pub const BODY_TIMEOUT_SECS_MAX: u64 = 3600;
+
+/// Most connections `--max-connections` may ask for.
+pub const MAX_CONNECTIONS_MAX: usize = 1_000_000;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -47,19 +63,35 @@ pub struct ServeArgs {
     /// Token every /v1 request must send as `Authorization: Bearer <token>`
     /// (default: the BURNLEDGER_API_TOKEN environment variable; none means
     /// no authentication, allowed on loopback addresses only).
+    /// Must not be empty or have surrounding whitespace.
     #[arg(long)]
     api_token: Option<String>,
+    /// Token /metrics requires as `Authorization: Bearer <token>` (default:
+    /// the BURNLEDGER_METRICS_TOKEN environment variable; none means
+    /// /metrics is open). Same rules as --api-token.
+    #[arg(long)]
+    metrics_token: Option<String>,
+    /// How long a request body may take to arrive after its head: 10s, 1m,
+    /// or plain seconds (1s to 1h). Past it: 408 and the connection closes.
+    #[arg(long, default_value = "10s")]
+    body_timeout: String,
+    /// Connections open at once, over all workers (at least one per
+    /// worker; actix-web's per-worker cap is this divided by the workers).
+    /// Past it new connections wait in the kernel's backlog.
+    #[arg(long, default_value_t = http::MAX_CONNECTIONS_DEFAULT)]
+    max_connections: usize,
     /// fsync (acknowledge after fsync), buffered or buffered:MS (fsync every
     /// 100 or MS milliseconds), or none (memory only).
     #[arg(long, default_value = "fsync")]
     sync: String,
-    /// HTTP worker threads (default: one per physical core).
+    /// HTTP worker threads, 1 to 1024 (default: one per usable core).
     #[arg(long)]
     workers: Option<usize>,
 }
 
-/// Reads `300s`, `5m`, `1h`, `300` as seconds (at least 1).
-pub fn parse_interval(text: &str) -> Result<u64, String> {
+/// Reads `300s`, `5m`, `1h`, `300` as seconds, 1 to `max_secs`; `what`
+/// names the flag in the error.
+pub fn parse_duration_flag(text: &str, what: &str, max_secs: u64) -> Result<u64, String> {
     let text = text.trim();
     let (number, factor) = match text.char_indices().last() {
         Some((i, 's')) => (&text[..i], 1),
@@ -71,15 +103,75 @@ pub fn parse_interval(text: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(factor))
-        .filter(|secs| *secs > 0)
-        .ok_or_else(|| format!("payout interval {text:?}: expected e.g. 300s, 5m, 1h"))
+        .filter(|secs| (1..=max_secs).contains(secs))
+        .ok_or_else(|| {
+            format!("{what} {text:?}: expected e.g. 300s, 5m, 1h, from 1s to {max_secs}s")
+        })
 }
 
+/// Reads a payout interval (see [`parse_duration_flag`]).
+pub fn parse_interval(text: &str) -> Result<u64, String> {
+    parse_duration_flag(text, "payout interval", PAYOUT_INTERVAL_SECS_MAX)
+}
+
+/// A token from its flag, else its environment variable; `None` when
+/// neither is set. A set but unusable one (empty, surrounding whitespace,
+/// not UTF-8) is refused here, before anything opens.
+fn token(flag: Option<&str>, flag_name: &str, env: &str) -> Result<Option<String>, String> {
+    let (value, source) = match flag {
+        Some(value) => (value.to_string(), flag_name.to_string()),
+        None => match std::env::var(env) {
+            Ok(value) => (value, env.to_string()),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(format!("{env} is not valid UTF-8"))
+            }
+        },
+    };
+    http::ApiToken::new(Some(&value), &source)?;
+    Ok(Some(value))
+}
+
+/// The service's options from the flags, every bound checked.
+fn http_options(args: &ServeArgs) -> Result<HttpOptions, String> {
+    if !(1..=MAX_CONNECTIONS_MAX).contains(&args.max_connections) {
+        return Err(format!(
+            "--max-connections {}: expected 1 to {MAX_CONNECTIONS_MAX}",
+            args.max_connections
+        ));
+    }
+    if let Some(workers) = args.workers {
+        if !(1..=http::WORKERS_MAX).contains(&workers) {
+            return Err(format!(
+                "--workers {workers}: expected 1 to {} worker threads",
+                http::WORKERS_MAX
+            ));
+        }
+    }
+    let body_timeout =
+        parse_duration_flag(&args.body_timeout, "body timeout", BODY_TIMEOUT_SECS_MAX)?;
+    let options = HttpOptions {
+        api_token: token(args.api_token.as_deref(), "--api-token", API_TOKEN_ENV)?,
+        metrics_token: token(
+            args.metrics_token.as_deref(),
+            "--metrics-token",
+            METRICS_TOKEN_ENV,
+        )?,
+        body_timeout: Duration::from_secs(body_timeout),
+        max_connections: args.max_connections,
+        workers: args.workers,
+        ..HttpOptions::default()
+    };
+    http::check_options(&options)?;
+    Ok(options)
+}
+
+/// The payout mode from the flags; `--payout-interval` is checked in
+/// every mode, so a typo never waits for a switch to batched to surface.
 fn payout_mode(args: &ServeArgs) -> Result<PayoutMode, String> {
+    let interval_secs = parse_interval(&args.payout_interval)?;
     match args.payout_mode.as_str() {
-        "batched" => Ok(PayoutMode::Batched {
-            interval_secs: parse_interval(&args.payout_interval)?,
-        }),
+        "batched" => Ok(PayoutMode::Batched { interval_secs }),
         "immediate" => Ok(PayoutMode::Immediate),
         "external" => Ok(PayoutMode::External),
         other => Err(format!(
@@ -89,11 +181,7 @@ fn payout_mode(args: &ServeArgs) -> Result<PayoutMode, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<bool, String> {
-    let api_token = args
-        .api_token
-        .clone()
-        .or_else(|| std::env::var(API_TOKEN_ENV).ok())
-        .filter(|t| !t.is_empty());
+    let options = http_options(&args)?;
     let payout_mode = payout_mode(&args)?;
     // The payment service is chosen here: a fault-free simulated bank for
     // the modes that pay, none for external.
@@ -106,11 +194,6 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
         payout_mode,
         payment_service,
         ..Config::default()
-    };
-    let options = HttpOptions {
-        api_token,
-        workers: args.workers,
-        ..HttpOptions::default()
     };
     let ledger = Ledger::open(config).map_err(|e| e.to_string())?;
     let system = actix_web::rt::System::new();
@@ -130,11 +213,11 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
             let _ = stdout.flush();
         }
         let served = bound.server.await;
-        eprintln!("burnledger: stopped serving; shutting the ledger down");
+        tracing::info!("stopped serving; shutting the ledger down");
         let started = std::time::Instant::now();
         ledger.shutdown().await;
-        eprintln!(
-            "burnledger: ledger shut down in {:.3} s",
+        tracing::info!(
+            "ledger shut down in {:.3} s",
             started.elapsed().as_secs_f64()
         );
         served
@@ -153,8 +236,19 @@ mod tests {
         assert_eq!(parse_interval("5m"), Ok(300));
         assert_eq!(parse_interval("1h"), Ok(3600));
         assert_eq!(parse_interval("42"), Ok(42));
-        for bad in ["", "0s", "s", "5d", "-1s", "1.5m"] {
+        for bad in [
+            "",
+            "0s",
+            "s",
+            "5d",
+            "-1s",
+            "1.5m",
+            "8d",
+            "169h",
+            "99999999999999999999",
+        ] {
             assert!(parse_interval(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(parse_interval("168h"), Ok(PAYOUT_INTERVAL_SECS_MAX));
     }
 }

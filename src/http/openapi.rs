@@ -1,0 +1,176 @@
+//! The HTTP API's OpenAPI 3.1 document, derived from the handlers'
+//! `#[utoipa::path]` annotations and the JSON types' `ToSchema`: served at
+//! `GET /openapi.json` (no token) and kept in the repository as
+//! `src/http/openapi.json` (the `openapi` test fails when it differs;
+//! `BURNLEDGER_UPDATE_OPENAPI=1 cargo test --test openapi` rewrites it).
+//!
+//! Adding a route to the document: annotate its handler with
+//! `#[utoipa::path(...)]` (its error statuses through one of the
+//! [`error_responses!`] sets, or a new one) and name the handler in
+//! [`ApiDoc`]'s `paths(...)`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{IntoResponses, Modify, OpenApi};
+
+use crate::http::error::ErrorJson;
+use crate::http::routes;
+
+/// The whole document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "burnledger",
+        description = "The ledger's HTTP API. Amounts are decimal strings, never JSON numbers. \
+            Every error is `{\"error\": code, \"message\": text}`; any path not listed here \
+            is 404 `not_found`, any method a listed path does not take is 405 \
+            `method_not_allowed` (both with that body). A request body that does not \
+            arrive within the body deadline is 408 `request_timeout`; one larger than the \
+            limit is 413 `payload_too_large`. 401, 408 and 413 close the connection.",
+    ),
+    paths(
+        routes::deposit,
+        routes::request_withdrawal,
+        routes::get_withdrawal,
+        routes::cancel_withdrawal,
+        routes::withdrawal_status,
+        routes::transfer,
+        routes::balances,
+        routes::run_payouts,
+        routes::list_payouts,
+        routes::get_payout,
+        routes::healthz,
+        routes::metrics_page,
+        routes::openapi_json,
+    ),
+    components(schemas(ErrorJson)),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;
+
+/// The bearer tokens: `api_token` for `/v1`, `metrics_token` for
+/// `/metrics`.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            (
+                "api_token",
+                "Required on /v1 when the server has an API token",
+            ),
+            (
+                "metrics_token",
+                "Required on /metrics when the server has a metrics token",
+            ),
+        ] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
+/// The document as pretty JSON, with a final newline (the form kept in the
+/// repository).
+pub fn document() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// The document, built once per process.
+pub fn served_document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(document)
+}
+
+/// `GET /openapi.json`.
+pub fn answer() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(served_document())
+}
+
+/// What each error status means, for the document.
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "Bad input: malformed_request, invalid_amount, unknown_currency or invalid_input",
+        401 => "unauthorized: the token is missing or wrong (the connection closes)",
+        404 => "Not there: unknown_withdrawal, unknown_payout",
+        408 => "request_timeout: the body did not arrive in time (the connection closes)",
+        409 => {
+            "Refused by the ledger's state: insufficient_funds, invalid_transition, \
+                idempotency_conflict, idempotency_in_progress, too_many_pending_withdrawals"
+        }
+        413 => "payload_too_large (the connection closes)",
+        500 => "internal",
+        503 => "Unavailable: overloaded, poisoned, shutting_down",
+        _ => "An error",
+    }
+}
+
+/// `statuses` as responses whose body is the `Error` schema.
+pub fn error_responses_for(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
+    statuses
+        .iter()
+        .map(|status| {
+            let response = ResponseBuilder::new()
+                .description(error_description(*status))
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("Error"))),
+                )
+                .build();
+            (status.to_string(), RefOr::T(response))
+        })
+        .collect()
+}
+
+/// Declares a named set of error statuses for `responses(...)`.
+macro_rules! error_responses {
+    ($($(#[$doc:meta])* $name:ident: [$($status:literal),*];)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                error_responses_for(&[$($status),*])
+            }
+        }
+    )*};
+}
+
+error_responses! {
+    /// A /v1 call that writes with a JSON body.
+    WriteErrors: [400, 401, 408, 409, 413, 500, 503];
+    /// A /v1 read of one thing named in the path.
+    ReadOneErrors: [401, 404, 500, 503];
+    /// A /v1 call on one withdrawal, without a body.
+    ChangeOneErrors: [401, 404, 409, 500, 503];
+    /// A /v1 call on one withdrawal, with a JSON body.
+    ChangeOneWithBodyErrors: [400, 401, 404, 408, 409, 413, 500, 503];
+    /// A /v1 read whose path holds an account.
+    ReadAccountErrors: [400, 401, 500, 503];
+    /// A /v1 read of a list.
+    ReadListErrors: [401, 500, 503];
+    /// A /v1 run of payouts (400 in external mode).
+    RunErrors: [400, 401, 500, 503];
+    /// `/healthz`.
+    HealthErrors: [503];
+    /// `/metrics`.
+    MetricsErrors: [401];
+}
