@@ -436,6 +436,7 @@ fn payout_record() -> impl Strategy<Value = PayoutRecord> {
             // Neither is written to disk.
             attempts: 0,
             last_error: None,
+            mismatches: Vec::new(),
         })
 }
 

@@ -44,6 +44,7 @@ fn golden_payout() -> burnledger::payouts::PayoutRecord {
         }],
         attempts: 0,
         last_error: None,
+        mismatches: Vec::new(),
     }
 }
 

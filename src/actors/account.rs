@@ -97,8 +97,13 @@ pub fn execute(
                 state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?;
             Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
-        AccountCommand::UpdateWithdrawal { tx, action, reason } => {
-            let effect = state.update_withdrawal(tx, action, &reason)?;
+        AccountCommand::UpdateWithdrawal {
+            tx,
+            action,
+            reason,
+            by,
+        } => {
+            let effect = state.update_withdrawal_by(tx, action, &reason, by)?;
             Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
         AccountCommand::HoldTransfer {
