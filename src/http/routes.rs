@@ -12,11 +12,13 @@ use actix_web::{web, HttpResponse, Route};
 use crate::http::error::ApiError;
 use crate::http::json::{
     parse_amount, BalanceJson, BalancesJson, DepositJson, DepositRequest, PayoutJson,
-    StatusRequest, TransferJson, TransferRequest, WithdrawalJson, WithdrawalRequest,
+    ResolveRequest, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
+    WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
 use crate::ids::{AccountId, TransactionId};
 use crate::ledger::Ledger;
+use crate::payouts::Resolution;
 use crate::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::LedgerError;
 
@@ -55,6 +57,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/payouts", "list_payouts").route(web::get().to(list_payouts)))
             .service(
                 resource("/payouts/{payout_id}", "get_payout").route(web::get().to(get_payout)),
+            )
+            .service(
+                resource(
+                    "/payouts/{payout_id}/items/{transaction_id}/resolve",
+                    "resolve_payout_item",
+                )
+                .route(web::post().to(resolve_payout_item)),
             )
             .default_service(not_found()),
     )
@@ -231,6 +240,47 @@ async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answe
         return Err(LedgerError::UnknownPayout { payout_id }.into());
     }
     let view = ledger.payout(payout_id).await?;
+    Ok(json(StatusCode::OK, PayoutJson::from(&view)))
+}
+
+/// An operator settles a payout item by hand (paid / not_paid); answers
+/// the payout as it is afterwards.
+async fn resolve_payout_item(
+    ledger: web::Data<Ledger>,
+    path: web::Path<(String, String)>,
+    body: web::Json<ResolveRequest>,
+) -> Answer {
+    let (payout, tx) = path.into_inner();
+    let payout_id = payout.parse::<u64>().map_err(|_| {
+        let shown: String = payout.chars().take(40).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_payout",
+            format!("unknown payout {shown:?}"),
+        )
+    })?;
+    let tx = transaction_id(&tx)?;
+    let body = body.into_inner();
+    let resolution = match body.resolution.as_str() {
+        "paid" => Resolution::Paid,
+        "not_paid" => Resolution::NotPaid {
+            reason: body
+                .reason
+                .unwrap_or_else(|| "resolved not paid by an operator".into()),
+        },
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::invalid_input(format!(
+                "resolution {shown:?}: expected \"paid\" or \"not_paid\""
+            )));
+        }
+    };
+    if !ledger.config().makes_payouts() {
+        return Err(LedgerError::UnknownPayout { payout_id }.into());
+    }
+    let view = ledger
+        .resolve_payout_item(payout_id, tx, resolution, &body.note)
+        .await?;
     Ok(json(StatusCode::OK, PayoutJson::from(&view)))
 }
 
