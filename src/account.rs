@@ -1072,6 +1072,69 @@ mod tests {
     }
 
     #[test]
+    fn only_the_owning_payout_settles_a_claimed_withdrawal_when_the_engine_pays() {
+        use crate::withdrawal::Settler;
+        let caller = Settler::Caller { engine_pays: true };
+        let (mut account, tx, _) = funded();
+        // Pending: nobody's yet. A payout cannot settle it; a caller can
+        // (checked on a copy).
+        let refused = account.update_withdrawal_by(
+            tx,
+            TransitionAction::Complete,
+            "",
+            Settler::Payout { payout_id: 5 },
+        );
+        assert!(matches!(
+            refused,
+            Err(LedgerError::InvalidTransition { .. })
+        ));
+        let mut copy = account.clone();
+        assert!(copy
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", caller)
+            .is_ok());
+        account.claim_withdrawal(tx, 5).unwrap();
+        let before = account.clone();
+        for action in [TransitionAction::Complete, TransitionAction::Fail] {
+            let refused = account.update_withdrawal_by(tx, action, "x", caller);
+            assert_eq!(
+                refused.unwrap_err(),
+                LedgerError::PayoutInFlight {
+                    transaction_id: tx,
+                    payout_id: 5
+                }
+            );
+            let other = Settler::Payout { payout_id: 6 };
+            let refused = account.update_withdrawal_by(tx, action, "x", other);
+            assert!(matches!(
+                refused,
+                Err(LedgerError::InvalidTransition { .. })
+            ));
+        }
+        assert_eq!(account, before, "refusals change nothing");
+        // The host pays (external mode): a caller settles it as before.
+        let mut external = account.clone();
+        let host = Settler::Caller { engine_pays: false };
+        assert!(external
+            .update_withdrawal_by(tx, TransitionAction::Fail, "x", host)
+            .is_ok());
+        // The owner settles it; repeating its outcome is a no-op.
+        let owner = Settler::Payout { payout_id: 5 };
+        let done = account
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+            .unwrap();
+        assert!(done.event.is_some());
+        let again = account
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+            .unwrap();
+        assert!(again.event.is_none());
+        let contradicted = account.update_withdrawal_by(tx, TransitionAction::Fail, "x", owner);
+        assert!(matches!(
+            contradicted,
+            Err(LedgerError::InvalidTransition { .. })
+        ));
+    }
+
+    #[test]
     fn a_claimed_withdrawal_stays_locked_and_completes_or_fails_like_a_pending_one() {
         let (mut account, tx, mut log) = funded();
         let claimed = account.claim_withdrawal(tx, 42).unwrap();

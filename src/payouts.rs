@@ -346,6 +346,50 @@ mod tests {
     }
 
     #[test]
+    fn resolutions_settle_items_once_and_mismatches_mark_the_payout() {
+        let usd = Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        };
+        let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
+        let mut payouts = BTreeMap::new();
+        let submitted = Event::PayoutSubmitted {
+            payout_id: 4,
+            currency: usd,
+            items: vec![(a, 100), (b, 250)],
+        };
+        apply_payout_event(&mut payouts, &submitted).unwrap();
+        let resolve = |tx| Event::PayoutItemResolved {
+            payout_id: 4,
+            tx,
+            outcome: Resolution::NotPaid { reason: "r".into() }.outcome(),
+            note: "n".into(),
+        };
+        apply_payout_event(&mut payouts, &resolve(a)).unwrap();
+        assert!(
+            apply_payout_event(&mut payouts, &resolve(a)).is_err(),
+            "twice"
+        );
+        let stranger = TransactionId::new(3, 1);
+        assert!(apply_payout_event(&mut payouts, &resolve(stranger)).is_err());
+        assert_eq!(payouts[&4].state(), PayoutState::Processing);
+        assert!(payouts[&4].awaits_answer());
+        apply_payout_event(&mut payouts, &resolve(b)).unwrap();
+        assert_eq!(payouts[&4].state(), PayoutState::Failed);
+        assert!(!payouts[&4].awaits_answer());
+        let mismatch = Event::PayoutMismatch {
+            payout_id: 4,
+            tx: a,
+            settled: ItemOutcome::Failed { reason: "r".into() },
+            reported: ItemOutcome::Paid,
+        };
+        apply_payout_event(&mut payouts, &mismatch).unwrap();
+        assert_eq!(payouts[&4].state(), PayoutState::Mismatch);
+        assert_eq!(payouts[&4].view().state.as_str(), "mismatch");
+        assert_eq!(all_mismatches(payouts.values()).count(), 1);
+    }
+
+    #[test]
     fn a_payout_is_processing_until_every_item_has_an_answer() {
         let usd = Currency {
             code: CurrencyCode::new("USD").unwrap(),

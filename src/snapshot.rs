@@ -257,7 +257,10 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
 
 /// Reads the v3 mismatch section into the payout records it names;
 /// returns what follows it.
-fn read_mismatches<'b>(mut body: &'b [u8], payouts: &mut [PayoutRecord]) -> Result<&'b [u8], String> {
+fn read_mismatches<'b>(
+    mut body: &'b [u8],
+    payouts: &mut [PayoutRecord],
+) -> Result<&'b [u8], String> {
     if body.len() < 8 {
         return Err("the mismatch count is missing".into());
     }
@@ -270,7 +273,9 @@ fn read_mismatches<'b>(mut body: &'b [u8], payouts: &mut [PayoutRecord]) -> Resu
         let record = payouts
             .iter_mut()
             .find(|p| p.payout_id == payout_id)
-            .ok_or_else(|| format!("mismatch #{index} names payout {payout_id}, not in the file"))?;
+            .ok_or_else(|| {
+                format!("mismatch #{index} names payout {payout_id}, not in the file")
+            })?;
         record.mismatches.push(mismatch);
         body = &body[used..];
     }

@@ -817,7 +817,10 @@ fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it()
         );
         refused.refused(409, "payout_in_flight");
         let message = refused.body["message"].as_str().unwrap();
-        assert!(message.contains(&format!("payout {payout_id}")), "{message}");
+        assert!(
+            message.contains(&format!("payout {payout_id}")),
+            "{message}"
+        );
     }
     assert_eq!(c.balance(7, "USD"), b("30.00", "20.00", "50.00"));
 
@@ -829,7 +832,8 @@ fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it()
     resolve("999", &tx, json!({"resolution": "paid", "note": "n"})).refused(404, "unknown_payout");
     resolve("x", &tx, json!({"resolution": "paid", "note": "n"})).refused(404, "unknown_payout");
     let stranger = "00000000000000090000000000000001";
-    resolve(&id, stranger, json!({"resolution": "paid", "note": "n"})).refused(404, "not_in_payout");
+    resolve(&id, stranger, json!({"resolution": "paid", "note": "n"}))
+        .refused(404, "not_in_payout");
     assert_eq!(c.balance(7, "USD"), b("30.00", "20.00", "50.00"));
 
     let resolved = resolve(

@@ -91,7 +91,10 @@ async fn engine_payouts_race_caller_updates(mode: PayoutMode) {
     let mut amounts = BTreeMap::new();
     for n in 0..WITHDRAWALS {
         let account = n;
-        ledger.deposit(account, "USD", dec("100"), None).await.unwrap();
+        ledger
+            .deposit(account, "USD", dec("100"), None)
+            .await
+            .unwrap();
         let amount = dec("10") + Decimal::new((n % 50) as i64, 2);
         let w = ledger
             .request_withdrawal(account, "USD", amount, None)
@@ -225,7 +228,10 @@ fn unreachable_bank() -> SimulatedBank {
 async fn one_processing_payout(ledger: &Ledger) -> (Vec<TransactionId>, u64) {
     let mut txs = Vec::new();
     for account in 1..=3 {
-        ledger.deposit(account, "USD", dec("100"), None).await.unwrap();
+        ledger
+            .deposit(account, "USD", dec("100"), None)
+            .await
+            .unwrap();
         let w = ledger
             .request_withdrawal(account, "USD", dec("10"), None)
             .await
@@ -262,7 +268,9 @@ async fn a_caller_cannot_settle_an_item_a_payout_owns_in_any_way() {
         assert_eq!(batch, vec![Err(in_flight.clone())]);
     }
     assert_eq!(in_flight.code(), "payout_in_flight");
-    assert!(in_flight.to_string().contains(&format!("payout {payout_id}")));
+    assert!(in_flight
+        .to_string()
+        .contains(&format!("payout {payout_id}")));
     let w = ledger.withdrawal(txs[0]).await.unwrap();
     assert_eq!(w.status, WithdrawalStatus::Processing { payout_id });
     assert_eq!(ledger.balance(1, "USD").await.unwrap().locked, dec("10"));
@@ -568,7 +576,10 @@ async fn immediate_mode_pays_withdrawals_recovered_pending_without_new_traffic()
     let ledger = Ledger::open(in_mode(PayoutMode::External)).unwrap();
     let mut txs = Vec::new();
     for account in 0..20 {
-        ledger.deposit(account, "USD", dec("50"), None).await.unwrap();
+        ledger
+            .deposit(account, "USD", dec("50"), None)
+            .await
+            .unwrap();
         let w = ledger
             .request_withdrawal(account, "USD", dec("5"), None)
             .await
@@ -584,8 +595,7 @@ async fn immediate_mode_pays_withdrawals_recovered_pending_without_new_traffic()
     let mut paid = false;
     for _ in 0..10_000 {
         let payouts = reopened.payouts().await.unwrap();
-        if payouts.len() == txs.len() && payouts.iter().all(|p| p.state == PayoutState::Completed)
-        {
+        if payouts.len() == txs.len() && payouts.iter().all(|p| p.state == PayoutState::Completed) {
             paid = true;
             break;
         }

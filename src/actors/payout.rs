@@ -577,9 +577,7 @@ fn answered_items(
                 .items
                 .into_iter()
                 .filter_map(|(tx, status)| match status {
-                    ItemStatus::Paid | ItemStatus::Returned { .. } => {
-                        Some((tx, ItemOutcome::Paid))
-                    }
+                    ItemStatus::Paid | ItemStatus::Returned { .. } => Some((tx, ItemOutcome::Paid)),
                     ItemStatus::Failed { reason } => Some((tx, ItemOutcome::Failed { reason })),
                     ItemStatus::Pending => None,
                 })
@@ -732,7 +730,10 @@ async fn log_mismatches(
 /// event · items of the payout).
 fn apply_to_record(record: &mut PayoutRecord, event: &Event) -> Result<(), String> {
     let id = record.payout_id;
-    let mut records = BTreeMap::from([(id, std::mem::replace(record, PayoutRecord::new(id, record.currency, [])))]);
+    let mut records = BTreeMap::from([(
+        id,
+        std::mem::replace(record, PayoutRecord::new(id, record.currency, [])),
+    )]);
     let applied = apply_payout_event(&mut records, event);
     if let Some(updated) = records.remove(&id) {
         *record = updated;
@@ -780,4 +781,79 @@ pub async fn execute_on_shards(
         }
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use super::*;
+    use crate::payment::SimulatedBank;
+
+    fn usd() -> Currency {
+        Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        }
+    }
+
+    /// An actor (not started) recovering `settled` finished payouts and
+    /// `awaiting` ones still waiting for an answer, in immediate mode.
+    fn actor_with(settled: u64, awaiting: u64) -> PayoutActor {
+        let mut payouts = BTreeMap::new();
+        for id in 1..=settled + awaiting {
+            let tx = TransactionId::new(id, 1);
+            let mut record = PayoutRecord::new(id, usd(), [(tx, 100)]);
+            if id <= settled {
+                record.items[0].outcome = Some(ItemOutcome::Paid);
+            }
+            payouts.insert(id, record);
+        }
+        PayoutActor::new(
+            PayoutMode::Immediate,
+            Arc::new(SimulatedBank::default()),
+            Arc::new(OnceLock::new()),
+            Journal::memory_only(),
+            payouts,
+            Vec::new(),
+        )
+    }
+
+    /// Issue 11 item 9: with a payout per withdrawal, every run used to
+    /// walk (and the retry timer to scan) every payout ever made. A run's
+    /// retry selection now visits only the payouts it retries, and a run
+    /// or a timer tick with nothing due visits none.
+    #[test]
+    fn runs_visit_only_the_payouts_they_retry_never_every_payout_made() {
+        let mut actor = actor_with(20_000, 3);
+        let now = Instant::now();
+        let retried = actor.take_retries(now, false);
+        assert_eq!(retried.len(), 3, "recovered payouts are due at once");
+        assert_eq!(actor.visited(), 3);
+        for _ in 0..1_000 {
+            assert!(!actor.retry_due(now));
+            assert!(actor.take_retries(now, false).is_empty());
+            assert!(actor.take_retries(now, true).is_empty(), "all 3 in flight");
+            assert!(actor.plan().is_empty());
+        }
+        assert_eq!(actor.visited(), 3, "empty runs visit no record");
+        // The run ends with the 3 still unanswered: they wait their backoff.
+        let results = retried
+            .into_iter()
+            .map(|record| RunResult {
+                payout_id: record.payout_id,
+                record: Some(record),
+            })
+            .collect();
+        assert_eq!(actor.absorb(results).len(), 3);
+        assert_eq!(actor.visited(), 6);
+        assert!(!actor.retry_due(now) && actor.take_retries(now, false).is_empty());
+        let later = now + RETRY_BACKOFF_LONGEST;
+        assert!(actor.retry_due(later));
+        assert_eq!(actor.take_retries(later, false).len(), 3);
+        assert_eq!(actor.visited(), 9, "only the three, never the 20,000");
+    }
+
+    const RETRY_BACKOFF_LONGEST: Duration =
+        Duration::from_millis(crate::payouts::RETRY_BACKOFF_MS_MAX + 1);
 }

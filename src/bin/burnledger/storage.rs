@@ -123,7 +123,9 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     }
     let states: Vec<_> = rebuilt.accounts.into_values().collect();
     let mut checked = audit(&states);
-    checked.add_payout_mismatches(burnledger::payouts::all_mismatches(rebuilt.payouts.values()));
+    checked.add_payout_mismatches(burnledger::payouts::all_mismatches(
+        rebuilt.payouts.values(),
+    ));
     println!("accounts        {}", checked.accounts);
     println!("withdrawals     {:?}", checked.withdrawals_by_status);
     for (code, (currency, sums)) in &checked.totals {
