@@ -5,8 +5,8 @@
 //! 1. available ≥ 0 and locked ≥ 0 for every (account, currency);
 //! 2. locked = the sum of that account's withdrawals still holding a lock;
 //! 3. per currency, Σ total = Σ deposits − Σ completed withdrawals;
-//! and, over the payout records, no payout mismatch (the payment service
-//! contradicting a settled item: see [`Audit::add_payout_mismatches`]).
+//! 4. no payout mismatch: the payment service never contradicted a settled
+//!    payout item (see [`Audit::add_payout_mismatches`]).
 
 use std::collections::BTreeMap;
 

@@ -79,10 +79,10 @@ async fn engine_payouts_race_caller_updates(mode: PayoutMode) {
         let batched = mode != PayoutMode::Immediate;
         tokio::spawn(async move {
             // In batched mode, payout runs go on while callers hammer.
-            while batched {
-                if ledger.run_payouts_now().await.is_err() {
-                    break;
-                }
+            if !batched {
+                return;
+            }
+            while ledger.run_payouts_now().await.is_ok() {
                 tokio::task::yield_now().await;
             }
         })
