@@ -272,7 +272,9 @@ impl Ledger {
     }
 
     /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
-    /// amount from the total, `Failed` returns it to available.
+    /// amount from the total, `Failed` returns it to available. Refused
+    /// with `payout_in_flight` while a payout this ledger makes owns the
+    /// withdrawal (see [`Ledger::resolve_payout_item`] for the override).
     pub async fn complete_withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -536,8 +538,13 @@ impl Ledger {
     /// for a quiet ledger: transfers in flight show up as violations.
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         let mut checked = audit(&self.export_accounts().await?);
-        let mismatches = self.payout_mismatches().await?;
-        checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
+        if let Some(actor) = &self.inner.payouts {
+            let mismatches = actor
+                .send(GetPayoutMismatches)
+                .await
+                .map_err(|_| LedgerError::ShuttingDown)?;
+            checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
+        }
         Ok(checked)
     }
 

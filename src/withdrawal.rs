@@ -4,9 +4,11 @@
 //! pending ──claim (a payout)──▶ processing ──complete──▶ completed ──return──▶ returned
 //!    │  ▲                           │ └───fail──────▶ failed
 //!    │  └──release (never sent)─────┘
-//!    ├──complete / fail (external payout mode)──▶ completed / failed
+//!    ├──complete / fail (a caller: the host paid it)──▶ completed / failed
 //!    └──cancel──▶ cancelled  (only before a payout claims it)
 //! ```
+//! From processing, only the claiming payout completes or fails the
+//! withdrawal (its service's answer, or an operator's resolution).
 //! Completed removes the locked amount from the total; failed and cancelled
 //! return it to available; returned (the bank sent a paid withdrawal back)
 //! credits it to available again. Failed, cancelled and returned never
