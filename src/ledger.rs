@@ -31,10 +31,12 @@ use crate::messages::{
     AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
     ShardCounts,
 };
-use crate::messages::{GetPayoutMismatches, GetPayouts, ResolvePayoutItem, RunPayouts, ShardBatch};
+use crate::messages::{
+    GetPayoutCounts, GetPayoutMismatches, GetPayouts, ResolvePayoutItem, RunPayouts, ShardBatch,
+};
 use crate::money::{Currencies, CurrencyCode};
 use crate::operation::Operation;
-use crate::payouts::{PayoutMismatch, PayoutView, Resolution};
+use crate::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
 use crate::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::recovery::{rebuild, RecoveryError, RecoveryReport};
 use crate::snapshot::SnapshotFile;
@@ -421,6 +423,21 @@ impl Ledger {
         };
         actor
             .send(GetPayoutMismatches)
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)
+    }
+
+    /// Payouts per state and the mismatch count, kept by the payout actor
+    /// as it runs: O(1) to read at any number of payouts (for `/metrics`;
+    /// `mismatches` is `burnledger_payout_mismatches_total`). All zero when
+    /// this ledger makes no payouts.
+    pub async fn payout_counts(&self) -> Result<PayoutCounts, LedgerError> {
+        self.check_open()?;
+        let Ok(actor) = self.payout_actor() else {
+            return Ok(PayoutCounts::default());
+        };
+        actor
+            .send(GetPayoutCounts)
             .await
             .map_err(|_| LedgerError::ShuttingDown)
     }

@@ -161,6 +161,11 @@ pub struct ResolvePayoutItem {
 #[rtype(result = "Vec<(u64, crate::payouts::PayoutMismatch)>")]
 pub struct GetPayoutMismatches;
 
+/// The payout counts the payout actor keeps (O(1) to read).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "crate::payouts::PayoutCounts")]
+pub struct GetPayoutCounts;
+
 /// How many accounts a shard holds, and how many of them have a running
 /// actor.
 #[derive(Message)]

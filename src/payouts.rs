@@ -62,6 +62,26 @@ pub enum PayoutState {
 }
 
 impl PayoutState {
+    /// Every state.
+    pub const ALL: [PayoutState; 5] = [
+        PayoutState::Processing,
+        PayoutState::Completed,
+        PayoutState::Failed,
+        PayoutState::PartiallyFailed,
+        PayoutState::Mismatch,
+    ];
+
+    /// Where this state sits in [`PayoutState::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Processing => 0,
+            Self::Completed => 1,
+            Self::Failed => 2,
+            Self::PartiallyFailed => 3,
+            Self::Mismatch => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Processing => "processing",
@@ -103,6 +123,23 @@ pub struct PayoutMismatch {
     pub transaction_id: TransactionId,
     pub settled: ItemOutcome,
     pub reported: ItemOutcome,
+}
+
+/// Counts the payout actor keeps as it runs, so reading them costs the
+/// same at 10 or 10 million payouts (for `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PayoutCounts {
+    /// Payouts per state, indexed by [`PayoutState::index`].
+    pub by_state: [u64; PayoutState::ALL.len()],
+    /// Payout mismatches recorded; never decreases.
+    pub mismatches: u64,
+}
+
+impl PayoutCounts {
+    /// Payouts in `state`.
+    pub fn in_state(&self, state: PayoutState) -> u64 {
+        self.by_state[state.index()]
+    }
 }
 
 /// One item of a payout as the engine records it.

@@ -436,6 +436,9 @@ async fn an_operator_resolution_settles_the_item_stops_retries_and_survives_a_re
         .await
         .unwrap();
     assert_eq!(view.state, PayoutState::PartiallyFailed);
+    let counts = ledger.payout_counts().await.unwrap();
+    assert_eq!(counts.in_state(PayoutState::PartiallyFailed), 1);
+    assert_eq!(counts.in_state(PayoutState::Processing), 0);
     let calls = bank.calls.load(Ordering::SeqCst);
     ledger.run_payouts_now().await.unwrap();
     assert_eq!(bank.calls.load(Ordering::SeqCst), calls, "retries stopped");
@@ -528,6 +531,10 @@ async fn a_service_answer_contradicting_a_resolution_is_a_mismatch_audit_and_ver
     assert_eq!(views[0].state, PayoutState::Mismatch);
     let mismatches = ledger.payout_mismatches().await.unwrap();
     assert_eq!(mismatches.len(), 1);
+    let counts = ledger.payout_counts().await.unwrap();
+    assert_eq!(counts.mismatches, 1);
+    assert_eq!(counts.in_state(PayoutState::Mismatch), 1);
+    assert_eq!(counts.in_state(PayoutState::Processing), 0);
     let (id, m) = &mismatches[0];
     assert_eq!((*id, m.transaction_id), (payout_id, txs[0]));
     assert_eq!(m.reported, ItemOutcome::Paid);
@@ -547,6 +554,7 @@ async fn a_service_answer_contradicting_a_resolution_is_a_mismatch_audit_and_ver
     drop(ledger);
     let reopened = Ledger::open(durable()).unwrap();
     assert_eq!(reopened.payout_mismatches().await.unwrap(), mismatches);
+    assert_eq!(reopened.payout_counts().await.unwrap().mismatches, 1);
     assert_eq!(
         reopened.payout(payout_id).await.unwrap().state,
         PayoutState::Mismatch

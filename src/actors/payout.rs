@@ -43,14 +43,14 @@ use crate::event::{Event, ItemOutcome};
 use crate::ids::{AccountId, TransactionId};
 use crate::journal::Journal;
 use crate::messages::{
-    AccountCommand, ExecuteBatch, GetPayoutMismatches, GetPayouts, ResolvePayoutItem, RunPayouts,
-    ShardBatch, WithdrawalQueued,
+    AccountCommand, ExecuteBatch, GetPayoutCounts, GetPayoutMismatches, GetPayouts,
+    ResolvePayoutItem, RunPayouts, ShardBatch, WithdrawalQueued,
 };
 use crate::money::{Currency, CurrencyCode, Units};
 use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
 use crate::payouts::{
-    all_mismatches, apply_payout_event, retry_backoff, PayoutMismatch, PayoutMode, PayoutRecord,
-    PayoutView,
+    all_mismatches, apply_payout_event, retry_backoff, PayoutCounts, PayoutMismatch, PayoutMode,
+    PayoutRecord, PayoutView,
 };
 use crate::receipts::Outcome;
 use crate::withdrawal::{Settler, StatusKind, TransitionAction};
@@ -82,6 +82,8 @@ pub struct PayoutActor {
     next_payout_id: u64,
     /// Every mismatch recorded, recovered ones included.
     mismatches: Vec<(u64, PayoutMismatch)>,
+    /// Payouts per state and mismatches, kept as records change.
+    counts: PayoutCounts,
     /// Payout records the actor's steps have looked at, for tests that
     /// check a step's cost without timing it.
     visited: u64,
@@ -107,9 +109,16 @@ impl PayoutActor {
             .map(|p| (p.payout_id, now))
             .collect();
         let due = awaiting.iter().map(|(&id, &at)| (at, id)).collect();
-        let mismatches = all_mismatches(payouts.values())
+        let mismatches: Vec<_> = all_mismatches(payouts.values())
             .map(|(id, m)| (id, m.clone()))
             .collect();
+        let mut counts = PayoutCounts {
+            mismatches: mismatches.len() as u64,
+            ..PayoutCounts::default()
+        };
+        for record in payouts.values() {
+            counts.by_state[record.state().index()] += 1;
+        }
         let mut actor = Self {
             mode,
             deps: Deps {
@@ -123,6 +132,7 @@ impl PayoutActor {
             due,
             next_payout_id,
             mismatches,
+            counts,
             visited: 0,
         };
         for (tx, currency, amount) in pending {
@@ -227,9 +237,19 @@ impl PayoutActor {
         } else {
             self.stop_awaiting(id);
         }
-        let known = self.payouts.get(&id).map_or(0, |p| p.mismatches.len());
+        let counts = &mut self.counts;
+        counts.by_state[record.state().index()] += 1;
+        let known = match self.payouts.get(&id) {
+            Some(old) => {
+                let slot = &mut counts.by_state[old.state().index()];
+                *slot = slot.saturating_sub(1);
+                old.mismatches.len()
+            }
+            None => 0,
+        };
         for mismatch in record.mismatches.iter().skip(known) {
             self.mismatches.push((id, mismatch.clone()));
+            counts.mismatches += 1;
         }
         self.payouts.insert(id, record);
     }
@@ -346,6 +366,15 @@ impl Handler<GetPayoutMismatches> for PayoutActor {
 
     fn handle(&mut self, _msg: GetPayoutMismatches, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(self.mismatches.clone())
+    }
+}
+
+/// The counts kept as the actor runs. O(1).
+impl Handler<GetPayoutCounts> for PayoutActor {
+    type Result = MessageResult<GetPayoutCounts>;
+
+    fn handle(&mut self, _msg: GetPayoutCounts, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.counts.clone())
     }
 }
 
@@ -852,6 +881,12 @@ mod tests {
         assert!(actor.retry_due(later));
         assert_eq!(actor.take_retries(later, false).len(), 3);
         assert_eq!(actor.visited(), 9, "only the three, never the 20,000");
+        let counts = &actor.counts;
+        assert_eq!(
+            counts.in_state(crate::payouts::PayoutState::Completed),
+            20_000
+        );
+        assert_eq!(counts.in_state(crate::payouts::PayoutState::Processing), 3);
     }
 
     const RETRY_BACKOFF_LONGEST: Duration =
