@@ -466,7 +466,16 @@ impl Model {
                 } else {
                     Status::Completed
                 };
-                self.update(*tx, target, &[Status::Pending, Status::Processing], true)
+                // Issue 11 item 4: a withdrawal a payout claimed belongs to
+                // that payout; a caller's outcome is refused.
+                let owned = self
+                    .withdrawals
+                    .get(tx)
+                    .is_some_and(|w| w.status == Status::Processing);
+                if owned {
+                    return Err("payout_in_flight");
+                }
+                self.update(*tx, target, &[Status::Pending], true)
             }
             Request::Cancel { tx } => {
                 self.update(*tx, Status::Cancelled, &[Status::Pending], false)

@@ -107,6 +107,22 @@ fn event() -> impl Strategy<Value = Event> {
             }),
         (any::<u64>(), prop::collection::vec((tx(), outcome()), 0..5))
             .prop_map(|(payout_id, items)| Event::PayoutItemsSettled { payout_id, items }),
+        (any::<u64>(), tx(), outcome(), reason()).prop_map(|(payout_id, tx, outcome, note)| {
+            Event::PayoutItemResolved {
+                payout_id,
+                tx,
+                outcome,
+                note,
+            }
+        }),
+        (any::<u64>(), tx(), outcome(), outcome()).prop_map(
+            |(payout_id, tx, settled, reported)| Event::PayoutMismatch {
+                payout_id,
+                tx,
+                settled,
+                reported,
+            }
+        ),
     ]
 }
 
@@ -125,9 +141,11 @@ fn variant(event: &Event) -> usize {
         Event::WithdrawalReturned { .. } => 8,
         Event::PayoutSubmitted { .. } => 9,
         Event::PayoutItemsSettled { .. } => 10,
+        Event::PayoutItemResolved { .. } => 11,
+        Event::PayoutMismatch { .. } => 12,
     }
 }
-const VARIANTS: usize = 11;
+const VARIANTS: usize = 13;
 
 #[test]
 fn the_event_strategy_generates_every_variant() {
@@ -436,6 +454,7 @@ fn payout_record() -> impl Strategy<Value = PayoutRecord> {
             // Neither is written to disk.
             attempts: 0,
             last_error: None,
+            mismatches: Vec::new(),
         })
 }
 

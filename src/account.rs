@@ -17,7 +17,8 @@ use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::money::{Currency, CurrencyCode, Units, BALANCE_UNITS_MAX};
 use crate::receipts::{Balance, Deposit, Transfer};
 use crate::withdrawal::{
-    decide_transition, Transition, TransitionAction, Withdrawal, WithdrawalRecord, WithdrawalStatus,
+    decide_transition, Settler, Transition, TransitionAction, Withdrawal, WithdrawalRecord,
+    WithdrawalStatus,
 };
 
 /// An account's money in one currency, in minor units.
@@ -303,16 +304,52 @@ impl AccountState {
         })
     }
 
-    /// Phase 3 (complete or fail) and cancel, by transaction id.
+    /// Phase 3 (complete or fail) and cancel, by transaction id, as a
+    /// caller of a ledger whose host pays (external mode).
     pub fn update_withdrawal(
         &mut self,
         tx: TransactionId,
         action: TransitionAction,
         failure_reason: &str,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let caller = Settler::Caller { engine_pays: false };
+        self.update_withdrawal_by(tx, action, failure_reason, caller)
+    }
+
+    /// Phase 3 (complete or fail) and cancel, by transaction id, asked by
+    /// `by`: a payout's claim on the withdrawal refuses anyone but that
+    /// payout (see [`crate::withdrawal`]'s rule of who may settle).
+    pub fn update_withdrawal_by(
+        &mut self,
+        tx: TransactionId,
+        action: TransitionAction,
+        failure_reason: &str,
+        by: Settler,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
         let record = self.withdrawal_record(tx)?;
         let (from, record_currency, record_amount) =
             (record.status.kind(), record.currency, record.amount);
+        let settles = matches!(action, TransitionAction::Complete | TransitionAction::Fail);
+        match (by, record.status.payout_id()) {
+            (Settler::Caller { engine_pays: true }, Some(owner)) if settles => {
+                return Err(LedgerError::PayoutInFlight {
+                    transaction_id: tx,
+                    payout_id: owner,
+                });
+            }
+            // A payout settles only what it claimed (a pending withdrawal
+            // is nobody's yet, one processing elsewhere is another's).
+            (Settler::Payout { payout_id }, owner)
+                if record.status.holds_lock() && owner != Some(payout_id) =>
+            {
+                return Err(LedgerError::InvalidTransition {
+                    transaction_id: tx,
+                    from,
+                    action,
+                });
+            }
+            _ => {}
+        }
         match decide_transition(from, action) {
             Transition::Forbidden => Err(LedgerError::InvalidTransition {
                 transaction_id: tx,
@@ -1032,6 +1069,69 @@ mod tests {
             })
         ));
         assert_eq!(account, before);
+    }
+
+    #[test]
+    fn only_the_owning_payout_settles_a_claimed_withdrawal_when_the_engine_pays() {
+        use crate::withdrawal::Settler;
+        let caller = Settler::Caller { engine_pays: true };
+        let (mut account, tx, _) = funded();
+        // Pending: nobody's yet. A payout cannot settle it; a caller can
+        // (checked on a copy).
+        let refused = account.update_withdrawal_by(
+            tx,
+            TransitionAction::Complete,
+            "",
+            Settler::Payout { payout_id: 5 },
+        );
+        assert!(matches!(
+            refused,
+            Err(LedgerError::InvalidTransition { .. })
+        ));
+        let mut copy = account.clone();
+        assert!(copy
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", caller)
+            .is_ok());
+        account.claim_withdrawal(tx, 5).unwrap();
+        let before = account.clone();
+        for action in [TransitionAction::Complete, TransitionAction::Fail] {
+            let refused = account.update_withdrawal_by(tx, action, "x", caller);
+            assert_eq!(
+                refused.unwrap_err(),
+                LedgerError::PayoutInFlight {
+                    transaction_id: tx,
+                    payout_id: 5
+                }
+            );
+            let other = Settler::Payout { payout_id: 6 };
+            let refused = account.update_withdrawal_by(tx, action, "x", other);
+            assert!(matches!(
+                refused,
+                Err(LedgerError::InvalidTransition { .. })
+            ));
+        }
+        assert_eq!(account, before, "refusals change nothing");
+        // The host pays (external mode): a caller settles it as before.
+        let mut external = account.clone();
+        let host = Settler::Caller { engine_pays: false };
+        assert!(external
+            .update_withdrawal_by(tx, TransitionAction::Fail, "x", host)
+            .is_ok());
+        // The owner settles it; repeating its outcome is a no-op.
+        let owner = Settler::Payout { payout_id: 5 };
+        let done = account
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+            .unwrap();
+        assert!(done.event.is_some());
+        let again = account
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+            .unwrap();
+        assert!(again.event.is_none());
+        let contradicted = account.update_withdrawal_by(tx, TransitionAction::Fail, "x", owner);
+        assert!(matches!(
+            contradicted,
+            Err(LedgerError::InvalidTransition { .. })
+        ));
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! Invariants, from the design:
 //! 1. available ≥ 0 and locked ≥ 0 for every (account, currency);
 //! 2. locked = the sum of that account's withdrawals still holding a lock;
-//! 3. per currency, Σ total = Σ deposits − Σ completed withdrawals.
+//! 3. per currency, Σ total = Σ deposits − Σ completed withdrawals;
+//! 4. no payout mismatch: the payment service never contradicted a settled
+//!    payout item (see [`Audit::add_payout_mismatches`]).
 
 use std::collections::BTreeMap;
 
 use crate::account::AccountState;
 use crate::money::{Currency, CurrencyCode, Units};
+use crate::payouts::PayoutMismatch;
 use crate::withdrawal::StatusKind;
 
 /// Sums for one currency over all accounts, in minor units.
@@ -35,11 +38,31 @@ pub struct Audit {
     pub withdrawals_by_status: BTreeMap<&'static str, u64>,
     /// Every broken invariant, described; empty when all hold.
     pub violations: Vec<String>,
+    /// Payout mismatches found (each is also a violation).
+    pub payout_mismatches: u64,
 }
 
 impl Audit {
     pub fn is_clean(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Reports each payout mismatch (payout id, mismatch) as a violation:
+    /// the ledger and the payment service disagree on whether money left,
+    /// so the totals may hold while the money is wrong.
+    pub fn add_payout_mismatches<'a>(
+        &mut self,
+        mismatches: impl IntoIterator<Item = (u64, &'a PayoutMismatch)>,
+    ) {
+        for (payout_id, m) in mismatches {
+            self.payout_mismatches += 1;
+            self.violations.push(format!(
+                "payout {payout_id} item {}: mismatch: the ledger settled it {} but the payment service says {}",
+                m.transaction_id,
+                m.settled.as_str(),
+                m.reported.as_str()
+            ));
+        }
     }
 }
 

@@ -70,6 +70,30 @@ pub enum LedgerError {
     #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
     TooManyPendingWithdrawals { account: AccountId, limit: u32 },
 
+    /// The withdrawal is being paid by the engine's payout `payout_id`:
+    /// only that payout's answer, or an operator's resolution of the item
+    /// (`resolve_payout_item`), settles it.
+    #[error("withdrawal {transaction_id} is being paid by payout {payout_id}; only the payout's answer or an operator's resolution of the item settles it")]
+    PayoutInFlight {
+        transaction_id: TransactionId,
+        payout_id: u64,
+    },
+
+    /// A resolution named an item that payout `payout_id` does not carry.
+    #[error("payout {payout_id} has no item {transaction_id}")]
+    NotInPayout {
+        payout_id: u64,
+        transaction_id: TransactionId,
+    },
+
+    /// A resolution named an item its payout already settled.
+    #[error("item {transaction_id} of payout {payout_id} is already settled ({outcome})")]
+    PayoutItemSettled {
+        payout_id: u64,
+        transaction_id: TransactionId,
+        outcome: String,
+    },
+
     /// A check inside the engine failed: a bug, reported instead of hidden.
     /// The operation may or may not have been applied; do not retry blindly.
     #[error("internal error (a bug in burnledger, please report it): {reason}")]
@@ -112,6 +136,9 @@ impl LedgerError {
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
+            Self::PayoutInFlight { .. } => "payout_in_flight",
+            Self::NotInPayout { .. } => "not_in_payout",
+            Self::PayoutItemSettled { .. } => "payout_item_settled",
             Self::Internal { .. } => "internal",
             Self::InsufficientFunds { .. } => "insufficient_funds",
         }

@@ -63,6 +63,25 @@ pub enum Event {
         payout_id: u64,
         items: Vec<(TransactionId, ItemOutcome)>,
     },
+    /// An operator settled an item of a payout by hand (`resolve_payout_item`),
+    /// logged after the account was updated: the payout stops asking the
+    /// service about it. Changes no account.
+    PayoutItemResolved {
+        payout_id: u64,
+        tx: TransactionId,
+        outcome: ItemOutcome,
+        note: String,
+    },
+    /// The payment service answered `reported` for an item already settled
+    /// as `settled` (say an operator resolved it not paid, and the bank
+    /// says paid): money may be wrong and an operator must look. Changes no
+    /// account; the payout's record keeps it, and `audit` reports it.
+    PayoutMismatch {
+        payout_id: u64,
+        tx: TransactionId,
+        settled: ItemOutcome,
+        reported: ItemOutcome,
+    },
 }
 
 /// A payout item's final answer from the payment service.
@@ -70,6 +89,21 @@ pub enum Event {
 pub enum ItemOutcome {
     Paid,
     Failed { reason: String },
+}
+
+impl ItemOutcome {
+    /// Whether two outcomes disagree on whether the money left (failure
+    /// reasons may differ).
+    pub fn contradicts(&self, other: &ItemOutcome) -> bool {
+        matches!(self, Self::Paid) != matches!(other, Self::Paid)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Failed { .. } => "failed",
+        }
+    }
 }
 
 impl Event {
@@ -86,7 +120,10 @@ impl Event {
             | Self::WithdrawalClaimed { tx, .. }
             | Self::WithdrawalReleased { tx }
             | Self::WithdrawalReturned { tx, .. } => Some(*tx),
-            Self::PayoutSubmitted { .. } | Self::PayoutItemsSettled { .. } => None,
+            Self::PayoutSubmitted { .. }
+            | Self::PayoutItemsSettled { .. }
+            | Self::PayoutItemResolved { .. }
+            | Self::PayoutMismatch { .. } => None,
         }
     }
 

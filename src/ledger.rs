@@ -33,16 +33,21 @@ use crate::messages::{
     AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
     ShardCounts,
 };
-use crate::messages::{GetPayouts, ReadGauges, RunPayouts, ShardBatch};
+use crate::messages::{
+    GetPayoutCounts, GetPayoutMismatches, GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts,
+    ShardBatch,
+};
 use crate::money::{Currencies, CurrencyCode};
 use crate::operation::Operation;
-use crate::payouts::PayoutView;
+use crate::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
 use crate::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::recovery::{rebuild, RecoveryError, RecoveryReport};
 use crate::snapshot::SnapshotFile;
 use crate::wal::{ReplayMode, WalConfig, WalError, WalHandle};
 use crate::withdrawal::WithdrawalStatus;
-use crate::withdrawal::{TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
+use crate::withdrawal::{
+    Settler, TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX,
+};
 
 /// Why the ledger could not open.
 #[derive(Debug, thiserror::Error)]
@@ -284,7 +289,9 @@ impl Ledger {
     }
 
     /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
-    /// amount from the total, `Failed` returns it to available.
+    /// amount from the total, `Failed` returns it to available. Refused
+    /// with `payout_in_flight` while a payout this ledger makes owns the
+    /// withdrawal (see [`Ledger::resolve_payout_item`] for the override).
     pub async fn complete_withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -386,6 +393,75 @@ impl Ledger {
             .send(GetPayouts(None))
             .await
             .map_err(|_| LedgerError::ShuttingDown)
+    }
+
+    /// An operator settles item `transaction_id` of payout `payout_id` by
+    /// hand: `Paid` completes the withdrawal (its amount is burned),
+    /// `NotPaid` fails it (its amount is released). The only way to settle
+    /// an item a payout owns other than the payment service's answer: it is
+    /// logged (`PayoutItemResolved`, with `note`), survives restarts, and
+    /// the payout stops asking the service about the item. Refused for an
+    /// unknown payout (`unknown_payout`), an item the payout does not carry
+    /// (`not_in_payout`) or one already settled (`payout_item_settled`).
+    /// Answers the payout as it is afterwards.
+    pub async fn resolve_payout_item(
+        &self,
+        payout_id: u64,
+        transaction_id: TransactionId,
+        resolution: Resolution,
+        note: &str,
+    ) -> Result<PayoutView, LedgerError> {
+        self.check_open()?;
+        if let Resolution::NotPaid { reason } = &resolution {
+            check_reason(reason)?;
+        }
+        check_reason(note)?;
+        self.payout_actor()?
+            .send(ResolvePayoutItem {
+                payout_id,
+                tx: transaction_id,
+                resolution,
+                note: note.to_string(),
+            })
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)?
+    }
+
+    /// Every payout mismatch recorded (the payment service contradicted a
+    /// settled item), with its payout id, oldest first. Never shrinks: its
+    /// length is the `burnledger_payout_mismatches_total` counter. Empty
+    /// when this ledger makes no payouts.
+    pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatch)>, LedgerError> {
+        self.check_open()?;
+        let Ok(actor) = self.payout_actor() else {
+            return Ok(Vec::new());
+        };
+        actor
+            .send(GetPayoutMismatches)
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)
+    }
+
+    /// Payouts per state and the mismatch count, kept by the payout actor
+    /// as it runs: O(1) to read at any number of payouts (for `/metrics`;
+    /// `mismatches` is `burnledger_payout_mismatches_total`). All zero when
+    /// this ledger makes no payouts.
+    pub async fn payout_counts(&self) -> Result<PayoutCounts, LedgerError> {
+        self.check_open()?;
+        let Ok(actor) = self.payout_actor() else {
+            return Ok(PayoutCounts::default());
+        };
+        actor
+            .send(GetPayoutCounts)
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)
+    }
+
+    /// Who a caller's withdrawal update comes from, as the account sees it.
+    fn caller(&self) -> Settler {
+        Settler::Caller {
+            engine_pays: self.inner.payouts.is_some(),
+        }
     }
 
     fn payout_actor(&self) -> Result<&Addr<PayoutActor>, LedgerError> {
@@ -493,7 +569,15 @@ impl Ledger {
     /// Copies out every account and checks the invariants over them. Meant
     /// for a quiet ledger: transfers in flight show up as violations.
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
-        Ok(audit(&self.export_accounts().await?))
+        let mut checked = audit(&self.export_accounts().await?);
+        if let Some(actor) = &self.inner.payouts {
+            let mismatches = actor
+                .send(GetPayoutMismatches)
+                .await
+                .map_err(|_| LedgerError::ShuttingDown)?;
+            checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
+        }
+        Ok(checked)
     }
 
     /// Accounts held, and how many of them have a running actor (idle
@@ -694,6 +778,7 @@ impl Ledger {
                     tx: transaction_id,
                     action,
                     reason,
+                    by: self.caller(),
                 }
             }
             Operation::ReturnWithdrawal {
@@ -705,12 +790,14 @@ impl Ledger {
                     tx: transaction_id,
                     action: TransitionAction::Return,
                     reason,
+                    by: self.caller(),
                 }
             }
             Operation::CancelWithdrawal { transaction_id } => AccountCommand::UpdateWithdrawal {
                 tx: transaction_id,
                 action: TransitionAction::Cancel,
                 reason: String::new(),
+                by: self.caller(),
             },
             Operation::Transfer {
                 from,

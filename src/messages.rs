@@ -12,7 +12,7 @@ use crate::error::LedgerError;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::money::{Currency, Units};
 use crate::receipts::{Balance, Deposit, Outcome, Transfer};
-use crate::withdrawal::{TransitionAction, Withdrawal};
+use crate::withdrawal::{Settler, TransitionAction, Withdrawal};
 
 /// One operation for one account.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub enum AccountCommand {
         tx: TransactionId,
         action: TransitionAction,
         reason: String,
+        /// Who asks: a payout's claim refuses anyone but that payout.
+        by: Settler,
     },
     /// Transfer step 1, at the source.
     HoldTransfer {
@@ -142,6 +144,27 @@ pub struct RunPayouts {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Vec<crate::payouts::PayoutView>")]
 pub struct GetPayouts(pub Option<u64>);
+
+/// An operator settles item `tx` of payout `payout_id` by hand: answers
+/// the payout as it is afterwards.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<crate::payouts::PayoutView, LedgerError>")]
+pub struct ResolvePayoutItem {
+    pub payout_id: u64,
+    pub tx: TransactionId,
+    pub resolution: crate::payouts::Resolution,
+    pub note: String,
+}
+
+/// Every payout mismatch recorded, with its payout id, oldest first.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<(u64, crate::payouts::PayoutMismatch)>")]
+pub struct GetPayoutMismatches;
+
+/// The payout counts the payout actor keeps (O(1) to read).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "crate::payouts::PayoutCounts")]
+pub struct GetPayoutCounts;
 
 /// How many accounts a shard holds, and how many of them have a running
 /// actor.

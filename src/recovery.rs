@@ -219,6 +219,7 @@ fn add_processing_payouts(account: &AccountState, payouts: &mut BTreeMap<u64, Pa
             items: Vec::new(),
             attempts: 0,
             last_error: None,
+            mismatches: Vec::new(),
         });
         if !payout.items.iter().any(|i| i.transaction_id == tx) {
             payout.items.push(PayoutRecordItem {

@@ -3,10 +3,13 @@
 //! ```text
 //! header   "BURNSNAP" | format version u32 LE | lsn u64 LE
 //! body     account count u64 LE, then each AccountState (bincode 2, serde)
-//!          v2 only: payout count u64 LE, then each PayoutRecord
+//!          v2 and later: payout count u64 LE, then each PayoutRecord
+//!          v3 and later: mismatch count u64 LE, then each
+//!          (payout id u64, PayoutMismatch) (bincode 2, serde)
 //! trailer  crc32 (IEEE) u32 LE of header + body | "SNAPEND!"
 //! ```
-//! Version 1 (accounts only) is still read; version 2 is written.
+//! Versions 1 (accounts only) and 2 (no mismatches) are still read;
+//! version 3 is written.
 //! A snapshot is written to `snapshot-<lsn>.tmp`, fsynced, renamed to
 //! `snapshot-<lsn>.snap`, then the folder is fsynced, so a crash leaves
 //! either the old set of snapshots or the new one, never half a file under a
@@ -18,10 +21,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::account::AccountState;
-use crate::payouts::PayoutRecord;
+use crate::payouts::{all_mismatches, PayoutMismatch, PayoutRecord};
 
 /// Version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// Oldest snapshot format version this build still reads.
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_MAGIC: &[u8; 8] = b"BURNSNAP";
@@ -138,8 +141,19 @@ pub fn write_full<'a, 'p>(
     }
     out.write_all(&(payouts.len() as u64).to_le_bytes())
         .map_err(io_error(&temp))?;
+    let mut with_mismatches = Vec::new();
     for payout in payouts {
         bincode::serde::encode_into_std_write(payout, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+        if !payout.mismatches.is_empty() {
+            with_mismatches.push(payout);
+        }
+    }
+    let mismatches: Vec<_> = all_mismatches(with_mismatches).collect();
+    out.write_all(&(mismatches.len() as u64).to_le_bytes())
+        .map_err(io_error(&temp))?;
+    for mismatch in mismatches {
+        bincode::serde::encode_into_std_write(mismatch, &mut out, bincode::config::standard())
             .map_err(encode_error)?;
     }
     let crc = out.crc.clone().finalize();
@@ -225,6 +239,9 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
             body = &body[used..];
         }
     }
+    if version >= 3 {
+        body = read_mismatches(body, &mut payouts).map_err(damaged)?;
+    }
     if !body.is_empty() {
         return Err(damaged(format!(
             "{} unexpected bytes after the last record",
@@ -236,6 +253,33 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
         accounts,
         payouts,
     })
+}
+
+/// Reads the v3 mismatch section into the payout records it names;
+/// returns what follows it.
+fn read_mismatches<'b>(
+    mut body: &'b [u8],
+    payouts: &mut [PayoutRecord],
+) -> Result<&'b [u8], String> {
+    if body.len() < 8 {
+        return Err("the mismatch count is missing".into());
+    }
+    let count = u64::from_le_bytes(array(&body[..8]));
+    body = &body[8..];
+    for index in 0..count {
+        let ((payout_id, mismatch), used): ((u64, PayoutMismatch), usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| format!("mismatch #{index}: {e}"))?;
+        let record = payouts
+            .iter_mut()
+            .find(|p| p.payout_id == payout_id)
+            .ok_or_else(|| {
+                format!("mismatch #{index} names payout {payout_id}, not in the file")
+            })?;
+        record.mismatches.push(mismatch);
+        body = &body[used..];
+    }
+    Ok(body)
 }
 
 /// Deletes all but the newest `keep` snapshots and any leftover temp files.
@@ -324,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn payout_records_round_trip_in_format_v2() {
+    fn payout_records_and_mismatches_round_trip_in_format_v3() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let usd = accounts[0].balances()[0].currency;
@@ -338,6 +382,13 @@ mod tests {
             }],
             attempts: 0,
             last_error: None,
+            mismatches: vec![crate::payouts::PayoutMismatch {
+                transaction_id: crate::TransactionId::new(1, 2),
+                settled: crate::event::ItemOutcome::Paid,
+                reported: crate::event::ItemOutcome::Failed {
+                    reason: "closed".into(),
+                },
+            }],
         };
         let written = write_full(dir.path(), 9, accounts.iter(), std::iter::once(&payout)).unwrap();
         let contents = read_full(&written.path).unwrap();

@@ -4,15 +4,31 @@
 //! pending ──claim (a payout)──▶ processing ──complete──▶ completed ──return──▶ returned
 //!    │  ▲                           │ └───fail──────▶ failed
 //!    │  └──release (never sent)─────┘
-//!    ├──complete / fail (external payout mode)──▶ completed / failed
+//!    ├──complete / fail (a caller: the host paid it)──▶ completed / failed
 //!    └──cancel──▶ cancelled  (only before a payout claims it)
 //! ```
+//! From processing, only the claiming payout completes or fails the
+//! withdrawal (its service's answer, or an operator's resolution).
 //! Completed removes the locked amount from the total; failed and cancelled
 //! return it to available; returned (the bank sent a paid withdrawal back)
 //! credits it to available again. Failed, cancelled and returned never
 //! change; completed only to returned. Repeating the update that produced
 //! the current state is a no-op that reports it; any other update is an
 //! invalid transition.
+//!
+//! # Who may settle a withdrawal
+//! When the engine makes payouts (a payment service, mode batched or
+//! immediate), a withdrawal a payout claimed (`processing` under payout
+//! `P`) belongs to that payout: only `P`'s answers from the payment service,
+//! or an operator's explicit resolution of `P`'s item (logged), complete or
+//! fail it. A caller's outcome (`complete_withdrawal`, the HTTP status
+//! endpoint, a batch's `CompleteWithdrawal`) is refused with
+//! `payout_in_flight`, naming `P`. A caller may still report the outcome of
+//! a withdrawal that is `pending` (no payout claimed it yet: the host paid
+//! it some other way); a payout claims only pending withdrawals, so an item
+//! a caller settled first drops out of the payout and is never paid by the
+//! engine. In external mode (the host pays) nothing is ever claimed and
+//! callers settle everything, as before. See [`Settler`].
 
 use std::fmt;
 
@@ -166,6 +182,20 @@ pub fn decide_transition(from: StatusKind, action: TransitionAction) -> Transiti
         (state, action) if state == action.target() => Transition::AlreadyThere,
         _ => Transition::Forbidden,
     }
+}
+
+/// Who asks to complete or fail a withdrawal: decides whether a payout's
+/// claim on it stands in the way (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settler {
+    /// A caller: the embedding API, HTTP, a batch. `engine_pays`: this
+    /// ledger's payout actor makes payouts, so a withdrawal one of its
+    /// payouts owns is refused (`payout_in_flight`).
+    Caller { engine_pays: bool },
+    /// Payout `payout_id`: the payment service's answer for one of its
+    /// items, or an operator's resolution of it. Settles only a withdrawal
+    /// that payout claimed (or repeats the outcome it already has).
+    Payout { payout_id: u64 },
 }
 
 /// The outcome phase 3 reports for a withdrawal.

@@ -44,6 +44,7 @@ fn golden_payout() -> burnledger::payouts::PayoutRecord {
         }],
         attempts: 0,
         last_error: None,
+        mismatches: Vec::new(),
     }
 }
 
@@ -161,6 +162,43 @@ fn write_golden_files_when_asked() {
         golden_in("v2", "snapshot-00000000000000000008.snap"),
         &fs::read(&v2.path).unwrap(),
     );
+    let scratch = tempfile::tempdir().unwrap();
+    let payout = golden_payout_with_mismatch();
+    let v3 =
+        snapshot::write_full(scratch.path(), 8, states.iter(), std::iter::once(&payout)).unwrap();
+    write_new(
+        golden_in("v3", "snapshot-00000000000000000008.snap"),
+        &fs::read(&v3.path).unwrap(),
+    );
+}
+
+/// What format v3 snapshots add: the v2 payout record, with one mismatch
+/// (the service later said the paid item failed).
+fn golden_payout_with_mismatch() -> burnledger::payouts::PayoutRecord {
+    burnledger::payouts::PayoutRecord {
+        mismatches: vec![burnledger::payouts::PayoutMismatch {
+            transaction_id: TransactionId::new(1, 2),
+            settled: burnledger::event::ItemOutcome::Paid,
+            reported: burnledger::event::ItemOutcome::Failed {
+                reason: "bank says failed".into(),
+            },
+        }],
+        ..golden_payout()
+    }
+}
+
+#[test]
+fn golden_v3_snapshot_loads_accounts_payout_records_and_mismatches() {
+    let contents =
+        snapshot::read_full(&golden_in("v3", "snapshot-00000000000000000008.snap")).unwrap();
+    assert_eq!(contents.lsn, 8);
+    assert_eq!(contents.payouts, vec![golden_payout_with_mismatch()]);
+    assert_eq!(
+        contents.payouts[0].state(),
+        burnledger::payouts::PayoutState::Mismatch
+    );
+    let accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+    assert_full_scenario(&accounts);
 }
 
 #[test]

@@ -856,3 +856,68 @@ fn metrics_scrapes_parse_follow_the_traffic_and_copy_no_account() {
     assert_eq!(gauges.account_states_copied, 0, "a scrape copied accounts");
     server.stop();
 }
+
+#[test]
+fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it() {
+    use burnledger::payment::SimulatedBankConfig;
+    // Submits never reach the bank: the payout stays processing.
+    let bank = SimulatedBank::new(SimulatedBankConfig {
+        unknown_outcome_per_mille: 1000,
+        ..SimulatedBankConfig::default()
+    });
+    let config = Config {
+        payout_mode: PayoutMode::Batched {
+            interval_secs: 24 * 3600,
+        },
+        payment_service: Some(SharedPaymentService::new(bank)),
+        ..Config::for_tests()
+    };
+    let server = InProcess::start(config);
+    let c = server.client();
+    assert_eq!(deposit(&c, 7, "USD", "50").status, 201);
+    let w = withdraw(&c, 7, "USD", "20");
+    let tx = w.body["transaction_id"].as_str().unwrap().to_string();
+    let run = c.post_empty("/v1/payouts/run");
+    let payout_id = run.body[0]["payout_id"].as_u64().unwrap();
+    assert_eq!(run.body[0]["state"], "processing", "{run:?}");
+
+    for status in ["completed", "failed"] {
+        let refused = c.post(
+            &format!("/v1/withdrawals/{tx}/status"),
+            json!({"status": status, "reason": "caller"}),
+        );
+        refused.refused(409, "payout_in_flight");
+        let message = refused.body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("payout {payout_id}")),
+            "{message}"
+        );
+    }
+    assert_eq!(c.balance(7, "USD"), b("30.00", "20.00", "50.00"));
+
+    let resolve = |payout: &str, item: &str, body: Value| {
+        c.post(&format!("/v1/payouts/{payout}/items/{item}/resolve"), body)
+    };
+    let id = payout_id.to_string();
+    resolve(&id, &tx, json!({"resolution": "maybe", "note": "n"})).refused(400, "invalid_input");
+    resolve("999", &tx, json!({"resolution": "paid", "note": "n"})).refused(404, "unknown_payout");
+    resolve("x", &tx, json!({"resolution": "paid", "note": "n"})).refused(404, "unknown_payout");
+    let stranger = "00000000000000090000000000000001";
+    resolve(&id, stranger, json!({"resolution": "paid", "note": "n"}))
+        .refused(404, "not_in_payout");
+    assert_eq!(c.balance(7, "USD"), b("30.00", "20.00", "50.00"));
+
+    let resolved = resolve(
+        &id,
+        &tx,
+        json!({"resolution": "not_paid", "note": "bank confirmed", "reason": "returned by bank"}),
+    );
+    assert_eq!(resolved.status, 200, "{resolved:?}");
+    assert_eq!(resolved.body["state"], "failed", "{resolved:?}");
+    assert_eq!(resolved.body["items"][0]["outcome"], "failed");
+    assert_eq!(c.balance(7, "USD"), b("50.00", "0.00", "50.00"));
+    resolve(&id, &tx, json!({"resolution": "paid", "note": "n"}))
+        .refused(409, "payout_item_settled");
+    assert_eq!(c.balance(7, "USD"), b("50.00", "0.00", "50.00"));
+    server.stop();
+}

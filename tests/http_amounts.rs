@@ -37,8 +37,8 @@ impl Drop for Killed {
 #[test]
 fn over_precise_amount_strings_are_invalid_never_rounded() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) =
-        spawn_listening(&mut serve_command(dir.path()), Duration::from_secs(60));
+    let (child, base) = spawn_listening(&mut serve_command(dir.path()), Duration::from_secs(60));
+    let _server = Killed(child);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(20)))

@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
 use burnledger::http::{self, HttpOptions};
-use burnledger::payment::SimulatedBank;
+use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::{Config, Ledger};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const API: &str = "api-token";
 const METRICS: &str = "metrics-token";
+const RESOLVE: &str = "/v1/payouts/{payout_id}/items/{transaction_id}/resolve";
 
 fn kept_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/http/openapi.json")
@@ -353,12 +354,12 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
 
 // ---- driving every operation ----
 
-fn config_in(dir: &std::path::Path) -> Config {
+fn config_in(dir: &std::path::Path, bank: &SimulatedBank) -> Config {
     Config {
         payout_mode: PayoutMode::Batched {
             interval_secs: 24 * 3600,
         },
-        payment_service: Some(SharedPaymentService::new(SimulatedBank::default())),
+        payment_service: Some(SharedPaymentService::new(bank.clone())),
         ..Config::for_tests_in(dir)
     }
 }
@@ -368,7 +369,8 @@ fn every_answer_matches_the_document() {
     let doc: Value = serde_json::from_str(&http::openapi::document()).unwrap();
     let mut c = Checker::new(doc);
     let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path());
+    let bank = SimulatedBank::default();
+    let config = config_in(dir.path(), &bank);
     let fail_point = config.wal_fail_point.clone();
     let server = Server::start(config);
     let addr = server.addr.clone();
@@ -392,7 +394,7 @@ fn every_answer_matches_the_document() {
     assert_eq!(metrics.status, 200);
 
     // Every /v1 operation without the token: 401.
-    let v1: [(&str, &str, &str); 10] = [
+    let v1: [(&str, &str, &str); 11] = [
         ("post", "/v1/deposits", "/v1/deposits"),
         ("post", "/v1/withdrawals", "/v1/withdrawals"),
         (
@@ -419,6 +421,7 @@ fn every_answer_matches_the_document() {
         ("post", "/v1/payouts/run", "/v1/payouts/run"),
         ("get", "/v1/payouts", "/v1/payouts"),
         ("get", "/v1/payouts/{payout_id}", "/v1/payouts/1"),
+        ("post", RESOLVE, "/v1/payouts/1/items/x/resolve"),
     ];
     for (method, template, path) in v1 {
         let answer = anonymous(&method.to_ascii_uppercase(), path);
@@ -451,6 +454,7 @@ fn every_answer_matches_the_document() {
             "/v1/withdrawals/{transaction_id}/status",
             "/v1/withdrawals/x/status",
         ),
+        (RESOLVE, "/v1/payouts/1/items/x/resolve"),
     ] {
         let answer = call("POST", path, Some(&huge));
         assert_eq!(answer.status, 413, "{path}");
@@ -567,6 +571,54 @@ fn every_answer_matches_the_document() {
     );
     c.check(one_payout, "get", &call("GET", "/v1/payouts/999", None));
 
+    // An operator's resolution: a payout whose submit never reached the
+    // bank stays processing; the caller's update is 409 payout_in_flight,
+    // the resolution 200, again 409, elsewhere 404, malformed 400.
+    bank.set_faults(SimulatedBankConfig {
+        unknown_outcome_per_mille: 1000,
+        ..SimulatedBankConfig::default()
+    });
+    let stuck = c.check("/v1/withdrawals", "post", &withdraw("2"));
+    let stuck = stuck["transaction_id"].as_str().unwrap().to_string();
+    let run = c.check(
+        "/v1/payouts/run",
+        "post",
+        &call("POST", "/v1/payouts/run", None),
+    );
+    let held = run[0]["payout_id"].as_u64().expect("a payout was made");
+    let in_flight = call(
+        "POST",
+        &format!("/v1/withdrawals/{stuck}/status"),
+        Some(r#"{"status": "failed", "reason": "x"}"#),
+    );
+    let refused = c.check(
+        "/v1/withdrawals/{transaction_id}/status",
+        "post",
+        &in_flight,
+    );
+    assert_eq!(refused["error"], "payout_in_flight", "{refused}");
+    let resolve = |payout: u64, tx: &str, body: &str| {
+        call(
+            "POST",
+            &format!("/v1/payouts/{payout}/items/{tx}/resolve"),
+            Some(body),
+        )
+    };
+    let paid = r#"{"resolution": "paid", "note": "bank statement 7"}"#;
+    for (answer, status) in [
+        (
+            resolve(held, &stuck, r#"{"resolution": "maybe", "note": "n"}"#),
+            400,
+        ),
+        (resolve(held, &stuck, paid), 200),
+        (resolve(held, &stuck, paid), 409),
+        (resolve(999, &stuck, paid), 404),
+    ] {
+        assert_eq!(answer.status, status, "{answer:?}");
+        c.check(RESOLVE, "post", &answer);
+    }
+    bank.set_faults(SimulatedBankConfig::default());
+
     // 404 and 405 outside any operation.
     c.check_error(&call("GET", "/v1/nothing", None), 404);
     c.check_error(&call("GET", "/nothing", None), 404);
@@ -583,6 +635,7 @@ fn every_answer_matches_the_document() {
         for (method, template, path) in v1 {
             let body = match template {
                 "/v1/withdrawals/{transaction_id}/status" => Some(r#"{"status": "completed"}"#),
+                RESOLVE => Some(r#"{"resolution": "paid", "note": "n"}"#),
                 "/v1/deposits" | "/v1/withdrawals" => {
                     Some(r#"{"account": 1, "currency": "USD", "amount": "1"}"#)
                 }

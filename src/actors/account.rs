@@ -146,8 +146,13 @@ fn run(
                 state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?;
             Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
-        AccountCommand::UpdateWithdrawal { tx, action, reason } => {
-            let effect = state.update_withdrawal(tx, action, &reason)?;
+        AccountCommand::UpdateWithdrawal {
+            tx,
+            action,
+            reason,
+            by,
+        } => {
+            let effect = state.update_withdrawal_by(tx, action, &reason, by)?;
             Ok((AccountReply::Withdrawal(effect.output), effect.event))
         }
         AccountCommand::HoldTransfer {
@@ -239,7 +244,7 @@ impl Handler<RunCommands> for AccountActor {
 mod tests {
     use super::*;
     use crate::money::usd;
-    use crate::withdrawal::{StatusKind, TransitionAction};
+    use crate::withdrawal::{Settler, StatusKind, TransitionAction};
 
     const MAX: u32 = 8;
 
@@ -264,11 +269,22 @@ mod tests {
         }
     }
 
+    /// As payout 7 would: it claims, then settles what it claimed.
     fn update(tx: TransactionId, action: TransitionAction) -> AccountCommand {
+        update_by(tx, action, Settler::Payout { payout_id: 7 })
+    }
+
+    /// As a caller of a ledger whose host pays (external mode) would.
+    fn caller_update(tx: TransactionId, action: TransitionAction) -> AccountCommand {
+        update_by(tx, action, Settler::Caller { engine_pays: false })
+    }
+
+    fn update_by(tx: TransactionId, action: TransitionAction, by: Settler) -> AccountCommand {
         AccountCommand::UpdateWithdrawal {
             tx,
             action,
             reason: "test".into(),
+            by,
         }
     }
 
@@ -305,10 +321,20 @@ mod tests {
         // Repeated: no event, no move.
         run(&mut state, &other, update(a, TransitionAction::Complete)).unwrap();
         run(&mut state, &other, update(a, TransitionAction::Return)).unwrap();
-        run(&mut state, &other, update(b, TransitionAction::Fail)).unwrap();
-        run(&mut state, &other, update(c, TransitionAction::Cancel)).unwrap();
+        run(&mut state, &other, caller_update(b, TransitionAction::Fail)).unwrap();
+        run(
+            &mut state,
+            &other,
+            caller_update(c, TransitionAction::Cancel),
+        )
+        .unwrap();
         // Refused: nothing moves.
-        run(&mut state, &other, update(c, TransitionAction::Complete)).unwrap_err();
+        run(
+            &mut state,
+            &other,
+            caller_update(c, TransitionAction::Complete),
+        )
+        .unwrap_err();
         // A transfer touches no withdrawal, on either side.
         let hold = AccountCommand::HoldTransfer {
             to: 2,

@@ -140,6 +140,11 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::IdempotencyConflict { .. }
         | LedgerError::IdempotencyInProgress { .. }
         | LedgerError::TooManyPendingWithdrawals { .. } => StatusCode::CONFLICT,
+        // Payout ownership (issue 11 item 4): the item belongs to a payout.
+        LedgerError::PayoutInFlight { .. } | LedgerError::PayoutItemSettled { .. } => {
+            StatusCode::CONFLICT
+        }
+        LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
         LedgerError::Overloaded { .. }
         | LedgerError::Poisoned { .. }
         | LedgerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

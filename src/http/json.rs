@@ -94,6 +94,21 @@ pub struct StatusRequest {
     pub reason: Option<String>,
 }
 
+/// An operator's resolution of a payout item
+/// (`POST /v1/payouts/{id}/items/{transaction_id}/resolve`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// `paid` or `not_paid`.
+    #[schema(pattern = "^(paid|not_paid)$")]
+    pub resolution: String,
+    /// Why the operator decided so (kept in the log).
+    pub note: String,
+    /// For `not_paid`: the failure reason the withdrawal shows.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DepositJson {
     pub transaction_id: String,

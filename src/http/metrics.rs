@@ -6,11 +6,9 @@
 //! withdrawals by currency and status, count and amount, with pending and
 //! processing the ones in flight), which the shards keep as they run, so
 //! that part of a scrape costs the same at 10 accounts or 10 million;
-//! payouts by state; and the WAL's fsync count and latency histogram.
-//!
-//! Payouts by state are still counted from a copy of every payout record
-//! ([`Ledger::payouts`]): the payout actor owns them and keeps no counts
-//! yet, so that part grows with the payouts made (not with accounts).
+//! payouts by state and the payout mismatches recorded
+//! ([`Ledger::payout_counts`], kept by the payout actor as it runs, O(1)
+//! too); and the WAL's fsync count and latency histogram.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,6 +24,7 @@ use crate::gauges::Gauges;
 use crate::http::error::ErrorCode;
 use crate::ledger::Ledger;
 use crate::money::units_to_decimal;
+use crate::payouts::PayoutState;
 use crate::withdrawal::StatusKind;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -180,21 +179,7 @@ async fn render_ledger(out: &mut String, ledger: &Ledger) {
             let _ = writeln!(out, "# ledger state unavailable: {}", error.code());
         }
     }
-    let mut payouts: BTreeMap<&'static str, u64> =
-        ["processing", "completed", "failed", "partially_failed"]
-            .into_iter()
-            .map(|state| (state, 0))
-            .collect();
-    if let Ok(views) = ledger.payouts().await {
-        for view in views {
-            *payouts.entry(view.state.as_str()).or_insert(0) += 1;
-        }
-    }
-    out.push_str("# HELP burnledger_payouts Payouts by state.\n");
-    out.push_str("# TYPE burnledger_payouts gauge\n");
-    for (state, n) in payouts {
-        let _ = writeln!(out, "burnledger_payouts{{state=\"{state}\"}} {n}");
-    }
+    render_payouts(out, ledger).await;
     let Some(wal) = ledger.wal_stats() else {
         return;
     };
@@ -222,6 +207,31 @@ async fn render_ledger(out: &mut String, ledger: &Ledger) {
         out,
         "burnledger_wal_fsync_duration_seconds_count {}",
         wal.fsyncs
+    );
+}
+
+/// Payouts by state and mismatches, from the counts the payout actor keeps
+/// (all zero without one).
+async fn render_payouts(out: &mut String, ledger: &Ledger) {
+    let Ok(counts) = ledger.payout_counts().await else {
+        return;
+    };
+    out.push_str("# HELP burnledger_payouts Payouts by state.\n");
+    out.push_str("# TYPE burnledger_payouts gauge\n");
+    for state in PayoutState::ALL {
+        let n = counts.in_state(state);
+        let _ = writeln!(
+            out,
+            "burnledger_payouts{{state=\"{}\"}} {n}",
+            state.as_str()
+        );
+    }
+    out.push_str("# HELP burnledger_payout_mismatches_total Payment-service answers that contradicted an item already settled (each is also an audit violation).\n");
+    out.push_str("# TYPE burnledger_payout_mismatches_total counter\n");
+    let _ = writeln!(
+        out,
+        "burnledger_payout_mismatches_total {}",
+        counts.mismatches
     );
 }
 

@@ -43,6 +43,7 @@ use crate::http::routes;
         routes::run_payouts,
         routes::list_payouts,
         routes::get_payout,
+        routes::resolve_payout_item,
         routes::healthz,
         routes::metrics_page,
         routes::openapi_json,
@@ -110,11 +111,13 @@ fn error_description(status: u16) -> &'static str {
     match status {
         400 => "Bad input: malformed_request, invalid_amount, unknown_currency or invalid_input",
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
-        404 => "Not there: unknown_withdrawal, unknown_payout",
+        404 => "Not there: unknown_withdrawal, unknown_payout, not_in_payout",
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
             "Refused by the ledger's state: insufficient_funds, invalid_transition, \
-                idempotency_conflict, idempotency_in_progress, too_many_pending_withdrawals"
+                idempotency_conflict, idempotency_in_progress, too_many_pending_withdrawals, \
+                payout_in_flight (a payout the engine runs owns the withdrawal), \
+                payout_item_settled"
         }
         413 => "payload_too_large (the connection closes)",
         500 => "internal",

@@ -14,8 +14,8 @@ use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
 use crate::http::json::{
     parse_amount, AccountAmountRequest, BalanceJson, BalancesJson, DepositJson, DepositRequest,
-    HealthJson, PayoutJson, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
-    WithdrawalRequest,
+    HealthJson, PayoutJson, ResolveRequest, StatusRequest, TransferJson, TransferRequest,
+    WithdrawalJson, WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
 use crate::http::openapi::{
@@ -24,6 +24,7 @@ use crate::http::openapi::{
 };
 use crate::ids::{AccountId, TransactionId};
 use crate::ledger::Ledger;
+use crate::payouts::Resolution;
 use crate::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::LedgerError;
 
@@ -63,6 +64,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/payouts", "list_payouts").route(web::get().to(list_payouts)))
             .service(
                 resource("/payouts/{payout_id}", "get_payout").route(web::get().to(get_payout)),
+            )
+            .service(
+                resource(
+                    "/payouts/{payout_id}/items/{transaction_id}/resolve",
+                    "resolve_payout_item",
+                )
+                .route(web::post().to(resolve_payout_item)),
             )
             .default_service(not_found()),
     )
@@ -284,6 +292,54 @@ pub(crate) async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String
         return Err(LedgerError::UnknownPayout { payout_id }.into());
     }
     let view = ledger.payout(payout_id).await?;
+    Ok(json(StatusCode::OK, PayoutJson::from(&view)))
+}
+
+/// An operator settles a payout item by hand (paid / not_paid); answers
+/// the payout as it is afterwards.
+#[utoipa::path(post, path = "/v1/payouts/{payout_id}/items/{transaction_id}/resolve",
+    params(("payout_id" = u64, Path, description = "The payout's id"),
+        ("transaction_id" = String, Path, description = "32 hex digits")),
+    request_body = ResolveRequest,
+    responses((status = 200, description = "Resolved: the payout as it is now", body = PayoutJson),
+        ChangeOneWithBodyErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn resolve_payout_item(
+    ledger: web::Data<Ledger>,
+    path: web::Path<(String, String)>,
+    body: web::Json<ResolveRequest>,
+) -> Answer {
+    let (payout, tx) = path.into_inner();
+    let payout_id = payout.parse::<u64>().map_err(|_| {
+        let shown: String = payout.chars().take(40).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_payout",
+            format!("unknown payout {shown:?}"),
+        )
+    })?;
+    let tx = transaction_id(&tx)?;
+    let body = body.into_inner();
+    let resolution = match body.resolution.as_str() {
+        "paid" => Resolution::Paid,
+        "not_paid" => Resolution::NotPaid {
+            reason: body
+                .reason
+                .unwrap_or_else(|| "resolved not paid by an operator".into()),
+        },
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(ApiError::invalid_input(format!(
+                "resolution {shown:?}: expected \"paid\" or \"not_paid\""
+            )));
+        }
+    };
+    if !ledger.config().makes_payouts() {
+        return Err(LedgerError::UnknownPayout { payout_id }.into());
+    }
+    let view = ledger
+        .resolve_payout_item(payout_id, tx, resolution, &body.note)
+        .await?;
     Ok(json(StatusCode::OK, PayoutJson::from(&view)))
 }
 

@@ -171,7 +171,10 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
         );
     }
     let states: Vec<_> = rebuilt.accounts.into_values().collect();
-    let checked = audit(&states);
+    let mut checked = audit(&states);
+    checked.add_payout_mismatches(burnledger::payouts::all_mismatches(
+        rebuilt.payouts.values(),
+    ));
     println!("accounts        {}", checked.accounts);
     println!("withdrawals     {:?}", checked.withdrawals_by_status);
     for (code, (currency, sums)) in &checked.totals {
