@@ -188,6 +188,9 @@ struct Faults {
 
 #[derive(Clone, Debug)]
 struct Case {
+    /// The host pays (external mode: no payment service, callers report
+    /// every outcome) instead of the engine's batched payouts.
+    external: bool,
     accounts: usize,
     faults: Faults,
     ops: Vec<Op>,
@@ -291,14 +294,16 @@ fn funding() -> impl Strategy<Value = Op> {
 
 fn case(pauses: u32) -> impl Strategy<Value = Case> {
     (
+        prop::bool::weighted(0.25),
         3usize..=4,
         faults(),
         prop::collection::vec(funding(), 0..=6),
         prop::collection::vec(op(pauses), 1..=40),
     )
-        .prop_map(|(accounts, faults, mut ops, more)| {
+        .prop_map(|(external, accounts, faults, mut ops, more)| {
             ops.extend(more);
             Case {
+                external,
                 accounts,
                 faults,
                 ops,
@@ -501,6 +506,8 @@ fn fail(message: impl Into<String>) -> TestCaseError {
 }
 
 struct Run {
+    /// External mode: no payment service; payout runs are no-ops.
+    external: bool,
     dir: TempDir,
     bank: SimulatedBank,
     ledger: Option<Ledger>,
@@ -514,19 +521,20 @@ struct Run {
 
 impl Run {
     fn open(&self) -> Result<Ledger, TestCaseError> {
-        Ledger::open(ledger_config(
-            self.dir.path(),
-            PENDING_MAX,
-            Some(&self.bank),
-        ))
-        .map_err(|e| fail(format!("Ledger::open failed: {e}")))
+        Ledger::open(self.config(support::currencies()))
+            .map_err(|e| fail(format!("Ledger::open failed: {e}")))
+    }
+
+    fn config(&self, currencies: Vec<burnledger::CurrencyConfig>) -> Config {
+        let bank = (!self.external).then_some(&self.bank);
+        Config {
+            currencies,
+            ..ledger_config(self.dir.path(), PENDING_MAX, bank)
+        }
     }
 
     fn open_with(&self, currencies: Vec<burnledger::CurrencyConfig>) -> Result<Ledger, OpenError> {
-        Ledger::open(Config {
-            currencies,
-            ..ledger_config(self.dir.path(), PENDING_MAX, Some(&self.bank))
-        })
+        Ledger::open(self.config(currencies))
     }
 
     /// Whether any account holds money (available or locked) in `cur`.
@@ -690,6 +698,7 @@ impl Run {
                     earlier.clone()
                 }
             }
+            Op::RunPayouts if self.external => return Action::Nothing,
             Op::RunPayouts => return Action::RunPayouts,
             Op::Snapshot => return Action::Snapshot,
             Op::CrashReopen => return Action::CrashReopen,
@@ -954,6 +963,9 @@ impl Run {
 
     /// With the bank's faults off, one payout run settles everything.
     async fn drain(&mut self) -> Result<(), TestCaseError> {
+        if self.external {
+            return Ok(());
+        }
         self.bank.set_faults(SimulatedBankConfig::default());
         self.step(&Action::RunPayouts).await?;
         let open: Vec<_> = self
@@ -997,7 +1009,8 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
         dir: tempfile::tempdir().map_err(|e| fail(e.to_string()))?,
         bank,
         ledger: None,
-        model: Model::new(PENDING_MAX),
+        model: Model::new(PENDING_MAX, !case.external),
+        external: case.external,
         accounts: ACCOUNT_IDS[..case.accounts].to_vec(),
         keyed: Vec::new(),
         trace: Vec::new(),

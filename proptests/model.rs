@@ -262,6 +262,9 @@ enum KeyUse {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
+    /// The ledger makes payouts: callers' outcomes are refused while a
+    /// withdrawal holds its lock.
+    pub engine_pays: bool,
     pub balances: BTreeMap<(Acct, Cur), Bal>,
     pub withdrawals: BTreeMap<Tx, WRec>,
     keys: BTreeMap<(Acct, String), (KeyUse, u64)>,
@@ -272,8 +275,11 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn new(pending_max: u32) -> Self {
+    /// `engine_pays`: the ledger pays withdrawals through a payment service
+    /// (else the host does, external mode).
+    pub fn new(pending_max: u32, engine_pays: bool) -> Self {
         Self {
+            engine_pays,
             balances: BTreeMap::new(),
             withdrawals: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -466,12 +472,15 @@ impl Model {
                 } else {
                     Status::Completed
                 };
-                // Issue 11 item 4: a withdrawal a payout claimed belongs to
-                // that payout; a caller's outcome is refused.
-                let owned = self
-                    .withdrawals
-                    .get(tx)
-                    .is_some_and(|w| w.status == Status::Processing);
+                // Issue 11 item 4: when the engine pays, phase 3 is its
+                // payouts' (a claimed withdrawal, and one still queued for
+                // a payout); a caller's outcome is refused. Terminal ones
+                // answer as always (a repeat, or invalid_transition).
+                let owned = self.engine_pays
+                    && self
+                        .withdrawals
+                        .get(tx)
+                        .is_some_and(|w| w.status.holds_lock());
                 if owned {
                     return Err("payout_in_flight");
                 }

@@ -331,7 +331,11 @@ impl AccountState {
             (record.status.kind(), record.currency, record.amount);
         let settles = matches!(action, TransitionAction::Complete | TransitionAction::Fail);
         match (by, record.status.payout_id()) {
-            (Settler::Caller { engine_pays: true }, Some(owner)) if settles => {
+            // The engine pays: phase 3 is its payouts' alone, for a claimed
+            // withdrawal and for one still queued for a payout.
+            (Settler::Caller { engine_pays: true }, owner)
+                if settles && record.status.holds_lock() =>
+            {
                 return Err(LedgerError::PayoutInFlight {
                     transaction_id: tx,
                     payout_id: owner,
@@ -1076,8 +1080,10 @@ mod tests {
         use crate::withdrawal::Settler;
         let caller = Settler::Caller { engine_pays: true };
         let (mut account, tx, _) = funded();
-        // Pending: nobody's yet. A payout cannot settle it; a caller can
-        // (checked on a copy).
+        // Pending: queued for the engine's payouts. A payout that did not
+        // claim it cannot settle it, and neither can a caller (the bank has
+        // not paid it; a payout still may); the host of an external-mode
+        // ledger can (checked on a copy).
         let refused = account.update_withdrawal_by(
             tx,
             TransitionAction::Complete,
@@ -1088,9 +1094,19 @@ mod tests {
             refused,
             Err(LedgerError::InvalidTransition { .. })
         ));
+        assert_eq!(
+            account
+                .update_withdrawal_by(tx, TransitionAction::Complete, "", caller)
+                .unwrap_err(),
+            LedgerError::PayoutInFlight {
+                transaction_id: tx,
+                payout_id: None
+            }
+        );
         let mut copy = account.clone();
+        let host = Settler::Caller { engine_pays: false };
         assert!(copy
-            .update_withdrawal_by(tx, TransitionAction::Complete, "", caller)
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", host)
             .is_ok());
         account.claim_withdrawal(tx, 5).unwrap();
         let before = account.clone();
@@ -1100,7 +1116,7 @@ mod tests {
                 refused.unwrap_err(),
                 LedgerError::PayoutInFlight {
                     transaction_id: tx,
-                    payout_id: 5
+                    payout_id: Some(5)
                 }
             );
             let other = Settler::Payout { payout_id: 6 };

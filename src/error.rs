@@ -70,13 +70,16 @@ pub enum LedgerError {
     #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
     TooManyPendingWithdrawals { account: AccountId, limit: u32 },
 
-    /// The withdrawal is being paid by the engine's payout `payout_id`:
-    /// only that payout's answer, or an operator's resolution of the item
-    /// (`resolve_payout_item`), settles it.
-    #[error("withdrawal {transaction_id} is being paid by payout {payout_id}; only the payout's answer or an operator's resolution of the item settles it")]
+    /// The engine makes payouts, so a caller's outcome is refused: the
+    /// withdrawal is being paid by payout `payout_id` (only that payout's
+    /// answer, or an operator's resolution of the item with
+    /// `resolve_payout_item`, settles it), or, with `payout_id: None`, it is
+    /// still queued for the engine's next payout (cancel it to release the
+    /// funds).
+    #[error("withdrawal {transaction_id} {}", in_flight_text(*payout_id))]
     PayoutInFlight {
         transaction_id: TransactionId,
-        payout_id: u64,
+        payout_id: Option<u64>,
     },
 
     /// A resolution named an item that payout `payout_id` does not carry.
@@ -105,6 +108,15 @@ pub enum LedgerError {
         available: Decimal,
         requested: Decimal,
     },
+}
+
+fn in_flight_text(payout_id: Option<u64>) -> String {
+    match payout_id {
+        Some(id) => format!(
+            "is being paid by payout {id}; only the payout's answer or an operator's resolution of the item settles it"
+        ),
+        None => "is queued for this ledger's own payouts; only a payout's answer settles it (cancel it to release the funds)".to_string(),
+    }
 }
 
 /// What is wrong with an amount.

@@ -4,11 +4,9 @@
 //! pending ──claim (a payout)──▶ processing ──complete──▶ completed ──return──▶ returned
 //!    │  ▲                           │ └───fail──────▶ failed
 //!    │  └──release (never sent)─────┘
-//!    ├──complete / fail (a caller: the host paid it)──▶ completed / failed
+//!    ├──complete / fail (a caller, external mode: the host paid it)──▶ completed / failed
 //!    └──cancel──▶ cancelled  (only before a payout claims it)
 //! ```
-//! From processing, only the claiming payout completes or fails the
-//! withdrawal (its service's answer, or an operator's resolution).
 //! Completed removes the locked amount from the total; failed and cancelled
 //! return it to available; returned (the bank sent a paid withdrawal back)
 //! credits it to available again. Failed, cancelled and returned never
@@ -18,17 +16,20 @@
 //!
 //! # Who may settle a withdrawal
 //! When the engine makes payouts (a payment service, mode batched or
-//! immediate), a withdrawal a payout claimed (`processing` under payout
-//! `P`) belongs to that payout: only `P`'s answers from the payment service,
-//! or an operator's explicit resolution of `P`'s item (logged), complete or
-//! fail it. A caller's outcome (`complete_withdrawal`, the HTTP status
-//! endpoint, a batch's `CompleteWithdrawal`) is refused with
-//! `payout_in_flight`, naming `P`. A caller may still report the outcome of
-//! a withdrawal that is `pending` (no payout claimed it yet: the host paid
-//! it some other way); a payout claims only pending withdrawals, so an item
-//! a caller settled first drops out of the payout and is never paid by the
-//! engine. In external mode (the host pays) nothing is ever claimed and
-//! callers settle everything, as before. See [`Settler`].
+//! immediate), phase 3 belongs to its payouts. A withdrawal a payout
+//! claimed (`processing` under payout `P`) is completed or failed only by
+//! `P`'s answers from the payment service, or by an operator's explicit,
+//! logged resolution of `P`'s item (`resolve_payout_item`). A caller's
+//! outcome (`complete_withdrawal`, the HTTP status endpoint, a batch's
+//! `CompleteWithdrawal`) is refused with `payout_in_flight`, naming `P` —
+//! and also while the withdrawal is still `pending`, queued for the next
+//! payout (no payout named): the bank has not paid it, so it must not be
+//! burned, and a payout may still pay it, so it must not be released; a
+//! caller who wants it gone cancels it. So the bank's payments are exactly
+//! the completed withdrawals. (Repeating the outcome a payout already gave
+//! is answered, as any repeat, and changes nothing.) In external mode (the
+//! host pays) nothing is ever claimed and callers settle everything. See
+//! [`Settler`].
 
 use std::fmt;
 

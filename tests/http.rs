@@ -221,6 +221,59 @@ fn b(available: &str, locked: &str, total: &str) -> (String, String, String) {
     (available.into(), locked.into(), total.into())
 }
 
+/// Phase 3 by webhook when the host pays (external mode): failed with its
+/// reason, completed, a paid one sent back; bad outcomes refused.
+#[test]
+fn phase_3_by_webhook_when_the_host_pays() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &["--payout-mode", "external"], &[]);
+    let c = served.client(None);
+    assert_eq!(deposit(&c, 1, "USD", "100.5").status, 201);
+    let failing = withdraw(&c, 1, "USD", "20").body["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let failed = c.post(
+        &format!("/v1/withdrawals/{failing}/status"),
+        json!({"status": "failed", "reason": "account closed"}),
+    );
+    assert_eq!(failed.status, 200, "{failed:?}");
+    assert_eq!(failed.body["status"], "failed");
+    assert_eq!(failed.body["reason"], "account closed");
+    let paying = withdraw(&c, 1, "USD", "30.25").body["transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.post(
+        &format!("/v1/withdrawals/{paying}/status"),
+        json!({"status": "bogus"}),
+    )
+    .refused(400, "invalid_input");
+    c.post(&format!("/v1/withdrawals/{paying}/status"), json!({}))
+        .refused(400, "malformed_request");
+    let completed = c.post(
+        &format!("/v1/withdrawals/{paying}/status"),
+        json!({"status": "completed"}),
+    );
+    assert_eq!(completed.status, 200, "{completed:?}");
+    assert_eq!(completed.body["status"], "completed");
+    assert_eq!(c.balance(1, "USD"), b("70.25", "0.00", "70.25"));
+    c.post_empty(&format!("/v1/withdrawals/{paying}/cancel"))
+        .refused(409, "invalid_transition");
+    // A paid withdrawal sent back by the bank.
+    let returned = c.post(
+        &format!("/v1/withdrawals/{paying}/status"),
+        json!({"status": "returned", "reason": "beneficiary unknown"}),
+    );
+    assert_eq!(returned.status, 200, "{returned:?}");
+    assert_eq!(returned.body["status"], "returned");
+    assert_eq!(c.balance(1, "USD"), b("100.50", "0.00", "100.50"));
+
+    c.post_empty("/v1/payouts/run")
+        .refused(400, "invalid_input");
+    assert!(served.terminate().success());
+}
+
 #[test]
 fn every_endpoint_and_every_error_over_real_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,45 +443,37 @@ fn every_endpoint_and_every_error_over_real_http() {
     .refused(409, "invalid_transition");
     assert_eq!(c.balance(1, "USD"), b("100.50", "0.00", "100.50"));
 
-    // Phase 3 by webhook: failed (with its reason) and completed.
-    let failing = withdraw(&c, 1, "USD", "20").body["transaction_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let failed = c.post(
-        &format!("/v1/withdrawals/{failing}/status"),
+    // Phase 3 by webhook while the engine pays (this server's batched
+    // payouts): refused, even for a withdrawal still queued — the bank has
+    // not paid it, and a payout may yet. A caller who wants it gone cancels.
+    for outcome in [
         json!({"status": "failed", "reason": "account closed"}),
-    );
-    assert_eq!(failed.status, 200, "{failed:?}");
-    assert_eq!(failed.body["status"], "failed");
-    assert_eq!(failed.body["reason"], "account closed");
-    let paying = withdraw(&c, 1, "USD", "30.25").body["transaction_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    c.post(
-        &format!("/v1/withdrawals/{paying}/status"),
-        json!({"status": "bogus"}),
-    )
-    .refused(400, "invalid_input");
-    c.post(&format!("/v1/withdrawals/{paying}/status"), json!({}))
-        .refused(400, "malformed_request");
-    let completed = c.post(
-        &format!("/v1/withdrawals/{paying}/status"),
         json!({"status": "completed"}),
-    );
-    assert_eq!(completed.status, 200, "{completed:?}");
-    assert_eq!(completed.body["status"], "completed");
-    assert_eq!(c.balance(1, "USD"), b("70.25", "0.00", "70.25"));
-    c.post_empty(&format!("/v1/withdrawals/{paying}/cancel"))
-        .refused(409, "invalid_transition");
-    // A paid withdrawal sent back by the bank.
-    let returned = c.post(
-        &format!("/v1/withdrawals/{paying}/status"),
-        json!({"status": "returned", "reason": "beneficiary unknown"}),
-    );
-    assert_eq!(returned.status, 200, "{returned:?}");
-    assert_eq!(returned.body["status"], "returned");
+    ] {
+        let queued = withdraw(&c, 1, "USD", "20").body["transaction_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        c.post(
+            &format!("/v1/withdrawals/{queued}/status"),
+            json!({"status": "bogus"}),
+        )
+        .refused(400, "invalid_input");
+        c.post(&format!("/v1/withdrawals/{queued}/status"), json!({}))
+            .refused(400, "malformed_request");
+        let refused = c.post(&format!("/v1/withdrawals/{queued}/status"), outcome);
+        refused.refused(409, "payout_in_flight");
+        assert!(
+            refused.body["message"].as_str().unwrap().contains("queued"),
+            "{refused:?}"
+        );
+        assert_eq!(c.balance(1, "USD"), b("80.50", "20.00", "100.50"));
+        assert_eq!(
+            c.post_empty(&format!("/v1/withdrawals/{queued}/cancel"))
+                .status,
+            200
+        );
+    }
     assert_eq!(c.balance(1, "USD"), b("100.50", "0.00", "100.50"));
 
     // Transfers: 201, both sides moved; a keyed replay changes nothing.
@@ -482,7 +527,7 @@ fn every_endpoint_and_every_error_over_real_http() {
         "burnledger_withdrawals{currency=\"USD\",status=\"pending\"} 0",
         "burnledger_withdrawals{currency=\"USD\",status=\"processing\"} 0",
         "burnledger_withdrawals{currency=\"USD\",status=\"completed\"} 1",
-        "burnledger_withdrawals{currency=\"USD\",status=\"returned\"} 1",
+        "burnledger_withdrawals{currency=\"USD\",status=\"cancelled\"} 3",
         "burnledger_withdrawals_amount{currency=\"USD\",status=\"completed\"} 15.00",
         "burnledger_payouts{state=\"completed\"} 1",
         "burnledger_wal_fsyncs_total ",

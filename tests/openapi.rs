@@ -524,7 +524,8 @@ fn every_answer_matches_the_document() {
             Some(r#"{"status": "failed", "reason": "closed"}"#),
         ),
     );
-    // A failed withdrawal can be neither completed nor cancelled: 409.
+    // This server's payouts pay: a caller's outcome is 409 (the external
+    // server below answers 200).
     c.check(status, "post", &call("POST", &path2, done));
     c.check(
         cancel,
@@ -667,6 +668,33 @@ fn every_answer_matches_the_document() {
         &request("POST", "/v1/payouts/run", Some(API), None),
     );
     c.check("/v1/payouts/run", "post", &answer);
+    // Here callers report outcomes: 200; then a failed one cannot be
+    // cancelled: 409.
+    let ext = |method: &str, path: &str, body: Option<&str>| {
+        exchange(&external.addr, &request(method, path, Some(API), body))
+    };
+    let funds = r#"{"account": 5, "currency": "USD", "amount": "10"}"#;
+    c.check(
+        "/v1/deposits",
+        "post",
+        &ext("POST", "/v1/deposits", Some(funds)),
+    );
+    let w = c.check(
+        "/v1/withdrawals",
+        "post",
+        &ext("POST", "/v1/withdrawals", Some(funds)),
+    );
+    let tx = w["transaction_id"].as_str().unwrap().to_string();
+    let failed = ext(
+        "POST",
+        &format!("/v1/withdrawals/{tx}/status"),
+        Some(r#"{"status": "failed", "reason": "closed"}"#),
+    );
+    assert_eq!(failed.status, 200, "{failed:?}");
+    c.check("/v1/withdrawals/{transaction_id}/status", "post", &failed);
+    let cancel = ext("POST", &format!("/v1/withdrawals/{tx}/cancel"), None);
+    assert_eq!(cancel.status, 409, "{cancel:?}");
+    c.check("/v1/withdrawals/{transaction_id}/cancel", "post", &cancel);
     external.stop();
 
     c.assert_all_seen();
