@@ -969,7 +969,15 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     let recovered = rebuild(&dir, &history, ReplayMode::Recover)?;
     table.check_state(recovered.accounts.values(), currencies)?;
     table.write(&dir)?;
-    log_table_changes(&dir, &changes);
+    if recorded.is_some() {
+        log_table_changes(&dir, &changes);
+    } else {
+        let listed: Vec<String> = table
+            .iter()
+            .map(|c| format!("{}:{}", c.code, c.decimals))
+            .collect();
+        tracing::info!(folder = %dir.display(), currencies = %listed.join(","), "currency table recorded");
+    }
     let report = recovered.report;
     // The checkpointer reads the journal's durable LSN, and the WAL writer
     // (under the journal) feeds the checkpointer: tie the knot through a

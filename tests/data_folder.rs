@@ -304,3 +304,83 @@ async fn a_currency_may_be_added_and_one_without_money_retired_never_one_holding
     assert_balance(&ledger, 3, "EUR", ["8.00", "0", "8.00"]).await;
     ledger.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// inspect and verify beside a running ledger, and the table they read with
+// ---------------------------------------------------------------------------
+
+fn burnledger(args: &[&str], dir: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_refuses_a_folder_in_use_and_inspect_says_so_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _url) =
+        spawn_listening(&mut serve_command(dir.path()), Duration::from_secs(60));
+    let verified = burnledger(&["verify"], dir.path());
+    let stderr = String::from_utf8_lossy(&verified.stderr);
+    assert_eq!(verified.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("in use") && stderr.contains(&format!("pid {}", server.id())),
+        "{stderr}"
+    );
+    let inspected = burnledger(&["inspect"], dir.path());
+    let stdout = String::from_utf8_lossy(&inspected.stdout);
+    assert!(stdout.starts_with("IN USE"), "{stdout}");
+    assert!(stdout.contains(&format!("pid {}", server.id())), "{stdout}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let verified = burnledger(&["verify"], dir.path());
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
+#[tokio::test]
+async fn a_ledger_does_not_open_while_a_reader_holds_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    Ledger::open(config(dir.path(), USD_BTC))
+        .unwrap()
+        .shutdown()
+        .await;
+    let reading = burnledger::data_dir::DataDirLock::shared(dir.path())
+        .unwrap()
+        .expect("the folder has a lock file");
+    assert!(matches!(
+        open_err(config(dir.path(), USD_BTC)),
+        OpenError::Lock(LockError::InUse { .. })
+    ));
+    drop(reading);
+    Ledger::open(config(dir.path(), USD_BTC))
+        .unwrap()
+        .shutdown()
+        .await;
+}
+
+#[tokio::test]
+async fn verify_reads_amounts_at_the_scale_the_folder_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(config(dir.path(), &[("USD", 3)])).unwrap();
+    ledger.deposit(1, "USD", dec("1.005"), None).await.unwrap();
+    drop(ledger); // in the log only
+    let verified = burnledger(&["verify"], dir.path());
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("USD total 1.005"), "{stdout}");
+    let misread = burnledger(&["verify", "--currencies", "USD:2"], dir.path());
+    let stderr = String::from_utf8_lossy(&misread.stderr);
+    assert_eq!(misread.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("recorded in this data folder with 3 decimals"),
+        "{stderr}"
+    );
+}

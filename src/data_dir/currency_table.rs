@@ -158,6 +158,16 @@ impl CurrencyTable {
         Currencies::new(&all)
     }
 
+    /// Every recorded currency, at its recorded scale (what a reader such
+    /// as `verify` reads the folder with).
+    pub fn registry(&self) -> Result<Currencies, String> {
+        let all: Vec<_> = self
+            .iter()
+            .map(|c| CurrencyConfig::new(c.code.as_str(), c.decimals))
+            .collect();
+        Currencies::new(&all)
+    }
+
     /// Checks recovered state against the table: every balance in a
     /// recorded currency at its recorded scale, and no money left in a
     /// retired one.

@@ -11,12 +11,25 @@
 //!   opening would cut, a damaged snapshot, or (`verify`) a state that does
 //!   not rebuild or breaks an invariant;
 //! - 2: could not run — the folder is missing, holds no ledger (neither a
-//!   `wal/` nor a `snapshots/` folder), or could not be read.
+//!   `wal/` nor a `snapshots/` folder), could not be read, or (`verify`)
+//!   is in use by a running ledger.
+//!
+//! Beside a running ledger: both take the folder's lock *shared*
+//! ([`DataDirLock::shared`]), so no ledger opens while they read. `verify`
+//! refuses a folder a ledger holds (exit 2, naming its pid): it judges a
+//! folder at rest, and a live log's last batch may be half-written.
+//! `inspect` lists it anyway, saying plainly at the top that it is in use
+//! and that the newest segment's tail may be a write in progress.
+//!
+//! `verify` reads amounts at the scale the folder's currency table
+//! (`<data-dir>/CURRENCIES`) recorded; `--currencies`, if given, must agree
+//! with it as opening a ledger would require.
 
 use std::path::{Path, PathBuf};
 
 use burnledger::audit::audit;
 use burnledger::config::parse_currencies;
+use burnledger::data_dir::{CurrencyTable, DataDirLock, LockError};
 use burnledger::money::Currencies;
 use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
 use burnledger::snapshot::{self, SnapshotError};
@@ -42,9 +55,12 @@ pub struct VerifyArgs {
     /// The ledger's data folder.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
-    /// Currencies the ledger was configured with, as CODE:DECIMALS pairs.
-    #[arg(long, default_value = "USD:2,EUR:2,BTC:8")]
-    currencies: String,
+    /// Currencies the ledger is configured with, as CODE:DECIMALS pairs:
+    /// checked against the folder's currency table as an open would. By
+    /// default the table's own (or, for a folder from before tables,
+    /// USD:2,EUR:2,BTC:8).
+    #[arg(long)]
+    currencies: Option<String>,
 }
 
 /// Refuses a folder that does not exist or holds no ledger: "nothing
@@ -74,6 +90,19 @@ fn ledger_folder(dir: &Path) -> Result<(), String> {
 pub fn inspect(args: InspectArgs) -> Result<bool, String> {
     let dir = &args.data_dir;
     ledger_folder(dir)?;
+    let _reading = match DataDirLock::shared(dir) {
+        Ok(lock) => lock,
+        Err(LockError::InUse { pid, .. }) => {
+            let holder = pid.map_or("a running ledger".to_string(), |p| format!("pid {p}"));
+            println!(
+                "IN USE: {} is held by {holder}; listed read-only while it runs (the newest \
+                 segment's tail may be a write in progress)",
+                dir.display()
+            );
+            None
+        }
+        Err(error) => return Err(error.to_string()),
+    };
     let segments = wal::inspect(dir).map_err(|e| e.to_string())?;
     let mut healthy = true;
     println!("WAL segments in {}:", wal::wal_dir(dir).display());
@@ -132,8 +161,15 @@ pub fn inspect(args: InspectArgs) -> Result<bool, String> {
 /// Recovers read-only and checks the invariants; `Ok(false)` on any
 /// violation or damage, a torn tail included (see the module's exit codes).
 pub fn verify(args: VerifyArgs) -> Result<bool, String> {
-    let currencies = Currencies::new(&parse_currencies(&args.currencies)?)?;
     ledger_folder(&args.data_dir)?;
+    // Held until verify ends: no ledger opens on the folder meanwhile.
+    let _reading = DataDirLock::shared(&args.data_dir).map_err(|error| match error {
+        LockError::InUse { .. } => format!(
+            "{error}; verify judges a folder at rest: stop the ledger first, or verify a copy"
+        ),
+        other => other.to_string(),
+    })?;
+    let currencies = verify_registry(&args.data_dir, args.currencies.as_deref())?;
     let rebuilt = match rebuild(
         &args.data_dir,
         &currencies,
@@ -199,6 +235,25 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     };
     println!("result          {verdict}");
     Ok(clean && sound)
+}
+
+/// The currencies `verify` reads the folder with: its table's, checked
+/// against `--currencies` when given (a changed scale is refused, as an
+/// open would refuse it).
+fn verify_registry(dir: &Path, configured: Option<&str>) -> Result<Currencies, String> {
+    const LEGACY_DEFAULT: &str = "USD:2,EUR:2,BTC:8";
+    let table = CurrencyTable::read(dir).map_err(|e| e.to_string())?;
+    let Some(table) = table else {
+        return Currencies::new(&parse_currencies(configured.unwrap_or(LEGACY_DEFAULT))?);
+    };
+    if let Some(configured) = configured {
+        let configs = parse_currencies(configured)?;
+        let registry = Currencies::new(&configs)?;
+        let (merged, _) =
+            CurrencyTable::reconcile(Some(&table), &registry).map_err(|e| e.to_string())?;
+        return merged.registry();
+    }
+    table.registry()
 }
 
 fn file_name(path: &std::path::Path) -> String {
