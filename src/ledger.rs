@@ -960,8 +960,8 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     // Before anything is read: a second ledger must not even replay a log
     // that another one is appending to.
     let lock = DataDirLock::exclusive(&dir)?;
-    let (table, changes) =
-        CurrencyTable::reconcile(CurrencyTable::read(&dir)?.as_ref(), currencies)?;
+    let recorded = CurrencyTable::read(&dir)?;
+    let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
     // The folder's history may hold retired currencies; new operations may not.
     let history = table
         .history_registry(&config.currencies, currencies)
