@@ -15,8 +15,12 @@
 //! Deposits credit accounts; transfers move available funds between them.
 //!
 //! ## Guarantees
+//! (README's *Guarantees* section states each promise and each refusal in
+//! full, with the test that tries to break it.)
 //! - Amounts are exact: integer minor units inside, `Decimal` at the API,
-//!   checked arithmetic; overflow is an error.
+//!   checked arithmetic; overflow is an error. An amount has at most its
+//!   currency's decimals as written; amount text is read exactly or refused
+//!   ([`money::parse_amount_text`]), never rounded.
 //! - A rejected operation changes nothing, and says why ([`LedgerError`]).
 //! - Balances never go negative; an account's locked amount always equals
 //!   the sum of its pending withdrawals; per currency, the sum of totals
@@ -26,6 +30,10 @@
 //!   is an `idempotency_conflict`. Keys are scoped to the account the
 //!   operation acts on (a transfer's source).
 //! - Overload is refused (`overloaded`), never queued without limit.
+//! - When the engine makes payouts, only its payouts settle a withdrawal
+//!   (or an operator's logged [`Ledger::resolve_payout_item`]); a caller's
+//!   outcome is `payout_in_flight`. A service answer contradicting a
+//!   settled item is a mismatch that [`Ledger::audit`] reports.
 //!
 //! ## Durability
 //! With a data folder ([`Config::data_dir`]) every change is an event in a
@@ -33,11 +41,14 @@
 //! `fsync` (the default) a call returns only after its record is on disk.
 //! Snapshots are built in the background by a checkpointer that follows
 //! the log (the writer hands it every written batch) in its own copy of the
-//! state, never by pausing the engine. Opening a folder recovers the newest
-//! valid snapshot plus the log after it, cuts a torn tail, refuses a
-//! corrupt record (naming file and offset), and checks the invariants. A
-//! failed write or fsync poisons the ledger: writes are refused until a
-//! restart.
+//! state, never by pausing the engine. Opening a folder takes its lock,
+//! checks the configuration's currencies against the folder's table (a
+//! changed scale is refused), recovers the newest valid snapshot plus the
+//! log after it, cuts a torn tail only where nothing acknowledged can follow
+//! it (the rule is in [`wal`]'s docs), refuses a corrupt record (naming file
+//! and offset), logs what it did, and checks the invariants. A failed write
+//! or fsync poisons the ledger: writes are refused until a restart. Sync
+//! mode `none` on a folder that holds a ledger is refused.
 //!
 //! ## What it is not
 //! Not a database: no queries beyond accounts and withdrawals, no SQL. Not

@@ -13,6 +13,7 @@
 //! | POST /v1/payouts/run | | 200 `[payout]`, the payouts made or retried |
 //! | GET /v1/payouts | | 200 `[payout]`, newest first |
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
+//! | POST /v1/payouts/{payout_id}/items/{transaction_id}/resolve | `{resolution: "paid"\|"not_paid", note, reason?}` | 200 payout (an operator's logged resolution of an item the payout owns) |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
 //! | GET /metrics | | 200 Prometheus text (behind the metrics token, when there is one) |
 //! | GET /openapi.json | | 200 this API's OpenAPI 3.1 document |

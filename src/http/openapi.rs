@@ -6,7 +6,7 @@
 //!
 //! Adding a route to the document: annotate its handler with
 //! `#[utoipa::path(...)]` (its error statuses through one of the
-//! [`error_responses!`] sets, or a new one) and name the handler in
+//! `error_responses!` sets, or a new one) and name the handler in
 //! [`ApiDoc`]'s `paths(...)`.
 
 use std::collections::BTreeMap;
