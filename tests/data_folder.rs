@@ -384,3 +384,51 @@ async fn verify_reads_amounts_at_the_scale_the_folder_recorded() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// serve says what recovery did
+// ---------------------------------------------------------------------------
+
+/// A crash left a torn tail (a half-written record header): `serve` cuts it
+/// and says so on stderr, naming the segment and the offset.
+#[tokio::test]
+async fn serve_logs_a_cut_torn_tail_at_start() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(config(dir.path(), &[("USD", 2), ("EUR", 2), ("BTC", 8)])).unwrap();
+    some_money(&ledger).await;
+    drop(ledger);
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    let last = segments.last().expect("a segment").clone();
+    let length = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&last)
+        .unwrap()
+        .write_all(&[7, 0, 0, 0, 1])
+        .unwrap();
+    let mut command = serve_command(dir.path());
+    command.stderr(Stdio::piped()).env("RUST_LOG", "info");
+    let (mut server, _url) = spawn_listening(&mut command, Duration::from_secs(60));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let name = last.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("torn WAL tail")
+            && stderr.contains(&name)
+            && stderr.contains(&format!("after byte {length}")),
+        "{stderr}"
+    );
+}

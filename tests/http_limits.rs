@@ -424,6 +424,44 @@ fn sigterm_with_stdout_and_stderr_closed_exits_0_with_a_final_snapshot() {
     assert!(!snapshots.is_empty(), "a final snapshot was written");
 }
 
+/// The full-disk case: stderr is `/dev/full`, where every write fails with
+/// ENOSPC. Logging through a full disk must not stop a clean shutdown or
+/// its final snapshot.
+#[test]
+fn sigterm_with_stderr_on_a_full_disk_exits_0_with_a_final_snapshot() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full on this machine: nothing to test");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = serve_command(dir.path());
+    command
+        .stderr(Stdio::from(full))
+        .env("RUST_LOG", "trace")
+        .env("RUST_BACKTRACE", "0");
+    let (mut child, url) = spawn_listening(&mut command, START_TIMEOUT);
+    let addr = url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+    let body = r#"{"account": 1, "currency": "USD", "amount": "5"}"#;
+    let request = format!(
+        "POST /v1/deposits HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    send(&mut stream, request.as_bytes());
+    assert_eq!(read_answer(&mut stream).expect("answered").status, 201);
+    drop(stream);
+    terminate(&child);
+    let status = wait_exit(&mut child, START_TIMEOUT).expect("serve exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let snapshots = std::fs::read_dir(dir.path().join("snapshots"))
+        .expect("a snapshots folder")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        .count();
+    assert!(snapshots > 0, "a final snapshot was written");
+}
+
 // ---- item 14: every error the application can shape is JSON ----
 
 #[test]
