@@ -384,10 +384,7 @@ mod tests {
 
     #[test]
     fn resolutions_settle_items_once_and_mismatches_mark_the_payout() {
-        let usd = Currency {
-            code: CurrencyCode::new("USD").unwrap(),
-            decimals: 2,
-        };
+        let usd = crate::money::usd();
         let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
         let mut payouts = BTreeMap::new();
         let submitted = Event::PayoutSubmitted {
@@ -428,10 +425,7 @@ mod tests {
 
     #[test]
     fn a_payout_is_processing_until_every_item_has_an_answer() {
-        let usd = Currency {
-            code: CurrencyCode::new("USD").unwrap(),
-            decimals: 2,
-        };
+        let usd = crate::money::usd();
         let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
         let mut payouts = BTreeMap::new();
         let submitted = Event::PayoutSubmitted {

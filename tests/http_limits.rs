@@ -401,6 +401,12 @@ fn sigterm_with_stdout_and_stderr_closed_exits_0_with_a_final_snapshot() {
         common::serve::spawn_listening_then_close_stdout(&mut command, START_TIMEOUT);
     // Close stderr's read end: the server's log writes now fail.
     drop(child.stderr.take());
+    deposit_then_sigterm_leaves_a_final_snapshot(&mut child, &url, dir.path());
+}
+
+/// One deposit answered 201, then SIGTERM: `serve` must exit 0 and leave a
+/// final snapshot (whatever its log writes met on the way).
+fn deposit_then_sigterm_leaves_a_final_snapshot(child: &mut Child, url: &str, dir: &Path) {
     let addr = url.trim_start_matches("http://");
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
@@ -412,16 +418,18 @@ fn sigterm_with_stdout_and_stderr_closed_exits_0_with_a_final_snapshot() {
     send(&mut stream, request.as_bytes());
     assert_eq!(read_answer(&mut stream).expect("answered").status, 201);
     drop(stream);
-    terminate(&child);
-    let status = wait_exit(&mut child, START_TIMEOUT).expect("serve exits after SIGTERM");
+    terminate(child);
+    let status = wait_exit(child, START_TIMEOUT).expect("serve exits after SIGTERM");
     assert_eq!(status.code(), Some(0), "{status:?}");
-    let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+    let snapshots = std::fs::read_dir(dir.join("snapshots"))
         .expect("a snapshots folder")
         .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|name| name.starts_with("snapshot-") && name.ends_with(".snap"))
-        .collect();
-    assert!(!snapshots.is_empty(), "a final snapshot was written");
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with("snapshot-") && name.ends_with(".snap")
+        })
+        .count();
+    assert!(snapshots > 0, "a final snapshot was written");
 }
 
 /// The full-disk case: stderr is `/dev/full`, where every write fails with
@@ -440,26 +448,7 @@ fn sigterm_with_stderr_on_a_full_disk_exits_0_with_a_final_snapshot() {
         .env("RUST_LOG", "trace")
         .env("RUST_BACKTRACE", "0");
     let (mut child, url) = spawn_listening(&mut command, START_TIMEOUT);
-    let addr = url.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
-    let body = r#"{"account": 1, "currency": "USD", "amount": "5"}"#;
-    let request = format!(
-        "POST /v1/deposits HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    send(&mut stream, request.as_bytes());
-    assert_eq!(read_answer(&mut stream).expect("answered").status, 201);
-    drop(stream);
-    terminate(&child);
-    let status = wait_exit(&mut child, START_TIMEOUT).expect("serve exits after SIGTERM");
-    assert_eq!(status.code(), Some(0), "{status:?}");
-    let snapshots = std::fs::read_dir(dir.path().join("snapshots"))
-        .expect("a snapshots folder")
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap"))
-        .count();
-    assert!(snapshots > 0, "a final snapshot was written");
+    deposit_then_sigterm_leaves_a_final_snapshot(&mut child, &url, dir.path());
 }
 
 // ---- item 14: every error the application can shape is JSON ----
