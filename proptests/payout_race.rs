@@ -543,16 +543,62 @@ async fn final_state(
         p.attempts = 0;
         p.last_error = None;
     }
-    let mismatches = ledger
+    let mut mismatches = ledger
         .payout_mismatches()
         .await
         .map_err(|e| broken("payout_mismatches", e))?;
+    // Compared as a set: recovery lists them by payout, a live ledger in
+    // the order they were found.
+    mismatches.sort_by_key(|(id, m)| (*id, m.transaction_id, m.reported.as_str()));
     Ok(Final {
         balances,
         withdrawals,
         payouts,
         mismatches,
     })
+}
+
+/// What differs between two final states, field by field.
+fn differences(before: &Final, after: &Final) -> Option<String> {
+    let mut out = String::new();
+    if before.balances != after.balances {
+        let _ = write!(
+            out,
+            "\n  balances: {:?}\n       now: {:?}",
+            before.balances, after.balances
+        );
+    }
+    for (tx, was) in &before.withdrawals {
+        let now = after.withdrawals.get(tx);
+        if now != Some(was) {
+            let _ = write!(out, "\n  withdrawal {tx}: {was:?}, now {now:?}");
+        }
+    }
+    for (was, now) in before.payouts.iter().zip(&after.payouts) {
+        if was != now {
+            let _ = write!(
+                out,
+                "\n  payout {}: {was:?}\n     now: {now:?}",
+                was.payout_id
+            );
+        }
+    }
+    if before.payouts.len() != after.payouts.len() {
+        let _ = write!(
+            out,
+            "\n  {} payouts, now {}",
+            before.payouts.len(),
+            after.payouts.len()
+        );
+    }
+    if before.mismatches != after.mismatches {
+        let _ = write!(
+            out,
+            "\n  mismatches: {:?}\n         now: {:?}",
+            before.mismatches, after.mismatches
+        );
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Everything a failure shows.
@@ -711,23 +757,14 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
                 .map_err(|e| fail(format!("a step panicked: {e}")))?,
         );
     }
-    let crash_at = match crasher {
+    let crashed = match crasher {
         Some(task) => Some(
             task.await
-                .map_err(|e| fail(format!("the crash panicked: {e}")))??,
+                .map_err(|e| fail(format!("the crash panicked: {e}")))?,
         ),
         None => None,
     };
-    let ledger = slot
-        .ledger
-        .write()
-        .await
-        .take()
-        .ok_or_else(|| fail("no ledger after the race"))?;
-    drop(slot);
-
-    bank.set_faults(SimulatedBankConfig::default());
-    shared.latency_us.store(0, Ordering::SeqCst);
+    let crash_at = crashed.as_ref().and_then(|c| c.as_ref().ok().copied());
     let report = |e: TestCaseError| match e {
         TestCaseError::Fail(reason) => {
             let answers = shared.answers.lock().clone();
@@ -738,6 +775,19 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
         }
         other => other,
     };
+    if let Some(Err(reopen_failed)) = crashed {
+        return Err(report(reopen_failed));
+    }
+    let ledger = slot
+        .ledger
+        .write()
+        .await
+        .take()
+        .ok_or_else(|| report(fail("no ledger after the race")))?;
+    drop(slot);
+
+    bank.set_faults(SimulatedBankConfig::default());
+    shared.latency_us.store(0, Ordering::SeqCst);
     drain(&ledger, &txs).await.map_err(report)?;
     let before = final_state(&ledger, case.deposits.len(), &txs)
         .await
@@ -756,13 +806,13 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
 
     // A clean shutdown and reopen: the same state.
     ledger.shutdown().await;
-    let reopened = open(dir.path(), &recording, case.immediate)?;
+    let reopened = open(dir.path(), &recording, case.immediate).map_err(report)?;
     let after = final_state(&reopened, case.deposits.len(), &txs).await;
     reopened.shutdown().await;
     let after = after.map_err(report)?;
-    if after != before {
+    if let Some(difference) = differences(&before, &after) {
         return Err(report(fail(format!(
-            "after a clean shutdown and reopen the state differs:\n  before: {before:?}\n  after:  {after:?}"
+            "after a clean shutdown and reopen the state differs: {difference}"
         ))));
     }
     Ok(())
