@@ -320,20 +320,24 @@ impl Handler<RunPayouts> for PayoutActor {
     type Result = AtomicResponse<Self, Result<Vec<PayoutView>, LedgerError>>;
 
     fn handle(&mut self, msg: RunPayouts, _ctx: &mut Self::Context) -> Self::Result {
-        let retries = self.take_retries(Instant::now(), msg.force_retries);
-        let fresh = if msg.new_payouts {
-            self.plan()
-        } else {
-            Vec::new()
-        };
-        if retries.is_empty() && fresh.is_empty() {
-            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(Vec::new()))));
-        }
-        let deps = self.deps.clone();
-        AtomicResponse::new(Box::pin(
-            actix::fut::wrap_future::<_, Self>(run(deps, retries, fresh))
-                .map(|runs, act, _| Ok(act.absorb(runs))),
-        ))
+        // What to run is read when this run's turn comes, not when the
+        // message is handled: actix may handle a queued `notify` (a retry
+        // tick, the start-up run) and a mailbox message in one poll and run
+        // their atomic futures in another order, and a stale read let a run
+        // and an operator's resolution both settle one item (a log that
+        // then would not replay).
+        AtomicResponse::new(Box::pin(actix::fut::ready(()).then(
+            move |(), act: &mut Self, _| {
+                let retries = act.take_retries(Instant::now(), msg.force_retries);
+                let fresh = if msg.new_payouts {
+                    act.plan()
+                } else {
+                    Vec::new()
+                };
+                actix::fut::wrap_future::<_, Self>(run(act.deps.clone(), retries, fresh))
+                    .map(|runs, act, _| Ok(act.absorb(runs)))
+            },
+        )))
     }
 }
 
@@ -385,22 +389,27 @@ impl Handler<ResolvePayoutItem> for PayoutActor {
     type Result = AtomicResponse<Self, Result<PayoutView, LedgerError>>;
 
     fn handle(&mut self, msg: ResolvePayoutItem, _ctx: &mut Self::Context) -> Self::Result {
-        let checked = self.check_resolvable(&msg);
-        let deps = self.deps.clone();
+        // Checked when its turn comes (see RunPayouts): a run just before
+        // may have settled the item.
         AtomicResponse::new(Box::pin(
-            actix::fut::wrap_future::<_, Self>(async move {
-                let record = checked?;
-                resolve(&deps, record, msg).await
-            })
-            .map(|resolved, act, _| {
-                let record = resolved?;
-                let id = record.payout_id;
-                act.take_record(record, Instant::now());
-                act.payouts
-                    .get(&id)
-                    .map(PayoutRecord::view)
-                    .ok_or(LedgerError::UnknownPayout { payout_id: id })
-            }),
+            actix::fut::ready(())
+                .then(move |(), act: &mut Self, _| {
+                    let checked = act.check_resolvable(&msg);
+                    let deps = act.deps.clone();
+                    actix::fut::wrap_future::<_, Self>(async move {
+                        let record = checked?;
+                        resolve(&deps, record, msg).await
+                    })
+                })
+                .map(|resolved, act, _| {
+                    let record = resolved?;
+                    let id = record.payout_id;
+                    act.take_record(record, Instant::now());
+                    act.payouts
+                        .get(&id)
+                        .map(PayoutRecord::view)
+                        .ok_or(LedgerError::UnknownPayout { payout_id: id })
+                }),
         ))
     }
 }
@@ -442,7 +451,10 @@ async fn resolve(
     let outcome = msg.resolution.outcome();
     let update = settle_command(msg.payout_id, msg.tx, &outcome);
     let mut applied = execute_on_shards(&deps.peers, vec![update]).await;
-    applied.pop().unwrap_or(Err(LedgerError::ShuttingDown))?;
+    applied
+        .pop()
+        .unwrap_or(Err(LedgerError::ShuttingDown))
+        .map_err(|error| already_settled(error, msg.payout_id))?;
     let event = Event::PayoutItemResolved {
         payout_id: msg.payout_id,
         tx: msg.tx,
@@ -458,6 +470,33 @@ async fn resolve(
     );
     apply_to_record(&mut record, &event).map_err(|reason| LedgerError::Internal { reason })?;
     Ok(record)
+}
+
+/// A resolution the account refused because the withdrawal is already
+/// final: a crash between the account's settlement and the payout's
+/// `PayoutItemsSettled` leaves the record showing the item open, but it is
+/// settled, and the operator is told so (the restart's reconciliation
+/// brings the record up to date).
+fn already_settled(error: LedgerError, payout_id: u64) -> LedgerError {
+    let outcome = match &error {
+        LedgerError::InvalidTransition {
+            from: StatusKind::Completed | StatusKind::Returned,
+            ..
+        } => "paid",
+        LedgerError::InvalidTransition {
+            from: StatusKind::Failed,
+            ..
+        } => "failed",
+        _ => return error,
+    };
+    match error {
+        LedgerError::InvalidTransition { transaction_id, .. } => LedgerError::PayoutItemSettled {
+            payout_id,
+            transaction_id,
+            outcome: outcome.into(),
+        },
+        other => other,
+    }
 }
 
 /// The outcome of one payout in a run; `record` is `None` when nothing was
