@@ -39,10 +39,14 @@ pub struct Config {
     pub batch_ops_max: usize,
     /// Where the write-ahead log and snapshots live. `None` keeps state in
     /// memory only (and forces sync mode `none`). Default: `None`; the CLI
-    /// defaults to `./data`.
+    /// defaults to `./data`. A durable ledger holds the folder's lock while
+    /// open (a second open is refused) and checks the currencies against the
+    /// folder's recorded table (see [`crate::data_dir`]).
     pub data_dir: Option<PathBuf>,
     /// When an operation is acknowledged relative to the disk. Default:
-    /// `Fsync` (a call returns only after its record is on disk).
+    /// `Fsync` (a call returns only after its record is on disk). `None`
+    /// with a `data_dir` that already holds a ledger is refused at open: it
+    /// would ignore that ledger and lose every write at exit.
     pub sync: SyncMode,
     /// WAL segment size before a new segment is started. Default: 64 MiB.
     pub wal_segment_bytes_max: u64,
