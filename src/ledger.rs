@@ -24,7 +24,7 @@ use crate::actors::payout::PayoutActor;
 use crate::audit::{audit, Audit};
 use crate::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::config::Config;
-use crate::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError, TableChange};
+use crate::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
 use crate::error::LedgerError;
 use crate::gauges::Gauges;
 use crate::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -957,27 +957,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         path: dir.clone(),
         reason: e.to_string(),
     })?;
-    // Before anything is read: a second ledger must not even replay a log
-    // that another one is appending to.
-    let lock = DataDirLock::exclusive(&dir)?;
-    let recorded = CurrencyTable::read(&dir)?;
-    let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
-    // The folder's history may hold retired currencies; new operations may not.
-    let history = table
-        .history_registry(&config.currencies, currencies)
-        .map_err(OpenError::Config)?;
-    let recovered = rebuild(&dir, &history, ReplayMode::Recover)?;
-    table.check_state(recovered.accounts.values(), currencies)?;
-    table.write(&dir)?;
-    if recorded.is_some() {
-        log_table_changes(&dir, &changes);
-    } else {
-        let listed: Vec<String> = table
-            .iter()
-            .map(|c| format!("{}:{}", c.code, c.decimals))
-            .collect();
-        tracing::info!(folder = %dir.display(), currencies = %listed.join(","), "currency table recorded");
-    }
+    let (lock, history, recovered) = claim_and_recover(&dir, config, currencies)?;
     let report = recovered.report;
     // The checkpointer reads the journal's durable LSN, and the WAL writer
     // (under the journal) feeds the checkpointer: tie the knot through a
@@ -1025,6 +1005,31 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     }))
 }
 
+/// Takes the folder and recovers it: the lock first (a second ledger must
+/// not even replay a log another one is appending to), then the currency
+/// table reconciled with the configuration, then the state, rebuilt with
+/// every currency the folder's history holds and checked against the
+/// table. The table is recorded only once all of that holds. Returns the
+/// lock, the registry that reads the folder's history (the configuration's
+/// currencies plus retired ones), and the recovered state.
+fn claim_and_recover(
+    dir: &std::path::Path,
+    config: &Config,
+    currencies: &Currencies,
+) -> Result<(DataDirLock, Currencies, crate::recovery::Recovered), OpenError> {
+    let lock = DataDirLock::exclusive(dir)?;
+    let recorded = CurrencyTable::read(dir)?;
+    let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
+    let history = table
+        .history_registry(&config.currencies, currencies)
+        .map_err(OpenError::Config)?;
+    let recovered = rebuild(dir, &history, ReplayMode::Recover)?;
+    table.check_state(recovered.accounts.values(), currencies)?;
+    table.write(dir)?;
+    table.log_changes(dir, recorded.is_none(), &changes);
+    Ok((lock, history, recovered))
+}
+
 /// Sync mode `none` keeps no log: on a folder that holds a ledger it would
 /// ignore that ledger (balances read empty) and lose every write at exit,
 /// silently. Refused instead.
@@ -1045,21 +1050,6 @@ fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
         )));
     }
     Ok(())
-}
-
-fn log_table_changes(dir: &std::path::Path, changes: &[TableChange]) {
-    for change in changes {
-        match change {
-            TableChange::Added(c) => tracing::info!(
-                folder = %dir.display(), currency = %c.code, decimals = c.decimals,
-                "currency added to the folder's table"
-            ),
-            TableChange::Retired(c) => tracing::warn!(
-                folder = %dir.display(), currency = %c.code, decimals = c.decimals,
-                "currency recorded in the folder but not configured: retired (no money held in it); new operations in it are refused"
-            ),
-        }
-    }
 }
 
 fn check_reason(reason: &str) -> Result<(), LedgerError> {

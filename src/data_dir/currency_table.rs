@@ -225,6 +225,33 @@ impl CurrencyTable {
         write().map_err(|e| io_error(&path, &e))
     }
 
+    /// Says what an open recorded: the whole table when it is new, else
+    /// each currency added (info) or retired (warning).
+    pub fn log_changes(&self, dir: &Path, new_table: bool, changes: &[TableChange]) {
+        let folder = dir.display();
+        if new_table {
+            let listed: Vec<String> = self
+                .iter()
+                .map(|c| format!("{}:{}", c.code, c.decimals))
+                .collect();
+            tracing::info!(%folder, currencies = %listed.join(","), "currency table recorded");
+            return;
+        }
+        for change in changes {
+            match change {
+                TableChange::Added(c) => tracing::info!(
+                    %folder, currency = %c.code, decimals = c.decimals,
+                    "currency added to the folder's table"
+                ),
+                TableChange::Retired(c) => tracing::warn!(
+                    %folder, currency = %c.code, decimals = c.decimals,
+                    "currency recorded in the folder but not configured: retired (no money \
+                     is held in it); new operations in it are refused"
+                ),
+            }
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Currency> + '_ {
         self.currencies
             .iter()
