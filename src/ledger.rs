@@ -428,9 +428,10 @@ impl Ledger {
     }
 
     /// Every payout mismatch recorded (the payment service contradicted a
-    /// settled item), with its payout id, oldest first. Never shrinks: its
-    /// length is the `burnledger_payout_mismatches_total` counter. Empty
-    /// when this ledger makes no payouts.
+    /// settled item), with its payout id, by payout id (each payout's in
+    /// the order recorded). Never shrinks: its length is the
+    /// `burnledger_payout_mismatches_total` counter. Empty when this ledger
+    /// makes no payouts.
     pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatch)>, LedgerError> {
         self.check_open()?;
         let Ok(actor) = self.payout_actor() else {

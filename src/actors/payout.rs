@@ -49,8 +49,8 @@ use crate::messages::{
 use crate::money::{Currency, CurrencyCode, Units};
 use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
 use crate::payouts::{
-    all_mismatches, apply_payout_event, retry_backoff, PayoutCounts, PayoutMismatch, PayoutMode,
-    PayoutRecord, PayoutView,
+    all_mismatches, apply_payout_event, retry_backoff, PayoutCounts, PayoutMode, PayoutRecord,
+    PayoutView,
 };
 use crate::receipts::Outcome;
 use crate::withdrawal::{Settler, StatusKind, TransitionAction};
@@ -80,8 +80,6 @@ pub struct PayoutActor {
     /// what is due.
     due: BTreeSet<(Instant, u64)>,
     next_payout_id: u64,
-    /// Every mismatch recorded, recovered ones included.
-    mismatches: Vec<(u64, PayoutMismatch)>,
     /// Payouts per state and mismatches, kept as records change.
     counts: PayoutCounts,
     /// Payout records the actor's steps have looked at, for tests that
@@ -109,11 +107,8 @@ impl PayoutActor {
             .map(|p| (p.payout_id, now))
             .collect();
         let due = awaiting.iter().map(|(&id, &at)| (at, id)).collect();
-        let mismatches: Vec<_> = all_mismatches(payouts.values())
-            .map(|(id, m)| (id, m.clone()))
-            .collect();
         let mut counts = PayoutCounts {
-            mismatches: mismatches.len() as u64,
+            mismatches: all_mismatches(payouts.values()).count() as u64,
             ..PayoutCounts::default()
         };
         for record in payouts.values() {
@@ -131,7 +126,6 @@ impl PayoutActor {
             awaiting,
             due,
             next_payout_id,
-            mismatches,
             counts,
             visited: 0,
         };
@@ -247,10 +241,7 @@ impl PayoutActor {
             }
             None => 0,
         };
-        for mismatch in record.mismatches.iter().skip(known) {
-            self.mismatches.push((id, mismatch.clone()));
-            counts.mismatches += 1;
-        }
+        counts.mismatches += record.mismatches.len().saturating_sub(known) as u64;
         self.payouts.insert(id, record);
     }
 
@@ -364,12 +355,18 @@ impl Handler<GetPayouts> for PayoutActor {
     }
 }
 
-/// Every mismatch recorded. O(mismatches).
+/// Every mismatch recorded, read from the payout records (which own them),
+/// by payout id. O(payouts): an operator's and the audit's query, not the
+/// metrics' (those read the running count).
 impl Handler<GetPayoutMismatches> for PayoutActor {
     type Result = MessageResult<GetPayoutMismatches>;
 
     fn handle(&mut self, _msg: GetPayoutMismatches, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.mismatches.clone())
+        MessageResult(
+            all_mismatches(self.payouts.values())
+                .map(|(id, m)| (id, m.clone()))
+                .collect(),
+        )
     }
 }
 
