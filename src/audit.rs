@@ -1,6 +1,6 @@
 //! Checks the ledger's invariants over a set of account states.
 //!
-//! Used by `simulate`, by tests, and (later) by `verify` after recovery.
+//! Used by `Ledger::audit`, `simulate`, tests, and `verify` after recovery.
 //! Invariants, from the design:
 //! 1. available ≥ 0 and locked ≥ 0 for every (account, currency);
 //! 2. locked = the sum of that account's withdrawals still holding a lock;

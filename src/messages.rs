@@ -1,8 +1,11 @@
 //! Every actor message in one place.
 //!
-//! The `Ledger` handle talks to shard coordinators; coordinators talk to
-//! account actors and to each other (the receiving side of a transfer may
-//! live on another shard). Inputs here are already validated at the edge:
+//! The `Ledger` handle talks to shard coordinators (operations, queries,
+//! gauges) and to the payout actor (runs, payout records and counts,
+//! operator resolutions); coordinators talk to account actors and to each
+//! other (the receiving side of a transfer may live on another shard); the
+//! payout actor claims and settles items through the coordinators, as
+//! `Settler::Payout`. Inputs here are already validated at the edge:
 //! currencies resolved, amounts converted to minor units.
 
 use actix::prelude::*;

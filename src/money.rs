@@ -2,7 +2,9 @@
 //!
 //! Every amount the engine stores or adds is an `i128` count of a currency's
 //! minor units (cents for USD, satoshi for BTC). `rust_decimal::Decimal` is
-//! only used to read amounts from callers and to show them back.
+//! only used to read amounts from callers and to show them back. Amounts
+//! that arrive as text are read here too ([`parse_amount_text`]: exactly,
+//! never rounded), and an amount's written scale must fit its currency.
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,10 +5,10 @@
 //! |---|---|
 //! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_input` |
 //! | 401 | `unauthorized` |
-//! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_found` (no such route) |
+//! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
-//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals` |
+//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled` |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `poisoned`, `shutting_down` |

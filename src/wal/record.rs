@@ -4,6 +4,9 @@
 //! Both directions check the same limits, so a record this code writes is
 //! always one it can read back, and a damaged length can never make the
 //! reader allocate or wait for more than [`RECORD_BYTES_MAX`].
+//! [`find_intact_after_torn`] looks for what proves a record that looks
+//! torn is damage instead (the evidence the torn-tail rule in `scan.rs`
+//! asks for).
 
 use bincode::config::{Configuration, Limit};
 

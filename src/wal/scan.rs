@@ -4,7 +4,11 @@
 //! Replay reads a segment a block at a time ([`scan_file`]), so that its
 //! first records are applied while the rest is still being read; [`inspect`]
 //! reads it whole (segments are bounded: 64 MiB by default, plus at most one
-//! batch). Both walk the records the same way and decide the same things.
+//! batch). Both walk the records the same way and decide the same things:
+//! this file is the one owner of the torn-tail rule (see [`super`]): whether
+//! a record that looks torn is a crash's leftover that may be cut (only at
+//! the end of the newest segment, with nothing valid after it) or damage
+//! that must be refused.
 
 use std::convert::Infallible;
 use std::fs::File;

@@ -1,6 +1,11 @@
-//! The `burnledger` command: runs the engine on embedded defaults.
+//! The `burnledger` command: runs the engine on embedded defaults
+//! (`simulate`), looks at data folders (`inspect`, `verify`), serves HTTP
+//! (`serve`) and drives load (`bench`).
 //!
-//! Uses only the public `Ledger` handle, like any embedder.
+//! Uses only the public API, like any embedder. It installs the process's
+//! allocator (mimalloc) and its `tracing` subscriber: logs to stderr,
+//! filtered by `RUST_LOG`, whose write failures (a closed stderr, a full
+//! disk) are dropped rather than turned into a panic.
 
 use std::io::Write as _;
 use std::process::ExitCode;
