@@ -14,13 +14,13 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
-use burnledger::http::{self, HttpOptions};
+use burnledger::http::HttpOptions;
 use burnledger::payment::SimulatedBank;
-use burnledger::{Config, Ledger};
+use burnledger::Config;
+use common::in_process::InProcess;
 use serde_json::{json, Value};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -654,58 +654,16 @@ fn serve_refuses_a_non_loopback_address_without_a_token() {
 // ---- in-process: the same service over real HTTP, on a ledger the test
 // configures ----
 
-struct InProcess {
-    ledger: Ledger,
-    url: String,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Options for the in-process server: two workers, the rest default.
+fn two_workers() -> HttpOptions {
+    HttpOptions {
+        workers: Some(2),
+        ..HttpOptions::default()
+    }
 }
 
-impl InProcess {
-    fn start(config: Config) -> Self {
-        let ledger = Ledger::open(config).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let served = ledger.clone();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let options = HttpOptions {
-                    handle_signals: false,
-                    workers: Some(2),
-                    ..HttpOptions::default()
-                };
-                let bound = http::bind(served, "127.0.0.1:0", &options).unwrap();
-                tx.send((bound.addrs[0], bound.server.handle())).unwrap();
-                bound.server.await.unwrap();
-            });
-        });
-        let (addr, handle) = rx.recv_timeout(START_TIMEOUT).unwrap();
-        Self {
-            ledger,
-            url: format!("http://{addr}"),
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url, None)
-    }
-
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(future)
-    }
-
-    fn stop(mut self) {
-        Self::block_on(self.handle.stop(true));
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        Self::block_on(self.ledger.shutdown());
-    }
+fn client_of(server: &InProcess) -> Client {
+    Client::new(&server.url(), None)
 }
 
 #[test]
@@ -713,8 +671,8 @@ fn a_storage_failure_is_503_poisoned_and_shutdown_is_503_shutting_down() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::for_tests_in(dir.path());
     let fail_point = config.wal_fail_point.clone();
-    let server = InProcess::start(config);
-    let c = server.client();
+    let server = InProcess::start(config, two_workers());
+    let c = client_of(&server);
     assert_eq!(deposit(&c, 1, "USD", "10").status, 201);
     fail_point.fail_syncs(true);
     deposit(&c, 1, "USD", "1").refused(503, "poisoned");
@@ -734,8 +692,8 @@ fn a_storage_failure_is_503_poisoned_and_shutdown_is_503_shutting_down() {
 
     // Shutting down: the ledger closes while the server still answers.
     let dir = tempfile::tempdir().unwrap();
-    let server = InProcess::start(Config::for_tests_in(dir.path()));
-    let c = server.client();
+    let server = InProcess::start(Config::for_tests_in(dir.path()), two_workers());
+    let c = client_of(&server);
     assert_eq!(deposit(&c, 1, "USD", "10").status, 201);
     InProcess::block_on(server.ledger.shutdown());
     deposit(&c, 1, "USD", "1").refused(503, "shutting_down");
@@ -744,8 +702,8 @@ fn a_storage_failure_is_503_poisoned_and_shutdown_is_503_shutting_down() {
     server.stop();
 
     // The acknowledged deposit is there after a restart; nothing else is.
-    let reopened = InProcess::start(Config::for_tests_in(dir.path()));
-    let c = reopened.client();
+    let reopened = InProcess::start(Config::for_tests_in(dir.path()), two_workers());
+    let c = client_of(&reopened);
     assert_eq!(c.balance(1, "USD"), b("10.00", "0.00", "10.00"));
     reopened.stop();
 }
@@ -761,8 +719,8 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
         payment_service: Some(SharedPaymentService::new(SimulatedBank::default())),
         ..Config::for_tests_in(dir.path())
     };
-    let server = InProcess::start(config);
-    let c = server.client();
+    let server = InProcess::start(config, two_workers());
+    let c = client_of(&server);
     assert_eq!(deposit(&c, 5, "USD", "100").status, 201);
     for _ in 0..8 {
         assert_eq!(withdraw(&c, 5, "USD", "1").status, 201);
@@ -783,13 +741,13 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
         shard_in_flight_ops_max: 1,
         ..Config::for_tests_in(dir.path())
     };
-    let server = InProcess::start(config);
+    let server = InProcess::start(config, two_workers());
     let mut created = 0u64;
     let mut overloaded = 0u64;
     for round in 0..20u64 {
         let threads: Vec<_> = (0..8u64)
             .map(|t| {
-                let c = server.client();
+                let c = client_of(&server);
                 std::thread::spawn(move || {
                     let mut answers = Vec::new();
                     for _ in 0..20 {
@@ -814,7 +772,7 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
         }
     }
     assert!(overloaded > 0, "eight clients never overloaded one slot");
-    let c = server.client();
+    let c = client_of(&server);
     let mut total = 0u64;
     for t in 0..8 {
         let (_, _, balance) = c.balance(100 + t, "USD");
@@ -838,8 +796,8 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
 /// fails the last check).
 #[test]
 fn metrics_scrapes_parse_follow_the_traffic_and_copy_no_account() {
-    let server = InProcess::start(Config::for_tests());
-    let c = server.client();
+    let server = InProcess::start(Config::for_tests(), two_workers());
+    let c = client_of(&server);
     for account in 0..40 {
         assert_eq!(deposit(&c, account, "EUR", "3").status, 201);
         assert_eq!(withdraw(&c, account, "EUR", "1.25").status, 201);
@@ -917,8 +875,8 @@ fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it()
         payment_service: Some(SharedPaymentService::new(bank)),
         ..Config::for_tests()
     };
-    let server = InProcess::start(config);
-    let c = server.client();
+    let server = InProcess::start(config, two_workers());
+    let c = client_of(&server);
     assert_eq!(deposit(&c, 7, "USD", "50").status, 201);
     let w = withdraw(&c, 7, "USD", "20");
     let tx = w.body["transaction_id"].as_str().unwrap().to_string();

@@ -14,17 +14,19 @@
 
 #![cfg(all(feature = "cli", feature = "http"))]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
 use burnledger::http::{self, HttpOptions};
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
-use burnledger::{Config, Ledger};
+use burnledger::Config;
+use common::in_process::InProcess;
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -79,53 +81,16 @@ fn every_counted_route_is_documented() {
 
 // ---- an in-process server over real HTTP ----
 
-struct Server {
-    ledger: Ledger,
-    addr: String,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(config: Config) -> Self {
-        let ledger = Ledger::open(config).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let served = ledger.clone();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let options = HttpOptions {
-                    api_token: Some(API.into()),
-                    metrics_token: Some(METRICS.into()),
-                    body_timeout: Duration::from_secs(1),
-                    handle_signals: false,
-                    workers: Some(2),
-                    ..HttpOptions::default()
-                };
-                let bound = http::bind(served, "127.0.0.1:0", &options).unwrap();
-                tx.send((bound.addrs[0], bound.server.handle())).unwrap();
-                bound.server.await.unwrap();
-            });
-        });
-        let (addr, handle) = rx.recv_timeout(TIMEOUT).unwrap();
-        Self {
-            ledger,
-            addr: addr.to_string(),
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(self.handle.stop(true));
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        runtime.block_on(self.ledger.shutdown());
-    }
+/// The service with both tokens and a one-second body deadline.
+fn start(config: Config) -> InProcess {
+    let options = HttpOptions {
+        api_token: Some(API.into()),
+        metrics_token: Some(METRICS.into()),
+        body_timeout: Duration::from_secs(1),
+        workers: Some(2),
+        ..HttpOptions::default()
+    };
+    InProcess::start(config, options)
 }
 
 /// One answer off the wire.
@@ -372,7 +337,7 @@ fn every_answer_matches_the_document() {
     let bank = SimulatedBank::default();
     let config = config_in(dir.path(), &bank);
     let fail_point = config.wal_fail_point.clone();
-    let server = Server::start(config);
+    let server = start(config);
     let addr = server.addr.clone();
     let call = |method: &str, path: &str, body: Option<&str>| {
         exchange(&addr, &request(method, path, Some(API), body))
@@ -652,17 +617,13 @@ fn every_answer_matches_the_document() {
         c.check("/healthz", "get", &anonymous("GET", "/healthz"));
     };
     every_v1(&mut c);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(server.ledger.shutdown());
+    InProcess::block_on(server.ledger.shutdown());
     every_v1(&mut c);
     server.stop();
 
     // External mode: no payouts run here, 400.
     let dir = tempfile::tempdir().unwrap();
-    let external = Server::start(Config::for_tests_in(dir.path()));
+    let external = start(Config::for_tests_in(dir.path()));
     let answer = exchange(
         &external.addr,
         &request("POST", "/v1/payouts/run", Some(API), None),

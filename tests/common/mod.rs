@@ -2,13 +2,16 @@
 //! `idempotency` and `transfers`: amounts and codes from text, test ledgers,
 //! balance getters and checks, the before/after state capture that proves a
 //! rejection changed nothing, batch-operation builders, and running many
-//! calls at once.
+//! calls at once. Submodules: `serve` (the real binary), `in_process` (the
+//! HTTP service on a ledger the test holds), `faults` (storage damage).
 
 // Every test binary compiles its own copy of this module and uses a
 // different subset of it; what one binary leaves unused would otherwise
 // warn as dead code there.
 #![allow(dead_code)]
 
+#[cfg(feature = "http")]
+pub mod in_process;
 pub mod serve;
 
 use std::collections::BTreeMap;
