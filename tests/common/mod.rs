@@ -3,7 +3,8 @@
 //! balance getters and checks, the before/after state capture that proves a
 //! rejection changed nothing, batch-operation builders, and running many
 //! calls at once. Submodules: `serve` (the real binary), `in_process` (the
-//! HTTP service on a ledger the test holds), `faults` (storage damage).
+//! HTTP service on a ledger the test holds); `faults.rs` beside them
+//! (storage damage) is included by the recovery tests directly.
 
 // Every test binary compiles its own copy of this module and uses a
 // different subset of it; what one binary leaves unused would otherwise
