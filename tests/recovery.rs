@@ -5,15 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use burnledger::account::AccountState;
 use burnledger::money::Currencies;
 use burnledger::recovery::{rebuild, snapshot_dir};
-use burnledger::wal::record::{decode, Decoded};
 use burnledger::wal::{ReplayMode, WalError};
 use burnledger::{Config, Decimal, Ledger, LedgerError, OpenError};
+
+#[path = "common/faults.rs"]
+mod faults;
+
+use faults::{first_lsn, record_boundaries, segments};
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
@@ -44,40 +48,6 @@ async fn write_log(dir: &Path, accounts: u64) {
         }
     }
     drop(ledger);
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(dir.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Byte offsets where each record of a segment starts, plus its end.
-fn record_boundaries(bytes: &[u8], first_lsn: u64) -> Vec<usize> {
-    let mut offsets = vec![0];
-    let mut lsn = first_lsn;
-    let mut at = 0;
-    while let Decoded::Complete { len, .. } = decode(&bytes[at..], lsn) {
-        at += len;
-        lsn += 1;
-        offsets.push(at);
-    }
-    assert_eq!(at, bytes.len(), "the test log must decode whole");
-    offsets
-}
-
-fn first_lsn(segment: &Path) -> u64 {
-    segment
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn states(dir: &Path) -> BTreeMap<u64, AccountState> {
@@ -290,9 +260,6 @@ async fn verify_exits_zero_on_a_sound_folder_and_non_zero_on_a_corrupt_one() {
     assert!(!corrupt.status.success());
     assert!(String::from_utf8_lossy(&corrupt.stdout).contains("FAILED"));
 }
-
-#[path = "common/faults.rs"]
-mod faults;
 
 /// Flips `bit` of byte `at` in `path`, runs `check`, and puts the byte back
 /// (and the rest of the file, should recovery have cut it).
