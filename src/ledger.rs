@@ -416,7 +416,13 @@ impl Ledger {
             check_reason(reason)?;
         }
         check_reason(note)?;
-        self.payout_actor()?
+        // A ledger that makes no payouts has none to resolve.
+        let actor = self
+            .inner
+            .payouts
+            .as_ref()
+            .ok_or(LedgerError::UnknownPayout { payout_id })?;
+        actor
             .send(ResolvePayoutItem {
                 payout_id,
                 tx: transaction_id,

@@ -294,6 +294,11 @@ async fn external_mode_callers_settle_everything_as_before() {
         ledger.run_payouts_now().await,
         Err(LedgerError::InvalidInput { .. })
     ));
+    // No payouts here, so none to resolve.
+    let resolved = ledger
+        .resolve_payout_item(1, w.transaction_id, Resolution::Paid, "n")
+        .await;
+    assert_eq!(resolved, Err(LedgerError::UnknownPayout { payout_id: 1 }));
     ledger.shutdown().await;
 }
 

@@ -334,9 +334,6 @@ pub(crate) async fn resolve_payout_item(
             )));
         }
     };
-    if !ledger.config().makes_payouts() {
-        return Err(LedgerError::UnknownPayout { payout_id }.into());
-    }
     let view = ledger
         .resolve_payout_item(payout_id, tx, resolution, &body.note)
         .await?;
