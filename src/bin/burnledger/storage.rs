@@ -10,8 +10,8 @@
 //! - 1: problems found — a corrupt or missing WAL record, a torn tail that
 //!   opening would cut, a damaged snapshot, or (`verify`) a state that does
 //!   not rebuild or breaks an invariant;
-//! - 2: could not run — the folder is missing, holds no ledger (neither a
-//!   `wal/` nor a `snapshots/` folder), could not be read, or (`verify`)
+//! - 2: could not run — the folder is missing, holds no ledger (no
+//!   currency table, WAL segment or snapshot), could not be read, or (`verify`)
 //!   is in use by a running ledger.
 //!
 //! Beside a running ledger: both take the folder's lock *shared*
@@ -76,9 +76,11 @@ fn ledger_folder(dir: &Path) -> Result<(), String> {
             ))
         }
     }
-    if !wal::wal_dir(dir).is_dir() && !snapshot_dir(dir).is_dir() {
+    let holds = burnledger::data_dir::holds_ledger(dir)
+        .map_err(|e| format!("cannot read data folder {}: {e}", dir.display()))?;
+    if !holds {
         return Err(format!(
-            "{} holds no ledger (neither a wal/ nor a snapshots/ folder)",
+            "{} holds no ledger (no currency table, WAL segment or snapshot)",
             dir.display()
         ));
     }
