@@ -39,7 +39,8 @@ use clap::Args;
 /// The exit codes of `inspect` and `verify`, shown in their help.
 pub const EXIT_CODES: &str = "Exit codes: 0 = clean; 1 = problems found (a corrupt or missing \
 WAL record, a torn tail that opening the ledger would cut, a damaged snapshot, or for verify a \
-broken invariant); 2 = could not run (no such folder, no ledger in it, or it cannot be read).";
+broken invariant or payout mismatch); 2 = could not run (no such folder, no ledger in it, it \
+cannot be read, or for verify it is in use by a running ledger).";
 
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
