@@ -8,6 +8,13 @@
 //! pid left in the file by a dead holder is never read, since the lock is
 //! then free.
 //!
+//! A lock found taken is tried again for up to [`CONTENDED_WAIT`] before the
+//! folder is called in use: a process that forks (any `Command::spawn` in
+//! the embedding program or its test harness) lends the child its open
+//! files until the child's `exec` closes them, so a lock released just
+//! before can stay held for that moment. A folder truly in use is refused
+//! after the wait.
+//!
 //! Read-only tools (`inspect`, `verify`) take the lock *shared*: any number
 //! of them may read together, none beside a running ledger (whose log they
 //! would read while it grows), and no ledger opens while they read.
@@ -15,12 +22,20 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The lock file's name inside the data folder.
 pub const LOCK_FILE: &str = "LOCK";
 
 /// Longest pid text read back from the lock file.
 const PID_TEXT_LEN_MAX: u64 = 32;
+
+/// How long a taken lock is retried before the folder is called in use
+/// (see the module docs: a forked child holds it until its `exec`).
+pub const CONTENDED_WAIT: Duration = Duration::from_secs(1);
+
+/// Pause between tries while the lock is taken.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// Why the folder's lock could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +92,7 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
+        match try_lock_patiently(&file, File::try_lock) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(LockError::InUse {
@@ -111,7 +126,7 @@ impl DataDirLock {
                 })
             }
         };
-        match file.try_lock_shared() {
+        match try_lock_patiently(&file, File::try_lock_shared) {
             Ok(()) => Ok(Some(Self {
                 file,
                 exclusive: false,
@@ -124,6 +139,23 @@ impl DataDirLock {
                 path,
                 reason: e.to_string(),
             }),
+        }
+    }
+}
+
+/// Tries `lock` until it is taken, fails, or [`CONTENDED_WAIT`] has passed
+/// with the lock taken by someone else.
+fn try_lock_patiently(
+    file: &File,
+    lock: fn(&File) -> Result<(), TryLockError>,
+) -> Result<(), TryLockError> {
+    let deadline = Instant::now() + CONTENDED_WAIT;
+    loop {
+        match lock(file) {
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(RETRY_PAUSE)
+            }
+            other => return other,
         }
     }
 }
@@ -162,6 +194,21 @@ mod tests {
         drop(held);
         let again = DataDirLock::exclusive(dir.path()).unwrap();
         drop(again);
+    }
+
+    /// A lock released a moment after it was found taken (as when a forked
+    /// child closes its inherited copy at `exec`) is taken, not refused.
+    #[test]
+    fn a_lock_released_within_the_wait_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataDirLock::exclusive(dir.path()).unwrap();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(CONTENDED_WAIT / 5);
+            drop(held);
+        });
+        let taken = DataDirLock::exclusive(dir.path());
+        releaser.join().unwrap();
+        assert!(taken.is_ok(), "{taken:?}");
     }
 
     #[test]
