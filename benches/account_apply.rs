@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use burnledger::account::AccountState;
-use burnledger::event::Event;
-use burnledger::money::{Currency, CurrencyCode};
-use burnledger::withdrawal::TransitionAction;
+use burnledger::domain::account::AccountState;
+use burnledger::domain::event::Event;
+use burnledger::domain::money::{Currency, CurrencyCode};
+use burnledger::domain::withdrawal::TransitionAction;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 /// Withdrawal cycles per timed batch.

@@ -35,13 +35,13 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use burnledger::account::AccountState;
-use burnledger::audit::audit;
-use burnledger::event::Event;
-use burnledger::money::{Currencies, Currency, CurrencyCode, CurrencyConfig};
-use burnledger::recovery;
-use burnledger::wal::{self, ReplayMode, SyncMode, WalConfig, WalHandle};
-use burnledger::withdrawal::TransitionAction;
+use burnledger::domain::account::AccountState;
+use burnledger::domain::audit::audit;
+use burnledger::domain::event::Event;
+use burnledger::domain::money::{Currencies, Currency, CurrencyCode, CurrencyConfig};
+use burnledger::domain::withdrawal::TransitionAction;
+use burnledger::storage::recovery;
+use burnledger::storage::wal::{self, ReplayMode, SyncMode, WalConfig, WalHandle};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use futures_util::future::join_all;
 

@@ -19,10 +19,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use burnledger::account::AccountState;
-use burnledger::money::{Currency, CurrencyCode};
-use burnledger::snapshot;
-use burnledger::withdrawal::TransitionAction;
+use burnledger::domain::account::AccountState;
+use burnledger::domain::money::{Currency, CurrencyCode};
+use burnledger::domain::withdrawal::TransitionAction;
+use burnledger::storage::snapshot;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 
 const ACCOUNTS: u64 = 1_000_000;

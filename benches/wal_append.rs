@@ -21,10 +21,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use burnledger::event::Event;
-use burnledger::ids::{IdempotencyKey, TransactionId};
-use burnledger::money::{Currency, CurrencyCode};
-use burnledger::wal::{self, record, SyncMode, WalConfig, WalHandle};
+use burnledger::domain::event::Event;
+use burnledger::domain::ids::{IdempotencyKey, TransactionId};
+use burnledger::domain::money::{Currency, CurrencyCode};
+use burnledger::storage::wal::{self, record, SyncMode, WalConfig, WalHandle};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
 

@@ -25,7 +25,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use burnledger::account::AccountState;
+use burnledger::domain::account::AccountState;
 use burnledger::{Ledger, LedgerError};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

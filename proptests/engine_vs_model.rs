@@ -26,9 +26,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use burnledger::account::AccountState;
-use burnledger::data_dir::LockError;
+use burnledger::domain::account::AccountState;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
+use burnledger::storage::data_dir::LockError;
 use burnledger::{Config, Ledger, LedgerError, OpenError, TransactionId, WithdrawalOutcome};
 use proptest::prelude::*;
 use proptest::sample::Index;

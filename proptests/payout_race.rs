@@ -68,13 +68,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burnledger::config::SharedPaymentService;
-use burnledger::event::ItemOutcome;
+use burnledger::domain::event::ItemOutcome;
+use burnledger::domain::payouts::{PayoutMismatch, PayoutMode, PayoutView, Resolution};
+use burnledger::domain::withdrawal::StatusKind;
 use burnledger::payment::{
     ItemStatus, PaymentError, PaymentFuture, PaymentService, Payout, PayoutId, PayoutReport,
     SimulatedBank, SimulatedBankConfig,
 };
-use burnledger::payouts::{PayoutMismatch, PayoutMode, PayoutView, Resolution};
-use burnledger::withdrawal::StatusKind;
 use burnledger::{Config, Decimal, Ledger, LedgerError, TransactionId, WithdrawalOutcome};
 use parking_lot::Mutex;
 use proptest::prelude::*;

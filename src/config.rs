@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use std::sync::Arc;
 
-use crate::money::CurrencyConfig;
+use crate::clock::SharedClock;
+use crate::domain::money::CurrencyConfig;
+pub use crate::domain::payouts::PayoutMode;
 use crate::payment::PaymentService;
-pub use crate::payouts::PayoutMode;
-pub use crate::wal::SyncMode;
+pub use crate::storage::wal::SyncMode;
 
 /// How the engine is set up when it opens.
 #[derive(Clone, Debug)]
@@ -41,7 +42,7 @@ pub struct Config {
     /// memory only (and forces sync mode `none`). Default: `None`; the CLI
     /// defaults to `./data`. A durable ledger holds the folder's lock while
     /// open (a second open is refused) and checks the currencies against the
-    /// folder's recorded table (see [`crate::data_dir`]).
+    /// folder's recorded table (see [`crate::storage::data_dir`]).
     pub data_dir: Option<PathBuf>,
     /// When an operation is acknowledged relative to the disk. Default:
     /// `Fsync` (a call returns only after its record is on disk). `None`
@@ -64,13 +65,17 @@ pub struct Config {
     pub snapshots_kept: usize,
     /// Makes the log's writes or fsyncs fail on command: failure injection
     /// for tests of poisoning. Inert unless switched on.
-    pub wal_fail_point: crate::wal::FailPoint,
+    pub wal_fail_point: crate::storage::wal::FailPoint,
     /// How withdrawals are paid out. Default: batched every 300 s.
     pub payout_mode: PayoutMode,
     /// The payment service payouts go through. Without one the ledger makes
     /// no payouts whatever `payout_mode` says: the host reports outcomes
     /// with `complete_withdrawal` (external mode). Default: none.
     pub payment_service: Option<SharedPaymentService>,
+    /// Where every timer of the ledger reads the time: the system clock by
+    /// default; a [`ManualClock`](crate::clock::ManualClock) in tests, so
+    /// they move time instead of waiting for it.
+    pub clock: SharedClock,
 }
 
 /// A payment service shared by the ledger and its host (e.g. a test that
@@ -163,15 +168,16 @@ impl Default for Config {
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             data_dir: None,
             sync: SyncMode::Fsync,
-            wal_segment_bytes_max: crate::wal::SEGMENT_BYTES_MAX_DEFAULT,
+            wal_segment_bytes_max: crate::storage::wal::SEGMENT_BYTES_MAX_DEFAULT,
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshot_interval_secs: SNAPSHOT_INTERVAL_SECS_DEFAULT,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
-            wal_fail_point: crate::wal::FailPoint::default(),
+            wal_fail_point: crate::storage::wal::FailPoint::default(),
             payout_mode: PayoutMode::Batched {
-                interval_secs: crate::payouts::PAYOUT_INTERVAL_SECS_DEFAULT,
+                interval_secs: crate::domain::payouts::PAYOUT_INTERVAL_SECS_DEFAULT,
             },
             payment_service: None,
+            clock: SharedClock::system(),
         }
     }
 }

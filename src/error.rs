@@ -6,9 +6,9 @@
 
 use rust_decimal::Decimal;
 
-use crate::ids::{AccountId, TransactionId};
-use crate::money::CurrencyCode;
-use crate::withdrawal::{StatusKind, TransitionAction};
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::CurrencyCode;
+use crate::domain::withdrawal::{StatusKind, TransitionAction};
 
 /// Why an operation was refused.
 #[non_exhaustive]

@@ -18,36 +18,37 @@ use tokio::sync::{oneshot, Notify};
 
 use std::path::PathBuf;
 
-use crate::account::AccountState;
-use crate::actors::coordinator::{shard_of, Coordinator, CoordinatorSettings, Peers};
-use crate::actors::payout::PayoutActor;
-use crate::audit::{audit, Audit};
-use crate::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::config::Config;
-use crate::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
-use crate::error::LedgerError;
-use crate::gauges::Gauges;
-use crate::ids::{AccountId, IdempotencyKey, TransactionId};
-use crate::journal::Journal;
-use crate::messages::{
+use crate::domain::account::AccountState;
+use crate::domain::audit::{audit, Audit};
+use crate::domain::gauges::Gauges;
+use crate::domain::ids::shard_of;
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::{Currencies, CurrencyCode};
+use crate::domain::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
+use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
+use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{
+    Settler, TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX,
+};
+use crate::engine::coordinator::{Coordinator, CoordinatorSettings, Peers};
+use crate::engine::messages::{
     AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
     ShardCounts,
 };
-use crate::messages::{
+use crate::engine::messages::{
     GetPayoutCounts, GetPayoutMismatches, GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts,
     ShardBatch,
 };
-use crate::money::{Currencies, CurrencyCode};
+use crate::engine::payout::PayoutActor;
+use crate::error::LedgerError;
 use crate::operation::Operation;
-use crate::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
-use crate::receipts::{Balance, Deposit, Outcome, Transfer};
-use crate::recovery::{rebuild, RecoveryError, RecoveryReport};
-use crate::snapshot::SnapshotFile;
-use crate::wal::{ReplayMode, WalConfig, WalError, WalHandle};
-use crate::withdrawal::WithdrawalStatus;
-use crate::withdrawal::{
-    Settler, TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX,
-};
+use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
+use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
+use crate::storage::journal::Journal;
+use crate::storage::recovery::{rebuild, RecoveryError, RecoveryReport};
+use crate::storage::snapshot::SnapshotFile;
+use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
 
 /// Why the ledger could not open.
 #[derive(Debug, thiserror::Error)]
@@ -708,7 +709,7 @@ impl Ledger {
 
     /// The write-ahead log's fsync counts and latencies; `None` when the
     /// ledger keeps no log.
-    pub fn wal_stats(&self) -> Option<crate::wal::WalStatsSnapshot> {
+    pub fn wal_stats(&self) -> Option<crate::storage::wal::WalStatsSnapshot> {
         self.inner.journal.wal().map(WalHandle::stats)
     }
 
@@ -948,7 +949,7 @@ impl Drop for Inner {
 struct Durable {
     journal: Journal,
     accounts: Vec<AccountState>,
-    payouts: std::collections::BTreeMap<u64, crate::payouts::PayoutRecord>,
+    payouts: std::collections::BTreeMap<u64, crate::domain::payouts::PayoutRecord>,
     report: RecoveryReport,
     checkpointer: Checkpointer,
     lock: DataDirLock,
@@ -1023,7 +1024,7 @@ fn claim_and_recover(
     dir: &std::path::Path,
     config: &Config,
     currencies: &Currencies,
-) -> Result<(DataDirLock, Currencies, crate::recovery::Recovered), OpenError> {
+) -> Result<(DataDirLock, Currencies, crate::storage::recovery::Recovered), OpenError> {
     let lock = DataDirLock::exclusive(dir)?;
     let recorded = CurrencyTable::read(dir)?;
     let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
@@ -1044,7 +1045,7 @@ fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
     let Some(dir) = config.data_dir.as_ref().filter(|_| !config.is_durable()) else {
         return Ok(());
     };
-    let holds = crate::data_dir::holds_ledger(dir).map_err(|e| OpenError::DataDir {
+    let holds = crate::storage::data_dir::holds_ledger(dir).map_err(|e| OpenError::DataDir {
         path: dir.clone(),
         reason: e.to_string(),
     })?;

@@ -20,7 +20,7 @@
 //! - Amounts are exact: integer minor units inside, `Decimal` at the API,
 //!   checked arithmetic; overflow is an error. An amount has at most its
 //!   currency's decimals as written; amount text is read exactly or refused
-//!   ([`money::parse_amount_text`]), never rounded.
+//!   ([`money::parse_amount_text`](domain::money::parse_amount_text)), never rounded.
 //! - A rejected operation changes nothing, and says why ([`LedgerError`]).
 //! - Balances never go negative; an account's locked amount always equals
 //!   the sum of its pending withdrawals; per currency, the sum of totals
@@ -45,7 +45,7 @@
 //! checks the configuration's currencies against the folder's table (a
 //! changed scale is refused), recovers the newest valid snapshot plus the
 //! log after it, cuts a torn tail only where nothing acknowledged can follow
-//! it (the rule is in [`wal`]'s docs), refuses a corrupt record (naming file
+//! it (the rule is in [`wal`](storage::wal)'s docs), refuses a corrupt record (naming file
 //! and offset), logs what it did, and checks the invariants. A failed write
 //! or fsync poisons the ledger: writes are refused until a restart. Sync
 //! mode `none` on a folder that holds a ledger is refused.
@@ -53,93 +53,65 @@
 //! ## What it is not
 //! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
 //! replicated: durability is one machine's disk. One ledger per data
-//! folder: a second open is refused (an OS lock, [`data_dir::DataDirLock`]).
+//! folder: a second open is refused (an OS lock, [`DataDirLock`](storage::data_dir::DataDirLock)).
 //!
 //! ## Limits
 //! See [`Config`] (shards, in-flight operations per shard, pending
-//! withdrawals per account, batch size) and the constants in [`money`]
-//! (currency code length, decimals, balance ceiling) and [`ids`]
+//! withdrawals per account, batch size) and the constants in [`money`](domain::money)
+//! (currency code length, decimals, balance ceiling) and [`ids`](domain::ids)
 //! (idempotency key length).
 //!
 //! ## Layout
-//! - `config.rs` — configuration and limits with documented defaults.
-//! - `error.rs` — [`LedgerError`], every business rejection.
-//! - `money.rs` — currencies, `Decimal` ↔ minor units.
-//! - `ids.rs` — account ids, transaction ids, idempotency keys.
-//! - `withdrawal.rs` — the withdrawal state machine (pure).
-//! - `event.rs` — events, what changed, as the log records it.
-//! - `account.rs` — one account's state and rules (pure, no actix).
-//! - `receipts.rs` — what successful operations return.
-//! - `operation.rs` — the operations a caller submits.
-//! - `audit.rs` — invariant checks over account states.
-//! - `gauges.rs` — withdrawals by currency and status, accounts: kept as
-//!   the engine runs, so reading them costs nothing per account.
-//! - `messages.rs` — every actor message.
-//! - `actors/account.rs` — the actor owning one account (started on use,
-//!   stopped when idle; its state cell stays with the coordinator).
-//! - `actors/coordinator.rs` — one per shard: account directory, routing,
-//!   batches in rounds, idle-actor sweeps, the shard's gauges.
-//! - `actors/round.rs` — gathering one round's replies from account actors.
-//! - `actors/shard_log.rs` — a shard's events on their way to the journal:
-//!   one append per round; the shard's gauges.
-//! - `actors/payout.rs` — the payout actor: batches, submits, settles,
-//!   retries unknown outcomes, reconciles after a restart.
-//! - `payment.rs` — the `PaymentService` trait and `SimulatedBank`.
-//! - `payouts.rs` — payout records and modes (pure), retry backoff.
-//! - `journal.rs` — where actors hand events to be made durable.
-//! - `wal/` — the write-ahead log: record framing, segments, the
-//!   group-commit writer thread, replay (see its own Layout).
-//! - `data_dir/` — the data folder as a whole: its lock (one ledger per
-//!   folder) and its currency table (the scale stored amounts were written in).
-//! - `snapshot.rs` — snapshot files: write (temp, fsync, rename), read, prune.
-//! - `recovery.rs` — rebuilding account states: snapshot, then WAL.
-//! - `checkpoint.rs` — the background thread that follows the log and
-//!   writes snapshots.
-//! - `ledger.rs` — the public [`Ledger`] handle and the engine's threads.
-//! - `http/` — the HTTP service over actix-web (feature `http`): routes,
-//!   JSON bodies, error statuses, bearer-token auth, metrics.
+//! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
+//! - `lib.rs` (these docs, re-exports), `ledger.rs` (the public [`Ledger`]
+//!   handle), `config.rs` (configuration and limits with documented
+//!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
+//!   submits), `clock.rs` (the injected clock every timer reads).
+//! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
+//!   `event` (what the log records), `withdrawal` (the state machine),
+//!   `account` (one account's state and rules), `payouts` (payout records and
+//!   modes), `audit` (the invariants over many accounts), `gauges`,
+//!   `receipts` (what successful operations return).
+//! - `engine/` — actix, private to the crate: `account` (the actor owning one
+//!   account), `coordinator` (one per shard: directory, routing, idle sweeps),
+//!   `round` and `shard_log` (a round's replies; its events on their way to
+//!   the journal), `payout` (the payout actor), `messages`.
+//! - `storage/` — what is kept on disk, never actors: `journal` (where the
+//!   engine hands events to be made durable), `wal/` (the write-ahead log, see
+//!   its own Layout), `snapshot`, `recovery`, `checkpoint` (the background
+//!   snapshot thread), `data_dir/` (the folder's lock and currency table).
+//! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
+//!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
+//! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
+//!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`, `serve`, `bench` (embedded workloads, or `--http URL`); it
-//!   uses only the public API.
+//!   `verify`, `serve`, `bench` (embedded workloads, or `--http URL`).
 
 #![forbid(unsafe_code)]
 
-pub mod account;
-pub mod actors;
-pub mod audit;
-pub mod checkpoint;
+pub mod clock;
 pub mod config;
-pub mod data_dir;
+pub mod domain;
+pub(crate) mod engine;
 pub mod error;
-pub mod event;
-pub mod gauges;
 #[cfg(feature = "http")]
 pub mod http;
-pub mod ids;
-pub mod journal;
 pub mod ledger;
-pub mod messages;
-pub mod money;
 pub mod operation;
 pub mod payment;
-pub mod payouts;
-pub mod receipts;
-pub mod recovery;
-pub mod snapshot;
-pub mod wal;
-pub mod withdrawal;
+pub mod storage;
 
-pub use audit::Audit;
 pub use config::Config;
+pub use domain::audit::Audit;
+pub use domain::gauges::Gauges;
+pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
+pub use domain::money::{CurrencyCode, CurrencyConfig};
+pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
+pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
-pub use gauges::Gauges;
-pub use ids::{AccountId, IdempotencyKey, TransactionId};
 pub use ledger::{Ledger, OpenError};
-pub use money::{CurrencyCode, CurrencyConfig};
 pub use operation::Operation;
-pub use receipts::{Balance, Deposit, Outcome, Transfer};
 pub use rust_decimal::Decimal;
-pub use withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 
 /// Compiles and runs README.md's Rust example as a doc test, so the README
 /// cannot drift from the API.

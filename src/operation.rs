@@ -2,9 +2,9 @@
 
 use rust_decimal::Decimal;
 
-use crate::ids::{AccountId, IdempotencyKey, TransactionId};
-use crate::money::CurrencyCode;
-use crate::withdrawal::WithdrawalOutcome;
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::CurrencyCode;
+use crate::domain::withdrawal::WithdrawalOutcome;
 
 /// One operation of a [`crate::Ledger::submit`] batch.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use burnledger::withdrawal::{StatusKind, TransitionAction};
+use burnledger::domain::withdrawal::{StatusKind, TransitionAction};
 use burnledger::{
     AmountProblem, Config, CurrencyConfig, Decimal, IdempotencyKey, Ledger, LedgerError, Operation,
     TransactionId, Withdrawal, WithdrawalOutcome, WithdrawalStatus,

@@ -54,7 +54,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use burnledger::account::AccountState;
+use burnledger::domain::account::AccountState;
 use burnledger::{
     Config, CurrencyCode, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome,
     TransactionId, WithdrawalOutcome, WithdrawalStatus,

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use burnledger::config::SyncMode;
-use burnledger::data_dir::{CurrencyTableError, LockError};
+use burnledger::storage::data_dir::{CurrencyTableError, LockError};
 use burnledger::{Config, CurrencyConfig, Ledger, OpenError, WithdrawalOutcome};
 use common::serve::{serve_command, spawn_listening};
 use common::{assert_balance, dec};
@@ -352,7 +352,7 @@ async fn a_ledger_does_not_open_while_a_reader_holds_the_folder() {
         .unwrap()
         .shutdown()
         .await;
-    let reading = burnledger::data_dir::DataDirLock::shared(dir.path())
+    let reading = burnledger::storage::data_dir::DataDirLock::shared(dir.path())
         .unwrap()
         .expect("the folder has a lock file");
     assert!(matches!(

@@ -8,7 +8,7 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-async fn state(ledger: &Ledger) -> Vec<burnledger::account::AccountState> {
+async fn state(ledger: &Ledger) -> Vec<burnledger::domain::account::AccountState> {
     let mut accounts = ledger.export_accounts().await.unwrap();
     accounts.sort_by_key(|a| a.id());
     accounts
@@ -104,8 +104,8 @@ async fn a_clean_shutdown_and_reopen_restores_every_account_exactly() {
     reopened.shutdown().await;
 }
 
-fn before_total(accounts: &[burnledger::account::AccountState], id: u64) -> Decimal {
-    let usd = burnledger::money::Currency {
+fn before_total(accounts: &[burnledger::domain::account::AccountState], id: u64) -> Decimal {
+    let usd = burnledger::domain::money::Currency {
         code: "USD".parse().unwrap(),
         decimals: 2,
     };

@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use burnledger::account::AccountState;
 use burnledger::config::{PayoutMode, SharedPaymentService};
+use burnledger::domain::account::AccountState;
+use burnledger::domain::withdrawal::StatusKind;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
-use burnledger::withdrawal::StatusKind;
 use burnledger::{
     Config, Decimal, Gauges, Ledger, Operation, TransactionId, WithdrawalOutcome, WithdrawalStatus,
 };

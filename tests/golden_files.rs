@@ -9,15 +9,15 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burnledger::account::AccountState;
-use burnledger::event::Event;
-use burnledger::ids::{IdempotencyKey, TransactionId};
-use burnledger::money::{Currencies, Currency, CurrencyCode};
-use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
-use burnledger::snapshot;
-use burnledger::wal::record::encode_into;
-use burnledger::wal::{segment_path, ReplayMode, WalError};
-use burnledger::withdrawal::WithdrawalStatus;
+use burnledger::domain::account::AccountState;
+use burnledger::domain::event::Event;
+use burnledger::domain::ids::{IdempotencyKey, TransactionId};
+use burnledger::domain::money::{Currencies, Currency, CurrencyCode};
+use burnledger::domain::withdrawal::WithdrawalStatus;
+use burnledger::storage::recovery::{rebuild, snapshot_dir, RecoveryError};
+use burnledger::storage::snapshot;
+use burnledger::storage::wal::record::encode_into;
+use burnledger::storage::wal::{segment_path, ReplayMode, WalError};
 use burnledger::Config;
 
 fn golden(name: &str) -> PathBuf {
@@ -33,14 +33,14 @@ fn golden_in(version: &str, name: &str) -> PathBuf {
 
 /// The payout record format v2 snapshots add: withdrawal 1:2 paid in
 /// payout 1.
-fn golden_payout() -> burnledger::payouts::PayoutRecord {
-    burnledger::payouts::PayoutRecord {
+fn golden_payout() -> burnledger::domain::payouts::PayoutRecord {
+    burnledger::domain::payouts::PayoutRecord {
         payout_id: 1,
         currency: usd(),
-        items: vec![burnledger::payouts::PayoutRecordItem {
+        items: vec![burnledger::domain::payouts::PayoutRecordItem {
             transaction_id: TransactionId::new(1, 2),
             amount: 2_500,
-            outcome: Some(burnledger::event::ItemOutcome::Paid),
+            outcome: Some(burnledger::domain::event::ItemOutcome::Paid),
         }],
         attempts: 0,
         last_error: None,
@@ -144,7 +144,7 @@ fn write_golden_files_when_asked() {
     write_new(golden("corrupt.wal"), &corrupt);
     let mut accounts = std::collections::HashMap::new();
     for event in scenario() {
-        burnledger::recovery::apply_event(&mut accounts, &currencies(), &event).unwrap();
+        burnledger::storage::recovery::apply_event(&mut accounts, &currencies(), &event).unwrap();
     }
     let mut states: Vec<AccountState> = accounts.into_values().collect();
     states.sort_by_key(|a| a.id());
@@ -174,12 +174,12 @@ fn write_golden_files_when_asked() {
 
 /// What format v3 snapshots add: the v2 payout record, with one mismatch
 /// (the service later said the paid item failed).
-fn golden_payout_with_mismatch() -> burnledger::payouts::PayoutRecord {
-    burnledger::payouts::PayoutRecord {
-        mismatches: vec![burnledger::payouts::PayoutMismatch {
+fn golden_payout_with_mismatch() -> burnledger::domain::payouts::PayoutRecord {
+    burnledger::domain::payouts::PayoutRecord {
+        mismatches: vec![burnledger::domain::payouts::PayoutMismatch {
             transaction_id: TransactionId::new(1, 2),
-            settled: burnledger::event::ItemOutcome::Paid,
-            reported: burnledger::event::ItemOutcome::Failed {
+            settled: burnledger::domain::event::ItemOutcome::Paid,
+            reported: burnledger::domain::event::ItemOutcome::Failed {
                 reason: "bank says failed".into(),
             },
         }],
@@ -195,7 +195,7 @@ fn golden_v3_snapshot_loads_accounts_payout_records_and_mismatches() {
     assert_eq!(contents.payouts, vec![golden_payout_with_mismatch()]);
     assert_eq!(
         contents.payouts[0].state(),
-        burnledger::payouts::PayoutState::Mismatch
+        burnledger::domain::payouts::PayoutState::Mismatch
     );
     let accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
     assert_full_scenario(&accounts);

@@ -7,7 +7,7 @@ mod common;
 
 use std::fmt::Debug;
 
-use burnledger::withdrawal::TransitionAction;
+use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::{Deposit, Ledger, LedgerError, Outcome, Transfer, Withdrawal, WithdrawalStatus};
 
 use common::{

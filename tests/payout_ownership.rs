@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
-use burnledger::event::ItemOutcome;
+use burnledger::domain::event::ItemOutcome;
+use burnledger::domain::payouts::{PayoutState, Resolution};
 use burnledger::payment::{
     PaymentError, PaymentFuture, PaymentService, Payout, SimulatedBank, SimulatedBankConfig,
 };
-use burnledger::payouts::{PayoutState, Resolution};
 use burnledger::{
     Config, Decimal, Ledger, LedgerError, TransactionId, WithdrawalOutcome, WithdrawalStatus,
 };

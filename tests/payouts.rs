@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
+use burnledger::domain::payouts::PayoutState;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
-use burnledger::payouts::PayoutState;
 use burnledger::{Config, Decimal, Ledger, LedgerError, TransactionId, WithdrawalStatus};
 
 fn dec(s: &str) -> Decimal {
@@ -162,7 +162,7 @@ async fn a_partly_failed_batch_settles_and_releases_each_item_on_its_own() {
     let paid = payouts[0]
         .items
         .iter()
-        .filter(|i| i.outcome == Some(burnledger::event::ItemOutcome::Paid))
+        .filter(|i| i.outcome == Some(burnledger::domain::event::ItemOutcome::Paid))
         .count();
     assert!(
         paid > 0 && paid < 20,
@@ -258,7 +258,11 @@ async fn cancel_racing_a_payout_claim_has_exactly_one_winner() {
                 cancelled += 1;
             }
             Err(LedgerError::InvalidTransition { from, .. }) => {
-                assert_ne!(from, burnledger::withdrawal::StatusKind::Pending, "{tx:?}");
+                assert_ne!(
+                    from,
+                    burnledger::domain::withdrawal::StatusKind::Pending,
+                    "{tx:?}"
+                );
             }
             Err(other) => panic!("unexpected {other}"),
         }
@@ -397,7 +401,7 @@ async fn cancel_after_the_payout_claimed_is_an_invalid_transition() {
         matches!(
             refused,
             Err(LedgerError::InvalidTransition {
-                from: burnledger::withdrawal::StatusKind::Processing,
+                from: burnledger::domain::withdrawal::StatusKind::Processing,
                 ..
             })
         ),

@@ -8,10 +8,10 @@ use std::fs;
 use std::path::Path;
 use std::str::FromStr;
 
-use burnledger::account::AccountState;
-use burnledger::money::Currencies;
-use burnledger::recovery::{rebuild, snapshot_dir};
-use burnledger::wal::{ReplayMode, WalError};
+use burnledger::domain::account::AccountState;
+use burnledger::domain::money::Currencies;
+use burnledger::storage::recovery::{rebuild, snapshot_dir};
+use burnledger::storage::wal::{ReplayMode, WalError};
 use burnledger::{Config, Decimal, Ledger, LedgerError, OpenError};
 
 #[path = "common/faults.rs"]

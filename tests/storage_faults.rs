@@ -33,10 +33,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burnledger::account::AccountState;
-use burnledger::money::Currencies;
-use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
-use burnledger::wal::{self, ReplayMode, WalError};
+use burnledger::domain::account::AccountState;
+use burnledger::domain::money::Currencies;
+use burnledger::storage::recovery::{rebuild, snapshot_dir, RecoveryError};
+use burnledger::storage::wal::{self, ReplayMode, WalError};
 use burnledger::{Config, Ledger};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};

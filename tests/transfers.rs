@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use burnledger::actors::coordinator::shard_of;
+use burnledger::domain::ids::shard_of;
 use burnledger::{
     Decimal, Ledger, LedgerError, Outcome, Transfer, WithdrawalOutcome, WithdrawalStatus,
 };

@@ -244,9 +244,9 @@ pub fn path_error(error: PathError, _req: &HttpRequest) -> actix_web::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::TransactionId;
-    use crate::money::CurrencyCode;
-    use crate::withdrawal::{StatusKind, TransitionAction};
+    use crate::domain::ids::TransactionId;
+    use crate::domain::money::CurrencyCode;
+    use crate::domain::withdrawal::{StatusKind, TransitionAction};
     use crate::{AmountProblem, Decimal};
 
     #[test]

@@ -6,13 +6,13 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::event::ItemOutcome;
+use crate::domain::event::ItemOutcome;
+use crate::domain::ids::AccountId;
+use crate::domain::money::parse_amount_text;
+use crate::domain::payouts::{PayoutItemView, PayoutView};
+use crate::domain::receipts::{Balance, Deposit, Transfer};
+use crate::domain::withdrawal::{Withdrawal, WithdrawalStatus};
 use crate::http::error::ApiError;
-use crate::ids::AccountId;
-use crate::money::parse_amount_text;
-use crate::payouts::{PayoutItemView, PayoutView};
-use crate::receipts::{Balance, Deposit, Transfer};
-use crate::withdrawal::{Withdrawal, WithdrawalStatus};
 
 /// An amount as the caller sent it; judged by [`parse_amount`], so a
 /// wrong amount is `invalid_amount` rather than a shapeless parse error.
@@ -37,7 +37,7 @@ impl<'de> Deserialize<'de> for RawAmount {
 }
 
 /// Reads an amount sent as a JSON string with the core money parser
-/// ([`crate::money::parse_amount_text`]): syntax, and an exact conversion,
+/// ([`crate::domain::money::parse_amount_text`]): syntax, and an exact conversion,
 /// never a rounded one. Whether the amount is positive and fits the
 /// currency is the ledger's to judge.
 pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
@@ -297,7 +297,7 @@ mod tests {
             assert_eq!(error.code, "invalid_amount", "{bad:?}");
             assert_eq!(error.status.as_u16(), 400);
         }
-        assert!(text(&"9".repeat(crate::money::AMOUNT_TEXT_LEN_MAX + 1)).is_err());
+        assert!(text(&"9".repeat(crate::domain::money::AMOUNT_TEXT_LEN_MAX + 1)).is_err());
         assert!(
             text(&"9".repeat(40)).is_err(),
             "beyond a decimal's 28 digits"

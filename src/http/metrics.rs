@@ -20,12 +20,12 @@ use actix_web::middleware::Next;
 use actix_web::web;
 use parking_lot::Mutex;
 
-use crate::gauges::Gauges;
+use crate::domain::gauges::Gauges;
+use crate::domain::money::units_to_decimal;
+use crate::domain::payouts::PayoutState;
+use crate::domain::withdrawal::StatusKind;
 use crate::http::error::ErrorCode;
 use crate::ledger::Ledger;
-use crate::money::units_to_decimal;
-use crate::payouts::PayoutState;
-use crate::withdrawal::StatusKind;
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS_SECS: [f64; 14] = [

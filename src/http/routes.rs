@@ -10,6 +10,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::payouts::Resolution;
+use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
 use crate::http::json::{
@@ -22,10 +25,7 @@ use crate::http::openapi::{
     self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadAccountErrors,
     ReadListErrors, ReadOneErrors, RunErrors, WriteErrors,
 };
-use crate::ids::{AccountId, TransactionId};
 use crate::ledger::Ledger;
-use crate::payouts::Resolution;
-use crate::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::LedgerError;
 
 type Answer = Result<HttpResponse, ApiError>;

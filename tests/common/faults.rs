@@ -10,8 +10,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use burnledger::wal::record::{decode, Decoded};
-use burnledger::wal::{self, WalEntry, WalError};
+use burnledger::storage::wal::record::{decode, Decoded};
+use burnledger::storage::wal::{self, WalEntry, WalError};
 use burnledger::{Config, Decimal, Ledger};
 
 /// Small segments (many of them for a few thousand records), and no

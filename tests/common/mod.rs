@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
 
-use burnledger::actors::coordinator::shard_of;
-use burnledger::audit::CurrencyTotals;
-use burnledger::money::Currency;
-use burnledger::withdrawal::TransitionAction;
+use burnledger::domain::audit::CurrencyTotals;
+use burnledger::domain::ids::shard_of;
+use burnledger::domain::money::Currency;
+use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::{
     Audit, Balance, Config, CurrencyCode, CurrencyConfig, Decimal, Deposit, IdempotencyKey, Ledger,
     LedgerError, Operation, Outcome, TransactionId, Transfer, Withdrawal, WithdrawalOutcome,

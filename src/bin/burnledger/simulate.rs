@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burnledger::config::{parse_sync, PayoutMode, SharedPaymentService};
-use burnledger::money::CurrencyCode;
+use burnledger::domain::money::CurrencyCode;
+use burnledger::domain::payouts::PAYOUT_INTERVAL_SECS_DEFAULT;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
-use burnledger::payouts::PAYOUT_INTERVAL_SECS_DEFAULT;
 use burnledger::{
     Config, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome, TransactionId,
     WithdrawalOutcome, WithdrawalStatus,
@@ -604,7 +604,7 @@ async fn check_each_paid_at_most_once(
 }
 
 fn print_payouts(
-    payouts: &[burnledger::payouts::PayoutView],
+    payouts: &[burnledger::domain::payouts::PayoutView],
     bank: &SimulatedBank,
     drain_runs: u32,
     drain: Duration,

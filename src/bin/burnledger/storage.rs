@@ -27,13 +27,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burnledger::audit::audit;
 use burnledger::config::parse_currencies;
-use burnledger::data_dir::{CurrencyTable, DataDirLock, LockError};
-use burnledger::money::Currencies;
-use burnledger::recovery::{rebuild, snapshot_dir, RecoveryError};
-use burnledger::snapshot::{self, SnapshotError};
-use burnledger::wal::{self, ReplayMode, WalError};
+use burnledger::domain::audit::audit;
+use burnledger::domain::money::Currencies;
+use burnledger::storage::data_dir::{CurrencyTable, DataDirLock, LockError};
+use burnledger::storage::recovery::{rebuild, snapshot_dir, RecoveryError};
+use burnledger::storage::snapshot::{self, SnapshotError};
+use burnledger::storage::wal::{self, ReplayMode, WalError};
 use clap::Args;
 
 /// The exit codes of `inspect` and `verify`, shown in their help.
@@ -77,7 +77,7 @@ fn ledger_folder(dir: &Path) -> Result<(), String> {
             ))
         }
     }
-    let holds = burnledger::data_dir::holds_ledger(dir)
+    let holds = burnledger::storage::data_dir::holds_ledger(dir)
         .map_err(|e| format!("cannot read data folder {}: {e}", dir.display()))?;
     if !holds {
         return Err(format!(
@@ -211,7 +211,7 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     }
     let states: Vec<_> = rebuilt.accounts.into_values().collect();
     let mut checked = audit(&states);
-    checked.add_payout_mismatches(burnledger::payouts::all_mismatches(
+    checked.add_payout_mismatches(burnledger::domain::payouts::all_mismatches(
         rebuilt.payouts.values(),
     ));
     println!("accounts        {}", checked.accounts);

@@ -1,0 +1,139 @@
+//! Events: what changed, as the write-ahead log will record it.
+//!
+//! An event is a fact that already passed every business check; applying it
+//! (live or during recovery) only needs the account state, never the caller.
+//! Amounts are integer minor units so they round-trip through bincode exactly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::{Currency, Units};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Funds minted into `tx.account()`'s available balance.
+    Deposited {
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// A pending burn: `amount` moved from available to locked.
+    WithdrawalRequested {
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// Paid out: the locked amount left the account's total.
+    WithdrawalCompleted { tx: TransactionId },
+    /// Not paid: the locked amount returned to available.
+    WithdrawalFailed { tx: TransactionId, reason: String },
+    /// Cancelled while pending: the locked amount returned to available.
+    WithdrawalCancelled { tx: TransactionId },
+    /// `amount` moved from `tx.account()`'s available to `to`'s available,
+    /// as one record so a crash can never keep only one side.
+    Transferred {
+        tx: TransactionId,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    // Variants after this line were added after format v1; new variants
+    // only ever go at the end so old logs still decode.
+    /// A payout took the withdrawal (pending → processing); still locked.
+    WithdrawalClaimed { tx: TransactionId, payout_id: u64 },
+    /// The claim is undone (processing → pending): its payout never reached
+    /// the payment service.
+    WithdrawalReleased { tx: TransactionId },
+    /// The bank sent a paid withdrawal back: a compensating credit to
+    /// available (counted as minted, so the totals stay exact).
+    WithdrawalReturned { tx: TransactionId, reason: String },
+    /// Logged before a payout is handed to the payment service, after its
+    /// items' claims: the payout's id, currency and items. Changes no account.
+    PayoutSubmitted {
+        payout_id: u64,
+        currency: Currency,
+        items: Vec<(TransactionId, Units)>,
+    },
+    /// The payment service's final answer for some items of a payout, logged
+    /// after the accounts were updated. Changes no account.
+    PayoutItemsSettled {
+        payout_id: u64,
+        items: Vec<(TransactionId, ItemOutcome)>,
+    },
+    /// An operator settled an item of a payout by hand (`resolve_payout_item`),
+    /// logged after the account was updated: the payout stops asking the
+    /// service about it. Changes no account.
+    PayoutItemResolved {
+        payout_id: u64,
+        tx: TransactionId,
+        outcome: ItemOutcome,
+        note: String,
+    },
+    /// The payment service answered `reported` for an item already settled
+    /// as `settled` (say an operator resolved it not paid, and the bank
+    /// says paid): money may be wrong and an operator must look. Changes no
+    /// account; the payout's record keeps it, and `audit` reports it.
+    PayoutMismatch {
+        payout_id: u64,
+        tx: TransactionId,
+        settled: ItemOutcome,
+        reported: ItemOutcome,
+    },
+}
+
+/// A payout item's final answer from the payment service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemOutcome {
+    Paid,
+    Failed { reason: String },
+}
+
+impl ItemOutcome {
+    /// Whether two outcomes disagree on whether the money left (failure
+    /// reasons may differ).
+    pub fn contradicts(&self, other: &ItemOutcome) -> bool {
+        matches!(self, Self::Paid) != matches!(other, Self::Paid)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl Event {
+    /// The transaction this event belongs to; `None` for payout records,
+    /// which belong to no single account.
+    pub fn transaction_id(&self) -> Option<TransactionId> {
+        match self {
+            Self::Deposited { tx, .. }
+            | Self::WithdrawalRequested { tx, .. }
+            | Self::WithdrawalCompleted { tx }
+            | Self::WithdrawalFailed { tx, .. }
+            | Self::WithdrawalCancelled { tx }
+            | Self::Transferred { tx, .. }
+            | Self::WithdrawalClaimed { tx, .. }
+            | Self::WithdrawalReleased { tx }
+            | Self::WithdrawalReturned { tx, .. } => Some(*tx),
+            Self::PayoutSubmitted { .. }
+            | Self::PayoutItemsSettled { .. }
+            | Self::PayoutItemResolved { .. }
+            | Self::PayoutMismatch { .. } => None,
+        }
+    }
+
+    /// The accounts this event changes: its owner and, for a transfer, the
+    /// receiving account. `None` for payout records.
+    pub fn accounts(&self) -> Option<(AccountId, Option<AccountId>)> {
+        let owner = self.transaction_id()?.account();
+        match self {
+            Self::Transferred { to, .. } => Some((owner, Some(*to))),
+            _ => Some((owner, None)),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Identifiers: accounts, transactions, idempotency keys.
+//!
+//! A `TransactionId` carries the account it belongs to, so phase 3
+//! (`complete_withdrawal(transaction_id, ..)`) is routed to the right shard
+//! and account actor with no directory lookup and no global scan.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::money::truncate_for_message;
+use crate::error::LedgerError;
+
+/// An account, as the host application numbers it.
+pub type AccountId = u64;
+
+/// Longest idempotency key accepted, in bytes.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+
+/// Engine-assigned id of a deposit, withdrawal or transfer: the account it
+/// belongs to (the source, for a transfer) and that account's sequence number.
+/// Shown as 32 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TransactionId(u128);
+
+impl TransactionId {
+    pub fn new(account: AccountId, sequence: u64) -> Self {
+        Self((u128::from(account) << 64) | u128::from(sequence))
+    }
+
+    /// The account that owns this transaction (the source of a transfer).
+    pub fn account(self) -> AccountId {
+        (self.0 >> 64) as AccountId
+    }
+
+    /// The owning account's sequence number of this transaction.
+    pub fn sequence(self) -> u64 {
+        self.0 as u64
+    }
+}
+
+impl fmt::Display for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for TransactionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.account(), self.sequence())
+    }
+}
+
+impl FromStr for TransactionId {
+    type Err = LedgerError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let well_formed = s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let parsed = well_formed
+            .then(|| u128::from_str_radix(s, 16).ok())
+            .flatten();
+        parsed.map(Self).ok_or_else(|| LedgerError::InvalidInput {
+            reason: format!(
+                "transaction id {:?} is not 32 hex digits",
+                truncate_for_message(s)
+            ),
+        })
+    }
+}
+
+/// A caller's idempotency key, scoped to the account the operation acts on
+/// (the source account of a transfer). 1 to 128 bytes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IdempotencyKey(Box<str>);
+
+impl IdempotencyKey {
+    pub fn new(key: &str) -> Result<Self, LedgerError> {
+        if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+            return Err(LedgerError::InvalidInput {
+                reason: format!(
+                    "idempotency key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes, got {}",
+                    key.len()
+                ),
+            });
+        }
+        Ok(Self(key.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", &*self.0)
+    }
+}
+
+impl fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The shard an account lives on among `shards`: a fixed mix of its id, so
+/// consecutive ids spread evenly. The engine routes by it; tests use it to
+/// place accounts on chosen shards.
+pub fn shard_of(account: AccountId, shards: usize) -> usize {
+    // splitmix64's finalizer.
+    let mut x = account;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_id_carries_its_account_and_round_trips_as_hex() {
+        let id = TransactionId::new(u64::MAX, 7);
+        assert_eq!(id.account(), u64::MAX);
+        assert_eq!(id.sequence(), 7);
+        let shown = id.to_string();
+        assert_eq!(shown.len(), 32);
+        assert_eq!(shown.parse::<TransactionId>().unwrap(), id);
+        assert!("xyz".parse::<TransactionId>().is_err());
+        assert!("+0000000000000000000000000000001"
+            .parse::<TransactionId>()
+            .is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        assert!(IdempotencyKey::new("").is_err());
+        assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX)).is_ok());
+        assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX + 1)).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The ledger's model, pure: no actix, no tokio, no file or network I/O.
+//! Everything here is plain data and the rules over it, so it can be read,
+//! tested and benchmarked alone; the engine runs it, storage encodes it.
+
+pub mod account;
+pub mod audit;
+pub mod event;
+pub mod gauges;
+pub mod ids;
+pub mod money;
+pub mod payouts;
+pub mod receipts;
+pub mod withdrawal;

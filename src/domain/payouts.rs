@@ -1,0 +1,460 @@
+//! Payout records: what each payout carried and what became of its items,
+//! as plain data with no runtime. The payout actor keeps them; recovery
+//! rebuilds them from `PayoutSubmitted` / `PayoutItemsSettled` /
+//! `PayoutItemResolved` / `PayoutMismatch` events. Also the operator's
+//! [`Resolution`] of an item, and the [`PayoutMismatch`]es: service answers
+//! that contradict an item already settled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::event::{Event, ItemOutcome};
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::{Currency, CurrencyCode, Units};
+
+/// How withdrawals get paid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayoutMode {
+    /// Every `interval_secs`, every pending withdrawal, grouped by currency
+    /// and split by the service's item limit: one `submit` per group.
+    Batched { interval_secs: u64 },
+    /// One payout per withdrawal as soon as it is durable.
+    Immediate,
+    /// The host pays and reports outcomes with `complete_withdrawal`.
+    External,
+}
+
+/// Default payout interval: the seed's "every five minutes".
+pub const PAYOUT_INTERVAL_SECS_DEFAULT: u64 = 300;
+
+/// First wait before retrying a payout whose outcome is unknown.
+pub const RETRY_BACKOFF_MS_MIN: u64 = 500;
+/// Longest wait between retries; retries never stop (an unknown outcome is
+/// never released), they only stop speeding up.
+pub const RETRY_BACKOFF_MS_MAX: u64 = 60_000;
+
+/// Wait before retry number `attempt` (1 = the first retry): doubling from
+/// [`RETRY_BACKOFF_MS_MIN`], capped at [`RETRY_BACKOFF_MS_MAX`].
+pub fn retry_backoff(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let ms = RETRY_BACKOFF_MS_MIN.saturating_mul(1u64 << doublings);
+    Duration::from_millis(ms.min(RETRY_BACKOFF_MS_MAX))
+}
+
+/// Where a payout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayoutState {
+    /// Some item has no final answer yet (sent, pending, or unknown outcome).
+    Processing,
+    /// Every item paid.
+    Completed,
+    /// Every item failed.
+    Failed,
+    /// Some items paid, some failed.
+    PartiallyFailed,
+    /// The payment service contradicted an item already settled (see
+    /// [`PayoutMismatch`]): an operator must look. Wins over every other
+    /// state; items still unsettled are still retried.
+    Mismatch,
+}
+
+impl PayoutState {
+    /// Every state.
+    pub const ALL: [PayoutState; 5] = [
+        PayoutState::Processing,
+        PayoutState::Completed,
+        PayoutState::Failed,
+        PayoutState::PartiallyFailed,
+        PayoutState::Mismatch,
+    ];
+
+    /// Where this state sits in [`PayoutState::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Processing => 0,
+            Self::Completed => 1,
+            Self::Failed => 2,
+            Self::PartiallyFailed => 3,
+            Self::Mismatch => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::PartiallyFailed => "partially_failed",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// An operator's decision on a payout item whose outcome the engine could
+/// not learn (or should not wait for): see `Ledger::resolve_payout_item`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The money left: the withdrawal completes (its amount is burned).
+    Paid,
+    /// The money did not leave: the withdrawal fails (its amount is
+    /// released to available).
+    NotPaid { reason: String },
+}
+
+impl Resolution {
+    /// The item outcome this resolution records.
+    pub fn outcome(&self) -> ItemOutcome {
+        match self {
+            Self::Paid => ItemOutcome::Paid,
+            Self::NotPaid { reason } => ItemOutcome::Failed {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The payment service answered `reported` for an item already settled as
+/// `settled`: the ledger and the bank disagree about whether money left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutMismatch {
+    pub transaction_id: TransactionId,
+    pub settled: ItemOutcome,
+    pub reported: ItemOutcome,
+}
+
+/// Counts the payout actor keeps as it runs, so reading them costs the
+/// same at 10 or 10 million payouts (for `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PayoutCounts {
+    /// Payouts per state, indexed by [`PayoutState::index`].
+    pub by_state: [u64; PayoutState::ALL.len()],
+    /// Payout mismatches recorded; never decreases.
+    pub mismatches: u64,
+}
+
+impl PayoutCounts {
+    /// Payouts in `state`.
+    pub fn in_state(&self, state: PayoutState) -> u64 {
+        self.by_state[state.index()]
+    }
+}
+
+/// One item of a payout as the engine records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecordItem {
+    pub transaction_id: TransactionId,
+    pub amount: Units,
+    /// `None` until the service gives a final answer.
+    pub outcome: Option<ItemOutcome>,
+}
+
+/// A payout as the engine records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRecord {
+    pub payout_id: u64,
+    pub currency: Currency,
+    pub items: Vec<PayoutRecordItem>,
+    /// Calls made to the service for it (submits and status checks); kept
+    /// in memory only, so it restarts from 0 after a restart.
+    #[serde(skip)]
+    pub attempts: u32,
+    /// The last unknown outcome or rejection, for operators.
+    #[serde(skip)]
+    pub last_error: Option<String>,
+    /// Service answers that contradicted a settled item. Not in the
+    /// record's own encoding: snapshots (format v3) keep them in a section
+    /// of their own, so v2 records still decode.
+    #[serde(skip)]
+    pub mismatches: Vec<PayoutMismatch>,
+}
+
+impl PayoutRecord {
+    /// A payout whose items have no answer yet.
+    pub fn new(
+        payout_id: u64,
+        currency: Currency,
+        items: impl IntoIterator<Item = (TransactionId, Units)>,
+    ) -> Self {
+        Self {
+            payout_id,
+            currency,
+            items: items
+                .into_iter()
+                .map(|(transaction_id, amount)| PayoutRecordItem {
+                    transaction_id,
+                    amount,
+                    outcome: None,
+                })
+                .collect(),
+            attempts: 0,
+            last_error: None,
+            mismatches: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> PayoutState {
+        if !self.mismatches.is_empty() {
+            return PayoutState::Mismatch;
+        }
+        let outcomes: Vec<_> = self.items.iter().map(|i| i.outcome.as_ref()).collect();
+        if outcomes.iter().any(Option::is_none) {
+            PayoutState::Processing
+        } else if outcomes
+            .iter()
+            .all(|o| matches!(o, Some(ItemOutcome::Paid)))
+        {
+            PayoutState::Completed
+        } else if outcomes
+            .iter()
+            .all(|o| matches!(o, Some(ItemOutcome::Failed { .. })))
+        {
+            PayoutState::Failed
+        } else {
+            PayoutState::PartiallyFailed
+        }
+    }
+
+    /// Items still waiting for a final answer.
+    pub fn unsettled(&self) -> impl Iterator<Item = &PayoutRecordItem> {
+        self.items.iter().filter(|i| i.outcome.is_none())
+    }
+
+    /// Whether some item still waits for the service's answer: the payout
+    /// actor keeps asking about this payout.
+    pub fn awaits_answer(&self) -> bool {
+        self.unsettled().next().is_some()
+    }
+
+    pub fn view(&self) -> PayoutView {
+        let total: Units = self.items.iter().map(|i| i.amount).sum();
+        PayoutView {
+            payout_id: self.payout_id,
+            currency: self.currency.code,
+            items: self
+                .items
+                .iter()
+                .map(|i| PayoutItemView {
+                    transaction_id: i.transaction_id,
+                    account: i.transaction_id.account(),
+                    amount: self.currency.to_decimal(i.amount),
+                    outcome: i.outcome.clone(),
+                })
+                .collect(),
+            total: self.currency.to_decimal(total),
+            state: self.state(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+            mismatches: self.mismatches.clone(),
+        }
+    }
+}
+
+/// A payout as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutView {
+    pub payout_id: u64,
+    pub currency: CurrencyCode,
+    pub items: Vec<PayoutItemView>,
+    pub total: Decimal,
+    pub state: PayoutState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// Service answers that contradicted a settled item.
+    pub mismatches: Vec<PayoutMismatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutItemView {
+    pub transaction_id: TransactionId,
+    pub account: AccountId,
+    pub amount: Decimal,
+    /// `None` while the item waits for a final answer.
+    pub outcome: Option<ItemOutcome>,
+}
+
+/// Applies a payout event to the records (recovery and live alike).
+pub fn apply_payout_event(
+    payouts: &mut BTreeMap<u64, PayoutRecord>,
+    event: &Event,
+) -> Result<(), String> {
+    match event {
+        Event::PayoutSubmitted {
+            payout_id,
+            currency,
+            items,
+        } => {
+            let record = PayoutRecord::new(*payout_id, *currency, items.iter().copied());
+            if payouts.insert(*payout_id, record).is_some() {
+                return Err(format!("payout {payout_id} was submitted twice"));
+            }
+            Ok(())
+        }
+        Event::PayoutItemsSettled { payout_id, items } => {
+            let record = payouts
+                .get_mut(payout_id)
+                .ok_or_else(|| format!("payout {payout_id} settled before it was submitted"))?;
+            // One index, so a settlement of n items costs O(n), not O(n²).
+            let index: HashMap<TransactionId, usize> = record
+                .items
+                .iter()
+                .enumerate()
+                .map(|(at, i)| (i.transaction_id, at))
+                .collect();
+            for (tx, outcome) in items {
+                let at = index
+                    .get(tx)
+                    .ok_or_else(|| format!("payout {payout_id} has no item {tx}"))?;
+                record.items[*at].outcome = Some(outcome.clone());
+            }
+            Ok(())
+        }
+        Event::PayoutItemResolved {
+            payout_id,
+            tx,
+            outcome,
+            ..
+        } => {
+            let item = item_mut(payouts, *payout_id, *tx)?;
+            if item.outcome.is_some() {
+                return Err(format!("item {tx} of payout {payout_id} resolved twice"));
+            }
+            item.outcome = Some(outcome.clone());
+            Ok(())
+        }
+        Event::PayoutMismatch {
+            payout_id,
+            tx,
+            settled,
+            reported,
+        } => {
+            item_mut(payouts, *payout_id, *tx)?;
+            let record = payouts
+                .get_mut(payout_id)
+                .ok_or_else(|| format!("payout {payout_id} mismatched before it was submitted"))?;
+            record.mismatches.push(PayoutMismatch {
+                transaction_id: *tx,
+                settled: settled.clone(),
+                reported: reported.clone(),
+            });
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Item `tx` of payout `payout_id`, for an event that names it.
+fn item_mut(
+    payouts: &mut BTreeMap<u64, PayoutRecord>,
+    payout_id: u64,
+    tx: TransactionId,
+) -> Result<&mut PayoutRecordItem, String> {
+    payouts
+        .get_mut(&payout_id)
+        .ok_or_else(|| format!("payout {payout_id} is named before it was submitted"))?
+        .items
+        .iter_mut()
+        .find(|i| i.transaction_id == tx)
+        .ok_or_else(|| format!("payout {payout_id} has no item {tx}"))
+}
+
+/// Every mismatch of every payout, with its payout id.
+pub fn all_mismatches<'a>(
+    payouts: impl IntoIterator<Item = &'a PayoutRecord>,
+) -> impl Iterator<Item = (u64, &'a PayoutMismatch)> {
+    payouts
+        .into_iter()
+        .flat_map(|p| p.mismatches.iter().map(move |m| (p.payout_id, m)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backoff_doubles_and_is_bounded() {
+        assert_eq!(retry_backoff(1), Duration::from_millis(500));
+        assert_eq!(retry_backoff(2), Duration::from_millis(1_000));
+        assert_eq!(retry_backoff(5), Duration::from_millis(8_000));
+        assert_eq!(retry_backoff(8), Duration::from_millis(60_000));
+        assert_eq!(retry_backoff(u32::MAX), Duration::from_millis(60_000));
+    }
+
+    #[test]
+    fn resolutions_settle_items_once_and_mismatches_mark_the_payout() {
+        let usd = crate::domain::money::usd();
+        let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
+        let mut payouts = BTreeMap::new();
+        let submitted = Event::PayoutSubmitted {
+            payout_id: 4,
+            currency: usd,
+            items: vec![(a, 100), (b, 250)],
+        };
+        apply_payout_event(&mut payouts, &submitted).unwrap();
+        let resolve = |tx| Event::PayoutItemResolved {
+            payout_id: 4,
+            tx,
+            outcome: Resolution::NotPaid { reason: "r".into() }.outcome(),
+            note: "n".into(),
+        };
+        apply_payout_event(&mut payouts, &resolve(a)).unwrap();
+        assert!(
+            apply_payout_event(&mut payouts, &resolve(a)).is_err(),
+            "twice"
+        );
+        let stranger = TransactionId::new(3, 1);
+        assert!(apply_payout_event(&mut payouts, &resolve(stranger)).is_err());
+        assert_eq!(payouts[&4].state(), PayoutState::Processing);
+        assert!(payouts[&4].awaits_answer());
+        apply_payout_event(&mut payouts, &resolve(b)).unwrap();
+        assert_eq!(payouts[&4].state(), PayoutState::Failed);
+        assert!(!payouts[&4].awaits_answer());
+        let mismatch = Event::PayoutMismatch {
+            payout_id: 4,
+            tx: a,
+            settled: ItemOutcome::Failed { reason: "r".into() },
+            reported: ItemOutcome::Paid,
+        };
+        apply_payout_event(&mut payouts, &mismatch).unwrap();
+        assert_eq!(payouts[&4].state(), PayoutState::Mismatch);
+        assert_eq!(payouts[&4].view().state.as_str(), "mismatch");
+        assert_eq!(all_mismatches(payouts.values()).count(), 1);
+    }
+
+    #[test]
+    fn a_payout_is_processing_until_every_item_has_an_answer() {
+        let usd = crate::domain::money::usd();
+        let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
+        let mut payouts = BTreeMap::new();
+        let submitted = Event::PayoutSubmitted {
+            payout_id: 9,
+            currency: usd,
+            items: vec![(a, 100), (b, 250)],
+        };
+        apply_payout_event(&mut payouts, &submitted).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::Processing);
+        assert_eq!(payouts[&9].view().total, Decimal::new(350, 2));
+        let settle = |items| Event::PayoutItemsSettled {
+            payout_id: 9,
+            items,
+        };
+        apply_payout_event(&mut payouts, &settle(vec![(a, ItemOutcome::Paid)])).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::Processing);
+        let failed = ItemOutcome::Failed {
+            reason: "closed".into(),
+        };
+        apply_payout_event(&mut payouts, &settle(vec![(b, failed)])).unwrap();
+        assert_eq!(payouts[&9].state(), PayoutState::PartiallyFailed);
+        assert!(
+            apply_payout_event(&mut payouts, &submitted).is_err(),
+            "same id twice"
+        );
+        let unknown = Event::PayoutItemsSettled {
+            payout_id: 10,
+            items: vec![],
+        };
+        assert!(apply_payout_event(&mut payouts, &unknown).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The withdrawal (pending burn) state machine, with no runtime attached.
+//!
+//! ```text
+//! pending ──claim (a payout)──▶ processing ──complete──▶ completed ──return──▶ returned
+//!    │  ▲                           │ └───fail──────▶ failed
+//!    │  └──release (never sent)─────┘
+//!    ├──complete / fail (a caller, external mode: the host paid it)──▶ completed / failed
+//!    └──cancel──▶ cancelled  (only before a payout claims it)
+//! ```
+//! Completed removes the locked amount from the total; failed and cancelled
+//! return it to available; returned (the bank sent a paid withdrawal back)
+//! credits it to available again. Failed, cancelled and returned never
+//! change; completed only to returned. Repeating the update that produced
+//! the current state is a no-op that reports it; any other update is an
+//! invalid transition.
+//!
+//! # Who may settle a withdrawal
+//! When the engine makes payouts (a payment service, mode batched or
+//! immediate), phase 3 belongs to its payouts. A withdrawal a payout
+//! claimed (`processing` under payout `P`) is completed or failed only by
+//! `P`'s answers from the payment service, or by an operator's explicit,
+//! logged resolution of `P`'s item (`resolve_payout_item`). A caller's
+//! outcome (`complete_withdrawal`, the HTTP status endpoint, a batch's
+//! `CompleteWithdrawal`) is refused with `payout_in_flight`, naming `P` —
+//! and also while the withdrawal is still `pending`, queued for the next
+//! payout (no payout named): the bank has not paid it, so it must not be
+//! burned, and a payout may still pay it, so it must not be released; a
+//! caller who wants it gone cancels it. So the bank's payments are exactly
+//! the completed withdrawals. (Repeating the outcome a payout already gave
+//! is answered, as any repeat, and changes nothing.) In external mode (the
+//! host pays) nothing is ever claimed and callers settle everything. See
+//! [`Settler`].
+
+use std::fmt;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::{Currency, CurrencyCode, Units};
+
+/// Where a withdrawal is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WithdrawalStatus {
+    /// Amount locked; waiting for a payout or an outcome.
+    Pending,
+    /// The payment service paid it; the locked amount left the total.
+    Completed,
+    /// The payment service refused it; the amount is available again.
+    Failed { reason: String },
+    /// Cancelled before any payout claimed it; the amount is available again.
+    Cancelled,
+    /// Claimed by a payout and sent (or about to be sent) to the payment
+    /// service; still locked. (Added after format v1: variants only ever
+    /// go at the end, so old logs and snapshots still decode.)
+    Processing { payout_id: u64 },
+    /// Paid, then sent back by the bank: the amount is available again.
+    Returned { reason: String },
+}
+
+impl WithdrawalStatus {
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            Self::Pending => StatusKind::Pending,
+            Self::Completed => StatusKind::Completed,
+            Self::Failed { .. } => StatusKind::Failed,
+            Self::Cancelled => StatusKind::Cancelled,
+            Self::Processing { .. } => StatusKind::Processing,
+            Self::Returned { .. } => StatusKind::Returned,
+        }
+    }
+
+    /// Whether the amount is still locked for this withdrawal.
+    pub fn holds_lock(&self) -> bool {
+        matches!(self, Self::Pending | Self::Processing { .. })
+    }
+
+    /// The payout carrying this withdrawal, while it is processing.
+    pub fn payout_id(&self) -> Option<u64> {
+        match self {
+            Self::Processing { payout_id } => Some(*payout_id),
+            _ => None,
+        }
+    }
+}
+
+/// A status without its data, for errors and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusKind {
+    Pending,
+    Completed,
+    Failed,
+    Cancelled,
+    Processing,
+    Returned,
+}
+
+impl StatusKind {
+    /// Every state, in the order of the state machine.
+    pub const ALL: [StatusKind; 6] = [
+        StatusKind::Pending,
+        StatusKind::Processing,
+        StatusKind::Completed,
+        StatusKind::Failed,
+        StatusKind::Cancelled,
+        StatusKind::Returned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Processing => "processing",
+            Self::Returned => "returned",
+        }
+    }
+}
+
+impl fmt::Display for StatusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An update asked of a withdrawal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransitionAction {
+    Complete,
+    Fail,
+    Cancel,
+    /// A payout takes it (pending → processing).
+    Claim,
+    /// A claim whose payout was never sent is undone (processing → pending).
+    Release,
+    /// The bank returned a paid withdrawal (completed → returned).
+    Return,
+}
+
+impl TransitionAction {
+    /// The state this action leads to.
+    pub fn target(self) -> StatusKind {
+        match self {
+            Self::Complete => StatusKind::Completed,
+            Self::Fail => StatusKind::Failed,
+            Self::Cancel => StatusKind::Cancelled,
+            Self::Claim => StatusKind::Processing,
+            Self::Release => StatusKind::Pending,
+            Self::Return => StatusKind::Returned,
+        }
+    }
+}
+
+impl fmt::Display for TransitionAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.target().as_str())
+    }
+}
+
+/// What an allowed action does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Move to the action's target state.
+    Apply,
+    /// Already in the action's target state: report it, change nothing.
+    AlreadyThere,
+    /// Not allowed from this state: an invalid transition.
+    Forbidden,
+}
+
+/// Decides what `action` does to a withdrawal in state `from`.
+pub fn decide_transition(from: StatusKind, action: TransitionAction) -> Transition {
+    use StatusKind as S;
+    use TransitionAction as A;
+    match (from, action) {
+        (S::Pending, A::Complete | A::Fail | A::Cancel | A::Claim) => Transition::Apply,
+        (S::Processing, A::Complete | A::Fail | A::Release) => Transition::Apply,
+        (S::Completed, A::Return) => Transition::Apply,
+        // Claiming or releasing is the payout actor's own bookkeeping:
+        // repeating it is never a no-op the caller should rely on.
+        (_, A::Claim | A::Release) => Transition::Forbidden,
+        (state, action) if state == action.target() => Transition::AlreadyThere,
+        _ => Transition::Forbidden,
+    }
+}
+
+/// Who asks to complete or fail a withdrawal: decides whether a payout's
+/// claim on it stands in the way (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settler {
+    /// A caller: the embedding API, HTTP, a batch. `engine_pays`: this
+    /// ledger's payout actor makes payouts, so a withdrawal one of its
+    /// payouts owns is refused (`payout_in_flight`).
+    Caller { engine_pays: bool },
+    /// Payout `payout_id`: the payment service's answer for one of its
+    /// items, or an operator's resolution of it. Settles only a withdrawal
+    /// that payout claimed (or repeats the outcome it already has).
+    Payout { payout_id: u64 },
+}
+
+/// The outcome phase 3 reports for a withdrawal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WithdrawalOutcome {
+    Completed,
+    Failed { reason: String },
+}
+
+/// Longest failure reason kept, in bytes.
+pub const FAILURE_REASON_LEN_MAX: usize = 256;
+
+/// A withdrawal as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawal {
+    pub transaction_id: TransactionId,
+    pub account: AccountId,
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+    pub status: WithdrawalStatus,
+    /// The payout carrying it, while processing.
+    pub payout_id: Option<u64>,
+}
+
+/// A withdrawal as an account keeps it (its id is the map key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRecord {
+    pub currency: Currency,
+    pub amount: Units,
+    pub status: WithdrawalStatus,
+}
+
+impl WithdrawalRecord {
+    pub fn view(&self, transaction_id: TransactionId) -> Withdrawal {
+        Withdrawal {
+            transaction_id,
+            account: transaction_id.account(),
+            currency: self.currency.code,
+            amount: self.currency.to_decimal(self.amount),
+            payout_id: self.status.payout_id(),
+            status: self.status.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_STATES: [StatusKind; 6] = StatusKind::ALL;
+    const ALL_ACTIONS: [TransitionAction; 6] = [
+        TransitionAction::Complete,
+        TransitionAction::Fail,
+        TransitionAction::Cancel,
+        TransitionAction::Claim,
+        TransitionAction::Release,
+        TransitionAction::Return,
+    ];
+
+    #[test]
+    fn every_transition_is_decided_as_the_state_machine_says() {
+        use StatusKind as S;
+        use TransitionAction as A;
+        // The whole table, written out: (from, action) pairs that apply, and
+        // those that are a repeat of the current state.
+        let applies = [
+            (S::Pending, A::Complete),
+            (S::Pending, A::Fail),
+            (S::Pending, A::Cancel),
+            (S::Pending, A::Claim),
+            (S::Processing, A::Complete),
+            (S::Processing, A::Fail),
+            (S::Processing, A::Release),
+            (S::Completed, A::Return),
+        ];
+        let repeats = [
+            (S::Completed, A::Complete),
+            (S::Failed, A::Fail),
+            (S::Cancelled, A::Cancel),
+            (S::Returned, A::Return),
+        ];
+        for from in ALL_STATES {
+            for action in ALL_ACTIONS {
+                let expected = if applies.contains(&(from, action)) {
+                    Transition::Apply
+                } else if repeats.contains(&(from, action)) {
+                    Transition::AlreadyThere
+                } else {
+                    Transition::Forbidden
+                };
+                assert_eq!(
+                    decide_transition(from, action),
+                    expected,
+                    "{from} + {action}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_after_payout_claim_is_forbidden() {
+        assert_eq!(
+            decide_transition(StatusKind::Processing, TransitionAction::Cancel),
+            Transition::Forbidden
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! Where account actors hand their events to be made durable.
+//!
+//! An actor applies an operation in memory, appends its events here, and
+//! replies to the caller only once the returned future resolves: that is
+//! the moment the operation is acknowledged. Appending no events is a
+//! barrier: it resolves once everything appended before it is durable, which
+//! idempotent replays use so they never acknowledge a result that is not.
+//!
+//! With no data folder (or sync mode `none`) nothing is logged and every
+//! append resolves at once. Otherwise appends go to the WAL writer thread;
+//! the first failure poisons the journal, and actors check that before
+//! applying anything, so a poisoned ledger changes nothing more in memory.
+
+use std::future::{ready, Future};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use futures_util::future::Either;
+
+use crate::domain::event::Event;
+use crate::error::LedgerError;
+use crate::storage::wal::{WalError, WalHandle};
+
+/// Handle to the durability layer; cheap to clone, shared by all actors.
+#[derive(Clone, Default)]
+pub struct Journal {
+    log: Option<Arc<Log>>,
+}
+
+struct Log {
+    wal: WalHandle,
+    /// Highest LSN known durable; a checkpointer rebuilding from disk
+    /// reads up to it.
+    durable_lsn: AtomicU64,
+    /// Set by the first failed append; never cleared (only a restart, which
+    /// replays the log, recovers).
+    poisoned: OnceLock<String>,
+}
+
+impl Journal {
+    /// A journal that keeps nothing: state lives in memory only.
+    pub fn memory_only() -> Self {
+        Self::default()
+    }
+
+    /// A journal over an open WAL writer; `durable_lsn` starts at the last
+    /// recovered LSN.
+    pub fn logged(wal: WalHandle, durable_lsn: u64) -> Self {
+        Self {
+            log: Some(Arc::new(Log {
+                wal,
+                durable_lsn: AtomicU64::new(durable_lsn),
+                poisoned: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// Whether appended events go to a log (false: memory only).
+    pub fn is_logged(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Why the journal refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<LedgerError> {
+        let reason = self.log.as_ref()?.poisoned.get()?;
+        Some(LedgerError::Poisoned {
+            reason: reason.clone(),
+        })
+    }
+
+    /// The highest LSN known to be durable (0 when nothing is logged).
+    pub fn durable_lsn(&self) -> u64 {
+        self.log
+            .as_ref()
+            .map_or(0, |log| log.durable_lsn.load(Ordering::Acquire))
+    }
+
+    /// The WAL writer, when there is one.
+    pub fn wal(&self) -> Option<&WalHandle> {
+        self.log.as_ref().map(|log| &log.wal)
+    }
+
+    /// Appends events; the future resolves when they are durable.
+    pub fn append(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send + 'static {
+        let Some(log) = &self.log else {
+            return Either::Left(ready(Ok(())));
+        };
+        let written = log.wal.append(events);
+        let log = Arc::clone(log);
+        Either::Right(async move {
+            match written.await {
+                Ok(lsn) => {
+                    log.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+                    Ok(())
+                }
+                Err(error) => {
+                    let reason = match error {
+                        WalError::Poisoned { reason } => reason,
+                        other => other.to_string(),
+                    };
+                    let _ = log.poisoned.set(reason.clone());
+                    Err(LedgerError::Poisoned { reason })
+                }
+            }
+        })
+    }
+}

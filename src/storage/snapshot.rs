@@ -1,0 +1,433 @@
+//! Snapshot files: every account's state as of one log position (LSN).
+//!
+//! ```text
+//! header   "BURNSNAP" | format version u32 LE | lsn u64 LE
+//! body     account count u64 LE, then each AccountState (bincode 2, serde)
+//!          v2 and later: payout count u64 LE, then each PayoutRecord
+//!          v3 and later: mismatch count u64 LE, then each
+//!          (payout id u64, PayoutMismatch) (bincode 2, serde)
+//! trailer  crc32 (IEEE) u32 LE of header + body | "SNAPEND!"
+//! ```
+//! Versions 1 (accounts only) and 2 (no mismatches) are still read;
+//! version 3 is written.
+//! A snapshot is written to `snapshot-<lsn>.tmp`, fsynced, renamed to
+//! `snapshot-<lsn>.snap`, then the folder is fsynced, so a crash leaves
+//! either the old set of snapshots or the new one, never half a file under a
+//! final name. A snapshot whose trailer, checksum or body does not check out
+//! is reported as damaged, and recovery falls back to an older one.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::domain::account::AccountState;
+use crate::domain::payouts::{all_mismatches, PayoutMismatch, PayoutRecord};
+
+/// Version of the snapshot format this build writes and reads.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// Oldest snapshot format version this build still reads.
+pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
+const HEADER_MAGIC: &[u8; 8] = b"BURNSNAP";
+const TRAILER_MAGIC: &[u8; 8] = b"SNAPEND!";
+const HEADER_BYTES: usize = 8 + 4 + 8;
+const TRAILER_BYTES: usize = 4 + 8;
+const EXTENSION: &str = "snap";
+
+/// Why a snapshot could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot I/O on {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("snapshot {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+}
+
+/// A snapshot file found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub lsn: u64,
+    pub bytes: u64,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+    move |e| SnapshotError::Io {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn file_name(lsn: u64, extension: &str) -> String {
+    format!("snapshot-{lsn:020}.{extension}")
+}
+
+/// Snapshots in `dir`, newest (highest LSN) first. Leftover temp files
+/// from an interrupted write are ignored.
+pub fn list(dir: &Path) -> Result<Vec<SnapshotFile>, SnapshotError> {
+    let mut found = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(io_error(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let lsn = name
+            .strip_prefix("snapshot-")
+            .and_then(|rest| rest.strip_suffix(&format!(".{EXTENSION}")))
+            .and_then(|digits| digits.parse::<u64>().ok());
+        if let Some(lsn) = lsn {
+            let bytes = entry.metadata().map_err(io_error(&path))?.len();
+            found.push(SnapshotFile { path, lsn, bytes });
+        }
+    }
+    found.sort_by_key(|s| std::cmp::Reverse(s.lsn));
+    Ok(found)
+}
+
+/// Everything a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotContents {
+    pub lsn: u64,
+    pub accounts: Vec<AccountState>,
+    /// Empty in a version 1 snapshot.
+    pub payouts: Vec<PayoutRecord>,
+}
+
+/// Writes every account's state as of `lsn` into `dir`, atomically (no
+/// payout records).
+pub fn write<'a>(
+    dir: &Path,
+    lsn: u64,
+    accounts: impl ExactSizeIterator<Item = &'a AccountState>,
+) -> Result<SnapshotFile, SnapshotError> {
+    write_full(dir, lsn, accounts, std::iter::empty())
+}
+
+/// Writes every account's state and every payout record as of `lsn` into
+/// `dir`, atomically.
+pub fn write_full<'a, 'p>(
+    dir: &Path,
+    lsn: u64,
+    accounts: impl ExactSizeIterator<Item = &'a AccountState>,
+    payouts: impl ExactSizeIterator<Item = &'p PayoutRecord>,
+) -> Result<SnapshotFile, SnapshotError> {
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let temp = dir.join(file_name(lsn, "tmp"));
+    let path = dir.join(file_name(lsn, EXTENSION));
+    let file = File::create(&temp).map_err(io_error(&temp))?;
+    let mut out = ChecksummedWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        crc: crc32fast::Hasher::new(),
+    };
+    let encode_error = |e: bincode::error::EncodeError| SnapshotError::Io {
+        path: temp.clone(),
+        reason: e.to_string(),
+    };
+    out.write_all(HEADER_MAGIC).map_err(io_error(&temp))?;
+    out.write_all(&SNAPSHOT_FORMAT_VERSION.to_le_bytes())
+        .map_err(io_error(&temp))?;
+    out.write_all(&lsn.to_le_bytes()).map_err(io_error(&temp))?;
+    out.write_all(&(accounts.len() as u64).to_le_bytes())
+        .map_err(io_error(&temp))?;
+    for account in accounts {
+        debug_assert!(account.check_invariants().is_ok());
+        bincode::serde::encode_into_std_write(account, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+    }
+    out.write_all(&(payouts.len() as u64).to_le_bytes())
+        .map_err(io_error(&temp))?;
+    let mut with_mismatches = Vec::new();
+    for payout in payouts {
+        bincode::serde::encode_into_std_write(payout, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+        if !payout.mismatches.is_empty() {
+            with_mismatches.push(payout);
+        }
+    }
+    let mismatches: Vec<_> = all_mismatches(with_mismatches).collect();
+    out.write_all(&(mismatches.len() as u64).to_le_bytes())
+        .map_err(io_error(&temp))?;
+    for mismatch in mismatches {
+        bincode::serde::encode_into_std_write(mismatch, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+    }
+    let crc = out.crc.clone().finalize();
+    let mut file = out
+        .inner
+        .into_inner()
+        .map_err(|e| io_error(&temp)(e.into_error()))?;
+    file.write_all(&crc.to_le_bytes())
+        .map_err(io_error(&temp))?;
+    file.write_all(TRAILER_MAGIC).map_err(io_error(&temp))?;
+    file.sync_all().map_err(io_error(&temp))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(io_error(&path))?;
+    sync_dir(dir)?;
+    let bytes = fs::metadata(&path).map_err(io_error(&path))?.len();
+    Ok(SnapshotFile { path, lsn, bytes })
+}
+
+/// Reads a snapshot: its LSN and every account state in it. Checks the
+/// framing and checksum before decoding anything.
+pub fn read(path: &Path) -> Result<(u64, Vec<AccountState>), SnapshotError> {
+    read_full(path).map(|contents| (contents.lsn, contents.accounts))
+}
+
+/// Reads everything a snapshot holds.
+pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
+    let bytes = fs::read(path).map_err(io_error(path))?;
+    let damaged = |reason: String| SnapshotError::Damaged {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < HEADER_BYTES + 8 + TRAILER_BYTES {
+        return Err(damaged(format!("only {} bytes", bytes.len())));
+    }
+    let (content, trailer) = bytes.split_at(bytes.len() - TRAILER_BYTES);
+    if &trailer[4..] != TRAILER_MAGIC {
+        return Err(damaged("no end marker: the file was cut short".into()));
+    }
+    let stored_crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let actual_crc = crc32fast::hash(content);
+    if stored_crc != actual_crc {
+        return Err(damaged(format!(
+            "checksum {actual_crc:08x} does not match the stored {stored_crc:08x}"
+        )));
+    }
+    if &content[..8] != HEADER_MAGIC {
+        return Err(damaged("not a burnledger snapshot (bad magic)".into()));
+    }
+    let version = u32::from_le_bytes(array(&content[8..12]));
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+        return Err(damaged(format!(
+            "format version {version}; this build reads versions {SNAPSHOT_FORMAT_VERSION_MIN} to {SNAPSHOT_FORMAT_VERSION}"
+        )));
+    }
+    let lsn = u64::from_le_bytes(array(&content[12..20]));
+    let count = u64::from_le_bytes(array(&content[20..28]));
+    let mut body = &content[28..];
+    // Each account takes at least a few bytes: cap the allocation by what
+    // the file could hold, so a bogus count cannot exhaust memory.
+    let mut accounts = Vec::with_capacity(count.min(body.len() as u64) as usize);
+    for index in 0..count {
+        let (account, used): (AccountState, usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| damaged(format!("account #{index}: {e}")))?;
+        account
+            .check_invariants()
+            .map_err(|e| damaged(format!("account #{index} breaks an invariant: {e}")))?;
+        accounts.push(account);
+        body = &body[used..];
+    }
+    let mut payouts = Vec::new();
+    if version >= 2 {
+        if body.len() < 8 {
+            return Err(damaged("the payout count is missing".into()));
+        }
+        let count = u64::from_le_bytes(array(&body[..8]));
+        body = &body[8..];
+        for index in 0..count {
+            let (payout, used): (PayoutRecord, usize) =
+                bincode::serde::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| damaged(format!("payout #{index}: {e}")))?;
+            payouts.push(payout);
+            body = &body[used..];
+        }
+    }
+    if version >= 3 {
+        body = read_mismatches(body, &mut payouts).map_err(damaged)?;
+    }
+    if !body.is_empty() {
+        return Err(damaged(format!(
+            "{} unexpected bytes after the last record",
+            body.len()
+        )));
+    }
+    Ok(SnapshotContents {
+        lsn,
+        accounts,
+        payouts,
+    })
+}
+
+/// Reads the v3 mismatch section into the payout records it names;
+/// returns what follows it.
+fn read_mismatches<'b>(
+    mut body: &'b [u8],
+    payouts: &mut [PayoutRecord],
+) -> Result<&'b [u8], String> {
+    if body.len() < 8 {
+        return Err("the mismatch count is missing".into());
+    }
+    let count = u64::from_le_bytes(array(&body[..8]));
+    body = &body[8..];
+    for index in 0..count {
+        let ((payout_id, mismatch), used): ((u64, PayoutMismatch), usize) =
+            bincode::serde::decode_from_slice(body, bincode::config::standard())
+                .map_err(|e| format!("mismatch #{index}: {e}"))?;
+        let record = payouts
+            .iter_mut()
+            .find(|p| p.payout_id == payout_id)
+            .ok_or_else(|| {
+                format!("mismatch #{index} names payout {payout_id}, not in the file")
+            })?;
+        record.mismatches.push(mismatch);
+        body = &body[used..];
+    }
+    Ok(body)
+}
+
+/// Deletes all but the newest `keep` snapshots and any leftover temp files.
+pub fn prune(dir: &Path, keep: usize) -> Result<(), SnapshotError> {
+    for old in list(dir)?.into_iter().skip(keep) {
+        fs::remove_file(&old.path).map_err(io_error(&old.path))?;
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("tmp") {
+                let _ = fs::remove_file(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes a rename or file creation in `dir` itself durable.
+pub fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))
+}
+
+fn array<const N: usize>(slice: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&slice[..N]);
+    out
+}
+
+/// Hashes everything written through it.
+struct ChecksummedWriter<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for ChecksummedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.crc.update(&buf[..written]);
+        Ok(written)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::{Currency, CurrencyCode};
+    use crate::domain::withdrawal::TransitionAction;
+
+    fn sample_accounts() -> Vec<AccountState> {
+        let usd = Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        };
+        (1..=3)
+            .map(|id| {
+                let mut account = AccountState::new(id);
+                account
+                    .deposit(usd, 10_000, Some(crate::IdempotencyKey::new("k").unwrap()))
+                    .unwrap();
+                let w = account.request_withdrawal(usd, 2_500, None, 10).unwrap();
+                if id == 2 {
+                    account
+                        .update_withdrawal(w.output.transaction_id, TransitionAction::Complete, "")
+                        .unwrap();
+                }
+                account
+            })
+            .collect()
+    }
+
+    #[test]
+    fn snapshot_round_trips_every_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = sample_accounts();
+        let written = write(dir.path(), 77, accounts.iter()).unwrap();
+        let (lsn, read_back) = read(&written.path).unwrap();
+        assert_eq!(lsn, 77);
+        assert_eq!(read_back, accounts);
+        assert_eq!(list(dir.path()).unwrap(), vec![written]);
+    }
+
+    #[test]
+    fn payout_records_and_mismatches_round_trip_in_format_v3() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = sample_accounts();
+        let usd = accounts[0].balances()[0].currency;
+        let payout = PayoutRecord {
+            payout_id: 3,
+            currency: usd,
+            items: vec![crate::domain::payouts::PayoutRecordItem {
+                transaction_id: crate::TransactionId::new(1, 2),
+                amount: 2_500,
+                outcome: Some(crate::domain::event::ItemOutcome::Paid),
+            }],
+            attempts: 0,
+            last_error: None,
+            mismatches: vec![crate::domain::payouts::PayoutMismatch {
+                transaction_id: crate::TransactionId::new(1, 2),
+                settled: crate::domain::event::ItemOutcome::Paid,
+                reported: crate::domain::event::ItemOutcome::Failed {
+                    reason: "closed".into(),
+                },
+            }],
+        };
+        let written = write_full(dir.path(), 9, accounts.iter(), std::iter::once(&payout)).unwrap();
+        let contents = read_full(&written.path).unwrap();
+        assert_eq!(contents.lsn, 9);
+        assert_eq!(contents.accounts, accounts);
+        assert_eq!(contents.payouts, vec![payout]);
+    }
+
+    #[test]
+    fn any_flipped_byte_or_cut_is_reported_as_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write(dir.path(), 5, sample_accounts().iter()).unwrap();
+        let original = fs::read(&written.path).unwrap();
+        for offset in 0..original.len() {
+            let mut bytes = original.clone();
+            bytes[offset] ^= 0x40;
+            fs::write(&written.path, &bytes).unwrap();
+            assert!(
+                matches!(read(&written.path), Err(SnapshotError::Damaged { .. })),
+                "flip at {offset} went unnoticed"
+            );
+        }
+        for cut in [0, 10, original.len() / 2, original.len() - 1] {
+            fs::write(&written.path, &original[..cut]).unwrap();
+            assert!(matches!(
+                read(&written.path),
+                Err(SnapshotError::Damaged { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        for lsn in [1, 2, 3, 4] {
+            write(dir.path(), lsn, sample_accounts().iter()).unwrap();
+        }
+        prune(dir.path(), 2).unwrap();
+        let lsns: Vec<u64> = list(dir.path()).unwrap().iter().map(|s| s.lsn).collect();
+        assert_eq!(lsns, vec![4, 3]);
+    }
+}

@@ -1,0 +1,393 @@
+//! [`WalHandle`]: how callers reach the writer thread.
+//!
+//! An append is put on the queue when [`WalHandle::append`] is *called*, not
+//! when its future is first polled, so LSNs follow call order: an account
+//! actor that appends two operations one after the other gets them logged
+//! in that order without awaiting the first.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::segment::{self, ActiveSegment};
+use super::stats::{WalStats, WalStatsSnapshot};
+use super::writer::{Message, Writer, BATCH_EVENTS_MAX};
+use super::{SyncMode, WalConfig, WalError};
+use crate::domain::event::Event;
+
+/// Handle to the writer thread; cheap to clone, shared by every appender.
+///
+/// Dropping the last handle without [`shutdown`](Self::shutdown) lets the
+/// thread write and sync what is queued and stop, unjoined.
+#[derive(Clone)]
+pub struct WalHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Sender<Message>,
+    stats: Arc<WalStats>,
+    /// Taken by the first `shutdown`; a mutex because handles are shared
+    /// across threads and joining is rare, never on the append path.
+    thread: Mutex<Option<JoinHandle<Result<(), WalError>>>>,
+}
+
+impl WalHandle {
+    /// Starts the writer on `config.dir`'s log, continuing at `next_lsn`
+    /// (clamped to at least 1) in a new segment named after it.
+    ///
+    /// Replay the log first and pass [`ReplayReport::next_lsn`]: replay cuts
+    /// a torn tail off the last segment, which must happen before a newer
+    /// segment exists, or the next recovery would find that tail in the
+    /// middle of the log and refuse it as corrupt.
+    ///
+    /// [`ReplayReport::next_lsn`]: super::ReplayReport::next_lsn
+    pub fn open(config: WalConfig, next_lsn: u64) -> Result<Self, WalError> {
+        if config.sync == SyncMode::None {
+            return Err(WalError::Disabled);
+        }
+        let next_lsn = next_lsn.max(1);
+        let wal = segment::wal_dir(&config.dir);
+        std::fs::create_dir_all(&wal).map_err(|error| WalError::io(&wal, &error))?;
+        segment::sync_dir(&config.dir)?;
+        if let Some(last) = segment::list(&config.dir)?.last() {
+            if last.first_lsn > next_lsn {
+                return Err(WalError::Corrupt {
+                    path: last.path.clone(),
+                    offset: 0,
+                    reason: format!("log is past LSN {next_lsn}; replay it first"),
+                });
+            }
+        }
+        let segment = ActiveSegment::create(&config.dir, next_lsn, config.fail_point.clone())?;
+        let stats = Arc::new(WalStats::default());
+        let writer = Writer {
+            stats: Arc::clone(&stats),
+            dir: config.dir,
+            sync: config.sync,
+            segment_bytes_max: config.segment_bytes_max,
+            fail_point: config.fail_point,
+            segment,
+            next_lsn,
+            buf: Vec::new(),
+            poisoned: None,
+            sync_due: None,
+            follower: config.follower,
+            staged: Vec::new(),
+        };
+        let (queue, requests) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
+        let thread = std::thread::Builder::new()
+            .name("burnledger-wal".to_owned())
+            .spawn(move || writer.run(requests))
+            .map_err(|error| WalError::io(&wal, &error))?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                queue,
+                stats,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Fsync counts and latencies so far.
+    pub fn stats(&self) -> WalStatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// Logs `events` with consecutive LSNs, all or none; resolves to the
+    /// LSN of the last one once they are as durable as the sync mode says.
+    /// No events is a barrier: it resolves, with the LSN of the last event
+    /// queued before it, once everything queued before it is as durable.
+    ///
+    /// Blocks the calling thread while the queue is full: by the time an
+    /// actor appends, its state already changed in memory, so refusing the
+    /// append would let memory and log differ; waiting is the backpressure.
+    pub fn append(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<u64, WalError>> + Send + 'static {
+        let queued = self.enqueue(events);
+        async move {
+            match queued {
+                // A dropped answer means the thread stopped before serving it.
+                Ok(answer) => answer.await.unwrap_or(Err(WalError::Closed)),
+                Err(error) => Err(error),
+            }
+        }
+    }
+
+    fn enqueue(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<oneshot::Receiver<Result<u64, WalError>>, WalError> {
+        if events.len() > BATCH_EVENTS_MAX {
+            return Err(WalError::TooLarge {
+                what: "append (events)",
+                size: events.len() as u64,
+                max: BATCH_EVENTS_MAX as u64,
+            });
+        }
+        let (done, answer) = oneshot::channel();
+        self.shared
+            .queue
+            .send(Message::Append { events, done })
+            .map_err(|_| WalError::Closed)?;
+        Ok(answer)
+    }
+
+    /// Writes and syncs everything queued before it, stops the thread and
+    /// waits for it. Blocks; later appends fail with [`WalError::Closed`].
+    /// Returns the poisoning failure, if the log was poisoned.
+    pub fn shutdown(&self) -> Result<(), WalError> {
+        // Already stopped if this fails; joining below still reports how.
+        let _ = self.shared.queue.send(Message::Shutdown);
+        let Some(thread) = self.shared.thread.lock().take() else {
+            return Ok(());
+        };
+        thread.join().unwrap_or_else(|_| {
+            Err(WalError::Poisoned {
+                reason: "WAL writer thread panicked".to_owned(),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::path::Path;
+
+    use super::*;
+    use crate::domain::ids::TransactionId;
+    use crate::storage::wal::record::tests::event;
+    use crate::storage::wal::{
+        inspect, replay, segment_path, FailPoint, ReplayReport, RECORD_BYTES_MAX,
+    };
+
+    fn config(dir: &Path, sync: SyncMode) -> WalConfig {
+        WalConfig {
+            sync,
+            ..WalConfig::new(dir)
+        }
+    }
+
+    fn replay_all(dir: &Path) -> (ReplayReport, Vec<(u64, Event)>) {
+        let mut seen = Vec::new();
+        let report = replay(dir, 1, |lsn, event| {
+            seen.push((lsn, event));
+            Ok::<(), Infallible>(())
+        });
+        (report.unwrap(), seen)
+    }
+
+    fn events(lsns: std::ops::RangeInclusive<u64>) -> Vec<Event> {
+        lsns.map(event).collect()
+    }
+
+    #[tokio::test]
+    async fn written_events_replay_in_order_across_rolled_segments() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = WalHandle::open(
+            WalConfig {
+                segment_bytes_max: 256,
+                ..config(tmp.path(), SyncMode::Fsync)
+            },
+            1,
+        )
+        .unwrap();
+        // One at a time, so each is a batch and segments roll between them...
+        for n in 0..20u64 {
+            assert_eq!(
+                wal.append(events(3 * n + 1..=3 * n + 3)).await,
+                Ok(3 * n + 3)
+            );
+        }
+        // ...then queued at once, so a batch holds several requests.
+        let pending: Vec<_> = (20..40u64)
+            .map(|n| (n, wal.append(events(3 * n + 1..=3 * n + 3))))
+            .collect();
+        for (n, append) in pending {
+            assert_eq!(append.await, Ok(3 * n + 3));
+        }
+        wal.shutdown().unwrap();
+
+        let (report, seen) = replay_all(tmp.path());
+        let want: Vec<_> = (1..=120).map(|lsn| (lsn, event(lsn))).collect();
+        assert_eq!(seen, want);
+        assert_eq!(report.bytes_truncated, 0);
+        let segments = inspect(tmp.path()).unwrap();
+        assert!(segments.len() > 2, "{} segments", segments.len());
+        let (last, closed) = segments.split_last().unwrap();
+        assert!(closed.iter().all(|s| s.bytes >= 256 && s.problem.is_none()));
+        assert_eq!(last.last_lsn, Some(120));
+    }
+
+    #[tokio::test]
+    async fn lsns_continue_after_a_restart_even_past_a_torn_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = WalHandle::open(config(tmp.path(), SyncMode::Fsync), 1).unwrap();
+        assert_eq!(wal.append(events(1..=3)).await, Ok(3));
+        wal.shutdown().unwrap();
+        // A crash mid-write leaves half a record behind.
+        let first = segment_path(tmp.path(), 1);
+        let mut bytes = std::fs::read(&first).unwrap();
+        bytes.extend_from_within(..10);
+        std::fs::write(&first, &bytes).unwrap();
+
+        let (report, _) = replay_all(tmp.path());
+        assert_eq!((report.bytes_truncated, report.next_lsn), (10, 4));
+        // A stale LSN would reuse LSNs already on disk.
+        assert!(WalHandle::open(config(tmp.path(), SyncMode::Fsync), 1).is_err());
+        let wal = WalHandle::open(config(tmp.path(), SyncMode::Fsync), report.next_lsn).unwrap();
+        assert_eq!(wal.append(events(4..=5)).await, Ok(5));
+        wal.shutdown().unwrap();
+
+        let (report, seen) = replay_all(tmp.path());
+        assert_eq!(
+            seen.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!((report.segments, report.bytes_truncated), (2, 0));
+        assert!(segment_path(tmp.path(), 4).exists());
+    }
+
+    async fn assert_failure_poisons_forever(fail: impl Fn(&FailPoint, bool)) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), SyncMode::Fsync);
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.append(events(1..=1)).await, Ok(1));
+
+        fail(&fail_point, true);
+        let Err(WalError::Poisoned { reason }) = wal.append(events(2..=2)).await else {
+            panic!("the failing append must be poisoned");
+        };
+        assert!(reason.contains("injected"), "{reason}");
+        fail(&fail_point, false);
+        let poisoned = Err(WalError::Poisoned { reason });
+        assert_eq!(wal.append(events(3..=3)).await, poisoned);
+        assert_eq!(wal.append(Vec::new()).await, poisoned, "barrier");
+        assert_eq!(wal.shutdown(), poisoned.map(|_| ()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_poisons_that_append_and_every_later_one() {
+        assert_failure_poisons_forever(FailPoint::fail_syncs).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_poisons_that_append_and_every_later_one() {
+        assert_failure_poisons_forever(FailPoint::fail_writes).await;
+    }
+
+    #[tokio::test]
+    async fn a_barrier_resolves_with_the_lsn_before_it_once_that_is_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), SyncMode::Fsync);
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.append(Vec::new()).await, Ok(0), "empty log");
+
+        let a = wal.append(events(1..=2));
+        let b = wal.append(events(3..=3));
+        let barrier = wal.append(Vec::new());
+        let c = wal.append(events(4..=4));
+        assert_eq!(barrier.await, Ok(3));
+        assert!(fail_point.syncs() >= 1);
+        assert!(inspect(tmp.path()).unwrap()[0].records >= 3);
+        assert_eq!((a.await, b.await, c.await), (Ok(2), Ok(3), Ok(4)));
+        wal.shutdown().unwrap();
+    }
+
+    #[tokio::test]
+    async fn buffered_mode_acknowledges_before_syncing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hour_ms = 3_600_000;
+        let cfg = config(
+            tmp.path(),
+            SyncMode::Buffered {
+                interval_ms: hour_ms,
+            },
+        );
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.append(events(1..=2)).await, Ok(2));
+        assert_eq!(fail_point.syncs(), 0);
+        assert_eq!(
+            inspect(tmp.path()).unwrap()[0].records,
+            2,
+            "written to the OS"
+        );
+        wal.shutdown().unwrap();
+        assert_eq!(fail_point.syncs(), 1, "synced at shutdown");
+
+        // A full segment is synced before the next one starts: after a crash
+        // only the last segment may have a torn tail.
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = WalConfig {
+            segment_bytes_max: 1,
+            ..config(
+                tmp.path(),
+                SyncMode::Buffered {
+                    interval_ms: hour_ms,
+                },
+            )
+        };
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.append(events(1..=1)).await, Ok(1));
+        assert_eq!(wal.append(events(2..=2)).await, Ok(2));
+        assert_eq!(
+            (fail_point.syncs(), inspect(tmp.path()).unwrap().len()),
+            (1, 2)
+        );
+        wal.shutdown().unwrap();
+
+        // An interval that has passed syncs after the very next batch.
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), SyncMode::Buffered { interval_ms: 0 });
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.append(events(1..=1)).await, Ok(1));
+        assert_eq!(wal.append(Vec::new()).await, Ok(1));
+        assert_eq!(fail_point.syncs(), 1);
+        wal.shutdown().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_too_large_append_is_refused_whole_and_leaves_no_lsn_gap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = WalHandle::open(config(tmp.path(), SyncMode::Fsync), 1).unwrap();
+        let huge = Event::WithdrawalFailed {
+            tx: TransactionId::new(1, 1),
+            reason: "x".repeat(RECORD_BYTES_MAX),
+        };
+        let refused = wal.append(vec![event(1), huge]);
+        let accepted = wal.append(events(1..=1));
+        assert!(matches!(refused.await, Err(WalError::TooLarge { .. })));
+        assert_eq!(accepted.await, Ok(1));
+        let too_many = vec![event(1); BATCH_EVENTS_MAX + 1];
+        assert!(matches!(
+            wal.append(too_many).await,
+            Err(WalError::TooLarge { .. })
+        ));
+        wal.shutdown().unwrap();
+        assert_eq!(replay_all(tmp.path()).1, [(1, event(1))]);
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_appends_are_refused_and_mode_none_opens_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wal = WalHandle::open(config(tmp.path(), SyncMode::Fsync), 1).unwrap();
+        let clone = wal.clone();
+        wal.shutdown().unwrap();
+        assert_eq!(clone.append(events(1..=1)).await, Err(WalError::Closed));
+        assert_eq!(clone.shutdown(), Ok(()));
+        let none = WalHandle::open(config(tmp.path(), SyncMode::None), 1).err();
+        assert_eq!(none, Some(WalError::Disabled));
+    }
+}

@@ -1,0 +1,614 @@
+//! Framing of one log record: `[len u32][crc32 u32][lsn u64][payload]`, all
+//! little-endian, payload = one bincode-encoded [`Event`].
+//!
+//! Both directions check the same limits, so a record this code writes is
+//! always one it can read back, and a damaged length can never make the
+//! reader allocate or wait for more than [`RECORD_BYTES_MAX`].
+//! [`find_intact_after_torn`] looks for what proves a record that looks
+//! torn is damage instead (the evidence the torn-tail rule in `scan.rs`
+//! asks for).
+
+use bincode::config::{Configuration, Limit};
+
+use crate::domain::event::Event;
+
+use super::WalError;
+
+/// Largest record, header included. Events are small (≈ 60 B); the limit is
+/// there so that a corrupt length is recognised as corrupt.
+pub const RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// `len` (4) + `crc` (4) + `lsn` (8).
+pub const HEADER_BYTES: usize = 16;
+
+/// Largest payload a record may carry.
+pub const PAYLOAD_BYTES_MAX: usize = RECORD_BYTES_MAX - HEADER_BYTES;
+
+/// One record as read back: an event and the LSN it was logged under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalEntry {
+    pub lsn: u64,
+    pub event: Event,
+}
+
+/// What the bytes at a position hold.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A whole, valid record and the number of bytes it occupies.
+    Complete { entry: WalEntry, len: usize },
+    /// Fewer bytes than the header, or than the header's length announces.
+    Torn,
+    /// A whole record that fails a check.
+    Corrupt { reason: String },
+}
+
+/// The decode limit stops bincode from allocating whatever a (checksummed
+/// but hostile) length prefix inside the payload claims.
+fn bincode_config(
+) -> Configuration<bincode::config::LittleEndian, bincode::config::Varint, Limit<PAYLOAD_BYTES_MAX>>
+{
+    bincode::config::standard().with_limit::<PAYLOAD_BYTES_MAX>()
+}
+
+fn checksum(lsn: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&lsn.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends one record for `event` at `lsn` to `buf` and returns its size.
+///
+/// On error `buf` is left exactly as it was, so a caller building a batch
+/// can refuse one event without corrupting the records before it.
+pub fn encode_into(buf: &mut Vec<u8>, lsn: u64, event: &Event) -> Result<usize, WalError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER_BYTES]);
+    if let Err(error) = bincode::serde::encode_into_std_write(event, buf, bincode_config()) {
+        buf.truncate(start);
+        return Err(WalError::Encode {
+            reason: error.to_string(),
+        });
+    }
+    let payload_len = buf.len() - start - HEADER_BYTES;
+    if payload_len > PAYLOAD_BYTES_MAX {
+        buf.truncate(start);
+        return Err(WalError::TooLarge {
+            what: "record",
+            size: (payload_len + HEADER_BYTES) as u64,
+            max: RECORD_BYTES_MAX as u64,
+        });
+    }
+    let crc = checksum(lsn, &buf[start + HEADER_BYTES..]);
+    let header = &mut buf[start..start + HEADER_BYTES];
+    // Cannot truncate: payload_len <= PAYLOAD_BYTES_MAX < u32::MAX.
+    header[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header[8..16].copy_from_slice(&lsn.to_le_bytes());
+    Ok(HEADER_BYTES + payload_len)
+}
+
+/// Reads the record at the start of `bytes`, which must carry `expected_lsn`.
+pub fn decode(bytes: &[u8], expected_lsn: u64) -> Decoded {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return Decoded::Torn;
+    };
+    let field = |range: std::ops::Range<usize>| {
+        let mut out = [0u8; 8];
+        out[..range.len()].copy_from_slice(&header[range]);
+        u64::from_le_bytes(out)
+    };
+    let payload_len = field(0..4) as usize;
+    let crc = field(4..8) as u32;
+    let lsn = field(8..16);
+    if payload_len == 0 || payload_len > PAYLOAD_BYTES_MAX {
+        return Decoded::Corrupt {
+            reason: format!("record length {payload_len} outside 1..={PAYLOAD_BYTES_MAX}"),
+        };
+    }
+    let Some(payload) = bytes.get(HEADER_BYTES..HEADER_BYTES + payload_len) else {
+        return Decoded::Torn;
+    };
+    if checksum(lsn, payload) != crc {
+        return Decoded::Corrupt {
+            reason: "checksum mismatch".to_owned(),
+        };
+    }
+    if lsn != expected_lsn {
+        return Decoded::Corrupt {
+            reason: format!("LSN {lsn} where {expected_lsn} was expected"),
+        };
+    }
+    let decoded = match fast::decode(payload) {
+        Some(decoded) => Ok(decoded),
+        None => bincode::serde::decode_from_slice::<Event, _>(payload, bincode_config()),
+    };
+    match decoded {
+        Ok((event, used)) if used == payload_len => Decoded::Complete {
+            entry: WalEntry { lsn, event },
+            len: HEADER_BYTES + payload_len,
+        },
+        Ok((_, used)) => Decoded::Corrupt {
+            reason: format!("payload has {} bytes after its event", payload_len - used),
+        },
+        Err(error) => Decoded::Corrupt {
+            reason: format!("payload does not decode: {error}"),
+        },
+    }
+}
+
+/// Smallest record: a header and a one-byte payload.
+pub const RECORD_BYTES_MIN: usize = HEADER_BYTES + 1;
+
+/// Something in `bytes` — which start with a record that looks torn (it
+/// announces more bytes than there are) and which must run to the end of
+/// the segment — proving it is no torn write but damage: a checksum-valid
+/// record carrying `expected_lsn` or a later LSN. Returns the offset in
+/// `bytes` and LSN of the first one found.
+///
+/// Two shapes are looked for:
+/// - at offset 0, the record itself with a shorter length than its damaged
+///   length field announces (a whole record whose length was hit);
+/// - at any later offset, a successor: a record whose LSN lies between
+///   `expected_lsn` and the most records that fit before it (each is at
+///   least [`RECORD_BYTES_MIN`]) — that range is checked first, so only the
+///   rare candidate that passes it costs a checksum.
+///
+/// Cost: one pass over `bytes` plus a checksum per candidate. The caller
+/// only asks when [`decode`] said `Torn`, which means `bytes` is shorter
+/// than the announced record, so at most [`RECORD_BYTES_MAX`].
+pub fn find_intact_after_torn(bytes: &[u8], expected_lsn: u64) -> Option<(usize, u64)> {
+    if let Some(lsn) = shorter_valid_length(bytes, expected_lsn) {
+        return Some((0, lsn));
+    }
+    let u64_at = |at: usize| {
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(out)
+    };
+    let last_start = bytes.len().checked_sub(RECORD_BYTES_MIN)?;
+    (RECORD_BYTES_MIN..=last_start).find_map(|at| {
+        let lsn = u64_at(at + 8);
+        let most = expected_lsn.saturating_add((at / RECORD_BYTES_MIN) as u64);
+        if lsn < expected_lsn || lsn > most {
+            return None;
+        }
+        let len = (u64_at(at) & u64::from(u32::MAX)) as usize;
+        let crc = (u64_at(at + 4) & u64::from(u32::MAX)) as u32;
+        if len == 0 || len > PAYLOAD_BYTES_MAX {
+            return None;
+        }
+        let payload = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?;
+        (checksum(lsn, payload) == crc).then_some((at, lsn))
+    })
+}
+
+/// The LSN of the record at the start of `bytes` if its checksum holds for
+/// some payload shorter than all the bytes there are: the record is whole
+/// and its length field is what was damaged.
+fn shorter_valid_length(bytes: &[u8], expected_lsn: u64) -> Option<u64> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let mut crc_bytes = [0u8; 4];
+    crc_bytes.copy_from_slice(&header[4..8]);
+    let crc = u32::from_le_bytes(crc_bytes);
+    let mut lsn_bytes = [0u8; 8];
+    lsn_bytes.copy_from_slice(&header[8..16]);
+    let lsn = u64::from_le_bytes(lsn_bytes);
+    if lsn != expected_lsn {
+        return None;
+    }
+    let payload = &bytes[HEADER_BYTES..];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&lsn_bytes);
+    for &byte in payload.iter().take(PAYLOAD_BYTES_MAX) {
+        hasher.update(&[byte]);
+        if hasher.clone().finalize() == crc {
+            return Some(lsn);
+        }
+    }
+    None
+}
+
+/// Decoding the events replay meets all the time, without serde: a record
+/// is decoded once per replay and serde's generic path was most of the
+/// cost of reading the log.
+///
+/// It reads bincode 2's `standard()` format (what `encode_into` writes)
+/// directly: varint integers (a byte up to 250 is the value; 251, 252, 253
+/// and 254 announce a `u16`, `u32`, `u64` or `u128` in little-endian;
+/// signed ones zigzag-encoded), `u8` as one byte, enum variants as a
+/// varint `u32` index, `Option` as a 0/1 byte, strings as a varint length
+/// and UTF-8 bytes, arrays and structs as their fields in order.
+///
+/// It only ever answers for a payload it finds plainly valid, and then with
+/// exactly what bincode would decode; for anything else (payout records,
+/// an unknown variant, a bad marker, a short payload, a value the types'
+/// own constructors would not make) it answers `None` and bincode decides,
+/// so what is accepted and every error message stay bincode's. The tests
+/// compare the two on every variant and on damaged payloads.
+mod fast {
+    use crate::domain::event::Event;
+    use crate::domain::ids::{IdempotencyKey, TransactionId};
+    use crate::domain::money::{Currency, CurrencyCode, Units, CURRENCY_CODE_LEN_MAX};
+
+    const U16_MARKER: u8 = 251;
+    const U32_MARKER: u8 = 252;
+    const U64_MARKER: u8 = 253;
+    const U128_MARKER: u8 = 254;
+
+    /// The event at the start of `payload` and the bytes it used.
+    pub(super) fn decode(payload: &[u8]) -> Option<(Event, usize)> {
+        let mut input = Input { bytes: payload };
+        let event = match input.varint(U32_MARKER)? {
+            0 => Event::Deposited {
+                tx: input.tx()?,
+                currency: input.currency()?,
+                amount: input.units()?,
+                key: input.key()?,
+            },
+            1 => Event::WithdrawalRequested {
+                tx: input.tx()?,
+                currency: input.currency()?,
+                amount: input.units()?,
+                key: input.key()?,
+            },
+            2 => Event::WithdrawalCompleted { tx: input.tx()? },
+            3 => Event::WithdrawalFailed {
+                tx: input.tx()?,
+                reason: input.string()?.to_owned(),
+            },
+            4 => Event::WithdrawalCancelled { tx: input.tx()? },
+            5 => Event::Transferred {
+                tx: input.tx()?,
+                to: input.u64()?,
+                currency: input.currency()?,
+                amount: input.units()?,
+                key: input.key()?,
+            },
+            6 => Event::WithdrawalClaimed {
+                tx: input.tx()?,
+                payout_id: input.u64()?,
+            },
+            7 => Event::WithdrawalReleased { tx: input.tx()? },
+            8 => Event::WithdrawalReturned {
+                tx: input.tx()?,
+                reason: input.string()?.to_owned(),
+            },
+            // Payout records are rare: serde's path is fine for them.
+            _ => return None,
+        };
+        Some((event, payload.len() - input.bytes.len()))
+    }
+
+    /// What is left of the payload.
+    struct Input<'a> {
+        bytes: &'a [u8],
+    }
+
+    impl<'a> Input<'a> {
+        fn take(&mut self, count: usize) -> Option<&'a [u8]> {
+            let (taken, rest) = self.bytes.split_at_checked(count)?;
+            self.bytes = rest;
+            Some(taken)
+        }
+
+        fn byte(&mut self) -> Option<u8> {
+            Some(self.take(1)?[0])
+        }
+
+        fn le<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+
+        /// An unsigned varint whose type allows markers up to `widest`.
+        fn varint(&mut self, widest: u8) -> Option<u128> {
+            let marker = self.byte()?;
+            if marker > widest {
+                return None;
+            }
+            Some(match marker {
+                U16_MARKER => u16::from_le_bytes(self.le()?).into(),
+                U32_MARKER => u32::from_le_bytes(self.le()?).into(),
+                U64_MARKER => u64::from_le_bytes(self.le()?).into(),
+                U128_MARKER => u128::from_le_bytes(self.le()?),
+                small => small.into(),
+            })
+        }
+
+        fn u64(&mut self) -> Option<u64> {
+            // Cannot truncate: markers above `U64_MARKER` were refused.
+            self.varint(U64_MARKER).map(|value| value as u64)
+        }
+
+        fn units(&mut self) -> Option<Units> {
+            let zigzag = self.varint(U128_MARKER)?;
+            let half = (zigzag >> 1) as Units;
+            Some(if zigzag & 1 == 0 { half } else { !half })
+        }
+
+        fn tx(&mut self) -> Option<TransactionId> {
+            let id = self.varint(U128_MARKER)?;
+            Some(TransactionId::new((id >> 64) as u64, id as u64))
+        }
+
+        fn currency(&mut self) -> Option<Currency> {
+            let inline: [u8; CURRENCY_CODE_LEN_MAX] = self.le()?;
+            let decimals = self.byte()?;
+            // `CurrencyCode::new` stores the code's bytes, then zeros: only
+            // bytes of that shape make the same code.
+            let len = inline.iter().position(|&b| b == 0).unwrap_or(inline.len());
+            if inline[len..].iter().any(|&b| b != 0) {
+                return None;
+            }
+            let code = CurrencyCode::new(std::str::from_utf8(&inline[..len]).ok()?).ok()?;
+            Some(Currency { code, decimals })
+        }
+
+        fn string(&mut self) -> Option<&'a str> {
+            let len = usize::try_from(self.u64()?).ok()?;
+            std::str::from_utf8(self.take(len)?).ok()
+        }
+
+        /// `Some(None)` for no key; `None` when in doubt.
+        fn key(&mut self) -> Option<Option<IdempotencyKey>> {
+            match self.byte()? {
+                0 => Some(None),
+                1 => IdempotencyKey::new(self.string()?).ok().map(Some),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::domain::ids::{IdempotencyKey, TransactionId};
+    use crate::domain::money::{Currency, CurrencyCode, Units};
+
+    /// A varied event for `n`, shared by the other WAL tests.
+    pub(crate) fn event(n: u64) -> Event {
+        let tx = TransactionId::new(n % 7 + 1, n);
+        match n % 3 {
+            0 => Event::Deposited {
+                tx,
+                currency: Currency {
+                    code: CurrencyCode::new("USD").unwrap(),
+                    decimals: 2,
+                },
+                amount: i128::from(n) * 1_000_000_007,
+                key: Some(IdempotencyKey::new(&format!("key-{n}")).unwrap()),
+            },
+            1 => Event::WithdrawalFailed {
+                tx,
+                reason: format!("bank said no to {n}"),
+            },
+            _ => Event::WithdrawalCompleted { tx },
+        }
+    }
+
+    fn encoded(lsn: u64, event: &Event) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, lsn, event).unwrap();
+        buf
+    }
+
+    #[test]
+    fn round_trip_preserves_lsn_and_event() {
+        let mut buf = Vec::new();
+        for lsn in 1..=9 {
+            encode_into(&mut buf, lsn, &event(lsn)).unwrap();
+        }
+        let mut at = 0;
+        for lsn in 1..=9 {
+            match decode(&buf[at..], lsn) {
+                Decoded::Complete { entry, len } => {
+                    assert_eq!(
+                        entry,
+                        WalEntry {
+                            lsn,
+                            event: event(lsn)
+                        }
+                    );
+                    at += len;
+                }
+                other => panic!("record {lsn}: {other:?}"),
+            }
+        }
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn oversized_event_is_refused_and_leaves_the_buffer_unchanged() {
+        let mut buf = encoded(1, &event(1));
+        let before = buf.clone();
+        let huge = Event::WithdrawalFailed {
+            tx: TransactionId::new(1, 1),
+            reason: "x".repeat(RECORD_BYTES_MAX),
+        };
+        let err = encode_into(&mut buf, 2, &huge).unwrap_err();
+        assert!(
+            matches!(err, WalError::TooLarge { what: "record", .. }),
+            "{err}"
+        );
+        assert_eq!(buf, before);
+    }
+
+    #[test]
+    fn short_bytes_are_torn() {
+        let buf = encoded(5, &event(5));
+        for cut in 0..buf.len() {
+            assert_eq!(decode(&buf[..cut], 5), Decoded::Torn, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn damaged_records_are_corrupt() {
+        let good = encoded(5, &event(5));
+        let corrupt = |bytes: &[u8], lsn| matches!(decode(bytes, lsn), Decoded::Corrupt { .. });
+        assert!(corrupt(&good, 6), "wrong LSN");
+        for at in 4..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            assert!(corrupt(&bad, 5), "flipped byte {at}");
+        }
+        let mut too_long = good.clone();
+        too_long[0..4].copy_from_slice(&(PAYLOAD_BYTES_MAX as u32 + 1).to_le_bytes());
+        assert!(corrupt(&too_long, 5), "length above the limit");
+        assert!(corrupt(&[0; HEADER_BYTES], 0), "zero length");
+    }
+
+    /// Events of every variant, with the integers at the varint markers'
+    /// edges and strings the constructors refuse.
+    fn events_for_the_fast_decoder() -> Vec<Event> {
+        let code = |c| CurrencyCode::new(c).unwrap();
+        let currencies =
+            [("USD", 2), ("A", 0), ("ABCDEFGH", 18), ("BTC", 255)].map(|(c, decimals)| Currency {
+                code: code(c),
+                decimals,
+            });
+        let numbers: [u64; 9] = [
+            0,
+            1,
+            250,
+            251,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            1 << 40,
+            u64::MAX,
+        ];
+        let amounts: [Units; 9] = [
+            0,
+            1,
+            -1,
+            125,
+            -126,
+            40_000,
+            -(1 << 70),
+            Units::MAX,
+            Units::MIN,
+        ];
+        let keys = [
+            None,
+            Some(IdempotencyKey::new("k").unwrap()),
+            Some(IdempotencyKey::new("ключ-é").unwrap()),
+            Some(IdempotencyKey::new(&"x".repeat(128)).unwrap()),
+        ];
+        let mut events = Vec::new();
+        for (i, &n) in numbers.iter().enumerate() {
+            let tx = TransactionId::new(n, numbers[(i + 3) % numbers.len()]);
+            let currency = currencies[i % currencies.len()];
+            let amount = amounts[i];
+            let key = keys[i % keys.len()].clone();
+            let reason = ["", "bank said no", "ünïcödé ✓", &"r".repeat(300)][i % 4].to_owned();
+            events.extend([
+                Event::Deposited {
+                    tx,
+                    currency,
+                    amount,
+                    key: key.clone(),
+                },
+                Event::WithdrawalRequested {
+                    tx,
+                    currency,
+                    amount,
+                    key: key.clone(),
+                },
+                Event::WithdrawalCompleted { tx },
+                Event::WithdrawalFailed {
+                    tx,
+                    reason: reason.clone(),
+                },
+                Event::WithdrawalCancelled { tx },
+                Event::Transferred {
+                    tx,
+                    to: n,
+                    currency,
+                    amount,
+                    key,
+                },
+                Event::WithdrawalClaimed { tx, payout_id: n },
+                Event::WithdrawalReleased { tx },
+                Event::WithdrawalReturned { tx, reason },
+                Event::PayoutSubmitted {
+                    payout_id: n,
+                    currency,
+                    items: vec![(tx, amount)],
+                },
+            ]);
+        }
+        events
+    }
+
+    /// Whenever the fast decoder answers, bincode decodes the same bytes to
+    /// the same event, using the same number of bytes.
+    fn fast_agrees_with_bincode(bytes: &[u8]) -> bool {
+        let Some(fast) = fast::decode(bytes) else {
+            return false;
+        };
+        let slow = bincode::serde::decode_from_slice::<Event, _>(bytes, bincode_config());
+        assert_eq!(Ok(fast), slow.map_err(|e| e.to_string()), "bytes {bytes:?}");
+        true
+    }
+
+    #[test]
+    fn the_fast_decoder_reads_what_bincode_reads_and_nothing_it_refuses() {
+        let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(7);
+        for event in events_for_the_fast_decoder() {
+            let payload = bincode::serde::encode_to_vec(&event, bincode_config()).unwrap();
+            let is_payout = matches!(event, Event::PayoutSubmitted { .. });
+            assert_eq!(fast_agrees_with_bincode(&payload), !is_payout, "{event:?}");
+            if !is_payout {
+                assert_eq!(fast::decode(&payload), Some((event.clone(), payload.len())));
+            }
+            for cut in 0..payload.len() {
+                fast_agrees_with_bincode(&payload[..cut]);
+            }
+            let mut damaged = payload.clone();
+            for at in 0..payload.len() {
+                for value in 0..=u8::MAX {
+                    damaged[at] = value;
+                    fast_agrees_with_bincode(&damaged);
+                }
+                damaged[at] = payload[at];
+            }
+            for _ in 0..200 {
+                let mut noisy = payload.clone();
+                for _ in 0..rand::Rng::random_range(&mut rng, 1..4) {
+                    let at = rand::Rng::random_range(&mut rng, 0..noisy.len());
+                    noisy[at] = rand::Rng::random(&mut rng);
+                }
+                fast_agrees_with_bincode(&noisy);
+            }
+        }
+        // Keys and codes the constructors refuse are left to bincode.
+        let refused_key = |key: &str| {
+            let mut payload = vec![0, 5];
+            payload.extend_from_slice(b"USD\0\0\0\0\0\x02\x02\x01");
+            payload.push(key.len() as u8);
+            payload.extend_from_slice(key.as_bytes());
+            payload
+        };
+        let valid = refused_key("k");
+        assert!(fast_agrees_with_bincode(&valid));
+        assert_eq!(fast::decode(&refused_key("")), None);
+        let lower_case = [&[0u8, 5, b'u', b's', b'd', 0, 0, 0, 0, 0, 2, 2][..], &[0]].concat();
+        assert!(
+            bincode::serde::decode_from_slice::<Event, _>(&lower_case, bincode_config()).is_ok()
+        );
+        assert_eq!(fast::decode(&lower_case), None);
+    }
+
+    #[test]
+    fn payload_with_trailing_bytes_is_corrupt() {
+        let mut payload = bincode::serde::encode_to_vec(event(3), bincode_config()).unwrap();
+        payload.push(0);
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&checksum(3, &payload).to_le_bytes());
+        buf.extend_from_slice(&3u64.to_le_bytes());
+        buf.extend_from_slice(&payload);
+        assert!(matches!(decode(&buf, 3), Decoded::Corrupt { .. }));
+    }
+}
