@@ -1,10 +1,12 @@
-//! Helpers shared by the black-box test binaries `core_engine`,
-//! `idempotency` and `transfers`: amounts and codes from text, test ledgers,
-//! balance getters and checks, the before/after state capture that proves a
-//! rejection changed nothing, batch-operation builders, and running many
-//! calls at once. Submodules: `serve` (the real binary), `in_process` (the
-//! HTTP service on a ledger the test holds); `faults.rs` beside them
-//! (storage damage) is included by the recovery tests directly.
+//! Helpers shared by the black-box test binaries of the `Ledger` handle
+//! (`withdrawals`, `amounts`, `rejections`, `batch_form`, `admission`,
+//! `shutdown`, `account_actors`, `idempotency`, `transfers`, ...): amounts
+//! and codes from text, test ledgers, balance getters and checks, the
+//! before/after state capture that proves a rejection changed nothing,
+//! batch-operation builders, and running many calls at once. Submodules:
+//! `serve` (the real binary), `in_process` (the HTTP service on a ledger
+//! the test holds); `faults.rs` beside them (storage damage) is included by
+//! the recovery tests directly.
 
 // Every test binary compiles its own copy of this module and uses a
 // different subset of it; what one binary leaves unused would otherwise
@@ -162,6 +164,38 @@ pub async fn clean_audit(ledger: &Ledger) -> Audit {
 
 pub async fn assert_clean(ledger: &Ledger) {
     clean_audit(ledger).await;
+}
+
+/// Asserts that a deposit to account 1, a withdrawal from it and a transfer
+/// from it to account 2, of `amount` in `currency`, are each refused with
+/// `expected`.
+pub async fn assert_refused_by_every_kind(
+    ledger: &Ledger,
+    currency: &str,
+    amount: Decimal,
+    expected: &LedgerError,
+) {
+    assert_eq!(
+        &ledger.deposit(1, currency, amount, None).await.unwrap_err(),
+        expected,
+        "deposit {amount} in {currency:?}"
+    );
+    assert_eq!(
+        &ledger
+            .request_withdrawal(1, currency, amount, None)
+            .await
+            .unwrap_err(),
+        expected,
+        "withdrawal {amount} in {currency:?}"
+    );
+    assert_eq!(
+        &ledger
+            .transfer(1, 2, currency, amount, None)
+            .await
+            .unwrap_err(),
+        expected,
+        "transfer {amount} in {currency:?}"
+    );
 }
 
 /// Everything observable about some accounts and withdrawals, plus the
