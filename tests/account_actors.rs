@@ -3,33 +3,35 @@
 
 mod common;
 
-use common::{assert_balance, assert_clean, complete, dec, deposit_op, open};
+use burnledger::Config;
+use common::{assert_balance, complete, dec, deposit_op, with_ledger};
 
 #[tokio::test]
 async fn idle_account_actors_stop_and_their_accounts_carry_on_where_they_were() {
-    // The test config caps actors at 4 per shard and sweeps every 20 ms.
-    let ledger = open();
-    let deposits = (1..=50).map(|a| deposit_op(a, "USD", "3")).collect();
-    assert!(ledger.submit(deposits).await.iter().all(Result::is_ok));
-    let counts = ledger.account_counts().await.unwrap();
-    assert_eq!(counts.accounts, 50);
-    // One batch touched 50 accounts: the cap kept most actors stopped.
-    assert!(counts.actors_running <= 2 * 5, "{counts:?}");
-    // Idle for a few sweeps: every actor stops, every account stays.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let counts = ledger.account_counts().await.unwrap();
-    assert_eq!((counts.accounts, counts.actors_running), (50, 0));
-    // A stopped actor's account is read from, and restarted with, its kept
-    // state.
-    assert_balance(&ledger, 7, "USD", ["3", "0", "3"]).await;
-    let withdrawal = ledger
-        .request_withdrawal(7, "USD", dec("1"), None)
-        .await
-        .unwrap();
-    assert_balance(&ledger, 7, "USD", ["2", "1", "3"]).await;
-    // (Its new actor may already be swept again on a slow machine.)
-    assert!(ledger.account_counts().await.unwrap().actors_running <= 1);
-    complete(&ledger, withdrawal.transaction_id).await;
-    assert_balance(&ledger, 7, "USD", ["2", "0", "2"]).await;
-    assert_clean(&ledger).await;
+    with_ledger(Config::for_tests(), |ledger| async move {
+        // The test config caps actors at 4 per shard and sweeps every 20 ms.
+        let deposits = (1..=50).map(|a| deposit_op(a, "USD", "3")).collect();
+        assert!(ledger.submit(deposits).await.iter().all(Result::is_ok));
+        let counts = ledger.account_counts().await.unwrap();
+        assert_eq!(counts.accounts, 50);
+        // One batch touched 50 accounts: the cap kept most actors stopped.
+        assert!(counts.actors_running <= 2 * 5, "{counts:?}");
+        // Idle for a few sweeps: every actor stops, every account stays.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let counts = ledger.account_counts().await.unwrap();
+        assert_eq!((counts.accounts, counts.actors_running), (50, 0));
+        // A stopped actor's account is read from, and restarted with, its kept
+        // state.
+        assert_balance(&ledger, 7, "USD", ["3", "0", "3"]).await;
+        let withdrawal = ledger
+            .request_withdrawal(7, "USD", dec("1"), None)
+            .await
+            .unwrap();
+        assert_balance(&ledger, 7, "USD", ["2", "1", "3"]).await;
+        // (Its new actor may already be swept again on a slow machine.)
+        assert!(ledger.account_counts().await.unwrap().actors_running <= 1);
+        complete(&ledger, withdrawal.transaction_id).await;
+        assert_balance(&ledger, 7, "USD", ["2", "0", "2"]).await;
+    })
+    .await;
 }

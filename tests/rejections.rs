@@ -5,238 +5,242 @@
 
 mod common;
 
-use burnledger::{Decimal, IdempotencyKey, LedgerError, WithdrawalOutcome, WithdrawalStatus};
-
+use burnledger::{
+    Config, Decimal, IdempotencyKey, LedgerError, WithdrawalOutcome, WithdrawalStatus,
+};
 use common::{
-    assert_balance, assert_clean, assert_refused_by_every_kind, balance, conflict, dec, deposit_op,
-    insufficient, open, request_withdrawal, snapshot, transfer_op,
+    assert_balance, assert_refused_by_every_kind, balance, conflict, dec, deposit_op, insufficient,
+    request_withdrawal, snapshot, transfer_op, with_ledger,
 };
 
 #[tokio::test]
 async fn insufficient_funds_reports_available_and_requested_and_changes_nothing() {
-    let ledger = open();
-    ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let pending = request_withdrawal(&ledger, 1, "USD", "60").await;
-    let before = snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await;
+    with_ledger(Config::for_tests(), |ledger| async move {
+        ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+        let pending = request_withdrawal(&ledger, 1, "USD", "60").await;
+        let before = snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await;
 
-    // Locked funds are not available: 40 left, 50 asked.
-    let expected = insufficient("USD", "40", "50");
-    assert_eq!(
-        ledger
+        // Locked funds are not available: 40 left, 50 asked.
+        let expected = insufficient("USD", "40", "50");
+        assert_eq!(
+            ledger
+                .request_withdrawal(1, "USD", dec("50"), None)
+                .await
+                .unwrap_err(),
+            expected
+        );
+        assert_eq!(
+            ledger
+                .transfer(1, 2, "USD", dec("50"), None)
+                .await
+                .unwrap_err(),
+            expected
+        );
+        // A currency the account never held has nothing available.
+        assert_eq!(
+            ledger
+                .request_withdrawal(1, "BTC", dec("0.00000001"), None)
+                .await
+                .unwrap_err(),
+            insufficient("BTC", "0", "0.00000001")
+        );
+        // A never-seen account has nothing at all.
+        assert_eq!(
+            ledger
+                .request_withdrawal(2, "USD", dec("0.01"), None)
+                .await
+                .unwrap_err(),
+            insufficient("USD", "0", "0.01")
+        );
+        let error = ledger
             .request_withdrawal(1, "USD", dec("50"), None)
             .await
-            .unwrap_err(),
-        expected
-    );
-    assert_eq!(
-        ledger
-            .transfer(1, 2, "USD", dec("50"), None)
-            .await
-            .unwrap_err(),
-        expected
-    );
-    // A currency the account never held has nothing available.
-    assert_eq!(
-        ledger
-            .request_withdrawal(1, "BTC", dec("0.00000001"), None)
-            .await
-            .unwrap_err(),
-        insufficient("BTC", "0", "0.00000001")
-    );
-    // A never-seen account has nothing at all.
-    assert_eq!(
-        ledger
-            .request_withdrawal(2, "USD", dec("0.01"), None)
-            .await
-            .unwrap_err(),
-        insufficient("USD", "0", "0.01")
-    );
-    let error = ledger
-        .request_withdrawal(1, "USD", dec("50"), None)
-        .await
-        .unwrap_err();
-    assert_eq!(error.code(), "insufficient_funds");
-    assert!(error.is_retryable());
+            .unwrap_err();
+        assert_eq!(error.code(), "insufficient_funds");
+        assert!(error.is_retryable());
 
-    assert_eq!(
-        snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await,
-        before
-    );
-    // Exactly what is available still works.
-    request_withdrawal(&ledger, 1, "USD", "40").await;
-    assert_balance(&ledger, 1, "USD", ["0", "100", "100"]).await;
-    assert_clean(&ledger).await;
-    ledger.shutdown().await;
+        assert_eq!(
+            snapshot(&ledger, &[1, 2], &[pending.transaction_id]).await,
+            before
+        );
+        // Exactly what is available still works.
+        request_withdrawal(&ledger, 1, "USD", "40").await;
+        assert_balance(&ledger, 1, "USD", ["0", "100", "100"]).await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_currencies_are_rejected_whether_well_formed_or_malformed() {
-    let ledger = open();
-    ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let before = snapshot(&ledger, &[1, 2], &[]).await;
-    for currency in ["XYZ", "usd", "Usd", "", "TOOLONGCODE", "US D", "€"] {
-        let expected = LedgerError::UnknownCurrency {
-            currency: currency.to_string(),
-        };
-        assert_refused_by_every_kind(&ledger, currency, dec("1"), &expected).await;
+    with_ledger(Config::for_tests(), |ledger| async move {
+        ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+        let before = snapshot(&ledger, &[1, 2], &[]).await;
+        for currency in ["XYZ", "usd", "Usd", "", "TOOLONGCODE", "US D", "€"] {
+            let expected = LedgerError::UnknownCurrency {
+                currency: currency.to_string(),
+            };
+            assert_refused_by_every_kind(&ledger, currency, dec("1"), &expected).await;
+            assert_eq!(
+                ledger.balance(1, currency).await.unwrap_err(),
+                expected,
+                "balance in {currency:?}"
+            );
+            assert_eq!(expected.code(), "unknown_currency");
+        }
+        // Through the batch form, a well-formed but unconfigured code.
         assert_eq!(
-            ledger.balance(1, currency).await.unwrap_err(),
-            expected,
-            "balance in {currency:?}"
+            ledger.submit(vec![deposit_op(1, "XYZ", "1")]).await,
+            vec![Err(LedgerError::UnknownCurrency {
+                currency: "XYZ".into()
+            })]
         );
-        assert_eq!(expected.code(), "unknown_currency");
-    }
-    // Through the batch form, a well-formed but unconfigured code.
-    assert_eq!(
-        ledger.submit(vec![deposit_op(1, "XYZ", "1")]).await,
-        vec![Err(LedgerError::UnknownCurrency {
-            currency: "XYZ".into()
-        })]
-    );
-    assert_eq!(snapshot(&ledger, &[1, 2], &[]).await, before);
-    ledger.shutdown().await;
+        assert_eq!(snapshot(&ledger, &[1, 2], &[]).await, before);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn idempotency_conflict_changes_nothing() {
-    let ledger = open();
-    let first = ledger
-        .deposit(1, "USD", dec("100"), Some("dep-1"))
-        .await
-        .unwrap();
-    let before = snapshot(&ledger, &[1], &[]).await;
-    let error = ledger
-        .deposit(1, "USD", dec("101"), Some("dep-1"))
-        .await
-        .unwrap_err();
-    assert_eq!(error, conflict("dep-1"));
-    assert_eq!(error.code(), "idempotency_conflict");
-    assert!(!error.is_retryable());
-    assert_eq!(snapshot(&ledger, &[1], &[]).await, before);
-    // The first result is still what the key gives.
-    assert_eq!(
-        ledger
+    with_ledger(Config::for_tests(), |ledger| async move {
+        let first = ledger
             .deposit(1, "USD", dec("100"), Some("dep-1"))
             .await
-            .unwrap(),
-        first
-    );
-    assert_eq!(snapshot(&ledger, &[1], &[]).await, before);
-    ledger.shutdown().await;
+            .unwrap();
+        let before = snapshot(&ledger, &[1], &[]).await;
+        let error = ledger
+            .deposit(1, "USD", dec("101"), Some("dep-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(error, conflict("dep-1"));
+        assert_eq!(error.code(), "idempotency_conflict");
+        assert!(!error.is_retryable());
+        assert_eq!(snapshot(&ledger, &[1], &[]).await, before);
+        // The first result is still what the key gives.
+        assert_eq!(
+            ledger
+                .deposit(1, "USD", dec("100"), Some("dep-1"))
+                .await
+                .unwrap(),
+            first
+        );
+        assert_eq!(snapshot(&ledger, &[1], &[]).await, before);
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
-    let ledger = open();
-    ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
-    let w = request_withdrawal(&ledger, 1, "USD", "10").await;
-    let tx = w.transaction_id;
-    let before = snapshot(&ledger, &[1, 2], &[tx]).await;
-    let is_invalid_input = |e: LedgerError, what: &str| match e {
-        LedgerError::InvalidInput { reason } => assert!(!reason.is_empty(), "{what}"),
-        other => panic!("{what}: expected invalid_input, got {other:?}"),
-    };
+    with_ledger(Config::for_tests(), |ledger| async move {
+        ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+        let w = request_withdrawal(&ledger, 1, "USD", "10").await;
+        let tx = w.transaction_id;
+        let before = snapshot(&ledger, &[1, 2], &[tx]).await;
+        let is_invalid_input = |e: LedgerError, what: &str| match e {
+            LedgerError::InvalidInput { reason } => assert!(!reason.is_empty(), "{what}"),
+            other => panic!("{what}: expected invalid_input, got {other:?}"),
+        };
 
-    // A transfer to its own source account.
-    is_invalid_input(
+        // A transfer to its own source account.
+        is_invalid_input(
+            ledger
+                .transfer(1, 1, "USD", dec("1"), None)
+                .await
+                .unwrap_err(),
+            "transfer to self",
+        );
+        assert!(matches!(
+            ledger.submit(vec![transfer_op(1, 1, "USD", "1")]).await[..],
+            [Err(LedgerError::InvalidInput { .. })]
+        ));
+
+        // Idempotency keys: 1 to 128 bytes.
+        let long_key = "k".repeat(129);
+        for k in [long_key.as_str(), ""] {
+            is_invalid_input(
+                ledger
+                    .deposit(1, "USD", dec("1"), Some(k))
+                    .await
+                    .unwrap_err(),
+                "deposit key",
+            );
+            is_invalid_input(
+                ledger
+                    .request_withdrawal(1, "USD", dec("1"), Some(k))
+                    .await
+                    .unwrap_err(),
+                "withdrawal key",
+            );
+            is_invalid_input(
+                ledger
+                    .transfer(1, 2, "USD", dec("1"), Some(k))
+                    .await
+                    .unwrap_err(),
+                "transfer key",
+            );
+            assert!(IdempotencyKey::new(k).is_err());
+        }
+
+        // A failure reason longer than 256 bytes, in ASCII and in multi-byte text.
+        for reason in ["r".repeat(257), "é".repeat(129)] {
+            is_invalid_input(
+                ledger
+                    .complete_withdrawal(tx, WithdrawalOutcome::Failed { reason })
+                    .await
+                    .unwrap_err(),
+                "long reason",
+            );
+        }
+
+        // A batch larger than batch_ops_max: every op is refused.
+        let max = ledger.config().batch_ops_max;
+        assert_eq!(max, 1024);
+        let results = ledger
+            .submit(vec![deposit_op(1, "USD", "1"); max + 1])
+            .await;
+        assert_eq!(results.len(), max + 1);
+        for result in results {
+            is_invalid_input(result.unwrap_err(), "oversized batch");
+        }
+        let error = LedgerError::InvalidInput { reason: "x".into() };
+        assert_eq!(error.code(), "invalid_input");
+        assert!(!error.is_retryable());
+
+        assert_eq!(snapshot(&ledger, &[1, 2], &[tx]).await, before);
+
+        // The limits themselves are accepted.
+        let max_key = "k".repeat(128);
         ledger
-            .transfer(1, 1, "USD", dec("1"), None)
+            .deposit(1, "USD", dec("1"), Some(&max_key))
             .await
-            .unwrap_err(),
-        "transfer to self",
-    );
-    assert!(matches!(
-        ledger.submit(vec![transfer_op(1, 1, "USD", "1")]).await[..],
-        [Err(LedgerError::InvalidInput { .. })]
-    ));
-
-    // Idempotency keys: 1 to 128 bytes.
-    let long_key = "k".repeat(129);
-    for k in [long_key.as_str(), ""] {
-        is_invalid_input(
-            ledger
-                .deposit(1, "USD", dec("1"), Some(k))
-                .await
-                .unwrap_err(),
-            "deposit key",
+            .unwrap();
+        let reason = "r".repeat(256);
+        let failed = ledger
+            .complete_withdrawal(
+                tx,
+                WithdrawalOutcome::Failed {
+                    reason: reason.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(failed.status, WithdrawalStatus::Failed { reason });
+        let results = ledger.submit(vec![deposit_op(2, "USD", "1"); max]).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(
+            balance(&ledger, 2, "USD").await.2,
+            Decimal::from(max as u64)
         );
-        is_invalid_input(
-            ledger
-                .request_withdrawal(1, "USD", dec("1"), Some(k))
-                .await
-                .unwrap_err(),
-            "withdrawal key",
-        );
-        is_invalid_input(
-            ledger
-                .transfer(1, 2, "USD", dec("1"), Some(k))
-                .await
-                .unwrap_err(),
-            "transfer key",
-        );
-        assert!(IdempotencyKey::new(k).is_err());
-    }
-
-    // A failure reason longer than 256 bytes, in ASCII and in multi-byte text.
-    for reason in ["r".repeat(257), "é".repeat(129)] {
-        is_invalid_input(
-            ledger
-                .complete_withdrawal(tx, WithdrawalOutcome::Failed { reason })
-                .await
-                .unwrap_err(),
-            "long reason",
-        );
-    }
-
-    // A batch larger than batch_ops_max: every op is refused.
-    let max = ledger.config().batch_ops_max;
-    assert_eq!(max, 1024);
-    let results = ledger
-        .submit(vec![deposit_op(1, "USD", "1"); max + 1])
-        .await;
-    assert_eq!(results.len(), max + 1);
-    for result in results {
-        is_invalid_input(result.unwrap_err(), "oversized batch");
-    }
-    let error = LedgerError::InvalidInput { reason: "x".into() };
-    assert_eq!(error.code(), "invalid_input");
-    assert!(!error.is_retryable());
-
-    assert_eq!(snapshot(&ledger, &[1, 2], &[tx]).await, before);
-
-    // The limits themselves are accepted.
-    let max_key = "k".repeat(128);
-    ledger
-        .deposit(1, "USD", dec("1"), Some(&max_key))
-        .await
-        .unwrap();
-    let reason = "r".repeat(256);
-    let failed = ledger
-        .complete_withdrawal(
-            tx,
-            WithdrawalOutcome::Failed {
-                reason: reason.clone(),
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(failed.status, WithdrawalStatus::Failed { reason });
-    let results = ledger.submit(vec![deposit_op(2, "USD", "1"); max]).await;
-    assert!(results.iter().all(Result::is_ok));
-    assert_eq!(
-        balance(&ledger, 2, "USD").await.2,
-        Decimal::from(max as u64)
-    );
-    assert_clean(&ledger).await;
-    ledger.shutdown().await;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_self_transfer_is_invalid_input_whatever_its_amount() {
-    let ledger = open();
-    assert!(matches!(
-        ledger.transfer(1, 1, "USD", dec("0"), None).await,
-        Err(LedgerError::InvalidInput { .. })
-    ));
-    ledger.shutdown().await;
+    with_ledger(Config::for_tests(), |ledger| async move {
+        assert!(matches!(
+            ledger.transfer(1, 1, "USD", dec("0"), None).await,
+            Err(LedgerError::InvalidInput { .. })
+        ));
+    })
+    .await;
 }

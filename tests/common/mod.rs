@@ -1,12 +1,14 @@
 //! Helpers shared by the black-box test binaries of the `Ledger` handle
 //! (`withdrawals`, `amounts`, `rejections`, `batch_form`, `admission`,
 //! `shutdown`, `account_actors`, `idempotency`, `transfers`, ...): amounts
-//! and codes from text, test ledgers, balance getters and checks, the
-//! before/after state capture that proves a rejection changed nothing,
-//! batch-operation builders, and running many calls at once. Submodules:
-//! `serve` (the real binary), `in_process` (the HTTP service on a ledger
-//! the test holds); `faults.rs` beside them (storage damage) is included by
-//! the recovery tests directly.
+//! and codes from text; test ledgers and configurations, and the fixture
+//! [`with_ledger`] (opens a ledger, runs the test's body, asserts the audit
+//! clean, shuts down); balance getters and checks; the before/after state
+//! capture that proves a rejection changed nothing; batch-operation
+//! builders; running many calls at once. Submodules: `serve` (the real
+//! binary), `in_process` (the HTTP service on a ledger the test holds);
+//! `faults.rs` beside them (storage damage) is included by the recovery
+//! tests directly.
 
 // Every test binary compiles its own copy of this module and uses a
 // different subset of it; what one binary leaves unused would otherwise
@@ -71,20 +73,42 @@ pub fn open() -> Ledger {
 
 /// A test ledger whose pending-withdrawal cap does not get in the way.
 pub fn open_uncapped() -> Ledger {
-    Ledger::open(Config {
-        account_pending_withdrawals_max: 10_000,
-        ..Config::for_tests()
-    })
-    .unwrap()
+    Ledger::open(uncapped()).unwrap()
 }
 
 /// A test ledger with exactly these currencies.
 pub fn open_with_currencies(currencies: Vec<CurrencyConfig>) -> Ledger {
-    Ledger::open(Config {
+    Ledger::open(with_currencies(currencies)).unwrap()
+}
+
+/// The test configuration with a pending-withdrawal cap that does not get
+/// in the way.
+pub fn uncapped() -> Config {
+    Config {
+        account_pending_withdrawals_max: 10_000,
+        ..Config::for_tests()
+    }
+}
+
+/// The test configuration with exactly these currencies.
+pub fn with_currencies(currencies: Vec<CurrencyConfig>) -> Config {
+    Config {
         currencies,
         ..Config::for_tests()
-    })
-    .unwrap()
+    }
+}
+
+/// The fixture of a test of the `Ledger` handle: opens a ledger with
+/// `config`, runs `body` on it, then asserts the ledger's audit clean and
+/// shuts it down — so the test itself states only its behaviour.
+pub async fn with_ledger<Fut>(config: Config, body: impl FnOnce(Ledger) -> Fut)
+where
+    Fut: Future<Output = ()>,
+{
+    let ledger = Ledger::open(config).unwrap();
+    body(ledger.clone()).await;
+    assert_clean(&ledger).await;
+    ledger.shutdown().await;
 }
 
 /// The balance ceiling: 1e28 minor units.
