@@ -977,6 +977,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             data_dir: dir.clone(),
             currencies: history,
             interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
+            clock: config.clock.clone(),
             every_events: config.snapshot_every_events,
             snapshots_kept: config.snapshots_kept,
             durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
@@ -997,6 +998,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             segment_bytes_max: config.wal_segment_bytes_max,
             fail_point: config.wal_fail_point.clone(),
             follower: Some(follower),
+            clock: config.clock.clone(),
             ..WalConfig::new(&dir)
         },
         report.next_lsn,

@@ -19,21 +19,28 @@
 //!
 //! After each snapshot it keeps the newest `snapshots_kept` and deletes the
 //! WAL segments none of them needs. It snapshots after `every_events`
-//! events, on a timer while events arrive, on demand, and at shutdown.
+//! events, every `interval` on the injected clock ([`CheckpointSettings::clock`];
+//! nothing is written when nothing was logged since the last snapshot), on
+//! demand, and at shutdown. Before a timed or requested snapshot it applies
+//! every batch already handed to it, so the snapshot holds everything
+//! acknowledged before then. [`Checkpointer::progress`] lets an observer
+//! (tests, operators) see how far it got without asking the thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, select, Receiver, Sender};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::clock::SharedClock;
 use crate::domain::account::AccountState;
 use crate::domain::audit::audit;
 use crate::domain::ids::AccountId;
 use crate::domain::money::Currencies;
 use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::storage::deadline::Deadline;
 use crate::storage::recovery::{apply_event, rebuild, snapshot_dir, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, Committed, ReplayMode};
@@ -56,7 +63,11 @@ pub struct Start {
 pub struct CheckpointSettings {
     pub data_dir: PathBuf,
     pub currencies: Currencies,
+    /// Snapshot this often (on `clock`) if anything was logged meanwhile.
     pub interval: Duration,
+    /// Where `interval` is measured (the ledger passes
+    /// [`Config::clock`](crate::Config::clock)).
+    pub clock: SharedClock,
     /// Snapshot after this many events since the last snapshot.
     pub every_events: u64,
     pub snapshots_kept: usize,
@@ -75,11 +86,23 @@ enum Request {
     Stop,
 }
 
+/// How far the checkpointer got, as [`Checkpointer::progress`] shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointProgress {
+    /// The LSN its copy of the state has applied.
+    pub applied_lsn: u64,
+    /// The LSN of the newest snapshot on disk.
+    pub snapshot_lsn: u64,
+    /// Snapshots this checkpointer wrote.
+    pub snapshots_written: u64,
+}
+
 /// Handle to the checkpointer thread. Dropping it stops the thread after
 /// any snapshot in progress.
 pub struct Checkpointer {
     requests: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    progress: watch::Receiver<CheckpointProgress>,
 }
 
 impl Checkpointer {
@@ -91,16 +114,29 @@ impl Checkpointer {
     ) -> std::io::Result<(Self, Sender<Committed>)> {
         let (requests, requests_rx) = bounded(16);
         let (follow, follow_rx) = bounded(FOLLOW_QUEUE_BATCHES_MAX);
+        let follower = Follower::new(settings, start);
+        let progress = follower.progress.subscribe();
+        // Set here, not on the thread: once `start` returns, the interval
+        // runs (a test's manual clock may be advanced right away).
+        let timer = Deadline::after(&follower.settings.clock, follower.settings.interval);
         let thread = std::thread::Builder::new()
             .name("burnledger-checkpoint".into())
-            .spawn(move || Follower::new(settings, start).run(&follow_rx, &requests_rx))?;
+            .spawn(move || follower.run(timer, &follow_rx, &requests_rx))?;
         Ok((
             Self {
                 requests: Some(requests),
                 thread: Some(thread),
+                progress,
             },
             follow,
         ))
+    }
+
+    /// How far the thread got: updated after every batch it applies and
+    /// every snapshot it writes; await a change with
+    /// [`watch::Receiver::wait_for`].
+    pub fn progress(&self) -> watch::Receiver<CheckpointProgress> {
+        self.progress.clone()
     }
 
     /// Asks for a snapshot now (if anything was logged since the last one);
@@ -175,10 +211,17 @@ struct Follower {
     last_snapshot_lsn: u64,
     /// Why the copy stopped following the log, until rebuilt from disk.
     behind: Option<String>,
+    snapshots_written: u64,
+    progress: watch::Sender<CheckpointProgress>,
 }
 
 impl Follower {
     fn new(settings: CheckpointSettings, start: Start) -> Self {
+        let (progress, _) = watch::channel(CheckpointProgress {
+            applied_lsn: start.lsn,
+            snapshot_lsn: start.last_snapshot_lsn,
+            snapshots_written: 0,
+        });
         Self {
             settings,
             accounts: boxed(start.accounts),
@@ -186,46 +229,74 @@ impl Follower {
             applied_lsn: start.lsn,
             last_snapshot_lsn: start.last_snapshot_lsn,
             behind: None,
+            snapshots_written: 0,
+            progress,
         }
     }
 
-    fn run(mut self, follow: &Receiver<Committed>, requests: &Receiver<Request>) {
-        let mut next_timer = Instant::now() + self.settings.interval;
+    fn run(
+        mut self,
+        mut timer: Deadline,
+        follow: &Receiver<Committed>,
+        requests: &Receiver<Request>,
+    ) {
         loop {
-            select! {
+            let mut rang = false;
+            let stop = select! {
                 recv(follow) -> committed => match committed {
-                    Ok(committed) => self.apply(committed),
-                    // The writer stopped; only requests remain.
-                    Err(_) => match requests.recv() {
-                        Ok(request) => {
-                            if self.answer(request, follow) {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
-                    },
-                },
-                recv(requests) -> request => match request {
-                    Ok(request) => {
-                        if self.answer(request, follow) {
-                            return;
-                        }
+                    Ok(committed) => {
+                        self.apply(committed);
+                        false
                     }
-                    Err(_) => return,
+                    // The writer stopped; only requests remain.
+                    Err(_) => self.answer_received(requests.recv(), follow),
                 },
-                default(next_timer.saturating_duration_since(Instant::now())) => {}
-            }
-            let due_by_count = self.applied_lsn.saturating_sub(self.last_snapshot_lsn)
-                >= self.settings.every_events;
-            let due_by_time = Instant::now() >= next_timer;
-            if due_by_count || due_by_time {
-                next_timer = Instant::now() + self.settings.interval;
-                // A failed background snapshot is retried on the next
-                // occasion; the WAL still holds everything meanwhile.
-                if let Err(error) = self.snapshot() {
-                    tracing::warn!(%error, "background snapshot failed; will retry");
+                recv(requests) -> request => self.answer_received(request, follow),
+                // Rung (or its clock gone, which nothing else would ever
+                // ring): due, and replaced below.
+                recv(timer.alarm()) -> _ => {
+                    rang = true;
+                    false
                 }
+            };
+            if stop {
+                return;
             }
+            self.snapshot_if_due(&mut timer, rang, follow);
+        }
+    }
+
+    /// Snapshots when `every_events` were applied since the last snapshot
+    /// or the timer is due (`rang`, or passed on the clock); then the timer
+    /// starts again.
+    fn snapshot_if_due(&mut self, timer: &mut Deadline, rang: bool, follow: &Receiver<Committed>) {
+        let due_by_count =
+            self.applied_lsn.saturating_sub(self.last_snapshot_lsn) >= self.settings.every_events;
+        let due_by_time = rang || timer.has_passed(&*self.settings.clock);
+        if !(due_by_count || due_by_time) {
+            return;
+        }
+        *timer = Deadline::after(&self.settings.clock, self.settings.interval);
+        if due_by_time {
+            self.drain(follow);
+        }
+        // A failed background snapshot is retried on the next occasion; the
+        // WAL still holds everything meanwhile.
+        if let Err(error) = self.snapshot() {
+            tracing::warn!(%error, "background snapshot failed; will retry");
+        }
+    }
+
+    /// Answers what a wait for a request got; true when the thread should
+    /// stop (asked to, or every handle is gone).
+    fn answer_received(
+        &mut self,
+        received: Result<Request, crossbeam_channel::RecvError>,
+        follow: &Receiver<Committed>,
+    ) -> bool {
+        match received {
+            Ok(request) => self.answer(request, follow),
+            Err(_) => true,
         }
     }
 
@@ -247,10 +318,16 @@ impl Follower {
         }
     }
 
-    /// Applies a batch the writer logged. Events at or below the applied
-    /// LSN are skipped (the copy was rebuilt past them); a gap or an event
-    /// that does not apply leaves the copy behind until the next rebuild.
+    /// Applies a batch the writer logged and shows the progress.
     fn apply(&mut self, committed: Committed) {
+        self.follow(committed);
+        self.publish();
+    }
+
+    /// Events at or below the applied LSN are skipped (the copy was rebuilt
+    /// past them); a gap or an event that does not apply leaves the copy
+    /// behind until the next rebuild.
+    fn follow(&mut self, committed: Committed) {
         if self.behind.is_some() {
             return;
         }
@@ -277,24 +354,7 @@ impl Follower {
     /// Writes a snapshot at the applied LSN if it is past the last one.
     fn snapshot(&mut self) -> Result<Option<SnapshotFile>, RecoveryError> {
         if let Some(reason) = self.behind.take() {
-            tracing::warn!(%reason, "checkpointer rebuilds its copy of the state from disk");
-            let rebuilt = rebuild(
-                &self.settings.data_dir,
-                &self.settings.currencies,
-                ReplayMode::ReadOnly {
-                    until_lsn: Some((self.settings.durable_lsn)()),
-                },
-            );
-            let rebuilt = match rebuilt {
-                Ok(rebuilt) => rebuilt,
-                Err(error) => {
-                    self.behind = Some(reason);
-                    return Err(error);
-                }
-            };
-            self.accounts = boxed(rebuilt.accounts);
-            self.payouts = rebuilt.payouts;
-            self.applied_lsn = rebuilt.report.last_lsn;
+            self.rebuild_from_disk(reason)?;
         }
         if self.applied_lsn <= self.last_snapshot_lsn {
             return Ok(None);
@@ -311,7 +371,42 @@ impl Follower {
             self.settings.snapshots_kept,
         )?;
         self.last_snapshot_lsn = file.lsn;
+        self.snapshots_written += 1;
+        self.publish();
         Ok(Some(file))
+    }
+
+    /// Replaces the copy that fell behind (`reason`) with the state on
+    /// disk: the last snapshot plus the WAL up to the durable LSN.
+    fn rebuild_from_disk(&mut self, reason: String) -> Result<(), RecoveryError> {
+        tracing::warn!(%reason, "checkpointer rebuilds its copy of the state from disk");
+        let rebuilt = rebuild(
+            &self.settings.data_dir,
+            &self.settings.currencies,
+            ReplayMode::ReadOnly {
+                until_lsn: Some((self.settings.durable_lsn)()),
+            },
+        );
+        let rebuilt = match rebuilt {
+            Ok(rebuilt) => rebuilt,
+            Err(error) => {
+                self.behind = Some(reason);
+                return Err(error);
+            }
+        };
+        self.accounts = boxed(rebuilt.accounts);
+        self.payouts = rebuilt.payouts;
+        self.applied_lsn = rebuilt.report.last_lsn;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.progress.send_replace(CheckpointProgress {
+            applied_lsn: self.applied_lsn,
+            snapshot_lsn: self.last_snapshot_lsn,
+            snapshots_written: self.snapshots_written,
+        });
     }
 }
 
@@ -339,6 +434,7 @@ fn write_and_prune(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::domain::event::Event;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::storage::wal::{WalConfig, WalHandle};
@@ -354,27 +450,84 @@ mod tests {
             .collect()
     }
 
-    fn follower(dir: &Path) -> Follower {
-        let settings = CheckpointSettings {
+    /// Snapshots only on request or on an hour-long timer.
+    fn settings(dir: &Path) -> CheckpointSettings {
+        CheckpointSettings {
             data_dir: dir.to_path_buf(),
             currencies: Currencies::new(&[CurrencyConfig::new("USD", 2)]).unwrap(),
             interval: Duration::from_secs(3600),
+            clock: SharedClock::system(),
             every_events: u64::MAX,
             snapshots_kept: 2,
             durable_lsn: Box::new(|| 3),
-        };
-        let start = Start {
+        }
+    }
+
+    fn empty_start() -> Start {
+        Start {
             accounts: HashMap::new(),
             payouts: BTreeMap::new(),
             lsn: 0,
             last_snapshot_lsn: 0,
-        };
-        Follower::new(settings, start)
+        }
+    }
+
+    fn follower(dir: &Path) -> Follower {
+        Follower::new(settings(dir), empty_start())
+    }
+
+    /// The progress once `done` holds; fails the test after 10 s.
+    async fn reached(
+        progress: &mut watch::Receiver<CheckpointProgress>,
+        done: impl FnMut(&CheckpointProgress) -> bool,
+    ) -> CheckpointProgress {
+        let waited = tokio::time::timeout(Duration::from_secs(10), progress.wait_for(done));
+        let seen = waited.await.expect("the checkpointer got there in time");
+        *seen.expect("the checkpointer runs")
     }
 
     fn available(file: &SnapshotFile) -> i128 {
         let contents = snapshot::read_full(&file.path).unwrap();
         contents.accounts[0].balance(usd()).available
+    }
+
+    #[tokio::test]
+    async fn a_timed_snapshot_is_written_when_the_interval_passes_on_the_clock_and_not_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let settings = CheckpointSettings {
+            interval: Duration::from_secs(60),
+            clock: clock.shared(),
+            ..settings(tmp.path())
+        };
+        let (mut checkpointer, follow) = Checkpointer::start(settings, empty_start()).unwrap();
+        let mut progress = checkpointer.progress();
+        let events = deposits(5);
+        let batch = |lsns: std::ops::RangeInclusive<u64>| Committed {
+            first_lsn: *lsns.start(),
+            events: events[*lsns.start() as usize - 1..*lsns.end() as usize].to_vec(),
+        };
+
+        follow.send(batch(1..=3)).unwrap();
+        reached(&mut progress, |p| p.applied_lsn == 3).await;
+        clock.advance(Duration::from_secs(59));
+        // The thread checks the timer after each batch, and takes the next
+        // batch only once done with that check (and any snapshot it led
+        // to): LSN 5, sent after LSN 4 was in, shows how the check at 59 s
+        // went.
+        follow.send(batch(4..=4)).unwrap();
+        reached(&mut progress, |p| p.applied_lsn == 4).await;
+        follow.send(batch(5..=5)).unwrap();
+        let seen = reached(&mut progress, |p| p.applied_lsn == 5).await;
+        assert_eq!(seen.snapshots_written, 0, "not due at 59 s");
+
+        clock.advance(Duration::from_secs(1));
+        let seen = reached(&mut progress, |p| p.snapshots_written == 1).await;
+        assert_eq!(seen.snapshot_lsn, 5);
+        let files = snapshot::list(&snapshot_dir(tmp.path())).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!((files[0].lsn, available(&files[0])), (5, 1500));
+        checkpointer.stop();
     }
 
     #[tokio::test]

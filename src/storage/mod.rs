@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod data_dir;
+mod deadline;
 pub mod journal;
 pub mod recovery;
 pub mod snapshot;

@@ -75,6 +75,7 @@ impl WalHandle {
             next_lsn,
             buf: Vec::new(),
             poisoned: None,
+            clock: config.clock,
             sync_due: None,
             follower: config.follower,
             staged: Vec::new(),
@@ -160,8 +161,10 @@ impl WalHandle {
 mod tests {
     use std::convert::Infallible;
     use std::path::Path;
+    use std::time::Duration;
 
     use super::*;
+    use crate::clock::ManualClock;
     use crate::domain::ids::TransactionId;
     use crate::storage::wal::record::tests::event;
     use crate::storage::wal::{
@@ -356,6 +359,60 @@ mod tests {
         assert_eq!(wal.append(Vec::new()).await, Ok(1));
         assert_eq!(fail_point.syncs(), 1);
         wal.shutdown().unwrap();
+    }
+
+    #[tokio::test]
+    async fn buffered_mode_syncs_when_its_interval_passes_on_the_clock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let cfg = WalConfig {
+            clock: clock.shared(),
+            ..config(
+                tmp.path(),
+                SyncMode::Buffered {
+                    interval_ms: 60_000,
+                },
+            )
+        };
+        let fail_point = cfg.fail_point.clone();
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        let minute = Duration::from_secs(60);
+        let just_short = minute - Duration::from_millis(1);
+
+        // With traffic: the first batch after the interval passed syncs
+        // before it is written, so before the barrier is answered.
+        assert_eq!(wal.append(events(1..=2)).await, Ok(2));
+        clock.advance(just_short);
+        assert_eq!(wal.append(events(3..=3)).await, Ok(3));
+        assert_eq!(fail_point.syncs(), 0, "not due a millisecond short");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(wal.append(Vec::new()).await, Ok(3));
+        assert_eq!(fail_point.syncs(), 1, "due on the clock");
+
+        // Idle: the alarm alone wakes the writer to sync. The interval
+        // starts at the first write after a sync.
+        assert_eq!(wal.append(events(4..=4)).await, Ok(4));
+        clock.advance(just_short);
+        assert_eq!(wal.append(Vec::new()).await, Ok(4));
+        assert_eq!(fail_point.syncs(), 1);
+        clock.advance(Duration::from_millis(1));
+        synced_within(&fail_point, 2, Duration::from_secs(10)).await;
+        wal.shutdown().unwrap();
+        assert_eq!(fail_point.syncs(), 2, "nothing left to sync at shutdown");
+    }
+
+    /// Waits, polling, until `fail_point` counted `syncs`: an idle writer's
+    /// sync has nothing to await but its count.
+    async fn synced_within(fail_point: &FailPoint, syncs: u64, bound: Duration) {
+        let deadline = std::time::Instant::now() + bound;
+        while fail_point.syncs() < syncs {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} syncs after {bound:?}, want {syncs}",
+                fail_point.syncs()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]

@@ -88,6 +88,8 @@ mod writer;
 
 use std::path::PathBuf;
 
+use crate::clock::SharedClock;
+
 pub use handle::WalHandle;
 pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, ReplayReport};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
@@ -133,10 +135,14 @@ pub struct WalConfig {
     /// Gets every batch of events once it is written (and, with `fsync`,
     /// synced), in LSN order: the checkpointer follows the log this way.
     pub follower: Option<crossbeam_channel::Sender<Committed>>,
+    /// Where the `buffered` mode's sync interval is measured (the ledger
+    /// passes [`Config::clock`](crate::Config::clock)).
+    pub clock: SharedClock,
 }
 
 impl WalConfig {
-    /// Production defaults: `fsync`, 64 MiB segments, 1024 queued requests.
+    /// Production defaults: `fsync`, 64 MiB segments, 1024 queued requests,
+    /// the system clock.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -145,6 +151,7 @@ impl WalConfig {
             queue_requests_max: QUEUE_REQUESTS_MAX_DEFAULT,
             fail_point: FailPoint::default(),
             follower: None,
+            clock: SharedClock::system(),
         }
     }
 }
