@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod data_dir;
 mod deadline;
+pub mod inspect;
 pub mod journal;
 pub mod recovery;
 pub mod snapshot;
