@@ -79,7 +79,9 @@
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see
 //!   its own Layout), `snapshot`, `recovery`, `checkpoint` (the background
-//!   snapshot thread), `data_dir/` (the folder's lock and currency table).
+//!   snapshot thread), `data_dir/` (the folder's lock and currency table),
+//!   `inspect` (the public read-only API `inspect` and `verify` use),
+//!   `deadline` (the storage threads' timers on the injected clock).
 //! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
 //!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON

@@ -1,5 +1,5 @@
 //! The checkpointer: a background thread that writes snapshots built from
-//! the log's events, never from the live actors.
+//! the log's events, never from the engine's live state.
 //!
 //! It follows the log: the WAL writer hands it every batch of events once
 //! written (and, with `fsync`, synced), in LSN order, and it applies them to
@@ -24,7 +24,7 @@
 //! demand, and at shutdown. Before a timed or requested snapshot it applies
 //! every batch already handed to it, so the snapshot holds everything
 //! acknowledged before then. [`Checkpointer::progress`] lets an observer
-//! (tests, operators) see how far it got without asking the thread.
+//! (a test) see how far it got, and await it, without asking the thread.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

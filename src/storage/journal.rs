@@ -1,15 +1,18 @@
-//! Where account actors hand their events to be made durable.
-//!
-//! An actor applies an operation in memory, appends its events here, and
-//! replies to the caller only once the returned future resolves: that is
-//! the moment the operation is acknowledged. Appending no events is a
-//! barrier: it resolves once everything appended before it is durable, which
-//! idempotent replays use so they never acknowledge a result that is not.
+//! The engine's way into durability. [`Journal::append`] hands events to
+//! the WAL writer and returns a future that resolves once they are as
+//! durable as the sync mode says: the moment the engine may acknowledge the
+//! operations that made them. Appending no events is a barrier: it resolves
+//! once everything appended before it is durable, so a caller with nothing
+//! new to log (an idempotent replay, say) never acknowledges a result that
+//! is not.
 //!
 //! With no data folder (or sync mode `none`) nothing is logged and every
-//! append resolves at once. Otherwise appends go to the WAL writer thread;
-//! the first failure poisons the journal, and actors check that before
-//! applying anything, so a poisoned ledger changes nothing more in memory.
+//! append resolves at once. Otherwise the first failed append poisons the
+//! journal for good ([`Journal::poisoned`]); the engine checks that before
+//! applying anything, so a poisoned ledger changes nothing more in memory,
+//! and only a restart (which replays the log) recovers. The journal also
+//! tracks the highest LSN known durable ([`Journal::durable_lsn`]), which
+//! bounds the checkpointer's rebuilds from disk.
 
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +24,8 @@ use crate::domain::event::Event;
 use crate::error::LedgerError;
 use crate::storage::wal::{WalError, WalHandle};
 
-/// Handle to the durability layer; cheap to clone, shared by all actors.
+/// Handle to the durability layer; cheap to clone, shared by every part of
+/// the engine that logs.
 #[derive(Clone, Default)]
 pub struct Journal {
     log: Option<Arc<Log>>,

@@ -1,7 +1,24 @@
-//! What the ledger keeps on disk: the journal actors hand events to, the
-//! write-ahead log, snapshots, recovery and the checkpointer, and the data
-//! folder (its lock and currency table). Knows events and bytes, never
-//! actors.
+//! What the ledger keeps on disk, and the only code that touches it. It
+//! knows events and bytes, never actors: the engine hands it events through
+//! the [`journal`] and gets states back from [`recovery`].
+//!
+//! ## Layout
+//! - `journal.rs` — the engine's way in: append events, learn when they
+//!   are durable; the first failure poisons it.
+//! - `wal/` — the write-ahead log: record framing, segment files, the
+//!   writer thread (group commit, sync modes), replay and the torn-tail
+//!   rule.
+//! - `snapshot.rs` — snapshot files: every account's state at one LSN.
+//! - `recovery.rs` — rebuilding the state: the newest valid snapshot plus
+//!   the log after it.
+//! - `checkpoint.rs` — the checkpointer thread: follows the log, writes
+//!   snapshots, deletes the log segments none of them needs.
+//! - `data_dir/` — the folder as a whole: its lock (one ledger at a time)
+//!   and its currency table (the scale of every stored amount).
+//! - `inspect.rs` — the public read-only API for tools outside the crate
+//!   (`burnledger inspect` and `verify`).
+//! - `deadline.rs` — the storage threads' timers, on the injected clock
+//!   ([`crate::clock`]).
 
 pub mod checkpoint;
 pub mod data_dir;

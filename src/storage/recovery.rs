@@ -3,11 +3,12 @@
 //!
 //! The same rebuild serves three callers: opening a ledger (which may cut a
 //! torn WAL tail), the background checkpointer (read-only, up to a durable
-//! LSN, while the writer keeps appending), and `verify` (read-only). After
-//! every rebuild the invariants are checked: a state that breaks one is an
-//! error, never a ledger that opens. When a ledger opens, the report of what
-//! recovery did is logged ([`RecoveryReport::log`]): a warning for any cut
-//! tail or skipped snapshot.
+//! LSN, while the writer keeps appending), and `verify` (read-only, through
+//! [`crate::storage::inspect`]). After every rebuild the invariants are
+//! checked: a state that breaks one is an error, never a ledger that opens.
+//! When a ledger opens, the report of what recovery did is logged
+//! ([`RecoveryReport::log`]): a warning for any cut tail or skipped
+//! snapshot.
 
 use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,5 @@
-//! Snapshot files: every account's state as of one log position (LSN).
+//! Snapshot files: every account's state, and every payout record, as of
+//! one log position (LSN).
 //!
 //! ```text
 //! header   "BURNSNAP" | format version u32 LE | lsn u64 LE

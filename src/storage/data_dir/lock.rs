@@ -15,9 +15,11 @@
 //! before can stay held for that moment. A folder truly in use is refused
 //! after the wait.
 //!
-//! Read-only tools (`inspect`, `verify`) take the lock *shared*: any number
-//! of them may read together, none beside a running ledger (whose log they
-//! would read while it grows), and no ledger opens while they read.
+//! Read-only tools (`inspect`, `verify`, through
+//! [`crate::storage::inspect`]) take the lock *shared*: any number of them
+//! may read together and no ledger opens while they read. Beside a running
+//! ledger (whose log grows as they read) none can take it: `verify` then
+//! refuses, `inspect` reads anyway and says so.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -1,9 +1,9 @@
 //! [`WalHandle`]: how callers reach the writer thread.
 //!
 //! An append is put on the queue when [`WalHandle::append`] is *called*, not
-//! when its future is first polled, so LSNs follow call order: an account
-//! actor that appends two operations one after the other gets them logged
-//! in that order without awaiting the first.
+//! when its future is first polled, so LSNs follow call order: a caller
+//! that appends twice gets its events logged in that order without awaiting
+//! the first append.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,8 +104,8 @@ impl WalHandle {
     /// No events is a barrier: it resolves, with the LSN of the last event
     /// queued before it, once everything queued before it is as durable.
     ///
-    /// Blocks the calling thread while the queue is full: by the time an
-    /// actor appends, its state already changed in memory, so refusing the
+    /// Blocks the calling thread while the queue is full: by the time the
+    /// engine appends, its state already changed in memory, so refusing the
     /// append would let memory and log differ; waiting is the backpressure.
     pub fn append(
         &self,

@@ -1,8 +1,9 @@
 //! The write-ahead log: events made durable in numbered, checksummed records.
 //!
-//! This module knows events and bytes, not actors. The engine replays the
-//! log at startup ([`replay`]), then opens a writer ([`WalHandle::open`])
-//! that continues at [`ReplayReport::next_lsn`].
+//! This module knows events and bytes, not actors. Opening a ledger
+//! rebuilds its state from the log ([`crate::storage::recovery`], through
+//! [`replay_chunks`]), then opens a writer ([`WalHandle::open`]) that
+//! continues at [`ReplayReport::next_lsn`].
 //!
 //! ## On disk
 //! `<dir>/wal/<first LSN, 20 digits zero-padded>.wal`, one file per segment.
@@ -71,7 +72,8 @@
 //! - `record.rs` — framing of one record: encode, decode, limits.
 //! - `segment.rs` — segment files: names, listing, creation, deletion,
 //!   and the failure hook tests use.
-//! - `writer.rs` — the writer thread: group commit, sync modes, poisoning.
+//! - `writer.rs` — the writer thread: group commit, sync modes (the
+//!   buffered sync's interval on the injected clock), poisoning.
 //! - `stats.rs` — fsync counts and latency histogram, for operators.
 //! - `handle.rs` — [`WalHandle`], how callers reach the writer thread.
 //! - `scan.rs` — walking a segment's records read-only, and the one place

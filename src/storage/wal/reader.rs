@@ -1,9 +1,10 @@
-//! Replaying the log for recovery.
+//! Replaying the log: for recovery (which cuts a torn tail) or read-only
+//! (the checkpointer's rebuild, `verify`), by [`ReplayMode`].
 //!
 //! Replay validates framing, checksums and LSN continuity within and across
-//! segments, cuts a torn tail off the last segment (see the rule in the
-//! module docs of [`super`]) and stops at anything else, naming the file and
-//! byte offset.
+//! segments, cuts a torn tail off the last segment (read-only: reports what
+//! it would cut; see the rule in the module docs of [`super`]) and stops at
+//! anything else, naming the file and byte offset.
 //!
 //! Two threads share the work: a reader thread reads the segments a block
 //! at a time, checks and decodes the records and hands them over in chunks;

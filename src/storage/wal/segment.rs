@@ -1,5 +1,6 @@
 //! Segment files: their names, listing them in LSN order, creating the one
-//! being written, and deleting those a snapshot made unnecessary.
+//! being written, and deleting those a snapshot made unnecessary; and
+//! [`FailPoint`], the hook tests use to make writes and syncs fail.
 //!
 //! A segment's name is the LSN of its first record, so the folder listing
 //! alone tells which segments cover which LSNs, without opening any.
