@@ -46,8 +46,8 @@
 //!    account).
 //! 6. `internal`: wherever a check inside the engine fails.
 //!
-//! `tests/errors.rs` provokes each pair of neighbouring causes at once and
-//! checks which one answers.
+//! `tests/errors.rs` provokes causes two or more at a time, wherever they
+//! can meet, and checks which one answers.
 
 use rust_decimal::Decimal;
 
@@ -128,9 +128,6 @@ pub enum LedgerError {
     Poisoned { reason: String },
 
     // ---- the state ----
-    #[error("unknown withdrawal {transaction_id}")]
-    UnknownWithdrawal { transaction_id: TransactionId },
-
     #[error("unknown payout {payout_id}")]
     UnknownPayout { payout_id: u64 },
 
@@ -148,6 +145,9 @@ pub enum LedgerError {
         transaction_id: TransactionId,
         outcome: String,
     },
+
+    #[error("unknown withdrawal {transaction_id}")]
+    UnknownWithdrawal { transaction_id: TransactionId },
 
     /// The same idempotency key was used before with other parameters.
     #[error("idempotency key {key:?} was already used with different parameters")]
@@ -245,10 +245,10 @@ impl LedgerError {
             Self::InvalidInput { .. } => "invalid_input",
             Self::Overloaded { .. } => "overloaded",
             Self::Poisoned { .. } => "poisoned",
-            Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
             Self::UnknownPayout { .. } => "unknown_payout",
             Self::NotInPayout { .. } => "not_in_payout",
             Self::PayoutItemSettled { .. } => "payout_item_settled",
+            Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
             Self::IdempotencyConflict { .. } => "idempotency_conflict",
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
             Self::PayoutInFlight { .. } => "payout_in_flight",
@@ -279,10 +279,10 @@ impl LedgerError {
             | Self::InvalidTransactionId { .. }
             | Self::PayoutsDisabled
             | Self::InvalidInput { .. } => ErrorKind::BadRequest,
-            Self::UnknownWithdrawal { .. }
-            | Self::UnknownPayout { .. }
+            Self::UnknownPayout { .. }
             | Self::NotInPayout { .. }
             | Self::PayoutItemSettled { .. }
+            | Self::UnknownWithdrawal { .. }
             | Self::IdempotencyConflict { .. }
             | Self::IdempotencyInProgress { .. }
             | Self::PayoutInFlight { .. }
@@ -344,7 +344,6 @@ mod tests {
             LedgerError::InvalidInput { reason: "x".into() },
             LedgerError::Overloaded { shard: 0, limit: 1 },
             LedgerError::Poisoned { reason: "x".into() },
-            LedgerError::UnknownWithdrawal { transaction_id: tx },
             LedgerError::UnknownPayout { payout_id: 1 },
             LedgerError::NotInPayout {
                 payout_id: 1,
@@ -355,6 +354,7 @@ mod tests {
                 transaction_id: tx,
                 outcome: "paid".into(),
             },
+            LedgerError::UnknownWithdrawal { transaction_id: tx },
             LedgerError::IdempotencyConflict { key: "k".into() },
             LedgerError::IdempotencyInProgress { key: "k".into() },
             LedgerError::PayoutInFlight {

@@ -165,7 +165,7 @@ type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One account: balances per currency, withdrawals, idempotency keys.
 ///
-/// Read back through [`Stored`] (the same fields, in the same order), so
+/// Read back through `Stored` (the same fields, in the same order), so
 /// that what is not stored is rebuilt from what is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "Stored")]
