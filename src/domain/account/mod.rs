@@ -17,8 +17,8 @@
 //! replays events through [`AccountState::apply`]. A call that changed the
 //! state and then found an invariant broken answers `LedgerError::Internal`
 //! (`apply`: an [`ApplyError`]): memory may then hold a change nothing
-//! logged, so the caller must stop trusting the account (the engine poisons
-//! its shard).
+//! logged, so the caller must not go on with this account (the engine's
+//! part: poison the account's shard).
 
 mod apply;
 mod invariants;
