@@ -320,7 +320,7 @@ impl Model {
 
     fn key_ok(key: &Option<String>) -> Result<(), &'static str> {
         match key {
-            Some(k) if k.is_empty() || k.len() > 128 => Err("invalid_input"),
+            Some(k) if k.is_empty() || k.len() > 128 => Err("invalid_idempotency_key"),
             _ => Ok(()),
         }
     }

@@ -1,8 +1,53 @@
-//! Business rejections: one enum, in order of precedence.
+//! Why an operation was refused: [`LedgerError`], one variant per cause,
+//! each with a stable snake_case [`code`](LedgerError::code), its
+//! [`kind`](LedgerError::kind) and whether sending it again could succeed
+//! ([`is_retryable`](LedgerError::is_retryable)). A refused operation
+//! changes nothing, except where `internal` says otherwise.
 //!
-//! Every variant says what was wrong with enough detail for the caller to act,
-//! and [`LedgerError::code`] gives the stable snake_case code the HTTP API and
-//! the CLI show. A rejected operation changes nothing.
+//! # Kinds
+//! - [`ErrorKind::BadRequest`]: the request is wrong in itself, judged
+//!   without reading the ledger's state; sent again unchanged it fails
+//!   again.
+//! - [`ErrorKind::Rejected`]: a business rule refused it, given the state
+//!   of an account, a withdrawal, an idempotency key or a payout.
+//! - [`ErrorKind::Operating`]: not about the request: the ledger is
+//!   shutting down, poisoned by a storage failure, overloaded, or hit a bug
+//!   (`internal`).
+//!
+//! # Precedence
+//! When several causes apply, the first check the operation passes
+//! through answers. The variants are declared in this order:
+//! 1. `shutting_down`: `Ledger::check_open` runs before any input is
+//!    judged (and `Ledger::admit` again before a shard is asked).
+//! 2. The request itself, at the `Ledger` handle, without reading state:
+//!    `invalid_idempotency_key` (`IdempotencyKey::new`, as the caller's key
+//!    is read), `batch_too_large` (`Ledger::submit`, before any operation of
+//!    the batch is looked at), then per operation (`Ledger::transfer`'s
+//!    `check_distinct` and `Ledger::to_command`): `same_account_transfer`,
+//!    `unknown_currency`, `invalid_amount` (not positive, too many
+//!    decimals, above the currency's maximum), `reason_too_long`. Also of
+//!    this kind: `invalid_transaction_id` (reading an id from text, before
+//!    anything is asked) and `payouts_disabled` (a payout call on a ledger
+//!    that makes none).
+//! 3. `overloaded`: `Ledger::admit`, once the input passed, before a shard
+//!    sees the operation.
+//! 4. `poisoned`: the account actor refuses before it runs a command
+//!    (`engine/account.rs`); a failed log append answers it too.
+//! 5. The state, where it lives: the payout actor's
+//!    `check_resolvable` (`unknown_payout`, `not_in_payout`,
+//!    `payout_item_settled`), then the account's rules
+//!    (`domain/account/rules.rs`, `transfers.rs`), in this order:
+//!    `unknown_withdrawal`, `idempotency_conflict`,
+//!    `idempotency_in_progress`, `payout_in_flight` (who may settle),
+//!    `invalid_transition` (the state machine),
+//!    `too_many_pending_withdrawals`, `insufficient_funds`, and last the
+//!    balance ceiling (`invalid_amount` with
+//!    [`AmountProblem::BalanceAboveMaximum`], judged at the credited
+//!    account).
+//! 6. `internal`: wherever a check inside the engine fails.
+//!
+//! `tests/errors.rs` provokes causes two or more at a time, wherever they
+//! can meet, and checks which one answers.
 
 use rust_decimal::Decimal;
 
@@ -10,7 +55,8 @@ use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::withdrawal::{StatusKind, TransitionAction};
 
-/// Why an operation was refused.
+/// Why an operation was refused; variants in order of precedence (see the
+/// module docs).
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
@@ -18,22 +64,19 @@ pub enum LedgerError {
     #[error("the ledger is shutting down; no new operations are accepted")]
     ShuttingDown,
 
-    /// A write or fsync of the log failed earlier: memory and disk may
-    /// differ, so every later write is refused until a restart recovers
-    /// from the log.
-    #[error(
-        "the ledger is poisoned by a storage failure and refuses writes until restarted: {reason}"
-    )]
-    Poisoned { reason: String },
+    // ---- the request itself ----
+    /// An idempotency key must be 1 to `max` bytes long.
+    #[error("an idempotency key must be 1 to {max} bytes, got {length}")]
+    InvalidIdempotencyKey { length: usize, max: usize },
 
-    /// Too many operations are in flight on one shard; retry after a pause.
-    #[error("overloaded: shard {shard} already has {limit} operations in flight; retry later")]
-    Overloaded { shard: usize, limit: usize },
+    /// A batch holds more than `Config::batch_ops_max` operations; every
+    /// operation of it is refused.
+    #[error("a batch holds at most {max} operations, got {count}")]
+    BatchTooLarge { count: usize, max: usize },
 
-    /// Malformed input that is not about an amount or currency (an oversized
-    /// key or reason, a transfer to the same account, an oversized batch, ...).
-    #[error("invalid input: {reason}")]
-    InvalidInput { reason: String },
+    /// A transfer names the same account as source and destination.
+    #[error("a transfer needs two different accounts, got {account} twice")]
+    SameAccountTransfer { account: AccountId },
 
     #[error("unknown currency {currency:?}: it is not configured on this ledger")]
     UnknownCurrency { currency: String },
@@ -45,42 +88,48 @@ pub enum LedgerError {
         problem: AmountProblem,
     },
 
-    #[error("unknown withdrawal {transaction_id}")]
-    UnknownWithdrawal { transaction_id: TransactionId },
+    /// A free text (`field`: a failure or return `reason`, an operator's
+    /// `note`) is longer than `max` bytes.
+    #[error("the {field} holds at most {max} bytes, got {length}")]
+    ReasonTooLong {
+        field: &'static str,
+        length: usize,
+        max: usize,
+    },
 
+    /// Text that should be a transaction id is not 32 hex digits.
+    #[error("transaction id {input:?} is not 32 hex digits")]
+    InvalidTransactionId { input: String },
+
+    /// A payout call on a ledger that makes no payouts (no payment service,
+    /// or payout mode `external`): its host reports each withdrawal's
+    /// outcome with `complete_withdrawal`.
+    #[error("this ledger makes no payouts (no payment service, or payout mode external): report outcomes with complete_withdrawal")]
+    PayoutsDisabled,
+
+    /// Being replaced by the variants above, one per cause: still built by
+    /// `ledger.rs` until its sites move to them (`BatchTooLarge`,
+    /// `SameAccountTransfer`, `ReasonTooLong`, `PayoutsDisabled`); nothing
+    /// else makes it.
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
+
+    // ---- operating conditions checked before the state ----
+    /// Too many operations are in flight on one shard; retry after a pause.
+    #[error("overloaded: shard {shard} already has {limit} operations in flight; retry later")]
+    Overloaded { shard: usize, limit: usize },
+
+    /// A write or fsync of the log failed earlier: memory and disk may
+    /// differ, so every later write is refused until a restart recovers
+    /// from the log.
+    #[error(
+        "the ledger is poisoned by a storage failure and refuses writes until restarted: {reason}"
+    )]
+    Poisoned { reason: String },
+
+    // ---- the state ----
     #[error("unknown payout {payout_id}")]
     UnknownPayout { payout_id: u64 },
-
-    /// The same idempotency key was used before with other parameters.
-    #[error("idempotency key {key:?} was already used with different parameters")]
-    IdempotencyConflict { key: String },
-
-    /// The same idempotency key is being processed right now; retry to get
-    /// its result.
-    #[error("idempotency key {key:?} is still being processed; retry to get its result")]
-    IdempotencyInProgress { key: String },
-
-    #[error("withdrawal {transaction_id} is {from}; it cannot be {action}")]
-    InvalidTransition {
-        transaction_id: TransactionId,
-        from: StatusKind,
-        action: TransitionAction,
-    },
-
-    #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
-    TooManyPendingWithdrawals { account: AccountId, limit: u32 },
-
-    /// The engine makes payouts, so a caller's outcome is refused: the
-    /// withdrawal is being paid by payout `payout_id` (only that payout's
-    /// answer, or an operator's resolution of the item with
-    /// `resolve_payout_item`, settles it), or, with `payout_id: None`, it is
-    /// still queued for the engine's next payout (cancel it to release the
-    /// funds).
-    #[error("withdrawal {transaction_id} {}", in_flight_text(*payout_id))]
-    PayoutInFlight {
-        transaction_id: TransactionId,
-        payout_id: Option<u64>,
-    },
 
     /// A resolution named an item that payout `payout_id` does not carry.
     #[error("payout {payout_id} has no item {transaction_id}")]
@@ -97,10 +146,39 @@ pub enum LedgerError {
         outcome: String,
     },
 
-    /// A check inside the engine failed: a bug, reported instead of hidden.
-    /// The operation may or may not have been applied; do not retry blindly.
-    #[error("internal error (a bug in burnledger, please report it): {reason}")]
-    Internal { reason: String },
+    #[error("unknown withdrawal {transaction_id}")]
+    UnknownWithdrawal { transaction_id: TransactionId },
+
+    /// The same idempotency key was used before with other parameters.
+    #[error("idempotency key {key:?} was already used with different parameters")]
+    IdempotencyConflict { key: String },
+
+    /// The same idempotency key is being processed right now; retry to get
+    /// its result.
+    #[error("idempotency key {key:?} is still being processed; retry to get its result")]
+    IdempotencyInProgress { key: String },
+
+    /// The engine makes payouts, so a caller's outcome is refused: the
+    /// withdrawal is being paid by payout `payout_id` (only that payout's
+    /// answer, or an operator's resolution of the item with
+    /// `resolve_payout_item`, settles it), or, with `payout_id: None`, it is
+    /// still queued for the engine's next payout (cancel it to release the
+    /// funds).
+    #[error("withdrawal {transaction_id} {}", in_flight_text(*payout_id))]
+    PayoutInFlight {
+        transaction_id: TransactionId,
+        payout_id: Option<u64>,
+    },
+
+    #[error("withdrawal {transaction_id} is {from}; it cannot be {action}")]
+    InvalidTransition {
+        transaction_id: TransactionId,
+        from: StatusKind,
+        action: TransitionAction,
+    },
+
+    #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
+    TooManyPendingWithdrawals { account: AccountId, limit: u32 },
 
     #[error("insufficient funds: {available} {currency} available, {requested} requested")]
     InsufficientFunds {
@@ -108,6 +186,12 @@ pub enum LedgerError {
         available: Decimal,
         requested: Decimal,
     },
+
+    // ---- a bug ----
+    /// A check inside the engine failed: a bug, reported instead of hidden.
+    /// The operation may or may not have been applied; do not retry blindly.
+    #[error("internal error (a bug in burnledger, please report it): {reason}")]
+    Internal { reason: String },
 }
 
 fn in_flight_text(payout_id: Option<u64>) -> String {
@@ -128,8 +212,21 @@ pub enum AmountProblem {
     TooManyDecimals { decimals: u8 },
     #[error("it is above the maximum of {maximum}")]
     AboveMaximum { maximum: Decimal },
+    /// Judged at the credited account, against its balance: a rejection by
+    /// the state, not by the request.
     #[error("the resulting balance would exceed the maximum of {maximum}")]
     BalanceAboveMaximum { maximum: Decimal },
+}
+
+/// The three groups of [`LedgerError`] (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong in itself.
+    BadRequest,
+    /// A business rule refused it, given the ledger's state.
+    Rejected,
+    /// Not about the request: shutting down, poisoned, overloaded, a bug.
+    Operating,
 }
 
 impl LedgerError {
@@ -137,23 +234,68 @@ impl LedgerError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::ShuttingDown => "shutting_down",
-            Self::Poisoned { .. } => "poisoned",
-            Self::Overloaded { .. } => "overloaded",
-            Self::InvalidInput { .. } => "invalid_input",
+            Self::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            Self::BatchTooLarge { .. } => "batch_too_large",
+            Self::SameAccountTransfer { .. } => "same_account_transfer",
             Self::UnknownCurrency { .. } => "unknown_currency",
             Self::InvalidAmount { .. } => "invalid_amount",
-            Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
+            Self::ReasonTooLong { .. } => "reason_too_long",
+            Self::InvalidTransactionId { .. } => "invalid_transaction_id",
+            Self::PayoutsDisabled => "payouts_disabled",
+            Self::InvalidInput { .. } => "invalid_input",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Poisoned { .. } => "poisoned",
             Self::UnknownPayout { .. } => "unknown_payout",
-            Self::IdempotencyConflict { .. } => "idempotency_conflict",
-            Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
-            Self::InvalidTransition { .. } => "invalid_transition",
-            Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
-            Self::PayoutInFlight { .. } => "payout_in_flight",
             Self::NotInPayout { .. } => "not_in_payout",
             Self::PayoutItemSettled { .. } => "payout_item_settled",
-            Self::Internal { .. } => "internal",
+            Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
+            Self::IdempotencyConflict { .. } => "idempotency_conflict",
+            Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            Self::PayoutInFlight { .. } => "payout_in_flight",
+            Self::InvalidTransition { .. } => "invalid_transition",
+            Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
             Self::InsufficientFunds { .. } => "insufficient_funds",
+            Self::Internal { .. } => "internal",
         }
+    }
+
+    /// Which group the refusal belongs to.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::ShuttingDown
+            | Self::Overloaded { .. }
+            | Self::Poisoned { .. }
+            | Self::Internal { .. } => ErrorKind::Operating,
+            Self::InvalidAmount {
+                problem: AmountProblem::BalanceAboveMaximum { .. },
+                ..
+            } => ErrorKind::Rejected,
+            Self::InvalidIdempotencyKey { .. }
+            | Self::BatchTooLarge { .. }
+            | Self::SameAccountTransfer { .. }
+            | Self::UnknownCurrency { .. }
+            | Self::InvalidAmount { .. }
+            | Self::ReasonTooLong { .. }
+            | Self::InvalidTransactionId { .. }
+            | Self::PayoutsDisabled
+            | Self::InvalidInput { .. } => ErrorKind::BadRequest,
+            Self::UnknownPayout { .. }
+            | Self::NotInPayout { .. }
+            | Self::PayoutItemSettled { .. }
+            | Self::UnknownWithdrawal { .. }
+            | Self::IdempotencyConflict { .. }
+            | Self::IdempotencyInProgress { .. }
+            | Self::PayoutInFlight { .. }
+            | Self::InvalidTransition { .. }
+            | Self::TooManyPendingWithdrawals { .. }
+            | Self::InsufficientFunds { .. } => ErrorKind::Rejected,
+        }
+    }
+
+    /// Whether the ledger refused for its own condition (shutting down,
+    /// poisoned, overloaded, a bug) rather than for the request.
+    pub fn is_operating(&self) -> bool {
+        self.kind() == ErrorKind::Operating
     }
 
     /// Whether the same request could succeed if sent again unchanged later.
@@ -165,5 +307,149 @@ impl LedgerError {
                 | Self::TooManyPendingWithdrawals { .. }
                 | Self::InsufficientFunds { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant, in declaration order.
+    fn one_of_each() -> Vec<LedgerError> {
+        let usd = CurrencyCode::new("USD").unwrap();
+        let tx = TransactionId::new(1, 1);
+        vec![
+            LedgerError::ShuttingDown,
+            LedgerError::InvalidIdempotencyKey {
+                length: 0,
+                max: 128,
+            },
+            LedgerError::BatchTooLarge { count: 9, max: 8 },
+            LedgerError::SameAccountTransfer { account: 1 },
+            LedgerError::UnknownCurrency {
+                currency: "XXX".into(),
+            },
+            LedgerError::InvalidAmount {
+                amount: Decimal::ZERO,
+                currency: usd,
+                problem: AmountProblem::NotPositive,
+            },
+            LedgerError::ReasonTooLong {
+                field: "note",
+                length: 300,
+                max: 256,
+            },
+            LedgerError::InvalidTransactionId { input: "x".into() },
+            LedgerError::PayoutsDisabled,
+            LedgerError::InvalidInput { reason: "x".into() },
+            LedgerError::Overloaded { shard: 0, limit: 1 },
+            LedgerError::Poisoned { reason: "x".into() },
+            LedgerError::UnknownPayout { payout_id: 1 },
+            LedgerError::NotInPayout {
+                payout_id: 1,
+                transaction_id: tx,
+            },
+            LedgerError::PayoutItemSettled {
+                payout_id: 1,
+                transaction_id: tx,
+                outcome: "paid".into(),
+            },
+            LedgerError::UnknownWithdrawal { transaction_id: tx },
+            LedgerError::IdempotencyConflict { key: "k".into() },
+            LedgerError::IdempotencyInProgress { key: "k".into() },
+            LedgerError::PayoutInFlight {
+                transaction_id: tx,
+                payout_id: Some(1),
+            },
+            LedgerError::InvalidTransition {
+                transaction_id: tx,
+                from: StatusKind::Completed,
+                action: TransitionAction::Cancel,
+            },
+            LedgerError::TooManyPendingWithdrawals {
+                account: 1,
+                limit: 8,
+            },
+            LedgerError::InsufficientFunds {
+                currency: usd,
+                available: Decimal::ZERO,
+                requested: Decimal::ONE,
+            },
+            LedgerError::Internal { reason: "x".into() },
+        ]
+    }
+
+    #[test]
+    fn codes_are_distinct_snake_case() {
+        let codes: Vec<&str> = one_of_each().iter().map(LedgerError::code).collect();
+        let mut distinct = codes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), codes.len(), "{codes:?}");
+        for code in codes {
+            let snake = code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            assert!(
+                snake && !code.starts_with('_') && !code.ends_with('_'),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operating_conditions_are_set_apart_from_business_rejections() {
+        let operating: Vec<&str> = one_of_each()
+            .iter()
+            .filter(|e| e.is_operating())
+            .map(LedgerError::code)
+            .collect();
+        assert_eq!(
+            operating,
+            ["shutting_down", "overloaded", "poisoned", "internal"]
+        );
+        let ceiling = LedgerError::InvalidAmount {
+            amount: Decimal::ONE,
+            currency: CurrencyCode::new("USD").unwrap(),
+            problem: AmountProblem::BalanceAboveMaximum {
+                maximum: Decimal::ONE,
+            },
+        };
+        assert_eq!(ceiling.kind(), ErrorKind::Rejected, "judged on the state");
+        let bad: Vec<&str> = one_of_each()
+            .iter()
+            .filter(|e| e.kind() == ErrorKind::BadRequest)
+            .map(LedgerError::code)
+            .collect();
+        assert_eq!(
+            bad,
+            [
+                "invalid_idempotency_key",
+                "batch_too_large",
+                "same_account_transfer",
+                "unknown_currency",
+                "invalid_amount",
+                "reason_too_long",
+                "invalid_transaction_id",
+                "payouts_disabled",
+                "invalid_input"
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_refusal_that_time_can_lift_is_retryable() {
+        let retryable: Vec<&str> = one_of_each()
+            .iter()
+            .filter(|e| e.is_retryable())
+            .map(LedgerError::code)
+            .collect();
+        assert_eq!(
+            retryable,
+            [
+                "overloaded",
+                "idempotency_in_progress",
+                "too_many_pending_withdrawals",
+                "insufficient_funds"
+            ]
+        );
     }
 }

@@ -367,7 +367,7 @@ fn every_endpoint_and_every_error_over_real_http() {
         "/v1/deposits",
         json!({"account": 1, "currency": "USD", "amount": "1", "idempotency_key": ""}),
     )
-    .refused(400, "invalid_input");
+    .refused(400, "invalid_idempotency_key");
     c.post(
         "/v1/transfers",
         json!({"from": 1, "to": 1, "currency": "USD", "amount": "1"}),

@@ -156,25 +156,32 @@ async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
         // Idempotency keys: 1 to 128 bytes.
         let long_key = "k".repeat(129);
         for k in [long_key.as_str(), ""] {
-            is_invalid_input(
+            let bad_key = LedgerError::InvalidIdempotencyKey {
+                length: k.len(),
+                max: 128,
+            };
+            assert_eq!(
                 ledger
                     .deposit(1, "USD", dec("1"), Some(k))
                     .await
                     .unwrap_err(),
+                bad_key,
                 "deposit key",
             );
-            is_invalid_input(
+            assert_eq!(
                 ledger
                     .request_withdrawal(1, "USD", dec("1"), Some(k))
                     .await
                     .unwrap_err(),
+                bad_key,
                 "withdrawal key",
             );
-            is_invalid_input(
+            assert_eq!(
                 ledger
                     .transfer(1, 2, "USD", dec("1"), Some(k))
                     .await
                     .unwrap_err(),
+                bad_key,
                 "transfer key",
             );
             assert!(IdempotencyKey::new(k).is_err());

@@ -2,8 +2,10 @@
 //!
 //! Used by `Ledger::audit`, `simulate`, tests, and `verify` after recovery.
 //! Invariants, from the design:
-//! 1. available ≥ 0 and locked ≥ 0 for every (account, currency);
-//! 2. locked = the sum of that account's withdrawals still holding a lock;
+//! 1. available ≥ 0 and locked ≥ 0 for every (account, currency), and the
+//!    balance within the ceiling (per account: [`AccountState::check_invariants`]);
+//! 2. locked = the sum of that account's withdrawals still holding a lock
+//!    (the same check), and nothing held by a transfer in flight;
 //! 3. per currency, Σ total = Σ deposits − Σ completed withdrawals;
 //! 4. no payout mismatch: the payment service never contradicted a settled
 //!    payout item (see [`Audit::add_payout_mismatches`]).

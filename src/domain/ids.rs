@@ -59,12 +59,11 @@ impl FromStr for TransactionId {
         let parsed = well_formed
             .then(|| u128::from_str_radix(s, 16).ok())
             .flatten();
-        parsed.map(Self).ok_or_else(|| LedgerError::InvalidInput {
-            reason: format!(
-                "transaction id {:?} is not 32 hex digits",
-                truncate_for_message(s)
-            ),
-        })
+        parsed
+            .map(Self)
+            .ok_or_else(|| LedgerError::InvalidTransactionId {
+                input: truncate_for_message(s),
+            })
     }
 }
 
@@ -76,11 +75,9 @@ pub struct IdempotencyKey(Box<str>);
 impl IdempotencyKey {
     pub fn new(key: &str) -> Result<Self, LedgerError> {
         if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX {
-            return Err(LedgerError::InvalidInput {
-                reason: format!(
-                    "idempotency key must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} bytes, got {}",
-                    key.len()
-                ),
+            return Err(LedgerError::InvalidIdempotencyKey {
+                length: key.len(),
+                max: IDEMPOTENCY_KEY_LEN_MAX,
             });
         }
         Ok(Self(key.into()))

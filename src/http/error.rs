@@ -3,7 +3,7 @@
 //!
 //! | status | codes |
 //! |---|---|
-//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_input` |
+//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_input` (a query string or path parameter of the wrong shape, a `status` or `resolution` the route does not know) |
 //! | 401 | `unauthorized` |
 //! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
@@ -126,30 +126,34 @@ impl ApiError {
     }
 }
 
-/// The HTTP status for a ledger refusal.
+/// The HTTP status for a ledger refusal: every variant named, so a new
+/// one does not compile until it has its status.
 pub fn status_of(error: &LedgerError) -> StatusCode {
     match error {
-        LedgerError::InvalidInput { .. }
+        LedgerError::InvalidIdempotencyKey { .. }
+        | LedgerError::BatchTooLarge { .. }
+        | LedgerError::SameAccountTransfer { .. }
         | LedgerError::UnknownCurrency { .. }
-        | LedgerError::InvalidAmount { .. } => StatusCode::BAD_REQUEST,
-        LedgerError::UnknownWithdrawal { .. } | LedgerError::UnknownPayout { .. } => {
-            StatusCode::NOT_FOUND
-        }
+        | LedgerError::InvalidAmount { .. }
+        | LedgerError::ReasonTooLong { .. }
+        | LedgerError::InvalidTransactionId { .. }
+        | LedgerError::PayoutsDisabled
+        | LedgerError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+        LedgerError::UnknownWithdrawal { .. }
+        | LedgerError::UnknownPayout { .. }
+        | LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
         | LedgerError::InvalidTransition { .. }
         | LedgerError::IdempotencyConflict { .. }
         | LedgerError::IdempotencyInProgress { .. }
-        | LedgerError::TooManyPendingWithdrawals { .. } => StatusCode::CONFLICT,
+        | LedgerError::TooManyPendingWithdrawals { .. }
         // Payout ownership (issue 11 item 4): the item belongs to a payout.
-        LedgerError::PayoutInFlight { .. } | LedgerError::PayoutItemSettled { .. } => {
-            StatusCode::CONFLICT
-        }
-        LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
+        | LedgerError::PayoutInFlight { .. }
+        | LedgerError::PayoutItemSettled { .. } => StatusCode::CONFLICT,
         LedgerError::Overloaded { .. }
         | LedgerError::Poisoned { .. }
         | LedgerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        // `LedgerError` is non-exhaustive: anything new is a 500 until mapped.
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+        LedgerError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -292,6 +296,52 @@ mod tests {
                 409,
             ),
             (LedgerError::Internal { reason: "x".into() }, 500),
+            (
+                LedgerError::InvalidIdempotencyKey {
+                    length: 0,
+                    max: 128,
+                },
+                400,
+            ),
+            (LedgerError::BatchTooLarge { count: 9, max: 8 }, 400),
+            (LedgerError::SameAccountTransfer { account: 1 }, 400),
+            (
+                LedgerError::ReasonTooLong {
+                    field: "reason",
+                    length: 300,
+                    max: 256,
+                },
+                400,
+            ),
+            (
+                LedgerError::InvalidTransactionId {
+                    input: "xyz".into(),
+                },
+                400,
+            ),
+            (LedgerError::PayoutsDisabled, 400),
+            (
+                LedgerError::NotInPayout {
+                    payout_id: 3,
+                    transaction_id: tx,
+                },
+                404,
+            ),
+            (
+                LedgerError::PayoutInFlight {
+                    transaction_id: tx,
+                    payout_id: None,
+                },
+                409,
+            ),
+            (
+                LedgerError::PayoutItemSettled {
+                    payout_id: 3,
+                    transaction_id: tx,
+                    outcome: "paid".into(),
+                },
+                409,
+            ),
             (
                 LedgerError::InsufficientFunds {
                     currency: usd,

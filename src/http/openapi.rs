@@ -30,7 +30,10 @@ use crate::http::routes;
             is 404 `not_found`, any method a listed path does not take is 405 \
             `method_not_allowed` (both with that body). A request body that does not \
             arrive within the body deadline is 408 `request_timeout`; one larger than the \
-            limit is 413 `payload_too_large`. 401, 408 and 413 close the connection.",
+            limit is 413 `payload_too_large`. 401, 408 and 413 close the connection. \
+            Two codes of the embedded API never reach HTTP: `batch_too_large` (there is \
+            no batch route) and `invalid_transaction_id` (a path id that does not parse \
+            is 404 `unknown_withdrawal`).",
     ),
     paths(
         routes::deposit,
@@ -109,7 +112,12 @@ pub fn answer() -> HttpResponse {
 /// What each error status means, for the document.
 fn error_description(status: u16) -> &'static str {
     match status {
-        400 => "Bad input: malformed_request, invalid_amount, unknown_currency or invalid_input",
+        400 => {
+            "Bad input: malformed_request, invalid_amount, unknown_currency, \
+                invalid_idempotency_key, same_account_transfer, reason_too_long, \
+                payouts_disabled (a payout call on a ledger that makes none) or invalid_input \
+                (a query string, path parameter, status or resolution of the wrong shape)"
+        }
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
         404 => "Not there: unknown_withdrawal, unknown_payout, not_in_payout",
         408 => "request_timeout: the body did not arrive in time (the connection closes)",

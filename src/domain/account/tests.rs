@@ -1,0 +1,418 @@
+//! Tests of one account's rules and replay, through its public methods.
+
+use super::*;
+use crate::domain::money::usd;
+use crate::domain::withdrawal::{TransitionAction, WithdrawalStatus};
+
+/// An account with 100.00 USD and one pending withdrawal of 30.00;
+/// also returns every event logged, to replay.
+fn funded() -> (AccountState, TransactionId, Vec<Event>) {
+    let mut account = AccountState::new(7);
+    let mut log = Vec::new();
+    log.extend(account.deposit(usd(), 10_000, None).unwrap().event);
+    let requested = account.request_withdrawal(usd(), 3_000, None, 10).unwrap();
+    log.extend(requested.event);
+    (account, requested.output.transaction_id, log)
+}
+
+fn replayed(log: &[Event]) -> AccountState {
+    let mut account = AccountState::new(7);
+    for event in log {
+        account.apply(event).unwrap();
+    }
+    account
+}
+
+#[test]
+fn cancel_after_payout_claim_is_rejected_and_changes_nothing() {
+    let (mut account, tx, _) = funded();
+    account.claim_withdrawal(tx, 1).unwrap();
+    let before = account.clone();
+    let refused = account.update_withdrawal(tx, TransitionAction::Cancel, "");
+    assert!(matches!(
+        refused,
+        Err(LedgerError::InvalidTransition {
+            from: crate::domain::withdrawal::StatusKind::Processing,
+            action: TransitionAction::Cancel,
+            ..
+        })
+    ));
+    assert_eq!(account, before);
+}
+
+#[test]
+fn only_the_owning_payout_settles_a_claimed_withdrawal_when_the_engine_pays() {
+    use crate::domain::withdrawal::Settler;
+    let caller = Settler::Caller { engine_pays: true };
+    let (mut account, tx, _) = funded();
+    // Pending: queued for the engine's payouts. A payout that did not
+    // claim it cannot settle it, and neither can a caller (the bank has
+    // not paid it; a payout still may); the host of an external-mode
+    // ledger can (checked on a copy).
+    let refused = account.update_withdrawal_by(
+        tx,
+        TransitionAction::Complete,
+        "",
+        Settler::Payout { payout_id: 5 },
+    );
+    assert!(matches!(
+        refused,
+        Err(LedgerError::InvalidTransition { .. })
+    ));
+    assert_eq!(
+        account
+            .update_withdrawal_by(tx, TransitionAction::Complete, "", caller)
+            .unwrap_err(),
+        LedgerError::PayoutInFlight {
+            transaction_id: tx,
+            payout_id: None
+        }
+    );
+    let mut copy = account.clone();
+    let host = Settler::Caller { engine_pays: false };
+    assert!(copy
+        .update_withdrawal_by(tx, TransitionAction::Complete, "", host)
+        .is_ok());
+    account.claim_withdrawal(tx, 5).unwrap();
+    let before = account.clone();
+    for action in [TransitionAction::Complete, TransitionAction::Fail] {
+        let refused = account.update_withdrawal_by(tx, action, "x", caller);
+        assert_eq!(
+            refused.unwrap_err(),
+            LedgerError::PayoutInFlight {
+                transaction_id: tx,
+                payout_id: Some(5)
+            }
+        );
+        let other = Settler::Payout { payout_id: 6 };
+        let refused = account.update_withdrawal_by(tx, action, "x", other);
+        assert!(matches!(
+            refused,
+            Err(LedgerError::InvalidTransition { .. })
+        ));
+    }
+    assert_eq!(account, before, "refusals change nothing");
+    // The host pays (external mode): a caller settles it as before.
+    let mut external = account.clone();
+    let host = Settler::Caller { engine_pays: false };
+    assert!(external
+        .update_withdrawal_by(tx, TransitionAction::Fail, "x", host)
+        .is_ok());
+    // The owner settles it; repeating its outcome is a no-op.
+    let owner = Settler::Payout { payout_id: 5 };
+    let done = account
+        .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+        .unwrap();
+    assert!(done.event.is_some());
+    let again = account
+        .update_withdrawal_by(tx, TransitionAction::Complete, "", owner)
+        .unwrap();
+    assert!(again.event.is_none());
+    let contradicted = account.update_withdrawal_by(tx, TransitionAction::Fail, "x", owner);
+    assert!(matches!(
+        contradicted,
+        Err(LedgerError::InvalidTransition { .. })
+    ));
+}
+
+#[test]
+fn a_claimed_withdrawal_stays_locked_and_completes_or_fails_like_a_pending_one() {
+    let (mut account, tx, mut log) = funded();
+    let claimed = account.claim_withdrawal(tx, 42).unwrap();
+    assert_eq!(claimed.output.payout_id, Some(42));
+    log.extend(claimed.event);
+    assert_eq!(account.balance(usd()).locked, 3_000);
+    let done = account
+        .update_withdrawal(tx, TransitionAction::Complete, "")
+        .unwrap();
+    log.extend(done.event);
+    let b = account.balance(usd());
+    assert_eq!((b.available, b.locked, b.burned), (7_000, 0, 3_000));
+    account.check_invariants().unwrap();
+    assert_eq!(replayed(&log), account);
+}
+
+#[test]
+fn a_released_claim_is_pending_again_and_can_be_cancelled() {
+    let (mut account, tx, mut log) = funded();
+    log.extend(account.claim_withdrawal(tx, 1).unwrap().event);
+    assert!(account.claim_withdrawal(tx, 2).is_err(), "claimed twice");
+    log.extend(
+        account
+            .update_withdrawal(tx, TransitionAction::Release, "")
+            .unwrap()
+            .event,
+    );
+    log.extend(
+        account
+            .update_withdrawal(tx, TransitionAction::Cancel, "")
+            .unwrap()
+            .event,
+    );
+    assert_eq!(account.balance(usd()).available, 10_000);
+    account.check_invariants().unwrap();
+    assert_eq!(replayed(&log), account);
+}
+
+#[test]
+fn a_returned_withdrawal_credits_available_back_and_keeps_the_totals_exact() {
+    let (mut account, tx, mut log) = funded();
+    log.extend(
+        account
+            .update_withdrawal(tx, TransitionAction::Complete, "")
+            .unwrap()
+            .event,
+    );
+    assert!(account
+        .update_withdrawal(tx, TransitionAction::Fail, "x")
+        .is_err());
+    let returned = account
+        .update_withdrawal(tx, TransitionAction::Return, "account closed")
+        .unwrap();
+    log.extend(returned.event);
+    assert_eq!(
+        returned.output.status,
+        WithdrawalStatus::Returned {
+            reason: "account closed".into()
+        }
+    );
+    let b = account.balance(usd());
+    assert_eq!((b.available, b.locked), (10_000, 0));
+    // total = deposited − burned: 100 = (100 + 30 returned) − 30 paid.
+    assert_eq!(b.total(), b.deposited - b.burned);
+    let again = account
+        .update_withdrawal(tx, TransitionAction::Return, "account closed")
+        .unwrap();
+    assert!(again.event.is_none(), "a repeated return changes nothing");
+    assert_eq!(replayed(&log), account);
+}
+#[test]
+fn withdrawals_logged_out_of_order_are_still_found() {
+    let mut account = AccountState::new(7);
+    account
+        .apply(&Event::Deposited {
+            tx: TransactionId::new(7, 1),
+            currency: usd(),
+            amount: 10_000,
+            key: None,
+        })
+        .unwrap();
+    for seq in [9, 4, 6, 2] {
+        account
+            .apply(&Event::WithdrawalRequested {
+                tx: TransactionId::new(7, seq),
+                currency: usd(),
+                amount: seq.into(),
+                key: None,
+            })
+            .unwrap();
+    }
+    let seqs: Vec<u64> = account.withdrawals().map(|(tx, _)| tx.sequence()).collect();
+    assert_eq!(seqs, [2, 4, 6, 9]);
+    for seq in [2, 4, 6, 9] {
+        let tx = TransactionId::new(7, seq);
+        assert_eq!(
+            account.withdrawal(tx).unwrap().status,
+            WithdrawalStatus::Pending
+        );
+        account.apply(&Event::WithdrawalCompleted { tx }).unwrap();
+    }
+    let again = Event::WithdrawalRequested {
+        tx: TransactionId::new(7, 4),
+        currency: usd(),
+        amount: 1,
+        key: None,
+    };
+    assert!(
+        account.apply(&again).is_err(),
+        "a withdrawal id is used once"
+    );
+    assert!(account.withdrawal(TransactionId::new(7, 5)).is_err());
+    account.check_invariants().unwrap();
+    assert_eq!(account.balance(usd()).burned, 21);
+}
+
+#[test]
+fn a_log_that_cancels_a_claimed_withdrawal_is_refused_on_replay() {
+    let (_, tx, mut log) = funded();
+    log.push(Event::WithdrawalClaimed { tx, payout_id: 1 });
+    log.push(Event::WithdrawalCancelled { tx });
+    let mut account = AccountState::new(7);
+    let results: Vec<_> = log.iter().map(|e| account.apply(e)).collect();
+    assert!(results[..3].iter().all(Result::is_ok));
+    assert!(results[3].is_err());
+}
+
+// ---- invariants: corrupted states are caught ----
+
+fn eur() -> Currency {
+    Currency {
+        code: CurrencyCode::new("EUR").unwrap(),
+        decimals: 2,
+    }
+}
+
+/// `funded()` with its USD balance edited by `edit`.
+fn corrupted(edit: impl FnOnce(&mut BalanceEntry)) -> (AccountState, TransactionId) {
+    let (account, tx, _) = funded();
+    (account.corrupted(usd(), edit), tx)
+}
+
+/// A way to corrupt a balance.
+type Corruption = fn(&mut BalanceEntry);
+
+/// Each way a balance can be corrupted, named.
+fn corruptions() -> Vec<(&'static str, Corruption)> {
+    vec![
+        ("negative available", |b| b.available = -1_000_000),
+        ("negative locked", |b| {
+            b.locked = -10_000;
+            b.withdrawals_locked = -10_000;
+        }),
+        ("negative held", |b| b.held = -1_000_000),
+        ("above the ceiling", |b| {
+            b.available = BALANCE_UNITS_MAX + 1_000_000
+        }),
+        ("locked off its withdrawals", |b| {
+            b.locked += 1;
+            b.available -= 1;
+        }),
+        ("kept sum off", |b| b.withdrawals_locked += 1),
+    ]
+}
+
+#[test]
+fn check_invariants_finds_every_corruption() {
+    let (account, _, _) = funded();
+    account.check_invariants().unwrap();
+    for (what, edit) in corruptions() {
+        let (account, _) = corrupted(edit);
+        assert!(account.check_invariants().is_err(), "{what}");
+    }
+    let miscounted = funded().0.with_locking_count(2);
+    assert!(miscounted.check_invariants().is_err());
+}
+
+/// Every command that can change `account`'s USD balance, each on a copy:
+/// its name, its result and the copy afterwards.
+fn every_change(
+    account: &AccountState,
+    tx: TransactionId,
+) -> Vec<(&'static str, Result<(), LedgerError>, AccountState)> {
+    type Change = fn(&mut AccountState, TransactionId) -> Result<(), LedgerError>;
+    let changes: [(&str, Change); 7] = [
+        ("deposit", |a, _| a.deposit(usd(), 1, None).map(drop)),
+        ("request", |a, _| {
+            a.request_withdrawal(usd(), 1, None, 10).map(drop)
+        }),
+        ("cancel", |a, tx| {
+            a.update_withdrawal(tx, TransitionAction::Cancel, "")
+                .map(drop)
+        }),
+        ("complete", |a, tx| {
+            a.update_withdrawal(tx, TransitionAction::Complete, "")
+                .map(drop)
+        }),
+        ("claim", |a, tx| a.claim_withdrawal(tx, 1).map(drop)),
+        ("hold", |a, _| a.hold_transfer(8, usd(), 1, None).map(drop)),
+        ("receive", |a, _| {
+            a.receive_transfer(TransactionId::new(8, 1), usd(), 1, None)
+                .map(drop)
+        }),
+    ];
+    changes
+        .into_iter()
+        .map(|(what, change)| {
+            let mut copy = account.clone();
+            let result = change(&mut copy, tx);
+            (what, result, copy)
+        })
+        .collect()
+}
+
+#[test]
+fn a_change_to_a_corrupted_balance_is_an_internal_error() {
+    for (corruption, edit) in corruptions() {
+        let (account, tx) = corrupted(edit);
+        let mut internal = 0;
+        for (what, result, after) in every_change(&account, tx) {
+            match result {
+                Err(LedgerError::Internal { .. }) => internal += 1,
+                // A rule refused it first: then nothing changed.
+                Err(_) => assert_eq!(after, account, "{corruption}, {what}"),
+                Ok(()) => panic!("{corruption}, {what}: a change to a broken balance succeeded"),
+            }
+        }
+        assert!(internal > 0, "{corruption}: no change was checked");
+        let replayed = account.clone().apply(&Event::Deposited {
+            tx: TransactionId::new(7, 9),
+            currency: usd(),
+            amount: 1,
+            key: None,
+        });
+        assert!(replayed.is_err(), "{corruption}: replay");
+    }
+}
+
+#[test]
+fn a_healthy_account_takes_every_change() {
+    let (account, tx, _) = funded();
+    for (what, result, after) in every_change(&account, tx) {
+        assert!(result.is_ok(), "{what}: {result:?}");
+        if what != "hold" {
+            after.check_invariants().unwrap();
+        }
+    }
+}
+
+#[test]
+fn only_the_touched_balance_is_checked_after_a_change() {
+    // The USD balance is broken; a deposit in EUR touches only EUR, so it
+    // passes its check (the cost is the change's, not the account's),
+    // while the account's full check still finds USD broken.
+    let (mut account, _) = corrupted(|b| b.locked += 1);
+    account.deposit(eur(), 1, None).unwrap();
+    assert!(account.check_invariants().is_err());
+}
+
+#[test]
+fn a_released_transfer_is_checked_too() {
+    let (account, _, _) = funded();
+    let mut account = account.clone();
+    let TransferHold::Held(tx) = account.hold_transfer(8, usd(), 100, None).unwrap() else {
+        panic!("no key: nothing to replay");
+    };
+    let mut broken = account.clone().corrupted(usd(), |b| b.locked += 1);
+    assert!(matches!(
+        broken.finish_transfer(tx, false),
+        Err(LedgerError::Internal { .. })
+    ));
+    account.finish_transfer(tx, false).unwrap();
+    account.check_invariants().unwrap();
+}
+
+#[test]
+fn an_account_read_back_rebuilds_what_its_withdrawals_lock() {
+    let config = bincode::config::standard();
+    let (mut account, tx, _) = funded();
+    account.claim_withdrawal(tx, 3).unwrap();
+    account.request_withdrawal(usd(), 500, None, 10).unwrap();
+    let done = account.request_withdrawal(usd(), 200, None, 10).unwrap();
+    let done = done.output.transaction_id;
+    account
+        .update_withdrawal(done, TransitionAction::Complete, "")
+        .unwrap();
+    account.deposit(eur(), 100, None).unwrap();
+    let bytes = bincode::serde::encode_to_vec(&account, config).unwrap();
+    let (read, _): (AccountState, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert_eq!(read, account, "the kept sums included");
+    assert_eq!(read.balance(usd()).withdrawals_locked, 3_500);
+    read.check_invariants().unwrap();
+    // A stored account whose locked disagrees with its withdrawals reads
+    // back with the sums its withdrawals give, so the full check (which a
+    // snapshot's reader runs) finds it.
+    let broken = account.corrupted(usd(), |b| b.locked += 1);
+    let bytes = bincode::serde::encode_to_vec(&broken, config).unwrap();
+    let (read, _): (AccountState, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    assert!(read.check_invariants().is_err());
+}

@@ -1,0 +1,136 @@
+//! A transfer's three steps on the accounts it joins: the source holds the
+//! funds (`hold_transfer`), the receiving account credits them and makes
+//! the one event that records both sides (`receive_transfer`), then the
+//! source finishes (`finish_transfer`): the held funds leave for good, or
+//! return to available if the receiving side refused. Between hold and
+//! finish the funds sit in `BalanceEntry::held` and the transfer in the
+//! account's held transfers, neither of them logged; the source's
+//! idempotency key is marked in flight meanwhile.
+
+use crate::domain::event::Event;
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::{Currency, Units};
+use crate::domain::receipts::Transfer;
+use crate::error::LedgerError;
+
+use super::{AccountState, HeldTransfer, KeyRecord, KeyUse, TransferHold};
+
+impl AccountState {
+    /// Transfer, step 1 at the source: hold the funds so nothing else can
+    /// spend them while the receiving account is asked.
+    pub fn hold_transfer(
+        &mut self,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    ) -> Result<TransferHold, LedgerError> {
+        let used_for = KeyUse::Transfer {
+            to,
+            currency: currency.code,
+            amount,
+        };
+        if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
+            return Ok(TransferHold::Replayed(Transfer {
+                transaction_id: tx,
+                from: self.id,
+                to,
+                currency: currency.code,
+                amount: currency.to_decimal(amount),
+            }));
+        }
+        self.check_available(currency, amount)?;
+        let tx = self.take_transaction_id();
+        let entry = self.entry_mut(currency);
+        entry.available -= amount;
+        entry.held += amount;
+        if let Some(key) = &key {
+            let record = KeyRecord {
+                used_for,
+                tx,
+                in_flight: true,
+            };
+            self.idempotency.insert(key.clone(), record);
+        }
+        self.held_transfers.push(HeldTransfer {
+            tx,
+            to,
+            currency,
+            amount,
+            key,
+        });
+        self.verify_balance(currency.code, "holding a transfer")?;
+        Ok(TransferHold::Held(tx))
+    }
+
+    /// Transfer, step 2 at the receiving account: credit it and return the
+    /// one event that records both sides.
+    pub fn receive_transfer(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Event, LedgerError> {
+        self.check_credit_fits(currency, amount)?;
+        let event = Event::Transferred {
+            tx,
+            to: self.id,
+            currency,
+            amount,
+            key,
+        };
+        self.apply_checked(&event)?;
+        Ok(event)
+    }
+
+    /// Transfer, step 3 at the source: the receiving side answered. On
+    /// success the held funds leave for good; otherwise they are released.
+    pub fn finish_transfer(
+        &mut self,
+        tx: TransactionId,
+        received: bool,
+    ) -> Result<Transfer, LedgerError> {
+        let held = self.take_held(tx)?;
+        let entry = self.entry_mut(held.currency);
+        entry.held -= held.amount;
+        entry.available += held.amount;
+        if let Some(key) = &held.key {
+            self.idempotency.remove(key);
+        }
+        let receipt = Transfer {
+            transaction_id: tx,
+            from: self.id,
+            to: held.to,
+            currency: held.currency.code,
+            amount: held.currency.to_decimal(held.amount),
+        };
+        if !received {
+            self.verify_balance(held.currency.code, "releasing a transfer")?;
+            return Ok(receipt);
+        }
+        // The receiving side logged the event; apply our side of it.
+        self.apply_checked(&Event::Transferred {
+            tx,
+            to: held.to,
+            currency: held.currency,
+            amount: held.amount,
+            key: held.key,
+        })?;
+        Ok(receipt)
+    }
+
+    /// Removes held transfer `tx` from the account's held transfers. Only
+    /// the engine finishes a transfer, and only one it held here: a miss is
+    /// a bug.
+    fn take_held(&mut self, tx: TransactionId) -> Result<HeldTransfer, LedgerError> {
+        let index = self
+            .held_transfers
+            .iter()
+            .position(|h| h.tx == tx)
+            .ok_or_else(|| LedgerError::Internal {
+                reason: format!("no transfer {tx} is held on account {}", self.id),
+            })?;
+        Ok(self.held_transfers.swap_remove(index))
+    }
+}
