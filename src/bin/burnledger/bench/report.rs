@@ -1,5 +1,6 @@
 //! What the bench prints: one JSON object (`--json`) or a short table, both
-//! on stdout; and the process's resident memory from `/proc/self/status`.
+//! on stdout, with the open-loop schedule's figures under `--rate`; and the
+//! process's resident memory from `/proc/self/status`.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct Latency {
     pub p50: u64,
+    pub p90: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
@@ -17,6 +19,7 @@ impl Latency {
     pub fn of(histogram: &Histogram<u64>) -> Self {
         Self {
             p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
             p99: histogram.value_at_quantile(0.99),
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
@@ -52,10 +55,31 @@ pub struct Report {
     pub baseline_ops_per_sec: f64,
     /// `ops_per_sec / baseline_ops_per_sec`.
     pub ratio_to_baseline: f64,
+    /// The open-loop schedule's figures with `--rate`; `null` otherwise.
+    pub rate: Option<RateFigures>,
+}
+
+/// How an open-loop run (`--rate`) kept to its schedule. `ops_per_sec` is
+/// the rate achieved, beside the rate offered here.
+#[derive(Serialize, Debug, Default, PartialEq)]
+pub struct RateFigures {
+    /// `--rate`: ops per second offered.
+    pub offered_ops_per_sec: f64,
+    /// Batches sent (none is ever dropped).
+    pub batches: u64,
+    /// Batches sent more than 1 ms after their scheduled start, and their
+    /// ops: their latency includes the wait.
+    pub late_batches: u64,
+    pub late_ops: u64,
+    /// Batches that found `--in-flight` batches unanswered at their time
+    /// and waited for one to answer (each is late, or nearly).
+    pub capped_batches: u64,
+    /// The longest a batch was sent after its scheduled start, µs.
+    pub send_lag_max_us: u64,
 }
 
 /// Operations per second, guarded against a zero-length run.
-pub fn rate(ops: u64, seconds: f64) -> f64 {
+pub fn per_second(ops: u64, seconds: f64) -> f64 {
     ops as f64 / seconds.max(1e-9)
 }
 
@@ -86,8 +110,8 @@ impl Report {
             (
                 "latency µs",
                 format!(
-                    "p50 {}  p99 {}  p99.9 {}  max {}",
-                    l.p50, l.p99, l.p999, l.max
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                    l.p50, l.p90, l.p99, l.p999, l.max
                 ),
             ),
             ("peak RSS MiB", mib(self.peak_rss_bytes)),
@@ -97,7 +121,20 @@ impl Report {
             ),
             ("ratio", format!("{:.3}", self.ratio_to_baseline)),
         ];
-        for (name, value) in rows {
+        let rate = self.rate.as_ref().map(|r| {
+            [
+                ("offered ops/s", format!("{:.0}", r.offered_ops_per_sec)),
+                (
+                    "batches",
+                    format!(
+                        "{} sent, {} late ({} ops) by > 1 ms, {} waited for --in-flight, \
+                         longest lag {} µs",
+                        r.batches, r.late_batches, r.late_ops, r.capped_batches, r.send_lag_max_us
+                    ),
+                ),
+            ]
+        });
+        for (name, value) in rows.into_iter().chain(rate.into_iter().flatten()) {
             println!("{name:<16}{value}");
         }
         Ok(())
