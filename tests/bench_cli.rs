@@ -71,6 +71,13 @@ fn report(args: &[&str]) -> Value {
         number("ops"),
         "the same ops replayed"
     );
+    let (cpu, cpu_per_op) = (number("cpu_seconds"), number("cpu_us_per_op"));
+    assert!(cpu >= 0.0, "{report}");
+    let expected = cpu * 1e6 / number("ops");
+    assert!(
+        (cpu_per_op - expected).abs() <= 1e-9 * expected.max(1.0),
+        "cpu_us_per_op {cpu_per_op} is not cpu_seconds / ops = {expected}"
+    );
     let latency = &report["latency_us"];
     let percentile = |p: &str| {
         latency[p]
@@ -249,6 +256,11 @@ fn open_loop_achieves_a_low_offered_rate() {
     // full but for the first (half: the steady state) and the last few
     // (the outcomes still owed when the quota ran out).
     assert_eq!(ops(&report), 8_000);
+    // Two seconds of sending, checking and applying use some CPU.
+    assert!(
+        report["cpu_seconds"].as_f64().expect("cpu") > 0.0,
+        "{report}"
+    );
     let [batches, ..] = rate_figures(&report);
     assert!(
         (201..=205).contains(&batches),
@@ -317,6 +329,7 @@ fn human_table_by_default() {
         "ops/s",
         "latency µs",
         "peak RSS MiB",
+        "CPU µs/op",
         "baseline ops/s",
         "ratio",
     ] {

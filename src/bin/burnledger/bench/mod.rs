@@ -35,6 +35,10 @@
 //! engine. The baseline (see `baseline.rs`) then replays the same op
 //! streams on one thread over a `HashMap`; `ratio_to_baseline` is the
 //! engine's ops/s over the baseline's.
+//!
+//! CPU: the process's CPU time in the timed phase (all threads), in all
+//! and per op. On a shared machine ops/s follows the load; CPU per op
+//! hardly does, so it is the figure to compare runs by.
 
 mod baseline;
 mod data_dir;
@@ -57,7 +61,7 @@ use tokio::runtime::Runtime;
 
 use data_dir::DataDir;
 use engine::{ClientReport, SETUP_BATCH};
-use report::{per_second, Latency, RateFigures, Report, Resident};
+use report::{per_second, CpuTime, Latency, RateFigures, Report, Resident};
 use workload::{share, Stream, Workload};
 
 #[derive(Args, Debug)]
@@ -273,6 +277,8 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
         latency_us: Latency::of(&latency),
         peak_rss_bytes: measured.resident.as_ref().map(|r| r.peak),
         rss_end_bytes: measured.resident.as_ref().map(|r| r.now),
+        cpu_seconds: measured.cpu_seconds,
+        cpu_us_per_op: measured.cpu_seconds.map(|s| s * 1e6 / ops.max(1) as f64),
         baseline_ops: baseline.ops,
         baseline_seconds: baseline.seconds,
         baseline_ops_per_sec,
@@ -325,6 +331,8 @@ fn stream(args: &EmbeddedArgs, workload: Workload, client: u64, quota: Option<u6
 /// What the engine run measured.
 struct Measured {
     setup_seconds: f64,
+    /// CPU time of the process in the timed phase.
+    cpu_seconds: Option<f64>,
     timed: Timed,
     resident: Option<Resident>,
 }
@@ -359,13 +367,18 @@ async fn measure(
         args.accounts
     );
     let progress = progress_bar(args.duration.is_none().then_some(args.ops), "ops");
+    let cpu_start = CpuTime::read();
     let run = match args.rate {
         None => closed_loop(ledger, args, workload, &progress).await,
         Some(rate) => open_loop(ledger, args, workload, rate, &progress).await,
     };
     progress.finish_and_clear();
+    let cpu_seconds = CpuTime::read()
+        .zip(cpu_start)
+        .map(|(end, start)| end.since(&start));
     Ok(Measured {
         setup_seconds,
+        cpu_seconds,
         timed: run?,
         // Now, before the shutdown and the baseline allocate anything.
         resident: Resident::read(),

@@ -50,6 +50,13 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     /// Resident memory (`VmRSS`) at the end of the timed phase.
     pub rss_end_bytes: Option<u64>,
+    /// CPU time the whole process used in the timed phase (every thread:
+    /// shards, log writer, checkpointer, the bench's own clients), and per
+    /// op in µs. Unlike ops/s it hardly moves with the machine's load, so
+    /// it compares runs on a shared machine: cores / `cpu_us_per_op` is
+    /// the CPU-bound ceiling in ops/s.
+    pub cpu_seconds: Option<f64>,
+    pub cpu_us_per_op: Option<f64>,
     pub baseline_ops: u64,
     pub baseline_seconds: f64,
     pub baseline_ops_per_sec: f64,
@@ -116,6 +123,11 @@ impl Report {
             ),
             ("peak RSS MiB", mib(self.peak_rss_bytes)),
             (
+                "CPU µs/op",
+                self.cpu_us_per_op
+                    .map_or("unknown".into(), |us| format!("{us:.2}")),
+            ),
+            (
                 "baseline ops/s",
                 format!("{:.0}", self.baseline_ops_per_sec),
             ),
@@ -160,6 +172,36 @@ impl Resident {
     }
 }
 
+/// CPU time this process has used, all threads (`/proc/self/stat`).
+pub struct CpuTime(f64);
+
+/// Clock ticks per second of `/proc/*/stat`: `USER_HZ`, 100 on every
+/// architecture Linux runs on (`sysconf(_SC_CLK_TCK)` would need libc).
+const USER_HZ: f64 = 100.0;
+
+impl CpuTime {
+    /// `None` where there is no such file (not Linux).
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        cpu_ticks(&stat).map(|ticks| Self(ticks as f64 / USER_HZ))
+    }
+
+    /// Seconds of CPU used since `earlier`.
+    pub fn since(&self, earlier: &Self) -> f64 {
+        (self.0 - earlier.0).max(0.0)
+    }
+}
+
+/// `utime + stime` of a `/proc/*/stat` line: fields 14 and 15, counted
+/// after the command name, which is in parentheses and may hold spaces.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// A `kB` field of `/proc/self/status`.
 fn kib_field(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
@@ -182,5 +224,23 @@ mod tests {
         assert_eq!(kib_field(status, "VmHWM"), Some(2048));
         assert_eq!(kib_field(status, "VmRSS"), Some(1024));
         assert_eq!(kib_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_cpu_time() {
+        // State is field 3; utime and stime are 14 and 15.
+        let stat = "42 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20";
+        assert_eq!(cpu_ticks(stat), Some(281));
+        assert_eq!(cpu_ticks("42 (x) R 1 2"), None);
+        if cfg!(target_os = "linux") {
+            // Spinning for a while shows as CPU time (a tick is 10 ms).
+            let start = CpuTime::read().expect("/proc/self/stat");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut used = 0.0;
+            while used < 0.05 && std::time::Instant::now() < deadline {
+                used = CpuTime::read().expect("stat").since(&start);
+            }
+            assert!(used >= 0.05, "{used} s of CPU after spinning");
+        }
     }
 }
