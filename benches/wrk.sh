@@ -8,6 +8,10 @@
 #
 #   benches/wrk.sh [RUNS]        # default 3 runs; prints each run and the medians
 #
+# Also prints the server's CPU time per request (utime + stime from
+# /proc/PID/stat over the wrk run): on a shared machine req/s follows the
+# load, CPU per request hardly does.
+#
 # Environment: BURNLEDGER_BIN (default: build and use target/release/burnledger),
 # WRK_DURATION (default 30s), BENCH_ACCOUNTS / BENCH_KEYS (read by the Lua
 # script). Needs wrk (Debian: apt-get install wrk). A fresh server and data
@@ -48,6 +52,11 @@ start_server() {
     exit 2
 }
 
+# CPU ticks (1/100 s) the server has used so far: utime + stime.
+server_ticks() {
+    sed 's/.*) //' "/proc/$server/stat" | awk '{print $12 + $13}'
+}
+
 stop_server() {
     kill -TERM "$server"
     wait "$server" || { echo "wrk.sh: serve exited with $? after SIGTERM" >&2; exit 2; }
@@ -59,7 +68,9 @@ for run in $(seq "$runs"); do
     start_server
     echo "== run $run/$runs: $(uptime)"
     echo "   wrk -t2 -c64 -d$duration --latency -s benches/deposits.lua $url"
+    ticks_before="$(server_ticks)"
     wrk -t2 -c64 -d"$duration" --latency -s "$here/deposits.lua" "$url" | tee "$work/wrk.out"
+    echo "server CPU ticks: $(( $(server_ticks) - ticks_before ))" | tee -a "$work/wrk.out"
     stop_server
     python3 - "$work/wrk.out" >>"$work/results" <<'PY'
 import json, re, sys
@@ -69,9 +80,12 @@ def ms(value, unit):
 rps = float(re.search(r"Requests/sec:\s*([\d.]+)", text).group(1))
 pct = {p: ms(v, u) for p, v, u in re.findall(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
 bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+ticks = int(re.search(r"server CPU ticks: (\d+)", text).group(1))
 sock = re.search(r"Socket errors:.*", text)
 print(json.dumps({"requests_per_sec": rps, "p50_ms": pct.get("50"), "p90_ms": pct.get("90"),
                   "p99_ms": pct.get("99"), "non_2xx": int(bad.group(1)) if bad else 0,
+                  "server_cpu_us_per_request": round(ticks * 1e4 / max(requests, 1), 2),
                   "socket_errors": sock.group(0) if sock else None}))
 PY
 done
@@ -86,6 +100,7 @@ print(json.dumps({
     "requests_per_sec_all": sorted(round(r["requests_per_sec"]) for r in rows),
     "p50_ms": med("p50_ms"), "p90_ms": med("p90_ms"), "p99_ms": med("p99_ms"),
     "p99_ms_all": sorted(r["p99_ms"] for r in rows),
+    "server_cpu_us_per_request": med("server_cpu_us_per_request"),
     "non_2xx": sum(r["non_2xx"] for r in rows),
     "socket_errors": [r["socket_errors"] for r in rows if r["socket_errors"]],
 }))
