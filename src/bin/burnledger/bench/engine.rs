@@ -1,6 +1,8 @@
 //! The engine side: funding the accounts (untimed), then client tasks
 //! driving `Ledger::submit` with one batch in flight each, checking every
-//! answer and recording each batch's latency.
+//! answer and recording each batch's latency. The plan-op → `Operation`
+//! conversion, the answer checks and the latency recording are shared with
+//! the open loop (`rate.rs`).
 
 use std::time::{Duration, Instant};
 

@@ -120,6 +120,17 @@ impl Shared {
         waited
     }
 
+    /// Waits until a batch answers, for at most `at_most`; at once if
+    /// outcomes are already owed. (Checked under the `busy` lock, which a
+    /// batch's task takes after adding what it owes, to give its slot back
+    /// and signal: the signal cannot come between the check and the wait.)
+    fn await_answer(&self, at_most: Duration) {
+        let mut busy = self.busy.lock();
+        if *busy > 0 && self.owed.lock().is_empty() {
+            self.freed.wait_for(&mut busy, at_most);
+        }
+    }
+
     /// Whether nothing is in flight and nothing owed. (A batch's task adds
     /// what it owes before giving its slot back, so reading in this order
     /// cannot miss an outcome.)
@@ -177,6 +188,9 @@ impl Sender {
                 if !drawing && self.shared.settled() {
                     break;
                 }
+                // Only answers can bring work now: wait for one rather than
+                // spin through slots already past.
+                self.shared.await_answer(LATE);
                 continue;
             }
             let waited = self.shared.take_slot(schedule.in_flight);
