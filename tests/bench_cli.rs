@@ -1,6 +1,7 @@
 //! Black-box tests of `burnledger bench`, the embedded load harness: the
 //! JSON report's fields and their consistency for every workload and sync
-//! mode, refusals of bad input, and the HTTP mode (`--http URL`, also
+//! mode, the open loop (`--rate`: the rate it keeps, latency from the
+//! schedule), refusals of bad input, and the HTTP mode (`--http URL`, also
 //! `http-bench`) still driving a running server. Runs are kept small so
 //! each takes a second or so in a debug build.
 
@@ -70,20 +71,28 @@ fn report(args: &[&str]) -> Value {
         number("ops"),
         "the same ops replayed"
     );
+    let (cpu, cpu_per_op) = (number("cpu_seconds"), number("cpu_us_per_op"));
+    assert!(cpu >= 0.0, "{report}");
+    let expected = cpu * 1e6 / number("ops");
+    assert!(
+        (cpu_per_op - expected).abs() <= 1e-9 * expected.max(1.0),
+        "cpu_us_per_op {cpu_per_op} is not cpu_seconds / ops = {expected}"
+    );
     let latency = &report["latency_us"];
     let percentile = |p: &str| {
         latency[p]
             .as_u64()
             .unwrap_or_else(|| panic!("latency_us.{p} missing in {report}"))
     };
-    let (p50, p99, p999, max) = (
+    let (p50, p90, p99, p999, max) = (
         percentile("p50"),
+        percentile("p90"),
         percentile("p99"),
         percentile("p999"),
         percentile("max"),
     );
     assert!(
-        p50 <= p99 && p99 <= p999 && p999 <= max,
+        p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
         "percentiles out of order: {latency}"
     );
     report
@@ -91,6 +100,28 @@ fn report(args: &[&str]) -> Value {
 
 fn ops(report: &Value) -> u64 {
     report["ops"].as_u64().expect("ops")
+}
+
+/// The open loop's `rate` object, its fields checked for presence and
+/// consistency.
+fn rate_figures(report: &Value) -> [u64; 5] {
+    let rate = &report["rate"];
+    let field = |name: &str| {
+        rate[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("rate.{name} missing in {report}"))
+    };
+    let figures = [
+        field("batches"),
+        field("late_batches"),
+        field("late_ops"),
+        field("capped_batches"),
+        field("send_lag_max_us"),
+    ];
+    let [batches, late, late_ops, capped, _] = figures;
+    assert!(late <= batches && capped <= batches, "{rate}");
+    assert!(late_ops <= ops(report), "{rate}");
+    figures
 }
 
 #[test]
@@ -180,6 +211,107 @@ fn workload_flag_and_duration() {
 }
 
 #[test]
+fn closed_loop_reports_no_rate() {
+    let report = report(&[
+        "deposits",
+        "--accounts",
+        "50",
+        "--ops",
+        "500",
+        "--sync",
+        "none",
+    ]);
+    assert!(report["rate"].is_null(), "{report}");
+}
+
+/// At a rate well within what even a debug build handles, the open loop
+/// keeps to its schedule: the achieved rate is the offered one, and the
+/// ops were spread over ops / rate seconds rather than sent at once.
+#[test]
+fn open_loop_achieves_a_low_offered_rate() {
+    let report = report(&[
+        "withdrawals",
+        "--accounts",
+        "1000",
+        "--ops",
+        "8000",
+        "--rate",
+        "4000",
+        "--batch",
+        "40",
+        "--sync",
+        "buffered",
+    ]);
+    let offered = report["rate"]["offered_ops_per_sec"]
+        .as_f64()
+        .expect("offered rate");
+    assert_eq!(offered, 4000.0);
+    let achieved = report["ops_per_sec"].as_f64().expect("ops/s");
+    assert!(
+        (achieved / offered - 1.0).abs() < 0.1,
+        "achieved {achieved} ops/s, offered {offered}: {report}"
+    );
+    // 8,000 ops (4,000 withdrawals) in batches of 40, one every 10 ms:
+    // about 2 s, which the achieved rate above checks. The batches are
+    // full but for the first (half: the steady state) and the last few
+    // (the outcomes still owed when the quota ran out).
+    assert_eq!(ops(&report), 8_000);
+    // Two seconds of sending, checking and applying use some CPU.
+    assert!(
+        report["cpu_seconds"].as_f64().expect("cpu") > 0.0,
+        "{report}"
+    );
+    let [batches, ..] = rate_figures(&report);
+    assert!(
+        (201..=205).contains(&batches),
+        "{batches} batches: {report}"
+    );
+    // The default cap (1,024 batches) is far above what 4,000 ops/s needs.
+    assert_eq!(report["in_flight"], 1024);
+}
+
+/// Offered far more than it can do, with one batch in flight, the open
+/// loop falls behind its schedule; latency runs from each batch's
+/// scheduled start, so it grows with the backlog (a closed loop's, timed
+/// from the send, would stay at one round trip), and the lateness is
+/// reported, not hidden.
+#[test]
+fn open_loop_latency_counts_the_wait_behind_the_schedule() {
+    let report = report(&[
+        "deposits",
+        "--accounts",
+        "100",
+        "--ops",
+        "20000",
+        "--rate",
+        "10000000",
+        "--batch",
+        "10",
+        "--in-flight",
+        "1",
+        "--sync",
+        "none",
+    ]);
+    let [batches, late, late_ops, capped, lag_max_us] = rate_figures(&report);
+    assert_eq!(batches, 2_000);
+    assert!(capped > batches / 2, "{report}");
+    assert!(late > batches / 2 && late_ops == late * 10, "{report}");
+    let seconds = report["seconds"].as_f64().expect("seconds");
+    let latency = &report["latency_us"];
+    let (p50, max) = (
+        latency["p50"].as_f64().expect("p50"),
+        latency["max"].as_u64().expect("max"),
+    );
+    // The schedule wanted it all sent in 2 ms: the median op waited a good
+    // part of the run, and no op's latency is below its batch's lag.
+    assert!(
+        p50 >= seconds * 1e6 / 4.0,
+        "p50 {p50} µs in a {seconds} s run"
+    );
+    assert!(max >= lag_max_us, "{report}");
+}
+
+#[test]
 fn human_table_by_default() {
     let output = bench(&[
         "deposits",
@@ -197,6 +329,7 @@ fn human_table_by_default() {
         "ops/s",
         "latency µs",
         "peak RSS MiB",
+        "CPU µs/op",
         "baseline ops/s",
         "ratio",
     ] {
@@ -205,9 +338,34 @@ fn human_table_by_default() {
 }
 
 #[test]
+fn human_table_with_rate() {
+    let output = bench(&[
+        "deposits",
+        "--accounts",
+        "100",
+        "--ops",
+        "1000",
+        "--rate",
+        "5000",
+        "--batch",
+        "50",
+        "--sync",
+        "none",
+    ]);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let offered = stdout.lines().find(|l| l.starts_with("offered ops/s"));
+    assert!(offered.is_some_and(|l| l.ends_with(" 5000")), "{stdout}");
+    for row in ["batches", "late", "--in-flight"] {
+        assert!(stdout.contains(row), "no {row:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn bad_input_is_refused_with_a_clear_message() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--accounts", "0"], "--accounts"),
+        (&["--rate", "0"], "--rate"),
         (&["loans"], "possible values"),
         (&["--ops", "0"], "at least 1 op"),
         (

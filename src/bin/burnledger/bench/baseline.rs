@@ -91,7 +91,7 @@ fn build(streams: Vec<(Stream, u64)>, accounts: u64) -> (Vec<Step>, i128) {
             let first = next_id;
             for op in &batch {
                 steps.push(match *op {
-                    PlanOp::Request { account, units } => {
+                    PlanOp::Request { account, units, .. } => {
                         next_id += 1;
                         Step::Request { account, units }
                     }

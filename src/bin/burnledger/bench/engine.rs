@@ -1,6 +1,8 @@
 //! The engine side: funding the accounts (untimed), then client tasks
 //! driving `Ledger::submit` with one batch in flight each, checking every
-//! answer and recording each batch's latency.
+//! answer and recording each batch's latency. The plan-op → `Operation`
+//! conversion, the answer checks and the latency recording are shared with
+//! the open loop (`rate.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -172,38 +174,58 @@ async fn client(
         record(&mut report.latency_us, started.elapsed(), count);
         report.ops += count;
         requested.clear();
-        for (op, result) in sent.iter().zip(results) {
-            let id = check(*op, result).unwrap_or_else(|problem| {
-                report.errors += 1;
-                report
-                    .first_error
-                    .get_or_insert_with(|| format!("{op:?}: {problem}"));
-                None
-            });
-            if matches!(op, PlanOp::Request { .. }) {
-                requested.push(id);
-            }
-        }
+        check_answers(&mut report, &sent, results, |_, id| requested.push(id));
         progress.inc(count);
     }
 }
 
+/// Checks each answer against the op it answers, counting in `report` each
+/// that is wrong (and each op left without an answer); calls `requested`
+/// with every request and its new withdrawal's id, `None` if it failed.
+pub fn check_answers(
+    report: &mut ClientReport,
+    sent: &[PlanOp],
+    results: Vec<Result<Outcome, LedgerError>>,
+    mut requested: impl FnMut(PlanOp, Option<TransactionId>),
+) {
+    // An op without an answer (or an answer without an op) is an error each.
+    let unmatched = sent.len().abs_diff(results.len());
+    if unmatched > 0 {
+        report.errors += unmatched as u64;
+        report
+            .first_error
+            .get_or_insert_with(|| format!("{} ops sent, {} answers", sent.len(), results.len()));
+    }
+    for (op, result) in sent.iter().zip(results) {
+        let id = check(*op, result).unwrap_or_else(|problem| {
+            report.errors += 1;
+            report
+                .first_error
+                .get_or_insert_with(|| format!("{op:?}: {problem}"));
+            None
+        });
+        if matches!(op, PlanOp::Request { .. }) {
+            requested(*op, id);
+        }
+    }
+}
+
 /// Records one batch's latency for each of its `ops`.
-fn record(histogram: &mut Histogram<u64>, elapsed: Duration, ops: u64) {
+pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration, ops: u64) {
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     histogram.saturating_record_n(micros, ops);
 }
 
 /// The engine operation for a plan op; `None` for the outcome of a
 /// request that failed (that failure was already counted).
-fn to_operation(
+pub fn to_operation(
     op: PlanOp,
     usd: CurrencyCode,
     requested: &[Option<TransactionId>],
 ) -> Option<Operation> {
     let amount = |units| Decimal::new(units, DECIMALS);
     Some(match op {
-        PlanOp::Request { account, units } => Operation::RequestWithdrawal {
+        PlanOp::Request { account, units, .. } => Operation::RequestWithdrawal {
             account,
             currency: usd,
             amount: amount(units),
@@ -238,7 +260,7 @@ fn to_operation(
 /// Checks an answer is the one the op must get (every account is funded
 /// far beyond what the run moves, so any refusal is a failure). Returns the
 /// new withdrawal's id for a request.
-fn check(
+pub fn check(
     op: PlanOp,
     result: Result<Outcome, LedgerError>,
 ) -> Result<Option<TransactionId>, String> {
@@ -286,6 +308,7 @@ mod tests {
         let request = PlanOp::Request {
             account: 7,
             units: 100,
+            failed: false,
         };
         let id = check(request, withdrawal(WithdrawalStatus::Pending)).expect("pending");
         assert_eq!(id, Some(TransactionId::new(7, 1)));

@@ -25,15 +25,25 @@
 //! Latency: each op is recorded with its batch's time from the `submit`
 //! call to its answer, in microseconds (hdrhistogram, 3 significant digits).
 //!
+//! That is a closed loop: a slow answer delays the next batch, so latency is
+//! only seen at saturation. `--rate OPS` runs an open loop instead
+//! (`rate.rs`): batches go out on a fixed schedule whatever the answers, and
+//! latency runs from each batch's scheduled start.
+//!
 //! Peak RSS is the process's `VmHWM` once the engine run is over (setup
 //! included) and before the baseline allocates anything: it describes the
 //! engine. The baseline (see `baseline.rs`) then replays the same op
 //! streams on one thread over a `HashMap`; `ratio_to_baseline` is the
 //! engine's ops/s over the baseline's.
+//!
+//! CPU: the process's CPU time in the timed phase (all threads), in all
+//! and per op. On a shared machine ops/s follows the load; CPU per op
+//! hardly does, so it is the figure to compare runs by.
 
 mod baseline;
 mod data_dir;
 mod engine;
+mod rate;
 mod report;
 mod workload;
 
@@ -51,7 +61,7 @@ use tokio::runtime::Runtime;
 
 use data_dir::DataDir;
 use engine::{ClientReport, SETUP_BATCH};
-use report::{rate, Latency, Report, Resident};
+use report::{per_second, CpuTime, Latency, RateFigures, Report, Resident};
 use workload::{share, Stream, Workload};
 
 #[derive(Args, Debug)]
@@ -96,12 +106,32 @@ pub struct EmbeddedArgs {
     /// interval) or none (memory only, no data folder).
     #[arg(long, default_value = "fsync")]
     sync: String,
-    /// Client tasks, each keeping one batch in flight.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    in_flight: u64,
+    /// Client tasks, each keeping one batch in flight [default: 8]. With
+    /// --rate: the most batches unanswered at once [default: 1024].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    in_flight: Option<u64>,
     /// Operations per batch (`Ledger::submit` call).
     #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     batch: u64,
+    /// Open loop: offer OPS operations per second, in batches of --batch,
+    /// whatever the answers.
+    ///
+    /// Batch i is due at start + i × batch / OPS and is sent then, whether
+    /// or not earlier batches have answered; at most --in-flight may be
+    /// unanswered, and a batch that finds that many waits and goes late.
+    /// Each op's latency runs from its batch's scheduled start, not from
+    /// when it was sent, so time spent waiting behind a slow engine is
+    /// counted (no coordinated omission). No batch is dropped: late ones
+    /// are counted and reported (the `rate` object with --json: batches,
+    /// late_batches and late_ops (sent > 1 ms after their time),
+    /// capped_batches (waited for --in-flight), send_lag_max_us). ops/s is
+    /// then the rate achieved, to compare with the one offered. One stream
+    /// of ops; each withdrawal's outcome goes in the first batch after its
+    /// request has answered. A batch's ops share its scheduled start: the
+    /// wait a front end would add to gather a batch (up to batch / OPS) is
+    /// not counted, so keep --batch small for latency at low rates.
+    #[arg(long, value_name = "OPS", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rate: Option<u64>,
     /// Shards (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     shards: Option<u64>,
@@ -120,6 +150,24 @@ pub struct EmbeddedArgs {
 /// Most accounts a run may fund (a billion would already need far more
 /// memory than one machine has).
 const ACCOUNTS_MAX: u64 = 1_000_000_000;
+
+/// `--in-flight`'s default: closed-loop client tasks.
+const CLIENTS_DEFAULT: u64 = 8;
+
+/// `--in-flight`'s default with `--rate`: the most batches unanswered. It
+/// bounds memory only; an open loop ought not to be held back by it.
+const RATE_IN_FLIGHT_DEFAULT: u64 = 1_024;
+
+impl EmbeddedArgs {
+    /// Client tasks (closed loop) or the most batches in flight (`--rate`).
+    fn in_flight(&self) -> u64 {
+        let default = match self.rate {
+            Some(_) => RATE_IN_FLIGHT_DEFAULT,
+            None => CLIENTS_DEFAULT,
+        };
+        self.in_flight.unwrap_or(default)
+    }
+}
 
 fn parse_ops(text: &str) -> Result<u64, String> {
     match text.parse::<u64>() {
@@ -166,16 +214,23 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
     let shards = config.shards;
     let ledger = Ledger::open(config).map_err(|e| format!("bench: {e}"))?;
     eprintln!(
-        "bench {}: {} accounts, {}, sync {}, {shards} shards, {} in flight × batches of {}, data {}",
+        "bench {}: {} accounts, {}, sync {}, {shards} shards, {}, data {}",
         workload.name(),
         args.accounts,
-        args.duration.map_or(format!("{} ops", args.ops), |d| format!(
-            "{:.1} s",
-            d.as_secs_f64()
-        )),
+        args.duration
+            .map_or(format!("{} ops", args.ops), |d| format!(
+                "{:.1} s",
+                d.as_secs_f64()
+            )),
         args.sync,
-        args.in_flight,
-        args.batch,
+        match args.rate {
+            Some(rate) => format!(
+                "open loop at {rate} ops/s in batches of {}, at most {} in flight",
+                args.batch,
+                args.in_flight()
+            ),
+            None => format!("{} in flight × batches of {}", args.in_flight(), args.batch),
+        },
         data_dir.describe(),
     );
     let measured = measure(&ledger, &args, workload).await;
@@ -185,20 +240,18 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
 
     let mut latency = engine::new_histogram()?;
     let (mut ops, mut errors, mut first_error) = (0, 0, None);
-    let mut replays = Vec::with_capacity(measured.clients.len());
-    for (client, report) in measured.clients.into_iter().enumerate() {
+    for report in measured.timed.clients {
         latency
             .add(&report.latency_us)
             .map_err(|e| format!("histogram: {e}"))?;
         ops += report.ops;
         errors += report.errors;
         first_error = first_error.or(report.first_error);
-        replays.push((stream(&args, workload, client as u64), report.draws));
     }
     if let Some(error) = &first_error {
         eprintln!("bench: {errors} ops failed; the first: {error}");
     }
-    let baseline = baseline::run(replays, args.accounts)?;
+    let baseline = baseline::run(measured.timed.replays, args.accounts)?;
     eprintln!(
         "baseline: {} ops in {:.3} s on one thread; drawing them took {:.0} ns/op (the \
          engine's clients draw inside their timed loop)",
@@ -206,28 +259,31 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
         baseline.seconds,
         baseline.generate_seconds * 1e9 / baseline.ops.max(1) as f64
     );
-    let ops_per_sec = rate(ops, measured.seconds);
-    let baseline_ops_per_sec = rate(baseline.ops, baseline.seconds);
+    let ops_per_sec = per_second(ops, measured.timed.seconds);
+    let baseline_ops_per_sec = per_second(baseline.ops, baseline.seconds);
     Report {
         workload: workload.name(),
-        sync: args.sync,
+        sync: args.sync.clone(),
         accounts: args.accounts,
         shards,
-        in_flight: args.in_flight as usize,
+        in_flight: args.in_flight() as usize,
         batch: args.batch as usize,
         seed: args.seed,
         setup_seconds: measured.setup_seconds,
         ops,
-        seconds: measured.seconds,
+        seconds: measured.timed.seconds,
         ops_per_sec,
         errors,
         latency_us: Latency::of(&latency),
         peak_rss_bytes: measured.resident.as_ref().map(|r| r.peak),
         rss_end_bytes: measured.resident.as_ref().map(|r| r.now),
+        cpu_seconds: measured.cpu_seconds,
+        cpu_us_per_op: measured.cpu_seconds.map(|s| s * 1e6 / ops.max(1) as f64),
         baseline_ops: baseline.ops,
         baseline_seconds: baseline.seconds,
         baseline_ops_per_sec,
         ratio_to_baseline: ops_per_sec / baseline_ops_per_sec,
+        rate: measured.timed.rate,
     }
     .print(args.json)?;
     Ok(errors == 0)
@@ -236,19 +292,26 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
 /// The engine's configuration: the defaults, with the limits raised so the
 /// bench's own load is admitted, and no payment service.
 fn engine_config(args: &EmbeddedArgs, sync: SyncMode, data_dir: &DataDir) -> Config {
-    let (in_flight, batch) = (args.in_flight as usize, args.batch as usize);
+    let (in_flight, batch) = (args.in_flight() as usize, args.batch as usize);
     let defaults = Config::default();
+    // Withdrawals pending at once, all possibly on one account: those in
+    // flight, and (open loop) as many again answered and waiting for their
+    // outcome's batch.
+    let pending = in_flight
+        .saturating_add(1)
+        .saturating_mul(batch)
+        .saturating_mul(2);
     Config {
         shards: args.shards.map_or(defaults.shards, |s| s as usize),
         data_dir: data_dir.path(),
         sync,
         // Room for every client's batch (or the setup's) in one shard at
-        // once, so `overloaded` never fires; and for every withdrawal in
-        // flight to be on one account.
+        // once, so `overloaded` never fires; and for every withdrawal
+        // pending to be on one account.
         shard_in_flight_ops_max: SHARD_IN_FLIGHT_OPS_MAX_DEFAULT
             .max(in_flight.saturating_mul(batch.max(SETUP_BATCH))),
         account_pending_withdrawals_max: ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT
-            .max(u32::try_from(in_flight.saturating_mul(batch)).unwrap_or(u32::MAX)),
+            .max(u32::try_from(pending).unwrap_or(u32::MAX)),
         batch_ops_max: BATCH_OPS_MAX_DEFAULT.max(batch).max(SETUP_BATCH),
         // The bench sends the outcomes itself (external mode).
         payout_mode: PayoutMode::External,
@@ -257,13 +320,10 @@ fn engine_config(args: &EmbeddedArgs, sync: SyncMode, data_dir: &DataDir) -> Con
     }
 }
 
-/// Client `client`'s stream: the engine run and the baseline build it the
-/// same way, so they see the same ops.
-fn stream(args: &EmbeddedArgs, workload: Workload, client: u64) -> Stream {
-    let quota = args
-        .duration
-        .is_none()
-        .then(|| share(args.ops, args.in_flight, client));
+/// Client `client`'s stream, drawing `quota` ops (`None`: until told to
+/// stop). The engine run and the baseline build it the same way, so they
+/// see the same ops.
+fn stream(args: &EmbeddedArgs, workload: Workload, client: u64, quota: Option<u64>) -> Stream {
     let batch = args.batch as usize;
     Stream::new(workload, args.seed, client, args.accounts, batch, quota)
 }
@@ -271,9 +331,21 @@ fn stream(args: &EmbeddedArgs, workload: Workload, client: u64) -> Stream {
 /// What the engine run measured.
 struct Measured {
     setup_seconds: f64,
+    /// CPU time of the process in the timed phase.
+    cpu_seconds: Option<f64>,
+    timed: Timed,
+    resident: Option<Resident>,
+}
+
+/// What the timed phase did.
+struct Timed {
     seconds: f64,
     clients: Vec<ClientReport>,
-    resident: Option<Resident>,
+    /// The streams for the baseline, each with the batches it drew new ops
+    /// in.
+    replays: Vec<(Stream, u64)>,
+    /// The open loop's figures (`--rate`).
+    rate: Option<RateFigures>,
 }
 
 /// Funds the accounts (untimed), then runs the clients (timed).
@@ -282,10 +354,11 @@ async fn measure(
     args: &EmbeddedArgs,
     workload: Workload,
 ) -> Result<Measured, String> {
-    let in_flight = args.in_flight as usize;
     let setup_started = Instant::now();
     let progress = progress_bar(Some(args.accounts), "accounts funded");
-    let funded = engine::fund(ledger, args.accounts, in_flight, &progress).await;
+    // The open loop's --in-flight is a cap, not a count of clients.
+    let funders = args.in_flight.unwrap_or(CLIENTS_DEFAULT) as usize;
+    let funded = engine::fund(ledger, args.accounts, funders, &progress).await;
     progress.finish_and_clear();
     funded?;
     let setup_seconds = setup_started.elapsed().as_secs_f64();
@@ -293,19 +366,82 @@ async fn measure(
         "setup: funded {} accounts in {setup_seconds:.3} s (untimed)",
         args.accounts
     );
-    let streams = (0..args.in_flight)
-        .map(|client| stream(args, workload, client))
-        .collect();
     let progress = progress_bar(args.duration.is_none().then_some(args.ops), "ops");
-    let run = engine::run_clients(ledger, streams, args.duration, &progress).await;
+    let cpu_start = CpuTime::read();
+    let run = match args.rate {
+        None => closed_loop(ledger, args, workload, &progress).await,
+        Some(rate) => open_loop(ledger, args, workload, rate, &progress).await,
+    };
     progress.finish_and_clear();
-    let (clients, seconds) = run?;
+    let cpu_seconds = CpuTime::read()
+        .zip(cpu_start)
+        .map(|(end, start)| end.since(&start));
     Ok(Measured {
         setup_seconds,
-        seconds,
-        clients,
+        cpu_seconds,
+        timed: run?,
         // Now, before the shutdown and the baseline allocate anything.
         resident: Resident::read(),
+    })
+}
+
+/// `--in-flight` clients, each with one batch in flight.
+async fn closed_loop(
+    ledger: &Ledger,
+    args: &EmbeddedArgs,
+    workload: Workload,
+    progress: &ProgressBar,
+) -> Result<Timed, String> {
+    let clients = args.in_flight();
+    let quota = |client| {
+        args.duration
+            .is_none()
+            .then(|| share(args.ops, clients, client))
+    };
+    let streams = (0..clients)
+        .map(|client| stream(args, workload, client, quota(client)))
+        .collect();
+    let (reports, seconds) = engine::run_clients(ledger, streams, args.duration, progress).await?;
+    let replays = reports
+        .iter()
+        .enumerate()
+        .map(|(client, report)| {
+            let client = client as u64;
+            (stream(args, workload, client, quota(client)), report.draws)
+        })
+        .collect();
+    Ok(Timed {
+        seconds,
+        clients: reports,
+        replays,
+        rate: None,
+    })
+}
+
+/// One stream on a schedule of `rate` ops/s (see `rate.rs`).
+async fn open_loop(
+    ledger: &Ledger,
+    args: &EmbeddedArgs,
+    workload: Workload,
+    ops_per_sec: u64,
+    progress: &ProgressBar,
+) -> Result<Timed, String> {
+    let quota = args.duration.is_none().then_some(args.ops);
+    let schedule = rate::Schedule {
+        rate: ops_per_sec,
+        batch: args.batch as usize,
+        in_flight: args.in_flight() as usize,
+        duration: args.duration,
+    };
+    let ops = stream(args, workload, 0, quota);
+    let run = rate::run(ledger, ops, schedule, progress).await?;
+    // A replay with the ops drawn as its quota draws the same ops.
+    let replay = (stream(args, workload, 0, Some(run.drawn)), u64::MAX);
+    Ok(Timed {
+        seconds: run.seconds,
+        clients: vec![run.report],
+        replays: vec![replay],
+        rate: Some(run.figures),
     })
 }
 

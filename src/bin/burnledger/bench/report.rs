@@ -1,5 +1,6 @@
 //! What the bench prints: one JSON object (`--json`) or a short table, both
-//! on stdout; and the process's resident memory from `/proc/self/status`.
+//! on stdout, with the open-loop schedule's figures under `--rate`; and the
+//! process's resident memory from `/proc/self/status`.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct Latency {
     pub p50: u64,
+    pub p90: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
@@ -17,6 +19,7 @@ impl Latency {
     pub fn of(histogram: &Histogram<u64>) -> Self {
         Self {
             p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
             p99: histogram.value_at_quantile(0.99),
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
@@ -47,15 +50,43 @@ pub struct Report {
     pub peak_rss_bytes: Option<u64>,
     /// Resident memory (`VmRSS`) at the end of the timed phase.
     pub rss_end_bytes: Option<u64>,
+    /// CPU time the whole process used in the timed phase (every thread:
+    /// shards, log writer, checkpointer, the bench's own clients), and per
+    /// op in µs. Unlike ops/s it hardly moves with the machine's load, so
+    /// it compares runs on a shared machine: cores / `cpu_us_per_op` is
+    /// the CPU-bound ceiling in ops/s.
+    pub cpu_seconds: Option<f64>,
+    pub cpu_us_per_op: Option<f64>,
     pub baseline_ops: u64,
     pub baseline_seconds: f64,
     pub baseline_ops_per_sec: f64,
     /// `ops_per_sec / baseline_ops_per_sec`.
     pub ratio_to_baseline: f64,
+    /// The open-loop schedule's figures with `--rate`; `null` otherwise.
+    pub rate: Option<RateFigures>,
+}
+
+/// How an open-loop run (`--rate`) kept to its schedule. `ops_per_sec` is
+/// the rate achieved, beside the rate offered here.
+#[derive(Serialize, Debug, Default, PartialEq)]
+pub struct RateFigures {
+    /// `--rate`: ops per second offered.
+    pub offered_ops_per_sec: f64,
+    /// Batches sent (none is ever dropped).
+    pub batches: u64,
+    /// Batches sent more than 1 ms after their scheduled start, and their
+    /// ops: their latency includes the wait.
+    pub late_batches: u64,
+    pub late_ops: u64,
+    /// Batches that found `--in-flight` batches unanswered at their time
+    /// and waited for one to answer (each is late, or nearly).
+    pub capped_batches: u64,
+    /// The longest a batch was sent after its scheduled start, µs.
+    pub send_lag_max_us: u64,
 }
 
 /// Operations per second, guarded against a zero-length run.
-pub fn rate(ops: u64, seconds: f64) -> f64 {
+pub fn per_second(ops: u64, seconds: f64) -> f64 {
     ops as f64 / seconds.max(1e-9)
 }
 
@@ -86,18 +117,36 @@ impl Report {
             (
                 "latency µs",
                 format!(
-                    "p50 {}  p99 {}  p99.9 {}  max {}",
-                    l.p50, l.p99, l.p999, l.max
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                    l.p50, l.p90, l.p99, l.p999, l.max
                 ),
             ),
             ("peak RSS MiB", mib(self.peak_rss_bytes)),
+            (
+                "CPU µs/op",
+                self.cpu_us_per_op
+                    .map_or("unknown".into(), |us| format!("{us:.2}")),
+            ),
             (
                 "baseline ops/s",
                 format!("{:.0}", self.baseline_ops_per_sec),
             ),
             ("ratio", format!("{:.3}", self.ratio_to_baseline)),
         ];
-        for (name, value) in rows {
+        let rate = self.rate.as_ref().map(|r| {
+            [
+                ("offered ops/s", format!("{:.0}", r.offered_ops_per_sec)),
+                (
+                    "batches",
+                    format!(
+                        "{} sent, {} late ({} ops) by > 1 ms, {} waited for --in-flight, \
+                         longest lag {} µs",
+                        r.batches, r.late_batches, r.late_ops, r.capped_batches, r.send_lag_max_us
+                    ),
+                ),
+            ]
+        });
+        for (name, value) in rows.into_iter().chain(rate.into_iter().flatten()) {
             println!("{name:<16}{value}");
         }
         Ok(())
@@ -123,6 +172,36 @@ impl Resident {
     }
 }
 
+/// CPU time this process has used, all threads (`/proc/self/stat`).
+pub struct CpuTime(f64);
+
+/// Clock ticks per second of `/proc/*/stat`: `USER_HZ`, 100 on every
+/// architecture Linux runs on (`sysconf(_SC_CLK_TCK)` would need libc).
+const USER_HZ: f64 = 100.0;
+
+impl CpuTime {
+    /// `None` where there is no such file (not Linux).
+    pub fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        cpu_ticks(&stat).map(|ticks| Self(ticks as f64 / USER_HZ))
+    }
+
+    /// Seconds of CPU used since `earlier`.
+    pub fn since(&self, earlier: &Self) -> f64 {
+        (self.0 - earlier.0).max(0.0)
+    }
+}
+
+/// `utime + stime` of a `/proc/*/stat` line: fields 14 and 15, counted
+/// after the command name, which is in parentheses and may hold spaces.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// A `kB` field of `/proc/self/status`.
 fn kib_field(status: &str, field: &str) -> Option<u64> {
     status.lines().find_map(|line| {
@@ -145,5 +224,23 @@ mod tests {
         assert_eq!(kib_field(status, "VmHWM"), Some(2048));
         assert_eq!(kib_field(status, "VmRSS"), Some(1024));
         assert_eq!(kib_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_cpu_time() {
+        // State is field 3; utime and stime are 14 and 15.
+        let stat = "42 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 250 31 0 0 20";
+        assert_eq!(cpu_ticks(stat), Some(281));
+        assert_eq!(cpu_ticks("42 (x) R 1 2"), None);
+        if cfg!(target_os = "linux") {
+            // Spinning for a while shows as CPU time (a tick is 10 ms).
+            let start = CpuTime::read().expect("/proc/self/stat");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut used = 0.0;
+            while used < 0.05 && std::time::Instant::now() < deadline {
+                used = CpuTime::read().expect("stat").since(&start);
+            }
+            assert!(used >= 0.05, "{used} s of CPU after spinning");
+        }
     }
 }

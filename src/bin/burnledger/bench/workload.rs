@@ -3,8 +3,12 @@
 //!
 //! A [`Stream`] is a pure function of its seed and settings, so the
 //! baseline replays exactly the operations the engine got, batch for batch,
-//! without sharing anything with the engine run. Amounts are integer minor
-//! units here; only the engine side turns them into `Decimal`.
+//! without sharing anything with the engine run. Its new ops are one
+//! sequence whatever the batch boundaries ([`Stream::draw`]), so the
+//! open-loop run (`--rate`), whose batches depend on when answers come,
+//! draws the same ops a closed-loop replay of the same quota does. Amounts
+//! are integer minor units here; only the engine side turns them into
+//! `Decimal`.
 
 use clap::ValueEnum;
 use rand::rngs::SmallRng;
@@ -72,9 +76,11 @@ impl Workload {
 /// or a baseline step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanOp {
+    /// A withdrawal request; `failed` says how its outcome will go.
     Request {
         account: u64,
         units: i64,
+        failed: bool,
     },
     /// The outcome of the `request`-th request of the previous batch.
     Complete {
@@ -103,6 +109,8 @@ pub struct Stream {
     batch: usize,
     /// Ops not yet drawn (`u64::MAX` when the run is timed, not counted).
     quota: u64,
+    /// Ops drawn so far (a request counts two).
+    drawn: u64,
     /// Whether the previous batch's requests fail, in request order.
     owed: Vec<bool>,
     first: bool,
@@ -125,6 +133,7 @@ impl Stream {
             accounts,
             batch,
             quota: quota.unwrap_or(u64::MAX),
+            drawn: 0,
             owed: Vec::new(),
             first: true,
         }
@@ -132,8 +141,7 @@ impl Stream {
 
     /// Fills `out` with the next batch: the outcomes owed, then new ops if
     /// `draw_new` and the quota allows. An empty batch means the stream is
-    /// done. A request counts two ops against the quota when drawn (its
-    /// outcome is certain to follow), so the total can pass the quota by 1.
+    /// done.
     pub fn next_batch(&mut self, draw_new: bool, out: &mut Vec<PlanOp>) {
         out.clear();
         let owed = std::mem::take(&mut self.owed);
@@ -148,46 +156,74 @@ impl Stream {
         if !draw_new {
             return;
         }
-        let [w_request, w_deposit, w_transfer] = self.weights;
-        let total = w_request + w_deposit + w_transfer;
-        let room = if self.first {
+        for _ in 0..self.room(out.len()) {
+            let Some(op) = self.draw() else { break };
+            if let PlanOp::Request { failed, .. } = op {
+                self.owed.push(failed);
+            }
+            out.push(op);
+        }
+    }
+
+    /// How many new ops the next batch, which carries `outcomes` outcomes,
+    /// has room for.
+    pub fn room(&mut self, outcomes: usize) -> usize {
+        if std::mem::replace(&mut self.first, false) {
             // Start at the steady state, where a batch holds `r` outcomes
             // per new op (`r` = the request share): for `withdrawals` half
             // outcomes, half requests. Starting full would make the next
             // batch all outcomes, and the stream would alternate.
-            let steady = self.batch as u64 * u64::from(total) / u64::from(total + w_request);
+            let [w_request, w_deposit, w_transfer] = self.weights;
+            let total = u64::from(w_request + w_deposit + w_transfer);
+            let steady = self.batch as u64 * total / (total + u64::from(w_request));
             (steady as usize).max(1)
         } else {
-            self.batch - out.len()
-        };
-        self.first = false;
-        for _ in 0..room {
-            if self.quota == 0 {
-                break;
-            }
-            let roll = self.rng.random_range(0..total);
-            let account = self.account();
-            let units = self.rng.random_range(1..=AMOUNT_UNITS_MAX);
-            if roll < w_request {
-                let failed = self.rng.random_ratio(FAILED_PERCENT, 100);
-                self.owed.push(failed);
-                self.quota = self.quota.saturating_sub(2);
-                out.push(PlanOp::Request { account, units });
-            } else if roll < w_request + w_deposit {
-                self.quota -= 1;
-                out.push(PlanOp::Deposit { account, units });
-            } else {
-                // Any other account, uniformly: never the source itself.
-                let offset = self.rng.random_range(1..self.accounts);
-                let to = ACCOUNT_FIRST + (account - ACCOUNT_FIRST + offset) % self.accounts;
-                self.quota -= 1;
-                out.push(PlanOp::Transfer {
-                    from: account,
-                    to,
-                    units,
-                });
-            }
+            self.batch.saturating_sub(outcomes)
         }
+    }
+
+    /// The next new op, or `None` once the quota is used up. A request
+    /// counts two ops against the quota when drawn (its outcome is certain
+    /// to follow), so the total can pass the quota by 1. The sequence does
+    /// not depend on how the ops are cut into batches.
+    pub fn draw(&mut self) -> Option<PlanOp> {
+        if self.quota == 0 {
+            return None;
+        }
+        let [w_request, w_deposit, w_transfer] = self.weights;
+        let roll = self.rng.random_range(0..w_request + w_deposit + w_transfer);
+        let account = self.account();
+        let units = self.rng.random_range(1..=AMOUNT_UNITS_MAX);
+        let (op, count) = if roll < w_request {
+            let failed = self.rng.random_ratio(FAILED_PERCENT, 100);
+            let request = PlanOp::Request {
+                account,
+                units,
+                failed,
+            };
+            (request, 2)
+        } else if roll < w_request + w_deposit {
+            (PlanOp::Deposit { account, units }, 1)
+        } else {
+            // Any other account, uniformly: never the source itself.
+            let offset = self.rng.random_range(1..self.accounts);
+            let to = ACCOUNT_FIRST + (account - ACCOUNT_FIRST + offset) % self.accounts;
+            let transfer = PlanOp::Transfer {
+                from: account,
+                to,
+                units,
+            };
+            (transfer, 1)
+        };
+        self.quota = self.quota.saturating_sub(count);
+        self.drawn += count;
+        Some(op)
+    }
+
+    /// Ops drawn so far, a request counting two: a closed-loop replay with
+    /// this as its quota draws exactly the same new ops.
+    pub fn drawn(&self) -> u64 {
+        self.drawn
     }
 
     fn account(&mut self) -> u64 {
@@ -237,6 +273,32 @@ mod tests {
         // the one where the quota runs out, and the last (outcomes only).
         assert_eq!(batches[0].len(), 32);
         assert!(batches[1..batches.len() - 2].iter().all(|b| b.len() == 64));
+    }
+
+    /// The open loop cuts the same draws into other batches; a replay with
+    /// the ops drawn as its quota must see the very same new ops.
+    #[test]
+    fn new_ops_do_not_depend_on_the_batches() {
+        for workload in [Workload::Withdrawals, Workload::Mixed] {
+            let mut open = Stream::new(workload, 5, 0, 300, 64, Some(5_001));
+            let drawn: Vec<_> = std::iter::from_fn(|| open.draw()).collect();
+            assert!(open.drawn() >= 5_001 && open.drawn() <= 5_002);
+            let mut replay = Stream::new(workload, 5, 0, 300, 17, Some(open.drawn()));
+            let mut batch = Vec::new();
+            let mut replayed = Vec::new();
+            loop {
+                replay.next_batch(true, &mut batch);
+                if batch.is_empty() {
+                    break;
+                }
+                let new = batch
+                    .iter()
+                    .filter(|op| !matches!(op, PlanOp::Complete { .. }));
+                replayed.extend(new.copied());
+            }
+            assert_eq!(replayed, drawn, "{workload:?}");
+            assert_eq!(replay.drawn(), open.drawn());
+        }
     }
 
     #[test]
