@@ -33,8 +33,8 @@ use crate::domain::withdrawal::{
 };
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings, Peers};
 use crate::engine::messages::{
-    AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
-    ShardCounts,
+    AccountCommand, AccountRead, Ask, BalanceOf, BalancesOf, CountAccounts, ExecuteBatch,
+    ExportAccounts, ShardCounts, WithdrawalOf,
 };
 use crate::engine::messages::{
     GetPayoutCounts, GetPayoutMismatches, GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts,
@@ -154,6 +154,7 @@ impl Ledger {
         let account_actors_max = config.shard_account_actors_max;
         let account_idle_sweep = std::time::Duration::from_millis(config.account_idle_sweep_ms);
         let engine_journal = journal.clone();
+        let clock = config.clock.clone();
         let thread = std::thread::Builder::new()
             .name("burnledger-system".into())
             .spawn(move || {
@@ -187,6 +188,7 @@ impl Ledger {
                             payouts: recipient,
                             account_actors_max,
                             account_idle_sweep,
+                            clock: clock.clone(),
                         };
                         coordinators.push(Coordinator::start_in_arbiter(
                             &arbiter.handle(),
@@ -483,13 +485,8 @@ impl Ledger {
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        match self
-            .ask(transaction_id.account(), Query::Withdrawal(transaction_id))
-            .await?
-        {
-            QueryReply::Withdrawal(w) => Ok(w),
-            other => Err(unexpected_reply(other)),
-        }
+        self.ask(transaction_id.account(), WithdrawalOf(transaction_id))
+            .await
     }
 
     /// One account's balance in one currency (zero if it never held any).
@@ -500,18 +497,12 @@ impl Ledger {
     ) -> Result<Balance, LedgerError> {
         self.check_open()?;
         let currency = self.inner.currencies.get(currency)?;
-        match self.ask(account, Query::Balance(currency)).await? {
-            QueryReply::Balance(b) => Ok(b),
-            other => Err(unexpected_reply(other)),
-        }
+        self.ask(account, BalanceOf(currency)).await
     }
 
     /// Every currency an account has held, with its balance.
     pub async fn balances(&self, account: AccountId) -> Result<Vec<Balance>, LedgerError> {
-        match self.ask(account, Query::Balances).await? {
-            QueryReply::Balances(b) => Ok(b),
-            other => Err(unexpected_reply(other)),
-        }
+        self.ask(account, BalancesOf).await
     }
 
     /// Submits many operations at once and returns one result each, in
@@ -853,12 +844,16 @@ impl Ledger {
         }
     }
 
-    async fn ask(&self, account: AccountId, query: Query) -> Result<QueryReply, LedgerError> {
+    async fn ask<Q: AccountRead>(
+        &self,
+        account: AccountId,
+        query: Q,
+    ) -> Result<Q::Output, LedgerError> {
         let shard_index = shard_of(account, self.inner.shards.len());
         let _admitted = self.admit(shard_index, 1)?;
         self.inner.shards[shard_index]
             .coordinator
-            .send(AskAccount { account, query })
+            .send(Ask { account, query })
             .await
             .unwrap_or(Err(LedgerError::ShuttingDown))
     }
@@ -1084,11 +1079,5 @@ fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {
 fn unexpected(outcome: Outcome) -> LedgerError {
     LedgerError::Internal {
         reason: format!("unexpected outcome {outcome:?}"),
-    }
-}
-
-fn unexpected_reply(reply: QueryReply) -> LedgerError {
-    LedgerError::Internal {
-        reason: format!("unexpected query reply {reply:?}"),
     }
 }

@@ -98,27 +98,80 @@ pub struct ReceiveTransfers {
     pub credits: Vec<(AccountId, AccountCommand)>,
 }
 
-/// Read-only questions about one account.
-#[derive(Debug, Clone)]
-pub enum Query {
-    Balance(Currency),
-    Balances,
-    Withdrawal(TransactionId),
+/// A read-only question about one account, with its own answer type.
+/// Asked of the account's actor while it runs, of its parked state in
+/// place otherwise, and of an empty state for an account that does not
+/// exist.
+pub trait AccountRead: Send + 'static {
+    type Output: Send + 'static;
+    fn read(&self, state: &AccountState) -> Result<Self::Output, LedgerError>;
 }
 
-#[derive(Debug, Clone)]
-pub enum QueryReply {
-    Balance(Balance),
-    Balances(Vec<Balance>),
-    Withdrawal(Withdrawal),
+/// One account's balance in one currency (zero if it never held any).
+pub struct BalanceOf(pub Currency);
+
+impl AccountRead for BalanceOf {
+    type Output = Balance;
+    fn read(&self, state: &AccountState) -> Result<Balance, LedgerError> {
+        Ok(state.balance(self.0).view())
+    }
 }
 
-/// Ask one account (through its shard's coordinator, or directly).
-#[derive(Message)]
-#[rtype(result = "Result<QueryReply, LedgerError>")]
-pub struct AskAccount {
+/// Every currency an account has held, with its balance.
+pub struct BalancesOf;
+
+impl AccountRead for BalancesOf {
+    type Output = Vec<Balance>;
+    fn read(&self, state: &AccountState) -> Result<Vec<Balance>, LedgerError> {
+        Ok(state.balances().iter().map(|b| b.view()).collect())
+    }
+}
+
+/// One withdrawal of the account.
+pub struct WithdrawalOf(pub TransactionId);
+
+impl AccountRead for WithdrawalOf {
+    type Output = Withdrawal;
+    fn read(&self, state: &AccountState) -> Result<Withdrawal, LedgerError> {
+        state.withdrawal(self.0)
+    }
+}
+
+/// A copy of the whole state (exports: audits, tests, `simulate`).
+pub struct StateOf;
+
+impl AccountRead for StateOf {
+    type Output = AccountState;
+    fn read(&self, state: &AccountState) -> Result<AccountState, LedgerError> {
+        Ok(state.clone())
+    }
+}
+
+/// `Ledger` → coordinator: ask one account of the shard.
+pub struct Ask<Q> {
     pub account: AccountId,
-    pub query: Query,
+    pub query: Q,
+}
+
+impl<Q: AccountRead> Message for Ask<Q> {
+    type Result = Result<Q::Output, LedgerError>;
+}
+
+/// Coordinator → account actor: answer a read from the state it owns.
+pub struct Read<Q>(pub Q);
+
+impl<Q: AccountRead> Message for Read<Q> {
+    type Result = Result<Q::Output, LedgerError>;
+}
+
+/// Coordinator → account actor: hand the state back through `to` and stop.
+/// The coordinator forgets the actor's address as it sends this, so
+/// nothing reaches the mailbox after it: every command sent before is run
+/// first, and the state handed back holds them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    pub to: tokio::sync::oneshot::Sender<AccountState>,
 }
 
 /// Account actor → payout actor: a withdrawal is durable and pending (new,

@@ -1,9 +1,24 @@
-//! The running engine (actix): one actor per account, one coordinator per
-//! shard, the payout actor, their messages. Private to the crate: only the
+//! The running engine (actix): one actor per account owning its state, one
+//! coordinator per shard keeping the shard's account directory, the payout
+//! actor, their messages. Private to the crate: only the
 //! [`Ledger`](crate::Ledger) handle reaches it.
+//!
+//! - `account`: the account actor (owns one account's state by value);
+//! - `command`: what a command does to an account's state (and gauges);
+//! - `directory`: a shard's accounts, running (an actor's address) or
+//!   parked (the state), and the retiring of idle actors;
+//! - `coordinator`: one per shard: the directory, forwarding, reads, gauges;
+//! - `batch`: a batch run in rounds, transfers across shards;
+//! - `round` and `shard_log`: a round's replies; its events on their way to
+//!   the journal;
+//! - `payout`: the payout actor;
+//! - `messages`: the messages between them.
 
 pub(crate) mod account;
+pub(crate) mod batch;
+pub(crate) mod command;
 pub(crate) mod coordinator;
+pub(crate) mod directory;
 pub(crate) mod messages;
 pub(crate) mod payout;
 pub(crate) mod round;
