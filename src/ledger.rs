@@ -6,17 +6,14 @@
 //! in-flight limit, and sends each shard one message per batch. The engine
 //! itself runs on its own actix `System` thread with one Arbiter per shard.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 use parking_lot::Mutex;
 use rust_decimal::Decimal;
-use tokio::sync::{oneshot, Notify};
-
-use std::path::PathBuf;
+use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::domain::account::AccountState;
@@ -28,21 +25,17 @@ use crate::domain::money::{Currencies, CurrencyCode};
 use crate::domain::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
 use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::domain::withdrawal::WithdrawalStatus;
-use crate::domain::withdrawal::{
-    Settler, TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX,
-};
-use crate::engine::coordinator::{Coordinator, CoordinatorSettings, Peers};
+use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
+use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
+use crate::engine::edge::Edge;
 use crate::engine::messages::{
-    AccountCommand, AccountRead, Ask, BalanceOf, BalancesOf, CountAccounts, ExecuteBatch,
-    ExportAccounts, ShardCounts, WithdrawalOf,
-};
-use crate::engine::messages::{
-    GetPayoutCounts, GetPayoutMismatches, GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts,
-    ShardBatch,
+    BalanceOf, BalancesOf, CountAccounts, ExportAccounts, GetPayoutCounts, GetPayoutMismatches,
+    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, ShardCounts, WithdrawalOf,
 };
 use crate::engine::payout::PayoutActor;
+use crate::engine::router::{answered, Router};
 use crate::error::LedgerError;
-use crate::operation::Operation;
+use crate::operation::{check_distinct, check_reason, Operation};
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
 use crate::storage::journal::Journal;
@@ -78,21 +71,11 @@ pub struct Ledger {
     inner: Arc<Inner>,
 }
 
-struct Shard {
-    coordinator: Addr<Coordinator>,
-    /// Operations admitted to this shard and not yet answered.
-    in_flight_ops: AtomicUsize,
-}
-
 struct Inner {
-    shards: Vec<Shard>,
+    /// The shards, and admission to them.
+    router: Router,
     currencies: Currencies,
     config: Config,
-    /// Set by `shutdown`: no new operations are admitted.
-    closing: AtomicBool,
-    /// Woken whenever a shard's in-flight count drops, so shutdown can wait
-    /// for the last operations without polling.
-    drained: Notify,
     engine: Mutex<Option<EngineThread>>,
     journal: Journal,
     checkpointer: Mutex<Option<Checkpointer>>,
@@ -147,57 +130,63 @@ impl Ledger {
         for account in recovered.drain(..) {
             recovered_by_shard[shard_of(account.id(), config.shards)].push(account);
         }
+        // Every coordinator's address exists before any actor starts, so the
+        // router (which the coordinators and the payout actor hold) can be
+        // made first.
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| actix::dev::channel::channel::<Coordinator>(16))
+            .unzip();
+        let router = Router::new(
+            senders.into_iter().map(Addr::new).collect(),
+            config.shard_in_flight_ops_max,
+        );
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stopped_tx, stopped_rx) = oneshot::channel();
-        let shards = config.shards;
         let pending_max = config.account_pending_withdrawals_max;
         let account_actors_max = config.shard_account_actors_max;
         let account_idle_sweep = std::time::Duration::from_millis(config.account_idle_sweep_ms);
         let engine_journal = journal.clone();
         let clock = config.clock.clone();
+        let engine_router = router.clone();
         let thread = std::thread::Builder::new()
             .name("burnledger-system".into())
             .spawn(move || {
                 let system = System::new();
-                let journal = engine_journal;
+                let (journal, router) = (engine_journal, engine_router);
                 let arbiters = system.block_on(async move {
-                    let peers: Peers = Arc::new(OnceLock::new());
                     // On the System's own thread, apart from the shards.
                     let payouts = payout_setup.map(|(mode, service, records, pending)| {
                         PayoutActor::new(
                             mode,
                             service,
-                            peers.clone(),
+                            router.clone(),
                             journal.clone(),
                             records,
                             pending,
+                            clock.clone(),
                         )
                         .start()
                     });
                     let recipient = payouts.clone().map(Addr::recipient);
-                    let mut arbiters = Vec::with_capacity(shards);
-                    let mut coordinators = Vec::with_capacity(shards);
-                    for recovered in recovered_by_shard.into_iter().take(shards) {
+                    let mut arbiters = Vec::with_capacity(receivers.len());
+                    for (receiver, recovered) in receivers.into_iter().zip(recovered_by_shard) {
                         let arbiter = Arbiter::new();
-                        let (journal, peers) = (journal.clone(), peers.clone());
-                        let recipient = recipient.clone();
                         let settings = CoordinatorSettings {
-                            journal,
+                            journal: journal.clone(),
                             pending_withdrawals_max: pending_max,
-                            peers,
-                            payouts: recipient,
+                            router: router.clone(),
+                            payouts: recipient.clone(),
                             account_actors_max,
                             account_idle_sweep,
                             clock: clock.clone(),
                         };
-                        coordinators.push(Coordinator::start_in_arbiter(
-                            &arbiter.handle(),
-                            move |_| Coordinator::new(settings, recovered),
-                        ));
+                        arbiter.spawn_fn(move || {
+                            Context::with_receiver(receiver)
+                                .run(Coordinator::new(settings, recovered));
+                        });
                         arbiters.push(arbiter);
                     }
-                    let _ = peers.set(coordinators.clone());
-                    let _ = started_tx.send((System::current(), coordinators, payouts));
+                    let _ = started_tx.send((System::current(), payouts));
                     arbiters
                 });
                 let _ = system.run();
@@ -208,23 +197,14 @@ impl Ledger {
                 let _ = stopped_tx.send(());
             })
             .map_err(|e| OpenError::Start(e.to_string()))?;
-        let (system, coordinators, payouts) = started_rx
+        let (system, payouts) = started_rx
             .recv()
             .map_err(|_| OpenError::Start("the engine thread stopped while starting".into()))?;
-        let shards = coordinators
-            .into_iter()
-            .map(|coordinator| Shard {
-                coordinator,
-                in_flight_ops: AtomicUsize::new(0),
-            })
-            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
-                shards,
+                router,
                 currencies,
                 config,
-                closing: AtomicBool::new(false),
-                drained: Notify::new(),
                 engine: Mutex::new(Some(EngineThread {
                     system,
                     thread,
@@ -258,17 +238,11 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Deposit, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let op = Operation::Deposit {
-            account,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        match self.submit_one(op).await? {
-            Outcome::Deposited(deposit) => Ok(deposit),
-            other => Err(unexpected(other)),
-        }
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let command = self
+            .edge()
+            .deposit(CurrencyCode::new(currency)?, amount, key)?;
+        self.inner.router.execute_one(account, command).await
     }
 
     /// Phase 1: creates a pending burn that locks `amount` (available →
@@ -281,14 +255,10 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Withdrawal, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let op = Operation::RequestWithdrawal {
-            account,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        self.submit_withdrawal_op(op).await
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let currency = CurrencyCode::new(currency)?;
+        let command = self.edge().request_withdrawal(currency, amount, key)?;
+        self.inner.router.execute_one(account, command).await
     }
 
     /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
@@ -300,11 +270,10 @@ impl Ledger {
         transaction_id: TransactionId,
         outcome: WithdrawalOutcome,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::CompleteWithdrawal {
-            transaction_id,
-            outcome,
-        })
-        .await
+        self.check_open()?;
+        let command = self.edge().complete_withdrawal(transaction_id, outcome)?;
+        let account = transaction_id.account();
+        self.inner.router.execute_one(account, command).await
     }
 
     /// Cancels a pending withdrawal, returning its amount to available.
@@ -312,8 +281,10 @@ impl Ledger {
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::CancelWithdrawal { transaction_id })
-            .await
+        self.check_open()?;
+        let command = self.edge().cancel_withdrawal(transaction_id);
+        let account = transaction_id.account();
+        self.inner.router.execute_one(account, command).await
     }
 
     /// Moves available funds between two accounts. Both sides are recorded
@@ -327,19 +298,11 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
         check_distinct(from, to)?;
-        let op = Operation::Transfer {
-            from,
-            to,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        match self.submit_one(op).await? {
-            Outcome::Transferred(transfer) => Ok(transfer),
-            other => Err(unexpected(other)),
-        }
+        let currency = CurrencyCode::new(currency)?;
+        let command = self.edge().transfer(from, to, currency, amount, key)?;
+        self.inner.router.execute_one(from, command).await
     }
 
     /// The bank sent a completed withdrawal back: credits its amount to
@@ -350,11 +313,12 @@ impl Ledger {
         transaction_id: TransactionId,
         reason: &str,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::ReturnWithdrawal {
-            transaction_id,
-            reason: reason.to_string(),
-        })
-        .await
+        self.check_open()?;
+        let command = self
+            .edge()
+            .return_withdrawal(transaction_id, reason.to_string())?;
+        let account = transaction_id.account();
+        self.inner.router.execute_one(account, command).await
     }
 
     /// Runs the payout job now: reconciles payouts waiting for an answer
@@ -416,9 +380,9 @@ impl Ledger {
     ) -> Result<PayoutView, LedgerError> {
         self.check_open()?;
         if let Resolution::NotPaid { reason } = &resolution {
-            check_reason(reason)?;
+            check_reason("reason", reason)?;
         }
-        check_reason(note)?;
+        check_reason("reason", note)?;
         // A ledger that makes no payouts has none to resolve.
         let actor = self
             .inner
@@ -467,9 +431,10 @@ impl Ledger {
             .map_err(|_| LedgerError::ShuttingDown)
     }
 
-    /// Who a caller's withdrawal update comes from, as the account sees it.
-    fn caller(&self) -> Settler {
-        Settler::Caller {
+    /// Validation at the edge, for this ledger.
+    fn edge(&self) -> Edge<'_> {
+        Edge {
+            currencies: &self.inner.currencies,
             engine_pays: self.inner.payouts.is_some(),
         }
     }
@@ -485,7 +450,10 @@ impl Ledger {
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        self.ask(transaction_id.account(), WithdrawalOf(transaction_id))
+        let account = transaction_id.account();
+        self.inner
+            .router
+            .ask(account, WithdrawalOf(transaction_id))
             .await
     }
 
@@ -497,12 +465,12 @@ impl Ledger {
     ) -> Result<Balance, LedgerError> {
         self.check_open()?;
         let currency = self.inner.currencies.get(currency)?;
-        self.ask(account, BalanceOf(currency)).await
+        self.inner.router.ask(account, BalanceOf(currency)).await
     }
 
     /// Every currency an account has held, with its balance.
     pub async fn balances(&self, account: AccountId) -> Result<Vec<Balance>, LedgerError> {
-        self.ask(account, BalancesOf).await
+        self.inner.router.ask(account, BalancesOf).await
     }
 
     /// Submits many operations at once and returns one result each, in
@@ -524,45 +492,18 @@ impl Ledger {
             };
             return vec![Err(error); count];
         }
-        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
+        let mut answers: Vec<Option<Result<Outcome, LedgerError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
-        let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<ShardBatch> =
-            (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
-        for (index, op) in ops.into_iter().enumerate() {
-            let account = op.account();
-            match self.to_command(op) {
-                Ok(command) => {
-                    let (indices, commands) = &mut per_shard[shard_of(account, shard_count)];
-                    indices.push(index);
-                    commands.push((account, command));
-                }
-                Err(error) => results[index] = Some(Err(error)),
+        let mut commands = self.inner.router.scatter();
+        let edge = self.edge();
+        for (position, op) in ops.into_iter().enumerate() {
+            match edge.command(op) {
+                Ok((account, command)) => commands.push(position, account, command),
+                Err(error) => answers[position] = Some(Err(error)),
             }
         }
-        let sends = per_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (indices, _))| !indices.is_empty())
-            .map(|(shard, (indices, commands))| async move {
-                let answers = self.send_to_shard(shard, commands).await;
-                (indices, answers)
-            });
-        for (indices, answers) in join_all(sends).await {
-            for (index, answer) in indices.into_iter().zip(answers) {
-                results[index] = Some(answer);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(LedgerError::Internal {
-                        reason: "an operation got no answer".into(),
-                    })
-                })
-            })
-            .collect()
+        self.inner.router.execute(commands, &mut answers).await;
+        answers.into_iter().map(answered).collect()
     }
 
     /// Copies out every account and checks the invariants over them. Meant
@@ -582,14 +523,8 @@ impl Ledger {
     /// Accounts held, and how many of them have a running actor (idle
     /// ones are stopped; their state stays), summed over the shards.
     pub async fn account_counts(&self) -> Result<ShardCounts, LedgerError> {
-        let counts = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(CountAccounts));
         let mut total = ShardCounts::default();
-        for count in join_all(counts).await {
-            let count = count.map_err(|_| LedgerError::ShuttingDown)?;
+        for count in self.inner.router.each_shard(|| CountAccounts).await? {
             total.accounts += count.accounts;
             total.actors_running += count.actors_running;
         }
@@ -603,28 +538,18 @@ impl Ledger {
     /// shows). Refused (`poisoned`) after a storage failure, like
     /// [`export_accounts`](Self::export_accounts).
     pub async fn gauges(&self) -> Result<Gauges, LedgerError> {
-        let reads = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(ReadGauges));
         let mut total = Gauges::default();
-        for read in join_all(reads).await {
-            total.absorb(&read.map_err(|_| LedgerError::ShuttingDown)??);
+        for shard in self.inner.router.each_shard(|| ReadGauges).await? {
+            total.absorb(&shard?);
         }
         Ok(total)
     }
 
     /// Copies out every account's state.
     pub async fn export_accounts(&self) -> Result<Vec<AccountState>, LedgerError> {
-        let exports = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(ExportAccounts));
         let mut accounts = Vec::new();
-        for export in join_all(exports).await {
-            accounts.extend(export.map_err(|_| LedgerError::ShuttingDown)??);
+        for shard in self.inner.router.each_shard(|| ExportAccounts).await? {
+            accounts.extend(shard?);
         }
         Ok(accounts)
     }
@@ -632,16 +557,9 @@ impl Ledger {
     /// Stops accepting operations, waits for those in flight, then stops
     /// the engine threads. Later calls on any clone get `shutting_down`.
     pub async fn shutdown(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
-        loop {
-            let drained = self.inner.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.inner.in_flight_ops() == 0 {
-                break;
-            }
-            drained.await;
-        }
+        let admission = self.inner.router.admission();
+        admission.close();
+        admission.drained().await;
         let engine = self.inner.engine.lock().take();
         if let Some(engine) = engine {
             engine.system.stop();
@@ -711,213 +629,9 @@ impl Ledger {
 
     // ---- internals ----
 
-    async fn submit_one(&self, op: Operation) -> Result<Outcome, LedgerError> {
-        self.submit(vec![op]).await.pop().unwrap_or_else(|| {
-            Err(LedgerError::Internal {
-                reason: "a one-operation batch got no answer".into(),
-            })
-        })
-    }
-
-    async fn submit_withdrawal_op(&self, op: Operation) -> Result<Withdrawal, LedgerError> {
-        match self.submit_one(op).await? {
-            Outcome::Withdrawal(withdrawal) => Ok(withdrawal),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Validates an operation at the edge and turns it into the command its
-    /// account actor runs.
-    fn to_command(&self, op: Operation) -> Result<AccountCommand, LedgerError> {
-        let currencies = &self.inner.currencies;
-        Ok(match op {
-            Operation::Deposit {
-                currency,
-                amount,
-                idempotency_key,
-                ..
-            } => {
-                let currency = currencies.get_code(currency)?;
-                AccountCommand::Deposit {
-                    currency,
-                    amount: currencies.parse_amount(currency, amount)?,
-                    key: idempotency_key,
-                }
-            }
-            Operation::RequestWithdrawal {
-                currency,
-                amount,
-                idempotency_key,
-                ..
-            } => {
-                let currency = currencies.get_code(currency)?;
-                AccountCommand::RequestWithdrawal {
-                    currency,
-                    amount: currencies.parse_amount(currency, amount)?,
-                    key: idempotency_key,
-                }
-            }
-            Operation::CompleteWithdrawal {
-                transaction_id,
-                outcome,
-            } => {
-                let (action, reason) = match outcome {
-                    WithdrawalOutcome::Completed => (TransitionAction::Complete, String::new()),
-                    WithdrawalOutcome::Failed { reason } => (TransitionAction::Fail, reason),
-                };
-                if reason.len() > FAILURE_REASON_LEN_MAX {
-                    return Err(LedgerError::InvalidInput {
-                        reason: format!(
-                            "a failure reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
-                            reason.len()
-                        ),
-                    });
-                }
-                AccountCommand::UpdateWithdrawal {
-                    tx: transaction_id,
-                    action,
-                    reason,
-                    by: self.caller(),
-                }
-            }
-            Operation::ReturnWithdrawal {
-                transaction_id,
-                reason,
-            } => {
-                check_reason(&reason)?;
-                AccountCommand::UpdateWithdrawal {
-                    tx: transaction_id,
-                    action: TransitionAction::Return,
-                    reason,
-                    by: self.caller(),
-                }
-            }
-            Operation::CancelWithdrawal { transaction_id } => AccountCommand::UpdateWithdrawal {
-                tx: transaction_id,
-                action: TransitionAction::Cancel,
-                reason: String::new(),
-                by: self.caller(),
-            },
-            Operation::Transfer {
-                from,
-                to,
-                currency,
-                amount,
-                idempotency_key,
-            } => {
-                check_distinct(from, to)?;
-                let currency = currencies.get_code(currency)?;
-                let amount = currencies.parse_amount(currency, amount)?;
-                AccountCommand::HoldTransfer {
-                    to,
-                    currency,
-                    amount,
-                    key: idempotency_key,
-                }
-            }
-        })
-    }
-
-    /// Admits `commands` to a shard (all or none) and runs them there.
-    async fn send_to_shard(
-        &self,
-        shard_index: usize,
-        commands: Vec<(AccountId, AccountCommand)>,
-    ) -> Vec<Result<Outcome, LedgerError>> {
-        let count = commands.len();
-        let admitted = match self.admit(shard_index, count) {
-            Ok(admitted) => admitted,
-            Err(error) => return vec![Err(error); count],
-        };
-        let shard = &self.inner.shards[shard_index];
-        let answers = shard.coordinator.send(ExecuteBatch { ops: commands }).await;
-        drop(admitted);
-        match answers {
-            Ok(answers) if answers.len() == count => answers,
-            Ok(answers) => vec![
-                Err(LedgerError::Internal {
-                    reason: format!("a shard answered {} of {count} operations", answers.len()),
-                });
-                count
-            ],
-            Err(_) => vec![Err(LedgerError::ShuttingDown); count],
-        }
-    }
-
-    async fn ask<Q: AccountRead>(
-        &self,
-        account: AccountId,
-        query: Q,
-    ) -> Result<Q::Output, LedgerError> {
-        let shard_index = shard_of(account, self.inner.shards.len());
-        let _admitted = self.admit(shard_index, 1)?;
-        self.inner.shards[shard_index]
-            .coordinator
-            .send(Ask { account, query })
-            .await
-            .unwrap_or(Err(LedgerError::ShuttingDown))
-    }
-
     /// Refuses everything once shutdown has begun, before judging the input.
     fn check_open(&self) -> Result<(), LedgerError> {
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        Ok(())
-    }
-
-    /// Reserves room for `count` operations on a shard, or says why not.
-    fn admit(&self, shard_index: usize, count: usize) -> Result<Admitted<'_>, LedgerError> {
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        let shard = &self.inner.shards[shard_index];
-        let limit = self.inner.config.shard_in_flight_ops_max;
-        let before = shard.in_flight_ops.fetch_add(count, Ordering::SeqCst);
-        let admitted = Admitted {
-            inner: &self.inner,
-            shard: shard_index,
-            count,
-        };
-        if before + count > limit {
-            drop(admitted);
-            return Err(LedgerError::Overloaded {
-                shard: shard_index,
-                limit,
-            });
-        }
-        // Shutdown may have begun between the check above and the count: it
-        // waits for this count to drain, so refusing now is safe either way.
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        Ok(admitted)
-    }
-}
-
-impl Inner {
-    fn in_flight_ops(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.in_flight_ops.load(Ordering::SeqCst))
-            .sum()
-    }
-}
-
-/// Room reserved on a shard; given back when dropped, even if the caller's
-/// future is dropped half-way.
-struct Admitted<'a> {
-    inner: &'a Inner,
-    shard: usize,
-    count: usize,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.inner.shards[self.shard]
-            .in_flight_ops
-            .fetch_sub(self.count, Ordering::SeqCst);
-        self.inner.drained.notify_waiters();
+        self.inner.router.admission().check_open()
     }
 }
 
@@ -1053,31 +767,4 @@ fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
         )));
     }
     Ok(())
-}
-
-fn check_reason(reason: &str) -> Result<(), LedgerError> {
-    if reason.len() > FAILURE_REASON_LEN_MAX {
-        return Err(LedgerError::InvalidInput {
-            reason: format!(
-                "a reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
-                reason.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {
-    if from == to {
-        return Err(LedgerError::InvalidInput {
-            reason: format!("a transfer needs two different accounts, got {from} twice"),
-        });
-    }
-    Ok(())
-}
-
-fn unexpected(outcome: Outcome) -> LedgerError {
-    LedgerError::Internal {
-        reason: format!("unexpected outcome {outcome:?}"),
-    }
 }

@@ -23,7 +23,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::domain::account::AccountState;
-use crate::engine::command::{execute, newly_pending};
+use crate::engine::command::{execute, newly_pending, Job};
 use crate::engine::messages::{AccountRead, Read, Retire};
 use crate::engine::round::RunCommands;
 use crate::engine::shard_log::ShardLog;
@@ -91,10 +91,10 @@ impl Actor for AccountActor {
 /// the shard log: whoever awaits the replies must flush it and wait for
 /// durability before acknowledging anything (the coordinator does, once
 /// per round).
-impl Handler<RunCommands> for AccountActor {
+impl<J: Job> Handler<RunCommands<J>> for AccountActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RunCommands, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RunCommands<J>, _ctx: &mut Self::Context) {
         // After a storage failure memory must not move further from disk.
         if let Some(poisoned) = self.log.poisoned() {
             return msg.refuse(&poisoned);
@@ -113,8 +113,8 @@ impl Handler<RunCommands> for AccountActor {
                 reason: "the shard's gauges were borrowed while an actor ran".into(),
             });
         };
-        msg.answer_with(|command| {
-            let (reply, event) = execute(state, command, *max, &mut gauges)?;
+        msg.answer_with(|job| {
+            let (reply, event) = execute(state, job, *max, &mut gauges)?;
             if let Some(event) = event {
                 if log.wants_notices() {
                     if let Some(notice) = newly_pending(state, &event) {

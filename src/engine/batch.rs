@@ -3,9 +3,10 @@
 //! A batch's commands are grouped per account, in order, and each group
 //! goes to its account's actor as one message. A round is: step 1 on every
 //! account of the round, one flush of the shard's log, the receiving side
-//! of each transfer held in step 1 (on whichever shard the receiver lives),
-//! then step 3 back at each transfer's source. The round's answers are
-//! given only once its events are durable.
+//! of each transfer held in step 1 (on whichever shard the receiver lives,
+//! through the [router](crate::engine::router)), then step 3 back at each
+//! transfer's source. The round's answers are given only once its events
+//! are durable.
 //!
 //! Each account's commands are cut after every transfer, because a transfer
 //! only ends (at its source) after its receiver answered: the source's later
@@ -20,100 +21,104 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 
-use crate::domain::ids::{shard_of, AccountId, IdempotencyKey, TransactionId};
-use crate::domain::money::{Currency, Units};
-use crate::domain::receipts::Outcome;
-use crate::engine::coordinator::{Coordinator, Peers};
-use crate::engine::messages::{AccountCommand, AccountReply, ReceiveTransfers, ShardBatch};
+use crate::domain::ids::AccountId;
+use crate::domain::receipts::Transfer;
+use crate::engine::command::{Command, FinishTransfer, Held, Job, Ran, ReceiveTransfer};
+use crate::engine::coordinator::Coordinator;
 use crate::engine::round::{RoundReplies, RunCommands};
+use crate::engine::router::{answered, Router};
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
-/// One account's commands of a round, with their positions in the batch.
-pub struct AccountRun {
+/// One account's jobs of a round, with their positions in the batch.
+pub struct AccountRun<J> {
     pub account: AccountId,
-    pub commands: Vec<(usize, AccountCommand)>,
+    pub jobs: Vec<(usize, J)>,
 }
 
-/// Coordinator → itself: send these commands to their accounts' actors
-/// (a round after a batch's first). Dropped unhandled (the coordinator
-/// stopped), each command answers `shutting_down`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Dispatch(pub Vec<(AccountId, RunCommands)>);
+/// Coordinator → itself: send these jobs to their accounts' actors (a
+/// round after a batch's first). Dropped unhandled (the coordinator
+/// stopped), each job answers `shutting_down`.
+pub struct Dispatch<J: Job>(pub Vec<(AccountId, RunCommands<J>)>);
 
-/// Commands gathered per account, in order of each account's first command.
-#[derive(Default)]
-pub struct Grouping {
-    runs: Vec<AccountRun>,
+impl<J: Job> Message for Dispatch<J> {
+    type Result = ();
+}
+
+/// Jobs gathered per account, in order of each account's first job.
+pub struct Grouping<J> {
+    runs: Vec<AccountRun<J>>,
     run_of: foldhash::HashMap<AccountId, usize>,
 }
 
-impl Grouping {
+impl<J> Default for Grouping<J> {
+    fn default() -> Self {
+        Self {
+            runs: Vec::new(),
+            run_of: Default::default(),
+        }
+    }
+}
+
+impl<J> Grouping<J> {
     pub fn contains(&self, account: AccountId) -> bool {
         self.run_of.contains_key(&account)
     }
 
-    pub fn push(&mut self, account: AccountId, command: (usize, AccountCommand)) {
+    pub fn push(&mut self, account: AccountId, job: (usize, J)) {
         let runs = &mut self.runs;
         let run = *self.run_of.entry(account).or_insert_with(|| {
             runs.push(AccountRun {
                 account,
-                commands: Vec::new(),
+                jobs: Vec::new(),
             });
             runs.len() - 1
         });
-        runs[run].commands.push(command);
+        runs[run].jobs.push(job);
     }
 
-    pub fn into_runs(self) -> Vec<AccountRun> {
+    pub fn into_runs(self) -> Vec<AccountRun<J>> {
         self.runs
     }
 }
 
 /// A batch's first round, and the later rounds of the accounts whose
 /// commands were cut after a transfer.
-pub struct Rounds {
-    pub first: Vec<AccountRun>,
-    pub later: Vec<VecDeque<AccountRun>>,
+pub struct Rounds<C> {
+    pub first: Vec<AccountRun<C>>,
+    pub later: Vec<VecDeque<AccountRun<C>>>,
 }
 
 /// Cuts each account's commands after every transfer but the last command.
 /// The common case, no such transfer, costs no copy.
-pub fn cut_into_rounds(runs: Vec<AccountRun>) -> Rounds {
+pub fn cut_into_rounds<C: Command>(runs: Vec<AccountRun<C>>) -> Rounds<C> {
     let mut rounds = Rounds {
         first: Vec::with_capacity(runs.len()),
         later: Vec::new(),
     };
     for run in runs {
-        let cut_inside = run
-            .commands
-            .iter()
-            .rev()
-            .skip(1)
-            .any(|(_, c)| is_transfer(c));
+        let cut_inside = run.jobs.iter().rev().skip(1).any(|(_, c)| c.is_transfer());
         if !cut_inside {
             rounds.first.push(run);
             continue;
         }
         let mut pieces = VecDeque::new();
         let mut current = Vec::new();
-        for (index, command) in run.commands {
-            let ends_piece = is_transfer(&command);
+        for (index, command) in run.jobs {
+            let ends_piece = command.is_transfer();
             current.push((index, command));
             if ends_piece {
                 pieces.push_back(AccountRun {
                     account: run.account,
-                    commands: std::mem::take(&mut current),
+                    jobs: std::mem::take(&mut current),
                 });
             }
         }
         if !current.is_empty() {
             pieces.push_back(AccountRun {
                 account: run.account,
-                commands: current,
+                jobs: current,
             });
         }
         if let Some(first) = pieces.pop_front() {
@@ -124,124 +129,69 @@ pub fn cut_into_rounds(runs: Vec<AccountRun>) -> Rounds {
     rounds
 }
 
-fn is_transfer(command: &AccountCommand) -> bool {
-    matches!(command, AccountCommand::HoldTransfer { .. })
-}
-
-type TransferArgs = (AccountId, Currency, Units, Option<IdempotencyKey>);
-
-/// What step 2 needs of each transfer of a round, by batch position.
-pub type Transfers = foldhash::HashMap<usize, TransferArgs>;
-
-/// The transfers among a round's commands.
-pub fn transfers_of(runs: &[AccountRun]) -> Transfers {
-    let mut transfers = Transfers::default();
-    for run in runs {
-        for (index, command) in &run.commands {
-            if let AccountCommand::HoldTransfer {
-                to,
-                currency,
-                amount,
-                key,
-            } = command
-            {
-                transfers.insert(*index, (*to, *currency, *amount, key.clone()));
-            }
-        }
-    }
-    transfers
-}
-
-/// A round on its way: its replies, and its transfers.
-pub struct SentRound {
-    pub replies: RoundReplies,
-    pub transfers: Transfers,
-}
-
 /// Where a running batch sends its later rounds, and what it needs.
 pub struct BatchContext {
     pub coordinator: Addr<Coordinator>,
-    pub peers: Peers,
+    pub router: Router,
     pub log: Rc<ShardLog>,
 }
 
-pub type Results = Vec<Option<Result<Outcome, LedgerError>>>;
+/// One answer per command of the batch, as they come.
+pub type Results<A> = Vec<Option<Result<A, LedgerError>>>;
 
 /// Runs a batch whose first round was sent, to its end.
-pub async fn run_batch(
-    first: SentRound,
-    mut later: Vec<VecDeque<AccountRun>>,
-    mut results: Results,
+pub async fn run_batch<C: Command>(
+    first: RoundReplies<C>,
+    mut later: Vec<VecDeque<AccountRun<C>>>,
+    mut results: Results<C::Answer>,
     context: BatchContext,
-) -> Vec<Result<Outcome, LedgerError>> {
+) -> Vec<Result<C::Answer, LedgerError>> {
     finish_round(first, &mut results, &context).await;
     loop {
-        let runs: Vec<AccountRun> = later.iter_mut().filter_map(VecDeque::pop_front).collect();
+        let runs: Vec<_> = later.iter_mut().filter_map(VecDeque::pop_front).collect();
         if runs.is_empty() {
             break;
         }
-        let transfers = transfers_of(&runs);
-        let replies = send_through(&context.coordinator, runs);
-        finish_round(SentRound { replies, transfers }, &mut results, &context).await;
+        let round = send_through(&context.coordinator, runs);
+        finish_round(round, &mut results, &context).await;
     }
-    results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(LedgerError::Internal {
-                    reason: "an operation of the batch got no answer".into(),
-                })
-            })
-        })
-        .collect()
+    results.into_iter().map(answered).collect()
 }
 
 /// Sends runs to their actors through the coordinator's directory.
-fn send_through(coordinator: &Addr<Coordinator>, runs: Vec<AccountRun>) -> RoundReplies {
-    let commands = runs.iter().map(|r| r.commands.len()).sum();
-    let round = RoundReplies::expecting(runs.len(), commands);
+fn send_through<J: Job>(
+    coordinator: &Addr<Coordinator>,
+    runs: Vec<AccountRun<J>>,
+) -> RoundReplies<J>
+where
+    Coordinator: Handler<Dispatch<J>>,
+{
+    let jobs = runs.iter().map(|r| r.jobs.len()).sum();
+    let round = RoundReplies::expecting(runs.len(), jobs);
     let messages = runs
         .into_iter()
-        .map(|run| (run.account, RunCommands::new(run.commands, round.clone())))
+        .map(|run| (run.account, RunCommands::new(run.jobs, round.clone())))
         .collect();
     coordinator.do_send(Dispatch(messages));
     round
 }
 
-/// The held transfer's receiving side, waiting to be asked.
-struct PendingTransfer {
-    index: usize,
-    tx: TransactionId,
-    to: AccountId,
-    currency: Currency,
-    amount: Units,
-    key: Option<IdempotencyKey>,
-}
-
 /// Waits for step 1, flushes the log, runs steps 2 and 3 of the held
 /// transfers, and answers the round once its events are durable.
-async fn finish_round(round: SentRound, results: &mut Results, context: &BatchContext) {
-    let SentRound {
-        replies,
-        mut transfers,
-    } = round;
-    let replies = replies.all().await;
-    let mut answered: Vec<(usize, Result<Outcome, LedgerError>)> =
+async fn finish_round<C: Command>(
+    round: RoundReplies<C>,
+    results: &mut Results<C::Answer>,
+    context: &BatchContext,
+) {
+    let replies = round.all().await;
+    let mut answered: Vec<(usize, Result<C::Answer, LedgerError>)> =
         Vec::with_capacity(replies.len());
-    let mut held: Vec<PendingTransfer> = Vec::new();
+    let mut held: Vec<(usize, Held<C::Answer>)> = Vec::new();
     for (index, reply) in replies {
-        match (reply, transfers.remove(&index)) {
-            (Ok(AccountReply::TransferHeld(tx)), Some((to, currency, amount, key))) => {
-                held.push(PendingTransfer {
-                    index,
-                    tx,
-                    to,
-                    currency,
-                    amount,
-                    key,
-                })
-            }
-            (reply, _) => answered.push((index, reply.and_then(into_outcome))),
+        match reply {
+            Ok(Ran::Done(answer)) => answered.push((index, Ok(answer))),
+            Ok(Ran::Held(transfer)) => held.push((index, transfer)),
+            Err(refused) => answered.push((index, Err(refused))),
         }
     }
     // Hand this round's events to the journal now, before any receiver logs
@@ -266,102 +216,69 @@ async fn finish_round(round: SentRound, results: &mut Results, context: &BatchCo
 /// Steps 2 and 3 of the transfers held in a round: one message per
 /// receiving shard with all its credits, then the finishes at the sources,
 /// one message per source account.
-async fn finish_transfers(
-    held: Vec<PendingTransfer>,
+async fn finish_transfers<A>(
+    held: Vec<(usize, Held<A>)>,
     context: &BatchContext,
-) -> Vec<(usize, Result<Outcome, LedgerError>)> {
-    // A refused transfer's finish answers to nobody (its caller already has
-    // the receiver's reason): it runs under a position nobody reads.
-    const UNANSWERED: usize = usize::MAX;
-    let received = receive_all(&held, &context.peers).await;
+) -> Vec<(usize, Result<A, LedgerError>)> {
+    let mut credits = context.router.scatter();
+    for (position, (_, h)) in held.iter().enumerate() {
+        let t = &h.transfer;
+        let credit = ReceiveTransfer {
+            tx: t.tx,
+            currency: t.currency,
+            amount: t.amount,
+            key: t.key.clone(),
+        };
+        credits.push(position, t.to, credit);
+    }
+    let mut received: Vec<Option<_>> = std::iter::repeat_with(|| None).take(held.len()).collect();
+    context
+        .router
+        .receive_transfers(credits, &mut received)
+        .await;
     let mut finishes = Grouping::default();
     let mut answered = Vec::new();
-    for (t, received) in held.into_iter().zip(received) {
-        let index = match received {
+    // What each finish answers: the transfer's position and how its receipt
+    // becomes the answer; `None` for a refused transfer, whose caller
+    // already has the receiver's reason.
+    let mut waiting: Vec<Waiting<A>> = Vec::with_capacity(held.len());
+    for (position, ((index, h), received)) in held.into_iter().zip(received).enumerate() {
+        let tx = h.transfer.tx;
+        let received = match answered_credit(received) {
             // Unknown whether the receiver credited (it was stopping): keep
             // the funds held. The log decides on restart, where both sides
             // of the one transfer event apply, or neither.
             Err(LedgerError::ShuttingDown) => {
-                answered.push((t.index, Err(LedgerError::ShuttingDown)));
+                answered.push((index, Err(LedgerError::ShuttingDown)));
+                waiting.push(None);
                 continue;
             }
             // Refused at the receiver: the source gets its funds back.
             Err(refused) => {
-                answered.push((t.index, Err(refused)));
-                UNANSWERED
+                answered.push((index, Err(refused)));
+                waiting.push(None);
+                false
             }
-            Ok(()) => t.index,
+            Ok(()) => {
+                waiting.push(Some((index, h.answer)));
+                true
+            }
         };
-        let command = AccountCommand::FinishTransfer {
-            tx: t.tx,
-            received: index != UNANSWERED,
-        };
-        finishes.push(t.tx.account(), (index, command));
+        finishes.push(tx.account(), (position, FinishTransfer { tx, received }));
     }
     let round = send_through(&context.coordinator, finishes.into_runs());
-    for (index, finished) in round.all().await {
-        if index != UNANSWERED {
-            answered.push((index, finished.and_then(into_outcome)));
+    for (position, finished) in round.all().await {
+        if let Some(Some((index, answer))) = waiting.get(position) {
+            answered.push((*index, finished.map(*answer)));
         }
     }
     answered
 }
 
-/// Asks each receiving shard's coordinator, once, to credit its side of
-/// the held transfers; one answer per transfer, in order.
-async fn receive_all(held: &[PendingTransfer], peers: &Peers) -> Vec<Result<(), LedgerError>> {
-    let Some(coordinators) = peers.get() else {
-        let unwired = LedgerError::Internal {
-            reason: "shard coordinators are not wired to each other".into(),
-        };
-        return vec![Err(unwired); held.len()];
-    };
-    let mut per_shard: Vec<ShardBatch> = coordinators
-        .iter()
-        .map(|_| (Vec::new(), Vec::new()))
-        .collect();
-    for (position, t) in held.iter().enumerate() {
-        let (positions, credits) = &mut per_shard[shard_of(t.to, coordinators.len())];
-        positions.push(position);
-        credits.push((
-            t.to,
-            AccountCommand::ReceiveTransfer {
-                tx: t.tx,
-                currency: t.currency,
-                amount: t.amount,
-                key: t.key.clone(),
-            },
-        ));
-    }
-    let asks = per_shard
-        .into_iter()
-        .zip(coordinators)
-        .filter(|((positions, _), _)| !positions.is_empty())
-        .map(|((positions, credits), coordinator)| async move {
-            let count = credits.len();
-            let answers = match coordinator.send(ReceiveTransfers { credits }).await {
-                Ok(answers) if answers.len() == count => answers,
-                _ => vec![Err(LedgerError::ShuttingDown); count],
-            };
-            (positions, answers)
-        });
-    let mut received = vec![Err(LedgerError::ShuttingDown); held.len()];
-    for (positions, answers) in join_all(asks).await {
-        for (position, answer) in positions.into_iter().zip(answers) {
-            received[position] = answer;
-        }
-    }
-    received
-}
+/// Where a finished transfer's answer goes: its batch position, and how
+/// its receipt becomes the answer.
+type Waiting<A> = Option<(usize, fn(Transfer) -> A)>;
 
-/// Turns an account's reply into what the caller of a batch sees.
-pub fn into_outcome(reply: AccountReply) -> Result<Outcome, LedgerError> {
-    match reply {
-        AccountReply::Deposited(d) => Ok(Outcome::Deposited(d)),
-        AccountReply::Withdrawal(w) => Ok(Outcome::Withdrawal(w)),
-        AccountReply::Transferred(t) => Ok(Outcome::Transferred(t)),
-        other => Err(LedgerError::Internal {
-            reason: format!("unexpected account reply {other:?}"),
-        }),
-    }
+fn answered_credit(credit: Option<Result<(), LedgerError>>) -> Result<(), LedgerError> {
+    credit.unwrap_or(Err(LedgerError::ShuttingDown))
 }

@@ -22,7 +22,6 @@
 //! withdrawal tallies its shard log keeps), without reading any account.
 
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -32,31 +31,27 @@ use crate::clock::SharedClock;
 use crate::domain::account::AccountState;
 use crate::domain::gauges::{Gauges, WithdrawalGauges};
 use crate::domain::ids::AccountId;
-use crate::domain::receipts::Outcome;
 use crate::engine::batch::{
-    cut_into_rounds, into_outcome, run_batch, transfers_of, AccountRun, BatchContext, Dispatch,
-    Grouping, Results, SentRound,
+    cut_into_rounds, run_batch, AccountRun, BatchContext, Dispatch, Grouping, Results,
 };
-use crate::engine::command::execute;
+use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::messages::{
-    AccountCommand, AccountRead, AccountReply, Ask, CountAccounts, ExecuteBatch, ExportAccounts,
-    Read, ReadGauges, ReceiveTransfers, ShardCounts, StateOf, WithdrawalQueued,
+    AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
+    ReceiveTransfers, ShardCounts, StateOf, WithdrawalQueued,
 };
 use crate::engine::round::{RoundReplies, RunCommands};
+use crate::engine::router::Router;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 use crate::storage::journal::Journal;
-
-/// Every coordinator's address, filled once all shards have started (each
-/// coordinator needs the others to route transfers).
-pub type Peers = Arc<OnceLock<Vec<Addr<Coordinator>>>>;
 
 /// What a coordinator needs besides its recovered accounts.
 pub struct CoordinatorSettings {
     pub journal: Journal,
     pub pending_withdrawals_max: u32,
-    pub peers: Peers,
+    /// Every shard, for the receiving side of transfers.
+    pub router: Router,
     pub payouts: Option<Recipient<WithdrawalQueued>>,
     /// Most account actors running at once on this shard.
     pub account_actors_max: usize,
@@ -69,7 +64,7 @@ pub struct Coordinator {
     directory: Directory,
     log: Rc<ShardLog>,
     pending_withdrawals_max: u32,
-    peers: Peers,
+    router: Router,
     account_idle_sweep: Duration,
     clock: SharedClock,
     /// Account states copied out by exports so far (see
@@ -92,7 +87,7 @@ impl Coordinator {
             directory: Directory::new(recovered, settings.account_actors_max, seed),
             log,
             pending_withdrawals_max: settings.pending_withdrawals_max,
-            peers: settings.peers,
+            router: settings.router,
             account_idle_sweep: settings.account_idle_sweep,
             clock: settings.clock,
             states_copied: 0,
@@ -101,48 +96,48 @@ impl Coordinator {
 
     /// Sends one round's runs to their accounts' actors (starting them as
     /// needed); their replies gather on the returned round.
-    fn dispatch(&mut self, runs: Vec<AccountRun>) -> RoundReplies {
-        let commands = runs.iter().map(|r| r.commands.len()).sum();
-        let round = RoundReplies::expecting(runs.len(), commands);
+    fn dispatch<J: Job>(&mut self, runs: Vec<AccountRun<J>>) -> RoundReplies<J> {
+        let jobs = runs.iter().map(|r| r.jobs.len()).sum();
+        let round = RoundReplies::expecting(runs.len(), jobs);
         for run in runs {
-            self.forward(run.account, RunCommands::new(run.commands, round.clone()));
+            self.forward(run.account, RunCommands::new(run.jobs, round.clone()));
         }
         self.directory.send_retirements();
         round
     }
 
-    /// Forwards commands to their account's actor. Every account a round
-    /// names exists (or is created by its first command), so an actor is
-    /// always found; were it not, the dropped message answers each command.
-    fn forward(&mut self, account: AccountId, commands: RunCommands) {
+    /// Forwards jobs to their account's actor. Every account a round names
+    /// exists (or is created by its first job), so an actor is always
+    /// found; were it not, the dropped message answers each job.
+    fn forward<J: Job>(&mut self, account: AccountId, jobs: RunCommands<J>) {
         if let Some(actor) = self.directory.actor_of(account, true) {
-            actor.do_send(commands);
+            actor.do_send(jobs);
         }
     }
 
     /// Answers a command for an account that does not exist, against an
     /// empty state. Such commands can only be rejected; should one ever
-    /// produce an event, that is a bug and is reported, not dropped.
-    fn answer_unknown_account(
+    /// change anything, that is a bug and is reported, not dropped.
+    fn answer_unknown_account<C: Command>(
         &self,
         account: AccountId,
-        command: AccountCommand,
-    ) -> Result<Outcome, LedgerError> {
+        command: C,
+    ) -> Result<C::Answer, LedgerError> {
         let mut empty = AccountState::new(account);
         // Nothing here may change (see below): throwaway gauges.
         let mut unchanged = WithdrawalGauges::default();
-        let (reply, event) = execute(
+        let ran = execute(
             &mut empty,
             command,
             self.pending_withdrawals_max,
             &mut unchanged,
         )?;
-        if event.is_some() {
-            return Err(LedgerError::Internal {
-                reason: format!("a command on unknown account {account} produced events"),
-            });
+        match ran {
+            (Ran::Done(answer), None) => Ok(answer),
+            _ => Err(LedgerError::Internal {
+                reason: format!("a command on unknown account {account} changed it"),
+            }),
         }
-        into_outcome(reply)
     }
 
     /// Retires idle actors every sweep interval, on the ledger's clock.
@@ -167,11 +162,11 @@ impl Actor for Coordinator {
 }
 
 /// Runs a batch: per account, in order; accounts in parallel.
-impl Handler<ExecuteBatch> for Coordinator {
-    type Result = ResponseFuture<Vec<Result<Outcome, LedgerError>>>;
+impl<C: Command> Handler<ExecuteBatch<C>> for Coordinator {
+    type Result = ResponseFuture<Vec<Result<C::Answer, LedgerError>>>;
 
-    fn handle(&mut self, msg: ExecuteBatch, ctx: &mut Self::Context) -> Self::Result {
-        let mut results: Results = std::iter::repeat_with(|| None)
+    fn handle(&mut self, msg: ExecuteBatch<C>, ctx: &mut Self::Context) -> Self::Result {
+        let mut results: Results<C::Answer> = std::iter::repeat_with(|| None)
             .take(msg.ops.len())
             .collect();
         let mut grouping = Grouping::default();
@@ -184,25 +179,23 @@ impl Handler<ExecuteBatch> for Coordinator {
             grouping.push(account, (index, command));
         }
         let rounds = cut_into_rounds(grouping.into_runs());
-        let transfers = transfers_of(&rounds.first);
-        let replies = self.dispatch(rounds.first);
+        let first = self.dispatch(rounds.first);
         let context = BatchContext {
             coordinator: ctx.address(),
-            peers: self.peers.clone(),
+            router: self.router.clone(),
             log: Rc::clone(&self.log),
         };
-        let first = SentRound { replies, transfers };
         Box::pin(run_batch(first, rounds.later, results, context))
     }
 }
 
 /// A running batch's later round: forwarded through the directory.
-impl Handler<Dispatch> for Coordinator {
+impl<J: Job> Handler<Dispatch<J>> for Coordinator {
     type Result = ();
 
-    fn handle(&mut self, msg: Dispatch, _ctx: &mut Self::Context) {
-        for (account, commands) in msg.0 {
-            self.forward(account, commands);
+    fn handle(&mut self, msg: Dispatch<J>, _ctx: &mut Self::Context) {
+        for (account, jobs) in msg.0 {
+            self.forward(account, jobs);
         }
         self.directory.send_retirements();
     }
@@ -216,8 +209,8 @@ impl Handler<ReceiveTransfers> for Coordinator {
     fn handle(&mut self, msg: ReceiveTransfers, _ctx: &mut Self::Context) -> Self::Result {
         let count = msg.credits.len();
         let mut grouping = Grouping::default();
-        for (position, (to, command)) in msg.credits.into_iter().enumerate() {
-            grouping.push(to, (position, command));
+        for (position, (to, credit)) in msg.credits.into_iter().enumerate() {
+            grouping.push(to, (position, credit));
         }
         let round = self.dispatch(grouping.into_runs());
         let log = Rc::clone(&self.log);
@@ -228,13 +221,7 @@ impl Handler<ReceiveTransfers> for Coordinator {
                 return vec![Err(error); count];
             }
             for (position, reply) in replies {
-                answers[position] = match reply {
-                    Ok(AccountReply::TransferReceived) => Ok(()),
-                    Err(refused) => Err(refused),
-                    Ok(other) => Err(LedgerError::Internal {
-                        reason: format!("receiving a transfer got {other:?}"),
-                    }),
-                };
+                answers[position] = reply;
             }
             answers
         })

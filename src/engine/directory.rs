@@ -267,7 +267,8 @@ mod tests {
     use super::*;
     use crate::domain::gauges::WithdrawalGauges;
     use crate::domain::money::usd;
-    use crate::engine::messages::{AccountCommand, AccountReply, BalanceOf, Read};
+    use crate::engine::command::{DepositCommand, Job, Ran, WithdrawalCommand};
+    use crate::engine::messages::{BalanceOf, Read};
     use crate::engine::round::{RoundReplies, RunCommands};
     use crate::storage::journal::Journal;
 
@@ -280,16 +281,16 @@ mod tests {
         Directory::new(Vec::new(), actors_max, seed)
     }
 
-    /// Sends one command to an actor; its reply once run.
-    async fn run(actor: &Addr<AccountActor>, command: AccountCommand) -> AccountReply {
+    /// Sends one job to an actor; its reply once run.
+    async fn run<J: Job>(actor: &Addr<AccountActor>, job: J) -> J::Reply {
         let round = RoundReplies::expecting(1, 1);
-        actor.do_send(RunCommands::new(vec![(0, command)], round.clone()));
+        actor.do_send(RunCommands::new(vec![(0, job)], round.clone()));
         let mut replies = round.all().await;
         replies.pop().unwrap().1.unwrap()
     }
 
-    fn deposit(amount: i128) -> AccountCommand {
-        AccountCommand::Deposit {
+    fn deposit(amount: i128) -> DepositCommand {
+        DepositCommand {
             currency: usd(),
             amount,
             key: None,
@@ -315,7 +316,7 @@ mod tests {
             assert_ne!(first, second);
             drop(first);
             let round2 = RoundReplies::expecting(1, 1);
-            let request = AccountCommand::RequestWithdrawal {
+            let request = WithdrawalCommand::Request {
                 currency: usd(),
                 amount: 200,
                 key: None,
@@ -325,8 +326,8 @@ mod tests {
             assert!(round.all().await[0].1.is_ok());
             let withdrawal = round2.all().await.pop().unwrap().1;
             assert!(
-                matches!(withdrawal, Ok(AccountReply::Withdrawal(_))),
-                "{withdrawal:?}"
+                matches!(withdrawal, Ok(Ran::Done(_))),
+                "the withdrawal was refused or held"
             );
             let balance = second.send(Read(BalanceOf(usd()))).await.unwrap().unwrap();
             assert_eq!((balance.available, balance.locked), (3.into(), 2.into()));

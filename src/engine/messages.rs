@@ -1,101 +1,45 @@
-//! Every actor message in one place.
+//! The messages between the engine's actors, each with its own reply
+//! type (no reply is matched against what was asked).
 //!
-//! The `Ledger` handle talks to shard coordinators (operations, queries,
-//! gauges) and to the payout actor (runs, payout records and counts,
-//! operator resolutions); coordinators talk to account actors and to each
-//! other (the receiving side of a transfer may live on another shard); the
-//! payout actor claims and settles items through the coordinators, as
-//! `Settler::Payout`. Inputs here are already validated at the edge:
-//! currencies resolved, amounts converted to minor units.
+//! The `Ledger` handle, through the [router](crate::engine::router), sends
+//! shard coordinators batches of commands ([`ExecuteBatch`], typed by the
+//! command: see [`command`](crate::engine::command)), reads ([`Ask`], typed
+//! by the [`AccountRead`]) and per-shard questions (counts, gauges,
+//! exports), and talks to the payout actor (runs, payout records and
+//! counts, operator resolutions). Coordinators forward to account actors
+//! ([`RunCommands`](crate::engine::round::RunCommands), [`Read`],
+//! [`Retire`]) and ask each other to credit transfers
+//! ([`ReceiveTransfers`]); the payout actor claims and settles items
+//! through the router, as `Settler::Payout`. Inputs here are already
+//! validated at the edge: currencies resolved, amounts in minor units.
 
 use actix::prelude::*;
 
 use crate::domain::account::AccountState;
-use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
-use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
-use crate::domain::withdrawal::{Settler, TransitionAction, Withdrawal};
+use crate::domain::receipts::Balance;
+use crate::domain::withdrawal::Withdrawal;
+use crate::engine::command::{Command, ReceiveTransfer};
 use crate::error::LedgerError;
 
-/// One operation for one account.
-#[derive(Debug, Clone)]
-pub enum AccountCommand {
-    Deposit {
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    RequestWithdrawal {
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    UpdateWithdrawal {
-        tx: TransactionId,
-        action: TransitionAction,
-        reason: String,
-        /// Who asks: a payout's claim refuses anyone but that payout.
-        by: Settler,
-    },
-    /// Transfer step 1, at the source.
-    HoldTransfer {
-        to: AccountId,
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    /// Transfer step 2, at the receiving account.
-    ReceiveTransfer {
-        tx: TransactionId,
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    /// Transfer step 3, at the source.
-    FinishTransfer { tx: TransactionId, received: bool },
-    /// A payout takes a pending withdrawal.
-    ClaimWithdrawal { tx: TransactionId, payout_id: u64 },
+/// A shard coordinator's request: run these commands, in order per
+/// account; one answer each, in order.
+pub struct ExecuteBatch<C> {
+    pub ops: Vec<(AccountId, C)>,
 }
 
-impl AccountCommand {
-    /// Whether this command may bring a never-seen account into being.
-    /// Anything else on an unknown account is answered without spawning an
-    /// actor, so bogus ids cannot fill memory.
-    pub fn creates_account(&self) -> bool {
-        matches!(self, Self::Deposit { .. } | Self::ReceiveTransfer { .. })
-    }
-}
-
-/// What an account answers to one command.
-#[derive(Debug, Clone)]
-pub enum AccountReply {
-    Deposited(Deposit),
-    Withdrawal(Withdrawal),
-    /// Funds held for a transfer under this id; ask the receiver next.
-    TransferHeld(TransactionId),
-    Transferred(Transfer),
-    /// The receiving side credited (and logged) the transfer.
-    TransferReceived,
-}
-
-/// The operations of one batch bound for one shard: their positions in the
-/// batch, and the operations.
-pub type ShardBatch = (Vec<usize>, Vec<(AccountId, AccountCommand)>);
-
-/// A shard coordinator's request: run these commands, in order per account.
-#[derive(Message)]
-#[rtype(result = "Vec<Result<Outcome, LedgerError>>")]
-pub struct ExecuteBatch {
-    pub ops: Vec<(AccountId, AccountCommand)>,
+impl<C: Command> Message for ExecuteBatch<C> {
+    type Result = Vec<Result<C::Answer, LedgerError>>;
 }
 
 /// Coordinator to coordinator: credit the receiving sides of a round's
-/// transfers on this shard's accounts (`ReceiveTransfer` commands); one
-/// answer each, in order, once the credits are durable.
+/// transfers on this shard's accounts; one answer each, in order, once the
+/// credits are durable.
 #[derive(Message)]
 #[rtype(result = "Vec<Result<(), LedgerError>>")]
 pub struct ReceiveTransfers {
-    pub credits: Vec<(AccountId, AccountCommand)>,
+    pub credits: Vec<(AccountId, ReceiveTransfer)>,
 }
 
 /// A read-only question about one account, with its own answer type.

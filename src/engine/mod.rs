@@ -4,7 +4,10 @@
 //! [`Ledger`](crate::Ledger) handle reaches it.
 //!
 //! - `account`: the account actor (owns one account's state by value);
-//! - `command`: what a command does to an account's state (and gauges);
+//! - `command`: what runs at an account, typed by what it answers;
+//! - `edge`: a caller's operations validated into commands;
+//! - `router`: splits work by shard and gathers the answers; `admission`:
+//!   the per-shard in-flight bound every caller passes;
 //! - `directory`: a shard's accounts, running (an actor's address) or
 //!   parked (the state), and the retiring of idle actors;
 //! - `coordinator`: one per shard: the directory, forwarding, reads, gauges;
@@ -15,11 +18,14 @@
 //! - `messages`: the messages between them.
 
 pub(crate) mod account;
+pub(crate) mod admission;
 pub(crate) mod batch;
 pub(crate) mod command;
 pub(crate) mod coordinator;
 pub(crate) mod directory;
+pub(crate) mod edge;
 pub(crate) mod messages;
 pub(crate) mod payout;
 pub(crate) mod round;
+pub(crate) mod router;
 pub(crate) mod shard_log;

@@ -37,21 +37,21 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::join_all;
 
+use crate::clock::SharedClock;
 use crate::domain::event::{Event, ItemOutcome};
-use crate::domain::ids::shard_of;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::payouts::{
     all_mismatches, apply_payout_event, retry_backoff, PayoutCounts, PayoutMode, PayoutRecord,
     PayoutView,
 };
-use crate::domain::receipts::Outcome;
 use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
-use crate::engine::coordinator::{Coordinator, Peers};
+use crate::engine::command::WithdrawalCommand;
 use crate::engine::messages::{
-    AccountCommand, ExecuteBatch, GetPayoutCounts, GetPayoutMismatches, GetPayouts,
-    ResolvePayoutItem, RunPayouts, ShardBatch, WithdrawalQueued,
+    GetPayoutCounts, GetPayoutMismatches, GetPayouts, ResolvePayoutItem, RunPayouts,
+    WithdrawalQueued,
 };
+use crate::engine::router::Router;
 use crate::error::LedgerError;
 use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
 use crate::storage::journal::Journal;
@@ -59,11 +59,16 @@ use crate::storage::journal::Journal;
 /// How often the actor checks for payouts whose retry is due.
 const RETRY_CHECK_INTERVAL_MS: u64 = 250;
 
+/// In immediate mode, how long items the shards refused to take (see
+/// [`pay`]) wait before the next run tries them again.
+const REQUEUED_RETRY_MS: u64 = 100;
+
 /// What a run needs, cloned into its future.
 #[derive(Clone)]
 struct Deps {
     service: Arc<dyn PaymentService>,
-    peers: Peers,
+    /// The shards, through admission like any caller.
+    router: Router,
     journal: Journal,
 }
 
@@ -86,6 +91,10 @@ pub struct PayoutActor {
     /// Payout records the actor's steps have looked at, for tests that
     /// check a step's cost without timing it.
     visited: u64,
+    /// Where timers are set.
+    clock: SharedClock,
+    /// A run for requeued items is already set (immediate mode).
+    requeued_run_armed: bool,
 }
 
 impl PayoutActor {
@@ -95,10 +104,11 @@ impl PayoutActor {
     pub fn new(
         mode: PayoutMode,
         service: Arc<dyn PaymentService>,
-        peers: Peers,
+        router: Router,
         journal: Journal,
         payouts: BTreeMap<u64, PayoutRecord>,
         pending: Vec<(TransactionId, Currency, Units)>,
+        clock: SharedClock,
     ) -> Self {
         let next_payout_id = payouts.keys().next_back().map_or(1, |id| id + 1);
         let now = Instant::now();
@@ -119,7 +129,7 @@ impl PayoutActor {
             mode,
             deps: Deps {
                 service,
-                peers,
+                router,
                 journal,
             },
             queue: BTreeMap::new(),
@@ -129,6 +139,8 @@ impl PayoutActor {
             next_payout_id,
             counts,
             visited: 0,
+            clock,
+            requeued_run_armed: false,
         };
         for (tx, currency, amount) in pending {
             actor.enqueue(tx, currency, amount);
@@ -211,16 +223,33 @@ impl PayoutActor {
 
     /// Takes a finished run's results into the records. O(records in the
     /// run · log payouts).
-    fn absorb(&mut self, runs: Vec<RunResult>) -> Vec<PayoutView> {
+    ///
+    /// Items the shards did not take go back to the front of their queue;
+    /// returns whether there were any.
+    fn absorb(&mut self, runs: Vec<RunResult>) -> (Vec<PayoutView>, bool) {
         let now = Instant::now();
         let mut views = Vec::with_capacity(runs.len());
+        let mut requeued = false;
         for run in runs {
+            if !run.requeued.is_empty() {
+                requeued = true;
+                self.requeue(run.requeued);
+            }
             let Some(record) = run.record else { continue };
             self.visited += 1;
             self.take_record(record, now);
             views.push(self.payouts.get(&run.payout_id).map(PayoutRecord::view));
         }
-        views.into_iter().flatten().collect()
+        (views.into_iter().flatten().collect(), requeued)
+    }
+
+    /// Puts items a run could not claim back ahead of those queued since.
+    /// O(queued items of the currency).
+    fn requeue(&mut self, items: Vec<Queued>) {
+        for (code, items) in group_by_currency(items) {
+            let queue = self.queue.entry(code).or_default();
+            queue.splice(0..0, items);
+        }
     }
 
     /// Keeps `record` (new or updated), schedules its next retry if it
@@ -250,6 +279,41 @@ impl PayoutActor {
     #[cfg(test)]
     fn visited(&self) -> u64 {
         self.visited
+    }
+}
+
+/// Items in their order, grouped by currency (in order of first seen).
+fn group_by_currency(items: Vec<Queued>) -> Vec<(CurrencyCode, Vec<Queued>)> {
+    let mut groups: Vec<(CurrencyCode, Vec<Queued>)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(code, _)| *code == item.1.code) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((item.1.code, vec![item])),
+        }
+    }
+    groups
+}
+
+impl PayoutActor {
+    /// Items the shards refused to take (overloaded, say) are paid by a
+    /// later run: in immediate mode one [`REQUEUED_RETRY_MS`] from now on
+    /// the ledger's clock, in batched mode the next interval's. Never
+    /// dropped, never paid twice: they were not claimed.
+    fn pay_requeued_later(&mut self, ctx: &mut Context<Self>) {
+        if self.mode != PayoutMode::Immediate || self.requeued_run_armed {
+            return;
+        }
+        self.requeued_run_armed = true;
+        let wait = self.clock.sleep(Duration::from_millis(REQUEUED_RETRY_MS));
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(wait).map(|(), act, ctx| {
+                act.requeued_run_armed = false;
+                ctx.notify(RunPayouts {
+                    force_retries: false,
+                    new_payouts: true,
+                });
+            }),
+        );
     }
 }
 
@@ -326,8 +390,15 @@ impl Handler<RunPayouts> for PayoutActor {
                 } else {
                     Vec::new()
                 };
-                actix::fut::wrap_future::<_, Self>(run(act.deps.clone(), retries, fresh))
-                    .map(|runs, act, _| Ok(act.absorb(runs)))
+                actix::fut::wrap_future::<_, Self>(run(act.deps.clone(), retries, fresh)).map(
+                    |runs, act, ctx| {
+                        let (views, requeued) = act.absorb(runs);
+                        if requeued {
+                            act.pay_requeued_later(ctx);
+                        }
+                        Ok(views)
+                    },
+                )
             },
         )))
     }
@@ -448,10 +519,10 @@ async fn resolve(
 ) -> Result<PayoutRecord, LedgerError> {
     let outcome = msg.resolution.outcome();
     let update = settle_command(msg.payout_id, msg.tx, &outcome);
-    let mut applied = execute_on_shards(&deps.peers, vec![update]).await;
-    applied
-        .pop()
-        .unwrap_or(Err(LedgerError::ShuttingDown))
+    let (account, update) = update;
+    deps.router
+        .execute_one(account, update)
+        .await
         .map_err(|error| already_settled(error, msg.payout_id))?;
     let event = Event::PayoutItemResolved {
         payout_id: msg.payout_id,
@@ -498,11 +569,15 @@ fn already_settled(error: LedgerError, payout_id: u64) -> LedgerError {
 }
 
 /// The outcome of one payout in a run; `record` is `None` when nothing was
-/// claimed.
+/// claimed. `requeued`: items the shards did not take (see [`pay`]).
 struct RunResult {
     payout_id: u64,
     record: Option<PayoutRecord>,
+    requeued: Vec<Queued>,
 }
+
+/// A durable pending withdrawal waiting for a payout.
+type Queued = (TransactionId, Currency, Units);
 
 /// Retries first (reconciliation before new payouts), then new payouts;
 /// payouts of one phase run concurrently.
@@ -514,27 +589,41 @@ async fn run(deps: Deps, retries: Vec<PayoutRecord>, fresh: Vec<PayoutRecord>) -
 }
 
 /// A new payout: claim, log, submit, settle. O(items) plus the I/O.
+///
+/// Claims pass admission like any caller's operations. An item a shard did
+/// not take (overloaded, stopping, poisoned: nothing known to have happened
+/// at its account) goes back to the queue for a later run; only items a
+/// shard refused on their state (cancelled or settled meanwhile) drop out.
 async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
     let payout_id = record.payout_id;
     let claims = record
         .items
         .iter()
         .map(|i| {
-            let command = AccountCommand::ClaimWithdrawal {
+            let command = WithdrawalCommand::Claim {
                 tx: i.transaction_id,
                 payout_id,
             };
             (i.transaction_id.account(), command)
         })
         .collect();
-    let claimed = execute_on_shards(&deps.peers, claims).await;
-    // Items cancelled or settled since they were queued drop out.
-    let mut kept = claimed.iter().map(Result::is_ok);
-    record.items.retain(|_| kept.next().unwrap_or(false));
+    let claimed = deps.router.execute_all(claims).await;
+    let currency = record.currency;
+    let mut requeued = Vec::new();
+    let mut claimed = claimed.into_iter();
+    record.items.retain(|item| match claimed.next() {
+        Some(Ok(_)) => true,
+        Some(Err(error)) if not_taken(&error) => {
+            requeued.push((item.transaction_id, currency, item.amount));
+            false
+        }
+        _ => false,
+    });
     if record.items.is_empty() {
         return RunResult {
             payout_id,
             record: None,
+            requeued,
         };
     }
     let submitted = Event::PayoutSubmitted {
@@ -552,6 +641,7 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
         return RunResult {
             payout_id,
             record: Some(record),
+            requeued,
         };
     }
     record.attempts += 1;
@@ -560,7 +650,20 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
     RunResult {
         payout_id,
         record: Some(record),
+        requeued,
     }
+}
+
+/// Whether a shard refused an operation before its account judged it:
+/// it may be sent again later.
+fn not_taken(error: &LedgerError) -> bool {
+    matches!(
+        error,
+        LedgerError::Overloaded { .. }
+            | LedgerError::ShuttingDown
+            | LedgerError::Poisoned { .. }
+            | LedgerError::Internal { .. }
+    )
 }
 
 /// A payout waiting for an answer: ask for its status; if the service never
@@ -591,6 +694,7 @@ async fn retry(deps: Deps, mut record: PayoutRecord) -> RunResult {
     RunResult {
         payout_id: record.payout_id,
         record: Some(record),
+        requeued: Vec::new(),
     }
 }
 
@@ -616,13 +720,13 @@ fn settle_command(
     payout_id: u64,
     tx: TransactionId,
     outcome: &ItemOutcome,
-) -> (AccountId, AccountCommand) {
+) -> (AccountId, WithdrawalCommand) {
     let (action, reason) = match outcome {
         ItemOutcome::Paid => (TransitionAction::Complete, String::new()),
         ItemOutcome::Failed { reason } => (TransitionAction::Fail, reason.clone()),
     };
     let by = Settler::Payout { payout_id };
-    let command = AccountCommand::UpdateWithdrawal {
+    let command = WithdrawalCommand::Update {
         tx,
         action,
         reason,
@@ -700,7 +804,7 @@ async fn answer_into(
         .iter()
         .map(|(tx, outcome)| settle_command(record.payout_id, *tx, outcome))
         .collect();
-    let applied = execute_on_shards(&deps.peers, updates).await;
+    let applied = deps.router.execute_all(updates).await;
     let mut settled = Vec::new();
     for ((tx, outcome), result) in to_settle.into_iter().zip(applied) {
         match result {
@@ -807,52 +911,8 @@ fn apply_to_record(record: &mut PayoutRecord, event: &Event) -> Result<(), Strin
     applied
 }
 
-/// Runs commands on their accounts' shards; one result each, in order.
-pub async fn execute_on_shards(
-    peers: &Peers,
-    ops: Vec<(AccountId, AccountCommand)>,
-) -> Vec<Result<Outcome, LedgerError>> {
-    let Some(coordinators) = peers.get() else {
-        return ops.iter().map(|_| Err(LedgerError::ShuttingDown)).collect();
-    };
-    let mut per_shard: Vec<ShardBatch> = coordinators
-        .iter()
-        .map(|_| (Vec::new(), Vec::new()))
-        .collect();
-    let count = ops.len();
-    for (index, (account, command)) in ops.into_iter().enumerate() {
-        let (indices, commands) = &mut per_shard[shard_of(account, coordinators.len())];
-        indices.push(index);
-        commands.push((account, command));
-    }
-    let mut results: Vec<Result<Outcome, LedgerError>> =
-        (0..count).map(|_| Err(LedgerError::ShuttingDown)).collect();
-    let sends = per_shard
-        .into_iter()
-        .zip(coordinators.iter())
-        .filter(|((indices, _), _)| !indices.is_empty())
-        .map(
-            |((indices, commands), coordinator): (_, &Addr<Coordinator>)| async move {
-                (
-                    indices,
-                    coordinator.send(ExecuteBatch { ops: commands }).await,
-                )
-            },
-        );
-    for (indices, answers) in join_all(sends).await {
-        if let Ok(answers) = answers {
-            for (index, answer) in indices.into_iter().zip(answers) {
-                results[index] = answer;
-            }
-        }
-    }
-    results
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use super::*;
     use crate::payment::SimulatedBank;
 
@@ -878,10 +938,11 @@ mod tests {
         PayoutActor::new(
             PayoutMode::Immediate,
             Arc::new(SimulatedBank::default()),
-            Arc::new(OnceLock::new()),
+            Router::new(Vec::new(), 1),
             Journal::memory_only(),
             payouts,
             Vec::new(),
+            SharedClock::system(),
         )
     }
 
@@ -909,9 +970,10 @@ mod tests {
             .map(|record| RunResult {
                 payout_id: record.payout_id,
                 record: Some(record),
+                requeued: Vec::new(),
             })
             .collect();
-        assert_eq!(actor.absorb(results).len(), 3);
+        assert_eq!(actor.absorb(results).0.len(), 3);
         assert_eq!(actor.visited(), 6);
         assert!(!actor.retry_due(now) && actor.take_retries(now, false).is_empty());
         let later = now + RETRY_BACKOFF_LONGEST;
