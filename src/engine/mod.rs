@@ -15,6 +15,8 @@
 //! - `round` and `shard_log`: a round's replies; its events on their way to
 //!   the journal;
 //! - `payout`: the payout actor;
+//! - `startup`: opening the data folder and spawning the engine's threads
+//!   and actors; `shutdown`: stopping them;
 //! - `messages`: the messages between them.
 
 pub(crate) mod account;
@@ -29,3 +31,5 @@ pub(crate) mod payout;
 pub(crate) mod round;
 pub(crate) mod router;
 pub(crate) mod shard_log;
+pub(crate) mod shutdown;
+pub(crate) mod startup;
