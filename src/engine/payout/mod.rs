@@ -3,8 +3,8 @@
 //!
 //! A run first reconciles the payouts still waiting for an answer (after a
 //! restart, those left processing), then pays the queued withdrawals:
-//! grouped by currency and split by the service's item limit (batched), or
-//! one payout each (immediate). For a new payout it
+//! grouped by currency and split by the service's item limit (batched, on
+//! the batch interval), or one payout each (immediate). For a new payout it
 //! 1. claims each item at its account (pending → processing; an item
 //!    cancelled or settled by a caller meanwhile simply drops out, so the
 //!    engine never pays what a caller already settled),
@@ -14,6 +14,12 @@
 //!    item): paid → completed, failed → released to available, pending →
 //!    waits,
 //! 4. logs `PayoutItemsSettled`.
+//!
+//! Claims and settlements go through the router and pass admission like any
+//! caller's operations. A claim a shard refuses (overloaded) returns its
+//! item to the queue for a later run; a settlement a shard refuses leaves
+//! the item unsettled, so the payout is retried (status first) after its
+//! backoff: nothing is dropped, nothing paid twice.
 //!
 //! An unknown outcome (timeout, lost response, 5xx) never releases anything
 //! and never mints a new payout id: the payout is retried under the same id,
@@ -25,6 +31,10 @@
 //! logged as `PayoutMismatch` and kept in the payout's record. Runs and
 //! resolutions are atomic (one at a time); new withdrawals queue meanwhile.
 //!
+//! Here: the actor, its records and queue, and its handlers; `run.rs`:
+//! what a run does; `timers.rs`: the batch interval, the retry timer and
+//! the requeued run, all on the ledger's clock.
+//!
 //! Cost: every step is linear in its own work (the items it queues, plans,
 //! claims, settles or retries), never in the payouts made so far; each
 //! step's comment says what it visits. In immediate mode a payout per
@@ -32,45 +42,32 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 
 use crate::clock::SharedClock;
-use crate::domain::event::{Event, ItemOutcome};
-use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::ids::TransactionId;
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::payouts::{
-    all_mismatches, apply_payout_event, retry_backoff, PayoutCounts, PayoutMode, PayoutRecord,
-    PayoutView,
+    all_mismatches, retry_backoff, PayoutCounts, PayoutMode, PayoutRecord, PayoutView,
 };
-use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
-use crate::engine::command::WithdrawalCommand;
 use crate::engine::messages::{
     GetPayoutCounts, GetPayoutMismatches, GetPayouts, ResolvePayoutItem, RunPayouts,
     WithdrawalQueued,
 };
 use crate::engine::router::Router;
 use crate::error::LedgerError;
-use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
+use crate::payment::PaymentService;
 use crate::storage::journal::Journal;
 
-/// How often the actor checks for payouts whose retry is due.
-const RETRY_CHECK_INTERVAL_MS: u64 = 250;
+use run::{resolve, run, Deps, Queued, RunResult};
 
-/// In immediate mode, how long items the shards refused to take (see
-/// [`pay`]) wait before the next run tries them again.
-const REQUEUED_RETRY_MS: u64 = 100;
+mod run;
+mod timers;
 
-/// What a run needs, cloned into its future.
-#[derive(Clone)]
-struct Deps {
-    service: Arc<dyn PaymentService>,
-    /// The shards, through admission like any caller.
-    router: Router,
-    journal: Journal,
-}
+/// A time on the ledger's clock: how long after the clock started.
+type At = Duration;
 
 pub struct PayoutActor {
     mode: PayoutMode,
@@ -81,18 +78,20 @@ pub struct PayoutActor {
     payouts: BTreeMap<u64, PayoutRecord>,
     /// Payouts with items still waiting for an answer, and when each may
     /// next be retried: the only records a run or the retry timer looks at.
-    awaiting: HashMap<u64, Instant>,
+    awaiting: HashMap<u64, At>,
     /// The same, ordered by due time, so finding what is due costs only
     /// what is due.
-    due: BTreeSet<(Instant, u64)>,
+    due: BTreeSet<(At, u64)>,
     next_payout_id: u64,
     /// Payouts per state and mismatches, kept as records change.
     counts: PayoutCounts,
     /// Payout records the actor's steps have looked at, for tests that
     /// check a step's cost without timing it.
     visited: u64,
-    /// Where timers are set.
+    /// Where the time is read and timers are set.
     clock: SharedClock,
+    /// The retry timer, while one is set: the time it is set for.
+    retry_timer: Option<(At, SpawnHandle)>,
     /// A run for requeued items is already set (immediate mode).
     requeued_run_armed: bool,
 }
@@ -111,8 +110,8 @@ impl PayoutActor {
         clock: SharedClock,
     ) -> Self {
         let next_payout_id = payouts.keys().next_back().map_or(1, |id| id + 1);
-        let now = Instant::now();
-        let awaiting: HashMap<u64, Instant> = payouts
+        let now = clock.elapsed();
+        let awaiting: HashMap<u64, At> = payouts
             .values()
             .filter(|p| p.awaits_answer())
             .map(|p| (p.payout_id, now))
@@ -140,6 +139,7 @@ impl PayoutActor {
             counts,
             visited: 0,
             clock,
+            retry_timer: None,
             requeued_run_armed: false,
         };
         for (tx, currency, amount) in pending {
@@ -181,7 +181,7 @@ impl PayoutActor {
     /// The payouts to retry now: every one waiting for an answer when
     /// `force`, else those whose backoff ran out. O(retried · log awaiting)
     /// (plus the records' items, cloned into the run).
-    fn take_retries(&mut self, now: Instant, force: bool) -> Vec<PayoutRecord> {
+    fn take_retries(&mut self, now: At, force: bool) -> Vec<PayoutRecord> {
         let ids: Vec<u64> = if force {
             self.awaiting.keys().copied().collect()
         } else {
@@ -210,14 +210,14 @@ impl PayoutActor {
     }
 
     /// O(log awaiting).
-    fn await_answer(&mut self, id: u64, at: Instant) {
+    fn await_answer(&mut self, id: u64, at: At) {
         self.stop_awaiting(id);
         self.awaiting.insert(id, at);
         self.due.insert((at, id));
     }
 
     /// Whether some retry is due. O(log awaiting).
-    fn retry_due(&self, now: Instant) -> bool {
+    fn retry_due(&self, now: At) -> bool {
         self.due.first().is_some_and(|(at, _)| *at <= now)
     }
 
@@ -227,7 +227,7 @@ impl PayoutActor {
     /// Items the shards did not take go back to the front of their queue;
     /// returns whether there were any.
     fn absorb(&mut self, runs: Vec<RunResult>) -> (Vec<PayoutView>, bool) {
-        let now = Instant::now();
+        let now = self.clock.elapsed();
         let mut views = Vec::with_capacity(runs.len());
         let mut requeued = false;
         for run in runs {
@@ -254,7 +254,7 @@ impl PayoutActor {
 
     /// Keeps `record` (new or updated), schedules its next retry if it
     /// still waits for an answer, and counts its new mismatches.
-    fn take_record(&mut self, record: PayoutRecord, now: Instant) {
+    fn take_record(&mut self, record: PayoutRecord, now: At) {
         let id = record.payout_id;
         if record.awaits_answer() {
             self.await_answer(id, now + retry_backoff(record.attempts.max(1)));
@@ -294,53 +294,11 @@ fn group_by_currency(items: Vec<Queued>) -> Vec<(CurrencyCode, Vec<Queued>)> {
     groups
 }
 
-impl PayoutActor {
-    /// Items the shards refused to take (overloaded, say) are paid by a
-    /// later run: in immediate mode one [`REQUEUED_RETRY_MS`] from now on
-    /// the ledger's clock, in batched mode the next interval's. Never
-    /// dropped, never paid twice: they were not claimed.
-    fn pay_requeued_later(&mut self, ctx: &mut Context<Self>) {
-        if self.mode != PayoutMode::Immediate || self.requeued_run_armed {
-            return;
-        }
-        self.requeued_run_armed = true;
-        let wait = self.clock.sleep(Duration::from_millis(REQUEUED_RETRY_MS));
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(wait).map(|(), act, ctx| {
-                act.requeued_run_armed = false;
-                ctx.notify(RunPayouts {
-                    force_retries: false,
-                    new_payouts: true,
-                });
-            }),
-        );
-    }
-}
-
 impl Actor for PayoutActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if let PayoutMode::Batched { interval_secs } = self.mode {
-            ctx.run_interval(Duration::from_secs(interval_secs.max(1)), |_, ctx| {
-                ctx.notify(RunPayouts {
-                    force_retries: false,
-                    new_payouts: true,
-                })
-            });
-        }
-        // O(log awaiting) per tick.
-        ctx.run_interval(
-            Duration::from_millis(RETRY_CHECK_INTERVAL_MS),
-            |act, ctx| {
-                if act.retry_due(Instant::now()) {
-                    ctx.notify(RunPayouts {
-                        force_retries: false,
-                        new_payouts: false,
-                    })
-                }
-            },
-        );
+        self.arm_batch_timer(ctx);
         // Reconcile payouts left processing by a crash before anything
         // new; in immediate mode, pay the withdrawals recovered pending
         // now, not when the next one arrives.
@@ -384,7 +342,7 @@ impl Handler<RunPayouts> for PayoutActor {
         // then would not replay).
         AtomicResponse::new(Box::pin(actix::fut::ready(()).then(
             move |(), act: &mut Self, _| {
-                let retries = act.take_retries(Instant::now(), msg.force_retries);
+                let retries = act.take_retries(act.clock.elapsed(), msg.force_retries);
                 let fresh = if msg.new_payouts {
                     act.plan()
                 } else {
@@ -396,6 +354,7 @@ impl Handler<RunPayouts> for PayoutActor {
                         if requeued {
                             act.pay_requeued_later(ctx);
                         }
+                        act.arm_retry_timer(ctx);
                         Ok(views)
                     },
                 )
@@ -470,10 +429,11 @@ impl Handler<ResolvePayoutItem> for PayoutActor {
                         resolve(&deps, record, msg).await
                     })
                 })
-                .map(|resolved, act, _| {
+                .map(|resolved, act, ctx| {
                     let record = resolved?;
                     let id = record.payout_id;
-                    act.take_record(record, Instant::now());
+                    act.take_record(record, act.clock.elapsed());
+                    act.arm_retry_timer(ctx);
                     act.payouts
                         .get(&id)
                         .map(PayoutRecord::view)
@@ -511,409 +471,10 @@ impl PayoutActor {
     }
 }
 
-/// Applies an operator's resolution at the account, then logs it.
-async fn resolve(
-    deps: &Deps,
-    mut record: PayoutRecord,
-    msg: ResolvePayoutItem,
-) -> Result<PayoutRecord, LedgerError> {
-    let outcome = msg.resolution.outcome();
-    let update = settle_command(msg.payout_id, msg.tx, &outcome);
-    let (account, update) = update;
-    deps.router
-        .execute_one(account, update)
-        .await
-        .map_err(|error| already_settled(error, msg.payout_id))?;
-    let event = Event::PayoutItemResolved {
-        payout_id: msg.payout_id,
-        tx: msg.tx,
-        outcome,
-        note: msg.note,
-    };
-    deps.journal.append(vec![event.clone()]).await?;
-    tracing::warn!(
-        payout_id = msg.payout_id,
-        transaction_id = %msg.tx,
-        ?event,
-        "an operator resolved a payout item by hand"
-    );
-    apply_to_record(&mut record, &event).map_err(|reason| LedgerError::Internal { reason })?;
-    Ok(record)
-}
-
-/// A resolution the account refused because the withdrawal is already
-/// final: a crash between the account's settlement and the payout's
-/// `PayoutItemsSettled` leaves the record showing the item open, but it is
-/// settled, and the operator is told so (the restart's reconciliation
-/// brings the record up to date).
-fn already_settled(error: LedgerError, payout_id: u64) -> LedgerError {
-    let outcome = match &error {
-        LedgerError::InvalidTransition {
-            from: StatusKind::Completed | StatusKind::Returned,
-            ..
-        } => "paid",
-        LedgerError::InvalidTransition {
-            from: StatusKind::Failed,
-            ..
-        } => "failed",
-        _ => return error,
-    };
-    match error {
-        LedgerError::InvalidTransition { transaction_id, .. } => LedgerError::PayoutItemSettled {
-            payout_id,
-            transaction_id,
-            outcome: outcome.into(),
-        },
-        other => other,
-    }
-}
-
-/// The outcome of one payout in a run; `record` is `None` when nothing was
-/// claimed. `requeued`: items the shards did not take (see [`pay`]).
-struct RunResult {
-    payout_id: u64,
-    record: Option<PayoutRecord>,
-    requeued: Vec<Queued>,
-}
-
-/// A durable pending withdrawal waiting for a payout.
-type Queued = (TransactionId, Currency, Units);
-
-/// Retries first (reconciliation before new payouts), then new payouts;
-/// payouts of one phase run concurrently.
-async fn run(deps: Deps, retries: Vec<PayoutRecord>, fresh: Vec<PayoutRecord>) -> Vec<RunResult> {
-    let mut results: Vec<RunResult> =
-        join_all(retries.into_iter().map(|r| retry(deps.clone(), r))).await;
-    results.extend(join_all(fresh.into_iter().map(|r| pay(deps.clone(), r))).await);
-    results
-}
-
-/// A new payout: claim, log, submit, settle. O(items) plus the I/O.
-///
-/// Claims pass admission like any caller's operations. An item a shard did
-/// not take (overloaded, stopping, poisoned: nothing known to have happened
-/// at its account) goes back to the queue for a later run; only items a
-/// shard refused on their state (cancelled or settled meanwhile) drop out.
-async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
-    let payout_id = record.payout_id;
-    let claims = record
-        .items
-        .iter()
-        .map(|i| {
-            let command = WithdrawalCommand::Claim {
-                tx: i.transaction_id,
-                payout_id,
-            };
-            (i.transaction_id.account(), command)
-        })
-        .collect();
-    let claimed = deps.router.execute_all(claims).await;
-    let currency = record.currency;
-    let mut requeued = Vec::new();
-    let mut claimed = claimed.into_iter();
-    record.items.retain(|item| match claimed.next() {
-        Some(Ok(_)) => true,
-        Some(Err(error)) if not_taken(&error) => {
-            requeued.push((item.transaction_id, currency, item.amount));
-            false
-        }
-        _ => false,
-    });
-    if record.items.is_empty() {
-        return RunResult {
-            payout_id,
-            record: None,
-            requeued,
-        };
-    }
-    let submitted = Event::PayoutSubmitted {
-        payout_id,
-        currency: record.currency,
-        items: record
-            .items
-            .iter()
-            .map(|i| (i.transaction_id, i.amount))
-            .collect(),
-    };
-    if let Err(error) = deps.journal.append(vec![submitted]).await {
-        // Poisoned: the items stay processing; a restart reconciles them.
-        record.last_error = Some(error.to_string());
-        return RunResult {
-            payout_id,
-            record: Some(record),
-            requeued,
-        };
-    }
-    record.attempts += 1;
-    let answer = deps.service.submit(to_payout(&record)).await;
-    answer_into(&deps, &mut record, answer).await;
-    RunResult {
-        payout_id,
-        record: Some(record),
-        requeued,
-    }
-}
-
-/// Whether a shard refused an operation before its account judged it:
-/// it may be sent again later.
-fn not_taken(error: &LedgerError) -> bool {
-    matches!(
-        error,
-        LedgerError::Overloaded { .. }
-            | LedgerError::ShuttingDown
-            | LedgerError::Poisoned { .. }
-            | LedgerError::Internal { .. }
-    )
-}
-
-/// A payout waiting for an answer: ask for its status; if the service never
-/// got it, submit its unsettled items again under the same id. O(items)
-/// plus the I/O.
-async fn retry(deps: Deps, mut record: PayoutRecord) -> RunResult {
-    record.attempts += 1;
-    let answer = match deps.service.status(record.payout_id).await {
-        Err(PaymentError::NotFound { .. }) => {
-            // Nothing was paid under this id: an item an operator resolved
-            // as paid is contradicted.
-            let never_paid = ItemOutcome::Failed {
-                reason: "the payment service never received the payout".into(),
-            };
-            let contradicted: Vec<_> = record
-                .items
-                .iter()
-                .filter(|i| i.outcome == Some(ItemOutcome::Paid))
-                .map(|i| (i.transaction_id, never_paid.clone()))
-                .collect();
-            log_mismatches(&deps, &mut record, contradicted).await;
-            record.attempts += 1;
-            deps.service.submit(to_payout(&record)).await
-        }
-        other => other,
-    };
-    answer_into(&deps, &mut record, answer).await;
-    RunResult {
-        payout_id: record.payout_id,
-        record: Some(record),
-        requeued: Vec::new(),
-    }
-}
-
-/// What is sent to the service: the payout's unsettled items (an item an
-/// operator resolved is never sent again).
-fn to_payout(record: &PayoutRecord) -> Payout {
-    Payout {
-        payout_id: record.payout_id,
-        currency: record.currency.code,
-        items: record
-            .unsettled()
-            .map(|i| PayoutItem {
-                transaction_id: i.transaction_id,
-                account: i.transaction_id.account(),
-                amount: record.currency.to_decimal(i.amount),
-            })
-            .collect(),
-    }
-}
-
-/// The command that settles `tx` as payout `payout_id` with `outcome`.
-fn settle_command(
-    payout_id: u64,
-    tx: TransactionId,
-    outcome: &ItemOutcome,
-) -> (AccountId, WithdrawalCommand) {
-    let (action, reason) = match outcome {
-        ItemOutcome::Paid => (TransitionAction::Complete, String::new()),
-        ItemOutcome::Failed { reason } => (TransitionAction::Fail, reason.clone()),
-    };
-    let by = Settler::Payout { payout_id };
-    let command = WithdrawalCommand::Update {
-        tx,
-        action,
-        reason,
-        by,
-    };
-    (tx.account(), command)
-}
-
-/// What the service's answer says of each item it names. `None` for an
-/// unknown outcome.
-fn answered_items(
-    record: &mut PayoutRecord,
-    answer: Result<PayoutReport, PaymentError>,
-) -> Option<Vec<(TransactionId, ItemOutcome)>> {
-    match answer {
-        Ok(report) => Some(
-            report
-                .items
-                .into_iter()
-                .filter_map(|(tx, status)| match status {
-                    ItemStatus::Paid | ItemStatus::Returned { .. } => Some((tx, ItemOutcome::Paid)),
-                    ItemStatus::Failed { reason } => Some((tx, ItemOutcome::Failed { reason })),
-                    ItemStatus::Pending => None,
-                })
-                .collect(),
-        ),
-        // Definite: nothing was paid, so every unsettled item is released.
-        Err(PaymentError::Rejected { reason }) => {
-            let reason = format!("payout rejected by the payment service: {reason}");
-            record.last_error = Some(reason.clone());
-            let failed = ItemOutcome::Failed { reason };
-            Some(
-                record
-                    .unsettled()
-                    .map(|i| (i.transaction_id, failed.clone()))
-                    .collect(),
-            )
-        }
-        Err(unknown) => {
-            record.last_error = Some(unknown.to_string());
-            None
-        }
-    }
-}
-
-/// Applies the service's answer: settles each answered, unsettled item at
-/// its account, logs which items settled, and logs a mismatch for each
-/// answer that contradicts an item already settled. O(items).
-async fn answer_into(
-    deps: &Deps,
-    record: &mut PayoutRecord,
-    answer: Result<PayoutReport, PaymentError>,
-) {
-    let Some(answered) = answered_items(record, answer) else {
-        return;
-    };
-    let settled_before: HashMap<TransactionId, Option<ItemOutcome>> = record
-        .items
-        .iter()
-        .map(|i| (i.transaction_id, i.outcome.clone()))
-        .collect();
-    let mut to_settle = Vec::new();
-    let mut contradicted = Vec::new();
-    for (tx, outcome) in answered {
-        match settled_before.get(&tx) {
-            Some(None) => to_settle.push((tx, outcome)),
-            Some(Some(settled)) if settled.contradicts(&outcome) => {
-                contradicted.push((tx, outcome))
-            }
-            // Confirms what is settled, or names no item of this payout.
-            _ => {}
-        }
-    }
-    let updates = to_settle
-        .iter()
-        .map(|(tx, outcome)| settle_command(record.payout_id, *tx, outcome))
-        .collect();
-    let applied = deps.router.execute_all(updates).await;
-    let mut settled = Vec::new();
-    for ((tx, outcome), result) in to_settle.into_iter().zip(applied) {
-        match result {
-            Ok(_) => settled.push((tx, outcome)),
-            // The account already holds another final outcome (an operator's
-            // resolution whose record was lost to a crash): the account's
-            // state stands, and the contradiction is a mismatch.
-            Err(LedgerError::InvalidTransition { from, .. }) if final_outcome(from).is_some() => {
-                if let Some(held) = final_outcome(from) {
-                    if held.contradicts(&outcome) {
-                        contradicted.push((tx, outcome));
-                    }
-                    settled.push((tx, held));
-                }
-            }
-            Err(other) => record.last_error = Some(format!("item {tx}: {other}")),
-        }
-    }
-    if !settled.is_empty() {
-        let event = Event::PayoutItemsSettled {
-            payout_id: record.payout_id,
-            items: settled,
-        };
-        match deps.journal.append(vec![event.clone()]).await {
-            Ok(()) => {
-                if let Err(reason) = apply_to_record(record, &event) {
-                    record.last_error = Some(reason);
-                }
-            }
-            Err(error) => record.last_error = Some(error.to_string()),
-        }
-    }
-    log_mismatches(deps, record, contradicted).await;
-}
-
-/// The item outcome a withdrawal already in a final state `from` stands
-/// for; `None` while it is still locked.
-fn final_outcome(from: StatusKind) -> Option<ItemOutcome> {
-    match from {
-        StatusKind::Completed | StatusKind::Returned => Some(ItemOutcome::Paid),
-        StatusKind::Failed | StatusKind::Cancelled => Some(ItemOutcome::Failed {
-            reason: format!("already {from}"),
-        }),
-        StatusKind::Pending | StatusKind::Processing => None,
-    }
-}
-
-/// Logs a `PayoutMismatch` for each `(item, reported outcome)` not already
-/// recorded with the same answer, and keeps it in the record. O(items +
-/// mismatches of the payout).
-async fn log_mismatches(
-    deps: &Deps,
-    record: &mut PayoutRecord,
-    reported: Vec<(TransactionId, ItemOutcome)>,
-) {
-    for (tx, reported) in reported {
-        let known = record
-            .mismatches
-            .iter()
-            .any(|m| m.transaction_id == tx && !m.reported.contradicts(&reported));
-        let settled = record
-            .items
-            .iter()
-            .find(|i| i.transaction_id == tx)
-            .and_then(|i| i.outcome.clone());
-        let Some(settled) = settled.filter(|_| !known) else {
-            continue;
-        };
-        let event = Event::PayoutMismatch {
-            payout_id: record.payout_id,
-            tx,
-            settled,
-            reported,
-        };
-        tracing::error!(
-            payout_id = record.payout_id,
-            transaction_id = %tx,
-            ?event,
-            "the payment service contradicts a settled payout item: an operator must look"
-        );
-        match deps.journal.append(vec![event.clone()]).await {
-            Ok(()) => {
-                if let Err(reason) = apply_to_record(record, &event) {
-                    record.last_error = Some(reason);
-                }
-            }
-            Err(error) => record.last_error = Some(error.to_string()),
-        }
-    }
-}
-
-/// Applies a payout event to one record, as recovery would. O(items of the
-/// event · items of the payout).
-fn apply_to_record(record: &mut PayoutRecord, event: &Event) -> Result<(), String> {
-    let id = record.payout_id;
-    let mut records = BTreeMap::from([(
-        id,
-        std::mem::replace(record, PayoutRecord::new(id, record.currency, [])),
-    )]);
-    let applied = apply_payout_event(&mut records, event);
-    if let Some(updated) = records.remove(&id) {
-        *record = updated;
-    }
-    applied
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::event::ItemOutcome;
     use crate::payment::SimulatedBank;
 
     fn usd() -> Currency {
@@ -953,7 +514,7 @@ mod tests {
     #[test]
     fn runs_visit_only_the_payouts_they_retry_never_every_payout_made() {
         let mut actor = actor_with(20_000, 3);
-        let now = Instant::now();
+        let now = actor.clock.elapsed();
         let retried = actor.take_retries(now, false);
         assert_eq!(retried.len(), 3, "recovered payouts are due at once");
         assert_eq!(actor.visited(), 3);
@@ -993,4 +554,77 @@ mod tests {
 
     const RETRY_BACKOFF_LONGEST: Duration =
         Duration::from_millis(crate::domain::payouts::RETRY_BACKOFF_MS_MAX + 1);
+
+    /// Payout claims pass admission like any caller's operations. While
+    /// another caller fills the withdrawal's shard, a run's claim is
+    /// refused (`overloaded`): the item goes back to the queue, nothing is
+    /// claimed or paid. The next interval's run, with room made, pays it,
+    /// once.
+    #[tokio::test]
+    async fn a_claim_refused_as_overloaded_waits_in_the_queue_and_is_paid_once_later() {
+        use crate::clock::ManualClock;
+        use crate::config::{Config, SharedPaymentService};
+        use crate::domain::ids::shard_of;
+        use crate::domain::money::Currencies;
+        use crate::domain::withdrawal::WithdrawalStatus;
+        use crate::engine::command::{DepositCommand, WithdrawalCommand};
+        use crate::engine::messages::WithdrawalOf;
+        use crate::engine::startup::start;
+
+        let (clock, bank) = (ManualClock::new(), SimulatedBank::default());
+        let interval = Duration::from_secs(60);
+        let config = Config {
+            clock: clock.shared(),
+            payout_mode: PayoutMode::Batched {
+                interval_secs: interval.as_secs(),
+            },
+            payment_service: Some(SharedPaymentService::new(bank.clone())),
+            account_idle_sweep_ms: 24 * 3600 * 1000,
+            ..Config::for_tests()
+        };
+        let currencies = Currencies::new(&config.currencies).unwrap();
+        let engine = start(&config, &currencies).unwrap();
+        let (router, payouts) = (&engine.router, engine.payouts.clone().unwrap());
+        let usd = usd();
+        let deposit = DepositCommand {
+            currency: usd,
+            amount: 1_000,
+            key: None,
+        };
+        router.execute_one(1, deposit).await.unwrap();
+        let request = WithdrawalCommand::Request {
+            currency: usd,
+            amount: 400,
+            key: None,
+        };
+        let tx = router.execute_one(1, request).await.unwrap().transaction_id;
+
+        let full = router
+            .admission()
+            .admit(shard_of(1, config.shards), config.shard_in_flight_ops_max);
+        assert!(full.is_ok(), "the test fills the shard");
+        let run = RunPayouts {
+            force_retries: true,
+            new_payouts: true,
+        };
+        let made = payouts.send(run).await.unwrap().unwrap();
+        assert!(made.is_empty(), "claimed on a full shard: {made:?}");
+        assert!(bank.submit_calls().is_empty());
+        drop(full);
+        let status = router.ask(1, WithdrawalOf(tx)).await.unwrap().status;
+        assert_eq!(status, WithdrawalStatus::Pending, "refused, not claimed");
+
+        // The two shards' sweeps and the payout interval.
+        clock.armed_at_least(3).await;
+        clock.advance(interval);
+        let mut polls = 0;
+        while router.ask(1, WithdrawalOf(tx)).await.unwrap().status != WithdrawalStatus::Completed {
+            polls += 1;
+            assert!(polls < 5_000, "the interval's run never paid the item");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(bank.times_paid(tx), 1);
+        assert_eq!(bank.submit_calls().len(), 1);
+        engine.shutdown().await;
+    }
 }
