@@ -7,6 +7,10 @@
 //! shard its share in one message once admitted. The engine itself (its
 //! threads, actors, startup and shutdown) lives in [`crate::engine`]; this
 //! file is the API over it.
+//!
+//! Each call runs in a tracing span named after it (`ledger.deposit`, …):
+//! at level `debug` for the operations and reads, which are the hot path
+//! (an `info` filter costs them nothing), `info` for open and shutdown.
 
 use std::sync::Arc;
 
@@ -54,6 +58,7 @@ struct Inner {
 impl Ledger {
     /// Starts the engine: one Arbiter and coordinator per shard, on the
     /// state recovered from the data folder (if any).
+    #[tracing::instrument(name = "ledger.open", skip_all, fields(shards = config.shards))]
     pub fn open(config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
@@ -78,6 +83,7 @@ impl Ledger {
     }
 
     /// Credits `amount` to the account's available balance.
+    #[tracing::instrument(level = "debug", name = "ledger.deposit", skip_all, fields(account = account, currency = currency))]
     pub async fn deposit(
         &self,
         account: AccountId,
@@ -95,6 +101,7 @@ impl Ledger {
 
     /// Phase 1: creates a pending burn that locks `amount` (available →
     /// locked) and returns the withdrawal with its `transaction_id`.
+    #[tracing::instrument(level = "debug", name = "ledger.request_withdrawal", skip_all, fields(account = account, currency = currency))]
     pub async fn request_withdrawal(
         &self,
         account: AccountId,
@@ -113,6 +120,7 @@ impl Ledger {
     /// amount from the total, `Failed` returns it to available. Refused
     /// with `payout_in_flight` while a payout this ledger makes owns the
     /// withdrawal (see [`Ledger::resolve_payout_item`] for the override).
+    #[tracing::instrument(level = "debug", name = "ledger.complete_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn complete_withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -125,6 +133,7 @@ impl Ledger {
     }
 
     /// Cancels a pending withdrawal, returning its amount to available.
+    #[tracing::instrument(level = "debug", name = "ledger.cancel_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn cancel_withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -137,6 +146,7 @@ impl Ledger {
 
     /// Moves available funds between two accounts. Both sides are recorded
     /// as one event: a crash keeps both or neither.
+    #[tracing::instrument(level = "debug", name = "ledger.transfer", skip_all, fields(from = from, to = to, currency = currency))]
     pub async fn transfer(
         &self,
         from: AccountId,
@@ -156,6 +166,7 @@ impl Ledger {
     /// The bank sent a completed withdrawal back: credits its amount to
     /// available again and marks it `returned` (totals stay exact: the
     /// credit counts as minted).
+    #[tracing::instrument(level = "debug", name = "ledger.return_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn return_withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -172,6 +183,7 @@ impl Ledger {
     /// Runs the payout job now: reconciles payouts waiting for an answer
     /// (retrying them whatever their backoff), then pays every queued
     /// withdrawal. Returns the payouts made or retried.
+    #[tracing::instrument(level = "debug", name = "ledger.run_payouts_now", skip_all)]
     pub async fn run_payouts_now(&self) -> Result<Vec<PayoutView>, LedgerError> {
         self.check_open()?;
         let run = RunPayouts {
@@ -182,6 +194,7 @@ impl Ledger {
     }
 
     /// One payout by id.
+    #[tracing::instrument(level = "debug", name = "ledger.payout", skip_all, fields(payout_id = payout_id))]
     pub async fn payout(&self, payout_id: u64) -> Result<PayoutView, LedgerError> {
         self.check_open()?;
         let found = self.ask_payouts(GetPayouts(Some(payout_id))).await;
@@ -190,6 +203,7 @@ impl Ledger {
     }
 
     /// Every payout, newest first.
+    #[tracing::instrument(level = "debug", name = "ledger.payouts", skip_all)]
     pub async fn payouts(&self) -> Result<Vec<PayoutView>, LedgerError> {
         self.check_open()?;
         let found = self.ask_payouts(GetPayouts(None)).await;
@@ -205,6 +219,7 @@ impl Ledger {
     /// unknown payout (`unknown_payout`), an item the payout does not carry
     /// (`not_in_payout`) or one already settled (`payout_item_settled`).
     /// Answers the payout as it is afterwards.
+    #[tracing::instrument(level = "debug", name = "ledger.resolve_payout_item", skip_all, fields(payout_id = payout_id, %transaction_id))]
     pub async fn resolve_payout_item(
         &self,
         payout_id: u64,
@@ -233,6 +248,7 @@ impl Ledger {
     /// the order recorded). Never shrinks: its length is the
     /// `burnledger_payout_mismatches_total` counter. Empty when this ledger
     /// makes no payouts.
+    #[tracing::instrument(level = "debug", name = "ledger.payout_mismatches", skip_all)]
     pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatch)>, LedgerError> {
         self.check_open()?;
         let found = self.ask_payouts(GetPayoutMismatches).await;
@@ -243,6 +259,7 @@ impl Ledger {
     /// as it runs: O(1) to read at any number of payouts (for `/metrics`;
     /// `mismatches` is `burnledger_payout_mismatches_total`). All zero when
     /// this ledger makes no payouts.
+    #[tracing::instrument(level = "debug", name = "ledger.payout_counts", skip_all)]
     pub async fn payout_counts(&self) -> Result<PayoutCounts, LedgerError> {
         self.check_open()?;
         let counts = self.ask_payouts(GetPayoutCounts).await;
@@ -275,6 +292,7 @@ impl Ledger {
     }
 
     /// A withdrawal by its `transaction_id`.
+    #[tracing::instrument(level = "debug", name = "ledger.withdrawal", skip_all, fields(%transaction_id))]
     pub async fn withdrawal(
         &self,
         transaction_id: TransactionId,
@@ -285,6 +303,7 @@ impl Ledger {
     }
 
     /// One account's balance in one currency (zero if it never held any).
+    #[tracing::instrument(level = "debug", name = "ledger.balance", skip_all, fields(account = account, currency = currency))]
     pub async fn balance(
         &self,
         account: AccountId,
@@ -296,6 +315,7 @@ impl Ledger {
     }
 
     /// Every currency an account has held, with its balance.
+    #[tracing::instrument(level = "debug", name = "ledger.balances", skip_all, fields(account = account))]
     pub async fn balances(&self, account: AccountId) -> Result<Vec<Balance>, LedgerError> {
         self.router().ask(account, BalancesOf).await
     }
@@ -305,6 +325,7 @@ impl Ledger {
     /// operations on different accounts run in parallel, and there is no
     /// atomicity across them. This is the fast path: one message per shard
     /// per batch instead of one per operation.
+    #[tracing::instrument(level = "debug", name = "ledger.submit", skip_all, fields(ops = ops.len()))]
     pub async fn submit(&self, ops: Vec<Operation>) -> Vec<Result<Outcome, LedgerError>> {
         let count = ops.len();
         if let Err(closed) = self.check_open() {
@@ -335,6 +356,7 @@ impl Ledger {
 
     /// Copies out every account and checks the invariants over them. Meant
     /// for a quiet ledger: transfers in flight show up as violations.
+    #[tracing::instrument(level = "debug", name = "ledger.audit", skip_all)]
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         let mut checked = audit(&self.export_accounts().await?);
         let mismatches = self.ask_payouts(GetPayoutMismatches).await;
@@ -345,6 +367,7 @@ impl Ledger {
 
     /// Accounts held, and how many of them have a running actor (idle
     /// ones are stopped; their state stays), summed over the shards.
+    #[tracing::instrument(level = "debug", name = "ledger.account_counts", skip_all)]
     pub async fn account_counts(&self) -> Result<ShardCounts, LedgerError> {
         let mut total = ShardCounts::default();
         for count in self.router().each_shard(|| CountAccounts).await? {
@@ -360,6 +383,7 @@ impl Ledger {
     /// it costs the same at 10 accounts or 10 million (what `/metrics`
     /// shows). Refused (`poisoned`) after a storage failure, like
     /// [`export_accounts`](Self::export_accounts).
+    #[tracing::instrument(level = "debug", name = "ledger.gauges", skip_all)]
     pub async fn gauges(&self) -> Result<Gauges, LedgerError> {
         let mut total = Gauges::default();
         for shard in self.router().each_shard(|| ReadGauges).await? {
@@ -369,6 +393,7 @@ impl Ledger {
     }
 
     /// Copies out every account's state.
+    #[tracing::instrument(level = "debug", name = "ledger.export_accounts", skip_all)]
     pub async fn export_accounts(&self) -> Result<Vec<AccountState>, LedgerError> {
         let mut accounts = Vec::new();
         for shard in self.router().each_shard(|| ExportAccounts).await? {
@@ -379,6 +404,7 @@ impl Ledger {
 
     /// Stops accepting operations, waits for those in flight, then stops
     /// the engine threads. Later calls on any clone get `shutting_down`.
+    #[tracing::instrument(name = "ledger.shutdown", skip_all)]
     pub async fn shutdown(&self) {
         self.inner.engine.shutdown().await;
     }
@@ -386,6 +412,7 @@ impl Ledger {
     /// Takes a snapshot now (built from the log, without pausing anything)
     /// and returns it; `None` when nothing was logged since the last one or
     /// the ledger keeps no log.
+    #[tracing::instrument(level = "debug", name = "ledger.snapshot", skip_all)]
     pub async fn snapshot(&self) -> Result<Option<SnapshotFile>, LedgerError> {
         self.inner.engine.snapshot().await
     }

@@ -258,7 +258,14 @@ fn park_if_back(
             Ok(true)
         }
         Err(TryRecvError::Empty) => Ok(false),
-        Err(TryRecvError::Closed) => Err(LedgerError::ShuttingDown),
+        Err(TryRecvError::Closed) => {
+            tracing::error!(
+                account,
+                "a retiring account actor stopped without handing its state back \
+                 (the shard is stopping); the account is refused until a restart"
+            );
+            Err(LedgerError::ShuttingDown)
+        }
     }
 }
 

@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use crate::clock::SharedClock;
 use crate::domain::ids::TransactionId;
@@ -348,16 +349,20 @@ impl Handler<RunPayouts> for PayoutActor {
                 } else {
                     Vec::new()
                 };
-                actix::fut::wrap_future::<_, Self>(run(act.deps.clone(), retries, fresh)).map(
-                    |runs, act, ctx| {
-                        let (views, requeued) = act.absorb(runs);
-                        if requeued {
-                            act.pay_requeued_later(ctx);
-                        }
-                        act.arm_retry_timer(ctx);
-                        Ok(views)
-                    },
-                )
+                let span = tracing::info_span!(
+                    "payout.run",
+                    retries = retries.len(),
+                    new_payouts = fresh.len()
+                );
+                let running = run(act.deps.clone(), retries, fresh).instrument(span);
+                actix::fut::wrap_future::<_, Self>(running).map(|runs, act, ctx| {
+                    let (views, requeued) = act.absorb(runs);
+                    if requeued {
+                        act.pay_requeued_later(ctx);
+                    }
+                    act.arm_retry_timer(ctx);
+                    Ok(views)
+                })
             },
         )))
     }
@@ -424,10 +429,16 @@ impl Handler<ResolvePayoutItem> for PayoutActor {
                 .then(move |(), act: &mut Self, _| {
                     let checked = act.check_resolvable(&msg);
                     let deps = act.deps.clone();
-                    actix::fut::wrap_future::<_, Self>(async move {
+                    let span = tracing::info_span!(
+                        "payout.resolve",
+                        payout_id = msg.payout_id,
+                        transaction_id = %msg.tx
+                    );
+                    let resolving = async move {
                         let record = checked?;
                         resolve(&deps, record, msg).await
-                    })
+                    };
+                    actix::fut::wrap_future::<_, Self>(resolving.instrument(span))
                 })
                 .map(|resolved, act, ctx| {
                     let record = resolved?;

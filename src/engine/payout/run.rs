@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use tracing::Instrument;
 
 use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, TransactionId};
@@ -107,9 +108,16 @@ pub(super) async fn run(
     retries: Vec<PayoutRecord>,
     fresh: Vec<PayoutRecord>,
 ) -> Vec<RunResult> {
-    let mut results: Vec<RunResult> =
-        join_all(retries.into_iter().map(|r| retry(deps.clone(), r))).await;
-    results.extend(join_all(fresh.into_iter().map(|r| pay(deps.clone(), r))).await);
+    let retried = retries.into_iter().map(|record| {
+        let span = tracing::info_span!("payout.retry", payout_id = record.payout_id);
+        retry(deps.clone(), record).instrument(span)
+    });
+    let mut results: Vec<RunResult> = join_all(retried).await;
+    let paid = fresh.into_iter().map(|record| {
+        let span = tracing::info_span!("payout.pay", payout_id = record.payout_id);
+        pay(deps.clone(), record).instrument(span)
+    });
+    results.extend(join_all(paid).await);
     results
 }
 
@@ -144,6 +152,12 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
         }
         _ => false,
     });
+    if !requeued.is_empty() {
+        tracing::info!(
+            items = requeued.len(),
+            "claims refused by their shards (overloaded or stopping): back in the queue"
+        );
+    }
     if record.items.is_empty() {
         return RunResult {
             payout_id,
@@ -291,6 +305,10 @@ fn answered_items(
             )
         }
         Err(unknown) => {
+            tracing::warn!(
+                error = %unknown,
+                "unknown payout outcome: nothing is released; retried under the same id"
+            );
             record.last_error = Some(unknown.to_string());
             None
         }
