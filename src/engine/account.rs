@@ -95,9 +95,10 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: RunCommands<J>, _ctx: &mut Self::Context) {
-        // After a storage failure memory must not move further from disk.
-        if let Some(poisoned) = self.log.poisoned() {
-            return msg.refuse(&poisoned);
+        // After a storage failure or an internal error, memory must not
+        // move further from disk.
+        if let Some(refusal) = self.log.write_refusal() {
+            return msg.refuse(&refusal);
         }
         let Self {
             state,
@@ -114,7 +115,11 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
             });
         };
         msg.answer_with(|job| {
-            let (reply, event) = execute(state, job, *max, &mut gauges)?;
+            if let Some(refusal) = log.broken_refusal() {
+                return Err(refusal);
+            }
+            let (reply, event) = execute(state, job, *max, &mut gauges)
+                .inspect_err(|error| poison_on_internal(log, error))?;
             if let Some(event) = event {
                 if log.wants_notices() {
                     if let Some(notice) = newly_pending(state, &event) {
@@ -130,6 +135,14 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
             "{:?}",
             state.check_invariants()
         );
+    }
+}
+
+/// An internal error from applying a command (a check of the rules failed:
+/// a bug) poisons the shard: the state may be apart from its log now.
+pub fn poison_on_internal(log: &ShardLog, error: &LedgerError) {
+    if matches!(error, LedgerError::Internal { .. }) {
+        log.poison(error);
     }
 }
 

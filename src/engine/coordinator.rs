@@ -31,6 +31,7 @@ use crate::clock::SharedClock;
 use crate::domain::account::AccountState;
 use crate::domain::gauges::{Gauges, WithdrawalGauges};
 use crate::domain::ids::AccountId;
+use crate::engine::account::poison_on_internal;
 use crate::engine::batch::{
     cut_into_rounds, run_batch, AccountRun, BatchContext, Dispatch, Grouping, Results,
 };
@@ -48,6 +49,8 @@ use crate::storage::journal::Journal;
 
 /// What a coordinator needs besides its recovered accounts.
 pub struct CoordinatorSettings {
+    /// This shard's number.
+    pub shard: usize,
     pub journal: Journal,
     pub pending_withdrawals_max: u32,
     /// Every shard, for the receiving side of transfers.
@@ -78,7 +81,8 @@ impl Coordinator {
     /// once.
     pub fn new(settings: CoordinatorSettings, recovered: Vec<AccountState>) -> Self {
         let gauges = WithdrawalGauges::scan(&recovered);
-        let log = Rc::new(ShardLog::new(settings.journal, settings.payouts, gauges));
+        let log = ShardLog::new(settings.shard, settings.journal, settings.payouts, gauges);
+        let log = Rc::new(log);
         let seed = ActorSeed {
             log: Rc::clone(&log),
             pending_withdrawals_max: settings.pending_withdrawals_max,
@@ -131,13 +135,15 @@ impl Coordinator {
             command,
             self.pending_withdrawals_max,
             &mut unchanged,
-        )?;
-        match ran {
-            (Ran::Done(answer), None) => Ok(answer),
-            _ => Err(LedgerError::Internal {
+        );
+        let answer = match ran {
+            Ok((Ran::Done(answer), None)) => Ok(answer),
+            Ok(_) => Err(LedgerError::Internal {
                 reason: format!("a command on unknown account {account} changed it"),
             }),
-        }
+            Err(error) => Err(error),
+        };
+        answer.inspect_err(|error| poison_on_internal(&self.log, error))
     }
 
     /// Retires idle actors every sweep interval, on the ledger's clock.
@@ -166,6 +172,10 @@ impl<C: Command> Handler<ExecuteBatch<C>> for Coordinator {
     type Result = ResponseFuture<Vec<Result<C::Answer, LedgerError>>>;
 
     fn handle(&mut self, msg: ExecuteBatch<C>, ctx: &mut Self::Context) -> Self::Result {
+        if let Some(refusal) = self.log.write_refusal() {
+            let refused = msg.ops.iter().map(|_| Err(refusal.clone())).collect();
+            return Box::pin(std::future::ready(refused));
+        }
         let mut results: Results<C::Answer> = std::iter::repeat_with(|| None)
             .take(msg.ops.len())
             .collect();
@@ -236,7 +246,7 @@ impl<Q: AccountRead> Handler<Ask<Q>> for Coordinator {
     type Result = Response<Result<Q::Output, LedgerError>>;
 
     fn handle(&mut self, msg: Ask<Q>, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some(poisoned) = self.log.poisoned() {
+        if let Some(poisoned) = self.log.read_refusal() {
             return Response::reply(Err(poisoned));
         }
         let found = self.directory.find(msg.account);
@@ -272,7 +282,7 @@ impl Handler<ExportAccounts> for Coordinator {
     type Result = ResponseFuture<Result<Vec<AccountState>, LedgerError>>;
 
     fn handle(&mut self, _msg: ExportAccounts, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some(poisoned) = self.log.poisoned() {
+        if let Some(poisoned) = self.log.read_refusal() {
             return Box::pin(std::future::ready(Err(poisoned)));
         }
         let all = self.directory.all();
@@ -308,7 +318,7 @@ impl Handler<ReadGauges> for Coordinator {
     type Result = Result<Gauges, LedgerError>;
 
     fn handle(&mut self, _msg: ReadGauges, _ctx: &mut Self::Context) -> Self::Result {
-        if let Some(poisoned) = self.log.poisoned() {
+        if let Some(poisoned) = self.log.read_refusal() {
             return Err(poisoned);
         }
         let withdrawals = self.log.gauges().ok_or_else(|| LedgerError::Internal {

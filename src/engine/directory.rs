@@ -280,7 +280,7 @@ mod tests {
     use crate::storage::journal::Journal;
 
     fn directory(actors_max: usize) -> Directory {
-        let log = ShardLog::new(Journal::memory_only(), None, WithdrawalGauges::default());
+        let log = ShardLog::new(0, Journal::memory_only(), None, WithdrawalGauges::default());
         let seed = ActorSeed {
             log: Rc::new(log),
             pending_withdrawals_max: 8,

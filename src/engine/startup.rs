@@ -207,9 +207,10 @@ fn spawn(
                 let recipient = payouts.clone().map(Addr::recipient);
                 let shards = receivers.into_iter().zip(accounts);
                 let mut arbiters = Vec::with_capacity(config.shards);
-                for (receiver, accounts) in shards {
+                for (shard, (receiver, accounts)) in shards.enumerate() {
                     let arbiter = Arbiter::new();
                     let settings = CoordinatorSettings {
+                        shard,
                         journal: journal.clone(),
                         pending_withdrawals_max: config.account_pending_withdrawals_max,
                         router: router.clone(),
