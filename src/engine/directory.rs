@@ -29,16 +29,23 @@ use crate::engine::messages::Retire;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
-/// One account of the shard.
+/// One account of the shard: two words, whatever the account holds.
 enum Slot {
-    /// Its actor runs; `last_used` is the sweep epoch of its last use.
-    Running {
-        actor: Addr<AccountActor>,
-        last_used: u64,
-    },
+    /// Its actor runs: its entry in the running table.
+    Running(usize),
     /// Its actor was told to retire and hands the state back here.
     Retiring(oneshot::Receiver<AccountState>),
-    Parked(AccountState),
+    /// Boxed, so that a map sized for a million accounts (with its spare
+    /// capacity) holds slots, not states.
+    Parked(Box<AccountState>),
+}
+
+/// An account whose actor runs.
+struct Running {
+    account: AccountId,
+    actor: Addr<AccountActor>,
+    /// The sweep epoch of its last use.
+    last_used: u64,
 }
 
 /// Where a read finds an account.
@@ -57,8 +64,9 @@ pub struct ActorSeed {
 
 pub struct Directory {
     slots: foldhash::HashMap<AccountId, Slot>,
-    /// Accounts whose actor runs, so sweeps need not scan every account.
-    running: Vec<AccountId>,
+    /// The accounts whose actor runs (an actor's address is three words, so
+    /// it lives here rather than in every slot); sweeps scan only these.
+    running: Vec<Running>,
     /// Accounts whose state is on its way back.
     retiring: Vec<AccountId>,
     /// Retirements decided and not yet sent: they are sent once the
@@ -74,7 +82,7 @@ impl Directory {
     pub fn new(recovered: Vec<AccountState>, actors_max: usize, seed: ActorSeed) -> Self {
         let slots = recovered
             .into_iter()
-            .map(|state| (state.id(), Slot::Parked(state)))
+            .map(|state| (state.id(), Slot::Parked(Box::new(state))))
             .collect();
         Self {
             slots,
@@ -107,26 +115,23 @@ impl Directory {
     /// `create` is false.
     pub fn actor_of(&mut self, account: AccountId, create: bool) -> Option<Addr<AccountActor>> {
         let epoch = self.epoch;
-        if let Some(Slot::Running { actor, last_used }) = self.slots.get_mut(&account) {
-            *last_used = epoch;
-            return Some(actor.clone());
+        if let Some(Slot::Running(index)) = self.slots.get(&account) {
+            if let Some(running) = self.running.get_mut(*index) {
+                running.last_used = epoch;
+                return Some(running.actor.clone());
+            }
         }
         if self.running.len() >= self.actors_max {
             self.sweep();
         }
         let holding = match self.slots.remove(&account) {
-            Some(Slot::Parked(state)) => Holding::State(state),
+            Some(Slot::Parked(state)) => Holding::State(*state),
             // (It stays in `retiring`; sweeps skip what is no longer.)
             Some(Slot::Retiring(handover)) => Holding::Awaiting(handover),
-            // A sweep never starts actors: unchanged since the check above.
-            Some(Slot::Running { actor, .. }) => {
-                let slot = Slot::Running {
-                    actor: actor.clone(),
-                    last_used: epoch,
-                };
-                self.slots.insert(account, slot);
-                return Some(actor);
-            }
+            // Only a running table out of step with the slots gets here
+            // (a bug): the account's state is with an actor nobody can
+            // reach, so refuse rather than start it afresh.
+            Some(Slot::Running(_)) => return None,
             None if create => Holding::State(AccountState::new(account)),
             None => return None,
         };
@@ -136,12 +141,13 @@ impl Directory {
             self.seed.pending_withdrawals_max,
         )
         .start();
-        let slot = Slot::Running {
+        self.slots
+            .insert(account, Slot::Running(self.running.len()));
+        self.running.push(Running {
+            account,
             actor: actor.clone(),
             last_used: epoch,
-        };
-        self.slots.insert(account, slot);
-        self.running.push(account);
+        });
         Some(actor)
     }
 
@@ -179,28 +185,22 @@ impl Directory {
                 self.actor_of(account, false);
             }
         }
-        let mut running = Vec::with_capacity(self.running.len());
-        let mut parked = Vec::with_capacity(self.slots.len().saturating_sub(self.running.len()));
-        for slot in self.slots.values() {
-            match slot {
-                Slot::Running { actor, .. } => running.push(actor.clone()),
-                Slot::Parked(state) => parked.push(state),
-                Slot::Retiring(_) => {
-                    return Err(LedgerError::Internal {
-                        reason: "an account's state was still on its way back after being \
-                                 given to an actor"
-                            .into(),
-                    })
-                }
-            }
-        }
+        let running = self.running.iter().map(|r| r.actor.clone()).collect();
+        let parked = self
+            .slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Parked(state) => Some(&**state),
+                Slot::Running(_) | Slot::Retiring(_) => None,
+            })
+            .collect();
         Ok((running, parked))
     }
 
     /// Retires the actors of accounts unused since the current epoch
     /// began, parks the states retired actors handed back since the last
     /// sweep, then starts a new epoch. The `Retire` messages go out with
-    /// [`Self::send_retirements`].
+    /// [`Self::send_retirements`]. O(running + retiring).
     pub fn sweep(&mut self) {
         let slots = &mut self.slots;
         // Kept: states still on their way. A state lost on the way (only
@@ -208,26 +208,21 @@ impl Directory {
         self.retiring
             .retain(|account| matches!(park_if_back(slots, *account), Ok(false)));
         let epoch = self.epoch;
-        let (to_retire, retiring) = (&mut self.to_retire, &mut self.retiring);
-        self.running.retain(|account| {
-            let Some(slot) = slots.get_mut(account) else {
-                return false;
-            };
-            match slot {
-                Slot::Running { last_used, .. } if *last_used >= epoch => true,
-                Slot::Running { .. } => {
-                    let (to, handover) = oneshot::channel();
-                    if let Slot::Running { actor, .. } =
-                        std::mem::replace(slot, Slot::Retiring(handover))
-                    {
-                        to_retire.push((actor, to));
-                    }
-                    retiring.push(*account);
-                    false
-                }
-                Slot::Retiring(_) | Slot::Parked(_) => false,
+        let mut index = 0;
+        while let Some(running) = self.running.get(index) {
+            if running.last_used >= epoch {
+                index += 1;
+                continue;
             }
-        });
+            let retired = self.running.swap_remove(index);
+            if let Some(moved) = self.running.get(index) {
+                slots.insert(moved.account, Slot::Running(index));
+            }
+            let (to, handover) = oneshot::channel();
+            slots.insert(retired.account, Slot::Retiring(handover));
+            self.to_retire.push((retired.actor, to));
+            self.retiring.push(retired.account);
+        }
         self.epoch += 1;
     }
 
@@ -254,7 +249,7 @@ fn park_if_back(
     };
     match handover.try_recv() {
         Ok(state) => {
-            slots.insert(account, Slot::Parked(state));
+            slots.insert(account, Slot::Parked(Box::new(state)));
             Ok(true)
         }
         Err(TryRecvError::Empty) => Ok(false),
@@ -377,5 +372,14 @@ mod tests {
             );
             assert_eq!(directory.len(), 1);
         });
+    }
+
+    /// A directory entry stays small whatever an account holds: parked
+    /// states are boxed and running actors' addresses kept apart, so a map
+    /// sized for many accounts (with its spare capacity) holds 24-byte
+    /// buckets, not states.
+    #[test]
+    fn a_slot_is_two_words() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
     }
 }
