@@ -342,7 +342,7 @@ impl Ledger {
         }
         let mut answers: Vec<Option<Result<Outcome, LedgerError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
-        let mut commands = self.router().scatter();
+        let mut commands = self.router().scatter(count);
         let edge = self.edge();
         for (position, op) in ops.into_iter().enumerate() {
             match edge.command(op) {

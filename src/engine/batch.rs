@@ -52,16 +52,16 @@ pub struct Grouping<J> {
     run_of: foldhash::HashMap<AccountId, usize>,
 }
 
-impl<J> Default for Grouping<J> {
-    fn default() -> Self {
+impl<J> Grouping<J> {
+    /// Room for `jobs` jobs on as many accounts, so a batch's grouping
+    /// never grows its map or list on the way.
+    pub fn with_capacity(jobs: usize) -> Self {
         Self {
-            runs: Vec::new(),
-            run_of: Default::default(),
+            runs: Vec::with_capacity(jobs),
+            run_of: foldhash::HashMap::with_capacity_and_hasher(jobs, Default::default()),
         }
     }
-}
 
-impl<J> Grouping<J> {
     pub fn contains(&self, account: AccountId) -> bool {
         self.run_of.contains_key(&account)
     }
@@ -220,7 +220,7 @@ async fn finish_transfers<A>(
     held: Vec<(usize, Held<A>)>,
     context: &BatchContext,
 ) -> Vec<(usize, Result<A, LedgerError>)> {
-    let mut credits = context.router.scatter();
+    let mut credits = context.router.scatter(held.len());
     for (position, (_, h)) in held.iter().enumerate() {
         let t = &h.transfer;
         let credit = ReceiveTransfer {
@@ -236,7 +236,7 @@ async fn finish_transfers<A>(
         .router
         .receive_transfers(credits, &mut received)
         .await;
-    let mut finishes = Grouping::default();
+    let mut finishes = Grouping::with_capacity(held.len());
     let mut answered = Vec::new();
     // What each finish answers: the transfer's position and how its receipt
     // becomes the answer; `None` for a refused transfer, whose caller

@@ -179,7 +179,7 @@ impl<C: Command> Handler<ExecuteBatch<C>> for Coordinator {
         let mut results: Results<C::Answer> = std::iter::repeat_with(|| None)
             .take(msg.ops.len())
             .collect();
-        let mut grouping = Grouping::default();
+        let mut grouping = Grouping::with_capacity(msg.ops.len());
         for (index, (account, command)) in msg.ops.into_iter().enumerate() {
             let new = !grouping.contains(account) && !self.directory.contains(account);
             if new && !command.creates_account() {
@@ -218,7 +218,7 @@ impl Handler<ReceiveTransfers> for Coordinator {
 
     fn handle(&mut self, msg: ReceiveTransfers, _ctx: &mut Self::Context) -> Self::Result {
         let count = msg.credits.len();
-        let mut grouping = Grouping::default();
+        let mut grouping = Grouping::with_capacity(count);
         for (position, (to, credit)) in msg.credits.into_iter().enumerate() {
             grouping.push(to, (position, credit));
         }

@@ -35,12 +35,17 @@ struct Part<T> {
 }
 
 impl<T> Scatter<T> {
-    pub fn new(shards: usize) -> Self {
+    /// Room for about `items` items, spread evenly over `shards` (each
+    /// shard a quarter more than its even share, for the unevenness of real
+    /// batches), so a batch's split does not grow as it is made.
+    pub fn new(shards: usize, items: usize) -> Self {
+        let even = items.div_ceil(shards.max(1));
+        let per_shard = even.saturating_add(even / 4);
         Self {
             parts: (0..shards)
                 .map(|_| Part {
-                    positions: Vec::new(),
-                    items: Vec::new(),
+                    positions: Vec::with_capacity(per_shard),
+                    items: Vec::with_capacity(per_shard),
                 })
                 .collect(),
         }
@@ -101,9 +106,10 @@ impl Router {
         &self.admission
     }
 
-    /// An empty split over this ledger's shards.
-    pub fn scatter<T>(&self) -> Scatter<T> {
-        Scatter::new(self.coordinators.len())
+    /// An empty split over this ledger's shards, with room for about
+    /// `items` items.
+    pub fn scatter<T>(&self, items: usize) -> Scatter<T> {
+        Scatter::new(self.coordinators.len(), items)
     }
 
     /// Runs commands on their accounts' shards, each shard's share
@@ -125,7 +131,7 @@ impl Router {
         commands: Vec<(AccountId, C)>,
     ) -> Vec<Result<C::Answer, LedgerError>> {
         let count = commands.len();
-        let mut scatter = self.scatter();
+        let mut scatter = self.scatter(count);
         for (position, (account, command)) in commands.into_iter().enumerate() {
             scatter.push(position, account, command);
         }
