@@ -13,7 +13,8 @@
 //! - `coordinator`: one per shard: the directory, forwarding, reads, gauges;
 //! - `batch`: a batch run in rounds, transfers across shards;
 //! - `round` and `shard_log`: a round's replies; its events on their way to
-//!   the journal;
+//!   the journal, with the shard's gauges and its poison (an internal error
+//!   stops the shard's writes);
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;
