@@ -441,7 +441,7 @@ impl Model {
             } => {
                 Self::key_ok(key)?;
                 if from == to {
-                    return Err("invalid_input");
+                    return Err("same_account_transfer");
                 }
                 let (cur, units) = Self::money(*cur, *amount)?;
                 let used_for = KeyUse::Transfer(*to, cur, units);

@@ -11,7 +11,8 @@
 //! - [`ErrorKind::Rejected`]: a business rule refused it, given the state
 //!   of an account, a withdrawal, an idempotency key or a payout.
 //! - [`ErrorKind::Operating`]: not about the request: the ledger is
-//!   shutting down, poisoned by a storage failure, overloaded, or hit a bug
+//!   shutting down, poisoned (a storage failure, or a failed check on a
+//!   shard), overloaded, or hit a bug
 //!   (`internal`).
 //!
 //! # Precedence
@@ -107,24 +108,16 @@ pub enum LedgerError {
     #[error("this ledger makes no payouts (no payment service, or payout mode external): report outcomes with complete_withdrawal")]
     PayoutsDisabled,
 
-    /// Being replaced by the variants above, one per cause: still built by
-    /// `ledger.rs` until its sites move to them (`BatchTooLarge`,
-    /// `SameAccountTransfer`, `ReasonTooLong`, `PayoutsDisabled`); nothing
-    /// else makes it.
-    #[error("invalid input: {reason}")]
-    InvalidInput { reason: String },
-
     // ---- operating conditions checked before the state ----
     /// Too many operations are in flight on one shard; retry after a pause.
     #[error("overloaded: shard {shard} already has {limit} operations in flight; retry later")]
     Overloaded { shard: usize, limit: usize },
 
-    /// A write or fsync of the log failed earlier: memory and disk may
-    /// differ, so every later write is refused until a restart recovers
-    /// from the log.
-    #[error(
-        "the ledger is poisoned by a storage failure and refuses writes until restarted: {reason}"
-    )]
+    /// A write or fsync of the log failed earlier, or a check inside the
+    /// engine failed on a shard: memory and disk may differ, so every later
+    /// write (to the ledger, or to that shard) is refused until a restart
+    /// recovers from the log. `reason` says which.
+    #[error("poisoned: writes are refused until a restart recovers from the log: {reason}")]
     Poisoned { reason: String },
 
     // ---- the state ----
@@ -242,7 +235,6 @@ impl LedgerError {
             Self::ReasonTooLong { .. } => "reason_too_long",
             Self::InvalidTransactionId { .. } => "invalid_transaction_id",
             Self::PayoutsDisabled => "payouts_disabled",
-            Self::InvalidInput { .. } => "invalid_input",
             Self::Overloaded { .. } => "overloaded",
             Self::Poisoned { .. } => "poisoned",
             Self::UnknownPayout { .. } => "unknown_payout",
@@ -277,8 +269,7 @@ impl LedgerError {
             | Self::InvalidAmount { .. }
             | Self::ReasonTooLong { .. }
             | Self::InvalidTransactionId { .. }
-            | Self::PayoutsDisabled
-            | Self::InvalidInput { .. } => ErrorKind::BadRequest,
+            | Self::PayoutsDisabled => ErrorKind::BadRequest,
             Self::UnknownPayout { .. }
             | Self::NotInPayout { .. }
             | Self::PayoutItemSettled { .. }
@@ -341,7 +332,6 @@ mod tests {
             },
             LedgerError::InvalidTransactionId { input: "x".into() },
             LedgerError::PayoutsDisabled,
-            LedgerError::InvalidInput { reason: "x".into() },
             LedgerError::Overloaded { shard: 0, limit: 1 },
             LedgerError::Poisoned { reason: "x".into() },
             LedgerError::UnknownPayout { payout_id: 1 },

@@ -1,75 +1,46 @@
-//! The public handle: `Ledger`, cheap to clone, usable from any thread and
-//! any async runtime.
+//! The public handle: [`Ledger`], cheap to clone, usable from any thread
+//! and any async runtime.
 //!
-//! It validates input at the edge (currencies, amounts, sizes), picks each
-//! operation's shard from its account, admits it against the shard's
-//! in-flight limit, and sends each shard one message per batch. The engine
-//! itself runs on its own actix `System` thread with one Arbiter per shard.
+//! Each call checks the ledger is open, validates its input at the edge
+//! ([`engine::edge`](crate::engine::edge): currencies, amounts, sizes) and
+//! hands the resulting commands to the engine's router, which sends each
+//! shard its share in one message once admitted. The engine itself (its
+//! threads, actors, startup and shutdown) lives in [`crate::engine`]; this
+//! file is the API over it.
+//!
+//! Each call runs in a tracing span named after it (`ledger.deposit`, …):
+//! at level `debug` for the operations and reads, which are the hot path
+//! (an `info` filter costs them nothing), `info` for open and shutdown.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use actix::prelude::*;
-use futures_util::future::join_all;
-use parking_lot::Mutex;
 use rust_decimal::Decimal;
-use tokio::sync::{oneshot, Notify};
-
-use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::domain::account::AccountState;
 use crate::domain::audit::{audit, Audit};
 use crate::domain::gauges::Gauges;
-use crate::domain::ids::shard_of;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currencies, CurrencyCode};
 use crate::domain::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
 use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
-use crate::domain::withdrawal::WithdrawalStatus;
-use crate::domain::withdrawal::{
-    Settler, TransitionAction, Withdrawal, WithdrawalOutcome, FAILURE_REASON_LEN_MAX,
-};
-use crate::engine::coordinator::{Coordinator, CoordinatorSettings, Peers};
+use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
+use crate::engine::edge::Edge;
 use crate::engine::messages::{
-    AccountCommand, AskAccount, CountAccounts, ExecuteBatch, ExportAccounts, Query, QueryReply,
-    ShardCounts,
-};
-use crate::engine::messages::{
-    GetPayoutCounts, GetPayoutMismatches, GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts,
-    ShardBatch,
+    BalanceOf, BalancesOf, CountAccounts, ExportAccounts, GetPayoutCounts, GetPayoutMismatches,
+    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, ShardCounts, WithdrawalOf,
 };
 use crate::engine::payout::PayoutActor;
+use crate::engine::router::{answered, Router};
+use crate::engine::startup::{start, Engine};
 use crate::error::LedgerError;
-use crate::operation::Operation;
-use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
-use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
-use crate::storage::journal::Journal;
-use crate::storage::recovery::{rebuild, RecoveryError, RecoveryReport};
+use crate::operation::{check_distinct, check_reason, Operation};
+use crate::storage::recovery::RecoveryReport;
 use crate::storage::snapshot::SnapshotFile;
-use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
+use crate::storage::wal::WalHandle;
 
-/// Why the ledger could not open.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error("cannot use data folder {path}: {reason}")]
-    DataDir { path: PathBuf, reason: String },
-    /// Another ledger (or a reader such as `verify`) holds the folder.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// The configuration's currencies do not fit the folder's table.
-    #[error(transparent)]
-    Currencies(#[from] CurrencyTableError),
-    #[error("recovery failed: {0}")]
-    Recovery(#[from] RecoveryError),
-    #[error("cannot open the write-ahead log: {0}")]
-    Wal(#[from] WalError),
-    #[error("could not start the engine threads: {0}")]
-    Start(String),
-}
+pub use crate::engine::startup::OpenError;
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one
 /// engine. Call [`Ledger::shutdown`] to stop it cleanly.
@@ -78,161 +49,25 @@ pub struct Ledger {
     inner: Arc<Inner>,
 }
 
-struct Shard {
-    coordinator: Addr<Coordinator>,
-    /// Operations admitted to this shard and not yet answered.
-    in_flight_ops: AtomicUsize,
-}
-
 struct Inner {
-    shards: Vec<Shard>,
+    engine: Engine,
     currencies: Currencies,
     config: Config,
-    /// Set by `shutdown`: no new operations are admitted.
-    closing: AtomicBool,
-    /// Woken whenever a shard's in-flight count drops, so shutdown can wait
-    /// for the last operations without polling.
-    drained: Notify,
-    engine: Mutex<Option<EngineThread>>,
-    journal: Journal,
-    checkpointer: Mutex<Option<Checkpointer>>,
-    /// How the state was rebuilt from disk when the ledger opened.
-    recovery: Option<RecoveryReport>,
-    /// The payout actor, when a payment service pays withdrawals out.
-    payouts: Option<Addr<PayoutActor>>,
-    /// The data folder's lock: held until `shutdown` has closed the log,
-    /// or (without one) until the engine threads are stopped on drop — a
-    /// field, so it is released only after `Drop for Inner` has run.
-    lock: Mutex<Option<DataDirLock>>,
-}
-
-/// The thread running the actix `System`, and how to stop it.
-struct EngineThread {
-    system: System,
-    thread: JoinHandle<()>,
-    stopped: oneshot::Receiver<()>,
 }
 
 impl Ledger {
-    /// Starts the engine: one Arbiter and coordinator per shard.
+    /// Starts the engine: one Arbiter and coordinator per shard, on the
+    /// state recovered from the data folder (if any).
+    #[tracing::instrument(name = "ledger.open", skip_all, fields(shards = config.shards))]
     pub fn open(config: Config) -> Result<Self, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
-        refuse_unlogged_ledger(&config)?;
-        let durable = open_durable(&config, &currencies)?;
-        let (journal, recovery, checkpointer) = match &durable {
-            Some(d) => (d.journal.clone(), Some(d.report.clone()), None),
-            None => (Journal::memory_only(), None, None::<Checkpointer>),
-        };
-        let (checkpointer, mut recovered, recovered_payouts, lock) = match durable {
-            Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
-            None => (checkpointer, Vec::new(), Default::default(), None),
-        };
-        let pending: Vec<_> = recovered
-            .iter()
-            .flat_map(|a| {
-                a.withdrawals()
-                    .filter(|(_, w)| w.status == WithdrawalStatus::Pending)
-                    .map(|(tx, w)| (tx, w.currency, w.amount))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let payout_setup = config
-            .payment_service
-            .clone()
-            .filter(|_| config.makes_payouts())
-            .map(|service| (config.payout_mode, service.0, recovered_payouts, pending));
-        let mut recovered_by_shard: Vec<Vec<AccountState>> =
-            (0..config.shards).map(|_| Vec::new()).collect();
-        for account in recovered.drain(..) {
-            recovered_by_shard[shard_of(account.id(), config.shards)].push(account);
-        }
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
-        let (stopped_tx, stopped_rx) = oneshot::channel();
-        let shards = config.shards;
-        let pending_max = config.account_pending_withdrawals_max;
-        let account_actors_max = config.shard_account_actors_max;
-        let account_idle_sweep = std::time::Duration::from_millis(config.account_idle_sweep_ms);
-        let engine_journal = journal.clone();
-        let thread = std::thread::Builder::new()
-            .name("burnledger-system".into())
-            .spawn(move || {
-                let system = System::new();
-                let journal = engine_journal;
-                let arbiters = system.block_on(async move {
-                    let peers: Peers = Arc::new(OnceLock::new());
-                    // On the System's own thread, apart from the shards.
-                    let payouts = payout_setup.map(|(mode, service, records, pending)| {
-                        PayoutActor::new(
-                            mode,
-                            service,
-                            peers.clone(),
-                            journal.clone(),
-                            records,
-                            pending,
-                        )
-                        .start()
-                    });
-                    let recipient = payouts.clone().map(Addr::recipient);
-                    let mut arbiters = Vec::with_capacity(shards);
-                    let mut coordinators = Vec::with_capacity(shards);
-                    for recovered in recovered_by_shard.into_iter().take(shards) {
-                        let arbiter = Arbiter::new();
-                        let (journal, peers) = (journal.clone(), peers.clone());
-                        let recipient = recipient.clone();
-                        let settings = CoordinatorSettings {
-                            journal,
-                            pending_withdrawals_max: pending_max,
-                            peers,
-                            payouts: recipient,
-                            account_actors_max,
-                            account_idle_sweep,
-                        };
-                        coordinators.push(Coordinator::start_in_arbiter(
-                            &arbiter.handle(),
-                            move |_| Coordinator::new(settings, recovered),
-                        ));
-                        arbiters.push(arbiter);
-                    }
-                    let _ = peers.set(coordinators.clone());
-                    let _ = started_tx.send((System::current(), coordinators, payouts));
-                    arbiters
-                });
-                let _ = system.run();
-                for arbiter in arbiters {
-                    arbiter.stop();
-                    let _ = arbiter.join();
-                }
-                let _ = stopped_tx.send(());
-            })
-            .map_err(|e| OpenError::Start(e.to_string()))?;
-        let (system, coordinators, payouts) = started_rx
-            .recv()
-            .map_err(|_| OpenError::Start("the engine thread stopped while starting".into()))?;
-        let shards = coordinators
-            .into_iter()
-            .map(|coordinator| Shard {
-                coordinator,
-                in_flight_ops: AtomicUsize::new(0),
-            })
-            .collect();
+        let engine = start(&config, &currencies)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                shards,
+                engine,
                 currencies,
                 config,
-                closing: AtomicBool::new(false),
-                drained: Notify::new(),
-                engine: Mutex::new(Some(EngineThread {
-                    system,
-                    thread,
-                    stopped: stopped_rx,
-                })),
-                journal,
-                checkpointer: Mutex::new(checkpointer),
-                recovery,
-                payouts,
-                lock: Mutex::new(lock),
             }),
         })
     }
@@ -248,6 +83,7 @@ impl Ledger {
     }
 
     /// Credits `amount` to the account's available balance.
+    #[tracing::instrument(level = "debug", name = "ledger.deposit", skip_all, fields(account = account, currency = currency))]
     pub async fn deposit(
         &self,
         account: AccountId,
@@ -256,21 +92,16 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Deposit, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let op = Operation::Deposit {
-            account,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        match self.submit_one(op).await? {
-            Outcome::Deposited(deposit) => Ok(deposit),
-            other => Err(unexpected(other)),
-        }
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let command = self
+            .edge()
+            .deposit(CurrencyCode::new(currency)?, amount, key)?;
+        self.router().execute_one(account, command).await
     }
 
     /// Phase 1: creates a pending burn that locks `amount` (available →
     /// locked) and returns the withdrawal with its `transaction_id`.
+    #[tracing::instrument(level = "debug", name = "ledger.request_withdrawal", skip_all, fields(account = account, currency = currency))]
     pub async fn request_withdrawal(
         &self,
         account: AccountId,
@@ -279,43 +110,43 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Withdrawal, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let op = Operation::RequestWithdrawal {
-            account,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        self.submit_withdrawal_op(op).await
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let currency = CurrencyCode::new(currency)?;
+        let command = self.edge().request_withdrawal(currency, amount, key)?;
+        self.router().execute_one(account, command).await
     }
 
     /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
     /// amount from the total, `Failed` returns it to available. Refused
     /// with `payout_in_flight` while a payout this ledger makes owns the
     /// withdrawal (see [`Ledger::resolve_payout_item`] for the override).
+    #[tracing::instrument(level = "debug", name = "ledger.complete_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn complete_withdrawal(
         &self,
         transaction_id: TransactionId,
         outcome: WithdrawalOutcome,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::CompleteWithdrawal {
-            transaction_id,
-            outcome,
-        })
-        .await
+        self.check_open()?;
+        let command = self.edge().complete_withdrawal(transaction_id, outcome)?;
+        let account = transaction_id.account();
+        self.router().execute_one(account, command).await
     }
 
     /// Cancels a pending withdrawal, returning its amount to available.
+    #[tracing::instrument(level = "debug", name = "ledger.cancel_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn cancel_withdrawal(
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::CancelWithdrawal { transaction_id })
-            .await
+        self.check_open()?;
+        let command = self.edge().cancel_withdrawal(transaction_id);
+        let account = transaction_id.account();
+        self.router().execute_one(account, command).await
     }
 
     /// Moves available funds between two accounts. Both sides are recorded
     /// as one event: a crash keeps both or neither.
+    #[tracing::instrument(level = "debug", name = "ledger.transfer", skip_all, fields(from = from, to = to, currency = currency))]
     pub async fn transfer(
         &self,
         from: AccountId,
@@ -325,75 +156,63 @@ impl Ledger {
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, LedgerError> {
         self.check_open()?;
-        let idempotency_key = idempotency_key.map(IdempotencyKey::new).transpose()?;
+        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
         check_distinct(from, to)?;
-        let op = Operation::Transfer {
-            from,
-            to,
-            currency: CurrencyCode::new(currency)?,
-            amount,
-            idempotency_key,
-        };
-        match self.submit_one(op).await? {
-            Outcome::Transferred(transfer) => Ok(transfer),
-            other => Err(unexpected(other)),
-        }
+        let currency = CurrencyCode::new(currency)?;
+        let command = self.edge().transfer(from, to, currency, amount, key)?;
+        self.router().execute_one(from, command).await
     }
 
     /// The bank sent a completed withdrawal back: credits its amount to
     /// available again and marks it `returned` (totals stay exact: the
     /// credit counts as minted).
+    #[tracing::instrument(level = "debug", name = "ledger.return_withdrawal", skip_all, fields(%transaction_id))]
     pub async fn return_withdrawal(
         &self,
         transaction_id: TransactionId,
         reason: &str,
     ) -> Result<Withdrawal, LedgerError> {
-        self.submit_withdrawal_op(Operation::ReturnWithdrawal {
-            transaction_id,
-            reason: reason.to_string(),
-        })
-        .await
+        self.check_open()?;
+        let command = self
+            .edge()
+            .return_withdrawal(transaction_id, reason.to_string())?;
+        let account = transaction_id.account();
+        self.router().execute_one(account, command).await
     }
 
     /// Runs the payout job now: reconciles payouts waiting for an answer
     /// (retrying them whatever their backoff), then pays every queued
     /// withdrawal. Returns the payouts made or retried.
+    #[tracing::instrument(level = "debug", name = "ledger.run_payouts_now", skip_all)]
     pub async fn run_payouts_now(&self) -> Result<Vec<PayoutView>, LedgerError> {
         self.check_open()?;
-        let actor = self.payout_actor()?;
-        actor
-            .send(RunPayouts {
-                force_retries: true,
-                new_payouts: true,
-            })
+        let run = RunPayouts {
+            force_retries: true,
+            new_payouts: true,
+        };
+        self.ask_payouts(run)
             .await
-            .map_err(|_| LedgerError::ShuttingDown)?
+            .ok_or(LedgerError::PayoutsDisabled)??
     }
 
     /// One payout by id.
+    #[tracing::instrument(level = "debug", name = "ledger.payout", skip_all, fields(payout_id = payout_id))]
     pub async fn payout(&self, payout_id: u64) -> Result<PayoutView, LedgerError> {
         self.check_open()?;
-        let found = self
-            .payout_actor()?
-            .send(GetPayouts(Some(payout_id)))
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)?;
-        found
+        let found = self.ask_payouts(GetPayouts(Some(payout_id))).await;
+        let found = found
+            .ok_or(LedgerError::PayoutsDisabled)??
             .into_iter()
-            .next()
-            .ok_or(LedgerError::UnknownPayout { payout_id })
+            .next();
+        found.ok_or(LedgerError::UnknownPayout { payout_id })
     }
 
     /// Every payout, newest first.
+    #[tracing::instrument(level = "debug", name = "ledger.payouts", skip_all)]
     pub async fn payouts(&self) -> Result<Vec<PayoutView>, LedgerError> {
         self.check_open()?;
-        let Ok(actor) = self.payout_actor() else {
-            return Ok(Vec::new());
-        };
-        actor
-            .send(GetPayouts(None))
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)
+        let found = self.ask_payouts(GetPayouts(None)).await;
+        Ok(found.transpose()?.unwrap_or_default())
     }
 
     /// An operator settles item `transaction_id` of payout `payout_id` by
@@ -405,6 +224,7 @@ impl Ledger {
     /// unknown payout (`unknown_payout`), an item the payout does not carry
     /// (`not_in_payout`) or one already settled (`payout_item_settled`).
     /// Answers the payout as it is afterwards.
+    #[tracing::instrument(level = "debug", name = "ledger.resolve_payout_item", skip_all, fields(payout_id = payout_id, %transaction_id))]
     pub async fn resolve_payout_item(
         &self,
         payout_id: u64,
@@ -414,24 +234,18 @@ impl Ledger {
     ) -> Result<PayoutView, LedgerError> {
         self.check_open()?;
         if let Resolution::NotPaid { reason } = &resolution {
-            check_reason(reason)?;
+            check_reason("reason", reason)?;
         }
-        check_reason(note)?;
+        check_reason("note", note)?;
+        let resolve = ResolvePayoutItem {
+            payout_id,
+            tx: transaction_id,
+            resolution,
+            note: note.to_string(),
+        };
         // A ledger that makes no payouts has none to resolve.
-        let actor = self
-            .inner
-            .payouts
-            .as_ref()
-            .ok_or(LedgerError::UnknownPayout { payout_id })?;
-        actor
-            .send(ResolvePayoutItem {
-                payout_id,
-                tx: transaction_id,
-                resolution,
-                note: note.to_string(),
-            })
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)?
+        let resolved = self.ask_payouts(resolve).await;
+        resolved.unwrap_or(Err(LedgerError::UnknownPayout { payout_id }))?
     }
 
     /// Every payout mismatch recorded (the payment service contradicted a
@@ -439,60 +253,62 @@ impl Ledger {
     /// the order recorded). Never shrinks: its length is the
     /// `burnledger_payout_mismatches_total` counter. Empty when this ledger
     /// makes no payouts.
+    #[tracing::instrument(level = "debug", name = "ledger.payout_mismatches", skip_all)]
     pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatch)>, LedgerError> {
         self.check_open()?;
-        let Ok(actor) = self.payout_actor() else {
-            return Ok(Vec::new());
-        };
-        actor
-            .send(GetPayoutMismatches)
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)
+        let found = self.ask_payouts(GetPayoutMismatches).await;
+        Ok(found.transpose()?.unwrap_or_default())
     }
 
     /// Payouts per state and the mismatch count, kept by the payout actor
     /// as it runs: O(1) to read at any number of payouts (for `/metrics`;
     /// `mismatches` is `burnledger_payout_mismatches_total`). All zero when
     /// this ledger makes no payouts.
+    #[tracing::instrument(level = "debug", name = "ledger.payout_counts", skip_all)]
     pub async fn payout_counts(&self) -> Result<PayoutCounts, LedgerError> {
         self.check_open()?;
-        let Ok(actor) = self.payout_actor() else {
-            return Ok(PayoutCounts::default());
-        };
-        actor
-            .send(GetPayoutCounts)
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)
+        let counts = self.ask_payouts(GetPayoutCounts).await;
+        Ok(counts.transpose()?.unwrap_or_default())
     }
 
-    /// Who a caller's withdrawal update comes from, as the account sees it.
-    fn caller(&self) -> Settler {
-        Settler::Caller {
-            engine_pays: self.inner.payouts.is_some(),
+    /// Validation at the edge, for this ledger.
+    fn edge(&self) -> Edge<'_> {
+        Edge {
+            currencies: &self.inner.currencies,
+            engine_pays: self.inner.engine.payouts.is_some(),
         }
     }
 
-    fn payout_actor(&self) -> Result<&Addr<PayoutActor>, LedgerError> {
-        self.inner.payouts.as_ref().ok_or_else(|| LedgerError::InvalidInput {
-            reason: "this ledger makes no payouts (no payment service, or payout mode external): report outcomes with complete_withdrawal".into(),
-        })
+    /// Sends the payout actor `message`; `None` when this ledger makes no
+    /// payouts.
+    async fn ask_payouts<M>(&self, message: M) -> Option<Result<M::Result, LedgerError>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        PayoutActor: Handler<M>,
+    {
+        let actor = self.inner.engine.payouts.as_ref()?;
+        let answer = actor.send(message).await;
+        Some(answer.map_err(|_| LedgerError::ShuttingDown))
+    }
+
+    fn router(&self) -> &Router {
+        &self.inner.engine.router
     }
 
     /// A withdrawal by its `transaction_id`.
+    #[tracing::instrument(level = "debug", name = "ledger.withdrawal", skip_all, fields(%transaction_id))]
     pub async fn withdrawal(
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        match self
-            .ask(transaction_id.account(), Query::Withdrawal(transaction_id))
-            .await?
-        {
-            QueryReply::Withdrawal(w) => Ok(w),
-            other => Err(unexpected_reply(other)),
-        }
+        let account = transaction_id.account();
+        let read = WithdrawalOf(transaction_id);
+        self.router().ask(account, read).await
     }
 
     /// One account's balance in one currency (zero if it never held any).
+    #[tracing::instrument(level = "debug", name = "ledger.balance", skip_all, fields(account = account, currency = currency))]
     pub async fn balance(
         &self,
         account: AccountId,
@@ -500,18 +316,13 @@ impl Ledger {
     ) -> Result<Balance, LedgerError> {
         self.check_open()?;
         let currency = self.inner.currencies.get(currency)?;
-        match self.ask(account, Query::Balance(currency)).await? {
-            QueryReply::Balance(b) => Ok(b),
-            other => Err(unexpected_reply(other)),
-        }
+        self.router().ask(account, BalanceOf(currency)).await
     }
 
     /// Every currency an account has held, with its balance.
+    #[tracing::instrument(level = "debug", name = "ledger.balances", skip_all, fields(account = account))]
     pub async fn balances(&self, account: AccountId) -> Result<Vec<Balance>, LedgerError> {
-        match self.ask(account, Query::Balances).await? {
-            QueryReply::Balances(b) => Ok(b),
-            other => Err(unexpected_reply(other)),
-        }
+        self.router().ask(account, BalancesOf).await
     }
 
     /// Submits many operations at once and returns one result each, in
@@ -519,86 +330,50 @@ impl Ledger {
     /// operations on different accounts run in parallel, and there is no
     /// atomicity across them. This is the fast path: one message per shard
     /// per batch instead of one per operation.
+    #[tracing::instrument(level = "debug", name = "ledger.submit", skip_all, fields(ops = ops.len()))]
     pub async fn submit(&self, ops: Vec<Operation>) -> Vec<Result<Outcome, LedgerError>> {
         let count = ops.len();
         if let Err(closed) = self.check_open() {
             return vec![Err(closed); count];
         }
         if count > self.inner.config.batch_ops_max {
-            let error = LedgerError::InvalidInput {
-                reason: format!(
-                    "a batch holds at most {} operations, got {count}",
-                    self.inner.config.batch_ops_max
-                ),
+            let error = LedgerError::BatchTooLarge {
+                count,
+                max: self.inner.config.batch_ops_max,
             };
             return vec![Err(error); count];
         }
-        let mut results: Vec<Option<Result<Outcome, LedgerError>>> =
+        let mut answers: Vec<Option<Result<Outcome, LedgerError>>> =
             std::iter::repeat_with(|| None).take(count).collect();
-        let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<ShardBatch> =
-            (0..shard_count).map(|_| (Vec::new(), Vec::new())).collect();
-        for (index, op) in ops.into_iter().enumerate() {
-            let account = op.account();
-            match self.to_command(op) {
-                Ok(command) => {
-                    let (indices, commands) = &mut per_shard[shard_of(account, shard_count)];
-                    indices.push(index);
-                    commands.push((account, command));
-                }
-                Err(error) => results[index] = Some(Err(error)),
+        let mut commands = self.router().scatter(count);
+        let edge = self.edge();
+        for (position, op) in ops.into_iter().enumerate() {
+            match edge.command(op) {
+                Ok((account, command)) => commands.push(position, account, command),
+                Err(error) => answers[position] = Some(Err(error)),
             }
         }
-        let sends = per_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (indices, _))| !indices.is_empty())
-            .map(|(shard, (indices, commands))| async move {
-                let answers = self.send_to_shard(shard, commands).await;
-                (indices, answers)
-            });
-        for (indices, answers) in join_all(sends).await {
-            for (index, answer) in indices.into_iter().zip(answers) {
-                results[index] = Some(answer);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(LedgerError::Internal {
-                        reason: "an operation got no answer".into(),
-                    })
-                })
-            })
-            .collect()
+        self.router().execute(commands, &mut answers).await;
+        answers.into_iter().map(answered).collect()
     }
 
     /// Copies out every account and checks the invariants over them. Meant
     /// for a quiet ledger: transfers in flight show up as violations.
+    #[tracing::instrument(level = "debug", name = "ledger.audit", skip_all)]
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         let mut checked = audit(&self.export_accounts().await?);
-        if let Some(actor) = &self.inner.payouts {
-            let mismatches = actor
-                .send(GetPayoutMismatches)
-                .await
-                .map_err(|_| LedgerError::ShuttingDown)?;
-            checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
-        }
+        let mismatches = self.ask_payouts(GetPayoutMismatches).await;
+        let mismatches = mismatches.transpose()?.unwrap_or_default();
+        checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
         Ok(checked)
     }
 
     /// Accounts held, and how many of them have a running actor (idle
     /// ones are stopped; their state stays), summed over the shards.
+    #[tracing::instrument(level = "debug", name = "ledger.account_counts", skip_all)]
     pub async fn account_counts(&self) -> Result<ShardCounts, LedgerError> {
-        let counts = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(CountAccounts));
         let mut total = ShardCounts::default();
-        for count in join_all(counts).await {
-            let count = count.map_err(|_| LedgerError::ShuttingDown)?;
+        for count in self.router().each_shard(|| CountAccounts).await? {
             total.accounts += count.accounts;
             total.actors_running += count.actors_running;
         }
@@ -611,486 +386,55 @@ impl Ledger {
     /// it costs the same at 10 accounts or 10 million (what `/metrics`
     /// shows). Refused (`poisoned`) after a storage failure, like
     /// [`export_accounts`](Self::export_accounts).
+    #[tracing::instrument(level = "debug", name = "ledger.gauges", skip_all)]
     pub async fn gauges(&self) -> Result<Gauges, LedgerError> {
-        let reads = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(ReadGauges));
         let mut total = Gauges::default();
-        for read in join_all(reads).await {
-            total.absorb(&read.map_err(|_| LedgerError::ShuttingDown)??);
+        for shard in self.router().each_shard(|| ReadGauges).await? {
+            total.absorb(&shard?);
         }
         Ok(total)
     }
 
     /// Copies out every account's state.
+    #[tracing::instrument(level = "debug", name = "ledger.export_accounts", skip_all)]
     pub async fn export_accounts(&self) -> Result<Vec<AccountState>, LedgerError> {
-        let exports = self
-            .inner
-            .shards
-            .iter()
-            .map(|s| s.coordinator.send(ExportAccounts));
         let mut accounts = Vec::new();
-        for export in join_all(exports).await {
-            accounts.extend(export.map_err(|_| LedgerError::ShuttingDown)??);
+        for shard in self.router().each_shard(|| ExportAccounts).await? {
+            accounts.extend(shard?);
         }
         Ok(accounts)
     }
 
     /// Stops accepting operations, waits for those in flight, then stops
     /// the engine threads. Later calls on any clone get `shutting_down`.
+    #[tracing::instrument(name = "ledger.shutdown", skip_all)]
     pub async fn shutdown(&self) {
-        self.inner.closing.store(true, Ordering::SeqCst);
-        loop {
-            let drained = self.inner.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            if self.inner.in_flight_ops() == 0 {
-                break;
-            }
-            drained.await;
-        }
-        let engine = self.inner.engine.lock().take();
-        if let Some(engine) = engine {
-            engine.system.stop();
-            let _ = engine.stopped.await;
-            let _ = engine.thread.join();
-        }
-        // Flush the log, then leave a snapshot so the next open is quick.
-        let checkpointer = self.inner.checkpointer.lock().take();
-        if let (Some(mut checkpointer), Some(wal)) =
-            (checkpointer, self.inner.journal.wal().cloned())
-        {
-            let poisoned = self.inner.journal.poisoned().is_some();
-            let (done_tx, done_rx) = oneshot::channel();
-            // Blocking file work, off the caller's async thread.
-            let spawned = std::thread::Builder::new()
-                .name("burnledger-shutdown".into())
-                .spawn(move || {
-                    // The writer hands the checkpointer its last events as it
-                    // stops; then the checkpointer writes the final snapshot.
-                    let flushed = wal.shutdown();
-                    if flushed.is_ok() && !poisoned {
-                        if let Err(error) = checkpointer.finish() {
-                            tracing::error!(%error, "snapshot at shutdown failed; the next open replays the log instead");
-                        }
-                    }
-                    checkpointer.stop();
-                    let _ = done_tx.send(());
-                });
-            if spawned.is_err() {
-                // The log may still be open: keep the folder locked until
-                // the last handle drops (Drop for Inner closes it).
-                return;
-            }
-            let _ = done_rx.await;
-        }
-        // The log is closed: another ledger may open the folder now, even
-        // while clones of this handle linger.
-        self.inner.lock.lock().take();
+        self.inner.engine.shutdown().await;
     }
 
     /// Takes a snapshot now (built from the log, without pausing anything)
     /// and returns it; `None` when nothing was logged since the last one or
     /// the ledger keeps no log.
+    #[tracing::instrument(level = "debug", name = "ledger.snapshot", skip_all)]
     pub async fn snapshot(&self) -> Result<Option<SnapshotFile>, LedgerError> {
-        let requested = match self.inner.checkpointer.lock().as_ref() {
-            None => return Ok(None),
-            Some(checkpointer) => checkpointer.request_snapshot(),
-        };
-        let failed = |reason| LedgerError::Internal { reason };
-        let answer = requested.map_err(failed)?;
-        answer
-            .await
-            .map_err(|_| failed("the checkpointer stopped before answering".into()))?
-            .map_err(failed)
+        self.inner.engine.snapshot().await
     }
 
     /// The write-ahead log's fsync counts and latencies; `None` when the
     /// ledger keeps no log.
     pub fn wal_stats(&self) -> Option<crate::storage::wal::WalStatsSnapshot> {
-        self.inner.journal.wal().map(WalHandle::stats)
+        self.inner.engine.journal.wal().map(WalHandle::stats)
     }
 
     /// How the state was rebuilt from disk when this ledger opened.
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.recovery.as_ref()
+        self.inner.engine.recovery.as_ref()
     }
 
     // ---- internals ----
 
-    async fn submit_one(&self, op: Operation) -> Result<Outcome, LedgerError> {
-        self.submit(vec![op]).await.pop().unwrap_or_else(|| {
-            Err(LedgerError::Internal {
-                reason: "a one-operation batch got no answer".into(),
-            })
-        })
-    }
-
-    async fn submit_withdrawal_op(&self, op: Operation) -> Result<Withdrawal, LedgerError> {
-        match self.submit_one(op).await? {
-            Outcome::Withdrawal(withdrawal) => Ok(withdrawal),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Validates an operation at the edge and turns it into the command its
-    /// account actor runs.
-    fn to_command(&self, op: Operation) -> Result<AccountCommand, LedgerError> {
-        let currencies = &self.inner.currencies;
-        Ok(match op {
-            Operation::Deposit {
-                currency,
-                amount,
-                idempotency_key,
-                ..
-            } => {
-                let currency = currencies.get_code(currency)?;
-                AccountCommand::Deposit {
-                    currency,
-                    amount: currencies.parse_amount(currency, amount)?,
-                    key: idempotency_key,
-                }
-            }
-            Operation::RequestWithdrawal {
-                currency,
-                amount,
-                idempotency_key,
-                ..
-            } => {
-                let currency = currencies.get_code(currency)?;
-                AccountCommand::RequestWithdrawal {
-                    currency,
-                    amount: currencies.parse_amount(currency, amount)?,
-                    key: idempotency_key,
-                }
-            }
-            Operation::CompleteWithdrawal {
-                transaction_id,
-                outcome,
-            } => {
-                let (action, reason) = match outcome {
-                    WithdrawalOutcome::Completed => (TransitionAction::Complete, String::new()),
-                    WithdrawalOutcome::Failed { reason } => (TransitionAction::Fail, reason),
-                };
-                if reason.len() > FAILURE_REASON_LEN_MAX {
-                    return Err(LedgerError::InvalidInput {
-                        reason: format!(
-                            "a failure reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
-                            reason.len()
-                        ),
-                    });
-                }
-                AccountCommand::UpdateWithdrawal {
-                    tx: transaction_id,
-                    action,
-                    reason,
-                    by: self.caller(),
-                }
-            }
-            Operation::ReturnWithdrawal {
-                transaction_id,
-                reason,
-            } => {
-                check_reason(&reason)?;
-                AccountCommand::UpdateWithdrawal {
-                    tx: transaction_id,
-                    action: TransitionAction::Return,
-                    reason,
-                    by: self.caller(),
-                }
-            }
-            Operation::CancelWithdrawal { transaction_id } => AccountCommand::UpdateWithdrawal {
-                tx: transaction_id,
-                action: TransitionAction::Cancel,
-                reason: String::new(),
-                by: self.caller(),
-            },
-            Operation::Transfer {
-                from,
-                to,
-                currency,
-                amount,
-                idempotency_key,
-            } => {
-                check_distinct(from, to)?;
-                let currency = currencies.get_code(currency)?;
-                let amount = currencies.parse_amount(currency, amount)?;
-                AccountCommand::HoldTransfer {
-                    to,
-                    currency,
-                    amount,
-                    key: idempotency_key,
-                }
-            }
-        })
-    }
-
-    /// Admits `commands` to a shard (all or none) and runs them there.
-    async fn send_to_shard(
-        &self,
-        shard_index: usize,
-        commands: Vec<(AccountId, AccountCommand)>,
-    ) -> Vec<Result<Outcome, LedgerError>> {
-        let count = commands.len();
-        let admitted = match self.admit(shard_index, count) {
-            Ok(admitted) => admitted,
-            Err(error) => return vec![Err(error); count],
-        };
-        let shard = &self.inner.shards[shard_index];
-        let answers = shard.coordinator.send(ExecuteBatch { ops: commands }).await;
-        drop(admitted);
-        match answers {
-            Ok(answers) if answers.len() == count => answers,
-            Ok(answers) => vec![
-                Err(LedgerError::Internal {
-                    reason: format!("a shard answered {} of {count} operations", answers.len()),
-                });
-                count
-            ],
-            Err(_) => vec![Err(LedgerError::ShuttingDown); count],
-        }
-    }
-
-    async fn ask(&self, account: AccountId, query: Query) -> Result<QueryReply, LedgerError> {
-        let shard_index = shard_of(account, self.inner.shards.len());
-        let _admitted = self.admit(shard_index, 1)?;
-        self.inner.shards[shard_index]
-            .coordinator
-            .send(AskAccount { account, query })
-            .await
-            .unwrap_or(Err(LedgerError::ShuttingDown))
-    }
-
     /// Refuses everything once shutdown has begun, before judging the input.
     fn check_open(&self) -> Result<(), LedgerError> {
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        Ok(())
-    }
-
-    /// Reserves room for `count` operations on a shard, or says why not.
-    fn admit(&self, shard_index: usize, count: usize) -> Result<Admitted<'_>, LedgerError> {
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        let shard = &self.inner.shards[shard_index];
-        let limit = self.inner.config.shard_in_flight_ops_max;
-        let before = shard.in_flight_ops.fetch_add(count, Ordering::SeqCst);
-        let admitted = Admitted {
-            inner: &self.inner,
-            shard: shard_index,
-            count,
-        };
-        if before + count > limit {
-            drop(admitted);
-            return Err(LedgerError::Overloaded {
-                shard: shard_index,
-                limit,
-            });
-        }
-        // Shutdown may have begun between the check above and the count: it
-        // waits for this count to drain, so refusing now is safe either way.
-        if self.inner.closing.load(Ordering::SeqCst) {
-            return Err(LedgerError::ShuttingDown);
-        }
-        Ok(admitted)
-    }
-}
-
-impl Inner {
-    fn in_flight_ops(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.in_flight_ops.load(Ordering::SeqCst))
-            .sum()
-    }
-}
-
-/// Room reserved on a shard; given back when dropped, even if the caller's
-/// future is dropped half-way.
-struct Admitted<'a> {
-    inner: &'a Inner,
-    shard: usize,
-    count: usize,
-}
-
-impl Drop for Admitted<'_> {
-    fn drop(&mut self) {
-        self.inner.shards[self.shard]
-            .in_flight_ops
-            .fetch_sub(self.count, Ordering::SeqCst);
-        self.inner.drained.notify_waiters();
-    }
-}
-
-impl Drop for Inner {
-    /// The last handle is gone without `shutdown`: stop the engine threads
-    /// anyway so they do not outlive every way of reaching them.
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.get_mut().take() {
-            engine.system.stop();
-            let _ = engine.thread.join();
-        }
-        // Like a crash as far as the data is concerned: no final snapshot,
-        // but the writer thread is joined so the folder can be reopened.
-        if let Some(mut checkpointer) = self.checkpointer.get_mut().take() {
-            checkpointer.stop();
-        }
-        if let Some(wal) = self.journal.wal() {
-            let _ = wal.shutdown();
-        }
-    }
-}
-
-/// What opening a data folder yields.
-struct Durable {
-    journal: Journal,
-    accounts: Vec<AccountState>,
-    payouts: std::collections::BTreeMap<u64, crate::domain::payouts::PayoutRecord>,
-    report: RecoveryReport,
-    checkpointer: Checkpointer,
-    lock: DataDirLock,
-}
-
-/// Recovers the state in the data folder and opens its WAL writer and
-/// checkpointer; `None` when the ledger keeps no log.
-fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durable>, OpenError> {
-    let Some(dir) = config.data_dir.clone().filter(|_| config.is_durable()) else {
-        return Ok(None);
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| OpenError::DataDir {
-        path: dir.clone(),
-        reason: e.to_string(),
-    })?;
-    let (lock, history, recovered) = claim_and_recover(&dir, config, currencies)?;
-    let report = recovered.report;
-    // The checkpointer reads the journal's durable LSN, and the WAL writer
-    // (under the journal) feeds the checkpointer: tie the knot through a
-    // cell set just below.
-    let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
-    let reader = Arc::clone(&journal_cell);
-    let (checkpointer, follower) = Checkpointer::start(
-        CheckpointSettings {
-            data_dir: dir.clone(),
-            currencies: history,
-            interval: std::time::Duration::from_secs(config.snapshot_interval_secs),
-            clock: config.clock.clone(),
-            every_events: config.snapshot_every_events,
-            snapshots_kept: config.snapshots_kept,
-            durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
-        },
-        // The checkpointer's own copy of the state: it follows the log from
-        // here.
-        Start {
-            accounts: recovered.accounts.clone(),
-            payouts: recovered.payouts.clone(),
-            lsn: report.last_lsn,
-            last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
-        },
-    )
-    .map_err(|e| OpenError::Start(e.to_string()))?;
-    let wal = WalHandle::open(
-        WalConfig {
-            sync: config.sync,
-            segment_bytes_max: config.wal_segment_bytes_max,
-            fail_point: config.wal_fail_point.clone(),
-            follower: Some(follower),
-            clock: config.clock.clone(),
-            ..WalConfig::new(&dir)
-        },
-        report.next_lsn,
-    )?;
-    let journal = Journal::logged(wal, report.last_lsn);
-    let _ = journal_cell.set(journal.clone());
-    Ok(Some(Durable {
-        journal,
-        accounts: recovered.accounts.into_values().collect(),
-        payouts: recovered.payouts,
-        report,
-        checkpointer,
-        lock,
-    }))
-}
-
-/// Takes the folder and recovers it: the lock first (a second ledger must
-/// not even replay a log another one is appending to), then the currency
-/// table reconciled with the configuration, then the state, rebuilt with
-/// every currency the folder's history holds and checked against the
-/// table. The table is recorded only once all of that holds. Returns the
-/// lock, the registry that reads the folder's history (the configuration's
-/// currencies plus retired ones), and the recovered state.
-fn claim_and_recover(
-    dir: &std::path::Path,
-    config: &Config,
-    currencies: &Currencies,
-) -> Result<(DataDirLock, Currencies, crate::storage::recovery::Recovered), OpenError> {
-    let lock = DataDirLock::exclusive(dir)?;
-    let recorded = CurrencyTable::read(dir)?;
-    let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
-    let history = table
-        .history_registry(&config.currencies, currencies)
-        .map_err(OpenError::Config)?;
-    let recovered = rebuild(dir, &history, ReplayMode::Recover)?;
-    table.check_state(recovered.accounts.values(), currencies)?;
-    table.write(dir)?;
-    table.log_changes(dir, recorded.is_none(), &changes);
-    Ok((lock, history, recovered))
-}
-
-/// Sync mode `none` keeps no log: on a folder that holds a ledger it would
-/// ignore that ledger (balances read empty) and lose every write at exit,
-/// silently. Refused instead.
-fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
-    let Some(dir) = config.data_dir.as_ref().filter(|_| !config.is_durable()) else {
-        return Ok(());
-    };
-    let holds = crate::storage::data_dir::holds_ledger(dir).map_err(|e| OpenError::DataDir {
-        path: dir.clone(),
-        reason: e.to_string(),
-    })?;
-    if holds {
-        return Err(OpenError::Config(format!(
-            "data folder {} holds a ledger, but sync mode `none` keeps no log: it would be \
-             ignored (balances would read empty) and every write lost at exit. Open it with \
-             sync `fsync` or `buffered`, or run in memory without a data folder",
-            dir.display()
-        )));
-    }
-    Ok(())
-}
-
-fn check_reason(reason: &str) -> Result<(), LedgerError> {
-    if reason.len() > FAILURE_REASON_LEN_MAX {
-        return Err(LedgerError::InvalidInput {
-            reason: format!(
-                "a reason holds at most {FAILURE_REASON_LEN_MAX} bytes, got {}",
-                reason.len()
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {
-    if from == to {
-        return Err(LedgerError::InvalidInput {
-            reason: format!("a transfer needs two different accounts, got {from} twice"),
-        });
-    }
-    Ok(())
-}
-
-fn unexpected(outcome: Outcome) -> LedgerError {
-    LedgerError::Internal {
-        reason: format!("unexpected outcome {outcome:?}"),
-    }
-}
-
-fn unexpected_reply(reply: QueryReply) -> LedgerError {
-    LedgerError::Internal {
-        reason: format!("unexpected query reply {reply:?}"),
+        self.router().admission().check_open()
     }
 }

@@ -72,10 +72,16 @@
 //!   `account` (one account's state and rules), `payouts` (payout records and
 //!   modes), `audit` (the invariants over many accounts), `gauges`,
 //!   `receipts` (what successful operations return).
-//! - `engine/` — actix, private to the crate: `account` (the actor owning one
-//!   account), `coordinator` (one per shard: directory, routing, idle sweeps),
-//!   `round` and `shard_log` (a round's replies; its events on their way to
-//!   the journal), `payout` (the payout actor), `messages`.
+//! - `engine/` — actix, private to the crate: `account` (the actor owning
+//!   one account's state), `command` (what runs at an account, typed by
+//!   its answer), `directory` (a shard's accounts: running actors and
+//!   parked states), `coordinator` (one per shard: directory, forwarding,
+//!   reads, idle sweeps), `batch` (a batch in rounds, transfers across
+//!   shards), `round` and `shard_log` (a round's replies; its events on
+//!   their way to the journal), `router` (split by shard, gather answers)
+//!   and `admission` (the per-shard in-flight bound), `edge` (operations
+//!   validated into commands), `payout` (the payout actor), `messages`,
+//!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see
 //!   its own Layout), `snapshot`, `recovery`, `checkpoint` (the background

@@ -1,10 +1,12 @@
-//! The operations a caller can submit, singly or in a batch.
+//! The operations a caller can submit, singly or in a batch, and the
+//! checks on them that need nothing but the operation itself.
 
 use rust_decimal::Decimal;
 
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::CurrencyCode;
-use crate::domain::withdrawal::WithdrawalOutcome;
+use crate::domain::withdrawal::{WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
+use crate::error::LedgerError;
 
 /// One operation of a [`crate::Ledger::submit`] batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,4 +58,25 @@ impl Operation {
             Self::Transfer { from, .. } => *from,
         }
     }
+}
+
+/// A free text (a failure or return reason, an operator's note) fits
+/// [`FAILURE_REASON_LEN_MAX`] bytes; `field` names it in the error.
+pub(crate) fn check_reason(field: &'static str, reason: &str) -> Result<(), LedgerError> {
+    if reason.len() > FAILURE_REASON_LEN_MAX {
+        return Err(LedgerError::ReasonTooLong {
+            field,
+            length: reason.len(),
+            max: FAILURE_REASON_LEN_MAX,
+        });
+    }
+    Ok(())
+}
+
+/// A transfer moves funds between two different accounts.
+pub(crate) fn check_distinct(from: AccountId, to: AccountId) -> Result<(), LedgerError> {
+    if from == to {
+        return Err(LedgerError::SameAccountTransfer { account: from });
+    }
+    Ok(())
 }

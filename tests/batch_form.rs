@@ -135,7 +135,10 @@ async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed(
                 problem: AmountProblem::NotPositive,
             })
         );
-        assert!(matches!(results[3], Err(LedgerError::InvalidInput { .. })));
+        assert!(matches!(
+            results[3],
+            Err(LedgerError::SameAccountTransfer { .. })
+        ));
         assert_eq!(transferred(&results[4]).to, 3);
         assert_eq!(
             results[5],
@@ -153,7 +156,7 @@ async fn a_bad_operation_in_a_batch_gets_its_own_error_while_the_others_succeed(
         );
         assert_eq!(results[7], Err(insufficient("USD", "0", "1")));
         assert_eq!(deposited(&results[8]).amount, dec("3"));
-        assert!(matches!(results[9], Err(LedgerError::InvalidInput { .. })));
+        assert!(matches!(results[9], Err(LedgerError::ReasonTooLong { .. })));
         assert!(matches!(
             results[10],
             Err(LedgerError::InvalidAmount {

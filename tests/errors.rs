@@ -3,11 +3,6 @@
 //! changed nothing; and where two causes meet, which one answers (the
 //! precedence `burnledger::error` documents: shutting down, the request
 //! itself, overload, a poisoned ledger, the state).
-//!
-//! Tests marked `#[ignore = "needs ledger.rs ..."]` provoke variants that
-//! `ledger.rs` still builds as the old `invalid_input` (the domain report
-//! lists those sites with their replacements; the lead applies them at
-//! merge and drops these marks).
 
 #![cfg(feature = "http")]
 
@@ -124,7 +119,6 @@ fn text_that_is_not_a_transaction_id_is_invalid_transaction_id() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's check_distinct to build SameAccountTransfer (merge)"]
 async fn a_transfer_to_its_own_source_is_same_account_transfer() {
     let (ledger, tx, before) = funded().await;
     let expected = LedgerError::SameAccountTransfer { account: 1 };
@@ -139,7 +133,6 @@ async fn a_transfer_to_its_own_source_is_same_account_transfer() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's Ledger::submit to build BatchTooLarge (merge)"]
 async fn a_batch_over_the_limit_is_batch_too_large_for_every_operation() {
     let (ledger, tx, before) = funded().await;
     let max = ledger.config().batch_ops_max;
@@ -162,7 +155,6 @@ async fn a_batch_over_the_limit_is_batch_too_large_for_every_operation() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's check_reason to build ReasonTooLong (merge)"]
 async fn a_reason_or_note_over_256_bytes_is_reason_too_long() {
     let (ledger, tx, before) = funded().await;
     let long = "é".repeat(129); // 258 bytes
@@ -195,7 +187,6 @@ async fn a_reason_or_note_over_256_bytes_is_reason_too_long() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's payout_actor to build PayoutsDisabled (merge)"]
 async fn payout_calls_on_a_ledger_that_makes_none_are_payouts_disabled() {
     let (ledger, tx, before) = funded().await;
     let expected = LedgerError::PayoutsDisabled;
@@ -248,7 +239,6 @@ fn an_out_of_bounds_key_is_400_invalid_idempotency_key_over_http() {
 }
 
 #[test]
-#[ignore = "needs ledger.rs's sites moved to SameAccountTransfer, ReasonTooLong, PayoutsDisabled (merge)"]
 fn the_new_bad_input_codes_over_http() {
     let server = serve();
     let ledger = server.ledger.clone();
@@ -316,7 +306,6 @@ async fn the_key_answers_before_the_accounts_the_currency_and_the_amount() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's check_distinct to build SameAccountTransfer (merge)"]
 async fn a_same_account_transfer_answers_before_its_currency_and_amount() {
     let (ledger, tx, before) = funded().await;
     let expected = LedgerError::SameAccountTransfer { account: 1 };
@@ -346,7 +335,6 @@ async fn the_currency_answers_before_the_amount() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's Ledger::submit to build BatchTooLarge (merge)"]
 async fn an_oversized_batch_answers_before_its_operations_are_judged() {
     let (ledger, tx, before) = funded().await;
     let max = ledger.config().batch_ops_max;
@@ -362,7 +350,6 @@ async fn an_oversized_batch_answers_before_its_operations_are_judged() {
 }
 
 #[tokio::test]
-#[ignore = "needs ledger.rs's check_reason to build ReasonTooLong (merge)"]
 async fn a_long_reason_answers_before_the_withdrawal_or_payout_is_looked_up() {
     let (ledger, tx, before) = funded().await;
     let unknown = TransactionId::new(99, 1);

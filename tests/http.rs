@@ -270,7 +270,7 @@ fn phase_3_by_webhook_when_the_host_pays() {
     assert_eq!(c.balance(1, "USD"), b("100.50", "0.00", "100.50"));
 
     c.post_empty("/v1/payouts/run")
-        .refused(400, "invalid_input");
+        .refused(400, "payouts_disabled");
     assert!(served.terminate().success());
 }
 
@@ -372,7 +372,7 @@ fn every_endpoint_and_every_error_over_real_http() {
         "/v1/transfers",
         json!({"from": 1, "to": 1, "currency": "USD", "amount": "1"}),
     )
-    .refused(400, "invalid_input");
+    .refused(400, "same_account_transfer");
     c.get("/v1/accounts/not-a-number/balances")
         .refused(400, "invalid_input");
 
@@ -569,7 +569,7 @@ fn every_endpoint_and_every_error_over_real_http() {
     assert_eq!(c.get(&format!("/v1/withdrawals/{tx}")).body, pending.body);
     // External mode: no payouts here; the host reports the outcome.
     c.post_empty("/v1/payouts/run")
-        .refused(400, "invalid_input");
+        .refused(400, "payouts_disabled");
     assert_eq!(c.get("/v1/payouts").body, json!([]));
     c.get("/v1/payouts/1").refused(404, "unknown_payout");
     let done = c.post(

@@ -292,7 +292,7 @@ async fn external_mode_callers_settle_everything_as_before() {
     assert_eq!(done.status, WithdrawalStatus::Completed);
     assert!(matches!(
         ledger.run_payouts_now().await,
-        Err(LedgerError::InvalidInput { .. })
+        Err(LedgerError::PayoutsDisabled)
     ));
     // No payouts here, so none to resolve.
     let resolved = ledger

@@ -334,7 +334,7 @@ async fn payout_queries_and_errors() {
     let external = Ledger::open(Config::for_tests()).unwrap();
     assert!(matches!(
         external.run_payouts_now().await,
-        Err(LedgerError::InvalidInput { .. })
+        Err(LedgerError::PayoutsDisabled)
     ));
     external.shutdown().await;
 }

@@ -135,22 +135,19 @@ async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
         let w = request_withdrawal(&ledger, 1, "USD", "10").await;
         let tx = w.transaction_id;
         let before = snapshot(&ledger, &[1, 2], &[tx]).await;
-        let is_invalid_input = |e: LedgerError, what: &str| match e {
-            LedgerError::InvalidInput { reason } => assert!(!reason.is_empty(), "{what}"),
-            other => panic!("{what}: expected invalid_input, got {other:?}"),
-        };
 
         // A transfer to its own source account.
-        is_invalid_input(
+        assert_eq!(
             ledger
                 .transfer(1, 1, "USD", dec("1"), None)
                 .await
                 .unwrap_err(),
+            LedgerError::SameAccountTransfer { account: 1 },
             "transfer to self",
         );
         assert!(matches!(
             ledger.submit(vec![transfer_op(1, 1, "USD", "1")]).await[..],
-            [Err(LedgerError::InvalidInput { .. })]
+            [Err(LedgerError::SameAccountTransfer { account: 1 })]
         ));
 
         // Idempotency keys: 1 to 128 bytes.
@@ -189,7 +186,13 @@ async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
 
         // A failure reason longer than 256 bytes, in ASCII and in multi-byte text.
         for reason in ["r".repeat(257), "é".repeat(129)] {
-            is_invalid_input(
+            let too_long = LedgerError::ReasonTooLong {
+                field: "reason",
+                length: reason.len(),
+                max: 256,
+            };
+            assert_eq!(
+                too_long,
                 ledger
                     .complete_withdrawal(tx, WithdrawalOutcome::Failed { reason })
                     .await
@@ -206,10 +209,14 @@ async fn invalid_input_is_rejected_with_a_reason_and_changes_nothing() {
             .await;
         assert_eq!(results.len(), max + 1);
         for result in results {
-            is_invalid_input(result.unwrap_err(), "oversized batch");
+            let oversized = LedgerError::BatchTooLarge {
+                count: max + 1,
+                max,
+            };
+            assert_eq!(result.unwrap_err(), oversized, "oversized batch");
         }
-        let error = LedgerError::InvalidInput { reason: "x".into() };
-        assert_eq!(error.code(), "invalid_input");
+        let error = LedgerError::BatchTooLarge { count: 2, max: 1 };
+        assert_eq!(error.code(), "batch_too_large");
         assert!(!error.is_retryable());
 
         assert_eq!(snapshot(&ledger, &[1, 2], &[tx]).await, before);
@@ -246,7 +253,7 @@ async fn a_self_transfer_is_invalid_input_whatever_its_amount() {
     with_ledger(Config::for_tests(), |ledger| async move {
         assert!(matches!(
             ledger.transfer(1, 1, "USD", dec("0"), None).await,
-            Err(LedgerError::InvalidInput { .. })
+            Err(LedgerError::SameAccountTransfer { .. })
         ));
     })
     .await;

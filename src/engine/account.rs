@@ -1,40 +1,48 @@
-//! The account actor: owns one account's balances, locks, withdrawals and
-//! idempotency keys, and nothing else.
+//! The account actor: owns one account's state (balances, locks,
+//! withdrawals, idempotency keys) by value, and nothing else.
 //!
-//! Every change to an account is a message to its actor, so checks such as
-//! "available ≥ amount" run one at a time and cannot race. The rules live in
-//! [`AccountState`]; this actor only delivers commands to it and records the
-//! resulting events in its shard's log, which the coordinator makes durable
-//! before anything is acknowledged. [`execute`] also moves the shard's
-//! gauges (withdrawals by currency and status) by what each command changed.
+//! Every change to and every read of a running account is a message to its
+//! actor, handled one at a time, so checks such as "available ≥ amount"
+//! cannot race, and an account's commands run in the order of its mailbox.
+//! The rules live in [`AccountState`]; [`execute`] applies a command to it.
+//! The events go to the shard's log, which the coordinator makes durable
+//! before anything is acknowledged.
 //!
-//! The state sits in an [`AccountCell`] that the shard's coordinator also
-//! holds: an idle actor is stopped to save memory (an actix actor costs
-//! ≈ 850 B) while its state stays with the coordinator, and the next
-//! command starts a fresh actor on the same cell. The coordinator reads the
-//! cell (queries, exports) only between messages, never while an actor
-//! runs, since both live on the shard's one thread.
+//! An actor costs ≈ 850 B, so an idle one is retired: on [`Retire`] it
+//! hands its state back to its coordinator, which parks it in its directory
+//! (see [`directory`](crate::engine::directory)), and stops. The next
+//! command starts a new actor with the state moved in. If that command
+//! comes while the state is still on its way back, the new actor starts
+//! *waiting* for it: its mailbox takes commands at once but runs none
+//! until the state has arrived, so nothing is held back and nothing
+//! overtakes.
 
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
-use crate::domain::account::{AccountState, TransferHold};
-use crate::domain::event::Event;
-use crate::domain::gauges::{Counted, WithdrawalGauges};
-use crate::domain::ids::TransactionId;
-use crate::engine::messages::{AccountCommand, AccountReply, Query, QueryReply, WithdrawalQueued};
+use crate::domain::account::AccountState;
+use crate::engine::command::{execute, newly_pending, Job};
+use crate::engine::messages::{AccountRead, Read, Retire};
 use crate::engine::round::RunCommands;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
-/// One account's state, shared by its coordinator and (while it runs) its
-/// actor; never leaves the shard's thread.
-pub type AccountCell = Rc<RefCell<AccountState>>;
+/// Where a new actor's state comes from.
+pub enum Holding {
+    /// The state itself (a parked or a new account).
+    State(AccountState),
+    /// The state a retiring actor is handing back.
+    Awaiting(oneshot::Receiver<AccountState>),
+}
 
 pub struct AccountActor {
-    state: AccountCell,
+    /// `None` only while the actor waits for its predecessor's state (its
+    /// mailbox waits too), or if that state never came, which happens only
+    /// when the shard stops.
+    state: Option<AccountState>,
+    awaiting: Option<oneshot::Receiver<AccountState>>,
     /// The shard's event buffer: this actor records its events there and
     /// answers at once; the coordinator acknowledges once they are durable.
     /// It also carries the payout notices of newly pending withdrawals (a
@@ -46,154 +54,36 @@ pub struct AccountActor {
 }
 
 impl AccountActor {
-    pub fn new(state: AccountCell, log: Rc<ShardLog>, pending_withdrawals_max: u32) -> Self {
+    pub fn new(holding: Holding, log: Rc<ShardLog>, pending_withdrawals_max: u32) -> Self {
+        let (state, awaiting) = match holding {
+            Holding::State(state) => (Some(state), None),
+            Holding::Awaiting(receiver) => (None, Some(receiver)),
+        };
         Self {
             state,
+            awaiting,
             log,
             pending_withdrawals_max,
         }
+    }
+
+    /// The state to work on; refused only when it never arrived.
+    fn state(&mut self) -> Result<&mut AccountState, LedgerError> {
+        self.state.as_mut().ok_or(LedgerError::ShuttingDown)
     }
 }
 
 impl Actor for AccountActor {
     type Context = Context<Self>;
-}
 
-/// The payout notice for an event that leaves a withdrawal pending.
-fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQueued> {
-    let tx = match event {
-        Event::WithdrawalRequested { tx, .. } | Event::WithdrawalReleased { tx } => *tx,
-        _ => return None,
-    };
-    let record = state.withdrawal_record_of(tx)?;
-    Some(WithdrawalQueued {
-        tx,
-        currency: record.currency,
-        amount: record.amount,
-    })
-}
-
-/// Runs one command against an account state: its reply, and the event
-/// to log if it changed anything (a command changes at most one thing).
-/// Shared with the coordinator, which answers commands for accounts that do
-/// not exist yet against an empty state without spawning an actor.
-///
-/// Every change to an account passes here, so this is where the shard's
-/// gauges follow the withdrawals: the withdrawal the command acts on, as
-/// it was before and as it is after, whatever the event. Two lookups of
-/// one withdrawal and a few integer operations; no allocation.
-pub fn execute(
-    state: &mut AccountState,
-    command: AccountCommand,
-    pending_withdrawals_max: u32,
-    gauges: &mut WithdrawalGauges,
-) -> Result<(AccountReply, Option<Event>), LedgerError> {
-    let acted_on = transaction_of(&command);
-    let before = acted_on
-        .and_then(|tx| state.withdrawal_record_of(tx))
-        .map(Counted::of);
-    let (reply, event) = run(state, command, pending_withdrawals_max)?;
-    if let Some(event) = &event {
-        let tx = event.transaction_id();
-        let after = tx
-            .and_then(|tx| state.withdrawal_record_of(tx))
-            .map(Counted::of);
-        // `before` describes the event's withdrawal only if the command
-        // named it; otherwise the event made a new one.
-        let before = before.filter(|_| tx == acted_on);
-        gauges.moved(before, after);
-    }
-    Ok((reply, event))
-}
-
-/// The existing transaction a command acts on; `None` for commands that
-/// start a new one. Every command that can change a withdrawal already
-/// made must name it here or the gauges would count the change as a new
-/// withdrawal: the match is exhaustive so a new command has to decide.
-fn transaction_of(command: &AccountCommand) -> Option<TransactionId> {
-    match command {
-        AccountCommand::UpdateWithdrawal { tx, .. }
-        | AccountCommand::ClaimWithdrawal { tx, .. }
-        | AccountCommand::ReceiveTransfer { tx, .. }
-        | AccountCommand::FinishTransfer { tx, .. } => Some(*tx),
-        AccountCommand::Deposit { .. }
-        | AccountCommand::RequestWithdrawal { .. }
-        | AccountCommand::HoldTransfer { .. } => None,
-    }
-}
-
-/// The rules' side of [`execute`]: the command itself.
-fn run(
-    state: &mut AccountState,
-    command: AccountCommand,
-    pending_withdrawals_max: u32,
-) -> Result<(AccountReply, Option<Event>), LedgerError> {
-    match command {
-        AccountCommand::Deposit {
-            currency,
-            amount,
-            key,
-        } => {
-            let effect = state.deposit(currency, amount, key)?;
-            Ok((AccountReply::Deposited(effect.output), effect.event))
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Nothing in the mailbox runs before the state is here.
+        if let Some(handover) = self.awaiting.take() {
+            ctx.wait(
+                actix::fut::wrap_future::<_, Self>(handover)
+                    .map(|handed, actor, _| actor.state = handed.ok()),
+            );
         }
-        AccountCommand::RequestWithdrawal {
-            currency,
-            amount,
-            key,
-        } => {
-            let effect =
-                state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?;
-            Ok((AccountReply::Withdrawal(effect.output), effect.event))
-        }
-        AccountCommand::UpdateWithdrawal {
-            tx,
-            action,
-            reason,
-            by,
-        } => {
-            let effect = state.update_withdrawal_by(tx, action, &reason, by)?;
-            Ok((AccountReply::Withdrawal(effect.output), effect.event))
-        }
-        AccountCommand::HoldTransfer {
-            to,
-            currency,
-            amount,
-            key,
-        } => match state.hold_transfer(to, currency, amount, key)? {
-            TransferHold::Held(tx) => Ok((AccountReply::TransferHeld(tx), None)),
-            TransferHold::Replayed(receipt) => Ok((AccountReply::Transferred(receipt), None)),
-        },
-        AccountCommand::ReceiveTransfer {
-            tx,
-            currency,
-            amount,
-            key,
-        } => {
-            let event = state.receive_transfer(tx, currency, amount, key)?;
-            Ok((AccountReply::TransferReceived, Some(event)))
-        }
-        AccountCommand::ClaimWithdrawal { tx, payout_id } => {
-            let effect = state.claim_withdrawal(tx, payout_id)?;
-            Ok((AccountReply::Withdrawal(effect.output), effect.event))
-        }
-        AccountCommand::FinishTransfer { tx, received } => {
-            // Nothing to log: the receiving side logged the one event.
-            state
-                .finish_transfer(tx, received)
-                .map(|t| (AccountReply::Transferred(t), None))
-        }
-    }
-}
-
-/// Answers a read-only question about an account.
-pub fn answer(state: &AccountState, query: &Query) -> Result<QueryReply, LedgerError> {
-    match query {
-        Query::Balance(currency) => Ok(QueryReply::Balance(state.balance(*currency).view())),
-        Query::Balances => Ok(QueryReply::Balances(
-            state.balances().iter().map(|b| b.view()).collect(),
-        )),
-        Query::Withdrawal(tx) => state.withdrawal(*tx).map(QueryReply::Withdrawal),
     }
 }
 
@@ -201,30 +91,38 @@ pub fn answer(state: &AccountState, query: &Query) -> Result<QueryReply, LedgerE
 /// the shard log: whoever awaits the replies must flush it and wait for
 /// durability before acknowledging anything (the coordinator does, once
 /// per round).
-impl Handler<RunCommands> for AccountActor {
+impl<J: Job> Handler<RunCommands<J>> for AccountActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RunCommands, _ctx: &mut Self::Context) {
-        // After a storage failure memory must not move further from disk.
-        if let Some(poisoned) = self.log.poisoned() {
-            return msg.refuse(&poisoned);
+    fn handle(&mut self, msg: RunCommands<J>, _ctx: &mut Self::Context) {
+        // After a storage failure or an internal error, memory must not
+        // move further from disk.
+        if let Some(refusal) = self.log.write_refusal() {
+            return msg.refuse(&refusal);
         }
-        let Ok(mut state) = self.state.try_borrow_mut() else {
-            return msg.refuse(&LedgerError::Internal {
-                reason: "an account state was borrowed while its actor ran".into(),
-            });
+        let Self {
+            state,
+            log,
+            pending_withdrawals_max: max,
+            ..
+        } = self;
+        let Some(state) = state.as_mut() else {
+            return msg.refuse(&LedgerError::ShuttingDown);
         };
-        let Some(mut gauges) = self.log.gauges_mut() else {
+        let Some(mut gauges) = log.gauges_mut() else {
             return msg.refuse(&LedgerError::Internal {
                 reason: "the shard's gauges were borrowed while an actor ran".into(),
             });
         };
-        let (log, max) = (&self.log, self.pending_withdrawals_max);
-        msg.answer_with(|command| {
-            let (reply, event) = execute(&mut state, command, max, &mut gauges)?;
+        msg.answer_with(|job| {
+            if let Some(refusal) = log.broken_refusal() {
+                return Err(refusal);
+            }
+            let (reply, event) = execute(state, job, *max, &mut gauges)
+                .inspect_err(|error| poison_on_internal(log, error))?;
             if let Some(event) = event {
                 if log.wants_notices() {
-                    if let Some(notice) = newly_pending(&state, &event) {
+                    if let Some(notice) = newly_pending(state, &event) {
                         log.notify_when_durable(notice);
                     }
                 }
@@ -240,132 +138,33 @@ impl Handler<RunCommands> for AccountActor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::money::usd;
-    use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
-
-    const MAX: u32 = 8;
-
-    /// Runs a command through `execute`, then checks the gauges against a
-    /// fresh count of every withdrawal of the states.
-    fn run_checked(
-        state: &mut AccountState,
-        gauges: &mut WithdrawalGauges,
-        command: AccountCommand,
-        others: &[&AccountState],
-    ) -> Result<AccountReply, LedgerError> {
-        let result = execute(state, command, MAX, gauges).map(|(reply, _)| reply);
-        let all = others.iter().copied().chain(std::iter::once(&*state));
-        assert_eq!(*gauges, WithdrawalGauges::scan(all));
-        result
+/// An internal error from applying a command (a check of the rules failed:
+/// a bug) poisons the shard: the state may be apart from its log now.
+pub fn poison_on_internal(log: &ShardLog, error: &LedgerError) {
+    if matches!(error, LedgerError::Internal { .. }) {
+        log.poison(error);
     }
+}
 
-    fn withdrawal_id(reply: Result<AccountReply, LedgerError>) -> TransactionId {
-        match reply {
-            Ok(AccountReply::Withdrawal(w)) => w.transaction_id,
-            other => panic!("expected a withdrawal, got {other:?}"),
+/// Answers a read from the state this actor owns.
+impl<Q: AccountRead> Handler<Read<Q>> for AccountActor {
+    type Result = Result<Q::Output, LedgerError>;
+
+    fn handle(&mut self, msg: Read<Q>, _ctx: &mut Self::Context) -> Self::Result {
+        msg.0.read(self.state()?)
+    }
+}
+
+/// Hands the state back and stops (see [`Retire`]).
+impl Handler<Retire> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Retire, ctx: &mut Self::Context) {
+        if let Some(state) = self.state.take() {
+            // The coordinator always keeps the receiving end while its
+            // shard runs.
+            let _ = msg.to.send(state);
         }
-    }
-
-    /// As payout 7 would: it claims, then settles what it claimed.
-    fn update(tx: TransactionId, action: TransitionAction) -> AccountCommand {
-        update_by(tx, action, Settler::Payout { payout_id: 7 })
-    }
-
-    /// As a caller of a ledger whose host pays (external mode) would.
-    fn caller_update(tx: TransactionId, action: TransitionAction) -> AccountCommand {
-        update_by(tx, action, Settler::Caller { engine_pays: false })
-    }
-
-    fn update_by(tx: TransactionId, action: TransitionAction, by: Settler) -> AccountCommand {
-        AccountCommand::UpdateWithdrawal {
-            tx,
-            action,
-            reason: "test".into(),
-            by,
-        }
-    }
-
-    #[test]
-    fn execute_keeps_the_gauges_equal_to_a_count_through_every_transition() {
-        let (mut state, mut other) = (AccountState::new(1), AccountState::new(2));
-        let mut gauges = WithdrawalGauges::default();
-        let mut run = |state: &mut AccountState, other: &AccountState, command| {
-            run_checked(state, &mut gauges, command, &[other])
-        };
-        let deposit = AccountCommand::Deposit {
-            currency: usd(),
-            amount: 10_000,
-            key: None,
-        };
-        run(&mut state, &other, deposit).unwrap();
-        let request = |amount| AccountCommand::RequestWithdrawal {
-            currency: usd(),
-            amount,
-            key: None,
-        };
-        let a = withdrawal_id(run(&mut state, &other, request(100)));
-        let b = withdrawal_id(run(&mut state, &other, request(200)));
-        let c = withdrawal_id(run(&mut state, &other, request(300)));
-        run(&mut state, &other, request(400)).unwrap(); // stays pending
-        let claim = AccountCommand::ClaimWithdrawal {
-            tx: a,
-            payout_id: 7,
-        };
-        run(&mut state, &other, claim.clone()).unwrap();
-        run(&mut state, &other, update(a, TransitionAction::Release)).unwrap();
-        run(&mut state, &other, claim).unwrap();
-        run(&mut state, &other, update(a, TransitionAction::Complete)).unwrap();
-        // Repeated: no event, no move.
-        run(&mut state, &other, update(a, TransitionAction::Complete)).unwrap();
-        run(&mut state, &other, update(a, TransitionAction::Return)).unwrap();
-        run(&mut state, &other, caller_update(b, TransitionAction::Fail)).unwrap();
-        run(
-            &mut state,
-            &other,
-            caller_update(c, TransitionAction::Cancel),
-        )
-        .unwrap();
-        // Refused: nothing moves.
-        run(
-            &mut state,
-            &other,
-            caller_update(c, TransitionAction::Complete),
-        )
-        .unwrap_err();
-        // A transfer touches no withdrawal, on either side.
-        let hold = AccountCommand::HoldTransfer {
-            to: 2,
-            currency: usd(),
-            amount: 50,
-            key: None,
-        };
-        let Ok(AccountReply::TransferHeld(tx)) = run(&mut state, &other, hold) else {
-            panic!("the transfer was not held");
-        };
-        let receive = AccountCommand::ReceiveTransfer {
-            tx,
-            currency: usd(),
-            amount: 50,
-            key: None,
-        };
-        run(&mut other, &state, receive).unwrap();
-        let finish = AccountCommand::FinishTransfer { tx, received: true };
-        run(&mut state, &other, finish).unwrap();
-
-        let tally = |status| gauges.get("USD", status);
-        for (status, count, amount) in [
-            (StatusKind::Pending, 1, 400),
-            (StatusKind::Processing, 0, 0),
-            (StatusKind::Completed, 0, 0),
-            (StatusKind::Returned, 1, 100),
-            (StatusKind::Failed, 1, 200),
-            (StatusKind::Cancelled, 1, 300),
-        ] {
-            let t = tally(status);
-            assert_eq!((t.count, t.amount), (count, amount), "{status}");
-        }
+        ctx.stop();
     }
 }

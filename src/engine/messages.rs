@@ -1,124 +1,121 @@
-//! Every actor message in one place.
+//! The messages between the engine's actors, each with its own reply
+//! type (no reply is matched against what was asked).
 //!
-//! The `Ledger` handle talks to shard coordinators (operations, queries,
-//! gauges) and to the payout actor (runs, payout records and counts,
-//! operator resolutions); coordinators talk to account actors and to each
-//! other (the receiving side of a transfer may live on another shard); the
-//! payout actor claims and settles items through the coordinators, as
-//! `Settler::Payout`. Inputs here are already validated at the edge:
-//! currencies resolved, amounts converted to minor units.
+//! The `Ledger` handle, through the [router](crate::engine::router), sends
+//! shard coordinators batches of commands ([`ExecuteBatch`], typed by the
+//! command: see [`command`](crate::engine::command)), reads ([`Ask`], typed
+//! by the [`AccountRead`]) and per-shard questions (counts, gauges,
+//! exports), and talks to the payout actor (runs, payout records and
+//! counts, operator resolutions). Coordinators forward to account actors
+//! ([`RunCommands`](crate::engine::round::RunCommands), [`Read`],
+//! [`Retire`]) and ask each other to credit transfers
+//! ([`ReceiveTransfers`]); the payout actor claims and settles items
+//! through the router, as `Settler::Payout`. Inputs here are already
+//! validated at the edge: currencies resolved, amounts in minor units.
 
 use actix::prelude::*;
 
 use crate::domain::account::AccountState;
-use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
-use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
-use crate::domain::withdrawal::{Settler, TransitionAction, Withdrawal};
+use crate::domain::receipts::Balance;
+use crate::domain::withdrawal::Withdrawal;
+use crate::engine::command::{Command, ReceiveTransfer};
 use crate::error::LedgerError;
 
-/// One operation for one account.
-#[derive(Debug, Clone)]
-pub enum AccountCommand {
-    Deposit {
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    RequestWithdrawal {
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    UpdateWithdrawal {
-        tx: TransactionId,
-        action: TransitionAction,
-        reason: String,
-        /// Who asks: a payout's claim refuses anyone but that payout.
-        by: Settler,
-    },
-    /// Transfer step 1, at the source.
-    HoldTransfer {
-        to: AccountId,
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    /// Transfer step 2, at the receiving account.
-    ReceiveTransfer {
-        tx: TransactionId,
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    /// Transfer step 3, at the source.
-    FinishTransfer { tx: TransactionId, received: bool },
-    /// A payout takes a pending withdrawal.
-    ClaimWithdrawal { tx: TransactionId, payout_id: u64 },
+/// A shard coordinator's request: run these commands, in order per
+/// account; one answer each, in order.
+pub struct ExecuteBatch<C> {
+    pub ops: Vec<(AccountId, C)>,
 }
 
-impl AccountCommand {
-    /// Whether this command may bring a never-seen account into being.
-    /// Anything else on an unknown account is answered without spawning an
-    /// actor, so bogus ids cannot fill memory.
-    pub fn creates_account(&self) -> bool {
-        matches!(self, Self::Deposit { .. } | Self::ReceiveTransfer { .. })
-    }
-}
-
-/// What an account answers to one command.
-#[derive(Debug, Clone)]
-pub enum AccountReply {
-    Deposited(Deposit),
-    Withdrawal(Withdrawal),
-    /// Funds held for a transfer under this id; ask the receiver next.
-    TransferHeld(TransactionId),
-    Transferred(Transfer),
-    /// The receiving side credited (and logged) the transfer.
-    TransferReceived,
-}
-
-/// The operations of one batch bound for one shard: their positions in the
-/// batch, and the operations.
-pub type ShardBatch = (Vec<usize>, Vec<(AccountId, AccountCommand)>);
-
-/// A shard coordinator's request: run these commands, in order per account.
-#[derive(Message)]
-#[rtype(result = "Vec<Result<Outcome, LedgerError>>")]
-pub struct ExecuteBatch {
-    pub ops: Vec<(AccountId, AccountCommand)>,
+impl<C: Command> Message for ExecuteBatch<C> {
+    type Result = Vec<Result<C::Answer, LedgerError>>;
 }
 
 /// Coordinator to coordinator: credit the receiving sides of a round's
-/// transfers on this shard's accounts (`ReceiveTransfer` commands); one
-/// answer each, in order, once the credits are durable.
+/// transfers on this shard's accounts; one answer each, in order, once the
+/// credits are durable.
 #[derive(Message)]
 #[rtype(result = "Vec<Result<(), LedgerError>>")]
 pub struct ReceiveTransfers {
-    pub credits: Vec<(AccountId, AccountCommand)>,
+    pub credits: Vec<(AccountId, ReceiveTransfer)>,
 }
 
-/// Read-only questions about one account.
-#[derive(Debug, Clone)]
-pub enum Query {
-    Balance(Currency),
-    Balances,
-    Withdrawal(TransactionId),
+/// A read-only question about one account, with its own answer type.
+/// Asked of the account's actor while it runs, of its parked state in
+/// place otherwise, and of an empty state for an account that does not
+/// exist.
+pub trait AccountRead: Send + 'static {
+    type Output: Send + 'static;
+    fn read(&self, state: &AccountState) -> Result<Self::Output, LedgerError>;
 }
 
-#[derive(Debug, Clone)]
-pub enum QueryReply {
-    Balance(Balance),
-    Balances(Vec<Balance>),
-    Withdrawal(Withdrawal),
+/// One account's balance in one currency (zero if it never held any).
+pub struct BalanceOf(pub Currency);
+
+impl AccountRead for BalanceOf {
+    type Output = Balance;
+    fn read(&self, state: &AccountState) -> Result<Balance, LedgerError> {
+        Ok(state.balance(self.0).view())
+    }
 }
 
-/// Ask one account (through its shard's coordinator, or directly).
-#[derive(Message)]
-#[rtype(result = "Result<QueryReply, LedgerError>")]
-pub struct AskAccount {
+/// Every currency an account has held, with its balance.
+pub struct BalancesOf;
+
+impl AccountRead for BalancesOf {
+    type Output = Vec<Balance>;
+    fn read(&self, state: &AccountState) -> Result<Vec<Balance>, LedgerError> {
+        Ok(state.balances().iter().map(|b| b.view()).collect())
+    }
+}
+
+/// One withdrawal of the account.
+pub struct WithdrawalOf(pub TransactionId);
+
+impl AccountRead for WithdrawalOf {
+    type Output = Withdrawal;
+    fn read(&self, state: &AccountState) -> Result<Withdrawal, LedgerError> {
+        state.withdrawal(self.0)
+    }
+}
+
+/// A copy of the whole state (exports: audits, tests, `simulate`).
+pub struct StateOf;
+
+impl AccountRead for StateOf {
+    type Output = AccountState;
+    fn read(&self, state: &AccountState) -> Result<AccountState, LedgerError> {
+        Ok(state.clone())
+    }
+}
+
+/// `Ledger` → coordinator: ask one account of the shard.
+pub struct Ask<Q> {
     pub account: AccountId,
-    pub query: Query,
+    pub query: Q,
+}
+
+impl<Q: AccountRead> Message for Ask<Q> {
+    type Result = Result<Q::Output, LedgerError>;
+}
+
+/// Coordinator → account actor: answer a read from the state it owns.
+pub struct Read<Q>(pub Q);
+
+impl<Q: AccountRead> Message for Read<Q> {
+    type Result = Result<Q::Output, LedgerError>;
+}
+
+/// Coordinator → account actor: hand the state back through `to` and stop.
+/// The coordinator forgets the actor's address as it sends this, so
+/// nothing reaches the mailbox after it: every command sent before is run
+/// first, and the state handed back holds them all.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire {
+    pub to: tokio::sync::oneshot::Sender<AccountState>,
 }
 
 /// Account actor → payout actor: a withdrawal is durable and pending (new,

@@ -19,28 +19,30 @@ use std::task::{Context, Poll, Waker};
 use actix::Message;
 use parking_lot::Mutex;
 
-use crate::engine::messages::{AccountCommand, AccountReply};
+use crate::engine::command::Job;
 use crate::error::LedgerError;
 
-/// A reply with the batch position of its command.
-pub type Reply = (usize, Result<AccountReply, LedgerError>);
+/// A reply with the batch position of its job.
+pub type Reply<J> = (usize, Result<<J as Job>::Reply, LedgerError>);
 
-/// Coordinator → account actor: run these commands in order and deliver
-/// each reply, with its position, to `replies`. The events wait in the
-/// shard log; whoever awaits the replies must flush it and wait for
-/// durability before acknowledging anything.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RunCommands {
-    commands: Vec<(usize, AccountCommand)>,
-    replies: RoundReplies,
+/// Coordinator → account actor: run these jobs in order and deliver each
+/// reply, with its position, to `replies`. The events wait in the shard
+/// log; whoever awaits the replies must flush it and wait for durability
+/// before acknowledging anything.
+pub struct RunCommands<J: Job> {
+    commands: Vec<(usize, J)>,
+    replies: RoundReplies<J>,
     /// Set once the replies were delivered; a drop before that delivers
     /// refusals.
     delivered: bool,
 }
 
-impl RunCommands {
-    pub fn new(commands: Vec<(usize, AccountCommand)>, replies: RoundReplies) -> Self {
+impl<J: Job> Message for RunCommands<J> {
+    type Result = ();
+}
+
+impl<J: Job> RunCommands<J> {
+    pub fn new(commands: Vec<(usize, J)>, replies: RoundReplies<J>) -> Self {
         Self {
             commands,
             replies,
@@ -49,10 +51,7 @@ impl RunCommands {
     }
 
     /// Runs every command through `run` and delivers the replies.
-    pub fn answer_with(
-        mut self,
-        mut run: impl FnMut(AccountCommand) -> Result<AccountReply, LedgerError>,
-    ) {
+    pub fn answer_with(mut self, mut run: impl FnMut(J) -> Result<J::Reply, LedgerError>) {
         for (index, command) in std::mem::take(&mut self.commands) {
             self.replies.push((index, run(command)));
         }
@@ -70,7 +69,7 @@ impl RunCommands {
     }
 }
 
-impl Drop for RunCommands {
+impl<J: Job> Drop for RunCommands<J> {
     /// Never ran (the mailbox was closed): say so for each command rather
     /// than leave the round waiting forever. (After `answer_with` or
     /// `refuse` the commands are gone and this does nothing.)
@@ -85,18 +84,25 @@ impl Drop for RunCommands {
 }
 
 /// Where a round's replies gather; resolves once every message delivered.
-#[derive(Clone)]
-pub struct RoundReplies {
-    shared: Arc<Mutex<Gathered>>,
+pub struct RoundReplies<J: Job> {
+    shared: Arc<Mutex<Gathered<J>>>,
 }
 
-struct Gathered {
-    replies: Vec<Reply>,
+impl<J: Job> Clone for RoundReplies<J> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+struct Gathered<J: Job> {
+    replies: Vec<Reply<J>>,
     messages_left: usize,
     waker: Option<Waker>,
 }
 
-impl RoundReplies {
+impl<J: Job> RoundReplies<J> {
     /// Waits for `messages` deliveries holding `commands` replies in all.
     pub fn expecting(messages: usize, commands: usize) -> Self {
         Self {
@@ -108,7 +114,7 @@ impl RoundReplies {
         }
     }
 
-    fn push(&self, reply: Reply) {
+    fn push(&self, reply: Reply<J>) {
         self.shared.lock().replies.push(reply);
     }
 
@@ -128,18 +134,18 @@ impl RoundReplies {
     }
 
     /// Every reply, in the order delivered, once all messages delivered.
-    pub fn all(self) -> AllReplies {
+    pub fn all(self) -> AllReplies<J> {
         AllReplies { round: self }
     }
 }
 
 /// The future of [`RoundReplies::all`].
-pub struct AllReplies {
-    round: RoundReplies,
+pub struct AllReplies<J: Job> {
+    round: RoundReplies<J>,
 }
 
-impl Future for AllReplies {
-    type Output = Vec<Reply>;
+impl<J: Job> Future for AllReplies<J> {
+    type Output = Vec<Reply<J>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut gathered = self.round.shared.lock();

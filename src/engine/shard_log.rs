@@ -17,11 +17,18 @@
 //!
 //! The gauges live here because this is what the shard's coordinator and
 //! its account actors share; they are moved by
-//! [`execute`](crate::engine::account::execute), which sees every change,
+//! [`execute`](crate::engine::command::execute), which sees every change,
 //! whether or not the journal keeps events (a memory-only ledger has
 //! gauges too).
+//!
+//! So does the shard's poison: an internal error while applying a command
+//! (a check of the rules failed: a bug) may have left an account's memory
+//! apart from its log, so from then on every write on the shard is refused
+//! (`poisoned`, until a restart rebuilds the state from the log), while
+//! reads are still served. A storage failure poisons the whole ledger
+//! instead (the journal's poison), reads included.
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{OnceCell, RefCell, RefMut};
 use std::future::Future;
 
 use actix::Recipient;
@@ -45,11 +52,16 @@ pub struct ShardLog {
     payouts: Option<Recipient<WithdrawalQueued>>,
     /// The shard's withdrawals by currency and status, as applied in memory.
     gauges: RefCell<WithdrawalGauges>,
+    /// This shard's number, for messages.
+    shard: usize,
+    /// Why the shard refuses writes, once an internal error poisoned it.
+    broken: OnceCell<String>,
 }
 
 impl ShardLog {
     /// `gauges` counts the shard's recovered withdrawals.
     pub fn new(
+        shard: usize,
         journal: Journal,
         payouts: Option<Recipient<WithdrawalQueued>>,
         gauges: WithdrawalGauges,
@@ -60,6 +72,8 @@ impl ShardLog {
             notices: RefCell::new(Vec::new()),
             payouts,
             gauges: RefCell::new(gauges),
+            shard,
+            broken: OnceCell::new(),
         }
     }
 
@@ -74,9 +88,38 @@ impl ShardLog {
         self.gauges.try_borrow().ok().map(|g| g.clone())
     }
 
-    /// Why the journal refuses writes, if it does.
-    pub fn poisoned(&self) -> Option<LedgerError> {
+    /// Why reads are refused, if they are: the ledger is poisoned by a
+    /// storage failure (memory may hold changes the disk lacks).
+    pub fn read_refusal(&self) -> Option<LedgerError> {
         self.journal.poisoned()
+    }
+
+    /// Why writes on this shard are refused, if they are: the ledger's
+    /// storage failure, or this shard's internal error.
+    pub fn write_refusal(&self) -> Option<LedgerError> {
+        self.journal.poisoned().or_else(|| self.broken_refusal())
+    }
+
+    /// Why this shard refuses writes after an internal error, if it does.
+    /// Cheap enough to ask before every command.
+    pub fn broken_refusal(&self) -> Option<LedgerError> {
+        let reason = self.broken.get()?;
+        Some(LedgerError::Poisoned {
+            reason: reason.clone(),
+        })
+    }
+
+    /// Poisons the shard after `error`, an internal error from applying a
+    /// command: every later write on it is refused.
+    pub fn poison(&self, error: &LedgerError) {
+        let reason = format!(
+            "shard {} refuses writes after an internal error (a bug, not a storage failure): \
+             {error}; reads are still served, a restart rebuilds the state from the log",
+            self.shard
+        );
+        if self.broken.set(reason).is_ok() {
+            tracing::error!(shard = self.shard, %error, "shard poisoned: it refuses every write until restarted");
+        }
     }
 
     /// Whether anyone is told of newly pending withdrawals.

@@ -137,8 +137,7 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::InvalidAmount { .. }
         | LedgerError::ReasonTooLong { .. }
         | LedgerError::InvalidTransactionId { .. }
-        | LedgerError::PayoutsDisabled
-        | LedgerError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+        | LedgerError::PayoutsDisabled => StatusCode::BAD_REQUEST,
         LedgerError::UnknownWithdrawal { .. }
         | LedgerError::UnknownPayout { .. }
         | LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
@@ -261,7 +260,6 @@ mod tests {
             (LedgerError::ShuttingDown, 503),
             (LedgerError::Poisoned { reason: "x".into() }, 503),
             (LedgerError::Overloaded { shard: 0, limit: 1 }, 503),
-            (LedgerError::InvalidInput { reason: "x".into() }, 400),
             (
                 LedgerError::UnknownCurrency {
                     currency: "XXX".into(),

@@ -1,0 +1,521 @@
+//! What runs at an account, typed by what it answers.
+//!
+//! A [`Job`] is anything an account actor runs on the state it owns; its
+//! [`Reply`](Job::Reply) is its own type, so no reply is ever matched
+//! against the job that asked for it. [`execute`] runs a job (the rules
+//! live in [`AccountState`]), returns the reply and the event to log, and
+//! moves the shard's gauges by what changed.
+//!
+//! The [`Command`]s callers send in batches answer `Ran<Answer>`: done,
+//! or (a transfer's step 1) funds held at the source, with the receiving
+//! side still to ask. Each command type has its own answer:
+//! [`DepositCommand`] a deposit receipt, [`WithdrawalCommand`] the
+//! withdrawal, [`TransferCommand`] the transfer, and [`AccountCommand`]
+//! (any of them, for mixed batches) an [`Outcome`]. A transfer's steps 2
+//! and 3 are the jobs [`ReceiveTransfer`] and [`FinishTransfer`].
+//!
+//! The coordinator also runs commands on a throwaway empty state, to answer
+//! those aimed at accounts that do not exist without spawning an actor.
+
+use crate::domain::account::{AccountState, TransferHold};
+use crate::domain::event::Event;
+use crate::domain::gauges::{Counted, WithdrawalGauges};
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::{Currency, Units};
+use crate::domain::receipts::{Deposit, Outcome, Transfer};
+use crate::domain::withdrawal::{Settler, TransitionAction, Withdrawal};
+use crate::engine::messages::WithdrawalQueued;
+use crate::error::LedgerError;
+
+/// What an account actor runs on its state.
+pub trait Job: Send + 'static {
+    type Reply: Send + 'static;
+
+    /// The existing transaction it acts on; `None` for a job that starts
+    /// a new one. Every job that can change a withdrawal already made must
+    /// name it, or the gauges would count the change as a new withdrawal.
+    fn acts_on(&self) -> Option<TransactionId>;
+
+    /// Runs the rules: the reply, and the event to log if anything changed
+    /// (a job changes at most one thing).
+    fn run(
+        self,
+        state: &mut AccountState,
+        pending_withdrawals_max: u32,
+    ) -> Result<(Self::Reply, Option<Event>), LedgerError>;
+}
+
+/// A job callers send in batches (the `Ledger` handle, the payout actor).
+pub trait Command: Job<Reply = Ran<<Self as Command>::Answer>> {
+    /// What the caller gets.
+    type Answer: Send + 'static;
+
+    /// Whether it may bring a never-seen account into being. Anything else
+    /// on an unknown account is answered without spawning an actor, so
+    /// bogus ids cannot fill memory.
+    fn creates_account(&self) -> bool {
+        false
+    }
+
+    /// Whether it is a transfer's step 1: a batch's later commands for the
+    /// same account wait until the transfer ended.
+    fn is_transfer(&self) -> bool {
+        false
+    }
+}
+
+/// What a command did at its account.
+pub enum Ran<A> {
+    Done(A),
+    /// Transfer step 1: the funds are held; the receiver is asked next.
+    Held(Held<A>),
+}
+
+/// A transfer held at its source, and how its receipt becomes the answer.
+pub struct Held<A> {
+    pub transfer: HeldTransfer,
+    pub answer: fn(Transfer) -> A,
+}
+
+/// What the receiving side of a held transfer needs.
+pub struct HeldTransfer {
+    pub tx: TransactionId,
+    pub to: AccountId,
+    pub currency: Currency,
+    pub amount: Units,
+    pub key: Option<IdempotencyKey>,
+}
+
+/// Credit `amount` to available.
+#[derive(Debug, Clone)]
+pub struct DepositCommand {
+    pub currency: Currency,
+    pub amount: Units,
+    pub key: Option<IdempotencyKey>,
+}
+
+/// Everything that answers with a withdrawal.
+#[derive(Debug, Clone)]
+pub enum WithdrawalCommand {
+    /// Phase 1: lock `amount` in a new pending withdrawal.
+    Request {
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+    },
+    /// Phase 3, a cancel or a return, by `by`.
+    Update {
+        tx: TransactionId,
+        action: TransitionAction,
+        reason: String,
+        /// Who asks: a payout's claim refuses anyone but that payout.
+        by: Settler,
+    },
+    /// A payout takes a pending withdrawal.
+    Claim { tx: TransactionId, payout_id: u64 },
+}
+
+/// Transfer step 1, at the source.
+#[derive(Debug, Clone)]
+pub struct TransferCommand {
+    pub to: AccountId,
+    pub currency: Currency,
+    pub amount: Units,
+    pub key: Option<IdempotencyKey>,
+}
+
+/// Any command, for batches that mix them; answers an [`Outcome`].
+#[derive(Debug, Clone)]
+pub enum AccountCommand {
+    Deposit(DepositCommand),
+    Withdrawal(WithdrawalCommand),
+    Transfer(TransferCommand),
+}
+
+/// Transfer step 2, at the receiving account (possibly on another shard).
+#[derive(Debug, Clone)]
+pub struct ReceiveTransfer {
+    pub tx: TransactionId,
+    pub currency: Currency,
+    pub amount: Units,
+    pub key: Option<IdempotencyKey>,
+}
+
+/// Transfer step 3, back at the source: the receiver answered.
+#[derive(Debug, Clone)]
+pub struct FinishTransfer {
+    pub tx: TransactionId,
+    pub received: bool,
+}
+
+impl Job for DepositCommand {
+    type Reply = Ran<Deposit>;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        None
+    }
+
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: u32,
+    ) -> Result<(Ran<Deposit>, Option<Event>), LedgerError> {
+        let effect = state.deposit(self.currency, self.amount, self.key)?;
+        Ok((Ran::Done(effect.output), effect.event))
+    }
+}
+
+impl Command for DepositCommand {
+    type Answer = Deposit;
+
+    fn creates_account(&self) -> bool {
+        true
+    }
+}
+
+impl Job for WithdrawalCommand {
+    type Reply = Ran<Withdrawal>;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        match self {
+            Self::Request { .. } => None,
+            Self::Update { tx, .. } | Self::Claim { tx, .. } => Some(*tx),
+        }
+    }
+
+    fn run(
+        self,
+        state: &mut AccountState,
+        pending_withdrawals_max: u32,
+    ) -> Result<(Ran<Withdrawal>, Option<Event>), LedgerError> {
+        let effect = match self {
+            Self::Request {
+                currency,
+                amount,
+                key,
+            } => state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?,
+            Self::Update {
+                tx,
+                action,
+                reason,
+                by,
+            } => state.update_withdrawal_by(tx, action, &reason, by)?,
+            Self::Claim { tx, payout_id } => state.claim_withdrawal(tx, payout_id)?,
+        };
+        Ok((Ran::Done(effect.output), effect.event))
+    }
+}
+
+impl Command for WithdrawalCommand {
+    type Answer = Withdrawal;
+}
+
+impl Job for TransferCommand {
+    type Reply = Ran<Transfer>;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        None
+    }
+
+    /// Holds the funds (nothing to log yet: the receiving side logs the
+    /// one event), or replays the transfer its key already made.
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: u32,
+    ) -> Result<(Ran<Transfer>, Option<Event>), LedgerError> {
+        let ran =
+            match state.hold_transfer(self.to, self.currency, self.amount, self.key.clone())? {
+                TransferHold::Held(tx) => Ran::Held(Held {
+                    transfer: HeldTransfer {
+                        tx,
+                        to: self.to,
+                        currency: self.currency,
+                        amount: self.amount,
+                        key: self.key,
+                    },
+                    answer: std::convert::identity,
+                }),
+                TransferHold::Replayed(receipt) => Ran::Done(receipt),
+            };
+        Ok((ran, None))
+    }
+}
+
+impl Command for TransferCommand {
+    type Answer = Transfer;
+
+    fn is_transfer(&self) -> bool {
+        true
+    }
+}
+
+impl<A> Ran<A> {
+    /// The same result with its answer turned by `done`, a held transfer's
+    /// receipt by `held`.
+    fn map<B>(self, done: fn(A) -> B, held: fn(Transfer) -> B) -> Ran<B> {
+        match self {
+            Ran::Done(answer) => Ran::Done(done(answer)),
+            Ran::Held(h) => Ran::Held(Held {
+                transfer: h.transfer,
+                answer: held,
+            }),
+        }
+    }
+}
+
+impl Job for AccountCommand {
+    type Reply = Ran<Outcome>;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        match self {
+            Self::Deposit(c) => c.acts_on(),
+            Self::Withdrawal(c) => c.acts_on(),
+            Self::Transfer(c) => c.acts_on(),
+        }
+    }
+
+    fn run(
+        self,
+        state: &mut AccountState,
+        max: u32,
+    ) -> Result<(Ran<Outcome>, Option<Event>), LedgerError> {
+        let transferred = Outcome::Transferred;
+        let (ran, event) = match self {
+            Self::Deposit(c) => {
+                let (ran, event) = c.run(state, max)?;
+                (ran.map(Outcome::Deposited, transferred), event)
+            }
+            Self::Withdrawal(c) => {
+                let (ran, event) = c.run(state, max)?;
+                (ran.map(Outcome::Withdrawal, transferred), event)
+            }
+            Self::Transfer(c) => {
+                let (ran, event) = c.run(state, max)?;
+                (ran.map(Outcome::Transferred, transferred), event)
+            }
+        };
+        Ok((ran, event))
+    }
+}
+
+impl Command for AccountCommand {
+    type Answer = Outcome;
+
+    fn creates_account(&self) -> bool {
+        match self {
+            Self::Deposit(c) => c.creates_account(),
+            Self::Withdrawal(c) => c.creates_account(),
+            Self::Transfer(c) => c.creates_account(),
+        }
+    }
+
+    fn is_transfer(&self) -> bool {
+        match self {
+            Self::Deposit(c) => c.is_transfer(),
+            Self::Withdrawal(c) => c.is_transfer(),
+            Self::Transfer(c) => c.is_transfer(),
+        }
+    }
+}
+
+impl Job for ReceiveTransfer {
+    type Reply = ();
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        Some(self.tx)
+    }
+
+    /// Credits the transfer and logs its one event.
+    fn run(self, state: &mut AccountState, _: u32) -> Result<((), Option<Event>), LedgerError> {
+        let event = state.receive_transfer(self.tx, self.currency, self.amount, self.key)?;
+        Ok(((), Some(event)))
+    }
+}
+
+impl Job for FinishTransfer {
+    type Reply = Transfer;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        Some(self.tx)
+    }
+
+    /// Nothing to log: the receiving side logged the one event.
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: u32,
+    ) -> Result<(Transfer, Option<Event>), LedgerError> {
+        Ok((state.finish_transfer(self.tx, self.received)?, None))
+    }
+}
+
+/// The payout notice for an event that leaves a withdrawal pending.
+pub fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQueued> {
+    let tx = match event {
+        Event::WithdrawalRequested { tx, .. } | Event::WithdrawalReleased { tx } => *tx,
+        _ => return None,
+    };
+    let record = state.withdrawal_record_of(tx)?;
+    Some(WithdrawalQueued {
+        tx,
+        currency: record.currency,
+        amount: record.amount,
+    })
+}
+
+/// Runs one job against an account state: its reply, and the event to log
+/// if it changed anything.
+///
+/// Every change to an account passes here, so this is where the shard's
+/// gauges follow the withdrawals: the withdrawal the job acts on, as it
+/// was before and as it is after, whatever the event. Two lookups of one
+/// withdrawal and a few integer operations; no allocation.
+pub fn execute<J: Job>(
+    state: &mut AccountState,
+    job: J,
+    pending_withdrawals_max: u32,
+    gauges: &mut WithdrawalGauges,
+) -> Result<(J::Reply, Option<Event>), LedgerError> {
+    let acted_on = job.acts_on();
+    let before = acted_on
+        .and_then(|tx| state.withdrawal_record_of(tx))
+        .map(Counted::of);
+    let (reply, event) = job.run(state, pending_withdrawals_max)?;
+    if let Some(event) = &event {
+        let tx = event.transaction_id();
+        let after = tx
+            .and_then(|tx| state.withdrawal_record_of(tx))
+            .map(Counted::of);
+        // `before` describes the event's withdrawal only if the job named
+        // it; otherwise the event made a new one.
+        let before = before.filter(|_| tx == acted_on);
+        gauges.moved(before, after);
+    }
+    Ok((reply, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::usd;
+    use crate::domain::withdrawal::StatusKind;
+
+    const MAX: u32 = 8;
+
+    /// Runs a job through `execute`, then checks the gauges against a fresh
+    /// count of every withdrawal of the states.
+    fn run_checked<J: Job>(
+        state: &mut AccountState,
+        gauges: &mut WithdrawalGauges,
+        job: J,
+        others: &[&AccountState],
+    ) -> Result<J::Reply, LedgerError> {
+        let result = execute(state, job, MAX, gauges).map(|(reply, _)| reply);
+        let all = others.iter().copied().chain(std::iter::once(&*state));
+        assert_eq!(*gauges, WithdrawalGauges::scan(all));
+        result
+    }
+
+    fn withdrawal_id(reply: Result<Ran<Withdrawal>, LedgerError>) -> TransactionId {
+        match reply {
+            Ok(Ran::Done(w)) => w.transaction_id,
+            Ok(Ran::Held(_)) => panic!("a withdrawal holds no transfer"),
+            Err(error) => panic!("expected a withdrawal, got {error:?}"),
+        }
+    }
+
+    /// As payout 7 would: it claims, then settles what it claimed.
+    fn update(tx: TransactionId, action: TransitionAction) -> WithdrawalCommand {
+        update_by(tx, action, Settler::Payout { payout_id: 7 })
+    }
+
+    /// As a caller of a ledger whose host pays (external mode) would.
+    fn caller_update(tx: TransactionId, action: TransitionAction) -> WithdrawalCommand {
+        update_by(tx, action, Settler::Caller { engine_pays: false })
+    }
+
+    fn update_by(tx: TransactionId, action: TransitionAction, by: Settler) -> WithdrawalCommand {
+        WithdrawalCommand::Update {
+            tx,
+            action,
+            reason: "test".into(),
+            by,
+        }
+    }
+
+    #[test]
+    fn execute_keeps_the_gauges_equal_to_a_count_through_every_transition() {
+        let (mut state, mut other) = (AccountState::new(1), AccountState::new(2));
+        let mut gauges = WithdrawalGauges::default();
+        let g = &mut gauges;
+        let deposit = DepositCommand {
+            currency: usd(),
+            amount: 10_000,
+            key: None,
+        };
+        assert!(run_checked(&mut state, g, deposit, &[&other]).is_ok());
+        let request = |amount| WithdrawalCommand::Request {
+            currency: usd(),
+            amount,
+            key: None,
+        };
+        let a = withdrawal_id(run_checked(&mut state, g, request(100), &[&other]));
+        let b = withdrawal_id(run_checked(&mut state, g, request(200), &[&other]));
+        let c = withdrawal_id(run_checked(&mut state, g, request(300), &[&other]));
+        // Stays pending.
+        assert!(run_checked(&mut state, g, request(400), &[&other]).is_ok());
+        let claim = WithdrawalCommand::Claim {
+            tx: a,
+            payout_id: 7,
+        };
+        let ok = |state: &mut AccountState, g: &mut WithdrawalGauges, job| {
+            assert!(run_checked(state, g, job, &[&other]).is_ok());
+        };
+        ok(&mut state, g, claim.clone());
+        ok(&mut state, g, update(a, TransitionAction::Release));
+        ok(&mut state, g, claim);
+        ok(&mut state, g, update(a, TransitionAction::Complete));
+        // Repeated: no event, no move.
+        ok(&mut state, g, update(a, TransitionAction::Complete));
+        ok(&mut state, g, update(a, TransitionAction::Return));
+        ok(&mut state, g, caller_update(b, TransitionAction::Fail));
+        ok(&mut state, g, caller_update(c, TransitionAction::Cancel));
+        // Refused: nothing moves.
+        let refused = caller_update(c, TransitionAction::Complete);
+        assert!(run_checked(&mut state, g, refused, &[&other]).is_err());
+        // A transfer touches no withdrawal, on either side.
+        let hold = TransferCommand {
+            to: 2,
+            currency: usd(),
+            amount: 50,
+            key: None,
+        };
+        let Ok(Ran::Held(held)) = run_checked(&mut state, g, hold, &[&other]) else {
+            panic!("the transfer was not held");
+        };
+        let tx = held.transfer.tx;
+        let receive = ReceiveTransfer {
+            tx,
+            currency: usd(),
+            amount: 50,
+            key: None,
+        };
+        assert!(run_checked(&mut other, g, receive, &[&state]).is_ok());
+        let finish = FinishTransfer { tx, received: true };
+        assert!(run_checked(&mut state, g, finish, &[&other]).is_ok());
+
+        let tally = |status| gauges.get("USD", status);
+        for (status, count, amount) in [
+            (StatusKind::Pending, 1, 400),
+            (StatusKind::Processing, 0, 0),
+            (StatusKind::Completed, 0, 0),
+            (StatusKind::Returned, 1, 100),
+            (StatusKind::Failed, 1, 200),
+            (StatusKind::Cancelled, 1, 300),
+        ] {
+            let t = tally(status);
+            assert_eq!((t.count, t.amount), (count, amount), "{status}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! A shard's account directory: for each account, either the address of
+//! its running actor or its parked state — never both, and the state is
+//! never shared.
+//!
+//! Actors are cheap but not free (≈ 850 B each), so only accounts in use
+//! have one: an actor is started on an account's first command (with the
+//! state moved in) and retired once the account has been idle for a sweep,
+//! or sooner when the shard runs more than its cap of actors. Retiring is a
+//! message ([`Retire`]) after everything already sent to the actor: it
+//! hands its state back through a oneshot channel and stops. Until the
+//! state is back the account is *retiring*; a command then starts a new
+//! actor that waits for that very state (see
+//! [`account`](crate::engine::account)), so commands are forwarded at once
+//! and run in the order sent. A sweep parks the states that came back.
+//!
+//! Only this directory holds account actors' addresses (a round looks its
+//! actors up here when it dispatches), so a retired actor gets nothing
+//! after its `Retire`.
+
+use std::rc::Rc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot::{self, error::TryRecvError};
+
+use crate::domain::account::AccountState;
+use crate::domain::ids::AccountId;
+use crate::engine::account::{AccountActor, Holding};
+use crate::engine::messages::Retire;
+use crate::engine::shard_log::ShardLog;
+use crate::error::LedgerError;
+
+/// One account of the shard: two words, whatever the account holds.
+enum Slot {
+    /// Its actor runs: its entry in the running table.
+    Running(usize),
+    /// Its actor was told to retire and hands the state back here.
+    Retiring(oneshot::Receiver<AccountState>),
+    /// Boxed, so that a map sized for a million accounts (with its spare
+    /// capacity) holds slots, not states.
+    Parked(Box<AccountState>),
+}
+
+/// An account whose actor runs.
+struct Running {
+    account: AccountId,
+    actor: Addr<AccountActor>,
+    /// The sweep epoch of its last use.
+    last_used: u64,
+}
+
+/// Where a read finds an account.
+pub enum Found<'a> {
+    Running(Addr<AccountActor>),
+    Parked(&'a AccountState),
+    /// The shard holds no such account.
+    Unknown,
+}
+
+/// What new actors of the shard get besides their state.
+pub struct ActorSeed {
+    pub log: Rc<ShardLog>,
+    pub pending_withdrawals_max: u32,
+}
+
+pub struct Directory {
+    slots: foldhash::HashMap<AccountId, Slot>,
+    /// The accounts whose actor runs (an actor's address is three words, so
+    /// it lives here rather than in every slot); sweeps scan only these.
+    running: Vec<Running>,
+    /// Accounts whose state is on its way back.
+    retiring: Vec<AccountId>,
+    /// Retirements decided and not yet sent: they are sent once the
+    /// current message's commands have been (see [`Self::send_retirements`]).
+    to_retire: Vec<(Addr<AccountActor>, oneshot::Sender<AccountState>)>,
+    epoch: u64,
+    actors_max: usize,
+    seed: ActorSeed,
+}
+
+impl Directory {
+    /// Every recovered account starts parked.
+    pub fn new(recovered: Vec<AccountState>, actors_max: usize, seed: ActorSeed) -> Self {
+        let slots = recovered
+            .into_iter()
+            .map(|state| (state.id(), Slot::Parked(Box::new(state))))
+            .collect();
+        Self {
+            slots,
+            running: Vec::new(),
+            retiring: Vec::new(),
+            to_retire: Vec::new(),
+            epoch: 1,
+            actors_max: actors_max.max(1),
+            seed,
+        }
+    }
+
+    /// Accounts held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Accounts whose actor runs.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn contains(&self, account: AccountId) -> bool {
+        self.slots.contains_key(&account)
+    }
+
+    /// The account's actor, started if it has none: on its parked state,
+    /// on the state its retiring actor hands back, or (with `create`) on a
+    /// new account. `None` for an account the shard does not hold when
+    /// `create` is false.
+    pub fn actor_of(&mut self, account: AccountId, create: bool) -> Option<Addr<AccountActor>> {
+        let epoch = self.epoch;
+        if let Some(Slot::Running(index)) = self.slots.get(&account) {
+            if let Some(running) = self.running.get_mut(*index) {
+                running.last_used = epoch;
+                return Some(running.actor.clone());
+            }
+        }
+        if self.running.len() >= self.actors_max {
+            self.sweep();
+        }
+        let holding = match self.slots.remove(&account) {
+            Some(Slot::Parked(state)) => Holding::State(*state),
+            // (It stays in `retiring`; sweeps skip what is no longer.)
+            Some(Slot::Retiring(handover)) => Holding::Awaiting(handover),
+            // Only a running table out of step with the slots gets here
+            // (a bug): the account's state is with an actor nobody can
+            // reach, so refuse rather than start it afresh.
+            Some(Slot::Running(_)) => return None,
+            None if create => Holding::State(AccountState::new(account)),
+            None => return None,
+        };
+        let actor = AccountActor::new(
+            holding,
+            Rc::clone(&self.seed.log),
+            self.seed.pending_withdrawals_max,
+        )
+        .start();
+        self.slots
+            .insert(account, Slot::Running(self.running.len()));
+        self.running.push(Running {
+            account,
+            actor: actor.clone(),
+            last_used: epoch,
+        });
+        Some(actor)
+    }
+
+    /// Where a read finds the account: its running actor, its parked state
+    /// (a state just handed back is parked first), or nowhere. A state
+    /// still on its way is read by a new actor that waits for it.
+    pub fn find(&mut self, account: AccountId) -> Result<Found<'_>, LedgerError> {
+        park_if_back(&mut self.slots, account)?;
+        let parked = match self.slots.get(&account) {
+            None => return Ok(Found::Unknown),
+            Some(slot) => matches!(slot, Slot::Parked(_)),
+        };
+        if !parked {
+            let actor = self.actor_of(account, false);
+            return Ok(actor.map_or(Found::Unknown, Found::Running));
+        }
+        match self.slots.get(&account) {
+            Some(Slot::Parked(state)) => Ok(Found::Parked(state)),
+            _ => Ok(Found::Unknown),
+        }
+    }
+
+    /// Every account: the running actors, and the parked states in place.
+    /// A state still on its way back is given to a new actor that waits
+    /// for it. O(accounts), like what it answers.
+    pub fn all(&mut self) -> Result<(Vec<Addr<AccountActor>>, Vec<&AccountState>), LedgerError> {
+        let on_their_way: Vec<AccountId> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| matches!(slot, Slot::Retiring(_)))
+            .map(|(account, _)| *account)
+            .collect();
+        for account in on_their_way {
+            if !park_if_back(&mut self.slots, account)? {
+                self.actor_of(account, false);
+            }
+        }
+        let running = self.running.iter().map(|r| r.actor.clone()).collect();
+        let parked = self
+            .slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Parked(state) => Some(&**state),
+                Slot::Running(_) | Slot::Retiring(_) => None,
+            })
+            .collect();
+        Ok((running, parked))
+    }
+
+    /// Retires the actors of accounts unused since the current epoch
+    /// began, parks the states retired actors handed back since the last
+    /// sweep, then starts a new epoch. The `Retire` messages go out with
+    /// [`Self::send_retirements`]. O(running + retiring).
+    pub fn sweep(&mut self) {
+        let slots = &mut self.slots;
+        // Kept: states still on their way. A state lost on the way (only
+        // when the shard stops) is not waited for again.
+        self.retiring
+            .retain(|account| matches!(park_if_back(slots, *account), Ok(false)));
+        let epoch = self.epoch;
+        let mut index = 0;
+        while let Some(running) = self.running.get(index) {
+            if running.last_used >= epoch {
+                index += 1;
+                continue;
+            }
+            let retired = self.running.swap_remove(index);
+            if let Some(moved) = self.running.get(index) {
+                slots.insert(moved.account, Slot::Running(index));
+            }
+            let (to, handover) = oneshot::channel();
+            slots.insert(retired.account, Slot::Retiring(handover));
+            self.to_retire.push((retired.actor, to));
+            self.retiring.push(retired.account);
+        }
+        self.epoch += 1;
+    }
+
+    /// Sends the retirements decided since the last call. Called once a
+    /// message's commands have been sent, so a command for an account
+    /// retired while its batch was being grouped still reaches the actor
+    /// before its `Retire` does.
+    pub fn send_retirements(&mut self) {
+        for (actor, to) in self.to_retire.drain(..) {
+            actor.do_send(Retire { to });
+        }
+    }
+}
+
+/// Parks the account's state if its retiring actor has handed it back.
+/// `Ok(true)` unless the account is still retiring; refused if the actor
+/// stopped without handing its state back (only when the shard stops).
+fn park_if_back(
+    slots: &mut foldhash::HashMap<AccountId, Slot>,
+    account: AccountId,
+) -> Result<bool, LedgerError> {
+    let Some(Slot::Retiring(handover)) = slots.get_mut(&account) else {
+        return Ok(true);
+    };
+    match handover.try_recv() {
+        Ok(state) => {
+            slots.insert(account, Slot::Parked(Box::new(state)));
+            Ok(true)
+        }
+        Err(TryRecvError::Empty) => Ok(false),
+        Err(TryRecvError::Closed) => {
+            tracing::error!(
+                account,
+                "a retiring account actor stopped without handing its state back \
+                 (the shard is stopping); the account is refused until a restart"
+            );
+            Err(LedgerError::ShuttingDown)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::gauges::WithdrawalGauges;
+    use crate::domain::money::usd;
+    use crate::engine::command::{DepositCommand, Job, Ran, WithdrawalCommand};
+    use crate::engine::messages::{BalanceOf, Read};
+    use crate::engine::round::{RoundReplies, RunCommands};
+    use crate::storage::journal::Journal;
+
+    fn directory(actors_max: usize) -> Directory {
+        let log = ShardLog::new(0, Journal::memory_only(), None, WithdrawalGauges::default());
+        let seed = ActorSeed {
+            log: Rc::new(log),
+            pending_withdrawals_max: 8,
+        };
+        Directory::new(Vec::new(), actors_max, seed)
+    }
+
+    /// Sends one job to an actor; its reply once run.
+    async fn run<J: Job>(actor: &Addr<AccountActor>, job: J) -> J::Reply {
+        let round = RoundReplies::expecting(1, 1);
+        actor.do_send(RunCommands::new(vec![(0, job)], round.clone()));
+        let mut replies = round.all().await;
+        replies.pop().unwrap().1.unwrap()
+    }
+
+    fn deposit(amount: i128) -> DepositCommand {
+        DepositCommand {
+            currency: usd(),
+            amount,
+            key: None,
+        }
+    }
+
+    /// A command for an account whose actor was just told to retire goes
+    /// to a new actor at once, which runs it only on the state handed
+    /// back: after everything sent to the old actor, nothing lost.
+    #[test]
+    fn a_command_during_a_handover_runs_on_the_state_handed_back() {
+        actix::System::new().block_on(async {
+            let mut directory = directory(8);
+            let first = directory.actor_of(1, true).unwrap();
+            // Sent, not yet run: the retirement must come after it.
+            let round = RoundReplies::expecting(1, 1);
+            first.do_send(RunCommands::new(vec![(0, deposit(500))], round.clone()));
+            directory.sweep();
+            directory.sweep();
+            assert_eq!(directory.running(), 0, "idle for a whole sweep: retired");
+            // Retiring: a new actor takes the command and waits for the state.
+            let second = directory.actor_of(1, true).unwrap();
+            assert_ne!(first, second);
+            drop(first);
+            let round2 = RoundReplies::expecting(1, 1);
+            let request = WithdrawalCommand::Request {
+                currency: usd(),
+                amount: 200,
+                key: None,
+            };
+            second.do_send(RunCommands::new(vec![(0, request)], round2.clone()));
+            directory.send_retirements();
+            assert!(round.all().await[0].1.is_ok());
+            let withdrawal = round2.all().await.pop().unwrap().1;
+            assert!(
+                matches!(withdrawal, Ok(Ran::Done(_))),
+                "the withdrawal was refused or held"
+            );
+            let balance = second.send(Read(BalanceOf(usd()))).await.unwrap().unwrap();
+            assert_eq!((balance.available, balance.locked), (3.into(), 2.into()));
+        });
+    }
+
+    /// Retired and idle, the state comes back and is parked; reads find it
+    /// in place and the next command starts an actor on it.
+    #[test]
+    fn a_retired_state_is_parked_and_moved_into_the_next_actor() {
+        actix::System::new().block_on(async {
+            let mut directory = directory(8);
+            let actor = directory.actor_of(7, true).unwrap();
+            run(&actor, deposit(900)).await;
+            drop(actor);
+            directory.sweep();
+            directory.sweep();
+            directory.send_retirements();
+            // Let the actor take its `Retire` (a bounded wait on the
+            // handover itself).
+            for _ in 0..1_000 {
+                if park_if_back(&mut directory.slots, 7).unwrap() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            match directory.find(7).unwrap() {
+                Found::Parked(state) => assert_eq!(state.balance(usd()).available, 900),
+                Found::Running(_) => panic!("still running"),
+                Found::Unknown => panic!("lost"),
+            }
+            assert_eq!(directory.len(), 1);
+            let actor = directory.actor_of(7, false).unwrap();
+            run(&actor, deposit(100)).await;
+            let balance = actor.send(Read(BalanceOf(usd()))).await.unwrap().unwrap();
+            assert_eq!(balance.available, 10.into());
+            assert!(
+                directory.actor_of(8, false).is_none(),
+                "unknown, not created"
+            );
+            assert_eq!(directory.len(), 1);
+        });
+    }
+
+    /// A directory entry stays small whatever an account holds: parked
+    /// states are boxed and running actors' addresses kept apart, so a map
+    /// sized for many accounts (with its spare capacity) holds 24-byte
+    /// buckets, not states.
+    #[test]
+    fn a_slot_is_two_words() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+}

@@ -1,0 +1,385 @@
+//! Starting the engine: the configuration checked, the data folder
+//! claimed and recovered (its lock, currency table, snapshot and log), the
+//! WAL writer and checkpointer opened, and the engine's threads spawned:
+//! an actix `System` on its own thread with the payout actor, and one
+//! Arbiter per shard with its coordinator, seeded with the shard's
+//! recovered accounts (all parked). Every coordinator's address exists
+//! before any actor starts, so the [`Router`] they and the payout actor
+//! hold is made first.
+//!
+//! [`Engine`] is what a running engine is made of; stopping it is in
+//! [`shutdown`](crate::engine::shutdown).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::domain::account::AccountState;
+use crate::domain::ids::{shard_of, TransactionId};
+use crate::domain::money::{Currencies, Currency, Units};
+use crate::domain::payouts::PayoutRecord;
+use crate::domain::withdrawal::WithdrawalStatus;
+use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
+use crate::engine::payout::PayoutActor;
+use crate::engine::router::Router;
+use crate::error::LedgerError;
+use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
+use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
+use crate::storage::journal::Journal;
+use crate::storage::recovery::{rebuild, Recovered, RecoveryError, RecoveryReport};
+use crate::storage::snapshot::SnapshotFile;
+use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
+
+/// Why the ledger could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot use data folder {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    /// Another ledger (or a reader such as `verify`) holds the folder.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The configuration's currencies do not fit the folder's table.
+    #[error(transparent)]
+    Currencies(#[from] CurrencyTableError),
+    #[error("recovery failed: {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("cannot open the write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    #[error("could not start the engine threads: {0}")]
+    Start(String),
+}
+
+/// A running engine: its threads, the router to its shards, the payout
+/// actor, and what keeps the data folder.
+pub struct Engine {
+    pub router: Router,
+    /// The payout actor, when a payment service pays withdrawals out.
+    pub payouts: Option<Addr<PayoutActor>>,
+    pub journal: Journal,
+    /// How the state was rebuilt from disk when the ledger opened.
+    pub recovery: Option<RecoveryReport>,
+    pub(super) threads: Mutex<Option<EngineThreads>>,
+    pub(super) checkpointer: Mutex<Option<Checkpointer>>,
+    /// The data folder's lock: held until `shutdown` has closed the log,
+    /// or (without one) until the engine threads are stopped on drop — a
+    /// field, so it is released only after `Drop for Engine` has run.
+    pub(super) lock: Mutex<Option<DataDirLock>>,
+}
+
+/// The thread running the actix `System`, and how to stop it.
+pub(super) struct EngineThreads {
+    pub(super) system: System,
+    pub(super) thread: JoinHandle<()>,
+    pub(super) stopped: oneshot::Receiver<()>,
+}
+
+/// What the engine's threads start from.
+struct Seed {
+    journal: Journal,
+    router: Router,
+    /// Recovered accounts, by shard.
+    accounts: Vec<Vec<AccountState>>,
+    /// The payout actor's start, when the ledger makes payouts.
+    payouts: Option<PayoutSeed>,
+}
+
+struct PayoutSeed {
+    records: BTreeMap<u64, PayoutRecord>,
+    pending: Vec<Queued>,
+}
+
+/// A pending withdrawal, as the payout queue holds it.
+type Queued = (TransactionId, Currency, Units);
+
+/// Opens the data folder (if any), recovers it and starts the engine.
+pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenError> {
+    refuse_unlogged_ledger(config)?;
+    let durable = open_durable(config, currencies)?;
+    let (journal, recovery) = match &durable {
+        Some(d) => (d.journal.clone(), Some(d.report.clone())),
+        None => (Journal::memory_only(), None),
+    };
+    let (checkpointer, accounts, records, lock) = match durable {
+        Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
+        None => (None, Vec::new(), BTreeMap::new(), None),
+    };
+    let payouts = config.makes_payouts().then(|| PayoutSeed {
+        pending: pending_withdrawals(&accounts),
+        records,
+    });
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+        .map(|_| actix::dev::channel::channel::<Coordinator>(16))
+        .unzip();
+    let router = Router::new(
+        senders.into_iter().map(Addr::new).collect(),
+        config.shard_in_flight_ops_max,
+    );
+    let seed = Seed {
+        journal: journal.clone(),
+        router: router.clone(),
+        accounts: by_shard(accounts, config.shards),
+        payouts,
+    };
+    let (threads, payouts) = spawn(config, seed, receivers)?;
+    Ok(Engine {
+        router,
+        payouts,
+        journal,
+        recovery,
+        threads: Mutex::new(Some(threads)),
+        checkpointer: Mutex::new(checkpointer),
+        lock: Mutex::new(lock),
+    })
+}
+
+impl Engine {
+    /// Takes a snapshot now (built from the log, without pausing anything)
+    /// and returns it; `None` when nothing was logged since the last one or
+    /// the ledger keeps no log.
+    pub async fn snapshot(&self) -> Result<Option<SnapshotFile>, LedgerError> {
+        let requested = match self.checkpointer.lock().as_ref() {
+            None => return Ok(None),
+            Some(checkpointer) => checkpointer.request_snapshot(),
+        };
+        let failed = |reason| LedgerError::Internal { reason };
+        let answer = requested.map_err(failed)?;
+        answer
+            .await
+            .map_err(|_| failed("the checkpointer stopped before answering".into()))?
+            .map_err(failed)
+    }
+}
+
+/// The recovered withdrawals still pending, for the payout queue.
+fn pending_withdrawals(accounts: &[AccountState]) -> Vec<Queued> {
+    accounts
+        .iter()
+        .flat_map(|a| {
+            a.withdrawals()
+                .filter(|(_, w)| w.status == WithdrawalStatus::Pending)
+                .map(|(tx, w)| (tx, w.currency, w.amount))
+        })
+        .collect()
+}
+
+fn by_shard(accounts: Vec<AccountState>, shards: usize) -> Vec<Vec<AccountState>> {
+    let mut by_shard: Vec<Vec<AccountState>> = (0..shards).map(|_| Vec::new()).collect();
+    for account in accounts {
+        if let Some(shard) = by_shard.get_mut(shard_of(account.id(), shards)) {
+            shard.push(account);
+        }
+    }
+    by_shard
+}
+
+/// Spawns the System thread, the payout actor on it, and one Arbiter per
+/// shard with its coordinator; returns once they started.
+fn spawn(
+    config: &Config,
+    seed: Seed,
+    receivers: Vec<actix::dev::channel::AddressReceiver<Coordinator>>,
+) -> Result<(EngineThreads, Option<Addr<PayoutActor>>), OpenError> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (stopped_tx, stopped_rx) = oneshot::channel();
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name("burnledger-system".into())
+        .spawn(move || {
+            let system = System::new();
+            let arbiters = system.block_on(async move {
+                let Seed {
+                    journal,
+                    router,
+                    accounts,
+                    payouts,
+                } = seed;
+                // On the System's own thread, apart from the shards.
+                let payouts = payouts.and_then(|p| start_payouts(&config, p, &router, &journal));
+                let recipient = payouts.clone().map(Addr::recipient);
+                let shards = receivers.into_iter().zip(accounts);
+                let mut arbiters = Vec::with_capacity(config.shards);
+                for (shard, (receiver, accounts)) in shards.enumerate() {
+                    let arbiter = Arbiter::new();
+                    let settings = CoordinatorSettings {
+                        shard,
+                        journal: journal.clone(),
+                        pending_withdrawals_max: config.account_pending_withdrawals_max,
+                        router: router.clone(),
+                        payouts: recipient.clone(),
+                        account_actors_max: config.shard_account_actors_max,
+                        account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
+                        clock: config.clock.clone(),
+                    };
+                    arbiter.spawn_fn(move || {
+                        Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));
+                    });
+                    arbiters.push(arbiter);
+                }
+                let _ = started_tx.send((System::current(), payouts));
+                arbiters
+            });
+            let _ = system.run();
+            for arbiter in arbiters {
+                arbiter.stop();
+                let _ = arbiter.join();
+            }
+            let _ = stopped_tx.send(());
+        })
+        .map_err(|e| OpenError::Start(e.to_string()))?;
+    let (system, payouts) = started_rx
+        .recv()
+        .map_err(|_| OpenError::Start("the engine thread stopped while starting".into()))?;
+    let threads = EngineThreads {
+        system,
+        thread,
+        stopped: stopped_rx,
+    };
+    Ok((threads, payouts))
+}
+
+/// The payout actor, on the recovered payout records and pending
+/// withdrawals.
+fn start_payouts(
+    config: &Config,
+    seed: PayoutSeed,
+    router: &Router,
+    journal: &Journal,
+) -> Option<Addr<PayoutActor>> {
+    let service = config.payment_service.clone()?;
+    let actor = PayoutActor::new(
+        config.payout_mode,
+        service.0,
+        router.clone(),
+        journal.clone(),
+        seed.records,
+        seed.pending,
+        config.clock.clone(),
+    );
+    Some(actor.start())
+}
+
+/// What opening a data folder yields.
+struct Durable {
+    journal: Journal,
+    accounts: Vec<AccountState>,
+    payouts: BTreeMap<u64, PayoutRecord>,
+    report: RecoveryReport,
+    checkpointer: Checkpointer,
+    lock: DataDirLock,
+}
+
+/// Recovers the state in the data folder and opens its WAL writer and
+/// checkpointer; `None` when the ledger keeps no log.
+fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durable>, OpenError> {
+    let Some(dir) = config.data_dir.clone().filter(|_| config.is_durable()) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| OpenError::DataDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    let (lock, history, recovered) = claim_and_recover(&dir, config, currencies)?;
+    let report = recovered.report;
+    // The checkpointer reads the journal's durable LSN, and the WAL writer
+    // (under the journal) feeds the checkpointer: tie the knot through a
+    // cell set just below.
+    let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
+    let reader = Arc::clone(&journal_cell);
+    let (checkpointer, follower) = Checkpointer::start(
+        CheckpointSettings {
+            data_dir: dir.clone(),
+            currencies: history,
+            interval: Duration::from_secs(config.snapshot_interval_secs),
+            clock: config.clock.clone(),
+            every_events: config.snapshot_every_events,
+            snapshots_kept: config.snapshots_kept,
+            durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
+        },
+        // The checkpointer's own copy of the state: it follows the log from
+        // here.
+        Start {
+            accounts: recovered.accounts.clone(),
+            payouts: recovered.payouts.clone(),
+            lsn: report.last_lsn,
+            last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
+        },
+    )
+    .map_err(|e| OpenError::Start(e.to_string()))?;
+    let wal = WalHandle::open(
+        WalConfig {
+            sync: config.sync,
+            segment_bytes_max: config.wal_segment_bytes_max,
+            fail_point: config.wal_fail_point.clone(),
+            follower: Some(follower),
+            clock: config.clock.clone(),
+            ..WalConfig::new(&dir)
+        },
+        report.next_lsn,
+    )?;
+    let journal = Journal::logged(wal, report.last_lsn);
+    let _ = journal_cell.set(journal.clone());
+    Ok(Some(Durable {
+        journal,
+        accounts: recovered.accounts.into_values().collect(),
+        payouts: recovered.payouts,
+        report,
+        checkpointer,
+        lock,
+    }))
+}
+
+/// Takes the folder and recovers it: the lock first (a second ledger must
+/// not even replay a log another one is appending to), then the currency
+/// table reconciled with the configuration, then the state, rebuilt with
+/// every currency the folder's history holds and checked against the
+/// table. The table is recorded only once all of that holds. Returns the
+/// lock, the registry that reads the folder's history (the configuration's
+/// currencies plus retired ones), and the recovered state.
+fn claim_and_recover(
+    dir: &Path,
+    config: &Config,
+    currencies: &Currencies,
+) -> Result<(DataDirLock, Currencies, Recovered), OpenError> {
+    let lock = DataDirLock::exclusive(dir)?;
+    let recorded = CurrencyTable::read(dir)?;
+    let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
+    let history = table
+        .history_registry(&config.currencies, currencies)
+        .map_err(OpenError::Config)?;
+    let recovered = rebuild(dir, &history, ReplayMode::Recover)?;
+    table.check_state(recovered.accounts.values(), currencies)?;
+    table.write(dir)?;
+    table.log_changes(dir, recorded.is_none(), &changes);
+    Ok((lock, history, recovered))
+}
+
+/// Sync mode `none` keeps no log: on a folder that holds a ledger it would
+/// ignore that ledger (balances read empty) and lose every write at exit,
+/// silently. Refused instead.
+fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
+    let Some(dir) = config.data_dir.as_ref().filter(|_| !config.is_durable()) else {
+        return Ok(());
+    };
+    let holds = crate::storage::data_dir::holds_ledger(dir).map_err(|e| OpenError::DataDir {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    if holds {
+        return Err(OpenError::Config(format!(
+            "data folder {} holds a ledger, but sync mode `none` keeps no log: it would be \
+             ignored (balances would read empty) and every write lost at exit. Open it with \
+             sync `fsync` or `buffered`, or run in memory without a data folder",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
