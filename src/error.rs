@@ -419,8 +419,7 @@ mod tests {
                 "invalid_amount",
                 "reason_too_long",
                 "invalid_transaction_id",
-                "payouts_disabled",
-                "invalid_input"
+                "payouts_disabled"
             ]
         );
     }

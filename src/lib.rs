@@ -69,8 +69,8 @@
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
 //!   `event` (what the log records), `withdrawal` (the state machine),
-//!   `account` (one account's state and rules), `payouts` (payout records and
-//!   modes), `audit` (the invariants over many accounts), `gauges`,
+//!   `account/` (one account's state: `rules`, `apply`, `transfers`,
+//!   `invariants`, `withdrawals`), `payouts` (payout records and modes), `audit` (the invariants over many accounts), `gauges`,
 //!   `receipts` (what successful operations return).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
@@ -80,7 +80,8 @@
 //!   shards), `round` and `shard_log` (a round's replies; its events on
 //!   their way to the journal), `router` (split by shard, gather answers)
 //!   and `admission` (the per-shard in-flight bound), `edge` (operations
-//!   validated into commands), `payout` (the payout actor), `messages`,
+//!   validated into commands), `payout/` (the payout actor: `run`,
+//!   `timers`), `messages`,
 //!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see
