@@ -2,10 +2,10 @@
 //! and any async runtime.
 //!
 //! Each call checks the ledger is open, validates its input at the edge
-//! ([`engine::edge`](crate::engine::edge): currencies, amounts, sizes) and
+//! (`engine/edge.rs`: currencies, amounts, sizes) and
 //! hands the resulting commands to the engine's router, which sends each
 //! shard its share in one message once admitted. The engine itself (its
-//! threads, actors, startup and shutdown) lives in [`crate::engine`]; this
+//! threads, actors, startup and shutdown) lives in `engine/`; this
 //! file is the API over it.
 //!
 //! Each call runs in a tracing span named after it (`ledger.deposit`, …):

@@ -47,7 +47,8 @@
 //! log after it, cuts a torn tail only where nothing acknowledged can follow
 //! it (the rule is in [`wal`](storage::wal)'s docs), refuses a corrupt record (naming file
 //! and offset), logs what it did, and checks the invariants. A failed write
-//! or fsync poisons the ledger: writes are refused until a restart. Sync
+//! or fsync poisons the ledger: writes are refused until a restart; a failed
+//! invariant check inside the engine poisons its shard the same way. Sync
 //! mode `none` on a folder that holds a ledger is refused.
 //!
 //! ## What it is not
