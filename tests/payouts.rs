@@ -569,3 +569,30 @@ async fn immediate_mode_pays_each_withdrawal_in_its_own_payout_as_soon_as_it_is_
     assert_settled_exactly(&ledger, &bank, &requested).await;
     ledger.shutdown().await;
 }
+
+/// A payout with more items on a shard than the shard may have in flight
+/// is still paid, in one run: its claims and settlements are admitted in
+/// groups, not as one group the shard refuses every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_larger_than_a_shards_in_flight_bound_is_paid_in_one_run() {
+    let bank = SimulatedBank::default();
+    let ledger = Ledger::open(Config {
+        shard_in_flight_ops_max: 8,
+        ..config_with(&bank)
+    })
+    .unwrap();
+    let requested = request_withdrawals(&ledger, 30).await;
+    let payouts = ledger.run_payouts_now().await.unwrap();
+    let items: usize = payouts.iter().map(|p| p.items.len()).sum();
+    assert_eq!(
+        items,
+        requested.len(),
+        "every withdrawal in this run's payouts"
+    );
+    assert!(
+        payouts.iter().all(|p| p.items.len() == 30),
+        "one payout per currency, 30 items each (over 8 per shard)"
+    );
+    assert_settled_exactly(&ledger, &bank, &requested).await;
+    ledger.shutdown().await;
+}

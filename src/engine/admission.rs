@@ -40,6 +40,11 @@ impl Admission {
     }
 
     /// Refuses everything once shutdown has begun.
+    /// Operations one shard may have in flight.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     pub fn check_open(&self) -> Result<(), LedgerError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(LedgerError::ShuttingDown);

@@ -123,7 +123,8 @@ pub(super) async fn run(
 
 /// A new payout: claim, log, submit, settle. O(items) plus the I/O.
 ///
-/// Claims pass admission like any caller's operations. An item a shard did
+/// Claims pass admission like any caller's operations, in groups of at most
+/// half a shard's bound (`Router::execute_in_groups`). An item a shard did
 /// not take (overloaded, stopping, poisoned: nothing known to have happened
 /// at its account) goes back to the queue for a later run; only items a
 /// shard refused on their state (cancelled or settled meanwhile) drop out.
@@ -140,7 +141,7 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
             (i.transaction_id.account(), command)
         })
         .collect();
-    let claimed = deps.router.execute_all(claims).await;
+    let claimed = deps.router.execute_in_groups(claims).await;
     let currency = record.currency;
     let mut requeued = Vec::new();
     let mut claimed = claimed.into_iter();
@@ -347,7 +348,7 @@ async fn answer_into(
         .iter()
         .map(|(tx, outcome)| settle_command(record.payout_id, *tx, outcome))
         .collect();
-    let applied = deps.router.execute_all(updates).await;
+    let applied = deps.router.execute_in_groups(updates).await;
     let mut settled = Vec::new();
     for ((tx, outcome), result) in to_settle.into_iter().zip(applied) {
         match result {
