@@ -29,7 +29,7 @@ use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::engine::edge::Edge;
 use crate::engine::messages::{
     BalanceOf, BalancesOf, CountAccounts, ExportAccounts, GetPayoutCounts, GetPayoutMismatches,
-    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, ShardCounts, WithdrawalOf,
+    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, ShardCounts, WithdrawalOf, WriteRefusal,
 };
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::{answered, Router};
@@ -366,6 +366,16 @@ impl Ledger {
         let mismatches = mismatches.transpose()?.unwrap_or_default();
         checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
         Ok(checked)
+    }
+
+    /// `Ok` when the ledger takes writes; else why not: `shutting_down`, or
+    /// `poisoned` (storage failure, or one shard's internal error; reads are
+    /// still served). One small message per shard; what `/healthz` answers.
+    #[tracing::instrument(level = "debug", name = "ledger.health", skip_all)]
+    pub async fn health(&self) -> Result<(), LedgerError> {
+        self.check_open()?;
+        let refusals = self.router().each_shard(|| WriteRefusal).await?;
+        refusals.into_iter().flatten().next().map_or(Ok(()), Err)
     }
 
     /// Accounts held, and how many of them have a running actor (idle

@@ -67,7 +67,9 @@ async fn an_internal_error_poisons_its_shard_for_writes_but_not_for_reads() {
         .await
         .unwrap();
     assert_eq!(held.transaction_id.sequence(), 2);
+    assert_eq!(ledger.health().await, Ok(()), "healthy before the break");
     ledger.shutdown().await;
+    assert_eq!(ledger.health().await, Err(LedgerError::ShuttingDown));
     rewind_next_sequence(dir.path(), broken, 2);
 
     let ledger = Ledger::open(config).unwrap();
@@ -105,6 +107,12 @@ async fn an_internal_error_poisons_its_shard_for_writes_but_not_for_reads() {
     assert_eq!(
         ledger.balance(elsewhere, "USD").await.unwrap().available,
         dec("10")
+    );
+
+    // The health check (what /healthz answers) names the poisoned shard.
+    assert!(
+        matches!(ledger.health().await, Err(LedgerError::Poisoned { reason }) if reason.contains("internal error")),
+        "health must report the poisoned shard"
     );
 
     // Reads are served, and show nothing of the refused writes.

@@ -39,7 +39,7 @@ use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
-    ReceiveTransfers, ShardCounts, StateOf, WithdrawalQueued,
+    ReceiveTransfers, ShardCounts, StateOf, WithdrawalQueued, WriteRefusal,
 };
 use crate::engine::round::{RoundReplies, RunCommands};
 use crate::engine::router::Router;
@@ -261,6 +261,15 @@ impl<Q: AccountRead> Handler<Ask<Q>> for Coordinator {
         };
         self.directory.send_retirements();
         answer
+    }
+}
+
+/// Says whether this shard refuses writes, and why.
+impl Handler<WriteRefusal> for Coordinator {
+    type Result = MessageResult<WriteRefusal>;
+
+    fn handle(&mut self, _msg: WriteRefusal, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.log.write_refusal())
     }
 }
 

@@ -166,6 +166,12 @@ pub struct GetPayoutMismatches;
 #[rtype(result = "crate::domain::payouts::PayoutCounts")]
 pub struct GetPayoutCounts;
 
+/// Why the shard refuses writes, if it does (a storage failure, or an
+/// internal error that poisoned it): for health checks.
+#[derive(Message)]
+#[rtype(result = "Option<LedgerError>")]
+pub struct WriteRefusal;
+
 /// How many accounts a shard holds, and how many of them have a running
 /// actor.
 #[derive(Message)]

@@ -340,12 +340,13 @@ pub(crate) async fn resolve_payout_item(
     Ok(json(StatusCode::OK, PayoutJson::from(&view)))
 }
 
-/// 200 while the ledger answers; 503 `poisoned` or `shutting_down` when
-/// it does not (a cheap read of one account asks the engine).
+/// 200 while the ledger takes writes; 503 `poisoned` (a storage failure,
+/// or one shard's internal error) or `shutting_down` when it does not
+/// (`Ledger::health`: every shard is asked).
 #[utoipa::path(get, path = "/healthz",
     responses((status = 200, body = HealthJson), HealthErrors))]
 pub(crate) async fn healthz(ledger: web::Data<Ledger>) -> Answer {
-    ledger.balances(0).await?;
+    ledger.health().await?;
     Ok(json(StatusCode::OK, HealthJson { status: "ok" }))
 }
 
