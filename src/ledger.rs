@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::domain::account::AccountState;
 use crate::domain::audit::{audit, Audit};
 use crate::domain::gauges::Gauges;
+use crate::domain::gauges::ShardCounts;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currencies, CurrencyCode};
 use crate::domain::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
@@ -29,7 +30,7 @@ use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::engine::edge::Edge;
 use crate::engine::messages::{
     BalanceOf, BalancesOf, CountAccounts, ExportAccounts, GetPayoutCounts, GetPayoutMismatches,
-    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, ShardCounts, WithdrawalOf, WriteRefusal,
+    GetPayouts, ReadGauges, ResolvePayoutItem, RunPayouts, WithdrawalOf, WriteRefusal,
 };
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::{answered, Router};

@@ -113,7 +113,7 @@ pub mod storage;
 
 pub use config::Config;
 pub use domain::audit::Audit;
-pub use domain::gauges::Gauges;
+pub use domain::gauges::{Gauges, ShardCounts};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};

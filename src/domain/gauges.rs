@@ -225,6 +225,15 @@ impl Gauges {
     }
 }
 
+/// Accounts held and how many of them have a running actor (idle ones are
+/// retired; their state stays): one shard's, or summed over the shards by
+/// [`Ledger::account_counts`](crate::Ledger::account_counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub accounts: usize,
+    pub actors_running: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

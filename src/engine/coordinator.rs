@@ -29,6 +29,7 @@ use futures_util::future::join_all;
 
 use crate::clock::SharedClock;
 use crate::domain::account::AccountState;
+use crate::domain::gauges::ShardCounts;
 use crate::domain::gauges::{Gauges, WithdrawalGauges};
 use crate::domain::ids::AccountId;
 use crate::engine::account::poison_on_internal;
@@ -39,7 +40,7 @@ use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
-    ReceiveTransfers, ShardCounts, StateOf, WithdrawalQueued, WriteRefusal,
+    ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
 };
 use crate::engine::round::{RoundReplies, RunCommands};
 use crate::engine::router::Router;

@@ -16,6 +16,7 @@
 use actix::prelude::*;
 
 use crate::domain::account::AccountState;
+use crate::domain::gauges::ShardCounts;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::Balance;
@@ -177,12 +178,6 @@ pub struct WriteRefusal;
 #[derive(Message)]
 #[rtype(result = "ShardCounts")]
 pub struct CountAccounts;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShardCounts {
-    pub accounts: usize,
-    pub actors_running: usize,
-}
 
 /// Copy out account states, for audits and (later) snapshots.
 #[derive(Message)]
