@@ -13,6 +13,8 @@
 //! comparison is taken only when the gauges read the same before and after
 //! the export (a bounded retry on that observable condition).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
@@ -23,29 +25,10 @@ use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::{
     Config, Decimal, Gauges, Ledger, Operation, TransactionId, WithdrawalOutcome, WithdrawalStatus,
 };
+use common::Rng;
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
-}
-
-/// xorshift64*: a seeded, dependency-free sequence for the operation mix.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
 }
 
 const CURRENCIES: [&str; 3] = ["USD", "EUR", "BTC"];

@@ -14,27 +14,11 @@ use burnledger::{
 use common::{
     accounts_on_shard, assert_balance, assert_clean, balance, clean_audit, code, complete,
     concurrently, dec, deposit_op, insufficient, keyed, open, open_uncapped, request_withdrawal,
-    snapshot, transfer_op, transferred, withdraw_op,
+    snapshot, transfer_op, transferred, withdraw_op, Rng,
 };
 
 async fn account_count(ledger: &Ledger) -> usize {
     ledger.audit().await.unwrap().accounts
-}
-
-/// Small deterministic generator (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 //! [`with_ledger`] (opens a ledger, runs the test's body, asserts the audit
 //! clean, shuts down); balance getters and checks; the before/after state
 //! capture that proves a rejection changed nothing; batch-operation
-//! builders; running many calls at once. Submodules: `serve` (the real
+//! builders; running many calls at once; a seeded generator. Submodules: `serve` (the real
 //! binary), `in_process` (the HTTP service on a ledger the test holds);
 //! `faults.rs` beside them (storage damage) is included by the recovery
 //! tests directly.
@@ -430,4 +430,25 @@ where
     T: Send + 'static,
 {
     join_all(spawn_each(ledger, count, task)).await
+}
+
+/// Small deterministic generator (xorshift64*), seeded, so failures
+/// reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
 }
