@@ -1,4 +1,5 @@
-//! Identifiers: accounts, transactions, idempotency keys.
+//! Identifiers: accounts, transactions, idempotency keys, and the shard an
+//! account lives on ([`shard_of`], the one routing rule).
 //!
 //! A `TransactionId` carries the account it belongs to, so phase 3
 //! (`complete_withdrawal(transaction_id, ..)`) is routed to the right shard
