@@ -25,8 +25,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use burnledger::domain::account::AccountState;
-use burnledger::{Ledger, LedgerError};
+use burnledger::{AccountExport, Ledger, LedgerError};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -241,26 +240,30 @@ struct State {
     withdrawals: BTreeMap<Tx, (usize, i128, bool)>,
 }
 
-fn state_of(accounts: &[AccountState]) -> State {
+fn state_of(accounts: &[AccountExport]) -> State {
     let mut state = State {
         balances: BTreeMap::new(),
         withdrawals: BTreeMap::new(),
     };
     for account in accounts {
-        for b in account.balances() {
-            if (b.available, b.locked) != (0, 0) {
-                state.balances.insert(
-                    (account.id(), currency_index(b.currency.code.as_str())),
-                    (b.available, b.locked),
-                );
+        for b in &account.balances {
+            let currency = currency_index(b.currency.as_str());
+            let available = receipt_amount(b.available, currency);
+            let locked = receipt_amount(b.locked, currency);
+            if (available, locked) != (0, 0) {
+                state
+                    .balances
+                    .insert((account.id, currency), (available, locked));
             }
         }
-        for (tx, w) in account.withdrawals() {
+        for w in &account.withdrawals {
+            let tx = w.transaction_id;
+            let currency = currency_index(w.currency.as_str());
             state.withdrawals.insert(
                 (tx.account(), tx.sequence()),
                 (
-                    currency_index(w.currency.code.as_str()),
-                    w.amount,
+                    currency,
+                    receipt_amount(w.amount, currency),
                     w.status == burnledger::WithdrawalStatus::Pending,
                 ),
             );

@@ -26,10 +26,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use burnledger::domain::account::AccountState;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::storage::data_dir::LockError;
-use burnledger::{Config, Ledger, LedgerError, OpenError, TransactionId, WithdrawalOutcome};
+use burnledger::{
+    AccountExport, Config, Ledger, LedgerError, OpenError, TransactionId, WithdrawalOutcome,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -336,27 +337,27 @@ fn cur_of(code: &str) -> Result<Cur, String> {
     Cur::from_code(code).ok_or_else(|| format!("the engine holds an unknown currency {code}"))
 }
 
-fn view_of(accounts: &[AccountState]) -> Result<EngineView, String> {
+fn view_of(accounts: &[AccountExport]) -> Result<EngineView, String> {
     let mut view = EngineView {
         balances: BTreeMap::new(),
         withdrawals: BTreeMap::new(),
     };
     for account in accounts {
-        for entry in account.balances() {
+        for entry in &account.balances {
+            let cur = cur_of(entry.currency.as_str())?;
             let bal = Bal {
-                available: entry.available,
-                locked: entry.locked,
+                available: units(entry.available, cur)?,
+                locked: units(entry.locked, cur)?,
             };
             if bal != Bal::default() {
-                let cur = cur_of(entry.currency.code.as_str())?;
-                view.balances.insert((account.id(), cur), bal);
+                view.balances.insert((account.id, cur), bal);
             }
         }
-        for (tx, record) in account.withdrawals() {
-            let cur = cur_of(record.currency.code.as_str())?;
+        for w in &account.withdrawals {
+            let cur = cur_of(w.currency.as_str())?;
             view.withdrawals.insert(
-                (tx.account(), tx.sequence()),
-                (cur, record.amount, status_of(&record.status)),
+                tx_of(w.transaction_id),
+                (cur, units(w.amount, cur)?, status_of(&w.status)),
             );
         }
     }

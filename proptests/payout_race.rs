@@ -68,8 +68,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burnledger::config::SharedPaymentService;
-use burnledger::domain::event::ItemOutcome;
-use burnledger::domain::payouts::{PayoutMismatch, PayoutMode, PayoutView, Resolution};
+use burnledger::domain::payouts::{
+    PayoutItemOutcome, PayoutMismatchView, PayoutMode, PayoutView, Resolution,
+};
 use burnledger::domain::withdrawal::StatusKind;
 use burnledger::payment::{
     ItemStatus, PaymentError, PaymentFuture, PaymentService, Payout, PayoutId, PayoutReport,
@@ -513,7 +514,7 @@ struct Final {
     withdrawals: BTreeMap<TransactionId, (Decimal, burnledger::WithdrawalStatus)>,
     /// Counters kept only in memory (attempts, last error) left out.
     payouts: Vec<PayoutView>,
-    mismatches: Vec<(u64, PayoutMismatch)>,
+    mismatches: Vec<(u64, PayoutMismatchView)>,
 }
 
 async fn final_state(
@@ -845,7 +846,7 @@ impl Facts<'_> {
     }
 
     /// The payouts carrying `tx`, with the item's outcome.
-    fn items_of(&self, tx: TransactionId) -> Vec<(u64, Option<ItemOutcome>)> {
+    fn items_of(&self, tx: TransactionId) -> Vec<(u64, Option<PayoutItemOutcome>)> {
         self.state
             .payouts
             .iter()
@@ -962,13 +963,16 @@ impl Facts<'_> {
             let status = self.status(tx);
             let carried = self.items_of(tx).iter().any(|(p, _)| p == payout_id);
             let settled_ok =
-                matches!(m.settled, ItemOutcome::Paid) == (status == StatusKind::Completed);
-            let reported_ok = matches!(m.reported, ItemOutcome::Paid) == paid.contains(&tx);
+                matches!(m.settled, PayoutItemOutcome::Paid) == (status == StatusKind::Completed);
+            let reported_ok = matches!(m.reported, PayoutItemOutcome::Paid) == paid.contains(&tx);
+            // The two disagree on whether the money left.
+            let contradicts = matches!(m.settled, PayoutItemOutcome::Paid)
+                != matches!(m.reported, PayoutItemOutcome::Paid);
             if !resolved.contains_key(&tx)
                 || !carried
                 || !settled_ok
                 || !reported_ok
-                || !m.settled.contradicts(&m.reported)
+                || !contradicts
             {
                 return Err(fail(format!(
                     "mismatch {m:?} of payout {payout_id} is unexplained: {tx} is {status}, \
@@ -1059,7 +1063,7 @@ impl Facts<'_> {
                 };
                 let item_ok = outcome
                     .as_ref()
-                    .is_some_and(|o| matches!(o, ItemOutcome::Paid) == paid);
+                    .is_some_and(|o| matches!(o, PayoutItemOutcome::Paid) == paid);
                 if self.status(tx) == expected && item_ok {
                     Ok(())
                 } else {

@@ -36,7 +36,10 @@ pub struct Config {
     pub account_idle_sweep_ms: u64,
     /// Pending withdrawals one account may hold at once. Default: 1,000.
     pub account_pending_withdrawals_max: u32,
-    /// Operations accepted in one `submit` call. Default: 65,536.
+    /// Operations accepted in one `submit` call. Default: 65,536. At most
+    /// `shard_in_flight_ops_max` (checked at open): a batch whose
+    /// operations all fall on one shard is admitted there whole, so a
+    /// larger one could never be admitted.
     pub batch_ops_max: usize,
     /// Where the write-ahead log and snapshots live. `None` keeps state in
     /// memory only (and forces sync mode `none`). Default: `None`; the CLI
@@ -234,6 +237,14 @@ impl Config {
         }
         if self.batch_ops_max == 0 {
             return Err("batch_ops_max must be at least 1".into());
+        }
+        if self.batch_ops_max > self.shard_in_flight_ops_max {
+            return Err(format!(
+                "batch_ops_max ({}) must not exceed shard_in_flight_ops_max ({}): a batch \
+                 whose operations all fall on one shard is admitted whole, so a larger one \
+                 would be refused as overloaded every time",
+                self.batch_ops_max, self.shard_in_flight_ops_max
+            ));
         }
         if self.snapshots_kept == 0 {
             return Err("snapshots_kept must be at least 1".into());

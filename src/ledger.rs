@@ -20,11 +20,11 @@ use rust_decimal::Decimal;
 use crate::config::Config;
 use crate::domain::account::AccountState;
 use crate::domain::audit::{audit, Audit};
-use crate::domain::gauges::Gauges;
-use crate::domain::gauges::ShardCounts;
+use crate::domain::export::AccountExport;
+use crate::domain::gauges::{Gauges, ShardCounts};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currencies, CurrencyCode};
-use crate::domain::payouts::{PayoutCounts, PayoutMismatch, PayoutView, Resolution};
+use crate::domain::payouts::{PayoutCounts, PayoutMismatchView, PayoutView, Resolution};
 use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::engine::edge::Edge;
@@ -255,10 +255,11 @@ impl Ledger {
     /// `burnledger_payout_mismatches_total` counter. Empty when this ledger
     /// makes no payouts.
     #[tracing::instrument(level = "debug", name = "ledger.payout_mismatches", skip_all)]
-    pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatch)>, LedgerError> {
+    pub async fn payout_mismatches(&self) -> Result<Vec<(u64, PayoutMismatchView)>, LedgerError> {
         self.check_open()?;
         let found = self.ask_payouts(GetPayoutMismatches).await;
-        Ok(found.transpose()?.unwrap_or_default())
+        let found = found.transpose()?.unwrap_or_default();
+        Ok(found.iter().map(|(id, m)| (*id, m.view())).collect())
     }
 
     /// Payouts per state and the mismatch count, kept by the payout actor
@@ -303,9 +304,8 @@ impl Ledger {
         &self,
         transaction_id: TransactionId,
     ) -> Result<Withdrawal, LedgerError> {
-        let account = transaction_id.account();
         let read = WithdrawalOf(transaction_id);
-        self.router().ask(account, read).await
+        self.router().ask(transaction_id.account(), read).await
     }
 
     /// One account's balance in one currency (zero if it never held any).
@@ -362,7 +362,7 @@ impl Ledger {
     /// for a quiet ledger: transfers in flight show up as violations.
     #[tracing::instrument(level = "debug", name = "ledger.audit", skip_all)]
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
-        let mut checked = audit(&self.export_accounts().await?);
+        let mut checked = audit(&self.account_states().await?);
         let mismatches = self.ask_payouts(GetPayoutMismatches).await;
         let mismatches = mismatches.transpose()?.unwrap_or_default();
         checked.add_payout_mismatches(mismatches.iter().map(|(id, m)| (*id, m)));
@@ -383,12 +383,8 @@ impl Ledger {
     /// ones are stopped; their state stays), summed over the shards.
     #[tracing::instrument(level = "debug", name = "ledger.account_counts", skip_all)]
     pub async fn account_counts(&self) -> Result<ShardCounts, LedgerError> {
-        let mut total = ShardCounts::default();
-        for count in self.router().each_shard(|| CountAccounts).await? {
-            total.accounts += count.accounts;
-            total.actors_running += count.actors_running;
-        }
-        Ok(total)
+        let counts = self.router().each_shard(|| CountAccounts).await?;
+        Ok(counts.into_iter().sum())
     }
 
     /// Gauges kept as the engine runs, summed over the shards: accounts,
@@ -406,14 +402,18 @@ impl Ledger {
         Ok(total)
     }
 
-    /// Copies out every account's state.
+    /// Every account as a read-only view; O(accounts), for checks and tools.
     #[tracing::instrument(level = "debug", name = "ledger.export_accounts", skip_all)]
-    pub async fn export_accounts(&self) -> Result<Vec<AccountState>, LedgerError> {
-        let mut accounts = Vec::new();
-        for shard in self.router().each_shard(|| ExportAccounts).await? {
-            accounts.extend(shard?);
-        }
-        Ok(accounts)
+    pub async fn export_accounts(&self) -> Result<Vec<AccountExport>, LedgerError> {
+        let states = self.account_states().await?;
+        Ok(states.iter().map(AccountExport::of).collect())
+    }
+
+    /// Copies out every account's state, for exports and audits.
+    async fn account_states(&self) -> Result<Vec<AccountState>, LedgerError> {
+        let shards = self.router().each_shard(|| ExportAccounts).await?;
+        let shards = shards.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(shards.into_iter().flatten().collect())
     }
 
     /// Stops accepting operations, waits for those in flight, then stops
@@ -441,8 +441,6 @@ impl Ledger {
     pub fn recovery_report(&self) -> Option<&RecoveryReport> {
         self.inner.engine.recovery.as_ref()
     }
-
-    // ---- internals ----
 
     /// Refuses everything once shutdown has begun, before judging the input.
     fn check_open(&self) -> Result<(), LedgerError> {

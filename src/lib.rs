@@ -71,8 +71,10 @@
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
 //!   `event` (what the log records), `withdrawal` (the state machine),
 //!   `account/` (one account's state: `rules`, `apply`, `transfers`,
-//!   `invariants`, `withdrawals`), `payouts` (payout records and modes), `audit` (the invariants over many accounts), `gauges`,
-//!   `receipts` (what successful operations return).
+//!   `invariants`, `withdrawals`), `payouts` (payout records and modes,
+//!   and their public views), `audit` (the invariants over many accounts),
+//!   `gauges`, `receipts` (what successful operations return), `export`
+//!   (the read-only view of an account that `export_accounts` returns).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
 //!   its answer), `directory` (a shard's accounts: running actors and
@@ -113,6 +115,7 @@ pub mod storage;
 
 pub use config::Config;
 pub use domain::audit::Audit;
+pub use domain::export::{AccountBalance, AccountExport};
 pub use domain::gauges::{Gauges, ShardCounts};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};

@@ -54,7 +54,7 @@ use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use burnledger::domain::account::AccountState;
+use burnledger::AccountExport;
 use burnledger::{
     Config, CurrencyCode, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome,
     TransactionId, WithdrawalOutcome, WithdrawalStatus,
@@ -462,9 +462,10 @@ async fn child_main(dir: PathBuf, round: u64) {
         .iter()
         .flat_map(|account| {
             account
-                .withdrawals()
-                .filter(|(_, record)| record.status == WithdrawalStatus::Pending)
-                .map(|(tx, _)| tx)
+                .withdrawals
+                .iter()
+                .filter(|w| w.status == WithdrawalStatus::Pending)
+                .map(|w| w.transaction_id)
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -870,34 +871,32 @@ impl Model {
 
 /// (total, locked) per account and currency as recovered, leaving out zeros.
 fn recovered_balances(
-    accounts: &[AccountState],
+    accounts: &[AccountExport],
 ) -> BTreeMap<(u64, CurrencyCode), (Decimal, Decimal)> {
     let mut out = BTreeMap::new();
     for account in accounts {
-        for entry in account.balances() {
-            let view = entry.view();
+        for view in &account.balances {
             assert_eq!(view.available + view.locked, view.total);
             if !view.total.is_zero() || !view.locked.is_zero() {
-                out.insert((account.id(), view.currency), (view.total, view.locked));
+                out.insert((account.id, view.currency), (view.total, view.locked));
             }
         }
     }
     out
 }
 
-fn recovered_withdrawals(accounts: &[AccountState]) -> BTreeMap<TransactionId, ModelWithdrawal> {
+fn recovered_withdrawals(accounts: &[AccountExport]) -> BTreeMap<TransactionId, ModelWithdrawal> {
     let mut out = BTreeMap::new();
     for account in accounts {
-        for (tx, record) in account.withdrawals() {
-            let view = record.view(tx);
-            assert_eq!(view.account, account.id());
+        for view in &account.withdrawals {
+            assert_eq!(view.account, account.id);
             let withdrawal = ModelWithdrawal {
                 account: view.account,
                 currency: view.currency,
                 amount: view.amount,
-                status: view.status,
+                status: view.status.clone(),
             };
-            out.insert(tx, withdrawal);
+            out.insert(view.transaction_id, withdrawal);
         }
     }
     out
@@ -929,9 +928,9 @@ fn diff<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
     out.join("\n")
 }
 
-async fn exported(ledger: &Ledger) -> Vec<AccountState> {
+async fn exported(ledger: &Ledger) -> Vec<AccountExport> {
     let mut accounts = ledger.export_accounts().await.unwrap();
-    accounts.sort_by_key(|a| a.id());
+    accounts.sort_by_key(|a| a.id);
     accounts
 }
 

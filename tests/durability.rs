@@ -8,9 +8,9 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-async fn state(ledger: &Ledger) -> Vec<burnledger::domain::account::AccountState> {
+async fn state(ledger: &Ledger) -> Vec<burnledger::AccountExport> {
     let mut accounts = ledger.export_accounts().await.unwrap();
-    accounts.sort_by_key(|a| a.id());
+    accounts.sort_by_key(|a| a.id);
     accounts
 }
 
@@ -104,13 +104,9 @@ async fn a_clean_shutdown_and_reopen_restores_every_account_exactly() {
     reopened.shutdown().await;
 }
 
-fn before_total(accounts: &[burnledger::domain::account::AccountState], id: u64) -> Decimal {
-    let usd = burnledger::domain::money::Currency {
-        code: "USD".parse().unwrap(),
-        decimals: 2,
-    };
-    let account = accounts.iter().find(|a| a.id() == id).unwrap();
-    usd.to_decimal(account.balance(usd).total())
+fn before_total(accounts: &[burnledger::AccountExport], id: u64) -> Decimal {
+    let account = accounts.iter().find(|a| a.id == id).unwrap();
+    account.balance("USD").map_or(Decimal::ZERO, |b| b.total)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
-use burnledger::domain::account::AccountState;
 use burnledger::domain::withdrawal::StatusKind;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
+use burnledger::AccountExport;
 use burnledger::{
     Config, Decimal, Gauges, Ledger, Operation, TransactionId, WithdrawalOutcome, WithdrawalStatus,
 };
@@ -34,22 +34,22 @@ fn dec(s: &str) -> Decimal {
 const CURRENCIES: [&str; 3] = ["USD", "EUR", "BTC"];
 const ACCOUNTS: u64 = 24;
 
-/// (currency, status) → (count, amount in minor units), as a full scan of
-/// the account states finds them. Written here independently of the
+/// (currency, status) → (count, amount), as a full scan of the exported
+/// accounts finds them. Written here independently of the
 /// library's own scan, so the two cannot share a mistake.
-type Tallies = BTreeMap<(String, &'static str), (u64, i128)>;
+type Tallies = BTreeMap<(String, &'static str), (u64, Decimal)>;
 
-fn scan(accounts: &[AccountState]) -> Tallies {
+fn scan(accounts: &[AccountExport]) -> Tallies {
     let mut tallies = Tallies::new();
     for account in accounts {
-        for (_, record) in account.withdrawals() {
+        for withdrawal in &account.withdrawals {
             let key = (
-                record.currency.code.to_string(),
-                record.status.kind().as_str(),
+                withdrawal.currency.to_string(),
+                withdrawal.status.kind().as_str(),
             );
             let entry = tallies.entry(key).or_default();
             entry.0 += 1;
-            entry.1 += record.amount;
+            entry.1 += withdrawal.amount;
         }
     }
     tallies
@@ -64,7 +64,8 @@ fn tallies_of(gauges: &Gauges) -> Tallies {
             assert!(tally.amount_is_exact());
             if tally.count != 0 || tally.amount != 0 {
                 let key = (currency.currency.code.to_string(), status.as_str());
-                tallies.insert(key, (tally.count, tally.amount));
+                let amount = currency.currency.to_decimal(tally.amount);
+                tallies.insert(key, (tally.count, amount));
             }
         }
     }

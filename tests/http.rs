@@ -739,6 +739,7 @@ fn too_many_pending_withdrawals_is_409_and_overload_is_503() {
     let config = Config {
         shards: 1,
         shard_in_flight_ops_max: 1,
+        batch_ops_max: 1,
         ..Config::for_tests_in(dir.path())
     };
     let server = InProcess::start(config, two_workers());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
-use burnledger::domain::event::ItemOutcome;
+use burnledger::domain::payouts::PayoutItemOutcome;
 use burnledger::domain::payouts::{PayoutState, Resolution};
 use burnledger::payment::{
     PaymentError, PaymentFuture, PaymentService, Payout, SimulatedBank, SimulatedBankConfig,
@@ -166,7 +166,7 @@ async fn engine_payouts_race_caller_updates(mode: PayoutMode) {
     let payouts = ledger.payouts().await.unwrap();
     let items = || payouts.iter().flat_map(|p| p.items.iter());
     let paid_by_payouts: BTreeSet<TransactionId> = items()
-        .filter(|i| i.outcome == Some(ItemOutcome::Paid))
+        .filter(|i| i.outcome == Some(PayoutItemOutcome::Paid))
         .map(|i| i.transaction_id)
         .collect();
     assert_eq!(
@@ -416,7 +416,7 @@ async fn an_operator_resolution_settles_the_item_stops_retries_and_survives_a_re
         .resolve_payout_item(payout_id, txs[0], Resolution::Paid, "bank statement line 4")
         .await
         .unwrap();
-    assert_eq!(paid.items[0].outcome, Some(ItemOutcome::Paid));
+    assert_eq!(paid.items[0].outcome, Some(PayoutItemOutcome::Paid));
     assert_eq!(paid.state, PayoutState::Processing, "two items still wait");
     let again = ledger
         .resolve_payout_item(payout_id, txs[0], Resolution::Paid, "twice")
@@ -559,8 +559,8 @@ async fn a_service_answer_contradicting_a_resolution_is_a_mismatch_audit_and_ver
     assert_eq!(counts.in_state(PayoutState::Processing), 0);
     let (id, m) = &mismatches[0];
     assert_eq!((*id, m.transaction_id), (payout_id, txs[0]));
-    assert_eq!(m.reported, ItemOutcome::Paid);
-    assert!(matches!(m.settled, ItemOutcome::Failed { .. }));
+    assert_eq!(m.reported, PayoutItemOutcome::Paid);
+    assert!(matches!(m.settled, PayoutItemOutcome::Failed { .. }));
     let audit = ledger.audit().await.unwrap();
     assert_eq!(audit.payout_mismatches, 1);
     assert!(

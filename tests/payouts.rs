@@ -162,7 +162,7 @@ async fn a_partly_failed_batch_settles_and_releases_each_item_on_its_own() {
     let paid = payouts[0]
         .items
         .iter()
-        .filter(|i| i.outcome == Some(burnledger::domain::event::ItemOutcome::Paid))
+        .filter(|i| i.outcome == Some(burnledger::domain::payouts::PayoutItemOutcome::Paid))
         .count();
     assert!(
         paid > 0 && paid < 20,
@@ -578,6 +578,7 @@ async fn a_payout_larger_than_a_shards_in_flight_bound_is_paid_in_one_run() {
     let bank = SimulatedBank::default();
     let ledger = Ledger::open(Config {
         shard_in_flight_ops_max: 8,
+        batch_ops_max: 8,
         ..config_with(&bank)
     })
     .unwrap();

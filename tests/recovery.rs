@@ -151,7 +151,7 @@ async fn a_damaged_newest_snapshot_falls_back_to_the_older_one_and_reaches_the_s
     assert!(newer.lsn > older.lsn);
     ledger.deposit(3, "BTC", dec("1"), None).await.unwrap();
     let mut before = ledger.export_accounts().await.unwrap();
-    before.sort_by_key(|a| a.id());
+    before.sort_by_key(|a| a.id);
     drop(ledger);
 
     let mut bytes = fs::read(&newer.path).unwrap();
@@ -165,7 +165,7 @@ async fn a_damaged_newest_snapshot_falls_back_to_the_older_one_and_reaches_the_s
     assert_eq!(report.damaged_snapshots.len(), 1);
     assert_eq!(report.damaged_snapshots[0].0, newer.path);
     let mut after = reopened.export_accounts().await.unwrap();
-    after.sort_by_key(|a| a.id());
+    after.sort_by_key(|a| a.id);
     assert_eq!(after, before);
     reopened.shutdown().await;
     assert!(snapshot_dir(dir.path()).exists());

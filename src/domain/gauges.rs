@@ -234,6 +234,16 @@ pub struct ShardCounts {
     pub actors_running: usize,
 }
 
+/// Summed over the shards.
+impl std::iter::Sum for ShardCounts {
+    fn sum<I: Iterator<Item = Self>>(shards: I) -> Self {
+        shards.fold(Self::default(), |total, shard| Self {
+            accounts: total.accounts.saturating_add(shard.accounts),
+            actors_running: total.actors_running.saturating_add(shard.actors_running),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

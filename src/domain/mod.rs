@@ -5,6 +5,7 @@
 pub mod account;
 pub mod audit;
 pub mod event;
+pub mod export;
 pub mod gauges;
 pub mod ids;
 pub mod money;

@@ -3,7 +3,9 @@
 //! rebuilds them from `PayoutSubmitted` / `PayoutItemsSettled` /
 //! `PayoutItemResolved` / `PayoutMismatch` events. Also the operator's
 //! [`Resolution`] of an item, and the [`PayoutMismatch`]es: service answers
-//! that contradict an item already settled.
+//! that contradict an item already settled. The API shows them as views
+//! ([`PayoutView`], [`PayoutItemOutcome`], [`PayoutMismatchView`]) with no
+//! log event types in them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -106,7 +108,7 @@ pub enum Resolution {
 
 impl Resolution {
     /// The item outcome this resolution records.
-    pub fn outcome(&self) -> ItemOutcome {
+    pub(crate) fn outcome(&self) -> ItemOutcome {
         match self {
             Self::Paid => ItemOutcome::Paid,
             Self::NotPaid { reason } => ItemOutcome::Failed {
@@ -123,6 +125,16 @@ pub struct PayoutMismatch {
     pub transaction_id: TransactionId,
     pub settled: ItemOutcome,
     pub reported: ItemOutcome,
+}
+
+impl PayoutMismatch {
+    pub fn view(&self) -> PayoutMismatchView {
+        PayoutMismatchView {
+            transaction_id: self.transaction_id,
+            settled: PayoutItemOutcome::from(&self.settled),
+            reported: PayoutItemOutcome::from(&self.reported),
+        }
+    }
 }
 
 /// Counts the payout actor keeps as it runs, so reading them costs the
@@ -240,14 +252,14 @@ impl PayoutRecord {
                     transaction_id: i.transaction_id,
                     account: i.transaction_id.account(),
                     amount: self.currency.to_decimal(i.amount),
-                    outcome: i.outcome.clone(),
+                    outcome: i.outcome.as_ref().map(PayoutItemOutcome::from),
                 })
                 .collect(),
             total: self.currency.to_decimal(total),
             state: self.state(),
             attempts: self.attempts,
             last_error: self.last_error.clone(),
-            mismatches: self.mismatches.clone(),
+            mismatches: self.mismatches.iter().map(PayoutMismatch::view).collect(),
         }
     }
 }
@@ -263,7 +275,7 @@ pub struct PayoutView {
     pub attempts: u32,
     pub last_error: Option<String>,
     /// Service answers that contradicted a settled item.
-    pub mismatches: Vec<PayoutMismatch>,
+    pub mismatches: Vec<PayoutMismatchView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -272,7 +284,45 @@ pub struct PayoutItemView {
     pub account: AccountId,
     pub amount: Decimal,
     /// `None` while the item waits for a final answer.
-    pub outcome: Option<ItemOutcome>,
+    pub outcome: Option<PayoutItemOutcome>,
+}
+
+/// A payout item's final answer, as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayoutItemOutcome {
+    /// The money left.
+    Paid,
+    /// The money did not leave; the withdrawal's amount was released.
+    Failed { reason: String },
+}
+
+impl PayoutItemOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Failed { .. } => "failed",
+        }
+    }
+}
+
+impl From<&ItemOutcome> for PayoutItemOutcome {
+    fn from(outcome: &ItemOutcome) -> Self {
+        match outcome {
+            ItemOutcome::Paid => Self::Paid,
+            ItemOutcome::Failed { reason } => Self::Failed {
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// A [`PayoutMismatch`] as the API shows it: the payment service answered
+/// `reported` for an item already settled as `settled`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayoutMismatchView {
+    pub transaction_id: TransactionId,
+    pub settled: PayoutItemOutcome,
+    pub reported: PayoutItemOutcome,
 }
 
 /// Applies a payout event to the records (recovery and live alike).

@@ -6,10 +6,9 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::domain::event::ItemOutcome;
 use crate::domain::ids::AccountId;
 use crate::domain::money::parse_amount_text;
-use crate::domain::payouts::{PayoutItemView, PayoutView};
+use crate::domain::payouts::{PayoutItemOutcome, PayoutItemView, PayoutView};
 use crate::domain::receipts::{Balance, Deposit, Transfer};
 use crate::domain::withdrawal::{Withdrawal, WithdrawalStatus};
 use crate::http::error::ApiError;
@@ -249,8 +248,8 @@ impl From<&PayoutItemView> for PayoutItemJson {
     fn from(item: &PayoutItemView) -> Self {
         let (outcome, reason) = match &item.outcome {
             None => (None, None),
-            Some(ItemOutcome::Paid) => (Some("paid"), None),
-            Some(ItemOutcome::Failed { reason }) => (Some("failed"), Some(reason.clone())),
+            Some(PayoutItemOutcome::Paid) => (Some("paid"), None),
+            Some(PayoutItemOutcome::Failed { reason }) => (Some("failed"), Some(reason.clone())),
         };
         Self {
             transaction_id: item.transaction_id.to_string(),

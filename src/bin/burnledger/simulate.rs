@@ -586,9 +586,12 @@ async fn check_each_paid_at_most_once(
     }
     let mut completed = 0usize;
     for account in &accounts {
-        for (tx, record) in account.withdrawals() {
-            let times = times_paid.get(&tx).copied().unwrap_or(0);
-            let expected = match record.status {
+        for withdrawal in &account.withdrawals {
+            let times = times_paid
+                .get(&withdrawal.transaction_id)
+                .copied()
+                .unwrap_or(0);
+            let expected = match withdrawal.status {
                 WithdrawalStatus::Completed | WithdrawalStatus::Returned { .. } => 1,
                 _ => 0,
             };
@@ -631,7 +634,7 @@ async fn check_terminal_states_hold(ledger: &Ledger) -> bool {
     };
     let terminal: Vec<TransactionId> = accounts
         .iter()
-        .flat_map(|a| a.withdrawals().map(|(tx, _)| tx).collect::<Vec<_>>())
+        .flat_map(|a| a.withdrawals.iter().map(|w| w.transaction_id))
         .take(100)
         .collect();
     for tx in terminal {
