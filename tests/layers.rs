@@ -79,8 +79,14 @@ const RULES: &[Rule] = &[
     Rule {
         applies_to: "http/",
         except: &[],
-        forbidden: &["crate::engine", "crate::storage", "crate::domain::account"],
-        why: "the HTTP service uses the public Ledger API like any embedder",
+        forbidden: &[
+            "crate::engine",
+            "crate::storage",
+            "crate::domain::account",
+            "crate::domain::event",
+        ],
+        why: "the HTTP service uses the public Ledger API like any embedder, whose \
+              views carry no account state and no log event types",
     },
     Rule {
         applies_to: "",
