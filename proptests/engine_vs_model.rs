@@ -15,7 +15,10 @@
 //! the state machine allows, and applies exactly those. The payout actor
 //! may also retry a processing payout in the background at any moment;
 //! such a move may land before or after the step's own operation, so each
-//! order is tried and one must explain the answer.
+//! order is tried and one must explain the answer. The second test runs
+//! the ledger on a `ManualClock` and pauses by moving it: every timer but
+//! the batch interval comes due, and the pause waits until the payout actor
+//! has asked again about every payout still waiting for an answer.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 256); see
 //! `proptests/README.md` for the long run.
@@ -26,6 +29,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use burnledger::clock::ManualClock;
+use burnledger::config::SNAPSHOT_INTERVAL_SECS_DEFAULT;
+use burnledger::domain::payouts::{PayoutView, RETRY_BACKOFF_MS_MAX};
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::storage::data_dir::LockError;
 use burnledger::{
@@ -44,9 +50,11 @@ use support::{ledger_config, to_decimal, to_units};
 const PENDING_MAX: u32 = 3;
 /// Longest any single step may take before the case fails as hung.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-/// About the payout actor's first retry backoff (500 ms; it checks every
-/// 250 ms): a retry lands during a pause or during the steps after it.
-const PAUSE: Duration = Duration::from_millis(400);
+/// How far a pause moves the manual clock: past the longest retry backoff,
+/// the idle sweep and the snapshot interval, so all of them come due; short
+/// of the batch interval (a day), so only `RunPayouts` steps make payouts.
+const PAUSE: Duration = Duration::from_secs(SNAPSHOT_INTERVAL_SECS_DEFAULT + 1);
+const _: () = assert!(PAUSE.as_millis() > RETRY_BACKOFF_MS_MAX as u128);
 const ACCOUNT_IDS: [Acct; 4] = [1, 2, 3, 4];
 
 // ---- what proptest generates ----
@@ -120,8 +128,8 @@ enum Op {
     RunPayouts,
     Snapshot,
     CrashReopen,
-    /// Waits long enough for the payout actor to retry, on its own, a
-    /// payout whose outcome is unknown.
+    /// Moves the clock far enough for the payout actor to retry, on its
+    /// own, every payout whose outcome is unknown, and waits until it has.
     Pause,
     /// Opens the folder a second time while the ledger runs: refused.
     SecondOpen,
@@ -518,6 +526,8 @@ struct Run {
     keyed: Vec<Request>,
     /// Every step and its answer, for the failure message.
     trace: Vec<String>,
+    /// The ledger's clock when the case pauses; else the system clock.
+    clock: Option<ManualClock>,
 }
 
 impl Run {
@@ -528,9 +538,14 @@ impl Run {
 
     fn config(&self, currencies: Vec<burnledger::CurrencyConfig>) -> Config {
         let bank = (!self.external).then_some(&self.bank);
+        let config = ledger_config(self.dir.path(), PENDING_MAX, bank);
         Config {
             currencies,
-            ..ledger_config(self.dir.path(), PENDING_MAX, bank)
+            clock: self
+                .clock
+                .as_ref()
+                .map_or(config.clock.clone(), ManualClock::shared),
+            ..config
         }
     }
 
@@ -906,8 +921,9 @@ impl Run {
                 self.compare(&engine, &label).await
             }
             Action::Pause => {
-                tokio::time::sleep(PAUSE).await;
-                self.trace.push("Pause".into());
+                let retried = self.pause().await?;
+                self.trace
+                    .push(format!("Pause -> retried payouts {retried:?}"));
                 self.observe_background(&pre, &label).await
             }
             Action::Snapshot => {
@@ -950,6 +966,49 @@ impl Run {
                 self.observe_background(&pre, &label).await
             }
         }
+    }
+
+    /// Moves the manual clock by [`PAUSE`], then waits until the payout
+    /// actor has asked the service again about every payout that was
+    /// waiting for an answer (its `attempts` grew). Returns their ids.
+    ///
+    /// A bounded poll (the step's timeout bounds it): the retry is a run the
+    /// actor starts on its own thread when its timer fires, and nothing
+    /// announces its end; each poll is a message to the actor, which
+    /// answers only between runs.
+    async fn pause(&self) -> Result<Vec<u64>, TestCaseError> {
+        let clock = self
+            .clock
+            .as_ref()
+            .ok_or_else(|| fail("a pause needs the manual clock"))?;
+        let awaiting: Vec<(u64, u32)> = self
+            .payout_attempts()
+            .await?
+            .into_iter()
+            .filter(|(_, (_, waits))| *waits)
+            .map(|(id, (attempts, _))| (id, attempts))
+            .collect();
+        clock.advance(PAUSE);
+        loop {
+            let now = self.payout_attempts().await?;
+            let asked_again = |(id, was): &(u64, u32)| now.get(id).is_some_and(|(a, _)| a > was);
+            if awaiting.iter().all(asked_again) {
+                return Ok(awaiting.into_iter().map(|(id, _)| id).collect());
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every payout's calls to the service so far, and whether an item of
+    /// it still waits for the service's answer.
+    async fn payout_attempts(&self) -> Result<BTreeMap<u64, (u32, bool)>, TestCaseError> {
+        let payouts = self.ledger().payouts().await;
+        let payouts = payouts.map_err(|e| fail(format!("payouts failed: {e}")))?;
+        let waits = |p: &PayoutView| p.items.iter().any(|i| i.outcome.is_none());
+        Ok(payouts
+            .iter()
+            .map(|p| (p.payout_id, (p.attempts, waits(p))))
+            .collect())
     }
 
     /// After a step that changes nothing itself: apply what the payout did
@@ -996,7 +1055,9 @@ impl Run {
     }
 }
 
-async fn run_case(case: Case) -> Result<(), TestCaseError> {
+/// Runs one case; on `clock` if given (a case that pauses), else on the
+/// system clock.
+async fn run_case(case: Case, clock: Option<ManualClock>) -> Result<(), TestCaseError> {
     let faults = &case.faults;
     let bank = SimulatedBank::new(SimulatedBankConfig {
         item_failure_per_mille: faults.item_failure,
@@ -1015,6 +1076,7 @@ async fn run_case(case: Case) -> Result<(), TestCaseError> {
         accounts: ACCOUNT_IDS[..case.accounts].to_vec(),
         keyed: Vec::new(),
         trace: Vec::new(),
+        clock,
     };
     run.ledger = Some(run.open()?);
     let outcome = async {
@@ -1054,13 +1116,13 @@ fn the_engine_behaves_like_the_model_through_payouts_snapshots_and_crashes() {
         "engine vs model",
         support::proptest_config(256, file!()),
         case(0),
-        |case| rt.block_on(run_case(case)),
+        |case| rt.block_on(run_case(case, None)),
     );
 }
 
 /// The same, with pauses in which the payout actor retries unknown
-/// outcomes on its own, so its moves race the operations that follow.
-/// Slow (each pause is real time), hence fewer cases: an eighth of
+/// outcomes on its own, on a manual clock the pauses move (so idle sweeps
+/// and timed snapshots run only then, too). Fewer cases: an eighth of
 /// `PROPTEST_CASES`, 12 by default.
 #[test]
 fn the_engine_behaves_like_the_model_while_payouts_retry_in_the_background() {
@@ -1071,6 +1133,6 @@ fn the_engine_behaves_like_the_model_while_payouts_retry_in_the_background() {
         "engine vs model, background retries",
         config,
         case(4),
-        |case| rt.block_on(run_case(case)),
+        |case| rt.block_on(run_case(case, Some(ManualClock::new()))),
     );
 }

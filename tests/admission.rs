@@ -1,6 +1,7 @@
 //! Admission control through the public `Ledger` handle: a shard admits a
-//! bounded number of operations at once; a batch past the limit is refused
-//! whole as `overloaded`, never half-applied, queued or lost.
+//! bounded number of operations at once; a batch past the room left is
+//! refused whole as `overloaded`, never half-applied, queued or lost; a
+//! batch bound no shard could ever admit is refused at open.
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! out: each account as a read-only view with `Decimal` amounts — its id,
 //! its balances per currency and its withdrawals — built from the engine's
 //! account state without exposing it (no idempotency records, sequence
-//! counters or live transfer bookkeeping).
+//! counters or the records of transfers in flight).
 
 use rust_decimal::Decimal;
 
