@@ -10,4 +10,5 @@ pub mod ids;
 pub mod money;
 pub mod payouts;
 pub mod receipts;
+pub mod time;
 pub mod withdrawal;
