@@ -314,6 +314,25 @@ mod tests {
     }
 
     #[test]
+    fn times_add_at_most_16_bytes_to_a_withdrawal_record() {
+        // The record as it was before times, field for field.
+        #[allow(dead_code)]
+        struct Untimed {
+            currency: Currency,
+            amount: Units,
+            status: WithdrawalStatus,
+        }
+        let (timed, untimed) = (
+            std::mem::size_of::<WithdrawalRecord>(),
+            std::mem::size_of::<Untimed>(),
+        );
+        assert!(
+            timed <= untimed + 16,
+            "{timed} B with times, {untimed} B without"
+        );
+    }
+
+    #[test]
     fn cancel_after_payout_claim_is_forbidden() {
         assert_eq!(
             decide_transition(StatusKind::Processing, TransitionAction::Cancel),
