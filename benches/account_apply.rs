@@ -26,7 +26,11 @@ use burnledger::domain::account::AccountState;
 use burnledger::domain::event::Event;
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::domain::withdrawal::TransitionAction;
+use burnledger::UnixMs;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+/// The time every prepared event is stamped with.
+const AT: UnixMs = UnixMs::from_millis(1_767_225_600_000);
 
 /// Withdrawal cycles per timed batch.
 const CYCLES: u64 = 1_000;
@@ -45,7 +49,7 @@ fn usd() -> Currency {
 fn funded_account() -> AccountState {
     let mut account = AccountState::new(ACCOUNT);
     account
-        .deposit(usd(), 100_000_000_000_000, None)
+        .deposit(usd(), 100_000_000_000_000, None, AT)
         .expect("deposit");
     account
 }
@@ -56,12 +60,12 @@ fn cycle_events(start: &AccountState) -> Vec<Event> {
     let mut events = Vec::with_capacity(2 * CYCLES as usize);
     for _ in 0..CYCLES {
         let requested = account
-            .request_withdrawal(usd(), AMOUNT, None, PENDING_MAX)
+            .request_withdrawal(usd(), AMOUNT, None, PENDING_MAX, AT)
             .expect("request");
         let tx = requested.output.transaction_id;
         events.extend(requested.event);
         let completed = account
-            .update_withdrawal(tx, TransitionAction::Complete, "")
+            .update_withdrawal(tx, TransitionAction::Complete, "", AT)
             .expect("complete");
         events.extend(completed.event);
     }
@@ -85,13 +89,14 @@ fn bench_account_apply(c: &mut Criterion) {
             |account| {
                 for _ in 0..CYCLES {
                     let requested = account
-                        .request_withdrawal(currency, black_box(AMOUNT), None, PENDING_MAX)
+                        .request_withdrawal(currency, black_box(AMOUNT), None, PENDING_MAX, AT)
                         .expect("request");
                     let completed = account
                         .update_withdrawal(
                             requested.output.transaction_id,
                             TransitionAction::Complete,
                             "",
+                            AT,
                         )
                         .expect("complete");
                     black_box(completed);
@@ -106,7 +111,7 @@ fn bench_account_apply(c: &mut Criterion) {
             || start.clone(),
             |account| {
                 for event in &events {
-                    account.apply(black_box(event)).expect("apply");
+                    account.apply(black_box(event), AT).expect("apply");
                 }
             },
             BatchSize::SmallInput,

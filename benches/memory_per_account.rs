@@ -27,6 +27,10 @@ use burnledger::domain::account::{AccountState, BalanceEntry};
 use burnledger::domain::event::Event;
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::domain::withdrawal::{TransitionAction, WithdrawalRecord};
+use burnledger::UnixMs;
+
+/// The time every prepared event is stamped with.
+const AT: UnixMs = UnixMs::from_millis(1_767_225_600_000);
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -144,7 +148,7 @@ fn usd() -> Currency {
 /// An account after one deposit.
 fn funded(id: u64) -> AccountState {
     let mut state = AccountState::new(id);
-    state.deposit(usd(), 1_000_000, None).expect("deposit");
+    state.deposit(usd(), 1_000_000, None, AT).expect("deposit");
     state
 }
 
@@ -194,10 +198,10 @@ const WITHDRAWALS_PER_ACCOUNT: u64 = 20;
 /// account per withdrawal, ≈ 12 B.)
 fn with_withdrawals(id: u64) -> AccountState {
     let mut state = AccountState::new(id);
-    state.deposit(usd(), 1_000_000, None).expect("deposit");
+    state.deposit(usd(), 1_000_000, None, AT).expect("deposit");
     for i in 0..WITHDRAWALS_PER_ACCOUNT {
         let effect = state
-            .request_withdrawal(usd(), 100, None, u32::MAX)
+            .request_withdrawal(usd(), 100, None, u32::MAX, AT)
             .expect("request");
         let tx = effect.output.transaction_id;
         let (action, reason) = match i % 10 {
@@ -207,7 +211,9 @@ fn with_withdrawals(id: u64) -> AccountState {
             ),
             _ => (TransitionAction::Complete, ""),
         };
-        state.update_withdrawal(tx, action, reason).expect("settle");
+        state
+            .update_withdrawal(tx, action, reason, AT)
+            .expect("settle");
     }
     state
 }

@@ -37,8 +37,9 @@ use std::collections::HashMap;
 
 use burnledger::domain::account::AccountState;
 use burnledger::domain::audit::audit;
-use burnledger::domain::event::Event;
+use burnledger::domain::event::{Event, Stamped};
 use burnledger::domain::money::{Currencies, Currency, CurrencyCode, CurrencyConfig};
+use burnledger::domain::time::UnixMs;
 use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::storage::recovery;
 use burnledger::storage::wal::{self, ReplayMode, SyncMode, WalConfig, WalHandle};
@@ -54,6 +55,9 @@ const EVENTS: u64 = ACCOUNTS * EVENTS_PER_ACCOUNT;
 /// Events per `WalHandle::append` while preparing.
 const APPEND_EVENTS: usize = 4_096;
 
+/// The time every prepared event is stamped with.
+const AT: UnixMs = UnixMs::from_millis(1_767_225_600_000);
+
 fn usd() -> Currency {
     Currency {
         code: CurrencyCode::new("USD").expect("valid code"),
@@ -67,7 +71,7 @@ fn build_events() -> Vec<Event> {
     let mut accounts: Vec<AccountState> = (1..=ACCOUNTS).map(AccountState::new).collect();
     let mut events = Vec::with_capacity(EVENTS as usize);
     for account in &mut accounts {
-        let deposited = account.deposit(usd, 1_000_000, None).expect("deposit");
+        let deposited = account.deposit(usd, 1_000_000, None, AT).expect("deposit");
         events.extend(deposited.event);
     }
     for round in 0..=COMPLETED_PER_ACCOUNT {
@@ -75,7 +79,7 @@ fn build_events() -> Vec<Event> {
         for account in &mut accounts {
             let amount = 100 + (account.id() % 100) as i128;
             let effect = account
-                .request_withdrawal(usd, amount, None, 1_000)
+                .request_withdrawal(usd, amount, None, 1_000, AT)
                 .expect("request");
             requested.push(effect.output.transaction_id);
             events.extend(effect.event);
@@ -85,7 +89,7 @@ fn build_events() -> Vec<Event> {
         }
         for (account, tx) in accounts.iter_mut().zip(requested) {
             let effect = account
-                .update_withdrawal(tx, TransitionAction::Complete, "")
+                .update_withdrawal(tx, TransitionAction::Complete, "", AT)
                 .expect("complete");
             events.extend(effect.event);
         }
@@ -109,7 +113,11 @@ fn write_log(dir: &std::path::Path, events: Vec<Event>) {
     let mut events = events.into_iter();
     let mut pending = Vec::new();
     loop {
-        let chunk: Vec<Event> = events.by_ref().take(APPEND_EVENTS).collect();
+        let chunk: Vec<Stamped> = events
+            .by_ref()
+            .take(APPEND_EVENTS)
+            .map(|event| Stamped { at: AT, event })
+            .collect();
         if chunk.is_empty() {
             break;
         }
@@ -162,7 +170,7 @@ fn bench_replay(c: &mut Criterion) {
         b.iter_with_large_drop(|| {
             let mut accounts: HashMap<u64, AccountState> = HashMap::new();
             for event in black_box(&events) {
-                recovery::apply_event(&mut accounts, &currencies, event).expect("apply");
+                recovery::apply_event(&mut accounts, &currencies, event, AT).expect("apply");
             }
             assert_eq!(accounts.len() as u64, ACCOUNTS);
             accounts

@@ -23,7 +23,11 @@ use burnledger::domain::account::AccountState;
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::storage::snapshot;
+use burnledger::UnixMs;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+
+/// The time every prepared event is stamped with.
+const AT: UnixMs = UnixMs::from_millis(1_767_225_600_000);
 
 const ACCOUNTS: u64 = 1_000_000;
 const LSN: u64 = 3 * ACCOUNTS;
@@ -36,15 +40,16 @@ fn accounts() -> Vec<AccountState> {
     (1..=ACCOUNTS)
         .map(|id| {
             let mut account = AccountState::new(id);
-            account.deposit(usd, 10_000, None).expect("deposit");
+            account.deposit(usd, 10_000, None, AT).expect("deposit");
             let requested = account
-                .request_withdrawal(usd, 2_500, None, 1_000)
+                .request_withdrawal(usd, 2_500, None, 1_000, AT)
                 .expect("request");
             account
                 .update_withdrawal(
                     requested.output.transaction_id,
                     TransitionAction::Complete,
                     "",
+                    AT,
                 )
                 .expect("complete");
             account

@@ -21,10 +21,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use burnledger::domain::event::Event;
+use burnledger::domain::event::{Event, Stamped};
 use burnledger::domain::ids::{IdempotencyKey, TransactionId};
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::storage::wal::{self, record, SyncMode, WalConfig, WalHandle};
+use burnledger::UnixMs;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
 
@@ -41,9 +42,17 @@ fn usd() -> Currency {
     }
 }
 
+/// `typical(n)`, stamped `n` ms into 2026.
+fn event(n: u64) -> Stamped {
+    Stamped {
+        at: UnixMs::from_millis(1_767_225_600_000 + n),
+        event: typical(n),
+    }
+}
+
 /// A typical event for `n`: a third each of keyed deposits, withdrawal
 /// requests and completions, over 100,000 accounts.
-fn event(n: u64) -> Event {
+fn typical(n: u64) -> Event {
     let account = n % 100_000 + 1;
     let tx = TransactionId::new(account, n / 100_000 + 1);
     match n % 3 {
@@ -64,7 +73,7 @@ fn event(n: u64) -> Event {
 }
 
 fn bench_encode(c: &mut Criterion) {
-    let events: Vec<Event> = (0..ENCODE_EVENTS as u64).map(event).collect();
+    let events: Vec<Stamped> = (0..ENCODE_EVENTS as u64).map(event).collect();
     let mut buf = Vec::with_capacity(1 << 20);
     let mut group = c.benchmark_group("wal_encode");
     group
@@ -112,7 +121,7 @@ fn bench_append(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
-                    let batches: Vec<Vec<Event>> = (0..APPENDS)
+                    let batches: Vec<Vec<Stamped>> = (0..APPENDS)
                         .map(|_| {
                             let batch = (next..next + EVENTS_PER_APPEND as u64).map(event);
                             next += EVENTS_PER_APPEND as u64;

@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burnledger::domain::account::{AccountState, TransferHold};
-use burnledger::domain::event::{Event, ItemOutcome};
+use burnledger::domain::event::{Event, ItemOutcome, Stamped};
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::domain::payouts::{PayoutRecord, PayoutRecordItem};
+use burnledger::domain::time::UnixMs;
 use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::storage::snapshot;
 use burnledger::storage::wal::{self, record};
@@ -158,13 +159,24 @@ fn the_event_strategy_generates_every_variant() {
     assert!(seen.iter().all(|s| *s), "variants generated: {seen:?}");
 }
 
-/// The records of `events` from `first_lsn` on, and where each ends.
+/// The time the record at `lsn` is stamped with.
+fn stamp_of(lsn: u64) -> UnixMs {
+    UnixMs::from_millis(1_767_225_600_000 + lsn)
+}
+
+/// The records of `events` from `first_lsn` on (each stamped
+/// [`stamp_of`] its LSN), and where each ends.
 fn encode(events: &[Event], first_lsn: u64) -> (Vec<u8>, Vec<usize>) {
     let mut buf = Vec::new();
     let mut ends = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let before = buf.len();
-        let len = record::encode_into(&mut buf, first_lsn + i as u64, event).expect("encodes");
+        let lsn = first_lsn + i as u64;
+        let stamped = Stamped {
+            at: stamp_of(lsn),
+            event: event.clone(),
+        };
+        let len = record::encode_into(&mut buf, lsn, &stamped).expect("encodes");
         assert_eq!(
             buf.len(),
             before + len,
@@ -186,8 +198,9 @@ fn write_segment(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
 
 fn replay(dir: &Path) -> (Vec<(u64, Event)>, wal::ReplayReport) {
     let mut seen = Vec::new();
-    let report = wal::replay(dir, 1, |lsn, event| {
-        seen.push((lsn, event));
+    let report = wal::replay(dir, 1, |entry| {
+        assert_eq!(entry.at, stamp_of(entry.lsn), "the time logged with it");
+        seen.push((entry.lsn, entry.event));
         Ok::<_, std::convert::Infallible>(())
     })
     .unwrap_or_else(|e| panic!("replay failed: {e}"));
@@ -345,8 +358,9 @@ fn idempotency_key(key: Option<u8>) -> Option<IdempotencyKey> {
 }
 
 /// Runs the operations through the pure API (refusals change nothing and
-/// are skipped); returns the states and every event they logged.
-fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
+/// are skipped), the n-th at `n` ms; returns the states and every event
+/// they logged, with its time.
+fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<(Event, UnixMs)>) {
     let mut states: BTreeMap<u64, AccountState> = ACCOUNTS
         .iter()
         .map(|id| (*id, AccountState::new(*id)))
@@ -354,7 +368,9 @@ fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
     let mut log = Vec::new();
     let mut withdrawals: Vec<TransactionId> = Vec::new();
     let cur = |is_btc: bool| if is_btc { btc() } else { usd() };
-    for op in ops {
+    for (n, op) in ops.iter().enumerate() {
+        let at = UnixMs::from_millis(n as u64);
+        let mut log_at = |event: Option<Event>| log.extend(event.map(|e| (e, at)));
         match op {
             AccountOp::Deposit {
                 account,
@@ -363,8 +379,8 @@ fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
                 key,
             } => {
                 let state = states.get_mut(&ACCOUNTS[*account]).expect("an account");
-                if let Ok(effect) = state.deposit(cur(*btc), *amount, idempotency_key(*key)) {
-                    log.extend(effect.event);
+                if let Ok(effect) = state.deposit(cur(*btc), *amount, idempotency_key(*key), at) {
+                    log_at(effect.event);
                 }
             }
             AccountOp::Withdraw {
@@ -375,12 +391,12 @@ fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
             } => {
                 let state = states.get_mut(&ACCOUNTS[*account]).expect("an account");
                 if let Ok(effect) =
-                    state.request_withdrawal(cur(*btc), *amount, idempotency_key(*key), 5)
+                    state.request_withdrawal(cur(*btc), *amount, idempotency_key(*key), 5, at)
                 {
                     if effect.event.is_some() {
                         withdrawals.push(effect.output.transaction_id);
                     }
-                    log.extend(effect.event);
+                    log_at(effect.event);
                 }
             }
             AccountOp::Transfer {
@@ -404,9 +420,10 @@ fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
                         cur(*btc),
                         *amount,
                         key,
+                        at,
                     );
-                    let ok = received.is_ok();
-                    log.extend(received.ok());
+                    let ok = received.is_ok().then_some(at);
+                    log_at(received.ok());
                     states
                         .get_mut(&from)
                         .expect("an account")
@@ -417,15 +434,15 @@ fn build(ops: &[AccountOp]) -> (BTreeMap<u64, AccountState>, Vec<Event>) {
             AccountOp::Update { pick, action } if !withdrawals.is_empty() => {
                 let tx = withdrawals[pick.index(withdrawals.len())];
                 let state = states.get_mut(&tx.account()).expect("an account");
-                if let Ok(effect) = state.update_withdrawal(tx, ACTIONS[*action], "because") {
-                    log.extend(effect.event);
+                if let Ok(effect) = state.update_withdrawal(tx, ACTIONS[*action], "because", at) {
+                    log_at(effect.event);
                 }
             }
             AccountOp::Claim { pick, payout_id } if !withdrawals.is_empty() => {
                 let tx = withdrawals[pick.index(withdrawals.len())];
                 let state = states.get_mut(&tx.account()).expect("an account");
-                if let Ok(effect) = state.claim_withdrawal(tx, *payout_id) {
-                    log.extend(effect.event);
+                if let Ok(effect) = state.claim_withdrawal(tx, *payout_id, at) {
+                    log_at(effect.event);
                 }
             }
             AccountOp::Update { .. } | AccountOp::Claim { .. } => {}
@@ -439,23 +456,28 @@ fn payout_record() -> impl Strategy<Value = PayoutRecord> {
         any::<u64>(),
         currency(),
         prop::collection::vec((tx(), any::<i128>(), prop::option::of(outcome())), 0..5),
+        (any::<u64>(), any::<u64>()),
     )
-        .prop_map(|(payout_id, currency, items)| PayoutRecord {
-            payout_id,
-            currency,
-            items: items
-                .into_iter()
-                .map(|(transaction_id, amount, outcome)| PayoutRecordItem {
-                    transaction_id,
-                    amount,
-                    outcome,
-                })
-                .collect(),
-            // Neither is written to disk.
-            attempts: 0,
-            last_error: None,
-            mismatches: Vec::new(),
-        })
+        .prop_map(
+            |(payout_id, currency, items, (submitted, settled))| PayoutRecord {
+                payout_id,
+                currency,
+                items: items
+                    .into_iter()
+                    .map(|(transaction_id, amount, outcome)| PayoutRecordItem {
+                        transaction_id,
+                        amount,
+                        outcome,
+                    })
+                    .collect(),
+                // Neither is written to disk.
+                attempts: 0,
+                last_error: None,
+                mismatches: Vec::new(),
+                submitted_at: UnixMs::from_millis(submitted),
+                settled_at: UnixMs::from_millis(settled),
+            },
+        )
 }
 
 proptest! {
@@ -475,11 +497,12 @@ proptest! {
         // What recovery does: the logged events, applied to empty accounts.
         let mut replayed: BTreeMap<u64, AccountState> =
             ACCOUNTS.iter().map(|id| (*id, AccountState::new(*id))).collect();
-        for event in &log {
+        for (event, at) in &log {
             let (owner, receiver) = event.accounts().expect("an account event");
             for id in std::iter::once(owner).chain(receiver) {
                 let state = replayed.get_mut(&id).expect("an account");
-                prop_assert!(state.apply(event).is_ok(), "{:?}: {:?}", event, state.apply(event));
+                let applied = state.apply(event, *at);
+                prop_assert!(applied.is_ok(), "{:?}: {:?}", event, applied);
             }
         }
         prop_assert_eq!(&replayed, &states);

@@ -74,7 +74,9 @@
 //!   `invariants`, `withdrawals`), `payouts` (payout records and modes,
 //!   and their public views), `audit` (the invariants over many accounts),
 //!   `gauges`, `receipts` (what successful operations return), `export`
-//!   (the read-only view of an account that `export_accounts` returns).
+//!   (the read-only view of an account that `export_accounts` returns),
+//!   `time` (the milliseconds every logged event is stamped with, RFC 3339
+//!   text).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
 //!   its answer), `directory` (a shard's accounts: running actors and
@@ -84,7 +86,7 @@
 //!   their way to the journal), `router` (split by shard, gather answers)
 //!   and `admission` (the per-shard in-flight bound), `edge` (operations
 //!   validated into commands), `payout/` (the payout actor: `run`,
-//!   `timers`), `messages`,
+//!   `timers`), `stamp` (the time logged events carry), `messages`,
 //!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see
@@ -120,6 +122,7 @@ pub use domain::gauges::{Gauges, ShardCounts};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
+pub use domain::time::UnixMs;
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
 pub use ledger::{Ledger, OpenError};

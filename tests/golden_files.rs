@@ -10,13 +10,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burnledger::domain::account::AccountState;
-use burnledger::domain::event::Event;
+use burnledger::domain::event::{Event, Stamped};
 use burnledger::domain::ids::{IdempotencyKey, TransactionId};
 use burnledger::domain::money::{Currencies, Currency, CurrencyCode};
+use burnledger::domain::time::UnixMs;
 use burnledger::domain::withdrawal::WithdrawalStatus;
 use burnledger::storage::recovery::{rebuild, snapshot_dir, RecoveryError};
 use burnledger::storage::snapshot;
-use burnledger::storage::wal::record::encode_into;
+use burnledger::storage::wal::record::{encode_into, encode_v1_into};
 use burnledger::storage::wal::{segment_path, ReplayMode, WalError};
 use burnledger::Config;
 
@@ -45,6 +46,8 @@ fn golden_payout() -> burnledger::domain::payouts::PayoutRecord {
         attempts: 0,
         last_error: None,
         mismatches: Vec::new(),
+        submitted_at: UnixMs::UNKNOWN,
+        settled_at: UnixMs::UNKNOWN,
     }
 }
 
@@ -111,14 +114,62 @@ fn scenario() -> Vec<Event> {
     ]
 }
 
+/// The scenario's log in the record format before v4 (no times), as the
+/// v1 files hold it, and where each record starts.
 fn encoded_log() -> (Vec<u8>, Vec<usize>) {
     let mut bytes = Vec::new();
     let mut starts = Vec::new();
     for (index, event) in scenario().iter().enumerate() {
         starts.push(bytes.len());
-        encode_into(&mut bytes, index as u64 + 1, event).unwrap();
+        encode_v1_into(&mut bytes, index as u64 + 1, event).unwrap();
     }
     (bytes, starts)
+}
+
+/// The time format v4 files give the scenario's event at `lsn`:
+/// 2026-01-01T00:00:0N.00NZ.
+fn scenario_at(lsn: u64) -> UnixMs {
+    UnixMs::from_millis(1_767_225_600_000 + lsn * 1_001)
+}
+
+/// The scenario's log as this build writes it (format v4: with times), and
+/// where each record starts.
+fn encoded_v4_log() -> (Vec<u8>, Vec<usize>) {
+    let mut bytes = Vec::new();
+    let mut starts = Vec::new();
+    for (index, event) in scenario().into_iter().enumerate() {
+        let lsn = index as u64 + 1;
+        starts.push(bytes.len());
+        let stamped = Stamped {
+            at: scenario_at(lsn),
+            event,
+        };
+        encode_into(&mut bytes, lsn, &stamped).unwrap();
+    }
+    (bytes, starts)
+}
+
+/// The scenario's accounts after all 8 events, applied at `at(lsn)`.
+fn scenario_states(at: impl Fn(u64) -> UnixMs) -> Vec<AccountState> {
+    let mut accounts = std::collections::HashMap::new();
+    for (index, event) in scenario().iter().enumerate() {
+        let at = at(index as u64 + 1);
+        burnledger::storage::recovery::apply_event(&mut accounts, &currencies(), event, at)
+            .unwrap();
+    }
+    let mut states: Vec<AccountState> = accounts.into_values().collect();
+    states.sort_by_key(|a| a.id());
+    states
+}
+
+/// What format v4 snapshots add: the v3 payout record and mismatch, with
+/// the payout's submit and settle times.
+fn golden_payout_with_times() -> burnledger::domain::payouts::PayoutRecord {
+    burnledger::domain::payouts::PayoutRecord {
+        submitted_at: UnixMs::from_millis(scenario_at(3).as_millis() + 500),
+        settled_at: scenario_at(4),
+        ..golden_payout_with_mismatch()
+    }
 }
 
 /// Writes the golden files that do not exist yet. Run only when adding a
@@ -142,12 +193,7 @@ fn write_golden_files_when_asked() {
     let mut corrupt = bytes.clone();
     corrupt[starts[3] + 16] ^= 0x01;
     write_new(golden("corrupt.wal"), &corrupt);
-    let mut accounts = std::collections::HashMap::new();
-    for event in scenario() {
-        burnledger::storage::recovery::apply_event(&mut accounts, &currencies(), &event).unwrap();
-    }
-    let mut states: Vec<AccountState> = accounts.into_values().collect();
-    states.sort_by_key(|a| a.id());
+    let states = scenario_states(|_| UnixMs::UNKNOWN);
     let scratch = tempfile::tempdir().unwrap();
     let v1 = snapshot::write(scratch.path(), 8, states.iter()).unwrap();
     write_new(
@@ -169,6 +215,21 @@ fn write_golden_files_when_asked() {
     write_new(
         golden_in("v3", "snapshot-00000000000000000008.snap"),
         &fs::read(&v3.path).unwrap(),
+    );
+    let (v4_log, v4_starts) = encoded_v4_log();
+    write_new(golden_in("v4", "clean.wal"), &v4_log);
+    write_new(
+        golden_in("v4", "torn.wal"),
+        &v4_log[..v4_starts[7] + 16 + 3],
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let states = scenario_states(scenario_at);
+    let payout = golden_payout_with_times();
+    let v4 =
+        snapshot::write_full(scratch.path(), 8, states.iter(), std::iter::once(&payout)).unwrap();
+    write_new(
+        golden_in("v4", "snapshot-00000000000000000008.snap"),
+        &fs::read(&v4.path).unwrap(),
     );
 }
 
@@ -217,10 +278,15 @@ fn currencies() -> Currencies {
 
 /// A data folder holding `wal` as its only segment.
 fn data_dir_with_wal(wal: &str) -> tempfile::TempDir {
+    data_dir_with_segment(&golden(wal))
+}
+
+/// A data folder holding the file at `wal` as its only segment.
+fn data_dir_with_segment(wal: &Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let segment = segment_path(dir.path(), 1);
     fs::create_dir_all(segment.parent().unwrap()).unwrap();
-    fs::copy(golden(wal), &segment).unwrap();
+    fs::copy(wal, &segment).unwrap();
     dir
 }
 
@@ -345,4 +411,122 @@ fn golden_v1_corrupt_length_mid_log_fails_naming_the_file_and_the_record_offset(
         let left = fs::read(segment_path(dir.path(), 1)).unwrap();
         assert_eq!(left, golden_bytes, "nothing cut");
     }
+}
+
+/// The times the v4 files give the scenario's withdrawals: `(id, seq)` →
+/// `(created_at, updated_at)`.
+fn assert_v4_times(accounts: &std::collections::HashMap<u64, AccountState>, lsns: u64) {
+    let times = |id, seq| {
+        let w = account(accounts, id)
+            .withdrawal(TransactionId::new(id, seq))
+            .unwrap();
+        (w.created_at, w.updated_at)
+    };
+    let at = |lsn| Some(scenario_at(lsn));
+    assert_eq!(times(1, 2), (at(3), at(4)));
+    assert_eq!(times(1, 3), (at(5), at(5)));
+    let failed_at = if lsns >= 8 { at(8) } else { at(7) };
+    assert_eq!(times(2, 2), (at(7), failed_at));
+}
+
+/// Every v1 to v3 file: the withdrawals' times are unknown (`None`).
+fn assert_no_times(accounts: &std::collections::HashMap<u64, AccountState>) {
+    for state in accounts.values() {
+        for (tx, _) in state.withdrawals() {
+            let w = state.withdrawal(tx).unwrap();
+            assert_eq!((w.created_at, w.updated_at), (None, None), "{tx}");
+        }
+    }
+}
+
+#[test]
+fn golden_v1_to_v3_files_load_with_unknown_times() {
+    let (_, v1) = snapshot::read(&golden("snapshot-00000000000000000008.snap")).unwrap();
+    assert_no_times(&v1.into_iter().map(|a| (a.id(), a)).collect());
+    for version in ["v2", "v3"] {
+        let path = golden_in(version, "snapshot-00000000000000000008.snap");
+        let contents = snapshot::read_full(&path).unwrap();
+        assert_no_times(&contents.accounts.into_iter().map(|a| (a.id(), a)).collect());
+        let payout = contents.payouts[0].view();
+        assert_eq!((payout.submitted_at, payout.settled_at), (None, None));
+    }
+    let dir = data_dir_with_wal("clean.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_no_times(&rebuilt.accounts);
+    assert_eq!(rebuilt.report.newest_event_at, UnixMs::UNKNOWN);
+}
+
+#[test]
+fn golden_v4_clean_wal_replays_all_eight_records_with_their_times() {
+    let dir = data_dir_with_wal_in("v4", "clean.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 8);
+    assert_eq!(rebuilt.report.bytes_truncated, 0);
+    assert_eq!(rebuilt.report.newest_event_at, scenario_at(8));
+    assert_full_scenario(&rebuilt.accounts);
+    assert_v4_times(&rebuilt.accounts, 8);
+    // The bytes this build writes are the bytes the golden file holds.
+    assert_eq!(
+        encoded_v4_log().0,
+        fs::read(golden_in("v4", "clean.wal")).unwrap()
+    );
+}
+
+#[test]
+fn golden_v4_torn_wal_recovers_the_first_seven_records_with_their_times() {
+    let dir = data_dir_with_wal_in("v4", "torn.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 7);
+    assert_eq!(rebuilt.report.bytes_truncated, 19);
+    assert_v4_times(&rebuilt.accounts, 7);
+    let (_, starts) = encoded_v4_log();
+    assert_eq!(
+        fs::metadata(segment_path(dir.path(), 1)).unwrap().len() as usize,
+        starts[7]
+    );
+}
+
+#[test]
+fn golden_v4_snapshot_loads_accounts_payouts_mismatches_and_times() {
+    let contents =
+        snapshot::read_full(&golden_in("v4", "snapshot-00000000000000000008.snap")).unwrap();
+    assert_eq!(contents.lsn, 8);
+    assert_eq!(contents.payouts, vec![golden_payout_with_times()]);
+    let payout = contents.payouts[0].view();
+    assert_eq!(
+        payout.submitted_at.map(|t| t.to_string()).as_deref(),
+        Some("2026-01-01T00:00:03.503Z")
+    );
+    assert_eq!(payout.settled_at, Some(scenario_at(4)));
+    let accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+    assert_full_scenario(&accounts);
+    assert_v4_times(&accounts, 8);
+}
+
+/// A folder written before format v4 (the v1 log) goes on in v4: the old
+/// records keep unknown times, what follows them is stamped, and both read
+/// back.
+#[test]
+fn a_v1_log_followed_by_a_v4_segment_replays_both() {
+    let dir = data_dir_with_wal("clean.wal");
+    let mut next = Vec::new();
+    let stamped = Stamped {
+        at: scenario_at(9),
+        event: Event::WithdrawalCancelled {
+            tx: TransactionId::new(1, 3),
+        },
+    };
+    encode_into(&mut next, 9, &stamped).unwrap();
+    fs::write(segment_path(dir.path(), 9), next).unwrap();
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 9);
+    let w = account(&rebuilt.accounts, 1)
+        .withdrawal(TransactionId::new(1, 3))
+        .unwrap();
+    assert_eq!(w.status, WithdrawalStatus::Cancelled);
+    assert_eq!((w.created_at, w.updated_at), (None, Some(scenario_at(9))));
+}
+
+fn data_dir_with_wal_in(version: &str, wal: &str) -> tempfile::TempDir {
+    data_dir_with_segment(&golden_in(version, wal))
 }

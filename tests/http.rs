@@ -421,9 +421,19 @@ fn every_endpoint_and_every_error_over_real_http() {
     let w = withdraw(&c, 1, "USD", "10");
     assert_eq!(w.status, 201, "{w:?}");
     let w_tx = w.body["transaction_id"].as_str().unwrap().to_string();
+    // Created and updated now, on the system clock: RFC 3339, UTC, ms.
+    let created = w.body["created_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        created.len() == 24 && created.ends_with('Z') && created.as_bytes()[10] == b'T',
+        "{created:?}"
+    );
     assert_eq!(
         w.body,
-        json!({"transaction_id": w_tx, "account": 1, "currency": "USD", "amount": "10.00", "status": "pending"})
+        json!({"transaction_id": w_tx, "account": 1, "currency": "USD", "amount": "10.00", "status": "pending",
+               "created_at": created, "updated_at": created})
     );
     let got = c.get(&format!("/v1/withdrawals/{w_tx}"));
     assert_eq!((got.status, &got.body), (200, &w.body));

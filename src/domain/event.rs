@@ -1,13 +1,26 @@
-//! Events: what changed, as the write-ahead log will record it.
+//! Events: what changed, as the write-ahead log will record it, and
+//! [`Stamped`], an event with the engine's time, which is what is logged.
 //!
 //! An event is a fact that already passed every business check; applying it
-//! (live or during recovery) only needs the account state, never the caller.
-//! Amounts are integer minor units so they round-trip through bincode exactly.
+//! (live or during recovery) only needs the account state and the event's
+//! time, never the caller. Amounts are integer minor units so they
+//! round-trip through bincode exactly.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
+use crate::domain::time::UnixMs;
+
+/// An event with the time the engine stamped it with when it was made:
+/// what the log records and replay applies. Time is kept out of [`Event`]
+/// itself so that events keep the encoding of format v1 to v3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamped {
+    /// [`UnixMs::UNKNOWN`] for an event logged before format v4.
+    pub at: UnixMs,
+    pub event: Event,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {

@@ -80,13 +80,16 @@ mod tests {
     use super::*;
     use crate::domain::ids::TransactionId;
     use crate::domain::money::usd;
+    use crate::domain::time::UnixMs;
     use crate::domain::withdrawal::WithdrawalStatus;
+
+    const T: UnixMs = UnixMs::from_millis(1_767_225_600_000);
 
     #[test]
     fn an_export_shows_the_balances_and_withdrawals_in_decimals() {
         let mut account = AccountState::new(7);
-        account.deposit(usd(), 1_050, None).unwrap();
-        let requested = account.request_withdrawal(usd(), 250, None, 8).unwrap();
+        account.deposit(usd(), 1_050, None, T).unwrap();
+        let requested = account.request_withdrawal(usd(), 250, None, 8, T).unwrap();
         let tx: TransactionId = requested.output.transaction_id;
 
         let export = AccountExport::of(&account);

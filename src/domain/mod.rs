@@ -11,4 +11,5 @@ pub mod ids;
 pub mod money;
 pub mod payouts;
 pub mod receipts;
+pub mod time;
 pub mod withdrawal;

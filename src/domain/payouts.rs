@@ -1,7 +1,8 @@
 //! Payout records: what each payout carried and what became of its items,
 //! as plain data with no runtime. The payout actor keeps them; recovery
 //! rebuilds them from `PayoutSubmitted` / `PayoutItemsSettled` /
-//! `PayoutItemResolved` / `PayoutMismatch` events. Also the operator's
+//! `PayoutItemResolved` / `PayoutMismatch` events, each applied with its
+//! logged time (a payout's submit and settle times). Also the operator's
 //! [`Resolution`] of an item, and the [`PayoutMismatch`]es: service answers
 //! that contradict an item already settled. The API shows them as views
 //! ([`PayoutView`], [`PayoutItemOutcome`], [`PayoutMismatchView`]) with no
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
+use crate::domain::time::UnixMs;
 
 /// How withdrawals get paid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,6 +183,15 @@ pub struct PayoutRecord {
     /// of their own, so v2 records still decode.
     #[serde(skip)]
     pub mismatches: Vec<PayoutMismatch>,
+    /// When it was logged as submitted (`PayoutSubmitted`). Like the
+    /// mismatches, the times are kept beside the record in snapshots
+    /// (format v4); [`UnixMs::UNKNOWN`] when logged before.
+    #[serde(skip)]
+    pub submitted_at: UnixMs,
+    /// When its last item got its final answer; [`UnixMs::UNKNOWN`] while
+    /// some item waits (or if settled before times were logged).
+    #[serde(skip)]
+    pub settled_at: UnixMs,
 }
 
 impl PayoutRecord {
@@ -204,6 +215,8 @@ impl PayoutRecord {
             attempts: 0,
             last_error: None,
             mismatches: Vec::new(),
+            submitted_at: UnixMs::UNKNOWN,
+            settled_at: UnixMs::UNKNOWN,
         }
     }
 
@@ -260,6 +273,8 @@ impl PayoutRecord {
             attempts: self.attempts,
             last_error: self.last_error.clone(),
             mismatches: self.mismatches.iter().map(PayoutMismatch::view).collect(),
+            submitted_at: self.submitted_at.known(),
+            settled_at: self.settled_at.known(),
         }
     }
 }
@@ -276,6 +291,11 @@ pub struct PayoutView {
     pub last_error: Option<String>,
     /// Service answers that contradicted a settled item.
     pub mismatches: Vec<PayoutMismatchView>,
+    /// When it was submitted; `None` if logged before times were.
+    pub submitted_at: Option<UnixMs>,
+    /// When its last item got its final answer; `None` while some item
+    /// waits, or if it was settled before times were logged.
+    pub settled_at: Option<UnixMs>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,10 +345,42 @@ pub struct PayoutMismatchView {
     pub reported: PayoutItemOutcome,
 }
 
-/// Applies a payout event to the records (recovery and live alike).
+/// Applies a payout event, logged at `at`, to the records (recovery and
+/// live alike). The event that gives a payout's last open item its answer
+/// sets its `settled_at`.
 pub fn apply_payout_event(
     payouts: &mut BTreeMap<u64, PayoutRecord>,
     event: &Event,
+    at: UnixMs,
+) -> Result<(), String> {
+    let open_before = payout_of(event)
+        .and_then(|id| payouts.get(&id))
+        .is_some_and(PayoutRecord::awaits_answer);
+    change_payouts(payouts, event, at)?;
+    if let Some(record) = payout_of(event).and_then(|id| payouts.get_mut(&id)) {
+        if open_before && !record.awaits_answer() {
+            record.settled_at = at;
+        }
+    }
+    Ok(())
+}
+
+/// The payout a payout event names.
+fn payout_of(event: &Event) -> Option<u64> {
+    match event {
+        Event::PayoutSubmitted { payout_id, .. }
+        | Event::PayoutItemsSettled { payout_id, .. }
+        | Event::PayoutItemResolved { payout_id, .. }
+        | Event::PayoutMismatch { payout_id, .. } => Some(*payout_id),
+        _ => None,
+    }
+}
+
+/// [`apply_payout_event`] but for the settle time.
+fn change_payouts(
+    payouts: &mut BTreeMap<u64, PayoutRecord>,
+    event: &Event,
+    at: UnixMs,
 ) -> Result<(), String> {
     match event {
         Event::PayoutSubmitted {
@@ -336,7 +388,8 @@ pub fn apply_payout_event(
             currency,
             items,
         } => {
-            let record = PayoutRecord::new(*payout_id, *currency, items.iter().copied());
+            let mut record = PayoutRecord::new(*payout_id, *currency, items.iter().copied());
+            record.submitted_at = at;
             if payouts.insert(*payout_id, record).is_some() {
                 return Err(format!("payout {payout_id} was submitted twice"));
             }
@@ -423,6 +476,8 @@ pub fn all_mismatches<'a>(
 mod tests {
     use super::*;
 
+    const T: UnixMs = UnixMs::from_millis(1_767_225_600_000);
+
     #[test]
     fn retry_backoff_doubles_and_is_bounded() {
         assert_eq!(retry_backoff(1), Duration::from_millis(500));
@@ -442,23 +497,23 @@ mod tests {
             currency: usd,
             items: vec![(a, 100), (b, 250)],
         };
-        apply_payout_event(&mut payouts, &submitted).unwrap();
+        apply_payout_event(&mut payouts, &submitted, T).unwrap();
         let resolve = |tx| Event::PayoutItemResolved {
             payout_id: 4,
             tx,
             outcome: Resolution::NotPaid { reason: "r".into() }.outcome(),
             note: "n".into(),
         };
-        apply_payout_event(&mut payouts, &resolve(a)).unwrap();
+        apply_payout_event(&mut payouts, &resolve(a), T).unwrap();
         assert!(
-            apply_payout_event(&mut payouts, &resolve(a)).is_err(),
+            apply_payout_event(&mut payouts, &resolve(a), T).is_err(),
             "twice"
         );
         let stranger = TransactionId::new(3, 1);
-        assert!(apply_payout_event(&mut payouts, &resolve(stranger)).is_err());
+        assert!(apply_payout_event(&mut payouts, &resolve(stranger), T).is_err());
         assert_eq!(payouts[&4].state(), PayoutState::Processing);
         assert!(payouts[&4].awaits_answer());
-        apply_payout_event(&mut payouts, &resolve(b)).unwrap();
+        apply_payout_event(&mut payouts, &resolve(b), T).unwrap();
         assert_eq!(payouts[&4].state(), PayoutState::Failed);
         assert!(!payouts[&4].awaits_answer());
         let mismatch = Event::PayoutMismatch {
@@ -467,7 +522,7 @@ mod tests {
             settled: ItemOutcome::Failed { reason: "r".into() },
             reported: ItemOutcome::Paid,
         };
-        apply_payout_event(&mut payouts, &mismatch).unwrap();
+        apply_payout_event(&mut payouts, &mismatch, T).unwrap();
         assert_eq!(payouts[&4].state(), PayoutState::Mismatch);
         assert_eq!(payouts[&4].view().state.as_str(), "mismatch");
         assert_eq!(all_mismatches(payouts.values()).count(), 1);
@@ -483,28 +538,72 @@ mod tests {
             currency: usd,
             items: vec![(a, 100), (b, 250)],
         };
-        apply_payout_event(&mut payouts, &submitted).unwrap();
+        apply_payout_event(&mut payouts, &submitted, T).unwrap();
         assert_eq!(payouts[&9].state(), PayoutState::Processing);
         assert_eq!(payouts[&9].view().total, Decimal::new(350, 2));
         let settle = |items| Event::PayoutItemsSettled {
             payout_id: 9,
             items,
         };
-        apply_payout_event(&mut payouts, &settle(vec![(a, ItemOutcome::Paid)])).unwrap();
+        apply_payout_event(&mut payouts, &settle(vec![(a, ItemOutcome::Paid)]), T).unwrap();
         assert_eq!(payouts[&9].state(), PayoutState::Processing);
         let failed = ItemOutcome::Failed {
             reason: "closed".into(),
         };
-        apply_payout_event(&mut payouts, &settle(vec![(b, failed)])).unwrap();
+        apply_payout_event(&mut payouts, &settle(vec![(b, failed)]), T).unwrap();
         assert_eq!(payouts[&9].state(), PayoutState::PartiallyFailed);
         assert!(
-            apply_payout_event(&mut payouts, &submitted).is_err(),
+            apply_payout_event(&mut payouts, &submitted, T).is_err(),
             "same id twice"
         );
         let unknown = Event::PayoutItemsSettled {
             payout_id: 10,
             items: vec![],
         };
-        assert!(apply_payout_event(&mut payouts, &unknown).is_err());
+        assert!(apply_payout_event(&mut payouts, &unknown, T).is_err());
+    }
+
+    #[test]
+    fn a_payout_is_submitted_and_settled_at_its_events_times() {
+        let at = |ms: u64| UnixMs::from_millis(1_767_225_600_000 + ms);
+        let usd = crate::domain::money::usd();
+        let (a, b) = (TransactionId::new(1, 1), TransactionId::new(2, 1));
+        let mut payouts = BTreeMap::new();
+        let submitted = Event::PayoutSubmitted {
+            payout_id: 3,
+            currency: usd,
+            items: vec![(a, 100), (b, 250)],
+        };
+        apply_payout_event(&mut payouts, &submitted, at(10)).unwrap();
+        let view = |p: &BTreeMap<u64, PayoutRecord>| p[&3].view();
+        assert_eq!(view(&payouts).submitted_at, Some(at(10)));
+        assert_eq!(view(&payouts).settled_at, None);
+        let settle = |tx| Event::PayoutItemsSettled {
+            payout_id: 3,
+            items: vec![(tx, ItemOutcome::Paid)],
+        };
+        apply_payout_event(&mut payouts, &settle(a), at(20)).unwrap();
+        assert_eq!(view(&payouts).settled_at, None, "b still waits");
+        let resolved = Event::PayoutItemResolved {
+            payout_id: 3,
+            tx: b,
+            outcome: ItemOutcome::Paid,
+            note: "n".into(),
+        };
+        apply_payout_event(&mut payouts, &resolved, at(30)).unwrap();
+        assert_eq!(view(&payouts).settled_at, Some(at(30)));
+        let mismatch = Event::PayoutMismatch {
+            payout_id: 3,
+            tx: a,
+            settled: ItemOutcome::Paid,
+            reported: ItemOutcome::Failed { reason: "r".into() },
+        };
+        apply_payout_event(&mut payouts, &mismatch, at(40)).unwrap();
+        assert_eq!(
+            view(&payouts).settled_at,
+            Some(at(30)),
+            "a mismatch settles nothing"
+        );
+        assert_eq!(view(&payouts).submitted_at, Some(at(10)));
     }
 }

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
+use crate::domain::time::UnixMs;
 
 /// Where a withdrawal is in its life.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,14 +220,28 @@ pub struct Withdrawal {
     pub status: WithdrawalStatus,
     /// The payout carrying it, while processing.
     pub payout_id: Option<u64>,
+    /// When it was requested (the time of its `WithdrawalRequested` event);
+    /// `None` if it was logged before times were (format v4).
+    pub created_at: Option<UnixMs>,
+    /// When its status last changed (the time of the event that changed
+    /// it; `created_at` until then); `None` if unknown, as above.
+    pub updated_at: Option<UnixMs>,
 }
 
 /// A withdrawal as an account keeps it (its id is the map key).
+///
+/// The times are not in the record's own encoding: snapshots (format v4)
+/// keep them beside it, so the records of v1 to v3 snapshots still decode
+/// (with [`UnixMs::UNKNOWN`] times).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WithdrawalRecord {
     pub currency: Currency,
     pub amount: Units,
     pub status: WithdrawalStatus,
+    #[serde(skip)]
+    pub created_at: UnixMs,
+    #[serde(skip)]
+    pub updated_at: UnixMs,
 }
 
 impl WithdrawalRecord {
@@ -238,6 +253,8 @@ impl WithdrawalRecord {
             amount: self.currency.to_decimal(self.amount),
             payout_id: self.status.payout_id(),
             status: self.status.clone(),
+            created_at: self.created_at.known(),
+            updated_at: self.updated_at.known(),
         }
     }
 }
@@ -294,6 +311,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn times_add_at_most_16_bytes_to_a_withdrawal_record() {
+        // The record as it was before times, field for field.
+        #[allow(dead_code)]
+        struct Untimed {
+            currency: Currency,
+            amount: Units,
+            status: WithdrawalStatus,
+        }
+        let (timed, untimed) = (
+            std::mem::size_of::<WithdrawalRecord>(),
+            std::mem::size_of::<Untimed>(),
+        );
+        assert!(
+            timed <= untimed + 16,
+            "{timed} B with times, {untimed} B without"
+        );
     }
 
     #[test]

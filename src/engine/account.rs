@@ -23,6 +23,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::domain::account::AccountState;
+use crate::domain::event::Stamped;
 use crate::engine::command::{execute, newly_pending, Job};
 use crate::engine::messages::{AccountRead, Read, Retire};
 use crate::engine::round::RunCommands;
@@ -114,11 +115,14 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
                 reason: "the shard's gauges were borrowed while an actor ran".into(),
             });
         };
+        // The round's stamp: every command here is applied, and its event
+        // logged, at this time.
+        let at = log.now();
         msg.answer_with(|job| {
             if let Some(refusal) = log.broken_refusal() {
                 return Err(refusal);
             }
-            let (reply, event) = execute(state, job, *max, &mut gauges)
+            let (reply, event) = execute(state, job, *max, &mut gauges, at)
                 .inspect_err(|error| poison_on_internal(log, error))?;
             if let Some(event) = event {
                 if log.wants_notices() {
@@ -126,7 +130,7 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
                         log.notify_when_durable(notice);
                     }
                 }
-                log.record(event);
+                log.record(Stamped { at, event });
             }
             Ok(reply)
         });

@@ -24,6 +24,7 @@ use actix::prelude::*;
 
 use crate::domain::ids::AccountId;
 use crate::domain::receipts::Transfer;
+use crate::domain::time::UnixMs;
 use crate::engine::command::{Command, FinishTransfer, Held, Job, Ran, ReceiveTransfer};
 use crate::engine::coordinator::Coordinator;
 use crate::engine::round::{RoundReplies, RunCommands};
@@ -257,11 +258,11 @@ async fn finish_transfers<A>(
             Err(refused) => {
                 answered.push((index, Err(refused)));
                 waiting.push(None);
-                false
+                None
             }
-            Ok(()) => {
+            Ok(at) => {
                 waiting.push(Some((index, h.answer)));
-                true
+                Some(at)
             }
         };
         finishes.push(tx.account(), (position, FinishTransfer { tx, received }));
@@ -279,6 +280,7 @@ async fn finish_transfers<A>(
 /// its receipt becomes the answer.
 type Waiting<A> = Option<(usize, fn(Transfer) -> A)>;
 
-fn answered_credit(credit: Option<Result<(), LedgerError>>) -> Result<(), LedgerError> {
+/// A receiver's answer: the stamp it logged the transfer with, or why not.
+fn answered_credit(credit: Option<Result<UnixMs, LedgerError>>) -> Result<UnixMs, LedgerError> {
     credit.unwrap_or(Err(LedgerError::ShuttingDown))
 }

@@ -3,8 +3,9 @@
 //! A [`Job`] is anything an account actor runs on the state it owns; its
 //! [`Reply`](Job::Reply) is its own type, so no reply is ever matched
 //! against the job that asked for it. [`execute`] runs a job (the rules
-//! live in [`AccountState`]), returns the reply and the event to log, and
-//! moves the shard's gauges by what changed.
+//! live in [`AccountState`]) at the shard's current stamp, returns the
+//! reply and the event to log, and moves the shard's gauges by what
+//! changed.
 //!
 //! The [`Command`]s callers send in batches answer `Ran<Answer>`: done,
 //! or (a transfer's step 1) funds held at the source, with the receiving
@@ -23,6 +24,7 @@ use crate::domain::gauges::{Counted, WithdrawalGauges};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::{Deposit, Outcome, Transfer};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Settler, TransitionAction, Withdrawal};
 use crate::engine::messages::WithdrawalQueued;
 use crate::error::LedgerError;
@@ -36,12 +38,14 @@ pub trait Job: Send + 'static {
     /// name it, or the gauges would count the change as a new withdrawal.
     fn acts_on(&self) -> Option<TransactionId>;
 
-    /// Runs the rules: the reply, and the event to log if anything changed
-    /// (a job changes at most one thing).
+    /// Runs the rules as of `at` (the stamp its event is logged with): the
+    /// reply, and the event to log if anything changed (a job changes at
+    /// most one thing).
     fn run(
         self,
         state: &mut AccountState,
         pending_withdrawals_max: u32,
+        at: UnixMs,
     ) -> Result<(Self::Reply, Option<Event>), LedgerError>;
 }
 
@@ -145,7 +149,8 @@ pub struct ReceiveTransfer {
 #[derive(Debug, Clone)]
 pub struct FinishTransfer {
     pub tx: TransactionId,
-    pub received: bool,
+    /// The stamp the receiver logged the transfer with; `None`: refused.
+    pub received: Option<UnixMs>,
 }
 
 impl Job for DepositCommand {
@@ -159,8 +164,9 @@ impl Job for DepositCommand {
         self,
         state: &mut AccountState,
         _: u32,
+        at: UnixMs,
     ) -> Result<(Ran<Deposit>, Option<Event>), LedgerError> {
-        let effect = state.deposit(self.currency, self.amount, self.key)?;
+        let effect = state.deposit(self.currency, self.amount, self.key, at)?;
         Ok((Ran::Done(effect.output), effect.event))
     }
 }
@@ -187,20 +193,22 @@ impl Job for WithdrawalCommand {
         self,
         state: &mut AccountState,
         pending_withdrawals_max: u32,
+        at: UnixMs,
     ) -> Result<(Ran<Withdrawal>, Option<Event>), LedgerError> {
+        let max = pending_withdrawals_max;
         let effect = match self {
             Self::Request {
                 currency,
                 amount,
                 key,
-            } => state.request_withdrawal(currency, amount, key, pending_withdrawals_max)?,
+            } => state.request_withdrawal(currency, amount, key, max, at)?,
             Self::Update {
                 tx,
                 action,
                 reason,
                 by,
-            } => state.update_withdrawal_by(tx, action, &reason, by)?,
-            Self::Claim { tx, payout_id } => state.claim_withdrawal(tx, payout_id)?,
+            } => state.update_withdrawal_by(tx, action, &reason, by, at)?,
+            Self::Claim { tx, payout_id } => state.claim_withdrawal(tx, payout_id, at)?,
         };
         Ok((Ran::Done(effect.output), effect.event))
     }
@@ -223,6 +231,7 @@ impl Job for TransferCommand {
         self,
         state: &mut AccountState,
         _: u32,
+        _: UnixMs,
     ) -> Result<(Ran<Transfer>, Option<Event>), LedgerError> {
         let ran =
             match state.hold_transfer(self.to, self.currency, self.amount, self.key.clone())? {
@@ -279,19 +288,20 @@ impl Job for AccountCommand {
         self,
         state: &mut AccountState,
         max: u32,
+        at: UnixMs,
     ) -> Result<(Ran<Outcome>, Option<Event>), LedgerError> {
         let transferred = Outcome::Transferred;
         let (ran, event) = match self {
             Self::Deposit(c) => {
-                let (ran, event) = c.run(state, max)?;
+                let (ran, event) = c.run(state, max, at)?;
                 (ran.map(Outcome::Deposited, transferred), event)
             }
             Self::Withdrawal(c) => {
-                let (ran, event) = c.run(state, max)?;
+                let (ran, event) = c.run(state, max, at)?;
                 (ran.map(Outcome::Withdrawal, transferred), event)
             }
             Self::Transfer(c) => {
-                let (ran, event) = c.run(state, max)?;
+                let (ran, event) = c.run(state, max, at)?;
                 (ran.map(Outcome::Transferred, transferred), event)
             }
         };
@@ -320,16 +330,22 @@ impl Command for AccountCommand {
 }
 
 impl Job for ReceiveTransfer {
-    type Reply = ();
+    /// The stamp the transfer's event is logged with, for the source.
+    type Reply = UnixMs;
 
     fn acts_on(&self) -> Option<TransactionId> {
         Some(self.tx)
     }
 
     /// Credits the transfer and logs its one event.
-    fn run(self, state: &mut AccountState, _: u32) -> Result<((), Option<Event>), LedgerError> {
-        let event = state.receive_transfer(self.tx, self.currency, self.amount, self.key)?;
-        Ok(((), Some(event)))
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: u32,
+        at: UnixMs,
+    ) -> Result<(UnixMs, Option<Event>), LedgerError> {
+        let event = state.receive_transfer(self.tx, self.currency, self.amount, self.key, at)?;
+        Ok((at, Some(event)))
     }
 }
 
@@ -340,11 +356,13 @@ impl Job for FinishTransfer {
         Some(self.tx)
     }
 
-    /// Nothing to log: the receiving side logged the one event.
+    /// Nothing to log: the receiving side logged the one event (applied
+    /// here with the receiver's stamp, as replay applies it).
     fn run(
         self,
         state: &mut AccountState,
         _: u32,
+        _: UnixMs,
     ) -> Result<(Transfer, Option<Event>), LedgerError> {
         Ok((state.finish_transfer(self.tx, self.received)?, None))
     }
@@ -364,8 +382,8 @@ pub fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQu
     })
 }
 
-/// Runs one job against an account state: its reply, and the event to log
-/// if it changed anything.
+/// Runs one job against an account state as of `at`: its reply, and the
+/// event to log if it changed anything.
 ///
 /// Every change to an account passes here, so this is where the shard's
 /// gauges follow the withdrawals: the withdrawal the job acts on, as it
@@ -376,12 +394,13 @@ pub fn execute<J: Job>(
     job: J,
     pending_withdrawals_max: u32,
     gauges: &mut WithdrawalGauges,
+    at: UnixMs,
 ) -> Result<(J::Reply, Option<Event>), LedgerError> {
     let acted_on = job.acts_on();
     let before = acted_on
         .and_then(|tx| state.withdrawal_record_of(tx))
         .map(Counted::of);
-    let (reply, event) = job.run(state, pending_withdrawals_max)?;
+    let (reply, event) = job.run(state, pending_withdrawals_max, at)?;
     if let Some(event) = &event {
         let tx = event.transaction_id();
         let after = tx
@@ -411,7 +430,8 @@ mod tests {
         job: J,
         others: &[&AccountState],
     ) -> Result<J::Reply, LedgerError> {
-        let result = execute(state, job, MAX, gauges).map(|(reply, _)| reply);
+        let at = UnixMs::from_millis(1_767_225_600_000);
+        let result = execute(state, job, MAX, gauges, at).map(|(reply, _)| reply);
         let all = others.iter().copied().chain(std::iter::once(&*state));
         assert_eq!(*gauges, WithdrawalGauges::scan(all));
         result
@@ -502,7 +522,10 @@ mod tests {
             key: None,
         };
         assert!(run_checked(&mut other, g, receive, &[&state]).is_ok());
-        let finish = FinishTransfer { tx, received: true };
+        let finish = FinishTransfer {
+            tx,
+            received: Some(UnixMs::from_millis(1)),
+        };
         assert!(run_checked(&mut state, g, finish, &[&other]).is_ok());
 
         let tally = |status| gauges.get("USD", status);

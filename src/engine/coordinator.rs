@@ -32,6 +32,7 @@ use crate::domain::account::AccountState;
 use crate::domain::gauges::ShardCounts;
 use crate::domain::gauges::{Gauges, WithdrawalGauges};
 use crate::domain::ids::AccountId;
+use crate::domain::time::UnixMs;
 use crate::engine::account::poison_on_internal;
 use crate::engine::batch::{
     cut_into_rounds, run_batch, AccountRun, BatchContext, Dispatch, Grouping, Results,
@@ -45,6 +46,7 @@ use crate::engine::messages::{
 use crate::engine::round::{RoundReplies, RunCommands};
 use crate::engine::router::Router;
 use crate::engine::shard_log::ShardLog;
+use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::journal::Journal;
 
@@ -62,6 +64,8 @@ pub struct CoordinatorSettings {
     /// An actor idle for between one and two of these is retired.
     pub account_idle_sweep: Duration,
     pub clock: SharedClock,
+    /// The newest time the recovered state holds: stamps never go below.
+    pub stamps_from: UnixMs,
 }
 
 pub struct Coordinator {
@@ -82,7 +86,14 @@ impl Coordinator {
     /// once.
     pub fn new(settings: CoordinatorSettings, recovered: Vec<AccountState>) -> Self {
         let gauges = WithdrawalGauges::scan(&recovered);
-        let log = ShardLog::new(settings.shard, settings.journal, settings.payouts, gauges);
+        let stamper = Stamper::new(settings.clock.clone(), settings.stamps_from);
+        let log = ShardLog::new(
+            settings.shard,
+            settings.journal,
+            settings.payouts,
+            gauges,
+            stamper,
+        );
         let log = Rc::new(log);
         let seed = ActorSeed {
             log: Rc::clone(&log),
@@ -100,8 +111,10 @@ impl Coordinator {
     }
 
     /// Sends one round's runs to their accounts' actors (starting them as
-    /// needed); their replies gather on the returned round.
+    /// needed), stamped with a fresh reading of the clock; their replies
+    /// gather on the returned round.
     fn dispatch<J: Job>(&mut self, runs: Vec<AccountRun<J>>) -> RoundReplies<J> {
+        self.log.tick();
         let jobs = runs.iter().map(|r| r.jobs.len()).sum();
         let round = RoundReplies::expecting(runs.len(), jobs);
         for run in runs {
@@ -136,6 +149,7 @@ impl Coordinator {
             command,
             self.pending_withdrawals_max,
             &mut unchanged,
+            self.log.now(),
         );
         let answer = match ran {
             Ok((Ran::Done(answer), None)) => Ok(answer),
@@ -205,6 +219,7 @@ impl<J: Job> Handler<Dispatch<J>> for Coordinator {
     type Result = ();
 
     fn handle(&mut self, msg: Dispatch<J>, _ctx: &mut Self::Context) {
+        self.log.tick();
         for (account, jobs) in msg.0 {
             self.forward(account, jobs);
         }
@@ -215,7 +230,7 @@ impl<J: Job> Handler<Dispatch<J>> for Coordinator {
 /// Credits the receiving sides of transfers on this shard's accounts, and
 /// answers once the credits are durable.
 impl Handler<ReceiveTransfers> for Coordinator {
-    type Result = ResponseFuture<Vec<Result<(), LedgerError>>>;
+    type Result = ResponseFuture<Vec<Result<UnixMs, LedgerError>>>;
 
     fn handle(&mut self, msg: ReceiveTransfers, _ctx: &mut Self::Context) -> Self::Result {
         let count = msg.credits.len();

@@ -275,7 +275,12 @@ mod tests {
     use crate::storage::journal::Journal;
 
     fn directory(actors_max: usize) -> Directory {
-        let log = ShardLog::new(0, Journal::memory_only(), None, WithdrawalGauges::default());
+        let stamper = crate::engine::stamp::Stamper::new(
+            crate::clock::SharedClock::system(),
+            crate::domain::time::UnixMs::UNKNOWN,
+        );
+        let gauges = WithdrawalGauges::default();
+        let log = ShardLog::new(0, Journal::memory_only(), None, gauges, stamper);
         let seed = ActorSeed {
             log: Rc::new(log),
             pending_withdrawals_max: 8,

@@ -20,6 +20,7 @@ use crate::domain::gauges::ShardCounts;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::Balance;
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::Withdrawal;
 use crate::engine::command::{Command, ReceiveTransfer};
 use crate::error::LedgerError;
@@ -38,7 +39,7 @@ impl<C: Command> Message for ExecuteBatch<C> {
 /// transfers on this shard's accounts; one answer each, in order, once the
 /// credits are durable.
 #[derive(Message)]
-#[rtype(result = "Vec<Result<(), LedgerError>>")]
+#[rtype(result = "Vec<Result<UnixMs, LedgerError>>")]
 pub struct ReceiveTransfers {
     pub credits: Vec<(AccountId, ReceiveTransfer)>,
 }

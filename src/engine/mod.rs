@@ -13,8 +13,9 @@
 //! - `coordinator`: one per shard: the directory, forwarding, reads, gauges;
 //! - `batch`: a batch run in rounds, transfers across shards;
 //! - `round` and `shard_log`: a round's replies; its events on their way to
-//!   the journal, with the shard's gauges and its poison (an internal error
-//!   stops the shard's writes);
+//!   the journal, with the round's stamp, the shard's gauges and its poison
+//!   (an internal error stops the shard's writes);
+//! - `stamp`: the time every logged event carries, from the injected clock;
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;
@@ -33,4 +34,5 @@ pub(crate) mod round;
 pub(crate) mod router;
 pub(crate) mod shard_log;
 pub(crate) mod shutdown;
+pub(crate) mod stamp;
 pub(crate) mod startup;

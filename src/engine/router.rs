@@ -17,6 +17,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use crate::domain::ids::{shard_of, AccountId};
+use crate::domain::time::UnixMs;
 use crate::engine::admission::Admission;
 use crate::engine::command::{Command, ReceiveTransfer};
 use crate::engine::coordinator::Coordinator;
@@ -184,11 +185,11 @@ impl Router {
     }
 
     /// Credits the receiving sides of held transfers on their shards; one
-    /// answer each, at its position.
+    /// answer each (the stamp its event was logged with), at its position.
     pub async fn receive_transfers(
         &self,
         credits: Scatter<ReceiveTransfer>,
-        answers: &mut [Option<Result<(), LedgerError>>],
+        answers: &mut [Option<Result<UnixMs, LedgerError>>],
     ) {
         credits
             .gather(answers, |shard, credits| async move {

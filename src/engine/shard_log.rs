@@ -1,5 +1,12 @@
-//! One shard's events on their way to the journal, and the shard's gauges
-//! (withdrawals by currency and status) that those events move.
+//! One shard's events on their way to the journal, the shard's current
+//! stamp (the time its events carry), and the shard's gauges (withdrawals
+//! by currency and status) that those events move.
+//!
+//! Stamps: the coordinator [`ticks`](ShardLog::tick) once per scheduling
+//! round (one clock read); every command an actor runs until the next tick
+//! is applied, and its event logged, with that stamp. Everything of a
+//! shard runs on its one thread and a tick never goes back, so the stamps
+//! of a shard's events, in log order, never decrease.
 //!
 //! Account actors run a command, record its events here and answer at once;
 //! the coordinator then flushes the shard's events to the journal with ONE
@@ -33,9 +40,13 @@ use std::future::Future;
 
 use actix::Recipient;
 
-use crate::domain::event::Event;
+use std::cell::Cell;
+
+use crate::domain::event::Stamped;
 use crate::domain::gauges::WithdrawalGauges;
+use crate::domain::time::UnixMs;
 use crate::engine::messages::WithdrawalQueued;
+use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::journal::Journal;
 use crate::storage::wal::BATCH_EVENTS_MAX;
@@ -44,8 +55,11 @@ use crate::storage::wal::BATCH_EVENTS_MAX;
 /// never leaves the shard's thread.
 pub struct ShardLog {
     journal: Journal,
+    /// Where the shard's stamps come from, and the current one.
+    stamper: Stamper,
+    now: Cell<UnixMs>,
     /// Events applied in memory and not yet handed to the journal.
-    events: RefCell<Vec<Event>>,
+    events: RefCell<Vec<Stamped>>,
     /// Payout notices for withdrawals among those events, sent once they
     /// are durable (a payout must never take a withdrawal the disk lacks).
     notices: RefCell<Vec<WithdrawalQueued>>,
@@ -65,9 +79,12 @@ impl ShardLog {
         journal: Journal,
         payouts: Option<Recipient<WithdrawalQueued>>,
         gauges: WithdrawalGauges,
+        stamper: Stamper,
     ) -> Self {
         Self {
             journal,
+            now: Cell::new(stamper.stamp()),
+            stamper,
             events: RefCell::new(Vec::new()),
             notices: RefCell::new(Vec::new()),
             payouts,
@@ -122,6 +139,17 @@ impl ShardLog {
         }
     }
 
+    /// Reads the clock for the round about to run: its commands' events
+    /// carry this stamp.
+    pub fn tick(&self) {
+        self.now.set(self.stamper.stamp());
+    }
+
+    /// The current stamp: the time the commands run now apply and log.
+    pub fn now(&self) -> UnixMs {
+        self.now.get()
+    }
+
     /// Whether anyone is told of newly pending withdrawals.
     pub fn wants_notices(&self) -> bool {
         self.payouts.is_some()
@@ -129,7 +157,7 @@ impl ShardLog {
 
     /// Keeps an applied event for the next flush. A memory-only journal
     /// keeps nothing, so it costs nothing.
-    pub fn record(&self, event: Event) {
+    pub fn record(&self, event: Stamped) {
         if self.journal.is_logged() {
             self.events.borrow_mut().push(event);
         }

@@ -25,10 +25,12 @@ use crate::domain::account::AccountState;
 use crate::domain::ids::{shard_of, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::PayoutRecord;
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::WithdrawalStatus;
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::Router;
+use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
@@ -90,6 +92,8 @@ struct Seed {
     accounts: Vec<Vec<AccountState>>,
     /// The payout actor's start, when the ledger makes payouts.
     payouts: Option<PayoutSeed>,
+    /// The newest time the recovered state holds: stamps never go below.
+    stamps_from: UnixMs,
 }
 
 struct PayoutSeed {
@@ -123,7 +127,9 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         senders.into_iter().map(Addr::new).collect(),
         config.shard_in_flight_ops_max,
     );
+    let stamps_from = newest_time(recovery.as_ref(), &accounts, payouts.as_ref());
     let seed = Seed {
+        stamps_from,
         journal: journal.clone(),
         router: router.clone(),
         accounts: by_shard(accounts, config.shards),
@@ -157,6 +163,26 @@ impl Engine {
             .map_err(|_| failed("the checkpointer stopped before answering".into()))?
             .map_err(failed)
     }
+}
+
+/// The newest time the recovered state holds (its log's newest event, its
+/// withdrawals' and payouts' times): where stamps start, so that a clock
+/// stepped back across a restart does not make them go back.
+fn newest_time(
+    recovery: Option<&RecoveryReport>,
+    accounts: &[AccountState],
+    payouts: Option<&PayoutSeed>,
+) -> UnixMs {
+    let logged = recovery.map_or(UnixMs::UNKNOWN, |r| r.newest_event_at);
+    let withdrawals = accounts
+        .iter()
+        .flat_map(AccountState::withdrawals)
+        .map(|(_, w)| w.updated_at);
+    let payouts = payouts
+        .into_iter()
+        .flat_map(|p| p.records.values())
+        .map(|p| p.submitted_at.max(p.settled_at));
+    withdrawals.chain(payouts).fold(logged, UnixMs::max)
 }
 
 /// The recovered withdrawals still pending, for the payout queue.
@@ -201,9 +227,13 @@ fn spawn(
                     router,
                     accounts,
                     payouts,
+                    stamps_from,
                 } = seed;
                 // On the System's own thread, apart from the shards.
-                let payouts = payouts.and_then(|p| start_payouts(&config, p, &router, &journal));
+                let payouts = payouts.and_then(|p| {
+                    let stamper = Stamper::new(config.clock.clone(), stamps_from);
+                    start_payouts(&config, p, &router, &journal, stamper)
+                });
                 let recipient = payouts.clone().map(Addr::recipient);
                 let shards = receivers.into_iter().zip(accounts);
                 let mut arbiters = Vec::with_capacity(config.shards);
@@ -218,6 +248,7 @@ fn spawn(
                         account_actors_max: config.shard_account_actors_max,
                         account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
                         clock: config.clock.clone(),
+                        stamps_from,
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));
@@ -253,6 +284,7 @@ fn start_payouts(
     seed: PayoutSeed,
     router: &Router,
     journal: &Journal,
+    stamper: Stamper,
 ) -> Option<Addr<PayoutActor>> {
     let service = config.payment_service.clone()?;
     let actor = PayoutActor::new(
@@ -262,7 +294,7 @@ fn start_payouts(
         journal.clone(),
         seed.records,
         seed.pending,
-        config.clock.clone(),
+        stamper,
     );
     Some(actor.start())
 }

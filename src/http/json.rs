@@ -1,7 +1,10 @@
 //! The JSON the service takes and gives. Amounts are decimal strings
 //! (`"12.50"`) both ways: a JSON number for an amount is refused with 400
 //! `invalid_amount`, since a float cannot carry money exactly. Amounts out
-//! always have the currency's number of decimal places.
+//! always have the currency's number of decimal places. Times out are
+//! RFC 3339 strings in UTC with milliseconds (`"2026-11-29T20:39:57.123Z"`),
+//! or null where unknown (a withdrawal or payout logged before times were,
+//! on-disk format v4) or not yet (a payout still waiting to settle).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -10,6 +13,7 @@ use crate::domain::ids::AccountId;
 use crate::domain::money::parse_amount_text;
 use crate::domain::payouts::{PayoutItemOutcome, PayoutItemView, PayoutView};
 use crate::domain::receipts::{Balance, Deposit, Transfer};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalStatus};
 use crate::http::error::ApiError;
 
@@ -148,7 +152,8 @@ impl From<&Transfer> for TransferJson {
     }
 }
 
-/// `{transaction_id, account, currency, amount, status, payout_id?, reason?}`.
+/// `{transaction_id, account, currency, amount, status, payout_id?, reason?,
+/// created_at, updated_at}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WithdrawalJson {
     pub transaction_id: String,
@@ -162,6 +167,19 @@ pub struct WithdrawalJson {
     pub payout_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When it was requested (RFC 3339); null if it was logged before
+    /// times were.
+    #[schema(format = DateTime)]
+    pub created_at: Option<String>,
+    /// When its status last changed (RFC 3339; `created_at` until then);
+    /// null if unknown, as above.
+    #[schema(format = DateTime)]
+    pub updated_at: Option<String>,
+}
+
+/// A time as the JSON shows it: RFC 3339, or null when unknown.
+fn rfc3339(at: Option<UnixMs>) -> Option<String> {
+    at.map(UnixMs::rfc3339)
 }
 
 impl From<&Withdrawal> for WithdrawalJson {
@@ -180,6 +198,8 @@ impl From<&Withdrawal> for WithdrawalJson {
             status: w.status.kind().as_str(),
             payout_id: w.payout_id,
             reason,
+            created_at: rfc3339(w.created_at),
+            updated_at: rfc3339(w.updated_at),
         }
     }
 }
@@ -217,7 +237,8 @@ pub struct BalancesJson {
 }
 
 /// A payout: `{payout_id, currency, total, state, attempts, last_error?,
-/// items: [{transaction_id, account, amount, outcome, reason?}]}` with
+/// submitted_at, settled_at, items: [{transaction_id, account, amount,
+/// outcome, reason?}]}` with
 /// state `processing`, `completed`, `failed` or `partially_failed` and an
 /// item's outcome `paid`, `failed` or `null` (no final answer yet).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -230,6 +251,14 @@ pub struct PayoutJson {
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When it was logged as submitted (RFC 3339); null if logged before
+    /// times were.
+    #[schema(format = DateTime)]
+    pub submitted_at: Option<String>,
+    /// When its last item got its final answer (RFC 3339); null while an
+    /// item still waits, or if it settled before times were logged.
+    #[schema(format = DateTime)]
+    pub settled_at: Option<String>,
     pub items: Vec<PayoutItemJson>,
 }
 
@@ -270,6 +299,8 @@ impl From<&PayoutView> for PayoutJson {
             state: p.state.as_str(),
             attempts: p.attempts,
             last_error: p.last_error.clone(),
+            submitted_at: rfc3339(p.submitted_at),
+            settled_at: rfc3339(p.settled_at),
             items: p.items.iter().map(PayoutItemJson::from).collect(),
         }
     }

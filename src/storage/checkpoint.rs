@@ -331,7 +331,8 @@ impl Follower {
         if self.behind.is_some() {
             return;
         }
-        for (lsn, event) in (committed.first_lsn..).zip(&committed.events) {
+        for (lsn, stamped) in (committed.first_lsn..).zip(&committed.events) {
+            let (event, at) = (&stamped.event, stamped.at);
             if lsn > self.applied_lsn + 1 {
                 self.behind = Some(format!(
                     "got LSN {lsn} after {}: a gap in the log",
@@ -340,8 +341,9 @@ impl Follower {
                 return;
             }
             if lsn == self.applied_lsn + 1 {
-                let applied = apply_event(&mut self.accounts, &self.settings.currencies, event)
-                    .and_then(|()| apply_payout_event(&mut self.payouts, event));
+                let currencies = &self.settings.currencies;
+                let applied = apply_event(&mut self.accounts, currencies, event, at)
+                    .and_then(|()| apply_payout_event(&mut self.payouts, event, at));
                 if let Err(reason) = applied {
                     self.behind = Some(format!("LSN {lsn} does not apply: {reason}"));
                     return;
@@ -435,17 +437,23 @@ fn write_and_prune(
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::domain::event::Event;
+    use crate::domain::event::Stamped;
     use crate::domain::money::{usd, CurrencyConfig};
+    use crate::domain::time::UnixMs;
     use crate::storage::wal::{WalConfig, WalHandle};
 
-    /// Deposits of 100, 200, 300 … to account 1, as logged events.
-    fn deposits(count: usize) -> Vec<Event> {
+    /// Deposits of 100, 200, 300 … to account 1, as logged events, the
+    /// n-th stamped n ms after the epoch.
+    fn deposits(count: usize) -> Vec<Stamped> {
         let mut account = AccountState::new(1);
         (1..=count)
             .map(|n| {
-                let effect = account.deposit(usd(), 100 * n as i128, None).unwrap();
-                effect.event.unwrap()
+                let at = UnixMs::from_millis(n as u64);
+                let effect = account.deposit(usd(), 100 * n as i128, None, at).unwrap();
+                Stamped {
+                    at,
+                    event: effect.event.unwrap(),
+                }
             })
             .collect()
     }

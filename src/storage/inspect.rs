@@ -274,9 +274,14 @@ mod tests {
     /// A folder whose log holds one deposit of 1.00 USD.
     async fn folder_with_a_deposit() -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
-        let effect = AccountState::new(1).deposit(usd(), 100, None).unwrap();
+        let at = crate::domain::time::UnixMs::from_millis(1_767_225_600_000);
+        let effect = AccountState::new(1).deposit(usd(), 100, None, at).unwrap();
         let wal = WalHandle::open(WalConfig::new(tmp.path()), 1).unwrap();
-        assert_eq!(wal.append(vec![effect.event.unwrap()]).await, Ok(1));
+        let stamped = crate::domain::event::Stamped {
+            at,
+            event: effect.event.unwrap(),
+        };
+        assert_eq!(wal.append(vec![stamped]).await, Ok(1));
         wal.shutdown().unwrap();
         tmp
     }
@@ -296,6 +301,9 @@ mod tests {
         let listed = beside.inspect().unwrap();
         assert_eq!(listed.in_use, Some(Some(std::process::id())));
         assert_eq!(listed.segments[0].last_lsn, Some(1));
+        let at = crate::domain::time::UnixMs::from_millis(1_767_225_600_000);
+        assert_eq!(listed.segments[0].times, Some((at, at)));
+        assert_eq!(listed.segments[0].untimed_records, 0);
         assert!(listed.is_healthy());
         assert!(matches!(
             beside.verify(None, &usd_only),

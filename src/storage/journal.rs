@@ -1,4 +1,5 @@
-//! The engine's way into durability. [`Journal::append`] hands events to
+//! The engine's way into durability. [`Journal::append`] hands events,
+//! each with the time the engine stamped it with, to
 //! the WAL writer and returns a future that resolves once they are as
 //! durable as the sync mode says: the moment the engine may acknowledge the
 //! operations that made them. Appending no events is a barrier: it resolves
@@ -20,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::future::Either;
 
-use crate::domain::event::Event;
+use crate::domain::event::Stamped;
 use crate::error::LedgerError;
 use crate::storage::wal::{WalError, WalHandle};
 
@@ -87,7 +88,7 @@ impl Journal {
     /// Appends events; the future resolves when they are durable.
     pub fn append(
         &self,
-        events: Vec<Event>,
+        events: Vec<Stamped>,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send + 'static {
         let Some(log) = &self.log else {
             return Either::Left(ready(Ok(())));

@@ -1,5 +1,6 @@
 //! Rebuilding account states from disk: the newest valid snapshot, then the
-//! WAL from the snapshot's LSN on.
+//! WAL from the snapshot's LSN on, each event applied with its logged time
+//! (so the times rebuilt are the times the live engine had).
 //!
 //! The same rebuild serves three callers: opening a ledger (which may cut a
 //! torn WAL tail), the background checkpointer (read-only, up to a durable
@@ -22,6 +23,7 @@ use crate::domain::event::Event;
 use crate::domain::ids::AccountId;
 use crate::domain::money::{Currencies, Currency};
 use crate::domain::payouts::{apply_payout_event, PayoutRecord, PayoutRecordItem};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::WithdrawalStatus;
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, ReplayError, ReplayMode};
@@ -42,6 +44,9 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     /// The last LSN the state includes.
     pub last_lsn: u64,
+    /// The latest time among the WAL records replayed
+    /// ([`UnixMs::UNKNOWN`] if none has one).
+    pub newest_event_at: UnixMs,
     /// Where the WAL writer continues.
     pub next_lsn: u64,
     /// Bytes of a torn WAL tail cut off (or, read-only, that would be).
@@ -155,6 +160,7 @@ pub fn rebuild(
             Err(other) => return Err(other.into()),
         }
     }
+    let mut newest_event_at = UnixMs::UNKNOWN;
     // Records come decoded from the log's reader thread, in chunks.
     let replayed = wal::replay_chunks(data_dir, from_lsn + 1, mode, |entries| {
         for group in entries.chunks(WARM_GROUP) {
@@ -166,8 +172,9 @@ pub fn rebuild(
             std::hint::black_box(warmed);
             for entry in group {
                 let lsn = entry.lsn;
-                apply_event(&mut accounts, currencies, &entry.event)
-                    .and_then(|()| apply_payout_event(&mut payouts, &entry.event))
+                newest_event_at = newest_event_at.max(entry.at);
+                apply_event(&mut accounts, currencies, &entry.event, entry.at)
+                    .and_then(|()| apply_payout_event(&mut payouts, &entry.event, entry.at))
                     .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
             }
         }
@@ -178,6 +185,7 @@ pub fn rebuild(
         ReplayError::Apply { error, .. } => error,
     })?;
     report.records_replayed = replayed.records;
+    report.newest_event_at = newest_event_at;
     report.last_lsn = replayed.last_lsn.max(from_lsn);
     report.next_lsn = replayed.next_lsn.max(from_lsn + 1);
     report.bytes_truncated = replayed.bytes_truncated;
@@ -208,20 +216,15 @@ pub fn rebuild(
 
 /// Makes sure every payout with items still processing in `account` has a
 /// record, built from the account when the log that submitted it was
-/// already compacted.
+/// already compacted (its submit time is then unknown).
 fn add_processing_payouts(account: &AccountState, payouts: &mut BTreeMap<u64, PayoutRecord>) {
     for (tx, record) in account.withdrawals() {
         let WithdrawalStatus::Processing { payout_id } = record.status else {
             continue;
         };
-        let payout = payouts.entry(payout_id).or_insert_with(|| PayoutRecord {
-            payout_id,
-            currency: record.currency,
-            items: Vec::new(),
-            attempts: 0,
-            last_error: None,
-            mismatches: Vec::new(),
-        });
+        let payout = payouts
+            .entry(payout_id)
+            .or_insert_with(|| PayoutRecord::new(payout_id, record.currency, []));
         if !payout.items.iter().any(|i| i.transaction_id == tx) {
             payout.items.push(PayoutRecordItem {
                 transaction_id: tx,
@@ -248,7 +251,8 @@ fn warm<S: BuildHasher>(accounts: &HashMap<AccountId, AccountState, S>, event: &
         .fold(0, |warmed, account| warmed ^ account.warm(tx))
 }
 
-/// Applies one logged event to the accounts it concerns.
+/// Applies one logged event, with its logged time `at`, to the accounts it
+/// concerns.
 ///
 /// The map holds account states inline or boxed (`V`): the checkpointer
 /// boxes its copy, whose table then holds pointers, not 136-byte states.
@@ -256,6 +260,7 @@ pub fn apply_event<V, S>(
     accounts: &mut HashMap<AccountId, V, S>,
     currencies: &Currencies,
     event: &Event,
+    at: UnixMs,
 ) -> Result<(), String>
 where
     V: BorrowMut<AccountState> + From<AccountState>,
@@ -281,7 +286,7 @@ where
             .entry(id)
             .or_insert_with(|| V::from(AccountState::new(id)))
             .borrow_mut()
-            .apply(event)
+            .apply(event, at)
             .map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -4,13 +4,18 @@
 //! ```text
 //! header   "BURNSNAP" | format version u32 LE | lsn u64 LE
 //! body     account count u64 LE, then each AccountState (bincode 2, serde)
+//!            v4 and later: each followed by its withdrawals' times, a
+//!            sequence of (created_at, updated_at), oldest first
 //!          v2 and later: payout count u64 LE, then each PayoutRecord
+//!            v4 and later: each followed by (submitted_at, settled_at)
 //!          v3 and later: mismatch count u64 LE, then each
 //!          (payout id u64, PayoutMismatch) (bincode 2, serde)
 //! trailer  crc32 (IEEE) u32 LE of header + body | "SNAPEND!"
 //! ```
-//! Versions 1 (accounts only) and 2 (no mismatches) are still read;
-//! version 3 is written.
+//! Times are milliseconds since the epoch (bincode varints), 0 for
+//! unknown. Versions 1 (accounts only), 2 (no mismatches) and 3 (no
+//! times: every time reads as unknown) are still read; version 4 is
+//! written.
 //! A snapshot is written to `snapshot-<lsn>.tmp`, fsynced, renamed to
 //! `snapshot-<lsn>.snap`, then the folder is fsynced, so a crash leaves
 //! either the old set of snapshots or the new one, never half a file under a
@@ -21,11 +26,16 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use serde::{Serialize, Serializer};
+
 use crate::domain::account::AccountState;
 use crate::domain::payouts::{all_mismatches, PayoutMismatch, PayoutRecord};
+use crate::domain::time::UnixMs;
 
 /// Version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+/// The first version with times beside withdrawals and payouts.
+const TIMES_SINCE_VERSION: u32 = 4;
 /// Oldest snapshot format version this build still reads.
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_MAGIC: &[u8; 8] = b"BURNSNAP";
@@ -139,12 +149,18 @@ pub fn write_full<'a, 'p>(
         debug_assert!(account.check_invariants().is_ok());
         bincode::serde::encode_into_std_write(account, &mut out, bincode::config::standard())
             .map_err(encode_error)?;
+        let times = WithdrawalTimes(account);
+        bincode::serde::encode_into_std_write(times, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
     }
     out.write_all(&(payouts.len() as u64).to_le_bytes())
         .map_err(io_error(&temp))?;
     let mut with_mismatches = Vec::new();
     for payout in payouts {
         bincode::serde::encode_into_std_write(payout, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
+        let times = (payout.submitted_at, payout.settled_at);
+        bincode::serde::encode_into_std_write(times, &mut out, bincode::config::standard())
             .map_err(encode_error)?;
         if !payout.mismatches.is_empty() {
             with_mismatches.push(payout);
@@ -216,14 +232,23 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
     // the file could hold, so a bogus count cannot exhaust memory.
     let mut accounts = Vec::with_capacity(count.min(body.len() as u64) as usize);
     for index in 0..count {
-        let (account, used): (AccountState, usize) =
+        let (mut account, used): (AccountState, usize) =
             bincode::serde::decode_from_slice(body, bincode::config::standard())
                 .map_err(|e| damaged(format!("account #{index}: {e}")))?;
+        body = &body[used..];
+        if version >= TIMES_SINCE_VERSION {
+            let (times, used): (Vec<(UnixMs, UnixMs)>, usize) =
+                bincode::serde::decode_from_slice(body, bincode::config::standard())
+                    .map_err(|e| damaged(format!("account #{index}'s times: {e}")))?;
+            account
+                .restore_withdrawal_times(&times)
+                .map_err(|e| damaged(format!("account #{index}'s times: {e}")))?;
+            body = &body[used..];
+        }
         account
             .check_invariants()
             .map_err(|e| damaged(format!("account #{index} breaks an invariant: {e}")))?;
         accounts.push(account);
-        body = &body[used..];
     }
     let mut payouts = Vec::new();
     if version >= 2 {
@@ -233,11 +258,18 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
         let count = u64::from_le_bytes(array(&body[..8]));
         body = &body[8..];
         for index in 0..count {
-            let (payout, used): (PayoutRecord, usize) =
+            let (mut payout, used): (PayoutRecord, usize) =
                 bincode::serde::decode_from_slice(body, bincode::config::standard())
                     .map_err(|e| damaged(format!("payout #{index}: {e}")))?;
-            payouts.push(payout);
             body = &body[used..];
+            if version >= TIMES_SINCE_VERSION {
+                let ((submitted_at, settled_at), used): ((UnixMs, UnixMs), usize) =
+                    bincode::serde::decode_from_slice(body, bincode::config::standard())
+                        .map_err(|e| damaged(format!("payout #{index}'s times: {e}")))?;
+                (payout.submitted_at, payout.settled_at) = (submitted_at, settled_at);
+                body = &body[used..];
+            }
+            payouts.push(payout);
         }
     }
     if version >= 3 {
@@ -254,6 +286,21 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
         accounts,
         payouts,
     })
+}
+
+/// An account's withdrawal times as format v4 keeps them after it: a
+/// sequence of `(created_at, updated_at)`, oldest withdrawal first, written
+/// without collecting them.
+struct WithdrawalTimes<'a>(&'a AccountState);
+
+impl Serialize for WithdrawalTimes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let times = self
+            .0
+            .withdrawals()
+            .map(|(_, w)| (w.created_at, w.updated_at));
+        serializer.collect_seq(times)
+    }
 }
 
 /// Reads the v3 mismatch section into the payout records it names;
@@ -335,22 +382,25 @@ mod tests {
     use crate::domain::money::{Currency, CurrencyCode};
     use crate::domain::withdrawal::TransitionAction;
 
+    /// Three accounts, each with a withdrawal (account 2's completed), all
+    /// at different times.
     fn sample_accounts() -> Vec<AccountState> {
         let usd = Currency {
             code: CurrencyCode::new("USD").unwrap(),
             decimals: 2,
         };
+        let at = |ms: u64| UnixMs::from_millis(1_767_225_600_000 + ms);
         (1..=3)
             .map(|id| {
                 let mut account = AccountState::new(id);
-                account
-                    .deposit(usd, 10_000, Some(crate::IdempotencyKey::new("k").unwrap()))
-                    .unwrap();
-                let w = account.request_withdrawal(usd, 2_500, None, 10).unwrap();
+                let key = Some(crate::IdempotencyKey::new("k").unwrap());
+                account.deposit(usd, 10_000, key, at(id)).unwrap();
+                let w = account.request_withdrawal(usd, 2_500, None, 10, at(10 * id));
+                let tx = w.unwrap().output.transaction_id;
                 if id == 2 {
-                    account
-                        .update_withdrawal(w.output.transaction_id, TransitionAction::Complete, "")
-                        .unwrap();
+                    let done =
+                        account.update_withdrawal(tx, TransitionAction::Complete, "", at(999));
+                    assert!(done.is_ok());
                 }
                 account
             })
@@ -358,18 +408,27 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_round_trips_every_account() {
+    fn snapshot_round_trips_every_account_with_its_withdrawals_times() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let written = write(dir.path(), 77, accounts.iter()).unwrap();
         let (lsn, read_back) = read(&written.path).unwrap();
         assert_eq!(lsn, 77);
         assert_eq!(read_back, accounts);
+        let times = |a: &AccountState| {
+            let w = a.withdrawals().next().unwrap().1;
+            (
+                w.created_at.as_millis() % 1_000,
+                w.updated_at.as_millis() % 1_000,
+            )
+        };
+        let read_times: Vec<_> = read_back.iter().map(times).collect();
+        assert_eq!(read_times, [(10, 10), (20, 999), (30, 30)]);
         assert_eq!(list(dir.path()).unwrap(), vec![written]);
     }
 
     #[test]
-    fn payout_records_and_mismatches_round_trip_in_format_v3() {
+    fn payout_records_mismatches_and_times_round_trip_in_format_v4() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let usd = accounts[0].balances()[0].currency;
@@ -390,6 +449,8 @@ mod tests {
                     reason: "closed".into(),
                 },
             }],
+            submitted_at: UnixMs::from_millis(1_767_225_600_123),
+            settled_at: UnixMs::from_millis(1_767_225_601_456),
         };
         let written = write_full(dir.path(), 9, accounts.iter(), std::iter::once(&payout)).unwrap();
         let contents = read_full(&written.path).unwrap();

@@ -100,8 +100,8 @@ pub fn record_boundaries(bytes: &[u8], first_lsn: u64) -> Vec<usize> {
 /// torn tail), or the error it stopped with.
 pub fn replay_all(dir: &Path) -> Result<Vec<WalEntry>, WalError> {
     let mut seen = Vec::new();
-    let replayed = wal::replay(dir, 1, |lsn, event| {
-        seen.push(WalEntry { lsn, event });
+    let replayed = wal::replay(dir, 1, |entry| {
+        seen.push(entry);
         Ok::<(), std::convert::Infallible>(())
     });
     match replayed {

@@ -31,7 +31,9 @@
 use std::path::{Path, PathBuf};
 
 use burnledger::config::parse_currencies;
-use burnledger::storage::inspect::{FolderReport, ReadOnlyFolder, RecoveryReport, VerifyReport};
+use burnledger::storage::inspect::{
+    FolderReport, ReadOnlyFolder, RecoveryReport, SegmentInfo, VerifyReport,
+};
 use clap::Args;
 
 /// The exit codes of `inspect` and `verify`, shown in their help.
@@ -95,10 +97,11 @@ fn print_segments(report: &FolderReport) {
             None => format!("LSN {} (empty)", segment.first_lsn),
         };
         println!(
-            "  {}  {range}  {} records  {} bytes{}",
+            "  {}  {range}  {} records  {} bytes{}{}",
             file_name(&segment.path),
             segment.records,
             segment.bytes,
+            segment_times(segment),
             segment
                 .problem
                 .as_ref()
@@ -110,6 +113,18 @@ fn print_segments(report: &FolderReport) {
         "  total: {} segments, {records} records, {bytes} bytes",
         report.segments.len()
     );
+}
+
+/// A segment's time range, and how many of its records have no time.
+fn segment_times(segment: &SegmentInfo) -> String {
+    let range = segment
+        .times
+        .map(|(first, last)| format!("  times {first}..={last}"))
+        .unwrap_or_default();
+    match segment.untimed_records {
+        0 => range,
+        n => format!("{range}  {n} records without a time (written before format v4)"),
+    }
 }
 
 fn print_snapshots(report: &FolderReport) {
@@ -189,6 +204,9 @@ fn print_recovery(report: &RecoveryReport) {
         "wal             {} records replayed, last LSN {}",
         report.records_replayed, report.last_lsn
     );
+    if let Some(at) = report.newest_event_at.known() {
+        println!("newest event    at {at} (of those replayed)");
+    }
     if let Some(segment) = &report.truncated_segment {
         println!(
             "torn tail       {} bytes after byte {} of {} (opening the ledger will cut them)",

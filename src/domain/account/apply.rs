@@ -8,11 +8,15 @@
 //!
 //! A withdrawal's status changes only in [`AccountState::set_status`] (or
 //! its creation), which also keeps the lock bookkeeping that follows the
-//! statuses, apart from the balance arithmetic around it.
+//! statuses, apart from the balance arithmetic around it, and its
+//! `updated_at`. Every event is applied with its logged time (`at`): a
+//! withdrawal's `created_at` and `updated_at` are the times of its events,
+//! so replay rebuilds exactly the times the live engine had.
 
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{WithdrawalRecord, WithdrawalStatus};
 
 use super::{credit, entry_in, AccountState, ApplyError, BalanceEntry, KeyRecord, KeyUse};
@@ -23,23 +27,24 @@ type Refusal = &'static str;
 const NOT_LOCKING: Refusal = "no such withdrawal holding a lock (pending or processing)";
 
 impl AccountState {
-    /// Applies a logged event to this account (its owner's side, the
-    /// receiving side of a transfer, or both). Used live and by recovery.
-    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+    /// Applies a logged event, stamped `at`, to this account (its owner's
+    /// side, the receiving side of a transfer, or both). Used live and by
+    /// recovery.
+    pub fn apply(&mut self, event: &Event, at: UnixMs) -> Result<(), ApplyError> {
         let account = self.id;
         let fail = |reason: String| ApplyError {
             account,
             event: format!("{event:?}"),
             reason,
         };
-        let touched = self.change(event).map_err(|r| fail(r.to_string()))?;
+        let touched = self.change(event, at).map_err(|r| fail(r.to_string()))?;
         self.check_balance(touched)
             .map_err(|violation| fail(format!("applying it broke an invariant: {violation}")))
     }
 
     /// [`apply`](Self::apply) before its invariant check; answers the
     /// currency it touched.
-    fn change(&mut self, event: &Event) -> Result<CurrencyCode, Refusal> {
+    fn change(&mut self, event: &Event, at: UnixMs) -> Result<CurrencyCode, Refusal> {
         let tx = event
             .transaction_id()
             .ok_or("a payout record changes no account")?;
@@ -56,19 +61,19 @@ impl AccountState {
                 amount,
                 key,
                 ..
-            } if owner => self.withdrawal_requested(tx, *currency, *amount, key),
+            } if owner => self.withdrawal_requested(tx, *currency, *amount, key, at),
             Event::WithdrawalCompleted { .. } if owner => {
                 let index = self.find(tx, WithdrawalStatus::holds_lock, NOT_LOCKING)?;
-                self.end_lock(index, WithdrawalStatus::Completed)
+                self.end_lock(index, WithdrawalStatus::Completed, at)
             }
             Event::WithdrawalFailed { reason, .. } if owner => {
                 let index = self.find(tx, WithdrawalStatus::holds_lock, NOT_LOCKING)?;
                 let reason = reason.clone();
-                self.end_lock(index, WithdrawalStatus::Failed { reason })
+                self.end_lock(index, WithdrawalStatus::Failed { reason }, at)
             }
             Event::WithdrawalCancelled { .. } if owner => {
                 let index = self.find(tx, is_pending, "only a pending one can be cancelled")?;
-                self.end_lock(index, WithdrawalStatus::Cancelled)
+                self.end_lock(index, WithdrawalStatus::Cancelled, at)
             }
             Event::Transferred { to, .. } if owner && *to == self.id => {
                 Err("a transfer cannot go to its own source account")
@@ -89,16 +94,16 @@ impl AccountState {
             Event::WithdrawalClaimed { payout_id, .. } if owner => {
                 let index = self.find(tx, is_pending, "only a pending one can be claimed")?;
                 let payout_id = *payout_id;
-                self.set_status(index, WithdrawalStatus::Processing { payout_id })
+                self.set_status(index, WithdrawalStatus::Processing { payout_id }, at)
             }
             Event::WithdrawalReleased { .. } if owner => {
                 let index =
                     self.find(tx, is_processing, "only a processing one can be released")?;
-                self.set_status(index, WithdrawalStatus::Pending)
+                self.set_status(index, WithdrawalStatus::Pending, at)
             }
             Event::WithdrawalReturned { reason, .. } if owner => {
                 let index = self.find(tx, is_completed, "only a completed one can be returned")?;
-                self.returned(index, reason)
+                self.returned(index, reason, at)
             }
             _ => Err("the event does not concern this account"),
         }
@@ -127,6 +132,7 @@ impl AccountState {
         currency: Currency,
         amount: Units,
         key: &Option<IdempotencyKey>,
+        at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         // One search: where it goes is kept while the balance is checked
         // (a different field), then filled.
@@ -144,6 +150,8 @@ impl AccountState {
             currency,
             amount,
             status: WithdrawalStatus::Pending,
+            created_at: at,
+            updated_at: at,
         };
         self.withdrawals.insert_at(slot, tx.sequence(), record);
         let used_for = KeyUse::Withdrawal {
@@ -161,6 +169,7 @@ impl AccountState {
         &mut self,
         index: usize,
         status: WithdrawalStatus,
+        at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         let record = self.withdrawals.at(index);
         let (currency, amount) = (record.currency, record.amount);
@@ -177,17 +186,22 @@ impl AccountState {
             entry.available = credit(entry.available, amount).ok_or("balance overflow")?;
         }
         entry.locked -= amount;
-        self.set_status(index, status)
+        self.set_status(index, status, at)
     }
 
     /// The bank sent a completed withdrawal back: its amount is minted into
     /// available again.
-    fn returned(&mut self, index: usize, reason: &str) -> Result<CurrencyCode, Refusal> {
+    fn returned(
+        &mut self,
+        index: usize,
+        reason: &str,
+        at: UnixMs,
+    ) -> Result<CurrencyCode, Refusal> {
         let record = self.withdrawals.at(index);
         let (currency, amount) = (record.currency, record.amount);
         mint(entry_in(&mut self.balances, currency), amount)?;
         let reason = reason.to_string();
-        self.set_status(index, WithdrawalStatus::Returned { reason })
+        self.set_status(index, WithdrawalStatus::Returned { reason }, at)
     }
 
     fn transferred_out(
@@ -222,12 +236,13 @@ impl AccountState {
         Ok(currency.code)
     }
 
-    /// Sets the status of the withdrawal at `index`, with the lock
-    /// bookkeeping that follows it; answers the withdrawal's currency.
+    /// Sets the status of the withdrawal at `index` as of `at`, with the
+    /// lock bookkeeping that follows it; answers the withdrawal's currency.
     fn set_status(
         &mut self,
         index: usize,
         status: WithdrawalStatus,
+        at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         let record = self.withdrawals.at_mut(index);
         let (was, now) = (record.status.holds_lock(), status.holds_lock());
@@ -236,6 +251,7 @@ impl AccountState {
             follow_lock(entry, &mut self.withdrawals_locking, record.amount, now)?;
         }
         record.status = status;
+        record.updated_at = at;
         Ok(record.currency.code)
     }
 

@@ -8,7 +8,9 @@
 //! - over the whole account, from scratch, on demand
 //!   ([`AccountState::check_invariants`], for `audit`, snapshots and
 //!   tests): the same per balance, and the withdrawals walked to recount
-//!   what they lock, which must match both `locked` and the kept sums.
+//!   what they lock, which must match both `locked` and the kept sums; and
+//!   no withdrawal updated before it was created (a shard's stamps never go
+//!   back, and all of a withdrawal's events are its account's shard's).
 
 use crate::domain::ids::AccountId;
 use crate::domain::money::{CurrencyCode, Units, BALANCE_UNITS_MAX};
@@ -25,9 +27,10 @@ struct LockCount {
 }
 
 impl AccountState {
-    /// Checks invariants 1 and 2 of the design on this account, walking
-    /// every withdrawal.
+    /// Checks invariants 1 and 2 of the design on this account, and the
+    /// withdrawals' times, walking every withdrawal.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_times()?;
         // What the withdrawals holding a lock add up to, per balance entry
         // (same index); on the stack for the usual few currencies.
         let mut few = [0 as Units; 4];
@@ -59,6 +62,21 @@ impl AccountState {
             Some(code) => Err(format!(
                 "account {}: withdrawals lock {code} it never held",
                 self.id
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// No withdrawal was updated before it was created.
+    fn check_times(&self) -> Result<(), String> {
+        let backwards = self
+            .withdrawals
+            .iter()
+            .find(|(_, w)| w.updated_at < w.created_at);
+        match backwards {
+            Some((seq, w)) => Err(format!(
+                "account {}: withdrawal {} updated at {} before it was created at {}",
+                self.id, seq, w.updated_at, w.created_at
             )),
             None => Ok(()),
         }

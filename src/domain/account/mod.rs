@@ -34,6 +34,7 @@ use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units, BALANCE_UNITS_MAX};
 use crate::domain::receipts::{Balance, Transfer};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalRecord};
 use crate::error::LedgerError;
 
@@ -263,6 +264,25 @@ impl AccountState {
         self.withdrawals
             .iter()
             .map(|(seq, record)| (TransactionId::new(self.id, seq), record))
+    }
+
+    /// Gives the withdrawals, oldest first, the `(created_at, updated_at)`
+    /// times a snapshot keeps beside them (format v4); refused unless there
+    /// is exactly one pair per withdrawal.
+    pub fn restore_withdrawal_times(&mut self, times: &[(UnixMs, UnixMs)]) -> Result<(), String> {
+        if times.len() != self.withdrawals.len() {
+            return Err(format!(
+                "account {} has {} withdrawals but {} times",
+                self.id,
+                self.withdrawals.len(),
+                times.len()
+            ));
+        }
+        for (record, &(created_at, updated_at)) in self.withdrawals.records_mut().zip(times) {
+            record.created_at = created_at;
+            record.updated_at = updated_at;
+        }
+        Ok(())
     }
 
     /// Reads what applying an event of `tx` to this account reads first —

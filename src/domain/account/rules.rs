@@ -4,13 +4,15 @@
 //! in the order `crate::error` documents (idempotency key, who may settle,
 //! the state machine, the pending cap, funds, the balance ceiling), then
 //! builds the event and applies it through `apply.rs`, so a refusal
-//! changes nothing. Also the checks `transfers.rs` shares: a key's replay,
-//! available funds, room under the ceiling.
+//! changes nothing. Each takes the time (`at`) the engine stamps the event
+//! with. Also the checks `transfers.rs` shares: a key's replay, available
+//! funds, room under the ceiling.
 
 use crate::domain::event::Event;
 use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units, BALANCE_UNITS_MAX};
 use crate::domain::receipts::Deposit;
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{
     decide_transition, Settler, Transition, TransitionAction, Withdrawal, WithdrawalRecord,
     WithdrawalStatus,
@@ -26,6 +28,7 @@ impl AccountState {
         currency: Currency,
         amount: Units,
         key: Option<IdempotencyKey>,
+        at: UnixMs,
     ) -> Result<Effect<Deposit>, LedgerError> {
         let used_for = KeyUse::Deposit {
             currency: currency.code,
@@ -45,7 +48,7 @@ impl AccountState {
             amount,
             key,
         };
-        self.apply_checked(&event)?;
+        self.apply_checked(&event, at)?;
         Ok(Effect {
             output: self.deposit_receipt(tx, currency, amount),
             event: Some(event),
@@ -59,6 +62,7 @@ impl AccountState {
         amount: Units,
         key: Option<IdempotencyKey>,
         pending_max: u32,
+        at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
         let used_for = KeyUse::Withdrawal {
             currency: currency.code,
@@ -66,10 +70,14 @@ impl AccountState {
         };
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             // The first result: the withdrawal as it was created.
+            let created_at = self.withdrawals.get(tx.sequence()).map(|w| w.created_at);
+            let created_at = created_at.unwrap_or(UnixMs::UNKNOWN);
             let first = WithdrawalRecord {
                 currency,
                 amount,
                 status: WithdrawalStatus::Pending,
+                created_at,
+                updated_at: created_at,
             };
             return Ok(Effect {
                 output: first.view(tx),
@@ -90,7 +98,7 @@ impl AccountState {
             amount,
             key,
         };
-        self.apply_withdrawal_event(tx, event)
+        self.apply_withdrawal_event(tx, event, at)
     }
 
     /// Phase 3 (complete or fail) and cancel, by transaction id, as a
@@ -100,9 +108,10 @@ impl AccountState {
         tx: TransactionId,
         action: TransitionAction,
         failure_reason: &str,
+        at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
         let caller = Settler::Caller { engine_pays: false };
-        self.update_withdrawal_by(tx, action, failure_reason, caller)
+        self.update_withdrawal_by(tx, action, failure_reason, caller, at)
     }
 
     /// Phase 3 (complete or fail) and cancel, by transaction id, asked by
@@ -114,6 +123,7 @@ impl AccountState {
         action: TransitionAction,
         failure_reason: &str,
         by: Settler,
+        at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
         let record = self.withdrawal_record(tx)?;
         check_settler(tx, action, &record.status, by)?;
@@ -130,7 +140,7 @@ impl AccountState {
             }),
             Transition::Apply => {
                 let event = self.transition_event(tx, action, failure_reason, currency, amount)?;
-                self.apply_withdrawal_event(tx, event)
+                self.apply_withdrawal_event(tx, event, at)
             }
         }
     }
@@ -140,12 +150,13 @@ impl AccountState {
         &mut self,
         tx: TransactionId,
         payout_id: u64,
+        at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
         let from = self.withdrawal_record(tx)?.status.kind();
         match decide_transition(from, TransitionAction::Claim) {
             Transition::Apply => {
                 let event = Event::WithdrawalClaimed { tx, payout_id };
-                self.apply_withdrawal_event(tx, event)
+                self.apply_withdrawal_event(tx, event, at)
             }
             _ => Err(LedgerError::InvalidTransition {
                 transaction_id: tx,
@@ -189,14 +200,15 @@ impl AccountState {
         })
     }
 
-    /// Applies a withdrawal's event a rule decided and answers the
-    /// withdrawal as it is now.
+    /// Applies a withdrawal's event a rule decided, stamped `at`, and
+    /// answers the withdrawal as it is now.
     fn apply_withdrawal_event(
         &mut self,
         tx: TransactionId,
         event: Event,
+        at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
-        self.apply_checked(&event)?;
+        self.apply_checked(&event, at)?;
         Ok(Effect {
             output: self.withdrawal(tx)?,
             event: Some(event),
@@ -206,8 +218,8 @@ impl AccountState {
     /// Applies an event that this account's own checks just allowed. A
     /// failure here means those checks and `apply` disagree, or an
     /// invariant broke: a bug, reported rather than hidden.
-    pub(super) fn apply_checked(&mut self, event: &Event) -> Result<(), LedgerError> {
-        self.apply(event).map_err(|e| LedgerError::Internal {
+    pub(super) fn apply_checked(&mut self, event: &Event, at: UnixMs) -> Result<(), LedgerError> {
+        self.apply(event, at).map_err(|e| LedgerError::Internal {
             reason: e.to_string(),
         })
     }

@@ -5,12 +5,14 @@
 //! return to available if the receiving side refused. Between hold and
 //! finish the funds sit in `BalanceEntry::held` and the transfer in the
 //! account's held transfers, neither of them logged; the source's
-//! idempotency key is marked in flight meanwhile.
+//! idempotency key is marked in flight meanwhile. Both sides apply the one
+//! event with the time the receiving side stamped it with.
 
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::Transfer;
+use crate::domain::time::UnixMs;
 use crate::error::LedgerError;
 
 use super::{AccountState, HeldTransfer, KeyRecord, KeyUse, TransferHold};
@@ -64,13 +66,14 @@ impl AccountState {
     }
 
     /// Transfer, step 2 at the receiving account: credit it and return the
-    /// one event that records both sides.
+    /// one event that records both sides, to be stamped `at`.
     pub fn receive_transfer(
         &mut self,
         tx: TransactionId,
         currency: Currency,
         amount: Units,
         key: Option<IdempotencyKey>,
+        at: UnixMs,
     ) -> Result<Event, LedgerError> {
         self.check_credit_fits(currency, amount)?;
         let event = Event::Transferred {
@@ -80,16 +83,17 @@ impl AccountState {
             amount,
             key,
         };
-        self.apply_checked(&event)?;
+        self.apply_checked(&event, at)?;
         Ok(event)
     }
 
     /// Transfer, step 3 at the source: the receiving side answered. On
-    /// success the held funds leave for good; otherwise they are released.
+    /// success (`received`: the time its event was stamped with) the held
+    /// funds leave for good; otherwise (`None`) they are released.
     pub fn finish_transfer(
         &mut self,
         tx: TransactionId,
-        received: bool,
+        received: Option<UnixMs>,
     ) -> Result<Transfer, LedgerError> {
         let held = self.take_held(tx)?;
         let entry = self.entry_mut(held.currency);
@@ -105,18 +109,21 @@ impl AccountState {
             currency: held.currency.code,
             amount: held.currency.to_decimal(held.amount),
         };
-        if !received {
+        let Some(at) = received else {
             self.verify_balance(held.currency.code, "releasing a transfer")?;
             return Ok(receipt);
-        }
+        };
         // The receiving side logged the event; apply our side of it.
-        self.apply_checked(&Event::Transferred {
-            tx,
-            to: held.to,
-            currency: held.currency,
-            amount: held.amount,
-            key: held.key,
-        })?;
+        self.apply_checked(
+            &Event::Transferred {
+                tx,
+                to: held.to,
+                currency: held.currency,
+                amount: held.amount,
+                key: held.key,
+            },
+            at,
+        )?;
         Ok(receipt)
     }
 

@@ -73,6 +73,15 @@ impl Withdrawals {
         self.0.insert(index, (seq, record));
     }
 
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Oldest first, to change in place (never their order).
+    pub(super) fn records_mut(&mut self) -> impl Iterator<Item = &mut WithdrawalRecord> + '_ {
+        self.0.iter_mut().map(|(_, record)| record)
+    }
+
     /// Oldest first.
     pub(super) fn iter(&self) -> impl ExactSizeIterator<Item = (u64, &WithdrawalRecord)> + '_ {
         self.0.iter().map(|(seq, record)| (*seq, record))
@@ -132,6 +141,8 @@ mod tests {
             currency: usd(),
             amount,
             status,
+            created_at: crate::domain::time::UnixMs::UNKNOWN,
+            updated_at: crate::domain::time::UnixMs::UNKNOWN,
         }
     }
 

@@ -58,6 +58,7 @@ use crate::engine::messages::{
     WithdrawalQueued,
 };
 use crate::engine::router::Router;
+use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::payment::PaymentService;
 use crate::storage::journal::Journal;
@@ -108,8 +109,9 @@ impl PayoutActor {
         journal: Journal,
         payouts: BTreeMap<u64, PayoutRecord>,
         pending: Vec<(TransactionId, Currency, Units)>,
-        clock: SharedClock,
+        stamper: Stamper,
     ) -> Self {
+        let clock = stamper.clock().clone();
         let next_payout_id = payouts.keys().next_back().map_or(1, |id| id + 1);
         let now = clock.elapsed();
         let awaiting: HashMap<u64, At> = payouts
@@ -131,6 +133,7 @@ impl PayoutActor {
                 service,
                 router,
                 journal,
+                stamper: Arc::new(stamper),
             },
             queue: BTreeMap::new(),
             payouts,
@@ -486,6 +489,7 @@ impl PayoutActor {
 mod tests {
     use super::*;
     use crate::domain::event::ItemOutcome;
+    use crate::domain::time::UnixMs;
     use crate::payment::SimulatedBank;
 
     fn usd() -> Currency {
@@ -514,7 +518,7 @@ mod tests {
             Journal::memory_only(),
             payouts,
             Vec::new(),
-            SharedClock::system(),
+            Stamper::new(SharedClock::system(), UnixMs::UNKNOWN),
         )
     }
 

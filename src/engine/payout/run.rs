@@ -3,8 +3,9 @@
 //! waits for an answer (status, then the same payout again if the service
 //! never got it), and [`resolve`] an operator's settlement of one item. They
 //! reach accounts through the [router](crate::engine::router), admitted like
-//! any caller's operations, and log through the journal; the actor keeps
-//! the records they return.
+//! any caller's operations, and log through the journal, each event
+//! stamped once as it is logged and applied to the record with that stamp
+//! (as replay applies it); the actor keeps the records they return.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,14 +13,16 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tracing::Instrument;
 
-use crate::domain::event::{Event, ItemOutcome};
+use crate::domain::event::{Event, ItemOutcome, Stamped};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
 use crate::engine::command::WithdrawalCommand;
 use crate::engine::messages::ResolvePayoutItem;
 use crate::engine::router::Router;
+use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::payment::{ItemStatus, PaymentError, PaymentService, Payout, PayoutItem, PayoutReport};
 use crate::storage::journal::Journal;
@@ -31,6 +34,21 @@ pub(super) struct Deps {
     /// The shards, through admission like any caller.
     pub(super) router: Router,
     pub(super) journal: Journal,
+    /// The stamps of the payout events.
+    pub(super) stamper: Arc<Stamper>,
+}
+
+impl Deps {
+    /// Stamps `event` and logs it; the stamp, once durable.
+    async fn log(&self, event: &Event) -> Result<UnixMs, LedgerError> {
+        let at = self.stamper.stamp();
+        let stamped = Stamped {
+            at,
+            event: event.clone(),
+        };
+        self.journal.append(vec![stamped]).await?;
+        Ok(at)
+    }
 }
 
 /// Applies an operator's resolution at the account, then logs it.
@@ -52,14 +70,14 @@ pub(super) async fn resolve(
         outcome,
         note: msg.note,
     };
-    deps.journal.append(vec![event.clone()]).await?;
+    let at = deps.log(&event).await?;
     tracing::warn!(
         payout_id = msg.payout_id,
         transaction_id = %msg.tx,
         ?event,
         "an operator resolved a payout item by hand"
     );
-    apply_to_record(&mut record, &event).map_err(|reason| LedgerError::Internal { reason })?;
+    apply_to_record(&mut record, &event, at).map_err(|reason| LedgerError::Internal { reason })?;
     Ok(record)
 }
 
@@ -175,14 +193,17 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
             .map(|i| (i.transaction_id, i.amount))
             .collect(),
     };
-    if let Err(error) = deps.journal.append(vec![submitted]).await {
-        // Poisoned: the items stay processing; a restart reconciles them.
-        record.last_error = Some(error.to_string());
-        return RunResult {
-            payout_id,
-            record: Some(record),
-            requeued,
-        };
+    match deps.log(&submitted).await {
+        Ok(at) => record.submitted_at = at,
+        Err(error) => {
+            // Poisoned: the items stay processing; a restart reconciles them.
+            record.last_error = Some(error.to_string());
+            return RunResult {
+                payout_id,
+                record: Some(record),
+                requeued,
+            };
+        }
     }
     record.attempts += 1;
     let answer = deps.service.submit(to_payout(&record)).await;
@@ -372,14 +393,7 @@ async fn answer_into(
             payout_id: record.payout_id,
             items: settled,
         };
-        match deps.journal.append(vec![event.clone()]).await {
-            Ok(()) => {
-                if let Err(reason) = apply_to_record(record, &event) {
-                    record.last_error = Some(reason);
-                }
-            }
-            Err(error) => record.last_error = Some(error.to_string()),
-        }
+        log_and_apply(deps, record, &event).await;
     }
     log_mismatches(deps, record, contradicted).await;
 }
@@ -429,26 +443,32 @@ async fn log_mismatches(
             ?event,
             "the payment service contradicts a settled payout item: an operator must look"
         );
-        match deps.journal.append(vec![event.clone()]).await {
-            Ok(()) => {
-                if let Err(reason) = apply_to_record(record, &event) {
-                    record.last_error = Some(reason);
-                }
-            }
-            Err(error) => record.last_error = Some(error.to_string()),
-        }
+        log_and_apply(deps, record, &event).await;
     }
 }
 
-/// Applies a payout event to one record, as recovery would. O(items of the
-/// event · items of the payout).
-fn apply_to_record(record: &mut PayoutRecord, event: &Event) -> Result<(), String> {
+/// Logs a payout event and applies it to its record with its stamp; a
+/// failure is kept as the record's last error.
+async fn log_and_apply(deps: &Deps, record: &mut PayoutRecord, event: &Event) {
+    match deps.log(event).await {
+        Ok(at) => {
+            if let Err(reason) = apply_to_record(record, event, at) {
+                record.last_error = Some(reason);
+            }
+        }
+        Err(error) => record.last_error = Some(error.to_string()),
+    }
+}
+
+/// Applies a payout event, logged at `at`, to one record, as recovery
+/// would. O(items of the event · items of the payout).
+fn apply_to_record(record: &mut PayoutRecord, event: &Event, at: UnixMs) -> Result<(), String> {
     let id = record.payout_id;
     let mut records = BTreeMap::from([(
         id,
         std::mem::replace(record, PayoutRecord::new(id, record.currency, [])),
     )]);
-    let applied = apply_payout_event(&mut records, event);
+    let applied = apply_payout_event(&mut records, event, at);
     if let Some(updated) = records.remove(&id) {
         *record = updated;
     }

@@ -17,7 +17,7 @@ use super::segment::{self, ActiveSegment};
 use super::stats::{WalStats, WalStatsSnapshot};
 use super::writer::{Message, Writer, BATCH_EVENTS_MAX};
 use super::{SyncMode, WalConfig, WalError};
-use crate::domain::event::Event;
+use crate::domain::event::Stamped;
 
 /// Handle to the writer thread; cheap to clone, shared by every appender.
 ///
@@ -109,7 +109,7 @@ impl WalHandle {
     /// append would let memory and log differ; waiting is the backpressure.
     pub fn append(
         &self,
-        events: Vec<Event>,
+        events: Vec<Stamped>,
     ) -> impl Future<Output = Result<u64, WalError>> + Send + 'static {
         let queued = self.enqueue(events);
         async move {
@@ -123,7 +123,7 @@ impl WalHandle {
 
     fn enqueue(
         &self,
-        events: Vec<Event>,
+        events: Vec<Stamped>,
     ) -> Result<oneshot::Receiver<Result<u64, WalError>>, WalError> {
         if events.len() > BATCH_EVENTS_MAX {
             return Err(WalError::TooLarge {
@@ -165,8 +165,9 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::domain::event::Event;
     use crate::domain::ids::TransactionId;
-    use crate::storage::wal::record::tests::event;
+    use crate::storage::wal::record::tests::{event, stamped};
     use crate::storage::wal::{
         inspect, replay, segment_path, FailPoint, ReplayReport, RECORD_BYTES_MAX,
     };
@@ -180,15 +181,16 @@ mod tests {
 
     fn replay_all(dir: &Path) -> (ReplayReport, Vec<(u64, Event)>) {
         let mut seen = Vec::new();
-        let report = replay(dir, 1, |lsn, event| {
-            seen.push((lsn, event));
+        let report = replay(dir, 1, |entry| {
+            assert_eq!(entry.at, stamped(entry.lsn).at);
+            seen.push((entry.lsn, entry.event));
             Ok::<(), Infallible>(())
         });
         (report.unwrap(), seen)
     }
 
-    fn events(lsns: std::ops::RangeInclusive<u64>) -> Vec<Event> {
-        lsns.map(event).collect()
+    fn events(lsns: std::ops::RangeInclusive<u64>) -> Vec<Stamped> {
+        lsns.map(stamped).collect()
     }
 
     #[tokio::test]
@@ -423,11 +425,15 @@ mod tests {
             tx: TransactionId::new(1, 1),
             reason: "x".repeat(RECORD_BYTES_MAX),
         };
-        let refused = wal.append(vec![event(1), huge]);
+        let huge = Stamped {
+            at: stamped(1).at,
+            event: huge,
+        };
+        let refused = wal.append(vec![stamped(1), huge]);
         let accepted = wal.append(events(1..=1));
         assert!(matches!(refused.await, Err(WalError::TooLarge { .. })));
         assert_eq!(accepted.await, Ok(1));
-        let too_many = vec![event(1); BATCH_EVENTS_MAX + 1];
+        let too_many = vec![stamped(1); BATCH_EVENTS_MAX + 1];
         assert!(matches!(
             wal.append(too_many).await,
             Err(WalError::TooLarge { .. })

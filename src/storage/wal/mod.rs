@@ -17,7 +17,11 @@
 //!
 //! `len` counts the payload only; the checksum is CRC-32 (IEEE, as computed
 //! by `crc32fast`, not CRC-32C) over the LSN bytes and the payload; the
-//! payload is one [`Event`](crate::domain::event::Event) in bincode 2 `standard()`.
+//! payload is, since on-disk format v4, the byte `0xFF`, the event's time
+//! (a bincode varint: ms since the epoch) and one
+//! [`Event`](crate::domain::event::Event) in bincode 2 `standard()`; a
+//! payload without the tag (format v1 to v3) is the event alone, read with
+//! an unknown time (see [`record`]).
 //!
 //! ## Recovery rule
 //! **A record may be cut as torn only where nothing acknowledged can follow

@@ -20,7 +20,6 @@ use super::record::WalEntry;
 use super::scan::{scan_file, Scan, Stopped, Tail};
 use super::segment::{self, Segment};
 use super::WalError;
-use crate::domain::event::Event;
 
 /// What a replay found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -97,7 +96,7 @@ pub enum ReplayMode {
 pub fn replay<E>(
     dir: &Path,
     from_lsn: u64,
-    apply: impl FnMut(u64, Event) -> Result<(), E>,
+    apply: impl FnMut(WalEntry) -> Result<(), E>,
 ) -> Result<ReplayReport, ReplayError<E>> {
     replay_with(dir, from_lsn, ReplayMode::Recover, apply)
 }
@@ -107,12 +106,12 @@ pub fn replay_with<E>(
     dir: &Path,
     from_lsn: u64,
     mode: ReplayMode,
-    mut apply: impl FnMut(u64, Event) -> Result<(), E>,
+    mut apply: impl FnMut(WalEntry) -> Result<(), E>,
 ) -> Result<ReplayReport, ReplayError<E>> {
     replay_chunks(dir, from_lsn, mode, |entries| {
         for entry in entries {
             let lsn = entry.lsn;
-            apply(lsn, entry.event).map_err(|error| (lsn, error))?;
+            apply(entry).map_err(|error| (lsn, error))?;
         }
         Ok(())
     })
@@ -388,6 +387,7 @@ mod tests {
     use std::convert::Infallible;
 
     use super::*;
+    use crate::domain::event::Event;
     use crate::storage::wal::record::{self, tests::event};
     use crate::storage::wal::scan::tests::{encode, write_segment};
     use crate::storage::wal::segment::segment_path;
@@ -397,8 +397,9 @@ mod tests {
         from_lsn: u64,
     ) -> Result<(ReplayReport, Vec<(u64, Event)>), WalError> {
         let mut seen = Vec::new();
-        let report = replay(dir, from_lsn, |lsn, event| {
-            seen.push((lsn, event));
+        let report = replay(dir, from_lsn, |entry| {
+            assert_eq!(entry.at, record::tests::at(entry.lsn));
+            seen.push((entry.lsn, entry.event));
             Ok::<(), Infallible>(())
         });
         match report {
@@ -556,11 +557,13 @@ mod tests {
     fn a_refused_entry_stops_the_replay_with_its_lsn() {
         let tmp = tempfile::tempdir().unwrap();
         write_segment(tmp.path(), 1, &encode(1..=3).0);
-        let result = replay(
-            tmp.path(),
-            1,
-            |lsn, _| if lsn == 2 { Err("no") } else { Ok(()) },
-        );
+        let result = replay(tmp.path(), 1, |entry| {
+            if entry.lsn == 2 {
+                Err("no")
+            } else {
+                Ok(())
+            }
+        });
         assert!(matches!(
             result,
             Err(ReplayError::Apply {

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use super::record::{self, Decoded, WalEntry};
 use super::segment;
 use super::WalError;
+use crate::domain::time::UnixMs;
 
 /// One segment as [`inspect`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +30,11 @@ pub struct SegmentInfo {
     pub records: u64,
     /// The LSN of the last of them.
     pub last_lsn: Option<u64>,
+    /// The earliest and the latest time among those records that carry
+    /// one (format v4 on); `None` if none does.
+    pub times: Option<(UnixMs, UnixMs)>,
+    /// Those records without a time (written before format v4).
+    pub untimed_records: u64,
     /// The file's size.
     pub bytes: u64,
     /// Where the whole records end; anything after is torn or corrupt.
@@ -216,6 +222,24 @@ impl Walk {
     }
 }
 
+/// The time range of a segment's records, as [`inspect`] walks them.
+#[derive(Default)]
+struct Times {
+    range: Option<(UnixMs, UnixMs)>,
+    untimed: u64,
+}
+
+impl Times {
+    fn add(&mut self, at: UnixMs) {
+        if at == UnixMs::UNKNOWN {
+            self.untimed += 1;
+            return;
+        }
+        let (first, last) = self.range.unwrap_or((at, at));
+        self.range = Some((first.min(at), last.max(at)));
+    }
+}
+
 pub(crate) fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<(), WalError> {
     buf.clear();
     File::open(path)
@@ -225,7 +249,8 @@ pub(crate) fn read_segment(path: &Path, buf: &mut Vec<u8>) -> Result<(), WalErro
 }
 
 /// Describes every segment of `dir`'s log without changing anything: record
-/// counts, LSN ranges, and what is wrong where (torn tails included).
+/// counts, LSN ranges, time ranges, and what is wrong where (torn tails
+/// included).
 pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     let mut infos = Vec::new();
     let mut buf = Vec::new();
@@ -234,7 +259,11 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
     let count = segments.len();
     for (index, segment) in segments.into_iter().enumerate() {
         read_segment(&segment.path, &mut buf)?;
-        let Ok(found) = scan(&buf, segment.first_lsn, |_| Ok::<(), Infallible>(()));
+        let mut times = Times::default();
+        let Ok(found) = scan(&buf, segment.first_lsn, |entry| {
+            times.add(entry.at);
+            Ok::<(), Infallible>(())
+        });
         let mut problems = Vec::new();
         if let Some(lsn) = expected.filter(|&lsn| lsn != segment.first_lsn) {
             problems.push(format!("LSN {lsn} expected at the start"));
@@ -255,6 +284,8 @@ pub fn inspect(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
             first_lsn: segment.first_lsn,
             records: found.records,
             last_lsn: (found.records > 0).then(|| segment.first_lsn + found.records - 1),
+            times: times.range,
+            untimed_records: times.untimed,
             bytes: buf.len() as u64,
             valid_bytes: found.valid_bytes as u64,
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
@@ -269,7 +300,7 @@ pub(crate) mod tests {
     use std::fs;
 
     use super::*;
-    use crate::storage::wal::record::tests::event;
+    use crate::storage::wal::record::tests::stamped;
     use crate::storage::wal::segment::{segment_path, wal_dir};
 
     /// Encodes records `lsns` and returns the bytes and each record's end.
@@ -277,7 +308,7 @@ pub(crate) mod tests {
         let mut buf = Vec::new();
         let mut ends = Vec::new();
         for lsn in lsns {
-            record::encode_into(&mut buf, lsn, &event(lsn)).unwrap();
+            record::encode_into(&mut buf, lsn, &stamped(lsn)).unwrap();
             ends.push(buf.len());
         }
         (buf, ends)

@@ -25,7 +25,7 @@ use super::record;
 use super::segment::{ActiveSegment, FailPoint};
 use super::{SyncMode, WalError};
 use crate::clock::SharedClock;
-use crate::domain::event::Event;
+use crate::domain::event::Stamped;
 use crate::storage::deadline::Deadline;
 
 /// Most events one batch takes from the queue before writing; bounds the
@@ -48,12 +48,12 @@ pub(crate) type Ack = oneshot::Sender<Result<u64, WalError>>;
 #[derive(Debug)]
 pub struct Committed {
     pub first_lsn: u64,
-    pub events: Vec<Event>,
+    pub events: Vec<Stamped>,
 }
 
 pub(crate) enum Message {
     /// Events to log, all or none; no events is a barrier.
-    Append { events: Vec<Event>, done: Ack },
+    Append { events: Vec<Stamped>, done: Ack },
     /// Write and sync what was queued before, then stop.
     Shutdown,
 }
@@ -179,7 +179,7 @@ impl Writer {
     /// Encodes one request's events after the batch so far. A request that
     /// cannot be encoded is dropped whole and its LSNs are given to the next
     /// one, so the log never has a hole.
-    fn stage(&mut self, events: &[Event]) -> Result<u64, WalError> {
+    fn stage(&mut self, events: &[Stamped]) -> Result<u64, WalError> {
         let mark = self.buf.len();
         let first_lsn = self.next_lsn;
         for event in events {

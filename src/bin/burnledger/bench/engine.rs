@@ -300,6 +300,8 @@ mod tests {
             amount: Decimal::new(100, DECIMALS),
             status,
             payout_id: None,
+            created_at: None,
+            updated_at: None,
         }))
     }
 
