@@ -33,8 +33,8 @@ impl CursorKind {
     pub fn suffix_len(self) -> usize {
         match self {
             Self::Withdrawals => super::schema::TIME_TX_LEN,
-            Self::Entries => 16,
-            Self::Payouts => 8,
+            Self::Entries => super::schema::ENTRY_SUFFIX_LEN,
+            Self::Payouts => super::schema::PAYOUT_ID_LEN,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - `schema.rs` — keyspaces, key layouts and value encoding.
 //! - `ingest.rs` — applying a batch of changes with the watermark.
 //! - `query.rs` — listings and look-ups, read from one snapshot each.
+//! - `scan.rs` — index range scans, merged in key order, into pages.
 //! - `cursor.rs` — opaque page cursors and index ranges.
 //! - `error.rs` — [`HistoryError`].
 
@@ -29,6 +30,7 @@ mod error;
 mod ingest;
 mod query;
 mod rows;
+mod scan;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -4,17 +4,18 @@
 //! consistent even while a batch is being ingested; paging across calls is
 //! kept stable by the cursors (see `cursor.rs`).
 
-use fjall::{Guard, Readable, Snapshot};
+use fjall::{Readable, Snapshot};
 
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
-use super::cursor::{self, CursorKind, KeyRange};
+use super::cursor::{self, CursorKind};
 use super::error::HistoryError;
 use super::rows::{BalanceAt, EntryRow, PayoutRow, TransactionRecord, WithdrawalRow};
-use super::schema::{self, Ks, TIME_TX_LEN};
+use super::scan::{collect_page, range_iter, Merged, Scan};
+use super::schema::{self, Ks, ENTRY_SUFFIX_LEN, PAYOUT_ID_LEN, TIME_TX_LEN};
 use super::HistoryStore;
 
 /// The most rows one page may ask for.
@@ -155,27 +156,12 @@ impl HistoryStore {
             .map(|c| cursor::decode(CursorKind::Withdrawals, c))
             .transpose()?;
         let snap = self.db.snapshot();
-        let mut scans = Vec::new();
-        for (ks, prefix) in q.sources() {
-            let range = cursor::scan_range(
-                &prefix,
-                TIME_TX_LEN,
-                from.as_deref(),
-                to.as_deref(),
-                after.as_deref(),
-                q.order,
-            );
-            if let Some(range) = range {
-                scans.push(Scan::new(
-                    range_iter(&snap, self.ks.get(ks), range, q.order),
-                    prefix.len(),
-                ));
-            }
-        }
-        let mut merged = Merged {
-            scans,
-            order: q.order,
-        };
+        let (from, to, after) = (from.as_deref(), to.as_deref(), after.as_deref());
+        let scans = q.sources().into_iter().filter_map(|(ks, prefix)| {
+            let range = cursor::scan_range(&prefix, TIME_TX_LEN, from, to, after, q.order);
+            self.scan(&snap, ks, prefix.len(), range, q.order)
+        });
+        let mut merged = Merged::new(scans.collect(), q.order);
         let load = |suffix: &[u8], _: &[u8]| -> Result<Option<WithdrawalRow>, HistoryError> {
             let tx = schema::tx_of_index_key(suffix)?;
             let row = read_withdrawal(self, &snap, tx)?
@@ -208,23 +194,15 @@ impl HistoryStore {
         let prefix = schema::account_prefix(account);
         let range = cursor::scan_range(
             &prefix,
-            16,
+            ENTRY_SUFFIX_LEN,
             from.as_deref(),
             to.as_deref(),
             after.as_deref(),
             Order::Asc,
         );
         let snap = self.db.snapshot();
-        let scans = range.map(|r| {
-            Scan::new(
-                range_iter(&snap, self.ks.get(Ks::Entries), r, Order::Asc),
-                prefix.len(),
-            )
-        });
-        let mut merged = Merged {
-            scans: scans.into_iter().collect(),
-            order: Order::Asc,
-        };
+        let scans = self.scan(&snap, Ks::Entries, prefix.len(), range, Order::Asc);
+        let mut merged = Merged::new(scans.into_iter().collect(), Order::Asc);
         let load = |_: &[u8], value: &[u8]| schema::decode(value, "entry").map(Some);
         let cursor_of = |e: &EntryRow| cursor::encode(CursorKind::Entries, &entry_suffix(e));
         collect_page(|| merged.next(), limit, load, cursor_of)
@@ -243,27 +221,28 @@ impl HistoryStore {
         let prefix = schema::account_prefix(account);
         let mut out = Vec::new();
         let mut from = None;
-        while let Some(range) =
-            cursor::scan_range(&prefix, 16, from.as_deref(), None, None, Order::Asc)
-        {
+        while let Some(range) = cursor::scan_range(
+            &prefix,
+            ENTRY_SUFFIX_LEN,
+            from.as_deref(),
+            None,
+            None,
+            Order::Asc,
+        ) {
             let Some(guard) = snap.range(entries, range).next() else {
                 break;
             };
             let key = guard.key()?;
             let currency_key = key.get(8..16).ok_or_else(|| schema::corrupt("entry key"))?;
             let currency_prefix = [&prefix[..], currency_key].concat();
-            for guard in snap.prefix(entries, &currency_prefix).rev() {
-                let e: EntryRow = schema::decode(&guard.value()?, "entry")?;
-                if e.at_ms <= at_ms {
-                    out.push(BalanceAt {
-                        currency: e.currency,
-                        available: e.available_after,
-                        locked: e.locked_after,
-                        seq: e.seq,
-                        at_ms: e.at_ms,
-                    });
-                    break;
-                }
+            if let Some(e) = last_entry_at(&snap, entries, &currency_prefix, at_ms)? {
+                out.push(BalanceAt {
+                    currency: e.currency,
+                    available: e.available_after,
+                    locked: e.locked_after,
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                });
             }
             from = Some(next_currency(currency_key)?);
         }
@@ -283,20 +262,20 @@ impl HistoryStore {
             .map(|c| cursor::decode(CursorKind::Payouts, c))
             .transpose()?;
         let (ks, prefix) = match q.state {
-            Some(state) => (
-                Ks::PByState,
-                schema::payout_state_key(state, 0)[..1].to_vec(),
-            ),
+            Some(state) => (Ks::PByState, schema::payout_state_prefix(state)),
             None => (Ks::Payouts, Vec::new()),
         };
         let snap = self.db.snapshot();
-        let range = cursor::scan_range(&prefix, 8, None, None, after.as_deref(), q.order);
-        let scans =
-            range.map(|r| Scan::new(range_iter(&snap, self.ks.get(ks), r, q.order), prefix.len()));
-        let mut merged = Merged {
-            scans: scans.into_iter().collect(),
-            order: q.order,
-        };
+        let range = cursor::scan_range(
+            &prefix,
+            PAYOUT_ID_LEN,
+            None,
+            None,
+            after.as_deref(),
+            q.order,
+        );
+        let scans = self.scan(&snap, ks, prefix.len(), range, q.order);
+        let mut merged = Merged::new(scans.into_iter().collect(), q.order);
         let load = |suffix: &[u8], _: &[u8]| -> Result<Option<PayoutRow>, HistoryError> {
             let raw: [u8; 8] = suffix
                 .try_into()
@@ -311,6 +290,37 @@ impl HistoryStore {
             |r: &PayoutRow| cursor::encode(CursorKind::Payouts, &r.payout_id.to_be_bytes());
         collect_page(|| merged.next(), q.limit, load, cursor_of)
     }
+}
+
+impl HistoryStore {
+    /// A scan of `ks` over `range` (if not empty) from `snap`.
+    fn scan<'a>(
+        &self,
+        snap: &'a Snapshot,
+        ks: Ks,
+        prefix_len: usize,
+        range: Option<cursor::KeyRange>,
+        order: Order,
+    ) -> Option<Scan<'a>> {
+        range.map(|r| Scan::new(range_iter(snap, self.ks.get(ks), r, order), prefix_len))
+    }
+}
+
+/// The entry of `currency_prefix` (account ++ currency) with the highest
+/// seq among those at or before `at_ms`.
+fn last_entry_at(
+    snap: &Snapshot,
+    entries: &fjall::Keyspace,
+    currency_prefix: &[u8],
+    at_ms: u64,
+) -> Result<Option<EntryRow>, HistoryError> {
+    for guard in snap.prefix(entries, currency_prefix).rev() {
+        let e: EntryRow = schema::decode(&guard.value()?, "entry")?;
+        if e.at_ms <= at_ms {
+            return Ok(Some(e));
+        }
+    }
+    Ok(None)
 }
 
 fn check_limit(limit: usize) -> Result<(), HistoryError> {
@@ -342,110 +352,8 @@ fn read_payout(
     stored.map(|v| schema::decode(&v, "payout")).transpose()
 }
 
-/// Takes (key suffix, value) pairs in order, loads each (`None`: filtered out) until
-/// `limit` rows are found; `next` is set only if another row follows.
-fn collect_page<T>(
-    mut next_suffix: impl FnMut() -> Result<Option<Item>, HistoryError>,
-    limit: usize,
-    mut load: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, HistoryError>,
-    cursor_of: impl Fn(&T) -> String,
-) -> Result<Page<T>, HistoryError> {
-    let mut items = Vec::new();
-    while let Some((suffix, value)) = next_suffix()? {
-        let Some(row) = load(&suffix, &value)? else {
-            continue;
-        };
-        if items.len() == limit {
-            let next = items.last().map(&cursor_of);
-            return Ok(Page { items, next });
-        }
-        items.push(row);
-    }
-    Ok(Page { items, next: None })
-}
-
-/// (key suffix after the scanned prefix, value).
-type Item = (Vec<u8>, Vec<u8>);
-
 /// Optional `from` (inclusive) and `to` (exclusive) key suffixes.
 type SuffixBounds = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-type KeyIter<'a> = Box<dyn Iterator<Item = Guard> + 'a>;
-
-fn range_iter<'a>(
-    snap: &'a Snapshot,
-    ks: &fjall::Keyspace,
-    range: KeyRange,
-    order: Order,
-) -> KeyIter<'a> {
-    let iter = snap.range(ks, range);
-    match order {
-        Order::Asc => Box::new(iter),
-        Order::Desc => Box::new(iter.rev()),
-    }
-}
-
-/// One index scan, yielding (key suffix after its prefix, value).
-struct Scan<'a> {
-    iter: KeyIter<'a>,
-    prefix_len: usize,
-    head: Option<Item>,
-}
-
-impl<'a> Scan<'a> {
-    fn new(iter: KeyIter<'a>, prefix_len: usize) -> Self {
-        Self {
-            iter,
-            prefix_len,
-            head: None,
-        }
-    }
-
-    fn peek(&mut self) -> Result<Option<&[u8]>, HistoryError> {
-        if self.head.is_none() {
-            if let Some(guard) = self.iter.next() {
-                let (key, value) = guard.into_inner()?;
-                let suffix = key
-                    .get(self.prefix_len..)
-                    .ok_or_else(|| schema::corrupt("index key"))?;
-                self.head = Some((suffix.to_vec(), value.to_vec()));
-            }
-        }
-        Ok(self.head.as_ref().map(|(s, _)| s.as_slice()))
-    }
-
-    fn take(&mut self) -> Result<Option<Item>, HistoryError> {
-        self.peek()?;
-        Ok(self.head.take())
-    }
-}
-
-/// Several scans of one order, merged by key suffix.
-struct Merged<'a> {
-    scans: Vec<Scan<'a>>,
-    order: Order,
-}
-
-impl Merged<'_> {
-    fn next(&mut self) -> Result<Option<Item>, HistoryError> {
-        let mut best: Option<(usize, Vec<u8>)> = None;
-        for (i, scan) in self.scans.iter_mut().enumerate() {
-            let Some(suffix) = scan.peek()? else { continue };
-            let better = match &best {
-                None => true,
-                Some((_, b)) => match self.order {
-                    Order::Asc => suffix < b.as_slice(),
-                    Order::Desc => suffix > b.as_slice(),
-                },
-            };
-            if better {
-                best = Some((i, suffix.to_vec()));
-            }
-        }
-        let Some((i, _)) = best else { return Ok(None) };
-        self.scans[i].take()
-    }
-}
 
 /// The (currency, seq) suffix bounds of one currency's entries.
 fn currency_bounds(currency: CurrencyCode) -> SuffixBounds {

@@ -29,6 +29,12 @@ use super::error::HistoryError;
 /// Length of the (created, tx) suffix of every withdrawal index key.
 pub(super) const TIME_TX_LEN: usize = 24;
 
+/// Length of the (currency, seq) suffix of an entry key after its account.
+pub(super) const ENTRY_SUFFIX_LEN: usize = 16;
+
+/// Length of a payout id in keys.
+pub(super) const PAYOUT_ID_LEN: usize = 8;
+
 pub(super) const WATERMARK_KEY: &[u8] = b"applied_lsn";
 
 /// The store's keyspaces, by name.
@@ -161,6 +167,10 @@ pub(super) fn entry_key(account: AccountId, currency: CurrencyCode, seq: u64) ->
         &seq.to_be_bytes(),
     ]
     .concat()
+}
+
+pub(super) fn payout_state_prefix(state: PayoutState) -> Vec<u8> {
+    vec![payout_state_code::code(state)]
 }
 
 pub(super) fn payout_state_key(state: PayoutState, payout_id: u64) -> [u8; 9] {
