@@ -323,6 +323,40 @@ fn a_status_change_for_an_unknown_withdrawal_is_counted_and_skipped() {
 }
 
 #[test]
+fn a_state_change_for_an_unknown_payout_is_counted_and_skipped() {
+    let (_dir, store) = open();
+    let change = Change::PayoutState {
+        payout_id: 4,
+        state: PayoutState::Completed,
+        settled_at_ms: Some(9),
+    };
+    assert_eq!(
+        ok(store.ingest(1, &[change])),
+        IngestReport {
+            applied: true,
+            missing: 1
+        }
+    );
+    assert_eq!(ok(store.payout(4)), None);
+    let all = ok(store.payouts(&PayoutQuery {
+        limit: 10,
+        ..Default::default()
+    }));
+    assert!(all.items.is_empty());
+}
+
+#[test]
+fn a_store_folder_that_cannot_be_made_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(HistoryStore::dir_in(dir.path()), b"not a folder")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        HistoryStore::open(dir.path()),
+        Err(HistoryError::Store(_))
+    ));
+}
+
+#[test]
 fn a_replayed_lsn_is_skipped_even_after_reopening() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let row = withdrawal(1, 1, 10);
