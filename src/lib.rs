@@ -93,7 +93,9 @@
 //!   its own Layout), `snapshot`, `recovery`, `checkpoint` (the background
 //!   snapshot thread), `data_dir/` (the folder's lock and currency table),
 //!   `inspect` (the public read-only API `inspect` and `verify` use),
-//!   `deadline` (the storage threads' timers on the injected clock).
+//!   `deadline` (the storage threads' timers on the injected clock),
+//!   `history/` (the history store: withdrawals, entries, transactions and
+//!   payouts on disk, fed from the log, paged by cursors).
 //! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
 //!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON

@@ -17,12 +17,15 @@
 //!   and its currency table (the scale of every stored amount).
 //! - `inspect.rs` — the public read-only API for tools outside the crate
 //!   (`burnledger inspect` and `verify`).
+//! - `history/` — the history store: withdrawals, entries, transactions
+//!   and payouts on disk (fjall), ingested off the log, paged by cursors.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
 //!   ([`crate::clock`]).
 
 pub mod checkpoint;
 pub mod data_dir;
 mod deadline;
+pub mod history;
 pub mod inspect;
 pub mod journal;
 pub mod recovery;

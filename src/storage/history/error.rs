@@ -1,0 +1,32 @@
+//! [`HistoryError`]: why a history store call failed.
+
+/// Why a history store call failed. Bad input (a cursor, a limit) changes
+/// nothing; a store failure leaves the watermark where it was, so the same
+/// batch can be ingested again.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The underlying store failed (I/O, or it is poisoned by an earlier
+    /// I/O failure).
+    #[error("history store: {0}")]
+    Store(#[from] fjall::Error),
+
+    /// A stored key or value does not decode: the store is damaged.
+    #[error("history store: a stored {what} does not decode")]
+    Corrupt { what: &'static str },
+
+    /// A row could not be encoded.
+    #[error("history store: cannot encode a row: {0}")]
+    Encode(String),
+
+    /// A page cursor that this store did not make for this kind of listing.
+    #[error("malformed cursor: {reason}")]
+    BadCursor { reason: &'static str },
+
+    /// A page limit outside 1..=max.
+    #[error("limit must be 1 to {max}, got {limit}")]
+    BadLimit { limit: usize, max: usize },
+
+    /// `created_from` is after `created_to`.
+    #[error("created_from ({from}) is after created_to ({to})")]
+    BadTimeRange { from: u64, to: u64 },
+}

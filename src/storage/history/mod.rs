@@ -1,0 +1,87 @@
+//! The history store: an on-disk, queryable record of what the log says
+//! happened — withdrawals (with their status, payout and times), every
+//! balance change per account and currency (entries), deposits and
+//! transfers (transactions) and payouts — kept in `<data_dir>/history/` (a
+//! `fjall` database; the choice and its figures are in
+//! `benches/history_store_choice/README.md`).
+//!
+//! It owns the rows, their keys, ingest and queries; it knows nothing of
+//! events or actors: a follower of the log turns each committed batch into
+//! [`Change`]s and calls [`HistoryStore::ingest`] with the batch's last LSN.
+//! The log is the durable copy, so ingest does not fsync: the store keeps an
+//! "applied up to LSN" watermark written atomically with each batch, and
+//! after a crash the follower re-feeds the log from [`HistoryStore::applied_lsn`];
+//! batches at or below the watermark are skipped (ingest is idempotent).
+//!
+//! Amounts are integer minor units with their currency code; times are
+//! milliseconds since the epoch, given by the caller.
+//!
+//! ## Layout
+//! - `rows.rs` — the row types callers write and read, and [`Change`].
+//! - `schema.rs` — keyspaces, key layouts and value encoding.
+//! - `ingest.rs` — applying a batch of changes with the watermark.
+//! - `query.rs` — listings and look-ups, read from one snapshot each.
+//! - `scan.rs` — index range scans, merged in key order, into pages.
+//! - `cursor.rs` — opaque page cursors and index ranges.
+//! - `error.rs` — [`HistoryError`].
+
+mod cursor;
+mod error;
+mod ingest;
+mod query;
+mod rows;
+mod scan;
+mod schema;
+
+use std::path::{Path, PathBuf};
+
+pub use error::HistoryError;
+pub use ingest::IngestReport;
+pub use query::{Order, Page, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX};
+pub use rows::{
+    BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,
+    TransactionRecord, TransactionRow, WithdrawalRow,
+};
+
+/// The history store of one data folder. Cheap to share behind an `Arc`:
+/// ingest and queries may run on different threads at once.
+pub struct HistoryStore {
+    db: fjall::Database,
+    ks: schema::Keyspaces,
+    /// Serialises ingest: the watermark check and the batch commit are one step.
+    ingest_lock: parking_lot::Mutex<()>,
+}
+
+impl HistoryStore {
+    /// The folder of the history store inside a ledger's data folder.
+    pub fn dir_in(data_dir: &Path) -> PathBuf {
+        data_dir.join("history")
+    }
+
+    /// Opens (or creates) the store at `<data_dir>/history/`.
+    pub fn open(data_dir: &Path) -> Result<Self, HistoryError> {
+        Self::open_at(&Self::dir_in(data_dir))
+    }
+
+    /// Opens (or creates) the store in `dir` itself.
+    pub fn open_at(dir: &Path) -> Result<Self, HistoryError> {
+        let db = fjall::Database::builder(dir).open()?;
+        let ks = schema::Keyspaces::open(&db)?;
+        Ok(Self {
+            db,
+            ks,
+            ingest_lock: parking_lot::Mutex::new(()),
+        })
+    }
+
+    /// Writes everything ingested so far to disk (fsync). Not needed for
+    /// correctness (the log is the durable copy); it bounds how much of the
+    /// log a restart must re-feed.
+    pub fn persist(&self) -> Result<(), HistoryError> {
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! The history store's rows (storage-level records, not actors or events)
+//! and [`Change`], what one ingested batch is made of. Amounts are minor
+//! units of the row's currency; times are milliseconds since the epoch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::{CurrencyCode, Units};
+use crate::domain::payouts::PayoutState;
+use crate::domain::withdrawal::StatusKind;
+
+use super::schema::{payout_state_code, status_code};
+
+/// One withdrawal as it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalRow {
+    pub tx: TransactionId,
+    pub account: AccountId,
+    pub currency: CurrencyCode,
+    pub amount: Units,
+    #[serde(with = "status_code")]
+    pub status: StatusKind,
+    /// The payout that took it (kept once set, as a record of who paid it).
+    pub payout_id: Option<u64>,
+    /// Why it failed or was returned.
+    pub reason: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// What a balance change was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    Deposit,
+    /// A withdrawal request moved the amount from available to locked.
+    Lock,
+    /// A completed withdrawal: the locked amount left the account.
+    Burn,
+    /// A failed or cancelled withdrawal: locked back to available.
+    Release,
+    /// A paid withdrawal sent back by the bank: credited to available.
+    Return,
+    TransferIn,
+    TransferOut,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deposit => "deposit",
+            Self::Lock => "lock",
+            Self::Burn => "burn",
+            Self::Release => "release",
+            Self::Return => "return",
+            Self::TransferIn => "transfer_in",
+            Self::TransferOut => "transfer_out",
+        }
+    }
+}
+
+/// One balance change of one account in one currency; `seq` numbers the
+/// account's entries in that currency (strictly increasing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRow {
+    pub account: AccountId,
+    pub currency: CurrencyCode,
+    pub seq: u64,
+    pub tx: TransactionId,
+    pub kind: EntryKind,
+    pub amount: Units,
+    pub at_ms: u64,
+    pub available_after: Units,
+    pub locked_after: Units,
+}
+
+/// What a non-withdrawal transaction was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransactionKind {
+    Deposit,
+    Transfer,
+}
+
+/// A deposit (`account` credited, `to` is `None`) or a transfer (from
+/// `account` to `to`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRow {
+    pub tx: TransactionId,
+    pub kind: TransactionKind,
+    pub account: AccountId,
+    pub to: Option<AccountId>,
+    pub currency: CurrencyCode,
+    pub amount: Units,
+    pub at_ms: u64,
+}
+
+/// Whatever a transaction id names: `HistoryStore::transaction`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransactionRecord {
+    Withdrawal(WithdrawalRow),
+    Other(TransactionRow),
+}
+
+/// One withdrawal paid by a payout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutItemRow {
+    pub tx: TransactionId,
+    pub amount: Units,
+}
+
+/// One payout as it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRow {
+    pub payout_id: u64,
+    pub currency: CurrencyCode,
+    #[serde(with = "payout_state_code")]
+    pub state: PayoutState,
+    pub submitted_at_ms: u64,
+    /// When its last item was settled; `None` while any is open.
+    pub settled_at_ms: Option<u64>,
+    pub items: Vec<PayoutItemRow>,
+}
+
+/// An account's balance in one currency as of a time: its last entry at or
+/// before that time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceAt {
+    pub currency: CurrencyCode,
+    pub available: Units,
+    pub locked: Units,
+    /// The entry it was read from.
+    pub seq: u64,
+    pub at_ms: u64,
+}
+
+/// One change to the history, as a follower makes it from a logged event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new withdrawal, or a whole row replacing the stored one.
+    Withdrawal(WithdrawalRow),
+    /// A withdrawal's new status (events name only the transaction): the
+    /// stored row is updated; `payout_id` and `reason` replace the stored
+    /// ones only when given.
+    WithdrawalStatus {
+        tx: TransactionId,
+        status: StatusKind,
+        payout_id: Option<u64>,
+        reason: Option<String>,
+        at_ms: u64,
+    },
+    Entry(EntryRow),
+    Transaction(TransactionRow),
+    /// A new payout, or a whole row replacing the stored one.
+    Payout(PayoutRow),
+    /// A payout's new state; `settled_at_ms` replaces the stored one when given.
+    PayoutState {
+        payout_id: u64,
+        state: PayoutState,
+        settled_at_ms: Option<u64>,
+    },
+}

@@ -1,0 +1,261 @@
+//! The history store's keyspaces, key layouts and value encoding.
+//!
+//! Integers in keys are big-endian so byte order is numeric order. Every
+//! withdrawal index key is `prefix ++ created_at_ms (8) ++ tx (16)`, so
+//! all three indexes list in (created, tx) order and share one cursor form:
+//! - `withdrawals`: tx → [`WithdrawalRow`]
+//! - `w_by_account`: account (8) ++ created ++ tx → ()
+//! - `w_by_status`: status code (1) ++ created ++ tx → ()
+//! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
+//! - `entries`: account (8) ++ currency (8) ++ seq (8) → [`EntryRow`]
+//! - `transactions`: tx → [`TransactionRow`]
+//! - `payouts`: payout id (8) → [`PayoutRow`]
+//! - `p_by_state`: state code (1) ++ payout id (8) → ()
+//! - `meta`: `applied_lsn` → u64 (the watermark)
+//!
+//! Values are bincode (standard configuration); status and payout state are
+//! stored as one-byte codes that never change meaning.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::CurrencyCode;
+use crate::domain::payouts::PayoutState;
+use crate::domain::withdrawal::StatusKind;
+
+use super::error::HistoryError;
+
+/// Length of the (created, tx) suffix of every withdrawal index key.
+pub(super) const TIME_TX_LEN: usize = 24;
+
+/// Length of the (currency, seq) suffix of an entry key after its account.
+pub(super) const ENTRY_SUFFIX_LEN: usize = 16;
+
+/// Length of a payout id in keys.
+pub(super) const PAYOUT_ID_LEN: usize = 8;
+
+pub(super) const WATERMARK_KEY: &[u8] = b"applied_lsn";
+
+/// The store's keyspaces, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Ks {
+    Withdrawals,
+    WByAccount,
+    WByStatus,
+    WByPayout,
+    Entries,
+    Transactions,
+    Payouts,
+    PByState,
+    Meta,
+}
+
+impl Ks {
+    pub const ALL: [Ks; 9] = [
+        Ks::Withdrawals,
+        Ks::WByAccount,
+        Ks::WByStatus,
+        Ks::WByPayout,
+        Ks::Entries,
+        Ks::Transactions,
+        Ks::Payouts,
+        Ks::PByState,
+        Ks::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Ks::Withdrawals => "withdrawals",
+            Ks::WByAccount => "w_by_account",
+            Ks::WByStatus => "w_by_status",
+            Ks::WByPayout => "w_by_payout",
+            Ks::Entries => "entries",
+            Ks::Transactions => "transactions",
+            Ks::Payouts => "payouts",
+            Ks::PByState => "p_by_state",
+            Ks::Meta => "meta",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Each keyspace's memtable: 16 MiB rather than fjall's 64, so the nine
+/// of them hold less memory (measured in benches/history_store_choice).
+const MEMTABLE_BYTES: u64 = 16 << 20;
+
+fn options() -> fjall::KeyspaceCreateOptions {
+    fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+}
+
+/// The store's keyspaces, opened once, indexed by [`Ks`].
+pub(super) struct Keyspaces(Vec<fjall::Keyspace>);
+
+impl Keyspaces {
+    pub fn open(db: &fjall::Database) -> Result<Self, HistoryError> {
+        let open = |ks: Ks| db.keyspace(ks.name(), options);
+        let all = Ks::ALL.into_iter().map(open).collect::<Result<_, _>>()?;
+        Ok(Self(all))
+    }
+
+    pub fn get(&self, ks: Ks) -> &fjall::Keyspace {
+        &self.0[ks.index()]
+    }
+}
+
+// ---- keys ----
+
+pub(super) fn tx_key(tx: TransactionId) -> [u8; 16] {
+    ((u128::from(tx.account()) << 64) | u128::from(tx.sequence())).to_be_bytes()
+}
+
+pub(super) fn tx_from_key(bytes: &[u8]) -> Result<TransactionId, HistoryError> {
+    let raw: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| corrupt("transaction id key"))?;
+    let v = u128::from_be_bytes(raw);
+    Ok(TransactionId::new((v >> 64) as AccountId, v as u64))
+}
+
+/// The (created, tx) suffix of a withdrawal index key.
+pub(super) fn time_tx(created_at_ms: u64, tx: TransactionId) -> [u8; TIME_TX_LEN] {
+    let mut out = [0u8; TIME_TX_LEN];
+    out[..8].copy_from_slice(&created_at_ms.to_be_bytes());
+    out[8..].copy_from_slice(&tx_key(tx));
+    out
+}
+
+pub(super) fn account_prefix(account: AccountId) -> Vec<u8> {
+    account.to_be_bytes().to_vec()
+}
+
+pub(super) fn status_prefix(status: StatusKind) -> Vec<u8> {
+    vec![status_code::code(status)]
+}
+
+pub(super) fn payout_prefix(payout_id: u64) -> Vec<u8> {
+    payout_id.to_be_bytes().to_vec()
+}
+
+pub(super) fn index_key(prefix: &[u8], created_at_ms: u64, tx: TransactionId) -> Vec<u8> {
+    [prefix, &time_tx(created_at_ms, tx)].concat()
+}
+
+/// The transaction id at the end of a withdrawal index key.
+pub(super) fn tx_of_index_key(key: &[u8]) -> Result<TransactionId, HistoryError> {
+    let start = key
+        .len()
+        .checked_sub(16)
+        .ok_or_else(|| corrupt("withdrawal index key"))?;
+    tx_from_key(&key[start..])
+}
+
+pub(super) fn currency_bytes(currency: CurrencyCode) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    let s = currency.as_str().as_bytes();
+    out[..s.len()].copy_from_slice(s);
+    out
+}
+
+pub(super) fn entry_key(account: AccountId, currency: CurrencyCode, seq: u64) -> Vec<u8> {
+    [
+        &account.to_be_bytes()[..],
+        &currency_bytes(currency),
+        &seq.to_be_bytes(),
+    ]
+    .concat()
+}
+
+pub(super) fn payout_state_prefix(state: PayoutState) -> Vec<u8> {
+    vec![payout_state_code::code(state)]
+}
+
+pub(super) fn payout_state_key(state: PayoutState, payout_id: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = payout_state_code::code(state);
+    out[1..].copy_from_slice(&payout_id.to_be_bytes());
+    out
+}
+
+// ---- values ----
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|e| HistoryError::Encode(e.to_string()))
+}
+
+pub(super) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, HistoryError> {
+    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+        Ok((value, used)) if used == bytes.len() => Ok(value),
+        _ => Err(corrupt(what)),
+    }
+}
+
+pub(super) fn corrupt(what: &'static str) -> HistoryError {
+    HistoryError::Corrupt { what }
+}
+
+/// A withdrawal status as a one-byte code, for keys and (as a serde `with`
+/// module) for stored rows.
+pub(super) mod status_code {
+    use super::StatusKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn code(s: StatusKind) -> u8 {
+        match s {
+            StatusKind::Pending => 1,
+            StatusKind::Processing => 2,
+            StatusKind::Completed => 3,
+            StatusKind::Failed => 4,
+            StatusKind::Cancelled => 5,
+            StatusKind::Returned => 6,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<StatusKind> {
+        StatusKind::ALL.into_iter().find(|s| code(*s) == c)
+    }
+
+    pub fn serialize<S: Serializer>(s: &StatusKind, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u8(code(*s))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<StatusKind, D::Error> {
+        let c = u8::deserialize(de)?;
+        from_code(c).ok_or_else(|| serde::de::Error::custom("unknown withdrawal status code"))
+    }
+}
+
+/// A payout state as a one-byte code, for keys and stored rows.
+pub(super) mod payout_state_code {
+    use super::PayoutState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn code(s: PayoutState) -> u8 {
+        match s {
+            PayoutState::Processing => 1,
+            PayoutState::Completed => 2,
+            PayoutState::Failed => 3,
+            PayoutState::PartiallyFailed => 4,
+            PayoutState::Mismatch => 5,
+        }
+    }
+
+    pub fn serialize<S: Serializer>(s: &PayoutState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_u8(code(*s))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<PayoutState, D::Error> {
+        let c = u8::deserialize(de)?;
+        PayoutState::ALL
+            .into_iter()
+            .find(|s| code(*s) == c)
+            .ok_or_else(|| serde::de::Error::custom("unknown payout state code"))
+    }
+}

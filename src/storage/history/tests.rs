@@ -1,0 +1,714 @@
+//! Tests of the history store: every listing against a plain model of the
+//! rows, paging in both orders, index moves on status changes, watermark
+//! replays, bad input at each boundary, and damaged stored values.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::{CurrencyCode, Units};
+use crate::domain::payouts::PayoutState;
+use crate::domain::withdrawal::StatusKind;
+
+fn usd() -> CurrencyCode {
+    code("USD")
+}
+
+fn code(s: &str) -> CurrencyCode {
+    CurrencyCode::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn open() -> (tempfile::TempDir, HistoryStore) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = HistoryStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    (dir, store)
+}
+
+fn ok<T>(r: Result<T, HistoryError>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A seeded xorshift generator, so failures replay.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn withdrawal(account: AccountId, seq: u64, created: u64) -> WithdrawalRow {
+    WithdrawalRow {
+        tx: TransactionId::new(account, seq),
+        account,
+        currency: usd(),
+        amount: 100,
+        status: StatusKind::Pending,
+        payout_id: None,
+        reason: None,
+        created_at_ms: created,
+        updated_at_ms: created,
+    }
+}
+
+/// A varied set of withdrawals: 5 accounts, 2 currencies, every status,
+/// 3 payouts, times with many ties.
+fn varied_rows(n: u64) -> Vec<WithdrawalRow> {
+    let mut rng = Rng(0x5eed);
+    (0..n)
+        .map(|i| {
+            let mut row = withdrawal(rng.below(5), i + 1, 1_000 + rng.below(n / 3 + 1));
+            row.currency = if rng.below(3) == 0 {
+                code("EUR")
+            } else {
+                usd()
+            };
+            row.status = StatusKind::ALL[rng.below(6) as usize];
+            row.payout_id = (row.status != StatusKind::Pending).then(|| 1 + rng.below(3));
+            row
+        })
+        .collect()
+}
+
+fn ingest_rows(store: &HistoryStore, rows: &[WithdrawalRow], per_batch: usize) {
+    let first = ok(store.applied_lsn()) + 1;
+    for (i, chunk) in rows.chunks(per_batch).enumerate() {
+        let changes: Vec<Change> = chunk.iter().cloned().map(Change::Withdrawal).collect();
+        assert!(ok(store.ingest(first + i as u64, &changes)).applied);
+    }
+}
+
+/// Every page of a listing, following `next`.
+fn all_pages(store: &HistoryStore, q: &WithdrawalQuery<'_>) -> Vec<WithdrawalRow> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ok(store.withdrawals(&WithdrawalQuery {
+            after: after.as_deref(),
+            ..q.clone()
+        }));
+        assert!(page.items.len() <= q.limit);
+        out.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// What the listing must return, computed from the rows themselves.
+fn model(rows: &[WithdrawalRow], q: &WithdrawalQuery<'_>) -> Vec<WithdrawalRow> {
+    let mut out: Vec<WithdrawalRow> = rows
+        .iter()
+        .filter(|r| q.account.is_none_or(|a| r.account == a))
+        .filter(|r| q.currency.is_none_or(|c| r.currency == c))
+        .filter(|r| q.statuses.is_empty() || q.statuses.contains(&r.status))
+        .filter(|r| q.payout_id.is_none_or(|p| r.payout_id == Some(p)))
+        .filter(|r| q.created_from.is_none_or(|f| r.created_at_ms >= f))
+        .filter(|r| q.created_to.is_none_or(|t| r.created_at_ms < t))
+        .cloned()
+        .collect();
+    out.sort_by_key(|r| (r.created_at_ms, r.tx));
+    if q.order == Order::Desc {
+        out.reverse();
+    }
+    out
+}
+
+#[test]
+fn every_filter_in_both_orders_pages_to_exactly_the_model() {
+    let (_dir, store) = open();
+    let rows = varied_rows(1_500);
+    ingest_rows(&store, &rows, 400);
+    let processing = [StatusKind::Processing];
+    let open_ones = [StatusKind::Pending, StatusKind::Processing];
+    let queries = [
+        WithdrawalQuery {
+            account: Some(2),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            account: Some(2),
+            currency: Some(code("EUR")),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            account: Some(3),
+            statuses: &open_ones,
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            account: Some(4),
+            created_from: Some(1_100),
+            created_to: Some(1_300),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            account: Some(1),
+            payout_id: Some(2),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            payout_id: Some(3),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            statuses: &processing,
+            created_to: Some(1_250),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            statuses: &open_ones,
+            currency: Some(usd()),
+            ..Default::default()
+        },
+        WithdrawalQuery {
+            created_from: Some(1_200),
+            ..Default::default()
+        },
+        WithdrawalQuery::default(),
+    ];
+    for q in queries {
+        for order in [Order::Asc, Order::Desc] {
+            for limit in [1, 7, 1_000] {
+                let q = WithdrawalQuery {
+                    order,
+                    limit,
+                    ..q.clone()
+                };
+                let expected = model(&rows, &q);
+                assert!(
+                    !expected.is_empty(),
+                    "a query that matches nothing proves little: {q:?}"
+                );
+                assert_eq!(all_pages(&store, &q), expected, "{q:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_time_range_is_from_inclusive_to_exclusive() {
+    let (_dir, store) = open();
+    let rows: Vec<_> = (1..=5).map(|i| withdrawal(1, i, 100 * i)).collect();
+    ingest_rows(&store, &rows, 5);
+    let q = WithdrawalQuery {
+        account: Some(1),
+        created_from: Some(200),
+        created_to: Some(400),
+        ..Default::default()
+    };
+    let got: Vec<u64> = ok(store.withdrawals(&q))
+        .items
+        .iter()
+        .map(|r| r.created_at_ms)
+        .collect();
+    assert_eq!(got, vec![200, 300]);
+    let empty = WithdrawalQuery {
+        created_from: Some(300),
+        created_to: Some(300),
+        ..q
+    };
+    assert!(ok(store.withdrawals(&empty)).items.is_empty());
+    let reversed = WithdrawalQuery {
+        created_from: Some(301),
+        created_to: Some(300),
+        ..q
+    };
+    assert!(matches!(
+        store.withdrawals(&reversed),
+        Err(HistoryError::BadTimeRange { from: 301, to: 300 })
+    ));
+}
+
+#[test]
+fn a_status_change_moves_the_row_between_status_listings() {
+    let (_dir, store) = open();
+    let row = withdrawal(7, 1, 50);
+    ok(store.ingest(1, &[Change::Withdrawal(row.clone())]));
+    let claim = Change::WithdrawalStatus {
+        tx: row.tx,
+        status: StatusKind::Processing,
+        payout_id: Some(9),
+        reason: None,
+        at_ms: 60,
+    };
+    ok(store.ingest(2, &[claim]));
+    let listed = |s: StatusKind| {
+        let statuses = [s];
+        ok(store.withdrawals(&WithdrawalQuery {
+            statuses: &statuses,
+            ..Default::default()
+        }))
+        .items
+    };
+    assert!(listed(StatusKind::Pending).is_empty());
+    let status_keys = store.ks.get(schema::Ks::WByStatus).iter().count();
+    assert_eq!(
+        status_keys, 1,
+        "the pending index key must go, not just be filtered out"
+    );
+    let now = ok(store.withdrawal(row.tx)).unwrap_or_else(|| panic!("row lost"));
+    assert_eq!(listed(StatusKind::Processing), vec![now.clone()]);
+    assert_eq!(
+        (now.payout_id, now.updated_at_ms, now.created_at_ms),
+        (Some(9), 60, 50)
+    );
+    let by_payout = ok(store.withdrawals(&WithdrawalQuery {
+        payout_id: Some(9),
+        ..Default::default()
+    }))
+    .items;
+    assert_eq!(by_payout, vec![now]);
+}
+
+#[test]
+fn one_batch_may_create_and_settle_the_same_withdrawal() {
+    let (_dir, store) = open();
+    let row = withdrawal(3, 1, 10);
+    let status = |status, payout_id, reason: Option<&str>| Change::WithdrawalStatus {
+        tx: row.tx,
+        status,
+        payout_id,
+        reason: reason.map(str::to_owned),
+        at_ms: 20,
+    };
+    let changes = [
+        Change::Withdrawal(row.clone()),
+        status(StatusKind::Processing, Some(4), None),
+        status(StatusKind::Failed, None, Some("closed account")),
+    ];
+    ok(store.ingest(1, &changes));
+    let got = ok(store.withdrawal(row.tx)).unwrap_or_else(|| panic!("row lost"));
+    assert_eq!(
+        (got.status, got.payout_id, got.reason.as_deref()),
+        (StatusKind::Failed, Some(4), Some("closed account"))
+    );
+    for s in StatusKind::ALL {
+        let statuses = [s];
+        let n = ok(store.withdrawals(&WithdrawalQuery {
+            statuses: &statuses,
+            ..Default::default()
+        }))
+        .items
+        .len();
+        assert_eq!(n, usize::from(s == StatusKind::Failed), "{s}");
+    }
+}
+
+#[test]
+fn a_status_change_for_an_unknown_withdrawal_is_counted_and_skipped() {
+    let (_dir, store) = open();
+    let tx = TransactionId::new(1, 1);
+    let change = Change::WithdrawalStatus {
+        tx,
+        status: StatusKind::Completed,
+        payout_id: None,
+        reason: None,
+        at_ms: 5,
+    };
+    let report = ok(store.ingest(1, &[change]));
+    assert_eq!(
+        report,
+        IngestReport {
+            applied: true,
+            missing: 1
+        }
+    );
+    assert_eq!(ok(store.withdrawal(tx)), None);
+    assert_eq!(ok(store.applied_lsn()), 1);
+}
+
+#[test]
+fn a_state_change_for_an_unknown_payout_is_counted_and_skipped() {
+    let (_dir, store) = open();
+    let change = Change::PayoutState {
+        payout_id: 4,
+        state: PayoutState::Completed,
+        settled_at_ms: Some(9),
+    };
+    assert_eq!(
+        ok(store.ingest(1, &[change])),
+        IngestReport {
+            applied: true,
+            missing: 1
+        }
+    );
+    assert_eq!(ok(store.payout(4)), None);
+    let all = ok(store.payouts(&PayoutQuery {
+        limit: 10,
+        ..Default::default()
+    }));
+    assert!(all.items.is_empty());
+}
+
+#[test]
+fn a_store_folder_that_cannot_be_made_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(HistoryStore::dir_in(dir.path()), b"not a folder")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        HistoryStore::open(dir.path()),
+        Err(HistoryError::Store(_))
+    ));
+}
+
+#[test]
+fn a_replayed_lsn_is_skipped_even_after_reopening() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let row = withdrawal(1, 1, 10);
+    {
+        let store = ok(HistoryStore::open(dir.path()));
+        ok(store.ingest(5, &[Change::Withdrawal(row.clone())]));
+    }
+    let store = ok(HistoryStore::open(dir.path()));
+    assert_eq!(ok(store.applied_lsn()), 5);
+    // The log re-fed from an older point: LSNs up to 5 change nothing, even
+    // if (wrongly) different.
+    let changed = WithdrawalRow {
+        amount: 999,
+        ..row.clone()
+    };
+    for lsn in [1, 5] {
+        let report = ok(store.ingest(lsn, &[Change::Withdrawal(changed.clone())]));
+        assert_eq!(
+            report,
+            IngestReport {
+                applied: false,
+                missing: 0
+            }
+        );
+    }
+    assert_eq!(ok(store.withdrawal(row.tx)), Some(row));
+    assert!(ok(store.ingest(6, &[Change::Withdrawal(changed.clone())])).applied);
+    assert_eq!(ok(store.withdrawal(changed.tx)), Some(changed));
+    assert_eq!(ok(store.applied_lsn()), 6);
+}
+
+#[test]
+fn limits_outside_one_to_a_thousand_are_refused() {
+    let (_dir, store) = open();
+    ingest_rows(&store, &varied_rows(1_200), 1_200);
+    for limit in [0, PAGE_LIMIT_MAX + 1] {
+        let q = WithdrawalQuery {
+            limit,
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.withdrawals(&q),
+            Err(HistoryError::BadLimit { .. })
+        ));
+        assert!(matches!(
+            store.entries(1, None, None, limit),
+            Err(HistoryError::BadLimit { .. })
+        ));
+        let p = PayoutQuery {
+            limit,
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.payouts(&p),
+            Err(HistoryError::BadLimit { .. })
+        ));
+    }
+    let full = ok(store.withdrawals(&WithdrawalQuery {
+        limit: PAGE_LIMIT_MAX,
+        ..Default::default()
+    }));
+    assert_eq!(full.items.len(), PAGE_LIMIT_MAX);
+    assert!(full.next.is_some());
+}
+
+#[test]
+fn malformed_cursors_are_a_clear_error_on_every_listing() {
+    let (_dir, store) = open();
+    ingest_rows(&store, &varied_rows(50), 50);
+    let entries_cursor = "e".to_owned() + &"0".repeat(32);
+    let bad = ["", "w", "wzz", "w00", "not a cursor", &entries_cursor];
+    for after in bad {
+        let q = WithdrawalQuery {
+            after: Some(after),
+            ..Default::default()
+        };
+        assert!(
+            matches!(store.withdrawals(&q), Err(HistoryError::BadCursor { .. })),
+            "{after:?}"
+        );
+        let p = PayoutQuery {
+            after: Some(after),
+            limit: 10,
+            ..Default::default()
+        };
+        assert!(
+            matches!(store.payouts(&p), Err(HistoryError::BadCursor { .. })),
+            "{after:?}"
+        );
+    }
+    let withdrawal_cursor = ok(store.withdrawals(&WithdrawalQuery {
+        limit: 1,
+        ..Default::default()
+    }))
+    .next;
+    let withdrawal_cursor = withdrawal_cursor.unwrap_or_else(|| panic!("no cursor"));
+    assert!(matches!(
+        store.entries(1, None, Some(&withdrawal_cursor), 10),
+        Err(HistoryError::BadCursor { .. })
+    ));
+}
+
+#[test]
+fn a_cut_stored_row_is_reported_not_panicked_on() {
+    let (_dir, store) = open();
+    let row = withdrawal(1, 1, 10);
+    ok(store.ingest(1, &[Change::Withdrawal(row.clone())]));
+    let key = schema::tx_key(row.tx);
+    let ks = store.ks.get(schema::Ks::Withdrawals);
+    let stored =
+        ok(ks.get(key).map_err(HistoryError::from)).unwrap_or_else(|| panic!("not stored"));
+    let cut = stored[..stored.len() - 1].to_vec();
+    ok(ks.insert(key, cut).map_err(HistoryError::from));
+    assert!(matches!(
+        store.withdrawal(row.tx),
+        Err(HistoryError::Corrupt { .. })
+    ));
+    let q = WithdrawalQuery {
+        account: Some(1),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.withdrawals(&q),
+        Err(HistoryError::Corrupt { .. })
+    ));
+}
+
+/// Entries with running balances, made by the test from the kinds' meaning.
+fn entries_for(account: AccountId, n: u64) -> Vec<EntryRow> {
+    let mut rng = Rng(0xe17);
+    let mut balances: BTreeMap<CurrencyCode, (Units, Units, u64)> = BTreeMap::new();
+    (0..n)
+        .map(|i| {
+            let currency = if rng.below(2) == 0 {
+                usd()
+            } else {
+                code("BTC")
+            };
+            let (avail, locked, seq) = balances.entry(currency).or_insert((0, 0, 0));
+            let amount = Units::from(1 + rng.below(50) as u8);
+            let kind = match rng.below(4) {
+                0 => EntryKind::Deposit,
+                1 if *avail >= amount => EntryKind::Lock,
+                2 if *locked >= amount => EntryKind::Burn,
+                3 if *locked >= amount => EntryKind::Release,
+                _ => EntryKind::TransferIn,
+            };
+            let (da, dl) = delta(kind, amount);
+            *avail += da;
+            *locked += dl;
+            *seq += 1;
+            EntryRow {
+                account,
+                currency,
+                seq: *seq,
+                tx: TransactionId::new(account, i + 1),
+                kind,
+                amount,
+                at_ms: 1_000 + i / 3,
+                available_after: *avail,
+                locked_after: *locked,
+            }
+        })
+        .collect()
+}
+
+/// What an entry does to (available, locked).
+fn delta(kind: EntryKind, amount: Units) -> (Units, Units) {
+    match kind {
+        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn => (amount, 0),
+        EntryKind::Lock => (-amount, amount),
+        EntryKind::Burn => (0, -amount),
+        EntryKind::Release => (amount, -amount),
+        EntryKind::TransferOut => (-amount, 0),
+    }
+}
+
+#[test]
+fn entries_page_in_seq_order_per_currency() {
+    let (_dir, store) = open();
+    let entries = entries_for(4, 2_000);
+    let noise = entries_for(5, 100);
+    let changes: Vec<Change> = entries
+        .iter()
+        .chain(&noise)
+        .cloned()
+        .map(Change::Entry)
+        .collect();
+    ok(store.ingest(1, &changes));
+    for currency in [None, Some(usd()), Some(code("BTC"))] {
+        let mut expected: Vec<EntryRow> = entries
+            .iter()
+            .filter(|e| currency.is_none_or(|c| e.currency == c))
+            .cloned()
+            .collect();
+        expected.sort_by_key(|e| (schema::currency_bytes(e.currency), e.seq));
+        let mut got = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = ok(store.entries(4, currency, after.as_deref(), 77));
+            got.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(got, expected, "{currency:?}");
+    }
+}
+
+#[test]
+fn the_balance_at_a_time_equals_folding_the_entries_up_to_it() {
+    let (_dir, store) = open();
+    let entries = entries_for(8, 900);
+    let changes: Vec<Change> = entries.iter().cloned().map(Change::Entry).collect();
+    ok(store.ingest(1, &changes));
+    for at in [0, 999, 1_000, 1_001, 1_150, 1_299, 1_300, 5_000] {
+        let mut folded: BTreeMap<CurrencyCode, (Units, Units)> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.at_ms <= at) {
+            let (da, dl) = delta(e.kind, e.amount);
+            let b = folded.entry(e.currency).or_default();
+            *b = (b.0 + da, b.1 + dl);
+        }
+        let got: BTreeMap<CurrencyCode, (Units, Units)> = ok(store.balances_at(8, at))
+            .into_iter()
+            .map(|b| (b.currency, (b.available, b.locked)))
+            .collect();
+        assert_eq!(got, folded, "at {at}");
+    }
+    assert!(ok(store.balances_at(9, 5_000)).is_empty());
+}
+
+#[test]
+fn transactions_are_found_by_id_whatever_they_are() {
+    let (_dir, store) = open();
+    let deposit = TransactionRow {
+        tx: TransactionId::new(1, 1),
+        kind: TransactionKind::Deposit,
+        account: 1,
+        to: None,
+        currency: usd(),
+        amount: 500,
+        at_ms: 3,
+    };
+    let transfer = TransactionRow {
+        tx: TransactionId::new(1, 2),
+        kind: TransactionKind::Transfer,
+        account: 1,
+        to: Some(2),
+        currency: usd(),
+        amount: 50,
+        at_ms: 4,
+    };
+    let w = withdrawal(1, 3, 5);
+    let changes = [
+        Change::Transaction(deposit.clone()),
+        Change::Transaction(transfer.clone()),
+        Change::Withdrawal(w.clone()),
+    ];
+    ok(store.ingest(1, &changes));
+    assert_eq!(
+        ok(store.transaction(deposit.tx)),
+        Some(TransactionRecord::Other(deposit))
+    );
+    assert_eq!(
+        ok(store.transaction(transfer.tx)),
+        Some(TransactionRecord::Other(transfer))
+    );
+    assert_eq!(
+        ok(store.transaction(w.tx)),
+        Some(TransactionRecord::Withdrawal(w))
+    );
+    assert_eq!(ok(store.transaction(TransactionId::new(1, 4))), None);
+}
+
+fn payout(id: u64, currency: CurrencyCode, state: PayoutState) -> PayoutRow {
+    PayoutRow {
+        payout_id: id,
+        currency,
+        state,
+        submitted_at_ms: 10 * id,
+        settled_at_ms: None,
+        items: vec![PayoutItemRow {
+            tx: TransactionId::new(id, 1),
+            amount: 10,
+        }],
+    }
+}
+
+#[test]
+fn payouts_page_by_state_and_currency_and_follow_state_changes() {
+    let (_dir, store) = open();
+    let mut rows: Vec<PayoutRow> = (1..=300)
+        .map(|id| {
+            let currency = if id % 3 == 0 { code("EUR") } else { usd() };
+            payout(id, currency, PayoutState::ALL[(id % 5) as usize])
+        })
+        .collect();
+    ok(store.ingest(
+        1,
+        &rows.iter().cloned().map(Change::Payout).collect::<Vec<_>>(),
+    ));
+    // Settle every processing payout of USD.
+    let mut settle = Vec::new();
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.state == PayoutState::Processing && r.currency == usd())
+    {
+        r.state = PayoutState::Completed;
+        r.settled_at_ms = Some(7_000);
+        settle.push(Change::PayoutState {
+            payout_id: r.payout_id,
+            state: r.state,
+            settled_at_ms: Some(7_000),
+        });
+    }
+    ok(store.ingest(2, &settle));
+    let states = PayoutState::ALL.map(Some);
+    for state in states.into_iter().chain([None]) {
+        for currency in [None, Some(usd()), Some(code("EUR"))] {
+            for order in [Order::Asc, Order::Desc] {
+                let mut expected: Vec<PayoutRow> = rows
+                    .iter()
+                    .filter(|r| {
+                        state.is_none_or(|s| r.state == s)
+                            && currency.is_none_or(|c| r.currency == c)
+                    })
+                    .cloned()
+                    .collect();
+                if order == Order::Desc {
+                    expected.reverse();
+                }
+                let mut got = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let q = PayoutQuery {
+                        state,
+                        currency,
+                        after: after.as_deref(),
+                        limit: 13,
+                        order,
+                    };
+                    let page = ok(store.payouts(&q));
+                    got.extend(page.items);
+                    match page.next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                assert_eq!(got, expected, "{state:?} {currency:?} {order:?}");
+            }
+        }
+    }
+    assert_eq!(ok(store.payout(3)), Some(rows[2].clone()));
+}
