@@ -64,7 +64,7 @@
 //!
 //! ## Layout
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
-//! - `lib.rs` (these docs, re-exports), `ledger.rs` (the public [`Ledger`]
+//! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
 //!   handle), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).

@@ -32,6 +32,7 @@ use crate::engine::payout::PayoutActor;
 use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
+use crate::storage::history::HistoryReader;
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
 use crate::storage::journal::Journal;
@@ -69,6 +70,9 @@ pub struct Engine {
     pub journal: Journal,
     /// How the state was rebuilt from disk when the ledger opened.
     pub recovery: Option<RecoveryReport>,
+    /// The history store and its follower's progress; `None` without a
+    /// data folder.
+    pub history: Option<HistoryReader>,
     pub(super) threads: Mutex<Option<EngineThreads>>,
     pub(super) checkpointer: Mutex<Option<Checkpointer>>,
     /// The data folder's lock: held until `shutdown` has closed the log,
@@ -141,6 +145,7 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         payouts,
         journal,
         recovery,
+        history: None,
         threads: Mutex::new(Some(threads)),
         checkpointer: Mutex::new(checkpointer),
         lock: Mutex::new(lock),

@@ -29,4 +29,9 @@ pub enum HistoryError {
     /// `created_from` is after `created_to`.
     #[error("created_from ({from}) is after created_to ({to})")]
     BadTimeRange { from: u64, to: u64 },
+
+    /// The follower feeding the store stopped (the ledger is shutting down
+    /// or its storage failed) before the store reached `lsn`.
+    #[error("history store: its follower stopped before LSN {lsn}")]
+    FollowerStopped { lsn: u64 },
 }

@@ -23,12 +23,15 @@
 //! - `query.rs` — listings and look-ups, read from one snapshot each.
 //! - `scan.rs` — index range scans, merged in key order, into pages.
 //! - `cursor.rs` — opaque page cursors and index ranges.
+//! - `reader.rs` — [`HistoryReader`], the store plus its follower's progress,
+//!   for reads that wait for what was acknowledged before them.
 //! - `error.rs` — [`HistoryError`].
 
 mod cursor;
 mod error;
 mod ingest;
 mod query;
+mod reader;
 mod rows;
 mod scan;
 mod schema;
@@ -37,6 +40,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::HistoryError;
 pub use ingest::IngestReport;
+pub use reader::HistoryReader;
 pub use query::{Order, Page, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX};
 pub use rows::{
     BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,

@@ -6,7 +6,9 @@
 //! hands the resulting commands to the engine's router, which sends each
 //! shard its share in one message once admitted. The engine itself (its
 //! threads, actors, startup and shutdown) lives in `engine/`; this
-//! file is the API over it.
+//! folder is the API over it: this file the handle and its operations,
+//! `storage.rs` its view of the data folder (snapshots, WAL statistics,
+//! recovery report).
 //!
 //! Each call runs in a tracing span named after it (`ledger.deposit`, …):
 //! at level `debug` for the operations and reads, which are the hot path
@@ -37,11 +39,10 @@ use crate::engine::router::{answered, Router};
 use crate::engine::startup::{start, Engine};
 use crate::error::LedgerError;
 use crate::operation::{check_distinct, check_reason, Operation};
-use crate::storage::recovery::RecoveryReport;
-use crate::storage::snapshot::SnapshotFile;
-use crate::storage::wal::WalHandle;
 
 pub use crate::engine::startup::OpenError;
+
+mod storage;
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one
 /// engine. Call [`Ledger::shutdown`] to stop it cleanly.
@@ -423,27 +424,13 @@ impl Ledger {
         self.inner.engine.shutdown().await;
     }
 
-    /// Takes a snapshot now (built from the log, without pausing anything)
-    /// and returns it; `None` when nothing was logged since the last one or
-    /// the ledger keeps no log.
-    #[tracing::instrument(level = "debug", name = "ledger.snapshot", skip_all)]
-    pub async fn snapshot(&self) -> Result<Option<SnapshotFile>, LedgerError> {
-        self.inner.engine.snapshot().await
-    }
-
-    /// The write-ahead log's fsync counts and latencies; `None` when the
-    /// ledger keeps no log.
-    pub fn wal_stats(&self) -> Option<crate::storage::wal::WalStatsSnapshot> {
-        self.inner.engine.journal.wal().map(WalHandle::stats)
-    }
-
-    /// How the state was rebuilt from disk when this ledger opened.
-    pub fn recovery_report(&self) -> Option<&RecoveryReport> {
-        self.inner.engine.recovery.as_ref()
-    }
-
     /// Refuses everything once shutdown has begun, before judging the input.
-    fn check_open(&self) -> Result<(), LedgerError> {
+    pub(crate) fn check_open(&self) -> Result<(), LedgerError> {
         self.router().admission().check_open()
+    }
+
+    /// The running engine, for the handle's other files.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
     }
 }
