@@ -13,6 +13,11 @@
 //! [`account`](crate::engine::account)), so commands are forwarded at once
 //! and run in the order sent. A sweep parks the states that came back.
 //!
+//! Finished withdrawals leave the states here as the shard's horizon
+//! allows ([`Directory::forget_finished`], on each sweep): running actors
+//! are told to, and parked states are visited a bounded number per sweep,
+//! round the directory; a retiring actor forgets before handing back.
+//!
 //! Only this directory holds account actors' addresses (a round looks its
 //! actors up here when it dispatches), so a retired actor gets nothing
 //! after its `Retire`.
@@ -24,8 +29,10 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::domain::account::AccountState;
 use crate::domain::ids::AccountId;
+use crate::domain::time::UnixMs;
 use crate::engine::account::{AccountActor, Holding};
-use crate::engine::messages::Retire;
+use crate::engine::horizon::{self, Forgetting, PARKED_PER_SWEEP};
+use crate::engine::messages::{ForgetFinished, Retire};
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
@@ -60,6 +67,7 @@ pub enum Found<'a> {
 pub struct ActorSeed {
     pub log: Rc<ShardLog>,
     pub pending_withdrawals_max: u32,
+    pub forgetting: Rc<Forgetting>,
 }
 
 pub struct Directory {
@@ -75,6 +83,9 @@ pub struct Directory {
     epoch: u64,
     actors_max: usize,
     seed: ActorSeed,
+    /// Where the next visit of parked states to forget in starts, in the
+    /// order of `slots`.
+    parked_cursor: usize,
 }
 
 impl Directory {
@@ -92,6 +103,7 @@ impl Directory {
             epoch: 1,
             actors_max: actors_max.max(1),
             seed,
+            parked_cursor: 0,
         }
     }
 
@@ -139,6 +151,7 @@ impl Directory {
             holding,
             Rc::clone(&self.seed.log),
             self.seed.pending_withdrawals_max,
+            Rc::clone(&self.seed.forgetting),
         )
         .start();
         self.slots
@@ -226,6 +239,34 @@ impl Directory {
         self.epoch += 1;
     }
 
+    /// Forgets the finished withdrawals last changed before `before`: each
+    /// running actor is told to, and up to [`PARKED_PER_SWEEP`] accounts'
+    /// slots are visited for parked states, from where the last call
+    /// stopped (round the directory, so every parked state is visited in
+    /// turn whatever the shard holds). A map that grew or shrank in between
+    /// may shift the order: a state missed is visited on the next round.
+    pub fn forget_finished(&mut self, before: UnixMs) {
+        if before == UnixMs::UNKNOWN {
+            return;
+        }
+        for running in &self.running {
+            running.actor.do_send(ForgetFinished { before });
+        }
+        let Some(mut gauges) = self.seed.log.gauges_mut() else {
+            return;
+        };
+        if self.parked_cursor >= self.slots.len() {
+            self.parked_cursor = 0;
+        }
+        let visit = self.slots.values_mut().skip(self.parked_cursor);
+        for slot in visit.take(PARKED_PER_SWEEP) {
+            if let Slot::Parked(state) = slot {
+                horizon::forget(state, before, &mut gauges);
+            }
+            self.parked_cursor += 1;
+        }
+    }
+
     /// Sends the retirements decided since the last call. Called once a
     /// message's commands have been sent, so a command for an account
     /// retired while its batch was being grouped still reaches the actor
@@ -284,6 +325,7 @@ mod tests {
         let seed = ActorSeed {
             log: Rc::new(log),
             pending_withdrawals_max: 8,
+            forgetting: Rc::new(Forgetting::never()),
         };
         Directory::new(Vec::new(), actors_max, seed)
     }
