@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 use crate::domain::money::CurrencyConfig;
-use crate::domain::withdrawal::WithdrawalHistory;
 pub use crate::domain::payouts::PayoutMode;
+use crate::domain::withdrawal::WithdrawalHistory;
 use crate::payment::PaymentService;
 pub use crate::storage::wal::SyncMode;
 

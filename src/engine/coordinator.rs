@@ -45,11 +45,11 @@ use crate::engine::batch::{
 use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::horizon::Forgetting;
-use crate::engine::recall;
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
     ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
 };
+use crate::engine::recall;
 use crate::engine::round::{RoundReplies, RunCommands};
 use crate::engine::router::Router;
 use crate::engine::shard_log::ShardLog;

@@ -35,7 +35,10 @@ enum Horizon {
     /// The history's horizon for this shard.
     History { shard: usize },
     /// Now minus the retention, on the ledger's clock.
-    Retention { clock: SharedClock, retention_ms: u64 },
+    Retention {
+        clock: SharedClock,
+        retention_ms: u64,
+    },
     /// Nothing leaves memory.
     Never,
 }

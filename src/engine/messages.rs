@@ -61,7 +61,10 @@ pub trait AccountRead: Send + 'static {
 
     /// The answer from what the history holds of the withdrawal
     /// [`recalls`](Self::recalls) named.
-    fn answer_recalled(&self, _found: Option<WithdrawalRecord>) -> Result<Self::Output, LedgerError> {
+    fn answer_recalled(
+        &self,
+        _found: Option<WithdrawalRecord>,
+    ) -> Result<Self::Output, LedgerError> {
         Err(LedgerError::Internal {
             reason: "this read names no withdrawal to find in the history".into(),
         })

@@ -78,7 +78,9 @@ pub fn restore(
     match state.restore_forgotten(tx, record) {
         Ok(true) => gauges.moved(None, Some(counted)),
         Ok(false) => {}
-        Err(refused) => tracing::warn!(%tx, %refused, "the history's withdrawal was not taken back"),
+        Err(refused) => {
+            tracing::warn!(%tx, %refused, "the history's withdrawal was not taken back")
+        }
     }
     Ok(())
 }

@@ -633,7 +633,9 @@ fn a_restored_withdrawal_answers_every_command_as_before_it_was_forgotten() {
         let mut forgetful = account.clone();
         let record = forgetful.withdrawal_record_of(tx).unwrap().clone();
         forgetful.forget_finished(UnixMs::MAX);
-        assert!(forgetful.update_withdrawal(tx, action, "back", at(9)).is_err());
+        assert!(forgetful
+            .update_withdrawal(tx, action, "back", at(9))
+            .is_err());
         assert_eq!(forgetful.restore_forgotten(tx, record.clone()), Ok(true));
         assert_eq!(forgetful.restore_forgotten(tx, record), Ok(false));
         let answered = forgetful.update_withdrawal(tx, action, "back", at(9));

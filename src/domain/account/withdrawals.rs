@@ -81,7 +81,10 @@ impl Withdrawals {
     /// number), keeping the others in order; answers how many went. Gives
     /// back the room they took once the vector is less than half full, so
     /// an account's memory follows what it still holds.
-    pub(super) fn remove_where(&mut self, mut drop: impl FnMut(u64, &WithdrawalRecord) -> bool) -> usize {
+    pub(super) fn remove_where(
+        &mut self,
+        mut drop: impl FnMut(u64, &WithdrawalRecord) -> bool,
+    ) -> usize {
         let before = self.0.len();
         self.0.retain(|(seq, record)| !drop(*seq, record));
         if self.0.len() <= self.0.capacity() / 2 {
