@@ -89,6 +89,22 @@ fn record_of(w: &Withdrawal) -> WithdrawalRecord {
     }
 }
 
+/// The gauges count exactly the withdrawals memory holds, by status: those
+/// forgotten left them, those put back came back.
+async fn assert_gauges_count_what_memory_holds(ledger: &Ledger) {
+    let accounts = exported(ledger).await;
+    let gauges = ledger.gauges().await.unwrap().withdrawals;
+    for status in StatusKind::ALL {
+        let held = accounts
+            .iter()
+            .flat_map(|a| &a.withdrawals)
+            .filter(|w| w.status.kind() == status)
+            .count();
+        let counted = gauges.get("USD", status).count;
+        assert_eq!(counted, held as u64, "{status}");
+    }
+}
+
 async fn exported(ledger: &Ledger) -> Vec<AccountExport> {
     ledger.export_accounts().await.unwrap()
 }
@@ -245,6 +261,7 @@ async fn forgotten_withdrawals_answer_every_operation_as_before_from_the_history
         assert_eq!(usd.available, dec("94"));
         let read = ledger.withdrawal(m.to_return.transaction_id).await;
         assert_eq!(read.unwrap(), returned);
+        assert_gauges_count_what_memory_holds(&ledger).await;
     })
     .await;
 }
