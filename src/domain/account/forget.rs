@@ -12,10 +12,17 @@
 //! the balances' `deposited` and `burned`) are untouched; the account keeps
 //! its `next_sequence`, so a forgotten id is still known to have been
 //! handed out. Pure: the caller (the engine) says when and up to when.
+//!
+//! Replay (the checkpointer's copy of the state, recovery) meets the one
+//! event that can follow a forgotten withdrawal: a return of a completed
+//! one (only a return changes a terminal withdrawal). A state that forgot
+//! it takes it back first ([`AccountState::forgotten_for`],
+//! [`AccountState::restore_for_replay`]), as the return found it.
 
+use crate::domain::event::Event;
 use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalRecord;
+use crate::domain::withdrawal::{WithdrawalRecord, WithdrawalStatus};
 
 use super::{AccountState, KeyUse};
 
@@ -116,6 +123,47 @@ impl AccountState {
         };
         self.withdrawals.insert_at(slot, tx.sequence(), record);
         Ok(true)
+    }
+}
+
+impl AccountState {
+    /// The forgotten withdrawal `event` acts on (a return of a completed
+    /// withdrawal this state forgot), which replay must take back from the
+    /// history ([`restore_for_replay`](Self::restore_for_replay)) before
+    /// applying it. `None` for every other event: O(1) for most, one
+    /// search for a return.
+    pub fn forgotten_for(&self, event: &Event) -> Option<TransactionId> {
+        match event {
+            Event::WithdrawalReturned { tx, .. } => {
+                (self.remember(*tx) == Remembered::Forgotten).then_some(*tx)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes withdrawal `tx` back from the history as `event` (a return)
+    /// found it: completed. The history may hold it returned already (it
+    /// took the return in before the crash), so its status is set back
+    /// to the one the event moves it from; its amount and currency are the
+    /// history's. Otherwise as [`restore_forgotten`](Self::restore_forgotten).
+    pub fn restore_for_replay(
+        &mut self,
+        event: &Event,
+        mut record: WithdrawalRecord,
+    ) -> Result<bool, String> {
+        let Some(tx) = self.forgotten_for(event) else {
+            return Ok(false);
+        };
+        if matches!(record.status, WithdrawalStatus::Returned { .. }) {
+            record.status = WithdrawalStatus::Completed;
+        }
+        if record.status != WithdrawalStatus::Completed {
+            return Err(format!(
+                "withdrawal {tx} is {} in the history: a return needs it completed",
+                record.status.kind()
+            ));
+        }
+        self.restore_forgotten(tx, record)
     }
 }
 

@@ -685,3 +685,51 @@ fn restoring_refuses_a_locking_record_and_an_id_never_made() {
     assert!(account.restore_forgotten(never, finished).is_err());
     assert_eq!(account, before, "a refusal changes nothing");
 }
+
+#[test]
+fn replay_takes_a_forgotten_withdrawal_back_for_its_return_as_the_return_found_it() {
+    let (account, [_, _, completed, failed, ..]) = one_of_each();
+    let return_of = |tx| Event::WithdrawalReturned {
+        tx,
+        reason: "bank".into(),
+    };
+    // The live side: returned after forgetting and taking it back.
+    let mut live = account.clone();
+    let kept = live.withdrawal_record_of(completed).unwrap().clone();
+    let effect = live
+        .update_withdrawal(completed, TransitionAction::Return, "bank", at(9))
+        .unwrap();
+    let event = effect.event.unwrap();
+    let in_history = live.withdrawal_record_of(completed).unwrap().clone();
+    // The copy forgot it: the return cannot apply as is.
+    let mut copy = account.clone();
+    copy.forget_finished(UnixMs::MAX);
+    assert_eq!(copy.forgotten_for(&event), Some(completed));
+    assert!(copy.clone().apply(&event, at(9)).is_err());
+    // Whether the history holds it completed or already returned, the
+    // copy ends where the live state is.
+    for record in [kept.clone(), in_history] {
+        let mut copy = copy.clone();
+        assert_eq!(copy.restore_for_replay(&event, record), Ok(true));
+        copy.apply(&event, at(9)).unwrap();
+        assert_eq!(copy.balances(), live.balances());
+        assert_eq!(
+            copy.withdrawal(completed).unwrap(),
+            live.withdrawal(completed).unwrap()
+        );
+        copy.check_invariants().unwrap();
+    }
+    // Nothing to take back: in memory, or not a return.
+    assert_eq!(account.forgotten_for(&event), None);
+    let failed_record = account.withdrawal_record_of(failed).unwrap().clone();
+    assert_eq!(
+        copy.forgotten_for(&Event::WithdrawalCompleted { tx: failed }),
+        None
+    );
+    // A return cannot follow a failed withdrawal: refused, nothing changes.
+    let before = copy.clone();
+    assert!(copy
+        .restore_for_replay(&return_of(failed), failed_record)
+        .is_err());
+    assert_eq!(copy, before);
+}
