@@ -18,11 +18,11 @@
 //! overtakes.
 //!
 //! Finished withdrawals leave the state as the shard's horizon allows
-//! (see [`horizon`](crate::engine::horizon)): when the actor retires,
+//! (see [`horizon`]): when the actor retires,
 //! before the state goes back, and on [`ForgetFinished`] from the
 //! coordinator's sweep. A command naming one the account forgot waits for
 //! it to come back from the history first (see
-//! [`recall`](crate::engine::recall)).
+//! [`recall`]).
 
 use std::rc::Rc;
 

@@ -21,7 +21,7 @@
 //! Each sweep also lets finished withdrawals leave memory up to the
 //! shard's horizon (see [`horizon`](crate::engine::horizon)), and a read of
 //! one the account forgot is answered from the history (see
-//! [`recall`](crate::engine::recall)).
+//! [`recall`]).
 //!
 //! It also answers the shard's gauges (accounts, running actors, and the
 //! withdrawal tallies its shard log keeps), without reading any account.
