@@ -83,9 +83,10 @@ pub struct Config {
     /// How long a ledger without a history keeps a finished withdrawal
     /// (completed, failed, cancelled, returned) in memory after its last
     /// change, in milliseconds. Past it the withdrawal is dropped: reading
-    /// it, or acting on it (a return, a repeated outcome, the replay of its
-    /// idempotency key), answers `unknown_withdrawal` as if it never
-    /// existed. Applies to a ledger without a data folder (or with sync
+    /// it, or acting on it (a return, a repeated outcome), answers
+    /// `unknown_withdrawal` as if it never existed; the replay of the
+    /// idempotency key that made it still answers its first result, without
+    /// its times (never applied twice). Applies to a ledger without a data folder (or with sync
     /// mode `none`) and no [`withdrawal_history`](Self::withdrawal_history);
     /// a durable ledger forgets a withdrawal only once its history holds
     /// it. At least 1. Default: 86,400,000 (24 h).

@@ -327,6 +327,21 @@ async fn past_the_retention_a_memory_only_ledger_drops_finished_withdrawals_and_
             let returned = ledger.return_withdrawal(tx, "late").await;
             assert_eq!(returned, Err(unknown));
         }
+        // Its key is still known (keys expire on their own terms): a replay
+        // is never applied twice; it answers the first result, without
+        // the times memory no longer holds.
+        let replay = ledger
+            .request_withdrawal(1, "USD", dec("1"), Some("k"))
+            .await;
+        let replay = replay.unwrap();
+        let first = Withdrawal {
+            status: WithdrawalStatus::Pending,
+            created_at: None,
+            updated_at: None,
+            ..m.completed.clone()
+        };
+        assert_eq!(replay, first);
+        assert_eq!(ledger.balances(1).await.unwrap(), balances);
         // A pending withdrawal never leaves, however old.
         sweep(&clock, Duration::from_secs(86_400)).await;
         assert_eq!(
@@ -399,4 +414,144 @@ async fn a_crash_and_a_reopen_keep_the_answers_and_forget_again() {
     assert_eq!(answers(&recovered, &m).await, before, "forgotten again");
     common::assert_clean(&recovered).await;
     recovered.shutdown().await;
+}
+
+/// The account rules against themselves: one account that never forgets,
+/// one that forgets at random horizons and, before each command, takes
+/// back from a history (kept as the log follower keeps it: each
+/// withdrawal's latest record) what the command needs, as the engine does.
+/// Every answer and every balance must be the same.
+mod model {
+    use std::collections::HashMap;
+
+    use burnledger::domain::account::{AccountState, Remembered};
+    use burnledger::domain::money::{Currency, CurrencyCode};
+    use burnledger::domain::withdrawal::{Settler, TransitionAction, WithdrawalRecord};
+    use burnledger::{IdempotencyKey, TransactionId, UnixMs};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Deposit(i128),
+        Request(i128, Option<u8>),
+        Act(usize, TransitionAction),
+        Claim(usize),
+        /// Forget what finished more than this many ms ago.
+        Forget(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let action = prop_oneof![
+            Just(TransitionAction::Complete),
+            Just(TransitionAction::Fail),
+            Just(TransitionAction::Cancel),
+            Just(TransitionAction::Return),
+            Just(TransitionAction::Release),
+        ];
+        prop_oneof![
+            (1..500i128).prop_map(Op::Deposit),
+            (1..300i128, proptest::option::of(0..3u8)).prop_map(|(a, k)| Op::Request(a, k)),
+            (0..12usize, action).prop_map(|(i, a)| Op::Act(i, a)),
+            (0..12usize).prop_map(Op::Claim),
+            (0..8u64).prop_map(Op::Forget),
+        ]
+    }
+
+    fn usd() -> Currency {
+        Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        }
+    }
+
+    /// A command's answer, comparable: the withdrawal and event, or the
+    /// error's code.
+    type Answer = Result<String, &'static str>;
+
+    fn shown<T: std::fmt::Debug>(
+        r: Result<T, burnledger::LedgerError>,
+    ) -> Result<String, burnledger::LedgerError> {
+        r.map(|e| format!("{e:?}"))
+    }
+
+    fn run(state: &mut AccountState, op: &Op, txs: &[TransactionId], at: UnixMs) -> Answer {
+        let key = |k: &Option<u8>| k.map(|k| IdempotencyKey::new(&format!("k{k}")).unwrap());
+        let tx = |i: &usize| txs.get(*i % txs.len().max(1)).copied();
+        let answer = match op {
+            Op::Deposit(amount) => shown(state.deposit(usd(), *amount, None, at).map(|e| e.event)),
+            Op::Request(amount, k) => {
+                let effect = state.request_withdrawal(usd(), *amount, key(k), 4, at);
+                shown(effect.map(|e| (e.output, e.event)))
+            }
+            Op::Act(i, action) => match tx(i) {
+                None => return Ok("no withdrawal yet".into()),
+                Some(tx) => {
+                    let host = Settler::Caller { engine_pays: false };
+                    let by = match action {
+                        TransitionAction::Release => Settler::Payout { payout_id: 1 },
+                        _ => host,
+                    };
+                    let effect = state.update_withdrawal_by(tx, *action, "r", by, at);
+                    shown(effect.map(|e| (e.output, e.event)))
+                }
+            },
+            Op::Claim(i) => match tx(i) {
+                None => return Ok("no withdrawal yet".into()),
+                Some(tx) => shown(
+                    state
+                        .claim_withdrawal(tx, 1, at)
+                        .map(|e| (e.output, e.event)),
+                ),
+            },
+            Op::Forget(_) => return Ok(String::new()),
+        };
+        answer.map_err(|e| e.code())
+    }
+
+    /// What a command needs back (the engine's `Job::recalls`).
+    fn recalls(state: &AccountState, op: &Op, txs: &[TransactionId]) -> Option<TransactionId> {
+        let forgotten = |tx: TransactionId| state.remember(tx) == Remembered::Forgotten;
+        match op {
+            Op::Act(i, _) | Op::Claim(i) => {
+                let tx = *txs.get(*i % txs.len().max(1))?;
+                forgotten(tx).then_some(tx)
+            }
+            Op::Request(_, Some(k)) => {
+                state.forgotten_by_key(&IdempotencyKey::new(&format!("k{k}")).unwrap())
+            }
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn forgetting_and_taking_back_changes_no_answer(ops in proptest::collection::vec(op(), 1..60)) {
+            let (mut kept, mut forgetful) = (AccountState::new(1), AccountState::new(1));
+            let mut history: HashMap<TransactionId, WithdrawalRecord> = HashMap::new();
+            let mut txs: Vec<TransactionId> = Vec::new();
+            for (step, op) in ops.iter().enumerate() {
+                let now = 1_000 + step as u64;
+                let at = UnixMs::from_millis(now);
+                if let Op::Forget(ago) = op {
+                    forgetful.forget_finished(UnixMs::from_millis(now - ago));
+                }
+                if let Some(tx) = recalls(&forgetful, op, &txs) {
+                    let record = history.get(&tx).cloned().expect("the history holds it");
+                    prop_assert_eq!(forgetful.restore_forgotten(tx, record), Ok(true));
+                }
+                let expected = run(&mut kept, op, &txs, at);
+                let answer = run(&mut forgetful, op, &txs, at);
+                prop_assert_eq!(&answer, &expected, "step {}: {:?}", step, op);
+                prop_assert_eq!(forgetful.balances(), kept.balances());
+                forgetful.check_invariants().map_err(TestCaseError::fail)?;
+                // The follower: every withdrawal's latest record.
+                for (tx, record) in forgetful.withdrawals() {
+                    history.insert(tx, record.clone());
+                    if !txs.contains(&tx) {
+                        txs.push(tx);
+                    }
+                }
+            }
+        }
+    }
 }
