@@ -16,9 +16,15 @@
 //! - without one, on a durable ledger: never (its withdrawals stay until
 //!   its history store is attached).
 //!
+//! The horizon is read (one call) when it is used, not pushed: the
+//! history's follower keeps its per-shard horizon where
+//! [`WithdrawalHistory::horizon`] reads it (an atomic per shard will do),
+//! and the engine asks once per sweep and per retiring actor.
+//!
 //! Forgetting runs off the hot path: when an idle account actor retires
 //! (before its state is parked), on the coordinator's idle sweep for the
-//! actors still running, and for parked states a few at a time per sweep.
+//! actors still running, and for parked states at most
+//! [`PARKED_PER_SWEEP`] per sweep, round the directory.
 
 use std::sync::Arc;
 
