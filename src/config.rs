@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::clock::SharedClock;
 use crate::domain::money::CurrencyConfig;
 pub use crate::domain::payouts::PayoutMode;
+use crate::domain::withdrawal::WithdrawalHistory;
 use crate::payment::PaymentService;
 pub use crate::storage::wal::SyncMode;
 
@@ -79,6 +80,40 @@ pub struct Config {
     /// default; a [`ManualClock`](crate::clock::ManualClock) in tests, so
     /// they move time instead of waiting for it.
     pub clock: SharedClock,
+    /// How long a ledger without a history keeps a finished withdrawal
+    /// (completed, failed, cancelled, returned) in memory after its last
+    /// change, in milliseconds. Past it the withdrawal is dropped: reading
+    /// it, or acting on it (a return, a repeated outcome), answers
+    /// `unknown_withdrawal` as if it never existed; the replay of the
+    /// idempotency key that made it still answers its first result, without
+    /// its times (never applied twice). Applies to a ledger without a data folder (or with sync
+    /// mode `none`) and no [`withdrawal_history`](Self::withdrawal_history);
+    /// a durable ledger forgets a withdrawal only once its history holds
+    /// it. At least 1. Default: 86,400,000 (24 h).
+    pub finished_withdrawal_retention_ms: u64,
+    /// Where finished withdrawals that left memory are kept and found
+    /// again: the engine forgets them as far as each shard's horizon says,
+    /// and reads them back for the commands and reads that name them, so
+    /// those answer as before. Default: none (a durable ledger then keeps
+    /// every withdrawal in memory until its data folder's history store is
+    /// attached; a memory-only one keeps them for the retention above).
+    pub withdrawal_history: Option<SharedWithdrawalHistory>,
+}
+
+/// A [`WithdrawalHistory`] shared by the ledger and whoever feeds it.
+#[derive(Clone)]
+pub struct SharedWithdrawalHistory(pub Arc<dyn WithdrawalHistory>);
+
+impl SharedWithdrawalHistory {
+    pub fn new(history: impl WithdrawalHistory) -> Self {
+        Self(Arc::new(history))
+    }
+}
+
+impl std::fmt::Debug for SharedWithdrawalHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WithdrawalHistory")
+    }
 }
 
 /// A payment service shared by the ledger and its host (e.g. a test that
@@ -152,6 +187,8 @@ pub const SHARD_ACCOUNT_ACTORS_MAX_DEFAULT: usize = 65_536;
 pub const ACCOUNT_IDLE_SWEEP_MS_DEFAULT: u64 = 10_000;
 /// Default for [`Config::account_pending_withdrawals_max`].
 pub const ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT: u32 = 1_000;
+/// Default for [`Config::finished_withdrawal_retention_ms`]: 24 h.
+pub const FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
 /// Default for [`Config::batch_ops_max`].
 pub const BATCH_OPS_MAX_DEFAULT: usize = 65_536;
 
@@ -181,6 +218,8 @@ impl Default for Config {
             },
             payment_service: None,
             clock: SharedClock::system(),
+            finished_withdrawal_retention_ms: FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT,
+            withdrawal_history: None,
         }
     }
 }
@@ -253,6 +292,9 @@ impl Config {
             return Err(
                 "snapshot_every_events and snapshot_interval_secs must be at least 1".into(),
             );
+        }
+        if self.finished_withdrawal_retention_ms == 0 {
+            return Err("finished_withdrawal_retention_ms must be at least 1".into());
         }
         if self.currencies.is_empty() {
             return Err("at least one currency must be configured".into());

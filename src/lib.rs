@@ -29,6 +29,13 @@
 //!   the same parameters returns the first result; with other parameters it
 //!   is an `idempotency_conflict`. Keys are scoped to the account the
 //!   operation acts on (a transfer's source).
+//! - Finished withdrawals leave memory once a history holds them
+//!   ([`Config::withdrawal_history`]); every operation on one answers as
+//!   before (it is read back from the history). Without a history and a
+//!   data folder, they are dropped
+//!   [`finished_withdrawal_retention_ms`](Config::finished_withdrawal_retention_ms)
+//!   after their last change (default 24 h): their ids then answer
+//!   `unknown_withdrawal`.
 //! - Overload is refused (`overloaded`), never queued without limit.
 //! - When the engine makes payouts, only its payouts settle a withdrawal
 //!   (or an operator's logged [`Ledger::resolve_payout_item`]); a caller's
@@ -53,6 +60,8 @@
 //!
 //! ## What it is not
 //! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
+//! an archive without a history: a ledger with no data folder forgets a
+//! finished withdrawal past its retention. Not
 //! replicated: durability is one machine's disk. One ledger per data
 //! folder: a second open is refused (an OS lock, [`DataDirLock`](storage::data_dir::DataDirLock)).
 //!
@@ -71,7 +80,7 @@
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
 //!   `event` (what the log records), `withdrawal` (the state machine),
 //!   `account/` (one account's state: `rules`, `apply`, `transfers`,
-//!   `invariants`, `withdrawals`), `payouts` (payout records and modes,
+//!   `invariants`, `withdrawals`, `forget`), `payouts` (payout records and modes,
 //!   and their public views), `audit` (the invariants over many accounts),
 //!   `gauges`, `receipts` (what successful operations return), `export`
 //!   (the read-only view of an account that `export_accounts` returns),
@@ -86,7 +95,9 @@
 //!   their way to the journal), `router` (split by shard, gather answers)
 //!   and `admission` (the per-shard in-flight bound), `edge` (operations
 //!   validated into commands), `payout/` (the payout actor: `run`,
-//!   `timers`), `stamp` (the time logged events carry), `messages`,
+//!   `timers`), `stamp` (the time logged events carry), `horizon` (how far
+//!   finished withdrawals leave memory) and `recall` (finding them again),
+//!   `messages`,
 //!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see

@@ -17,7 +17,8 @@ pub struct AccountExport {
     pub id: AccountId,
     /// Every currency the account has held, in the order it first held it.
     pub balances: Vec<AccountBalance>,
-    /// Every withdrawal of the account, terminal ones too, oldest first.
+    /// The withdrawals the account holds in memory, oldest first: every
+    /// pending and processing one, and the finished ones not yet forgotten.
     pub withdrawals: Vec<Withdrawal>,
 }
 

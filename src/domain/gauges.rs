@@ -6,12 +6,14 @@
 //! Each shard keeps its own [`WithdrawalGauges`] on its thread (in its
 //! shard log): seeded once from the recovered account states when the
 //! shard starts, then moved by
-//! `execute` in `engine/account.rs`, the one function every
+//! `execute` in `engine/command.rs`, the one function every
 //! account command runs through, from what the withdrawal the command acts
 //! on was before to what it is after. No event kind is special-cased, so a
 //! new event or transition is counted without touching the gauges, as long
-//! as its command names the withdrawal it acts on (`transaction_of` in
-//! `engine/account.rs`, an exhaustive match a new command must extend).
+//! as its command names the withdrawal it acts on (`acts_on` in
+//! `engine/command.rs`). They count the withdrawals memory holds: one
+//! forgotten (`engine/horizon.rs`) leaves them, one put back from the
+//! history (`engine/recall.rs`) comes back.
 //!
 //! Arithmetic: tallies are kept modulo 2^64 (counts) and 2^128 (amounts)
 //! with wrapping operations, which are exact whenever the true value fits
@@ -19,8 +21,8 @@
 //! A count always fits. An amount is a sum of `count` withdrawals of at
 //! most [`BALANCE_UNITS_MAX`] (1e28) units each, so it fits while a tally
 //! holds fewer than ≈ 1.7·10^10 withdrawals ([`AMOUNT_EXACT_COUNT_MAX`]):
-//! more than an in-memory ledger, which keeps every withdrawal it ever
-//! made (tens of bytes each: some 700 GB of records), can hold. [`Tally::amount_is_exact`] says so for each tally.
+//! more than an in-memory ledger can hold (tens of bytes each: some 700 GB
+//! of records). [`Tally::amount_is_exact`] says so for each tally.
 
 use std::collections::BTreeMap;
 

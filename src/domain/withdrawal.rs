@@ -30,6 +30,12 @@
 //! is answered, as any repeat, and changes nothing.) In external mode (the
 //! host pays) nothing is ever claimed and callers settle everything. See
 //! [`Settler`].
+//!
+//! # Where finished withdrawals go
+//! A finished withdrawal leaves memory once a [`WithdrawalHistory`] holds
+//! it (or, on a ledger without one, past its retention); commands and
+//! reads that need it find it there again (see `domain/account/forget.rs`
+//! and the engine's `recall.rs`).
 
 use std::fmt;
 
@@ -257,6 +263,27 @@ impl WithdrawalRecord {
             updated_at: self.updated_at.known(),
         }
     }
+}
+
+/// Where the finished withdrawals that left memory are kept (the history
+/// store of a data folder), as the engine sees it: how far each shard's
+/// events are safely in it, and one withdrawal by id.
+///
+/// The engine forgets a shard's finished withdrawals last changed before
+/// that shard's [`horizon`](Self::horizon), and asks
+/// [`withdrawal`](Self::withdrawal) when a command or a read names one it
+/// forgot: never on the shard's thread (the call may read disk).
+pub trait WithdrawalHistory: Send + Sync + 'static {
+    /// Every event of shard `shard` stamped strictly before this is in the
+    /// history. [`UnixMs::UNKNOWN`] until it holds anything: nothing is
+    /// forgotten. Called once per idle sweep and shard: keep it cheap.
+    fn horizon(&self, shard: usize) -> UnixMs;
+
+    /// Withdrawal `tx` as the history holds it (its latest state); `None`
+    /// if it holds no withdrawal under that id; an error (said in words)
+    /// if it could not be read, which the command or read that asked
+    /// answers as `internal` (it changes nothing).
+    fn withdrawal(&self, tx: TransactionId) -> Result<Option<WithdrawalRecord>, String>;
 }
 
 #[cfg(test)]

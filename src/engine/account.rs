@@ -16,6 +16,13 @@
 //! *waiting* for it: its mailbox takes commands at once but runs none
 //! until the state has arrived, so nothing is held back and nothing
 //! overtakes.
+//!
+//! Finished withdrawals leave the state as the shard's horizon allows
+//! (see [`horizon`]): when the actor retires,
+//! before the state goes back, and on [`ForgetFinished`] from the
+//! coordinator's sweep. A command naming one the account forgot waits for
+//! it to come back from the history first (see
+//! [`recall`]).
 
 use std::rc::Rc;
 
@@ -24,8 +31,14 @@ use tokio::sync::oneshot;
 
 use crate::domain::account::AccountState;
 use crate::domain::event::Stamped;
+use std::collections::HashMap;
+
+use crate::domain::ids::TransactionId;
+use crate::domain::time::UnixMs;
 use crate::engine::command::{execute, newly_pending, Job};
-use crate::engine::messages::{AccountRead, Read, Retire};
+use crate::engine::horizon::{self, Forgetting};
+use crate::engine::messages::{AccountRead, ForgetFinished, Read, Retire};
+use crate::engine::recall;
 use crate::engine::round::RunCommands;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
@@ -52,10 +65,21 @@ pub struct AccountActor {
     log: Rc<ShardLog>,
     /// Copied from the config: the cap on pending withdrawals per account.
     pending_withdrawals_max: u32,
+    /// The shard's horizon and history.
+    forgetting: Rc<Forgetting>,
 }
 
+/// Withdrawals the history could not be read for, and why: the commands
+/// that needed them are answered that.
+type Unreadable = HashMap<TransactionId, LedgerError>;
+
 impl AccountActor {
-    pub fn new(holding: Holding, log: Rc<ShardLog>, pending_withdrawals_max: u32) -> Self {
+    pub fn new(
+        holding: Holding,
+        log: Rc<ShardLog>,
+        pending_withdrawals_max: u32,
+        forgetting: Rc<Forgetting>,
+    ) -> Self {
         let (state, awaiting) = match holding {
             Holding::State(state) => (Some(state), None),
             Holding::Awaiting(receiver) => (None, Some(receiver)),
@@ -65,7 +89,41 @@ impl AccountActor {
             awaiting,
             log,
             pending_withdrawals_max,
+            forgetting,
         }
+    }
+
+    /// Forgets the state's finished withdrawals before `before`.
+    fn forget(&mut self, before: UnixMs) {
+        let (Some(state), Some(mut gauges)) = (self.state.as_mut(), self.log.gauges_mut()) else {
+            return;
+        };
+        horizon::forget(state, before, &mut gauges);
+    }
+
+    /// The forgotten withdrawals `msg`'s commands need back.
+    fn to_recall<J: Job>(&self, msg: &RunCommands<J>) -> Vec<TransactionId> {
+        let (Some(state), Some(_)) = (self.state.as_ref(), self.forgetting.history()) else {
+            return Vec::new();
+        };
+        let mut txs: Vec<TransactionId> = msg.commands().filter_map(|c| c.recalls(state)).collect();
+        txs.dedup();
+        txs
+    }
+
+    /// Puts back what the history found; answers the withdrawals it could
+    /// not read.
+    fn restore(&mut self, found: Vec<(TransactionId, recall::Found)>) -> Unreadable {
+        let mut unreadable = Unreadable::new();
+        let (Some(state), Some(mut gauges)) = (self.state.as_mut(), self.log.gauges_mut()) else {
+            return unreadable;
+        };
+        for (tx, found) in found {
+            if let Err(error) = recall::restore(state, tx, found, &mut gauges) {
+                unreadable.insert(tx, error);
+            }
+        }
+        unreadable
     }
 
     /// The state to work on; refused only when it never arrived.
@@ -95,7 +153,27 @@ impl Actor for AccountActor {
 impl<J: Job> Handler<RunCommands<J>> for AccountActor {
     type Result = ();
 
-    fn handle(&mut self, msg: RunCommands<J>, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: RunCommands<J>, ctx: &mut Self::Context) {
+        let wanted = self.to_recall(&msg);
+        let Some(history) = self.forgetting.history().filter(|_| !wanted.is_empty()) else {
+            return self.run(msg, &Unreadable::new());
+        };
+        // Rare (old withdrawals only): the look-up runs off this thread;
+        // this actor's mailbox waits, the shard's other accounts go on.
+        let found = recall::look_up(std::sync::Arc::clone(history), wanted);
+        ctx.wait(
+            actix::fut::wrap_future::<_, Self>(found).map(|found, actor, _| {
+                let unreadable = actor.restore(found);
+                actor.run(msg, &unreadable);
+            }),
+        );
+    }
+}
+
+impl AccountActor {
+    /// Runs the commands in order and answers at once (see the handler);
+    /// a command needing a withdrawal in `unreadable` is answered why.
+    fn run<J: Job>(&mut self, msg: RunCommands<J>, unreadable: &Unreadable) {
         // After a storage failure or an internal error, memory must not
         // move further from disk.
         if let Some(refusal) = self.log.write_refusal() {
@@ -121,6 +199,10 @@ impl<J: Job> Handler<RunCommands<J>> for AccountActor {
         msg.answer_with(|job| {
             if let Some(refusal) = log.broken_refusal() {
                 return Err(refusal);
+            }
+            let unread = job.recalls(state).and_then(|tx| unreadable.get(&tx));
+            if let Some(error) = unread {
+                return Err(error.clone());
             }
             let (reply, event) = execute(state, job, *max, &mut gauges, at)
                 .inspect_err(|error| poison_on_internal(log, error))?;
@@ -150,12 +232,27 @@ pub fn poison_on_internal(log: &ShardLog, error: &LedgerError) {
     }
 }
 
-/// Answers a read from the state this actor owns.
+/// Answers a read from the state this actor owns (or, for a withdrawal it
+/// forgot, from the history).
 impl<Q: AccountRead> Handler<Read<Q>> for AccountActor {
-    type Result = Result<Q::Output, LedgerError>;
+    type Result = Response<Result<Q::Output, LedgerError>>;
 
     fn handle(&mut self, msg: Read<Q>, _ctx: &mut Self::Context) -> Self::Result {
-        msg.0.read(self.state()?)
+        let forgetting = Rc::clone(&self.forgetting);
+        match self.state() {
+            Ok(state) => recall::read(msg.0, state, &forgetting),
+            Err(error) => Response::reply(Err(error)),
+        }
+    }
+}
+
+/// Forgets the finished withdrawals before the shard's horizon (the
+/// coordinator's sweep, for actors still running).
+impl Handler<ForgetFinished> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetFinished, _ctx: &mut Self::Context) {
+        self.forget(msg.before);
     }
 }
 
@@ -164,6 +261,7 @@ impl Handler<Retire> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: Retire, ctx: &mut Self::Context) {
+        self.forget(self.forgetting.horizon());
         if let Some(state) = self.state.take() {
             // The coordinator always keeps the receiving end while its
             // shard runs.

@@ -18,7 +18,7 @@
 //! The coordinator also runs commands on a throwaway empty state, to answer
 //! those aimed at accounts that do not exist without spawning an actor.
 
-use crate::domain::account::{AccountState, TransferHold};
+use crate::domain::account::{AccountState, Remembered, TransferHold};
 use crate::domain::event::Event;
 use crate::domain::gauges::{Counted, WithdrawalGauges};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -37,6 +37,14 @@ pub trait Job: Send + 'static {
     /// a new one. Every job that can change a withdrawal already made must
     /// name it, or the gauges would count the change as a new withdrawal.
     fn acts_on(&self) -> Option<TransactionId>;
+
+    /// The withdrawal this job needs that the account forgot: put back
+    /// from the history before the job runs (see
+    /// [`recall`](crate::engine::recall)), so it answers as before. `None`
+    /// for a job that needs no withdrawal already made.
+    fn recalls(&self, _state: &AccountState) -> Option<TransactionId> {
+        None
+    }
 
     /// Runs the rules as of `at` (the stamp its event is logged with): the
     /// reply, and the event to log if anything changed (a job changes at
@@ -189,6 +197,17 @@ impl Job for WithdrawalCommand {
         }
     }
 
+    /// The withdrawal it settles, cancels, returns or claims; for a keyed
+    /// request, the one its key made (a replay answers from it).
+    fn recalls(&self, state: &AccountState) -> Option<TransactionId> {
+        match self {
+            Self::Request { key, .. } => key.as_ref().and_then(|k| state.forgotten_by_key(k)),
+            Self::Update { tx, .. } | Self::Claim { tx, .. } => {
+                (state.remember(*tx) == Remembered::Forgotten).then_some(*tx)
+            }
+        }
+    }
+
     fn run(
         self,
         state: &mut AccountState,
@@ -281,6 +300,13 @@ impl Job for AccountCommand {
             Self::Deposit(c) => c.acts_on(),
             Self::Withdrawal(c) => c.acts_on(),
             Self::Transfer(c) => c.acts_on(),
+        }
+    }
+
+    fn recalls(&self, state: &AccountState) -> Option<TransactionId> {
+        match self {
+            Self::Withdrawal(c) => c.recalls(state),
+            Self::Deposit(_) | Self::Transfer(_) => None,
         }
     }
 

@@ -18,6 +18,11 @@
 //! on the ledger's clock, or sooner when the shard runs more than its cap
 //! of actors.
 //!
+//! Each sweep also lets finished withdrawals leave memory up to the
+//! shard's horizon (see [`horizon`](crate::engine::horizon)), and a read of
+//! one the account forgot is answered from the history (see
+//! [`recall`]).
+//!
 //! It also answers the shard's gauges (accounts, running actors, and the
 //! withdrawal tallies its shard log keeps), without reading any account.
 
@@ -39,10 +44,12 @@ use crate::engine::batch::{
 };
 use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
+use crate::engine::horizon::Forgetting;
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
     ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
 };
+use crate::engine::recall;
 use crate::engine::round::{RoundReplies, RunCommands};
 use crate::engine::router::Router;
 use crate::engine::shard_log::ShardLog;
@@ -66,6 +73,9 @@ pub struct CoordinatorSettings {
     pub clock: SharedClock,
     /// The newest time the recovered state holds: stamps never go below.
     pub stamps_from: UnixMs,
+    /// How far finished withdrawals may leave memory, and where they are
+    /// found again.
+    pub forgetting: Forgetting,
 }
 
 pub struct Coordinator {
@@ -75,6 +85,7 @@ pub struct Coordinator {
     router: Router,
     account_idle_sweep: Duration,
     clock: SharedClock,
+    forgetting: Rc<Forgetting>,
     /// Account states copied out by exports so far (see
     /// [`Gauges::account_states_copied`]).
     states_copied: u64,
@@ -95,9 +106,11 @@ impl Coordinator {
             stamper,
         );
         let log = Rc::new(log);
+        let forgetting = Rc::new(settings.forgetting);
         let seed = ActorSeed {
             log: Rc::clone(&log),
             pending_withdrawals_max: settings.pending_withdrawals_max,
+            forgetting: Rc::clone(&forgetting),
         };
         Self {
             directory: Directory::new(recovered, settings.account_actors_max, seed),
@@ -106,6 +119,7 @@ impl Coordinator {
             router: settings.router,
             account_idle_sweep: settings.account_idle_sweep,
             clock: settings.clock,
+            forgetting,
             states_copied: 0,
         }
     }
@@ -161,12 +175,15 @@ impl Coordinator {
         answer.inspect_err(|error| poison_on_internal(&self.log, error))
     }
 
-    /// Retires idle actors every sweep interval, on the ledger's clock.
+    /// Retires idle actors and forgets finished withdrawals before the
+    /// horizon every sweep interval, on the ledger's clock.
     fn arm_sweep(&self, ctx: &mut Context<Self>) {
         let tick = self.clock.sleep(self.account_idle_sweep);
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(tick).map(|(), coordinator, ctx| {
                 coordinator.directory.sweep();
+                let before = coordinator.forgetting.horizon();
+                coordinator.directory.forget_finished(before);
                 coordinator.directory.send_retirements();
                 coordinator.arm_sweep(ctx);
             }),
@@ -269,7 +286,7 @@ impl<Q: AccountRead> Handler<Ask<Q>> for Coordinator {
         let answer = match found {
             Err(lost) => Response::reply(Err(lost)),
             Ok(Found::Unknown) => Response::reply(msg.query.read(&AccountState::new(msg.account))),
-            Ok(Found::Parked(state)) => Response::reply(msg.query.read(state)),
+            Ok(Found::Parked(state)) => recall::read(msg.query, state, &self.forgetting),
             Ok(Found::Running(actor)) => {
                 let asked = actor.send(Read(msg.query));
                 Response::fut(async move { asked.await.unwrap_or(Err(LedgerError::ShuttingDown)) })

@@ -13,6 +13,11 @@
 //! [`account`](crate::engine::account)), so commands are forwarded at once
 //! and run in the order sent. A sweep parks the states that came back.
 //!
+//! Finished withdrawals leave the states here as the shard's horizon
+//! allows ([`Directory::forget_finished`], on each sweep): running actors
+//! are told to, and parked states are visited a bounded number per sweep,
+//! round the directory; a retiring actor forgets before handing back.
+//!
 //! Only this directory holds account actors' addresses (a round looks its
 //! actors up here when it dispatches), so a retired actor gets nothing
 //! after its `Retire`.
@@ -24,8 +29,10 @@ use tokio::sync::oneshot::{self, error::TryRecvError};
 
 use crate::domain::account::AccountState;
 use crate::domain::ids::AccountId;
+use crate::domain::time::UnixMs;
 use crate::engine::account::{AccountActor, Holding};
-use crate::engine::messages::Retire;
+use crate::engine::horizon::{self, Forgetting, PARKED_PER_SWEEP};
+use crate::engine::messages::{ForgetFinished, Retire};
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
@@ -60,6 +67,7 @@ pub enum Found<'a> {
 pub struct ActorSeed {
     pub log: Rc<ShardLog>,
     pub pending_withdrawals_max: u32,
+    pub forgetting: Rc<Forgetting>,
 }
 
 pub struct Directory {
@@ -75,6 +83,9 @@ pub struct Directory {
     epoch: u64,
     actors_max: usize,
     seed: ActorSeed,
+    /// Where the next visit of parked states to forget in starts, in the
+    /// order of `slots`.
+    parked_cursor: usize,
 }
 
 impl Directory {
@@ -92,6 +103,7 @@ impl Directory {
             epoch: 1,
             actors_max: actors_max.max(1),
             seed,
+            parked_cursor: 0,
         }
     }
 
@@ -139,6 +151,7 @@ impl Directory {
             holding,
             Rc::clone(&self.seed.log),
             self.seed.pending_withdrawals_max,
+            Rc::clone(&self.seed.forgetting),
         )
         .start();
         self.slots
@@ -226,6 +239,34 @@ impl Directory {
         self.epoch += 1;
     }
 
+    /// Forgets the finished withdrawals last changed before `before`: each
+    /// running actor is told to, and up to [`PARKED_PER_SWEEP`] accounts'
+    /// slots are visited for parked states, from where the last call
+    /// stopped (round the directory, so every parked state is visited in
+    /// turn whatever the shard holds). A map that grew or shrank in between
+    /// may shift the order: a state missed is visited on the next round.
+    pub fn forget_finished(&mut self, before: UnixMs) {
+        if before == UnixMs::UNKNOWN {
+            return;
+        }
+        for running in &self.running {
+            running.actor.do_send(ForgetFinished { before });
+        }
+        let Some(mut gauges) = self.seed.log.gauges_mut() else {
+            return;
+        };
+        if self.parked_cursor >= self.slots.len() {
+            self.parked_cursor = 0;
+        }
+        let visit = self.slots.values_mut().skip(self.parked_cursor);
+        for slot in visit.take(PARKED_PER_SWEEP) {
+            if let Slot::Parked(state) = slot {
+                horizon::forget(state, before, &mut gauges);
+            }
+            self.parked_cursor += 1;
+        }
+    }
+
     /// Sends the retirements decided since the last call. Called once a
     /// message's commands have been sent, so a command for an account
     /// retired while its batch was being grouped still reaches the actor
@@ -275,17 +316,28 @@ mod tests {
     use crate::storage::journal::Journal;
 
     fn directory(actors_max: usize) -> Directory {
+        forgetting_directory(Vec::new(), actors_max, Forgetting::never())
+    }
+
+    /// A directory on `recovered` states whose shard forgets as
+    /// `forgetting` says; its gauges count the states' withdrawals.
+    fn forgetting_directory(
+        recovered: Vec<AccountState>,
+        actors_max: usize,
+        forgetting: Forgetting,
+    ) -> Directory {
         let stamper = crate::engine::stamp::Stamper::new(
             crate::clock::SharedClock::system(),
             crate::domain::time::UnixMs::UNKNOWN,
         );
-        let gauges = WithdrawalGauges::default();
+        let gauges = WithdrawalGauges::scan(&recovered);
         let log = ShardLog::new(0, Journal::memory_only(), None, gauges, stamper);
         let seed = ActorSeed {
             log: Rc::new(log),
             pending_withdrawals_max: 8,
+            forgetting: Rc::new(forgetting),
         };
-        Directory::new(Vec::new(), actors_max, seed)
+        Directory::new(recovered, actors_max, seed)
     }
 
     /// Sends one job to an actor; its reply once run.
@@ -386,5 +438,145 @@ mod tests {
     #[test]
     fn a_slot_is_two_words() {
         assert_eq!(std::mem::size_of::<Slot>(), 16);
+    }
+
+    /// Finished withdrawals leave memory on each path the engine forgets
+    /// on: a retiring actor's state, a running actor told by the sweep,
+    /// parked states visited by it (a bounded number per call, in turn).
+    mod forgetting {
+        use super::*;
+        use crate::clock::ManualClock;
+        use crate::config::Config;
+        use crate::domain::ids::TransactionId;
+        use crate::domain::withdrawal::{StatusKind, TransitionAction};
+        use crate::engine::messages::{StateOf, WithdrawalOf};
+
+        const RETENTION_MS: u64 = 60_000;
+
+        /// A memory-only shard keeping finished withdrawals a minute, on
+        /// `clock`.
+        fn retention(clock: &ManualClock) -> Forgetting {
+            let config = Config {
+                clock: clock.shared(),
+                finished_withdrawal_retention_ms: RETENTION_MS,
+                ..Config::for_tests()
+            };
+            Forgetting::for_shard(&config, 0)
+        }
+
+        /// Account `id` with one withdrawal completed at `clock`'s now.
+        fn with_completed(id: AccountId, clock: &ManualClock) -> AccountState {
+            let at = UnixMs::from_millis(crate::clock::Clock::unix_ms(clock));
+            let mut state = AccountState::new(id);
+            state.deposit(usd(), 1_000, None, at).unwrap();
+            let w = state.request_withdrawal(usd(), 100, None, 8, at).unwrap();
+            let tx = w.output.transaction_id;
+            state
+                .update_withdrawal(tx, TransitionAction::Complete, "", at)
+                .unwrap();
+            state
+        }
+
+        fn past_retention(clock: &ManualClock) -> UnixMs {
+            clock.advance(std::time::Duration::from_millis(RETENTION_MS + 1));
+            UnixMs::from_millis(crate::clock::Clock::unix_ms(clock) - RETENTION_MS)
+        }
+
+        fn completed_count(directory: &Directory) -> u64 {
+            let gauges = directory.seed.log.gauges().unwrap();
+            gauges.get("USD", StatusKind::Completed).count
+        }
+
+        #[test]
+        fn a_retiring_actor_forgets_before_handing_its_state_back() {
+            actix::System::new().block_on(async {
+                let clock = ManualClock::new();
+                let state = with_completed(3, &clock);
+                let mut directory = forgetting_directory(vec![state], 8, retention(&clock));
+                let actor = directory.actor_of(3, false).unwrap();
+                past_retention(&clock);
+                drop(actor);
+                // Only the retirement forgets: no `forget_finished` here.
+                directory.sweep();
+                directory.sweep();
+                directory.send_retirements();
+                for _ in 0..1_000 {
+                    if park_if_back(&mut directory.slots, 3).unwrap() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                let Ok(Found::Parked(state)) = directory.find(3) else {
+                    panic!("not parked");
+                };
+                assert_eq!(state.withdrawals().count(), 0);
+                assert_eq!(state.balance(usd()).burned, 100);
+                assert_eq!(completed_count(&directory), 0);
+            });
+        }
+
+        #[test]
+        fn the_sweep_tells_running_actors_to_forget() {
+            actix::System::new().block_on(async {
+                let clock = ManualClock::new();
+                let state = with_completed(4, &clock);
+                let tx = TransactionId::new(4, 2);
+                let mut directory = forgetting_directory(vec![state], 8, retention(&clock));
+                let actor = directory.actor_of(4, false).unwrap();
+                assert!(actor.send(Read(WithdrawalOf(tx))).await.unwrap().is_ok());
+                let before = past_retention(&clock);
+                directory.forget_finished(before);
+                assert_eq!(directory.running(), 1, "still running");
+                let read = actor.send(Read(WithdrawalOf(tx))).await.unwrap();
+                assert_eq!(
+                    read,
+                    Err(LedgerError::UnknownWithdrawal { transaction_id: tx })
+                );
+                let state = actor.send(Read(StateOf)).await.unwrap().unwrap();
+                assert_eq!(state.withdrawals().count(), 0);
+                assert_eq!(completed_count(&directory), 0);
+            });
+        }
+
+        #[test]
+        fn parked_states_are_visited_a_bounded_number_per_sweep_and_all_in_turn() {
+            let clock = ManualClock::new();
+            let count = PARKED_PER_SWEEP + 10;
+            let states = (1..=count as AccountId)
+                .map(|id| with_completed(id, &clock))
+                .collect();
+            let mut directory = forgetting_directory(states, 8, retention(&clock));
+            // Not past the retention: nothing goes (the first
+            // PARKED_PER_SWEEP slots are visited).
+            directory.forget_finished(UnixMs::from_millis(1));
+            assert_eq!(completed_count(&directory), count as u64);
+            let before = past_retention(&clock);
+            directory.forget_finished(before);
+            assert_eq!(
+                completed_count(&directory),
+                PARKED_PER_SWEEP as u64,
+                "the 10 slots after the last visit"
+            );
+            directory.forget_finished(before);
+            assert_eq!(completed_count(&directory), 0, "round again from the start");
+            let (_, parked) = directory.all().unwrap();
+            assert!(parked.iter().all(|s| s.withdrawals().count() == 0));
+        }
+
+        #[test]
+        fn an_unknown_horizon_forgets_nothing_and_tells_no_actor() {
+            actix::System::new().block_on(async {
+                let clock = ManualClock::new();
+                let state = with_completed(5, &clock);
+                let mut directory = forgetting_directory(vec![state], 8, Forgetting::never());
+                let _actor = directory.actor_of(5, false).unwrap();
+                past_retention(&clock);
+                directory.forget_finished(directory.seed.forgetting.horizon());
+                directory.sweep();
+                directory.sweep();
+                directory.send_retirements();
+                assert_eq!(completed_count(&directory), 1);
+            });
+        }
     }
 }

@@ -15,13 +15,13 @@
 
 use actix::prelude::*;
 
-use crate::domain::account::AccountState;
+use crate::domain::account::{AccountState, Remembered};
 use crate::domain::gauges::ShardCounts;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::Balance;
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::Withdrawal;
+use crate::domain::withdrawal::{Withdrawal, WithdrawalRecord};
 use crate::engine::command::{Command, ReceiveTransfer};
 use crate::error::LedgerError;
 
@@ -51,6 +51,24 @@ pub struct ReceiveTransfers {
 pub trait AccountRead: Send + 'static {
     type Output: Send + 'static;
     fn read(&self, state: &AccountState) -> Result<Self::Output, LedgerError>;
+
+    /// The withdrawal this read names, if the account forgot it: the read
+    /// is then answered from the history (see
+    /// [`recall`](crate::engine::recall)) by [`answer_recalled`](Self::answer_recalled).
+    fn recalls(&self, _state: &AccountState) -> Option<TransactionId> {
+        None
+    }
+
+    /// The answer from what the history holds of the withdrawal
+    /// [`recalls`](Self::recalls) named.
+    fn answer_recalled(
+        &self,
+        _found: Option<WithdrawalRecord>,
+    ) -> Result<Self::Output, LedgerError> {
+        Err(LedgerError::Internal {
+            reason: "this read names no withdrawal to find in the history".into(),
+        })
+    }
 }
 
 /// One account's balance in one currency (zero if it never held any).
@@ -80,6 +98,16 @@ impl AccountRead for WithdrawalOf {
     type Output = Withdrawal;
     fn read(&self, state: &AccountState) -> Result<Withdrawal, LedgerError> {
         state.withdrawal(self.0)
+    }
+
+    fn recalls(&self, state: &AccountState) -> Option<TransactionId> {
+        (state.remember(self.0) == Remembered::Forgotten).then_some(self.0)
+    }
+
+    fn answer_recalled(&self, found: Option<WithdrawalRecord>) -> Result<Withdrawal, LedgerError> {
+        let tx = self.0;
+        let record = found.ok_or(LedgerError::UnknownWithdrawal { transaction_id: tx })?;
+        Ok(record.view(tx))
     }
 }
 
@@ -118,6 +146,14 @@ impl<Q: AccountRead> Message for Read<Q> {
 #[rtype(result = "()")]
 pub struct Retire {
     pub to: tokio::sync::oneshot::Sender<AccountState>,
+}
+
+/// Coordinator → account actor: forget the finished withdrawals last
+/// changed before `before` (the shard's horizon, read once per sweep).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetFinished {
+    pub before: UnixMs,
 }
 
 /// Account actor → payout actor: a withdrawal is durable and pending (new,

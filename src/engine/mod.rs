@@ -16,6 +16,11 @@
 //!   the journal, with the round's stamp, the shard's gauges and its poison
 //!   (an internal error stops the shard's writes);
 //! - `stamp`: the time every logged event carries, from the injected clock;
+//! - `horizon`: how far a shard forgets its finished withdrawals (its
+//!   history's horizon, or a memory-only ledger's retention), and the
+//!   forgetting itself; `recall`: finding a forgotten withdrawal again in
+//!   the history, off the shard's thread, for the command or read that
+//!   names it;
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;
@@ -28,8 +33,10 @@ pub(crate) mod command;
 pub(crate) mod coordinator;
 pub(crate) mod directory;
 pub(crate) mod edge;
+pub(crate) mod horizon;
 pub(crate) mod messages;
 pub(crate) mod payout;
+pub(crate) mod recall;
 pub(crate) mod round;
 pub(crate) mod router;
 pub(crate) mod shard_log;

@@ -50,6 +50,11 @@ impl<J: Job> RunCommands<J> {
         }
     }
 
+    /// The commands, in order, before they run.
+    pub fn commands(&self) -> impl Iterator<Item = &J> + '_ {
+        self.commands.iter().map(|(_, command)| command)
+    }
+
     /// Runs every command through `run` and delivers the replies.
     pub fn answer_with(mut self, mut run: impl FnMut(J) -> Result<J::Reply, LedgerError>) {
         for (index, command) in std::mem::take(&mut self.commands) {

@@ -28,6 +28,7 @@ use crate::domain::payouts::PayoutRecord;
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::WithdrawalStatus;
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
+use crate::engine::horizon::Forgetting;
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
@@ -254,6 +255,7 @@ fn spawn(
                         account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
                         clock: config.clock.clone(),
                         stamps_from,
+                        forgetting: Forgetting::for_shard(&config, shard),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));

@@ -11,7 +11,10 @@
 //! - `apply.rs` applies a logged event, live and in recovery's replay;
 //! - `invariants.rs` checks the invariants: the touched balance after every
 //!   change, in O(1) and in release builds; the whole account on demand;
-//! - `withdrawals.rs` keeps the withdrawals by sequence number.
+//! - `withdrawals.rs` keeps the withdrawals by sequence number;
+//! - `forget.rs` lets finished withdrawals leave memory past a horizon,
+//!   tells a forgotten id from one never made, and takes a forgotten
+//!   withdrawal back from the history when a command needs it.
 //!
 //! The engine's account actor delivers commands to these methods; recovery
 //! replays events through [`AccountState::apply`]. A call that changed the
@@ -21,6 +24,7 @@
 //! part: poison the account's shard).
 
 mod apply;
+mod forget;
 mod invariants;
 mod rules;
 mod transfers;
@@ -39,6 +43,8 @@ use crate::domain::withdrawal::{Withdrawal, WithdrawalRecord};
 use crate::error::LedgerError;
 
 use withdrawals::Withdrawals;
+
+pub use forget::Remembered;
 
 /// An account's money in one currency, in minor units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,8 +182,10 @@ pub struct AccountState {
     next_sequence: u64,
     /// Few currencies per account, so a small vector beats a map.
     balances: Vec<BalanceEntry>,
-    /// Every withdrawal of this account by sequence number, terminal ones too,
-    /// so phase 3 and queries work for the withdrawal's whole life.
+    /// This account's withdrawals by sequence number: every one still
+    /// holding a lock, and the terminal ones until the engine forgets them
+    /// (`forget.rs`: once the history holds them, or past a memory-only
+    /// ledger's retention).
     withdrawals: Withdrawals,
     /// Withdrawals currently holding a lock (pending or processing), for
     /// the per-account cap.

@@ -519,3 +519,217 @@ fn a_withdrawal_updated_before_it_was_created_breaks_an_invariant() {
     account.restore_withdrawal_times(&[(at(5), at(5))]).unwrap();
     assert!(account.check_invariants().is_ok());
 }
+
+/// The clock the forgetting tests stamp with: `at(n)` is `n` ms after T.
+fn at(ms: u64) -> UnixMs {
+    UnixMs::from_millis(T.as_millis() + ms)
+}
+
+/// An account with 100.00 USD and one withdrawal in each state, each last
+/// changed at its own time: pending (t+1), processing (t+2), completed
+/// (t+3), failed (t+4), cancelled (t+5), returned (t+6); and one more,
+/// cancelled at T. Answers the first six ids in that order.
+fn one_of_each() -> (AccountState, [TransactionId; 6]) {
+    let mut account = AccountState::new(7);
+    account.deposit(usd(), 10_000, None, T).unwrap();
+    let mut request = |amount| {
+        let effect = account.request_withdrawal(usd(), amount, None, 10, T);
+        effect.unwrap().output.transaction_id
+    };
+    let ids = [100, 200, 300, 400, 500, 600].map(&mut request);
+    let [early, processing, completed, failed, cancelled, returned] = ids;
+    let update = |account: &mut AccountState, tx, action, time| {
+        account.update_withdrawal(tx, action, "no", time).unwrap();
+    };
+    update(&mut account, early, TransitionAction::Cancel, T);
+    account.claim_withdrawal(processing, 9, at(2)).unwrap();
+    update(&mut account, completed, TransitionAction::Complete, at(3));
+    update(&mut account, failed, TransitionAction::Fail, at(4));
+    update(&mut account, cancelled, TransitionAction::Cancel, at(5));
+    update(&mut account, returned, TransitionAction::Complete, at(6));
+    update(&mut account, returned, TransitionAction::Return, at(6));
+    let pending = account
+        .request_withdrawal(usd(), 700, None, 10, at(1))
+        .unwrap()
+        .output
+        .transaction_id;
+    (
+        account,
+        [pending, processing, completed, failed, cancelled, returned],
+    )
+}
+
+#[test]
+fn forgetting_drops_only_finished_withdrawals_before_the_horizon_and_keeps_every_balance() {
+    let (mut account, [pending, processing, completed, failed, cancelled, returned]) =
+        one_of_each();
+    let balances = account.balances().to_vec();
+    // Nothing finished before t+4 but the completed one (t+3) and the
+    // one cancelled at T.
+    assert_eq!(account.forget_finished(at(4)), 2);
+    assert!(account.withdrawal(completed).is_err());
+    assert!(account.withdrawal(failed).is_ok(), "changed at t+4: kept");
+    // Far past everything: every finished one goes, pending and
+    // processing never.
+    assert_eq!(account.forget_finished(UnixMs::MAX), 3);
+    for gone in [completed, failed, cancelled, returned] {
+        assert_eq!(account.remember(gone), Remembered::Forgotten, "{gone}");
+    }
+    let held: Vec<_> = account.withdrawals().map(|(tx, _)| tx).collect();
+    assert_eq!(held, [processing, pending]);
+    assert_eq!(account.balances(), &balances[..], "balances unchanged");
+    account.check_invariants().unwrap();
+    let audit = crate::domain::audit::audit([&account]);
+    assert!(audit.violations.is_empty(), "{:?}", audit.violations);
+    assert_eq!(account.forget_finished(UnixMs::MAX), 0);
+}
+
+#[test]
+fn a_withdrawal_of_unknown_time_is_never_forgotten() {
+    let (mut account, tx, _) = funded();
+    account
+        .update_withdrawal(tx, TransitionAction::Complete, "", UnixMs::UNKNOWN)
+        .unwrap();
+    let mut unknown = account.clone();
+    // As a v3 snapshot reads back: times unknown.
+    unknown
+        .restore_withdrawal_times(&[(UnixMs::UNKNOWN, UnixMs::UNKNOWN)])
+        .unwrap();
+    assert_eq!(unknown.forget_finished(UnixMs::MAX), 0);
+    assert!(unknown.withdrawal(tx).is_ok());
+}
+
+#[test]
+fn a_forgotten_id_is_told_apart_from_one_never_made() {
+    let (mut account, [_, _, completed, ..]) = one_of_each();
+    let next = TransactionId::new(7, completed.sequence() + 100);
+    let elsewhere = TransactionId::new(8, completed.sequence());
+    assert!(matches!(account.remember(completed), Remembered::Held(_)));
+    account.forget_finished(UnixMs::MAX);
+    assert_eq!(account.remember(completed), Remembered::Forgotten);
+    assert_eq!(account.remember(next), Remembered::NeverMade);
+    assert_eq!(account.remember(elsewhere), Remembered::NeverMade);
+    assert_eq!(
+        account.remember(TransactionId::new(7, 0)),
+        Remembered::NeverMade
+    );
+}
+
+#[test]
+fn a_restored_withdrawal_answers_every_command_as_before_it_was_forgotten() {
+    let (account, [_, _, completed, failed, cancelled, returned]) = one_of_each();
+    let commands = [
+        (completed, TransitionAction::Complete),
+        (completed, TransitionAction::Return),
+        (completed, TransitionAction::Cancel),
+        (failed, TransitionAction::Fail),
+        (failed, TransitionAction::Complete),
+        (cancelled, TransitionAction::Cancel),
+        (returned, TransitionAction::Return),
+    ];
+    for (tx, action) in commands {
+        let mut kept = account.clone();
+        let expected = kept.update_withdrawal(tx, action, "back", at(9));
+        let mut forgetful = account.clone();
+        let record = forgetful.withdrawal_record_of(tx).unwrap().clone();
+        forgetful.forget_finished(UnixMs::MAX);
+        assert!(forgetful
+            .update_withdrawal(tx, action, "back", at(9))
+            .is_err());
+        assert_eq!(forgetful.restore_forgotten(tx, record.clone()), Ok(true));
+        assert_eq!(forgetful.restore_forgotten(tx, record), Ok(false));
+        let answered = forgetful.update_withdrawal(tx, action, "back", at(9));
+        assert_eq!(
+            answered.map(|e| (e.output, e.event)).map_err(|e| e.code()),
+            expected.map(|e| (e.output, e.event)).map_err(|e| e.code()),
+            "{tx} {action}"
+        );
+        forgetful.check_invariants().unwrap();
+        assert_eq!(forgetful.balances(), kept.balances(), "{tx} {action}");
+    }
+}
+
+#[test]
+fn a_keyed_request_names_its_forgotten_withdrawal_and_replays_the_first_result() {
+    let mut account = AccountState::new(7);
+    account.deposit(usd(), 10_000, None, T).unwrap();
+    let key = IdempotencyKey::new("w-1").unwrap();
+    let first = account
+        .request_withdrawal(usd(), 500, Some(key.clone()), 10, at(1))
+        .unwrap()
+        .output;
+    let tx = first.transaction_id;
+    account
+        .update_withdrawal(tx, TransitionAction::Complete, "", at(2))
+        .unwrap();
+    assert_eq!(account.forgotten_by_key(&key), None, "still in memory");
+    let record = account.withdrawal_record_of(tx).unwrap().clone();
+    account.forget_finished(UnixMs::MAX);
+    assert_eq!(account.forgotten_by_key(&key), Some(tx));
+    assert_eq!(account.restore_forgotten(tx, record), Ok(true));
+    let replay = account
+        .request_withdrawal(usd(), 500, Some(key), 10, at(3))
+        .unwrap();
+    assert_eq!((replay.output, replay.event), (first, None));
+}
+
+#[test]
+fn restoring_refuses_a_locking_record_and_an_id_never_made() {
+    let (mut account, [pending, _, completed, ..]) = one_of_each();
+    let locking = account.withdrawal_record_of(pending).unwrap().clone();
+    let finished = account.withdrawal_record_of(completed).unwrap().clone();
+    account.forget_finished(UnixMs::MAX);
+    let before = account.clone();
+    assert!(account.restore_forgotten(completed, locking).is_err());
+    let never = TransactionId::new(7, 999);
+    assert!(account.restore_forgotten(never, finished).is_err());
+    assert_eq!(account, before, "a refusal changes nothing");
+}
+
+#[test]
+fn replay_takes_a_forgotten_withdrawal_back_for_its_return_as_the_return_found_it() {
+    let (account, [_, _, completed, failed, ..]) = one_of_each();
+    let return_of = |tx| Event::WithdrawalReturned {
+        tx,
+        reason: "bank".into(),
+    };
+    // The live side: returned after forgetting and taking it back.
+    let mut live = account.clone();
+    let kept = live.withdrawal_record_of(completed).unwrap().clone();
+    let effect = live
+        .update_withdrawal(completed, TransitionAction::Return, "bank", at(9))
+        .unwrap();
+    let event = effect.event.unwrap();
+    let in_history = live.withdrawal_record_of(completed).unwrap().clone();
+    // The copy forgot it: the return cannot apply as is.
+    let mut copy = account.clone();
+    copy.forget_finished(UnixMs::MAX);
+    assert_eq!(copy.forgotten_for(&event), Some(completed));
+    assert!(copy.clone().apply(&event, at(9)).is_err());
+    // Whether the history holds it completed or already returned, the
+    // copy ends where the live state is.
+    for record in [kept.clone(), in_history] {
+        let mut copy = copy.clone();
+        assert_eq!(copy.restore_for_replay(&event, record), Ok(true));
+        copy.apply(&event, at(9)).unwrap();
+        assert_eq!(copy.balances(), live.balances());
+        assert_eq!(
+            copy.withdrawal(completed).unwrap(),
+            live.withdrawal(completed).unwrap()
+        );
+        copy.check_invariants().unwrap();
+    }
+    // Nothing to take back: in memory, or not a return.
+    assert_eq!(account.forgotten_for(&event), None);
+    let failed_record = account.withdrawal_record_of(failed).unwrap().clone();
+    assert_eq!(
+        copy.forgotten_for(&Event::WithdrawalCompleted { tx: failed }),
+        None
+    );
+    // A return cannot follow a failed withdrawal: refused, nothing changes.
+    let before = copy.clone();
+    assert!(copy
+        .restore_for_replay(&return_of(failed), failed_record)
+        .is_err());
+    assert_eq!(copy, before);
+}

@@ -77,6 +77,22 @@ impl Withdrawals {
         self.0.len()
     }
 
+    /// Drops every withdrawal `drop` picks (shown each with its sequence
+    /// number), keeping the others in order; answers how many went. Gives
+    /// back the room they took once the vector is less than half full, so
+    /// an account's memory follows what it still holds.
+    pub(super) fn remove_where(
+        &mut self,
+        mut drop: impl FnMut(u64, &WithdrawalRecord) -> bool,
+    ) -> usize {
+        let before = self.0.len();
+        self.0.retain(|(seq, record)| !drop(*seq, record));
+        if self.0.len() <= self.0.capacity() / 2 {
+            self.0.shrink_to_fit();
+        }
+        before - self.0.len()
+    }
+
     /// Oldest first, to change in place (never their order).
     pub(super) fn records_mut(&mut self) -> impl Iterator<Item = &mut WithdrawalRecord> + '_ {
         self.0.iter_mut().map(|(_, record)| record)
