@@ -65,7 +65,8 @@
 //! ## Layout
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
 //! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
-//!   handle), `config.rs` (configuration and limits with documented
+//!   handle: `mod.rs` the operations, `storage.rs` its data folder,
+//!   `history.rs` the history reads), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
@@ -76,7 +77,8 @@
 //!   `gauges`, `receipts` (what successful operations return), `export`
 //!   (the read-only view of an account that `export_accounts` returns),
 //!   `time` (the milliseconds every logged event is stamped with, RFC 3339
-//!   text).
+//!   text and its parser), `history` (the history reads' queries, pages,
+//!   entries and transactions).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
 //!   its answer), `directory` (a shard's accounts: running actors and
@@ -121,10 +123,11 @@ pub use config::Config;
 pub use domain::audit::Audit;
 pub use domain::export::{AccountBalance, AccountExport};
 pub use domain::gauges::{Gauges, ShardCounts};
+pub use domain::history::{Entry, EntryKind, Order, Page, PayoutQuery, Transaction, WithdrawalQuery};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
-pub use domain::time::UnixMs;
+pub use domain::time::{TimeTextError, UnixMs};
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
 pub use ledger::{Ledger, OpenError};

@@ -5,10 +5,13 @@
 //! RFC 3339 strings in UTC with milliseconds (`"2026-11-29T20:39:57.123Z"`),
 //! or null where unknown (a withdrawal or payout logged before times were,
 //! on-disk format v4) or not yet (a payout still waiting to settle).
+//! Listings answer a page, `{"items": [...], "next": cursor|null}`
+//! (`WithdrawalPageJson` and the like).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::history::{Entry, Page, Transaction};
 use crate::domain::ids::AccountId;
 use crate::domain::money::parse_amount_text;
 use crate::domain::payouts::{PayoutItemOutcome, PayoutItemView, PayoutView};
@@ -304,6 +307,141 @@ impl From<&PayoutView> for PayoutJson {
             items: p.items.iter().map(PayoutItemJson::from).collect(),
         }
     }
+}
+
+/// Declares the JSON of a page of `$item`s: `{"items": [...], "next":
+/// "<cursor>"|null}` (one named schema per listing in the OpenAPI
+/// document).
+macro_rules! page_json {
+    ($($(#[$doc:meta])* $name:ident of $item:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `after` to get the next page; null when nothing
+            /// follows.
+            pub next: Option<String>,
+        }
+
+        impl $name {
+            pub fn of<'a, S>(page: &'a Page<S>) -> Self
+            where
+                $item: From<&'a S>,
+            {
+                Self {
+                    items: page.items.iter().map(<$item>::from).collect(),
+                    next: page.next.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+page_json! {
+    /// A page of withdrawals.
+    WithdrawalPageJson of WithdrawalJson;
+    /// A page of an account's entries.
+    EntryPageJson of EntryJson;
+    /// A page of payouts.
+    PayoutPageJson of PayoutJson;
+}
+
+/// One balance change of an account: `{transaction_id, account, currency,
+/// seq, kind, amount, available_after, locked_after, at}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EntryJson {
+    pub transaction_id: String,
+    pub account: AccountId,
+    pub currency: String,
+    /// Numbers the account's entries in this currency, oldest first.
+    pub seq: u64,
+    /// `deposit`, `lock`, `burn`, `release`, `return`, `transfer_in` or
+    /// `transfer_out`.
+    pub kind: &'static str,
+    pub amount: String,
+    /// The account's available balance in this currency after it.
+    pub available_after: String,
+    /// The account's locked balance in this currency after it.
+    pub locked_after: String,
+    /// When it happened (RFC 3339); null if logged before times were.
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
+}
+
+impl From<&Entry> for EntryJson {
+    fn from(e: &Entry) -> Self {
+        Self {
+            transaction_id: e.transaction_id.to_string(),
+            account: e.account,
+            currency: e.currency.to_string(),
+            seq: e.seq,
+            kind: e.kind.as_str(),
+            amount: e.amount.to_string(),
+            available_after: e.available_after.to_string(),
+            locked_after: e.locked_after.to_string(),
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+/// `GET /v1/transactions/{transaction_id}`: a withdrawal as
+/// `GET /v1/withdrawals/{transaction_id}` shows it, or a deposit or a
+/// transfer as its receipt, with its time; `kind` says which.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransactionJson {
+    Withdrawal(WithdrawalJson),
+    Deposit {
+        transaction_id: String,
+        account: AccountId,
+        currency: String,
+        amount: String,
+        #[schema(format = DateTime)]
+        at: Option<String>,
+    },
+    Transfer {
+        transaction_id: String,
+        from: AccountId,
+        to: AccountId,
+        currency: String,
+        amount: String,
+        #[schema(format = DateTime)]
+        at: Option<String>,
+    },
+}
+
+impl From<&Transaction> for TransactionJson {
+    fn from(t: &Transaction) -> Self {
+        match t {
+            Transaction::Withdrawal(w) => Self::Withdrawal(WithdrawalJson::from(w)),
+            Transaction::Deposit { deposit: d, at } => Self::Deposit {
+                transaction_id: d.transaction_id.to_string(),
+                account: d.account,
+                currency: d.currency.to_string(),
+                amount: d.amount.to_string(),
+                at: rfc3339(*at),
+            },
+            Transaction::Transfer { transfer: t, at } => Self::Transfer {
+                transaction_id: t.transaction_id.to_string(),
+                from: t.from,
+                to: t.to,
+                currency: t.currency.to_string(),
+                amount: t.amount.to_string(),
+                at: rfc3339(*at),
+            },
+        }
+    }
+}
+
+/// `GET /v1/accounts/{account}/balances?at=<time>`: the balances as of
+/// `at` (each currency the account had touched by then).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BalancesAtJson {
+    pub account: AccountId,
+    /// The time asked about, in UTC (RFC 3339).
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub balances: Vec<BalanceJson>,
 }
 
 #[cfg(test)]

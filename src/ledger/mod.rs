@@ -42,6 +42,7 @@ use crate::operation::{check_distinct, check_reason, Operation};
 
 pub use crate::engine::startup::OpenError;
 
+mod history;
 mod storage;
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one
