@@ -384,27 +384,24 @@ impl From<&Entry> for EntryJson {
     }
 }
 
-/// `GET /v1/transactions/{transaction_id}`: a withdrawal as
-/// `GET /v1/withdrawals/{transaction_id}` shows it, or a deposit or a
-/// transfer as its receipt, with its time; `kind` says which.
+/// `GET /v1/transactions/{transaction_id}`: `{"kind": "withdrawal",
+/// "withdrawal": {...}}` (as `GET /v1/withdrawals/{transaction_id}` shows
+/// it), `{"kind": "deposit", "deposit": {...}, "at": ...}` or `{"kind":
+/// "transfer", "transfer": {...}, "at": ...}` (each as its receipt, and
+/// when it was made: RFC 3339, null if logged before times were).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransactionJson {
-    Withdrawal(WithdrawalJson),
+    Withdrawal {
+        withdrawal: WithdrawalJson,
+    },
     Deposit {
-        transaction_id: String,
-        account: AccountId,
-        currency: String,
-        amount: String,
+        deposit: DepositJson,
         #[schema(format = DateTime)]
         at: Option<String>,
     },
     Transfer {
-        transaction_id: String,
-        from: AccountId,
-        to: AccountId,
-        currency: String,
-        amount: String,
+        transfer: TransferJson,
         #[schema(format = DateTime)]
         at: Option<String>,
     },
@@ -413,20 +410,15 @@ pub enum TransactionJson {
 impl From<&Transaction> for TransactionJson {
     fn from(t: &Transaction) -> Self {
         match t {
-            Transaction::Withdrawal(w) => Self::Withdrawal(WithdrawalJson::from(w)),
-            Transaction::Deposit { deposit: d, at } => Self::Deposit {
-                transaction_id: d.transaction_id.to_string(),
-                account: d.account,
-                currency: d.currency.to_string(),
-                amount: d.amount.to_string(),
+            Transaction::Withdrawal(w) => Self::Withdrawal {
+                withdrawal: WithdrawalJson::from(w),
+            },
+            Transaction::Deposit { deposit, at } => Self::Deposit {
+                deposit: DepositJson::from(deposit),
                 at: rfc3339(*at),
             },
-            Transaction::Transfer { transfer: t, at } => Self::Transfer {
-                transaction_id: t.transaction_id.to_string(),
-                from: t.from,
-                to: t.to,
-                currency: t.currency.to_string(),
-                amount: t.amount.to_string(),
+            Transaction::Transfer { transfer, at } => Self::Transfer {
+                transfer: TransferJson::from(transfer),
                 at: rfc3339(*at),
             },
         }
