@@ -123,7 +123,9 @@ pub use config::Config;
 pub use domain::audit::Audit;
 pub use domain::export::{AccountBalance, AccountExport};
 pub use domain::gauges::{Gauges, ShardCounts};
-pub use domain::history::{Entry, EntryKind, Order, Page, PayoutQuery, Transaction, WithdrawalQuery};
+pub use domain::history::{
+    Entry, EntryKind, Order, Page, PayoutQuery, Transaction, WithdrawalQuery,
+};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};

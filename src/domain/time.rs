@@ -130,10 +130,12 @@ fn split_date_time(b: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (&t, rest) = rest.split_first()?;
     let (clock, rest) = rest.split_at_checked(8)?;
     let shaped = |s: &[u8], seps: &[(usize, u8)]| {
-        s.iter().enumerate().all(|(i, c)| match seps.iter().find(|(at, _)| *at == i) {
-            Some((_, sep)) => c == sep,
-            None => c.is_ascii_digit(),
-        })
+        s.iter()
+            .enumerate()
+            .all(|(i, c)| match seps.iter().find(|(at, _)| *at == i) {
+                Some((_, sep)) => c == sep,
+                None => c.is_ascii_digit(),
+            })
     };
     (matches!(t, b'T' | b't')
         && shaped(date, &[(4, b'-'), (7, b'-')])
@@ -143,9 +145,7 @@ fn split_date_time(b: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 
 /// The number written by ASCII digits (checked by the caller).
 fn number(digits: &[u8]) -> i64 {
-    digits
-        .iter()
-        .fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+    digits.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
 }
 
 /// Days from the epoch to `YYYY-MM-DD`, if that date exists.
@@ -166,7 +166,11 @@ fn days_of_date(date: &[u8]) -> Option<i64> {
 
 /// `HH:MM:SS` in seconds, if each part is in range.
 fn seconds_of_day(clock: &[u8]) -> Option<i64> {
-    let (h, m, s) = (number(&clock[..2]), number(&clock[3..5]), number(&clock[6..]));
+    let (h, m, s) = (
+        number(&clock[..2]),
+        number(&clock[3..5]),
+        number(&clock[6..]),
+    );
     (h < 24 && m < 60 && s < 60).then_some(h * 3_600 + m * 60 + s)
 }
 
@@ -343,7 +347,11 @@ mod tests {
             "2024-00-10T00:00:00Z",
             "2024-01-00T00:00:00Z",
         ] {
-            assert_eq!(parse(no_such_day), Err("there is no such date"), "{no_such_day}");
+            assert_eq!(
+                parse(no_such_day),
+                Err("there is no such date"),
+                "{no_such_day}"
+            );
         }
     }
 
@@ -352,12 +360,18 @@ mod tests {
         let utc = parse("2026-11-29T20:39:57.123Z");
         assert_eq!(parse("2026-11-29T22:39:57.123+02:00"), utc);
         assert_eq!(parse("2026-11-29T15:09:57.123-05:30"), utc);
-        assert_eq!(parse("2026-11-30T20:38:57.123+23:59"), parse("2026-11-29T20:39:57.123Z"));
+        assert_eq!(
+            parse("2026-11-30T20:38:57.123+23:59"),
+            parse("2026-11-29T20:39:57.123Z")
+        );
         assert_eq!(parse("2026-11-29T20:39:57.123-00:00"), utc);
         // Across a day, a month and a year.
         assert_eq!(parse("1970-01-01T01:00:00+01:00"), Ok(0));
         assert_eq!(parse("1969-12-31T23:00:00-01:00"), Ok(0));
-        assert_eq!(parse("2025-01-01T00:30:00+01:00"), parse("2024-12-31T23:30:00Z"));
+        assert_eq!(
+            parse("2025-01-01T00:30:00+01:00"),
+            parse("2024-12-31T23:30:00Z")
+        );
     }
 
     #[test]

@@ -157,7 +157,10 @@ mod tests {
 
     #[test]
     fn a_page_is_a_header_then_one_row_per_item() {
-        let rows = [withdrawal(None), withdrawal(Some("bank said \"no\", twice\r\nsee log"))];
+        let rows = [
+            withdrawal(None),
+            withdrawal(Some("bank said \"no\", twice\r\nsee log")),
+        ];
         let text = document(&rows);
         assert_eq!(
             text,
@@ -165,12 +168,18 @@ mod tests {
              0000000000000001000000000000000a,1,USD,12.50,failed,,,2026-01-01T00:00:00.000Z,\r\n\
              0000000000000001000000000000000a,1,USD,12.50,failed,,\"bank said \"\"no\"\", twice\r\nsee log\",2026-01-01T00:00:00.000Z,\r\n"
         );
-        assert_eq!(document::<WithdrawalJson>(&[]), format!("{}\r\n", WithdrawalJson::HEADER.join(",")));
+        assert_eq!(
+            document::<WithdrawalJson>(&[]),
+            format!("{}\r\n", WithdrawalJson::HEADER.join(","))
+        );
     }
 
     #[test]
     fn every_row_has_one_field_per_column() {
-        assert_eq!(withdrawal(None).fields().len(), WithdrawalJson::HEADER.len());
+        assert_eq!(
+            withdrawal(None).fields().len(),
+            WithdrawalJson::HEADER.len()
+        );
         let entry = EntryJson {
             transaction_id: "t".into(),
             account: 2,

@@ -154,7 +154,9 @@ async fn withdrawal_listing(
         order: order(params.order.as_deref(), Order::Asc)?,
     };
     let page = ledger.withdrawals(query).await?;
-    Ok(listing(csv, WithdrawalPageJson::of(&page), |p| (p.items, p.next)))
+    Ok(listing(csv, WithdrawalPageJson::of(&page), |p| {
+        (p.items, p.next)
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/accounts/{account}/entries",
@@ -179,7 +181,9 @@ pub(crate) async fn entries(
             limit,
         )
         .await?;
-    Ok(listing(csv, EntryPageJson::of(&page), |p| (p.items, p.next)))
+    Ok(listing(csv, EntryPageJson::of(&page), |p| {
+        (p.items, p.next)
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/transactions/{transaction_id}",

@@ -127,9 +127,7 @@ fn error_description(status: u16) -> &'static str {
                 status, state, order, format or resolution of the wrong shape)"
         }
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
-        404 => {
-            "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, not_in_payout"
-        }
+        404 => "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, not_in_payout",
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
             "Refused by the ledger's state: insufficient_funds, invalid_transition, \

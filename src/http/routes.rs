@@ -17,9 +17,9 @@ use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
 use crate::http::history;
 use crate::http::json::{
-    parse_amount, AccountAmountRequest, DepositJson, DepositRequest,
-    HealthJson, PayoutJson, ResolveRequest, StatusRequest, TransferJson, TransferRequest,
-    WithdrawalJson, WithdrawalRequest,
+    parse_amount, AccountAmountRequest, DepositJson, DepositRequest, HealthJson, PayoutJson,
+    ResolveRequest, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
+    WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
 use crate::http::openapi::{
@@ -76,7 +76,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(history::transaction)),
             )
             .service(resource("/payouts/run", "run_payouts").route(web::post().to(run_payouts)))
-            .service(resource("/payouts", "list_payouts").route(web::get().to(history::list_payouts)))
+            .service(
+                resource("/payouts", "list_payouts").route(web::get().to(history::list_payouts)),
+            )
             .service(
                 resource("/payouts/{payout_id}", "get_payout").route(web::get().to(get_payout)),
             )

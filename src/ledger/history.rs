@@ -153,11 +153,13 @@ impl Ledger {
 
     /// The history store once it has ingested the log up to `lsn`.
     async fn history_at(&self, lsn: u64) -> Result<&HistoryReader, LedgerError> {
-        let history = self.engine().history.as_ref().ok_or_else(|| {
-            LedgerError::HistoryUnavailable {
-                reason: "this ledger has no data folder, so it keeps no history".into(),
-            }
-        })?;
+        let history =
+            self.engine()
+                .history
+                .as_ref()
+                .ok_or_else(|| LedgerError::HistoryUnavailable {
+                    reason: "this ledger has no data folder, so it keeps no history".into(),
+                })?;
         history.caught_up(lsn).await.map_err(history_error)?;
         Ok(history)
     }
@@ -170,11 +172,14 @@ impl Ledger {
 
     /// `units` of `currency` as a `Decimal` of its configured scale.
     fn decimal(&self, currency: CurrencyCode, units: Units) -> Result<Decimal, LedgerError> {
-        let configured = self.currencies().get_code(currency).map_err(|_| {
-            LedgerError::Internal {
-                reason: format!("the history holds currency {currency}, which is not configured"),
-            }
-        })?;
+        let configured =
+            self.currencies()
+                .get_code(currency)
+                .map_err(|_| LedgerError::Internal {
+                    reason: format!(
+                        "the history holds currency {currency}, which is not configured"
+                    ),
+                })?;
         Ok(configured.to_decimal(units))
     }
 
@@ -309,7 +314,9 @@ impl Ledger {
             last_error: None,
             mismatches: Vec::new(),
             submitted_at: UnixMs::from_millis(row.submitted_at_ms).known(),
-            settled_at: row.settled_at_ms.and_then(|ms| UnixMs::from_millis(ms).known()),
+            settled_at: row
+                .settled_at_ms
+                .and_then(|ms| UnixMs::from_millis(ms).known()),
         })
     }
 }

@@ -40,8 +40,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::HistoryError;
 pub use ingest::IngestReport;
-pub use reader::HistoryReader;
 pub use query::{Order, Page, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX};
+pub use reader::HistoryReader;
 pub use rows::{
     BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,
     TransactionRecord, TransactionRow, WithdrawalRow,
