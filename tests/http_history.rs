@@ -169,7 +169,10 @@ fn world() -> (tempfile::TempDir, World) {
         "/v1/transfers",
         json!({"from": 1, "to": 2, "currency": "USD", "amount": "1"}),
     );
-    let w10 = c.ok(&format!("/v1/withdrawals/{}", w10["transaction_id"].as_str().unwrap()));
+    let w10 = c.ok(&format!(
+        "/v1/withdrawals/{}",
+        w10["transaction_id"].as_str().unwrap()
+    ));
     let w5 = c.ok(&format!("/v1/withdrawals/{tx5}"));
     let world = World {
         server,
@@ -209,7 +212,10 @@ fn the_withdrawal_listings_answer_pages_of_the_withdrawal_json() {
     // Order, status, currency, times, payout.
     let mut reversed = all.clone();
     reversed.reverse();
-    assert_eq!(c.ok("/v1/accounts/1/withdrawals?order=desc")["items"], json!(reversed));
+    assert_eq!(
+        c.ok("/v1/accounts/1/withdrawals?order=desc")["items"],
+        json!(reversed)
+    );
     assert_eq!(
         c.ok("/v1/accounts/1/withdrawals?status=pending")["items"],
         json!([all[2]])
@@ -247,11 +253,15 @@ fn the_withdrawal_listings_answer_pages_of_the_withdrawal_json() {
 fn the_listings_export_csv_by_format_or_by_accept() {
     let (_dir, w) = world();
     let c = &w.c;
-    let header = "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at";
+    let header =
+        "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at";
     for (path, accept) in [
         ("/v1/accounts/1/withdrawals?format=csv", None),
         ("/v1/accounts/1/withdrawals", Some("text/csv")),
-        ("/v1/withdrawals", Some("application/json;q=0.5, text/csv; charset=utf-8")),
+        (
+            "/v1/withdrawals",
+            Some("application/json;q=0.5, text/csv; charset=utf-8"),
+        ),
     ] {
         let answer = c.get_with(path, accept);
         assert_eq!(answer.status, 200, "{answer:?}");
@@ -268,7 +278,10 @@ fn the_listings_export_csv_by_format_or_by_accept() {
                 s("currency"),
                 s("amount"),
                 s("status"),
-                j["payout_id"].as_u64().map(|p| p.to_string()).unwrap_or_default(),
+                j["payout_id"]
+                    .as_u64()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
                 s("reason"),
                 s("created_at"),
                 s("updated_at"),
@@ -281,11 +294,16 @@ fn the_listings_export_csv_by_format_or_by_accept() {
     }
     // format=json wins over Accept; a page's next is the Next-Cursor header.
     let json_anyway = c.get_with("/v1/accounts/1/withdrawals?format=json", Some("text/csv"));
-    assert!(json_anyway.content_type.starts_with("application/json"), "{json_anyway:?}");
+    assert!(
+        json_anyway.content_type.starts_with("application/json"),
+        "{json_anyway:?}"
+    );
     let page = c.get("/v1/accounts/1/withdrawals?format=csv&limit=2");
     let next = page.next_cursor.clone().expect("a next cursor");
     assert_eq!(page.text().split("\r\n").count(), 1 + 2 + 1);
-    let rest = c.get(&format!("/v1/accounts/1/withdrawals?format=csv&after={next}"));
+    let rest = c.get(&format!(
+        "/v1/accounts/1/withdrawals?format=csv&after={next}"
+    ));
     assert_eq!(rest.text().split("\r\n").count(), 1 + 1 + 1);
     // Entries too.
     let entries = c.get_with("/v1/accounts/1/entries?currency=USD", Some("text/csv"));
@@ -310,7 +328,12 @@ fn the_listings_export_csv_by_format_or_by_accept() {
         ]
         .join(",")
     };
-    let rows: Vec<String> = json_entries.as_array().unwrap().iter().map(entry_row).collect();
+    let rows: Vec<String> = json_entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(entry_row)
+        .collect();
     assert_eq!(lines[1..lines.len() - 1], rows[..]);
     assert!(lines[1].ends_with(&format!(",deposit,100.00,100.00,0.00,{}", rfc3339(0))));
     w.server.stop();
@@ -327,8 +350,14 @@ fn a_failure_reason_is_quoted_in_csv_as_rfc_4180_says() {
         },
     );
     let c = Client::of(&server);
-    c.post("/v1/deposits", json!({"account": 4, "currency": "USD", "amount": "9"}));
-    let w = c.post("/v1/withdrawals", json!({"account": 4, "currency": "USD", "amount": "1"}));
+    c.post(
+        "/v1/deposits",
+        json!({"account": 4, "currency": "USD", "amount": "9"}),
+    );
+    let w = c.post(
+        "/v1/withdrawals",
+        json!({"account": 4, "currency": "USD", "amount": "1"}),
+    );
     let tx = w["transaction_id"].as_str().unwrap();
     let reason = "bank said \"no\", twice\r\nsee ticket";
     c.post(
@@ -357,7 +386,15 @@ fn entries_transactions_and_balances_as_of_a_time() {
         .collect();
     assert_eq!(
         kinds,
-        ["deposit", "lock", "lock", "burn", "burn", "lock", "transfer_out"],
+        [
+            "deposit",
+            "lock",
+            "lock",
+            "burn",
+            "burn",
+            "lock",
+            "transfer_out"
+        ],
         "{entries}"
     );
     let last = &entries["items"][6];
@@ -371,23 +408,47 @@ fn entries_transactions_and_balances_as_of_a_time() {
         let page = c.ok(&path);
         paged.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next"].as_str() {
-            Some(next) => path = format!("/v1/accounts/1/entries?currency=USD&limit=1&after={next}"),
+            Some(next) => {
+                path = format!("/v1/accounts/1/entries?currency=USD&limit=1&after={next}")
+            }
             None => break,
         }
     }
     assert_eq!(json!(paged), entries["items"]);
-    assert_eq!(c.ok("/v1/accounts/1/entries")["items"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        c.ok("/v1/accounts/1/entries")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 
     // Transactions of every kind.
-    let dep = c.ok(&format!("/v1/transactions/{}", w.deposit["transaction_id"].as_str().unwrap()));
-    assert_eq!(dep, json!({"kind": "deposit", "deposit": w.deposit, "at": rfc3339(0)}));
-    let tr = c.ok(&format!("/v1/transactions/{}", w.transfer["transaction_id"].as_str().unwrap()));
-    assert_eq!(tr, json!({"kind": "transfer", "transfer": w.transfer, "at": rfc3339(30)}));
-    let wd = c.ok(&format!("/v1/transactions/{}", w.w5["transaction_id"].as_str().unwrap()));
+    let dep = c.ok(&format!(
+        "/v1/transactions/{}",
+        w.deposit["transaction_id"].as_str().unwrap()
+    ));
+    assert_eq!(
+        dep,
+        json!({"kind": "deposit", "deposit": w.deposit, "at": rfc3339(0)})
+    );
+    let tr = c.ok(&format!(
+        "/v1/transactions/{}",
+        w.transfer["transaction_id"].as_str().unwrap()
+    ));
+    assert_eq!(
+        tr,
+        json!({"kind": "transfer", "transfer": w.transfer, "at": rfc3339(30)})
+    );
+    let wd = c.ok(&format!(
+        "/v1/transactions/{}",
+        w.w5["transaction_id"].as_str().unwrap()
+    ));
     assert_eq!(wd, json!({"kind": "withdrawal", "withdrawal": w.w5}));
     c.get("/v1/transactions/00000000000000630000000000000001")
         .refused(404, "unknown_transaction");
-    c.get("/v1/transactions/xyz").refused(404, "unknown_transaction");
+    c.get("/v1/transactions/xyz")
+        .refused(404, "unknown_transaction");
 
     // Balances as of a time: before the first withdrawal, and now.
     let before = c.ok(&format!("/v1/accounts/1/balances?at={}", rfc3339(5)));
@@ -407,7 +468,11 @@ fn entries_transactions_and_balances_as_of_a_time() {
     let live = c.ok("/v1/accounts/1/balances");
     let now = c.ok(&format!("/v1/accounts/1/balances?at={}", rfc3339(31)));
     assert_eq!(now["balances"], live["balances"]);
-    assert_eq!(live.as_object().unwrap().len(), 2, "no at without ?at: {live}");
+    assert_eq!(
+        live.as_object().unwrap().len(),
+        2,
+        "no at without ?at: {live}"
+    );
     assert_eq!(
         c.ok("/v1/accounts/1/balances?at=1970-01-01T00:00:00Z")["balances"],
         json!([])
@@ -425,7 +490,10 @@ fn payouts_answer_a_page() {
     assert_eq!(listed["next"], Value::Null);
     let payout_id = items[0]["payout_id"].as_u64().unwrap();
     assert_eq!(items[0], c.ok(&format!("/v1/payouts/{payout_id}")));
-    assert_eq!(c.ok("/v1/payouts?state=completed&currency=USD")["items"], listed["items"]);
+    assert_eq!(
+        c.ok("/v1/payouts?state=completed&currency=USD")["items"],
+        listed["items"]
+    );
     assert_eq!(c.ok("/v1/payouts?state=failed")["items"], json!([]));
     assert_eq!(c.ok("/v1/payouts?currency=EUR")["items"], json!([]));
     let one = c.ok("/v1/payouts?limit=1");
@@ -439,21 +507,42 @@ fn bad_parameters_are_400_with_their_code_and_change_nothing() {
     let c = &w.c;
     let before = c.ok("/v1/accounts/1/withdrawals");
     let balances = c.ok("/v1/accounts/1/balances");
-    let cursor = c.ok("/v1/accounts/1/entries?limit=1")["next"].as_str().unwrap().to_string();
+    let cursor = c.ok("/v1/accounts/1/entries?limit=1")["next"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let cases: Vec<(String, &str)> = vec![
         ("/v1/accounts/1/withdrawals?limit=0".into(), "invalid_limit"),
-        ("/v1/accounts/1/withdrawals?limit=1001".into(), "invalid_limit"),
+        (
+            "/v1/accounts/1/withdrawals?limit=1001".into(),
+            "invalid_limit",
+        ),
         ("/v1/withdrawals?limit=ten".into(), "invalid_limit"),
         ("/v1/withdrawals?limit=-1".into(), "invalid_limit"),
         ("/v1/accounts/1/entries?limit=0".into(), "invalid_limit"),
         ("/v1/payouts?limit=5000".into(), "invalid_limit"),
-        ("/v1/accounts/1/withdrawals?after=nonsense".into(), "invalid_cursor"),
-        (format!("/v1/accounts/1/withdrawals?after={cursor}"), "invalid_cursor"),
+        (
+            "/v1/accounts/1/withdrawals?after=nonsense".into(),
+            "invalid_cursor",
+        ),
+        (
+            format!("/v1/accounts/1/withdrawals?after={cursor}"),
+            "invalid_cursor",
+        ),
         ("/v1/accounts/1/entries?after=w00".into(), "invalid_cursor"),
         ("/v1/payouts?after=p12".into(), "invalid_cursor"),
-        ("/v1/withdrawals?created_from=yesterday".into(), "invalid_time"),
-        ("/v1/withdrawals?created_to=2026-02-30T00:00:00Z".into(), "invalid_time"),
-        ("/v1/accounts/1/balances?at=2026-01-01".into(), "invalid_time"),
+        (
+            "/v1/withdrawals?created_from=yesterday".into(),
+            "invalid_time",
+        ),
+        (
+            "/v1/withdrawals?created_to=2026-02-30T00:00:00Z".into(),
+            "invalid_time",
+        ),
+        (
+            "/v1/accounts/1/balances?at=2026-01-01".into(),
+            "invalid_time",
+        ),
         ("/v1/accounts/1/balances?at=".into(), "invalid_time"),
         (
             "/v1/withdrawals?created_from=2026-01-02T00:00:00Z&created_to=2026-01-01T00:00:00Z"
@@ -468,19 +557,29 @@ fn bad_parameters_are_400_with_their_code_and_change_nothing() {
         ("/v1/payouts?state=done".into(), "invalid_input"),
         ("/v1/payouts?order=sideways".into(), "invalid_input"),
         ("/v1/withdrawals?colour=red".into(), "invalid_input"),
-        ("/v1/accounts/1/entries?status=pending".into(), "invalid_input"),
+        (
+            "/v1/accounts/1/entries?status=pending".into(),
+            "invalid_input",
+        ),
         ("/v1/withdrawals?payout_id=x".into(), "invalid_input"),
         ("/v1/accounts/x/withdrawals".into(), "invalid_input"),
         ("/v1/accounts/-1/entries".into(), "invalid_input"),
         ("/v1/withdrawals?currency=XYZ".into(), "unknown_currency"),
-        ("/v1/accounts/1/entries?currency=usd".into(), "unknown_currency"),
+        (
+            "/v1/accounts/1/entries?currency=usd".into(),
+            "unknown_currency",
+        ),
         ("/v1/payouts?currency=XYZ".into(), "unknown_currency"),
     ];
     for (path, code) in &cases {
         c.get(path).refused(400, code);
         // The same refusal with CSV asked for: an error is always JSON.
         let csv = c.get_with(path, Some("text/csv"));
-        assert_eq!((csv.status, csv.body["error"].as_str()), (400, Some(*code)), "{path}");
+        assert_eq!(
+            (csv.status, csv.body["error"].as_str()),
+            (400, Some(*code)),
+            "{path}"
+        );
     }
     assert_eq!(c.ok("/v1/accounts/1/withdrawals"), before);
     assert_eq!(c.ok("/v1/accounts/1/balances"), balances);
@@ -508,8 +607,10 @@ fn without_a_data_folder_the_history_routes_are_503_history_unavailable() {
         c.get(path).refused(503, "history_unavailable");
     }
     // Bad input is still judged first.
-    c.get("/v1/withdrawals?limit=0").refused(400, "invalid_limit");
-    c.get("/v1/withdrawals?created_to=soon").refused(400, "invalid_time");
+    c.get("/v1/withdrawals?limit=0")
+        .refused(400, "invalid_limit");
+    c.get("/v1/withdrawals?created_to=soon")
+        .refused(400, "invalid_time");
     // The live balances need no history.
     assert_eq!(c.get("/v1/accounts/1/balances").status, 200);
     server.stop();
@@ -523,7 +624,11 @@ fn the_openapi_document_names_every_history_route_and_parameter() {
         assert!(op.is_object(), "GET {path} is documented");
         op["parameters"]
             .as_array()
-            .map(|ps| ps.iter().map(|p| p["name"].as_str().unwrap().to_string()).collect())
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let listing = [
@@ -540,14 +645,23 @@ fn the_openapi_document_names_every_history_route_and_parameter() {
     for (path, names) in [
         ("/v1/accounts/{account}/withdrawals", &listing[..]),
         ("/v1/withdrawals", &listing[..]),
-        ("/v1/accounts/{account}/entries", &["currency", "after", "limit", "format"][..]),
+        (
+            "/v1/accounts/{account}/entries",
+            &["currency", "after", "limit", "format"][..],
+        ),
         ("/v1/transactions/{transaction_id}", &["transaction_id"][..]),
         ("/v1/accounts/{account}/balances", &["account", "at"][..]),
-        ("/v1/payouts", &["state", "currency", "after", "limit", "order"][..]),
+        (
+            "/v1/payouts",
+            &["state", "currency", "after", "limit", "order"][..],
+        ),
     ] {
         let documented = parameters(path);
         for name in names {
-            assert!(documented.iter().any(|d| d == name), "{path} documents {name}: {documented:?}");
+            assert!(
+                documented.iter().any(|d| d == name),
+                "{path} documents {name}: {documented:?}"
+            );
         }
     }
     for (path, media) in [
@@ -561,9 +675,17 @@ fn the_openapi_document_names_every_history_route_and_parameter() {
         );
     }
     let page = &doc["components"]["schemas"]["WithdrawalPageJson"]["properties"];
-    assert_eq!(page["items"]["items"]["$ref"], "#/components/schemas/WithdrawalJson");
+    assert_eq!(
+        page["items"]["items"]["$ref"],
+        "#/components/schemas/WithdrawalJson"
+    );
     assert!(page["next"].is_object());
-    for schema in ["EntryPageJson", "PayoutPageJson", "TransactionJson", "BalancesAtJson"] {
+    for schema in [
+        "EntryPageJson",
+        "PayoutPageJson",
+        "TransactionJson",
+        "BalancesAtJson",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }

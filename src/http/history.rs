@@ -126,7 +126,7 @@ pub(crate) async fn account_withdrawals(
         an account's listing",
         content((WithdrawalPageJson = "application/json"), (String = "text/csv"))), ListErrors),
     security(("api_token" = [])))]
-pub(crate) async fn all_withdrawals(
+pub(crate) async fn list_withdrawals(
     req: HttpRequest,
     ledger: web::Data<Ledger>,
     params: web::Query<WithdrawalParams>,
@@ -191,7 +191,7 @@ pub(crate) async fn entries(
     responses((status = 200, description = "A deposit, transfer or withdrawal", body = TransactionJson),
         ReadOneErrors),
     security(("api_token" = [])))]
-pub(crate) async fn transaction(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+pub(crate) async fn get_transaction(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
     // An id that does not parse names no transaction.
     let unknown = || {
         let shown: String = path.chars().take(40).collect();

@@ -44,7 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(
                 resource("/withdrawals", "request_withdrawal")
                     .route(web::post().to(request_withdrawal))
-                    .route(web::get().to(history::all_withdrawals)),
+                    .route(web::get().to(history::list_withdrawals)),
             )
             .service(
                 resource("/withdrawals/{transaction_id}", "get_withdrawal")
@@ -73,7 +73,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 resource("/transactions/{transaction_id}", "get_transaction")
-                    .route(web::get().to(history::transaction)),
+                    .route(web::get().to(history::get_transaction)),
             )
             .service(resource("/payouts/run", "run_payouts").route(web::post().to(run_payouts)))
             .service(
