@@ -52,7 +52,8 @@
 //! mode `none` on a folder that holds a ledger is refused.
 //!
 //! ## What it is not
-//! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
+//! Not a database: no queries beyond accounts, withdrawals and the history
+//! listings (filters and cursors, no joins), no SQL. Not
 //! replicated: durability is one machine's disk. One ledger per data
 //! folder: a second open is refused (an OS lock, [`DataDirLock`](storage::data_dir::DataDirLock)).
 //!
