@@ -473,7 +473,7 @@ async fn a_withdrawal_acknowledged_is_in_its_accounts_listing_and_entries_at_onc
             .await
             .unwrap();
         let listed = ledger.withdrawals(newest.clone()).await.unwrap();
-        assert_eq!(listed.items, [w.clone()], "round {i}");
+        assert_eq!(listed.items, std::slice::from_ref(&w), "round {i}");
         let done = if i % 2 == 0 {
             ledger.cancel_withdrawal(w.transaction_id).await.unwrap()
         } else {
