@@ -175,6 +175,33 @@ mod tests {
     }
 
     #[test]
+    fn the_columns_are_the_json_fields() {
+        let mut full = withdrawal(Some("r"));
+        full.payout_id = Some(3);
+        full.updated_at = Some("2026-01-01T00:00:01.000Z".into());
+        let json = serde_json::to_value(&full).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut header = WithdrawalJson::HEADER.to_vec();
+        fields.sort_unstable();
+        header.sort_unstable();
+        assert_eq!(fields, header);
+        let values: Vec<String> = WithdrawalJson::HEADER
+            .iter()
+            .map(|h| match &json[*h] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let row: Vec<String> = full.fields().into_iter().map(|f| f.into_owned()).collect();
+        assert_eq!(row, values);
+    }
+
+    #[test]
     fn every_row_has_one_field_per_column() {
         assert_eq!(
             withdrawal(None).fields().len(),

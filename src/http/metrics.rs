@@ -335,4 +335,20 @@ mod tests {
         assert!(out.contains("burnledger_operation_duration_seconds_count{kind=\"deposit\"} 3"));
         assert_eq!(metrics.count("deposit", "ok"), 2);
     }
+
+    #[test]
+    fn a_get_on_the_withdrawals_resource_counts_as_a_listing() {
+        use actix_web::http::Method;
+        assert_eq!(
+            kind_of(Some("request_withdrawal"), &Method::POST),
+            "request_withdrawal"
+        );
+        assert_eq!(
+            kind_of(Some("request_withdrawal"), &Method::GET),
+            "list_withdrawals"
+        );
+        assert_eq!(kind_of(Some("entries"), &Method::GET), "entries");
+        assert_eq!(kind_of(Some("openapi"), &Method::GET), "unmatched");
+        assert_eq!(kind_of(None, &Method::GET), "unmatched");
+    }
 }
