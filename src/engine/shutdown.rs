@@ -2,12 +2,16 @@
 //!
 //! [`Engine::shutdown`]: admission closes (later calls get
 //! `shutting_down`), the operations in flight are answered, the engine's
-//! threads stop, the log is flushed and closed, a final snapshot is left
-//! so the next open is quick, and the data folder's lock is released.
+//! threads stop, the log is flushed and closed (its last batches reach the
+//! checkpointer), a final snapshot is left so the next open is quick (the
+//! history writer first ingests everything and writes the store to disk),
+//! the history writer stops, the history store is closed, and the data
+//! folder's lock is released.
 //!
 //! Dropping the last handle without a shutdown (`Drop for Engine`) stops
 //! the threads too, like a crash as far as the data is concerned: no final
-//! snapshot, but the log's writer is joined so the folder can be reopened.
+//! snapshot, but the log's writer and the history writer are joined and
+//! the store closed so the folder can be reopened.
 
 use tokio::sync::oneshot;
 
@@ -31,6 +35,7 @@ impl Engine {
             // last handle drops (`Drop for Engine` closes it).
             return;
         }
+        self.close_history();
         // The log is closed: another ledger may open the folder now, even
         // while clones of the handle linger.
         self.lock.lock().take();
@@ -61,6 +66,7 @@ impl Engine {
                         );
                     }
                 }
+                // Joins the history writer too, once it wrote the store.
                 checkpointer.stop();
                 let _ = done_tx.send(());
             });
@@ -69,6 +75,16 @@ impl Engine {
         }
         let _ = done_rx.await;
         true
+    }
+}
+
+impl Engine {
+    /// Lets go of the history store (its writer has stopped): it closes
+    /// once the reads in progress end.
+    fn close_history(&self) {
+        if let Some(history) = &self.history {
+            history.close();
+        }
     }
 }
 
@@ -88,5 +104,6 @@ impl Drop for Engine {
         if let Some(wal) = self.journal.wal() {
             let _ = wal.shutdown();
         }
+        self.close_history();
     }
 }

@@ -1,6 +1,8 @@
 //! Starting the engine: the configuration checked, the data folder
 //! claimed and recovered (its lock, currency table, snapshot and log), the
-//! WAL writer and checkpointer opened, and the engine's threads spawned:
+//! WAL writer and checkpointer opened (with the history store at
+//! `<data_dir>/history/` and its writer, fed by recovery and then by the
+//! checkpointer), and the engine's threads spawned:
 //! an actix `System` on its own thread with the payout actor, and one
 //! Arbiter per shard with its coordinator, seeded with the shard's
 //! recovered accounts (all parked). Every coordinator's address exists
@@ -34,9 +36,10 @@ use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
-use crate::storage::history::HistoryReader;
+use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
+use crate::storage::history::{HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
-use crate::storage::recovery::{rebuild, Recovered, RecoveryError, RecoveryReport};
+use crate::storage::recovery::{rebuild_feeding, Recovered, RecoveryError, RecoveryReport};
 use crate::storage::snapshot::SnapshotFile;
 use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
 
@@ -71,8 +74,13 @@ pub struct Engine {
     /// How the state was rebuilt from disk when the ledger opened.
     pub recovery: Option<RecoveryReport>,
     /// The history store and its follower's progress; `None` without a
-    /// data folder.
+    /// data folder (or when the store could not be opened at all).
     pub history: Option<HistoryReader>,
+    /// Per shard, how far the history store holds that shard's events (see
+    /// [`HistoryHorizons`]); `None` with no history store. Not used by the
+    /// engine yet: finished withdrawals older than this may leave memory.
+    #[allow(dead_code)] // for the coordinators, once they forget
+    pub horizons: Option<HistoryHorizons>,
     pub(super) threads: Mutex<Option<EngineThreads>>,
     pub(super) checkpointer: Mutex<Option<Checkpointer>>,
     /// The data folder's lock: held until `shutdown` has closed the log,
@@ -116,6 +124,10 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         Some(d) => (d.journal.clone(), Some(d.report.clone())),
         None => (Journal::memory_only(), None),
     };
+    let (history, horizons) = match &durable {
+        Some(d) => (d.history.clone(), d.horizons.clone()),
+        None => (None, None),
+    };
     let (checkpointer, accounts, records, lock) = match durable {
         Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
         None => (None, Vec::new(), BTreeMap::new(), None),
@@ -131,7 +143,11 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         senders.into_iter().map(Addr::new).collect(),
         config.shard_in_flight_ops_max,
     );
-    let stamps_from = newest_time(recovery.as_ref(), &accounts, payouts.as_ref());
+    let stamps_from = newest_time(
+        recovery.as_ref(),
+        &accounts,
+        payouts.iter().flat_map(|p| p.records.values()),
+    );
     let seed = Seed {
         stamps_from,
         journal: journal.clone(),
@@ -145,7 +161,8 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         payouts,
         journal,
         recovery,
-        history: None,
+        history,
+        horizons,
         threads: Mutex::new(Some(threads)),
         checkpointer: Mutex::new(checkpointer),
         lock: Mutex::new(lock),
@@ -173,19 +190,18 @@ impl Engine {
 /// The newest time the recovered state holds (its log's newest event, its
 /// withdrawals' and payouts' times): where stamps start, so that a clock
 /// stepped back across a restart does not make them go back.
-fn newest_time(
+fn newest_time<'a>(
     recovery: Option<&RecoveryReport>,
-    accounts: &[AccountState],
-    payouts: Option<&PayoutSeed>,
+    accounts: impl IntoIterator<Item = &'a AccountState>,
+    payouts: impl IntoIterator<Item = &'a PayoutRecord>,
 ) -> UnixMs {
     let logged = recovery.map_or(UnixMs::UNKNOWN, |r| r.newest_event_at);
     let withdrawals = accounts
-        .iter()
+        .into_iter()
         .flat_map(AccountState::withdrawals)
         .map(|(_, w)| w.updated_at);
     let payouts = payouts
         .into_iter()
-        .flat_map(|p| p.records.values())
         .map(|p| p.submitted_at.max(p.settled_at));
     withdrawals.chain(payouts).fold(logged, UnixMs::max)
 }
@@ -312,6 +328,17 @@ struct Durable {
     report: RecoveryReport,
     checkpointer: Checkpointer,
     lock: DataDirLock,
+    history: Option<HistoryReader>,
+    horizons: Option<HistoryHorizons>,
+}
+
+/// The history store's writer and the handles around it, while the
+/// ledger opens.
+struct History {
+    writer: HistoryWriter,
+    feeder: Feeder,
+    reader: HistoryReader,
+    horizons: HistoryHorizons,
 }
 
 /// Recovers the state in the data folder and opens its WAL writer and
@@ -324,8 +351,23 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         path: dir.clone(),
         reason: e.to_string(),
     })?;
-    let (lock, history, recovered) = claim_and_recover(&dir, config, currencies)?;
+    let (lock, history, recovered, store) = claim_and_recover(&dir, config, currencies)?;
     let report = recovered.report;
+    let (feed, history_reader, horizons) = match store {
+        Some(mut store) => {
+            // Once what recovery fed is in, the store holds every recovered
+            // event: each shard's horizon is at least the newest of them.
+            let newest = newest_time(
+                Some(&report),
+                recovered.accounts.values(),
+                recovered.payouts.values(),
+            );
+            store.feeder.raise_horizons(newest);
+            let feed = Some((store.feeder, store.writer));
+            (feed, Some(store.reader), Some(store.horizons))
+        }
+        None => (None, None, None),
+    };
     // The checkpointer reads the journal's durable LSN, and the WAL writer
     // (under the journal) feeds the checkpointer: tie the knot through a
     // cell set just below.
@@ -349,6 +391,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             lsn: report.last_lsn,
             last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
         },
+        feed,
     )
     .map_err(|e| OpenError::Start(e.to_string()))?;
     let wal = WalHandle::open(
@@ -371,32 +414,114 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         report,
         checkpointer,
         lock,
+        history: history_reader,
+        horizons,
     }))
 }
 
 /// Takes the folder and recovers it: the lock first (a second ledger must
 /// not even replay a log another one is appending to), then the currency
-/// table reconciled with the configuration, then the state, rebuilt with
-/// every currency the folder's history holds and checked against the
-/// table. The table is recorded only once all of that holds. Returns the
-/// lock, the registry that reads the folder's history (the configuration's
-/// currencies plus retired ones), and the recovered state.
+/// table reconciled with the configuration, then the history store opened
+/// and its writer started, then the state, rebuilt with every currency the
+/// folder's history holds and checked against the table, feeding the store
+/// what it lacks. The table is recorded only once all of that holds.
+/// Returns the lock, the registry that reads the folder's history (the
+/// configuration's currencies plus retired ones), the recovered state and
+/// the history store's handles (`None` if it could not be opened).
 fn claim_and_recover(
     dir: &Path,
     config: &Config,
     currencies: &Currencies,
-) -> Result<(DataDirLock, Currencies, Recovered), OpenError> {
+) -> Result<(DataDirLock, Currencies, Recovered, Option<History>), OpenError> {
     let lock = DataDirLock::exclusive(dir)?;
     let recorded = CurrencyTable::read(dir)?;
     let (table, changes) = CurrencyTable::reconcile(recorded.as_ref(), currencies)?;
-    let history = table
+    let registry = table
         .history_registry(&config.currencies, currencies)
         .map_err(OpenError::Config)?;
-    let recovered = rebuild(dir, &history, ReplayMode::Recover)?;
+    let mut history = open_history(dir, config.shards);
+    let mut recovered = recover_feeding(dir, &registry, history.as_mut())?;
+    if let Some(ahead) = history.as_ref().map(|h| h.feeder.fed_lsn()) {
+        if ahead > recovered.report.last_lsn {
+            // The log lost a tail the store had taken in (a crash under
+            // `buffered` sync): the store would list what never happened and
+            // skip the LSNs the log gives anew. Rebuilt from the log.
+            tracing::warn!(
+                store_lsn = ahead,
+                log_lsn = recovered.report.last_lsn,
+                "the history store is ahead of the log (its tail was lost in a crash); \
+                 rebuilding the store from the log"
+            );
+            drop(history.take());
+            history = reset_history(dir, config.shards);
+            recovered = recover_feeding(dir, &registry, history.as_mut())?;
+        }
+    }
     table.check_state(recovered.accounts.values(), currencies)?;
     table.write(dir)?;
     table.log_changes(dir, recorded.is_none(), &changes);
-    Ok((lock, history, recovered))
+    Ok((lock, registry, recovered, history))
+}
+
+fn recover_feeding(
+    dir: &Path,
+    registry: &Currencies,
+    history: Option<&mut History>,
+) -> Result<Recovered, OpenError> {
+    let feeder = history.map(|h| &mut h.feeder);
+    Ok(rebuild_feeding(dir, registry, ReplayMode::Recover, feeder)?)
+}
+
+/// Opens the history store and starts its writer. A store that cannot be
+/// opened is set aside (renamed, kept for the operator) and a new one
+/// rebuilt from the log; if even that fails the ledger runs without one.
+/// Either way it is logged; the ledger opens.
+fn open_history(dir: &Path, shards: usize) -> Option<History> {
+    match start_history(dir, shards) {
+        Ok(history) => Some(history),
+        Err(error) => {
+            let store_dir = HistoryStore::dir_in(dir);
+            let aside = store_dir.with_extension(format!("damaged-{}", std::process::id()));
+            tracing::error!(
+                %error,
+                set_aside = %aside.display(),
+                "the history store cannot be opened; it is set aside and rebuilt from the log"
+            );
+            if let Err(error) = std::fs::rename(&store_dir, &aside) {
+                tracing::error!(%error, "the history store cannot be set aside; no history store");
+                return None;
+            }
+            reset_history(dir, shards)
+        }
+    }
+}
+
+/// Removes the history store and starts a new, empty one.
+fn reset_history(dir: &Path, shards: usize) -> Option<History> {
+    let store_dir = HistoryStore::dir_in(dir);
+    match std::fs::remove_dir_all(&store_dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            tracing::error!(%error, "the history store cannot be removed; no history store");
+            return None;
+        }
+        _ => {}
+    }
+    start_history(dir, shards)
+        .map_err(|error| {
+            tracing::error!(%error, "no history store: a new one cannot be made");
+        })
+        .ok()
+}
+
+fn start_history(dir: &Path, shards: usize) -> Result<History, String> {
+    let store = HistoryStore::open(dir).map_err(|e| e.to_string())?;
+    let (writer, feeder, reader, horizons) = HistoryWriter::start(Arc::new(store), shards)?;
+    Ok(History {
+        writer,
+        feeder,
+        reader,
+        horizons,
+    })
 }
 
 /// Sync mode `none` keeps no log: on a folder that holds a ledger it would
@@ -419,4 +544,66 @@ fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use crate::domain::withdrawal::StatusKind;
+    use crate::storage::history::{EntryKind, TransactionKind, TransactionRecord};
+    use crate::{Config, Ledger};
+
+    #[tokio::test]
+    async fn a_deposit_and_a_withdrawal_are_in_the_history_store_once_it_caught_up_with_the_durable_lsn(
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(Config::for_tests_in(tmp.path())).unwrap();
+        let deposit = ledger.deposit(7, "USD", Decimal::new(1000, 2), None);
+        let deposit = deposit.await.unwrap();
+        let withdrawal = ledger.request_withdrawal(7, "USD", Decimal::new(400, 2), None);
+        let withdrawal = withdrawal.await.unwrap();
+
+        let engine = ledger.engine();
+        let history = engine
+            .history
+            .as_ref()
+            .expect("a data folder has a history store");
+        history
+            .caught_up(engine.journal.durable_lsn())
+            .await
+            .unwrap();
+        let store = history.store().unwrap();
+
+        let row = store
+            .withdrawal(withdrawal.transaction_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!((row.account, row.amount), (7, 400));
+        assert_eq!(row.status, StatusKind::Pending);
+        let created = withdrawal.created_at.map(|at| at.as_millis());
+        assert_eq!(Some(row.created_at_ms), created);
+        let Some(TransactionRecord::Other(tx)) = store.transaction(deposit.transaction_id).unwrap()
+        else {
+            panic!("the deposit is a transaction in the store");
+        };
+        assert_eq!(
+            (tx.kind, tx.account, tx.amount),
+            (TransactionKind::Deposit, 7, 1000)
+        );
+        let entries = store.entries(7, None, None, 10).unwrap().items;
+        let seen: Vec<_> = entries
+            .iter()
+            .map(|e| (e.kind, e.amount, e.available_after, e.locked_after))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (EntryKind::Deposit, 1000, 1000, 0),
+                (EntryKind::Lock, 400, 600, 400)
+            ]
+        );
+        ledger.shutdown().await;
+        assert!(history.store().is_err(), "closed at shutdown");
+    }
 }

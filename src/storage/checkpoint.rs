@@ -25,6 +25,16 @@
 //! every batch already handed to it, so the snapshot holds everything
 //! acknowledged before then. [`Checkpointer::progress`] lets an observer
 //! (a test) see how far it got, and await it, without asking the thread.
+//!
+//! It also feeds the history store (see [`crate::storage::feed`]): each
+//! event it applies is read back from its copy as history rows and handed
+//! to the history writer, whose thread it joins when it stops. A snapshot
+//! at LSN S is written only once the writer has ingested up to S and
+//! written the store to disk; while the store has failed, snapshots are
+//! held back (each attempt logs why) and the log, whose segments are
+//! deleted only behind snapshots, keeps every event the store lacks until a
+//! restart catches it up. When its copy is rebuilt from disk, the rebuild
+//! feeds the events the store lacks, like recovery at open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,11 +47,13 @@ use tokio::sync::{oneshot, watch};
 use crate::clock::SharedClock;
 use crate::domain::account::AccountState;
 use crate::domain::audit::audit;
+use crate::domain::event::Stamped;
 use crate::domain::ids::AccountId;
 use crate::domain::money::Currencies;
-use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::domain::payouts::PayoutRecord;
 use crate::storage::deadline::Deadline;
-use crate::storage::recovery::{apply_event, rebuild, snapshot_dir, RecoveryError};
+use crate::storage::feed::{apply_logged, Feeder, HistoryWriter};
+use crate::storage::recovery::{rebuild_feeding, snapshot_dir, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, Committed, ReplayMode};
 
@@ -102,19 +114,24 @@ pub struct CheckpointProgress {
 pub struct Checkpointer {
     requests: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    /// Fed by the thread; joined after it.
+    history: Option<HistoryWriter>,
     progress: watch::Receiver<CheckpointProgress>,
 }
 
 impl Checkpointer {
-    /// Starts the thread; give the returned sender to the WAL writer
+    /// Starts the thread, feeding the history store through `history` if
+    /// given; give the returned sender to the WAL writer
     /// ([`crate::storage::wal::WalConfig::follower`]).
     pub fn start(
         settings: CheckpointSettings,
         start: Start,
+        history: Option<(Feeder, HistoryWriter)>,
     ) -> std::io::Result<(Self, Sender<Committed>)> {
         let (requests, requests_rx) = bounded(16);
         let (follow, follow_rx) = bounded(FOLLOW_QUEUE_BATCHES_MAX);
-        let follower = Follower::new(settings, start);
+        let (feeder, history) = history.unzip();
+        let follower = Follower::new(settings, start, feeder);
         let progress = follower.progress.subscribe();
         // Set here, not on the thread: once `start` returns, the interval
         // runs (a test's manual clock may be advanced right away).
@@ -126,6 +143,7 @@ impl Checkpointer {
             Self {
                 requests: Some(requests),
                 thread: Some(thread),
+                history,
                 progress,
             },
             follow,
@@ -181,6 +199,11 @@ impl Checkpointer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // The thread is gone, and its feeder with it: the history writer
+        // ingests what it was handed, writes the store to disk and stops.
+        if let Some(mut history) = self.history.take() {
+            history.finish();
+        }
     }
 }
 
@@ -213,10 +236,12 @@ struct Follower {
     behind: Option<String>,
     snapshots_written: u64,
     progress: watch::Sender<CheckpointProgress>,
+    /// Feeds the history store, when there is one.
+    feed: Option<Feeder>,
 }
 
 impl Follower {
-    fn new(settings: CheckpointSettings, start: Start) -> Self {
+    fn new(settings: CheckpointSettings, start: Start, feed: Option<Feeder>) -> Self {
         let (progress, _) = watch::channel(CheckpointProgress {
             applied_lsn: start.lsn,
             snapshot_lsn: start.last_snapshot_lsn,
@@ -231,6 +256,7 @@ impl Follower {
             behind: None,
             snapshots_written: 0,
             progress,
+            feed,
         }
     }
 
@@ -246,6 +272,11 @@ impl Follower {
                 recv(follow) -> committed => match committed {
                     Ok(committed) => {
                         self.apply(committed);
+                        // Nothing more waiting: what was derived goes to
+                        // the history writer now (read-your-writes).
+                        if follow.is_empty() {
+                            self.flush_feed();
+                        }
                         false
                     }
                     // The writer stopped; only requests remain.
@@ -316,6 +347,13 @@ impl Follower {
         while let Ok(committed) = follow.try_recv() {
             self.apply(committed);
         }
+        self.flush_feed();
+    }
+
+    fn flush_feed(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.flush();
+        }
     }
 
     /// Applies a batch the writer logged and shows the progress.
@@ -332,7 +370,6 @@ impl Follower {
             return;
         }
         for (lsn, stamped) in (committed.first_lsn..).zip(&committed.events) {
-            let (event, at) = (&stamped.event, stamped.at);
             if lsn > self.applied_lsn + 1 {
                 self.behind = Some(format!(
                     "got LSN {lsn} after {}: a gap in the log",
@@ -341,16 +378,30 @@ impl Follower {
                 return;
             }
             if lsn == self.applied_lsn + 1 {
-                let currencies = &self.settings.currencies;
-                let applied = apply_event(&mut self.accounts, currencies, event, at)
-                    .and_then(|()| apply_payout_event(&mut self.payouts, event, at));
-                if let Err(reason) = applied {
+                if let Err(reason) = self.apply_one(lsn, stamped) {
                     self.behind = Some(format!("LSN {lsn} does not apply: {reason}"));
                     return;
                 }
                 self.applied_lsn = lsn;
             }
         }
+    }
+
+    /// Applies one event to the copy and feeds the history rows it made
+    /// (unless the store has them already).
+    fn apply_one(&mut self, lsn: u64, stamped: &Stamped) -> Result<(), String> {
+        let feed = self.feed.as_mut().filter(|feed| lsn > feed.fed_lsn());
+        let currencies = &self.settings.currencies;
+        let state = (&mut self.accounts, &mut self.payouts);
+        let logged = (lsn, &stamped.event, stamped.at);
+        match feed {
+            Some(feed) => {
+                apply_logged(state, currencies, logged, Some(feed.changes()))?;
+                feed.fed(lsn, &stamped.event, stamped.at);
+            }
+            None => apply_logged(state, currencies, logged, None)?,
+        }
+        Ok(())
     }
 
     /// Writes a snapshot at the applied LSN if it is past the last one.
@@ -365,6 +416,7 @@ impl Follower {
         if let Some(violation) = checked.violations.first() {
             return Err(RecoveryError::Invariant(violation.clone()));
         }
+        self.history_on_disk()?;
         let file = write_and_prune(
             &self.settings.data_dir,
             self.applied_lsn,
@@ -379,15 +431,17 @@ impl Follower {
     }
 
     /// Replaces the copy that fell behind (`reason`) with the state on
-    /// disk: the last snapshot plus the WAL up to the durable LSN.
+    /// disk: the last snapshot plus the WAL up to the durable LSN, feeding
+    /// the history store what it lacks on the way.
     fn rebuild_from_disk(&mut self, reason: String) -> Result<(), RecoveryError> {
         tracing::warn!(%reason, "checkpointer rebuilds its copy of the state from disk");
-        let rebuilt = rebuild(
+        let rebuilt = rebuild_feeding(
             &self.settings.data_dir,
             &self.settings.currencies,
             ReplayMode::ReadOnly {
                 until_lsn: Some((self.settings.durable_lsn)()),
             },
+            self.feed.as_mut(),
         );
         let rebuilt = match rebuilt {
             Ok(rebuilt) => rebuilt,
@@ -400,6 +454,30 @@ impl Follower {
         self.payouts = rebuilt.payouts;
         self.applied_lsn = rebuilt.report.last_lsn;
         self.publish();
+        Ok(())
+    }
+
+    /// Makes sure the history store holds everything up to the applied LSN
+    /// on disk, so the snapshot about to be written is not ahead of it.
+    fn history_on_disk(&mut self) -> Result<(), RecoveryError> {
+        let Some(feed) = &mut self.feed else {
+            return Ok(());
+        };
+        let held_back = |reason: String| {
+            let reason = format!(
+                "snapshot at LSN {} held back: {reason}; the log is kept (it grows) until \
+                 the history store holds it, at the latest after a restart",
+                self.applied_lsn
+            );
+            tracing::error!("{reason}");
+            RecoveryError::History(reason)
+        };
+        let on_disk = feed.persist().map_err(held_back)?;
+        if on_disk < self.applied_lsn {
+            return Err(held_back(format!(
+                "the history store holds LSN {on_disk} only"
+            )));
+        }
         Ok(())
     }
 
@@ -437,7 +515,6 @@ fn write_and_prune(
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::domain::event::Stamped;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
     use crate::storage::wal::{WalConfig, WalHandle};
@@ -481,7 +558,7 @@ mod tests {
     }
 
     fn follower(dir: &Path) -> Follower {
-        Follower::new(settings(dir), empty_start())
+        Follower::new(settings(dir), empty_start(), None)
     }
 
     /// The progress once `done` holds; fails the test after 10 s.
@@ -508,7 +585,8 @@ mod tests {
             clock: clock.shared(),
             ..settings(tmp.path())
         };
-        let (mut checkpointer, follow) = Checkpointer::start(settings, empty_start()).unwrap();
+        let (mut checkpointer, follow) =
+            Checkpointer::start(settings, empty_start(), None).unwrap();
         let mut progress = checkpointer.progress();
         let events = deposits(5);
         let batch = |lsns: std::ops::RangeInclusive<u64>| Committed {

@@ -19,12 +19,15 @@
 //!   (`burnledger inspect` and `verify`).
 //! - `history/` — the history store: withdrawals, entries, transactions
 //!   and payouts on disk (fjall), ingested off the log, paged by cursors.
+//! - `feed/` — what feeds it: logged events turned into history rows, and
+//!   the history writer thread that ingests them.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
 //!   ([`crate::clock`]).
 
 pub mod checkpoint;
 pub mod data_dir;
 mod deadline;
+pub mod feed;
 pub mod history;
 pub mod inspect;
 pub mod journal;

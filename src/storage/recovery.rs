@@ -9,7 +9,15 @@
 //! checked: a state that breaks one is an error, never a ledger that opens.
 //! When a ledger opens, the report of what recovery did is logged
 //! ([`RecoveryReport::log`]): a warning for any cut tail or skipped
-//! snapshot.
+//! snapshot, or history the store lacks and the log no longer holds.
+//!
+//! [`rebuild_feeding`] also feeds the history store (see
+//! [`crate::storage::feed`]) every event after what it holds, derived from
+//! the state as the replay rebuilds it. The store holds at least what the
+//! newest snapshot does, unless it was lost or deleted: then the rebuild
+//! starts from the newest snapshot the store is not behind and the log can
+//! still replay from (or, failing that, the oldest the log can), so that as
+//! much history as the log still has is re-derived.
 
 use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
@@ -22,9 +30,10 @@ use crate::domain::audit::audit_and;
 use crate::domain::event::Event;
 use crate::domain::ids::AccountId;
 use crate::domain::money::{Currencies, Currency};
-use crate::domain::payouts::{apply_payout_event, PayoutRecord, PayoutRecordItem};
+use crate::domain::payouts::{PayoutRecord, PayoutRecordItem};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::WithdrawalStatus;
+use crate::storage::feed::{apply_logged, Feeder};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, ReplayError, ReplayMode};
 
@@ -56,6 +65,9 @@ pub struct RecoveryReport {
     pub truncated_at: u64,
     pub accounts: usize,
     pub elapsed: Duration,
+    /// LSNs (first, last) the history store lacked and the log no longer
+    /// holds: that history is lost.
+    pub history_lost: Option<(u64, u64)>,
 }
 
 impl RecoveryReport {
@@ -63,6 +75,16 @@ impl RecoveryReport {
     /// for every snapshot skipped as damaged and for a cut WAL tail (what
     /// was lost, where), then an info summary. Called when a ledger opens.
     pub fn log(&self) {
+        if let Some((first, last)) = self.history_lost {
+            tracing::warn!(
+                first_lsn = first,
+                last_lsn = last,
+                "the history store lacks LSNs {first}..={last} and the log no longer holds \
+                 them: the withdrawals, entries, transactions and payouts those events made \
+                 are missing from the history (balances and the ledger's state are not \
+                 affected); the store is rebuilt from what the log still has"
+            );
+        }
         for (path, reason) in &self.damaged_snapshots {
             tracing::warn!(
                 snapshot = %path.display(),
@@ -112,6 +134,9 @@ pub enum RecoveryError {
     Apply { lsn: u64, reason: String },
     #[error("recovered state breaks an invariant: {0}")]
     Invariant(String),
+    /// A snapshot was held back: the history store does not hold its LSN.
+    #[error("{0}")]
+    History(String),
 }
 
 /// Account states and payout records rebuilt from disk, and how.
@@ -136,29 +161,46 @@ pub fn rebuild(
     currencies: &Currencies,
     mode: ReplayMode,
 ) -> Result<Recovered, RecoveryError> {
+    rebuild_feeding(data_dir, currencies, mode, None)
+}
+
+/// [`rebuild`], feeding `feed` the history of every event after what it
+/// holds ([`Feeder::fed_lsn`]).
+pub fn rebuild_feeding(
+    data_dir: &Path,
+    currencies: &Currencies,
+    mode: ReplayMode,
+    mut feed: Option<&mut Feeder>,
+) -> Result<Recovered, RecoveryError> {
+    let history_at = feed.as_ref().map(|feed| feed.fed_lsn());
+    match rebuild_from(data_dir, currencies, mode, feed.as_deref_mut(), history_at)? {
+        Some(recovered) => Ok(recovered),
+        // The log does not reach the newest snapshot from the older start
+        // the store wanted: start from the newest, as without a store.
+        None => rebuild_from(data_dir, currencies, mode, feed, None)?
+            .ok_or_else(|| RecoveryError::Invariant("the rebuild has no start".into())),
+    }
+}
+
+/// A rebuild starting from the newest snapshot, or, with `history_at`
+/// (the LSN the history store holds), from one it is not behind (see the
+/// module docs); `None` when the log ends before the newest snapshot from
+/// there.
+fn rebuild_from(
+    data_dir: &Path,
+    currencies: &Currencies,
+    mode: ReplayMode,
+    mut feed: Option<&mut Feeder>,
+    history_at: Option<u64>,
+) -> Result<Option<Recovered>, RecoveryError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
-    let mut accounts = Rebuilding::default();
-    let mut from_lsn = 0;
-    let mut payouts = BTreeMap::new();
-    for candidate in snapshot::list(&snapshot_dir(data_dir))? {
-        match snapshot::read_full(&candidate.path) {
-            Ok(contents) => {
-                accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
-                payouts = contents
-                    .payouts
-                    .into_iter()
-                    .map(|p| (p.payout_id, p))
-                    .collect();
-                from_lsn = contents.lsn;
-                report.snapshot = Some(candidate);
-                break;
-            }
-            Err(snapshot::SnapshotError::Damaged { path, reason }) => {
-                report.damaged_snapshots.push((path, reason));
-            }
-            Err(other) => return Err(other.into()),
-        }
+    let begin = begin(data_dir, history_at, &mut report)?;
+    let (mut accounts, mut payouts, from_lsn) = (begin.accounts, begin.payouts, begin.lsn);
+    let must_reach = begin.must_reach;
+    if let Some(feed) = feed.as_deref_mut().filter(|feed| feed.fed_lsn() < from_lsn) {
+        report.history_lost = Some((feed.fed_lsn() + 1, from_lsn));
+        feed.skip_to(from_lsn);
     }
     let mut newest_event_at = UnixMs::UNKNOWN;
     // Records come decoded from the log's reader thread, in chunks.
@@ -173,9 +215,14 @@ pub fn rebuild(
             for entry in group {
                 let lsn = entry.lsn;
                 newest_event_at = newest_event_at.max(entry.at);
-                apply_event(&mut accounts, currencies, &entry.event, entry.at)
-                    .and_then(|()| apply_payout_event(&mut payouts, &entry.event, entry.at))
-                    .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
+                let state = (&mut accounts, &mut payouts);
+                let logged = (lsn, &entry.event, entry.at);
+                match feed.as_deref_mut().filter(|feed| lsn > feed.fed_lsn()) {
+                    Some(feed) => apply_logged(state, currencies, logged, Some(feed.changes()))
+                        .map(|()| feed.fed(lsn, &entry.event, entry.at)),
+                    None => apply_logged(state, currencies, logged, None),
+                }
+                .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
             }
         }
         Ok(())
@@ -184,6 +231,12 @@ pub fn rebuild(
         ReplayError::Wal(error) => RecoveryError::Wal(error),
         ReplayError::Apply { error, .. } => error,
     })?;
+    if let Some(feed) = feed {
+        feed.flush();
+    }
+    if must_reach > replayed.last_lsn.max(from_lsn) {
+        return Ok(None);
+    }
     report.records_replayed = replayed.records;
     report.newest_event_at = newest_event_at;
     report.last_lsn = replayed.last_lsn.max(from_lsn);
@@ -207,11 +260,99 @@ pub fn rebuild(
     if mode == ReplayMode::Recover {
         report.log();
     }
-    Ok(Recovered {
+    Ok(Some(Recovered {
         accounts: handed_over,
         payouts,
         report,
-    })
+    }))
+}
+
+/// Where a rebuild starts: a snapshot's contents, or nothing (LSN 0).
+struct Begin {
+    accounts: Rebuilding,
+    payouts: BTreeMap<u64, PayoutRecord>,
+    lsn: u64,
+    /// An older start than the newest snapshot was chosen for the history
+    /// store: the rebuilt state must reach the newest snapshot's LSN.
+    must_reach: u64,
+}
+
+/// Reads the first of the starts [`starts`] lists that reads back; the
+/// damaged ones are noted in `report`.
+fn begin(
+    data_dir: &Path,
+    history_at: Option<u64>,
+    report: &mut RecoveryReport,
+) -> Result<Begin, RecoveryError> {
+    let snapshots = snapshot::list(&snapshot_dir(data_dir))?;
+    let newest_lsn = snapshots.first().map_or(0, |s| s.lsn);
+    let mut begin = Begin {
+        accounts: Rebuilding::default(),
+        payouts: BTreeMap::new(),
+        lsn: 0,
+        must_reach: if history_at.is_some_and(|at| at < newest_lsn) {
+            newest_lsn
+        } else {
+            0
+        },
+    };
+    for candidate in starts(data_dir, snapshots, history_at)? {
+        let Some(candidate) = candidate else {
+            return Ok(begin);
+        };
+        match snapshot::read_full(&candidate.path) {
+            Ok(contents) => {
+                begin.accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+                begin.payouts = contents
+                    .payouts
+                    .into_iter()
+                    .map(|p| (p.payout_id, p))
+                    .collect();
+                begin.lsn = contents.lsn;
+                report.snapshot = Some(candidate);
+                return Ok(begin);
+            }
+            Err(snapshot::SnapshotError::Damaged { path, reason }) => {
+                if !report.damaged_snapshots.iter().any(|(p, _)| *p == path) {
+                    report.damaged_snapshots.push((path, reason));
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(begin)
+}
+
+/// The starts a rebuild tries in turn (`None`: from nothing). Without a
+/// history store, or one not behind the newest snapshot: the snapshots
+/// newest first. With a store behind it (at `history_at`): first the
+/// snapshots it is not behind, newest first, then nothing, then those it
+/// is behind, oldest first (each only if the log still replays from it),
+/// then the rest as without a store.
+fn starts(
+    data_dir: &Path,
+    snapshots: Vec<SnapshotFile>,
+    history_at: Option<u64>,
+) -> Result<Vec<Option<SnapshotFile>>, RecoveryError> {
+    let newest_lsn = snapshots.first().map_or(0, |s| s.lsn);
+    let behind = history_at.filter(|&at| at < newest_lsn);
+    let mut order: Vec<Option<SnapshotFile>> = Vec::with_capacity(snapshots.len() * 2 + 1);
+    if let Some(at) = behind {
+        let log_from = wal::first_lsn(data_dir)?.unwrap_or(u64::MAX);
+        let replayable = |lsn: u64| log_from <= lsn.saturating_add(1);
+        let (not_behind, ahead): (Vec<_>, Vec<_>) = snapshots
+            .iter()
+            .filter(|s| replayable(s.lsn))
+            .partition(|s| s.lsn <= at);
+        order.extend(not_behind.into_iter().cloned().map(Some));
+        if replayable(0) {
+            order.push(None);
+        }
+        order.extend(ahead.into_iter().rev().cloned().map(Some));
+    }
+    order.extend(snapshots.into_iter().map(Some));
+    order.push(None);
+    Ok(order)
 }
 
 /// Makes sure every payout with items still processing in `account` has a

@@ -34,4 +34,8 @@ pub enum HistoryError {
     /// or its storage failed) before the store reached `lsn`.
     #[error("history store: its follower stopped before LSN {lsn}")]
     FollowerStopped { lsn: u64 },
+
+    /// The ledger shut down and closed its history store.
+    #[error("history store: closed (the ledger shut down)")]
+    Closed,
 }

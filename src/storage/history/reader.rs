@@ -1,9 +1,12 @@
 //! [`HistoryReader`]: what the ledger's history reads hold — the store, and
 //! how far it has ingested the log, so a read can first wait for the
-//! batches acknowledged before it (read-your-writes).
+//! batches acknowledged before it (read-your-writes). The ledger's shutdown
+//! closes the store (so the folder can be opened again while handles
+//! linger); reads after that answer [`HistoryError::Closed`].
 
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 use super::error::HistoryError;
@@ -12,18 +15,29 @@ use super::HistoryStore;
 /// The store and the follower's progress. Cheap to clone.
 #[derive(Clone)]
 pub struct HistoryReader {
-    store: Arc<HistoryStore>,
+    /// `None` once closed.
+    store: Arc<RwLock<Option<Arc<HistoryStore>>>>,
     /// The LSN the store has ingested up to, published by its follower.
     applied: watch::Receiver<u64>,
 }
 
 impl HistoryReader {
     pub fn new(store: Arc<HistoryStore>, applied: watch::Receiver<u64>) -> Self {
-        Self { store, applied }
+        Self {
+            store: Arc::new(RwLock::new(Some(store))),
+            applied,
+        }
     }
 
-    pub fn store(&self) -> &HistoryStore {
-        &self.store
+    /// The store, unless the ledger shut down.
+    pub fn store(&self) -> Result<Arc<HistoryStore>, HistoryError> {
+        self.store.read().clone().ok_or(HistoryError::Closed)
+    }
+
+    /// Lets go of the store for every clone of this reader: it closes once
+    /// the reads in progress end.
+    pub fn close(&self) {
+        self.store.write().take();
     }
 
     /// The LSN the store has ingested up to.

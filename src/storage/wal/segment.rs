@@ -71,6 +71,12 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<Segment>, WalError> {
 }
 
 /// Makes a file's creation or removal in `dir` survive a crash.
+/// The first LSN the log in `dir` holds (its oldest segment's), `None`
+/// when it has no segment.
+pub fn first_lsn(dir: &Path) -> Result<Option<u64>, WalError> {
+    Ok(list(dir)?.first().map(|segment| segment.first_lsn))
+}
+
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
         .and_then(|folder| folder.sync_all())
