@@ -11,6 +11,8 @@
 //! `history_unavailable`. Store reads are short and bounded (a page is at
 //! most 1,000 rows) and run on the caller's task.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 
 use crate::domain::history::{
@@ -26,7 +28,7 @@ use crate::engine::messages::GetPayouts;
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
 use crate::storage::history::{
-    self as store, EntryRow, HistoryError, HistoryReader, PayoutRow, TransactionKind,
+    self as store, EntryRow, HistoryError, HistoryReader, HistoryStore, PayoutRow, TransactionKind,
     TransactionRecord, TransactionRow, WithdrawalRow, PAGE_LIMIT_MAX,
 };
 
@@ -43,7 +45,7 @@ impl Ledger {
         check_limit(query.limit)?;
         check_time_range(query.created_from, query.created_to)?;
         let history = self.history_at(lsn).await?;
-        let found = history.store().withdrawals(&store::WithdrawalQuery {
+        let found = history.withdrawals(&store::WithdrawalQuery {
             account: query.account,
             currency,
             statuses: query.status,
@@ -71,7 +73,7 @@ impl Ledger {
         let currency = self.currency_filter(currency)?;
         check_limit(limit)?;
         let history = self.history_at(lsn).await?;
-        let found = history.store().entries(account, currency, after, limit);
+        let found = history.entries(account, currency, after, limit);
         self.page_of(found.map_err(history_error)?, |row| self.entry_of(row))
     }
 
@@ -84,7 +86,7 @@ impl Ledger {
     ) -> Result<Transaction, LedgerError> {
         let lsn = self.acknowledged_lsn()?;
         let history = self.history_at(lsn).await?;
-        let found = history.store().transaction(transaction_id);
+        let found = history.transaction(transaction_id);
         match found.map_err(history_error)? {
             Some(TransactionRecord::Withdrawal(row)) => {
                 Ok(Transaction::Withdrawal(self.withdrawal_of(&row)?))
@@ -105,7 +107,7 @@ impl Ledger {
     ) -> Result<Vec<Balance>, LedgerError> {
         let lsn = self.acknowledged_lsn()?;
         let history = self.history_at(lsn).await?;
-        let found = history.store().balances_at(account, at.as_millis());
+        let found = history.balances_at(account, at.as_millis());
         let rows = found.map_err(history_error)?;
         rows.iter()
             .map(|b| self.balance_of(b.currency, b.available, b.locked))
@@ -124,7 +126,7 @@ impl Ledger {
         let currency = self.currency_filter(query.currency)?;
         check_limit(query.limit)?;
         let history = self.history_at(lsn).await?;
-        let found = history.store().payouts(&store::PayoutQuery {
+        let found = history.payouts(&store::PayoutQuery {
             state: query.state,
             currency,
             after: query.after,
@@ -152,8 +154,8 @@ impl Ledger {
     }
 
     /// The history store once it has ingested the log up to `lsn`.
-    async fn history_at(&self, lsn: u64) -> Result<&HistoryReader, LedgerError> {
-        let history =
+    async fn history_at(&self, lsn: u64) -> Result<Arc<HistoryStore>, LedgerError> {
+        let history: &HistoryReader =
             self.engine()
                 .history
                 .as_ref()
@@ -161,7 +163,7 @@ impl Ledger {
                     reason: "this ledger has no data folder, so it keeps no history".into(),
                 })?;
         history.caught_up(lsn).await.map_err(history_error)?;
-        Ok(history)
+        history.store().map_err(history_error)
     }
 
     /// A configured currency's code, when a filter names one.
@@ -386,6 +388,8 @@ fn history_error(error: HistoryError) -> LedgerError {
             from: UnixMs::from_millis(from),
             to: UnixMs::from_millis(to),
         },
+        // The ledger shut down while the read waited.
+        HistoryError::Closed => LedgerError::ShuttingDown,
         other => {
             tracing::warn!(error = %other, "a history read failed");
             LedgerError::HistoryUnavailable {
