@@ -299,13 +299,13 @@ async fn every_filter_lists_exactly_what_it_names() {
         ),
         (
             WithdrawalQuery {
-                account: Some(3),
+                account: Some(2),
                 currency: Some("EUR"),
                 status: &[StatusKind::Pending],
                 ..WithdrawalQuery::default()
             },
             Box::new(move |w| {
-                w.account == 3 && w.currency != usd && w.status.kind() == StatusKind::Pending
+                w.account == 2 && w.currency != usd && w.status.kind() == StatusKind::Pending
             }),
         ),
         (
