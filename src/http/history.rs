@@ -26,8 +26,7 @@ use crate::domain::withdrawal::StatusKind;
 use crate::http::csv::{self, CsvRow};
 use crate::http::error::ApiError;
 use crate::http::json::{
-    BalanceJson, BalancesAtJson, BalancesJson, EntryPageJson, PayoutPageJson, TransactionJson,
-    WithdrawalPageJson,
+    BalanceJson, BalancesJson, EntryPageJson, PayoutPageJson, TransactionJson, WithdrawalPageJson,
 };
 use crate::http::openapi::{ListErrors, ReadOneErrors};
 use crate::ledger::Ledger;
@@ -209,7 +208,7 @@ pub(crate) async fn get_transaction(ledger: web::Data<Ledger>, path: web::Path<S
 #[utoipa::path(get, path = "/v1/accounts/{account}/balances",
     params(("account" = u64, Path, description = "An unsigned 64-bit account id"), BalancesParams),
     responses((status = 200, description = "The live balances; with at, the balances as of \
-        that time (BalancesAt)", body = BalancesJson), ListErrors),
+        that time, with at", body = BalancesJson), ListErrors),
     security(("api_token" = [])))]
 pub(crate) async fn balances(
     ledger: web::Data<Ledger>,
@@ -217,19 +216,16 @@ pub(crate) async fn balances(
     params: web::Query<BalancesParams>,
 ) -> Answer {
     let account = path.into_inner();
-    let (at, balances) = match time(params.at.as_deref())? {
-        Some(at) => (Some(at), ledger.balances_at(account, at).await?),
-        None => (None, ledger.balances(account).await?),
+    let at = time(params.at.as_deref())?;
+    let balances = match at {
+        Some(at) => ledger.balances_at(account, at).await?,
+        None => ledger.balances(account).await?,
     };
-    let balances = balances.iter().map(BalanceJson::from).collect();
-    Ok(match at {
-        Some(at) => HttpResponse::Ok().json(BalancesAtJson {
-            account,
-            at: at.rfc3339(),
-            balances,
-        }),
-        None => HttpResponse::Ok().json(BalancesJson { account, balances }),
-    })
+    Ok(HttpResponse::Ok().json(BalancesJson {
+        account,
+        at: at.map(UnixMs::rfc3339),
+        balances: balances.iter().map(BalanceJson::from).collect(),
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/payouts",

@@ -233,9 +233,16 @@ pub struct HealthJson {
     pub status: &'static str,
 }
 
+/// An account's balances: the live ones, or with `?at=<time>` those as of
+/// that time (each currency it had touched by then), with `at` (RFC 3339,
+/// UTC).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalancesJson {
     pub account: AccountId,
+    /// The time asked about; absent for the live balances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
     pub balances: Vec<BalanceJson>,
 }
 
@@ -423,17 +430,6 @@ impl From<&Transaction> for TransactionJson {
             },
         }
     }
-}
-
-/// `GET /v1/accounts/{account}/balances?at=<time>`: the balances as of
-/// `at` (each currency the account had touched by then).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BalancesAtJson {
-    pub account: AccountId,
-    /// The time asked about, in UTC (RFC 3339).
-    #[schema(format = DateTime)]
-    pub at: String,
-    pub balances: Vec<BalanceJson>,
 }
 
 #[cfg(test)]

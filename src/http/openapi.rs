@@ -18,7 +18,6 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::http::error::ErrorJson;
-use crate::http::json::BalancesAtJson;
 use crate::http::{history, routes};
 
 /// The whole document.
@@ -56,7 +55,7 @@ use crate::http::{history, routes};
         routes::metrics_page,
         routes::openapi_json,
     ),
-    components(schemas(ErrorJson, BalancesAtJson)),
+    components(schemas(ErrorJson)),
     modifiers(&Security),
 )]
 pub struct ApiDoc;

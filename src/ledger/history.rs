@@ -116,7 +116,9 @@ impl Ledger {
 
     /// A page of payouts by id (see [`PayoutQuery`]). Each is shown as the
     /// payout actor holds it (attempts, errors, item outcomes); a payout it
-    /// no longer holds is shown as the history keeps it, without those.
+    /// no longer holds is shown as the history keeps it, without those. A
+    /// ledger that makes no payouts (now) lists none, as [`Ledger::payout`]
+    /// finds none there, history store or not.
     #[tracing::instrument(level = "debug", name = "ledger.payouts_page", skip_all)]
     pub async fn payouts_page(
         &self,
@@ -125,6 +127,12 @@ impl Ledger {
         let lsn = self.acknowledged_lsn()?;
         let currency = self.currency_filter(query.currency)?;
         check_limit(query.limit)?;
+        if self.engine().payouts.is_none() {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
         let history = self.history_at(lsn).await?;
         let found = history.payouts(&store::PayoutQuery {
             state: query.state,
