@@ -28,8 +28,15 @@
 //!    `unknown_currency`, `invalid_amount` (not positive, too many
 //!    decimals, above the currency's maximum), `reason_too_long`. Also of
 //!    this kind: `invalid_transaction_id` (reading an id from text, before
-//!    anything is asked) and `payouts_disabled` (a payout call on a ledger
-//!    that makes none).
+//!    anything is asked), `invalid_time` (reading a time from text), and
+//!    for the history reads (`ledger/history.rs`), after
+//!    `unknown_currency`: `invalid_time_range`, `invalid_limit`; then
+//!    `payouts_disabled` (a payout call on a ledger that makes none).
+//!    Then `history_unavailable` (of the operating kind): a history read
+//!    on a ledger without a history store (no data folder), or whose store
+//!    failed or stopped being fed; judged after the request's own checks
+//!    and before the store reads the cursor, so `invalid_cursor` (a cursor
+//!    the store did not make for that listing) comes after it.
 //! 3. `overloaded`: `Ledger::admit`, once the input passed, before a shard
 //!    sees the operation.
 //! 4. `poisoned`: the account actor refuses before it runs a command
@@ -38,7 +45,8 @@
 //!    `check_resolvable` (`unknown_payout`, `not_in_payout`,
 //!    `payout_item_settled`), then the account's rules
 //!    (`domain/account/rules.rs`, `transfers.rs`), in this order:
-//!    `unknown_withdrawal`, `idempotency_conflict`,
+//!    `unknown_withdrawal` (or, for a history look-up by id,
+//!    `unknown_transaction`), `idempotency_conflict`,
 //!    `idempotency_in_progress`, `payout_in_flight` (who may settle),
 //!    `invalid_transition` (the state machine),
 //!    `too_many_pending_withdrawals`, `insufficient_funds`, and last the
@@ -54,6 +62,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
+use crate::domain::time::{TimeTextError, UnixMs};
 use crate::domain::withdrawal::{StatusKind, TransitionAction};
 
 /// Why an operation was refused; variants in order of precedence (see the
@@ -102,11 +111,36 @@ pub enum LedgerError {
     #[error("transaction id {input:?} is not 32 hex digits")]
     InvalidTransactionId { input: String },
 
+    /// Text that should be an RFC 3339 time is not one
+    /// ([`UnixMs::parse_rfc3339`] says what it takes).
+    #[error("{0}")]
+    InvalidTime(TimeTextError),
+
+    /// A history listing's `created_from` is after its `created_to`.
+    #[error("created_from ({from}) is after created_to ({to})")]
+    InvalidTimeRange { from: UnixMs, to: UnixMs },
+
+    /// A page size outside 1..=`max`.
+    #[error("limit must be 1 to {max}, got {limit}")]
+    InvalidLimit { limit: usize, max: usize },
+
     /// A payout call on a ledger that makes no payouts (no payment service,
     /// or payout mode `external`): its host reports each withdrawal's
     /// outcome with `complete_withdrawal`.
     #[error("this ledger makes no payouts (no payment service, or payout mode external): report outcomes with complete_withdrawal")]
     PayoutsDisabled,
+
+    /// A history read (listings, entries, transactions, balances as of a
+    /// time, paged payouts) on a ledger that has no history store — one
+    /// without a data folder — or whose store failed or stopped being fed
+    /// (`reason` says which). Not about the request: the ledger cannot
+    /// answer it.
+    #[error("history unavailable: {reason}")]
+    HistoryUnavailable { reason: String },
+
+    /// A page cursor that is not the `next` of a page of this listing.
+    #[error("malformed cursor: {reason}; pass the `next` of the page before")]
+    InvalidCursor { reason: String },
 
     // ---- operating conditions checked before the state ----
     /// Too many operations are in flight on one shard; retry after a pause.
@@ -141,6 +175,10 @@ pub enum LedgerError {
 
     #[error("unknown withdrawal {transaction_id}")]
     UnknownWithdrawal { transaction_id: TransactionId },
+
+    /// A history look-up by id found no deposit, transfer or withdrawal.
+    #[error("unknown transaction {transaction_id}")]
+    UnknownTransaction { transaction_id: TransactionId },
 
     /// The same idempotency key was used before with other parameters.
     #[error("idempotency key {key:?} was already used with different parameters")]
@@ -234,13 +272,19 @@ impl LedgerError {
             Self::InvalidAmount { .. } => "invalid_amount",
             Self::ReasonTooLong { .. } => "reason_too_long",
             Self::InvalidTransactionId { .. } => "invalid_transaction_id",
+            Self::InvalidTime(_) => "invalid_time",
+            Self::InvalidTimeRange { .. } => "invalid_time_range",
+            Self::InvalidLimit { .. } => "invalid_limit",
             Self::PayoutsDisabled => "payouts_disabled",
+            Self::HistoryUnavailable { .. } => "history_unavailable",
+            Self::InvalidCursor { .. } => "invalid_cursor",
             Self::Overloaded { .. } => "overloaded",
             Self::Poisoned { .. } => "poisoned",
             Self::UnknownPayout { .. } => "unknown_payout",
             Self::NotInPayout { .. } => "not_in_payout",
             Self::PayoutItemSettled { .. } => "payout_item_settled",
             Self::UnknownWithdrawal { .. } => "unknown_withdrawal",
+            Self::UnknownTransaction { .. } => "unknown_transaction",
             Self::IdempotencyConflict { .. } => "idempotency_conflict",
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
             Self::PayoutInFlight { .. } => "payout_in_flight",
@@ -257,6 +301,7 @@ impl LedgerError {
             Self::ShuttingDown
             | Self::Overloaded { .. }
             | Self::Poisoned { .. }
+            | Self::HistoryUnavailable { .. }
             | Self::Internal { .. } => ErrorKind::Operating,
             Self::InvalidAmount {
                 problem: AmountProblem::BalanceAboveMaximum { .. },
@@ -269,11 +314,16 @@ impl LedgerError {
             | Self::InvalidAmount { .. }
             | Self::ReasonTooLong { .. }
             | Self::InvalidTransactionId { .. }
-            | Self::PayoutsDisabled => ErrorKind::BadRequest,
+            | Self::InvalidTime(_)
+            | Self::InvalidTimeRange { .. }
+            | Self::InvalidLimit { .. }
+            | Self::PayoutsDisabled
+            | Self::InvalidCursor { .. } => ErrorKind::BadRequest,
             Self::UnknownPayout { .. }
             | Self::NotInPayout { .. }
             | Self::PayoutItemSettled { .. }
             | Self::UnknownWithdrawal { .. }
+            | Self::UnknownTransaction { .. }
             | Self::IdempotencyConflict { .. }
             | Self::IdempotencyInProgress { .. }
             | Self::PayoutInFlight { .. }
@@ -331,7 +381,18 @@ mod tests {
                 max: 256,
             },
             LedgerError::InvalidTransactionId { input: "x".into() },
+            LedgerError::InvalidTime(UnixMs::parse_rfc3339("x").unwrap_err()),
+            LedgerError::InvalidTimeRange {
+                from: UnixMs::from_millis(2),
+                to: UnixMs::from_millis(1),
+            },
+            LedgerError::InvalidLimit {
+                limit: 0,
+                max: 1_000,
+            },
             LedgerError::PayoutsDisabled,
+            LedgerError::HistoryUnavailable { reason: "x".into() },
+            LedgerError::InvalidCursor { reason: "x".into() },
             LedgerError::Overloaded { shard: 0, limit: 1 },
             LedgerError::Poisoned { reason: "x".into() },
             LedgerError::UnknownPayout { payout_id: 1 },
@@ -345,6 +406,7 @@ mod tests {
                 outcome: "paid".into(),
             },
             LedgerError::UnknownWithdrawal { transaction_id: tx },
+            LedgerError::UnknownTransaction { transaction_id: tx },
             LedgerError::IdempotencyConflict { key: "k".into() },
             LedgerError::IdempotencyInProgress { key: "k".into() },
             LedgerError::PayoutInFlight {
@@ -394,7 +456,13 @@ mod tests {
             .collect();
         assert_eq!(
             operating,
-            ["shutting_down", "overloaded", "poisoned", "internal"]
+            [
+                "shutting_down",
+                "history_unavailable",
+                "overloaded",
+                "poisoned",
+                "internal"
+            ]
         );
         let ceiling = LedgerError::InvalidAmount {
             amount: Decimal::ONE,
@@ -419,7 +487,11 @@ mod tests {
                 "invalid_amount",
                 "reason_too_long",
                 "invalid_transaction_id",
-                "payouts_disabled"
+                "invalid_time",
+                "invalid_time_range",
+                "invalid_limit",
+                "payouts_disabled",
+                "invalid_cursor"
             ]
         );
     }

@@ -59,8 +59,9 @@
 //! mode `none` on a folder that holds a ledger is refused.
 //!
 //! ## What it is not
-//! Not a database: no queries beyond accounts and withdrawals, no SQL. Not
-//! an archive without a history: a ledger with no data folder forgets a
+//! Not a database: no queries beyond accounts, withdrawals and the history
+//! listings (filters and cursors, no joins), no SQL. Not an archive without
+//! a data folder: a ledger with none has no history store and forgets a
 //! finished withdrawal past its retention. Not
 //! replicated: durability is one machine's disk. One ledger per data
 //! folder: a second open is refused (an OS lock, [`DataDirLock`](storage::data_dir::DataDirLock)).
@@ -74,7 +75,8 @@
 //! ## Layout
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
 //! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
-//!   handle), `config.rs` (configuration and limits with documented
+//!   handle: `mod.rs` the operations, `storage.rs` its data folder,
+//!   `history.rs` the history reads), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
@@ -85,7 +87,8 @@
 //!   `gauges`, `receipts` (what successful operations return), `export`
 //!   (the read-only view of an account that `export_accounts` returns),
 //!   `time` (the milliseconds every logged event is stamped with, RFC 3339
-//!   text).
+//!   text and its parser), `history` (the history reads' queries, pages,
+//!   entries and transactions).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
 //!   its answer), `directory` (a shard's accounts: running actors and
@@ -132,10 +135,13 @@ pub use config::Config;
 pub use domain::audit::Audit;
 pub use domain::export::{AccountBalance, AccountExport};
 pub use domain::gauges::{Gauges, ShardCounts};
+pub use domain::history::{
+    Entry, EntryKind, Order, Page, PayoutQuery, Transaction, WithdrawalQuery,
+};
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
-pub use domain::time::UnixMs;
+pub use domain::time::{TimeTextError, UnixMs};
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
 pub use ledger::{Ledger, OpenError};

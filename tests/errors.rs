@@ -14,7 +14,10 @@ use burnledger::domain::payouts::Resolution;
 use burnledger::error::ErrorKind;
 use burnledger::http::error::status_of;
 use burnledger::http::HttpOptions;
-use burnledger::{Config, IdempotencyKey, Ledger, LedgerError, TransactionId, WithdrawalOutcome};
+use burnledger::{
+    Config, IdempotencyKey, Ledger, LedgerError, TransactionId, UnixMs, WithdrawalOutcome,
+    WithdrawalQuery,
+};
 use serde_json::{json, Value};
 
 use common::in_process::InProcess;
@@ -199,6 +202,99 @@ async fn payout_calls_on_a_ledger_that_makes_none_are_payouts_disabled() {
     unchanged(ledger, tx, before).await;
 }
 
+#[test]
+fn text_that_is_not_an_rfc_3339_time_is_invalid_time() {
+    for text in [
+        "",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01",
+        "tomorrow",
+        "2026-01-01T00:00:00+25:00",
+    ] {
+        let problem = UnixMs::parse_rfc3339(text).unwrap_err();
+        let refused = LedgerError::InvalidTime(problem.clone());
+        assert_refused(
+            &refused,
+            &LedgerError::InvalidTime(problem),
+            "invalid_time",
+            400,
+        );
+        assert!(refused.to_string().contains("RFC 3339"), "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn history_reads_refuse_a_bad_limit_range_currency_or_cursor_by_its_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    ledger.deposit(1, "USD", dec("5"), None).await.unwrap();
+    for limit in [0, 1_001] {
+        let refused = ledger
+            .withdrawals(WithdrawalQuery {
+                limit,
+                ..WithdrawalQuery::default()
+            })
+            .await
+            .unwrap_err();
+        let expected = LedgerError::InvalidLimit { limit, max: 1_000 };
+        assert_refused(&refused, &expected, "invalid_limit", 400);
+    }
+    let (from, to) = (UnixMs::from_millis(20), UnixMs::from_millis(10));
+    let backwards = WithdrawalQuery {
+        created_from: Some(from),
+        created_to: Some(to),
+        ..WithdrawalQuery::default()
+    };
+    let refused = ledger.withdrawals(backwards).await.unwrap_err();
+    let expected = LedgerError::InvalidTimeRange { from, to };
+    assert_refused(&refused, &expected, "invalid_time_range", 400);
+    let refused = ledger.entries(1, Some("XYZ"), None, 10).await.unwrap_err();
+    let expected = LedgerError::UnknownCurrency {
+        currency: "XYZ".into(),
+    };
+    assert_refused(&refused, &expected, "unknown_currency", 400);
+    let refused = ledger.entries(1, None, Some("e12"), 10).await.unwrap_err();
+    assert_eq!(refused.code(), "invalid_cursor", "{refused:?}");
+    assert_eq!(status_of(&refused).as_u16(), 400);
+    assert_eq!(refused.kind(), ErrorKind::BadRequest);
+    let nowhere = TransactionId::new(9, 9);
+    let refused = ledger.transaction(nowhere).await.unwrap_err();
+    assert_eq!(
+        refused,
+        LedgerError::UnknownTransaction {
+            transaction_id: nowhere
+        }
+    );
+    assert_eq!(
+        (refused.code(), status_of(&refused).as_u16()),
+        ("unknown_transaction", 404)
+    );
+    assert_eq!(refused.kind(), ErrorKind::Rejected);
+    assert_eq!(
+        ledger.balance(1, "USD").await.unwrap().available,
+        dec("5.00")
+    );
+    ledger.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ledger_without_a_data_folder_is_history_unavailable() {
+    let ledger = open();
+    let refused = ledger
+        .withdrawals(WithdrawalQuery::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::HistoryUnavailable { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(refused.code(), "history_unavailable");
+    assert_eq!(status_of(&refused).as_u16(), 503);
+    assert_eq!(refused.kind(), ErrorKind::Operating);
+    assert!(!refused.is_retryable());
+    ledger.shutdown().await;
+}
+
 // ---- over HTTP ----
 
 /// `POST path` with a JSON body: the status and the error code.
@@ -285,6 +381,44 @@ async fn shutting_down_answers_before_the_request_is_judged() {
         LedgerError::ShuttingDown
     );
     assert!(LedgerError::ShuttingDown.is_operating());
+}
+
+#[tokio::test]
+async fn history_reads_judge_closed_then_input_then_the_store_then_the_cursor() {
+    let ledger = open();
+    let bad = |after| WithdrawalQuery {
+        currency: Some("XYZ"),
+        limit: 0,
+        after,
+        ..WithdrawalQuery::default()
+    };
+    // The currency before the limit, both before the missing store...
+    assert!(matches!(
+        ledger.withdrawals(bad(None)).await,
+        Err(LedgerError::UnknownCurrency { .. })
+    ));
+    let only_limit = WithdrawalQuery {
+        limit: 0,
+        ..WithdrawalQuery::default()
+    };
+    assert!(matches!(
+        ledger.withdrawals(only_limit).await,
+        Err(LedgerError::InvalidLimit { .. })
+    ));
+    // ...and the missing store before the cursor, which only a store reads.
+    let only_cursor = WithdrawalQuery {
+        after: Some("garbage"),
+        ..WithdrawalQuery::default()
+    };
+    assert!(matches!(
+        ledger.withdrawals(only_cursor).await,
+        Err(LedgerError::HistoryUnavailable { .. })
+    ));
+    ledger.shutdown().await;
+    assert_eq!(
+        ledger.withdrawals(bad(Some("garbage"))).await.unwrap_err(),
+        LedgerError::ShuttingDown
+    );
 }
 
 #[tokio::test]

@@ -500,7 +500,10 @@ fn every_endpoint_and_every_error_over_real_http() {
     assert_eq!(c.balance(2, "USD"), b("40.00", "0.00", "40.00"));
 
     // Payouts: run pays the pending withdrawal through the simulated bank.
-    assert_eq!(c.get("/v1/payouts").body, json!([]));
+    assert_eq!(
+        c.get("/v1/payouts").body,
+        json!({"items": [], "next": null})
+    );
     let to_pay = withdraw(&c, 2, "USD", "15").body["transaction_id"]
         .as_str()
         .unwrap()
@@ -517,7 +520,10 @@ fn every_endpoint_and_every_error_over_real_http() {
     assert_eq!(payout["items"][0]["outcome"], "paid");
     let payout_id = payout["payout_id"].as_u64().unwrap();
     let listed = c.get("/v1/payouts");
-    assert_eq!((listed.status, &listed.body), (200, &json!([payout])));
+    assert_eq!(
+        (listed.status, &listed.body),
+        (200, &json!({"items": [payout], "next": null}))
+    );
     let one = c.get(&format!("/v1/payouts/{payout_id}"));
     assert_eq!((one.status, &one.body), (200, payout));
     let paid = c.get(&format!("/v1/withdrawals/{to_pay}"));
@@ -580,7 +586,10 @@ fn every_endpoint_and_every_error_over_real_http() {
     // External mode: no payouts here; the host reports the outcome.
     c.post_empty("/v1/payouts/run")
         .refused(400, "payouts_disabled");
-    assert_eq!(c.get("/v1/payouts").body, json!([]));
+    assert_eq!(
+        c.get("/v1/payouts").body,
+        json!({"items": [], "next": null})
+    );
     c.get("/v1/payouts/1").refused(404, "unknown_payout");
     let done = c.post(
         &format!("/v1/withdrawals/{tx}/status"),

@@ -359,9 +359,25 @@ fn every_answer_matches_the_document() {
     assert_eq!(metrics.status, 200);
 
     // Every /v1 operation without the token: 401.
-    let v1: [(&str, &str, &str); 11] = [
+    let v1: [(&str, &str, &str); 15] = [
         ("post", "/v1/deposits", "/v1/deposits"),
         ("post", "/v1/withdrawals", "/v1/withdrawals"),
+        ("get", "/v1/withdrawals", "/v1/withdrawals"),
+        (
+            "get",
+            "/v1/accounts/{account}/withdrawals",
+            "/v1/accounts/1/withdrawals",
+        ),
+        (
+            "get",
+            "/v1/accounts/{account}/entries",
+            "/v1/accounts/1/entries",
+        ),
+        (
+            "get",
+            "/v1/transactions/{transaction_id}",
+            "/v1/transactions/x",
+        ),
         (
             "get",
             "/v1/withdrawals/{transaction_id}",
@@ -529,6 +545,62 @@ fn every_answer_matches_the_document() {
     );
     let payout_id = run[0]["payout_id"].as_u64().expect("a payout was made");
     c.check("/v1/payouts", "get", &call("GET", "/v1/payouts", None));
+    c.check(
+        "/v1/payouts",
+        "get",
+        &call("GET", "/v1/payouts?limit=0", None),
+    );
+
+    // The history: listings (JSON; the CSV form is checked in
+    // tests/http_history.rs), entries, transactions, balances as of a time.
+    for (template, path) in [
+        (
+            "/v1/withdrawals",
+            "/v1/withdrawals?status=completed,pending&limit=2",
+        ),
+        ("/v1/withdrawals", "/v1/withdrawals?order=sideways"),
+        (
+            "/v1/accounts/{account}/withdrawals",
+            "/v1/accounts/1/withdrawals",
+        ),
+        (
+            "/v1/accounts/{account}/withdrawals",
+            "/v1/accounts/1/withdrawals?after=zz",
+        ),
+        (
+            "/v1/accounts/{account}/entries",
+            "/v1/accounts/1/entries?limit=3",
+        ),
+        (
+            "/v1/accounts/{account}/entries",
+            "/v1/accounts/1/entries?limit=0",
+        ),
+        (balances, "/v1/accounts/1/balances?at=2030-01-01T00:00:00Z"),
+        (balances, "/v1/accounts/1/balances?at=never"),
+    ] {
+        c.check(template, "get", &call("GET", path, None));
+    }
+    let transaction = "/v1/transactions/{transaction_id}";
+    for path in [
+        format!("/v1/transactions/{tx}"),
+        format!("/v1/transactions/{nowhere}"),
+    ] {
+        c.check(transaction, "get", &call("GET", &path, None));
+    }
+    let deposit_tx = c.check("/v1/deposits", "post", &deposit(4, "1", None));
+    let deposit_tx = deposit_tx["transaction_id"].as_str().unwrap().to_string();
+    c.check(
+        transaction,
+        "get",
+        &call("GET", &format!("/v1/transactions/{deposit_tx}"), None),
+    );
+    let moved = c.check("/v1/transfers", "post", &transfer(4, 2, "1"));
+    let moved = moved["transaction_id"].as_str().unwrap().to_string();
+    c.check(
+        transaction,
+        "get",
+        &call("GET", &format!("/v1/transactions/{moved}"), None),
+    );
     let one_payout = "/v1/payouts/{payout_id}";
     c.check(
         one_payout,
@@ -599,13 +671,16 @@ fn every_answer_matches_the_document() {
     fail_point.fail_syncs(false);
     let every_v1 = |c: &mut Checker| {
         for (method, template, path) in v1 {
-            let body = match template {
-                "/v1/withdrawals/{transaction_id}/status" => Some(r#"{"status": "completed"}"#),
-                RESOLVE => Some(r#"{"resolution": "paid", "note": "n"}"#),
-                "/v1/deposits" | "/v1/withdrawals" => {
+            let body = match (method, template) {
+                ("get", _) => None,
+                (_, "/v1/withdrawals/{transaction_id}/status") => {
+                    Some(r#"{"status": "completed"}"#)
+                }
+                (_, RESOLVE) => Some(r#"{"resolution": "paid", "note": "n"}"#),
+                (_, "/v1/deposits" | "/v1/withdrawals") => {
                     Some(r#"{"account": 1, "currency": "USD", "amount": "1"}"#)
                 }
-                "/v1/transfers" => {
+                (_, "/v1/transfers") => {
                     Some(r#"{"from": 1, "to": 2, "currency": "USD", "amount": "1"}"#)
                 }
                 _ => None,

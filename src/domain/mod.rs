@@ -7,6 +7,7 @@ pub mod audit;
 pub mod event;
 pub mod export;
 pub mod gauges;
+pub mod history;
 pub mod ids;
 pub mod money;
 pub mod payouts;

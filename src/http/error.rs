@@ -3,15 +3,15 @@
 //!
 //! | status | codes |
 //! |---|---|
-//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_input` (a query string or path parameter of the wrong shape, a `status` or `resolution` the route does not know) |
+//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_time` (a time that is not RFC 3339), `invalid_time_range` (`created_from` after `created_to`), `invalid_limit` (a page size outside 1 to 1,000), `invalid_cursor` (an `after` that is not a page's `next`), `invalid_input` (a query string or path parameter of the wrong shape, an unknown query parameter, a `status`, `state`, `order`, `format` or `resolution` the route does not know) |
 //! | 401 | `unauthorized` |
-//! | 404 | `unknown_withdrawal`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
+//! | 404 | `unknown_withdrawal`, `unknown_transaction`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
 //! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled` |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
-//! | 503 | `overloaded`, `poisoned`, `shutting_down` |
+//! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed) |
 //!
 //! A 401, 408 or 413 closes the connection (`Connection: close`): a client
 //! refused before its body was read must not keep the connection.
@@ -137,8 +137,13 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::InvalidAmount { .. }
         | LedgerError::ReasonTooLong { .. }
         | LedgerError::InvalidTransactionId { .. }
+        | LedgerError::InvalidTime(_)
+        | LedgerError::InvalidTimeRange { .. }
+        | LedgerError::InvalidLimit { .. }
+        | LedgerError::InvalidCursor { .. }
         | LedgerError::PayoutsDisabled => StatusCode::BAD_REQUEST,
         LedgerError::UnknownWithdrawal { .. }
+        | LedgerError::UnknownTransaction { .. }
         | LedgerError::UnknownPayout { .. }
         | LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
@@ -151,7 +156,10 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::PayoutItemSettled { .. } => StatusCode::CONFLICT,
         LedgerError::Overloaded { .. }
         | LedgerError::Poisoned { .. }
-        | LedgerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        | LedgerError::ShuttingDown
+        // No history store here (no data folder), or it failed: this
+        // server cannot answer history, whatever the request.
+        | LedgerError::HistoryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         LedgerError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -318,6 +326,27 @@ mod tests {
                 400,
             ),
             (LedgerError::PayoutsDisabled, 400),
+            (
+                LedgerError::InvalidTime(crate::UnixMs::parse_rfc3339("x").unwrap_err()),
+                400,
+            ),
+            (
+                LedgerError::InvalidTimeRange {
+                    from: crate::UnixMs::from_millis(2),
+                    to: crate::UnixMs::from_millis(1),
+                },
+                400,
+            ),
+            (
+                LedgerError::InvalidLimit {
+                    limit: 0,
+                    max: 1_000,
+                },
+                400,
+            ),
+            (LedgerError::InvalidCursor { reason: "x".into() }, 400),
+            (LedgerError::UnknownTransaction { transaction_id: tx }, 404),
+            (LedgerError::HistoryUnavailable { reason: "x".into() }, 503),
             (
                 LedgerError::NotInPayout {
                     payout_id: 3,

@@ -5,10 +5,13 @@
 //! RFC 3339 strings in UTC with milliseconds (`"2026-11-29T20:39:57.123Z"`),
 //! or null where unknown (a withdrawal or payout logged before times were,
 //! on-disk format v4) or not yet (a payout still waiting to settle).
+//! Listings answer a page, `{"items": [...], "next": cursor|null}`
+//! (`WithdrawalPageJson` and the like).
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::history::{Entry, Page, Transaction};
 use crate::domain::ids::AccountId;
 use crate::domain::money::parse_amount_text;
 use crate::domain::payouts::{PayoutItemOutcome, PayoutItemView, PayoutView};
@@ -230,9 +233,16 @@ pub struct HealthJson {
     pub status: &'static str,
 }
 
+/// An account's balances: the live ones, or with `?at=<time>` those as of
+/// that time (each currency it had touched by then), with `at` (RFC 3339,
+/// UTC).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BalancesJson {
     pub account: AccountId,
+    /// The time asked about; absent for the live balances.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
     pub balances: Vec<BalanceJson>,
 }
 
@@ -302,6 +312,122 @@ impl From<&PayoutView> for PayoutJson {
             submitted_at: rfc3339(p.submitted_at),
             settled_at: rfc3339(p.settled_at),
             items: p.items.iter().map(PayoutItemJson::from).collect(),
+        }
+    }
+}
+
+/// Declares the JSON of a page of `$item`s: `{"items": [...], "next":
+/// "<cursor>"|null}` (one named schema per listing in the OpenAPI
+/// document).
+macro_rules! page_json {
+    ($($(#[$doc:meta])* $name:ident of $item:ty;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `after` to get the next page; null when nothing
+            /// follows.
+            pub next: Option<String>,
+        }
+
+        impl $name {
+            pub fn of<'a, S>(page: &'a Page<S>) -> Self
+            where
+                $item: From<&'a S>,
+            {
+                Self {
+                    items: page.items.iter().map(<$item>::from).collect(),
+                    next: page.next.clone(),
+                }
+            }
+        }
+    )*};
+}
+
+page_json! {
+    /// A page of withdrawals.
+    WithdrawalPageJson of WithdrawalJson;
+    /// A page of an account's entries.
+    EntryPageJson of EntryJson;
+    /// A page of payouts.
+    PayoutPageJson of PayoutJson;
+}
+
+/// One balance change of an account: `{transaction_id, account, currency,
+/// seq, kind, amount, available_after, locked_after, at}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EntryJson {
+    pub transaction_id: String,
+    pub account: AccountId,
+    pub currency: String,
+    /// Numbers the account's entries in this currency, oldest first.
+    pub seq: u64,
+    /// `deposit`, `lock`, `burn`, `release`, `return`, `transfer_in` or
+    /// `transfer_out`.
+    pub kind: &'static str,
+    pub amount: String,
+    /// The account's available balance in this currency after it.
+    pub available_after: String,
+    /// The account's locked balance in this currency after it.
+    pub locked_after: String,
+    /// When it happened (RFC 3339); null if logged before times were.
+    #[schema(format = DateTime)]
+    pub at: Option<String>,
+}
+
+impl From<&Entry> for EntryJson {
+    fn from(e: &Entry) -> Self {
+        Self {
+            transaction_id: e.transaction_id.to_string(),
+            account: e.account,
+            currency: e.currency.to_string(),
+            seq: e.seq,
+            kind: e.kind.as_str(),
+            amount: e.amount.to_string(),
+            available_after: e.available_after.to_string(),
+            locked_after: e.locked_after.to_string(),
+            at: rfc3339(e.at),
+        }
+    }
+}
+
+/// `GET /v1/transactions/{transaction_id}`: `{"kind": "withdrawal",
+/// "withdrawal": {...}}` (as `GET /v1/withdrawals/{transaction_id}` shows
+/// it), `{"kind": "deposit", "deposit": {...}, "at": ...}` or `{"kind":
+/// "transfer", "transfer": {...}, "at": ...}` (each as its receipt, and
+/// when it was made: RFC 3339, null if logged before times were).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransactionJson {
+    Withdrawal {
+        withdrawal: WithdrawalJson,
+    },
+    Deposit {
+        deposit: DepositJson,
+        #[schema(format = DateTime)]
+        at: Option<String>,
+    },
+    Transfer {
+        transfer: TransferJson,
+        #[schema(format = DateTime)]
+        at: Option<String>,
+    },
+}
+
+impl From<&Transaction> for TransactionJson {
+    fn from(t: &Transaction) -> Self {
+        match t {
+            Transaction::Withdrawal(w) => Self::Withdrawal {
+                withdrawal: WithdrawalJson::from(w),
+            },
+            Transaction::Deposit { deposit, at } => Self::Deposit {
+                deposit: DepositJson::from(deposit),
+                at: rfc3339(*at),
+            },
+            Transaction::Transfer { transfer, at } => Self::Transfer {
+                transfer: TransferJson::from(transfer),
+                at: rfc3339(*at),
+            },
         }
     }
 }

@@ -32,10 +32,15 @@ pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// The kinds of operation the API serves: the routes' names.
-pub const KINDS: [&str; 11] = [
+/// The kinds of operation the API serves: the routes' names (see
+/// [`kind_of`] for the one route that serves two kinds).
+pub const KINDS: [&str; 15] = [
     "deposit",
     "request_withdrawal",
+    "list_withdrawals",
+    "account_withdrawals",
+    "entries",
+    "get_transaction",
     "get_withdrawal",
     "cancel_withdrawal",
     "withdrawal_status",
@@ -137,6 +142,21 @@ impl Metrics {
     }
 }
 
+/// The kind a request counts as: its route's name, except that a GET on
+/// `/v1/withdrawals` (a resource named for its POST) is `list_withdrawals`.
+fn kind_of(route: Option<&str>, method: &actix_web::http::Method) -> &'static str {
+    let name = match route {
+        Some("request_withdrawal") if method == actix_web::http::Method::GET => "list_withdrawals",
+        Some(name) => name,
+        None => "unmatched",
+    };
+    KINDS
+        .iter()
+        .find(|k| **k == name)
+        .copied()
+        .unwrap_or("unmatched")
+}
+
 /// Middleware over the whole app: counts every `/v1` request by the name
 /// of its route and its result, and times it.
 pub async fn record(
@@ -148,12 +168,8 @@ pub async fn record(
     let counted = req.path().starts_with("/v1");
     let response = next.call(req).await?;
     if let (Some(metrics), true) = (metrics, counted) {
-        let name = response.request().match_name().unwrap_or("unmatched");
-        let kind = KINDS
-            .iter()
-            .find(|k| **k == name)
-            .copied()
-            .unwrap_or("unmatched");
+        let request = response.request();
+        let kind = kind_of(request.match_name(), request.method());
         let result = match response.response().extensions().get::<ErrorCode>() {
             Some(code) => code.0,
             None if response.status().is_success() => "ok",
@@ -318,5 +334,21 @@ mod tests {
         );
         assert!(out.contains("burnledger_operation_duration_seconds_count{kind=\"deposit\"} 3"));
         assert_eq!(metrics.count("deposit", "ok"), 2);
+    }
+
+    #[test]
+    fn a_get_on_the_withdrawals_resource_counts_as_a_listing() {
+        use actix_web::http::Method;
+        assert_eq!(
+            kind_of(Some("request_withdrawal"), &Method::POST),
+            "request_withdrawal"
+        );
+        assert_eq!(
+            kind_of(Some("request_withdrawal"), &Method::GET),
+            "list_withdrawals"
+        );
+        assert_eq!(kind_of(Some("entries"), &Method::GET), "entries");
+        assert_eq!(kind_of(Some("openapi"), &Method::GET), "unmatched");
+        assert_eq!(kind_of(None, &Method::GET), "unmatched");
     }
 }

@@ -10,8 +10,13 @@
 //! | POST /v1/withdrawals/{transaction_id}/status | `{status: "completed"\|"failed"\|"returned", reason?}` | 200 withdrawal |
 //! | POST /v1/transfers | `{from, to, currency, amount, idempotency_key?}` | 201 `{transaction_id, from, to, currency, amount}` |
 //! | GET /v1/accounts/{account}/balances | | 200 `{account, balances: [{currency, available, locked, total}]}` |
+//! | GET /v1/accounts/{account}/balances?at=&lt;RFC 3339&gt; | | 200 `{account, at, balances: [...]}`, as of that time |
+//! | GET /v1/accounts/{account}/withdrawals?status=&currency=&created_from=&created_to=&payout_id=&after=&limit=&order=&format= | | 200 `{items: [withdrawal], next}` (or CSV) |
+//! | GET /v1/withdrawals?status=&currency=&created_from=&created_to=&payout_id=&after=&limit=&order=&format= | | 200 `{items: [withdrawal], next}` (or CSV), every account's |
+//! | GET /v1/accounts/{account}/entries?currency=&after=&limit=&format= | | 200 `{items: [entry], next}` (or CSV) |
+//! | GET /v1/transactions/{transaction_id} | | 200 the deposit, transfer or withdrawal, with `kind` |
 //! | POST /v1/payouts/run | | 200 `[payout]`, the payouts made or retried |
-//! | GET /v1/payouts | | 200 `[payout]`, newest first |
+//! | GET /v1/payouts?state=&currency=&after=&limit=&order= | | 200 `{items: [payout], next}`, newest first |
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
 //! | POST /v1/payouts/{payout_id}/items/{transaction_id}/resolve | `{resolution: "paid"\|"not_paid", note, reason?}` | 200 payout (an operator's logged resolution of an item the payout owns) |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
@@ -53,7 +58,10 @@
 //! connection.
 //!
 //! ## Layout
-//! - `routes.rs` — the route table and handlers.
+//! - `routes.rs` — the route table and the handlers of the operations.
+//! - `history.rs` — the history handlers: listings, entries, transactions,
+//!   balances (live or as of a time), paged payouts; their query strings.
+//! - `csv.rs` — the CSV form of the withdrawal listings and entries.
 //! - `json.rs` — request and response bodies, amount parsing.
 //! - `error.rs` — error codes → statuses, extractor errors.
 //! - `auth.rs` — bearer token (constant-time compare), exposure rule.
@@ -62,7 +70,9 @@
 //! - `openapi.rs` — the OpenAPI 3.1 document (`src/http/openapi.json`).
 
 pub mod auth;
+pub mod csv;
 pub mod error;
+pub mod history;
 pub mod json;
 pub mod limits;
 pub mod metrics;

@@ -18,7 +18,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::http::error::ErrorJson;
-use crate::http::routes;
+use crate::http::{history, routes};
 
 /// The whole document.
 #[derive(OpenApi)]
@@ -42,9 +42,13 @@ use crate::http::routes;
         routes::cancel_withdrawal,
         routes::withdrawal_status,
         routes::transfer,
-        routes::balances,
+        history::balances,
+        history::account_withdrawals,
+        history::list_withdrawals,
+        history::entries,
+        history::get_transaction,
         routes::run_payouts,
-        routes::list_payouts,
+        history::list_payouts,
         routes::get_payout,
         routes::resolve_payout_item,
         routes::healthz,
@@ -115,11 +119,14 @@ fn error_description(status: u16) -> &'static str {
         400 => {
             "Bad input: malformed_request, invalid_amount, unknown_currency, \
                 invalid_idempotency_key, same_account_transfer, reason_too_long, \
-                payouts_disabled (a payout call on a ledger that makes none) or invalid_input \
-                (a query string, path parameter, status or resolution of the wrong shape)"
+                payouts_disabled (a payout call on a ledger that makes none), invalid_time \
+                (not RFC 3339), invalid_time_range (created_from after created_to), \
+                invalid_limit (not 1 to 1000), invalid_cursor (not a page's next) or \
+                invalid_input (a query string, unknown query parameter, path parameter, \
+                status, state, order, format or resolution of the wrong shape)"
         }
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
-        404 => "Not there: unknown_withdrawal, unknown_payout, not_in_payout",
+        404 => "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, not_in_payout",
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
             "Refused by the ledger's state: insufficient_funds, invalid_transition, \
@@ -129,7 +136,10 @@ fn error_description(status: u16) -> &'static str {
         }
         413 => "payload_too_large (the connection closes)",
         500 => "internal",
-        503 => "Unavailable: overloaded, poisoned, shutting_down",
+        503 => {
+            "Unavailable: overloaded, poisoned, shutting_down, history_unavailable (a history \
+                read on a server without a data folder, or whose history store failed)"
+        }
         _ => "An error",
     }
 }
@@ -174,10 +184,8 @@ error_responses! {
     ChangeOneErrors: [401, 404, 409, 500, 503];
     /// A /v1 call on one withdrawal, with a JSON body.
     ChangeOneWithBodyErrors: [400, 401, 404, 408, 409, 413, 500, 503];
-    /// A /v1 read whose path holds an account.
-    ReadAccountErrors: [400, 401, 500, 503];
-    /// A /v1 read of a list.
-    ReadListErrors: [401, 500, 503];
+    /// A /v1 history read with a query string (listings, balances).
+    ListErrors: [400, 401, 500, 503];
     /// A /v1 run of payouts (400 in external mode).
     RunErrors: [400, 401, 500, 503];
     /// `/healthz`.

@@ -10,20 +10,21 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Route};
 
-use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::ids::TransactionId;
 use crate::domain::payouts::Resolution;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
+use crate::http::history;
 use crate::http::json::{
-    parse_amount, AccountAmountRequest, BalanceJson, BalancesJson, DepositJson, DepositRequest,
-    HealthJson, PayoutJson, ResolveRequest, StatusRequest, TransferJson, TransferRequest,
-    WithdrawalJson, WithdrawalRequest,
+    parse_amount, AccountAmountRequest, DepositJson, DepositRequest, HealthJson, PayoutJson,
+    ResolveRequest, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
+    WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
 use crate::http::openapi::{
-    self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadAccountErrors,
-    ReadListErrors, ReadOneErrors, RunErrors, WriteErrors,
+    self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadOneErrors,
+    RunErrors, WriteErrors,
 };
 use crate::ledger::Ledger;
 use crate::LedgerError;
@@ -42,7 +43,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/deposits", "deposit").route(web::post().to(deposit)))
             .service(
                 resource("/withdrawals", "request_withdrawal")
-                    .route(web::post().to(request_withdrawal)),
+                    .route(web::post().to(request_withdrawal))
+                    .route(web::get().to(history::list_withdrawals)),
             )
             .service(
                 resource("/withdrawals/{transaction_id}", "get_withdrawal")
@@ -58,10 +60,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/transfers", "transfer").route(web::post().to(transfer)))
             .service(
-                resource("/accounts/{account}/balances", "balances").route(web::get().to(balances)),
+                resource("/accounts/{account}/balances", "balances")
+                    .route(web::get().to(history::balances)),
+            )
+            .service(
+                resource("/accounts/{account}/withdrawals", "account_withdrawals")
+                    .route(web::get().to(history::account_withdrawals)),
+            )
+            .service(
+                resource("/accounts/{account}/entries", "entries")
+                    .route(web::get().to(history::entries)),
+            )
+            .service(
+                resource("/transactions/{transaction_id}", "get_transaction")
+                    .route(web::get().to(history::get_transaction)),
             )
             .service(resource("/payouts/run", "run_payouts").route(web::post().to(run_payouts)))
-            .service(resource("/payouts", "list_payouts").route(web::get().to(list_payouts)))
+            .service(
+                resource("/payouts", "list_payouts").route(web::get().to(history::list_payouts)),
+            )
             .service(
                 resource("/payouts/{payout_id}", "get_payout").route(web::get().to(get_payout)),
             )
@@ -238,22 +255,6 @@ pub(crate) async fn transfer(
     Ok(json(StatusCode::CREATED, TransferJson::from(&receipt)))
 }
 
-#[utoipa::path(get, path = "/v1/accounts/{account}/balances",
-    params(("account" = u64, Path, description = "An unsigned 64-bit account id")),
-    responses((status = 200, body = BalancesJson), ReadAccountErrors),
-    security(("api_token" = [])))]
-pub(crate) async fn balances(ledger: web::Data<Ledger>, path: web::Path<AccountId>) -> Answer {
-    let account = path.into_inner();
-    let balances = ledger.balances(account).await?;
-    Ok(json(
-        StatusCode::OK,
-        BalancesJson {
-            account,
-            balances: balances.iter().map(BalanceJson::from).collect(),
-        },
-    ))
-}
-
 #[utoipa::path(post, path = "/v1/payouts/run",
     responses((status = 200, description = "The payouts made or retried", body = [PayoutJson]),
         RunErrors),
@@ -261,15 +262,6 @@ pub(crate) async fn balances(ledger: web::Data<Ledger>, path: web::Path<AccountI
 pub(crate) async fn run_payouts(ledger: web::Data<Ledger>) -> Answer {
     let made = ledger.run_payouts_now().await?;
     let body: Vec<PayoutJson> = made.iter().map(PayoutJson::from).collect();
-    Ok(json(StatusCode::OK, body))
-}
-
-#[utoipa::path(get, path = "/v1/payouts",
-    responses((status = 200, description = "Newest first", body = [PayoutJson]), ReadListErrors),
-    security(("api_token" = [])))]
-pub(crate) async fn list_payouts(ledger: web::Data<Ledger>) -> Answer {
-    let all = ledger.payouts().await?;
-    let body: Vec<PayoutJson> = all.iter().map(PayoutJson::from).collect();
     Ok(json(StatusCode::OK, body))
 }
 

@@ -8,7 +8,8 @@
 //! threads, actors, startup and shutdown) lives in `engine/`; this
 //! folder is the API over it: this file the handle and its operations,
 //! `storage.rs` its view of the data folder (snapshots, WAL statistics,
-//! recovery report).
+//! recovery report), `history.rs` its history reads (listings, entries,
+//! transactions, balances as of a time, paged payouts).
 //!
 //! Each call runs in a tracing span named after it (`ledger.deposit`, …):
 //! at level `debug` for the operations and reads, which are the hot path
@@ -42,6 +43,7 @@ use crate::operation::{check_distinct, check_reason, Operation};
 
 pub use crate::engine::startup::OpenError;
 
+mod history;
 mod storage;
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one

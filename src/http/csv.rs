@@ -1,0 +1,223 @@
+//! CSV exports of the listings (`?format=csv` or `Accept: text/csv`): a
+//! header row, then one row per item, fields quoted as RFC 4180 says (a
+//! field holding a comma, a double quote, CR or LF is put in double quotes,
+//! its double quotes doubled), lines ended by CRLF. The columns are the
+//! JSON fields of the same item, in the same order, from the same values
+//! (so the two cannot drift); a missing value is an empty field. The page's
+//! `next` cursor goes in the `Next-Cursor` header (absent on the last page).
+
+use std::borrow::Cow;
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::HttpResponse;
+
+use crate::http::json::{EntryJson, WithdrawalJson};
+
+/// The header that carries a CSV page's `next` cursor.
+pub const NEXT_CURSOR_HEADER: &str = "Next-Cursor";
+
+/// The content type of every CSV answer.
+pub const CSV_CONTENT_TYPE: &str = "text/csv; charset=utf-8";
+
+/// An item that is one CSV row.
+pub trait CsvRow {
+    /// The column names, as the JSON names the fields.
+    const HEADER: &'static [&'static str];
+    /// The row's fields, one per column, unquoted.
+    fn fields(&self) -> Vec<Cow<'_, str>>;
+}
+
+/// The CSV answer for one page: header, rows, and `next` in its header.
+pub fn answer<T: CsvRow>(items: &[T], next: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.insert_header((header::CONTENT_TYPE, CSV_CONTENT_TYPE));
+    // A cursor is lowercase hex behind a letter, always a valid header value.
+    if let Some(value) = next.and_then(|n| HeaderValue::from_str(n).ok()) {
+        response.insert_header((NEXT_CURSOR_HEADER, value));
+    }
+    response.body(document(items))
+}
+
+/// The whole CSV text of `items`.
+pub fn document<T: CsvRow>(items: &[T]) -> String {
+    let mut out = String::new();
+    line(&mut out, T::HEADER.iter().map(|h| Cow::Borrowed(*h)));
+    for item in items {
+        line(&mut out, item.fields().into_iter());
+    }
+    out
+}
+
+fn line<'a>(out: &mut String, fields: impl Iterator<Item = Cow<'a, str>>) {
+    for (i, value) in fields.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&quoted(&value));
+    }
+    out.push_str("\r\n");
+}
+
+/// One field as RFC 4180 writes it.
+pub fn quoted(value: &str) -> Cow<'_, str> {
+    if value.contains([',', '"', '\r', '\n']) {
+        Cow::Owned(format!("\"{}\"", value.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+fn text(value: &Option<String>) -> Cow<'_, str> {
+    Cow::Borrowed(value.as_deref().unwrap_or(""))
+}
+
+impl CsvRow for WithdrawalJson {
+    const HEADER: &'static [&'static str] = &[
+        "transaction_id",
+        "account",
+        "currency",
+        "amount",
+        "status",
+        "payout_id",
+        "reason",
+        "created_at",
+        "updated_at",
+    ];
+
+    fn fields(&self) -> Vec<Cow<'_, str>> {
+        vec![
+            Cow::Borrowed(&self.transaction_id),
+            Cow::Owned(self.account.to_string()),
+            Cow::Borrowed(&self.currency),
+            Cow::Borrowed(&self.amount),
+            Cow::Borrowed(self.status),
+            Cow::Owned(self.payout_id.map(|p| p.to_string()).unwrap_or_default()),
+            text(&self.reason),
+            text(&self.created_at),
+            text(&self.updated_at),
+        ]
+    }
+}
+
+impl CsvRow for EntryJson {
+    const HEADER: &'static [&'static str] = &[
+        "transaction_id",
+        "account",
+        "currency",
+        "seq",
+        "kind",
+        "amount",
+        "available_after",
+        "locked_after",
+        "at",
+    ];
+
+    fn fields(&self) -> Vec<Cow<'_, str>> {
+        vec![
+            Cow::Borrowed(&self.transaction_id),
+            Cow::Owned(self.account.to_string()),
+            Cow::Borrowed(&self.currency),
+            Cow::Owned(self.seq.to_string()),
+            Cow::Borrowed(self.kind),
+            Cow::Borrowed(&self.amount),
+            Cow::Borrowed(&self.available_after),
+            Cow::Borrowed(&self.locked_after),
+            text(&self.at),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn withdrawal(reason: Option<&str>) -> WithdrawalJson {
+        WithdrawalJson {
+            transaction_id: "0000000000000001000000000000000a".into(),
+            account: 1,
+            currency: "USD".into(),
+            amount: "12.50".into(),
+            status: "failed",
+            payout_id: None,
+            reason: reason.map(str::to_string),
+            created_at: Some("2026-01-01T00:00:00.000Z".into()),
+            updated_at: None,
+        }
+    }
+
+    #[test]
+    fn fields_are_quoted_only_when_rfc_4180_needs_it() {
+        assert_eq!(quoted("plain text"), "plain text");
+        assert_eq!(quoted(""), "");
+        assert_eq!(quoted("a,b"), "\"a,b\"");
+        assert_eq!(quoted("say \"no\""), "\"say \"\"no\"\"\"");
+        assert_eq!(quoted("two\nlines"), "\"two\nlines\"");
+        assert_eq!(quoted("cr\r"), "\"cr\r\"");
+    }
+
+    #[test]
+    fn a_page_is_a_header_then_one_row_per_item() {
+        let rows = [
+            withdrawal(None),
+            withdrawal(Some("bank said \"no\", twice\r\nsee log")),
+        ];
+        let text = document(&rows);
+        assert_eq!(
+            text,
+            "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at\r\n\
+             0000000000000001000000000000000a,1,USD,12.50,failed,,,2026-01-01T00:00:00.000Z,\r\n\
+             0000000000000001000000000000000a,1,USD,12.50,failed,,\"bank said \"\"no\"\", twice\r\nsee log\",2026-01-01T00:00:00.000Z,\r\n"
+        );
+        assert_eq!(
+            document::<WithdrawalJson>(&[]),
+            format!("{}\r\n", WithdrawalJson::HEADER.join(","))
+        );
+    }
+
+    #[test]
+    fn the_columns_are_the_json_fields() {
+        let mut full = withdrawal(Some("r"));
+        full.payout_id = Some(3);
+        full.updated_at = Some("2026-01-01T00:00:01.000Z".into());
+        let json = serde_json::to_value(&full).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut header = WithdrawalJson::HEADER.to_vec();
+        fields.sort_unstable();
+        header.sort_unstable();
+        assert_eq!(fields, header);
+        let values: Vec<String> = WithdrawalJson::HEADER
+            .iter()
+            .map(|h| match &json[*h] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let row: Vec<String> = full.fields().into_iter().map(|f| f.into_owned()).collect();
+        assert_eq!(row, values);
+    }
+
+    #[test]
+    fn every_row_has_one_field_per_column() {
+        assert_eq!(
+            withdrawal(None).fields().len(),
+            WithdrawalJson::HEADER.len()
+        );
+        let entry = EntryJson {
+            transaction_id: "t".into(),
+            account: 2,
+            currency: "USD".into(),
+            seq: 3,
+            kind: "lock",
+            amount: "1.00".into(),
+            available_after: "0.00".into(),
+            locked_after: "1.00".into(),
+            at: None,
+        };
+        assert_eq!(entry.fields().len(), EntryJson::HEADER.len());
+    }
+}
