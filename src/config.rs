@@ -98,6 +98,15 @@ pub struct Config {
     /// every withdrawal in memory until its data folder's history store is
     /// attached; a memory-only one keeps them for the retention above).
     pub withdrawal_history: Option<SharedWithdrawalHistory>,
+    /// Whether a durable ledger keeps a history store in its data folder
+    /// (`<data_dir>/history/`), fed from the log: the withdrawal listings,
+    /// account entries, transactions by id and balances at a time read it,
+    /// and finished withdrawals leave memory once it holds them. Without
+    /// it those reads answer `history_unavailable` and a durable ledger
+    /// keeps every withdrawal in memory. Today the store costs most of the
+    /// fsync withdrawal throughput (README, *Performance*). Turning it off
+    /// and on again rebuilds what the log still holds. Default: `true`.
+    pub history: bool,
 }
 
 /// A [`WithdrawalHistory`] shared by the ledger and whoever feeds it.
@@ -220,6 +229,7 @@ impl Default for Config {
             clock: SharedClock::system(),
             finished_withdrawal_retention_ms: FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT,
             withdrawal_history: None,
+            history: true,
         }
     }
 }

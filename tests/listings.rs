@@ -903,3 +903,28 @@ async fn a_ledger_without_a_data_folder_answers_history_unavailable_after_judgin
         LedgerError::ShuttingDown
     );
 }
+
+#[tokio::test]
+async fn a_durable_ledger_with_its_history_turned_off_keeps_none_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = Config {
+        history: false,
+        ..config(dir.path())
+    };
+    let ledger = Ledger::open(off).unwrap();
+    ledger.deposit(1, "USD", dec("5"), None).await.unwrap();
+    let e = ledger
+        .withdrawals(WithdrawalQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "history_unavailable");
+    assert!(e.to_string().contains("history turned off"), "{e}");
+    assert!(!dir.path().join("history").exists());
+    ledger.shutdown().await;
+
+    // Turned on again, the store is built from what the log holds.
+    let ledger = Ledger::open(config(dir.path())).unwrap();
+    let entries = ledger.entries(1, None, None, 10).await.unwrap();
+    assert_eq!(entries.items.len(), 1);
+    ledger.shutdown().await;
+}

@@ -38,9 +38,9 @@ use crate::error::LedgerError;
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
 use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
-use crate::storage::recall::StoreHistory;
 use crate::storage::history::{HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
+use crate::storage::recall::StoreHistory;
 use crate::storage::recovery::{rebuild_feeding, Recovered, RecoveryError, RecoveryReport};
 use crate::storage::snapshot::SnapshotFile;
 use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
@@ -467,7 +467,11 @@ fn claim_and_recover(
     let registry = table
         .history_registry(&config.currencies, currencies)
         .map_err(OpenError::Config)?;
-    let mut history = open_history(dir, config.shards);
+    let mut history = if config.history {
+        open_history(dir, config.shards)
+    } else {
+        None
+    };
     let mut recovered = recover_feeding(dir, &registry, history.as_mut())?;
     if let Some(ahead) = history.as_ref().map(|h| h.feeder.fed_lsn()) {
         if ahead > recovered.report.last_lsn {

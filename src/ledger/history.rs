@@ -161,6 +161,17 @@ impl Ledger {
         Ok(self.engine().journal.durable_lsn())
     }
 
+    /// Why there is no history store to read.
+    fn no_history_reason(&self) -> &'static str {
+        if !self.config().is_durable() {
+            "this ledger has no data folder, so it keeps no history"
+        } else if !self.config().history {
+            "this ledger was opened with its history turned off (Config::history)"
+        } else {
+            "the history store could not be opened (see the ledger's error log)"
+        }
+    }
+
     /// The history store once it has ingested the log up to `lsn`.
     async fn history_at(&self, lsn: u64) -> Result<Arc<HistoryStore>, LedgerError> {
         let history: &HistoryReader =
@@ -168,7 +179,7 @@ impl Ledger {
                 .history
                 .as_ref()
                 .ok_or_else(|| LedgerError::HistoryUnavailable {
-                    reason: "this ledger has no data folder, so it keeps no history".into(),
+                    reason: self.no_history_reason().into(),
                 })?;
         history.caught_up(lsn).await.map_err(history_error)?;
         history.store().map_err(history_error)

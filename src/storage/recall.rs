@@ -8,7 +8,9 @@
 use crate::domain::ids::TransactionId;
 use crate::domain::money::Currencies;
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{StatusKind, WithdrawalHistory, WithdrawalRecord, WithdrawalStatus};
+use crate::domain::withdrawal::{
+    StatusKind, WithdrawalHistory, WithdrawalRecord, WithdrawalStatus,
+};
 use crate::storage::feed::HistoryHorizons;
 use crate::storage::history::{HistoryReader, WithdrawalRow};
 
@@ -44,7 +46,9 @@ impl WithdrawalHistory for StoreHistory {
 /// The engine's record of a stored row; an error if the row names a
 /// currency the ledger no longer has (the folder's table forbids that).
 fn record_of(row: &WithdrawalRow, currencies: &Currencies) -> Result<WithdrawalRecord, String> {
-    let currency = currencies.get_code(row.currency).map_err(|e| e.to_string())?;
+    let currency = currencies
+        .get_code(row.currency)
+        .map_err(|e| e.to_string())?;
     let reason = || row.reason.clone().unwrap_or_default();
     let status = match row.status {
         StatusKind::Pending => WithdrawalStatus::Pending,

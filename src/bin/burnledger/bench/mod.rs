@@ -139,6 +139,9 @@ pub struct EmbeddedArgs {
     /// fresh temporary folder, removed at the end). Unused with --sync none.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run without the data folder's history store (to measure its cost).
+    #[arg(long)]
+    no_history: bool,
     /// Seed of the op streams (the baseline replays the same ones).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -316,6 +319,7 @@ fn engine_config(args: &EmbeddedArgs, sync: SyncMode, data_dir: &DataDir) -> Con
         // The bench sends the outcomes itself (external mode).
         payout_mode: PayoutMode::External,
         payment_service: None,
+        history: !args.no_history,
         ..defaults
     }
 }
