@@ -333,10 +333,11 @@ struct Durable {
 }
 
 /// The history store's writer and the handles around it, while the
-/// ledger opens.
+/// ledger opens. The feeder is declared (so dropped) before the writer,
+/// whose drop waits for every feeder to be gone.
 struct History {
-    writer: HistoryWriter,
     feeder: Feeder,
+    writer: HistoryWriter,
     reader: HistoryReader,
     horizons: HistoryHorizons,
 }
@@ -517,8 +518,8 @@ fn start_history(dir: &Path, shards: usize) -> Result<History, String> {
     let store = HistoryStore::open(dir).map_err(|e| e.to_string())?;
     let (writer, feeder, reader, horizons) = HistoryWriter::start(Arc::new(store), shards)?;
     Ok(History {
-        writer,
         feeder,
+        writer,
         reader,
         horizons,
     })

@@ -21,6 +21,8 @@
 //!   and payouts on disk (fjall), ingested off the log, paged by cursors.
 //! - `feed/` — what feeds it: logged events turned into history rows, and
 //!   the history writer thread that ingests them.
+//! - `history_check.rs` — `verify`'s check of the history store against
+//!   the log.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
 //!   ([`crate::clock`]).
 
@@ -29,6 +31,7 @@ pub mod data_dir;
 mod deadline;
 pub mod feed;
 pub mod history;
+pub mod history_check;
 pub mod inspect;
 pub mod journal;
 pub mod recovery;
