@@ -517,6 +517,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
+    use crate::storage::feed::testing;
     use crate::storage::wal::{WalConfig, WalHandle};
 
     /// Deposits of 100, 200, 300 … to account 1, as logged events, the
@@ -574,6 +575,54 @@ mod tests {
     fn available(file: &SnapshotFile) -> i128 {
         let contents = snapshot::read_full(&file.path).unwrap();
         contents.accounts[0].balance(usd()).available
+    }
+
+    /// Snapshots on its own thread, answering the LSN written or why not.
+    fn snapshot_on_a_thread(
+        mut follower: Follower,
+    ) -> std::thread::JoinHandle<(Follower, Result<Option<u64>, String>)> {
+        std::thread::spawn(move || {
+            let written = follower.snapshot();
+            let written = written.map(|f| f.map(|f| f.lsn)).map_err(|e| e.to_string());
+            (follower, written)
+        })
+    }
+
+    #[test]
+    fn a_snapshot_waits_until_the_history_store_holds_its_lsn_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snapshots = || snapshot::list(&snapshot_dir(tmp.path())).unwrap().len();
+        let (feeder, queue) = testing::feeder(2);
+        let mut follower = Follower::new(settings(tmp.path()), empty_start(), Some(feeder));
+        follower.apply(Committed {
+            first_lsn: 1,
+            events: deposits(3),
+        });
+
+        // The store answers that it holds LSN 2 only: held back.
+        let snapshotting = snapshot_on_a_thread(follower);
+        assert_eq!(testing::next(&queue).batch(), Some(3), "first the batch");
+        let reply = testing::next(&queue).persist().expect("then the persist");
+        assert_eq!(snapshots(), 0, "nothing written before the store answered");
+        reply.send(Ok(2)).unwrap();
+        let (follower, written) = snapshotting.join().unwrap();
+        assert!(written.unwrap_err().contains("holds LSN 2 only"));
+        assert_eq!(snapshots(), 0);
+
+        // A failed store: held back, saying why.
+        let snapshotting = snapshot_on_a_thread(follower);
+        let reply = testing::next(&queue).persist().unwrap();
+        reply.send(Err("disk on fire".into())).unwrap();
+        let (follower, written) = snapshotting.join().unwrap();
+        assert!(written.unwrap_err().contains("disk on fire"));
+        assert_eq!(snapshots(), 0);
+
+        // The store holds LSN 3 on disk: the snapshot at 3 is written.
+        let snapshotting = snapshot_on_a_thread(follower);
+        testing::next(&queue).persist().unwrap().send(Ok(3)).unwrap();
+        let (_, written) = snapshotting.join().unwrap();
+        assert_eq!(written, Ok(Some(3)));
+        assert_eq!(snapshots(), 1);
     }
 
     #[tokio::test]

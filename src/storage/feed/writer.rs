@@ -53,7 +53,7 @@ impl HistoryHorizons {
 }
 
 /// What the writer's queue carries.
-enum Message {
+pub(crate) enum Message {
     Batch(Batch),
     /// Every horizon is at least this (what the store held at open).
     Horizons(UnixMs),
@@ -294,5 +294,49 @@ impl Ingest {
         }
         self.store.persist().map_err(|e| e.to_string())?;
         self.store.applied_lsn().map_err(|e| e.to_string())
+    }
+}
+
+/// A feeder whose queue a test reads, and what it finds there.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A feeder for `shards` shards with no writer: the test reads its
+    /// queue.
+    pub(crate) fn feeder(shards: usize) -> (Feeder, Receiver<Message>) {
+        let (queue, queued) = bounded(FEED_QUEUE_BATCHES_MAX);
+        let feeder = Feeder {
+            queue,
+            batch: Batch::new(shards),
+            fed_lsn: 0,
+            shards,
+        };
+        (feeder, queued)
+    }
+
+    /// The next message, within 10 s.
+    pub(crate) fn next(queue: &Receiver<Message>) -> Message {
+        queue
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the feeder sent something")
+    }
+
+    impl Message {
+        /// A batch's last LSN.
+        pub(crate) fn batch(self) -> Option<u64> {
+            match self {
+                Message::Batch(batch) => Some(batch.last_lsn),
+                _ => None,
+            }
+        }
+
+        /// A persist request's reply channel.
+        pub(crate) fn persist(self) -> Option<Sender<Result<u64, String>>> {
+            match self {
+                Message::Persist(reply) => Some(reply),
+                _ => None,
+            }
+        }
     }
 }
