@@ -619,7 +619,11 @@ mod tests {
 
         // The store holds LSN 3 on disk: the snapshot at 3 is written.
         let snapshotting = snapshot_on_a_thread(follower);
-        testing::next(&queue).persist().unwrap().send(Ok(3)).unwrap();
+        testing::next(&queue)
+            .persist()
+            .unwrap()
+            .send(Ok(3))
+            .unwrap();
         let (_, written) = snapshotting.join().unwrap();
         assert_eq!(written, Ok(Some(3)));
         assert_eq!(snapshots(), 1);

@@ -23,7 +23,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tokio::sync::watch;
 
 use crate::domain::event::Event;
-use crate::domain::ids::shard_of;
+use crate::domain::ids::{shard_of, AccountId};
 use crate::domain::time::UnixMs;
 use crate::storage::history::{Change, HistoryReader, HistoryStore};
 
@@ -63,7 +63,7 @@ pub(crate) enum Message {
 
 /// Changes derived from the events up to `last_lsn`, and per shard the
 /// newest of their stamps.
-struct Batch {
+pub(crate) struct Batch {
     last_lsn: u64,
     changes: Vec<Change>,
     newest: Vec<UnixMs>,
@@ -107,8 +107,8 @@ impl Feeder {
     pub fn fed(&mut self, lsn: u64, event: &Event, at: UnixMs) {
         self.batch.last_lsn = lsn;
         self.fed_lsn = lsn;
-        if let Some(tx) = event.transaction_id() {
-            let shard = shard_of(tx.account(), self.shards);
+        if let Some(account) = logged_by(event) {
+            let shard = shard_of(account, self.shards);
             if let Some(newest) = self.batch.newest.get_mut(shard) {
                 *newest = (*newest).max(at);
             }
@@ -155,6 +155,16 @@ impl Feeder {
         answer
             .recv()
             .map_err(|_| "the history writer stopped before answering".to_string())?
+    }
+}
+
+/// The account whose shard stamped and logged `event`: a transfer's
+/// receiving account (its one event is made there, step 2), else the
+/// transaction's own; `None` for payout records (the payout actor's).
+fn logged_by(event: &Event) -> Option<AccountId> {
+    match event {
+        Event::Transferred { to, .. } => Some(*to),
+        _ => event.transaction_id().map(|tx| tx.account()),
     }
 }
 
@@ -248,6 +258,8 @@ impl Ingest {
         }
         match self.store.ingest(batch.last_lsn, &batch.changes) {
             Ok(_) => {
+                // Horizons first: whoever waited for the LSN sees them too.
+                self.raise(&batch.newest);
                 if let Some(applied) = &self.applied {
                     applied.send_if_modified(|lsn| {
                         let moved = batch.last_lsn > *lsn;
@@ -255,7 +267,6 @@ impl Ingest {
                         moved
                     });
                 }
-                self.raise(&batch.newest);
             }
             Err(error) => {
                 tracing::error!(
