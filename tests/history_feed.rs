@@ -522,3 +522,53 @@ fn after_a_kill_no_snapshot_is_ahead_of_the_store_even_when_the_log_behind_it_is
         assert!(check.is_clean(), "round {round}: {check:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ahead_of_the_log_is_rebuilt_and_takes_the_new_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, earlier) = (tmp.path().join("ledger"), tmp.path().join("earlier"));
+    let config = |dir: &Path| Config {
+        snapshot_every_events: u64::MAX,
+        ..durable(dir)
+    };
+    let ledger = Ledger::open(config(&dir)).unwrap();
+    workload(&ledger, 3, 0..1).await;
+    ledger.shutdown().await;
+    drop(ledger);
+    // The log and snapshots as they were, then more history on top.
+    faults::copy_ledger(&dir, &earlier);
+    let ledger = Ledger::open(config(&dir)).unwrap();
+    workload(&ledger, 3, 1..3).await;
+    ledger.shutdown().await;
+    drop(ledger);
+    let ahead = dump(&dir, 0..3);
+    assert_eq!(ahead.withdrawals.len(), 9);
+
+    // The log loses what came after (a lost tail); the store kept it.
+    for sub in ["wal", "snapshots"] {
+        std::fs::remove_dir_all(dir.join(sub)).unwrap();
+    }
+    faults::copy_ledger(&earlier, &dir);
+    let ledger = Ledger::open(config(&dir)).unwrap();
+    let deposit = ledger.deposit(0, "USD", dec("1"), None).await.unwrap();
+    ledger.shutdown().await;
+    drop(ledger);
+    let rows = dump(&dir, 0..3);
+    assert!(
+        rows.withdrawals.len() < ahead.withdrawals.len(),
+        "what the log lost is not listed: {} rows",
+        rows.withdrawals.len()
+    );
+    let last = rows
+        .entries
+        .iter()
+        .filter(|e| e.account == 0)
+        .last()
+        .unwrap();
+    assert_eq!(
+        (last.tx, last.kind),
+        (deposit.transaction_id, EntryKind::Deposit)
+    );
+    let check = verify_history(&dir);
+    assert!(check.is_clean(), "{check:?}");
+}
