@@ -559,12 +559,7 @@ async fn a_store_ahead_of_the_log_is_rebuilt_and_takes_the_new_events() {
         "what the log lost is not listed: {} rows",
         rows.withdrawals.len()
     );
-    let last = rows
-        .entries
-        .iter()
-        .filter(|e| e.account == 0)
-        .last()
-        .unwrap();
+    let last = rows.entries.iter().rfind(|e| e.account == 0).unwrap();
     assert_eq!(
         (last.tx, last.kind),
         (deposit.transaction_id, EntryKind::Deposit)
