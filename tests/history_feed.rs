@@ -567,3 +567,32 @@ async fn a_store_ahead_of_the_log_is_rebuilt_and_takes_the_new_events() {
     let check = verify_history(&dir);
     assert!(check.is_clean(), "{check:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_opened_is_set_aside_and_rebuilt_from_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        snapshot_every_events: u64::MAX,
+        ..durable(tmp.path())
+    };
+    let ledger = Ledger::open(config.clone()).unwrap();
+    workload(&ledger, 3, 0..2).await;
+    ledger.shutdown().await;
+    drop(ledger);
+    let before = dump(tmp.path(), 0..3);
+
+    // Not a store at all: a file where its folder should be.
+    let store_dir = HistoryStore::dir_in(tmp.path());
+    std::fs::remove_dir_all(&store_dir).unwrap();
+    std::fs::write(&store_dir, b"not a store").unwrap();
+    let ledger = Ledger::open(config).unwrap();
+    ledger.shutdown().await;
+    drop(ledger);
+    assert_eq!(dump(tmp.path(), 0..3), before, "rebuilt from the whole log");
+    let set_aside: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("history.damaged-"))
+        .collect();
+    assert_eq!(set_aside.len(), 1, "kept for the operator");
+}

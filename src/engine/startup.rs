@@ -478,8 +478,8 @@ fn recover_feeding(
 /// rebuilt from the log; if even that fails the ledger runs without one.
 /// Either way it is logged; the ledger opens.
 fn open_history(dir: &Path, shards: usize) -> Option<History> {
-    match start_history(dir, shards) {
-        Ok(history) => Some(history),
+    match HistoryStore::open(dir) {
+        Ok(store) => start_history(store, shards),
         Err(error) => {
             let store_dir = HistoryStore::dir_in(dir);
             let aside = store_dir.with_extension(format!("damaged-{}", std::process::id()));
@@ -507,22 +507,30 @@ fn reset_history(dir: &Path, shards: usize) -> Option<History> {
         }
         _ => {}
     }
-    start_history(dir, shards)
-        .map_err(|error| {
+    match HistoryStore::open(dir) {
+        Ok(store) => start_history(store, shards),
+        Err(error) => {
             tracing::error!(%error, "no history store: a new one cannot be made");
-        })
-        .ok()
+            None
+        }
+    }
 }
 
-fn start_history(dir: &Path, shards: usize) -> Result<History, String> {
-    let store = HistoryStore::open(dir).map_err(|e| e.to_string())?;
-    let (writer, feeder, reader, horizons) = HistoryWriter::start(Arc::new(store), shards)?;
-    Ok(History {
-        feeder,
-        writer,
-        reader,
-        horizons,
-    })
+/// Starts the writer on an open store; `None` (logged) if its thread
+/// cannot start.
+fn start_history(store: HistoryStore, shards: usize) -> Option<History> {
+    match HistoryWriter::start(Arc::new(store), shards) {
+        Ok((writer, feeder, reader, horizons)) => Some(History {
+            feeder,
+            writer,
+            reader,
+            horizons,
+        }),
+        Err(error) => {
+            tracing::error!(%error, "no history store: its writer cannot start");
+            None
+        }
+    }
 }
 
 /// Sync mode `none` keeps no log: on a folder that holds a ledger it would
