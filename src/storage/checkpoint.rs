@@ -238,6 +238,8 @@ struct Follower {
     progress: watch::Sender<CheckpointProgress>,
     /// Feeds the history store, when there is one.
     feed: Option<Feeder>,
+    /// The last snapshot was held back by the history store.
+    history_held: bool,
 }
 
 impl Follower {
@@ -257,6 +259,7 @@ impl Follower {
             snapshots_written: 0,
             progress,
             feed,
+            history_held: false,
         }
     }
 
@@ -301,8 +304,11 @@ impl Follower {
     /// or the timer is due (`rang`, or passed on the clock); then the timer
     /// starts again.
     fn snapshot_if_due(&mut self, timer: &mut Deadline, rang: bool, follow: &Receiver<Committed>) {
-        let due_by_count =
-            self.applied_lsn.saturating_sub(self.last_snapshot_lsn) >= self.settings.every_events;
+        // While the history store holds a snapshot back, only the timer
+        // (and requests) try again: once per interval, one log line each.
+        let due_by_count = !self.history_held
+            && self.applied_lsn.saturating_sub(self.last_snapshot_lsn)
+                >= self.settings.every_events;
         let due_by_time = rang || timer.has_passed(&*self.settings.clock);
         if !(due_by_count || due_by_time) {
             return;
@@ -450,6 +456,9 @@ impl Follower {
                 return Err(error);
             }
         };
+        if rebuilt.report.history_lost.is_some() {
+            rebuilt.report.log();
+        }
         self.accounts = boxed(rebuilt.accounts);
         self.payouts = rebuilt.payouts;
         self.applied_lsn = rebuilt.report.last_lsn;
@@ -472,13 +481,14 @@ impl Follower {
             tracing::error!("{reason}");
             RecoveryError::History(reason)
         };
-        let on_disk = feed.persist().map_err(held_back)?;
-        if on_disk < self.applied_lsn {
-            return Err(held_back(format!(
-                "the history store holds LSN {on_disk} only"
-            )));
-        }
-        Ok(())
+        let on_disk = feed
+            .persist()
+            .and_then(|on_disk| match on_disk < self.applied_lsn {
+                true => Err(format!("the history store holds LSN {on_disk} only")),
+                false => Ok(()),
+            });
+        self.history_held = on_disk.is_err();
+        on_disk.map_err(held_back)
     }
 
     fn publish(&self) {
@@ -627,6 +637,46 @@ mod tests {
         let (_, written) = snapshotting.join().unwrap();
         assert_eq!(written, Ok(Some(3)));
         assert_eq!(snapshots(), 1);
+    }
+
+    #[test]
+    fn while_the_history_store_holds_snapshots_back_only_the_timer_tries_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (feeder, queue) = testing::feeder(2);
+        let settings = CheckpointSettings {
+            every_events: 2,
+            ..settings(tmp.path())
+        };
+        let mut follower = Follower::new(settings, empty_start(), Some(feeder));
+        let events = deposits(6);
+        follower.apply(Committed {
+            first_lsn: 1,
+            events: events[..3].to_vec(),
+        });
+        let snapshotting = snapshot_on_a_thread(follower);
+        assert_eq!(testing::next(&queue).batch(), Some(3));
+        let reply = testing::next(&queue).persist().unwrap();
+        reply.send(Err("disk on fire".into())).unwrap();
+        let (mut follower, written) = snapshotting.join().unwrap();
+        assert!(written.is_err());
+
+        // Due by count again, but held back: no new attempt (which would
+        // ask the store, and log, after every batch).
+        follower.apply(Committed {
+            first_lsn: 4,
+            events: events[3..].to_vec(),
+        });
+        let (done_tx, done) = bounded(1);
+        std::thread::spawn(move || {
+            let mut timer = Deadline::after(&follower.settings.clock, Duration::from_secs(3600));
+            let (_, follow) = bounded::<Committed>(1);
+            follower.snapshot_if_due(&mut timer, false, &follow);
+            let _ = done_tx.send(follower);
+        });
+        let follower = done.recv_timeout(Duration::from_secs(10));
+        let follower = follower.expect("no persist was asked for");
+        assert_eq!((follower.applied_lsn, follower.last_snapshot_lsn), (6, 0));
+        assert!(queue.is_empty(), "nothing asked of the store");
     }
 
     #[tokio::test]
