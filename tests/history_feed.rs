@@ -374,6 +374,20 @@ async fn verify_fails_when_a_store_row_is_changed_or_deleted() {
     assert!(mismatch_count >= 1, "{mismatches:?}");
     assert!(mismatches[0].contains("withdrawal"), "{mismatches:?}");
 
+    // The command says so and exits 1.
+    let verify = Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        .args(["verify", "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&verify.stdout);
+    assert_eq!(verify.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains("history mismatch: withdrawal"),
+        "{printed}"
+    );
+    assert!(printed.contains("rows differ from the log"), "{printed}");
+
     std::fs::remove_dir_all(HistoryStore::dir_in(tmp.path())).unwrap();
     HistoryStore::open(tmp.path()).unwrap();
     let emptied = verify_history(tmp.path());
