@@ -109,7 +109,10 @@
 //!   `inspect` (the public read-only API `inspect` and `verify` use),
 //!   `deadline` (the storage threads' timers on the injected clock),
 //!   `history/` (the history store: withdrawals, entries, transactions and
-//!   payouts on disk, fed from the log, paged by cursors).
+//!   payouts on disk, fed from the log, paged by cursors), `feed/` (logged
+//!   events turned into history rows, and the history writer thread that
+//!   ingests them), `history_check` (`verify`'s check of the store against
+//!   the log).
 //! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
 //!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON

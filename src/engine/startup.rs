@@ -361,10 +361,11 @@ struct Durable {
 }
 
 /// The history store's writer and the handles around it, while the
-/// ledger opens.
+/// ledger opens. The feeder is declared (so dropped) before the writer,
+/// whose drop waits for every feeder to be gone.
 struct History {
-    writer: HistoryWriter,
     feeder: Feeder,
+    writer: HistoryWriter,
     reader: HistoryReader,
     horizons: HistoryHorizons,
 }
@@ -509,8 +510,8 @@ fn recover_feeding(
 /// rebuilt from the log; if even that fails the ledger runs without one.
 /// Either way it is logged; the ledger opens.
 fn open_history(dir: &Path, shards: usize) -> Option<History> {
-    match start_history(dir, shards) {
-        Ok(history) => Some(history),
+    match HistoryStore::open(dir) {
+        Ok(store) => start_history(store, shards),
         Err(error) => {
             let store_dir = HistoryStore::dir_in(dir);
             let aside = store_dir.with_extension(format!("damaged-{}", std::process::id()));
@@ -538,22 +539,30 @@ fn reset_history(dir: &Path, shards: usize) -> Option<History> {
         }
         _ => {}
     }
-    start_history(dir, shards)
-        .map_err(|error| {
+    match HistoryStore::open(dir) {
+        Ok(store) => start_history(store, shards),
+        Err(error) => {
             tracing::error!(%error, "no history store: a new one cannot be made");
-        })
-        .ok()
+            None
+        }
+    }
 }
 
-fn start_history(dir: &Path, shards: usize) -> Result<History, String> {
-    let store = HistoryStore::open(dir).map_err(|e| e.to_string())?;
-    let (writer, feeder, reader, horizons) = HistoryWriter::start(Arc::new(store), shards)?;
-    Ok(History {
-        writer,
-        feeder,
-        reader,
-        horizons,
-    })
+/// Starts the writer on an open store; `None` (logged) if its thread
+/// cannot start.
+fn start_history(store: HistoryStore, shards: usize) -> Option<History> {
+    match HistoryWriter::start(Arc::new(store), shards) {
+        Ok((writer, feeder, reader, horizons)) => Some(History {
+            feeder,
+            writer,
+            reader,
+            horizons,
+        }),
+        Err(error) => {
+            tracing::error!(%error, "no history store: its writer cannot start");
+            None
+        }
+    }
 }
 
 /// Sync mode `none` keeps no log: on a folder that holds a ledger it would
@@ -580,7 +589,12 @@ fn refuse_unlogged_ledger(config: &Config) -> Result<(), OpenError> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use rust_decimal::Decimal;
+
+    use crate::clock::ManualClock;
+    use crate::domain::ids::shard_of;
 
     use crate::domain::withdrawal::StatusKind;
     use crate::storage::history::{EntryKind, TransactionKind, TransactionRecord};
@@ -637,5 +651,70 @@ mod tests {
         );
         ledger.shutdown().await;
         assert!(history.store().is_err(), "closed at shutdown");
+    }
+
+    /// Two accounts, the first on shard 0, the second on shard 1 (of 2).
+    fn one_per_shard() -> (u64, u64) {
+        let on = |shard| (1..).find(|&a| shard_of(a, 2) == shard).unwrap();
+        (on(0), on(1))
+    }
+
+    #[tokio::test]
+    async fn each_shard_s_horizon_is_the_newest_stamp_of_its_own_events_the_store_took_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new();
+        let config = Config {
+            clock: clock.shared(),
+            ..Config::for_tests_in(tmp.path())
+        };
+        let (a, b) = one_per_shard();
+        let ledger = Ledger::open(config.clone()).unwrap();
+        let t0 = clock.shared().unix_ms();
+        ledger
+            .deposit(a, "USD", Decimal::new(1000, 2), None)
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(10));
+        // Made, stamped and logged by b's shard (the receiving side).
+        let t1 = clock.shared().unix_ms();
+        ledger
+            .transfer(a, b, "USD", Decimal::new(100, 2), None)
+            .await
+            .unwrap();
+        let engine = ledger.engine();
+        let history = engine.history.as_ref().unwrap();
+        history
+            .caught_up(engine.journal.durable_lsn())
+            .await
+            .unwrap();
+        let horizons = engine.horizons.as_ref().unwrap();
+        let at = |shard| horizons.of(shard).as_millis();
+        assert_eq!((at(0), at(1)), (t0, t1));
+        clock.advance(Duration::from_millis(10));
+        let t2 = clock.shared().unix_ms();
+        ledger
+            .request_withdrawal(b, "USD", Decimal::new(50, 2), None)
+            .await
+            .unwrap();
+        ledger.shutdown().await;
+        drop(ledger);
+
+        // Reopened: the store holds everything recovered, so each horizon
+        // is at least the newest time the recovered state holds (here the
+        // withdrawal's).
+        clock.advance(Duration::from_millis(10));
+        let ledger = Ledger::open(config).unwrap();
+        let horizons = ledger.engine().horizons.as_ref().unwrap().clone();
+        for shard in 0..2 {
+            let mut horizon = horizons.0[shard].clone();
+            let raised = horizon.wait_for(|at| at.as_millis() >= t2);
+            let raised = tokio::time::timeout(Duration::from_secs(10), raised).await;
+            assert!(raised.is_ok_and(|r| r.is_ok()), "shard {shard}");
+        }
+        assert_eq!(
+            (horizons.of(0).as_millis(), horizons.of(1).as_millis()),
+            (t2, t2)
+        );
+        ledger.shutdown().await;
     }
 }

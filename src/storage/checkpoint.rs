@@ -238,6 +238,8 @@ struct Follower {
     progress: watch::Sender<CheckpointProgress>,
     /// Feeds the history store, when there is one.
     feed: Option<Feeder>,
+    /// The last snapshot was held back by the history store.
+    history_held: bool,
 }
 
 impl Follower {
@@ -257,6 +259,7 @@ impl Follower {
             snapshots_written: 0,
             progress,
             feed,
+            history_held: false,
         }
     }
 
@@ -301,8 +304,11 @@ impl Follower {
     /// or the timer is due (`rang`, or passed on the clock); then the timer
     /// starts again.
     fn snapshot_if_due(&mut self, timer: &mut Deadline, rang: bool, follow: &Receiver<Committed>) {
-        let due_by_count =
-            self.applied_lsn.saturating_sub(self.last_snapshot_lsn) >= self.settings.every_events;
+        // While the history store holds a snapshot back, only the timer
+        // (and requests) try again: once per interval, one log line each.
+        let due_by_count = !self.history_held
+            && self.applied_lsn.saturating_sub(self.last_snapshot_lsn)
+                >= self.settings.every_events;
         let due_by_time = rang || timer.has_passed(&*self.settings.clock);
         if !(due_by_count || due_by_time) {
             return;
@@ -450,6 +456,9 @@ impl Follower {
                 return Err(error);
             }
         };
+        if rebuilt.report.history_lost.is_some() {
+            rebuilt.report.log();
+        }
         self.accounts = boxed(rebuilt.accounts);
         self.payouts = rebuilt.payouts;
         self.applied_lsn = rebuilt.report.last_lsn;
@@ -472,13 +481,14 @@ impl Follower {
             tracing::error!("{reason}");
             RecoveryError::History(reason)
         };
-        let on_disk = feed.persist().map_err(held_back)?;
-        if on_disk < self.applied_lsn {
-            return Err(held_back(format!(
-                "the history store holds LSN {on_disk} only"
-            )));
-        }
-        Ok(())
+        let on_disk = feed
+            .persist()
+            .and_then(|on_disk| match on_disk < self.applied_lsn {
+                true => Err(format!("the history store holds LSN {on_disk} only")),
+                false => Ok(()),
+            });
+        self.history_held = on_disk.is_err();
+        on_disk.map_err(held_back)
     }
 
     fn publish(&self) {
@@ -517,6 +527,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
+    use crate::storage::feed::testing;
     use crate::storage::wal::{WalConfig, WalHandle};
 
     /// Deposits of 100, 200, 300 … to account 1, as logged events, the
@@ -574,6 +585,98 @@ mod tests {
     fn available(file: &SnapshotFile) -> i128 {
         let contents = snapshot::read_full(&file.path).unwrap();
         contents.accounts[0].balance(usd()).available
+    }
+
+    /// Snapshots on its own thread, answering the LSN written or why not.
+    fn snapshot_on_a_thread(
+        mut follower: Follower,
+    ) -> std::thread::JoinHandle<(Follower, Result<Option<u64>, String>)> {
+        std::thread::spawn(move || {
+            let written = follower.snapshot();
+            let written = written.map(|f| f.map(|f| f.lsn)).map_err(|e| e.to_string());
+            (follower, written)
+        })
+    }
+
+    #[test]
+    fn a_snapshot_waits_until_the_history_store_holds_its_lsn_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snapshots = || snapshot::list(&snapshot_dir(tmp.path())).unwrap().len();
+        let (feeder, queue) = testing::feeder(2);
+        let mut follower = Follower::new(settings(tmp.path()), empty_start(), Some(feeder));
+        follower.apply(Committed {
+            first_lsn: 1,
+            events: deposits(3),
+        });
+
+        // The store answers that it holds LSN 2 only: held back.
+        let snapshotting = snapshot_on_a_thread(follower);
+        assert_eq!(testing::next(&queue).batch(), Some(3), "first the batch");
+        let reply = testing::next(&queue).persist().expect("then the persist");
+        assert_eq!(snapshots(), 0, "nothing written before the store answered");
+        reply.send(Ok(2)).unwrap();
+        let (follower, written) = snapshotting.join().unwrap();
+        assert!(written.unwrap_err().contains("holds LSN 2 only"));
+        assert_eq!(snapshots(), 0);
+
+        // A failed store: held back, saying why.
+        let snapshotting = snapshot_on_a_thread(follower);
+        let reply = testing::next(&queue).persist().unwrap();
+        reply.send(Err("disk on fire".into())).unwrap();
+        let (follower, written) = snapshotting.join().unwrap();
+        assert!(written.unwrap_err().contains("disk on fire"));
+        assert_eq!(snapshots(), 0);
+
+        // The store holds LSN 3 on disk: the snapshot at 3 is written.
+        let snapshotting = snapshot_on_a_thread(follower);
+        testing::next(&queue)
+            .persist()
+            .unwrap()
+            .send(Ok(3))
+            .unwrap();
+        let (_, written) = snapshotting.join().unwrap();
+        assert_eq!(written, Ok(Some(3)));
+        assert_eq!(snapshots(), 1);
+    }
+
+    #[test]
+    fn while_the_history_store_holds_snapshots_back_only_the_timer_tries_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (feeder, queue) = testing::feeder(2);
+        let settings = CheckpointSettings {
+            every_events: 2,
+            ..settings(tmp.path())
+        };
+        let mut follower = Follower::new(settings, empty_start(), Some(feeder));
+        let events = deposits(6);
+        follower.apply(Committed {
+            first_lsn: 1,
+            events: events[..3].to_vec(),
+        });
+        let snapshotting = snapshot_on_a_thread(follower);
+        assert_eq!(testing::next(&queue).batch(), Some(3));
+        let reply = testing::next(&queue).persist().unwrap();
+        reply.send(Err("disk on fire".into())).unwrap();
+        let (mut follower, written) = snapshotting.join().unwrap();
+        assert!(written.is_err());
+
+        // Due by count again, but held back: no new attempt (which would
+        // ask the store, and log, after every batch).
+        follower.apply(Committed {
+            first_lsn: 4,
+            events: events[3..].to_vec(),
+        });
+        let (done_tx, done) = bounded(1);
+        std::thread::spawn(move || {
+            let mut timer = Deadline::after(&follower.settings.clock, Duration::from_secs(3600));
+            let (_, follow) = bounded::<Committed>(1);
+            follower.snapshot_if_due(&mut timer, false, &follow);
+            let _ = done_tx.send(follower);
+        });
+        let follower = done.recv_timeout(Duration::from_secs(10));
+        let follower = follower.expect("no persist was asked for");
+        assert_eq!((follower.applied_lsn, follower.last_snapshot_lsn), (6, 0));
+        assert!(queue.is_empty(), "nothing asked of the store");
     }
 
     #[tokio::test]

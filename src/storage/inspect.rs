@@ -2,7 +2,8 @@
 //! [`ReadOnlyFolder`], then [`inspect`](ReadOnlyFolder::inspect) (its WAL
 //! segments and snapshots, each checked) or
 //! [`verify`](ReadOnlyFolder::verify) (its state rebuilt read-only and
-//! audited). Nothing here opens a ledger or changes a byte; the `burnledger
+//! audited, and its history store checked against its log: see
+//! [`crate::storage::history_check`]). Nothing here opens a ledger or changes a byte; the `burnledger
 //! inspect` and `verify` commands are these plus printing.
 //!
 //! Both judge a folder by the rules opening a ledger applies (the WAL's
@@ -21,12 +22,14 @@ use crate::domain::audit::{audit, Audit};
 use crate::domain::money::{Currencies, CurrencyConfig};
 use crate::domain::payouts::all_mismatches;
 use crate::storage::data_dir::{holds_ledger, CurrencyTable, DataDirLock, LockError};
+use crate::storage::history_check;
 use crate::storage::recovery::{rebuild, snapshot_dir, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotError};
 use crate::storage::wal::{self, ReplayMode, WalError};
 
 // The types the reports are made of, so that this module is all a reader
 // outside the crate needs.
+pub use crate::storage::history_check::HistoryCheck;
 pub use crate::storage::recovery::RecoveryReport;
 pub use crate::storage::snapshot::SnapshotFile;
 pub use crate::storage::wal::SegmentInfo;
@@ -182,12 +185,14 @@ impl ReadOnlyFolder {
                 })
             }
         };
+        let history = history_check::check(dir, &currencies, &rebuilt.accounts);
         let states: Vec<_> = rebuilt.accounts.into_values().collect();
         let mut audit = audit(&states);
         audit.add_payout_mismatches(all_mismatches(rebuilt.payouts.values()));
         Ok(VerifyReport::Rebuilt(Box::new(Rebuilt {
             recovery: rebuilt.report,
             audit,
+            history,
         })))
     }
 }
@@ -211,6 +216,8 @@ pub struct Rebuilt {
     pub recovery: RecoveryReport,
     /// The rebuilt state's audit, payout mismatches included.
     pub audit: Audit,
+    /// The history store checked against the log.
+    pub history: HistoryCheck,
 }
 
 impl VerifyReport {
@@ -221,6 +228,7 @@ impl VerifyReport {
             Self::Unrecoverable { .. } => false,
             Self::Rebuilt(rebuilt) => {
                 rebuilt.audit.is_clean()
+                    && rebuilt.history.is_clean()
                     && rebuilt.recovery.truncated_segment.is_none()
                     && rebuilt.recovery.damaged_snapshots.is_empty()
             }

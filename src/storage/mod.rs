@@ -23,6 +23,8 @@
 //!   the history writer thread that ingests them.
 //! - `recall.rs` — the store as the engine's `WithdrawalHistory`: where a
 //!   forgotten withdrawal is found again, and how far each shard may forget.
+//! - `history_check.rs` — `verify`'s check of the history store against
+//!   the log.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
 //!   ([`crate::clock`]).
 
@@ -31,6 +33,7 @@ pub mod data_dir;
 mod deadline;
 pub mod feed;
 pub mod history;
+pub mod history_check;
 pub mod inspect;
 pub mod journal;
 pub mod recall;

@@ -173,13 +173,21 @@ pub fn rebuild_feeding(
     mut feed: Option<&mut Feeder>,
 ) -> Result<Recovered, RecoveryError> {
     let history_at = feed.as_ref().map(|feed| feed.fed_lsn());
-    match rebuild_from(data_dir, currencies, mode, feed.as_deref_mut(), history_at)? {
-        Some(recovered) => Ok(recovered),
+    match rebuild_from(data_dir, currencies, mode, feed.as_deref_mut(), history_at) {
+        Ok(Some(recovered)) => return Ok(recovered),
         // The log does not reach the newest snapshot from the older start
-        // the store wanted: start from the newest, as without a store.
-        None => rebuild_from(data_dir, currencies, mode, feed, None)?
-            .ok_or_else(|| RecoveryError::Invariant("the rebuild has no start".into())),
+        // the store wanted.
+        Ok(None) => {}
+        // The history must never keep a ledger from opening: an older
+        // start may replay damage the newest snapshot covers.
+        Err(error) if history_at.is_some() => {
+            tracing::warn!(%error, "the history store could not be caught up from an older start");
+        }
+        Err(error) => return Err(error),
     }
+    // Start from the newest snapshot, as without a store.
+    rebuild_from(data_dir, currencies, mode, feed, None)?
+        .ok_or_else(|| RecoveryError::Invariant("the rebuild has no start".into()))
 }
 
 /// A rebuild starting from the newest snapshot, or, with `history_at`

@@ -12,7 +12,8 @@
 //!   (and, for `verify`, every invariant holds);
 //! - 1: problems found — a corrupt or missing WAL record, a torn tail that
 //!   opening would cut, a damaged snapshot, or (`verify`) a state that does
-//!   not rebuild or breaks an invariant;
+//!   not rebuild or breaks an invariant, or a history store that does not
+//!   list what the log says happened (or cannot be read);
 //! - 2: could not run — the folder is missing, holds no ledger (no
 //!   currency table, WAL segment or snapshot), could not be read, or (`verify`)
 //!   is in use by a running ledger.
@@ -32,14 +33,14 @@ use std::path::{Path, PathBuf};
 
 use burnledger::config::parse_currencies;
 use burnledger::storage::inspect::{
-    FolderReport, ReadOnlyFolder, RecoveryReport, SegmentInfo, VerifyReport,
+    FolderReport, HistoryCheck, ReadOnlyFolder, RecoveryReport, SegmentInfo, VerifyReport,
 };
 use clap::Args;
 
 /// The exit codes of `inspect` and `verify`, shown in their help.
 pub const EXIT_CODES: &str = "Exit codes: 0 = clean; 1 = problems found (a corrupt or missing \
 WAL record, a torn tail that opening the ledger would cut, a damaged snapshot, or for verify a \
-broken invariant or payout mismatch); 2 = could not run (no such folder, no ledger in it, it \
+broken invariant or payout mismatch, or a history store that disagrees with the log); 2 = could not run (no such folder, no ledger in it, it \
 cannot be read, or for verify it is in use by a running ledger).";
 
 #[derive(Args, Debug)]
@@ -159,12 +160,12 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     let report = folder
         .verify(configured.as_deref(), &without_table)
         .map_err(|e| e.to_string())?;
-    let (recovery, audit) = match &report {
+    let (recovery, audit, history) = match &report {
         VerifyReport::Unrecoverable { reason } => {
             println!("verify: FAILED: {reason}");
             return Ok(false);
         }
-        VerifyReport::Rebuilt(rebuilt) => (&rebuilt.recovery, &rebuilt.audit),
+        VerifyReport::Rebuilt(rebuilt) => (&rebuilt.recovery, &rebuilt.audit, &rebuilt.history),
     };
     print_recovery(recovery);
     println!("accounts        {}", audit.accounts);
@@ -183,6 +184,7 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     }
     let invariants = if audit.is_clean() { "ok" } else { "FAILED" };
     println!("invariants      {invariants}");
+    print_history(history);
     let verdict = if report.is_clean() {
         "clean"
     } else {
@@ -190,6 +192,30 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     };
     println!("result          {verdict}");
     Ok(report.is_clean())
+}
+
+fn print_history(history: &HistoryCheck) {
+    match history {
+        HistoryCheck::Missing => {
+            println!("history         none (the next open rebuilds it from what the log holds)")
+        }
+        HistoryCheck::Unreadable { reason } => println!("history         FAILED: {reason}"),
+        HistoryCheck::Checked {
+            rows_checked,
+            mismatches,
+            mismatch_count,
+        } => {
+            for mismatch in mismatches {
+                println!("history mismatch: {mismatch}");
+            }
+            let verdict = if *mismatch_count == 0 {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {mismatch_count} rows differ from the log")
+            };
+            println!("history         {rows_checked} rows checked against the log: {verdict}");
+        }
+    }
 }
 
 fn print_recovery(report: &RecoveryReport) {

@@ -19,6 +19,8 @@ mod derive;
 mod writer;
 
 pub(crate) use derive::apply_logged;
+#[cfg(test)]
+pub(crate) use writer::testing;
 pub use writer::{
     Feeder, HistoryHorizons, HistoryWriter, FEED_BATCH_CHANGES_MAX, FEED_QUEUE_BATCHES_MAX,
 };

@@ -23,7 +23,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use tokio::sync::watch;
 
 use crate::domain::event::Event;
-use crate::domain::ids::shard_of;
+use crate::domain::ids::{shard_of, AccountId};
 use crate::domain::time::UnixMs;
 use crate::storage::history::{Change, HistoryReader, HistoryStore};
 
@@ -53,7 +53,7 @@ impl HistoryHorizons {
 }
 
 /// What the writer's queue carries.
-enum Message {
+pub(crate) enum Message {
     Batch(Batch),
     /// Every horizon is at least this (what the store held at open).
     Horizons(UnixMs),
@@ -63,7 +63,7 @@ enum Message {
 
 /// Changes derived from the events up to `last_lsn`, and per shard the
 /// newest of their stamps.
-struct Batch {
+pub(crate) struct Batch {
     last_lsn: u64,
     changes: Vec<Change>,
     newest: Vec<UnixMs>,
@@ -107,8 +107,8 @@ impl Feeder {
     pub fn fed(&mut self, lsn: u64, event: &Event, at: UnixMs) {
         self.batch.last_lsn = lsn;
         self.fed_lsn = lsn;
-        if let Some(tx) = event.transaction_id() {
-            let shard = shard_of(tx.account(), self.shards);
+        if let Some(account) = logged_by(event) {
+            let shard = shard_of(account, self.shards);
             if let Some(newest) = self.batch.newest.get_mut(shard) {
                 *newest = (*newest).max(at);
             }
@@ -155,6 +155,16 @@ impl Feeder {
         answer
             .recv()
             .map_err(|_| "the history writer stopped before answering".to_string())?
+    }
+}
+
+/// The account whose shard stamped and logged `event`: a transfer's
+/// receiving account (its one event is made there, step 2), else the
+/// transaction's own; `None` for payout records (the payout actor's).
+fn logged_by(event: &Event) -> Option<AccountId> {
+    match event {
+        Event::Transferred { to, .. } => Some(*to),
+        _ => event.transaction_id().map(|tx| tx.account()),
     }
 }
 
@@ -248,6 +258,8 @@ impl Ingest {
         }
         match self.store.ingest(batch.last_lsn, &batch.changes) {
             Ok(_) => {
+                // Horizons first: whoever waited for the LSN sees them too.
+                self.raise(&batch.newest);
                 if let Some(applied) = &self.applied {
                     applied.send_if_modified(|lsn| {
                         let moved = batch.last_lsn > *lsn;
@@ -255,7 +267,6 @@ impl Ingest {
                         moved
                     });
                 }
-                self.raise(&batch.newest);
             }
             Err(error) => {
                 tracing::error!(
@@ -294,5 +305,49 @@ impl Ingest {
         }
         self.store.persist().map_err(|e| e.to_string())?;
         self.store.applied_lsn().map_err(|e| e.to_string())
+    }
+}
+
+/// A feeder whose queue a test reads, and what it finds there.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A feeder for `shards` shards with no writer: the test reads its
+    /// queue.
+    pub(crate) fn feeder(shards: usize) -> (Feeder, Receiver<Message>) {
+        let (queue, queued) = bounded(FEED_QUEUE_BATCHES_MAX);
+        let feeder = Feeder {
+            queue,
+            batch: Batch::new(shards),
+            fed_lsn: 0,
+            shards,
+        };
+        (feeder, queued)
+    }
+
+    /// The next message, within 10 s.
+    pub(crate) fn next(queue: &Receiver<Message>) -> Message {
+        queue
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the feeder sent something")
+    }
+
+    impl Message {
+        /// A batch's last LSN.
+        pub(crate) fn batch(self) -> Option<u64> {
+            match self {
+                Message::Batch(batch) => Some(batch.last_lsn),
+                _ => None,
+            }
+        }
+
+        /// A persist request's reply channel.
+        pub(crate) fn persist(self) -> Option<Sender<Result<u64, String>>> {
+            match self {
+                Message::Persist(reply) => Some(reply),
+                _ => None,
+            }
+        }
     }
 }
