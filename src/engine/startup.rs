@@ -28,7 +28,7 @@ use crate::domain::ids::{shard_of, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::PayoutRecord;
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
+use crate::domain::withdrawal::WithdrawalStatus;
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::horizon::Forgetting;
 use crate::engine::payout::PayoutActor;
@@ -108,9 +108,6 @@ struct Seed {
     payouts: Option<PayoutSeed>,
     /// The newest time the recovered state holds: stamps never go below.
     stamps_from: UnixMs,
-    /// Where forgotten withdrawals are found again, and each shard's
-    /// horizon: the configuration's, else the data folder's history store.
-    withdrawal_history: Option<Arc<dyn WithdrawalHistory>>,
 }
 
 struct PayoutSeed {
@@ -153,14 +150,8 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         &accounts,
         payouts.iter().flat_map(|p| p.records.values()),
     );
-    let withdrawal_history = config
-        .withdrawal_history
-        .as_ref()
-        .map(|h| Arc::clone(&h.0))
-        .or_else(|| store_history(history.as_ref(), horizons.as_ref(), currencies));
     let seed = Seed {
         stamps_from,
-        withdrawal_history,
         journal: journal.clone(),
         router: router.clone(),
         accounts: by_shard(accounts, config.shards),
@@ -178,17 +169,6 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         checkpointer: Mutex::new(checkpointer),
         lock: Mutex::new(lock),
     })
-}
-
-/// The data folder's history store as the engine's [`WithdrawalHistory`].
-fn store_history(
-    reader: Option<&HistoryReader>,
-    horizons: Option<&HistoryHorizons>,
-    currencies: &Currencies,
-) -> Option<Arc<dyn WithdrawalHistory>> {
-    let (reader, horizons) = (reader?.clone(), horizons?.clone());
-    let history = StoreHistory::new(reader, horizons, currencies.clone());
-    Some(Arc::new(history))
 }
 
 impl Engine {
@@ -271,7 +251,6 @@ fn spawn(
                     accounts,
                     payouts,
                     stamps_from,
-                    withdrawal_history,
                 } = seed;
                 // On the System's own thread, apart from the shards.
                 let payouts = payouts.and_then(|p| {
@@ -293,11 +272,7 @@ fn spawn(
                         account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
                         clock: config.clock.clone(),
                         stamps_from,
-                        forgetting: Forgetting::for_shard(
-                            &config,
-                            shard,
-                            withdrawal_history.clone(),
-                        ),
+                        forgetting: Forgetting::for_shard(&config, shard),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));
