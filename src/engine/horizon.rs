@@ -5,8 +5,9 @@
 //! The horizon says "every event of this shard stamped before T is safely
 //! kept elsewhere", so a finished withdrawal last changed before T may
 //! leave memory:
-//! - with a [`WithdrawalHistory`] (a data folder's history store, fed by
-//!   its log follower): the history's own horizon for the shard, the stamp
+//! - with a [`WithdrawalHistory`] ([`Config::withdrawal_history`]; the
+//!   data folder's history store is not attached as one yet): the
+//!   history's own horizon for the shard, the stamp
 //!   of the newest event of the shard it took in (a shard's stamps never go
 //!   back and its events reach the log in order, so everything stamped
 //!   strictly before it is in);

@@ -40,7 +40,6 @@ use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, L
 use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
 use crate::storage::history::{HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
-use crate::storage::recall::StoreHistory;
 use crate::storage::recovery::{rebuild_feeding, Recovered, RecoveryError, RecoveryReport};
 use crate::storage::snapshot::SnapshotFile;
 use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
