@@ -100,10 +100,10 @@ pub struct Config {
     pub withdrawal_history: Option<SharedWithdrawalHistory>,
     /// Whether a durable ledger keeps a history store in its data folder
     /// (`<data_dir>/history/`), fed from the log: the withdrawal listings,
-    /// account entries, transactions by id and balances at a time read it,
-    /// and finished withdrawals leave memory once it holds them. Without
-    /// it those reads answer `history_unavailable` and a durable ledger
-    /// keeps every withdrawal in memory. Today the store costs most of the
+    /// account entries, transactions by id and balances at a time read it
+    /// (it is not yet the engine's [`withdrawal_history`](Self::withdrawal_history),
+    /// so a durable ledger still keeps every withdrawal in memory). Without
+    /// it those reads answer `history_unavailable`. Today the store costs most of the
     /// fsync withdrawal throughput (README, *Performance*). Turning it off
     /// and on again rebuilds what the log still holds. Default: `true`.
     pub history: bool,
