@@ -7,6 +7,7 @@
 //! history store keeps them is its own business (`storage/history/`).
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
@@ -103,8 +104,9 @@ impl Default for PayoutQuery<'_> {
     }
 }
 
-/// What a balance change was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a balance change was. The history store keeps it by variant
+/// index: new kinds only ever go at the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EntryKind {
     Deposit,
     /// A withdrawal request moved the amount from available to locked.

@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
-use crate::domain::history::{
-    Entry, EntryKind, Order, Page, PayoutQuery, Transaction, WithdrawalQuery,
-};
+use crate::domain::history::{Entry, Order, Page, PayoutQuery, Transaction, WithdrawalQuery};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::{PayoutItemView, PayoutView};
@@ -237,7 +235,7 @@ impl Ledger {
             account: row.account,
             currency: row.currency,
             seq: row.seq,
-            kind: entry_kind(row.kind),
+            kind: row.kind,
             amount: self.decimal(row.currency, row.amount)?,
             at: UnixMs::from_millis(row.at_ms).known(),
             available_after: self.decimal(row.currency, row.available_after)?,
@@ -357,18 +355,6 @@ fn status_of(row: &WithdrawalRow) -> Result<WithdrawalStatus, LedgerError> {
             })?,
         },
     })
-}
-
-fn entry_kind(kind: store::EntryKind) -> EntryKind {
-    match kind {
-        store::EntryKind::Deposit => EntryKind::Deposit,
-        store::EntryKind::Lock => EntryKind::Lock,
-        store::EntryKind::Burn => EntryKind::Burn,
-        store::EntryKind::Release => EntryKind::Release,
-        store::EntryKind::Return => EntryKind::Return,
-        store::EntryKind::TransferIn => EntryKind::TransferIn,
-        store::EntryKind::TransferOut => EntryKind::TransferOut,
-    }
 }
 
 fn store_order(order: Order) -> store::Order {

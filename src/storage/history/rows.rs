@@ -28,35 +28,9 @@ pub struct WithdrawalRow {
     pub updated_at_ms: u64,
 }
 
-/// What a balance change was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum EntryKind {
-    Deposit,
-    /// A withdrawal request moved the amount from available to locked.
-    Lock,
-    /// A completed withdrawal: the locked amount left the account.
-    Burn,
-    /// A failed or cancelled withdrawal: locked back to available.
-    Release,
-    /// A paid withdrawal sent back by the bank: credited to available.
-    Return,
-    TransferIn,
-    TransferOut,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deposit => "deposit",
-            Self::Lock => "lock",
-            Self::Burn => "burn",
-            Self::Release => "release",
-            Self::Return => "return",
-            Self::TransferIn => "transfer_in",
-            Self::TransferOut => "transfer_out",
-        }
-    }
-}
+/// What a balance change was: the public kind, stored by its variant
+/// index (its order is part of the store's format).
+pub use crate::domain::history::EntryKind;
 
 /// One balance change of one account in one currency; `seq` numbers the
 /// account's entries in that currency (strictly increasing).
