@@ -299,6 +299,25 @@ fn the_listings_export_csv_by_format_or_by_accept() {
         json_anyway.content_type.starts_with("application/json"),
         "{json_anyway:?}"
     );
+    // q=0 means "not CSV"; a quality above zero still asks for it.
+    let refused = c.get_with(
+        "/v1/accounts/1/withdrawals",
+        Some("text/csv;q=0, application/json"),
+    );
+    assert!(
+        refused.content_type.starts_with("application/json"),
+        "{refused:?}"
+    );
+    let spaced = c.get_with("/v1/accounts/1/withdrawals", Some("text/csv; q=0.000"));
+    assert!(
+        spaced.content_type.starts_with("application/json"),
+        "{spaced:?}"
+    );
+    let weighted = c.get_with("/v1/accounts/1/withdrawals", Some("text/csv;q=0.5"));
+    assert!(
+        weighted.content_type.starts_with("text/csv"),
+        "{weighted:?}"
+    );
     let page = c.get("/v1/accounts/1/withdrawals?format=csv&limit=2");
     let next = page.next_cursor.clone().expect("a next cursor");
     assert_eq!(page.text().split("\r\n").count(), 1 + 2 + 1);

@@ -5,6 +5,12 @@
 //! JSON fields of the same item, in the same order, from the same values
 //! (so the two cannot drift); a missing value is an empty field. The page's
 //! `next` cursor goes in the `Next-Cursor` header (absent on the last page).
+//!
+//! Free text a caller wrote (a withdrawal's `reason`) is the one field a
+//! spreadsheet could run: one that starts with `=`, `+`, `-`, `@`, a tab or
+//! a CR gets a leading `'` ([`spreadsheet_safe`], OWASP's advice against
+//! CSV injection). Amounts, ids and times are the engine's own text and
+//! never start so, except a negative amount, which must stay a number.
 
 use std::borrow::Cow;
 
@@ -71,6 +77,16 @@ fn text(value: &Option<String>) -> Cow<'_, str> {
     Cow::Borrowed(value.as_deref().unwrap_or(""))
 }
 
+/// Caller-written text as a spreadsheet will show it, never run it: a
+/// leading `'` before a first character that would start a formula.
+pub fn spreadsheet_safe(value: &str) -> Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{value}"))
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
 impl CsvRow for WithdrawalJson {
     const HEADER: &'static [&'static str] = &[
         "transaction_id",
@@ -92,7 +108,7 @@ impl CsvRow for WithdrawalJson {
             Cow::Borrowed(&self.amount),
             Cow::Borrowed(self.status),
             Cow::Owned(self.payout_id.map(|p| p.to_string()).unwrap_or_default()),
-            text(&self.reason),
+            spreadsheet_safe(self.reason.as_deref().unwrap_or("")),
             text(&self.created_at),
             text(&self.updated_at),
         ]
@@ -153,6 +169,26 @@ mod tests {
         assert_eq!(quoted("say \"no\""), "\"say \"\"no\"\"\"");
         assert_eq!(quoted("two\nlines"), "\"two\nlines\"");
         assert_eq!(quoted("cr\r"), "\"cr\r\"");
+    }
+
+    #[test]
+    fn a_reason_that_would_start_a_formula_is_shown_as_text() {
+        for reason in [
+            "=HYPERLINK(\"http://x\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            let row = withdrawal(Some(reason));
+            let fields = row.fields();
+            assert_eq!(fields[6], format!("'{reason}"), "{reason:?}");
+        }
+        let plain = withdrawal(Some("bank said no"));
+        assert_eq!(plain.fields()[6], "bank said no");
+        let text = document(&[withdrawal(Some("=1+1"))]);
+        assert!(text.contains(",'=1+1,"), "{text}");
     }
 
     #[test]

@@ -263,7 +263,7 @@ fn listing<P: serde::Serialize, T: CsvRow>(
 }
 
 /// CSV when `format=csv`, or without `format` when `Accept` names
-/// `text/csv`; JSON otherwise.
+/// `text/csv` with a quality above zero; JSON otherwise.
 fn wants_csv(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> {
     match format {
         Some("csv") => Ok(true),
@@ -274,10 +274,27 @@ fn wants_csv(req: &HttpRequest, format: Option<&str>) -> Result<bool, ApiError> 
             .get_all(header::ACCEPT)
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|range| {
-                let media = range.split(';').next().unwrap_or("").trim();
-                media.eq_ignore_ascii_case("text/csv")
-            })),
+            .any(accepts_csv)),
+    }
+}
+
+/// Whether one `Accept` range asks for CSV: `text/csv`, unless its
+/// quality is zero (`q=0` means "not this", RFC 9110 §12.4.2).
+fn accepts_csv(range: &str) -> bool {
+    let mut parts = range.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    let refused = parts.any(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        name.trim().eq_ignore_ascii_case("q") && is_zero_quality(value.trim())
+    });
+    media.eq_ignore_ascii_case("text/csv") && !refused
+}
+
+/// `0`, `0.`, `0.0`, `0.00`, `0.000`: a quality value of zero.
+fn is_zero_quality(q: &str) -> bool {
+    match q.split_once('.') {
+        None => q == "0",
+        Some((whole, frac)) => whole == "0" && frac.len() <= 3 && frac.bytes().all(|b| b == b'0'),
     }
 }
 
