@@ -59,8 +59,11 @@ pub struct Forgetting {
 
 impl Forgetting {
     /// Shard `shard`'s, as `config` sets it up (see the module docs).
-    pub fn for_shard(config: &Config, shard: usize) -> Self {
-        let history = config.withdrawal_history.as_ref().map(|h| Arc::clone(&h.0));
+    pub fn for_shard(
+        config: &Config,
+        shard: usize,
+        history: Option<Arc<dyn WithdrawalHistory>>,
+    ) -> Self {
         let horizon = match (&history, config.is_durable()) {
             (Some(_), _) => Horizon::History { shard },
             (None, false) => Horizon::Retention {

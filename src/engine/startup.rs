@@ -28,7 +28,7 @@ use crate::domain::ids::{shard_of, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::PayoutRecord;
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::horizon::Forgetting;
 use crate::engine::payout::PayoutActor;
@@ -107,6 +107,9 @@ struct Seed {
     payouts: Option<PayoutSeed>,
     /// The newest time the recovered state holds: stamps never go below.
     stamps_from: UnixMs,
+    /// Where forgotten withdrawals are found again, and each shard's
+    /// horizon: the configuration's, else the data folder's history store.
+    withdrawal_history: Option<Arc<dyn WithdrawalHistory>>,
 }
 
 struct PayoutSeed {
@@ -149,8 +152,14 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         &accounts,
         payouts.iter().flat_map(|p| p.records.values()),
     );
+    let withdrawal_history = config
+        .withdrawal_history
+        .as_ref()
+        .map(|h| Arc::clone(&h.0))
+        .or_else(|| store_history(history.as_ref(), horizons.as_ref(), currencies));
     let seed = Seed {
         stamps_from,
+        withdrawal_history,
         journal: journal.clone(),
         router: router.clone(),
         accounts: by_shard(accounts, config.shards),
@@ -168,6 +177,17 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         checkpointer: Mutex::new(checkpointer),
         lock: Mutex::new(lock),
     })
+}
+
+/// The data folder's history store as the engine's [`WithdrawalHistory`].
+fn store_history(
+    reader: Option<&HistoryReader>,
+    horizons: Option<&HistoryHorizons>,
+    currencies: &Currencies,
+) -> Option<Arc<dyn WithdrawalHistory>> {
+    let (reader, horizons) = (reader?.clone(), horizons?.clone());
+    let history = StoreHistory::new(reader, horizons, currencies.clone());
+    Some(Arc::new(history))
 }
 
 impl Engine {
@@ -250,6 +270,7 @@ fn spawn(
                     accounts,
                     payouts,
                     stamps_from,
+                    withdrawal_history,
                 } = seed;
                 // On the System's own thread, apart from the shards.
                 let payouts = payouts.and_then(|p| {
@@ -271,7 +292,11 @@ fn spawn(
                         account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
                         clock: config.clock.clone(),
                         stamps_from,
-                        forgetting: Forgetting::for_shard(&config, shard),
+                        forgetting: Forgetting::for_shard(
+                            &config,
+                            shard,
+                            withdrawal_history.clone(),
+                        ),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));

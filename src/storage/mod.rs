@@ -21,6 +21,8 @@
 //!   and payouts on disk (fjall), ingested off the log, paged by cursors.
 //! - `feed/` — what feeds it: logged events turned into history rows, and
 //!   the history writer thread that ingests them.
+//! - `recall.rs` — the store as the engine's `WithdrawalHistory`: where a
+//!   forgotten withdrawal is found again, and how far each shard may forget.
 //! - `history_check.rs` — `verify`'s check of the history store against
 //!   the log.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
@@ -34,6 +36,7 @@ pub mod history;
 pub mod history_check;
 pub mod inspect;
 pub mod journal;
+pub mod recall;
 pub mod recovery;
 pub mod snapshot;
 pub mod wal;
