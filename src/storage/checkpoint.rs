@@ -564,6 +564,8 @@ mod tests {
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
     use crate::storage::feed::testing;
+    use crate::domain::withdrawal::WithdrawalStatus;
+    use crate::storage::recall::testing::{self as recall_testing, Held};
     use crate::storage::recall::FolderHistory;
     use crate::storage::wal::{WalConfig, WalHandle};
 
@@ -639,6 +641,64 @@ mod tests {
             let written = written.map(|f| f.map(|f| f.lsn)).map_err(|e| e.to_string());
             (follower, written)
         })
+    }
+
+    /// A follower whose copy holds account 7 with its completed
+    /// withdrawal forgotten, finding withdrawals in `history`.
+    fn forgot_one(dir: &Path, history: Held) -> Follower {
+        let (mut account, _, _) = recall_testing::completed();
+        account.forget_finished(UnixMs::from_millis(recall_testing::T.as_millis() + 1));
+        let start = Start {
+            accounts: HashMap::from([(7, account)]),
+            ..empty_start()
+        };
+        let settings = CheckpointSettings {
+            history: Arc::new(history),
+            ..settings(dir)
+        };
+        Follower::new(settings, start, None)
+    }
+
+    fn returned_at_lsn_1(tx: crate::domain::ids::TransactionId) -> Committed {
+        let at = UnixMs::from_millis(recall_testing::T.as_millis() + 2);
+        let event = recall_testing::returned(tx);
+        Committed {
+            first_lsn: 1,
+            events: vec![Stamped { at, event }],
+        }
+    }
+
+    #[test]
+    fn the_copy_takes_a_forgotten_withdrawal_back_from_the_store_before_its_return() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, tx, record) = recall_testing::completed();
+        let history = Held {
+            horizon: UnixMs::UNKNOWN,
+            records: vec![(tx, record)],
+        };
+        let mut follower = forgot_one(tmp.path(), history);
+        follower.apply(returned_at_lsn_1(tx));
+        assert_eq!((follower.behind.clone(), follower.applied_lsn), (None, 1));
+        let account = &follower.accounts[&7];
+        let status = &account.withdrawal_record_of(tx).unwrap().status;
+        assert!(matches!(status, WithdrawalStatus::Returned { .. }));
+        assert_eq!(account.balance(usd()).available, 1_000, "all back");
+    }
+
+    #[test]
+    fn a_return_the_store_cannot_give_back_leaves_the_copy_behind_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, tx, _) = recall_testing::completed();
+        let history = Held {
+            horizon: UnixMs::UNKNOWN,
+            records: vec![],
+        };
+        let mut follower = forgot_one(tmp.path(), history);
+        follower.apply(returned_at_lsn_1(tx));
+        let behind = follower.behind.clone().expect("behind");
+        assert!(behind.contains("does not hold it"), "{behind}");
+        assert_eq!(follower.applied_lsn, 0);
+        assert_eq!(follower.accounts[&7].balance(usd()).available, 750);
     }
 
     #[test]

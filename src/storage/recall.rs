@@ -182,18 +182,19 @@ where
     state.restore_for_replay(event, record).map(|_| ())
 }
 
+/// A history a test fills, and an account whose completed withdrawal it
+/// may hold.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use crate::domain::money::usd;
-    use crate::domain::withdrawal::Withdrawal;
 
-    const T: UnixMs = UnixMs::from_millis(1_767_225_600_000);
+    pub(crate) const T: UnixMs = UnixMs::from_millis(1_767_225_600_000);
 
     /// A history holding `records`, with horizon `horizon` on every shard.
-    struct Held {
-        horizon: UnixMs,
-        records: Vec<(TransactionId, WithdrawalRecord)>,
+    pub(crate) struct Held {
+        pub(crate) horizon: UnixMs,
+        pub(crate) records: Vec<(TransactionId, WithdrawalRecord)>,
     }
 
     impl WithdrawalHistory for Held {
@@ -207,9 +208,9 @@ mod tests {
         }
     }
 
-    /// Account 7 with one withdrawal of 2.50 completed at T; the
-    /// withdrawal's id and record.
-    fn completed() -> (AccountState, TransactionId, WithdrawalRecord) {
+    /// Account 7 (10.00 USD in) with one withdrawal of 2.50 completed at
+    /// T; the withdrawal's id and record.
+    pub(crate) fn completed() -> (AccountState, TransactionId, WithdrawalRecord) {
         let mut account = AccountState::new(7);
         account.deposit(usd(), 1_000, None, T).unwrap();
         let made = account.request_withdrawal(usd(), 250, None, 8, T).unwrap();
@@ -220,12 +221,21 @@ mod tests {
         (account, tx, record)
     }
 
-    fn returned(tx: TransactionId) -> Event {
+    pub(crate) fn returned(tx: TransactionId) -> Event {
         Event::WithdrawalReturned {
             tx,
             reason: "bounced".into(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{completed, returned, Held, T};
+    use super::*;
+    use crate::domain::money::usd;
+    use crate::domain::withdrawal::Withdrawal;
+
 
     fn view(accounts: &HashMap<AccountId, AccountState>, tx: TransactionId) -> Withdrawal {
         let record = accounts[&7].withdrawal_record_of(tx).unwrap();
