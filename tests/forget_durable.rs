@@ -16,10 +16,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use burnledger::clock::ManualClock;
+use burnledger::storage::inspect::ReadOnlyFolder;
 use burnledger::storage::snapshot;
 use burnledger::{
-    Config, Ledger, LedgerError, TransactionId, Withdrawal, WithdrawalOutcome, WithdrawalQuery,
-    WithdrawalStatus,
+    Config, CurrencyConfig, Ledger, LedgerError, TransactionId, Withdrawal, WithdrawalOutcome,
+    WithdrawalQuery, WithdrawalStatus,
 };
 use common::dec;
 
@@ -195,6 +196,15 @@ async fn a_return_of_a_forgotten_withdrawal_survives_a_crash_and_the_copy_takes_
     let balances = ledger.balances(1).await.unwrap();
     drop(ledger);
 
+    // `verify` replays it too (reading the folder's store), and finds the
+    // store agreeing with the log.
+    let folder = ReadOnlyFolder::at_rest(dir.path()).unwrap();
+    let verified = folder
+        .verify(None, &[CurrencyConfig::new("USD", 2)])
+        .unwrap();
+    assert!(verified.is_clean(), "{verified:?}");
+    drop(folder);
+
     let ledger = Ledger::open(config(dir.path(), &clock)).expect("recovery replays the return");
     let report = ledger.recovery_report().unwrap().clone();
     assert_eq!(report.snapshot.map(|s| s.lsn), Some(taken.lsn));
@@ -211,7 +221,11 @@ async fn a_return_of_a_forgotten_withdrawal_survives_a_crash_and_the_copy_takes_
     let usd = &balances[0];
     // 100 in and 0.01; 5 locked; 1, 2, 3 and 4 back.
     assert_eq!((usd.available, usd.locked), (dec("95.01"), dec("5")));
-    let next = ledger.snapshot().await.unwrap().expect("the copy applied the return");
+    let next = ledger
+        .snapshot()
+        .await
+        .unwrap()
+        .expect("the copy applied the return");
     assert!(next.lsn > taken.lsn);
     ledger.shutdown().await;
     let ledger = Ledger::open(config(dir.path(), &clock)).unwrap();
@@ -234,7 +248,10 @@ async fn snapshot_bytes_after(count: usize) -> u64 {
     let ledger = Ledger::open(config).unwrap();
     let accounts = [1, 2, 3, 4];
     for &account in &accounts {
-        ledger.deposit(account, "USD", dec("1000"), None).await.unwrap();
+        ledger
+            .deposit(account, "USD", dec("1000"), None)
+            .await
+            .unwrap();
         for _ in 0..count {
             let w = ledger.request_withdrawal(account, "USD", dec("0.01"), None);
             let tx = w.await.unwrap().transaction_id;

@@ -134,7 +134,11 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         None => (Journal::memory_only(), None),
     };
     let (history, horizons, store_history) = match &durable {
-        Some(d) => (d.history.clone(), d.horizons.clone(), d.store_history.clone()),
+        Some(d) => (
+            d.history.clone(),
+            d.horizons.clone(),
+            d.store_history.clone(),
+        ),
         None => (None, None, None),
     };
     let (checkpointer, accounts, records, lock) = match durable {

@@ -467,7 +467,10 @@ impl Follower {
         let accounts = self.accounts.values_mut().map(|a| &mut **a);
         let forgotten = forget_in_copy(accounts, &*self.settings.history, self.settings.shards);
         if forgotten > 0 {
-            tracing::debug!(forgotten, "finished withdrawals left the checkpointer's copy");
+            tracing::debug!(
+                forgotten,
+                "finished withdrawals left the checkpointer's copy"
+            );
         }
     }
 
@@ -563,8 +566,8 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
-    use crate::storage::feed::testing;
     use crate::domain::withdrawal::WithdrawalStatus;
+    use crate::storage::feed::testing;
     use crate::storage::recall::testing::{self as recall_testing, Held};
     use crate::storage::recall::FolderHistory;
     use crate::storage::wal::{WalConfig, WalHandle};

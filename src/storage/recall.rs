@@ -101,7 +101,9 @@ impl WithdrawalHistory for FolderHistory {
 /// The engine's record of a stored row; an error if the row names a
 /// currency the ledger no longer has (the folder's table forbids that).
 fn record_of(row: &WithdrawalRow, currencies: &Currencies) -> Result<WithdrawalRecord, String> {
-    let currency = currencies.get_code(row.currency).map_err(|e| e.to_string())?;
+    let currency = currencies
+        .get_code(row.currency)
+        .map_err(|e| e.to_string())?;
     let reason = || row.reason.clone().unwrap_or_default();
     let status = match row.status {
         StatusKind::Pending => WithdrawalStatus::Pending,
@@ -236,7 +238,6 @@ mod tests {
     use crate::domain::money::usd;
     use crate::domain::withdrawal::Withdrawal;
 
-
     fn view(accounts: &HashMap<AccountId, AccountState>, tx: TransactionId) -> Withdrawal {
         let record = accounts[&7].withdrawal_record_of(tx).unwrap();
         record.view(tx)
@@ -264,7 +265,11 @@ mod tests {
         assert_eq!(view(&accounts, tx).status, WithdrawalStatus::Completed);
         let account = accounts.get_mut(&7).unwrap();
         account.apply(&event, later).unwrap();
-        assert_eq!(account.balance(usd()).available, 1_000, "returned: all back");
+        assert_eq!(
+            account.balance(usd()).available,
+            1_000,
+            "returned: all back"
+        );
     }
 
     #[test]

@@ -255,13 +255,15 @@ fn rebuild_from(
                 let state = (&mut accounts, &mut payouts);
                 let logged = (lsn, &entry.event, entry.at);
                 restored
-                    .and_then(|()| match feed.as_deref_mut().filter(|f| lsn > f.fed_lsn()) {
-                        Some(feed) => {
-                            apply_logged(state, currencies, logged, Some(feed.changes()))
-                                .map(|()| feed.fed(lsn, &entry.event, entry.at))
-                        }
-                        None => apply_logged(state, currencies, logged, None),
-                    })
+                    .and_then(
+                        |()| match feed.as_deref_mut().filter(|f| lsn > f.fed_lsn()) {
+                            Some(feed) => {
+                                apply_logged(state, currencies, logged, Some(feed.changes()))
+                                    .map(|()| feed.fed(lsn, &entry.event, entry.at))
+                            }
+                            None => apply_logged(state, currencies, logged, None),
+                        },
+                    )
                     .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
             }
         }
