@@ -12,15 +12,20 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use burnledger::clock::ManualClock;
+use burnledger::config::SharedWithdrawalHistory;
+use burnledger::domain::withdrawal::{WithdrawalHistory, WithdrawalRecord};
 use burnledger::storage::inspect::ReadOnlyFolder;
 use burnledger::storage::snapshot;
 use burnledger::{
-    Config, CurrencyConfig, Ledger, LedgerError, TransactionId, Withdrawal, WithdrawalOutcome,
-    WithdrawalQuery, WithdrawalStatus,
+    Config, CurrencyConfig, Ledger, LedgerError, TransactionId, UnixMs, Withdrawal,
+    WithdrawalOutcome, WithdrawalQuery, WithdrawalStatus,
 };
 use common::dec;
 
@@ -304,5 +309,61 @@ async fn finished_withdrawals_a_restart_brings_back_leave_memory_at_the_next_swe
     ledger.deposit(1, "USD", dec("0.01"), None).await.unwrap();
     let next = ledger.snapshot().await.unwrap().expect("a snapshot");
     assert_eq!(in_snapshot(&next, 1), [m.pending]);
+    ledger.shutdown().await;
+}
+
+/// A host's own history: the records it was given, all of every shard's
+/// events in it (its horizon is the end of time); counts its look-ups.
+#[derive(Default)]
+struct HostHistory {
+    records: Mutex<HashMap<TransactionId, WithdrawalRecord>>,
+    asked: AtomicUsize,
+}
+
+impl WithdrawalHistory for HostHistory {
+    fn horizon(&self, _shard: usize) -> UnixMs {
+        UnixMs::from_millis(u64::MAX)
+    }
+
+    fn withdrawal(&self, tx: TransactionId) -> Result<Option<WithdrawalRecord>, String> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(self.records.lock().unwrap().get(&tx).cloned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_s_own_history_takes_precedence_over_the_data_folder_s_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let host = Arc::new(HostHistory::default());
+    let config = Config {
+        withdrawal_history: Some(SharedWithdrawalHistory(host.clone())),
+        ..config(dir.path(), &clock)
+    };
+    let ledger = Ledger::open(config).unwrap();
+    let m = mix(&ledger).await;
+    let completed = ledger.withdrawal(m.completed).await.unwrap();
+    // The host's history holds the completed one only (as it was: USD, 2
+    // decimals), and its horizon forgets every finished one at once.
+    let record = WithdrawalRecord {
+        currency: burnledger::domain::money::Currency {
+            code: completed.currency,
+            decimals: 2,
+        },
+        amount: 100,
+        status: WithdrawalStatus::Completed,
+        created_at: completed.created_at.unwrap(),
+        updated_at: completed.updated_at.unwrap(),
+    };
+    host.records.lock().unwrap().insert(m.completed, record);
+    swept_until(&ledger, &clock, &[m.pending]).await;
+    // Read back from the host's history, not the store: the one it holds
+    // answers as before, the others are unknown to it.
+    assert_eq!(ledger.withdrawal(m.completed).await.unwrap(), completed);
+    assert!(host.asked.load(Ordering::SeqCst) >= 1);
+    let unknown = LedgerError::UnknownWithdrawal {
+        transaction_id: m.failed,
+    };
+    assert_eq!(ledger.withdrawal(m.failed).await, Err(unknown));
     ledger.shutdown().await;
 }
