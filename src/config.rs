@@ -88,22 +88,29 @@ pub struct Config {
     /// idempotency key that made it still answers its first result, without
     /// its times (never applied twice). Applies to a ledger without a data folder (or with sync
     /// mode `none`) and no [`withdrawal_history`](Self::withdrawal_history);
-    /// a durable ledger forgets a withdrawal only once its history holds
-    /// it. At least 1. Default: 86,400,000 (24 h).
+    /// a durable ledger forgets a withdrawal only once its history (its
+    /// data folder's store, or the configured one) holds it, and never
+    /// without one. At least 1. Default: 86,400,000 (24 h).
     pub finished_withdrawal_retention_ms: u64,
     /// Where finished withdrawals that left memory are kept and found
     /// again: the engine forgets them as far as each shard's horizon says,
     /// and reads them back for the commands and reads that name them, so
-    /// those answer as before. Default: none (a durable ledger then keeps
-    /// every withdrawal in memory until its data folder's history store is
-    /// attached; a memory-only one keeps them for the retention above).
+    /// those answer as before. A host's own history given here takes
+    /// precedence over the data folder's store. Default: none (a durable
+    /// ledger then uses its history store, see [`history`](Self::history);
+    /// a memory-only one keeps them for the retention above).
     pub withdrawal_history: Option<SharedWithdrawalHistory>,
     /// Whether a durable ledger keeps a history store in its data folder
     /// (`<data_dir>/history/`), fed from the log: the withdrawal listings,
-    /// account entries, transactions by id and balances at a time read it
-    /// (it is not yet the engine's [`withdrawal_history`](Self::withdrawal_history),
-    /// so a durable ledger still keeps every withdrawal in memory). Without
-    /// it those reads answer `history_unavailable`. Today the store costs most of the
+    /// account entries, transactions by id and balances at a time read it,
+    /// and it is the engine's history unless
+    /// [`withdrawal_history`](Self::withdrawal_history) gives one: a
+    /// finished withdrawal leaves memory (the engine's, and the
+    /// checkpointer's copy, so snapshots too) once the store holds it, and
+    /// is read back from it when named. Without it those reads answer
+    /// `history_unavailable` and a durable ledger keeps every withdrawal in
+    /// memory (one a snapshot had forgotten is still read from the
+    /// folder's store if a replayed return needs it). Today the store costs most of the
     /// fsync withdrawal throughput (README, *Performance*). Turning it off
     /// and on again rebuilds what the log still holds. Default: `true`.
     pub history: bool,

@@ -29,10 +29,14 @@
 //!   the same parameters returns the first result; with other parameters it
 //!   is an `idempotency_conflict`. Keys are scoped to the account the
 //!   operation acts on (a transfer's source).
-//! - Finished withdrawals leave memory once a history holds them
-//!   ([`Config::withdrawal_history`]); every operation on one answers as
-//!   before (it is read back from the history). Without a history and a
-//!   data folder, they are dropped
+//! - Finished withdrawals leave memory once a history holds them (a data
+//!   folder's history store, [`Config::history`], or
+//!   [`Config::withdrawal_history`]); every operation on one answers as
+//!   before (it is read back from the history). With a data folder they
+//!   leave the checkpointer's copy too, so snapshots do not grow with
+//!   them; a return of a forgotten one replays after a crash (taken back
+//!   from the store; a store that lacks it stops recovery, saying so).
+//!   Without a history and a data folder, they are dropped
 //!   [`finished_withdrawal_retention_ms`](Config::finished_withdrawal_retention_ms)
 //!   after their last change (default 24 h): their ids then answer
 //!   `unknown_withdrawal`.
@@ -105,7 +109,8 @@
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
 //!   engine hands events to be made durable), `wal/` (the write-ahead log, see
 //!   its own Layout), `snapshot`, `recovery`, `checkpoint` (the background
-//!   snapshot thread), `data_dir/` (the folder's lock and currency table),
+//!   snapshot thread), `recall` (the history store as the engine's
+//!   withdrawal history, and replay's), `data_dir/` (the folder's lock and currency table),
 //!   `inspect` (the public read-only API `inspect` and `verify` use),
 //!   `deadline` (the storage threads' timers on the injected clock),
 //!   `history/` (the history store: withdrawals, entries, transactions and

@@ -42,9 +42,13 @@
 //!
 //! The recovered state must then equal the model exactly: every balance
 //! (available, locked, total) of every account and currency, and the set of
-//! withdrawals with their statuses. Replaying every acknowledged key with its
+//! withdrawals with their statuses (every withdrawal as looked up by id,
+//! whether memory holds it or forgot it to the history store). Replaying every acknowledged key with its
 //! parameters must return the acknowledged transaction id and change
 //! nothing, and `audit()` must be clean.
+
+#[path = "common/observed.rs"]
+mod observed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -928,10 +932,11 @@ fn diff<K: Ord + std::fmt::Debug, V: PartialEq + std::fmt::Debug>(
     out.join("\n")
 }
 
+/// The accounts as a caller observes them: balances, and every withdrawal
+/// as looked up by id (the ledger may have forgotten finished ones its
+/// history store holds; a replay may take one back into memory).
 async fn exported(ledger: &Ledger) -> Vec<AccountExport> {
-    let mut accounts = ledger.export_accounts().await.unwrap();
-    accounts.sort_by_key(|a| a.id);
-    accounts
+    observed::observed_accounts(ledger).await
 }
 
 async fn submit_all(ledger: &Ledger, ops: Vec<Operation>) -> Vec<Result<Outcome, LedgerError>> {

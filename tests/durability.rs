@@ -1,4 +1,11 @@
 //! Reopening a data folder gives back every acknowledged operation.
+//!
+//! States are compared as a caller observes them (balances, and every
+//! withdrawal as looked up by id), not as memory holds them: either side
+//! may have forgotten finished withdrawals its history store holds.
+
+#[path = "common/observed.rs"]
+mod observed;
 
 use std::str::FromStr;
 
@@ -9,9 +16,7 @@ fn dec(s: &str) -> Decimal {
 }
 
 async fn state(ledger: &Ledger) -> Vec<burnledger::AccountExport> {
-    let mut accounts = ledger.export_accounts().await.unwrap();
-    accounts.sort_by_key(|a| a.id);
-    accounts
+    observed::observed_accounts(ledger).await
 }
 
 /// Runs a little of everything and returns the withdrawal ids made.

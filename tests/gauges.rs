@@ -102,6 +102,17 @@ fn config(dir: &std::path::Path, bank: &SimulatedBank) -> Config {
         },
         payment_service: Some(SharedPaymentService::new(bank.clone())),
         account_pending_withdrawals_max: 50,
+        ..remembering(dir)
+    }
+}
+
+/// Durable in `dir`, without a history store: the gauges count what
+/// memory holds, and this ledger forgets nothing, so every status stays
+/// counted and a restart recovers exactly what memory held (forgetting,
+/// and the gauges following it, are tests/forget.rs's).
+fn remembering(dir: &std::path::Path) -> Config {
+    Config {
+        history: false,
         ..Config::for_tests_in(dir)
     }
 }
@@ -306,7 +317,7 @@ async fn gauges_equal_a_full_scan_through_every_change_and_after_a_restart() {
 
     // Reopened without a payment service, so nothing moves in the
     // background: the gauges are seeded from the recovered state.
-    let plain = Config::for_tests_in(dir.path());
+    let plain = remembering(dir.path());
     let reopened = Ledger::open(plain).unwrap();
     let after = assert_gauges_match_a_full_scan(&reopened, "after the restart").await;
     assert_eq!(tallies_of(&after), tallies_of(&before));

@@ -461,7 +461,7 @@ mod tests {
                 finished_withdrawal_retention_ms: RETENTION_MS,
                 ..Config::for_tests()
             };
-            Forgetting::for_shard(&config, 0)
+            Forgetting::for_shard(&config, 0, None)
         }
 
         /// Account `id` with one withdrawal completed at `clock`'s now.

@@ -5,17 +5,20 @@
 //! The horizon says "every event of this shard stamped before T is safely
 //! kept elsewhere", so a finished withdrawal last changed before T may
 //! leave memory:
-//! - with a [`WithdrawalHistory`] ([`Config::withdrawal_history`]; the
-//!   data folder's history store is not attached as one yet): the
-//!   history's own horizon for the shard, the stamp
+//! - with a [`WithdrawalHistory`] ([`Config::withdrawal_history`], else
+//!   the data folder's history store, see [`crate::storage::recall`]):
+//!   the history's own horizon for the shard, the stamp
 //!   of the newest event of the shard it took in (a shard's stamps never go
 //!   back and its events reach the log in order, so everything stamped
 //!   strictly before it is in);
 //! - without one, on a ledger that keeps no log: the clock's now minus
 //!   [`Config::finished_withdrawal_retention_ms`] (nothing keeps them: past
 //!   the retention they are gone, and say `unknown_withdrawal`);
-//! - without one, on a durable ledger: never (its withdrawals stay until
-//!   its history store is attached).
+//! - without one, on a durable ledger (one running without its history
+//!   store, [`Config::history`] off or the store unusable): never.
+//!
+//! The checkpointer's copy of the state forgets too, below the store's
+//! horizons, so that snapshots stay flat (see `storage/checkpoint.rs`).
 //!
 //! The horizon is read (one call) when it is used, not pushed: the
 //! history's follower keeps its per-shard horizon where
@@ -58,9 +61,14 @@ pub struct Forgetting {
 }
 
 impl Forgetting {
-    /// Shard `shard`'s, as `config` sets it up (see the module docs).
-    pub fn for_shard(config: &Config, shard: usize) -> Self {
-        let history = config.withdrawal_history.as_ref().map(|h| Arc::clone(&h.0));
+    /// Shard `shard`'s, as `config` sets it up, finding forgotten
+    /// withdrawals in `history` (the configuration's, else the data
+    /// folder's store; see the module docs).
+    pub fn for_shard(
+        config: &Config,
+        shard: usize,
+        history: Option<Arc<dyn WithdrawalHistory>>,
+    ) -> Self {
         let horizon = match (&history, config.is_durable()) {
             (Some(_), _) => Horizon::History { shard },
             (None, false) => Horizon::Retention {

@@ -28,7 +28,7 @@ use crate::domain::ids::{shard_of, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::PayoutRecord;
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::horizon::Forgetting;
 use crate::engine::payout::PayoutActor;
@@ -40,7 +40,10 @@ use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, L
 use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
 use crate::storage::history::{HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
-use crate::storage::recovery::{rebuild_feeding, Recovered, RecoveryError, RecoveryReport};
+use crate::storage::recall::{FolderHistory, StoreHistory};
+use crate::storage::recovery::{
+    rebuild_feeding, rebuild_recalling, Recovered, RecoveryError, RecoveryReport,
+};
 use crate::storage::snapshot::SnapshotFile;
 use crate::storage::wal::{ReplayMode, WalConfig, WalError, WalHandle};
 
@@ -78,9 +81,11 @@ pub struct Engine {
     /// data folder (or when the store could not be opened at all).
     pub history: Option<HistoryReader>,
     /// Per shard, how far the history store holds that shard's events (see
-    /// [`HistoryHorizons`]); `None` with no history store. Not used by the
-    /// engine yet: finished withdrawals older than this may leave memory.
-    #[allow(dead_code)] // for the coordinators, once they forget
+    /// [`HistoryHorizons`]); `None` with no history store. Finished
+    /// withdrawals last changed before it leave memory (the engine's, and
+    /// the checkpointer's copy), read through the store's
+    /// [`WithdrawalHistory`]; kept here for tests to watch.
+    #[allow(dead_code)] // read by tests only
     pub horizons: Option<HistoryHorizons>,
     pub(super) threads: Mutex<Option<EngineThreads>>,
     pub(super) checkpointer: Mutex<Option<Checkpointer>>,
@@ -107,6 +112,9 @@ struct Seed {
     payouts: Option<PayoutSeed>,
     /// The newest time the recovered state holds: stamps never go below.
     stamps_from: UnixMs,
+    /// Where forgotten withdrawals are found again, and each shard's
+    /// horizon: the configuration's, else the data folder's history store.
+    withdrawal_history: Option<Arc<dyn WithdrawalHistory>>,
 }
 
 struct PayoutSeed {
@@ -125,9 +133,13 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         Some(d) => (d.journal.clone(), Some(d.report.clone())),
         None => (Journal::memory_only(), None),
     };
-    let (history, horizons) = match &durable {
-        Some(d) => (d.history.clone(), d.horizons.clone()),
-        None => (None, None),
+    let (history, horizons, store_history) = match &durable {
+        Some(d) => (
+            d.history.clone(),
+            d.horizons.clone(),
+            d.store_history.clone(),
+        ),
+        None => (None, None, None),
     };
     let (checkpointer, accounts, records, lock) = match durable {
         Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
@@ -149,8 +161,15 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         &accounts,
         payouts.iter().flat_map(|p| p.records.values()),
     );
+    // A host's own history takes precedence over the folder's store.
+    let withdrawal_history = config
+        .withdrawal_history
+        .as_ref()
+        .map(|h| Arc::clone(&h.0))
+        .or(store_history);
     let seed = Seed {
         stamps_from,
+        withdrawal_history,
         journal: journal.clone(),
         router: router.clone(),
         accounts: by_shard(accounts, config.shards),
@@ -250,6 +269,7 @@ fn spawn(
                     accounts,
                     payouts,
                     stamps_from,
+                    withdrawal_history,
                 } = seed;
                 // On the System's own thread, apart from the shards.
                 let payouts = payouts.and_then(|p| {
@@ -271,7 +291,11 @@ fn spawn(
                         account_idle_sweep: Duration::from_millis(config.account_idle_sweep_ms),
                         clock: config.clock.clone(),
                         stamps_from,
-                        forgetting: Forgetting::for_shard(&config, shard),
+                        forgetting: Forgetting::for_shard(
+                            &config,
+                            shard,
+                            withdrawal_history.clone(),
+                        ),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));
@@ -332,6 +356,8 @@ struct Durable {
     lock: DataDirLock,
     history: Option<HistoryReader>,
     horizons: Option<HistoryHorizons>,
+    /// The store as the engine's [`WithdrawalHistory`].
+    store_history: Option<Arc<dyn WithdrawalHistory>>,
 }
 
 /// The history store's writer and the handles around it, while the
@@ -342,6 +368,17 @@ struct History {
     writer: HistoryWriter,
     reader: HistoryReader,
     horizons: HistoryHorizons,
+}
+
+impl History {
+    /// The store as a [`WithdrawalHistory`], its rows read in `currencies`.
+    fn recall(&self, currencies: &Currencies) -> StoreHistory {
+        StoreHistory::new(
+            self.reader.clone(),
+            self.horizons.clone(),
+            currencies.clone(),
+        )
+    }
 }
 
 /// Recovers the state in the data folder and opens its WAL writer and
@@ -356,21 +393,31 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     })?;
     let (lock, history, recovered, store) = claim_and_recover(&dir, config, currencies)?;
     let report = recovered.report;
-    let (feed, history_reader, horizons) = match store {
+    let (feed, history_reader, horizons, store_history) = match store {
         Some(mut store) => {
             // Once what recovery fed is in, the store holds every recovered
             // event: each shard's horizon is at least the newest of them.
-            let newest = newest_time(
-                Some(&report),
-                recovered.accounts.values(),
-                recovered.payouts.values(),
-            );
-            store.feeder.raise_horizons(newest);
+            // Not when history was lost: the recovered state then holds
+            // withdrawals the store lacks, which must not be forgotten.
+            if report.history_lost.is_none() {
+                let newest = newest_time(
+                    Some(&report),
+                    recovered.accounts.values(),
+                    recovered.payouts.values(),
+                );
+                store.feeder.raise_horizons(newest);
+            }
+            let recall: Arc<dyn WithdrawalHistory> = Arc::new(store.recall(&history));
             let feed = Some((store.feeder, store.writer));
-            (feed, Some(store.reader), Some(store.horizons))
+            (feed, Some(store.reader), Some(store.horizons), Some(recall))
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
+    // Without a store nothing is forgotten, but a snapshot may have been
+    // written by a ledger that had one: its store is opened if needed.
+    let recall = store_history
+        .clone()
+        .unwrap_or_else(|| Arc::new(FolderHistory::new(&dir, &history)));
     // The checkpointer reads the journal's durable LSN, and the WAL writer
     // (under the journal) feeds the checkpointer: tie the knot through a
     // cell set just below.
@@ -385,6 +432,8 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             every_events: config.snapshot_every_events,
             snapshots_kept: config.snapshots_kept,
             durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
+            history: recall,
+            shards: config.shards,
         },
         // The checkpointer's own copy of the state: it follows the log from
         // here.
@@ -419,6 +468,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         lock,
         history: history_reader,
         horizons,
+        store_history,
     }))
 }
 
@@ -470,13 +520,20 @@ fn claim_and_recover(
     Ok((lock, registry, recovered, history))
 }
 
+/// Recovers the folder, feeding `history` what it lacks and reading from
+/// it the forgotten withdrawals a replayed return needs.
 fn recover_feeding(
     dir: &Path,
     registry: &Currencies,
     history: Option<&mut History>,
 ) -> Result<Recovered, OpenError> {
-    let feeder = history.map(|h| &mut h.feeder);
-    Ok(rebuild_feeding(dir, registry, ReplayMode::Recover, feeder)?)
+    let mode = ReplayMode::Recover;
+    let Some(history) = history else {
+        return Ok(rebuild_feeding(dir, registry, mode, None)?);
+    };
+    let recall = history.recall(registry);
+    let feeder = Some(&mut history.feeder);
+    Ok(rebuild_recalling(dir, registry, mode, feeder, &recall)?)
 }
 
 /// Opens the history store and starts its writer. A store that cannot be

@@ -35,9 +35,20 @@
 //! deleted only behind snapshots, keeps every event the store lacks until a
 //! restart catches it up. When its copy is rebuilt from disk, the rebuild
 //! feeds the events the store lacks, like recovery at open.
+//!
+//! Its copy forgets finished withdrawals as the engine does (see
+//! [`crate::storage::recall`]): before each snapshot, once the store holds
+//! everything up to the snapshot's LSN on disk, every finished withdrawal
+//! last changed before its shard's history horizon leaves the copy, so
+//! the copy and every snapshot (what a restart loads into memory) stay
+//! flat. A return of a withdrawal the copy forgot takes it back from the
+//! store before it is applied; one the store cannot give back leaves the
+//! copy behind (and every snapshot held back, logged) rather than apply a
+//! guess.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -51,9 +62,11 @@ use crate::domain::event::Stamped;
 use crate::domain::ids::AccountId;
 use crate::domain::money::Currencies;
 use crate::domain::payouts::PayoutRecord;
+use crate::domain::withdrawal::WithdrawalHistory;
 use crate::storage::deadline::Deadline;
 use crate::storage::feed::{apply_logged, Feeder, HistoryWriter};
-use crate::storage::recovery::{rebuild_feeding, snapshot_dir, RecoveryError};
+use crate::storage::recall::{forget_in_copy, restore_for_replay};
+use crate::storage::recovery::{rebuild_recalling, snapshot_dir, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, Committed, ReplayMode};
 
@@ -85,6 +98,14 @@ pub struct CheckpointSettings {
     pub snapshots_kept: usize,
     /// The highest LSN known durable right now (for a rebuild from disk).
     pub durable_lsn: Box<dyn Fn() -> u64 + Send>,
+    /// Where the copy's forgotten withdrawals are found again, and how far
+    /// each shard may forget: the history store
+    /// ([`StoreHistory`](crate::storage::recall::StoreHistory)), or the
+    /// folder's, opened only if a replay needs it (no horizons: nothing is
+    /// forgotten).
+    pub history: Arc<dyn WithdrawalHistory>,
+    /// The ledger's shard count (which shard's horizon an account follows).
+    pub shards: usize,
 }
 
 type Reply = oneshot::Sender<Result<Option<SnapshotFile>, String>>;
@@ -396,6 +417,8 @@ impl Follower {
     /// Applies one event to the copy and feeds the history rows it made
     /// (unless the store has them already).
     fn apply_one(&mut self, lsn: u64, stamped: &Stamped) -> Result<(), String> {
+        let recall = &*self.settings.history;
+        restore_for_replay(&mut self.accounts, &stamped.event, recall)?;
         let feed = self.feed.as_mut().filter(|feed| lsn > feed.fed_lsn());
         let currencies = &self.settings.currencies;
         let state = (&mut self.accounts, &mut self.payouts);
@@ -423,6 +446,7 @@ impl Follower {
             return Err(RecoveryError::Invariant(violation.clone()));
         }
         self.history_on_disk()?;
+        self.forget_what_the_store_holds();
         let file = write_and_prune(
             &self.settings.data_dir,
             self.applied_lsn,
@@ -436,18 +460,33 @@ impl Follower {
         Ok(Some(file))
     }
 
+    /// Forgets the copy's finished withdrawals the store holds (below each
+    /// shard's horizon; on disk, as [`history_on_disk`](Self::history_on_disk)
+    /// just made sure).
+    fn forget_what_the_store_holds(&mut self) {
+        let accounts = self.accounts.values_mut().map(|a| &mut **a);
+        let forgotten = forget_in_copy(accounts, &*self.settings.history, self.settings.shards);
+        if forgotten > 0 {
+            tracing::debug!(
+                forgotten,
+                "finished withdrawals left the checkpointer's copy"
+            );
+        }
+    }
+
     /// Replaces the copy that fell behind (`reason`) with the state on
     /// disk: the last snapshot plus the WAL up to the durable LSN, feeding
     /// the history store what it lacks on the way.
     fn rebuild_from_disk(&mut self, reason: String) -> Result<(), RecoveryError> {
         tracing::warn!(%reason, "checkpointer rebuilds its copy of the state from disk");
-        let rebuilt = rebuild_feeding(
+        let rebuilt = rebuild_recalling(
             &self.settings.data_dir,
             &self.settings.currencies,
             ReplayMode::ReadOnly {
                 until_lsn: Some((self.settings.durable_lsn)()),
             },
             self.feed.as_mut(),
+            &*self.settings.history,
         );
         let rebuilt = match rebuilt {
             Ok(rebuilt) => rebuilt,
@@ -527,7 +566,10 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::domain::money::{usd, CurrencyConfig};
     use crate::domain::time::UnixMs;
+    use crate::domain::withdrawal::WithdrawalStatus;
     use crate::storage::feed::testing;
+    use crate::storage::recall::testing::{self as recall_testing, Held};
+    use crate::storage::recall::FolderHistory;
     use crate::storage::wal::{WalConfig, WalHandle};
 
     /// Deposits of 100, 200, 300 … to account 1, as logged events, the
@@ -546,16 +588,22 @@ mod tests {
             .collect()
     }
 
+    fn currencies() -> Currencies {
+        Currencies::new(&[CurrencyConfig::new("USD", 2)]).unwrap()
+    }
+
     /// Snapshots only on request or on an hour-long timer.
     fn settings(dir: &Path) -> CheckpointSettings {
         CheckpointSettings {
             data_dir: dir.to_path_buf(),
-            currencies: Currencies::new(&[CurrencyConfig::new("USD", 2)]).unwrap(),
+            currencies: currencies(),
             interval: Duration::from_secs(3600),
             clock: SharedClock::system(),
             every_events: u64::MAX,
             snapshots_kept: 2,
             durable_lsn: Box::new(|| 3),
+            history: Arc::new(FolderHistory::new(dir, &currencies())),
+            shards: 1,
         }
     }
 
@@ -596,6 +644,64 @@ mod tests {
             let written = written.map(|f| f.map(|f| f.lsn)).map_err(|e| e.to_string());
             (follower, written)
         })
+    }
+
+    /// A follower whose copy holds account 7 with its completed
+    /// withdrawal forgotten, finding withdrawals in `history`.
+    fn forgot_one(dir: &Path, history: Held) -> Follower {
+        let (mut account, _, _) = recall_testing::completed();
+        account.forget_finished(UnixMs::from_millis(recall_testing::T.as_millis() + 1));
+        let start = Start {
+            accounts: HashMap::from([(7, account)]),
+            ..empty_start()
+        };
+        let settings = CheckpointSettings {
+            history: Arc::new(history),
+            ..settings(dir)
+        };
+        Follower::new(settings, start, None)
+    }
+
+    fn returned_at_lsn_1(tx: crate::domain::ids::TransactionId) -> Committed {
+        let at = UnixMs::from_millis(recall_testing::T.as_millis() + 2);
+        let event = recall_testing::returned(tx);
+        Committed {
+            first_lsn: 1,
+            events: vec![Stamped { at, event }],
+        }
+    }
+
+    #[test]
+    fn the_copy_takes_a_forgotten_withdrawal_back_from_the_store_before_its_return() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, tx, record) = recall_testing::completed();
+        let history = Held {
+            horizon: UnixMs::UNKNOWN,
+            records: vec![(tx, record)],
+        };
+        let mut follower = forgot_one(tmp.path(), history);
+        follower.apply(returned_at_lsn_1(tx));
+        assert_eq!((follower.behind.clone(), follower.applied_lsn), (None, 1));
+        let account = &follower.accounts[&7];
+        let status = &account.withdrawal_record_of(tx).unwrap().status;
+        assert!(matches!(status, WithdrawalStatus::Returned { .. }));
+        assert_eq!(account.balance(usd()).available, 1_000, "all back");
+    }
+
+    #[test]
+    fn a_return_the_store_cannot_give_back_leaves_the_copy_behind_unchanged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, tx, _) = recall_testing::completed();
+        let history = Held {
+            horizon: UnixMs::UNKNOWN,
+            records: vec![],
+        };
+        let mut follower = forgot_one(tmp.path(), history);
+        follower.apply(returned_at_lsn_1(tx));
+        let behind = follower.behind.clone().expect("behind");
+        assert!(behind.contains("does not hold it"), "{behind}");
+        assert_eq!(follower.applied_lsn, 0);
+        assert_eq!(follower.accounts[&7].balance(usd()).available, 750);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `recovery.rs` — rebuilding the state: the newest valid snapshot plus
 //!   the log after it.
 //! - `checkpoint.rs` — the checkpointer thread: follows the log, writes
-//!   snapshots, deletes the log segments none of them needs.
+//!   snapshots (its copy forgetting what the history store holds),
+//!   deletes the log segments none of them needs.
 //! - `data_dir/` — the folder as a whole: its lock (one ledger at a time)
 //!   and its currency table (the scale of every stored amount).
 //! - `inspect.rs` — the public read-only API for tools outside the crate
@@ -21,6 +22,10 @@
 //!   and payouts on disk (fjall), ingested off the log, paged by cursors.
 //! - `feed/` — what feeds it: logged events turned into history rows, and
 //!   the history writer thread that ingests them.
+//! - `recall.rs` — the store as the engine's `WithdrawalHistory` (where a
+//!   forgotten withdrawal is found again, how far each shard may forget),
+//!   the checkpointer's copy forgetting, and replay taking a forgotten
+//!   withdrawal back before its return.
 //! - `history_check.rs` — `verify`'s check of the history store against
 //!   the log.
 //! - `deadline.rs` — the storage threads' timers, on the injected clock
@@ -34,6 +39,7 @@ pub mod history;
 pub mod history_check;
 pub mod inspect;
 pub mod journal;
+pub mod recall;
 pub mod recovery;
 pub mod snapshot;
 pub mod wal;

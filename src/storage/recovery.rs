@@ -18,6 +18,13 @@
 //! starts from the newest snapshot the store is not behind and the log can
 //! still replay from (or, failing that, the oldest the log can), so that as
 //! much history as the log still has is re-derived.
+//!
+//! Snapshots hold no finished withdrawal the history store held when they
+//! were written (the checkpointer's copy forgets them, see
+//! [`crate::storage::recall`]), so replay may meet the return of a
+//! completed withdrawal its state forgot: it is taken back from the store
+//! first ([`restore_for_replay`]); a store that cannot give it back fails
+//! the rebuild ([`RecoveryError::Apply`]), never a guess.
 
 use std::borrow::BorrowMut;
 use std::collections::{BTreeMap, HashMap};
@@ -32,8 +39,9 @@ use crate::domain::ids::AccountId;
 use crate::domain::money::{Currencies, Currency};
 use crate::domain::payouts::{PayoutRecord, PayoutRecordItem};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
 use crate::storage::feed::{apply_logged, Feeder};
+use crate::storage::recall::{restore_for_replay, FolderHistory};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, ReplayError, ReplayMode};
 
@@ -165,15 +173,36 @@ pub fn rebuild(
 }
 
 /// [`rebuild`], feeding `feed` the history of every event after what it
-/// holds ([`Feeder::fed_lsn`]).
+/// holds ([`Feeder::fed_lsn`]). A forgotten withdrawal a return needs is
+/// read from the folder's history store, opened only then
+/// ([`FolderHistory`]).
 pub fn rebuild_feeding(
     data_dir: &Path,
     currencies: &Currencies,
     mode: ReplayMode,
+    feed: Option<&mut Feeder>,
+) -> Result<Recovered, RecoveryError> {
+    let folder = FolderHistory::new(data_dir, currencies);
+    rebuild_recalling(data_dir, currencies, mode, feed, &folder)
+}
+
+/// [`rebuild_feeding`], reading forgotten withdrawals from `recall` (the
+/// store the running ledger holds open).
+pub fn rebuild_recalling(
+    data_dir: &Path,
+    currencies: &Currencies,
+    mode: ReplayMode,
     mut feed: Option<&mut Feeder>,
+    recall: &dyn WithdrawalHistory,
 ) -> Result<Recovered, RecoveryError> {
     let history_at = feed.as_ref().map(|feed| feed.fed_lsn());
-    match rebuild_from(data_dir, currencies, mode, feed.as_deref_mut(), history_at) {
+    let replay = Replay {
+        data_dir,
+        currencies,
+        mode,
+        recall,
+    };
+    match rebuild_from(&replay, feed.as_deref_mut(), history_at) {
         Ok(Some(recovered)) => return Ok(recovered),
         // The log does not reach the newest snapshot from the older start
         // the store wanted.
@@ -186,7 +215,7 @@ pub fn rebuild_feeding(
         Err(error) => return Err(error),
     }
     // Start from the newest snapshot, as without a store.
-    rebuild_from(data_dir, currencies, mode, feed, None)?
+    rebuild_from(&replay, feed, None)?
         .ok_or_else(|| RecoveryError::Invariant("the rebuild has no start".into()))
 }
 
@@ -195,12 +224,11 @@ pub fn rebuild_feeding(
 /// module docs); `None` when the log ends before the newest snapshot from
 /// there.
 fn rebuild_from(
-    data_dir: &Path,
-    currencies: &Currencies,
-    mode: ReplayMode,
+    replay: &Replay<'_>,
     mut feed: Option<&mut Feeder>,
     history_at: Option<u64>,
 ) -> Result<Option<Recovered>, RecoveryError> {
+    let (data_dir, currencies, mode) = (replay.data_dir, replay.currencies, replay.mode);
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let begin = begin(data_dir, history_at, &mut report)?;
@@ -223,14 +251,20 @@ fn rebuild_from(
             for entry in group {
                 let lsn = entry.lsn;
                 newest_event_at = newest_event_at.max(entry.at);
+                let restored = restore_for_replay(&mut accounts, &entry.event, replay.recall);
                 let state = (&mut accounts, &mut payouts);
                 let logged = (lsn, &entry.event, entry.at);
-                match feed.as_deref_mut().filter(|feed| lsn > feed.fed_lsn()) {
-                    Some(feed) => apply_logged(state, currencies, logged, Some(feed.changes()))
-                        .map(|()| feed.fed(lsn, &entry.event, entry.at)),
-                    None => apply_logged(state, currencies, logged, None),
-                }
-                .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
+                restored
+                    .and_then(
+                        |()| match feed.as_deref_mut().filter(|f| lsn > f.fed_lsn()) {
+                            Some(feed) => {
+                                apply_logged(state, currencies, logged, Some(feed.changes()))
+                                    .map(|()| feed.fed(lsn, &entry.event, entry.at))
+                            }
+                            None => apply_logged(state, currencies, logged, None),
+                        },
+                    )
+                    .map_err(|reason| (lsn, RecoveryError::Apply { lsn, reason }))?;
             }
         }
         Ok(())
@@ -273,6 +307,15 @@ fn rebuild_from(
         payouts,
         report,
     }))
+}
+
+/// What a rebuild reads: the folder, at the scale of `currencies`, in
+/// `mode`, and where forgotten withdrawals are found again.
+struct Replay<'a> {
+    data_dir: &'a Path,
+    currencies: &'a Currencies,
+    mode: ReplayMode,
+    recall: &'a dyn WithdrawalHistory,
 }
 
 /// Where a rebuild starts: a snapshot's contents, or nothing (LSN 0).
