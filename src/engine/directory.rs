@@ -17,6 +17,9 @@
 //! allows ([`Directory::forget_finished`], on each sweep): running actors
 //! are told to, and parked states are visited a bounded number per sweep,
 //! round the directory; a retiring actor forgets before handing back.
+//! Idempotency keys' expiry walks the parked states the same way
+//! ([`Directory::visit_parked`], see
+//! [`key_expiry`](crate::engine::key_expiry)).
 //!
 //! Only this directory holds account actors' addresses (a round looks its
 //! actors up here when it dispatches), so a retired actor gets nothing
@@ -252,18 +255,39 @@ impl Directory {
         for running in &self.running {
             running.actor.do_send(ForgetFinished { before });
         }
-        let Some(mut gauges) = self.seed.log.gauges_mut() else {
+        let log = Rc::clone(&self.seed.log);
+        let Some(mut gauges) = log.gauges_mut() else {
             return;
         };
-        if self.parked_cursor >= self.slots.len() {
-            self.parked_cursor = 0;
+        let mut cursor = self.parked_cursor;
+        self.visit_parked(&mut cursor, PARKED_PER_SWEEP, |state| {
+            horizon::forget(state, before, &mut gauges);
+        });
+        self.parked_cursor = cursor;
+    }
+
+    /// The accounts whose actor runs.
+    pub fn running_accounts(&self) -> impl Iterator<Item = AccountId> + '_ {
+        self.running.iter().map(|running| running.account)
+    }
+
+    /// Shows `visit` the parked states among up to `limit` accounts' slots,
+    /// from `cursor` on (then moved past them), round the directory: each
+    /// periodic task that walks parked states keeps its own cursor.
+    pub fn visit_parked(
+        &mut self,
+        cursor: &mut usize,
+        limit: usize,
+        mut visit: impl FnMut(&mut AccountState),
+    ) {
+        if *cursor >= self.slots.len() {
+            *cursor = 0;
         }
-        let visit = self.slots.values_mut().skip(self.parked_cursor);
-        for slot in visit.take(PARKED_PER_SWEEP) {
+        for slot in self.slots.values_mut().skip(*cursor).take(limit) {
             if let Slot::Parked(state) = slot {
-                horizon::forget(state, before, &mut gauges);
+                visit(state);
             }
-            self.parked_cursor += 1;
+            *cursor += 1;
         }
     }
 

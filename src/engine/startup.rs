@@ -31,6 +31,7 @@ use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::WithdrawalStatus;
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::horizon::Forgetting;
+use crate::engine::key_expiry::KeyExpiry;
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
@@ -272,6 +273,7 @@ fn spawn(
                         clock: config.clock.clone(),
                         stamps_from,
                         forgetting: Forgetting::for_shard(&config, shard),
+                        key_expiry: KeyExpiry::new(&config),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));
