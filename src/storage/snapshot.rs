@@ -431,7 +431,7 @@ mod tests {
     use crate::domain::withdrawal::TransitionAction;
 
     /// Three accounts, each with a withdrawal (account 2's completed), all
-    /// at different times.
+    /// at different times, and a key (account 3's expired).
     fn sample_accounts() -> Vec<AccountState> {
         let usd = Currency {
             code: CurrencyCode::new("USD").unwrap(),
@@ -450,19 +450,27 @@ mod tests {
                         account.update_withdrawal(tx, TransitionAction::Complete, "", at(999));
                     assert!(done.is_ok());
                 }
+                if id == 3 {
+                    // Format v5: an expired key's fingerprint.
+                    let expiry = account.expire_keys(at(4), at(1_000)).unwrap();
+                    assert_eq!(expiry.output, 1);
+                }
                 account
             })
             .collect()
     }
 
     #[test]
-    fn snapshot_round_trips_every_account_with_its_withdrawals_times() {
+    fn snapshot_round_trips_every_account_with_its_withdrawals_and_keys_times() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let written = write(dir.path(), 77, accounts.iter()).unwrap();
         let (lsn, read_back) = read(&written.path).unwrap();
         assert_eq!(lsn, 77);
         assert_eq!(read_back, accounts);
+        let keys: Vec<_> = read_back.iter().map(|a| a.key_times().len()).collect();
+        assert_eq!(keys, [1, 1, 0]);
+        assert_eq!(read_back[2].expired_key_fingerprints().len(), 1);
         let times = |a: &AccountState| {
             let w = a.withdrawals().next().unwrap().1;
             (
