@@ -182,13 +182,19 @@ impl Coordinator {
     }
 
     /// Logs the expiry of the idempotency keys past their retention in
-    /// this sweep's accounts (see [`key_expiry`]), as a round.
+    /// this sweep's accounts (see [`key_expiry`]), as a round of upkeep:
+    /// it keeps no idle actor from retiring.
     fn expire_keys(&mut self, ctx: &mut Context<Self>) {
         let runs = self.key_expiry.round(&mut self.directory);
         if runs.is_empty() {
             return;
         }
-        let round = self.dispatch(runs);
+        self.log.tick();
+        let round = RoundReplies::expecting(runs.len(), runs.len());
+        for run in runs {
+            let jobs = RunCommands::new(run.jobs, round.clone());
+            self.directory.upkeep(run.account, jobs);
+        }
         let settled = key_expiry::settle(round, Rc::clone(&self.log));
         ctx.spawn(actix::fut::wrap_future::<_, Self>(settled));
     }

@@ -34,8 +34,10 @@ use crate::domain::account::AccountState;
 use crate::domain::ids::AccountId;
 use crate::domain::time::UnixMs;
 use crate::engine::account::{AccountActor, Holding};
+use crate::engine::command::Job;
 use crate::engine::horizon::{self, Forgetting, PARKED_PER_SWEEP};
 use crate::engine::messages::{ForgetFinished, Retire};
+use crate::engine::round::RunCommands;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
@@ -264,6 +266,22 @@ impl Directory {
             horizon::forget(state, before, &mut gauges);
         });
         self.parked_cursor = cursor;
+    }
+
+    /// Sends upkeep `jobs` (the engine's own, not a caller's) to the
+    /// account's actor: a running one is not counted as used, so upkeep
+    /// never keeps an idle actor from retiring; a parked state gets an
+    /// actor. Dropped (each job answered `shutting_down`) for an account
+    /// the shard does not hold.
+    pub fn upkeep<J: Job>(&mut self, account: AccountId, jobs: RunCommands<J>) {
+        if let Some(Slot::Running(index)) = self.slots.get(&account) {
+            if let Some(running) = self.running.get(*index) {
+                return running.actor.do_send(jobs);
+            }
+        }
+        if let Some(actor) = self.actor_of(account, false) {
+            actor.do_send(jobs);
+        }
     }
 
     /// The accounts whose actor runs.

@@ -9,9 +9,11 @@
 //! among at most [`PARKED_PER_SWEEP`] visited per sweep, round the
 //! directory, that hold a key first used before the horizon (now minus
 //! [`Config::idempotency_key_retention_ms`]). Each gets an [`ExpireKeys`]
-//! job through the normal round: its actor applies the expiry and records
-//! the event in the shard log like any command's, and [`settle`] flushes
-//! the log. Every later answer of the shard waits for a flush behind it
+//! job in one round, sent as upkeep (`Directory::upkeep`: it does not
+//! count as a use, so it keeps no idle actor from retiring; an account
+//! retired by this very sweep is visited once parked): its actor applies
+//! the expiry and records the event in the shard log like any command's,
+//! and [`settle`] flushes the log. Every later answer of the shard waits for a flush behind it
 //! (a flush that finds nothing is a barrier), so nothing refused because
 //! a key expired is answered before the expiry is durable; a crash before
 //! then loses the expiry, and the key is still there after restart.
