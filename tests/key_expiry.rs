@@ -4,7 +4,10 @@
 //! `idempotency_key_expired`, changing nothing; a key used at the horizon
 //! still replays its first result; the expiry is in the log, and after a
 //! kill -9 and a reopen the key is still expired; over HTTP the refusal is
-//! a 409 with that code.
+//! a 409 with that code; a retention of zero is refused at open. (A key
+//! whose transfer is in flight never expiring is shown in
+//! `domain/account/keys.rs`'s unit tests: the engine's window for it is
+//! too short to hit from here.)
 
 mod common;
 #[path = "common/faults.rs"]
@@ -304,4 +307,14 @@ fn over_http_an_expired_key_is_a_409_idempotency_key_expired_changing_nothing() 
     let balance = InProcess::block_on(ledger.balance(1, "USD")).unwrap();
     assert_eq!(balance.available, dec("100"), "nothing applied twice");
     server.stop();
+}
+
+#[test]
+fn a_key_retention_of_zero_is_refused_at_open() {
+    let config = Config {
+        idempotency_key_retention_ms: 0,
+        ..Config::for_tests()
+    };
+    let refused = Ledger::open(config).err().expect("refused");
+    assert!(refused.to_string().contains("idempotency_key_retention_ms"));
 }
