@@ -124,6 +124,12 @@ fn event() -> impl Strategy<Value = Event> {
                 reported,
             }
         ),
+        (any::<u64>(), any::<u64>()).prop_map(|(account, before)| {
+            Event::IdempotencyKeysExpired {
+                account,
+                before: UnixMs::from_millis(before),
+            }
+        }),
     ]
 }
 
@@ -144,9 +150,10 @@ fn variant(event: &Event) -> usize {
         Event::PayoutItemsSettled { .. } => 10,
         Event::PayoutItemResolved { .. } => 11,
         Event::PayoutMismatch { .. } => 12,
+        Event::IdempotencyKeysExpired { .. } => 13,
     }
 }
-const VARIANTS: usize = 13;
+const VARIANTS: usize = 14;
 
 #[test]
 fn the_event_strategy_generates_every_variant() {

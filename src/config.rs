@@ -92,6 +92,16 @@ pub struct Config {
     /// data folder's store, or the configured one) holds it, and never
     /// without one. At least 1. Default: 86,400,000 (24 h).
     pub finished_withdrawal_retention_ms: u64,
+    /// How long an idempotency key is kept after its first use, in
+    /// milliseconds, on the ledger's clock. Past it the engine logs the
+    /// key's expiry (an event, so recovery and replay agree) and the key
+    /// leaves memory, leaving an 8-byte fingerprint: the key's replay is
+    /// then refused `idempotency_key_expired` (409), never applied twice.
+    /// Checked on each idle sweep ([`account_idle_sweep_ms`](Self::account_idle_sweep_ms)),
+    /// so a key may outlive it by up to a sweep (more while a shard holds
+    /// many accounts: a sweep visits a bounded number of idle ones). At
+    /// least 1. Default: 604,800,000 (7 days).
+    pub idempotency_key_retention_ms: u64,
     /// Where finished withdrawals that left memory are kept and found
     /// again: the engine forgets them as far as each shard's horizon says,
     /// and reads them back for the commands and reads that name them, so
@@ -205,6 +215,8 @@ pub const ACCOUNT_IDLE_SWEEP_MS_DEFAULT: u64 = 10_000;
 pub const ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT: u32 = 1_000;
 /// Default for [`Config::finished_withdrawal_retention_ms`]: 24 h.
 pub const FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1_000;
+/// Default for [`Config::idempotency_key_retention_ms`]: 7 days.
+pub const IDEMPOTENCY_KEY_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1_000;
 /// Default for [`Config::batch_ops_max`].
 pub const BATCH_OPS_MAX_DEFAULT: usize = 65_536;
 
@@ -235,6 +247,7 @@ impl Default for Config {
             payment_service: None,
             clock: SharedClock::system(),
             finished_withdrawal_retention_ms: FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT,
+            idempotency_key_retention_ms: IDEMPOTENCY_KEY_RETENTION_MS_DEFAULT,
             withdrawal_history: None,
             history: true,
         }
@@ -312,6 +325,9 @@ impl Config {
         }
         if self.finished_withdrawal_retention_ms == 0 {
             return Err("finished_withdrawal_retention_ms must be at least 1".into());
+        }
+        if self.idempotency_key_retention_ms == 0 {
+            return Err("idempotency_key_retention_ms must be at least 1".into());
         }
         if self.currencies.is_empty() {
             return Err("at least one currency must be configured".into());

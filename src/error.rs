@@ -47,7 +47,9 @@
 //!    (`domain/account/rules.rs`, `transfers.rs`), in this order:
 //!    `unknown_withdrawal` (or, for a history look-up by id,
 //!    `unknown_transaction`), `idempotency_conflict`,
-//!    `idempotency_in_progress`, `payout_in_flight` (who may settle),
+//!    `idempotency_in_progress`, `idempotency_key_expired` (a key held in
+//!    memory answers one of the two before; an expired one is no longer
+//!    held, so it never meets them), `payout_in_flight` (who may settle),
 //!    `invalid_transition` (the state machine),
 //!    `too_many_pending_withdrawals`, `insufficient_funds`, and last the
 //!    balance ceiling (`invalid_amount` with
@@ -189,6 +191,13 @@ pub enum LedgerError {
     #[error("idempotency key {key:?} is still being processed; retry to get its result")]
     IdempotencyInProgress { key: String },
 
+    /// The idempotency key was used on this account longer ago than the
+    /// retention (`Config::idempotency_key_retention_ms`) and expired: its
+    /// first result is no longer kept, so the request is refused rather
+    /// than applied a second time. Use a new key for a new operation.
+    #[error("idempotency key {key:?} expired: its first use is older than the retention; nothing was applied")]
+    IdempotencyKeyExpired { key: String },
+
     /// The engine makes payouts, so a caller's outcome is refused: the
     /// withdrawal is being paid by payout `payout_id` (only that payout's
     /// answer, or an operator's resolution of the item with
@@ -287,6 +296,7 @@ impl LedgerError {
             Self::UnknownTransaction { .. } => "unknown_transaction",
             Self::IdempotencyConflict { .. } => "idempotency_conflict",
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
+            Self::IdempotencyKeyExpired { .. } => "idempotency_key_expired",
             Self::PayoutInFlight { .. } => "payout_in_flight",
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
@@ -326,6 +336,7 @@ impl LedgerError {
             | Self::UnknownTransaction { .. }
             | Self::IdempotencyConflict { .. }
             | Self::IdempotencyInProgress { .. }
+            | Self::IdempotencyKeyExpired { .. }
             | Self::PayoutInFlight { .. }
             | Self::InvalidTransition { .. }
             | Self::TooManyPendingWithdrawals { .. }
@@ -409,6 +420,7 @@ mod tests {
             LedgerError::UnknownTransaction { transaction_id: tx },
             LedgerError::IdempotencyConflict { key: "k".into() },
             LedgerError::IdempotencyInProgress { key: "k".into() },
+            LedgerError::IdempotencyKeyExpired { key: "k".into() },
             LedgerError::PayoutInFlight {
                 transaction_id: tx,
                 payout_id: Some(1),

@@ -28,7 +28,10 @@
 //! - Terminal withdrawal states never change. The same idempotency key with
 //!   the same parameters returns the first result; with other parameters it
 //!   is an `idempotency_conflict`. Keys are scoped to the account the
-//!   operation acts on (a transfer's source).
+//!   operation acts on (a transfer's source). A key expires
+//!   [`idempotency_key_retention_ms`](Config::idempotency_key_retention_ms)
+//!   after its first use (default 7 days; a logged event): its replay is
+//!   then `idempotency_key_expired`, never applied twice.
 //! - Finished withdrawals leave memory once a history holds them (a data
 //!   folder's history store, [`Config::history`], or
 //!   [`Config::withdrawal_history`]); every operation on one answers as
@@ -86,7 +89,7 @@
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
 //!   `event` (what the log records), `withdrawal` (the state machine),
 //!   `account/` (one account's state: `rules`, `apply`, `transfers`,
-//!   `invariants`, `withdrawals`, `forget`), `payouts` (payout records and modes,
+//!   `invariants`, `withdrawals`, `forget`, `keys`), `payouts` (payout records and modes,
 //!   and their public views), `audit` (the invariants over many accounts),
 //!   `gauges`, `receipts` (what successful operations return), `export`
 //!   (the read-only view of an account that `export_accounts` returns),
@@ -104,6 +107,7 @@
 //!   validated into commands), `payout/` (the payout actor: `run`,
 //!   `timers`), `stamp` (the time logged events carry), `horizon` (how far
 //!   finished withdrawals leave memory) and `recall` (finding them again),
+//!   `key_expiry` (when idempotency keys expire, as a logged event),
 //!   `messages`,
 //!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the

@@ -231,6 +231,129 @@ fn write_golden_files_when_asked() {
         golden_in("v4", "snapshot-00000000000000000008.snap"),
         &fs::read(&v4.path).unwrap(),
     );
+    write_new(golden_in("v5", "clean.wal"), &encoded_v5_log());
+    let scratch = tempfile::tempdir().unwrap();
+    let states = v5_states();
+    let v5 =
+        snapshot::write_full(scratch.path(), 9, states.iter(), std::iter::once(&payout)).unwrap();
+    write_new(
+        golden_in("v5", "snapshot-00000000000000000009.snap"),
+        &fs::read(&v5.path).unwrap(),
+    );
+}
+
+/// What format v5 adds to the scenario: LSN 9, account 1's keys first used
+/// before LSN 4's time expire (`golden-deposit`, `golden-withdrawal`;
+/// `golden-transfer`, used at LSN 6, stays).
+fn v5_expiry() -> Event {
+    Event::IdempotencyKeysExpired {
+        account: 1,
+        before: scenario_at(4),
+    }
+}
+
+/// The v4 log and the expiry at LSN 9, as this build writes it.
+fn encoded_v5_log() -> Vec<u8> {
+    let (mut bytes, _) = encoded_v4_log();
+    let stamped = Stamped {
+        at: scenario_at(9),
+        event: v5_expiry(),
+    };
+    encode_into(&mut bytes, 9, &stamped).unwrap();
+    bytes
+}
+
+/// The scenario's accounts after the v5 log's 9 events.
+fn v5_states() -> Vec<AccountState> {
+    let mut states = scenario_states(scenario_at);
+    states[0].apply(&v5_expiry(), scenario_at(9)).unwrap();
+    states
+}
+
+fn key(text: &str) -> Option<IdempotencyKey> {
+    Some(IdempotencyKey::new(text).unwrap())
+}
+
+/// Account 1 after the v5 expiry: one key held (`golden-transfer`, first
+/// used at LSN 6's time, still replays), two expired (their fingerprints
+/// kept, their replay refused, changing nothing).
+fn assert_v5_keys(accounts: &std::collections::HashMap<u64, AccountState>) {
+    let mut one = account(accounts, 1).clone();
+    assert_eq!(one.keys_held(), 1);
+    assert_eq!(one.key_times(), vec![scenario_at(6)]);
+    let mut fingerprints: Vec<u64> = ["golden-deposit", "golden-withdrawal"]
+        .iter()
+        .map(|k| IdempotencyKey::new(k).unwrap().fingerprint())
+        .collect();
+    fingerprints.sort_unstable();
+    assert_eq!(one.expired_key_fingerprints(), fingerprints.as_slice());
+    let before = one.clone();
+    let at = scenario_at(10);
+    let deposit = one.deposit(usd(), 10_000, key("golden-deposit"), at);
+    let expired = |k: &str| burnledger::LedgerError::IdempotencyKeyExpired { key: k.into() };
+    assert_eq!(deposit.unwrap_err(), expired("golden-deposit"));
+    let withdrawal = one.request_withdrawal(usd(), 2_500, key("golden-withdrawal"), 10, at);
+    assert_eq!(withdrawal.unwrap_err(), expired("golden-withdrawal"));
+    assert_eq!(one, before, "refused: nothing changed");
+    let replay = one.hold_transfer(2, usd(), 500, key("golden-transfer"));
+    assert!(matches!(
+        replay,
+        Ok(burnledger::domain::account::TransferHold::Replayed(_))
+    ));
+}
+
+#[test]
+fn golden_v5_snapshot_loads_key_times_and_expired_keys() {
+    let contents =
+        snapshot::read_full(&golden_in("v5", "snapshot-00000000000000000009.snap")).unwrap();
+    assert_eq!(contents.lsn, 9);
+    assert_eq!(contents.payouts, vec![golden_payout_with_times()]);
+    let accounts = contents.accounts.into_iter().map(|a| (a.id(), a)).collect();
+    assert_full_scenario(&accounts);
+    assert_v4_times(&accounts, 8);
+    assert_v5_keys(&accounts);
+}
+
+#[test]
+fn golden_v5_clean_wal_replays_the_key_expiry() {
+    let dir = data_dir_with_wal_in("v5", "clean.wal");
+    let rebuilt = rebuild(dir.path(), &currencies(), ReplayMode::Recover).unwrap();
+    assert_eq!(rebuilt.report.records_replayed, 9);
+    assert_eq!(rebuilt.report.newest_event_at, scenario_at(9));
+    assert_full_scenario(&rebuilt.accounts);
+    assert_v5_keys(&rebuilt.accounts);
+    // The bytes this build writes are the bytes the golden file holds.
+    assert_eq!(
+        encoded_v5_log(),
+        fs::read(golden_in("v5", "clean.wal")).unwrap()
+    );
+}
+
+/// A snapshot before v5 kept no key times: its keys count as first used
+/// at its newest time (here withdrawal 2:2's failure, LSN 8), so they
+/// expire a retention after it, not at once and not never.
+#[test]
+fn golden_v4_snapshot_dates_its_keys_at_its_newest_time() {
+    let path = golden_in("v4", "snapshot-00000000000000000008.snap");
+    let contents = snapshot::read_full(&path).unwrap();
+    let one = contents.accounts.iter().find(|a| a.id() == 1).unwrap();
+    assert_eq!(one.key_times(), vec![scenario_at(8); 3]);
+    assert_eq!(one.expired_key_fingerprints(), &[] as &[u64]);
+    let mut expiring = one.clone();
+    let before = expiring
+        .expire_keys(scenario_at(8), scenario_at(9))
+        .unwrap();
+    assert_eq!((before.output, before.event), (0, None), "not before");
+    let past = UnixMs::from_millis(scenario_at(8).as_millis() + 1);
+    assert_eq!(
+        expiring.expire_keys(past, scenario_at(9)).unwrap().output,
+        3
+    );
+    // A v3 snapshot holds no time: its keys stay undated, never expire.
+    let v3 = snapshot::read_full(&golden_in("v3", "snapshot-00000000000000000008.snap")).unwrap();
+    let one = v3.accounts.iter().find(|a| a.id() == 1).unwrap();
+    assert_eq!(one.key_times(), vec![UnixMs::UNKNOWN; 3]);
+    assert_eq!(one.oldest_key_use(), None);
 }
 
 /// What format v3 snapshots add: the v2 payout record, with one mismatch

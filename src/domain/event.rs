@@ -95,6 +95,12 @@ pub enum Event {
         settled: ItemOutcome,
         reported: ItemOutcome,
     },
+    /// `account`'s idempotency keys first used before `before` expired
+    /// (the engine decides when, past `Config::idempotency_key_retention_ms`):
+    /// each leaves memory and only its fingerprint stays, so a later use of
+    /// it is refused `idempotency_key_expired`. A key whose transfer is in
+    /// flight stays. Changes no balance.
+    IdempotencyKeysExpired { account: AccountId, before: UnixMs },
 }
 
 /// A payout item's final answer from the payment service.
@@ -121,7 +127,8 @@ impl ItemOutcome {
 
 impl Event {
     /// The transaction this event belongs to; `None` for payout records,
-    /// which belong to no single account.
+    /// which belong to no single account, and for a key expiry, which
+    /// belongs to no transaction.
     pub fn transaction_id(&self) -> Option<TransactionId> {
         match self {
             Self::Deposited { tx, .. }
@@ -136,13 +143,18 @@ impl Event {
             Self::PayoutSubmitted { .. }
             | Self::PayoutItemsSettled { .. }
             | Self::PayoutItemResolved { .. }
-            | Self::PayoutMismatch { .. } => None,
+            | Self::PayoutMismatch { .. }
+            | Self::IdempotencyKeysExpired { .. } => None,
         }
     }
 
     /// The accounts this event changes: its owner and, for a transfer, the
-    /// receiving account. `None` for payout records.
+    /// receiving account; a key expiry's account. `None` for payout
+    /// records.
     pub fn accounts(&self) -> Option<(AccountId, Option<AccountId>)> {
+        if let Self::IdempotencyKeysExpired { account, .. } = self {
+            return Some((*account, None));
+        }
         let owner = self.transaction_id()?.account();
         match self {
             Self::Transferred { to, .. } => Some((owner, Some(*to))),

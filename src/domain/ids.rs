@@ -1,5 +1,6 @@
-//! Identifiers: accounts, transactions, idempotency keys, and the shard an
-//! account lives on ([`shard_of`], the one routing rule).
+//! Identifiers: accounts, transactions, idempotency keys (with the fixed
+//! fingerprint an expired key leaves behind), and the shard an account
+//! lives on ([`shard_of`], the one routing rule).
 //!
 //! A `TransactionId` carries the account it belongs to, so phase 3
 //! (`complete_withdrawal(transaction_id, ..)`) is routed to the right shard
@@ -87,6 +88,23 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// This key's fingerprint: 64 bits an account keeps, in place of the
+    /// key, once the key expired (see `AccountState`'s expired keys), so a
+    /// replay of it is told apart from a new key. A hash with no seed
+    /// (FNV-1a over the key's bytes, then splitmix64's finalizer to spread
+    /// them): the same on every run and every build, since fingerprints
+    /// are logged state (snapshots). Two keys of one account sharing a
+    /// fingerprint (odds about n²/2⁶⁵ for n expired keys) only makes the
+    /// newer one refused `idempotency_key_expired`: never money moved.
+    pub fn fingerprint(&self) -> u64 {
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+        let hash = self.0.bytes().fold(FNV_OFFSET, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
+        });
+        mix(hash)
+    }
 }
 
 impl fmt::Debug for IdempotencyKey {
@@ -105,12 +123,14 @@ impl fmt::Display for IdempotencyKey {
 /// consecutive ids spread evenly. The engine routes by it; tests use it to
 /// place accounts on chosen shards.
 pub fn shard_of(account: AccountId, shards: usize) -> usize {
-    // splitmix64's finalizer.
-    let mut x = account;
+    (mix(account) % shards.max(1) as u64) as usize
+}
+
+/// splitmix64's finalizer: every input bit moves about half the output's.
+fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    (x % shards.max(1) as u64) as usize
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -137,4 +157,17 @@ mod tests {
         assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX)).is_ok());
         assert!(IdempotencyKey::new(&"k".repeat(IDEMPOTENCY_KEY_LEN_MAX + 1)).is_err());
     }
+
+    /// Fingerprints are kept in snapshots: the same key must give the same
+    /// one on every run and every build, so they are pinned here.
+    #[test]
+    fn a_keys_fingerprint_is_fixed() {
+        let fingerprint = |k: &str| IdempotencyKey::new(k).unwrap().fingerprint();
+        assert_eq!(fingerprint("order-1"), PINNED_ORDER_1);
+        assert_eq!(fingerprint("order-1"), fingerprint("order-1"));
+        assert_ne!(fingerprint("order-1"), fingerprint("order-2"));
+    }
+
+    /// FNV-1a of `order-1`, then splitmix64's finalizer (checked by hand).
+    const PINNED_ORDER_1: u64 = 17_145_836_837_575_567_827;
 }

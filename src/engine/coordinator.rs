@@ -21,7 +21,8 @@
 //! Each sweep also lets finished withdrawals leave memory up to the
 //! shard's horizon (see [`horizon`](crate::engine::horizon)), and a read of
 //! one the account forgot is answered from the history (see
-//! [`recall`]).
+//! [`recall`]), and idempotency keys past their retention expire, as a
+//! logged event (see [`key_expiry`]).
 //!
 //! It also answers the shard's gauges (accounts, running actors, and the
 //! withdrawal tallies its shard log keeps), without reading any account.
@@ -45,6 +46,7 @@ use crate::engine::batch::{
 use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::horizon::Forgetting;
+use crate::engine::key_expiry::{self, KeyExpiry};
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
     ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
@@ -76,6 +78,8 @@ pub struct CoordinatorSettings {
     /// How far finished withdrawals may leave memory, and where they are
     /// found again.
     pub forgetting: Forgetting,
+    /// When idempotency keys expire.
+    pub key_expiry: KeyExpiry,
 }
 
 pub struct Coordinator {
@@ -86,6 +90,7 @@ pub struct Coordinator {
     account_idle_sweep: Duration,
     clock: SharedClock,
     forgetting: Rc<Forgetting>,
+    key_expiry: KeyExpiry,
     /// Account states copied out by exports so far (see
     /// [`Gauges::account_states_copied`]).
     states_copied: u64,
@@ -120,6 +125,7 @@ impl Coordinator {
             account_idle_sweep: settings.account_idle_sweep,
             clock: settings.clock,
             forgetting,
+            key_expiry: settings.key_expiry,
             states_copied: 0,
         }
     }
@@ -175,8 +181,27 @@ impl Coordinator {
         answer.inspect_err(|error| poison_on_internal(&self.log, error))
     }
 
-    /// Retires idle actors and forgets finished withdrawals before the
-    /// horizon every sweep interval, on the ledger's clock.
+    /// Logs the expiry of the idempotency keys past their retention in
+    /// this sweep's accounts (see [`key_expiry`]), as a round of upkeep:
+    /// it keeps no idle actor from retiring.
+    fn expire_keys(&mut self, ctx: &mut Context<Self>) {
+        let runs = self.key_expiry.round(&mut self.directory);
+        if runs.is_empty() {
+            return;
+        }
+        self.log.tick();
+        let round = RoundReplies::expecting(runs.len(), runs.len());
+        for run in runs {
+            let jobs = RunCommands::new(run.jobs, round.clone());
+            self.directory.upkeep(run.account, jobs);
+        }
+        let settled = key_expiry::settle(round, Rc::clone(&self.log));
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(settled));
+    }
+
+    /// Retires idle actors, forgets finished withdrawals before the
+    /// horizon and expires idempotency keys every sweep interval, on the
+    /// ledger's clock.
     fn arm_sweep(&self, ctx: &mut Context<Self>) {
         let tick = self.clock.sleep(self.account_idle_sweep);
         ctx.spawn(
@@ -184,6 +209,7 @@ impl Coordinator {
                 coordinator.directory.sweep();
                 let before = coordinator.forgetting.horizon();
                 coordinator.directory.forget_finished(before);
+                coordinator.expire_keys(ctx);
                 coordinator.directory.send_retirements();
                 coordinator.arm_sweep(ctx);
             }),

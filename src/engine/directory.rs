@@ -17,6 +17,9 @@
 //! allows ([`Directory::forget_finished`], on each sweep): running actors
 //! are told to, and parked states are visited a bounded number per sweep,
 //! round the directory; a retiring actor forgets before handing back.
+//! Idempotency keys' expiry walks the parked states the same way
+//! ([`Directory::visit_parked`], see
+//! [`key_expiry`](crate::engine::key_expiry)).
 //!
 //! Only this directory holds account actors' addresses (a round looks its
 //! actors up here when it dispatches), so a retired actor gets nothing
@@ -31,8 +34,10 @@ use crate::domain::account::AccountState;
 use crate::domain::ids::AccountId;
 use crate::domain::time::UnixMs;
 use crate::engine::account::{AccountActor, Holding};
+use crate::engine::command::Job;
 use crate::engine::horizon::{self, Forgetting, PARKED_PER_SWEEP};
 use crate::engine::messages::{ForgetFinished, Retire};
+use crate::engine::round::RunCommands;
 use crate::engine::shard_log::ShardLog;
 use crate::error::LedgerError;
 
@@ -252,18 +257,55 @@ impl Directory {
         for running in &self.running {
             running.actor.do_send(ForgetFinished { before });
         }
-        let Some(mut gauges) = self.seed.log.gauges_mut() else {
+        let log = Rc::clone(&self.seed.log);
+        let Some(mut gauges) = log.gauges_mut() else {
             return;
         };
-        if self.parked_cursor >= self.slots.len() {
-            self.parked_cursor = 0;
-        }
-        let visit = self.slots.values_mut().skip(self.parked_cursor);
-        for slot in visit.take(PARKED_PER_SWEEP) {
-            if let Slot::Parked(state) = slot {
-                horizon::forget(state, before, &mut gauges);
+        let mut cursor = self.parked_cursor;
+        self.visit_parked(&mut cursor, PARKED_PER_SWEEP, |state| {
+            horizon::forget(state, before, &mut gauges);
+        });
+        self.parked_cursor = cursor;
+    }
+
+    /// Sends upkeep `jobs` (the engine's own, not a caller's) to the
+    /// account's actor: a running one is not counted as used, so upkeep
+    /// never keeps an idle actor from retiring; a parked state gets an
+    /// actor. Dropped (each job answered `shutting_down`) for an account
+    /// the shard does not hold.
+    pub fn upkeep<J: Job>(&mut self, account: AccountId, jobs: RunCommands<J>) {
+        if let Some(Slot::Running(index)) = self.slots.get(&account) {
+            if let Some(running) = self.running.get(*index) {
+                return running.actor.do_send(jobs);
             }
-            self.parked_cursor += 1;
+        }
+        if let Some(actor) = self.actor_of(account, false) {
+            actor.do_send(jobs);
+        }
+    }
+
+    /// The accounts whose actor runs.
+    pub fn running_accounts(&self) -> impl Iterator<Item = AccountId> + '_ {
+        self.running.iter().map(|running| running.account)
+    }
+
+    /// Shows `visit` the parked states among up to `limit` accounts' slots,
+    /// from `cursor` on (then moved past them), round the directory: each
+    /// periodic task that walks parked states keeps its own cursor.
+    pub fn visit_parked(
+        &mut self,
+        cursor: &mut usize,
+        limit: usize,
+        mut visit: impl FnMut(&mut AccountState),
+    ) {
+        if *cursor >= self.slots.len() {
+            *cursor = 0;
+        }
+        for slot in self.slots.values_mut().skip(*cursor).take(limit) {
+            if let Slot::Parked(state) = slot {
+                visit(state);
+            }
+            *cursor += 1;
         }
     }
 

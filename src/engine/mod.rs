@@ -21,6 +21,8 @@
 //!   forgetting itself; `recall`: finding a forgotten withdrawal again in
 //!   the history, off the shard's thread, for the command or read that
 //!   names it;
+//! - `key_expiry`: when idempotency keys past their retention expire (a
+//!   logged event, on the shard's idle sweep);
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;
@@ -34,6 +36,7 @@ pub(crate) mod coordinator;
 pub(crate) mod directory;
 pub(crate) mod edge;
 pub(crate) mod horizon;
+pub(crate) mod key_expiry;
 pub(crate) mod messages;
 pub(crate) mod payout;
 pub(crate) mod recall;

@@ -31,6 +31,7 @@ use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
 use crate::engine::horizon::Forgetting;
+use crate::engine::key_expiry::KeyExpiry;
 use crate::engine::payout::PayoutActor;
 use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
@@ -296,6 +297,7 @@ fn spawn(
                             shard,
                             withdrawal_history.clone(),
                         ),
+                        key_expiry: KeyExpiry::new(&config),
                     };
                     arbiter.spawn_fn(move || {
                         Context::with_receiver(receiver).run(Coordinator::new(settings, accounts));

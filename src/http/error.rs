@@ -8,7 +8,7 @@
 //! | 404 | `unknown_withdrawal`, `unknown_transaction`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
-//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled` |
+//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled` |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed) |
@@ -150,6 +150,7 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::InvalidTransition { .. }
         | LedgerError::IdempotencyConflict { .. }
         | LedgerError::IdempotencyInProgress { .. }
+        | LedgerError::IdempotencyKeyExpired { .. }
         | LedgerError::TooManyPendingWithdrawals { .. }
         // Payout ownership (issue 11 item 4): the item belongs to a payout.
         | LedgerError::PayoutInFlight { .. }
@@ -286,6 +287,7 @@ mod tests {
             (LedgerError::UnknownPayout { payout_id: 3 }, 404),
             (LedgerError::IdempotencyConflict { key: "k".into() }, 409),
             (LedgerError::IdempotencyInProgress { key: "k".into() }, 409),
+            (LedgerError::IdempotencyKeyExpired { key: "k".into() }, 409),
             (
                 LedgerError::InvalidTransition {
                     transaction_id: tx,

@@ -130,8 +130,9 @@ fn error_description(status: u16) -> &'static str {
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
             "Refused by the ledger's state: insufficient_funds, invalid_transition, \
-                idempotency_conflict, idempotency_in_progress, too_many_pending_withdrawals, \
-                payout_in_flight (a payout the engine runs owns the withdrawal), \
+                idempotency_conflict, idempotency_in_progress, idempotency_key_expired (the \
+                key's first use is older than the retention; nothing applied), \
+                too_many_pending_withdrawals, payout_in_flight (a payout the engine runs owns the withdrawal), \
                 payout_item_settled"
         }
         413 => "payload_too_large (the connection closes)",

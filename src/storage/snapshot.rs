@@ -6,6 +6,9 @@
 //! body     account count u64 LE, then each AccountState (bincode 2, serde)
 //!            v4 and later: each followed by its withdrawals' times, a
 //!            sequence of (created_at, updated_at), oldest first
+//!            v5 and later: then its idempotency keys' first-use times, a
+//!            sequence in the order of the keys' transaction ids, then
+//!            its expired keys' fingerprints, a sorted sequence of u64
 //!          v2 and later: payout count u64 LE, then each PayoutRecord
 //!            v4 and later: each followed by (submitted_at, settled_at)
 //!          v3 and later: mismatch count u64 LE, then each
@@ -13,9 +16,17 @@
 //! trailer  crc32 (IEEE) u32 LE of header + body | "SNAPEND!"
 //! ```
 //! Times are milliseconds since the epoch (bincode varints), 0 for
-//! unknown. Versions 1 (accounts only), 2 (no mismatches) and 3 (no
-//! times: every time reads as unknown) are still read; version 4 is
-//! written.
+//! unknown. Versions 1 (accounts only), 2 (no mismatches), 3 (no times:
+//! every time reads as unknown) and 4 (no key times, no expired keys) are
+//! still read; version 5 is written. Keys read from a version before 5
+//! count as first used at the snapshot's time, the newest time it holds (a
+//! withdrawal's or a payout's last change; the snapshot was taken after
+//! it): the same on every load, so recovery and the checkpointer's copy
+//! agree. A key is never dated later than its real first use, so it may
+//! expire early by up to the time between the snapshot's last change and
+//! its keys' real use — its replay is then refused, never applied twice.
+//! With no time in the snapshot (version 3 and older), the keys stay
+//! undated and never expire.
 //! A snapshot is written to `snapshot-<lsn>.tmp`, fsynced, renamed to
 //! `snapshot-<lsn>.snap`, then the folder is fsynced, so a crash leaves
 //! either the old set of snapshots or the new one, never half a file under a
@@ -33,9 +44,11 @@ use crate::domain::payouts::{all_mismatches, PayoutMismatch, PayoutRecord};
 use crate::domain::time::UnixMs;
 
 /// Version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
 /// The first version with times beside withdrawals and payouts.
 const TIMES_SINCE_VERSION: u32 = 4;
+/// The first version with key times and expired keys beside accounts.
+const KEYS_SINCE_VERSION: u32 = 5;
 /// Oldest snapshot format version this build still reads.
 pub const SNAPSHOT_FORMAT_VERSION_MIN: u32 = 1;
 const HEADER_MAGIC: &[u8; 8] = b"BURNSNAP";
@@ -152,6 +165,9 @@ pub fn write_full<'a, 'p>(
         let times = WithdrawalTimes(account);
         bincode::serde::encode_into_std_write(times, &mut out, bincode::config::standard())
             .map_err(encode_error)?;
+        let keys = (account.key_times(), account.expired_key_fingerprints());
+        bincode::serde::encode_into_std_write(keys, &mut out, bincode::config::standard())
+            .map_err(encode_error)?;
     }
     out.write_all(&(payouts.len() as u64).to_le_bytes())
         .map_err(io_error(&temp))?;
@@ -245,6 +261,10 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
                 .map_err(|e| damaged(format!("account #{index}'s times: {e}")))?;
             body = &body[used..];
         }
+        if version >= KEYS_SINCE_VERSION {
+            body = read_keys(body, &mut account)
+                .map_err(|e| damaged(format!("account #{index}'s keys: {e}")))?;
+        }
         account
             .check_invariants()
             .map_err(|e| damaged(format!("account #{index} breaks an invariant: {e}")))?;
@@ -281,6 +301,12 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
             body.len()
         )));
     }
+    if version < KEYS_SINCE_VERSION {
+        let taken = newest_time(&accounts, &payouts);
+        for account in &mut accounts {
+            account.date_undated_keys(taken);
+        }
+    }
     Ok(SnapshotContents {
         lsn,
         accounts,
@@ -301,6 +327,28 @@ impl Serialize for WithdrawalTimes<'_> {
             .map(|(_, w)| (w.created_at, w.updated_at));
         serializer.collect_seq(times)
     }
+}
+
+/// Reads an account's v5 key section (key times, expired keys) into it;
+/// returns what follows it.
+fn read_keys<'b>(body: &'b [u8], account: &mut AccountState) -> Result<&'b [u8], String> {
+    let ((times, expired), used): ((Vec<UnixMs>, Vec<u64>), usize) =
+        bincode::serde::decode_from_slice(body, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
+    account.restore_key_times(&times)?;
+    account.restore_expired_keys(expired)?;
+    Ok(&body[used..])
+}
+
+/// The newest time a snapshot holds: its withdrawals' and payouts' last
+/// changes ([`UnixMs::UNKNOWN`] if none is known).
+fn newest_time(accounts: &[AccountState], payouts: &[PayoutRecord]) -> UnixMs {
+    let withdrawals = accounts
+        .iter()
+        .flat_map(|a| a.withdrawals())
+        .map(|(_, w)| w.created_at.max(w.updated_at));
+    let payouts = payouts.iter().map(|p| p.submitted_at.max(p.settled_at));
+    withdrawals.chain(payouts).max().unwrap_or(UnixMs::UNKNOWN)
 }
 
 /// Reads the v3 mismatch section into the payout records it names;
@@ -383,7 +431,7 @@ mod tests {
     use crate::domain::withdrawal::TransitionAction;
 
     /// Three accounts, each with a withdrawal (account 2's completed), all
-    /// at different times.
+    /// at different times, and a key (account 3's expired).
     fn sample_accounts() -> Vec<AccountState> {
         let usd = Currency {
             code: CurrencyCode::new("USD").unwrap(),
@@ -402,19 +450,27 @@ mod tests {
                         account.update_withdrawal(tx, TransitionAction::Complete, "", at(999));
                     assert!(done.is_ok());
                 }
+                if id == 3 {
+                    // Format v5: an expired key's fingerprint.
+                    let expiry = account.expire_keys(at(4), at(1_000)).unwrap();
+                    assert_eq!(expiry.output, 1);
+                }
                 account
             })
             .collect()
     }
 
     #[test]
-    fn snapshot_round_trips_every_account_with_its_withdrawals_times() {
+    fn snapshot_round_trips_every_account_with_its_withdrawals_and_keys_times() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let written = write(dir.path(), 77, accounts.iter()).unwrap();
         let (lsn, read_back) = read(&written.path).unwrap();
         assert_eq!(lsn, 77);
         assert_eq!(read_back, accounts);
+        let keys: Vec<_> = read_back.iter().map(|a| a.key_times().len()).collect();
+        assert_eq!(keys, [1, 1, 0]);
+        assert_eq!(read_back[2].expired_key_fingerprints().len(), 1);
         let times = |a: &AccountState| {
             let w = a.withdrawals().next().unwrap().1;
             (
@@ -428,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn payout_records_mismatches_and_times_round_trip_in_format_v4() {
+    fn payout_records_mismatches_and_times_round_trip_in_format_v5() {
         let dir = tempfile::tempdir().unwrap();
         let accounts = sample_accounts();
         let usd = accounts[0].balances()[0].currency;

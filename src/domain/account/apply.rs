@@ -11,7 +11,10 @@
 //! statuses, apart from the balance arithmetic around it, and its
 //! `updated_at`. Every event is applied with its logged time (`at`): a
 //! withdrawal's `created_at` and `updated_at` are the times of its events,
-//! so replay rebuilds exactly the times the live engine had.
+//! so replay rebuilds exactly the times the live engine had, and so is a
+//! key's first use, which its expiry goes by. A key expiry
+//! ([`Event::IdempotencyKeysExpired`]) touches no balance: `keys.rs`
+//! applies it.
 
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
@@ -37,6 +40,14 @@ impl AccountState {
             event: format!("{event:?}"),
             reason,
         };
+        if let Event::IdempotencyKeysExpired { account, before } = event {
+            // Keys only: no balance to check.
+            if *account != self.id {
+                return Err(fail("the event does not concern this account".into()));
+            }
+            self.keys_expired(*before);
+            return Ok(());
+        }
         let touched = self.change(event, at).map_err(|r| fail(r.to_string()))?;
         self.check_balance(touched)
             .map_err(|violation| fail(format!("applying it broke an invariant: {violation}")))
@@ -55,7 +66,7 @@ impl AccountState {
                 amount,
                 key,
                 ..
-            } if owner => self.deposited(tx, *currency, *amount, key),
+            } if owner => self.deposited(tx, *currency, *amount, key, at),
             Event::WithdrawalRequested {
                 currency,
                 amount,
@@ -84,7 +95,7 @@ impl AccountState {
                 amount,
                 key,
                 ..
-            } if owner => self.transferred_out(tx, *to, *currency, *amount, key),
+            } if owner => self.transferred_out(tx, *to, *currency, *amount, key, at),
             Event::Transferred {
                 to,
                 currency,
@@ -115,13 +126,14 @@ impl AccountState {
         currency: Currency,
         amount: Units,
         key: &Option<IdempotencyKey>,
+        at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         mint(self.entry_mut(currency), amount)?;
         let used_for = KeyUse::Deposit {
             currency: currency.code,
             amount,
         };
-        self.note_transaction(tx, key, used_for);
+        self.note_transaction(tx, key, used_for, at);
         Ok(currency.code)
     }
 
@@ -158,7 +170,7 @@ impl AccountState {
             currency: currency.code,
             amount,
         };
-        self.note_transaction(tx, key, used_for);
+        self.note_transaction(tx, key, used_for, at);
         Ok(currency.code)
     }
 
@@ -211,6 +223,7 @@ impl AccountState {
         currency: Currency,
         amount: Units,
         key: &Option<IdempotencyKey>,
+        at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         let entry = self.entry_mut(currency);
         if entry.available < amount {
@@ -222,7 +235,7 @@ impl AccountState {
             currency: currency.code,
             amount,
         };
-        self.note_transaction(tx, key, used_for);
+        self.note_transaction(tx, key, used_for, at);
         Ok(currency.code)
     }
 
@@ -269,12 +282,14 @@ impl AccountState {
             .ok_or(refusal)
     }
 
-    /// Moves the next sequence number past `tx` and remembers its key.
+    /// Moves the next sequence number past `tx` and remembers its key,
+    /// first used `at`.
     fn note_transaction(
         &mut self,
         tx: TransactionId,
         key: &Option<IdempotencyKey>,
         used_for: KeyUse,
+        at: UnixMs,
     ) {
         self.next_sequence = self.next_sequence.max(tx.sequence().saturating_add(1));
         if let Some(key) = key {
@@ -282,6 +297,7 @@ impl AccountState {
                 used_for,
                 tx,
                 in_flight: false,
+                first_used: at,
             };
             self.idempotency.insert(key.clone(), record);
         }

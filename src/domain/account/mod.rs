@@ -12,6 +12,9 @@
 //! - `invariants.rs` checks the invariants: the touched balance after every
 //!   change, in O(1) and in release builds; the whole account on demand;
 //! - `withdrawals.rs` keeps the withdrawals by sequence number;
+//! - `keys.rs` keeps the idempotency keys' lifetime: when each was first
+//!   used, which expire (a logged event), and the fingerprints an expired
+//!   key leaves so its replay is refused `idempotency_key_expired`;
 //! - `forget.rs` lets finished withdrawals leave memory past a horizon,
 //!   tells a forgotten id from one never made, and takes a forgotten
 //!   withdrawal back from the history when a command needs it.
@@ -26,6 +29,7 @@
 mod apply;
 mod forget;
 mod invariants;
+mod keys;
 mod rules;
 mod transfers;
 mod withdrawals;
@@ -124,6 +128,12 @@ struct KeyRecord {
     tx: TransactionId,
     /// A transfer under this key is between hold and finish.
     in_flight: bool,
+    /// The stamp of the event that first used it ([`UnixMs::UNKNOWN`]
+    /// while in flight, and for a key of an event logged before format
+    /// v4): what its expiry goes by. Stored beside the account (snapshot
+    /// format v5), like the withdrawals' times.
+    #[serde(skip)]
+    first_used: UnixMs,
 }
 
 /// An outgoing transfer between hold and finish.
@@ -170,7 +180,8 @@ pub struct ApplyError {
 /// the hasher.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// One account: balances per currency, withdrawals, idempotency keys.
+/// One account: balances per currency, withdrawals, idempotency keys
+/// (and the fingerprints of those that expired).
 ///
 /// Read back through `Stored` (the same fields, in the same order), so
 /// that what is not stored is rebuilt from what is.
@@ -191,6 +202,10 @@ pub struct AccountState {
     /// the per-account cap.
     withdrawals_locking: u32,
     idempotency: Map<IdempotencyKey, KeyRecord>,
+    /// The fingerprints of the keys that expired, sorted (see `keys.rs`).
+    /// Stored beside the account (snapshot format v5).
+    #[serde(skip)]
+    expired_keys: Box<[u64]>,
     /// Live-only, like `BalanceEntry::held`.
     #[serde(skip)]
     held_transfers: Vec<HeldTransfer>,
@@ -220,6 +235,7 @@ impl TryFrom<Stored> for AccountState {
             withdrawals: stored.withdrawals,
             withdrawals_locking: stored.withdrawals_locking,
             idempotency: stored.idempotency,
+            expired_keys: Box::default(),
             held_transfers: Vec::new(),
         };
         account.recount_withdrawals_locked()?;
@@ -236,6 +252,7 @@ impl AccountState {
             withdrawals: Withdrawals::default(),
             withdrawals_locking: 0,
             idempotency: Map::default(),
+            expired_keys: Box::default(),
             held_transfers: Vec::new(),
         }
     }

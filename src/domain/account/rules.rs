@@ -225,7 +225,8 @@ impl AccountState {
     }
 
     /// `Some(tx)` if `key` was used before for exactly `used_for`; an error
-    /// if it was used for something else or is still in flight.
+    /// if it was used for something else, is still in flight, or expired
+    /// (only its fingerprint is left: whatever it was used for is gone).
     pub(super) fn replayed_key(
         &self,
         key: Option<&IdempotencyKey>,
@@ -233,6 +234,9 @@ impl AccountState {
     ) -> Result<Option<TransactionId>, LedgerError> {
         let Some(key) = key else { return Ok(None) };
         match self.idempotency.get(key) {
+            None if self.key_expired(key) => Err(LedgerError::IdempotencyKeyExpired {
+                key: key.to_string(),
+            }),
             None => Ok(None),
             Some(record) if record.used_for != used_for => Err(LedgerError::IdempotencyConflict {
                 key: key.to_string(),

@@ -5,7 +5,8 @@
 //! return to available if the receiving side refused. Between hold and
 //! finish the funds sit in `BalanceEntry::held` and the transfer in the
 //! account's held transfers, neither of them logged; the source's
-//! idempotency key is marked in flight meanwhile. Both sides apply the one
+//! idempotency key is marked in flight meanwhile (no expiry drops it, see
+//! `keys.rs`). Both sides apply the one
 //! event with the time the receiving side stamped it with.
 
 use crate::domain::event::Event;
@@ -47,10 +48,12 @@ impl AccountState {
         entry.available -= amount;
         entry.held += amount;
         if let Some(key) = &key {
+            // Dated when the transfer's event is applied.
             let record = KeyRecord {
                 used_for,
                 tx,
                 in_flight: true,
+                first_used: UnixMs::UNKNOWN,
             };
             self.idempotency.insert(key.clone(), record);
         }

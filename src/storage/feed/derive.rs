@@ -130,6 +130,8 @@ fn derive<V, S>(
                 rows.out.push(Change::Payout(payout_row(record)));
             }
         }
+        // Keys are not history: no row.
+        Event::IdempotencyKeysExpired { .. } => {}
     }
 }
 
