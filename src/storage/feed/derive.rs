@@ -16,7 +16,14 @@
 //! One thing the state does not keep: who paid a withdrawal once it
 //! completed (its status `Completed` names no payout). The payout is read
 //! from the status just before the event that ends a payout's claim
-//! ([`payer_before`]); a returned withdrawal's row names none.
+//! ([`Before::read`]); a returned withdrawal's row names none.
+//!
+//! The state before the event also says what the store holds for the row
+//! the event changes (the row derived after that row's previous event): a
+//! withdrawal's status and payout, a payout's state. Rows go out with it
+//! ([`Change::WithdrawalFrom`], [`Change::PayoutFrom`]) so ingest need not
+//! read the store. The one case the state cannot tell is a completed
+//! withdrawal (who paid it is gone): that row goes out without it.
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +33,12 @@ use crate::domain::account::AccountState;
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
-use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::domain::payouts::{apply_payout_event, PayoutRecord, PayoutState};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{StatusKind, WithdrawalStatus};
 use crate::storage::history::{
     Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind, TransactionRow,
-    WithdrawalRow,
+    WithdrawalIndex, WithdrawalRow,
 };
 use crate::storage::recovery::apply_event;
 
@@ -52,38 +59,96 @@ where
     S: BuildHasher,
 {
     let (accounts, payouts) = state;
-    let payer = match changes {
-        Some(_) => payer_before(accounts, event),
-        None => None,
+    let before = match changes {
+        Some(_) => Before::read(accounts, payouts, event),
+        None => Before::default(),
     };
     apply_event(accounts, currencies, event, at)?;
     apply_payout_event(payouts, event, at)?;
     if let Some(changes) = changes {
-        derive((lsn, event, at), payer, accounts, payouts, changes);
+        derive((lsn, event, at), before, accounts, payouts, changes);
     }
     Ok(())
 }
 
-/// The payout holding the withdrawal an event is about to settle, read
-/// before the event is applied (afterwards its status forgets it).
-fn payer_before<V, S>(accounts: &HashMap<AccountId, V, S>, event: &Event) -> Option<u64>
-where
-    V: Borrow<AccountState>,
-    S: BuildHasher,
-{
-    let tx = match event {
-        Event::WithdrawalCompleted { tx } | Event::WithdrawalFailed { tx, .. } => *tx,
-        _ => return None,
-    };
-    let account: &AccountState = accounts.get(&tx.account())?.borrow();
-    account.withdrawal_record_of(tx)?.status.payout_id()
+/// What the state said before an event, for the rows it makes.
+#[derive(Default)]
+struct Before {
+    /// The payout holding the withdrawal the event is about to settle
+    /// (afterwards its status forgets it).
+    payer: Option<u64>,
+    /// How the store indexes the event's withdrawal: `Some(None)` when it
+    /// holds none yet, `None` when the state cannot tell.
+    withdrawal: Option<Option<WithdrawalIndex>>,
+    /// The state of the event's payout in the store (`None`: no row yet).
+    payout: Option<PayoutState>,
+}
+
+impl Before {
+    fn read<V, S>(
+        accounts: &HashMap<AccountId, V, S>,
+        payouts: &BTreeMap<u64, PayoutRecord>,
+        event: &Event,
+    ) -> Self
+    where
+        V: Borrow<AccountState>,
+        S: BuildHasher,
+    {
+        if let Some(payout_id) = payout_of(event) {
+            let payout = payouts.get(&payout_id).map(PayoutRecord::state);
+            return Self {
+                payout,
+                ..Self::default()
+            };
+        }
+        let Some(tx) = event.transaction_id() else {
+            return Self::default();
+        };
+        let record = accounts
+            .get(&tx.account())
+            .and_then(|a| a.borrow().withdrawal_record_of(tx));
+        let payer = match event {
+            Event::WithdrawalCompleted { .. } | Event::WithdrawalFailed { .. } => {
+                record.and_then(|r| r.status.payout_id())
+            }
+            _ => None,
+        };
+        let withdrawal = match (event, record.map(|r| &r.status)) {
+            (Event::WithdrawalRequested { .. }, None) => Some(None),
+            (_, Some(WithdrawalStatus::Pending)) => Some(Some(WithdrawalIndex {
+                status: StatusKind::Pending,
+                payout_id: None,
+            })),
+            (_, Some(WithdrawalStatus::Processing { payout_id })) => Some(Some(WithdrawalIndex {
+                status: StatusKind::Processing,
+                payout_id: Some(*payout_id),
+            })),
+            _ => None,
+        };
+        Self {
+            payer,
+            withdrawal,
+            payout: None,
+        }
+    }
+}
+
+/// The payout a payout event is about.
+fn payout_of(event: &Event) -> Option<u64> {
+    match event {
+        Event::PayoutSubmitted { payout_id, .. }
+        | Event::PayoutItemsSettled { payout_id, .. }
+        | Event::PayoutItemResolved { payout_id, .. }
+        | Event::PayoutMismatch { payout_id, .. } => Some(*payout_id),
+        _ => None,
+    }
 }
 
 /// Pushes the rows `event` (LSN `lsn`, stamped `at`, already applied)
-/// made, read from the state after it.
+/// made, read from the state after it (and `before` it).
 fn derive<V, S>(
     (lsn, event, at): (u64, &Event, UnixMs),
-    payer: Option<u64>,
+    before: Before,
     accounts: &HashMap<AccountId, V, S>,
     payouts: &BTreeMap<u64, PayoutRecord>,
     out: &mut Vec<Change>,
@@ -95,8 +160,10 @@ fn derive<V, S>(
         lsn,
         at_ms: at.as_millis(),
         accounts,
+        before: before.withdrawal,
         out,
     };
+    let payer = before.payer;
     match event {
         Event::Deposited {
             tx,
@@ -127,7 +194,9 @@ fn derive<V, S>(
         | Event::PayoutItemResolved { payout_id, .. }
         | Event::PayoutMismatch { payout_id, .. } => {
             if let Some(record) = payouts.get(payout_id) {
-                rows.out.push(Change::Payout(payout_row(record)));
+                let row = payout_row(record);
+                let from = before.payout;
+                rows.out.push(Change::PayoutFrom { row, from });
             }
         }
     }
@@ -138,6 +207,8 @@ struct Rows<'a, V, S> {
     lsn: u64,
     at_ms: u64,
     accounts: &'a HashMap<AccountId, V, S>,
+    /// How the store indexes the event's withdrawal before it, if known.
+    before: Option<Option<WithdrawalIndex>>,
     out: &'a mut Vec<Change>,
 }
 
@@ -184,7 +255,10 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
             updated_at_ms: record.updated_at.as_millis(),
         };
         let (currency, amount) = (record.currency, record.amount);
-        self.out.push(Change::Withdrawal(row));
+        self.out.push(match self.before {
+            Some(from) => Change::WithdrawalFrom { row, from },
+            None => Change::Withdrawal(row),
+        });
         if let Some(kind) = kind {
             self.entry(tx.account(), tx, currency, kind, amount);
         }
