@@ -327,3 +327,141 @@ pub(crate) fn payout_row(record: &PayoutRecord) -> PayoutRow {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::ItemOutcome;
+    use crate::domain::money::{CurrencyCode, CurrencyConfig};
+    use crate::storage::history::HistoryStore;
+
+    fn w(seq: u64) -> TransactionId {
+        TransactionId::new(1, seq)
+    }
+
+    /// Every way a withdrawal moves: claimed, released and claimed again,
+    /// paid, failed by its payout, cancelled, returned after it was paid,
+    /// left pending; and payouts submitted and settled.
+    fn events(usd: Currency) -> Vec<Event> {
+        let requested = |seq| Event::WithdrawalRequested {
+            tx: w(seq),
+            currency: usd,
+            amount: 100,
+            key: None,
+        };
+        let claimed = |seq, payout_id| Event::WithdrawalClaimed {
+            tx: w(seq),
+            payout_id,
+        };
+        let submitted = |payout_id, seqs: &[u64]| Event::PayoutSubmitted {
+            payout_id,
+            currency: usd,
+            items: seqs.iter().map(|s| (w(*s), 100)).collect(),
+        };
+        let settled = |payout_id, outcomes: Vec<(u64, ItemOutcome)>| Event::PayoutItemsSettled {
+            payout_id,
+            items: outcomes.into_iter().map(|(s, o)| (w(s), o)).collect(),
+        };
+        let failed = || ItemOutcome::Failed {
+            reason: "refused".into(),
+        };
+        let mut out = vec![Event::Deposited {
+            tx: w(1),
+            currency: usd,
+            amount: 10_000,
+            key: None,
+        }];
+        out.extend((2..=7).map(requested));
+        out.extend([
+            claimed(2, 1),
+            claimed(3, 1),
+            Event::WithdrawalReleased { tx: w(3) },
+            claimed(3, 2),
+            claimed(5, 1),
+            submitted(1, &[2, 5]),
+            submitted(2, &[3]),
+            settled(1, vec![(2, ItemOutcome::Paid), (5, ItemOutcome::Paid)]),
+            Event::WithdrawalCompleted { tx: w(2) },
+            Event::WithdrawalCompleted { tx: w(5) },
+            settled(2, vec![(3, failed())]),
+            Event::WithdrawalFailed {
+                tx: w(3),
+                reason: "refused".into(),
+            },
+            Event::WithdrawalCancelled { tx: w(4) },
+            Event::WithdrawalReturned {
+                tx: w(5),
+                reason: "bounced".into(),
+            },
+            Event::WithdrawalCompleted { tx: w(7) },
+        ]);
+        out
+    }
+
+    /// Each event's changes, derived in order.
+    fn derived() -> Vec<Vec<Change>> {
+        let currencies =
+            Currencies::new(&[CurrencyConfig::new("USD", 2)]).unwrap_or_else(|e| panic!("{e}"));
+        let code = CurrencyCode::new("USD").unwrap_or_else(|e| panic!("{e}"));
+        let usd = currencies.get_code(code).unwrap_or_else(|e| panic!("{e}"));
+        let mut accounts: HashMap<AccountId, AccountState> = HashMap::new();
+        let mut payouts = BTreeMap::new();
+        let mut out = Vec::new();
+        for (lsn, event) in (1..).zip(events(usd)) {
+            let mut changes = Vec::new();
+            let state = (&mut accounts, &mut payouts);
+            let logged = (lsn, &event, UnixMs::from_millis(1_000 + lsn));
+            apply_logged(state, &currencies, logged, Some(&mut changes))
+                .unwrap_or_else(|e| panic!("LSN {lsn}: {e}"));
+            out.push(changes);
+        }
+        out
+    }
+
+    /// The changes as ingest would take them if they said nothing of the
+    /// store (it reads what it holds instead).
+    fn read_based(changes: &[Change]) -> Vec<Change> {
+        let forget = |change: &Change| match change {
+            Change::WithdrawalFrom { row, .. } => Change::Withdrawal(row.clone()),
+            Change::PayoutFrom { row, .. } => Change::Payout(row.clone()),
+            other => other.clone(),
+        };
+        changes.iter().map(forget).collect()
+    }
+
+    fn store_fed(runs: &[Vec<Change>]) -> (tempfile::TempDir, HistoryStore) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = HistoryStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        for (lsn, run) in (1..).zip(runs) {
+            store.ingest(lsn, run).unwrap_or_else(|e| panic!("{e}"));
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn what_derive_says_the_store_holds_is_what_reading_it_finds() {
+        let per_event = derived();
+        let count = |f: fn(&Change) -> bool| per_event.iter().flatten().filter(|c| f(c)).count();
+        // Every withdrawal row but the returned one's (who paid it is gone
+        // from the state) says what the store holds; so does every payout's.
+        assert_eq!(count(|c| matches!(c, Change::WithdrawalFrom { .. })), 16);
+        assert_eq!(count(|c| matches!(c, Change::Withdrawal(_))), 1);
+        assert_eq!(count(|c| matches!(c, Change::PayoutFrom { .. })), 4);
+        let read: Vec<Vec<Change>> = per_event.iter().map(|c| read_based(c)).collect();
+        let (_a, by_event) = store_fed(&per_event);
+        let (_b, by_reading) = store_fed(&read);
+        let (_c, in_one_run) = store_fed(&[per_event.concat()]);
+        let expected = by_reading.index_keys();
+        // Account and status keys of 6 withdrawals, payout keys of the 2
+        // whose rows name a payout (a returned one names none), state keys
+        // of 2 payouts.
+        assert_eq!(expected.len(), 6 * 2 + 2 + 2, "{expected:?}");
+        assert_eq!(by_event.index_keys(), expected);
+        assert_eq!(in_one_run.index_keys(), expected);
+        for seq in 2..=7 {
+            let row = |s: &HistoryStore| s.withdrawal(w(seq)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(row(&by_event), row(&by_reading), "w{seq}");
+            assert_eq!(row(&in_one_run), row(&by_reading), "w{seq}");
+        }
+    }
+}

@@ -107,6 +107,26 @@ impl HistoryStore {
         Ok(())
     }
 
+    /// Every withdrawal and payout index key, tagged by keyspace, in order.
+    #[cfg(test)]
+    pub(crate) fn index_keys(&self) -> Vec<(&'static str, Vec<u8>)> {
+        use schema::Ks;
+        let mut out = Vec::new();
+        let spaces = [
+            (Ks::WByAccount, "account"),
+            (Ks::WByStatus, "status"),
+            (Ks::WByPayout, "payout"),
+            (Ks::PByState, "payout state"),
+        ];
+        for (ks, name) in spaces {
+            for guard in self.ks.get(ks).iter() {
+                let key = guard.key().unwrap_or_else(|e| panic!("{e}"));
+                out.push((name, key.to_vec()));
+            }
+        }
+        out
+    }
+
     /// Writes (removals included) the keyspaces' memtables hold: what
     /// ingest wrote, while nothing was flushed.
     #[cfg(test)]
