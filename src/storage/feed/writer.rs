@@ -425,11 +425,11 @@ impl Ingest {
             return;
         }
         if let Err(error) = self.store.mark_incomplete() {
-            self.fail(0, &error.to_string());
+            self.fail(self.applied_lsn, &error.to_string());
         }
     }
 
-    /// Stops ingest for good (see the module docs).
+    /// Stops ingest for good (see the module docs); `lsn` is where.
     fn fail(&mut self, lsn: u64, error: &str) {
         tracing::error!(
             %error,
