@@ -610,6 +610,35 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_that_skips_part_of_the_log_marks_the_store_incomplete() {
+        let (_dir, store) = store();
+        let (ingest, _reader, _horizons) = Ingest::new(Arc::clone(&store), 1, LONG, 0);
+        let (mut feeder, queued) = testing::feeder(1);
+        feeder.skip_to(5);
+        // The withdrawal was requested in the skipped range: the store
+        // lacks it, though its completion says the store holds it pending.
+        let [_, completed] = request_then_complete();
+        let Message::Batch(mut completed) = completed else {
+            panic!("a batch")
+        };
+        completed.last_lsn = 6;
+        feeder
+            .queue
+            .send(Message::Batch(completed))
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(feeder);
+        ingest.run(&queued);
+        let by_account = crate::storage::history::WithdrawalQuery {
+            account: Some(7),
+            ..Default::default()
+        };
+        let listed = store
+            .withdrawals(&by_account)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(listed.items, vec![row(StatusKind::Completed)]);
+    }
+
+    #[test]
     fn a_persist_request_ingests_what_is_held_first() {
         let (_dir, store) = store();
         let (ingest, _reader, _horizons) = Ingest::new(Arc::clone(&store), 1, LONG, 0);
