@@ -16,7 +16,14 @@
 //! One thing the state does not keep: who paid a withdrawal once it
 //! completed (its status `Completed` names no payout). The payout is read
 //! from the status just before the event that ends a payout's claim
-//! ([`payer_before`]); a returned withdrawal's row names none.
+//! ([`Before::read`]); a returned withdrawal's row names none.
+//!
+//! The state before the event also says what the store holds for the row
+//! the event changes (the row derived after that row's previous event): a
+//! withdrawal's status and payout, a payout's state. Rows go out with it
+//! ([`Change::WithdrawalFrom`], [`Change::PayoutFrom`]) so ingest need not
+//! read the store. The one case the state cannot tell is a completed
+//! withdrawal (who paid it is gone): that row goes out without it.
 
 use std::borrow::{Borrow, BorrowMut};
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +33,12 @@ use crate::domain::account::AccountState;
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
-use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::domain::payouts::{apply_payout_event, PayoutRecord, PayoutState};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::WithdrawalStatus;
+use crate::domain::withdrawal::{StatusKind, WithdrawalStatus};
 use crate::storage::history::{
     Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind, TransactionRow,
-    WithdrawalRow,
+    WithdrawalIndex, WithdrawalRow,
 };
 use crate::storage::recovery::apply_event;
 
@@ -52,38 +59,96 @@ where
     S: BuildHasher,
 {
     let (accounts, payouts) = state;
-    let payer = match changes {
-        Some(_) => payer_before(accounts, event),
-        None => None,
+    let before = match changes {
+        Some(_) => Before::read(accounts, payouts, event),
+        None => Before::default(),
     };
     apply_event(accounts, currencies, event, at)?;
     apply_payout_event(payouts, event, at)?;
     if let Some(changes) = changes {
-        derive((lsn, event, at), payer, accounts, payouts, changes);
+        derive((lsn, event, at), before, accounts, payouts, changes);
     }
     Ok(())
 }
 
-/// The payout holding the withdrawal an event is about to settle, read
-/// before the event is applied (afterwards its status forgets it).
-fn payer_before<V, S>(accounts: &HashMap<AccountId, V, S>, event: &Event) -> Option<u64>
-where
-    V: Borrow<AccountState>,
-    S: BuildHasher,
-{
-    let tx = match event {
-        Event::WithdrawalCompleted { tx } | Event::WithdrawalFailed { tx, .. } => *tx,
-        _ => return None,
-    };
-    let account: &AccountState = accounts.get(&tx.account())?.borrow();
-    account.withdrawal_record_of(tx)?.status.payout_id()
+/// What the state said before an event, for the rows it makes.
+#[derive(Default)]
+struct Before {
+    /// The payout holding the withdrawal the event is about to settle
+    /// (afterwards its status forgets it).
+    payer: Option<u64>,
+    /// How the store indexes the event's withdrawal: `Some(None)` when it
+    /// holds none yet, `None` when the state cannot tell.
+    withdrawal: Option<Option<WithdrawalIndex>>,
+    /// The state of the event's payout in the store (`None`: no row yet).
+    payout: Option<PayoutState>,
+}
+
+impl Before {
+    fn read<V, S>(
+        accounts: &HashMap<AccountId, V, S>,
+        payouts: &BTreeMap<u64, PayoutRecord>,
+        event: &Event,
+    ) -> Self
+    where
+        V: Borrow<AccountState>,
+        S: BuildHasher,
+    {
+        if let Some(payout_id) = payout_of(event) {
+            let payout = payouts.get(&payout_id).map(PayoutRecord::state);
+            return Self {
+                payout,
+                ..Self::default()
+            };
+        }
+        let Some(tx) = event.transaction_id() else {
+            return Self::default();
+        };
+        let record = accounts
+            .get(&tx.account())
+            .and_then(|a| a.borrow().withdrawal_record_of(tx));
+        let payer = match event {
+            Event::WithdrawalCompleted { .. } | Event::WithdrawalFailed { .. } => {
+                record.and_then(|r| r.status.payout_id())
+            }
+            _ => None,
+        };
+        let withdrawal = match (event, record.map(|r| &r.status)) {
+            (Event::WithdrawalRequested { .. }, None) => Some(None),
+            (_, Some(WithdrawalStatus::Pending)) => Some(Some(WithdrawalIndex {
+                status: StatusKind::Pending,
+                payout_id: None,
+            })),
+            (_, Some(WithdrawalStatus::Processing { payout_id })) => Some(Some(WithdrawalIndex {
+                status: StatusKind::Processing,
+                payout_id: Some(*payout_id),
+            })),
+            _ => None,
+        };
+        Self {
+            payer,
+            withdrawal,
+            payout: None,
+        }
+    }
+}
+
+/// The payout a payout event is about.
+fn payout_of(event: &Event) -> Option<u64> {
+    match event {
+        Event::PayoutSubmitted { payout_id, .. }
+        | Event::PayoutItemsSettled { payout_id, .. }
+        | Event::PayoutItemResolved { payout_id, .. }
+        | Event::PayoutMismatch { payout_id, .. } => Some(*payout_id),
+        _ => None,
+    }
 }
 
 /// Pushes the rows `event` (LSN `lsn`, stamped `at`, already applied)
-/// made, read from the state after it.
+/// made, read from the state after it (and `before` it).
 fn derive<V, S>(
     (lsn, event, at): (u64, &Event, UnixMs),
-    payer: Option<u64>,
+    before: Before,
     accounts: &HashMap<AccountId, V, S>,
     payouts: &BTreeMap<u64, PayoutRecord>,
     out: &mut Vec<Change>,
@@ -95,8 +160,10 @@ fn derive<V, S>(
         lsn,
         at_ms: at.as_millis(),
         accounts,
+        before: before.withdrawal,
         out,
     };
+    let payer = before.payer;
     match event {
         Event::Deposited {
             tx,
@@ -127,7 +194,9 @@ fn derive<V, S>(
         | Event::PayoutItemResolved { payout_id, .. }
         | Event::PayoutMismatch { payout_id, .. } => {
             if let Some(record) = payouts.get(payout_id) {
-                rows.out.push(Change::Payout(payout_row(record)));
+                let row = payout_row(record);
+                let from = before.payout;
+                rows.out.push(Change::PayoutFrom { row, from });
             }
         }
         // Keys are not history: no row.
@@ -140,6 +209,8 @@ struct Rows<'a, V, S> {
     lsn: u64,
     at_ms: u64,
     accounts: &'a HashMap<AccountId, V, S>,
+    /// How the store indexes the event's withdrawal before it, if known.
+    before: Option<Option<WithdrawalIndex>>,
     out: &'a mut Vec<Change>,
 }
 
@@ -186,7 +257,10 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
             updated_at_ms: record.updated_at.as_millis(),
         };
         let (currency, amount) = (record.currency, record.amount);
-        self.out.push(Change::Withdrawal(row));
+        self.out.push(match self.before {
+            Some(from) => Change::WithdrawalFrom { row, from },
+            None => Change::Withdrawal(row),
+        });
         if let Some(kind) = kind {
             self.entry(tx.account(), tx, currency, kind, amount);
         }
@@ -253,5 +327,143 @@ pub(crate) fn payout_row(record: &PayoutRecord) -> PayoutRow {
                 amount: item.amount,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::ItemOutcome;
+    use crate::domain::money::{CurrencyCode, CurrencyConfig};
+    use crate::storage::history::HistoryStore;
+
+    fn w(seq: u64) -> TransactionId {
+        TransactionId::new(1, seq)
+    }
+
+    /// Every way a withdrawal moves: claimed, released and claimed again,
+    /// paid, failed by its payout, cancelled, returned after it was paid,
+    /// left pending; and payouts submitted and settled.
+    fn events(usd: Currency) -> Vec<Event> {
+        let requested = |seq| Event::WithdrawalRequested {
+            tx: w(seq),
+            currency: usd,
+            amount: 100,
+            key: None,
+        };
+        let claimed = |seq, payout_id| Event::WithdrawalClaimed {
+            tx: w(seq),
+            payout_id,
+        };
+        let submitted = |payout_id, seqs: &[u64]| Event::PayoutSubmitted {
+            payout_id,
+            currency: usd,
+            items: seqs.iter().map(|s| (w(*s), 100)).collect(),
+        };
+        let settled = |payout_id, outcomes: Vec<(u64, ItemOutcome)>| Event::PayoutItemsSettled {
+            payout_id,
+            items: outcomes.into_iter().map(|(s, o)| (w(s), o)).collect(),
+        };
+        let failed = || ItemOutcome::Failed {
+            reason: "refused".into(),
+        };
+        let mut out = vec![Event::Deposited {
+            tx: w(1),
+            currency: usd,
+            amount: 10_000,
+            key: None,
+        }];
+        out.extend((2..=7).map(requested));
+        out.extend([
+            claimed(2, 1),
+            claimed(3, 1),
+            Event::WithdrawalReleased { tx: w(3) },
+            claimed(3, 2),
+            claimed(5, 1),
+            submitted(1, &[2, 5]),
+            submitted(2, &[3]),
+            settled(1, vec![(2, ItemOutcome::Paid), (5, ItemOutcome::Paid)]),
+            Event::WithdrawalCompleted { tx: w(2) },
+            Event::WithdrawalCompleted { tx: w(5) },
+            settled(2, vec![(3, failed())]),
+            Event::WithdrawalFailed {
+                tx: w(3),
+                reason: "refused".into(),
+            },
+            Event::WithdrawalCancelled { tx: w(4) },
+            Event::WithdrawalReturned {
+                tx: w(5),
+                reason: "bounced".into(),
+            },
+            Event::WithdrawalCompleted { tx: w(7) },
+        ]);
+        out
+    }
+
+    /// Each event's changes, derived in order.
+    fn derived() -> Vec<Vec<Change>> {
+        let currencies =
+            Currencies::new(&[CurrencyConfig::new("USD", 2)]).unwrap_or_else(|e| panic!("{e}"));
+        let code = CurrencyCode::new("USD").unwrap_or_else(|e| panic!("{e}"));
+        let usd = currencies.get_code(code).unwrap_or_else(|e| panic!("{e}"));
+        let mut accounts: HashMap<AccountId, AccountState> = HashMap::new();
+        let mut payouts = BTreeMap::new();
+        let mut out = Vec::new();
+        for (lsn, event) in (1..).zip(events(usd)) {
+            let mut changes = Vec::new();
+            let state = (&mut accounts, &mut payouts);
+            let logged = (lsn, &event, UnixMs::from_millis(1_000 + lsn));
+            apply_logged(state, &currencies, logged, Some(&mut changes))
+                .unwrap_or_else(|e| panic!("LSN {lsn}: {e}"));
+            out.push(changes);
+        }
+        out
+    }
+
+    /// The changes as ingest would take them if they said nothing of the
+    /// store (it reads what it holds instead).
+    fn read_based(changes: &[Change]) -> Vec<Change> {
+        let forget = |change: &Change| match change {
+            Change::WithdrawalFrom { row, .. } => Change::Withdrawal(row.clone()),
+            Change::PayoutFrom { row, .. } => Change::Payout(row.clone()),
+            other => other.clone(),
+        };
+        changes.iter().map(forget).collect()
+    }
+
+    fn store_fed(runs: &[Vec<Change>]) -> (tempfile::TempDir, HistoryStore) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = HistoryStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        for (lsn, run) in (1..).zip(runs) {
+            store.ingest(lsn, run).unwrap_or_else(|e| panic!("{e}"));
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn what_derive_says_the_store_holds_is_what_reading_it_finds() {
+        let per_event = derived();
+        let count = |f: fn(&Change) -> bool| per_event.iter().flatten().filter(|c| f(c)).count();
+        // Every withdrawal row but the returned one's (who paid it is gone
+        // from the state) says what the store holds; so does every payout's.
+        assert_eq!(count(|c| matches!(c, Change::WithdrawalFrom { .. })), 16);
+        assert_eq!(count(|c| matches!(c, Change::Withdrawal(_))), 1);
+        assert_eq!(count(|c| matches!(c, Change::PayoutFrom { .. })), 4);
+        let read: Vec<Vec<Change>> = per_event.iter().map(|c| read_based(c)).collect();
+        let (_a, by_event) = store_fed(&per_event);
+        let (_b, by_reading) = store_fed(&read);
+        let (_c, in_one_run) = store_fed(&[per_event.concat()]);
+        let expected = by_reading.index_keys();
+        // Account and status keys of 6 withdrawals, payout keys of the 2
+        // whose rows name a payout (a returned one names none), state keys
+        // of 2 payouts.
+        assert_eq!(expected.len(), 6 * 2 + 2 + 2, "{expected:?}");
+        assert_eq!(by_event.index_keys(), expected);
+        assert_eq!(in_one_run.index_keys(), expected);
+        for seq in 2..=7 {
+            let row = |s: &HistoryStore| s.withdrawal(w(seq)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(row(&by_event), row(&by_reading), "w{seq}");
+            assert_eq!(row(&in_one_run), row(&by_reading), "w{seq}");
+        }
     }
 }

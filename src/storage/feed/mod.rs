@@ -4,8 +4,9 @@
 //! - `derive.rs` — the only place a logged event becomes history
 //!   [`Change`](crate::storage::history::Change)s: applied to a copy of the
 //!   state, read back as full rows.
-//! - `writer.rs` — the history writer thread (ingest, its applied LSN and
-//!   per-shard horizons) and the [`Feeder`] its producer holds.
+//! - `writer.rs` — the history writer thread (ingest of what it held for a
+//!   short window, its applied LSN and per-shard horizons) and the
+//!   [`Feeder`] its producer holds.
 //!
 //! Who feeds: at open, recovery's replay derives the events the store
 //! lacks (after its watermark); then the checkpointer, which already

@@ -1,18 +1,31 @@
-//! Ingest: one committed log batch, as [`Change`]s, becomes one atomic
-//! store batch together with the "applied up to LSN" watermark. A batch
-//! whose LSN is at or below the watermark was applied already and is
-//! skipped, so re-feeding the log after a crash applies nothing twice.
+//! Ingest: a run of committed log batches, as [`Change`]s, becomes one
+//! atomic store batch together with the "applied up to LSN" watermark (the
+//! last LSN of the run). A run whose LSN is at or below the watermark was
+//! applied already and is skipped, so re-feeding the log after a crash
+//! applies nothing twice. The watermark is kept in memory too (one writer
+//! at a time), so ingest never reads it back.
 //!
 //! A store batch may hold each key once (its writes share one sequence
-//! number), so writes are gathered per key, last one wins, and rows read
-//! back within the batch come from what it already wrote.
+//! number), so the changes are first collapsed: per withdrawal and per
+//! payout, what the store held before the run and the last row; entries
+//! and transactions, last one per key. Only then are keys written: the
+//! index keys the stored row had and the last row lacks are removed, those
+//! it lacks are added, the others left alone (a withdrawal created and
+//! completed in one run is one row, one status key, no removal).
+//!
+//! What the store held before: a `…From` change says it (the follower knew
+//! the state before the event); for the others the stored row is read,
+//! once per row per run. A store marked incomplete (the log it was fed
+//! from had a gap: [`HistoryStore::mark_incomplete`]) may lack rows the
+//! follower believes it holds, so it reads for every change.
 
 use std::collections::HashMap;
 
 use crate::domain::ids::TransactionId;
+use crate::domain::payouts::PayoutState;
 
 use super::error::HistoryError;
-use super::rows::{Change, PayoutRow, WithdrawalRow};
+use super::rows::{Change, PayoutRow, WithdrawalIndex, WithdrawalRow};
 use super::schema::{self, Ks};
 use super::HistoryStore;
 
@@ -29,7 +42,29 @@ pub struct IngestReport {
 impl HistoryStore {
     /// The LSN of the last batch ingested, 0 when none.
     pub fn applied_lsn(&self) -> Result<u64, HistoryError> {
-        match self.ks.get(Ks::Meta).get(schema::WATERMARK_KEY)? {
+        Ok(self.applied.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Records, for good, that the store lacks part of the log (its feed
+    /// skipped a range): from now on ingest reads what the store holds
+    /// instead of trusting what changes say of it.
+    pub fn mark_incomplete(&self) -> Result<(), HistoryError> {
+        let _one_writer = self.ingest_lock.lock();
+        let meta = self.ks.get(Ks::Meta);
+        meta.insert(schema::INCOMPLETE_KEY, [1u8])?;
+        self.incomplete
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether [`Self::mark_incomplete`] was ever called on this store.
+    pub(super) fn stored_incomplete(ks: &schema::Keyspaces) -> Result<bool, HistoryError> {
+        Ok(ks.get(Ks::Meta).get(schema::INCOMPLETE_KEY)?.is_some())
+    }
+
+    /// The watermark as stored (read once, at open).
+    pub(super) fn stored_watermark(ks: &schema::Keyspaces) -> Result<u64, HistoryError> {
+        match ks.get(Ks::Meta).get(schema::WATERMARK_KEY)? {
             None => Ok(0),
             Some(bytes) => {
                 let raw: [u8; 8] = bytes[..]
@@ -40,24 +75,30 @@ impl HistoryStore {
         }
     }
 
-    /// Applies the changes of the log batch ending at `lsn`, atomically with
-    /// the watermark; skipped if `lsn` is at or below it. Not fsynced.
+    /// Applies the changes of the log batches ending at `lsn`, atomically
+    /// with the watermark; skipped if `lsn` is at or below it. Not fsynced.
     pub fn ingest(&self, lsn: u64, changes: &[Change]) -> Result<IngestReport, HistoryError> {
         let _one_writer = self.ingest_lock.lock();
         if lsn <= self.applied_lsn()? {
             return Ok(IngestReport::default());
         }
-        let mut batch = Batch::new(self);
+        let mut run = Run::new(self);
+        let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
         for change in changes {
-            batch.apply(change)?;
+            match change {
+                Change::WithdrawalFrom { row, .. } if !trust => {
+                    run.apply(&Change::Withdrawal(row.clone()))?
+                }
+                Change::PayoutFrom { row, .. } if !trust => {
+                    run.apply(&Change::Payout(row.clone()))?
+                }
+                change => run.apply(change)?,
+            }
         }
-        batch.put(
-            Ks::Meta,
-            schema::WATERMARK_KEY.to_vec(),
-            lsn.to_be_bytes().to_vec(),
-        );
-        let missing = batch.missing;
-        batch.commit()?;
+        let missing = run.missing;
+        run.commit(lsn)?;
+        self.applied
+            .store(lsn, std::sync::atomic::Ordering::Release);
         Ok(IngestReport {
             applied: true,
             missing,
@@ -65,38 +106,69 @@ impl HistoryStore {
     }
 }
 
-/// One store batch being gathered.
-struct Batch<'s> {
+/// A row as the store held it before the run, and as the run leaves it.
+struct Moved<Before, Row> {
+    /// `None`: the store held no row.
+    before: Option<Before>,
+    row: Row,
+}
+
+/// What a stored withdrawal row is indexed by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Indexed {
+    account: u64,
+    created_at_ms: u64,
+    index: WithdrawalIndex,
+}
+
+impl Indexed {
+    fn of(row: &WithdrawalRow) -> Self {
+        Self {
+            account: row.account,
+            created_at_ms: row.created_at_ms,
+            index: WithdrawalIndex {
+                status: row.status,
+                payout_id: row.payout_id,
+            },
+        }
+    }
+}
+
+/// The changes of one ingest, collapsed per row.
+struct Run<'s> {
     store: &'s HistoryStore,
-    /// Per keyspace: key → value, or `None` to remove it.
-    writes: HashMap<(Ks, Vec<u8>), Option<Vec<u8>>>,
-    withdrawals: HashMap<TransactionId, WithdrawalRow>,
-    payouts: HashMap<u64, PayoutRow>,
+    withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
+    payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
+    /// Entries and transactions; the last of equal keys wins.
+    writes: Writes,
     missing: usize,
 }
 
-impl<'s> Batch<'s> {
+impl<'s> Run<'s> {
     fn new(store: &'s HistoryStore) -> Self {
         Self {
             store,
-            writes: HashMap::new(),
             withdrawals: HashMap::new(),
             payouts: HashMap::new(),
+            writes: Writes::default(),
             missing: 0,
         }
     }
 
-    fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert((ks, key), Some(value));
-    }
-
-    fn remove(&mut self, ks: Ks, key: Vec<u8>) {
-        self.writes.insert((ks, key), None);
-    }
-
     fn apply(&mut self, change: &Change) -> Result<(), HistoryError> {
+        let store = self.store;
         match change {
-            Change::Withdrawal(row) => self.put_withdrawal(row.clone()),
+            Change::WithdrawalFrom { row, from } => {
+                let before = from.map(|index| Indexed {
+                    index,
+                    ..Indexed::of(row)
+                });
+                set_row(&mut self.withdrawals, row.tx, row.clone(), || Ok(before))
+            }
+            Change::Withdrawal(row) => {
+                let read = || Ok(stored_withdrawal(store, row.tx)?.as_ref().map(Indexed::of));
+                set_row(&mut self.withdrawals, row.tx, row.clone(), read)
+            }
             Change::WithdrawalStatus {
                 tx,
                 status,
@@ -104,39 +176,45 @@ impl<'s> Batch<'s> {
                 reason,
                 at_ms,
             } => {
-                let Some(mut row) = self.withdrawal(*tx)? else {
+                let Some(row) = self.withdrawal(*tx)? else {
                     self.warn_missing("withdrawal", tx);
                     return Ok(());
                 };
                 row.status = *status;
                 row.payout_id = payout_id.or(row.payout_id);
-                row.reason = reason.clone().or(row.reason);
+                row.reason = reason.clone().or(row.reason.take());
                 row.updated_at_ms = *at_ms;
-                self.put_withdrawal(row)
+                Ok(())
             }
             Change::Entry(e) => {
                 let key = schema::entry_key(e.account, e.currency, e.seq);
-                self.put(Ks::Entries, key, schema::encode(e)?);
+                self.writes.put(Ks::Entries, key, schema::encode(e)?);
                 Ok(())
             }
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
-                self.put(Ks::Transactions, key, schema::encode(t)?);
+                self.writes.put(Ks::Transactions, key, schema::encode(t)?);
                 Ok(())
             }
-            Change::Payout(row) => self.put_payout(row.clone()),
+            Change::PayoutFrom { row, from } => {
+                set_row(&mut self.payouts, row.payout_id, row.clone(), || Ok(*from))
+            }
+            Change::Payout(row) => {
+                let read = || Ok(stored_payout(store, row.payout_id)?.map(|r| r.state));
+                set_row(&mut self.payouts, row.payout_id, row.clone(), read)
+            }
             Change::PayoutState {
                 payout_id,
                 state,
                 settled_at_ms,
             } => {
-                let Some(mut row) = self.payout(*payout_id)? else {
+                let Some(row) = self.payout(*payout_id)? else {
                     self.warn_missing("payout", payout_id);
                     return Ok(());
                 };
                 row.state = *state;
                 row.settled_at_ms = settled_at_ms.or(row.settled_at_ms);
-                self.put_payout(row)
+                Ok(())
             }
         }
     }
@@ -150,71 +228,98 @@ impl<'s> Batch<'s> {
         self.missing += 1;
     }
 
-    /// The row as this batch leaves it so far.
-    fn withdrawal(&self, tx: TransactionId) -> Result<Option<WithdrawalRow>, HistoryError> {
-        if let Some(row) = self.withdrawals.get(&tx) {
-            return Ok(Some(row.clone()));
+    /// The withdrawal as this run leaves it so far, to change in place;
+    /// read from the store (and remembered as what it held) when the run
+    /// has not touched it.
+    fn withdrawal(
+        &mut self,
+        tx: TransactionId,
+    ) -> Result<Option<&mut WithdrawalRow>, HistoryError> {
+        if !self.withdrawals.contains_key(&tx) {
+            let Some(row) = stored_withdrawal(self.store, tx)? else {
+                return Ok(None);
+            };
+            let before = Some(Indexed::of(&row));
+            self.withdrawals.insert(tx, Moved { before, row });
         }
-        let stored = self.store.ks.get(Ks::Withdrawals).get(schema::tx_key(tx))?;
-        stored.map(|v| schema::decode(&v, "withdrawal")).transpose()
+        Ok(self.withdrawals.get_mut(&tx).map(|moved| &mut moved.row))
     }
 
-    /// Writes the row and moves its index keys (those of the row it replaces
-    /// go, unless the new row has the same ones).
-    fn put_withdrawal(&mut self, row: WithdrawalRow) -> Result<(), HistoryError> {
-        let old = self.withdrawal(row.tx)?;
-        let new_keys = withdrawal_index_keys(&row);
-        for old_key in old.iter().flat_map(withdrawal_index_keys) {
-            if !new_keys.contains(&old_key) {
-                self.remove(old_key.0, old_key.1);
+    /// The payout as this run leaves it so far (see [`Self::withdrawal`]).
+    fn payout(&mut self, payout_id: u64) -> Result<Option<&mut PayoutRow>, HistoryError> {
+        if !self.payouts.contains_key(&payout_id) {
+            let Some(row) = stored_payout(self.store, payout_id)? else {
+                return Ok(None);
+            };
+            let before = Some(row.state);
+            self.payouts.insert(payout_id, Moved { before, row });
+        }
+        Ok(self.payouts.get_mut(&payout_id).map(|moved| &mut moved.row))
+    }
+
+    /// Writes the collapsed rows, their index keys and the watermark as one
+    /// store batch.
+    fn commit(self, lsn: u64) -> Result<(), HistoryError> {
+        let mut writes = self.writes;
+        for (tx, moved) in self.withdrawals {
+            let old = moved.before.map(|b| index_keys(tx, &b)).unwrap_or_default();
+            let new = index_keys(tx, &Indexed::of(&moved.row));
+            for (space, key) in old.iter().filter(|k| !new.contains(k)) {
+                writes.remove(*space, key.clone());
             }
-        }
-        for (ks, key) in new_keys {
-            self.put(ks, key, Vec::new());
-        }
-        self.put(
-            Ks::Withdrawals,
-            schema::tx_key(row.tx).to_vec(),
-            schema::encode(&row)?,
-        );
-        self.withdrawals.insert(row.tx, row);
-        Ok(())
-    }
-
-    fn payout(&self, payout_id: u64) -> Result<Option<PayoutRow>, HistoryError> {
-        if let Some(row) = self.payouts.get(&payout_id) {
-            return Ok(Some(row.clone()));
-        }
-        let stored = self
-            .store
-            .ks
-            .get(Ks::Payouts)
-            .get(payout_id.to_be_bytes())?;
-        stored.map(|v| schema::decode(&v, "payout")).transpose()
-    }
-
-    fn put_payout(&mut self, row: PayoutRow) -> Result<(), HistoryError> {
-        let new_key = schema::payout_state_key(row.state, row.payout_id).to_vec();
-        if let Some(old) = self.payout(row.payout_id)? {
-            let old_key = schema::payout_state_key(old.state, old.payout_id).to_vec();
-            if old_key != new_key {
-                self.remove(Ks::PByState, old_key);
+            for (space, key) in new.into_iter().filter(|k| !old.contains(k)) {
+                writes.put(space, key, Vec::new());
             }
+            let value = schema::encode(&moved.row)?;
+            writes.put(Ks::Withdrawals, schema::tx_key(tx).to_vec(), value);
         }
-        self.put(Ks::PByState, new_key, Vec::new());
-        let key = row.payout_id.to_be_bytes().to_vec();
-        self.put(Ks::Payouts, key, schema::encode(&row)?);
-        self.payouts.insert(row.payout_id, row);
-        Ok(())
+        for (id, moved) in self.payouts {
+            let new = moved.row.state;
+            if let Some(old) = moved.before.filter(|old| *old != new) {
+                writes.remove(Ks::PByState, schema::payout_state_key(old, id).to_vec());
+            }
+            if moved.before != Some(new) {
+                let key = schema::payout_state_key(new, id).to_vec();
+                writes.put(Ks::PByState, key, Vec::new());
+            }
+            let value = schema::encode(&moved.row)?;
+            writes.put(Ks::Payouts, id.to_be_bytes().to_vec(), value);
+        }
+        let watermark = lsn.to_be_bytes().to_vec();
+        writes.put(Ks::Meta, schema::WATERMARK_KEY.to_vec(), watermark);
+        writes.commit(self.store)
+    }
+}
+
+/// A key and its value, or `None` to remove it.
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// One store batch's writes, per keyspace.
+#[derive(Default)]
+struct Writes([Vec<Write>; Ks::ALL.len()]);
+
+impl Writes {
+    fn put(&mut self, ks: Ks, key: Vec<u8>, value: Vec<u8>) {
+        self.0[ks.index()].push((key, Some(value)));
     }
 
-    fn commit(self) -> Result<(), HistoryError> {
-        let mut batch = self.store.db.batch();
-        for ((ks, key), value) in self.writes {
-            let keyspace = self.store.ks.get(ks);
-            match value {
-                Some(value) => batch.insert(keyspace, key, value),
-                None => batch.remove(keyspace, key),
+    fn remove(&mut self, ks: Ks, key: Vec<u8>) {
+        self.0[ks.index()].push((key, None));
+    }
+
+    /// Commits each keyspace's writes in key order, the last of equal keys
+    /// only: in order, each insert into a memtable finds its place where the
+    /// one before it went (cache-warm), where random order misses the cache
+    /// at every step of the search.
+    fn commit(self, store: &HistoryStore) -> Result<(), HistoryError> {
+        let mut batch = store.db.batch();
+        for (ks, writes) in Ks::ALL.into_iter().zip(self.0) {
+            let keyspace = store.ks.get(ks);
+            for (key, value) in last_per_key(writes) {
+                match value {
+                    Some(value) => batch.insert(keyspace, key, value),
+                    None => batch.remove(keyspace, key),
+                }
             }
         }
         batch.commit()?;
@@ -222,14 +327,59 @@ impl<'s> Batch<'s> {
     }
 }
 
-/// The index keys a withdrawal row has.
-fn withdrawal_index_keys(row: &WithdrawalRow) -> Vec<(Ks, Vec<u8>)> {
-    let key = |prefix: Vec<u8>| schema::index_key(&prefix, row.created_at_ms, row.tx);
+/// Sets the row of `id` in `rows` to `row`; `before` (what the store held)
+/// is asked only when the run had not touched it yet.
+fn set_row<K: std::hash::Hash + Eq, B, R>(
+    rows: &mut HashMap<K, Moved<B, R>>,
+    id: K,
+    row: R,
+    before: impl FnOnce() -> Result<Option<B>, HistoryError>,
+) -> Result<(), HistoryError> {
+    match rows.get_mut(&id) {
+        Some(moved) => moved.row = row,
+        None => {
+            let before = before()?;
+            rows.insert(id, Moved { before, row });
+        }
+    }
+    Ok(())
+}
+
+fn stored_withdrawal(
+    store: &HistoryStore,
+    tx: TransactionId,
+) -> Result<Option<WithdrawalRow>, HistoryError> {
+    let stored = store.ks.get(Ks::Withdrawals).get(schema::tx_key(tx))?;
+    stored.map(|v| schema::decode(&v, "withdrawal")).transpose()
+}
+
+fn stored_payout(store: &HistoryStore, payout_id: u64) -> Result<Option<PayoutRow>, HistoryError> {
+    let stored = store.ks.get(Ks::Payouts).get(payout_id.to_be_bytes())?;
+    stored.map(|v| schema::decode(&v, "payout")).transpose()
+}
+
+/// The pairs with the last value of each key, in key order.
+fn last_per_key<V>(mut pairs: Vec<(Vec<u8>, V)>) -> Vec<(Vec<u8>, V)> {
+    // Stable: equal keys keep their order, so the last is the newest.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(Vec<u8>, V)> = Vec::with_capacity(pairs.len());
+    for pair in pairs {
+        match out.last_mut() {
+            Some(last) if last.0 == pair.0 => *last = pair,
+            _ => out.push(pair),
+        }
+    }
+    out
+}
+
+/// The index keys of a withdrawal indexed as `at`.
+fn index_keys(tx: TransactionId, at: &Indexed) -> Vec<(Ks, Vec<u8>)> {
+    let key = |prefix: Vec<u8>| schema::index_key(&prefix, at.created_at_ms, tx);
     let mut keys = vec![
-        (Ks::WByAccount, key(schema::account_prefix(row.account))),
-        (Ks::WByStatus, key(schema::status_prefix(row.status))),
+        (Ks::WByAccount, key(schema::account_prefix(at.account))),
+        (Ks::WByStatus, key(schema::status_prefix(at.index.status))),
     ];
-    if let Some(payout_id) = row.payout_id {
+    if let Some(payout_id) = at.index.payout_id {
         keys.push((Ks::WByPayout, key(schema::payout_prefix(payout_id))));
     }
     keys

@@ -6,12 +6,15 @@
 //! `benches/history_store_choice/README.md`).
 //!
 //! It owns the rows, their keys, ingest and queries; it knows nothing of
-//! events or actors: a follower of the log turns each committed batch into
-//! [`Change`]s and calls [`HistoryStore::ingest`] with the batch's last LSN.
-//! The log is the durable copy, so ingest does not fsync: the store keeps an
-//! "applied up to LSN" watermark written atomically with each batch, and
-//! after a crash the follower re-feeds the log from [`HistoryStore::applied_lsn`];
-//! batches at or below the watermark are skipped (ingest is idempotent).
+//! events or actors: a follower of the log turns committed batches into
+//! [`Change`]s and calls [`HistoryStore::ingest`] with the last LSN they
+//! cover. The log is the durable copy, so ingest does not fsync, nor even
+//! hand its journal to the OS (fjall's manual journal persist): the store
+//! keeps an "applied up to LSN" watermark written atomically with each
+//! ingest, [`HistoryStore::persist`] writes it all to disk when the
+//! checkpointer asks, and after a crash the follower re-feeds the log from
+//! [`HistoryStore::applied_lsn`]; batches at or below the watermark are
+//! skipped (ingest is idempotent).
 //!
 //! Amounts are integer minor units with their currency code; times are
 //! milliseconds since the epoch, given by the caller.
@@ -19,7 +22,8 @@
 //! ## Layout
 //! - `rows.rs` — the row types callers write and read, and [`Change`].
 //! - `schema.rs` — keyspaces, key layouts and value encoding.
-//! - `ingest.rs` — applying a batch of changes with the watermark.
+//! - `ingest.rs` — applying a run of changes with the watermark, collapsed
+//!   per row, without reading the store when the changes say what it holds.
 //! - `query.rs` — listings and look-ups, read from one snapshot each.
 //! - `scan.rs` — index range scans, merged in key order, into pages.
 //! - `cursor.rs` — opaque page cursors and index ranges.
@@ -44,8 +48,12 @@ pub use query::{Order, Page, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX};
 pub use reader::HistoryReader;
 pub use rows::{
     BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,
-    TransactionRecord, TransactionRow, WithdrawalRow,
+    TransactionRecord, TransactionRow, WithdrawalIndex, WithdrawalRow,
 };
+
+/// fjall's background threads: one flush and one compaction at a time (its
+/// default is one per core up to four, on a machine the engine shares).
+const FJALL_WORKERS: usize = 2;
 
 /// The history store of one data folder. Cheap to share behind an `Arc`:
 /// ingest and queries may run on different threads at once.
@@ -54,6 +62,10 @@ pub struct HistoryStore {
     ks: schema::Keyspaces,
     /// Serialises ingest: the watermark check and the batch commit are one step.
     ingest_lock: parking_lot::Mutex<()>,
+    /// The watermark as last committed (read from disk once, at open).
+    applied: std::sync::atomic::AtomicU64,
+    /// Whether the store lacks part of the log (see `ingest.rs`).
+    incomplete: std::sync::atomic::AtomicBool,
 }
 
 impl HistoryStore {
@@ -69,12 +81,21 @@ impl HistoryStore {
 
     /// Opens (or creates) the store in `dir` itself.
     pub fn open_at(dir: &Path) -> Result<Self, HistoryError> {
-        let db = fjall::Database::builder(dir).open()?;
+        // The journal is written to the OS only when asked (persist): the
+        // log is the durable copy, and a crash re-feeds what was lost.
+        let db = fjall::Database::builder(dir)
+            .manual_journal_persist(true)
+            .worker_threads(FJALL_WORKERS)
+            .open()?;
         let ks = schema::Keyspaces::open(&db)?;
+        let applied = Self::stored_watermark(&ks)?;
+        let incomplete = Self::stored_incomplete(&ks)?;
         Ok(Self {
             db,
             ks,
             ingest_lock: parking_lot::Mutex::new(()),
+            applied: applied.into(),
+            incomplete: incomplete.into(),
         })
     }
 
@@ -84,6 +105,36 @@ impl HistoryStore {
     pub fn persist(&self) -> Result<(), HistoryError> {
         self.db.persist(fjall::PersistMode::SyncAll)?;
         Ok(())
+    }
+
+    /// Every withdrawal and payout index key, tagged by keyspace, in order.
+    #[cfg(test)]
+    pub(crate) fn index_keys(&self) -> Vec<(&'static str, Vec<u8>)> {
+        use schema::Ks;
+        let mut out = Vec::new();
+        let spaces = [
+            (Ks::WByAccount, "account"),
+            (Ks::WByStatus, "status"),
+            (Ks::WByPayout, "payout"),
+            (Ks::PByState, "payout state"),
+        ];
+        for (ks, name) in spaces {
+            for guard in self.ks.get(ks).iter() {
+                let key = guard.key().unwrap_or_else(|e| panic!("{e}"));
+                out.push((name, key.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Writes (removals included) the keyspaces' memtables hold: what
+    /// ingest wrote, while nothing was flushed.
+    #[cfg(test)]
+    pub(crate) fn writes_in_memtables(&self) -> usize {
+        schema::Ks::ALL
+            .into_iter()
+            .map(|ks| self.ks.get(ks).approximate_len())
+            .sum()
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`HistoryReader`]: what the ledger's history reads hold — the store, and
 //! how far it has ingested the log, so a read can first wait for the
-//! batches acknowledged before it (read-your-writes). The ledger's shutdown
+//! batches acknowledged before it (read-your-writes), asking its follower
+//! to ingest them now rather than when it would have. The ledger's shutdown
 //! closes the store (so the folder can be opened again while handles
 //! linger); reads after that answer [`HistoryError::Closed`].
 
@@ -19,13 +20,21 @@ pub struct HistoryReader {
     store: Arc<RwLock<Option<Arc<HistoryStore>>>>,
     /// The LSN the store has ingested up to, published by its follower.
     applied: watch::Receiver<u64>,
+    /// Tells the follower a read waits for an LSN.
+    ask: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 impl HistoryReader {
-    pub fn new(store: Arc<HistoryStore>, applied: watch::Receiver<u64>) -> Self {
+    /// `ask(lsn)` is called when a read waits for `lsn`, not ingested yet.
+    pub fn new(
+        store: Arc<HistoryStore>,
+        applied: watch::Receiver<u64>,
+        ask: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             store: Arc::new(RwLock::new(Some(store))),
             applied,
+            ask: Arc::new(ask),
         }
     }
 
@@ -49,6 +58,9 @@ impl HistoryReader {
     /// error if its follower stopped before that (it would never come).
     pub async fn caught_up(&self, lsn: u64) -> Result<(), HistoryError> {
         let mut applied = self.applied.clone();
+        if *applied.borrow() < lsn {
+            (self.ask)(lsn);
+        }
         applied
             .wait_for(|applied| *applied >= lsn)
             .await

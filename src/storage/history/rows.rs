@@ -106,11 +106,30 @@ pub struct BalanceAt {
     pub at_ms: u64,
 }
 
+/// What a withdrawal's status and payout index keys were before a change
+/// (its account and creation time never change): lets ingest move them
+/// without reading the stored row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WithdrawalIndex {
+    pub status: StatusKind,
+    pub payout_id: Option<u64>,
+}
+
 /// One change to the history, as a follower makes it from a logged event.
+///
+/// The `…From` variants say what the store holds before them, as the
+/// follower knew it from the state before the event; ingest then writes
+/// without reading. The others make ingest read the stored row first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     /// A new withdrawal, or a whole row replacing the stored one.
     Withdrawal(WithdrawalRow),
+    /// A whole withdrawal row; `from` is how the store indexes it before
+    /// (`None`: the store holds no row for it yet).
+    WithdrawalFrom {
+        row: WithdrawalRow,
+        from: Option<WithdrawalIndex>,
+    },
     /// A withdrawal's new status (events name only the transaction): the
     /// stored row is updated; `payout_id` and `reason` replace the stored
     /// ones only when given.
@@ -125,6 +144,12 @@ pub enum Change {
     Transaction(TransactionRow),
     /// A new payout, or a whole row replacing the stored one.
     Payout(PayoutRow),
+    /// A whole payout row; `from` is its state before (`None`: the store
+    /// holds no row for it yet).
+    PayoutFrom {
+        row: PayoutRow,
+        from: Option<PayoutState>,
+    },
     /// A payout's new state; `settled_at_ms` replaces the stored one when given.
     PayoutState {
         payout_id: u64,

@@ -712,3 +712,167 @@ fn payouts_page_by_state_and_currency_and_follow_state_changes() {
     }
     assert_eq!(ok(store.payout(3)), Some(rows[2].clone()));
 }
+
+/// Writes (tombstones included) each keyspace holds in its memtable: what
+/// ingest wrote, while nothing was flushed.
+fn writes_in(store: &HistoryStore, ks: schema::Ks) -> usize {
+    store.ks.get(ks).approximate_len()
+}
+
+#[test]
+fn a_withdrawal_created_and_settled_in_one_run_is_written_once() {
+    let (_dir, store) = open();
+    let created = withdrawal(3, 1, 10);
+    let completed = WithdrawalRow {
+        status: StatusKind::Completed,
+        updated_at_ms: 20,
+        ..created.clone()
+    };
+    let changes = [
+        Change::Withdrawal(created.clone()),
+        Change::Withdrawal(completed.clone()),
+    ];
+    ok(store.ingest(1, &changes));
+    assert_eq!(ok(store.withdrawal(created.tx)), Some(completed));
+    // One row, one account key, one status key: the pending key it had
+    // within the run is never written, not even as a removal.
+    assert_eq!(writes_in(&store, schema::Ks::Withdrawals), 1);
+    assert_eq!(writes_in(&store, schema::Ks::WByAccount), 1);
+    assert_eq!(writes_in(&store, schema::Ks::WByStatus), 1);
+}
+
+#[test]
+fn a_later_status_change_writes_only_the_keys_that_move() {
+    let (_dir, store) = open();
+    let created = withdrawal(3, 1, 10);
+    ok(store.ingest(1, &[Change::Withdrawal(created.clone())]));
+    let completed = WithdrawalRow {
+        status: StatusKind::Completed,
+        updated_at_ms: 20,
+        ..created.clone()
+    };
+    ok(store.ingest(2, &[Change::Withdrawal(completed.clone())]));
+    assert_eq!(ok(store.withdrawal(created.tx)), Some(completed));
+    // The account key stays as written by the first run; the status key
+    // moves (one removal, one insert).
+    assert_eq!(writes_in(&store, schema::Ks::WByAccount), 1);
+    assert_eq!(writes_in(&store, schema::Ks::WByStatus), 3);
+    assert_eq!(store.ks.get(schema::Ks::WByStatus).iter().count(), 1);
+}
+
+#[test]
+fn changes_that_say_what_the_store_holds_move_its_keys() {
+    let (_dir, store) = open();
+    let created = withdrawal(3, 1, 10);
+    let claimed = WithdrawalRow {
+        status: StatusKind::Processing,
+        payout_id: Some(9),
+        ..created.clone()
+    };
+    let completed = WithdrawalRow {
+        status: StatusKind::Completed,
+        ..claimed.clone()
+    };
+    let from = |status, payout_id| Some(WithdrawalIndex { status, payout_id });
+    let runs = [
+        vec![Change::WithdrawalFrom {
+            row: created.clone(),
+            from: None,
+        }],
+        vec![Change::WithdrawalFrom {
+            row: claimed,
+            from: from(StatusKind::Pending, None),
+        }],
+        vec![Change::WithdrawalFrom {
+            row: completed.clone(),
+            from: from(StatusKind::Processing, Some(9)),
+        }],
+    ];
+    for (lsn, changes) in (1..).zip(&runs) {
+        ok(store.ingest(lsn, changes));
+    }
+    let listed = |q: WithdrawalQuery<'_>| ok(store.withdrawals(&q)).items;
+    let statuses = [StatusKind::Completed];
+    let by_status = WithdrawalQuery {
+        statuses: &statuses,
+        ..Default::default()
+    };
+    let by_payout = WithdrawalQuery {
+        payout_id: Some(9),
+        ..Default::default()
+    };
+    let by_account = WithdrawalQuery {
+        account: Some(3),
+        ..Default::default()
+    };
+    for q in [by_status, by_payout, by_account] {
+        assert_eq!(listed(q), vec![completed.clone()]);
+    }
+    let index_keys = |ks| store.ks.get(ks).iter().count();
+    assert_eq!(index_keys(schema::Ks::WByStatus), 1, "old status keys go");
+    assert_eq!(index_keys(schema::Ks::WByPayout), 1);
+}
+
+#[test]
+fn an_incomplete_store_reads_what_it_holds_instead_of_trusting_changes() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let created = withdrawal(3, 1, 10);
+    let completed = WithdrawalRow {
+        status: StatusKind::Completed,
+        ..created.clone()
+    };
+    {
+        let store = ok(HistoryStore::open(dir.path()));
+        ok(store.mark_incomplete());
+    }
+    // The store lacks the withdrawal (its creation was in the gap), while
+    // the change says it holds it as pending: the mark, kept across a
+    // reopen, makes ingest look, so every index key is written.
+    let store = ok(HistoryStore::open(dir.path()));
+    let change = Change::WithdrawalFrom {
+        row: completed.clone(),
+        from: Some(WithdrawalIndex {
+            status: StatusKind::Pending,
+            payout_id: None,
+        }),
+    };
+    ok(store.ingest(1, &[change]));
+    let by_account = WithdrawalQuery {
+        account: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(ok(store.withdrawals(&by_account)).items, vec![completed]);
+    assert_eq!(writes_in(&store, schema::Ks::WByStatus), 1, "no removal");
+}
+
+#[test]
+fn a_payout_that_says_its_state_before_moves_its_state_key() {
+    let (_dir, store) = open();
+    let submitted = payout(4, usd(), PayoutState::Processing);
+    let settled = payout(4, usd(), PayoutState::Completed);
+    ok(store.ingest(
+        1,
+        &[Change::PayoutFrom {
+            row: submitted,
+            from: None,
+        }],
+    ));
+    ok(store.ingest(
+        2,
+        &[Change::PayoutFrom {
+            row: settled.clone(),
+            from: Some(PayoutState::Processing),
+        }],
+    ));
+    let in_state = |state| {
+        ok(store.payouts(&PayoutQuery {
+            state: Some(state),
+            limit: 10,
+            ..Default::default()
+        }))
+        .items
+    };
+    assert!(in_state(PayoutState::Processing).is_empty());
+    assert_eq!(in_state(PayoutState::Completed), vec![settled]);
+    assert_eq!(store.ks.get(schema::Ks::PByState).iter().count(), 1);
+}
