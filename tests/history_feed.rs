@@ -289,10 +289,34 @@ async fn a_store_deleted_between_runs_is_rebuilt_from_the_log() {
     std::fs::remove_dir_all(HistoryStore::dir_in(tmp.path())).unwrap();
     let ledger = Ledger::open(config).unwrap();
     let report = ledger.recovery_report().unwrap().clone();
+    the_store_lists_every_withdrawal_memory_holds(&ledger).await;
     ledger.shutdown().await;
     drop(ledger);
     assert_eq!(report.history_lost, None, "the whole log was there");
     assert_eq!(dump(tmp.path(), 0..5), before);
+}
+
+/// Every withdrawal memory holds is in the store (so none can leave
+/// memory without leaving the ledger), as the listing shows it.
+async fn the_store_lists_every_withdrawal_memory_holds(ledger: &Ledger) {
+    let held = ledger.export_accounts().await.unwrap();
+    let held: Vec<_> = held.iter().flat_map(|a| &a.withdrawals).collect();
+    assert!(!held.is_empty());
+    for withdrawal in held {
+        let query = burnledger::WithdrawalQuery {
+            account: Some(withdrawal.account),
+            limit: PAGE_LIMIT_MAX,
+            ..Default::default()
+        };
+        let listed = ledger.withdrawals(query).await.unwrap().items;
+        let seen = |w: &&burnledger::Withdrawal| {
+            (w.transaction_id, &w.status) == (withdrawal.transaction_id, &withdrawal.status)
+        };
+        assert!(
+            listed.iter().any(|w| seen(&w)),
+            "{withdrawal:?} is not in {listed:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,6 +340,9 @@ async fn a_store_deleted_after_the_log_was_compacted_gets_what_the_log_still_has
     std::fs::remove_dir_all(HistoryStore::dir_in(tmp.path())).unwrap();
     let ledger = Ledger::open(config).unwrap();
     let report = ledger.recovery_report().unwrap().clone();
+    // The state recovery starts from is given to the store: what the log
+    // lost is only the entries and transactions before it.
+    the_store_lists_every_withdrawal_memory_holds(&ledger).await;
     ledger.shutdown().await;
     drop(ledger);
     let (first, last) = report

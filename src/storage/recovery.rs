@@ -40,7 +40,7 @@ use crate::domain::money::{Currencies, Currency};
 use crate::domain::payouts::{PayoutRecord, PayoutRecordItem};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
-use crate::storage::feed::{apply_logged, Feeder};
+use crate::storage::feed::{apply_logged, state_rows, Feeder};
 use crate::storage::recall::{restore_for_replay, FolderHistory};
 use crate::storage::snapshot::{self, SnapshotFile};
 use crate::storage::wal::{self, ReplayError, ReplayMode};
@@ -237,6 +237,9 @@ fn rebuild_from(
     if let Some(feed) = feed.as_deref_mut().filter(|feed| feed.fed_lsn() < from_lsn) {
         report.history_lost = Some((feed.fed_lsn() + 1, from_lsn));
         feed.skip_to(from_lsn);
+        // What memory starts from must be in the store, or a finished
+        // withdrawal could leave memory for a store that never had it.
+        feed.feed_state(from_lsn, state_rows(&accounts, &payouts));
     }
     let mut newest_event_at = UnixMs::UNKNOWN;
     // Records come decoded from the log's reader thread, in chunks.

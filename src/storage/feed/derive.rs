@@ -311,6 +311,46 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
     }
 }
 
+/// Every withdrawal row and payout row of a recovered state: what a store
+/// that missed the log before that state (history lost, see recovery) is
+/// given, so it lists every withdrawal and payout memory holds, and a
+/// finished one can leave memory without leaving the ledger. Rows only:
+/// the entries and transactions of the missing log are gone. A completed
+/// withdrawal's row names no payout (the state no longer says who paid).
+pub(crate) fn state_rows<'a, V, S>(
+    accounts: &'a HashMap<AccountId, V, S>,
+    payouts: &'a BTreeMap<u64, PayoutRecord>,
+) -> impl Iterator<Item = Change> + 'a
+where
+    V: Borrow<AccountState>,
+    S: BuildHasher,
+{
+    let withdrawals = accounts.values().flat_map(|account| {
+        let account: &AccountState = account.borrow();
+        account.withdrawals().map(|(tx, record)| {
+            let reason = match &record.status {
+                WithdrawalStatus::Failed { reason } | WithdrawalStatus::Returned { reason } => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            };
+            Change::Withdrawal(WithdrawalRow {
+                tx,
+                account: tx.account(),
+                currency: record.currency.code,
+                amount: record.amount,
+                status: record.status.kind(),
+                payout_id: record.status.payout_id(),
+                reason,
+                created_at_ms: record.created_at.as_millis(),
+                updated_at_ms: record.updated_at.as_millis(),
+            })
+        })
+    });
+    let payouts = payouts.values().map(|p| Change::Payout(payout_row(p)));
+    withdrawals.chain(payouts)
+}
+
 /// A payout record's whole row.
 pub(crate) fn payout_row(record: &PayoutRecord) -> PayoutRow {
     PayoutRow {

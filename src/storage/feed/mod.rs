@@ -14,12 +14,15 @@
 //! event from that copy. Before the checkpointer writes a snapshot at LSN
 //! S the writer has ingested up to S and written the store to disk, so no
 //! snapshot is ever ahead of the store, and recovery from any kept
-//! snapshot can re-derive whatever the store lost in a crash.
+//! snapshot can re-derive whatever the store lost in a crash. A store
+//! that missed part of the log before the state recovery starts from
+//! (history lost) is given that state's withdrawal and payout rows
+//! (`derive::state_rows`), so everything memory holds is in the store.
 
 mod derive;
 mod writer;
 
-pub(crate) use derive::apply_logged;
+pub(crate) use derive::{apply_logged, state_rows};
 #[cfg(test)]
 pub(crate) use writer::testing;
 pub use writer::{

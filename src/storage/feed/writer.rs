@@ -160,6 +160,17 @@ impl Feeder {
         self.fed_lsn = self.fed_lsn.max(lsn);
     }
 
+    /// After [`skip_to`](Self::skip_to)`(lsn)`: hands over `rows`, the
+    /// state at `lsn` (one batch, so the store takes all of them or none;
+    /// it comes once, when a ledger opens with its history lost).
+    pub fn feed_state(&mut self, lsn: u64, rows: impl IntoIterator<Item = Change>) {
+        self.flush();
+        self.batch.changes.extend(rows);
+        self.batch.last_lsn = lsn;
+        self.fed_lsn = self.fed_lsn.max(lsn);
+        self.flush();
+    }
+
     /// Hands over what was gathered (waits while the queue is full).
     pub fn flush(&mut self) {
         if self.batch.last_lsn == 0 {
