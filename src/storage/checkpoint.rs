@@ -249,7 +249,7 @@ impl Drop for Checkpointer {
 }
 
 /// Account states boxed: a hash table of pointers stays small at the
-/// load factors a growing table passes through (inline 136-byte states
+/// load factors a growing table passes through (inline ≈ 150-byte states
 /// cost ~300 MB of table for a million accounts, boxed ~35 MB).
 type Accounts = HashMap<AccountId, Box<AccountState>>;
 

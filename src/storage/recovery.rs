@@ -450,7 +450,7 @@ fn warm<S: BuildHasher>(accounts: &HashMap<AccountId, AccountState, S>, event: &
 /// concerns.
 ///
 /// The map holds account states inline or boxed (`V`): the checkpointer
-/// boxes its copy, whose table then holds pointers, not 136-byte states.
+/// boxes its copy, whose table then holds pointers, not ≈ 150-byte states.
 pub fn apply_event<V, S>(
     accounts: &mut HashMap<AccountId, V, S>,
     currencies: &Currencies,
