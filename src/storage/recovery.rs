@@ -17,7 +17,9 @@
 //! newest snapshot does, unless it was lost or deleted: then the rebuild
 //! starts from the newest snapshot the store is not behind and the log can
 //! still replay from (or, failing that, the oldest the log can), so that as
-//! much history as the log still has is re-derived.
+//! much history as the log still has is re-derived; and the store is given
+//! that start's withdrawal and payout rows (`feed::state_rows`), so every
+//! withdrawal memory holds is in the store before it may leave memory.
 //!
 //! Snapshots hold no finished withdrawal the history store held when they
 //! were written (the checkpointer's copy forgets them, see
