@@ -16,7 +16,8 @@
 //! One thing the state does not keep: who paid a withdrawal once it
 //! completed (its status `Completed` names no payout). The payout is read
 //! from the status just before the event that ends a payout's claim
-//! ([`Before::read`]); a returned withdrawal's row names none.
+//! ([`Before::read`]); a returned withdrawal's row names none, and the
+//! store keeps the payout its completed row named (see `history::ingest`).
 //!
 //! The state before the event also says what the store holds for the row
 //! the event changes (the row derived after that row's previous event): a
@@ -316,7 +317,8 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
 /// given, so it lists every withdrawal and payout memory holds, and a
 /// finished one can leave memory without leaving the ledger. Rows only:
 /// the entries and transactions of the missing log are gone. A completed
-/// withdrawal's row names no payout (the state no longer says who paid).
+/// withdrawal's row names no payout (the state no longer says who paid; the
+/// store keeps the one it held, if any).
 pub(crate) fn state_rows<'a, V, S>(
     accounts: &'a HashMap<AccountId, V, S>,
     payouts: &'a BTreeMap<u64, PayoutRecord>,
@@ -494,10 +496,13 @@ mod tests {
         let (_b, by_reading) = store_fed(&read);
         let (_c, in_one_run) = store_fed(&[per_event.concat()]);
         let expected = by_reading.index_keys();
-        // Account and status keys of 6 withdrawals, payout keys of the 2
-        // whose rows name a payout (a returned one names none), state keys
-        // of 2 payouts.
-        assert_eq!(expected.len(), 6 * 2 + 2 + 2, "{expected:?}");
+        // Account and status keys of 6 withdrawals, payout keys of the 3
+        // whose rows name a payout (the returned one keeps the payout that
+        // paid it), state keys of 2 payouts.
+        assert_eq!(expected.len(), 6 * 2 + 3 + 2, "{expected:?}");
+        let returned = by_event.withdrawal(w(5)).unwrap().unwrap();
+        assert_eq!(returned.status, StatusKind::Returned);
+        assert_eq!(returned.payout_id, Some(1), "who paid it stays on record");
         assert_eq!(by_event.index_keys(), expected);
         assert_eq!(in_one_run.index_keys(), expected);
         for seq in 2..=7 {

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 
 use crate::domain::ids::TransactionId;
 use crate::domain::payouts::PayoutState;
+use crate::domain::withdrawal::StatusKind;
 
 use super::error::HistoryError;
 use super::rows::{Change, PayoutRow, WithdrawalIndex, WithdrawalRow};
@@ -166,8 +167,16 @@ impl<'s> Run<'s> {
                 set_row(&mut self.withdrawals, row.tx, row.clone(), || Ok(before))
             }
             Change::Withdrawal(row) => {
-                let read = || Ok(stored_withdrawal(store, row.tx)?.as_ref().map(Indexed::of));
-                set_row(&mut self.withdrawals, row.tx, row.clone(), read)
+                let mut row = row.clone();
+                // A returned withdrawal keeps the payout that paid it: it
+                // stays on record (the state no longer says who paid, so
+                // derive cannot name it).
+                if row.payout_id.is_none() && row.status == StatusKind::Returned {
+                    row.payout_id = self.withdrawal(row.tx)?.and_then(|held| held.payout_id);
+                }
+                let tx = row.tx;
+                let read = || Ok(stored_withdrawal(store, tx)?.as_ref().map(Indexed::of));
+                set_row(&mut self.withdrawals, tx, row, read)
             }
             Change::WithdrawalStatus {
                 tx,
