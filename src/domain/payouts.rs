@@ -366,7 +366,7 @@ pub fn apply_payout_event(
 }
 
 /// The payout a payout event names.
-fn payout_of(event: &Event) -> Option<u64> {
+pub fn payout_of(event: &Event) -> Option<u64> {
     match event {
         Event::PayoutSubmitted { payout_id, .. }
         | Event::PayoutItemsSettled { payout_id, .. }

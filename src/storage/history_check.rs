@@ -21,7 +21,8 @@ use crate::domain::ids::AccountId;
 use crate::domain::money::Currencies;
 use crate::storage::feed::HistoryWriter;
 use crate::storage::history::{
-    EntryKind, EntryRow, HistoryError, HistoryStore, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX,
+    EntryKind, EntryRow, HistoryError, HistoryStore, Page, PayoutQuery, WithdrawalQuery,
+    PAGE_LIMIT_MAX,
 };
 use crate::storage::recovery::rebuild_feeding;
 use crate::storage::wal::ReplayMode;
@@ -167,44 +168,34 @@ impl Found {
         log: &HistoryStore,
         store: &HistoryStore,
     ) -> Result<(), HistoryError> {
-        let mut after = None;
-        loop {
-            let query = WithdrawalQuery {
-                after: after.as_deref(),
+        let page = |after: Option<&str>| {
+            log.withdrawals(&WithdrawalQuery {
+                after,
                 limit: PAGE_LIMIT_MAX,
                 ..WithdrawalQuery::default()
-            };
-            let page = log.withdrawals(&query)?;
-            for row in &page.items {
-                let stored = store.withdrawal(row.tx)?;
-                self.row(&format!("withdrawal {}", row.tx), row, stored.as_ref());
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(()),
-            }
-        }
+            })
+        };
+        each_page(page, |row| {
+            let stored = store.withdrawal(row.tx)?;
+            self.row(&format!("withdrawal {}", row.tx), row, stored.as_ref());
+            Ok(())
+        })
     }
 
     /// Every payout row the replay made is the store's.
     fn payouts(&mut self, log: &HistoryStore, store: &HistoryStore) -> Result<(), HistoryError> {
-        let mut after = None;
-        loop {
-            let query = PayoutQuery {
-                after: after.as_deref(),
+        let page = |after: Option<&str>| {
+            log.payouts(&PayoutQuery {
+                after,
                 limit: PAGE_LIMIT_MAX,
                 ..PayoutQuery::default()
-            };
-            let page = log.payouts(&query)?;
-            for row in &page.items {
-                let stored = store.payout(row.payout_id)?;
-                self.row(&format!("payout {}", row.payout_id), row, stored.as_ref());
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return Ok(()),
-            }
-        }
+            })
+        };
+        each_page(page, |row| {
+            let stored = store.payout(row.payout_id)?;
+            self.row(&format!("payout {}", row.payout_id), row, stored.as_ref());
+            Ok(())
+        })
     }
 
     /// The account's entries after `log_from` (what the log covers) are
@@ -291,6 +282,23 @@ fn all_entries(store: &HistoryStore, account: AccountId) -> Result<Vec<EntryRow>
         match page.next {
             Some(next) => after = Some(next),
             None => return Ok(entries),
+        }
+    }
+}
+
+/// Calls `each` on every item of a listing, page after page (`page` gets
+/// the cursor of the page before, `None` first).
+fn each_page<T>(
+    mut page: impl FnMut(Option<&str>) -> Result<Page<T>, HistoryError>,
+    mut each: impl FnMut(&T) -> Result<(), HistoryError>,
+) -> Result<(), HistoryError> {
+    let mut after: Option<String> = None;
+    loop {
+        let listed = page(after.as_deref())?;
+        listed.items.iter().try_for_each(&mut each)?;
+        match listed.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::domain::account::AccountState;
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
-use crate::domain::payouts::{apply_payout_event, PayoutRecord, PayoutState};
+use crate::domain::payouts::{apply_payout_event, payout_of, PayoutRecord, PayoutState};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{StatusKind, WithdrawalStatus};
 use crate::storage::history::{
@@ -131,17 +131,6 @@ impl Before {
             withdrawal,
             payout: None,
         }
-    }
-}
-
-/// The payout a payout event is about.
-fn payout_of(event: &Event) -> Option<u64> {
-    match event {
-        Event::PayoutSubmitted { payout_id, .. }
-        | Event::PayoutItemsSettled { payout_id, .. }
-        | Event::PayoutItemResolved { payout_id, .. }
-        | Event::PayoutMismatch { payout_id, .. } => Some(*payout_id),
-        _ => None,
     }
 }
 
