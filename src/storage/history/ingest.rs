@@ -17,7 +17,9 @@
 //! the state before the event); for the others the stored row is read,
 //! once per row per run. A store marked incomplete (the log it was fed
 //! from had a gap: [`HistoryStore::mark_incomplete`]) may lack rows the
-//! follower believes it holds, so it reads for every change.
+//! follower believes it holds, so it reads for every change. A returned
+//! withdrawal's row (the state no longer says who paid it) keeps the
+//! payout the row it replaces named.
 
 use std::collections::HashMap;
 
