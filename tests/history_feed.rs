@@ -424,6 +424,80 @@ async fn verify_fails_when_a_store_row_is_changed_or_deleted() {
     );
 }
 
+/// Withdrawals a payout paid, failed, or paid and then saw returned, all
+/// settled before the newest snapshot and still in it: their statuses no
+/// longer name the payout, yet the store's rows do (the live feed saw it
+/// just before they settled). `verify` replays from that snapshot and
+/// must name the same payouts — it once named none and failed a clean
+/// folder (the README's main job). (Withdrawals callers settle name none
+/// in both: `verify_fails_when_a_store_row_is_changed_or_deleted`'s
+/// clean folder.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_who_paid_withdrawals_settled_before_the_newest_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bank = SimulatedBank::new(SimulatedBankConfig {
+        item_failure_per_mille: 400,
+        seed: 5,
+        ..SimulatedBankConfig::default()
+    });
+    // A clock that stands still: withdrawals leave memory only when they
+    // finished before the store's newest event, so all stay in the
+    // snapshot, as those a run settles last do (the store's horizon
+    // lags the snapshot by at most its ingest window).
+    let clock = ManualClock::new();
+    let config = Config {
+        clock: clock.shared(),
+        payout_mode: PayoutMode::Batched {
+            interval_secs: 24 * 3600,
+        },
+        payment_service: Some(SharedPaymentService::new(bank)),
+        snapshot_every_events: u64::MAX,
+        // The log before the snapshot is deleted: verify replays from it.
+        snapshots_kept: 1,
+        wal_segment_bytes_max: 512,
+        ..durable(tmp.path())
+    };
+    let ledger = Ledger::open(config).unwrap();
+    let mut txs = Vec::new();
+    for account in 0..8 {
+        ledger
+            .deposit(account, "USD", dec("10"), None)
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let w = ledger
+                .request_withdrawal(account, "USD", dec("1"), None)
+                .await;
+            txs.push(w.unwrap().transaction_id);
+        }
+    }
+    ledger.run_payouts_now().await.unwrap();
+    let mut returned = false;
+    for tx in &txs {
+        if !returned && ledger.return_withdrawal(*tx, "bounced").await.is_ok() {
+            returned = true;
+        }
+    }
+    assert!(returned, "no withdrawal was paid");
+    ledger.snapshot().await.unwrap().unwrap();
+    let held = ledger.export_accounts().await.unwrap();
+    assert_eq!(held.iter().map(|a| a.withdrawals.len()).sum::<usize>(), 16);
+    ledger.shutdown().await;
+    drop(ledger);
+
+    let rows = dump(tmp.path(), 0..8).withdrawals;
+    let named = |status| {
+        rows.iter()
+            .filter(|r| r.status == status && r.payout_id.is_some())
+            .count()
+    };
+    assert!(named(StatusKind::Completed) > 0, "{rows:?}");
+    assert!(named(StatusKind::Failed) > 0, "{rows:?}");
+    assert_eq!(named(StatusKind::Returned), 1, "{rows:?}");
+    let check = verify_history(tmp.path());
+    assert!(check.is_clean(), "{check:?}");
+}
+
 // ---------------------------------------------------------------------------
 // Crashes
 // ---------------------------------------------------------------------------

@@ -13,11 +13,13 @@
 //! from a snapshot or from the log's start, so a replay writes each entry
 //! under the key it had, never a second time under another.
 //!
-//! One thing the state does not keep: who paid a withdrawal once it
-//! completed (its status `Completed` names no payout). The payout is read
-//! from the status just before the event that ends a payout's claim
-//! ([`Before::read`]); a returned withdrawal's row names none, and the
-//! store keeps the payout its completed row named (see `history::ingest`).
+//! One thing a withdrawal's status does not keep: who paid it once it
+//! finished (`Completed` and `Failed` name no payout). The live feed reads
+//! the payout from the status just before the event that ends a payout's
+//! claim ([`Before::read`]); a returned withdrawal's row names none, and
+//! the store keeps the payout its completed row named (see
+//! `history::ingest`). Rows made from a whole state ([`state_rows`]) find
+//! it in the payout records instead, whose items keep each answer.
 //!
 //! The state before the event also says what the store holds for the row
 //! the event changes (the row derived after that row's previous event): a
@@ -31,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
 use crate::domain::account::AccountState;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::{apply_payout_event, payout_of, PayoutRecord, PayoutState};
@@ -302,12 +304,12 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
 }
 
 /// Every withdrawal row and payout row of a recovered state: what a store
-/// that missed the log before that state (history lost, see recovery) is
-/// given, so it lists every withdrawal and payout memory holds, and a
-/// finished one can leave memory without leaving the ledger. Rows only:
-/// the entries and transactions of the missing log are gone. A completed
-/// withdrawal's row names no payout (the state no longer says who paid; the
-/// store keeps the one it held, if any).
+/// that missed the log before that state (history lost, see recovery, and
+/// `verify`'s replay from a snapshot) is given, so it lists every
+/// withdrawal and payout memory holds, and a finished one can leave memory
+/// without leaving the ledger. Rows only: the entries and transactions of
+/// the missing log are gone. A finished withdrawal's row names the payout
+/// whose item settled it ([`Payers`]), as the live feed's row did.
 pub(crate) fn state_rows<'a, V, S>(
     accounts: &'a HashMap<AccountId, V, S>,
     payouts: &'a BTreeMap<u64, PayoutRecord>,
@@ -316,22 +318,28 @@ where
     V: Borrow<AccountState>,
     S: BuildHasher,
 {
-    let withdrawals = accounts.values().flat_map(|account| {
+    let payers = std::rc::Rc::new(Payers::from_records(payouts));
+    let withdrawals = accounts.values().flat_map(move |account| {
         let account: &AccountState = account.borrow();
-        account.withdrawals().map(|(tx, record)| {
+        let payers = std::rc::Rc::clone(&payers);
+        account.withdrawals().map(move |(tx, record)| {
             let reason = match &record.status {
                 WithdrawalStatus::Failed { reason } | WithdrawalStatus::Returned { reason } => {
                     Some(reason.clone())
                 }
                 _ => None,
             };
+            let payout_id = record
+                .status
+                .payout_id()
+                .or_else(|| payers.of(tx, record.status.kind()));
             Change::Withdrawal(WithdrawalRow {
                 tx,
                 account: tx.account(),
                 currency: record.currency.code,
                 amount: record.amount,
                 status: record.status.kind(),
-                payout_id: record.status.payout_id(),
+                payout_id,
                 reason,
                 created_at_ms: record.created_at.as_millis(),
                 updated_at_ms: record.updated_at.as_millis(),
@@ -340,6 +348,46 @@ where
     });
     let payouts = payouts.values().map(|p| Change::Payout(payout_row(p)));
     withdrawals.chain(payouts)
+}
+
+/// Who settled each finished withdrawal, read from the payout records:
+/// a withdrawal's status forgets its payout once it finishes, but the
+/// payout's item keeps the answer. The live feed names the payout that
+/// held the withdrawal just before it completed or failed
+/// ([`Before::read`]); that payout's item is the one whose answer matches
+/// the status (paid for completed — and returned, which was completed
+/// first — failed for failed). Items released or never answered match
+/// nothing, so a withdrawal a caller settled names no payout, as live.
+struct Payers {
+    /// tx → (payout, whether its item was paid).
+    settled: HashMap<TransactionId, (u64, bool)>,
+}
+
+impl Payers {
+    fn from_records(payouts: &BTreeMap<u64, PayoutRecord>) -> Self {
+        let mut settled = HashMap::new();
+        for record in payouts.values() {
+            for item in &record.items {
+                let Some(outcome) = &item.outcome else {
+                    continue;
+                };
+                let paid = matches!(outcome, ItemOutcome::Paid);
+                settled.insert(item.transaction_id, (record.payout_id, paid));
+            }
+        }
+        Self { settled }
+    }
+
+    /// The payout that settled `tx`, now `status`, if one did.
+    fn of(&self, tx: TransactionId, status: StatusKind) -> Option<u64> {
+        let (payout_id, paid) = *self.settled.get(&tx)?;
+        let matches = match status {
+            StatusKind::Completed | StatusKind::Returned => paid,
+            StatusKind::Failed => !paid,
+            _ => false,
+        };
+        matches.then_some(payout_id)
+    }
 }
 
 /// A payout record's whole row.
