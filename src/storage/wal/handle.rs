@@ -6,6 +6,7 @@
 //! the first append.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -31,6 +32,8 @@ pub struct WalHandle {
 struct Shared {
     queue: Sender<Message>,
     stats: Arc<WalStats>,
+    /// Set by the writer when its replica said another writer took over.
+    fenced: Arc<AtomicBool>,
     /// Taken by the first `shutdown`; a mutex because handles are shared
     /// across threads and joining is rare, never on the append path.
     thread: Mutex<Option<JoinHandle<Result<(), WalError>>>>,
@@ -65,6 +68,7 @@ impl WalHandle {
         }
         let segment = ActiveSegment::create(&config.dir, next_lsn, config.fail_point.clone())?;
         let stats = Arc::new(WalStats::default());
+        let fenced = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             stats: Arc::clone(&stats),
             dir: config.dir,
@@ -79,6 +83,8 @@ impl WalHandle {
             sync_due: None,
             follower: config.follower,
             staged: Vec::new(),
+            replica: config.replica,
+            fenced: Arc::clone(&fenced),
         };
         let (queue, requests) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
         let thread = std::thread::Builder::new()
@@ -89,6 +95,7 @@ impl WalHandle {
             shared: Arc::new(Shared {
                 queue,
                 stats,
+                fenced,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -97,6 +104,12 @@ impl WalHandle {
     /// Fsync counts and latencies so far.
     pub fn stats(&self) -> WalStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// Whether the replica refused a batch because another writer took
+    /// over the replicated log (the log is then poisoned for good).
+    pub fn fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::Acquire)
     }
 
     /// Logs `events` with consecutive LSNs, all or none; resolves to the

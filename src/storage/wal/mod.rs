@@ -78,6 +78,8 @@
 //!   and the failure hook tests use.
 //! - `writer.rs` — the writer thread: group commit, sync modes (the
 //!   buffered sync's interval on the injected clock), poisoning.
+//! - `replica.rs` — the hook a second copy (replication) plugs into: a
+//!   batch is acknowledged only once the replica has it too.
 //! - `stats.rs` — fsync counts and latency histogram, for operators.
 //! - `handle.rs` — [`WalHandle`], how callers reach the writer thread.
 //! - `scan.rs` — walking a segment's records read-only, and the one place
@@ -87,6 +89,7 @@
 mod handle;
 mod reader;
 pub mod record;
+pub mod replica;
 mod scan;
 mod segment;
 mod stats;
@@ -126,7 +129,7 @@ pub enum SyncMode {
 }
 
 /// Everything the writer needs to know; see the defaults in [`WalConfig::new`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct WalConfig {
     /// The ledger's data folder; the log lives in its `wal/` subfolder.
     pub dir: PathBuf,
@@ -144,6 +147,8 @@ pub struct WalConfig {
     /// Where the `buffered` mode's sync interval is measured (the ledger
     /// passes [`Config::clock`](crate::Config::clock)).
     pub clock: SharedClock,
+    /// Every batch also goes there before it is acknowledged (replication).
+    pub replica: Option<replica::SharedReplica>,
 }
 
 impl WalConfig {
@@ -158,6 +163,7 @@ impl WalConfig {
             fail_point: FailPoint::default(),
             follower: None,
             clock: SharedClock::system(),
+            replica: None,
         }
     }
 }

@@ -14,6 +14,10 @@
 //! next batch once the clock has passed it; also when a segment is closed
 //! and at shutdown. (Fsync latencies for the stats are measured on the
 //! machine's clock: they are a measurement, not a timer.)
+//!
+//! With a [`Replica`](super::replica) the batch is shipped before the local
+//! write and its answer awaited after the sync: callers are answered only
+//! once both hold it, and a refusal poisons like a failed write.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,6 +26,7 @@ use crossbeam_channel::{select, Receiver};
 use tokio::sync::oneshot;
 
 use super::record;
+use super::replica::{self, ReplicaRefusal, SharedReplica};
 use super::segment::{ActiveSegment, FailPoint};
 use super::{SyncMode, WalError};
 use crate::clock::SharedClock;
@@ -82,6 +87,10 @@ pub(crate) struct Writer {
     pub follower: Option<crossbeam_channel::Sender<Committed>>,
     /// The staged batch's events, kept for the follower until written.
     pub staged: Vec<Committed>,
+    /// Every batch also goes there before it is acknowledged.
+    pub replica: Option<SharedReplica>,
+    /// Set when the replica said another writer took over.
+    pub fenced: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What woke the writer.
@@ -234,7 +243,38 @@ impl Writer {
         }
     }
 
+    /// Writes (and ships, with a replica) the staged batch; `Ok` once it
+    /// is as durable as the mode says and the replica has it.
     fn write_batch(&mut self, batch_first_lsn: u64) -> Result<(), String> {
+        let shipped = self
+            .replica
+            .as_ref()
+            .map(|replica| replica.ship(batch_first_lsn, self.buf.clone()));
+        self.write_locally(batch_first_lsn)?;
+        match shipped.as_ref().map(replica::wait) {
+            Some(Err(refusal)) => Err(self.refused(refusal)),
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+
+    /// Why the log is poisoned after the replica refused a batch.
+    fn refused(&self, refusal: ReplicaRefusal) -> String {
+        if refusal.fenced {
+            self.fenced
+                .store(true, std::sync::atomic::Ordering::Release);
+            format!(
+                "fenced: another writer took over the replicated log ({})",
+                refusal.reason
+            )
+        } else {
+            format!(
+                "the replicated log did not take a batch: {}",
+                refusal.reason
+            )
+        }
+    }
+
+    fn write_locally(&mut self, batch_first_lsn: u64) -> Result<(), String> {
         if self.segment.bytes >= self.segment_bytes_max {
             self.roll(batch_first_lsn)?;
         }
