@@ -13,6 +13,7 @@ use crate::domain::money::CurrencyConfig;
 pub use crate::domain::payouts::PayoutMode;
 use crate::domain::withdrawal::WithdrawalHistory;
 use crate::payment::PaymentService;
+use crate::storage::wal::replica::Replica;
 pub use crate::storage::wal::SyncMode;
 
 /// How the engine is set up when it opens.
@@ -125,6 +126,30 @@ pub struct Config {
     /// *Performance*): turn it off for the full pace. Turning it off
     /// and on again rebuilds what the log still holds. Default: `true`.
     pub history: bool,
+    /// The replicated log every group-commit batch must also reach before
+    /// its callers are acknowledged (see
+    /// [`Replica`](crate::storage::wal::replica::Replica)); the
+    /// `replication` feature's `burnledger::replication` ships batches to a
+    /// NATS JetStream stream. Needs a data folder: the local log is kept
+    /// too. A fenced replica poisons the ledger (it steps down). Default:
+    /// none.
+    pub replication: Option<SharedReplica>,
+}
+
+/// Where a ledger's batches are replicated ([`Config::replication`]).
+#[derive(Clone)]
+pub struct SharedReplica(pub Arc<dyn Replica>);
+
+impl SharedReplica {
+    pub fn new(replica: impl Replica) -> Self {
+        Self(Arc::new(replica))
+    }
+}
+
+impl std::fmt::Debug for SharedReplica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replica")
+    }
 }
 
 /// A [`WithdrawalHistory`] shared by the ledger and whoever feeds it.
@@ -250,6 +275,7 @@ impl Default for Config {
             finished_withdrawal_retention_ms: FINISHED_WITHDRAWAL_RETENTION_MS_DEFAULT,
             idempotency_key_retention_ms: IDEMPOTENCY_KEY_RETENTION_MS_DEFAULT,
             withdrawal_history: None,
+            replication: None,
             history: true,
         }
     }
@@ -332,6 +358,13 @@ impl Config {
         }
         if self.currencies.is_empty() {
             return Err("at least one currency must be configured".into());
+        }
+        if self.replication.is_some() && !self.is_durable() {
+            return Err(
+                "replication needs a data folder and a sync mode other than `none`: the \
+                 local log is kept too"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -76,6 +76,11 @@ pub enum LedgerError {
     #[error("the ledger is shutting down; no new operations are accepted")]
     ShuttingDown,
 
+    /// This node is a standby (or was fenced): another node writes. Reads
+    /// of the history store still answer; send writes to the writer.
+    #[error("this node does not write{}", match writer { Some(w) => format!("; the writer is {w}"), None => String::new() })]
+    NotLeader { writer: Option<String> },
+
     // ---- the request itself ----
     /// An idempotency key must be 1 to `max` bytes long.
     #[error("an idempotency key must be 1 to {max} bytes, got {length}")]
@@ -274,6 +279,7 @@ impl LedgerError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::ShuttingDown => "shutting_down",
+            Self::NotLeader { .. } => "not_leader",
             Self::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
             Self::BatchTooLarge { .. } => "batch_too_large",
             Self::SameAccountTransfer { .. } => "same_account_transfer",
@@ -309,6 +315,7 @@ impl LedgerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::ShuttingDown
+            | Self::NotLeader { .. }
             | Self::Overloaded { .. }
             | Self::Poisoned { .. }
             | Self::HistoryUnavailable { .. }

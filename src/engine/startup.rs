@@ -190,6 +190,34 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
     })
 }
 
+/// Opens and recovers the data folder — its log writer, checkpointer and
+/// history store — without the engine's threads: a standby's local copy of
+/// a replicated ledger, which only batches the writer shipped append to
+/// (see `ledger::standby`). Its router has no shards: nothing is routed.
+pub fn start_standby(config: &Config, currencies: &Currencies) -> Result<Engine, OpenError> {
+    let config = Config {
+        // A standby ships nothing: it is the one being shipped to.
+        replication: None,
+        ..config.clone()
+    };
+    let Some(durable) = open_durable(&config, currencies)? else {
+        return Err(OpenError::Config(
+            "a standby needs a data folder and a sync mode other than `none`".into(),
+        ));
+    };
+    Ok(Engine {
+        router: Router::new(Vec::new(), config.shard_in_flight_ops_max),
+        payouts: None,
+        journal: durable.journal,
+        recovery: Some(durable.report),
+        history: durable.history,
+        horizons: durable.horizons,
+        threads: Mutex::new(None),
+        checkpointer: Mutex::new(Some(durable.checkpointer)),
+        lock: Mutex::new(Some(durable.lock)),
+    })
+}
+
 impl Engine {
     /// Takes a snapshot now (built from the log, without pausing anything)
     /// and returns it; `None` when nothing was logged since the last one or
@@ -455,6 +483,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             fail_point: config.wal_fail_point.clone(),
             follower: Some(follower),
             clock: config.clock.clone(),
+            replica: config.replication.as_ref().map(|r| Arc::clone(&r.0)),
             ..WalConfig::new(&dir)
         },
         report.next_lsn,

@@ -158,6 +158,8 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         LedgerError::Overloaded { .. }
         | LedgerError::Poisoned { .. }
         | LedgerError::ShuttingDown
+        // A standby (or a fenced writer): writes go to the writer.
+        | LedgerError::NotLeader { .. }
         // No history store here (no data folder), or it failed: this
         // server cannot answer history, whatever the request.
         | LedgerError::HistoryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -267,6 +269,7 @@ mod tests {
         let tx = TransactionId::new(1, 1);
         let cases = [
             (LedgerError::ShuttingDown, 503),
+            (LedgerError::NotLeader { writer: None }, 503),
             (LedgerError::Poisoned { reason: "x".into() }, 503),
             (LedgerError::Overloaded { shard: 0, limit: 1 }, 503),
             (

@@ -155,7 +155,7 @@ impl Ledger {
     /// Refuses a closed ledger, then reads the LSN every acknowledged
     /// write is at or below: what the answer must include.
     fn acknowledged_lsn(&self) -> Result<u64, LedgerError> {
-        self.check_open()?;
+        self.check_not_closed()?;
         Ok(self.engine().journal.durable_lsn())
     }
 

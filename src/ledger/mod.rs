@@ -44,7 +44,10 @@ use crate::operation::{check_distinct, check_reason, Operation};
 pub use crate::engine::startup::OpenError;
 
 mod history;
+mod standby;
 mod storage;
+
+pub use standby::{MirrorError, Mirrored};
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one
 /// engine. Call [`Ledger::shutdown`] to stop it cleanly.
@@ -57,6 +60,8 @@ struct Inner {
     engine: Engine,
     currencies: Currencies,
     config: Config,
+    /// Set on a standby: it refuses writes (see `standby.rs`).
+    standby: Option<standby::StandbyState>,
 }
 
 impl Ledger {
@@ -67,13 +72,18 @@ impl Ledger {
         config.validate().map_err(OpenError::Config)?;
         let currencies = Currencies::new(&config.currencies).map_err(OpenError::Config)?;
         let engine = start(&config, &currencies)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                engine,
-                currencies,
-                config,
-            }),
-        })
+        Ok(Self::from_inner(Inner {
+            engine,
+            currencies,
+            config,
+            standby: None,
+        }))
+    }
+
+    fn from_inner(inner: Inner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The configuration this ledger was opened with.
@@ -426,8 +436,19 @@ impl Ledger {
         self.inner.engine.shutdown().await;
     }
 
-    /// Refuses everything once shutdown has begun, before judging the input.
+    /// Refuses everything once shutdown has begun, and on a standby,
+    /// before judging the input.
     pub(crate) fn check_open(&self) -> Result<(), LedgerError> {
+        self.check_not_closed()?;
+        match &self.inner.standby {
+            Some(standby) => Err(standby.refusal()),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses once shutdown has begun (what a standby still answers,
+    /// history reads, checks only this).
+    pub(crate) fn check_not_closed(&self) -> Result<(), LedgerError> {
         self.router().admission().check_open()
     }
 

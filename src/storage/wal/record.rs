@@ -125,6 +125,28 @@ fn frame(
     Ok(HEADER_BYTES + payload_len)
 }
 
+/// Reads a whole batch as the writer wrote it (what a replica is shipped):
+/// records with consecutive LSNs from `first_lsn`, nothing torn, nothing
+/// after the last. The error says which record fails and why.
+pub fn decode_batch(bytes: &[u8], first_lsn: u64) -> Result<Vec<WalEntry>, String> {
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let lsn = first_lsn + entries.len() as u64;
+        match decode(&bytes[offset..], lsn) {
+            Decoded::Complete { entry, len } => {
+                entries.push(entry);
+                offset += len;
+            }
+            Decoded::Torn => return Err(format!("record {lsn} is cut short at byte {offset}")),
+            Decoded::Corrupt { reason } => {
+                return Err(format!("record {lsn} at byte {offset}: {reason}"))
+            }
+        }
+    }
+    Ok(entries)
+}
+
 /// Reads the record at the start of `bytes`, which must carry `expected_lsn`.
 pub fn decode(bytes: &[u8], expected_lsn: u64) -> Decoded {
     let Some(header) = bytes.get(..HEADER_BYTES) else {
@@ -438,6 +460,34 @@ pub(crate) mod tests {
             at: at(n),
             event: event(n),
         }
+    }
+
+    /// A shipped batch reads back whole; cut, flipped, or read from the
+    /// wrong LSN it is refused, naming the record.
+    #[test]
+    fn a_batch_decodes_whole_or_not_at_all() {
+        let mut batch = Vec::new();
+        for lsn in 5..=7 {
+            encode_into(&mut batch, lsn, &stamped(lsn)).unwrap();
+        }
+        let entries = decode_batch(&batch, 5).unwrap();
+        let read: Vec<_> = entries
+            .iter()
+            .map(|e| (e.lsn, e.at, e.event.clone()))
+            .collect();
+        let want: Vec<_> = (5..=7).map(|n| (n, at(n), event(n))).collect();
+        assert_eq!(read, want);
+        assert_eq!(decode_batch(&[], 1).unwrap(), Vec::new());
+        let cut = decode_batch(&batch[..batch.len() - 1], 5).unwrap_err();
+        assert!(
+            cut.contains("record 7") && cut.contains("cut short"),
+            "{cut}"
+        );
+        let mut flipped = batch.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0x10;
+        assert!(decode_batch(&flipped, 5).unwrap_err().contains("record 7"));
+        assert!(decode_batch(&batch, 4).unwrap_err().contains("record 4"));
     }
 
     /// A varied event for `n`, shared by the other WAL tests.
