@@ -92,6 +92,12 @@ impl Ledger {
         self.inner.standby.is_some()
     }
 
+    /// Whether this ledger's replicated log was taken over by another
+    /// writer (its log is then poisoned: it refuses writes).
+    pub fn is_fenced(&self) -> bool {
+        self.engine().journal.wal().is_some_and(|wal| wal.fenced())
+    }
+
     /// Records who writes, so refusals can name it.
     pub fn set_writer(&self, writer: Option<String>) {
         if let Some(standby) = &self.inner.standby {

@@ -104,7 +104,7 @@ pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, Re
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub use segment::{delete_segments_below, first_lsn, segment_path, wal_dir, FailPoint};
-pub use stats::{WalStatsSnapshot, FSYNC_BUCKETS_US};
+pub use stats::{LatencyHistogram, WalStatsSnapshot, FSYNC_BUCKETS_US};
 pub use writer::{Committed, BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};
 
 /// Default size at which a segment is closed and the next one started.

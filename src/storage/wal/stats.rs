@@ -1,5 +1,7 @@
 //! Counters the writer thread keeps about its fsyncs, for operators
-//! (`/metrics`). Atomics only: the writer never waits to update them.
+//! (`/metrics`). Atomics only: the writer never waits to update them. The
+//! latency histogram ([`LatencyHistogram`]) also times replication's
+//! publishes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,13 +12,56 @@ pub const FSYNC_BUCKETS_US: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
 ];
 
+/// A latency histogram over [`FSYNC_BUCKETS_US`] (50 µs to 250 ms, then
+/// +Inf), with the count and total; atomics only.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    count: AtomicU64,
+    nanos: AtomicU64,
+    /// Per bucket of [`FSYNC_BUCKETS_US`], plus one for slower ones.
+    buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(FSYNC_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Their total, in nanoseconds.
+    pub fn total_nanos(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed)
+    }
+
+    /// Cumulative counts: `(upper bound in µs, at most that slow)`, the
+    /// last bound `None` meaning +Inf.
+    pub fn cumulative(&self) -> Vec<(Option<u64>, u64)> {
+        let mut cumulative = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (index, count) in self.buckets.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            out.push((FSYNC_BUCKETS_US.get(index).copied(), cumulative));
+        }
+        out
+    }
+}
+
 /// Live counters, shared by the writer thread and every `WalHandle`.
 #[derive(Debug, Default)]
 pub struct WalStats {
-    fsyncs: AtomicU64,
-    fsync_nanos: AtomicU64,
-    /// Per bucket of [`FSYNC_BUCKETS_US`], plus one for slower syncs.
-    buckets: [AtomicU64; FSYNC_BUCKETS_US.len() + 1],
+    fsyncs: LatencyHistogram,
 }
 
 /// A copy of the counters at one moment.
@@ -33,28 +78,14 @@ pub struct WalStatsSnapshot {
 
 impl WalStats {
     pub(crate) fn record_fsync(&self, took: Duration) {
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let bucket = FSYNC_BUCKETS_US
-            .iter()
-            .position(|&bound| micros <= bound)
-            .unwrap_or(FSYNC_BUCKETS_US.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsyncs.record(took);
     }
 
     pub fn snapshot(&self) -> WalStatsSnapshot {
-        let mut cumulative = 0;
-        let mut fsync_buckets_us = Vec::with_capacity(self.buckets.len());
-        for (index, count) in self.buckets.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
-            fsync_buckets_us.push((FSYNC_BUCKETS_US.get(index).copied(), cumulative));
-        }
         WalStatsSnapshot {
-            fsyncs: self.fsyncs.load(Ordering::Relaxed),
-            fsync_nanos: self.fsync_nanos.load(Ordering::Relaxed),
-            fsync_buckets_us,
+            fsyncs: self.fsyncs.count(),
+            fsync_nanos: self.fsyncs.total_nanos(),
+            fsync_buckets_us: self.fsyncs.cumulative(),
         }
     }
 }
