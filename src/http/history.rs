@@ -111,7 +111,7 @@ pub struct BalancesParams {
     security(("api_token" = [])))]
 pub(crate) async fn account_withdrawals(
     req: HttpRequest,
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     path: web::Path<AccountId>,
     params: web::Query<WithdrawalParams>,
 ) -> Answer {
@@ -127,7 +127,7 @@ pub(crate) async fn account_withdrawals(
     security(("api_token" = [])))]
 pub(crate) async fn list_withdrawals(
     req: HttpRequest,
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     params: web::Query<WithdrawalParams>,
 ) -> Answer {
     withdrawal_listing(&req, &ledger, None, &params).await
@@ -166,7 +166,7 @@ async fn withdrawal_listing(
     security(("api_token" = [])))]
 pub(crate) async fn entries(
     req: HttpRequest,
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     path: web::Path<AccountId>,
     params: web::Query<EntryParams>,
 ) -> Answer {
@@ -190,7 +190,7 @@ pub(crate) async fn entries(
     responses((status = 200, description = "A deposit, transfer or withdrawal", body = TransactionJson),
         ReadOneErrors),
     security(("api_token" = [])))]
-pub(crate) async fn get_transaction(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+pub(crate) async fn get_transaction(ledger: Ledger, path: web::Path<String>) -> Answer {
     // An id that does not parse names no transaction.
     let unknown = || {
         let shown: String = path.chars().take(40).collect();
@@ -211,7 +211,7 @@ pub(crate) async fn get_transaction(ledger: web::Data<Ledger>, path: web::Path<S
         that time, with at", body = BalancesJson), ListErrors),
     security(("api_token" = [])))]
 pub(crate) async fn balances(
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     path: web::Path<AccountId>,
     params: web::Query<BalancesParams>,
 ) -> Answer {
@@ -233,10 +233,7 @@ pub(crate) async fn balances(
     responses((status = 200, description = "A page of payouts, newest first unless order=asc",
         body = PayoutPageJson), ListErrors),
     security(("api_token" = [])))]
-pub(crate) async fn list_payouts(
-    ledger: web::Data<Ledger>,
-    params: web::Query<PayoutParams>,
-) -> Answer {
+pub(crate) async fn list_payouts(ledger: Ledger, params: web::Query<PayoutParams>) -> Answer {
     let query = PayoutQuery {
         state: payout_state(params.state.as_deref())?,
         currency: params.currency.as_deref(),

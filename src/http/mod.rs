@@ -68,6 +68,10 @@
 //! - `metrics.rs` — counters, latency histograms, `/metrics`.
 //! - `limits.rs` — body deadline, closing connections with unread bodies.
 //! - `openapi.rs` — the OpenAPI 3.1 document (`src/http/openapi.json`).
+//! - `source.rs` — where handlers find the ledger (a fixed one, or a
+//!   replicated node's current one), the `Ledger` extractor.
+//! - `replication.rs` — a replicated node's routes (promotion, status) and
+//!   metrics.
 
 pub mod auth;
 pub mod csv;
@@ -77,15 +81,17 @@ pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod replication;
 pub mod routes;
+pub mod source;
+
+pub use source::LedgerSource;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
-
-use crate::ledger::Ledger;
 
 pub use auth::{ApiToken, MetricsToken};
 pub use error::ApiError;
@@ -149,13 +155,14 @@ impl Default for HttpOptions {
 /// The app's routes and shared state, for `HttpServer::new` or actix-web's
 /// test helpers.
 pub fn configure(
-    ledger: Ledger,
+    ledger: impl Into<LedgerSource>,
     metrics: web::Data<Metrics>,
     tokens: Tokens,
     limits: Limits,
 ) -> impl FnOnce(&mut web::ServiceConfig) + Clone {
+    let source = web::Data::new(ledger.into());
     move |cfg: &mut web::ServiceConfig| {
-        cfg.app_data(web::Data::new(ledger))
+        cfg.app_data(source)
             .app_data(metrics)
             .app_data(web::Data::new(tokens.api))
             .app_data(web::Data::new(tokens.metrics))
@@ -245,7 +252,12 @@ pub struct Bound {
 /// Binds `listen` and builds the server. Refuses an address other hosts
 /// can reach unless there is an API token, a token no client could send,
 /// and options out of their bounds (`InvalidInput`).
-pub fn bind(ledger: Ledger, listen: &str, options: &HttpOptions) -> std::io::Result<Bound> {
+pub fn bind(
+    ledger: impl Into<LedgerSource>,
+    listen: &str,
+    options: &HttpOptions,
+) -> std::io::Result<Bound> {
+    let ledger: LedgerSource = ledger.into();
     check_options(options).map_err(invalid_input)?;
     let tokens = Tokens {
         api: ApiToken::new(options.api_token.as_deref(), "the API token").map_err(invalid_input)?,
@@ -297,6 +309,7 @@ pub fn bind(ledger: Ledger, listen: &str, options: &HttpOptions) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Ledger;
 
     #[test]
     fn options_out_of_bounds_are_refused_with_a_reason() {

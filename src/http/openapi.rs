@@ -18,7 +18,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::http::error::ErrorJson;
-use crate::http::{history, routes};
+use crate::http::{history, replication, routes};
 
 /// The whole document.
 #[derive(OpenApi)]
@@ -51,6 +51,8 @@ use crate::http::{history, routes};
         history::list_payouts,
         routes::get_payout,
         routes::resolve_payout_item,
+        replication::promote,
+        replication::status,
         routes::healthz,
         routes::metrics_page,
         routes::openapi_json,
@@ -133,13 +135,16 @@ fn error_description(status: u16) -> &'static str {
                 idempotency_conflict, idempotency_in_progress, idempotency_key_expired (the \
                 key's first use is older than the retention; nothing applied), \
                 too_many_pending_withdrawals, payout_in_flight (a payout the engine runs owns the withdrawal), \
-                payout_item_settled"
+                payout_item_settled, not_replicated (a replication route on a server \
+                that is not a replicated node)"
         }
         413 => "payload_too_large (the connection closes)",
         500 => "internal",
         503 => {
             "Unavailable: overloaded, poisoned, shutting_down, history_unavailable (a history \
-                read on a server without a data folder, or whose history store failed)"
+                read on a server without a data folder, or whose history store failed), \
+                not_leader (a standby, or a fenced writer: send writes to the writer), \
+                promotion_failed"
         }
         _ => "An error",
     }
@@ -193,4 +198,7 @@ error_responses! {
     HealthErrors: [503];
     /// `/metrics`.
     MetricsErrors: [401];
+    /// A replicated node's routes (409 `not_replicated` on a server that
+    /// is not one; 503 `promotion_failed`).
+    PromoteErrors: [401, 409, 500, 503];
 }

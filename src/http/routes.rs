@@ -26,6 +26,8 @@ use crate::http::openapi::{
     self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadOneErrors,
     RunErrors, WriteErrors,
 };
+use crate::http::replication;
+use crate::http::source::LedgerSource;
 use crate::ledger::Ledger;
 use crate::LedgerError;
 
@@ -45,6 +47,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/withdrawals", "request_withdrawal")
                     .route(web::post().to(request_withdrawal))
                     .route(web::get().to(history::list_withdrawals)),
+            )
+            .service(
+                resource("/admin/promote", "promote").route(web::post().to(replication::promote)),
+            )
+            .service(
+                resource("/replication", "replication").route(web::get().to(replication::status)),
             )
             .service(
                 resource("/withdrawals/{transaction_id}", "get_withdrawal")
@@ -128,7 +136,7 @@ fn key(idempotency_key: &Option<String>) -> Option<&str> {
 #[utoipa::path(post, path = "/v1/deposits", request_body = AccountAmountRequest,
     responses((status = 201, description = "Credited", body = DepositJson), WriteErrors),
     security(("api_token" = [])))]
-pub(crate) async fn deposit(ledger: web::Data<Ledger>, body: web::Json<DepositRequest>) -> Answer {
+pub(crate) async fn deposit(ledger: Ledger, body: web::Json<DepositRequest>) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
     let receipt = ledger
@@ -146,7 +154,7 @@ pub(crate) async fn deposit(ledger: web::Data<Ledger>, body: web::Json<DepositRe
     responses((status = 201, description = "Locked, pending", body = WithdrawalJson), WriteErrors),
     security(("api_token" = [])))]
 pub(crate) async fn request_withdrawal(
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     body: web::Json<WithdrawalRequest>,
 ) -> Answer {
     let body = body.into_inner();
@@ -178,7 +186,7 @@ fn transaction_id(raw: &str) -> Result<TransactionId, ApiError> {
     params(("transaction_id" = String, Path, description = "32 hex digits")),
     responses((status = 200, body = WithdrawalJson), ReadOneErrors),
     security(("api_token" = [])))]
-pub(crate) async fn get_withdrawal(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+pub(crate) async fn get_withdrawal(ledger: Ledger, path: web::Path<String>) -> Answer {
     let tx = transaction_id(&path)?;
     Ok(withdrawal(StatusCode::OK, &ledger.withdrawal(tx).await?))
 }
@@ -188,10 +196,7 @@ pub(crate) async fn get_withdrawal(ledger: web::Data<Ledger>, path: web::Path<St
     responses((status = 200, description = "Cancelled (again, if it was)", body = WithdrawalJson),
         ChangeOneErrors),
     security(("api_token" = [])))]
-pub(crate) async fn cancel_withdrawal(
-    ledger: web::Data<Ledger>,
-    path: web::Path<String>,
-) -> Answer {
+pub(crate) async fn cancel_withdrawal(ledger: Ledger, path: web::Path<String>) -> Answer {
     let tx = transaction_id(&path)?;
     Ok(withdrawal(
         StatusCode::OK,
@@ -205,7 +210,7 @@ pub(crate) async fn cancel_withdrawal(
     responses((status = 200, body = WithdrawalJson), ChangeOneWithBodyErrors),
     security(("api_token" = [])))]
 pub(crate) async fn withdrawal_status(
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     path: web::Path<String>,
     body: web::Json<StatusRequest>,
 ) -> Answer {
@@ -237,10 +242,7 @@ pub(crate) async fn withdrawal_status(
 #[utoipa::path(post, path = "/v1/transfers", request_body = TransferRequest,
     responses((status = 201, description = "Moved", body = TransferJson), WriteErrors),
     security(("api_token" = [])))]
-pub(crate) async fn transfer(
-    ledger: web::Data<Ledger>,
-    body: web::Json<TransferRequest>,
-) -> Answer {
+pub(crate) async fn transfer(ledger: Ledger, body: web::Json<TransferRequest>) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
     let receipt = ledger
@@ -259,7 +261,7 @@ pub(crate) async fn transfer(
     responses((status = 200, description = "The payouts made or retried", body = [PayoutJson]),
         RunErrors),
     security(("api_token" = [])))]
-pub(crate) async fn run_payouts(ledger: web::Data<Ledger>) -> Answer {
+pub(crate) async fn run_payouts(ledger: Ledger) -> Answer {
     let made = ledger.run_payouts_now().await?;
     let body: Vec<PayoutJson> = made.iter().map(PayoutJson::from).collect();
     Ok(json(StatusCode::OK, body))
@@ -269,7 +271,7 @@ pub(crate) async fn run_payouts(ledger: web::Data<Ledger>) -> Answer {
     params(("payout_id" = u64, Path)),
     responses((status = 200, body = PayoutJson), ReadOneErrors),
     security(("api_token" = [])))]
-pub(crate) async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String>) -> Answer {
+pub(crate) async fn get_payout(ledger: Ledger, path: web::Path<String>) -> Answer {
     let unknown = || {
         let shown: String = path.chars().take(40).collect();
         ApiError::new(
@@ -297,7 +299,7 @@ pub(crate) async fn get_payout(ledger: web::Data<Ledger>, path: web::Path<String
         ChangeOneWithBodyErrors),
     security(("api_token" = [])))]
 pub(crate) async fn resolve_payout_item(
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     path: web::Path<(String, String)>,
     body: web::Json<ResolveRequest>,
 ) -> Answer {
@@ -337,7 +339,7 @@ pub(crate) async fn resolve_payout_item(
 /// (`Ledger::health`: every shard is asked).
 #[utoipa::path(get, path = "/healthz",
     responses((status = 200, body = HealthJson), HealthErrors))]
-pub(crate) async fn healthz(ledger: web::Data<Ledger>) -> Answer {
+pub(crate) async fn healthz(ledger: Ledger) -> Answer {
     ledger.health().await?;
     Ok(json(StatusCode::OK, HealthJson { status: "ok" }))
 }
@@ -349,11 +351,13 @@ pub(crate) async fn healthz(ledger: web::Data<Ledger>) -> Answer {
     security((), ("metrics_token" = [])))]
 pub(crate) async fn metrics_page(
     req: HttpRequest,
-    ledger: web::Data<Ledger>,
+    ledger: Ledger,
     metrics: web::Data<Metrics>,
+    source: web::Data<LedgerSource>,
 ) -> Answer {
     check_metrics_token(&req)?;
-    let page = metrics::render(&metrics, &ledger).await;
+    let mut page = metrics::render(&metrics, &ledger).await;
+    page.push_str(&replication::render(&source));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(page))
