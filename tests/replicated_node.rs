@@ -131,7 +131,35 @@ async fn a_promoted_standby_fences_the_old_writer_and_holds_every_acknowledgemen
     assert_eq!(observed_accounts(&promoted).await, acknowledged);
     promoted.deposit(1, "USD", dec("1"), None).await.unwrap();
     workload(&promoted, 1).await;
-    promoted.shutdown().await;
+
+    // The old writer's folder holds the refused batch under an LSN the new
+    // writer has used for another record: it may not rejoin on it (it
+    // would skip the stream's record as held), and says so. On a fresh
+    // folder it fills from the stream.
     writer.shutdown().await;
-    drop(Arc::clone(&writer_node));
+    drop(writer_node);
+    let rejoined = Node::start(config(a.path()), settings(&cluster, "a", false), false).await;
+    let Err(refused) = rejoined else {
+        panic!("the old writer's folder was taken as a standby");
+    };
+    assert!(
+        refused.to_string().contains("fresh data folder"),
+        "{refused}"
+    );
+    let c = tempfile::tempdir().unwrap();
+    let fresh = Node::start(config(c.path()), settings(&cluster, "a", false), false)
+        .await
+        .unwrap();
+    caught_up(&fresh, &promoted).await;
+    assert_eq!(
+        fresh
+            .ledger()
+            .withdrawals(Default::default())
+            .await
+            .unwrap(),
+        promoted.withdrawals(Default::default()).await.unwrap()
+    );
+    promoted.shutdown().await;
+    fresh.ledger().shutdown().await;
+    drop(Arc::clone(&standby_node));
 }

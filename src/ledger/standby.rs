@@ -21,6 +21,7 @@ use crate::engine::startup::start_standby;
 use crate::error::LedgerError;
 use crate::ledger::{Inner, Ledger, OpenError};
 use crate::storage::wal::record::decode_batch;
+use crate::storage::wal::{replay_with, ReplayMode, WalEntry};
 
 /// What a standby holds besides its storage.
 pub(crate) struct StandbyState {
@@ -96,6 +97,29 @@ impl Ledger {
     /// writer (its log is then poisoned: it refuses writes).
     pub fn is_fenced(&self) -> bool {
         self.engine().journal.wal().is_some_and(|wal| wal.fenced())
+    }
+
+    /// The record this ledger's log holds at `lsn`, read from its folder;
+    /// `None` when the log no longer has it (before its oldest segment) or
+    /// not yet.
+    pub fn logged_entry(&self, lsn: u64) -> Result<Option<WalEntry>, String> {
+        let Some(dir) = self.config().data_dir.as_deref() else {
+            return Ok(None);
+        };
+        let mode = ReplayMode::ReadOnly {
+            until_lsn: Some(lsn),
+        };
+        let mut found = None;
+        let read = replay_with(dir, lsn, mode, |entry| {
+            if entry.lsn == lsn {
+                found = Some(entry);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match read {
+            Ok(_) => Ok(found),
+            Err(error) => Err(error.to_string()),
+        }
     }
 
     /// Records who writes, so refusals can name it.

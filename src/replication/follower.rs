@@ -17,6 +17,51 @@ use crate::replication::replica::first_lsn_of;
 use crate::replication::ReplicationError;
 use crate::replication::{LogStream, StreamMessage};
 
+/// Checks that the standby's folder holds nothing the stream does not: a
+/// node that was the writer can hold a tail it logged but the stream never
+/// took (a crash or a fence between the two), which was never
+/// acknowledged — and a newer writer may since have written other records
+/// under the same LSNs. Mirroring onto such a folder would skip the
+/// stream's records as "held" and silently differ, so it is refused: the
+/// folder's last record must be in the stream, and be the same record.
+pub async fn check_tail(standby: &Ledger, stream: &LogStream) -> Result<(), FollowError> {
+    let local_last = standby.next_lsn().await.saturating_sub(1);
+    if local_last == 0 {
+        return Ok(());
+    }
+    let diverged = |why: String| FollowError::Diverged {
+        lsn: local_last,
+        why,
+    };
+    let seq = seek(stream, local_last).await?;
+    let message = stream.message(seq).await?;
+    let batch = match message.as_ref() {
+        Some(m) => m
+            .msg_id
+            .as_deref()
+            .and_then(first_lsn_of)
+            .map(|lsn| (lsn, &m.payload)),
+        None => None,
+    };
+    let Some((first_lsn, payload)) = batch else {
+        return Err(diverged("the replicated log holds no records".into()));
+    };
+    let entries = crate::storage::wal::record::decode_batch(payload, first_lsn)
+        .map_err(|reason| diverged(format!("message {seq} does not decode: {reason}")))?;
+    let Some(theirs) = entries.into_iter().find(|e| e.lsn == local_last) else {
+        return Err(diverged("the replicated log does not hold it".into()));
+    };
+    match standby.logged_entry(local_last) {
+        Ok(Some(ours)) if ours == theirs => Ok(()),
+        Ok(Some(_)) => Err(diverged(
+            "the replicated log holds another record there".into(),
+        )),
+        // Only in a snapshot: the log before it was the stream's too.
+        Ok(None) => Ok(()),
+        Err(reason) => Err(diverged(format!("its own log cannot be read: {reason}"))),
+    }
+}
+
 /// Why following stopped (other than being told to).
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
@@ -24,6 +69,13 @@ pub enum FollowError {
     Stream(#[from] ReplicationError),
     #[error("message {seq}: {error}")]
     Mirror { seq: u64, error: MirrorError },
+    /// The folder's log differs from the stream (see [`check_tail`]).
+    #[error(
+        "this folder's record {lsn} is not the replicated log's: {why}. It was never \
+         acknowledged (a writer's tail the stream did not take); start this node on a \
+         fresh data folder, which it fills from the stream"
+    )]
+    Diverged { lsn: u64, why: String },
 }
 
 /// The sequence to follow from so that nothing after `next_lsn - 1` is

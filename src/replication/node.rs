@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, SharedReplica};
 use crate::ledger::{Ledger, OpenError};
-use crate::replication::follower::{follow, FollowError};
+use crate::replication::follower::{check_tail, follow, FollowError};
 use crate::replication::metrics::{ReplicationMetrics, ReplicationSnapshot, Role};
 use crate::replication::replica::JetStreamReplica;
 use crate::replication::takeover::{take_over, TakeoverError};
@@ -61,6 +61,8 @@ pub enum NodeError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Takeover(#[from] TakeoverError),
+    #[error(transparent)]
+    Follow(FollowError),
     #[error("the lease is held by {0:?}")]
     Lease(String),
 }
@@ -109,6 +111,10 @@ impl Node {
             replication: None,
             ..config.clone()
         })?;
+        if let Err(error) = check_tail(&standby, &stream).await {
+            standby.shutdown().await;
+            return Err(NodeError::Follow(error));
+        }
         let metrics = Arc::new(ReplicationMetrics::default());
         metrics.set_role(Role::Standby);
         let (stop_follower, _) = watch::channel(false);
