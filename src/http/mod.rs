@@ -1,5 +1,7 @@
 //! The HTTP service: the ledger's API over actix-web, JSON in and out
-//! (feature `http`; `burnledger serve` runs it).
+//! (feature `http`; `burnledger serve` runs it). Beside it, [`bank`]: the
+//! simulated bank's server over the payment-service protocol (`burnledger
+//! bank`).
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
@@ -68,8 +70,11 @@
 //! - `metrics.rs` — counters, latency histograms, `/metrics`.
 //! - `limits.rs` — body deadline, closing connections with unread bodies.
 //! - `openapi.rs` — the OpenAPI 3.1 document (`src/http/openapi.json`).
+//! - `bank.rs` — not the ledger's API: the simulated bank's server (a
+//!   `SimulatedBank` over the payment-service protocol; `burnledger bank`).
 
 pub mod auth;
+pub mod bank;
 pub mod csv;
 pub mod error;
 pub mod history;
