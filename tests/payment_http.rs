@@ -510,7 +510,7 @@ async fn a_lost_response_is_unknown_yet_the_payment_is_listed_and_status_says_pa
 async fn a_ledger_paying_through_the_bank_settles_as_the_bank_says_and_pays_once() {
     let max_items = 25;
     let server = Bank::start(SimulatedBankConfig {
-        item_failure_per_mille: 100,
+        item_failure_per_mille: 200,
         unknown_outcome_per_mille: 300,
         lost_response_per_mille: 300,
         pending_per_mille: 150,
@@ -604,21 +604,32 @@ async fn the_bank_binary_serves_on_the_port_it_prints() {
         "bank",
         "--listen",
         "127.0.0.1:0",
-        "--item-failure-per-mille",
-        "0",
-        "--seed",
-        "3",
+        "--max-items-per-payout",
+        "1",
     ]);
     let (mut child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
     let service = client(&url, Duration::from_secs(20));
-    let report = service.submit(payout(9, 0, 2)).await;
-    assert_eq!(get(&format!("{url}/health")).0, 200);
+    let too_big = service.submit(payout(9, 0, 2)).await;
+    let report = service.submit(payout(10, 0, 1)).await;
+    let health = get(&format!("{url}/health")).0;
     let paid = payments(&url);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let report = report.unwrap();
-    assert!(report.items.iter().all(|(_, s)| *s == ItemStatus::Paid));
-    assert_eq!(paid.len(), 2);
+    common::serve::terminate(&child);
+    let exit = common::serve::wait_exit(&mut child, START_TIMEOUT);
+    if exit.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        matches!(too_big, Err(PaymentError::Rejected { .. })),
+        "the flag reached the bank: {too_big:?}"
+    );
+    assert_eq!(report.unwrap().items[0].1, ItemStatus::Paid);
+    assert_eq!(health, 200);
+    assert_eq!(paid.len(), 1);
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "SIGTERM stops it: {exit:?}"
+    );
 }
 
 #[test]

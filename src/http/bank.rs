@@ -31,7 +31,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use crate::payment::wire::{
     ErrorJson, PaymentsJson, PayoutJson, ReportJson, ReturnJson, WireError,
 };
-use crate::payment::{PaymentError, PaymentService, PayoutId, PayoutReport, SimulatedBank};
+use crate::payment::{PaymentError, PaymentService, Payout, PayoutId, PayoutReport, SimulatedBank};
 
 /// Bytes of request body allowed per item a payout may carry (an item is
 /// under 200 bytes of JSON), plus [`BODY_BYTES_BASE`].
@@ -158,16 +158,7 @@ async fn submit(
         Ok(key) => key,
         Err(refused) => return refuse(StatusCode::BAD_REQUEST, &refused),
     };
-    let payout = PayoutJson::parse(&body).and_then(|payout| match payout.payout_id == key {
-        true => Ok(payout),
-        false => Err(error(
-            "invalid_idempotency_key",
-            format!(
-                "body payout_id {} differs from Idempotency-Key {key}",
-                payout.payout_id
-            ),
-        )),
-    });
+    let payout = PayoutJson::parse(&body).and_then(|payout| keyed(payout, key));
     match payout {
         Ok(payout) => answer(bank.submit(payout).await),
         // Unreadable: a payout the bank holds answers its report (it was
@@ -177,6 +168,18 @@ async fn submit(
             held => answer(held),
         },
     }
+}
+
+/// `payout` if its id is the one its `Idempotency-Key` names.
+fn keyed(payout: Payout, key: PayoutId) -> Result<Payout, WireError> {
+    if payout.payout_id == key {
+        return Ok(payout);
+    }
+    let message = format!(
+        "body payout_id {} differs from Idempotency-Key {key}",
+        payout.payout_id
+    );
+    Err(error("invalid_idempotency_key", message))
 }
 
 /// GET /payouts/{payout_id}.

@@ -69,7 +69,8 @@ pub struct ServeArgs {
     #[arg(long)]
     payment_service_url: Option<String>,
     /// Most items one payout sends to --payment-service-url (1 to 100000;
-    /// default 1000). Only with --payment-service-url.
+    /// default 1000). Only with --payment-service-url. Keep it within the
+    /// service's own limit: a payout over it is rejected (its items fail).
     #[arg(long)]
     payment_max_items: Option<usize>,
     /// Interval of batched payouts: 300s, 5m, 1h, or plain seconds.
