@@ -122,17 +122,25 @@
 //!   events turned into history rows, and the history writer thread that
 //!   ingests them), `history_check` (`verify`'s check of the store against
 //!   the log).
-//! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
-//!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
-//! - `replication/` — the log on a NATS JetStream cluster (feature
+//! - `payment/` — the `PaymentService` trait (`mod.rs`), the
+//!   `SimulatedBank` (`simulated.rs`), and (feature `http`) the
+//!   `HttpPaymentService` client of the payment-service protocol
+//!   (`http.rs`) with the protocol's JSON bodies (`wire.rs`); knows
+//!   payouts, not accounts.
+//! - `replication/` — replication on a NATS JetStream cluster (feature
 //!   `replication`): `stream` (the replicated log stream: fenced appends,
-//!   reads, following, purging), `lease` (the writer's lease and the
-//!   epochs, in a JetStream KV bucket); knows bytes and sequences, not
-//!   events, accounts or actors.
+//!   reads, following, purging) and `lease` (the writer's lease and the
+//!   epochs, in a JetStream KV bucket), which know bytes and sequences;
+//!   on them `replica` (the writer ships each batch), `follower` (a
+//!   standby mirrors them), `takeover` (promotion's fence), `node` (a
+//!   process's role, lease watch and promotion) and `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
-//!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI.
+//!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
+//!   and `bank`, the simulated bank's server over the payment-service
+//!   protocol.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`, `serve`, `bench` (embedded workloads, or `--http URL`).
+//!   `verify`, `serve`, `bank` (the simulated bank over HTTP), `bench`
+//!   (embedded workloads, or `--http URL`).
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,7 @@
 //! The HTTP service: the ledger's API over actix-web, JSON in and out
-//! (feature `http`; `burnledger serve` runs it).
+//! (feature `http`; `burnledger serve` runs it). Beside it, [`bank`]: the
+//! simulated bank's server over the payment-service protocol (`burnledger
+//! bank`).
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
@@ -72,8 +74,11 @@
 //!   replicated node's current one), the `Ledger` extractor.
 //! - `replication.rs` — a replicated node's routes (promotion, status) and
 //!   metrics.
+//! - `bank.rs` — not the ledger's API: the simulated bank's server (a
+//!   `SimulatedBank` over the payment-service protocol; `burnledger bank`).
 
 pub mod auth;
+pub mod bank;
 pub mod csv;
 pub mod error;
 pub mod history;

@@ -1,7 +1,9 @@
 //! The payment-service side of payouts (design §7): what a payout is, what
 //! the service answers ([`PaymentService`]). [`SimulatedBank`] (in
 //! `simulated.rs`) is a deterministic in-process service with configurable
-//! faults for tests, benches and `simulate`.
+//! faults for tests, benches and `simulate`. [`HttpPaymentService`] (in
+//! `http.rs`, feature `http`) is a service in another process, spoken to
+//! with the JSON protocol documented there, whose bodies `wire.rs` defines.
 //!
 //! This module knows payouts only, not accounts' balances or actors.
 
@@ -87,6 +89,12 @@ pub trait PaymentService: Send + Sync + 'static {
     fn status(&self, payout_id: PayoutId) -> PaymentFuture;
 }
 
+#[cfg(feature = "http")]
+mod http;
 mod simulated;
+#[cfg(feature = "http")]
+pub mod wire;
 
+#[cfg(feature = "http")]
+pub use http::{HttpPaymentService, HttpPaymentSettings};
 pub use simulated::{SimulatedBank, SimulatedBankConfig};

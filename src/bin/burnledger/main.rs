@@ -1,6 +1,7 @@
 //! The `burnledger` command: runs the engine on embedded defaults
 //! (`simulate`), looks at data folders (`inspect`, `verify`), serves HTTP
-//! (`serve`) and drives load (`bench`).
+//! (`serve`), serves a simulated bank over the payment-service protocol
+//! (`bank`) and drives load (`bench`).
 //!
 //! Uses only the public API, like any embedder. It installs the process's
 //! allocator (mimalloc) and its `tracing` subscriber: logs to stderr,
@@ -12,6 +13,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "http")]
+mod bank;
 mod bench;
 #[cfg(feature = "http")]
 mod http_bench;
@@ -47,6 +50,10 @@ enum Command {
     /// Serve the ledger's HTTP API (JSON over actix-web).
     #[cfg(feature = "http")]
     Serve(serve::ServeArgs),
+    /// Serve a simulated bank (faults as flags) over the payment-service
+    /// protocol, for `serve --payment-service-url`.
+    #[cfg(feature = "http")]
+    Bank(bank::BankArgs),
     /// Load harness: runs a workload on an embedded ledger and reports ops/s,
     /// latency, peak RSS and a plain-HashMap baseline; with `--http URL` it
     /// drives a running server instead. (Also `http-bench`.)
@@ -95,6 +102,8 @@ fn main() -> ExitCode {
         Command::Verify(args) => storage::verify(args),
         #[cfg(feature = "http")]
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "http")]
+        Command::Bank(args) => bank::run(args),
         Command::Bench(args) => bench::run(args, &runtime),
     };
     match result {

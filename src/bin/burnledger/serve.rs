@@ -8,10 +8,12 @@
 //! exits 0. Its logs go through `tracing` to stderr; a closed stdout or
 //! stderr (or a full disk behind them) loses the lines, never the shutdown.
 //!
-//! Payout modes: `batched` and `immediate` pay through an in-process
-//! `SimulatedBank` with no faults and no latency (there is no real payment
-//! service to talk to yet); `external` makes no payouts: the host reports
-//! each outcome with `POST /v1/withdrawals/{id}/status`.
+//! Payout modes: `batched` and `immediate` pay through the payment service
+//! at `--payment-service-url` (an `HttpPaymentService`, e.g. `burnledger
+//! bank`), or without one through an in-process `SimulatedBank` with no
+//! faults and no latency; `external` makes no payouts (so a payment
+//! service URL with it is refused): the host reports each outcome with
+//! `POST /v1/withdrawals/{id}/status`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use burnledger::config::{parse_currencies, parse_sync, PayoutMode, SharedPaymentService};
 use burnledger::http::{self, HttpOptions};
-use burnledger::payment::SimulatedBank;
+use burnledger::payment::{HttpPaymentService, HttpPaymentSettings, SimulatedBank};
 use burnledger::{Config, Ledger};
 use clap::Args;
 
@@ -35,6 +37,9 @@ pub const PAYOUT_INTERVAL_SECS_MAX: u64 = 7 * 24 * 3600;
 
 /// Longest body deadline: an hour.
 pub const BODY_TIMEOUT_SECS_MAX: u64 = 3600;
+
+/// Most items per payout `--payment-max-items` may ask for.
+pub const PAYMENT_MAX_ITEMS_MAX: usize = 100_000;
 
 /// Most connections `--max-connections` may ask for.
 pub const MAX_CONNECTIONS_MAX: usize = 1_000_000;
@@ -54,9 +59,20 @@ pub struct ServeArgs {
     currencies: String,
     /// batched (every --payout-interval), immediate, or external (the host
     /// reports outcomes; no payouts are made here). batched and immediate
-    /// pay through a simulated bank with no faults.
+    /// pay through --payment-service-url, or without it through an
+    /// in-process simulated bank with no faults.
     #[arg(long, default_value = "batched")]
     payout_mode: String,
+    /// Pay through the payment service at this URL (http://HOST:PORT, the
+    /// protocol `burnledger bank` serves) instead of the in-process
+    /// simulated bank. Refused with --payout-mode external.
+    #[arg(long)]
+    payment_service_url: Option<String>,
+    /// Most items one payout sends to --payment-service-url (1 to 100000;
+    /// default 1000). Only with --payment-service-url. Keep it within the
+    /// service's own limit: a payout over it is rejected (its items fail).
+    #[arg(long)]
+    payment_max_items: Option<usize>,
     /// Interval of batched payouts: 300s, 5m, 1h, or plain seconds.
     #[arg(long, default_value = "300s")]
     payout_interval: String,
@@ -180,13 +196,53 @@ fn payout_mode(args: &ServeArgs) -> Result<PayoutMode, String> {
     }
 }
 
+/// The payment service: the one at `--payment-service-url`, else a
+/// fault-free simulated bank for the modes that pay; none for external,
+/// which refuses a URL (it would never be called).
+fn payment_service(
+    args: &ServeArgs,
+    mode: PayoutMode,
+) -> Result<Option<SharedPaymentService>, String> {
+    let url = args.payment_service_url.as_deref();
+    if url.is_none() && args.payment_max_items.is_some() {
+        return Err("--payment-max-items applies only with --payment-service-url".into());
+    }
+    let Some(url) = url else {
+        return Ok((mode != PayoutMode::External)
+            .then(|| SharedPaymentService::new(SimulatedBank::default())));
+    };
+    if mode == PayoutMode::External {
+        return Err(format!(
+            "--payment-service-url {url:?} with --payout-mode external: external makes no \
+             payouts; use batched or immediate to pay through the service"
+        ));
+    }
+    let settings = HttpPaymentSettings::default();
+    let max_items = args
+        .payment_max_items
+        .unwrap_or(settings.max_items_per_payout);
+    if !(1..=PAYMENT_MAX_ITEMS_MAX).contains(&max_items) {
+        return Err(format!(
+            "--payment-max-items {max_items}: expected 1 to {PAYMENT_MAX_ITEMS_MAX}"
+        ));
+    }
+    let settings = HttpPaymentSettings {
+        max_items_per_payout: max_items,
+        ..settings
+    };
+    let service = HttpPaymentService::new(url, settings)?;
+    tracing::info!(
+        url = service.base_url(),
+        max_items,
+        "paying through the payment service"
+    );
+    Ok(Some(SharedPaymentService::new(service)))
+}
+
 pub fn run(args: ServeArgs) -> Result<bool, String> {
     let options = http_options(&args)?;
     let payout_mode = payout_mode(&args)?;
-    // The payment service is chosen here: a fault-free simulated bank for
-    // the modes that pay, none for external.
-    let payment_service = (payout_mode != PayoutMode::External)
-        .then(|| SharedPaymentService::new(SimulatedBank::default()));
+    let payment_service = payment_service(&args, payout_mode)?;
     let config = Config {
         currencies: parse_currencies(&args.currencies)?,
         data_dir: Some(args.data_dir.clone()),
@@ -229,6 +285,46 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// The payment service `serve` would pay through with these flags:
+    /// its item limit, or none.
+    fn chosen(flags: &[&str]) -> Result<Option<usize>, String> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        let mode = payout_mode(&cli.serve)?;
+        let service = payment_service(&cli.serve, mode)?;
+        Ok(service.map(|s| s.0.max_items_per_payout()))
+    }
+
+    #[test]
+    fn the_payment_service_is_the_url_or_the_simulated_bank() {
+        let url = "--payment-service-url=http://127.0.0.1:9";
+        assert_eq!(chosen(&[]), Ok(Some(1000)), "the simulated bank");
+        assert_eq!(chosen(&["--payout-mode=external"]), Ok(None));
+        assert_eq!(chosen(&[url]), Ok(Some(1000)));
+        assert_eq!(
+            chosen(&[url, "--payout-mode=immediate", "--payment-max-items=7"]),
+            Ok(Some(7))
+        );
+        let refused = chosen(&[url, "--payout-mode=external"]).unwrap_err();
+        assert!(refused.contains("external makes no payouts"), "{refused}");
+        for bad in [
+            vec!["--payment-max-items=7"],
+            vec![url, "--payment-max-items=0"],
+            vec![url, "--payment-max-items=100001"],
+            vec!["--payment-service-url=https://127.0.0.1:9"],
+            vec!["--payment-service-url=127.0.0.1:9"],
+        ] {
+            assert!(chosen(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn intervals_take_a_unit() {
