@@ -19,6 +19,8 @@ mod bench;
 #[cfg(feature = "http")]
 mod http_bench;
 #[cfg(feature = "http")]
+mod replicate;
+#[cfg(feature = "http")]
 mod serve;
 mod simulate;
 mod storage;
@@ -54,6 +56,10 @@ enum Command {
     /// protocol, for `serve --payment-service-url`.
     #[cfg(feature = "http")]
     Bank(bank::BankArgs),
+    /// Ask a standby (`serve --replicate --standby`) to take over as the
+    /// writer: POST /v1/admin/promote.
+    #[cfg(feature = "http")]
+    Promote(replicate::PromoteArgs),
     /// Load harness: runs a workload on an embedded ledger and reports ops/s,
     /// latency, peak RSS and a plain-HashMap baseline; with `--http URL` it
     /// drives a running server instead. (Also `http-bench`.)
@@ -104,6 +110,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         #[cfg(feature = "http")]
         Command::Bank(args) => bank::run(args),
+        #[cfg(feature = "http")]
+        Command::Promote(args) => replicate::promote(args),
         Command::Bench(args) => bench::run(args, &runtime),
     };
     match result {

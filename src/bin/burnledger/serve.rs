@@ -8,6 +8,9 @@
 //! exits 0. Its logs go through `tracing` to stderr; a closed stdout or
 //! stderr (or a full disk behind them) loses the lines, never the shutdown.
 //!
+//! With `--replicate` it runs a replicated node instead (see
+//! `replicate.rs`): the writer, or with `--standby` a standby.
+//!
 //! Payout modes: `batched` and `immediate` pay through the payment service
 //! at `--payment-service-url` (an `HttpPaymentService`, e.g. `burnledger
 //! bank`), or without one through an in-process `SimulatedBank` with no
@@ -103,6 +106,8 @@ pub struct ServeArgs {
     /// HTTP worker threads, 1 to 1024 (default: one per usable core).
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    replication: crate::replicate::ReplicationArgs,
 }
 
 /// Reads `300s`, `5m`, `1h`, `300` as seconds, 1 to `max_secs`; `what`
@@ -239,6 +244,15 @@ fn payment_service(
     Ok(Some(SharedPaymentService::new(service)))
 }
 
+/// Prints `listening on http://ADDR` for each bound address.
+pub fn print_listening(addrs: &[std::net::SocketAddr]) {
+    let mut stdout = std::io::stdout().lock();
+    for addr in addrs {
+        let _ = writeln!(stdout, "listening on http://{addr}");
+    }
+    let _ = stdout.flush();
+}
+
 pub fn run(args: ServeArgs) -> Result<bool, String> {
     let options = http_options(&args)?;
     let payout_mode = payout_mode(&args)?;
@@ -251,6 +265,12 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
         payment_service,
         ..Config::default()
     };
+    if args.replication.replicate.is_some() {
+        return crate::replicate::run(&args.replication, &args.listen, config, &options);
+    }
+    if args.replication.standby {
+        return Err("--standby needs --replicate (the stream to follow)".into());
+    }
     let ledger = Ledger::open(config).map_err(|e| e.to_string())?;
     let system = actix_web::rt::System::new();
     system.block_on(async move {
@@ -261,13 +281,7 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
                 return Err(format!("cannot listen on {}: {error}", args.listen));
             }
         };
-        {
-            let mut stdout = std::io::stdout().lock();
-            for addr in &bound.addrs {
-                let _ = writeln!(stdout, "listening on http://{addr}");
-            }
-            let _ = stdout.flush();
-        }
+        print_listening(&bound.addrs);
         let served = bound.server.await;
         tracing::info!("stopped serving; shutting the ledger down");
         let started = std::time::Instant::now();
