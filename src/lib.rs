@@ -124,6 +124,11 @@
 //!   the log).
 //! - `payment/` — the `PaymentService` trait (`mod.rs`) and the
 //!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
+//! - `replication/` — the log on a NATS JetStream cluster (feature
+//!   `replication`): `stream` (the replicated log stream: fenced appends,
+//!   reads, following, purging), `lease` (the writer's lease and the
+//!   epochs, in a JetStream KV bucket); knows bytes and sequences, not
+//!   events, accounts or actors.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
@@ -141,6 +146,8 @@ pub mod http;
 pub mod ledger;
 pub mod operation;
 pub mod payment;
+#[cfg(feature = "replication")]
+pub mod replication;
 pub mod storage;
 
 pub use config::Config;
