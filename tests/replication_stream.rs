@@ -19,7 +19,7 @@ use burnledger::replication::{
 };
 use bytes::Bytes;
 use common::nats::NatsCluster;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::time::{timeout, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -500,4 +500,34 @@ async fn the_lease_is_taken_once_renewed_lapses_and_epochs_never_repeat() {
 
     // Epochs outlive the lease's lapse.
     assert!(lease.next_epoch().await.unwrap() > highest);
+}
+
+/// A follower waiting at the stream's end whose consumer goes away before
+/// its first message (deleted here; a node's death does the same) gets the
+/// next message, not the stream again from its start: async-nats 0.51's
+/// ordered consumer recreates itself from the first message then.
+#[tokio::test]
+async fn a_follower_whose_consumer_is_lost_before_its_first_message_resumes_at_its_start() {
+    let Some(cluster) = NatsCluster::start() else {
+        return;
+    };
+    let log = connect(&cluster, "idle").await;
+    for n in 1..=5u64 {
+        log.append(n - 1, &id("idle", 1, n), payload(n), DEADLINE)
+            .await
+            .unwrap();
+    }
+    let mut followed = log.follow(6).await.unwrap();
+
+    let js = async_nats::jetstream::new(async_nats::connect(cluster.urls()).await.unwrap());
+    let stream = js.get_stream("idle").await.unwrap();
+    let names: Vec<String> = stream.consumer_names().try_collect().await.unwrap();
+    assert_eq!(names.len(), 1, "the follower's consumer: {names:?}");
+    stream.delete_consumer(&names[0]).await.unwrap();
+
+    log.append(5, &id("idle", 1, 6), payload(6), DEADLINE)
+        .await
+        .unwrap();
+    let m = next(&mut followed).await;
+    assert_eq!((m.seq, m.payload), (6, payload(6)));
 }
