@@ -417,6 +417,13 @@ async fn the_lease_is_taken_once_renewed_lapses_and_epochs_never_repeat() {
     let other_node = Lease::open(&connect(&cluster, "leased").await, ttl)
         .await
         .unwrap();
+    match Lease::open(&log, ttl * 2).await {
+        Err(e @ ReplicationError::InvalidSettings(_)) => {
+            let text = e.to_string();
+            assert!(text.contains("2s") && text.contains("4s"), "{text}");
+        }
+        other => panic!("a lease bucket with another TTL: expected a refusal, got {other:?}"),
+    }
     let a = Holder {
         node: "a".into(),
         epoch: 1,
@@ -530,4 +537,56 @@ async fn a_follower_whose_consumer_is_lost_before_its_first_message_resumes_at_i
         .unwrap();
     let m = next(&mut followed).await;
     assert_eq!((m.seq, m.payload), (6, payload(6)));
+}
+
+/// A stream leader paused (SIGSTOP) mid-appends is replaced; resumed, it
+/// rejoins as a follower, and nothing acknowledged is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_stream_leader_is_replaced_and_rejoins_as_a_follower() {
+    let Some(mut cluster) = NatsCluster::start() else {
+        return;
+    };
+    let log = connect(&cluster, "paused").await;
+    let mut last = 0u64;
+    let append = |log: LogStream, n: u64| async move {
+        log.append(n - 1, &id("paused", 1, n), payload(n), DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("append {n}: {e}"))
+    };
+    for _ in 0..10 {
+        last = append(log.clone(), last + 1).await;
+    }
+    let leader = cluster.stream_leader("paused").expect("a stream leader");
+    cluster.stop(leader);
+    let began = Instant::now();
+    for _ in 0..10 {
+        last = append(log.clone(), last + 1).await;
+    }
+    eprintln!(
+        "leader n{} paused: 10 appends took {:?}",
+        leader + 1,
+        began.elapsed()
+    );
+    cluster.cont(leader);
+    for _ in 0..10 {
+        last = append(log.clone(), last + 1).await;
+    }
+    assert_eq!(last, 30);
+    for n in 1..=30u64 {
+        let m = log
+            .message(n)
+            .await
+            .unwrap()
+            .expect("acked message present");
+        assert_eq!(m.msg_id, Some(id("paused", 1, n)));
+    }
+    cluster.wait_until("the resumed node's replica agrees", |c| {
+        let states: Vec<_> = (0..3).map(|i| c.replica_state(i, "paused")).collect();
+        states[0]
+            .as_ref()
+            .is_some_and(|s| s.last_seq == 30 && s.messages == 30)
+            && states.iter().all(|s| *s == states[0])
+    });
+    // The harness can still kill it (its process is the one it started).
+    cluster.kill(leader);
 }

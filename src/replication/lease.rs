@@ -122,7 +122,7 @@ impl Lease {
             }
             // Refused or unclear: the next read says whose it is now.
         }
-        Err(gave_up(&self.lease, "acquire").into())
+        Err(gave_up(&self.lease, "acquire", CONTENDED).into())
     }
 
     /// Renews: `Ok(new revision)`, or `Err(Lost(..))` if someone else
@@ -136,8 +136,7 @@ impl Lease {
         let ours = match read::<Holder>(&self.lease, HOLDER_KEY).await? {
             Read::Live(holder, now) if holder == *me && now >= revision => now,
             Read::Live(holder, _) if holder == *me => {
-                // Older than what we wrote: a lagging answer; try again later.
-                return Err(gave_up(&self.lease, "renew").into());
+                return Err(gave_up(&self.lease, "renew", LAGGING).into());
             }
             Read::Live(holder, _) => return Err(LeaseError::Lost(Some(holder))),
             Read::Absent(_) => return Err(LeaseError::Lost(None)),
@@ -149,7 +148,9 @@ impl Lease {
         // newer entry naming it is this renewal.
         match read::<Holder>(&self.lease, HOLDER_KEY).await? {
             Read::Live(holder, now) if holder == *me && now > ours => Ok(now),
-            Read::Live(holder, _) if holder == *me => Err(gave_up(&self.lease, "renew").into()),
+            Read::Live(holder, _) if holder == *me => {
+                Err(gave_up(&self.lease, "renew", "the update was not taken").into())
+            }
             Read::Live(holder, _) => Err(LeaseError::Lost(Some(holder))),
             Read::Absent(_) => Err(LeaseError::Lost(None)),
         }
@@ -203,7 +204,7 @@ impl Lease {
                 return Ok(epoch);
             }
         }
-        Err(gave_up(&self.epochs, "next epoch"))
+        Err(gave_up(&self.epochs, "next epoch", CONTENDED))
     }
 }
 
@@ -296,9 +297,13 @@ fn to_json<T: Serialize>(value: &T) -> Result<Bytes, ReplicationError> {
         .map_err(|e| ReplicationError::InvalidSettings(format!("cannot encode: {e}")))
 }
 
-fn gave_up(store: &kv::Store, what: &str) -> ReplicationError {
+/// Why a lease write gave up without an answer (the caller may try again).
+const CONTENDED: &str = "no clear answer after every compare-and-set try";
+const LAGGING: &str = "the entry read back is older than the revision this node wrote";
+
+fn gave_up(store: &kv::Store, what: &str, reason: &str) -> ReplicationError {
     ReplicationError::Request {
         what: format!("{what} in bucket {}", store.name),
-        reason: format!("no clear answer after {CAS_TRIES} tries"),
+        reason: reason.to_owned(),
     }
 }

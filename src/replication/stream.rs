@@ -89,8 +89,8 @@ pub struct LogStream {
 
 /// What one publish attempt told us.
 enum Attempt {
-    /// The stream acknowledged it at this sequence (`duplicate`: it already
-    /// held a message with this id there).
+    /// The stream acknowledged it at this sequence (as new, or as a
+    /// duplicate of the message it holds with this id).
     Acked(u64),
     /// No clear answer; the reason, for the error at the deadline.
     Unclear(String),
