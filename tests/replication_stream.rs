@@ -539,28 +539,37 @@ async fn a_follower_whose_consumer_is_lost_before_its_first_message_resumes_at_i
     assert_eq!((m.seq, m.payload), (6, payload(6)));
 }
 
-/// A stream leader paused (SIGSTOP) mid-appends is replaced; resumed, it
-/// rejoins as a follower, and nothing acknowledged is lost or doubled.
+/// A stream leader paused (SIGSTOP) mid-appends — with the writer
+/// connected to it, whose TCP connection stays open — is replaced: the
+/// writer leaves the silent server for another and its appends go on;
+/// resumed, the old leader rejoins as a follower, and nothing acknowledged
+/// is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_stream_leader_is_replaced_and_rejoins_as_a_follower() {
     let Some(mut cluster) = NatsCluster::start() else {
         return;
     };
     let log = connect(&cluster, "paused").await;
-    let mut last = 0u64;
     let append = |log: LogStream, n: u64| async move {
         log.append(n - 1, &id("paused", 1, n), payload(n), DEADLINE)
             .await
             .unwrap_or_else(|e| panic!("append {n}: {e}"))
     };
+    let mut last = 0u64;
     for _ in 0..10 {
         last = append(log.clone(), last + 1).await;
     }
     let leader = cluster.stream_leader("paused").expect("a stream leader");
+    // A writer connected to the leader's node (it learns the others from it).
+    let mut on_leader = settings(&cluster, "paused");
+    on_leader.servers = vec![cluster.urls()[leader].clone()];
+    let writer = LogStream::connect(&on_leader).await.unwrap();
+    last = append(writer.clone(), last + 1).await;
+
     cluster.stop(leader);
     let began = Instant::now();
     for _ in 0..10 {
-        last = append(log.clone(), last + 1).await;
+        last = append(writer.clone(), last + 1).await;
     }
     eprintln!(
         "leader n{} paused: 10 appends took {:?}",
@@ -569,10 +578,10 @@ async fn a_paused_stream_leader_is_replaced_and_rejoins_as_a_follower() {
     );
     cluster.cont(leader);
     for _ in 0..10 {
-        last = append(log.clone(), last + 1).await;
+        last = append(writer.clone(), last + 1).await;
     }
-    assert_eq!(last, 30);
-    for n in 1..=30u64 {
+    assert_eq!(last, 31);
+    for n in 1..=31u64 {
         let m = log
             .message(n)
             .await
@@ -584,7 +593,7 @@ async fn a_paused_stream_leader_is_replaced_and_rejoins_as_a_follower() {
         let states: Vec<_> = (0..3).map(|i| c.replica_state(i, "paused")).collect();
         states[0]
             .as_ref()
-            .is_some_and(|s| s.last_seq == 30 && s.messages == 30)
+            .is_some_and(|s| s.last_seq == 31 && s.messages == 31)
             && states.iter().all(|s| *s == states[0])
     });
     // The harness can still kill it (its process is the one it started).

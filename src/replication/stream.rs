@@ -33,6 +33,12 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// to the second (a leader election takes seconds; no reason to spin).
 const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(25);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
+/// The client pings its server this often and leaves it for another after
+/// two pings go unanswered: a hung server (paused, a stalled machine) keeps
+/// its TCP connection open, and the default (60 s) would strand a writer
+/// for minutes. Small enough to find another server within an append's
+/// deadline; large enough that a busy server is not left for nothing.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the log lives and how long one request may take.
 #[derive(Clone, Debug)]
@@ -107,6 +113,7 @@ impl LogStream {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(settings.request_timeout)
             .request_timeout(Some(settings.request_timeout))
+            .ping_interval(PING_INTERVAL)
             .connect(settings.servers.as_slice())
             .await
             .map_err(|e| ReplicationError::Connect {
