@@ -126,9 +126,8 @@
 //!   `SimulatedBank` (`simulated.rs`); knows payouts, not accounts.
 //! - `replication/` — the log on a NATS JetStream cluster (feature
 //!   `replication`): `stream` (the replicated log stream: fenced appends,
-//!   reads, following, purging), `lease` (the writer's lease and the
-//!   epochs, in a JetStream KV bucket); knows bytes and sequences, not
-//!   events, accounts or actors.
+//!   reads, purging), `follow` (following it in order), `lease` (the
+//!   writer's lease and the epochs, in JetStream KV buckets).
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,

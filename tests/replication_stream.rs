@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use burnledger::replication::{
@@ -315,6 +315,25 @@ async fn killing_the_stream_leader_mid_appends_loses_and_doubles_nothing() {
         return;
     };
     let log = connect(&cluster, "failover").await;
+    // A follower from the start, through the kill (its consumer lives on
+    // one node and is recreated elsewhere when that one goes).
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let follower = tokio::spawn({
+        let mut reversed = settings(&cluster, "failover");
+        reversed.servers.reverse();
+        let reader = LogStream::connect(&reversed).await.unwrap();
+        let seen = seen.clone();
+        async move {
+            let mut followed = reader.follow(1).await.unwrap();
+            while let Some(item) = followed.next().await {
+                match item {
+                    Ok(m) => seen.lock().unwrap().push(m.msg_id.unwrap()),
+                    Err(e @ ReplicationError::Gap { .. }) => panic!("follower: {e}"),
+                    Err(e) => eprintln!("follower: {e} (goes on)"),
+                }
+            }
+        }
+    });
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn({
@@ -395,6 +414,22 @@ async fn killing_the_stream_leader_mid_appends_loses_and_doubles_nothing() {
         .await;
     let expected: Vec<_> = oks.iter().map(|(_, id)| id.clone()).collect();
     assert_eq!(followed, expected, "the stream in order, each once");
+    let deadline = Instant::now() + DEADLINE;
+    while seen.lock().unwrap().len() < expected.len() && !follower.is_finished() {
+        assert!(Instant::now() < deadline, "the follower fell behind");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !follower.is_finished(),
+        "the follower stopped: {:?}",
+        follower.await
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "followed through the kill: in order, each once"
+    );
+    follower.abort();
 
     cluster.restart(leader);
     cluster.wait_until("the replicas agree after the restart", |c| {
@@ -511,8 +546,8 @@ async fn the_lease_is_taken_once_renewed_lapses_and_epochs_never_repeat() {
 
 /// A follower waiting at the stream's end whose consumer goes away before
 /// its first message (deleted here; a node's death does the same) gets the
-/// next message, not the stream again from its start: async-nats 0.51's
-/// ordered consumer recreates itself from the first message then.
+/// next message, not the stream again from its start (async-nats 0.51's
+/// ordered consumer, recreated then, starts from the first message).
 #[tokio::test]
 async fn a_follower_whose_consumer_is_lost_before_its_first_message_resumes_at_its_start() {
     let Some(cluster) = NatsCluster::start() else {

@@ -25,9 +25,11 @@ use super::{LogStream, ReplicationError};
 
 const HOLDER_KEY: &str = "holder";
 const EPOCH_KEY: &str = "epoch";
-/// Tries of a compare-and-set that keeps losing to other writers (or
-/// reading a stale entry) before giving up.
-const CAS_TRIES: usize = 64;
+/// Tries of a compare-and-set that keeps losing before giving up. A try
+/// loses while another writer's update is still being replicated (the
+/// leader counts it, a read does not show it yet), so tries are paced:
+/// [`pause`] grows with each one, with jitter so contenders part.
+const CAS_TRIES: u32 = 40;
 /// The header that marks a KV delete or purge (`DEL`, `PURGE`; a put has
 /// none, or `PUT`).
 const KV_OPERATION: &str = "KV-Operation";
@@ -105,7 +107,8 @@ impl Lease {
     /// `Err(Taken(holder))`.
     pub async fn acquire(&self, me: &Holder) -> Result<u64, LeaseError> {
         let value = to_json(me)?;
-        for _ in 0..CAS_TRIES {
+        for tried in 0..CAS_TRIES {
+            pause(tried).await;
             let outcome = match read(&self.lease, HOLDER_KEY).await? {
                 Read::Live(holder, _) if holder != *me => return Err(LeaseError::Taken(holder)),
                 Read::Live(_, revision) => return Ok(revision),
@@ -182,7 +185,8 @@ impl Lease {
         // The value carries a token unique to this call, so an unclear
         // write is settled by reading it back.
         let token = self.client.new_inbox();
-        for _ in 0..CAS_TRIES {
+        for tried in 0..CAS_TRIES {
+            pause(tried).await;
             let (last, revision) = match read::<EpochValue>(&self.epochs, EPOCH_KEY).await? {
                 Read::Live(value, _) if value.token == token => return Ok(value.epoch),
                 Read::Live(value, revision) => (value.epoch, revision),
@@ -295,6 +299,17 @@ fn to_json<T: Serialize>(value: &T) -> Result<Bytes, ReplicationError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(|e| ReplicationError::InvalidSettings(format!("cannot encode: {e}")))
+}
+
+/// Before try `tried` (none before the first): up to 2^tried ms (at most
+/// 200 ms), a random part of it.
+async fn pause(tried: u32) {
+    if tried == 0 {
+        return;
+    }
+    let most = 2u64.saturating_pow(tried).min(200);
+    let ms = rand::random_range(most / 2..=most);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
 /// Why a lease write gave up without an answer (the caller may try again).
