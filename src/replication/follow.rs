@@ -4,7 +4,8 @@
 //! replica, in memory, no acks) that starts at the next sequence wanted,
 //! pulled in batches that each wait at most a request timeout. Any error or
 //! silence (its node died or hangs, the stream is electing a leader) drops
-//! the consumer and makes a new one from the next sequence, at once rather
+//! the consumer and makes a new one from the next sequence (after a pause
+//! of 50 ms growing to 1 s while it keeps failing), rather
 //! than after missed heartbeats (async-nats' ordered consumer waits two
 //! 15 s heartbeats, and restarts from the stream's first message if its
 //! consumer goes before it delivered anything).
