@@ -129,11 +129,12 @@
 //!   payouts, not accounts.
 //! - `replication/` — replication on a NATS JetStream cluster (feature
 //!   `replication`): `stream` (the replicated log stream: fenced appends,
-//!   reads, following, purging) and `lease` (the writer's lease and the
-//!   epochs, in a JetStream KV bucket), which know bytes and sequences;
-//!   on them `replica` (the writer ships each batch), `follower` (a
-//!   standby mirrors them), `takeover` (promotion's fence), `node` (a
-//!   process's role, lease watch and promotion) and `metrics`.
+//!   reads, purging), `follow` (reading it in order), `lease` (the
+//!   writer's lease and the epochs, in JetStream KV buckets), which know
+//!   bytes and sequences; on them `replica` (the writer ships each
+//!   batch), `follower` (a standby mirrors them), `takeover` (promotion's
+//!   fence), `node` (a process's role, lease watch and promotion) and
+//!   `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
 //!   and `bank`, the simulated bank's server over the payment-service

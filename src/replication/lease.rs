@@ -25,9 +25,11 @@ use super::{LogStream, ReplicationError};
 
 const HOLDER_KEY: &str = "holder";
 const EPOCH_KEY: &str = "epoch";
-/// Tries of a compare-and-set that keeps losing to other writers (or
-/// reading a stale entry) before giving up.
-const CAS_TRIES: usize = 64;
+/// Tries of a compare-and-set that keeps losing before giving up. A try
+/// loses while another writer's update is still being replicated (the
+/// leader counts it, a read does not show it yet), so tries are paced:
+/// [`pause`] grows with each one, with jitter so contenders part.
+const CAS_TRIES: u32 = 40;
 /// The header that marks a KV delete or purge (`DEL`, `PURGE`; a put has
 /// none, or `PUT`).
 const KV_OPERATION: &str = "KV-Operation";
@@ -105,7 +107,8 @@ impl Lease {
     /// `Err(Taken(holder))`.
     pub async fn acquire(&self, me: &Holder) -> Result<u64, LeaseError> {
         let value = to_json(me)?;
-        for _ in 0..CAS_TRIES {
+        for tried in 0..CAS_TRIES {
+            pause(tried).await;
             let outcome = match read(&self.lease, HOLDER_KEY).await? {
                 Read::Live(holder, _) if holder != *me => return Err(LeaseError::Taken(holder)),
                 Read::Live(_, revision) => return Ok(revision),
@@ -122,7 +125,7 @@ impl Lease {
             }
             // Refused or unclear: the next read says whose it is now.
         }
-        Err(gave_up(&self.lease, "acquire").into())
+        Err(gave_up(&self.lease, "acquire", CONTENDED).into())
     }
 
     /// Renews: `Ok(new revision)`, or `Err(Lost(..))` if someone else
@@ -136,8 +139,7 @@ impl Lease {
         let ours = match read::<Holder>(&self.lease, HOLDER_KEY).await? {
             Read::Live(holder, now) if holder == *me && now >= revision => now,
             Read::Live(holder, _) if holder == *me => {
-                // Older than what we wrote: a lagging answer; try again later.
-                return Err(gave_up(&self.lease, "renew").into());
+                return Err(gave_up(&self.lease, "renew", LAGGING).into());
             }
             Read::Live(holder, _) => return Err(LeaseError::Lost(Some(holder))),
             Read::Absent(_) => return Err(LeaseError::Lost(None)),
@@ -149,7 +151,9 @@ impl Lease {
         // newer entry naming it is this renewal.
         match read::<Holder>(&self.lease, HOLDER_KEY).await? {
             Read::Live(holder, now) if holder == *me && now > ours => Ok(now),
-            Read::Live(holder, _) if holder == *me => Err(gave_up(&self.lease, "renew").into()),
+            Read::Live(holder, _) if holder == *me => {
+                Err(gave_up(&self.lease, "renew", "the update was not taken").into())
+            }
             Read::Live(holder, _) => Err(LeaseError::Lost(Some(holder))),
             Read::Absent(_) => Err(LeaseError::Lost(None)),
         }
@@ -181,7 +185,8 @@ impl Lease {
         // The value carries a token unique to this call, so an unclear
         // write is settled by reading it back.
         let token = self.client.new_inbox();
-        for _ in 0..CAS_TRIES {
+        for tried in 0..CAS_TRIES {
+            pause(tried).await;
             let (last, revision) = match read::<EpochValue>(&self.epochs, EPOCH_KEY).await? {
                 Read::Live(value, _) if value.token == token => return Ok(value.epoch),
                 Read::Live(value, revision) => (value.epoch, revision),
@@ -203,7 +208,7 @@ impl Lease {
                 return Ok(epoch);
             }
         }
-        Err(gave_up(&self.epochs, "next epoch"))
+        Err(gave_up(&self.epochs, "next epoch", CONTENDED))
     }
 }
 
@@ -296,9 +301,24 @@ fn to_json<T: Serialize>(value: &T) -> Result<Bytes, ReplicationError> {
         .map_err(|e| ReplicationError::InvalidSettings(format!("cannot encode: {e}")))
 }
 
-fn gave_up(store: &kv::Store, what: &str) -> ReplicationError {
+/// Before try `tried` (none before the first): up to 2^tried ms (at most
+/// 200 ms), a random part of it.
+async fn pause(tried: u32) {
+    if tried == 0 {
+        return;
+    }
+    let most = 2u64.saturating_pow(tried).min(200);
+    let ms = rand::random_range(most / 2..=most);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Why a lease write gave up without an answer (the caller may try again).
+const CONTENDED: &str = "no clear answer after every compare-and-set try";
+const LAGGING: &str = "the entry read back is older than the revision this node wrote";
+
+fn gave_up(store: &kv::Store, what: &str, reason: &str) -> ReplicationError {
     ReplicationError::Request {
         what: format!("{what} in bucket {}", store.name),
-        reason: format!("no clear answer after {CAS_TRIES} tries"),
+        reason: reason.to_owned(),
     }
 }

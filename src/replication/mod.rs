@@ -1,19 +1,28 @@
 //! Replication on a NATS JetStream cluster (cargo feature `replication`):
 //! the client layer the replicated journal and the standby build on. It
 //! owns the connection to the cluster, the log stream ([`LogStream`]:
-//! fenced appends, reads, following, purging — `stream.rs`), the writer's
-//! lease and the epochs ([`Lease`], JetStream KV buckets — `lease.rs`), and
-//! the errors of both ([`ReplicationError`], here). It knows bytes,
+//! fenced appends, reads, purging — `stream.rs`; following it — `follow.rs`,
+//! behind [`LogStream::follow`]), the writer's lease and the epochs
+//! ([`Lease`], JetStream KV buckets — `lease.rs`), and the errors of all
+//! of them ([`ReplicationError`], here). It knows bytes,
 //! sequences and message ids, not events, accounts or actors.
+//!
+//! On that layer, the replicated ledger: `replica` (the writer ships each
+//! group-commit batch as one fenced message), `follower` (a standby
+//! mirrors the messages into its folder), `takeover` (promotion: a new
+//! epoch and a marker that fences the old writer), `node` (one process's
+//! role, lease watch, promotion and lease renewal) and `metrics`.
 //!
 //! The server must be nats-server ≥ 2.10 run with
 //! `jetstream { sync_interval: always }`, so that an acknowledged message is
 //! on disk on a quorum (design §11).
 
+mod follow;
 mod lease;
 mod stream;
 
 pub use lease::{Holder, Lease, LeaseError};
+use stream::MSG_ID;
 pub use stream::{AppendError, LogStream, StreamMessage, StreamSettings};
 
 /// What went wrong talking to the cluster, or what it answered that we

@@ -1,7 +1,7 @@
 //! The replicated log stream: one JetStream stream (subject `<stream>.log`,
 //! file storage, R replicas) that holds the journal's batches in order. It
-//! owns the fenced append (the rule below), reading one message, following
-//! the stream with an ordered consumer, and purging below a sequence.
+//! owns the fenced append (the rule below), reading one message, and
+//! purging below a sequence; following it is `follow.rs`'s.
 //!
 //! **The fence.** Every append carries `Nats-Expected-Last-Sequence` (the
 //! stream-wide check: the stream takes the message only if its last
@@ -20,11 +20,12 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use super::follow::Follower;
 use super::ReplicationError;
 
 /// The header that names a message for deduplication and for the fence's
 /// "whose message is this" question.
-const MSG_ID: &str = "Nats-Msg-Id";
+pub(super) const MSG_ID: &str = "Nats-Msg-Id";
 /// How long the stream remembers message ids: a retry of the same append
 /// within it is answered "duplicate" with the first message's sequence
 /// (past it, the read-back settles it just the same).
@@ -33,6 +34,12 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// to the second (a leader election takes seconds; no reason to spin).
 const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(25);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
+/// The client pings its server this often and leaves it for another after
+/// two pings go unanswered: a hung server (paused, a stalled machine) keeps
+/// its TCP connection open, and the default (60 s) would strand a writer
+/// for minutes. Small enough to find another server within an append's
+/// deadline; large enough that a busy server is not left for nothing.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Where the log lives and how long one request may take.
 #[derive(Clone, Debug)]
@@ -89,8 +96,8 @@ pub struct LogStream {
 
 /// What one publish attempt told us.
 enum Attempt {
-    /// The stream acknowledged it at this sequence (`duplicate`: it already
-    /// held a message with this id there).
+    /// The stream acknowledged it at this sequence (as new, or as a
+    /// duplicate of the message it holds with this id).
     Acked(u64),
     /// No clear answer; the reason, for the error at the deadline.
     Unclear(String),
@@ -107,6 +114,7 @@ impl LogStream {
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(settings.request_timeout)
             .request_timeout(Some(settings.request_timeout))
+            .ping_interval(PING_INTERVAL)
             .connect(settings.servers.as_slice())
             .await
             .map_err(|e| ReplicationError::Connect {
@@ -325,11 +333,11 @@ impl LogStream {
     }
 
     /// Every message from `from_seq` on (0 reads as 1), in order, each
-    /// once, then waits for new ones: an ordered consumer, which recreates
-    /// itself after a leader change or a missed message (what it delivers
-    /// again is dropped here). A sequence skipped (a purged start, a
-    /// deleted message) yields [`ReplicationError::Gap`] and ends the
-    /// stream of messages.
+    /// once, then waits for new ones (see `follow.rs`: its consumer is made
+    /// again from the next sequence after any error or silence, so a node's
+    /// death or a leader change costs seconds, never a gap; such errors are
+    /// logged, not yielded). A sequence the stream skips (a purged start, a
+    /// deleted message) yields [`ReplicationError::Gap`] and ends it.
     pub async fn follow(
         &self,
         from_seq: u64,
@@ -340,38 +348,15 @@ impl LogStream {
             + 'static,
         ReplicationError,
     > {
-        let from_seq = from_seq.max(1);
-        let config = jetstream::consumer::pull::OrderedConfig {
-            filter_subject: self.subject.clone(),
-            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: from_seq,
-            },
-            ..Default::default()
-        };
-        let messages = self
-            .stream
-            .create_consumer(config)
-            .await
-            .map_err(|e| ReplicationError::request(format!("follow {}", self.name), e))?
-            .messages()
-            .await
-            .map_err(|e| ReplicationError::request(format!("follow {}", self.name), e))?;
-        let name = self.name.clone();
-        let mut next = from_seq;
-        let mut gapped = false;
-        let followed = messages
-            .filter_map(move |item| {
-                std::future::ready(match item {
-                    Ok(message) => in_order(&name, &mut next, message),
-                    Err(e) => Some(Err(ReplicationError::request(format!("follow {name}"), e))),
-                })
-            })
-            .take_while(move |item| {
-                let go_on = !gapped;
-                gapped |= matches!(item, Err(ReplicationError::Gap { .. }));
-                std::future::ready(go_on)
-            });
-        Ok(followed.boxed())
+        let follower = Follower::start(
+            self.stream.clone(),
+            self.name.clone(),
+            self.subject.clone(),
+            from_seq,
+            self.request_timeout,
+        )
+        .await?;
+        Ok(follower.into_stream().boxed())
     }
 
     /// Deletes every message below `seq` (kept: `seq` and later). Refused
@@ -403,45 +388,6 @@ fn whose(want: u64, msg_id: &str, found: StreamMessage) -> Result<u64, AppendErr
             by: found.msg_id,
         })
     }
-}
-
-/// The followed message as a [`StreamMessage`] if it is the next one;
-/// `None` for one already delivered (or before the start: async-nats
-/// 0.51's ordered consumer, recreated before its first message, starts
-/// again from the stream's first message); a gap is an error.
-fn in_order(
-    stream: &str,
-    next: &mut u64,
-    message: jetstream::Message,
-) -> Option<Result<StreamMessage, ReplicationError>> {
-    let seq = match message.info() {
-        Ok(info) => info.stream_sequence,
-        Err(e) => {
-            let what = format!("follow {stream}: message info");
-            return Some(Err(ReplicationError::request(what, e)));
-        }
-    };
-    if seq < *next {
-        return None;
-    }
-    if seq > *next {
-        return Some(Err(ReplicationError::Gap {
-            stream: stream.to_owned(),
-            expected: *next,
-            got: seq,
-        }));
-    }
-    *next = seq + 1;
-    let message = message.message;
-    Some(Ok(StreamMessage {
-        seq,
-        msg_id: message
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(MSG_ID))
-            .map(|value| value.as_str().to_owned()),
-        payload: message.payload,
-    }))
 }
 
 /// Refuses settings that cannot work, before connecting.

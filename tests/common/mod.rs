@@ -6,7 +6,8 @@
 //! clean, shuts down); balance getters and checks; the before/after state
 //! capture that proves a rejection changed nothing; batch-operation
 //! builders; running many calls at once; a seeded generator. Submodules: `serve` (the real
-//! binary), `in_process` (the HTTP service on a ledger the test holds);
+//! binary), `in_process` (the HTTP service on a ledger the test holds),
+//! `nats` (a 3-node NATS JetStream cluster, feature `replication`);
 //! `faults.rs` beside them (storage damage) is included by the recovery
 //! tests directly.
 
@@ -17,6 +18,8 @@
 
 #[cfg(feature = "http")]
 pub mod in_process;
+#[cfg(feature = "replication")]
+pub mod nats;
 pub mod serve;
 
 use std::collections::BTreeMap;
