@@ -12,7 +12,8 @@
 //!   answers paid;
 //! - a `Ledger` paying through the bank with faults settles every
 //!   withdrawal as the bank says, and no transaction is paid twice;
-//! - the `burnledger bank` binary, started on port 0;
+//! - the `burnledger bank` binary, started on port 0; `serve
+//!   --payment-service-url` paying through it (two processes);
 //! - bad input at the bank's boundary: 4xx, nothing paid.
 //!
 //! Nothing sleeps to wait for work: the bank is bound before its address is
