@@ -12,7 +12,8 @@
 //!   answers paid;
 //! - a `Ledger` paying through the bank with faults settles every
 //!   withdrawal as the bank says, and no transaction is paid twice;
-//! - the `burnledger bank` binary, started on port 0;
+//! - the `burnledger bank` binary, started on port 0; `serve
+//!   --payment-service-url` paying through it (two processes);
 //! - bad input at the bank's boundary: 4xx, nothing paid.
 //!
 //! Nothing sleeps to wait for work: the bank is bound before its address is
@@ -43,6 +44,28 @@ use burnledger::{Config, CurrencyCode, Decimal, Ledger, TransactionId, Withdrawa
 use serde_json::{json, Value};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A child process that is killed if the test ends without stopping it
+/// (a failed assertion must not leave a server running).
+struct Running(std::process::Child);
+
+impl Running {
+    /// SIGTERM, then its exit status (`None`: still running after the
+    /// timeout, so it was killed).
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        common::serve::terminate(&self.0);
+        common::serve::wait_exit(&mut self.0, START_TIMEOUT)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 // ---- the bank, in-process over real HTTP ----
 
@@ -607,18 +630,14 @@ async fn the_bank_binary_serves_on_the_port_it_prints() {
         "--max-items-per-payout",
         "1",
     ]);
-    let (mut child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
+    let (child, url) = common::serve::spawn_listening(&mut command, START_TIMEOUT);
+    let mut bank = Running(child);
     let service = client(&url, Duration::from_secs(20));
     let too_big = service.submit(payout(9, 0, 2)).await;
     let report = service.submit(payout(10, 0, 1)).await;
     let health = get(&format!("{url}/health")).0;
     let paid = payments(&url);
-    common::serve::terminate(&child);
-    let exit = common::serve::wait_exit(&mut child, START_TIMEOUT);
-    if exit.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    let exit = bank.terminate();
     assert!(
         matches!(too_big, Err(PaymentError::Rejected { .. })),
         "the flag reached the bank: {too_big:?}"
@@ -860,4 +879,57 @@ async fn an_unreadable_resubmit_of_a_paid_payout_answers_its_report_never_a_reje
     );
     assert_eq!(payments(&server.url).len(), 2);
     server.stop().await;
+}
+
+// ---- serve --payment-service-url: two processes ----
+
+/// `burnledger serve` paying through `burnledger bank`: a withdrawal made
+/// over the ledger's API is paid by the bank process, once.
+#[test]
+fn serve_pays_through_the_bank_process() {
+    let binary = env!("CARGO_BIN_EXE_burnledger");
+    let mut bank_command = Command::new(binary);
+    bank_command.args(["bank", "--listen", "127.0.0.1:0"]);
+    let (child, bank_url) = common::serve::spawn_listening(&mut bank_command, START_TIMEOUT);
+    let mut bank = Running(child);
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve_command = Command::new(binary);
+    serve_command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--payout-interval",
+            "1h",
+        ])
+        .args(["--payment-service-url", &bank_url])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("BURNLEDGER_API_TOKEN");
+    let (child, url) = common::serve::spawn_listening(&mut serve_command, START_TIMEOUT);
+    let mut serve = Running(child);
+
+    let post_json =
+        |path: &str, body: Value| post(&format!("{url}{path}"), None, &body.to_string());
+    let deposit = json!({"account": 1, "currency": "USD", "amount": "100"});
+    let deposited = post_json("/v1/deposits", deposit).0;
+    let withdrawal = json!({"account": 1, "currency": "USD", "amount": "12.34"});
+    let (requested, w) = post_json("/v1/withdrawals", withdrawal);
+    let tx = w["transaction_id"].as_str().unwrap_or_default().to_string();
+    let (run, payouts) = post_json("/v1/payouts/run", json!({}));
+    let after = get(&format!("{url}/v1/withdrawals/{tx}")).1;
+    let paid = get(&format!("{bank_url}/payments")).1;
+    let exits = (serve.terminate(), bank.terminate());
+
+    assert_eq!((deposited, requested, run), (201, 201, 200), "{w}");
+    assert_eq!(after["status"], "completed", "{after}");
+    let payout_id = payouts[0]["payout_id"].clone();
+    assert!(payout_id.is_u64(), "{payouts}");
+    let listed =
+        json!({"payments": [{"payout_id": payout_id, "transaction_id": tx, "amount": "12.34"}]});
+    assert_eq!(paid, listed);
+    assert!(
+        exits.0.is_some_and(|e| e.success()) && exits.1.is_some_and(|e| e.success()),
+        "{exits:?}"
+    );
 }
