@@ -37,8 +37,12 @@ pub struct ReplicationArgs {
     /// (default: http://<--listen>).
     #[arg(long)]
     pub advertise: Option<String>,
-    /// How long the writer's lease lasts unrenewed: 5s, 1m... (1s to 1h).
-    #[arg(long, default_value = "5s")]
+    /// How long the writer's lease lasts unrenewed: 10s, 1m... (1s to 1h).
+    /// Keep it above the time NATS takes to elect a new stream leader (4
+    /// to 9 s): a shorter lease lapses while the cluster elects, and the
+    /// standby takes over from a writer that is alive (safe — the old one
+    /// is fenced — but a failover nobody needed).
+    #[arg(long, default_value = "10s")]
     pub lease_ttl: String,
     /// Stream replicas (3 on a 3-node cluster).
     #[arg(long, default_value_t = 3)]
