@@ -357,3 +357,95 @@ fn acknowledged_operations_survive_the_stream_leader_and_the_writer_dying() {
         );
     }
 }
+
+/// The fencing test (issue 14, must-show 2): the writer is paused
+/// (SIGSTOP) with callers waiting on it, a standby is promoted by hand
+/// (`burnledger promote`), and the old writer resumed (SIGCONT): it cannot
+/// append — its waiting callers and every later one get errors, never an
+/// acknowledgement — and reports the `fenced` role; the new writer holds
+/// exactly what was acknowledged before the pause.
+#[test]
+fn a_paused_writer_resumed_after_a_promotion_acknowledges_nothing() {
+    let Some(cluster) = NatsCluster::start() else {
+        return;
+    };
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut bank_command = Command::new(env!("CARGO_BIN_EXE_burnledger"));
+    bank_command.args(["bank", "--listen", "127.0.0.1:0"]);
+    let (bank, bank_url) = serve::spawn_listening(&mut bank_command, START);
+    let _bank = Killed(bank);
+    let (writer, writer_url) = serve::spawn_listening(
+        &mut node(dirs.0.path(), &cluster, &bank_url, "a", false),
+        START,
+    );
+    let writer = Killed(writer);
+    let mut standby_command = node(dirs.1.path(), &cluster, &bank_url, "b", true);
+    standby_command.arg("--manual-promotion");
+    let (standby, standby_url) = serve::spawn_listening(&mut standby_command, START);
+    let _standby = Killed(standby);
+    let agent = agent();
+    let deposit = |url: &str, key: &str| {
+        let body = json!({"account": 1, "currency": "USD", "amount": "5", "idempotency_key": key});
+        call(&agent, "POST", &format!("{url}/v1/deposits"), Some(&body))
+    };
+    for n in 0..20 {
+        let answer = deposit(&writer_url, &format!("before-{n}"));
+        assert_eq!(answer.map(|a| a.0), Some(201));
+    }
+
+    signal(&writer.0, "STOP");
+    let waiting: Vec<_> = (0..4)
+        .map(|n| {
+            let url = writer_url.clone();
+            std::thread::spawn(move || {
+                let body = json!({"account": 1, "currency": "USD", "amount": "5",
+                    "idempotency_key": format!("paused-{n}")});
+                call(&self::agent(), "POST", &format!("{url}/v1/deposits"), Some(&body))
+            })
+        })
+        .collect();
+    let promote = Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        .args(["promote", "--url", &standby_url])
+        .env_remove("BURNLEDGER_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(promote.status.success(), "{promote:?}");
+    signal(&writer.0, "CONT");
+
+    for waiter in waiting {
+        let answer = waiter.join().unwrap();
+        let status = answer.as_ref().map(|a| a.0);
+        assert!(
+            status != Some(201),
+            "the fenced writer acknowledged {answer:?}"
+        );
+    }
+    let late = deposit(&writer_url, "after");
+    assert_ne!(late.as_ref().map(|a| a.0), Some(201), "{late:?}");
+    let state = call(&agent, "GET", &format!("{writer_url}/v1/replication"), None);
+    let role = state.as_ref().map(|(_, s)| s["role"].clone());
+    assert_eq!(role, Some(json!("fenced")), "{state:?}");
+
+    // The new writer: what was acknowledged before the pause, nothing of
+    // what the old one refused after it, and it writes.
+    let balances = call(
+        &agent,
+        "GET",
+        &format!("{standby_url}/v1/accounts/1/balances"),
+        None,
+    );
+    let total = balances
+        .as_ref()
+        .map(|(_, b)| b["balances"][0]["total"].clone());
+    assert_eq!(total, Some(json!("100.00")), "{balances:?}");
+    assert_eq!(deposit(&standby_url, "new").map(|a| a.0), Some(201));
+}
+
+fn signal(child: &Child, name: &str) {
+    let sent = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name}");
+}
