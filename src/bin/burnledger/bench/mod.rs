@@ -142,6 +142,15 @@ pub struct EmbeddedArgs {
     /// Run without the data folder's history store (to measure its cost).
     #[arg(long)]
     no_history: bool,
+    /// Replicate the log on this NATS JetStream cluster
+    /// (nats://h1:4222,...; feature `replication`): the ledger is the
+    /// writer of stream --stream, each batch acknowledged once the stream
+    /// has it too (to measure replication's cost).
+    #[arg(long)]
+    replicate: Option<String>,
+    /// The stream --replicate writes (made if missing; use a fresh one).
+    #[arg(long, default_value = "burnledger-bench")]
+    stream: String,
     /// Seed of the op streams (the baseline replays the same ones).
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -191,6 +200,47 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} seconds is out of range"))
 }
 
+/// What keeps a replicated bench's node alive until the end.
+type Keep = Option<Box<dyn std::any::Any + Send + Sync>>;
+
+/// The bench's ledger: on its own, or with `--replicate` the writer of a
+/// replicated node.
+async fn open_ledger(args: &EmbeddedArgs, config: Config) -> Result<(Ledger, Keep), String> {
+    let Some(urls) = args.replicate.as_deref() else {
+        let ledger = Ledger::open(config).map_err(|e| format!("bench: {e}"))?;
+        return Ok((ledger, None));
+    };
+    open_replicated(urls, &args.stream, config).await
+}
+
+#[cfg(feature = "replication")]
+async fn open_replicated(urls: &str, stream: &str, config: Config) -> Result<(Ledger, Keep), String> {
+    use burnledger::replication::node::{Node, NodeSettings};
+    use burnledger::replication::StreamSettings;
+    let settings = NodeSettings {
+        stream: StreamSettings {
+            servers: urls.split(',').map(|s| s.trim().to_string()).collect(),
+            stream: stream.to_string(),
+            replicas: 3,
+            request_timeout: Duration::from_secs(2),
+        },
+        node: "bench".into(),
+        url: None,
+        lease_ttl: Duration::from_secs(10),
+        append_deadline: Duration::from_secs(30),
+        auto_promote: false,
+    };
+    let node = Node::start(config, settings, true)
+        .await
+        .map_err(|e| format!("bench: {e}"))?;
+    Ok((node.ledger(), Some(Box::new(node))))
+}
+
+#[cfg(not(feature = "replication"))]
+async fn open_replicated(_: &str, _: &str, _: Config) -> Result<(Ledger, Keep), String> {
+    Err("bench: --replicate needs a burnledger built with --features replication".into())
+}
+
 /// Runs the bench; `Ok(false)` if any op got an unexpected answer.
 pub fn run(args: BenchArgs, runtime: &Runtime) -> Result<bool, String> {
     #[cfg(feature = "http")]
@@ -215,7 +265,7 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
     let data_dir = DataDir::choose(args.data_dir.clone(), sync == SyncMode::None)?;
     let config = engine_config(&args, sync, &data_dir);
     let shards = config.shards;
-    let ledger = Ledger::open(config).map_err(|e| format!("bench: {e}"))?;
+    let (ledger, _node) = open_ledger(&args, config).await?;
     eprintln!(
         "bench {}: {} accounts, {}, sync {}, {shards} shards, {}, data {}",
         workload.name(),
