@@ -400,7 +400,12 @@ fn a_paused_writer_resumed_after_a_promotion_acknowledges_nothing() {
             std::thread::spawn(move || {
                 let body = json!({"account": 1, "currency": "USD", "amount": "5",
                     "idempotency_key": format!("paused-{n}")});
-                call(&self::agent(), "POST", &format!("{url}/v1/deposits"), Some(&body))
+                call(
+                    &self::agent(),
+                    "POST",
+                    &format!("{url}/v1/deposits"),
+                    Some(&body),
+                )
             })
         })
         .collect();

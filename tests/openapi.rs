@@ -203,8 +203,8 @@ impl Checker {
 
     /// Every (path, method, status) the document lists, but 500 (no test
     /// can make the service fail inside) and a replicated node's own
-    /// answers (200 and 503 of its routes: they need a NATS cluster, and
-    /// tests/replicated_serve.rs checks them there), was answered at least
+    /// answers (200 and 503 of its routes: they need a NATS cluster;
+    /// tests/failover.rs gets their 200s there), was answered at least
     /// once.
     fn assert_all_seen(&self) {
         let replicated_only = |path: &str, status: &str| {

@@ -21,6 +21,8 @@
 //! | GET /v1/payouts?state=&currency=&after=&limit=&order= | | 200 `{items: [payout], next}`, newest first |
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
 //! | POST /v1/payouts/{payout_id}/items/{transaction_id}/resolve | `{resolution: "paid"\|"not_paid", note, reason?}` | 200 payout (an operator's logged resolution of an item the payout owns) |
+//! | POST /v1/admin/promote | | 200 `{role, epoch, applied_seq, stream_seq, lag}`: a replicated standby takes over (409 `not_replicated` elsewhere) |
+//! | GET /v1/replication | | 200 the same, this node's role and lag |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
 //! | GET /metrics | | 200 Prometheus text (behind the metrics token, when there is one) |
 //! | GET /openapi.json | | 200 this API's OpenAPI 3.1 document |

@@ -28,7 +28,7 @@ use crate::config::{Config, SharedReplica};
 use crate::ledger::{Ledger, OpenError};
 use crate::replication::follower::{check_tail, follow, FollowError};
 use crate::replication::metrics::{ReplicationMetrics, ReplicationSnapshot, Role};
-use crate::replication::replica::JetStreamReplica;
+use crate::replication::replica::{JetStreamReplica, WriterStart};
 use crate::replication::takeover::{take_over, TakeoverError};
 use crate::replication::ReplicationError;
 use crate::replication::{Holder, Lease, LeaseError};
@@ -171,7 +171,8 @@ impl Node {
         *self.follower.lock() = Some(task);
     }
 
-    /// Makes this node the writer (nothing if it already is).
+    /// Makes this node the writer (nothing if it already is). If the
+    /// stream cannot be fenced, the node stays a standby and follows on.
     pub async fn promote(&self) -> Result<(), NodeError> {
         let _one = self.promoting.lock().await;
         if !self.ledger().is_standby() {
@@ -183,20 +184,42 @@ impl Node {
             let _ = follower.await;
         }
         let standby = self.ledger();
-        let start = take_over(
+        let taken = take_over(
             &standby,
             &self.stream,
             &self.lease,
             &self.metrics,
             self.settings.append_deadline,
         )
-        .await?;
+        .await;
+        match taken {
+            Ok(start) => self.become_writer(standby, start).await,
+            Err(error) => {
+                self.start_following_again();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Once the stream is fenced for this node's epoch: takes the lease,
+    /// closes the standby and opens its folder as the writer, shipping
+    /// from the marker on.
+    async fn become_writer(&self, standby: Ledger, start: WriterStart) -> Result<(), NodeError> {
         let holder = Holder {
             node: self.settings.node.clone(),
             epoch: start.epoch,
             url: self.settings.url.clone(),
         };
-        let revision = self.seize_lease(&holder).await?;
+        // The lease only tells standbys whether to take over; the fence is
+        // what keeps writers apart. Without it this node still writes (a
+        // standby may then take over and fence it: a needless failover).
+        let revision = match self.seize_lease(&holder).await {
+            Ok(revision) => Some(revision),
+            Err(error) => {
+                tracing::error!(%error, "promoted without the lease");
+                None
+            }
+        };
         standby.shutdown().await;
         let replica = JetStreamReplica::start(
             self.stream.clone(),
@@ -210,13 +233,15 @@ impl Node {
         })?;
         *self.current.write() = writer;
         self.metrics.set_role(Role::Writer);
-        tokio::spawn(renew_lease(
-            self.lease.clone(),
-            holder,
-            revision,
-            self.settings.lease_ttl,
-            self.config.clock.clone(),
-        ));
+        if let Some(revision) = revision {
+            tokio::spawn(renew_lease(
+                self.lease.clone(),
+                holder,
+                revision,
+                self.settings.lease_ttl,
+                self.config.clock.clone(),
+            ));
+        }
         Ok(())
     }
 
@@ -260,7 +285,6 @@ impl Node {
                         Ok(()) => return,
                         Err(error) => {
                             tracing::error!(%error, "promotion failed; still a standby");
-                            self.start_following_again();
                         }
                     }
                 }

@@ -214,7 +214,11 @@ async fn open_ledger(args: &EmbeddedArgs, config: Config) -> Result<(Ledger, Kee
 }
 
 #[cfg(feature = "replication")]
-async fn open_replicated(urls: &str, stream: &str, config: Config) -> Result<(Ledger, Keep), String> {
+async fn open_replicated(
+    urls: &str,
+    stream: &str,
+    config: Config,
+) -> Result<(Ledger, Keep), String> {
     use burnledger::replication::node::{Node, NodeSettings};
     use burnledger::replication::StreamSettings;
     let settings = NodeSettings {
