@@ -83,7 +83,8 @@
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
 //! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
 //!   handle: `mod.rs` the operations, `storage.rs` its data folder,
-//!   `history.rs` the history reads), `config.rs` (configuration and limits with documented
+//!   `history.rs` the history reads, `standby.rs` a standby kept by
+//!   mirrored batches), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
@@ -137,11 +138,14 @@
 //!   `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
-//!   and `bank`, the simulated bank's server over the payment-service
-//!   protocol.
+//!   where handlers find the ledger (`source`: a fixed one, or a
+//!   replicated node's current one) and that node's routes
+//!   (`replication`); and `bank`, the simulated bank's server over the
+//!   payment-service protocol.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
-//!   `verify`, `serve`, `bank` (the simulated bank over HTTP), `bench`
-//!   (embedded workloads, or `--http URL`).
+//!   `verify`, `serve` (with `--replicate`, a replicated node:
+//!   `replicate.rs`), `promote`, `bank` (the simulated bank over HTTP),
+//!   `bench` (embedded workloads, or `--http URL`).
 
 #![forbid(unsafe_code)]
 

@@ -10,7 +10,10 @@
 //! hold is made first.
 //!
 //! [`Engine`] is what a running engine is made of; stopping it is in
-//! [`shutdown`](crate::engine::shutdown).
+//! [`shutdown`](crate::engine::shutdown). A standby's engine
+//! ([`start_standby`]) is the same data folder recovered and opened — log
+//! writer, checkpointer, history store — without the threads: only
+//! mirrored batches append to it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

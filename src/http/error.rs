@@ -8,10 +8,10 @@
 //! | 404 | `unknown_withdrawal`, `unknown_transaction`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
-//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled` |
+//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled`, `not_replicated` (a replication route on a server that is not a replicated node) |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
-//! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed) |
+//! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed), `not_leader` (a replicated standby, or a fenced writer: writes go to the writer, named when known), `promotion_failed` |
 //!
 //! A 401, 408 or 413 closes the connection (`Connection: close`): a client
 //! refused before its body was read must not keep the connection.
