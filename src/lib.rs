@@ -134,8 +134,8 @@
 //!   writer's lease and the epochs, in JetStream KV buckets), which know
 //!   bytes and sequences; on them `replica` (the writer ships each
 //!   batch), `follower` (a standby mirrors them), `takeover` (promotion's
-//!   fence), `node` (a process's role, lease watch and promotion) and
-//!   `metrics`.
+//!   fence), `snapshots` (the object-store bucket, purging, bootstrap),
+//!   `node` (a process's role, lease watch and promotion) and `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
 //!   where handlers find the ledger (`source`: a fixed one, or a

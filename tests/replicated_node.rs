@@ -50,6 +50,7 @@ fn settings(cluster: &NatsCluster, node: &str, auto_promote: bool) -> NodeSettin
         lease_ttl: Duration::from_secs(3),
         append_deadline: Duration::from_secs(30),
         auto_promote,
+        snapshot_publish_every: Duration::from_secs(3600),
     }
 }
 
@@ -162,4 +163,64 @@ async fn a_promoted_standby_fences_the_old_writer_and_holds_every_acknowledgemen
     promoted.shutdown().await;
     fresh.ledger().shutdown().await;
     drop(Arc::clone(&standby_node));
+}
+
+/// Each account's balances, as the export shows them.
+async fn balances(ledger: &Ledger) -> Vec<(u64, Vec<burnledger::domain::export::AccountBalance>)> {
+    let mut accounts: Vec<_> = ledger
+        .export_accounts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.id, a.balances))
+        .collect();
+    accounts.sort_by_key(|a| a.0);
+    accounts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_go_to_the_bucket_the_stream_is_purged_and_a_new_node_bootstraps() {
+    let Some(cluster) = NatsCluster::start() else {
+        return;
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let writer_node = Node::start(config(a.path()), settings(&cluster, "a", false), true)
+        .await
+        .unwrap();
+    let writer = writer_node.ledger();
+    workload(&writer, 3).await;
+    writer.snapshot().await.unwrap().unwrap();
+    workload(&writer, 1).await;
+    let oldest = writer_node.publish_snapshots().await.unwrap().unwrap();
+    assert!(oldest > 0);
+    // The stream no longer starts at the log's start: a node with an empty
+    // folder cannot follow from LSN 1, and bootstraps from the snapshot.
+    let probe = burnledger::replication::LogStream::connect(&settings(&cluster, "x", false).stream)
+        .await
+        .unwrap();
+    assert!(
+        probe.first_sequence().await.unwrap() > 1,
+        "nothing was purged"
+    );
+    workload(&writer, 1).await;
+    let fresh = Node::start(config(b.path()), settings(&cluster, "b", false), false)
+        .await
+        .unwrap();
+    caught_up(&fresh, &writer).await;
+    let expected = balances(&writer).await;
+    fresh.promote().await.unwrap();
+    let promoted = fresh.ledger();
+    assert_eq!(balances(&promoted).await, expected);
+    promoted.deposit(1, "USD", dec("1"), None).await.unwrap();
+    promoted.shutdown().await;
+    writer.shutdown().await;
+    drop(writer_node);
+    // The bootstrapped folder is a sound one.
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        .args(["verify", "--currencies", "USD:2", "--data-dir"])
+        .arg(b.path())
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{printed}");
 }

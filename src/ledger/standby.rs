@@ -21,7 +21,7 @@ use crate::engine::startup::start_standby;
 use crate::error::LedgerError;
 use crate::ledger::{Inner, Ledger, OpenError};
 use crate::storage::wal::record::decode_batch;
-use crate::storage::wal::{replay_with, ReplayMode, WalEntry};
+use crate::storage::wal::{first_lsn, replay_with, ReplayMode, WalEntry};
 
 /// What a standby holds besides its storage.
 pub(crate) struct StandbyState {
@@ -106,6 +106,11 @@ impl Ledger {
         let Some(dir) = self.config().data_dir.as_deref() else {
             return Ok(None);
         };
+        match first_lsn(dir) {
+            Ok(Some(first)) if first <= lsn => {}
+            Ok(_) => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        }
         let mode = ReplayMode::ReadOnly {
             until_lsn: Some(lsn),
         };

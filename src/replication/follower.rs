@@ -33,32 +33,33 @@ pub async fn check_tail(standby: &Ledger, stream: &LogStream) -> Result<(), Foll
         lsn: local_last,
         why,
     };
+    let ours = match standby.logged_entry(local_last) {
+        Ok(Some(ours)) => ours,
+        // Only in a snapshot (made from acknowledged records, or fetched
+        // from the bucket): nothing of its own to compare.
+        Ok(None) => return Ok(()),
+        Err(reason) => return Err(diverged(format!("its own log cannot be read: {reason}"))),
+    };
     let seq = seek(stream, local_last).await?;
     let message = stream.message(seq).await?;
-    let batch = match message.as_ref() {
-        Some(m) => m
-            .msg_id
-            .as_deref()
-            .and_then(first_lsn_of)
-            .map(|lsn| (lsn, &m.payload)),
-        None => None,
-    };
-    let Some((first_lsn, payload)) = batch else {
-        return Err(diverged("the replicated log holds no records".into()));
-    };
-    let entries = crate::storage::wal::record::decode_batch(payload, first_lsn)
-        .map_err(|reason| diverged(format!("message {seq} does not decode: {reason}")))?;
-    let Some(theirs) = entries.into_iter().find(|e| e.lsn == local_last) else {
-        return Err(diverged("the replicated log does not hold it".into()));
-    };
-    match standby.logged_entry(local_last) {
-        Ok(Some(ours)) if ours == theirs => Ok(()),
-        Ok(Some(_)) => Err(diverged(
-            "the replicated log holds another record there".into(),
-        )),
-        // Only in a snapshot: the log before it was the stream's too.
-        Ok(None) => Ok(()),
-        Err(reason) => Err(diverged(format!("its own log cannot be read: {reason}"))),
+    let batch = message
+        .as_ref()
+        .and_then(|m| Some((m.msg_id.as_deref().and_then(first_lsn_of)?, &m.payload)));
+    match batch {
+        Some((first_lsn, payload)) if first_lsn <= local_last => {
+            let entries = crate::storage::wal::record::decode_batch(payload, first_lsn)
+                .map_err(|reason| diverged(format!("message {seq} does not decode: {reason}")))?;
+            match entries.into_iter().find(|e| e.lsn == local_last) {
+                Some(theirs) if theirs == ours => Ok(()),
+                Some(_) => Err(diverged(
+                    "the replicated log holds another record there".into(),
+                )),
+                None => Err(diverged("the replicated log does not hold it".into())),
+            }
+        }
+        // Purged up to exactly here: the stream goes on right after it.
+        Some((first_lsn, _)) if first_lsn == local_last + 1 => Ok(()),
+        _ => Err(diverged("the replicated log does not hold it".into())),
     }
 }
 

@@ -10,8 +10,10 @@
 //! On that layer, the replicated ledger: `replica` (the writer ships each
 //! group-commit batch as one fenced message), `follower` (a standby
 //! mirrors the messages into its folder), `takeover` (promotion: a new
-//! epoch and a marker that fences the old writer), `node` (one process's
-//! role, lease watch, promotion and lease renewal) and `metrics`.
+//! epoch and a marker that fences the old writer), `snapshots` (snapshots
+//! in the stream's object store, purging below them, bootstrapping a new
+//! node), `node` (one process's role, lease watch, promotion, lease
+//! renewal and snapshot publishing) and `metrics`.
 //!
 //! The server must be nats-server ≥ 2.10 run with
 //! `jetstream { sync_interval: always }`, so that an acknowledged message is
@@ -81,4 +83,5 @@ pub mod follower;
 pub mod metrics;
 pub mod node;
 pub mod replica;
+pub mod snapshots;
 pub mod takeover;

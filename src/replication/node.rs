@@ -13,6 +13,10 @@
 //! from the marker on; its payout actor reconciles the payouts left
 //! processing exactly as after a restart.
 //!
+//! The writer also publishes its snapshots to the stream's object store
+//! and purges the stream below them (`snapshots`); a node whose folder the
+//! stream was purged past starts from the newest snapshot there.
+//!
 //! A writer fenced by a newer one refuses writes (its log is poisoned)
 //! and reports the `fenced` role; it is restarted as a standby on a fresh
 //! folder (see README: what is and is not guaranteed).
@@ -28,7 +32,8 @@ use crate::config::{Config, SharedReplica};
 use crate::ledger::{Ledger, OpenError};
 use crate::replication::follower::{check_tail, follow, FollowError};
 use crate::replication::metrics::{ReplicationMetrics, ReplicationSnapshot, Role};
-use crate::replication::replica::{JetStreamReplica, WriterStart};
+use crate::replication::replica::{first_lsn_of, JetStreamReplica, WriterStart};
+use crate::replication::snapshots::{publish, SnapshotStore};
 use crate::replication::takeover::{take_over, TakeoverError};
 use crate::replication::ReplicationError;
 use crate::replication::{Holder, Lease, LeaseError};
@@ -50,6 +55,9 @@ pub struct NodeSettings {
     pub append_deadline: Duration,
     /// Whether this node promotes itself when the writer's lease lapses.
     pub auto_promote: bool,
+    /// How often the writer uploads its new snapshots and purges the
+    /// stream below the oldest one kept (see `snapshots`).
+    pub snapshot_publish_every: Duration,
 }
 
 /// Why a node could not start or promote.
@@ -81,6 +89,7 @@ pub struct Node {
     settings: NodeSettings,
     stream: LogStream,
     lease: Lease,
+    snapshots: SnapshotStore,
     metrics: Arc<ReplicationMetrics>,
     /// One promotion at a time.
     promoting: Mutex<()>,
@@ -107,10 +116,8 @@ impl Node {
                 )));
             }
         }
-        let standby = Ledger::open_standby(Config {
-            replication: None,
-            ..config.clone()
-        })?;
+        let snapshots = SnapshotStore::open(&stream).await?;
+        let standby = open_standby(&config, &stream, &snapshots).await?;
         if let Err(error) = check_tail(&standby, &stream).await {
             standby.shutdown().await;
             return Err(NodeError::Follow(error));
@@ -124,6 +131,7 @@ impl Node {
             settings,
             stream,
             lease,
+            snapshots,
             metrics,
             promoting: Mutex::new(()),
             stop_follower,
@@ -136,6 +144,20 @@ impl Node {
             tokio::spawn(Arc::clone(&node).watch_lease());
         }
         Ok(node)
+    }
+
+    /// Uploads the writer's new snapshots now, keeps the newest
+    /// `snapshots_kept` in the bucket and purges the stream below the
+    /// oldest; that LSN. (The writer also does it every
+    /// `snapshot_publish_every`.)
+    pub async fn publish_snapshots(&self) -> Result<Option<u64>, NodeError> {
+        let dir = self
+            .config
+            .data_dir
+            .as_deref()
+            .ok_or_else(|| NodeError::Lease("a replicated node needs a data folder".into()))?;
+        let kept = self.config.snapshots_kept;
+        Ok(publish(dir, &self.stream, &self.snapshots, kept).await?)
     }
 
     /// The ledger to serve now (a clone of the handle).
@@ -233,6 +255,13 @@ impl Node {
         })?;
         *self.current.write() = writer;
         self.metrics.set_role(Role::Writer);
+        tokio::spawn(publish_snapshots_every(
+            self.ledger(),
+            self.config.clone(),
+            self.stream.clone(),
+            self.snapshots.clone(),
+            self.settings.snapshot_publish_every,
+        ));
         if let Some(revision) = revision {
             tokio::spawn(renew_lease(
                 self.lease.clone(),
@@ -298,6 +327,90 @@ impl Node {
         let _ = self.stop_follower.send(false);
         if self.ledger().is_standby() {
             self.start_following();
+        }
+    }
+}
+
+/// Opens `config`'s folder as a standby; a folder the stream has been
+/// purged past (a new node, or one long gone) first gets the newest
+/// snapshot from the bucket, so it can follow from there.
+async fn open_standby(
+    config: &Config,
+    stream: &LogStream,
+    snapshots: &SnapshotStore,
+) -> Result<Ledger, NodeError> {
+    let config = Config {
+        replication: None,
+        ..config.clone()
+    };
+    let standby = Ledger::open_standby(config.clone())?;
+    let next_lsn = standby.next_lsn().await;
+    let Some(first_lsn) = first_lsn_held(stream).await? else {
+        return Ok(standby);
+    };
+    if first_lsn <= next_lsn {
+        return Ok(standby);
+    }
+    standby.shutdown().await;
+    drop(standby);
+    let dir = config
+        .data_dir
+        .as_deref()
+        .ok_or_else(|| NodeError::Lease("a replicated node needs a data folder".into()))?;
+    // Every record the folder's log holds is older than the stream's
+    // first, so the newest snapshot covers them all: the log goes (a
+    // segment left behind would read as a gap before the snapshot's).
+    let wal = crate::storage::wal::wal_dir(dir);
+    if let Err(error) = std::fs::remove_dir_all(&wal) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            return Err(ReplicationError::request("clearing the folder's old log", error).into());
+        }
+    }
+    let fetched = snapshots.fetch_newest(dir).await?;
+    tracing::info!(
+        next_lsn,
+        first_lsn,
+        snapshot = ?fetched,
+        "the stream starts past this folder: bootstrapped from the newest snapshot"
+    );
+    Ok(Ledger::open_standby(config)?)
+}
+
+/// The first LSN the stream still holds (`None`: no batch at all).
+async fn first_lsn_held(stream: &LogStream) -> Result<Option<u64>, ReplicationError> {
+    let first = stream.first_sequence().await?.max(1);
+    let last = stream.last_sequence().await?;
+    for seq in first..=last {
+        let Some(message) = stream.message(seq).await? else {
+            continue;
+        };
+        if let Some(lsn) = message.msg_id.as_deref().and_then(first_lsn_of) {
+            return Ok(Some(lsn));
+        }
+    }
+    Ok(None)
+}
+
+/// The writer's snapshot publishing, every `every` on the injected clock;
+/// a failure is logged and tried again next time.
+async fn publish_snapshots_every(
+    writer: Ledger,
+    config: Config,
+    stream: LogStream,
+    snapshots: SnapshotStore,
+    every: Duration,
+) {
+    let Some(dir) = config.data_dir.clone() else {
+        return;
+    };
+    loop {
+        config.clock.sleep(every).await;
+        // A writer fenced or shut down publishes no more.
+        if writer.is_fenced() || writer.check_open().is_err() {
+            return;
+        }
+        if let Err(error) = publish(&dir, &stream, &snapshots, config.snapshots_kept).await {
+            tracing::warn!(%error, "publishing snapshots failed; trying again later");
         }
     }
 }

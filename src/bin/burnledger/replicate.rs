@@ -132,6 +132,7 @@ pub fn run(
         lease_ttl: Duration::from_secs(ttl),
         append_deadline: Duration::from_secs(30),
         auto_promote: !args.manual_promotion,
+        snapshot_publish_every: Duration::from_secs(30),
     };
     let system = actix_web::rt::System::new();
     system.block_on(async move {

@@ -233,6 +233,7 @@ async fn open_replicated(
         lease_ttl: Duration::from_secs(10),
         append_deadline: Duration::from_secs(30),
         auto_promote: false,
+        snapshot_publish_every: Duration::from_secs(30),
     };
     let node = Node::start(config, settings, true)
         .await

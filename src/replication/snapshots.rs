@@ -1,0 +1,165 @@
+//! Snapshots in a JetStream object store, so the stream need not keep the
+//! whole log: the writer uploads each snapshot its checkpointer leaves in
+//! its folder (bucket `<stream>-snapshots`, object
+//! `snapshot-<LSN, 20 digits>.snap`, the file as it is on disk), keeps the
+//! newest few, and purges the stream below the message holding the record
+//! after the oldest one kept ([`publish`]). A node whose folder is behind
+//! the stream's first message bootstraps from the newest snapshot
+//! ([`SnapshotStore::fetch_newest`]) before following.
+//!
+//! A snapshot file carries its own checksums: recovery refuses a damaged
+//! one as it would a local one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::replication::follower::seek;
+use crate::replication::{LogStream, ReplicationError};
+use crate::storage::recovery::snapshot_dir;
+use crate::storage::snapshot::{self, SnapshotFile};
+
+/// Longest a listing of the bucket may take.
+const LIST_WITHIN: Duration = Duration::from_secs(10);
+
+/// The stream's snapshot bucket.
+#[derive(Clone)]
+pub struct SnapshotStore {
+    store: ObjectStore,
+}
+
+fn object_name(lsn: u64) -> String {
+    format!("snapshot-{lsn:020}.snap")
+}
+
+fn lsn_of(name: &str) -> Option<u64> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".snap")?
+        .parse()
+        .ok()
+}
+
+impl SnapshotStore {
+    /// Gets or makes the bucket, replicated like the stream.
+    pub async fn open(stream: &LogStream) -> Result<Self, ReplicationError> {
+        let bucket = format!("{}-snapshots", stream.name());
+        let js = &stream.js;
+        let store = match js.get_object_store(&bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: bucket.clone(),
+                    num_replicas: stream.replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ReplicationError::request(format!("object store {bucket}"), e))?,
+        };
+        Ok(Self { store })
+    }
+
+    /// The LSNs of the snapshots held, oldest first.
+    pub async fn lsns(&self) -> Result<Vec<u64>, ReplicationError> {
+        let listing = async {
+            let mut list = self
+                .store
+                .list()
+                .await
+                .map_err(|e| ReplicationError::request("snapshot listing", e))?;
+            let mut lsns = Vec::new();
+            while let Some(info) = list.next().await {
+                let info = info.map_err(|e| ReplicationError::request("snapshot listing", e))?;
+                if !info.deleted {
+                    lsns.extend(lsn_of(&info.name));
+                }
+            }
+            Ok(lsns)
+        };
+        let mut lsns = tokio::time::timeout(LIST_WITHIN, listing)
+            .await
+            .map_err(|_| ReplicationError::request("snapshot listing", "no answer in time"))??;
+        lsns.sort_unstable();
+        Ok(lsns)
+    }
+
+    /// Uploads one snapshot file.
+    pub async fn put(&self, file: &SnapshotFile) -> Result<(), ReplicationError> {
+        let bytes = std::fs::read(&file.path).map_err(|e| {
+            ReplicationError::request(format!("reading {}", file.path.display()), e)
+        })?;
+        self.store
+            .put(object_name(file.lsn).as_str(), &mut bytes.as_slice())
+            .await
+            .map_err(|e| ReplicationError::request("snapshot upload", e))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, lsn: u64) -> Result<(), ReplicationError> {
+        self.store
+            .delete(object_name(lsn))
+            .await
+            .map_err(|e| ReplicationError::request("snapshot delete", e))
+    }
+
+    /// Writes the newest snapshot into `data_dir`'s snapshot folder (a
+    /// temporary file renamed into place); its LSN, or `None` if the
+    /// bucket holds none.
+    pub async fn fetch_newest(&self, data_dir: &Path) -> Result<Option<u64>, ReplicationError> {
+        let Some(&lsn) = self.lsns().await?.last() else {
+            return Ok(None);
+        };
+        let mut object = self
+            .store
+            .get(object_name(lsn))
+            .await
+            .map_err(|e| ReplicationError::request("snapshot download", e))?;
+        let mut bytes = Vec::new();
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ReplicationError::request("snapshot download", e))?;
+        let dir = snapshot_dir(data_dir);
+        let written = (|| {
+            std::fs::create_dir_all(&dir)?;
+            let temp = dir.join(format!("{}.download", object_name(lsn)));
+            std::fs::write(&temp, &bytes)?;
+            std::fs::File::open(&temp)?.sync_all()?;
+            std::fs::rename(&temp, dir.join(object_name(lsn)))
+        })();
+        written.map_err(|e| ReplicationError::request("writing the snapshot", e))?;
+        Ok(Some(lsn))
+    }
+}
+
+/// Uploads the snapshots in `data_dir` the bucket lacks, keeps the newest
+/// `keep` there, and purges the stream below the message holding the
+/// record after the oldest kept one. Returns that oldest kept LSN.
+pub async fn publish(
+    data_dir: &Path,
+    stream: &LogStream,
+    store: &SnapshotStore,
+    keep: usize,
+) -> Result<Option<u64>, ReplicationError> {
+    let local = snapshot::list(&snapshot_dir(data_dir))
+        .map_err(|e| ReplicationError::request("listing local snapshots", e))?;
+    let held = store.lsns().await?;
+    for file in local.iter().filter(|f| !held.contains(&f.lsn)) {
+        store.put(file).await?;
+    }
+    let mut all = store.lsns().await?;
+    let dropped = all.len().saturating_sub(keep.max(1));
+    for lsn in all.drain(..dropped) {
+        store.delete(lsn).await?;
+    }
+    let Some(&oldest) = all.first() else {
+        return Ok(None);
+    };
+    let from = seek(stream, oldest + 1).await?;
+    if from > 1 {
+        stream.purge_below(from).await?;
+    }
+    Ok(Some(oldest))
+}
