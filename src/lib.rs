@@ -176,7 +176,7 @@ pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
 pub use domain::time::{TimeTextError, UnixMs};
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
-pub use ledger::{Ledger, MirrorError, Mirrored, OpenError};
+pub use ledger::{Ledger, MirrorError, Mirrored, OpenError, Promoter};
 pub use operation::Operation;
 pub use rust_decimal::Decimal;
 

@@ -117,8 +117,10 @@ async fn a_promoted_standby_fences_the_old_writer_and_holds_every_acknowledgemen
     );
     let acknowledged = observed_accounts(&writer).await;
 
-    // Promoted while the old writer still runs: the old writer is fenced.
-    standby_node.promote().await.unwrap();
+    // Promoted (through the standby's own handle) while the old writer
+    // still runs: the old writer is fenced.
+    let promoted_handle = standby_node.ledger().promote().await.unwrap();
+    assert!(!promoted_handle.is_standby());
     assert_eq!(standby_node.metrics().role, Role::Writer);
     let late = writer.deposit(1, "USD", dec("1"), None).await;
     assert!(late.is_err(), "the fenced writer acknowledged {late:?}");

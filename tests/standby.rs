@@ -176,9 +176,17 @@ async fn a_redelivered_batch_is_skipped_and_a_gap_or_damage_logs_nothing() {
     standby.mirror(second_lsn, &second).await.unwrap();
     assert_eq!(standby.next_lsn().await, second_lsn + 1);
 
-    // A writer does not mirror.
+    // A writer does not mirror; promoting it is itself. A standby no
+    // replication node promotes refuses, as it refuses writes.
     let on_writer = writer.mirror(first_lsn, &first).await;
     assert_eq!(on_writer, Err(MirrorError::NotStandby));
+    assert!(!writer.promote().await.unwrap().is_standby());
+    let refused = standby.promote().await;
+    assert!(
+        matches!(refused, Err(LedgerError::NotLeader { .. })),
+        "{}",
+        refused.is_ok()
+    );
     writer.shutdown().await;
     standby.shutdown().await;
 }

@@ -47,7 +47,7 @@ mod history;
 mod standby;
 mod storage;
 
-pub use standby::{MirrorError, Mirrored};
+pub use standby::{MirrorError, Mirrored, Promoter};
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one
 /// engine. Call [`Ledger::shutdown`] to stop it cleanly.

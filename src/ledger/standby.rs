@@ -12,6 +12,9 @@
 //! and in LSN order. A batch it already holds (a redelivery) is skipped;
 //! a batch past its next LSN (a gap) is refused.
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 
 use crate::config::Config;
@@ -30,6 +33,16 @@ pub(crate) struct StandbyState {
     next_lsn: tokio::sync::Mutex<u64>,
     /// Who writes, as the replication layer last learnt it.
     writer: Mutex<Option<String>>,
+    /// What [`Ledger::promote`] asks (the replication layer's node).
+    promoter: Mutex<Option<Arc<dyn Promoter>>>,
+}
+
+/// Makes a standby the writer: the replication layer's node (see
+/// `replication::node`), given to the standby with
+/// [`Ledger::set_promoter`].
+pub trait Promoter: Send + Sync + 'static {
+    /// Promotes; the writer's handle, or why not.
+    fn promote(&self) -> BoxFuture<'static, Result<Ledger, String>>;
 }
 
 impl StandbyState {
@@ -79,6 +92,7 @@ impl Ledger {
         let standby = StandbyState {
             next_lsn: tokio::sync::Mutex::new(next_lsn),
             writer: Mutex::new(None),
+            promoter: Mutex::new(None),
         };
         Ok(Self::from_inner(Inner {
             engine,
@@ -124,6 +138,31 @@ impl Ledger {
         match read {
             Ok(_) => Ok(found),
             Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Makes this standby the writer through the promoter its node gave it
+    /// (`POST /v1/admin/promote` does the same): the writer's handle, which
+    /// serves from then on (this one is closed). On a writer, itself.
+    /// Refused with `not_leader` on a standby no node promotes.
+    pub async fn promote(&self) -> Result<Ledger, LedgerError> {
+        let Some(standby) = &self.inner.standby else {
+            return Ok(self.clone());
+        };
+        let promoter = standby.promoter.lock().clone();
+        let Some(promoter) = promoter else {
+            return Err(standby.refusal());
+        };
+        promoter
+            .promote()
+            .await
+            .map_err(|reason| LedgerError::Internal { reason })
+    }
+
+    /// Gives this standby what [`Ledger::promote`] asks.
+    pub fn set_promoter(&self, promoter: Arc<dyn Promoter>) {
+        if let Some(standby) = &self.inner.standby {
+            *standby.promoter.lock() = Some(promoter);
         }
     }
 

@@ -137,6 +137,8 @@ impl Node {
             stop_follower,
             follower: parking_lot::Mutex::new(None),
         });
+        node.ledger()
+            .set_promoter(Arc::new(PromoteNode(Arc::downgrade(&node))));
         if write {
             node.promote().await?;
         } else {
@@ -328,6 +330,21 @@ impl Node {
         if self.ledger().is_standby() {
             self.start_following();
         }
+    }
+}
+
+/// What a standby's [`Ledger::promote`] asks: its node (held weakly, so
+/// the standby does not keep the node alive).
+struct PromoteNode(std::sync::Weak<Node>);
+
+impl crate::ledger::Promoter for PromoteNode {
+    fn promote(&self) -> futures_util::future::BoxFuture<'static, Result<Ledger, String>> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            let node = node.ok_or_else(|| "the node is gone".to_string())?;
+            node.promote().await.map_err(|error| error.to_string())?;
+            Ok(node.ledger())
+        })
     }
 }
 
