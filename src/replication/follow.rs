@@ -42,8 +42,10 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    /// A follower from `from_seq` (0 reads as 1), its first consumer
-    /// made (so a stream that cannot be followed is an error here).
+    /// A follower from `from_seq` (0 reads as 1). Its first consumer is
+    /// made here if it can be; if not (the stream is electing a leader,
+    /// say), it is made again like any later one, so following never
+    /// gives up on a passing failure.
     pub(super) async fn start(
         stream: jetstream::stream::Stream,
         name: String,
@@ -62,7 +64,10 @@ impl Follower {
             ready: VecDeque::new(),
             ended: false,
         };
-        follower.consumer().await?;
+        if let Err(error) = follower.consumer().await {
+            tracing::warn!(stream = %follower.name, next = follower.next, %error,
+                "following the log stream: no consumer yet; trying again");
+        }
         Ok(follower)
     }
 

@@ -134,16 +134,7 @@ impl LogStream {
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         };
-        let mut stream = js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| ReplicationError::request(format!("stream {}", settings.stream), e))?;
-        let existing = stream
-            .info()
-            .await
-            .map_err(|e| ReplicationError::request("stream info", e))?
-            .config
-            .num_replicas;
+        let (stream, existing) = stream_and_replicas(&js, config).await?;
         if existing != settings.replicas {
             return Err(ReplicationError::ReplicasMismatch {
                 stream: settings.stream.clone(),
@@ -375,6 +366,46 @@ impl LogStream {
             ReplicationError::request(format!("purge {} below {seq}", self.name), e)
         })?;
         Ok(())
+    }
+}
+
+/// Most attempts at getting or making the stream while the cluster cannot
+/// answer yet (just started, or electing a leader: seconds), paced from
+/// 100 ms growing to 2 s (about half a minute in all).
+const CONNECT_ATTEMPTS: u32 = 20;
+
+/// Gets or makes the stream, and reads its replica count; a request that
+/// fails (the cluster is still settling) is tried again.
+async fn stream_and_replicas(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> Result<(jetstream::stream::Stream, usize), ReplicationError> {
+    let name = config.name.clone();
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tried = async {
+            let mut stream = js
+                .get_or_create_stream(config.clone())
+                .await
+                .map_err(|e| ReplicationError::request(format!("stream {name}"), e))?;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| ReplicationError::request("stream info", e))?;
+            let replicas = info.config.num_replicas;
+            Ok::<_, ReplicationError>((stream, replicas))
+        };
+        match tried.await {
+            Ok(found) => return Ok(found),
+            Err(error) if attempt >= CONNECT_ATTEMPTS => return Err(error),
+            Err(error) => {
+                tracing::warn!(stream = %name, %error, "the stream cannot be reached yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 
