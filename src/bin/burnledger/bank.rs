@@ -9,7 +9,6 @@
 //! and serves until SIGINT or SIGTERM. The bank lives in memory: a restart
 //! forgets every payout and payment.
 
-use std::io::Write as _;
 use std::time::Duration;
 
 use burnledger::http::bank;
@@ -102,13 +101,7 @@ pub fn run(args: BankArgs) -> Result<bool, String> {
     system.block_on(async move {
         let bound = bank::bind(bank.clone(), &args.listen, true)
             .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
-        {
-            let mut stdout = std::io::stdout().lock();
-            for addr in &bound.addrs {
-                let _ = writeln!(stdout, "listening on http://{addr}");
-            }
-            let _ = stdout.flush();
-        }
+        crate::serve::print_listening(&bound.addrs);
         let served = bound.server.await;
         tracing::info!(
             payments = bank.payments().len(),

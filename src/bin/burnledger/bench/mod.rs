@@ -1,7 +1,9 @@
 //! `burnledger bench`: the embedded load harness. (With `--http URL` it is
 //! the HTTP load client of `http_bench.rs` instead, unchanged.)
 //!
-//! It opens a ledger in this process through the public API only, funds
+//! It opens a ledger in this process through the public API only (with
+//! `--replicate`, the writer of a replicated node, to measure replication),
+//! funds
 //! every account (untimed: one batched deposit each, for every workload, so
 //! all accounts are resident), then runs `--in-flight` client tasks that
 //! each keep one `Ledger::submit` batch in flight, for `--ops` operations
