@@ -145,6 +145,28 @@ pub enum LedgerError {
     #[error("history unavailable: {reason}")]
     HistoryUnavailable { reason: String },
 
+    /// The event feed on a ledger that has no log to read it from (no
+    /// data folder, or sync mode `none`), or whose log cannot be read
+    /// (`reason` says which).
+    #[error("events unavailable: {reason}")]
+    EventsUnavailable { reason: String },
+
+    /// A feed position the log no longer holds: the records after `after`
+    /// were pruned (past the retention cap); the oldest still held is
+    /// `oldest`. To resynchronise, read the balances and listings you
+    /// need, then continue from the journal head (`GET /v1/journal/head`).
+    #[error("cursor expired: the log no longer holds the events after LSN {after} (it starts at LSN {oldest}); resynchronise from current balances and continue from the journal head")]
+    CursorExpired { after: u64, oldest: u64 },
+
+    /// A consumer name that is not 1 to 64 of `A-Z a-z 0-9 _ - .`, or a
+    /// cursor it may not take (`reason` says which).
+    #[error("invalid consumer: {reason}")]
+    InvalidConsumer { reason: String },
+
+    /// No consumer has this name (none set its cursor yet).
+    #[error("unknown consumer {name}")]
+    UnknownConsumer { name: String },
+
     /// A page cursor that is not the `next` of a page of this listing.
     #[error("malformed cursor: {reason}; pass the `next` of the page before")]
     InvalidCursor { reason: String },
@@ -293,6 +315,10 @@ impl LedgerError {
             Self::PayoutsDisabled => "payouts_disabled",
             Self::HistoryUnavailable { .. } => "history_unavailable",
             Self::InvalidCursor { .. } => "invalid_cursor",
+            Self::EventsUnavailable { .. } => "events_unavailable",
+            Self::CursorExpired { .. } => "cursor_expired",
+            Self::InvalidConsumer { .. } => "invalid_consumer",
+            Self::UnknownConsumer { .. } => "unknown_consumer",
             Self::Overloaded { .. } => "overloaded",
             Self::Poisoned { .. } => "poisoned",
             Self::UnknownPayout { .. } => "unknown_payout",
@@ -319,6 +345,7 @@ impl LedgerError {
             | Self::Overloaded { .. }
             | Self::Poisoned { .. }
             | Self::HistoryUnavailable { .. }
+            | Self::EventsUnavailable { .. }
             | Self::Internal { .. } => ErrorKind::Operating,
             Self::InvalidAmount {
                 problem: AmountProblem::BalanceAboveMaximum { .. },
@@ -335,6 +362,7 @@ impl LedgerError {
             | Self::InvalidTimeRange { .. }
             | Self::InvalidLimit { .. }
             | Self::PayoutsDisabled
+            | Self::InvalidConsumer { .. }
             | Self::InvalidCursor { .. } => ErrorKind::BadRequest,
             Self::UnknownPayout { .. }
             | Self::NotInPayout { .. }
@@ -347,6 +375,8 @@ impl LedgerError {
             | Self::PayoutInFlight { .. }
             | Self::InvalidTransition { .. }
             | Self::TooManyPendingWithdrawals { .. }
+            | Self::CursorExpired { .. }
+            | Self::UnknownConsumer { .. }
             | Self::InsufficientFunds { .. } => ErrorKind::Rejected,
         }
     }
@@ -411,6 +441,10 @@ mod tests {
             LedgerError::PayoutsDisabled,
             LedgerError::HistoryUnavailable { reason: "x".into() },
             LedgerError::InvalidCursor { reason: "x".into() },
+            LedgerError::EventsUnavailable { reason: "x".into() },
+            LedgerError::CursorExpired { after: 1, oldest: 9 },
+            LedgerError::InvalidConsumer { reason: "x".into() },
+            LedgerError::UnknownConsumer { name: "x".into() },
             LedgerError::Overloaded { shard: 0, limit: 1 },
             LedgerError::Poisoned { reason: "x".into() },
             LedgerError::UnknownPayout { payout_id: 1 },

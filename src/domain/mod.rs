@@ -6,6 +6,7 @@ pub mod account;
 pub mod audit;
 pub mod event;
 pub mod export;
+pub mod feed;
 pub mod gauges;
 pub mod history;
 pub mod ids;

@@ -141,11 +141,15 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::InvalidTimeRange { .. }
         | LedgerError::InvalidLimit { .. }
         | LedgerError::InvalidCursor { .. }
+        | LedgerError::InvalidConsumer { .. }
         | LedgerError::PayoutsDisabled => StatusCode::BAD_REQUEST,
+        // The log no longer holds what the consumer asks for.
+        LedgerError::CursorExpired { .. } => StatusCode::GONE,
         LedgerError::UnknownWithdrawal { .. }
         | LedgerError::UnknownTransaction { .. }
         | LedgerError::UnknownPayout { .. }
-        | LedgerError::NotInPayout { .. } => StatusCode::NOT_FOUND,
+        | LedgerError::NotInPayout { .. }
+        | LedgerError::UnknownConsumer { .. } => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
         | LedgerError::InvalidTransition { .. }
         | LedgerError::IdempotencyConflict { .. }
@@ -162,7 +166,8 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::NotLeader { .. }
         // No history store here (no data folder), or it failed: this
         // server cannot answer history, whatever the request.
-        | LedgerError::HistoryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | LedgerError::HistoryUnavailable { .. }
+        | LedgerError::EventsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         LedgerError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -352,6 +357,10 @@ mod tests {
             (LedgerError::InvalidCursor { reason: "x".into() }, 400),
             (LedgerError::UnknownTransaction { transaction_id: tx }, 404),
             (LedgerError::HistoryUnavailable { reason: "x".into() }, 503),
+            (LedgerError::EventsUnavailable { reason: "x".into() }, 503),
+            (LedgerError::CursorExpired { after: 1, oldest: 9 }, 410),
+            (LedgerError::InvalidConsumer { reason: "x".into() }, 400),
+            (LedgerError::UnknownConsumer { name: "x".into() }, 404),
             (
                 LedgerError::NotInPayout {
                     payout_id: 3,

@@ -1,0 +1,506 @@
+//! The public event feed's shapes: [`FeedEvent`], what a host receives
+//! for each logged record (from [`Ledger::subscribe`](crate::Ledger::subscribe),
+//! `GET /v1/events`, Server-Sent Events and webhooks), and the
+//! [`BalanceTracker`] that gives each event the balances after it.
+//!
+//! A feed event is a stable, documented, versioned type, apart from the
+//! log's internal record ([`Event`]): the log's encoding may change with a
+//! format version, this JSON only ever gains fields (and changes
+//! [`FEED_VERSION`] if it must break). One event per logged record, in LSN
+//! order, so LSNs are consecutive: a consumer that sees a gap lost
+//! something.
+//!
+//! Balances are those of log order (what a replay of the log up to the
+//! event holds, which is what the history store's entries say), not what
+//! an account actor held when it ran the command: a transfer's receiving
+//! side, say, runs on another shard. The tracker follows the events from
+//! a starting position, learning the balance of an account it has not
+//! seen yet from its [`Seeds`] (the history store, or zero from the log's
+//! start); an event whose balance it cannot learn carries none and says so
+//! (`balances_known: false`).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::event::{Event, ItemOutcome};
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::{Currency, CurrencyCode, Units};
+use crate::domain::time::UnixMs;
+
+/// The version of [`FeedEvent`]'s JSON. It changes only if a field must
+/// change meaning or go; new fields and new event types keep it.
+pub const FEED_VERSION: u32 = 1;
+
+/// One logged record, as the feed shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEvent {
+    /// [`FEED_VERSION`] of the event's shape.
+    pub version: u32,
+    /// The record's log sequence number: consecutive, from 1.
+    pub lsn: u64,
+    /// When the engine stamped it (RFC 3339, UTC, milliseconds); `None`
+    /// for a record logged before times were (format v1 to v3).
+    pub time: Option<String>,
+    /// The same instant in ms since the Unix epoch.
+    pub time_ms: Option<u64>,
+    /// What happened; its `type` field names it.
+    #[serde(flatten)]
+    pub body: FeedBody,
+    /// Each balance the event changed, after it (empty when it changed
+    /// none).
+    pub balances: Vec<BalanceAfter>,
+    /// `false` when the event changed a balance the feed could not learn
+    /// (a ledger without a history store, subscribed past the log's start):
+    /// `balances` then lacks it.
+    pub balances_known: bool,
+}
+
+/// One account's balance in one currency after an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceAfter {
+    pub account: AccountId,
+    pub currency: String,
+    /// Decimal strings with the currency's places.
+    pub available: String,
+    pub locked: String,
+    pub total: String,
+}
+
+/// A payout item as submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPayoutItem {
+    pub transaction_id: String,
+    pub amount: String,
+}
+
+/// A payout item's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedItemOutcome {
+    pub transaction_id: String,
+    /// `paid` or `failed`.
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// What an event says, by `type`. Withdrawal events after the request
+/// carry the currency and amount when the feed knows them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum FeedBody {
+    #[serde(rename = "deposited")]
+    Deposited {
+        transaction_id: String,
+        account: AccountId,
+        currency: String,
+        amount: String,
+        idempotency_key: Option<String>,
+    },
+    #[serde(rename = "withdrawal.requested")]
+    WithdrawalRequested {
+        transaction_id: String,
+        account: AccountId,
+        currency: String,
+        amount: String,
+        idempotency_key: Option<String>,
+    },
+    #[serde(rename = "withdrawal.claimed")]
+    WithdrawalClaimed {
+        transaction_id: String,
+        account: AccountId,
+        payout_id: u64,
+    },
+    #[serde(rename = "withdrawal.released")]
+    WithdrawalReleased {
+        transaction_id: String,
+        account: AccountId,
+    },
+    #[serde(rename = "withdrawal.completed")]
+    WithdrawalCompleted {
+        transaction_id: String,
+        account: AccountId,
+        currency: Option<String>,
+        amount: Option<String>,
+    },
+    #[serde(rename = "withdrawal.failed")]
+    WithdrawalFailed {
+        transaction_id: String,
+        account: AccountId,
+        reason: String,
+        currency: Option<String>,
+        amount: Option<String>,
+    },
+    #[serde(rename = "withdrawal.cancelled")]
+    WithdrawalCancelled {
+        transaction_id: String,
+        account: AccountId,
+        currency: Option<String>,
+        amount: Option<String>,
+    },
+    #[serde(rename = "withdrawal.returned")]
+    WithdrawalReturned {
+        transaction_id: String,
+        account: AccountId,
+        reason: String,
+        currency: Option<String>,
+        amount: Option<String>,
+    },
+    #[serde(rename = "transferred")]
+    Transferred {
+        transaction_id: String,
+        from: AccountId,
+        to: AccountId,
+        currency: String,
+        amount: String,
+        idempotency_key: Option<String>,
+    },
+    #[serde(rename = "payout.submitted")]
+    PayoutSubmitted {
+        payout_id: u64,
+        currency: String,
+        items: Vec<FeedPayoutItem>,
+    },
+    #[serde(rename = "payout.settled")]
+    PayoutSettled {
+        payout_id: u64,
+        items: Vec<FeedItemOutcome>,
+    },
+    /// An operator settled an item by hand.
+    #[serde(rename = "payout.resolved")]
+    PayoutResolved {
+        payout_id: u64,
+        item: FeedItemOutcome,
+        note: String,
+    },
+    /// The payment service contradicted an item's settled answer.
+    #[serde(rename = "payout.mismatch")]
+    PayoutMismatch {
+        payout_id: u64,
+        transaction_id: String,
+        settled: String,
+        reported: String,
+    },
+    /// Housekeeping: the account's idempotency keys first used before
+    /// `before` expired. Changes no balance.
+    #[serde(rename = "idempotency_keys.expired")]
+    IdempotencyKeysExpired { account: AccountId, before: String },
+}
+
+/// Where the tracker learns what happened before it started: the balance
+/// of an account in a currency, and a withdrawal's currency and amount,
+/// as of the log position `before` (the LSN just before the event that
+/// asks). `None`: not known.
+pub trait Seeds {
+    fn balance(
+        &mut self,
+        account: AccountId,
+        currency: Currency,
+        before: u64,
+    ) -> Option<(Units, Units)>;
+    fn withdrawal(&mut self, tx: TransactionId, before: u64) -> Option<(Currency, Units)>;
+}
+
+/// Seeds of a feed read from the log's first record: nothing happened
+/// before it, so every balance starts at zero (and every withdrawal's
+/// request is read before its end).
+pub struct FromGenesis;
+
+impl Seeds for FromGenesis {
+    fn balance(&mut self, _: AccountId, _: Currency, _: u64) -> Option<(Units, Units)> {
+        Some((0, 0))
+    }
+    fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
+        None
+    }
+}
+
+/// Most (account, currency) balances the tracker keeps; past it, it
+/// forgets them all and asks its seeds again (memory stays flat however
+/// many accounts the feed passes).
+pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
+
+/// Follows events in log order and turns each into a [`FeedEvent`] with
+/// the balances after it.
+#[derive(Default)]
+pub struct BalanceTracker {
+    /// (account, currency) → (available, locked), as of the last event.
+    balances: HashMap<(AccountId, CurrencyCode), (Units, Units)>,
+    /// Withdrawals seen requested and not yet ended: currency, amount.
+    open: HashMap<TransactionId, (Currency, Units)>,
+}
+
+/// How an event moves one balance.
+enum Move {
+    Available(Units),
+    Lock(Units),
+    Unlock(Units),
+    Burn(Units),
+}
+
+impl BalanceTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The feed event for the record at `lsn`, moving the tracked
+    /// balances as the event does.
+    pub fn event(
+        &mut self,
+        lsn: u64,
+        at: UnixMs,
+        event: &Event,
+        seeds: &mut dyn Seeds,
+    ) -> FeedEvent {
+        if self.balances.len() >= TRACKED_BALANCES_MAX {
+            self.balances.clear();
+        }
+        if self.open.len() >= TRACKED_BALANCES_MAX {
+            self.open.clear();
+        }
+        let mut step = Step {
+            tracker: self,
+            seeds,
+            lsn,
+            balances: Vec::new(),
+            known: true,
+        };
+        let body = step.body(event);
+        FeedEvent {
+            version: FEED_VERSION,
+            lsn,
+            time: at.known().map(UnixMs::rfc3339),
+            time_ms: at.known().map(UnixMs::as_millis),
+            body,
+            balances: step.balances,
+            balances_known: step.known,
+        }
+    }
+}
+
+/// One event's pass over the tracker.
+struct Step<'a> {
+    tracker: &'a mut BalanceTracker,
+    seeds: &'a mut dyn Seeds,
+    lsn: u64,
+    balances: Vec<BalanceAfter>,
+    known: bool,
+}
+
+impl Step<'_> {
+    fn body(&mut self, event: &Event) -> FeedBody {
+        match event {
+            Event::Deposited {
+                tx,
+                currency,
+                amount,
+                key,
+            } => {
+                self.change(tx.account(), *currency, Move::Available(*amount));
+                FeedBody::Deposited {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    currency: currency.code.to_string(),
+                    amount: currency.to_decimal(*amount).to_string(),
+                    idempotency_key: key.as_ref().map(ToString::to_string),
+                }
+            }
+            Event::WithdrawalRequested {
+                tx,
+                currency,
+                amount,
+                key,
+            } => {
+                self.tracker.open.insert(*tx, (*currency, *amount));
+                self.change(tx.account(), *currency, Move::Lock(*amount));
+                FeedBody::WithdrawalRequested {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    currency: currency.code.to_string(),
+                    amount: currency.to_decimal(*amount).to_string(),
+                    idempotency_key: key.as_ref().map(ToString::to_string),
+                }
+            }
+            Event::WithdrawalClaimed { tx, payout_id } => FeedBody::WithdrawalClaimed {
+                transaction_id: tx.to_string(),
+                account: tx.account(),
+                payout_id: *payout_id,
+            },
+            Event::WithdrawalReleased { tx } => FeedBody::WithdrawalReleased {
+                transaction_id: tx.to_string(),
+                account: tx.account(),
+            },
+            Event::WithdrawalCompleted { tx } => {
+                let (currency, amount) = self.ended(*tx, Move::Burn);
+                FeedBody::WithdrawalCompleted {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    currency,
+                    amount,
+                }
+            }
+            Event::WithdrawalFailed { tx, reason } => {
+                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                FeedBody::WithdrawalFailed {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    reason: reason.clone(),
+                    currency,
+                    amount,
+                }
+            }
+            Event::WithdrawalCancelled { tx } => {
+                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                FeedBody::WithdrawalCancelled {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    currency,
+                    amount,
+                }
+            }
+            Event::WithdrawalReturned { tx, reason } => {
+                let (currency, amount) = self.ended(*tx, Move::Available);
+                FeedBody::WithdrawalReturned {
+                    transaction_id: tx.to_string(),
+                    account: tx.account(),
+                    reason: reason.clone(),
+                    currency,
+                    amount,
+                }
+            }
+            Event::Transferred {
+                tx,
+                to,
+                currency,
+                amount,
+                key,
+            } => {
+                self.change(tx.account(), *currency, Move::Available(-*amount));
+                self.change(*to, *currency, Move::Available(*amount));
+                FeedBody::Transferred {
+                    transaction_id: tx.to_string(),
+                    from: tx.account(),
+                    to: *to,
+                    currency: currency.code.to_string(),
+                    amount: currency.to_decimal(*amount).to_string(),
+                    idempotency_key: key.as_ref().map(ToString::to_string),
+                }
+            }
+            Event::PayoutSubmitted {
+                payout_id,
+                currency,
+                items,
+            } => submitted(*payout_id, currency, items),
+            Event::PayoutItemsSettled { payout_id, items } => FeedBody::PayoutSettled {
+                payout_id: *payout_id,
+                items: items.iter().map(|(tx, o)| item_outcome(*tx, o)).collect(),
+            },
+            Event::PayoutItemResolved {
+                payout_id,
+                tx,
+                outcome,
+                note,
+            } => FeedBody::PayoutResolved {
+                payout_id: *payout_id,
+                item: item_outcome(*tx, outcome),
+                note: note.clone(),
+            },
+            Event::PayoutMismatch {
+                payout_id,
+                tx,
+                settled,
+                reported,
+            } => FeedBody::PayoutMismatch {
+                payout_id: *payout_id,
+                transaction_id: tx.to_string(),
+                settled: settled.as_str().to_owned(),
+                reported: reported.as_str().to_owned(),
+            },
+            Event::IdempotencyKeysExpired { account, before } => {
+                FeedBody::IdempotencyKeysExpired {
+                    account: *account,
+                    before: before.rfc3339(),
+                }
+            }
+        }
+    }
+
+    /// A withdrawal's end: moves its locked amount as `how` says and
+    /// returns its currency and amount, when known.
+    fn ended(
+        &mut self,
+        tx: TransactionId,
+        how: fn(Units) -> Move,
+    ) -> (Option<String>, Option<String>) {
+        let seen = match self.tracker.open.remove(&tx) {
+            Some(seen) => Some(seen),
+            None => self.seeds.withdrawal(tx, self.lsn - 1),
+        };
+        let Some((currency, amount)) = seen else {
+            self.known = false;
+            return (None, None);
+        };
+        self.change(tx.account(), currency, how(amount));
+        (
+            Some(currency.code.to_string()),
+            Some(currency.to_decimal(amount).to_string()),
+        )
+    }
+
+    /// Moves one balance and records it, after, in the event.
+    fn change(&mut self, account: AccountId, currency: Currency, how: Move) {
+        let key = (account, currency.code);
+        let current = match self.tracker.balances.get(&key) {
+            Some(known) => Some(*known),
+            None => self.seeds.balance(account, currency, self.lsn - 1),
+        };
+        let Some((available, locked)) = current else {
+            self.known = false;
+            return;
+        };
+        // The log's events passed every check when they were made, so
+        // these cannot overflow; saturating keeps a damaged seed from
+        // panicking the feed (the balance then shows the damage).
+        let (available, locked) = match how {
+            Move::Available(delta) => (available.saturating_add(delta), locked),
+            Move::Lock(amount) => (available.saturating_sub(amount), locked.saturating_add(amount)),
+            Move::Unlock(amount) => (available.saturating_add(amount), locked.saturating_sub(amount)),
+            Move::Burn(amount) => (available, locked.saturating_sub(amount)),
+        };
+        self.tracker.balances.insert(key, (available, locked));
+        self.balances.push(BalanceAfter {
+            account,
+            currency: currency.code.to_string(),
+            available: currency.to_decimal(available).to_string(),
+            locked: currency.to_decimal(locked).to_string(),
+            total: currency
+                .to_decimal(available.saturating_add(locked))
+                .to_string(),
+        });
+    }
+}
+
+/// A payout as submitted: its id, currency and items.
+fn submitted(payout_id: u64, currency: &Currency, items: &[(TransactionId, Units)]) -> FeedBody {
+    FeedBody::PayoutSubmitted {
+        payout_id,
+        currency: currency.code.to_string(),
+        items: items
+            .iter()
+            .map(|(tx, amount)| FeedPayoutItem {
+                transaction_id: tx.to_string(),
+                amount: currency.to_decimal(*amount).to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn item_outcome(tx: TransactionId, outcome: &ItemOutcome) -> FeedItemOutcome {
+    FeedItemOutcome {
+        transaction_id: tx.to_string(),
+        outcome: outcome.as_str().to_owned(),
+        reason: match outcome {
+            ItemOutcome::Paid => None,
+            ItemOutcome::Failed { reason } => Some(reason.clone()),
+        },
+    }
+}
