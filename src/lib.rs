@@ -176,7 +176,10 @@ pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
 pub use domain::time::{TimeTextError, UnixMs};
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
 pub use error::{AmountProblem, LedgerError};
-pub use ledger::{Ledger, MirrorError, Mirrored, OpenError, Promoter};
+pub use ledger::{
+    ConsumerCursor, Ledger, MirrorError, Mirrored, OpenError, Promoter, Subscription,
+    FEED_BATCH_MAX,
+};
 pub use operation::Operation;
 pub use rust_decimal::Decimal;
 

@@ -43,10 +43,12 @@ use crate::operation::{check_distinct, check_reason, Operation};
 
 pub use crate::engine::startup::OpenError;
 
+mod events;
 mod history;
 mod standby;
 mod storage;
 
+pub use events::{ConsumerCursor, Subscription, FEED_BATCH_MAX};
 pub use standby::{MirrorError, Mirrored, Promoter};
 
 /// Handle to a running ledger engine. Clone it freely; all clones share one

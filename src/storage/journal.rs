@@ -13,13 +13,16 @@
 //! applying anything, so a poisoned ledger changes nothing more in memory,
 //! and only a restart (which replays the log) recovers. The journal also
 //! tracks the highest LSN known durable ([`Journal::durable_lsn`]), which
-//! bounds the checkpointer's rebuilds from disk.
+//! bounds the checkpointer's rebuilds from disk and what the event feed may
+//! show, and announces each advance ([`Journal::watch_durable`]) to the
+//! feed's waiting subscribers.
 
 use std::future::{ready, Future};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures_util::future::Either;
+use tokio::sync::watch;
 
 use crate::domain::event::Stamped;
 use crate::error::LedgerError;
@@ -37,6 +40,8 @@ struct Log {
     /// Highest LSN known durable; a checkpointer rebuilding from disk
     /// reads up to it.
     durable_lsn: AtomicU64,
+    /// Told each time `durable_lsn` advances.
+    durable_watch: watch::Sender<u64>,
     /// Set by the first failed append; never cleared (only a restart, which
     /// replays the log, recovers).
     poisoned: OnceLock<String>,
@@ -55,6 +60,7 @@ impl Journal {
             log: Some(Arc::new(Log {
                 wal,
                 durable_lsn: AtomicU64::new(durable_lsn),
+                durable_watch: watch::Sender::new(durable_lsn),
                 poisoned: OnceLock::new(),
             })),
         }
@@ -80,6 +86,12 @@ impl Journal {
             .map_or(0, |log| log.durable_lsn.load(Ordering::Acquire))
     }
 
+    /// Sees [`durable_lsn`](Self::durable_lsn) advance; `None` when
+    /// nothing is logged.
+    pub fn watch_durable(&self) -> Option<watch::Receiver<u64>> {
+        self.log.as_ref().map(|log| log.durable_watch.subscribe())
+    }
+
     /// The WAL writer, when there is one.
     pub fn wal(&self) -> Option<&WalHandle> {
         self.log.as_ref().map(|log| &log.wal)
@@ -98,7 +110,13 @@ impl Journal {
         Either::Right(async move {
             match written.await {
                 Ok(lsn) => {
-                    log.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+                    if log.durable_lsn.fetch_max(lsn, Ordering::AcqRel) < lsn {
+                        log.durable_watch.send_if_modified(|known| {
+                            let advanced = lsn > *known;
+                            *known = (*known).max(lsn);
+                            advanced
+                        });
+                    }
                     Ok(())
                 }
                 Err(error) => {
