@@ -1,4 +1,5 @@
-//! [`WalHandle`]: how callers reach the writer thread.
+//! [`WalHandle`]: how callers reach the writer thread, and read the head
+//! of the hash chain it published ([`WalHandle::head`]).
 //!
 //! An append is put on the queue when [`WalHandle::append`] is *called*, not
 //! when its future is first polled, so LSNs follow call order: a caller
@@ -16,9 +17,10 @@ use tokio::sync::oneshot;
 
 use super::segment::{self, ActiveSegment};
 use super::stats::{WalStats, WalStatsSnapshot};
-use super::writer::{Message, Writer, BATCH_EVENTS_MAX};
+use super::writer::{Message, SharedHead, Writer, BATCH_EVENTS_MAX};
 use super::{SyncMode, WalConfig, WalError};
 use crate::domain::event::Stamped;
+use crate::domain::feed::JournalHead;
 
 /// Handle to the writer thread; cheap to clone, shared by every appender.
 ///
@@ -34,6 +36,8 @@ struct Shared {
     stats: Arc<WalStats>,
     /// Set by the writer when its replica said another writer took over.
     fenced: Arc<AtomicBool>,
+    /// The last durable record, as the writer published it.
+    head: SharedHead,
     /// Taken by the first `shutdown`; a mutex because handles are shared
     /// across threads and joining is rare, never on the append path.
     thread: Mutex<Option<JoinHandle<Result<(), WalError>>>>,
@@ -41,7 +45,8 @@ struct Shared {
 
 impl WalHandle {
     /// Starts the writer on `config.dir`'s log, continuing at `next_lsn`
-    /// (clamped to at least 1) in a new segment named after it.
+    /// (clamped to at least 1) in a new segment named after it, chained to
+    /// [`WalConfig::chain_head`].
     ///
     /// Replay the log first and pass [`ReplayReport::next_lsn`]: replay cuts
     /// a torn tail off the last segment, which must happen before a newer
@@ -69,7 +74,13 @@ impl WalHandle {
         let segment = ActiveSegment::create(&config.dir, next_lsn, config.fail_point.clone())?;
         let stats = Arc::new(WalStats::default());
         let fenced = Arc::new(AtomicBool::new(false));
+        let head = Arc::new(Mutex::new(JournalHead {
+            lsn: next_lsn - 1,
+            hash: config.chain_head,
+        }));
         let writer = Writer {
+            head: config.chain_head,
+            durable_head: Arc::clone(&head),
             stats: Arc::clone(&stats),
             dir: config.dir,
             sync: config.sync,
@@ -96,6 +107,7 @@ impl WalHandle {
                 queue,
                 stats,
                 fenced,
+                head,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -104,6 +116,13 @@ impl WalHandle {
     /// Fsync counts and latencies so far.
     pub fn stats(&self) -> WalStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// The log's last durable record (as durable as the sync mode says): its
+    /// LSN and the hash the next record chains to. Published with each
+    /// batch, before its callers are answered.
+    pub fn head(&self) -> JournalHead {
+        *self.shared.head.lock()
     }
 
     /// Whether the replica refused a batch because another writer took

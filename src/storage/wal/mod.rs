@@ -149,11 +149,17 @@ pub struct WalConfig {
     pub clock: SharedClock,
     /// Every batch also goes there before it is acknowledged (replication).
     pub replica: Option<replica::SharedReplica>,
+    /// The hash of the record before the writer's first LSN, which that
+    /// record chains to: recovery's [`RecoveryReport::head`], or
+    /// [`GENESIS`](record::GENESIS) for a new log.
+    ///
+    /// [`RecoveryReport::head`]: crate::storage::recovery::RecoveryReport::head
+    pub chain_head: record::Hash,
 }
 
 impl WalConfig {
     /// Production defaults: `fsync`, 64 MiB segments, 1024 queued requests,
-    /// the system clock.
+    /// the system clock, a chain from [`GENESIS`](record::GENESIS).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -164,6 +170,7 @@ impl WalConfig {
             follower: None,
             clock: SharedClock::system(),
             replica: None,
+            chain_head: record::GENESIS,
         }
     }
 }
