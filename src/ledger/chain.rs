@@ -18,8 +18,7 @@ impl Ledger {
         match self.engine().journal.wal() {
             Some(wal) => Ok(wal.head()),
             None => Err(LedgerError::EventsUnavailable {
-                reason: "this ledger keeps no log (no data folder, or sync mode `none`)"
-                    .to_owned(),
+                reason: "this ledger keeps no log (no data folder, or sync mode `none`)".to_owned(),
             }),
         }
     }

@@ -38,10 +38,10 @@
 use std::path::{Path, PathBuf};
 
 use burnledger::config::parse_currencies;
-use burnledger::storage::wal as chain;
 use burnledger::storage::inspect::{
     FolderReport, HistoryCheck, ReadOnlyFolder, RecoveryReport, SegmentInfo, VerifyReport,
 };
+use burnledger::storage::wal as chain;
 use clap::Args;
 
 /// The exit codes of `inspect` and `verify`, shown in their help.

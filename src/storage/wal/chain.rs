@@ -64,9 +64,17 @@ struct Walk {
 pub fn verify_chain(data_dir: &Path, archive: Option<&Path>) -> Result<ChainReport, WalError> {
     let mut files = BTreeMap::new();
     if let Some(archive) = archive {
-        files.extend(segment::list_in(archive)?.into_iter().map(|s| (s.first_lsn, s.path)));
+        files.extend(
+            segment::list_in(archive)?
+                .into_iter()
+                .map(|s| (s.first_lsn, s.path)),
+        );
     }
-    files.extend(segment::list(data_dir)?.into_iter().map(|s| (s.first_lsn, s.path)));
+    files.extend(
+        segment::list(data_dir)?
+            .into_iter()
+            .map(|s| (s.first_lsn, s.path)),
+    );
     let mut walk = Walk {
         report: ChainReport::default(),
         previous: None,
@@ -133,7 +141,9 @@ impl Walk {
                 // What recovery would cut; plain `verify` reports it.
                 Decoded::Torn if is_last => return Ok(()),
                 _ if is_last && rest.iter().all(|&byte| byte == 0) => return Ok(()),
-                Decoded::Torn => return Err(format!("LSN {lsn} in {name} at byte {offset}: cut short")),
+                Decoded::Torn => {
+                    return Err(format!("LSN {lsn} in {name} at byte {offset}: cut short"))
+                }
                 Decoded::Corrupt { reason } => {
                     return Err(format!("LSN {lsn} in {name} at byte {offset}: {reason}"))
                 }
@@ -226,6 +236,8 @@ pub fn record_hash_at(dir: &Path, lsn: u64) -> Result<Option<Hash>, WalError> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }

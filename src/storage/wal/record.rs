@@ -255,9 +255,9 @@ fn decode_payload(payload: &[u8]) -> Result<(UnixMs, Event, usize), bincode::err
     };
     let (at, start) = match time_at {
         Some(time_at) => {
-            let rest = payload.get(time_at..).ok_or({
+            let rest = payload.get(time_at..).ok_or_else(|| {
                 bincode::error::DecodeError::UnexpectedEnd {
-                    additional: time_at - payload.len(),
+                    additional: time_at.saturating_sub(payload.len()),
                 }
             })?;
             let (ms, used) = match fast::time(rest) {

@@ -146,9 +146,7 @@ fn move_to_archive(path: &Path, archive: &Path) -> Result<(), WalError> {
     let target = archive.join(name);
     match fs::rename(path, &target) {
         Ok(()) => return sync_dir(archive),
-        Err(error) if error.kind() != io::ErrorKind::CrossesDevices => {
-            return Err(io(path)(error))
-        }
+        Err(error) if error.kind() != io::ErrorKind::CrossesDevices => return Err(io(path)(error)),
         Err(_) => {}
     }
     let temporary = target.with_extension("wal.tmp");
@@ -329,14 +327,22 @@ mod tests {
         // A copy left in both places by a crash is replaced, not refused.
         fs::create_dir_all(&archive).unwrap();
         fs::write(archive.join("00000000000000000001.wal"), b"old").unwrap();
-        assert_eq!(retire_segments_below(tmp.path(), 15, Some(&archive)).unwrap(), 1);
-        let lsns = |segments: Vec<Segment>| -> Vec<u64> {
-            segments.iter().map(|s| s.first_lsn).collect()
-        };
+        assert_eq!(
+            retire_segments_below(tmp.path(), 15, Some(&archive)).unwrap(),
+            1
+        );
+        let lsns =
+            |segments: Vec<Segment>| -> Vec<u64> { segments.iter().map(|s| s.first_lsn).collect() };
         assert_eq!(lsns(list(tmp.path()).unwrap()), [10, 20]);
         assert_eq!(lsns(list_in(&archive).unwrap()), [1]);
-        assert_eq!(fs::read(archive.join("00000000000000000001.wal")).unwrap(), b"x");
-        assert_eq!(retire_segments_below(tmp.path(), u64::MAX, Some(&archive)).unwrap(), 1);
+        assert_eq!(
+            fs::read(archive.join("00000000000000000001.wal")).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            retire_segments_below(tmp.path(), u64::MAX, Some(&archive)).unwrap(),
+            1
+        );
         assert_eq!(lsns(list_in(&archive).unwrap()), [1, 10]);
         assert_eq!(lsns(list(tmp.path()).unwrap()), [20]);
     }
