@@ -241,3 +241,67 @@ fn file_name(path: &Path) -> String {
         |n| n.to_string_lossy().into_owned(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::wal::record::tests::stamped;
+    use crate::storage::wal::scan::tests::{encode, write_segment};
+
+    /// Records `lsns` chained from `previous`; the bytes and the last hash.
+    fn chained(lsns: std::ops::RangeInclusive<u64>, mut previous: Hash) -> (Vec<u8>, Hash) {
+        let mut bytes = Vec::new();
+        for lsn in lsns {
+            let start = bytes.len();
+            record::encode_chained_into(&mut bytes, lsn, &previous, &stamped(lsn)).unwrap();
+            previous = record::hash(&bytes[start..]);
+        }
+        (bytes, previous)
+    }
+
+    #[test]
+    fn an_intact_chain_across_segments_verifies_from_where_it_starts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old, ends) = encode(1..=3);
+        let third = &old[ends[1]..ends[2]];
+        let (first, head) = chained(4..=6, record::hash(third));
+        let (second, head) = chained(7..=9, head);
+        write_segment(tmp.path(), 1, &old);
+        write_segment(tmp.path(), 4, &first);
+        write_segment(tmp.path(), 7, &second);
+        let report = verify_chain(tmp.path(), None).unwrap();
+        assert_eq!(report.problem, None);
+        assert_eq!(
+            (report.records, report.first_lsn, report.chained_from),
+            (9, Some(1), Some(4))
+        );
+        assert_eq!(report.head, JournalHead { lsn: 9, hash: head });
+        assert_eq!(record_hash_at(tmp.path(), 9).unwrap(), Some(head));
+        assert_eq!(
+            record_hash_at(tmp.path(), 3).unwrap(),
+            Some(record::hash(third))
+        );
+        assert_eq!(record_hash_at(tmp.path(), 10).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unchained_record_after_the_chain_or_a_first_record_not_chained_to_zeros_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, _) = chained(1..=3, GENESIS);
+        write_segment(tmp.path(), 1, &first);
+        write_segment(tmp.path(), 4, &encode(4..=4).0);
+        let problem = verify_chain(tmp.path(), None).unwrap().problem.unwrap();
+        assert!(
+            problem.starts_with("LSN 4 in 00000000000000000004.wal at byte 0: an unchained record"),
+            "{problem}"
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        write_segment(tmp.path(), 1, &chained(1..=2, [1; 32]).0);
+        let problem = verify_chain(tmp.path(), None).unwrap().problem.unwrap();
+        assert!(
+            problem.starts_with("LSN 1 in 00000000000000000001.wal"),
+            "{problem}"
+        );
+    }
+}

@@ -198,6 +198,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::domain::event::Event;
+    use crate::domain::feed::JournalHead;
     use crate::domain::ids::TransactionId;
     use crate::storage::wal::record::tests::{event, stamped};
     use crate::storage::wal::{
@@ -472,6 +473,46 @@ mod tests {
         ));
         wal.shutdown().unwrap();
         assert_eq!(replay_all(tmp.path()).1, [(1, event(1))]);
+    }
+
+    /// The head is the last durable record's LSN and hash; a request the
+    /// writer refuses gives up its place in the chain with its LSNs, so
+    /// the chain stays whole across it and across rolled segments.
+    #[tokio::test]
+    async fn the_head_is_the_last_records_hash_and_a_refused_append_leaves_the_chain_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = WalConfig {
+            segment_bytes_max: 256,
+            ..config(tmp.path(), SyncMode::Fsync)
+        };
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.head(), JournalHead::default(), "an empty log");
+        assert_eq!(wal.append(events(1..=3)).await, Ok(3));
+        let huge = Stamped {
+            at: stamped(5).at,
+            event: Event::WithdrawalFailed {
+                tx: TransactionId::new(1, 1),
+                reason: "x".repeat(RECORD_BYTES_MAX),
+            },
+        };
+        let refused = wal.append(vec![stamped(4), huge]);
+        let accepted = wal.append(events(4..=6));
+        assert!(matches!(refused.await, Err(WalError::TooLarge { .. })));
+        assert_eq!(accepted.await, Ok(6));
+        for n in 2..10u64 {
+            wal.append(events(3 * n + 1..=3 * n + 3)).await.unwrap();
+        }
+        let head = wal.head();
+        wal.shutdown().unwrap();
+        assert!(inspect(tmp.path()).unwrap().len() > 2, "rolled over");
+        let chain = crate::storage::wal::verify_chain(tmp.path(), None).unwrap();
+        assert_eq!(chain.problem, None);
+        assert_eq!(
+            (chain.chained_from, chain.records, chain.head),
+            (Some(1), 30, head)
+        );
+        let last = crate::storage::wal::record_hash_at(tmp.path(), 30).unwrap();
+        assert_eq!((head.lsn, Some(head.hash)), (30, last));
     }
 
     #[tokio::test]
