@@ -583,6 +583,32 @@ mod tests {
         }
     }
 
+    /// Format v6 keeps the chain's head in its header, or says it has
+    /// none; a presence byte that is neither is damage (after the checksum,
+    /// which a forger would fix).
+    #[test]
+    fn the_chain_head_round_trips_in_format_v6_and_a_bad_presence_byte_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = sample_accounts();
+        let head = [0xAB; 32];
+        let with = write_chained(dir.path(), 12, Some(head), accounts.iter(), [].iter()).unwrap();
+        let contents = read_full(&with.path).unwrap();
+        assert_eq!((contents.lsn, contents.head), (12, Some(head)));
+        assert_eq!(contents.accounts, accounts);
+        let without = write_full(dir.path(), 13, accounts.iter(), [].iter()).unwrap();
+        assert_eq!(read_full(&without.path).unwrap().head, None);
+
+        let mut bytes = fs::read(&with.path).unwrap();
+        assert_eq!(&bytes[8..12], &6u32.to_le_bytes());
+        bytes[HEADER_BYTES] = 2;
+        let content_len = bytes.len() - TRAILER_BYTES;
+        let crc = crc32fast::hash(&bytes[..content_len]);
+        bytes[content_len..content_len + 4].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&with.path, &bytes).unwrap();
+        let error = read_full(&with.path).unwrap_err().to_string();
+        assert!(error.contains("neither absent nor present"), "{error}");
+    }
+
     #[test]
     fn prune_keeps_the_newest() {
         let dir = tempfile::tempdir().unwrap();
