@@ -83,8 +83,9 @@ pub struct RecoveryReport {
     pub history_lost: Option<(u64, u64)>,
     /// The hash of the record at `last_lsn` (zeros for an empty log): the
     /// start snapshot's stored head when it is at `last_lsn`, else read
-    /// from the log (one record of one segment). `None` when neither holds
-    /// it (a snapshot from before format v6 past the log's end).
+    /// from the log (one record, where the replay found it). `None` when
+    /// neither holds it (a snapshot from before format v6 past the log's
+    /// end).
     pub head: Option<JournalHead>,
 }
 
@@ -301,7 +302,8 @@ fn rebuild_from(
     report.truncated_segment = replayed.truncated_segment;
     report.truncated_at = replayed.truncated_at;
     report.accounts = accounts.len();
-    report.head = head_at(data_dir, report.last_lsn, (from_lsn, begin_head))?;
+    let read_last = replayed.last_record.filter(|r| r.lsn == report.last_lsn);
+    report.head = head_at(data_dir, report.last_lsn, (from_lsn, begin_head), read_last)?;
 
     // One pass over the accounts: audit them and note the payouts still
     // processing.
@@ -347,15 +349,19 @@ struct Begin {
 
 /// The chain's head at `last_lsn`: zeros for an empty log, the start
 /// snapshot's (`snapshot`: its LSN and head) if it is at `last_lsn`, else
-/// the hash of the log's record.
+/// the hash of the log's record: read again where the replay found it
+/// (`replayed`: one small read), or, when the replay did not read it (its
+/// segment held nothing to replay), found in its segment.
 fn head_at(
     data_dir: &Path,
     last_lsn: u64,
     snapshot: (u64, Option<wal::record::Hash>),
+    replayed: Option<wal::RecordPlace>,
 ) -> Result<Option<JournalHead>, RecoveryError> {
-    let hash = match snapshot {
+    let hash = match (snapshot, replayed) {
         _ if last_lsn == 0 => Some(wal::record::GENESIS),
-        (lsn, Some(head)) if lsn == last_lsn => Some(head),
+        ((lsn, Some(head)), _) if lsn == last_lsn => Some(head),
+        (_, Some(place)) => Some(place.hash()?),
         _ => wal::record_hash_at(data_dir, last_lsn)?,
     };
     Ok(hash.map(|hash| JournalHead {

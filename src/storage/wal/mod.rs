@@ -109,7 +109,9 @@ use crate::clock::SharedClock;
 
 pub use chain::{record_hash_at, verify_chain, ChainReport};
 pub use handle::WalHandle;
-pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, ReplayReport};
+pub use reader::{
+    replay, replay_chunks, replay_with, RecordPlace, ReplayError, ReplayMode, ReplayReport,
+};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub use segment::{

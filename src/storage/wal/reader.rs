@@ -16,7 +16,7 @@ use std::fs::OpenOptions;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use super::record::WalEntry;
+use super::record::{self, WalEntry};
 use super::scan::{scan_file, Scan, Stopped, Tail};
 use super::segment::{self, Segment};
 use super::WalError;
@@ -43,6 +43,33 @@ pub struct ReplayReport {
     /// Where in that segment the cut was (would be) made: the end of its
     /// last whole record.
     pub truncated_at: u64,
+    /// Where the record at `last_lsn` lies, when this replay read it (its
+    /// hash is the chain's head: [`RecordPlace::hash`]).
+    pub last_record: Option<RecordPlace>,
+}
+
+/// Where one whole record lies in a segment file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordPlace {
+    pub lsn: u64,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: usize,
+}
+
+impl RecordPlace {
+    /// The record's hash, read again from its file: one small read.
+    pub fn hash(&self) -> Result<record::Hash, WalError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = vec![0; self.len];
+        std::fs::File::open(&self.path)
+            .and_then(|mut file| {
+                file.seek(SeekFrom::Start(self.offset))?;
+                file.read_exact(&mut bytes)
+            })
+            .map_err(|error| WalError::io(&self.path, &error))?;
+        Ok(record::hash(&bytes))
+    }
 }
 
 /// Why a replay stopped.
@@ -349,9 +376,24 @@ impl<F> Replay<'_, F> {
         let report = &mut self.report;
         report.segments += 1;
         self.next_lsn = segment.first_lsn + found.records;
+        if found.records > 0 {
+            report.last_record = Some(RecordPlace {
+                lsn: self.next_lsn - 1,
+                path: segment.path.clone(),
+                offset: (found.valid_bytes - found.last_record_bytes) as u64,
+                len: found.last_record_bytes,
+            });
+        }
         if self.next_lsn > self.until_lsn {
             // Everything asked for was read; what follows is the live
             // writer's business.
+            if report
+                .last_record
+                .as_ref()
+                .is_some_and(|r| r.lsn != self.until_lsn)
+            {
+                report.last_record = None;
+            }
             report.last_lsn = self.until_lsn;
             report.next_lsn = self.until_lsn + 1;
             return Ok(false);
