@@ -595,6 +595,36 @@ mod tests {
         );
     }
 
+    /// The replay says where the last record lies, past a torn tail it
+    /// cut, so recovery can hash it without reading the segment again; a
+    /// read-only replay stopped inside a segment knows no such place.
+    #[test]
+    fn the_replay_notes_where_the_last_whole_record_lies() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_segment(tmp.path(), 1, &encode(1..=3).0);
+        let (last, ends) = encode(4..=6);
+        let torn = [&last[..], &last[..9]].concat();
+        let path = write_segment(tmp.path(), 4, &torn);
+        let (report, _) = replay_all(tmp.path(), 1).unwrap();
+        let place = report.last_record.unwrap();
+        let want = RecordPlace {
+            lsn: 6,
+            path,
+            offset: ends[1] as u64,
+            len: ends[2] - ends[1],
+        };
+        assert_eq!(place, want);
+        assert_eq!(place.hash().unwrap(), record::hash(&last[ends[1]..]));
+        let until = |lsn| ReplayMode::ReadOnly {
+            until_lsn: Some(lsn),
+        };
+        let ignore = |_| Ok::<(), Infallible>(());
+        let stopped = replay_with(tmp.path(), 1, until(5), ignore).unwrap();
+        assert_eq!(stopped.last_record, None);
+        let at_end = replay_with(tmp.path(), 1, until(3), ignore).unwrap();
+        assert_eq!(at_end.last_record.map(|p| p.lsn), Some(3));
+    }
+
     #[test]
     fn a_refused_entry_stops_the_replay_with_its_lsn() {
         let tmp = tempfile::tempdir().unwrap();
