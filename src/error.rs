@@ -442,10 +442,7 @@ mod tests {
             LedgerError::HistoryUnavailable { reason: "x".into() },
             LedgerError::InvalidCursor { reason: "x".into() },
             LedgerError::EventsUnavailable { reason: "x".into() },
-            LedgerError::CursorExpired {
-                after: 1,
-                oldest: 9,
-            },
+            LedgerError::CursorExpired { after: 1, oldest: 9 },
             LedgerError::InvalidConsumer { reason: "x".into() },
             LedgerError::UnknownConsumer { name: "x".into() },
             LedgerError::Overloaded { shard: 0, limit: 1 },

@@ -433,10 +433,12 @@ impl Step<'_> {
                 settled: settled.as_str().to_owned(),
                 reported: reported.as_str().to_owned(),
             },
-            Event::IdempotencyKeysExpired { account, before } => FeedBody::IdempotencyKeysExpired {
-                account: *account,
-                before: before.rfc3339(),
-            },
+            Event::IdempotencyKeysExpired { account, before } => {
+                FeedBody::IdempotencyKeysExpired {
+                    account: *account,
+                    before: before.rfc3339(),
+                }
+            }
         }
     }
 
@@ -478,14 +480,8 @@ impl Step<'_> {
         // panicking the feed (the balance then shows the damage).
         let (available, locked) = match how {
             Move::Available(delta) => (available.saturating_add(delta), locked),
-            Move::Lock(amount) => (
-                available.saturating_sub(amount),
-                locked.saturating_add(amount),
-            ),
-            Move::Unlock(amount) => (
-                available.saturating_add(amount),
-                locked.saturating_sub(amount),
-            ),
+            Move::Lock(amount) => (available.saturating_sub(amount), locked.saturating_add(amount)),
+            Move::Unlock(amount) => (available.saturating_add(amount), locked.saturating_sub(amount)),
             Move::Burn(amount) => (available, locked.saturating_sub(amount)),
         };
         self.tracker.balances.insert(key, (available, locked));

@@ -358,13 +358,7 @@ mod tests {
             (LedgerError::UnknownTransaction { transaction_id: tx }, 404),
             (LedgerError::HistoryUnavailable { reason: "x".into() }, 503),
             (LedgerError::EventsUnavailable { reason: "x".into() }, 503),
-            (
-                LedgerError::CursorExpired {
-                    after: 1,
-                    oldest: 9,
-                },
-                410,
-            ),
+            (LedgerError::CursorExpired { after: 1, oldest: 9 }, 410),
             (LedgerError::InvalidConsumer { reason: "x".into() }, 400),
             (LedgerError::UnknownConsumer { name: "x".into() }, 404),
             (
