@@ -350,6 +350,11 @@ impl Config {
         if self.snapshots_kept == 0 {
             return Err("snapshots_kept must be at least 1".into());
         }
+        if let (Some(archive), Some(dir)) = (&self.archive_dir, &self.data_dir) {
+            if *archive == crate::storage::wal::wal_dir(dir) {
+                return Err("archive_dir must not be the log's own folder (<data_dir>/wal)".into());
+            }
+        }
         if self.snapshot_every_events == 0 || self.snapshot_interval_secs == 0 {
             return Err(
                 "snapshot_every_events and snapshot_interval_secs must be at least 1".into(),

@@ -331,3 +331,17 @@ async fn a_ledger_without_a_log_has_no_journal_head() {
     assert_eq!(error.code(), "events_unavailable");
     ledger.shutdown().await;
 }
+
+#[test]
+fn the_logs_own_folder_is_refused_as_its_archive() {
+    let folders = folders();
+    let own = burnledger::storage::wal::wal_dir(&folders.data);
+    let refused = Ledger::open(Config {
+        archive_dir: Some(own),
+        ..config(&folders)
+    });
+    let Err(burnledger::OpenError::Config(reason)) = refused else {
+        panic!("the open must be refused");
+    };
+    assert!(reason.contains("archive_dir"), "{reason}");
+}

@@ -160,43 +160,9 @@ impl Walk {
     /// predecessor.
     fn record(&mut self, path: &Path, lsn: u64, bytes: &[u8], offset: usize) -> Result<(), String> {
         let name = file_name(path);
-        match (record::predecessor(bytes), &self.previous) {
-            (Some(carried), Some(previous)) if carried != previous.hash => {
-                return Err(format!(
-                    "LSN {} in {}: its content does not match the hash LSN {lsn} records \
-                     (in {name} at byte {offset}): one of the two was changed",
-                    previous.lsn,
-                    file_name(&previous.file)
-                ));
-            }
-            (Some(carried), None) if lsn == 1 && carried != GENESIS => {
-                return Err(format!(
-                    "LSN 1 in {name}: the first record must chain to zeros, it records another hash"
-                ));
-            }
-            (Some(_), _) => {
-                self.report.chained_from.get_or_insert(lsn);
-            }
-            (None, _) if self.report.chained_from.is_some() => {
-                return Err(format!(
-                    "LSN {lsn} in {name} at byte {offset}: an unchained record after the chain \
-                     started at LSN {}",
-                    self.report.chained_from.unwrap_or_default()
-                ));
-            }
-            (None, _) => {}
-        }
+        self.link(&name, lsn, bytes, offset)?;
         let hash = record::hash(bytes);
-        if let Some((snapshot, head)) = self.snapshots.remove(&lsn) {
-            self.report.snapshots_checked += 1;
-            if head != hash {
-                return Err(format!(
-                    "snapshot {} stores a head for LSN {lsn} that is not the hash of LSN {lsn} \
-                     in {name}: the record or the snapshot was changed",
-                    file_name(&snapshot)
-                ));
-            }
-        }
+        self.snapshot_head(&name, lsn, &hash)?;
         self.report.first_lsn.get_or_insert(lsn);
         self.report.records += 1;
         self.previous = Some(Previous {
@@ -205,6 +171,54 @@ impl Walk {
             file: path.to_path_buf(),
         });
         Ok(())
+    }
+
+    /// Whether the record at `lsn` (`bytes`, at `offset` in the file
+    /// `name`) carries its predecessor's hash: a chained record must, and
+    /// once one did, every later record must be chained too.
+    fn link(&mut self, name: &str, lsn: u64, bytes: &[u8], offset: usize) -> Result<(), String> {
+        let Some(carried) = record::predecessor(bytes) else {
+            return match self.report.chained_from {
+                Some(from) => Err(format!(
+                    "LSN {lsn} in {name} at byte {offset}: an unchained record after the chain \
+                     started at LSN {from}"
+                )),
+                None => Ok(()),
+            };
+        };
+        match &self.previous {
+            Some(previous) if carried != previous.hash => Err(format!(
+                "LSN {} in {}: its content does not match the hash LSN {lsn} records \
+                 (in {name} at byte {offset}): one of the two was changed",
+                previous.lsn,
+                file_name(&previous.file)
+            )),
+            None if lsn == 1 && carried != GENESIS => Err(format!(
+                "LSN 1 in {name}: the first record must chain to zeros, it records another hash"
+            )),
+            // Or the first record read, whose predecessor is not kept.
+            _ => {
+                self.report.chained_from.get_or_insert(lsn);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether a snapshot at `lsn` stores `hash`, the hash of the record
+    /// there (in the file `name`).
+    fn snapshot_head(&mut self, name: &str, lsn: u64, hash: &Hash) -> Result<(), String> {
+        let Some((snapshot, head)) = self.snapshots.remove(&lsn) else {
+            return Ok(());
+        };
+        self.report.snapshots_checked += 1;
+        if head == *hash {
+            return Ok(());
+        }
+        Err(format!(
+            "snapshot {} stores a head for LSN {lsn} that is not the hash of LSN {lsn} in \
+             {name}: the record or the snapshot was changed",
+            file_name(&snapshot)
+        ))
     }
 }
 
