@@ -5,6 +5,8 @@
 //! segments, cuts a torn tail off the last segment (read-only: reports what
 //! it would cut; see the rule in the module docs of [`super`]) and stops at
 //! anything else, naming the file and byte offset.
+//! It notes where the last record lies ([`ReplayReport::last_record`]), so
+//! recovery can hash it (the chain's head) with one small read.
 //!
 //! Two threads share the work: a reader thread reads the segments a block
 //! at a time, checks and decodes the records and hands them over in chunks;

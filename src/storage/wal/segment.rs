@@ -137,25 +137,32 @@ pub fn retire_segments_below(
 }
 
 /// Moves the segment at `path` into `archive` durably (see
-/// [`retire_segments_below`]).
+/// [`retire_segments_below`]): a rename, or a copy across file systems.
 fn move_to_archive(path: &Path, archive: &Path) -> Result<(), WalError> {
+    let target = archive.join(path.file_name().unwrap_or_default());
+    match fs::rename(path, &target) {
+        Ok(()) => sync_dir(archive),
+        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
+            copy_to_archive(path, &target)
+        }
+        Err(error) => Err(WalError::io(path, &error)),
+    }
+}
+
+/// Copies the segment at `path` to `target` in another file system: to a
+/// temporary name, synced, renamed, the folder synced; only then is the
+/// original removed, so a crash leaves it in one place or both.
+fn copy_to_archive(path: &Path, target: &Path) -> Result<(), WalError> {
     fn io(at: &Path) -> impl Fn(io::Error) -> WalError + '_ {
         move |error| WalError::io(at, &error)
-    }
-    let name = path.file_name().unwrap_or_default();
-    let target = archive.join(name);
-    match fs::rename(path, &target) {
-        Ok(()) => return sync_dir(archive),
-        Err(error) if error.kind() != io::ErrorKind::CrossesDevices => return Err(io(path)(error)),
-        Err(_) => {}
     }
     let temporary = target.with_extension("wal.tmp");
     fs::copy(path, &temporary).map_err(io(&temporary))?;
     File::open(&temporary)
         .and_then(|copy| copy.sync_all())
         .map_err(io(&temporary))?;
-    fs::rename(&temporary, &target).map_err(io(&target))?;
-    sync_dir(archive)?;
+    fs::rename(&temporary, target).map_err(io(target))?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
     fs::remove_file(path).map_err(io(path))
 }
 
@@ -345,6 +352,26 @@ mod tests {
         );
         assert_eq!(lsns(list_in(&archive).unwrap()), [1, 10]);
         assert_eq!(lsns(list(tmp.path()).unwrap()), [20]);
+    }
+
+    /// Across file systems (where a rename fails) the segment is copied
+    /// whole, under its own name, and only then removed from the log.
+    #[test]
+    fn a_copy_into_the_archive_lands_whole_before_the_original_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        touch(tmp.path(), 1);
+        let archive = tmp.path().join("archive");
+        fs::create_dir_all(&archive).unwrap();
+        let source = segment_path(tmp.path(), 1);
+        let target = archive.join("00000000000000000001.wal");
+        copy_to_archive(&source, &target).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+        assert!(!source.exists());
+        let left: Vec<_> = fs::read_dir(&archive)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, [target], "no temporary file left");
     }
 
     #[test]
