@@ -13,7 +13,8 @@
 //! - 1: problems found — a corrupt or missing WAL record, a torn tail that
 //!   opening would cut, a damaged snapshot, or (`verify`) a state that does
 //!   not rebuild or breaks an invariant, or a history store that does not
-//!   list what the log says happened (or cannot be read);
+//!   list what the log says happened (or cannot be read), or (`verify
+//!   --chain`) a break in the hash chain;
 //! - 2: could not run — the folder is missing, holds no ledger (no
 //!   currency table, WAL segment or snapshot), could not be read, or (`verify`)
 //!   is in use by a running ledger.
@@ -47,7 +48,8 @@ use clap::Args;
 /// The exit codes of `inspect` and `verify`, shown in their help.
 pub const EXIT_CODES: &str = "Exit codes: 0 = clean; 1 = problems found (a corrupt or missing \
 WAL record, a torn tail that opening the ledger would cut, a damaged snapshot, or for verify a \
-broken invariant or payout mismatch, or a history store that disagrees with the log); 2 = could not run (no such folder, no ledger in it, it \
+broken invariant or payout mismatch, a history store that disagrees with the log, or with --chain a \
+break in the log's hash chain); 2 = could not run (no such folder, no ledger in it, it \
 cannot be read, or for verify it is in use by a running ledger).";
 
 #[derive(Args, Debug)]
