@@ -329,3 +329,25 @@ async fn the_subscription_as_a_stream_yields_each_event_as_it_becomes_durable() 
     assert_eq!((last.account, last.available), (2, dec("8.00")));
     ledger.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_subscription_reads_what_is_left_then_hears_of_the_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(config(dir.path())).unwrap();
+    ledger.deposit(1, "USD", dec("1.00"), None).await.unwrap();
+    let mut subscription = ledger.subscribe(0).unwrap();
+    // The wait is an hour on the system clock: only the shutdown ends it.
+    let waiting = tokio::spawn(async move {
+        let first = subscription.next(10, Duration::from_secs(3_600)).await;
+        let then = subscription.next(10, Duration::from_secs(3_600)).await;
+        (first, then)
+    });
+    ledger.shutdown().await;
+    let (first, then) = waiting.await.unwrap();
+    assert_eq!(
+        first.unwrap().len(),
+        1,
+        "the event durable before the shutdown"
+    );
+    assert_eq!(then, Err(LedgerError::ShuttingDown));
+}

@@ -30,7 +30,11 @@ impl Engine {
             let _ = threads.stopped.await;
             let _ = threads.thread.join();
         }
-        if !self.close_log().await {
+        let closed = self.close_log().await;
+        // Every event is as durable as it will be: feed readers waiting
+        // for more are told the log closed.
+        self.journal.close_watchers();
+        if !closed {
             // The log may still be open: keep the folder locked until the
             // last handle drops (`Drop for Engine` closes it).
             return;

@@ -27,6 +27,7 @@ use crate::domain::money::{Currencies, Currency, Units};
 use crate::error::LedgerError;
 use crate::storage::events::{check_name, EventLog, LogReader, ReadError};
 use crate::storage::history::{HistoryReader, HistoryStore};
+use crate::storage::journal::DurableMark;
 use crate::storage::wal::WalEntry;
 
 use super::Ledger;
@@ -52,7 +53,7 @@ pub struct Subscription {
     reader: LogReader,
     tracker: BalanceTracker,
     seeds: SeedSource,
-    durable: watch::Receiver<u64>,
+    durable: watch::Receiver<DurableMark>,
     clock: SharedClock,
 }
 
@@ -81,7 +82,8 @@ impl Subscription {
     /// at most `max` (1 to [`FEED_BATCH_MAX`]): whatever is durable now, or,
     /// when nothing is, the first that become durable within `wait` (on the
     /// ledger's clock); empty when none did. `cursor_expired` when the log
-    /// no longer holds the next event.
+    /// no longer holds the next event; `shutting_down` once the ledger shut
+    /// down and every event was read.
     pub async fn next(
         &mut self,
         max: usize,
@@ -96,9 +98,12 @@ impl Subscription {
         let mut deadline = self.clock.sleep(wait);
         loop {
             let durable = *self.durable.borrow_and_update();
-            if durable > self.reader.position() {
-                let entries = self.reader.read(durable, max).map_err(read_error)?;
+            if durable.lsn > self.reader.position() {
+                let entries = self.reader.read(durable.lsn, max).map_err(read_error)?;
                 return self.convert(entries).await;
+            }
+            if durable.closed {
+                return Err(LedgerError::ShuttingDown);
             }
             if wait.is_zero() {
                 return Ok(Vec::new());
@@ -234,7 +239,7 @@ impl Ledger {
         let events = self.event_log()?;
         let engine = self.engine();
         let durable = engine.journal.watch_durable().ok_or_else(no_log)?;
-        let end = *durable.borrow();
+        let end = durable.borrow().lsn;
         if after > end {
             return Err(LedgerError::InvalidCursor {
                 reason: format!("LSN {after} is past the log's durable end, {end}"),

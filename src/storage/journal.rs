@@ -28,6 +28,14 @@ use crate::domain::event::Stamped;
 use crate::error::LedgerError;
 use crate::storage::wal::{WalError, WalHandle};
 
+/// What [`Journal::watch_durable`] shows: the highest LSN known durable,
+/// and whether the log closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurableMark {
+    pub lsn: u64,
+    pub closed: bool,
+}
+
 /// Handle to the durability layer; cheap to clone, shared by every part of
 /// the engine that logs.
 #[derive(Clone, Default)]
@@ -40,8 +48,8 @@ struct Log {
     /// Highest LSN known durable; a checkpointer rebuilding from disk
     /// reads up to it.
     durable_lsn: AtomicU64,
-    /// Told each time `durable_lsn` advances.
-    durable_watch: watch::Sender<u64>,
+    /// Told each time `durable_lsn` advances, and when the log closes.
+    durable_watch: watch::Sender<DurableMark>,
     /// Set by the first failed append; never cleared (only a restart, which
     /// replays the log, recovers).
     poisoned: OnceLock<String>,
@@ -60,7 +68,10 @@ impl Journal {
             log: Some(Arc::new(Log {
                 wal,
                 durable_lsn: AtomicU64::new(durable_lsn),
-                durable_watch: watch::Sender::new(durable_lsn),
+                durable_watch: watch::Sender::new(DurableMark {
+                    lsn: durable_lsn,
+                    closed: false,
+                }),
                 poisoned: OnceLock::new(),
             })),
         }
@@ -86,10 +97,18 @@ impl Journal {
             .map_or(0, |log| log.durable_lsn.load(Ordering::Acquire))
     }
 
-    /// Sees [`durable_lsn`](Self::durable_lsn) advance; `None` when
-    /// nothing is logged.
-    pub fn watch_durable(&self) -> Option<watch::Receiver<u64>> {
+    /// Sees [`durable_lsn`](Self::durable_lsn) advance, and the log
+    /// close; `None` when nothing is logged.
+    pub fn watch_durable(&self) -> Option<watch::Receiver<DurableMark>> {
         self.log.as_ref().map(|log| log.durable_watch.subscribe())
+    }
+
+    /// Tells the watchers the log is closed: nothing more becomes durable
+    /// (the engine shut down).
+    pub fn close_watchers(&self) {
+        if let Some(log) = &self.log {
+            log.durable_watch.send_modify(|mark| mark.closed = true);
+        }
     }
 
     /// The WAL writer, when there is one.
@@ -112,8 +131,8 @@ impl Journal {
                 Ok(lsn) => {
                     if log.durable_lsn.fetch_max(lsn, Ordering::AcqRel) < lsn {
                         log.durable_watch.send_if_modified(|known| {
-                            let advanced = lsn > *known;
-                            *known = (*known).max(lsn);
+                            let advanced = lsn > known.lsn;
+                            known.lsn = known.lsn.max(lsn);
                             advanced
                         });
                     }
