@@ -33,8 +33,8 @@ pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
 ];
 
 /// The kinds of operation the API serves: the routes' names (see
-/// [`kind_of`] for the one route that serves two kinds).
-pub const KINDS: [&str; 15] = [
+/// [`kind_of`] for the routes that serve two kinds).
+pub const KINDS: [&str; 21] = [
     "deposit",
     "request_withdrawal",
     "list_withdrawals",
@@ -49,6 +49,12 @@ pub const KINDS: [&str; 15] = [
     "run_payouts",
     "list_payouts",
     "get_payout",
+    "events",
+    "events_stream",
+    "list_consumers",
+    "consumer_cursor",
+    "set_consumer_cursor",
+    "remove_consumer",
     "unmatched",
 ];
 
@@ -143,10 +149,13 @@ impl Metrics {
 }
 
 /// The kind a request counts as: its route's name, except that a GET on
-/// `/v1/withdrawals` (a resource named for its POST) is `list_withdrawals`.
+/// `/v1/withdrawals` (a resource named for its POST) is `list_withdrawals`
+/// and a GET on a consumer's cursor (named for its PUT) `consumer_cursor`.
 fn kind_of(route: Option<&str>, method: &actix_web::http::Method) -> &'static str {
+    let get = method == actix_web::http::Method::GET;
     let name = match route {
-        Some("request_withdrawal") if method == actix_web::http::Method::GET => "list_withdrawals",
+        Some("request_withdrawal") if get => "list_withdrawals",
+        Some("set_consumer_cursor") if get => "consumer_cursor",
         Some(name) => name,
         None => "unmatched",
     };
