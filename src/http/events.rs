@@ -32,11 +32,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::feed::FeedEvent;
 use crate::domain::history::PAGE_LIMIT_DEFAULT;
 use crate::http::error::{ApiError, ErrorJson};
-use crate::http::openapi::{
-    ConsumerErrors, CursorWriteErrors, EventsErrors, PlainReadErrors,
-};
-use crate::ledger::{ConsumerCursor, Subscription};
+use crate::http::openapi::{ConsumerErrors, CursorWriteErrors, EventsErrors, PlainReadErrors};
 use crate::ledger::Ledger;
+use crate::ledger::{ConsumerCursor, Subscription};
 use crate::LedgerError;
 
 type Answer = Result<HttpResponse, ApiError>;
@@ -320,7 +318,11 @@ fn error_frame(error: &ApiError) -> Bytes {
 
 /// The subscription a request asks for: from `consumer`'s cursor, or after
 /// `after` (0 when neither); both is `invalid_input`.
-fn open(ledger: &Ledger, after: Option<u64>, consumer: Option<&str>) -> Result<Subscription, ApiError> {
+fn open(
+    ledger: &Ledger,
+    after: Option<u64>,
+    consumer: Option<&str>,
+) -> Result<Subscription, ApiError> {
     match (after, consumer) {
         (Some(_), Some(_)) => Err(ApiError::invalid_input(
             "give `after` or `consumer`, not both",

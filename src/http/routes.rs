@@ -111,8 +111,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 fn feed_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/events", "events").route(web::get().to(events::events)))
         .service(
-            resource("/events/stream", "events_stream")
-                .route(web::get().to(events::events_stream)),
+            resource("/events/stream", "events_stream").route(web::get().to(events::events_stream)),
         )
         .service(
             resource("/consumers", "list_consumers").route(web::get().to(events::list_consumers)),
