@@ -352,6 +352,7 @@ fn bad_parameters_are_400_with_their_code_and_an_unknown_consumer_404() {
         ("wait=1.5", "invalid_input"),
         ("after=x", "invalid_cursor"),
         ("after=-1", "invalid_cursor"),
+        ("after=999", "invalid_cursor"),
         ("after=1&consumer=a", "invalid_input"),
         ("since=1", "invalid_input"),
         ("consumer=no%20spaces", "invalid_consumer"),
@@ -431,6 +432,70 @@ fn the_stream_sends_a_keep_alive_after_15_s_of_silence_on_the_ledgers_clock() {
     server.stop();
 }
 
+#[test]
+fn an_error_after_the_start_is_an_error_event_and_the_end_of_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(Config::for_tests_in(dir.path()));
+    c.deposit(1, "10");
+    let mut stream = c.stream("after=0", None).unwrap();
+    assert_eq!(lsns(&stream.events(1)), vec![1]);
+    InProcess::block_on(server.ledger.shutdown());
+    match stream.next() {
+        Some(Item::Event { id, event, data }) => {
+            assert_eq!((id.as_str(), event.as_str()), ("", "error"));
+            let error: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(error["error"], "shutting_down", "{error}");
+            assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+        }
+        other => panic!("expected an error event, got {other:?}"),
+    }
+    assert_eq!(stream.next(), None, "the stream ends after its error");
+    server.stop();
+}
+
+/// A ledger whose log keeps nothing for consumers past one byte: past a
+/// snapshot the oldest segments go, whoever has not read them.
+fn pruned_past(dir: &Path) -> (InProcess, Client) {
+    let (server, c) = start(Config {
+        event_retention_bytes: 1,
+        ..Config::for_tests_in(dir)
+    });
+    c.deposit(1, "1");
+    c.put("/v1/consumers/slow/cursor", json!({"lsn": 1})).ok();
+    InProcess::block_on(async {
+        for round in 0..6u64 {
+            let deposits = (0..500u64).map(|i| {
+                let amount = burnledger::Decimal::from(1 + (round + i) % 9);
+                server.ledger.deposit(2 + i % 50, "USD", amount, None)
+            });
+            for done in futures_util::future::join_all(deposits).await {
+                done.unwrap();
+            }
+            server.ledger.snapshot().await.unwrap();
+        }
+    });
+    (server, c)
+}
+
+#[test]
+fn a_position_the_log_no_longer_holds_is_410_cursor_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = pruned_past(dir.path());
+    let expired = c.get("/v1/events?after=1");
+    expired.refused(410, "cursor_expired");
+    c.get("/v1/events?consumer=slow")
+        .refused(410, "cursor_expired");
+    for (query, id) in [("after=1", None), ("consumer=slow", None), ("", Some("1"))] {
+        match c.stream(query, id) {
+            Err(answer) => answer.refused(410, "cursor_expired"),
+            Ok(_) => panic!("{query} {id:?}: a stream from a pruned position"),
+        }
+    }
+    c.put("/v1/consumers/slow/cursor", json!({"lsn": 1}))
+        .refused(410, "cursor_expired");
+    server.stop();
+}
+
 // ---- consumers ----
 
 #[test]
@@ -458,7 +523,7 @@ fn a_consumers_cursor_is_set_read_listed_and_removed() {
 
     // Bad input changes nothing.
     c.put("/v1/consumers/mailer/cursor", json!({"lsn": 99}))
-        .refused(400, "invalid_consumer");
+        .refused(400, "invalid_cursor");
     c.put("/v1/consumers/bad%20name/cursor", json!({"lsn": 1}))
         .refused(400, "invalid_consumer");
     c.put("/v1/consumers/mailer/cursor", json!({"lsn": "2"}))

@@ -5,8 +5,9 @@
 //! (`ledger/events.rs`) and shows the answer; the events themselves are
 //! [`FeedEvent`]s, serialised as they are.
 //!
-//! Query parameters: `after` (an LSN, default 0; not a whole number:
-//! `invalid_cursor`), `consumer` (start from that consumer's cursor
+//! Query parameters: `after` (an LSN, default 0; not a whole number, or
+//! past the durable log: `invalid_cursor`; one the log no longer holds:
+//! 410 `cursor_expired`), `consumer` (start from that consumer's cursor
 //! instead; with `after`: `invalid_input`), `limit` (1 to 1,000, default
 //! 100, `invalid_limit`), `wait` (whole seconds 0 to 60, default 0,
 //! `invalid_input`). The stream resumes after its `Last-Event-ID` header

@@ -129,9 +129,9 @@ fn error_description(status: u16) -> &'static str {
                 invalid_idempotency_key, same_account_transfer, reason_too_long, \
                 payouts_disabled (a payout call on a ledger that makes none), invalid_time \
                 (not RFC 3339), invalid_time_range (created_from after created_to), \
-                invalid_limit (not 1 to 1000), invalid_cursor (not a page's next, or an \
-                event position that is not an LSN), invalid_consumer (a consumer name that \
-                is not 1 to 64 of A-Z a-z 0-9 _ - ., or a cursor past the durable log) or \
+                invalid_limit (not 1 to 1000), invalid_cursor (not a page's next; an \
+                event position that is not an LSN or is past the durable log), \
+                invalid_consumer (a consumer name that is not 1 to 64 of A-Z a-z 0-9 _ - .) or \
                 invalid_input (a query string, unknown query parameter, path parameter, \
                 status, state, order, format, resolution or wait of the wrong shape)"
         }
@@ -150,9 +150,9 @@ fn error_description(status: u16) -> &'static str {
                 that is not a replicated node)"
         }
         410 => {
-            "cursor_expired: the log no longer holds the event after this position (pruned \
-                past the retention cap); resynchronise from the current state and read the \
-                feed from the oldest position it holds"
+            "cursor_expired: the log no longer holds the events after this position \
+                (pruned past the retention cap); resynchronise from the current balances and \
+                continue from the journal head"
         }
         413 => "payload_too_large (the connection closes)",
         500 => "internal",
