@@ -328,6 +328,71 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
 
 // ---- driving every operation ----
 
+/// The feed's 503 (a ledger without a log: `events_unavailable`) and 410
+/// (a position its log pruned: `cursor_expired`).
+fn feed_unavailable_and_expired(c: &mut Checker) {
+    let no_log = start(Config::for_tests());
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        exchange(&no_log.addr, &request(method, path, Some(API), body))
+    };
+    for (method, template, path, body) in [
+        ("get", "/v1/events", "/v1/events", None),
+        ("get", "/v1/events/stream", "/v1/events/stream", None),
+        ("get", "/v1/consumers", "/v1/consumers", None),
+        ("get", CURSOR, "/v1/consumers/a/cursor", None),
+        (
+            "put",
+            CURSOR,
+            "/v1/consumers/a/cursor",
+            Some(r#"{"lsn": 0}"#),
+        ),
+        ("delete", "/v1/consumers/{name}", "/v1/consumers/a", None),
+    ] {
+        let answer = call(&method.to_ascii_uppercase(), path, body);
+        let refused = c.check(template, method, &answer);
+        assert_eq!(
+            (answer.status, &refused["error"]),
+            (503, &json!("events_unavailable")),
+            "{method} {path}"
+        );
+    }
+    no_log.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let pruned = start(Config {
+        event_retention_bytes: 1,
+        ..Config::for_tests_in(dir.path())
+    });
+    common::in_process::fill_and_snapshot(&pruned.ledger);
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        exchange(&pruned.addr, &request(method, path, Some(API), body))
+    };
+    for (method, template, path, body) in [
+        ("get", "/v1/events", "/v1/events?after=1", None),
+        (
+            "get",
+            "/v1/events/stream",
+            "/v1/events/stream?after=1",
+            None,
+        ),
+        (
+            "put",
+            CURSOR,
+            "/v1/consumers/a/cursor",
+            Some(r#"{"lsn": 1}"#),
+        ),
+    ] {
+        let answer = call(&method.to_ascii_uppercase(), path, body);
+        let refused = c.check(template, method, &answer);
+        assert_eq!(
+            (answer.status, &refused["error"]),
+            (410, &json!("cursor_expired")),
+            "{method} {path}"
+        );
+    }
+    pruned.stop();
+}
+
 /// The event feed's routes (`src/http/events.rs`): each success and each
 /// refusal the document lists, but 503 (the shutdown below answers it).
 fn feed_routes(c: &mut Checker, call: &dyn Fn(&str, &str, Option<&str>) -> Answer) {
@@ -816,5 +881,6 @@ fn every_answer_matches_the_document() {
     c.check("/v1/withdrawals/{transaction_id}/cancel", "post", &cancel);
     external.stop();
 
+    feed_unavailable_and_expired(&mut c);
     c.assert_all_seen();
 }

@@ -17,8 +17,9 @@
 //! asks for more body (the client has read what was sent), so a slow
 //! client holds one batch, never the log. Silence of [`HEARTBEAT`] on the
 //! ledger's clock (the subscription's wait) sends a `: keep-alive`
-//! comment; an error after the start sends `event: error` with the error
-//! JSON, and the stream ends.
+//! comment (or, when the ledger has shut down meanwhile, the error); an
+//! error after the start sends `event: error` with the error JSON, and the
+//! stream ends.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -239,11 +240,15 @@ pub(crate) async fn events_stream(
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
-        .streaming(sse(subscription, first)))
+        .streaming(sse(ledger, subscription, first)))
 }
 
 /// The stream's state between chunks.
 struct Sse {
+    /// Asked at each keep-alive whether it still runs: a ledger shut down
+    /// (or a replicated node's standby replaced by the writer) would
+    /// otherwise hold the stream open on a log that no longer grows.
+    ledger: Ledger,
     subscription: Subscription,
     /// The events read before the answer started, sent first.
     first: Vec<FeedEvent>,
@@ -253,10 +258,12 @@ struct Sse {
 /// The body of the event stream: one chunk per pull, pulled only when
 /// actix wants more (the client read the last one).
 fn sse(
+    ledger: Ledger,
     subscription: Subscription,
     first: Vec<FeedEvent>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = Sse {
+        ledger,
         subscription,
         first,
         ended: false,
@@ -269,7 +276,8 @@ fn sse(
             let first = std::mem::take(&mut state.first);
             return Some((Ok(frames(&first)), state));
         }
-        let chunk = match state.subscription.next(STREAM_BATCH, HEARTBEAT).await {
+        let pulled = state.subscription.next(STREAM_BATCH, HEARTBEAT).await;
+        let chunk = match pulled.and_then(|events| state.still_open(events)) {
             Ok(events) if events.is_empty() => Bytes::from_static(b": keep-alive\n\n"),
             Ok(events) => frames(&events),
             Err(error) => {
@@ -279,6 +287,16 @@ fn sse(
         };
         Some((Ok(chunk), state))
     })
+}
+
+impl Sse {
+    /// `events`, unless there are none and the ledger has shut down.
+    fn still_open(&self, events: Vec<FeedEvent>) -> Result<Vec<FeedEvent>, LedgerError> {
+        if events.is_empty() {
+            self.ledger.check_not_closed()?;
+        }
+        Ok(events)
+    }
 }
 
 /// `id: <lsn>`, `event: <type>`, `data: <json>` for each event.
