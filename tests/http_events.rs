@@ -639,7 +639,7 @@ fn a_consumer_killed_mid_stream_and_restarted_sees_every_event_in_order() {
                     let account = 1 + w * 100 + n % 7;
                     c.deposit(account, "3");
                     let tx = c.withdraw(account, "1");
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         c.post(&format!("/v1/withdrawals/{tx}/cancel"), json!({}));
                     }
                     n += 1;

@@ -151,7 +151,7 @@ pub fn run(args: ConsumeArgs) -> Result<bool, String> {
             .map_err(|e| format!("an event that is not a FeedEvent ({e}): {}", frame.data))?;
         append(&mut out, &args.out, event.lsn, &frame.event)?;
         written += 1;
-        if written % args.ack_every == 0 {
+        if written.is_multiple_of(args.ack_every) {
             server.ack(event.lsn)?;
         }
     }
