@@ -276,8 +276,11 @@ fn sse(
             let first = std::mem::take(&mut state.first);
             return Some((Ok(frames(&first)), state));
         }
-        let pulled = state.subscription.next(STREAM_BATCH, HEARTBEAT).await;
-        let chunk = match pulled.and_then(|events| state.still_open(events)) {
+        let pulled = match state.subscription.next(STREAM_BATCH, HEARTBEAT).await {
+            Ok(events) if events.is_empty() => still_open(&state.ledger).await.map(|()| events),
+            pulled => pulled,
+        };
+        let chunk = match pulled {
             Ok(events) if events.is_empty() => Bytes::from_static(b": keep-alive\n\n"),
             Ok(events) => frames(&events),
             Err(error) => {
@@ -289,13 +292,12 @@ fn sse(
     })
 }
 
-impl Sse {
-    /// `events`, unless there are none and the ledger has shut down.
-    fn still_open(&self, events: Vec<FeedEvent>) -> Result<Vec<FeedEvent>, LedgerError> {
-        if events.is_empty() {
-            self.ledger.check_not_closed()?;
-        }
-        Ok(events)
+/// `shutting_down` once `ledger` has shut down (a standby's refusal of
+/// writes, or a poisoned ledger's, leaves its log readable: not an end).
+async fn still_open(ledger: &Ledger) -> Result<(), LedgerError> {
+    match ledger.health().await {
+        Err(LedgerError::ShuttingDown) => Err(LedgerError::ShuttingDown),
+        _ => Ok(()),
     }
 }
 
