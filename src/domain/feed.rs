@@ -8,7 +8,10 @@
 //! format version, this JSON only ever gains fields (and changes
 //! [`FEED_VERSION`] if it must break). One event per logged record, in LSN
 //! order, so LSNs are consecutive: a consumer that sees a gap lost
-//! something.
+//! something. Typed in Rust (ids, currency codes, `Decimal`s, times), text
+//! in JSON as everywhere in the API (32-hex-digit ids, `"25.00"`, RFC
+//! 3339): making an event formats nothing, so a subscriber that does not
+//! serialise pays for none of it.
 //!
 //! Balances are those of log order (what a replay of the log up to the
 //! event holds, which is what the history store's entries say), not what
@@ -19,12 +22,11 @@
 //! start); an event whose balance it cannot learn carries none and says so
 //! (`balances_known: false`).
 
-use std::collections::HashMap;
-
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::{Event, ItemOutcome};
-use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 
@@ -41,7 +43,8 @@ pub struct FeedEvent {
     pub lsn: u64,
     /// When the engine stamped it (RFC 3339, UTC, milliseconds); `None`
     /// for a record logged before times were (format v1 to v3).
-    pub time: Option<String>,
+    #[serde(with = "text::option")]
+    pub time: Option<UnixMs>,
     /// The same instant in ms since the Unix epoch.
     pub time_ms: Option<u64>,
     /// What happened; its `type` field names it.
@@ -60,27 +63,46 @@ pub struct FeedEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceAfter {
     pub account: AccountId,
-    pub currency: String,
-    /// Decimal strings with the currency's places.
-    pub available: String,
-    pub locked: String,
-    pub total: String,
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    /// Decimal strings with the currency's places (as JSON).
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
 }
 
 /// A payout item as submitted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedPayoutItem {
-    pub transaction_id: String,
-    pub amount: String,
+    #[serde(with = "text")]
+    pub transaction_id: TransactionId,
+    pub amount: Decimal,
 }
 
 /// A payout item's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedItemOutcome {
-    pub transaction_id: String,
-    /// `paid` or `failed`.
-    pub outcome: String,
+    #[serde(with = "text")]
+    pub transaction_id: TransactionId,
+    pub outcome: FeedOutcome,
     pub reason: Option<String>,
+}
+
+/// A payout item's answer: `paid` or `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedOutcome {
+    Paid,
+    Failed,
+}
+
+impl From<&ItemOutcome> for FeedOutcome {
+    fn from(outcome: &ItemOutcome) -> Self {
+        match outcome {
+            ItemOutcome::Paid => Self::Paid,
+            ItemOutcome::Failed { .. } => Self::Failed,
+        }
+    }
 }
 
 /// What an event says, by `type`. Withdrawal events after the request
@@ -90,74 +112,91 @@ pub struct FeedItemOutcome {
 pub enum FeedBody {
     #[serde(rename = "deposited")]
     Deposited {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "withdrawal.requested")]
     WithdrawalRequested {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "withdrawal.claimed")]
     WithdrawalClaimed {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         payout_id: u64,
     },
     #[serde(rename = "withdrawal.released")]
     WithdrawalReleased {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
     },
     #[serde(rename = "withdrawal.completed")]
     WithdrawalCompleted {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.failed")]
     WithdrawalFailed {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         reason: String,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.cancelled")]
     WithdrawalCancelled {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.returned")]
     WithdrawalReturned {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         reason: String,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "transferred")]
     Transferred {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         from: AccountId,
         to: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "payout.submitted")]
     PayoutSubmitted {
         payout_id: u64,
-        currency: String,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
         items: Vec<FeedPayoutItem>,
     },
     #[serde(rename = "payout.settled")]
@@ -176,14 +215,19 @@ pub enum FeedBody {
     #[serde(rename = "payout.mismatch")]
     PayoutMismatch {
         payout_id: u64,
-        transaction_id: String,
-        settled: String,
-        reported: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
+        settled: FeedOutcome,
+        reported: FeedOutcome,
     },
     /// Housekeeping: the account's idempotency keys first used before
     /// `before` expired. Changes no balance.
     #[serde(rename = "idempotency_keys.expired")]
-    IdempotencyKeysExpired { account: AccountId, before: String },
+    IdempotencyKeysExpired {
+        account: AccountId,
+        #[serde(with = "text")]
+        before: UnixMs,
+    },
 }
 
 /// Where the tracker learns what happened before it started: the balance
@@ -224,9 +268,10 @@ pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
 #[derive(Default)]
 pub struct BalanceTracker {
     /// (account, currency) → (available, locked), as of the last event.
-    balances: HashMap<(AccountId, CurrencyCode), (Units, Units)>,
-    /// Withdrawals seen requested and not yet ended: currency, amount.
-    open: HashMap<TransactionId, (Currency, Units)>,
+    balances: foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>,
+    /// Withdrawals seen requested and not yet failed, cancelled or
+    /// returned (a completed one may still come back): currency, amount.
+    open: foldhash::HashMap<TransactionId, (Currency, Units)>,
 }
 
 /// How an event moves one balance.
@@ -240,6 +285,29 @@ enum Move {
 impl BalanceTracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the tracker can make `event`'s balances without asking its
+    /// seeds (it has followed every balance and withdrawal the event moves).
+    pub fn knows(&self, event: &Event) -> bool {
+        let has = |account: AccountId, currency: &Currency| {
+            self.balances.contains_key(&(account, currency.code))
+        };
+        match event {
+            Event::Deposited { tx, currency, .. } => has(tx.account(), currency),
+            Event::WithdrawalRequested { tx, currency, .. } => has(tx.account(), currency),
+            Event::Transferred {
+                tx, to, currency, ..
+            } => has(tx.account(), currency) && has(*to, currency),
+            Event::WithdrawalCompleted { tx }
+            | Event::WithdrawalFailed { tx, .. }
+            | Event::WithdrawalCancelled { tx }
+            | Event::WithdrawalReturned { tx, .. } => self
+                .open
+                .get(tx)
+                .is_some_and(|(currency, _)| has(tx.account(), currency)),
+            _ => true,
+        }
     }
 
     /// The feed event for the record at `lsn`, moving the tracked
@@ -268,13 +336,24 @@ impl BalanceTracker {
         FeedEvent {
             version: FEED_VERSION,
             lsn,
-            time: at.known().map(UnixMs::rfc3339),
+            time: at.known(),
             time_ms: at.known().map(UnixMs::as_millis),
             body,
             balances: step.balances,
             balances_known: step.known,
         }
     }
+}
+
+/// How a withdrawal ended, for its locked amount.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Paid: the locked amount leaves.
+    Completed,
+    /// Failed or cancelled: the locked amount returns to available.
+    Released,
+    /// Sent back after it was paid: credited to available.
+    Returned,
 }
 
 /// One event's pass over the tracker.
@@ -297,11 +376,11 @@ impl Step<'_> {
             } => {
                 self.change(tx.account(), *currency, Move::Available(*amount));
                 FeedBody::Deposited {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::WithdrawalRequested {
@@ -313,35 +392,35 @@ impl Step<'_> {
                 self.tracker.open.insert(*tx, (*currency, *amount));
                 self.change(tx.account(), *currency, Move::Lock(*amount));
                 FeedBody::WithdrawalRequested {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::WithdrawalClaimed { tx, payout_id } => FeedBody::WithdrawalClaimed {
-                transaction_id: tx.to_string(),
+                transaction_id: *tx,
                 account: tx.account(),
                 payout_id: *payout_id,
             },
             Event::WithdrawalReleased { tx } => FeedBody::WithdrawalReleased {
-                transaction_id: tx.to_string(),
+                transaction_id: *tx,
                 account: tx.account(),
             },
             Event::WithdrawalCompleted { tx } => {
-                let (currency, amount) = self.ended(*tx, Move::Burn);
+                let (currency, amount) = self.ended(*tx, End::Completed);
                 FeedBody::WithdrawalCompleted {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     currency,
                     amount,
                 }
             }
             Event::WithdrawalFailed { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalFailed {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     reason: reason.clone(),
                     currency,
@@ -349,18 +428,18 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalCancelled { tx } => {
-                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalCancelled {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     currency,
                     amount,
                 }
             }
             Event::WithdrawalReturned { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, Move::Available);
+                let (currency, amount) = self.ended(*tx, End::Returned);
                 FeedBody::WithdrawalReturned {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     reason: reason.clone(),
                     currency,
@@ -377,12 +456,12 @@ impl Step<'_> {
                 self.change(tx.account(), *currency, Move::Available(-*amount));
                 self.change(*to, *currency, Move::Available(*amount));
                 FeedBody::Transferred {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     from: tx.account(),
                     to: *to,
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::PayoutSubmitted {
@@ -411,37 +490,41 @@ impl Step<'_> {
                 reported,
             } => FeedBody::PayoutMismatch {
                 payout_id: *payout_id,
-                transaction_id: tx.to_string(),
-                settled: settled.as_str().to_owned(),
-                reported: reported.as_str().to_owned(),
+                transaction_id: *tx,
+                settled: settled.into(),
+                reported: reported.into(),
             },
             Event::IdempotencyKeysExpired { account, before } => FeedBody::IdempotencyKeysExpired {
                 account: *account,
-                before: before.rfc3339(),
+                before: *before,
             },
         }
     }
 
     /// A withdrawal's end: moves its locked amount as `how` says and
     /// returns its currency and amount, when known.
-    fn ended(
-        &mut self,
-        tx: TransactionId,
-        how: fn(Units) -> Move,
-    ) -> (Option<String>, Option<String>) {
-        let seen = match self.tracker.open.remove(&tx) {
-            Some(seen) => Some(seen),
+    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<CurrencyCode>, Option<Decimal>) {
+        let seen = match self.tracker.open.get(&tx).copied() {
+            Some(seen) => {
+                // A completed withdrawal may still be returned: keep it.
+                if end != End::Completed {
+                    self.tracker.open.remove(&tx);
+                }
+                Some(seen)
+            }
             None => self.seeds.withdrawal(tx, self.lsn - 1),
         };
         let Some((currency, amount)) = seen else {
             self.known = false;
             return (None, None);
         };
-        self.change(tx.account(), currency, how(amount));
-        (
-            Some(currency.code.to_string()),
-            Some(currency.to_decimal(amount).to_string()),
-        )
+        let how = match end {
+            End::Completed => Move::Burn(amount),
+            End::Released => Move::Unlock(amount),
+            End::Returned => Move::Available(amount),
+        };
+        self.change(tx.account(), currency, how);
+        (Some(currency.code), Some(currency.to_decimal(amount)))
     }
 
     /// Moves one balance and records it, after, in the event.
@@ -473,12 +556,10 @@ impl Step<'_> {
         self.tracker.balances.insert(key, (available, locked));
         self.balances.push(BalanceAfter {
             account,
-            currency: currency.code.to_string(),
-            available: currency.to_decimal(available).to_string(),
-            locked: currency.to_decimal(locked).to_string(),
-            total: currency
-                .to_decimal(available.saturating_add(locked))
-                .to_string(),
+            currency: currency.code,
+            available: currency.to_decimal(available),
+            locked: currency.to_decimal(locked),
+            total: currency.to_decimal(available.saturating_add(locked)),
         });
     }
 }
@@ -487,12 +568,12 @@ impl Step<'_> {
 fn submitted(payout_id: u64, currency: &Currency, items: &[(TransactionId, Units)]) -> FeedBody {
     FeedBody::PayoutSubmitted {
         payout_id,
-        currency: currency.code.to_string(),
+        currency: currency.code,
         items: items
             .iter()
             .map(|(tx, amount)| FeedPayoutItem {
-                transaction_id: tx.to_string(),
-                amount: currency.to_decimal(*amount).to_string(),
+                transaction_id: *tx,
+                amount: currency.to_decimal(*amount),
             })
             .collect(),
     }
@@ -500,11 +581,125 @@ fn submitted(payout_id: u64, currency: &Currency, items: &[(TransactionId, Units
 
 fn item_outcome(tx: TransactionId, outcome: &ItemOutcome) -> FeedItemOutcome {
     FeedItemOutcome {
-        transaction_id: tx.to_string(),
-        outcome: outcome.as_str().to_owned(),
+        transaction_id: tx,
+        outcome: outcome.into(),
         reason: match outcome {
             ItemOutcome::Paid => None,
             ItemOutcome::Failed { reason } => Some(reason.clone()),
         },
+    }
+}
+
+/// JSON text for the feed's typed fields: ids, currency codes and times
+/// as the strings the rest of the API shows (32 hex digits, `USD`, RFC
+/// 3339), read back by their parsers.
+mod text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(
+            value: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => s.collect_str(value),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            let text = Option::<String>::deserialize(d)?;
+            text.map(|t| t.parse().map_err(de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::CurrencyCode;
+
+    fn usd() -> Currency {
+        Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        }
+    }
+
+    #[test]
+    fn the_json_names_its_type_and_reads_back_as_it_was() {
+        let tx = TransactionId::new(7, 1);
+        let mut tracker = BalanceTracker::new();
+        let deposit = Event::Deposited {
+            tx,
+            currency: usd(),
+            amount: 12_345,
+            key: None,
+        };
+        let event = tracker.event(1, UnixMs::from_millis(1_000), &deposit, &mut FromGenesis);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "deposited");
+        assert_eq!(json["lsn"], 1);
+        assert_eq!(json["amount"], "123.45");
+        assert_eq!(json["time"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["balances"][0]["available"], "123.45");
+        let back: FeedEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_withdrawal_ended_before_the_start_is_learned_from_the_seeds_or_said_unknown() {
+        let tx = TransactionId::new(7, 1);
+        let completed = Event::WithdrawalCompleted { tx };
+        let mut unknown = BalanceTracker::new();
+        let event = unknown.event(9, UnixMs::UNKNOWN, &completed, &mut FromGenesis);
+        assert!(!event.balances_known);
+        assert!(event.balances.is_empty());
+        assert_eq!(event.time, None);
+
+        struct Known;
+        impl Seeds for Known {
+            fn balance(
+                &mut self,
+                _: AccountId,
+                _: Currency,
+                before: u64,
+            ) -> Option<(Units, Units)> {
+                assert_eq!(before, 8, "the balance just before the event");
+                Some((100, 50))
+            }
+            fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
+                Some((usd(), 50))
+            }
+        }
+        let event = BalanceTracker::new().event(9, UnixMs::UNKNOWN, &completed, &mut Known);
+        assert!(event.balances_known);
+        assert_eq!(event.balances[0].locked.to_string(), "0.00");
+        assert_eq!(event.balances[0].total.to_string(), "1.00");
     }
 }
