@@ -290,8 +290,8 @@ fn the_long_poll_answers_events_in_order_with_consecutive_lsns() {
     // The balances after each: the deposit's, the lock's, the transfer's.
     let after_lock = &all[1].balances[0];
     assert_eq!(
-        (after_lock.available.as_str(), after_lock.locked.as_str()),
-        ("70.00", "30.00")
+        (after_lock.available.to_string(), after_lock.locked.to_string()),
+        ("70.00".to_owned(), "30.00".to_owned())
     );
 
     // Pages of two, each `next` the last LSN; past the end, empty at once.
