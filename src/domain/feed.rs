@@ -1,7 +1,8 @@
 //! The public event feed's shapes: [`FeedEvent`], what a host receives
 //! for each logged record (from [`Ledger::subscribe`](crate::Ledger::subscribe),
 //! `GET /v1/events`, Server-Sent Events and webhooks), and the
-//! [`BalanceTracker`] that gives each event the balances after it.
+//! [`BalanceTracker`] that gives each event the balances after it; and
+//! [`JournalHead`], the log's hash-chain head a host anchors outside.
 //!
 //! A feed event is a stable, documented, versioned type, apart from the
 //! log's internal record ([`Event`]): the log's encoding may change with a
@@ -57,6 +58,23 @@ pub struct FeedEvent {
     /// (a ledger without a history store, subscribed past the log's start):
     /// `balances` then lacks it.
     pub balances_known: bool,
+}
+
+/// The log's head: its last durable record's LSN and the SHA-256 that
+/// chains it (the hash the next record will carry), for anchoring outside
+/// (`Ledger::journal_head`, `GET /v1/journal/head`). LSN 0 and zeros: an
+/// empty log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalHead {
+    pub lsn: u64,
+    pub hash: [u8; 32],
+}
+
+impl JournalHead {
+    /// The hash as 64 lower-case hex digits.
+    pub fn hash_hex(&self) -> String {
+        self.hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
 }
 
 /// One account's balance in one currency after an event.
