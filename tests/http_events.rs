@@ -3,7 +3,8 @@
 //! every bad parameter a 400 with its code), Server-Sent Events (`GET
 //! /v1/events/stream`: ids are LSNs, `Last-Event-ID` resumes exactly after
 //! it, the keep-alive comes on the ledger's clock), consumers' cursors
-//! (`/v1/consumers...`), and must-show 1 over SSE: a consumer process
+//! (`/v1/consumers...`), the journal's head and each consumer's lag in
+//! `/metrics`, and must-show 1 over SSE: a consumer process
 //! (`burnledger consume`) killed with SIGKILL at random moments and
 //! restarted from its cursor sees every event, in order, duplicates only
 //! within its unacknowledged window.
@@ -290,7 +291,10 @@ fn the_long_poll_answers_events_in_order_with_consecutive_lsns() {
     // The balances after each: the deposit's, the lock's, the transfer's.
     let after_lock = &all[1].balances[0];
     assert_eq!(
-        (after_lock.available.to_string(), after_lock.locked.to_string()),
+        (
+            after_lock.available.to_string(),
+            after_lock.locked.to_string()
+        ),
         ("70.00".to_owned(), "30.00".to_owned())
     );
 
@@ -545,6 +549,44 @@ fn a_consumers_cursor_is_set_read_listed_and_removed() {
         .refused(404, "unknown_consumer");
     let listed = c.get("/v1/consumers").ok();
     assert_eq!(listed, json!({"consumers": [{"name": "audit", "lsn": 0}]}));
+    server.stop();
+}
+
+#[test]
+fn the_journal_head_names_the_last_durable_event_and_metrics_show_each_consumers_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, c) = start(Config::for_tests_in(dir.path()));
+    let empty = c.get("/v1/journal/head").ok();
+    assert_eq!(empty, json!({"lsn": 0, "hash": "0".repeat(64)}));
+    c.deposit(1, "10");
+    c.deposit(2, "10");
+    let head = c.get("/v1/journal/head").ok();
+    assert_eq!(head["lsn"], 2);
+    let hash = head["hash"].as_str().unwrap().to_owned();
+    assert!(
+        hash.len() == 64
+            && hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{hash}"
+    );
+    let own = server.ledger.journal_head().unwrap();
+    assert_eq!((own.lsn, own.hash_hex()), (2, hash.clone()));
+    c.deposit(3, "10");
+    let next = c.get("/v1/journal/head").ok();
+    assert_eq!(next["lsn"], 3);
+    assert_ne!(next["hash"], hash.as_str(), "each record moves the chain");
+
+    c.put("/v1/consumers/mailer/cursor", json!({"lsn": 1})).ok();
+    c.put("/v1/consumers/audit/cursor", json!({"lsn": 3})).ok();
+    let page = c.get("/metrics").body;
+    let page = page.as_str().expect("Prometheus text");
+    for line in [
+        "burnledger_feed_consumer_lag{consumer=\"mailer\"} 2",
+        "burnledger_feed_consumer_lag{consumer=\"audit\"} 0",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} in\n{page}");
+    }
     server.stop();
 }
 

@@ -347,6 +347,7 @@ fn feed_unavailable_and_expired(c: &mut Checker) {
             Some(r#"{"lsn": 0}"#),
         ),
         ("delete", "/v1/consumers/{name}", "/v1/consumers/a", None),
+        ("get", "/v1/journal/head", "/v1/journal/head", None),
     ] {
         let answer = call(&method.to_ascii_uppercase(), path, body);
         let refused = c.check(template, method, &answer);
@@ -436,6 +437,12 @@ fn feed_routes(c: &mut Checker, call: &dyn Fn(&str, &str, Option<&str>) -> Answe
     }
     let listed = c.check("/v1/consumers", "get", &call("GET", "/v1/consumers", None));
     assert_eq!(listed, json!({"consumers": [{"name": "mailer", "lsn": 2}]}));
+    let head = c.check(
+        "/v1/journal/head",
+        "get",
+        &call("GET", "/v1/journal/head", None),
+    );
+    assert!(head["lsn"].as_u64().is_some_and(|lsn| lsn >= 3), "{head}");
     for (name, status) in [("mailer", 204), ("mailer", 404), ("bad%20name", 400)] {
         let answer = call("DELETE", &format!("/v1/consumers/{name}"), None);
         assert_eq!(answer.status, status, "{name}: {answer:?}");
@@ -483,7 +490,7 @@ fn every_answer_matches_the_document() {
     assert_eq!(metrics.status, 200);
 
     // Every /v1 operation without the token: 401.
-    let v1: [(&str, &str, &str); 23] = [
+    let v1: [(&str, &str, &str); 24] = [
         ("post", "/v1/deposits", "/v1/deposits"),
         ("post", "/v1/withdrawals", "/v1/withdrawals"),
         ("get", "/v1/withdrawals", "/v1/withdrawals"),
@@ -535,6 +542,7 @@ fn every_answer_matches_the_document() {
         ("get", CURSOR, "/v1/consumers/x/cursor"),
         ("put", CURSOR, "/v1/consumers/x/cursor"),
         ("delete", "/v1/consumers/{name}", "/v1/consumers/x"),
+        ("get", "/v1/journal/head", "/v1/journal/head"),
     ];
     for (method, template, path) in v1 {
         let answer = anonymous(&method.to_ascii_uppercase(), path);

@@ -475,3 +475,17 @@ pub(crate) async fn remove_consumer(ledger: Ledger, path: web::Path<String>) -> 
         Err(LedgerError::UnknownConsumer { name }.into())
     }
 }
+
+/// The log's head, for anchoring outside: `burnledger verify --chain`
+/// later proves no record up to it changed.
+#[utoipa::path(get, path = "/v1/journal/head",
+    responses((status = 200, description = "The last durable record's LSN and the SHA-256 \
+        that chains it (0 and zeros: an empty log)", body = JournalHeadJson), PlainReadErrors),
+    security(("api_token" = [])))]
+pub(crate) async fn journal_head(ledger: Ledger) -> Answer {
+    let head = ledger.journal_head()?;
+    Ok(HttpResponse::Ok().json(JournalHeadJson {
+        lsn: head.lsn,
+        hash: head.hash_hex(),
+    }))
+}

@@ -27,6 +27,7 @@
 //! | GET /v1/consumers/{name}/cursor | | 200 `{name, lsn}` |
 //! | PUT /v1/consumers/{name}/cursor | `{lsn}` | 200 `{name, lsn}`: the consumer acknowledged every event up to `lsn` |
 //! | DELETE /v1/consumers/{name} | | 204: the consumer is forgotten |
+//! | GET /v1/journal/head | | 200 `{lsn, hash}`: the log's last durable record and its SHA-256 (64 hex digits) |
 //! | POST /v1/admin/promote | | 200 `{role, epoch, applied_seq, stream_seq, lag}`: a replicated standby takes over (409 `not_replicated` elsewhere) |
 //! | GET /v1/replication | | 200 the same, this node's role and lag |
 //! | GET /healthz | | 200 `{"status": "ok"}` |

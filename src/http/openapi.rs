@@ -57,6 +57,7 @@ use crate::http::{events, history, replication, routes};
         events::consumer_cursor,
         events::set_consumer_cursor,
         events::remove_consumer,
+        events::journal_head,
         replication::promote,
         replication::status,
         routes::healthz,

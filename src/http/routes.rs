@@ -124,6 +124,9 @@ fn feed_routes(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/consumers/{name}", "remove_consumer")
                 .route(web::delete().to(events::remove_consumer)),
+        )
+        .service(
+            resource("/journal/head", "journal_head").route(web::get().to(events::journal_head)),
         );
 }
 
