@@ -138,8 +138,8 @@ pub struct FeedEventDoc {
     time: Option<String>,
     time_ms: Option<u64>,
     /// What happened.
-    #[schema(rename = "type", value_type = String, example = "withdrawal.requested")]
-    kind: String,
+    #[schema(rename = "type")]
+    kind: FeedTypeDoc,
     /// Each balance the event changed, after it.
     balances: Vec<BalanceAfterDoc>,
     /// false when `balances` lacks a balance the feed could not learn.
@@ -163,6 +163,41 @@ pub struct FeedEventDoc {
     reported: Option<String>,
     /// `idempotency_keys.expired`: keys first used before this time.
     before: Option<String>,
+}
+
+/// A feed event's `type`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = FeedEventType)]
+#[allow(dead_code)] // Only its schema is used.
+pub enum FeedTypeDoc {
+    #[serde(rename = "deposited")]
+    Deposited,
+    #[serde(rename = "withdrawal.requested")]
+    WithdrawalRequested,
+    #[serde(rename = "withdrawal.claimed")]
+    WithdrawalClaimed,
+    #[serde(rename = "withdrawal.released")]
+    WithdrawalReleased,
+    #[serde(rename = "withdrawal.completed")]
+    WithdrawalCompleted,
+    #[serde(rename = "withdrawal.failed")]
+    WithdrawalFailed,
+    #[serde(rename = "withdrawal.cancelled")]
+    WithdrawalCancelled,
+    #[serde(rename = "withdrawal.returned")]
+    WithdrawalReturned,
+    #[serde(rename = "transferred")]
+    Transferred,
+    #[serde(rename = "payout.submitted")]
+    PayoutSubmitted,
+    #[serde(rename = "payout.settled")]
+    PayoutSettled,
+    #[serde(rename = "payout.resolved")]
+    PayoutResolved,
+    #[serde(rename = "payout.mismatch")]
+    PayoutMismatch,
+    #[serde(rename = "idempotency_keys.expired")]
+    IdempotencyKeysExpired,
 }
 
 /// A payout item in a feed event.
@@ -488,4 +523,201 @@ pub(crate) async fn journal_head(ledger: Ledger) -> Answer {
         lsn: head.lsn,
         hash: head.hash_hex(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    use super::*;
+    use crate::domain::feed::{
+        BalanceAfter, FeedBody, FeedItemOutcome, FeedOutcome, FeedPayoutItem, FEED_VERSION,
+    };
+    use crate::domain::ids::{IdempotencyKey, TransactionId};
+    use crate::domain::money::CurrencyCode;
+    use crate::domain::time::UnixMs;
+    use crate::http::openapi::ApiDoc;
+
+    /// One body of every type, with every optional field set. The match
+    /// below does not compile when a type is added: add its sample too.
+    fn every_body() -> Vec<FeedBody> {
+        let tx = TransactionId::new(7, 1);
+        let usd = CurrencyCode::new("USD").unwrap();
+        let key = IdempotencyKey::new("k").ok();
+        let item = FeedItemOutcome {
+            transaction_id: tx,
+            outcome: FeedOutcome::Failed,
+            reason: Some("closed".into()),
+        };
+        let (transaction_id, account) = (tx, 7);
+        let (currency, amount) = (Some(usd), Some(Decimal::ONE));
+        let bodies = vec![
+            FeedBody::Deposited {
+                transaction_id,
+                account,
+                currency: usd,
+                amount: Decimal::ONE,
+                idempotency_key: key.clone(),
+            },
+            FeedBody::WithdrawalRequested {
+                transaction_id,
+                account,
+                currency: usd,
+                amount: Decimal::ONE,
+                idempotency_key: key.clone(),
+            },
+            FeedBody::WithdrawalClaimed {
+                transaction_id,
+                account,
+                payout_id: 1,
+            },
+            FeedBody::WithdrawalReleased {
+                transaction_id,
+                account,
+            },
+            FeedBody::WithdrawalCompleted {
+                transaction_id,
+                account,
+                currency,
+                amount,
+            },
+            FeedBody::WithdrawalFailed {
+                transaction_id,
+                account,
+                reason: "r".into(),
+                currency,
+                amount,
+            },
+            FeedBody::WithdrawalCancelled {
+                transaction_id,
+                account,
+                currency,
+                amount,
+            },
+            FeedBody::WithdrawalReturned {
+                transaction_id,
+                account,
+                reason: "r".into(),
+                currency,
+                amount,
+            },
+            FeedBody::Transferred {
+                transaction_id,
+                from: 7,
+                to: 8,
+                currency: usd,
+                amount: Decimal::ONE,
+                idempotency_key: key,
+            },
+            FeedBody::PayoutSubmitted {
+                payout_id: 1,
+                currency: usd,
+                items: vec![FeedPayoutItem {
+                    transaction_id,
+                    amount: Decimal::ONE,
+                }],
+            },
+            FeedBody::PayoutSettled {
+                payout_id: 1,
+                items: vec![item.clone()],
+            },
+            FeedBody::PayoutResolved {
+                payout_id: 1,
+                item,
+                note: "n".into(),
+            },
+            FeedBody::PayoutMismatch {
+                payout_id: 1,
+                transaction_id,
+                settled: FeedOutcome::Paid,
+                reported: FeedOutcome::Failed,
+            },
+            FeedBody::IdempotencyKeysExpired {
+                account,
+                before: UnixMs::from_millis(1),
+            },
+        ];
+        for body in &bodies {
+            match body {
+                FeedBody::Deposited { .. }
+                | FeedBody::WithdrawalRequested { .. }
+                | FeedBody::WithdrawalClaimed { .. }
+                | FeedBody::WithdrawalReleased { .. }
+                | FeedBody::WithdrawalCompleted { .. }
+                | FeedBody::WithdrawalFailed { .. }
+                | FeedBody::WithdrawalCancelled { .. }
+                | FeedBody::WithdrawalReturned { .. }
+                | FeedBody::Transferred { .. }
+                | FeedBody::PayoutSubmitted { .. }
+                | FeedBody::PayoutSettled { .. }
+                | FeedBody::PayoutResolved { .. }
+                | FeedBody::PayoutMismatch { .. }
+                | FeedBody::IdempotencyKeysExpired { .. } => {}
+            }
+        }
+        bodies
+    }
+
+    /// Every field of every event type is in the document's `FeedEvent`
+    /// (and of its items in `FeedItem`), and every type in its enum: the
+    /// mirror above cannot fall behind `domain/feed.rs` unnoticed.
+    #[test]
+    fn the_documented_feed_event_covers_every_type_and_field() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let keys = |name: &str| -> Vec<String> {
+            schemas[name]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let (event_fields, item_fields) = (keys("FeedEvent"), keys("FeedItem"));
+        let types = schemas["FeedEventType"]["enum"].as_array().unwrap().clone();
+        let bodies = every_body();
+        assert_eq!(bodies.len(), types.len(), "one sample per documented type");
+        for body in bodies {
+            let event = FeedEvent {
+                version: FEED_VERSION,
+                lsn: 1,
+                time: Some(UnixMs::from_millis(1)),
+                time_ms: Some(1),
+                body,
+                balances: vec![BalanceAfter {
+                    account: 7,
+                    currency: CurrencyCode::new("USD").unwrap(),
+                    available: Decimal::ONE,
+                    locked: Decimal::ZERO,
+                    total: Decimal::ONE,
+                }],
+                balances_known: true,
+            };
+            let json = serde_json::to_value(&event).unwrap();
+            assert!(
+                types.contains(&json["type"]),
+                "{} is not documented",
+                json["type"]
+            );
+            for (field, value) in json.as_object().unwrap() {
+                assert!(
+                    event_fields.contains(field),
+                    "{}: {field} is not documented",
+                    json["type"]
+                );
+                let items = match (field.as_str(), value) {
+                    ("items", Value::Array(items)) => items.clone(),
+                    ("item", item) => vec![item.clone()],
+                    _ => continue,
+                };
+                for item in items {
+                    for key in item.as_object().unwrap().keys() {
+                        assert!(item_fields.contains(key), "{}: {field}.{key}", json["type"]);
+                    }
+                }
+            }
+        }
+    }
 }
