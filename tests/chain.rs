@@ -49,6 +49,11 @@ fn config(folders: &Folders) -> Config {
 /// Runs `burnledger verify --chain` on the folders: whether it passed, and
 /// what it printed.
 fn verify_chain(folders: &Folders) -> (bool, String) {
+    verify_chain_with(folders, &[])
+}
+
+/// [`verify_chain`] with more arguments.
+fn verify_chain_with(folders: &Folders, extra: &[String]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_burnledger"))
         .arg("verify")
         .arg("--data-dir")
@@ -56,6 +61,7 @@ fn verify_chain(folders: &Folders) -> (bool, String) {
         .arg("--chain")
         .arg("--archive-dir")
         .arg(&folders.archive)
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -344,4 +350,72 @@ fn the_logs_own_folder_is_refused_as_its_archive() {
         panic!("the open must be refused");
     };
     assert!(reason.contains("archive_dir"), "{reason}");
+}
+
+/// The last records can be checked only against a head kept outside: cut
+/// from the end, or rewritten with their checksums fixed, they are caught
+/// by `--expect-head`, and a clean log passes it.
+#[tokio::test]
+async fn a_head_recorded_outside_catches_records_cut_from_the_end_or_rewritten() {
+    let folders = folders();
+    let head = archived_ledger(&folders).await;
+    let anchor = [format!("--expect-head={head}")];
+    let (clean, out) = verify_chain_with(&folders, &anchor);
+    assert!(clean, "{out}");
+    assert_eq!(JournalHead::from_str(&head.to_string()), Ok(head));
+
+    // Cut the last record: every link left still holds, the anchor does not.
+    let last = segment_files(&folders.data.join("wal")).pop().unwrap();
+    let bytes = fs::read(&last).unwrap();
+    let bounds = faults::record_boundaries(&bytes, faults::first_lsn(&last));
+    let cut = bounds[bounds.len() - 2];
+    fs::write(&last, &bytes[..cut]).unwrap();
+    let (unanchored, out) = verify_chain(&folders);
+    assert!(unanchored, "without the anchor the cut is invisible: {out}");
+    let (anchored, out) = verify_chain_with(&folders, &anchor);
+    assert!(!anchored, "{out}");
+    assert!(out.contains("records 700..=700 were removed"), "{out}");
+
+    // Put it back, changed with its checksum fixed.
+    fs::write(&last, &bytes).unwrap();
+    let forged = rewrite_last_record_time(&last);
+    assert_eq!(forged, head.lsn);
+    let (anchored, out) = verify_chain_with(&folders, &anchor);
+    assert!(!anchored, "{out}");
+    assert!(out.contains("LSN 700 in"), "{out}");
+    let bad = [String::from("--expect-head=700:zz")];
+    let output = Command::new(env!("CARGO_BIN_EXE_burnledger"))
+        .args(["verify", "--chain", "--data-dir"])
+        .arg(&folders.data)
+        .args(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a malformed head is a usage error"
+    );
+}
+
+/// Re-stamps the last record of `segment` a second later (re-encoded with
+/// its predecessor hash, so its checksum is right); its LSN.
+fn rewrite_last_record_time(segment: &Path) -> u64 {
+    let bytes = fs::read(segment).unwrap();
+    let first_lsn = faults::first_lsn(segment);
+    let bounds = faults::record_boundaries(&bytes, first_lsn);
+    let (start, end) = (bounds[bounds.len() - 2], bounds[bounds.len() - 1]);
+    let lsn = first_lsn + (bounds.len() - 2) as u64;
+    let Decoded::Complete { entry, .. } = decode(&bytes[start..end], lsn) else {
+        panic!("record {lsn} decodes");
+    };
+    let later = burnledger::UnixMs::from_millis(entry.at.as_millis() + 1_000);
+    let previous = record::predecessor(&bytes[start..end]).expect("a chained record");
+    let mut rewritten = bytes[..start].to_vec();
+    let forged = Stamped {
+        at: later,
+        event: entry.event,
+    };
+    encode_chained_into(&mut rewritten, lsn, &previous, &forged).unwrap();
+    fs::write(segment, rewritten).unwrap();
+    lsn
 }

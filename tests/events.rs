@@ -307,3 +307,25 @@ async fn a_consumer_holds_the_log_until_it_acknowledges_and_the_cap_expires_it()
     assert_eq!(capped.subscribe_consumer("slow").unwrap().position(), end);
     capped.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_as_a_stream_yields_each_event_as_it_becomes_durable() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(config(dir.path())).unwrap();
+    ledger.deposit(1, "USD", dec("1.00"), None).await.unwrap();
+    let stream = ledger.subscribe(0).unwrap().into_stream(2);
+    let writer = ledger.clone();
+    let writes = tokio::spawn(async move {
+        for _ in 0..4 {
+            writer.deposit(2, "USD", dec("2.00"), None).await.unwrap();
+        }
+    });
+    let events: Vec<FeedEvent> = stream.take(5).map(|e| e.unwrap()).collect().await;
+    writes.await.unwrap();
+    let lsns: Vec<u64> = events.iter().map(|e| e.lsn).collect();
+    assert_eq!(lsns, [1, 2, 3, 4, 5]);
+    let last = &events[4].balances[0];
+    assert_eq!((last.account, last.available), (2, dec("8.00")));
+    ledger.shutdown().await;
+}

@@ -77,6 +77,30 @@ impl JournalHead {
     }
 }
 
+/// `<lsn>:<64 hex digits>`, how `verify --chain --expect-head` takes it.
+impl std::fmt::Display for JournalHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.lsn, self.hash_hex())
+    }
+}
+
+impl std::str::FromStr for JournalHead {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed = || format!("{text:?} is not <lsn>:<64 hex digits>");
+        let (lsn, hex) = text.split_once(':').ok_or_else(malformed)?;
+        let lsn = lsn.parse().map_err(|_| malformed())?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(malformed());
+        }
+        let mut hash = [0u8; 32];
+        for (i, byte) in hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| malformed())?;
+        }
+        Ok(Self { lsn, hash })
+    }
+}
+
 /// One account's balance in one currency after an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceAfter {

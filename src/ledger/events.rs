@@ -12,8 +12,11 @@
 //! a crash could take back. How each record becomes a feed event, with the
 //! balances after it, is `domain/feed.rs`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::stream::{self, Stream};
 
 use tokio::sync::watch;
 
@@ -30,6 +33,10 @@ use super::Ledger;
 
 /// Most events one [`Subscription::next`] returns.
 pub const FEED_BATCH_MAX: usize = 10_000;
+
+/// How long a [`Subscription::into_stream`] waits at a time (it waits
+/// again until an event comes).
+const STREAM_WAIT: Duration = Duration::from_secs(60);
 
 /// A named consumer's durable cursor: the LSN of the last event it
 /// acknowledged (0: none yet).
@@ -105,6 +112,30 @@ impl Subscription {
                 () = &mut deadline => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// The subscription as a [`Stream`] of events, one by one in LSN order,
+    /// waiting as long as it takes for the next (in batches of up to
+    /// `batch`, 1 to [`FEED_BATCH_MAX`]). After an error (say
+    /// `cursor_expired`, or `shutting_down`) it ends.
+    pub fn into_stream(self, batch: usize) -> impl Stream<Item = Result<FeedEvent, LedgerError>> {
+        let state = (self, VecDeque::new(), false);
+        stream::unfold(
+            state,
+            move |(mut subscription, mut ready, failed)| async move {
+                if failed {
+                    return None;
+                }
+                while ready.is_empty() {
+                    match subscription.next(batch, STREAM_WAIT).await {
+                        Ok(events) => ready.extend(events),
+                        Err(error) => return Some((Err(error), (subscription, ready, true))),
+                    }
+                }
+                let event = ready.pop_front()?;
+                Some((Ok(event), (subscription, ready, false)))
+            },
+        )
     }
 
     /// Turns records into feed events, first letting the history store

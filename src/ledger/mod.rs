@@ -9,7 +9,9 @@
 //! folder is the API over it: this file the handle and its operations,
 //! `storage.rs` its view of the data folder (snapshots, WAL statistics,
 //! recovery report), `history.rs` its history reads (listings, entries,
-//! transactions, balances as of a time, paged payouts).
+//! transactions, balances as of a time, paged payouts), `events.rs` the
+//! event feed and its consumers' cursors, `chain.rs` the log's hash-chain
+//! head, `standby.rs` a standby's mirroring and promotion.
 //!
 //! Each call runs in a tracing span named after it (`ledger.deposit`, …):
 //! at level `debug` for the operations and reads, which are the hot path

@@ -81,6 +81,12 @@ pub struct VerifyArgs {
     /// before the kept ones by --chain.
     #[arg(long, requires = "chain")]
     archive_dir: Option<PathBuf>,
+    /// A head `GET /v1/journal/head` (or `Ledger::journal_head`) gave
+    /// earlier, kept where the ledger cannot write, as `<lsn>:<hash>`: the
+    /// record at that LSN must still have that hash, and the log must still
+    /// reach it.
+    #[arg(long, requires = "chain", value_name = "LSN:HASH")]
+    expect_head: Option<burnledger::domain::feed::JournalHead>,
 }
 
 /// Lists WAL segments and snapshots. Changes nothing. `Ok(false)` when a
@@ -185,7 +191,8 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
 /// Checks the hash chain and prints what it found; `Ok(false)` on a break.
 fn verify_chain(args: &VerifyArgs) -> Result<bool, String> {
     let archive = args.archive_dir.as_deref();
-    let report = chain::verify_chain(&args.data_dir, archive).map_err(|e| e.to_string())?;
+    let report = chain::verify_chain_to(&args.data_dir, archive, args.expect_head)
+        .map_err(|e| e.to_string())?;
     let range = match report.first_lsn {
         Some(first) => format!("LSN {first}..={}", report.head.lsn),
         None => "no records".to_owned(),

@@ -55,6 +55,8 @@ struct Walk {
     previous: Option<Previous>,
     /// Snapshot heads to compare, by LSN.
     snapshots: HashMap<u64, (PathBuf, Hash)>,
+    /// A head recorded outside the ledger, to compare too.
+    anchor: Option<JournalHead>,
 }
 
 /// Checks the hash chain over `archive`'s segments (if given) and the
@@ -62,6 +64,19 @@ struct Walk {
 /// segment in both places (a crash while archiving) is read from the log.
 /// Errors only when a folder cannot be read; a break is in the report.
 pub fn verify_chain(data_dir: &Path, archive: Option<&Path>) -> Result<ChainReport, WalError> {
+    verify_chain_to(data_dir, archive, None)
+}
+
+/// [`verify_chain`], also checking the log against `anchor`, a head
+/// [`journal_head`](crate::Ledger::journal_head) gave earlier and the host
+/// kept where the ledger cannot write: the record at its LSN must have its
+/// hash (which proves every record up to it unchanged), and the log must
+/// still reach it (records cut from the end are a break too).
+pub fn verify_chain_to(
+    data_dir: &Path,
+    archive: Option<&Path>,
+    anchor: Option<JournalHead>,
+) -> Result<ChainReport, WalError> {
     let mut files = BTreeMap::new();
     if let Some(archive) = archive {
         files.extend(
@@ -79,6 +94,7 @@ pub fn verify_chain(data_dir: &Path, archive: Option<&Path>) -> Result<ChainRepo
         report: ChainReport::default(),
         previous: None,
         snapshots: snapshot_heads(data_dir)?,
+        anchor,
     };
     let mut buf = Vec::new();
     let count = files.len();
@@ -95,6 +111,16 @@ pub fn verify_chain(data_dir: &Path, archive: Option<&Path>) -> Result<ChainRepo
             lsn: previous.lsn,
             hash: previous.hash,
         };
+    }
+    if let (Some(anchor), None) = (&walk.anchor, &walk.report.problem) {
+        walk.report.problem = Some(format!(
+            "the log ends at LSN {} but the head recorded outside is LSN {}: records \
+             {}..={} were removed",
+            walk.report.head.lsn,
+            anchor.lsn,
+            walk.report.head.lsn + 1,
+            anchor.lsn
+        ));
     }
     Ok(walk.report)
 }
@@ -163,6 +189,7 @@ impl Walk {
         self.link(&name, lsn, bytes, offset)?;
         let hash = record::hash(bytes);
         self.snapshot_head(&name, lsn, &hash)?;
+        self.anchored_head(&name, lsn, &hash)?;
         self.report.first_lsn.get_or_insert(lsn);
         self.report.records += 1;
         self.previous = Some(Previous {
@@ -218,6 +245,26 @@ impl Walk {
             "snapshot {} stores a head for LSN {lsn} that is not the hash of LSN {lsn} in \
              {name}: the record or the snapshot was changed",
             file_name(&snapshot)
+        ))
+    }
+}
+
+impl Walk {
+    /// Whether the head recorded outside, if it is at `lsn`, is `hash`.
+    fn anchored_head(&mut self, name: &str, lsn: u64, hash: &Hash) -> Result<(), String> {
+        if self.anchor.as_ref().is_none_or(|a| a.lsn != lsn) {
+            return Ok(());
+        }
+        let Some(anchor) = self.anchor.take() else {
+            return Ok(());
+        };
+        if anchor.hash == *hash {
+            return Ok(());
+        }
+        Err(format!(
+            "LSN {lsn} in {name} does not have the hash of the head recorded outside ({}): \
+             it, or a record before it, was changed",
+            anchor.hash_hex()
         ))
     }
 }

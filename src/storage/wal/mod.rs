@@ -107,7 +107,7 @@ use std::path::PathBuf;
 
 use crate::clock::SharedClock;
 
-pub use chain::{record_hash_at, verify_chain, ChainReport};
+pub use chain::{record_hash_at, verify_chain, verify_chain_to, ChainReport};
 pub use handle::WalHandle;
 pub use reader::{
     replay, replay_chunks, replay_with, RecordPlace, ReplayError, ReplayMode, ReplayReport,
