@@ -150,14 +150,16 @@
 //!   `node` (a process's role, lease watch and promotion) and `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
 //!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
-//!   where handlers find the ledger (`source`: a fixed one, or a
+//!   the event feed's routes (`events`: long poll, Server-Sent Events,
+//!   consumers' cursors, the journal's head); where handlers find the ledger (`source`: a fixed one, or a
 //!   replicated node's current one) and that node's routes
 //!   (`replication`); and `bank`, the simulated bank's server over the
 //!   payment-service protocol.
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
 //!   `verify`, `serve` (with `--replicate`, a replicated node:
 //!   `replicate.rs`), `promote`, `bank` (the simulated bank over HTTP),
-//!   `bench` (embedded workloads, or `--http URL`).
+//!   `bench` (embedded workloads, or `--http URL`), `consume` (hidden: a
+//!   named consumer of a server's event stream).
 
 #![forbid(unsafe_code)]
 

@@ -33,6 +33,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const API: &str = "api-token";
 const METRICS: &str = "metrics-token";
 const RESOLVE: &str = "/v1/payouts/{payout_id}/items/{transaction_id}/resolve";
+const CURSOR: &str = "/v1/consumers/{name}/cursor";
 
 fn kept_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/http/openapi.json")
@@ -327,6 +328,128 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
 
 // ---- driving every operation ----
 
+/// The feed's 503 (a ledger without a log: `events_unavailable`) and 410
+/// (a position its log pruned: `cursor_expired`).
+fn feed_unavailable_and_expired(c: &mut Checker) {
+    let no_log = start(Config::for_tests());
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        exchange(&no_log.addr, &request(method, path, Some(API), body))
+    };
+    for (method, template, path, body) in [
+        ("get", "/v1/events", "/v1/events", None),
+        ("get", "/v1/events/stream", "/v1/events/stream", None),
+        ("get", "/v1/consumers", "/v1/consumers", None),
+        ("get", CURSOR, "/v1/consumers/a/cursor", None),
+        (
+            "put",
+            CURSOR,
+            "/v1/consumers/a/cursor",
+            Some(r#"{"lsn": 0}"#),
+        ),
+        ("delete", "/v1/consumers/{name}", "/v1/consumers/a", None),
+        ("get", "/v1/journal/head", "/v1/journal/head", None),
+    ] {
+        let answer = call(&method.to_ascii_uppercase(), path, body);
+        let refused = c.check(template, method, &answer);
+        assert_eq!(
+            (answer.status, &refused["error"]),
+            (503, &json!("events_unavailable")),
+            "{method} {path}"
+        );
+    }
+    no_log.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let pruned = start(Config {
+        event_retention_bytes: 1,
+        ..Config::for_tests_in(dir.path())
+    });
+    common::in_process::fill_and_snapshot(&pruned.ledger);
+    let call = |method: &str, path: &str, body: Option<&str>| {
+        exchange(&pruned.addr, &request(method, path, Some(API), body))
+    };
+    for (method, template, path, body) in [
+        ("get", "/v1/events", "/v1/events?after=1", None),
+        (
+            "get",
+            "/v1/events/stream",
+            "/v1/events/stream?after=1",
+            None,
+        ),
+        (
+            "put",
+            CURSOR,
+            "/v1/consumers/a/cursor",
+            Some(r#"{"lsn": 1}"#),
+        ),
+    ] {
+        let answer = call(&method.to_ascii_uppercase(), path, body);
+        let refused = c.check(template, method, &answer);
+        assert_eq!(
+            (answer.status, &refused["error"]),
+            (410, &json!("cursor_expired")),
+            "{method} {path}"
+        );
+    }
+    pruned.stop();
+}
+
+/// The event feed's routes (`src/http/events.rs`): each success and each
+/// refusal the document lists, but 503 (the shutdown below answers it).
+fn feed_routes(c: &mut Checker, call: &dyn Fn(&str, &str, Option<&str>) -> Answer) {
+    let events = "/v1/events";
+    for (path, status) in [
+        ("/v1/events?after=0&limit=3", 200),
+        ("/v1/events?limit=0", 400),
+        ("/v1/events?consumer=nobody", 404),
+    ] {
+        let answer = call("GET", path, None);
+        assert_eq!(answer.status, status, "{path}: {answer:?}");
+        let body = c.check(events, "get", &answer);
+        if status == 200 {
+            assert_eq!(body["events"].as_array().map(Vec::len), Some(3), "{body}");
+        }
+    }
+    let stream = "/v1/events/stream";
+    for (path, status) in [
+        ("/v1/events/stream?after=0", 200),
+        ("/v1/events/stream?after=x", 400),
+        ("/v1/events/stream?consumer=nobody", 404),
+    ] {
+        let answer = call("GET", path, None);
+        assert_eq!(answer.status, status, "{path}: {answer:?}");
+        c.check(stream, "get", &answer);
+    }
+    let put =
+        |name: &str, body: &str| call("PUT", &format!("/v1/consumers/{name}/cursor"), Some(body));
+    for (answer, status) in [
+        (put("mailer", r#"{"lsn": 2}"#), 200),
+        (put("bad%20name", r#"{"lsn": 2}"#), 400),
+        (put("mailer", r#"{"lsn": "2"}"#), 400),
+    ] {
+        assert_eq!(answer.status, status, "{answer:?}");
+        c.check(CURSOR, "put", &answer);
+    }
+    for (name, status) in [("mailer", 200), ("bad%20name", 400), ("nobody", 404)] {
+        let answer = call("GET", &format!("/v1/consumers/{name}/cursor"), None);
+        assert_eq!(answer.status, status, "{name}: {answer:?}");
+        c.check(CURSOR, "get", &answer);
+    }
+    let listed = c.check("/v1/consumers", "get", &call("GET", "/v1/consumers", None));
+    assert_eq!(listed, json!({"consumers": [{"name": "mailer", "lsn": 2}]}));
+    let head = c.check(
+        "/v1/journal/head",
+        "get",
+        &call("GET", "/v1/journal/head", None),
+    );
+    assert!(head["lsn"].as_u64().is_some_and(|lsn| lsn >= 3), "{head}");
+    for (name, status) in [("mailer", 204), ("mailer", 404), ("bad%20name", 400)] {
+        let answer = call("DELETE", &format!("/v1/consumers/{name}"), None);
+        assert_eq!(answer.status, status, "{name}: {answer:?}");
+        c.check("/v1/consumers/{name}", "delete", &answer);
+    }
+}
+
 fn config_in(dir: &std::path::Path, bank: &SimulatedBank) -> Config {
     Config {
         payout_mode: PayoutMode::Batched {
@@ -367,7 +490,7 @@ fn every_answer_matches_the_document() {
     assert_eq!(metrics.status, 200);
 
     // Every /v1 operation without the token: 401.
-    let v1: [(&str, &str, &str); 17] = [
+    let v1: [(&str, &str, &str); 24] = [
         ("post", "/v1/deposits", "/v1/deposits"),
         ("post", "/v1/withdrawals", "/v1/withdrawals"),
         ("get", "/v1/withdrawals", "/v1/withdrawals"),
@@ -413,6 +536,13 @@ fn every_answer_matches_the_document() {
         ("post", RESOLVE, "/v1/payouts/1/items/x/resolve"),
         ("post", "/v1/admin/promote", "/v1/admin/promote"),
         ("get", "/v1/replication", "/v1/replication"),
+        ("get", "/v1/events", "/v1/events"),
+        ("get", "/v1/events/stream", "/v1/events/stream"),
+        ("get", "/v1/consumers", "/v1/consumers"),
+        ("get", CURSOR, "/v1/consumers/x/cursor"),
+        ("put", CURSOR, "/v1/consumers/x/cursor"),
+        ("delete", "/v1/consumers/{name}", "/v1/consumers/x"),
+        ("get", "/v1/journal/head", "/v1/journal/head"),
     ];
     for (method, template, path) in v1 {
         let answer = anonymous(&method.to_ascii_uppercase(), path);
@@ -447,27 +577,30 @@ fn every_answer_matches_the_document() {
         &call("POST", "/v1/deposits", Some("{")),
     );
     let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(70 * 1024));
-    for (template, path) in [
-        ("/v1/deposits", "/v1/deposits"),
-        ("/v1/withdrawals", "/v1/withdrawals"),
-        ("/v1/transfers", "/v1/transfers"),
+    for (method, template, path) in [
+        ("post", "/v1/deposits", "/v1/deposits"),
+        ("post", "/v1/withdrawals", "/v1/withdrawals"),
+        ("post", "/v1/transfers", "/v1/transfers"),
         (
+            "post",
             "/v1/withdrawals/{transaction_id}/status",
             "/v1/withdrawals/x/status",
         ),
-        (RESOLVE, "/v1/payouts/1/items/x/resolve"),
+        ("post", RESOLVE, "/v1/payouts/1/items/x/resolve"),
+        ("put", CURSOR, "/v1/consumers/x/cursor"),
     ] {
-        let answer = call("POST", path, Some(&huge));
+        let verb = method.to_ascii_uppercase();
+        let answer = call(&verb, path, Some(&huge));
         assert_eq!(answer.status, 413, "{path}");
-        c.check(template, "post", &answer);
+        c.check(template, method, &answer);
         // Half a body: 408 at the deadline.
         let half = format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API}\r\n\
+            "{verb} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {API}\r\n\
              Content-Length: 50\r\n\r\n{{\"acc"
         );
         let answer = exchange(&addr, half.as_bytes());
         assert_eq!(answer.status, 408, "{path}");
-        c.check(template, "post", &answer);
+        c.check(template, method, &answer);
     }
 
     // Withdrawals: 201, 400, 409; one read, cancelled, another completed.
@@ -677,6 +810,8 @@ fn every_answer_matches_the_document() {
     }
     bank.set_faults(SimulatedBankConfig::default());
 
+    feed_routes(&mut c, &call);
+
     // 404 and 405 outside any operation.
     c.check_error(&call("GET", "/v1/nothing", None), 404);
     c.check_error(&call("GET", "/nothing", None), 404);
@@ -697,6 +832,7 @@ fn every_answer_matches_the_document() {
                     Some(r#"{"status": "completed"}"#)
                 }
                 (_, RESOLVE) => Some(r#"{"resolution": "paid", "note": "n"}"#),
+                (_, CURSOR) => Some(r#"{"lsn": 1}"#),
                 (_, "/v1/deposits" | "/v1/withdrawals") => {
                     Some(r#"{"account": 1, "currency": "USD", "amount": "1"}"#)
                 }
@@ -753,5 +889,6 @@ fn every_answer_matches_the_document() {
     c.check("/v1/withdrawals/{transaction_id}/cancel", "post", &cancel);
     external.stop();
 
+    feed_unavailable_and_expired(&mut c);
     c.assert_all_seen();
 }

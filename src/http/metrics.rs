@@ -8,7 +8,9 @@
 //! that part of a scrape costs the same at 10 accounts or 10 million;
 //! payouts by state and the payout mismatches recorded
 //! ([`Ledger::payout_counts`], kept by the payout actor as it runs, O(1)
-//! too); and the WAL's fsync count and latency histogram.
+//! too); the WAL's fsync count and latency histogram; and each event
+//! consumer's lag, the events after its cursor up to the journal's head
+//! ([`Ledger::consumers`], [`Ledger::journal_head`]: one small read each).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,7 +27,7 @@ use crate::domain::money::units_to_decimal;
 use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 use crate::http::error::ErrorCode;
-use crate::ledger::Ledger;
+use crate::ledger::{ConsumerCursor, Ledger};
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
@@ -33,8 +35,8 @@ pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
 ];
 
 /// The kinds of operation the API serves: the routes' names (see
-/// [`kind_of`] for the one route that serves two kinds).
-pub const KINDS: [&str; 15] = [
+/// [`kind_of`] for the routes that serve two kinds).
+pub const KINDS: [&str; 22] = [
     "deposit",
     "request_withdrawal",
     "list_withdrawals",
@@ -49,6 +51,13 @@ pub const KINDS: [&str; 15] = [
     "run_payouts",
     "list_payouts",
     "get_payout",
+    "events",
+    "events_stream",
+    "list_consumers",
+    "consumer_cursor",
+    "set_consumer_cursor",
+    "remove_consumer",
+    "journal_head",
     "unmatched",
 ];
 
@@ -143,10 +152,13 @@ impl Metrics {
 }
 
 /// The kind a request counts as: its route's name, except that a GET on
-/// `/v1/withdrawals` (a resource named for its POST) is `list_withdrawals`.
+/// `/v1/withdrawals` (a resource named for its POST) is `list_withdrawals`
+/// and a GET on a consumer's cursor (named for its PUT) `consumer_cursor`.
 fn kind_of(route: Option<&str>, method: &actix_web::http::Method) -> &'static str {
+    let get = method == actix_web::http::Method::GET;
     let name = match route {
-        Some("request_withdrawal") if method == actix_web::http::Method::GET => "list_withdrawals",
+        Some("request_withdrawal") if get => "list_withdrawals",
+        Some("set_consumer_cursor") if get => "consumer_cursor",
         Some(name) => name,
         None => "unmatched",
     };
@@ -185,7 +197,26 @@ pub async fn render(metrics: &Metrics, ledger: &Ledger) -> String {
     let mut out = String::with_capacity(4096);
     metrics.render_counters(&mut out);
     render_ledger(&mut out, ledger).await;
+    if let (Ok(head), Ok(consumers)) = (ledger.journal_head(), ledger.consumers()) {
+        render_consumer_lag(&mut out, head.lsn, &consumers);
+    }
     out
+}
+
+/// `burnledger_feed_consumer_lag{consumer}`: events past each consumer's
+/// cursor, up to the journal's head (a ledger without a log has none).
+fn render_consumer_lag(out: &mut String, head: u64, consumers: &[ConsumerCursor]) {
+    out.push_str("# HELP burnledger_feed_consumer_lag Durable events a consumer has not acknowledged yet (the journal head's LSN minus its cursor).\n");
+    out.push_str("# TYPE burnledger_feed_consumer_lag gauge\n");
+    for consumer in consumers {
+        // Names are A-Z a-z 0-9 _ - . only: nothing to escape in a label.
+        let _ = writeln!(
+            out,
+            "burnledger_feed_consumer_lag{{consumer=\"{}\"}} {}",
+            consumer.name,
+            head.saturating_sub(consumer.lsn)
+        );
+    }
 }
 
 async fn render_ledger(out: &mut String, ledger: &Ledger) {

@@ -21,6 +21,13 @@
 //! | GET /v1/payouts?state=&currency=&after=&limit=&order= | | 200 `{items: [payout], next}`, newest first |
 //! | GET /v1/payouts/{payout_id} | | 200 payout |
 //! | POST /v1/payouts/{payout_id}/items/{transaction_id}/resolve | `{resolution: "paid"\|"not_paid", note, reason?}` | 200 payout (an operator's logged resolution of an item the payout owns) |
+//! | GET /v1/events?after=&consumer=&limit=&wait= | | 200 `{events: [FeedEvent], next}`: a long poll of the event feed |
+//! | GET /v1/events/stream?after=&consumer= | | 200 `text/event-stream`: the feed as Server-Sent Events (resumes after `Last-Event-ID`) |
+//! | GET /v1/consumers | | 200 `{consumers: [{name, lsn}]}` |
+//! | GET /v1/consumers/{name}/cursor | | 200 `{name, lsn}` |
+//! | PUT /v1/consumers/{name}/cursor | `{lsn}` | 200 `{name, lsn}`: the consumer acknowledged every event up to `lsn` |
+//! | DELETE /v1/consumers/{name} | | 204: the consumer is forgotten |
+//! | GET /v1/journal/head | | 200 `{lsn, hash}`: the log's last durable record and its SHA-256 (64 hex digits) |
 //! | POST /v1/admin/promote | | 200 `{role, epoch, applied_seq, stream_seq, lag}`: a replicated standby takes over (409 `not_replicated` elsewhere) |
 //! | GET /v1/replication | | 200 the same, this node's role and lag |
 //! | GET /healthz | | 200 `{"status": "ok"}` |
@@ -65,6 +72,8 @@
 //! - `routes.rs` — the route table and the handlers of the operations.
 //! - `history.rs` — the history handlers: listings, entries, transactions,
 //!   balances (live or as of a time), paged payouts; their query strings.
+//! - `events.rs` — the event feed's handlers: long poll, Server-Sent
+//!   Events, consumers' cursors, the journal's head.
 //! - `csv.rs` — the CSV form of the withdrawal listings and entries.
 //! - `json.rs` — request and response bodies, amount parsing.
 //! - `error.rs` — error codes → statuses, extractor errors.
@@ -83,6 +92,7 @@ pub mod auth;
 pub mod bank;
 pub mod csv;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod json;
 pub mod limits;

@@ -18,7 +18,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::http::error::ErrorJson;
-use crate::http::{history, replication, routes};
+use crate::http::{events, history, replication, routes};
 
 /// The whole document.
 #[derive(OpenApi)]
@@ -51,6 +51,13 @@ use crate::http::{history, replication, routes};
         history::list_payouts,
         routes::get_payout,
         routes::resolve_payout_item,
+        events::events,
+        events::events_stream,
+        events::list_consumers,
+        events::consumer_cursor,
+        events::set_consumer_cursor,
+        events::remove_consumer,
+        events::journal_head,
         replication::promote,
         replication::status,
         routes::healthz,
@@ -123,12 +130,17 @@ fn error_description(status: u16) -> &'static str {
                 invalid_idempotency_key, same_account_transfer, reason_too_long, \
                 payouts_disabled (a payout call on a ledger that makes none), invalid_time \
                 (not RFC 3339), invalid_time_range (created_from after created_to), \
-                invalid_limit (not 1 to 1000), invalid_cursor (not a page's next) or \
+                invalid_limit (not 1 to 1000), invalid_cursor (not a page's next; an \
+                event position that is not an LSN or is past the durable log), \
+                invalid_consumer (a consumer name that is not 1 to 64 of A-Z a-z 0-9 _ - .) or \
                 invalid_input (a query string, unknown query parameter, path parameter, \
-                status, state, order, format or resolution of the wrong shape)"
+                status, state, order, format, resolution or wait of the wrong shape)"
         }
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
-        404 => "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, not_in_payout",
+        404 => {
+            "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, \
+                not_in_payout, unknown_consumer"
+        }
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
             "Refused by the ledger's state: insufficient_funds, invalid_transition, \
@@ -138,13 +150,18 @@ fn error_description(status: u16) -> &'static str {
                 payout_item_settled, not_replicated (a replication route on a server \
                 that is not a replicated node)"
         }
+        410 => {
+            "cursor_expired: the log no longer holds the events after this position \
+                (pruned past the retention cap); resynchronise from the current balances and \
+                continue from the journal head"
+        }
         413 => "payload_too_large (the connection closes)",
         500 => "internal",
         503 => {
             "Unavailable: overloaded, poisoned, shutting_down, history_unavailable (a history \
                 read on a server without a data folder, or whose history store failed), \
                 not_leader (a standby, or a fenced writer: send writes to the writer), \
-                promotion_failed"
+                promotion_failed, events_unavailable (a feed read on a ledger without a log)"
         }
         _ => "An error",
     }
@@ -201,4 +218,13 @@ error_responses! {
     /// A replicated node's routes (409 `not_replicated` on a server that
     /// is not one; 503 `promotion_failed`).
     PromoteErrors: [401, 409, 500, 503];
+    /// The feed's reads (long poll, stream): 404 for an unknown consumer,
+    /// 410 for a position the log no longer holds.
+    EventsErrors: [400, 401, 404, 410, 500, 503];
+    /// A read or removal of one consumer (400 for a name that is not one).
+    ConsumerErrors: [400, 401, 404, 500, 503];
+    /// A consumer's acknowledgement (a JSON body; 410 past the log).
+    CursorWriteErrors: [400, 401, 408, 410, 413, 500, 503];
+    /// A /v1 read without parameters (the consumers, the journal's head).
+    PlainReadErrors: [401, 500, 503];
 }

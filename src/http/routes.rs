@@ -15,6 +15,7 @@ use crate::domain::payouts::Resolution;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
 use crate::http::auth::check_metrics_token;
 use crate::http::error::ApiError;
+use crate::http::events;
 use crate::http::history;
 use crate::http::json::{
     parse_amount, AccountAmountRequest, DepositJson, DepositRequest, HealthJson, PayoutJson,
@@ -97,11 +98,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .route(web::post().to(resolve_payout_item)),
             )
+            .configure(feed_routes)
             .default_service(not_found()),
     )
     .service(resource("/healthz", "healthz").route(web::get().to(healthz)))
     .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)))
     .service(resource("/openapi.json", "openapi").route(web::get().to(openapi_json)));
+}
+
+/// The event feed's routes (`events.rs`): reads, all of them (a
+/// consumer's cursor is this node's own), so a standby serves them too.
+fn feed_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/events", "events").route(web::get().to(events::events)))
+        .service(
+            resource("/events/stream", "events_stream").route(web::get().to(events::events_stream)),
+        )
+        .service(
+            resource("/consumers", "list_consumers").route(web::get().to(events::list_consumers)),
+        )
+        .service(
+            resource("/consumers/{name}/cursor", "set_consumer_cursor")
+                .route(web::put().to(events::set_consumer_cursor))
+                .route(web::get().to(events::consumer_cursor)),
+        )
+        .service(
+            resource("/consumers/{name}", "remove_consumer")
+                .route(web::delete().to(events::remove_consumer)),
+        )
+        .service(
+            resource("/journal/head", "journal_head").route(web::get().to(events::journal_head)),
+        );
 }
 
 /// A named resource (the name is the metrics' `kind`) whose other methods

@@ -1,6 +1,7 @@
 //! The HTTP service on a ledger the test configures, served over real HTTP
 //! on a loopback port from a thread of its own (for tests that need to
-//! reach into the ledger: fail points, gauges, shutdown under a server).
+//! reach into the ledger: fail points, gauges, shutdown under a server,
+//! a log pruned past a consumer).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -67,4 +68,22 @@ impl InProcess {
         }
         Self::block_on(self.ledger.shutdown());
     }
+}
+
+/// Writes 3,000 deposits straight into `ledger`, snapshotting every 500:
+/// enough log segments that, under a small `event_retention_bytes`, the
+/// log's first events are pruned (the feed's `cursor_expired`).
+pub fn fill_and_snapshot(ledger: &Ledger) {
+    InProcess::block_on(async {
+        for round in 0..6u64 {
+            let deposits = (0..500u64).map(|i| {
+                let amount = burnledger::Decimal::from(1 + (round + i) % 9);
+                ledger.deposit(2 + i % 50, "USD", amount, None)
+            });
+            for done in futures_util::future::join_all(deposits).await {
+                done.unwrap();
+            }
+            ledger.snapshot().await.unwrap();
+        }
+    });
 }

@@ -1,7 +1,8 @@
 //! The `burnledger` command: runs the engine on embedded defaults
 //! (`simulate`), looks at data folders (`inspect`, `verify`), serves HTTP
 //! (`serve`), serves a simulated bank over the payment-service protocol
-//! (`bank`) and drives load (`bench`).
+//! (`bank`), drives load (`bench`) and follows a server's event feed as a
+//! named consumer (`consume`, hidden).
 //!
 //! Uses only the public API, like any embedder. It installs the process's
 //! allocator (mimalloc) and its `tracing` subscriber: logs to stderr,
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
 #[cfg(feature = "http")]
 mod bank;
 mod bench;
+#[cfg(feature = "http")]
+mod consume;
 #[cfg(feature = "http")]
 mod http_bench;
 #[cfg(feature = "http")]
@@ -65,6 +68,11 @@ enum Command {
     /// drives a running server instead. (Also `http-bench`.)
     #[command(alias = "http-bench")]
     Bench(bench::BenchArgs),
+    /// Follow a server's event stream as a named consumer, appending
+    /// `<lsn> <type>` lines to a file (a reference consumer; hidden).
+    #[cfg(feature = "http")]
+    #[command(hide = true)]
+    Consume(consume::ConsumeArgs),
 }
 
 /// Logs (the library's `tracing` events, and the binary's) go to stderr,
@@ -113,6 +121,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "http")]
         Command::Promote(args) => replicate::promote(args),
         Command::Bench(args) => bench::run(args, &runtime),
+        #[cfg(feature = "http")]
+        Command::Consume(args) => consume::run(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
