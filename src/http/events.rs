@@ -275,15 +275,13 @@ pub(crate) async fn events_stream(
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
-        .streaming(sse(ledger, subscription, first)))
+        .streaming(sse(subscription, first)))
 }
 
-/// The stream's state between chunks.
+/// The stream's state between chunks. A ledger shut down (or a
+/// replicated node's standby replaced by the writer) ends it: its
+/// subscription answers `shutting_down` once every event was read.
 struct Sse {
-    /// Asked at each keep-alive whether it still runs: a ledger shut down
-    /// (or a replicated node's standby replaced by the writer) would
-    /// otherwise hold the stream open on a log that no longer grows.
-    ledger: Ledger,
     subscription: Subscription,
     /// The events read before the answer started, sent first.
     first: Vec<FeedEvent>,
@@ -293,12 +291,10 @@ struct Sse {
 /// The body of the event stream: one chunk per pull, pulled only when
 /// actix wants more (the client read the last one).
 fn sse(
-    ledger: Ledger,
     subscription: Subscription,
     first: Vec<FeedEvent>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> {
     let state = Sse {
-        ledger,
         subscription,
         first,
         ended: false,
@@ -311,11 +307,7 @@ fn sse(
             let first = std::mem::take(&mut state.first);
             return Some((Ok(frames(&first)), state));
         }
-        let pulled = match state.subscription.next(STREAM_BATCH, HEARTBEAT).await {
-            Ok(events) if events.is_empty() => still_open(&state.ledger).await.map(|()| events),
-            pulled => pulled,
-        };
-        let chunk = match pulled {
+        let chunk = match state.subscription.next(STREAM_BATCH, HEARTBEAT).await {
             Ok(events) if events.is_empty() => Bytes::from_static(b": keep-alive\n\n"),
             Ok(events) => frames(&events),
             Err(error) => {
@@ -325,15 +317,6 @@ fn sse(
         };
         Some((Ok(chunk), state))
     })
-}
-
-/// `shutting_down` once `ledger` has shut down (a standby's refusal of
-/// writes, or a poisoned ledger's, leaves its log readable: not an end).
-async fn still_open(ledger: &Ledger) -> Result<(), LedgerError> {
-    match ledger.health().await {
-        Err(LedgerError::ShuttingDown) => Err(LedgerError::ShuttingDown),
-        _ => Ok(()),
-    }
 }
 
 /// `id: <lsn>`, `event: <type>`, `data: <json>` for each event.
