@@ -78,17 +78,6 @@ fn head_line(head: JournalHead) -> String {
     format!("chain head      LSN {} hash {}", head.lsn, head.hash_hex())
 }
 
-/// Segment files in `folder`, oldest first.
-fn segment_files(folder: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(folder)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
-}
-
 /// A ledger that wrote 600 records, snapshotted (archiving every segment
 /// before the snapshot), wrote 100 more and shut down; its head then.
 async fn archived_ledger(folders: &Folders) -> JournalHead {
@@ -100,7 +89,7 @@ async fn archived_ledger(folders: &Folders) -> JournalHead {
     assert_eq!(head.lsn, 700);
     ledger.shutdown().await;
     assert!(
-        segment_files(&folders.archive).len() >= 3,
+        faults::segment_files(&folders.archive).len() >= 3,
         "segments were archived, not deleted"
     );
     head
@@ -163,7 +152,7 @@ async fn an_amount_rewritten_in_an_archived_segment_is_named_by_verify_chain() {
     );
     assert!(printed.contains("chain start     LSN 1\n"), "{printed}");
 
-    let archived = segment_files(&folders.archive);
+    let archived = faults::segment_files(&folders.archive);
     let segment = &archived[1];
     let lsn = rewrite_first_deposit(segment);
     let (clean, printed) = verify_chain(&folders);
@@ -180,7 +169,7 @@ async fn an_amount_rewritten_in_an_archived_segment_is_named_by_verify_chain() {
 async fn a_deleted_archived_segment_is_reported_as_a_gap() {
     let folders = folders();
     archived_ledger(&folders).await;
-    let archived = segment_files(&folders.archive);
+    let archived = faults::segment_files(&folders.archive);
     fs::remove_file(&archived[1]).unwrap();
     let (clean, printed) = verify_chain(&folders);
     assert!(!clean, "{printed}");
@@ -205,7 +194,7 @@ async fn a_record_changed_under_a_snapshot_is_named_against_its_stored_head() {
     ledger.shutdown().await;
     // The last record (LSN 10, where the final snapshot is) has no
     // successor: only the snapshot's head can tell it was changed.
-    let kept = segment_files(&burnledger::storage::wal::wal_dir(&folders.data));
+    let kept = faults::segment_files(&burnledger::storage::wal::wal_dir(&folders.data));
     let last = kept
         .iter()
         .rev()
@@ -289,7 +278,8 @@ async fn the_chain_continues_across_a_crash_a_torn_tail_rollovers_and_a_restart(
     faults::write_acknowledged(&ledger, 1, 50).await;
     let head = ledger.journal_head().unwrap();
     ledger.shutdown().await;
-    let segments = faults::segments(&moved.data).len() + segment_files(&moved.archive).len();
+    let segments =
+        faults::segments(&moved.data).len() + faults::segment_files(&moved.archive).len();
     assert!(segments >= 4, "{segments} segments: the log rolled over");
     let (clean, printed) = verify_chain(&moved);
     assert!(clean, "{printed}");
@@ -365,7 +355,9 @@ async fn a_head_recorded_outside_catches_records_cut_from_the_end_or_rewritten()
     assert_eq!(JournalHead::from_str(&head.to_string()), Ok(head));
 
     // Cut the last record: every link left still holds, the anchor does not.
-    let last = segment_files(&folders.data.join("wal")).pop().unwrap();
+    let last = faults::segment_files(&folders.data.join("wal"))
+        .pop()
+        .unwrap();
     let bytes = fs::read(&last).unwrap();
     let bounds = faults::record_boundaries(&bytes, faults::first_lsn(&last));
     let cut = bounds[bounds.len() - 2];

@@ -62,7 +62,12 @@ pub async fn write_acknowledged(ledger: &Ledger, waves: u64, per_wave: u64) -> u
 
 /// The log's segment files, oldest first.
 pub fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<_> = fs::read_dir(wal::wal_dir(dir))
+    segment_files(&wal::wal_dir(dir))
+}
+
+/// The segment files in `folder` (a log's, or an archive), oldest first.
+pub fn segment_files(folder: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(folder)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
