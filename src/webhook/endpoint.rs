@@ -92,3 +92,120 @@ impl Endpoint for HttpEndpoint {
             .unwrap_or_else(|e| Err(format!("the call did not finish: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    /// A server that takes one request, sends its head and body back on
+    /// the returned channel, and answers `status` (or, with `None`, never
+    /// answers, holding the connection until the test ends).
+    fn one_request_server(
+        status: Option<u16>,
+    ) -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hooks?x=1", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap();
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            tx.send((head, body)).unwrap();
+            match status {
+                Some(status) => {
+                    let answer = format!("HTTP/1.1 {status} X\r\nlocation: /elsewhere\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                    (&stream).write_all(answer.as_bytes()).unwrap();
+                }
+                None => {
+                    let mut rest = Vec::new();
+                    let _ = reader.read_to_end(&mut rest);
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    async fn post(url: &str, timeout: Duration) -> Result<(), String> {
+        let mut endpoint = HttpEndpoint::new(url, timeout).unwrap();
+        endpoint
+            .post(Arc::from(&b"{\"events\":[]}"[..]), "t=1,v1=ab".into())
+            .await
+    }
+
+    #[tokio::test]
+    async fn only_a_2xx_takes_the_batch() {
+        for (status, taken) in [
+            (200, true),
+            (204, true),
+            (302, false),
+            (400, false),
+            (500, false),
+            (503, false),
+        ] {
+            let (url, requests) = one_request_server(Some(status));
+            let result = post(&url, Duration::from_secs(10)).await;
+            assert_eq!(result.is_ok(), taken, "{status}: {result:?}");
+            let (head, body) = requests.recv().unwrap();
+            assert!(head.starts_with("POST /hooks?x=1 HTTP/1.1\r\n"), "{head}");
+            let head = head.to_ascii_lowercase();
+            assert!(
+                head.contains("\r\ncontent-type: application/json\r\n"),
+                "{head}"
+            );
+            assert!(
+                head.contains("\r\nx-burnledger-signature: t=1,v1=ab\r\n"),
+                "{head}"
+            );
+            assert_eq!(body, b"{\"events\":[]}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_or_a_silent_receiver_fails_the_attempt() {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", closed.local_addr().unwrap());
+        drop(closed);
+        assert!(post(&url, Duration::from_secs(10)).await.is_err());
+        let (url, requests) = one_request_server(None);
+        let started = std::time::Instant::now();
+        let result = post(&url, Duration::from_millis(300)).await;
+        assert!(result.is_err(), "{result:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by the timeout"
+        );
+        assert!(requests.recv().is_ok(), "the request was sent");
+    }
+
+    #[test]
+    fn only_http_urls_with_a_host_are_taken() {
+        let timeout = Duration::from_secs(1);
+        assert!(HttpEndpoint::new("http://127.0.0.1:9/a?b=c", timeout).is_ok());
+        for bad in ["", "127.0.0.1:9", "https://h:1/", "http://", "ftp://h/"] {
+            assert!(HttpEndpoint::new(bad, timeout).is_err(), "{bad:?}");
+        }
+        assert!(HttpEndpoint::new("http://h:1/", Duration::ZERO).is_err());
+    }
+}

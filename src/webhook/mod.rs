@@ -89,6 +89,12 @@ impl WebhookSettings {
         }
     }
 
+    /// Refuses what [`Webhook::start`] would refuse of these settings
+    /// alone (the URL, the secret, the batch size, the backoff).
+    pub fn check(&self) -> Result<(), String> {
+        self.clone().build().map(drop)
+    }
+
     /// The loop's plan and endpoint, every setting checked.
     fn build(self) -> Result<(Plan, HttpEndpoint), String> {
         if !(1..=FEED_BATCH_MAX).contains(&self.batch) {
