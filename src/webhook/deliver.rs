@@ -321,6 +321,14 @@ mod tests {
 
     const SECRET: &str = "whsec_unit";
 
+    /// `test` to its end, or a failure after 10 s of real time: a loop
+    /// that stops delivering fails the test instead of hanging it.
+    async fn bounded<T>(test: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), test)
+            .await
+            .expect("the test ran to its end within 10 s")
+    }
+
     fn plan(batch: usize) -> Plan {
         Plan {
             consumer: "webhook".into(),
@@ -344,29 +352,30 @@ mod tests {
         let (source, mut acks) = FakeSource::new(5, 0);
         let (endpoint, mut posts) = FakeEndpoint::new(&[Err("answer 500"), Err("refused")]);
         let shared = clock.shared();
-        LocalSet::new()
-            .run_until(async move {
-                let task = spawn_local(deliver(source, endpoint, plan(3), shared));
-                let first = posts.recv().await.unwrap();
-                assert_eq!(first.lsns, [1, 2, 3]);
-                assert_signed(&first, &clock);
-                for wait_ms in [100, 200] {
-                    clock.armed_at_least(1).await;
-                    clock.advance(Duration::from_millis(wait_ms - 1));
-                    assert_eq!(clock.armed(), 1, "no retry before {wait_ms} ms");
-                    assert!(posts.try_recv().is_err());
-                    clock.advance(Duration::from_millis(1));
-                    let again = posts.recv().await.unwrap();
-                    assert_eq!(again.body, first.body, "the same batch");
-                    assert_signed(&again, &clock);
-                }
-                assert_eq!(acks.recv().await, Some(3), "acknowledged once taken");
-                assert_eq!(posts.recv().await.unwrap().lsns, [4, 5]);
-                assert_eq!(acks.recv().await, Some(5));
-                assert!(acks.try_recv().is_err() && posts.try_recv().is_err());
-                task.abort();
-            })
-            .await;
+        bounded(LocalSet::new().run_until(async move {
+            let task = spawn_local(deliver(source, endpoint, plan(3), shared));
+            let first = posts.recv().await.unwrap();
+            assert_eq!(first.lsns, [1, 2, 3]);
+            assert_signed(&first, &clock);
+            for wait_ms in [100, 200] {
+                clock.armed_at_least(1).await;
+                let acked = acks.try_recv();
+                assert!(acked.is_err(), "acknowledged before taken: {acked:?}");
+                clock.advance(Duration::from_millis(wait_ms - 1));
+                assert_eq!(clock.armed(), 1, "no retry before {wait_ms} ms");
+                assert!(posts.try_recv().is_err());
+                clock.advance(Duration::from_millis(1));
+                let again = posts.recv().await.unwrap();
+                assert_eq!(again.body, first.body, "the same batch");
+                assert_signed(&again, &clock);
+            }
+            assert_eq!(acks.recv().await, Some(3), "acknowledged once taken");
+            assert_eq!(posts.recv().await.unwrap().lsns, [4, 5]);
+            assert_eq!(acks.recv().await, Some(5));
+            assert!(acks.try_recv().is_err() && posts.try_recv().is_err());
+            task.abort();
+        }))
+        .await;
     }
 
     #[tokio::test]
@@ -375,17 +384,16 @@ mod tests {
         let (source, mut acks) = FakeSource::new(7, 2);
         let (endpoint, mut posts) = FakeEndpoint::new(&[]);
         let shared = clock.shared();
-        LocalSet::new()
-            .run_until(async move {
-                let task = spawn_local(deliver(source, endpoint, plan(3), shared));
-                assert_eq!(posts.recv().await.unwrap().lsns, [3, 4, 5]);
-                assert_eq!(acks.recv().await, Some(5));
-                assert_eq!(posts.recv().await.unwrap().lsns, [6, 7]);
-                assert_eq!(acks.recv().await, Some(7));
-                assert_eq!(clock.armed(), 0, "no retry");
-                task.abort();
-            })
-            .await;
+        bounded(LocalSet::new().run_until(async move {
+            let task = spawn_local(deliver(source, endpoint, plan(3), shared));
+            assert_eq!(posts.recv().await.unwrap().lsns, [3, 4, 5]);
+            assert_eq!(acks.recv().await, Some(5));
+            assert_eq!(posts.recv().await.unwrap().lsns, [6, 7]);
+            assert_eq!(acks.recv().await, Some(7));
+            assert_eq!(clock.armed(), 0, "no retry");
+            task.abort();
+        }))
+        .await;
     }
 
     #[tokio::test]
@@ -397,23 +405,22 @@ mod tests {
         });
         let (endpoint, mut posts) = FakeEndpoint::new(&[]);
         let shared = clock.shared();
-        LocalSet::new()
-            .run_until(async move {
-                let task = spawn_local(deliver(source, endpoint, plan(2), shared));
-                assert_eq!(posts.recv().await.unwrap().lsns, [1, 2]);
-                clock.armed_at_least(1).await;
-                clock.advance(Duration::from_millis(100));
-                assert_eq!(
-                    posts.recv().await.unwrap().lsns,
-                    [1, 2],
-                    "the unacknowledged batch, again"
-                );
-                assert_eq!(acks.recv().await, Some(2));
-                assert_eq!(posts.recv().await.unwrap().lsns, [3, 4]);
-                assert_eq!(acks.recv().await, Some(4));
-                task.abort();
-            })
-            .await;
+        bounded(LocalSet::new().run_until(async move {
+            let task = spawn_local(deliver(source, endpoint, plan(2), shared));
+            assert_eq!(posts.recv().await.unwrap().lsns, [1, 2]);
+            clock.armed_at_least(1).await;
+            clock.advance(Duration::from_millis(100));
+            assert_eq!(
+                posts.recv().await.unwrap().lsns,
+                [1, 2],
+                "the unacknowledged batch, again"
+            );
+            assert_eq!(acks.recv().await, Some(2));
+            assert_eq!(posts.recv().await.unwrap().lsns, [3, 4]);
+            assert_eq!(acks.recv().await, Some(4));
+            task.abort();
+        }))
+        .await;
     }
 
     #[tokio::test]
