@@ -126,6 +126,14 @@ pub struct Config {
     /// *Performance*): turn it off for the full pace. Turning it off
     /// and on again rebuilds what the log still holds. Default: `true`.
     pub history: bool,
+    /// The most bytes of log segments kept only because an event consumer
+    /// (`Ledger::ack`) has not acknowledged their records yet: past it the
+    /// oldest go anyway, and a consumer still behind them gets
+    /// `cursor_expired`. Default: 1 GiB.
+    pub event_retention_bytes: u64,
+    /// The same cap in age (since a segment was last written), in ms on the
+    /// injected clock. Default: 604,800,000 (7 days).
+    pub event_retention_ms: u64,
     /// The replicated log every group-commit batch must also reach before
     /// its callers are acknowledged (see
     /// [`Replica`](crate::storage::wal::replica::Replica)); the
@@ -277,6 +285,8 @@ impl Default for Config {
             withdrawal_history: None,
             replication: None,
             history: true,
+            event_retention_bytes: crate::storage::events::RETENTION_BYTES_DEFAULT,
+            event_retention_ms: crate::storage::events::RETENTION_MS_DEFAULT,
         }
     }
 }

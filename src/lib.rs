@@ -65,12 +65,22 @@
 //! invariant check inside the engine poisons its shard the same way. Sync
 //! mode `none` on a folder that holds a ledger is refused.
 //!
+//! ## The event feed
+//! The log is the host's outbox: [`Ledger::subscribe`] reads every durable
+//! record, in LSN order, as a versioned [`FeedEvent`](domain::feed::FeedEvent)
+//! with the balances after it (in log order); never one the disk (and,
+//! replicated, the stream) does not have. Named consumers keep durable
+//! cursors ([`Ledger::ack`]) that hold the log's segments back from pruning
+//! up to a cap ([`Config::event_retention_bytes`],
+//! [`Config::event_retention_ms`]), past which they get `cursor_expired`.
+//!
 //! ## What it is not
 //! Not a database: no queries beyond accounts, withdrawals and the history
 //! listings (filters and cursors, no joins), no SQL. Not an archive without
 //! a data folder: a ledger with none has no history store and forgets a
-//! finished withdrawal past its retention. Not
-//! replicated: durability is one machine's disk. One ledger per data
+//! finished withdrawal past its retention. Replicated only with the
+//! `replication` feature (a NATS JetStream cluster); otherwise durability
+//! is one machine's disk. One ledger per data
 //! folder: a second open is refused (an OS lock, [`DataDirLock`](storage::data_dir::DataDirLock)).
 //!
 //! ## Limits
@@ -83,8 +93,8 @@
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
 //! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
 //!   handle: `mod.rs` the operations, `storage.rs` its data folder,
-//!   `history.rs` the history reads, `standby.rs` a standby kept by
-//!   mirrored batches), `config.rs` (configuration and limits with documented
+//!   `history.rs` the history reads, `events.rs` the event feed and its
+//!   consumers, `standby.rs` a standby kept by mirrored batches), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
@@ -96,7 +106,8 @@
 //!   (the read-only view of an account that `export_accounts` returns),
 //!   `time` (the milliseconds every logged event is stamped with, RFC 3339
 //!   text and its parser), `history` (the history reads' queries, pages,
-//!   entries and transactions).
+//!   entries and transactions), `feed` (the public event type and the
+//!   tracker of the balances after each event).
 //! - `engine/` — actix, private to the crate: `account` (the actor owning
 //!   one account's state), `command` (what runs at an account, typed by
 //!   its answer), `directory` (a shard's accounts: running actors and
@@ -122,7 +133,8 @@
 //!   payouts on disk, fed from the log, paged by cursors), `feed/` (logged
 //!   events turned into history rows, and the history writer thread that
 //!   ingests them), `history_check` (`verify`'s check of the store against
-//!   the log).
+//!   the log), `events/` (the event feed's side of the log: reading durable
+//!   records from any position, consumers' cursors, retention for them).
 //! - `payment/` — the `PaymentService` trait (`mod.rs`), the
 //!   `SimulatedBank` (`simulated.rs`), and (feature `http`) the
 //!   `HttpPaymentService` client of the payment-service protocol

@@ -225,7 +225,8 @@ pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
 pub struct BalanceTracker {
     /// (account, currency) → (available, locked), as of the last event.
     balances: HashMap<(AccountId, CurrencyCode), (Units, Units)>,
-    /// Withdrawals seen requested and not yet ended: currency, amount.
+    /// Withdrawals seen requested and not yet failed, cancelled or
+    /// returned (a completed one may still come back): currency, amount.
     open: HashMap<TransactionId, (Currency, Units)>,
 }
 
@@ -240,6 +241,29 @@ enum Move {
 impl BalanceTracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the tracker can make `event`'s balances without asking its
+    /// seeds (it has followed every balance and withdrawal the event moves).
+    pub fn knows(&self, event: &Event) -> bool {
+        let has = |account: AccountId, currency: &Currency| {
+            self.balances.contains_key(&(account, currency.code))
+        };
+        match event {
+            Event::Deposited { tx, currency, .. } => has(tx.account(), currency),
+            Event::WithdrawalRequested { tx, currency, .. } => has(tx.account(), currency),
+            Event::Transferred {
+                tx, to, currency, ..
+            } => has(tx.account(), currency) && has(*to, currency),
+            Event::WithdrawalCompleted { tx }
+            | Event::WithdrawalFailed { tx, .. }
+            | Event::WithdrawalCancelled { tx }
+            | Event::WithdrawalReturned { tx, .. } => self
+                .open
+                .get(tx)
+                .is_some_and(|(currency, _)| has(tx.account(), currency)),
+            _ => true,
+        }
     }
 
     /// The feed event for the record at `lsn`, moving the tracked
@@ -275,6 +299,17 @@ impl BalanceTracker {
             balances_known: step.known,
         }
     }
+}
+
+/// How a withdrawal ended, for its locked amount.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Paid: the locked amount leaves.
+    Completed,
+    /// Failed or cancelled: the locked amount returns to available.
+    Released,
+    /// Sent back after it was paid: credited to available.
+    Returned,
 }
 
 /// One event's pass over the tracker.
@@ -330,7 +365,7 @@ impl Step<'_> {
                 account: tx.account(),
             },
             Event::WithdrawalCompleted { tx } => {
-                let (currency, amount) = self.ended(*tx, Move::Burn);
+                let (currency, amount) = self.ended(*tx, End::Completed);
                 FeedBody::WithdrawalCompleted {
                     transaction_id: tx.to_string(),
                     account: tx.account(),
@@ -339,7 +374,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalFailed { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalFailed {
                     transaction_id: tx.to_string(),
                     account: tx.account(),
@@ -349,7 +384,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalCancelled { tx } => {
-                let (currency, amount) = self.ended(*tx, Move::Unlock);
+                let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalCancelled {
                     transaction_id: tx.to_string(),
                     account: tx.account(),
@@ -358,7 +393,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalReturned { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, Move::Available);
+                let (currency, amount) = self.ended(*tx, End::Returned);
                 FeedBody::WithdrawalReturned {
                     transaction_id: tx.to_string(),
                     account: tx.account(),
@@ -424,20 +459,27 @@ impl Step<'_> {
 
     /// A withdrawal's end: moves its locked amount as `how` says and
     /// returns its currency and amount, when known.
-    fn ended(
-        &mut self,
-        tx: TransactionId,
-        how: fn(Units) -> Move,
-    ) -> (Option<String>, Option<String>) {
-        let seen = match self.tracker.open.remove(&tx) {
-            Some(seen) => Some(seen),
+    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<String>, Option<String>) {
+        let seen = match self.tracker.open.get(&tx).copied() {
+            Some(seen) => {
+                // A completed withdrawal may still be returned: keep it.
+                if end != End::Completed {
+                    self.tracker.open.remove(&tx);
+                }
+                Some(seen)
+            }
             None => self.seeds.withdrawal(tx, self.lsn - 1),
         };
         let Some((currency, amount)) = seen else {
             self.known = false;
             return (None, None);
         };
-        self.change(tx.account(), currency, how(amount));
+        let how = match end {
+            End::Completed => Move::Burn(amount),
+            End::Released => Move::Unlock(amount),
+            End::Returned => Move::Available(amount),
+        };
+        self.change(tx.account(), currency, how);
         (
             Some(currency.code.to_string()),
             Some(currency.to_decimal(amount).to_string()),
@@ -506,5 +548,70 @@ fn item_outcome(tx: TransactionId, outcome: &ItemOutcome) -> FeedItemOutcome {
             ItemOutcome::Paid => None,
             ItemOutcome::Failed { reason } => Some(reason.clone()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::CurrencyCode;
+
+    fn usd() -> Currency {
+        Currency {
+            code: CurrencyCode::new("USD").unwrap(),
+            decimals: 2,
+        }
+    }
+
+    #[test]
+    fn the_json_names_its_type_and_reads_back_as_it_was() {
+        let tx = TransactionId::new(7, 1);
+        let mut tracker = BalanceTracker::new();
+        let deposit = Event::Deposited {
+            tx,
+            currency: usd(),
+            amount: 12_345,
+            key: None,
+        };
+        let event = tracker.event(1, UnixMs::from_millis(1_000), &deposit, &mut FromGenesis);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], "deposited");
+        assert_eq!(json["lsn"], 1);
+        assert_eq!(json["amount"], "123.45");
+        assert_eq!(json["time"], "1970-01-01T00:00:01.000Z");
+        assert_eq!(json["balances"][0]["available"], "123.45");
+        let back: FeedEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn a_withdrawal_ended_before_the_start_is_learned_from_the_seeds_or_said_unknown() {
+        let tx = TransactionId::new(7, 1);
+        let completed = Event::WithdrawalCompleted { tx };
+        let mut unknown = BalanceTracker::new();
+        let event = unknown.event(9, UnixMs::UNKNOWN, &completed, &mut FromGenesis);
+        assert!(!event.balances_known);
+        assert!(event.balances.is_empty());
+        assert_eq!(event.time, None);
+
+        struct Known;
+        impl Seeds for Known {
+            fn balance(
+                &mut self,
+                _: AccountId,
+                _: Currency,
+                before: u64,
+            ) -> Option<(Units, Units)> {
+                assert_eq!(before, 8, "the balance just before the event");
+                Some((100, 50))
+            }
+            fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
+                Some((usd(), 50))
+            }
+        }
+        let event = BalanceTracker::new().event(9, UnixMs::UNKNOWN, &completed, &mut Known);
+        assert!(event.balances_known);
+        assert_eq!(event.balances[0].locked, "0.00");
+        assert_eq!(event.balances[0].total, "1.00");
     }
 }

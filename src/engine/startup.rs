@@ -41,6 +41,7 @@ use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
+use crate::storage::events::{EventLog, Retention};
 use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
 use crate::storage::history::{HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
@@ -84,6 +85,9 @@ pub struct Engine {
     /// The history store and its follower's progress; `None` without a
     /// data folder (or when the store could not be opened at all).
     pub history: Option<HistoryReader>,
+    /// The event feed's side of the log (consumers' cursors, the readers'
+    /// shared index); `None` without a log.
+    pub events: Option<Arc<EventLog>>,
     /// Per shard, how far the history store holds that shard's events (see
     /// [`HistoryHorizons`]); `None` with no history store. Finished
     /// withdrawals last changed before it leave memory (the engine's, and
@@ -137,13 +141,14 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         Some(d) => (d.journal.clone(), Some(d.report.clone())),
         None => (Journal::memory_only(), None),
     };
-    let (history, horizons, store_history) = match &durable {
+    let (history, horizons, store_history, events) = match &durable {
         Some(d) => (
             d.history.clone(),
             d.horizons.clone(),
             d.store_history.clone(),
+            Some(Arc::clone(&d.events)),
         ),
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let (checkpointer, accounts, records, lock) = match durable {
         Some(d) => (Some(d.checkpointer), d.accounts, d.payouts, Some(d.lock)),
@@ -186,6 +191,7 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         journal,
         recovery,
         history,
+        events,
         horizons,
         threads: Mutex::new(Some(threads)),
         checkpointer: Mutex::new(checkpointer),
@@ -214,6 +220,7 @@ pub fn start_standby(config: &Config, currencies: &Currencies) -> Result<Engine,
         journal: durable.journal,
         recovery: Some(durable.report),
         history: durable.history,
+        events: Some(durable.events),
         horizons: durable.horizons,
         threads: Mutex::new(None),
         checkpointer: Mutex::new(Some(durable.checkpointer)),
@@ -389,6 +396,7 @@ struct Durable {
     lock: DataDirLock,
     history: Option<HistoryReader>,
     horizons: Option<HistoryHorizons>,
+    events: Arc<EventLog>,
     /// The store as the engine's [`WithdrawalHistory`].
     store_history: Option<Arc<dyn WithdrawalHistory>>,
 }
@@ -456,6 +464,10 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
     // cell set just below.
     let journal_cell: Arc<OnceLock<Journal>> = Arc::new(OnceLock::new());
     let reader = Arc::clone(&journal_cell);
+    let events = Arc::new(EventLog::open(&dir).map_err(|e| OpenError::DataDir {
+        path: dir.join("consumers"),
+        reason: e.to_string(),
+    })?);
     let (checkpointer, follower) = Checkpointer::start(
         CheckpointSettings {
             data_dir: dir.clone(),
@@ -467,6 +479,12 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             durable_lsn: Box::new(move || reader.get().map_or(0, Journal::durable_lsn)),
             history: recall,
             shards: config.shards,
+            retention: Some(Retention {
+                consumers: Arc::clone(&events.consumers),
+                bytes_max: config.event_retention_bytes,
+                age_ms_max: config.event_retention_ms,
+                clock: config.clock.clone(),
+            }),
         },
         // The checkpointer's own copy of the state: it follows the log from
         // here.
@@ -502,6 +520,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         lock,
         history: history_reader,
         horizons,
+        events,
         store_history,
     }))
 }

@@ -67,6 +67,7 @@ use crate::domain::money::Currencies;
 use crate::domain::payouts::PayoutRecord;
 use crate::domain::withdrawal::WithdrawalHistory;
 use crate::storage::deadline::Deadline;
+use crate::storage::events::Retention;
 use crate::storage::feed::{apply_logged, Feeder, HistoryWriter};
 use crate::storage::recall::{forget_in_copy, restore_for_replay};
 use crate::storage::recovery::{rebuild_recalling, snapshot_dir, RecoveryError};
@@ -118,6 +119,9 @@ pub struct CheckpointSettings {
     /// folder's, opened only if a replay needs it (no horizons: nothing is
     /// forgotten).
     pub history: Arc<dyn WithdrawalHistory>,
+    /// What the event feed's consumers still need of the log; `None`: only
+    /// the snapshots decide what is pruned.
+    pub retention: Option<Retention>,
     /// The ledger's shard count (which shard's horizon an account follows).
     pub shards: usize,
 }
@@ -473,6 +477,7 @@ impl Follower {
             &self.accounts,
             &self.payouts,
             self.settings.snapshots_kept,
+            self.settings.retention.as_ref(),
         )?;
         self.last_snapshot_lsn = file.lsn;
         self.snapshots_written += 1;
@@ -561,13 +566,15 @@ impl Follower {
 }
 
 /// Writes a snapshot, then keeps the newest `snapshots_kept` and deletes
-/// the WAL segments none of them needs.
+/// the WAL segments none of them, and no event consumer within the
+/// retention caps, needs.
 fn write_and_prune(
     data_dir: &Path,
     lsn: u64,
     accounts: &Accounts,
     payouts: &BTreeMap<u64, PayoutRecord>,
     snapshots_kept: usize,
+    retention: Option<&Retention>,
 ) -> Result<SnapshotFile, RecoveryError> {
     let dir = snapshot_dir(data_dir);
     let states = accounts.values().map(|a| &**a);
@@ -576,7 +583,11 @@ fn write_and_prune(
     // Keep every record the oldest kept snapshot would need, so recovery can
     // fall back to it if the newer ones are damaged.
     if let Some(oldest) = snapshot::list(&dir)?.last() {
-        wal::delete_segments_below(data_dir, oldest.lsn + 1)?;
+        let floor = match retention {
+            Some(retention) => retention.keep_from(data_dir, oldest.lsn + 1)?,
+            None => oldest.lsn + 1,
+        };
+        wal::delete_segments_below(data_dir, floor)?;
     }
     Ok(file)
 }
@@ -625,6 +636,7 @@ mod tests {
             durable_lsn: Box::new(|| 3),
             history: Arc::new(FolderHistory::new(dir, &currencies())),
             shards: 1,
+            retention: None,
         }
     }
 

@@ -13,7 +13,9 @@
 //!   the log after it.
 //! - `checkpoint.rs` — the checkpointer thread: follows the log, writes
 //!   snapshots (its copy forgetting what the history store holds),
-//!   deletes the log segments none of them needs.
+//!   deletes the log segments none of them, and no event consumer, needs.
+//! - `events/` — the event feed's side of the log: reading durable records
+//!   from any position, consumers' durable cursors, retention for them.
 //! - `data_dir/` — the folder as a whole: its lock (one ledger at a time)
 //!   and its currency table (the scale of every stored amount).
 //! - `inspect.rs` — the public read-only API for tools outside the crate
@@ -34,6 +36,7 @@
 pub mod checkpoint;
 pub mod data_dir;
 mod deadline;
+pub mod events;
 pub mod feed;
 pub mod history;
 pub mod history_check;

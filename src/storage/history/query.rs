@@ -7,7 +7,7 @@
 use fjall::{Readable, Snapshot};
 
 use crate::domain::ids::{AccountId, TransactionId};
-use crate::domain::money::CurrencyCode;
+use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
@@ -247,6 +247,28 @@ impl HistoryStore {
             from = Some(next_currency(currency_key)?);
         }
         Ok(out)
+    }
+
+    /// `account`'s (available, locked) in `currency` just after the event
+    /// at `lsn`: its last entry at or before that LSN; zero when it has
+    /// none (no event before then moved that balance).
+    pub fn balance_at_lsn(
+        &self,
+        account: AccountId,
+        currency: CurrencyCode,
+        lsn: u64,
+    ) -> Result<(Units, Units), HistoryError> {
+        let snap = self.db.snapshot();
+        let entries = self.ks.get(Ks::Entries);
+        let from = schema::entry_key(account, currency, 0);
+        let to = schema::entry_key(account, currency, lsn);
+        match snap.range(entries, from..=to).next_back() {
+            Some(guard) => {
+                let e: EntryRow = schema::decode(&guard.value()?, "entry")?;
+                Ok((e.available_after, e.locked_after))
+            }
+            None => Ok((0, 0)),
+        }
     }
 
     /// One payout by id.

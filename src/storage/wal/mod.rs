@@ -103,6 +103,7 @@ pub use handle::WalHandle;
 pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, ReplayReport};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
+pub(crate) use segment::list as list_segments;
 pub use segment::{delete_segments_below, first_lsn, segment_path, wal_dir, FailPoint};
 pub use stats::{LatencyHistogram, WalStatsSnapshot, FSYNC_BUCKETS_US};
 pub use writer::{Committed, BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};

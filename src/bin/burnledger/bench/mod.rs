@@ -47,6 +47,7 @@ mod data_dir;
 mod engine;
 mod rate;
 mod report;
+mod subscriber;
 mod workload;
 
 use std::path::PathBuf;
@@ -64,6 +65,7 @@ use tokio::runtime::Runtime;
 use data_dir::DataDir;
 use engine::{ClientReport, SETUP_BATCH};
 use report::{per_second, CpuTime, Latency, RateFigures, Report, Resident};
+use subscriber::{Subscriber, SubscriberFigures};
 use workload::{share, Stream, Workload};
 
 #[derive(Args, Debug)]
@@ -144,6 +146,10 @@ pub struct EmbeddedArgs {
     /// Run without the data folder's history store (to measure its cost).
     #[arg(long)]
     no_history: bool,
+    /// Attach an event-feed subscriber for the whole run (to measure the
+    /// feed's cost and how far behind it reads; needs a data folder).
+    #[arg(long)]
+    subscribe: bool,
     /// Replicate the log on this NATS JetStream cluster
     /// (nats://h1:4222,...; feature `replication`): the ledger is the
     /// writer of stream --stream, each batch acknowledged once the stream
@@ -344,6 +350,7 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
         baseline_ops_per_sec,
         ratio_to_baseline: ops_per_sec / baseline_ops_per_sec,
         rate: measured.timed.rate,
+        subscriber: measured.subscriber,
     }
     .print(args.json)?;
     Ok(errors == 0)
@@ -396,6 +403,8 @@ struct Measured {
     cpu_seconds: Option<f64>,
     timed: Timed,
     resident: Option<Resident>,
+    /// With `--subscribe`.
+    subscriber: Option<SubscriberFigures>,
 }
 
 /// What the timed phase did.
@@ -416,6 +425,10 @@ async fn measure(
     workload: Workload,
 ) -> Result<Measured, String> {
     let setup_started = Instant::now();
+    let subscriber = args
+        .subscribe
+        .then(|| Subscriber::attach(ledger))
+        .transpose()?;
     let progress = progress_bar(Some(args.accounts), "accounts funded");
     // The open loop's --in-flight is a cap, not a count of clients.
     let funders = args.in_flight.unwrap_or(CLIENTS_DEFAULT) as usize;
@@ -434,15 +447,22 @@ async fn measure(
         Some(rate) => open_loop(ledger, args, workload, rate, &progress).await,
     };
     progress.finish_and_clear();
+    // The subscriber's catching up after the load is its own figure, not
+    // the load's CPU time.
     let cpu_seconds = CpuTime::read()
         .zip(cpu_start)
         .map(|(end, start)| end.since(&start));
+    let subscriber = match subscriber {
+        Some(subscriber) => Some(subscriber.finish().await?),
+        None => None,
+    };
     Ok(Measured {
         setup_seconds,
         cpu_seconds,
         timed: run?,
         // Now, before the shutdown and the baseline allocate anything.
         resident: Resident::read(),
+        subscriber,
     })
 }
 

@@ -5,6 +5,8 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::subscriber::SubscriberFigures;
+
 /// Latency percentiles, in microseconds.
 #[derive(Serialize)]
 pub struct Latency {
@@ -64,6 +66,9 @@ pub struct Report {
     pub ratio_to_baseline: f64,
     /// The open-loop schedule's figures with `--rate`; `null` otherwise.
     pub rate: Option<RateFigures>,
+    /// The event-feed subscriber's figures with `--subscribe`; `null`
+    /// otherwise.
+    pub subscriber: Option<SubscriberFigures>,
 }
 
 /// How an open-loop run (`--rate`) kept to its schedule. `ops_per_sec` is
@@ -146,7 +151,20 @@ impl Report {
                 ),
             ]
         });
-        for (name, value) in rows.into_iter().chain(rate.into_iter().flatten()) {
+        let subscriber = self.subscriber.as_ref().map(|s| {
+            [(
+                "subscriber",
+                format!(
+                    "{} events, lag ms p50 {} p99 {} max {}, caught up {:.0} ms after the load",
+                    s.events, s.lag_ms_p50, s.lag_ms_p99, s.lag_ms_max, s.catch_up_ms
+                ),
+            )]
+        });
+        let extra = rate
+            .into_iter()
+            .flatten()
+            .chain(subscriber.into_iter().flatten());
+        for (name, value) in rows.into_iter().chain(extra) {
             println!("{name:<16}{value}");
         }
         Ok(())
