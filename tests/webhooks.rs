@@ -4,7 +4,8 @@
 //! deliveries (15 % answer 500, 15 % drop the connection unanswered) and
 //! is itself stopped and restarted on the same port a few times, while a
 //! writer adds deposits and the server is SIGKILLed at random moments and
-//! restarted on the same data folder. Then a last deposit (the marker) is
+//! restarted on the same data folder (every other time right after the
+//! receiver took a batch, before the server heard its 2xx). Then a last deposit (the marker) is
 //! made, the test waits for the receiver to take it, and stops the server
 //! with SIGTERM. The batches the receiver took must:
 //!
@@ -63,6 +64,10 @@ struct Seen {
     failed: usize,
     /// Deliveries whose signature did not verify (answered 400).
     forged: Vec<String>,
+    /// When set, the next batch taken is announced on the first channel
+    /// and its 2xx held back until the second says go (the test kills
+    /// the server meanwhile: a batch taken, never acknowledged).
+    hold: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
 /// The receiver's own check of a signature header, Stripe's way: HMAC-
@@ -150,7 +155,15 @@ fn handle(stream: TcpStream, seen: &Mutex<Seen>, rng: &mut SmallRng) {
     }
     let batch: Value = serde_json::from_slice(&body).expect("the body is JSON");
     let events = batch["events"].as_array().expect("{events: [...]}").clone();
-    seen.lock().unwrap().taken.push(events);
+    let hold = {
+        let mut seen = seen.lock().unwrap();
+        seen.taken.push(events);
+        seen.hold.take()
+    };
+    if let Some((held, go)) = hold {
+        let _ = held.send(());
+        let _ = go.recv_timeout(START_TIMEOUT);
+    }
     answer(&stream, "200 OK");
 }
 
@@ -260,6 +273,19 @@ fn writer(url: String, seed: u64, stop: Arc<AtomicBool>, acked: mpsc::Sender<(St
     }
 }
 
+/// SIGKILLs `served` after the receiver took a batch and before the
+/// server hears so: the batch was taken and will never be acknowledged.
+fn kill_while_a_batch_is_taken(served: Served, seen: &Mutex<Seen>) {
+    let (held, taken) = mpsc::channel();
+    let (go, wait) = mpsc::channel();
+    seen.lock().unwrap().hold = Some((held, wait));
+    taken
+        .recv_timeout(DELIVERY_TIMEOUT)
+        .expect("a batch is taken");
+    served.kill();
+    let _ = go.send(());
+}
+
 // ---------------------------------------------------------------------------
 // The checks
 
@@ -332,7 +358,7 @@ fn every_event_reaches_a_failing_restarting_receiver_in_order_across_kills() {
     let mut acknowledged = Vec::new();
     let mut receiver_restarts = 0;
 
-    for _ in 0..KILLS {
+    for round in 0..KILLS {
         let served = Served::start(dir.path(), &hook);
         let stop = Arc::new(AtomicBool::new(false));
         let (acked, acks) = mpsc::channel();
@@ -358,10 +384,14 @@ fn every_event_reaches_a_failing_restarting_receiver_in_order_across_kills() {
                 receiver_restarts += 1;
             }
         }
+        if round % 2 == 0 {
+            served.kill();
+        } else {
+            kill_while_a_batch_is_taken(served, &seen);
+        }
         stop.store(true, Ordering::SeqCst);
-        served.kill();
-        drop(acks);
         let _ = writing.join();
+        acknowledged.extend(acks.try_iter());
     }
 
     let served = Served::start(dir.path(), &hook);
@@ -408,6 +438,10 @@ fn every_event_reaches_a_failing_restarting_receiver_in_order_across_kills() {
         assert_eq!(event["amount"], amount.as_str(), "{tx}");
     }
     assert!(seen.failed > 0, "the receiver failed deliveries on purpose");
+    assert!(
+        again > 0,
+        "batches taken but not acknowledged were delivered again"
+    );
     eprintln!(
         "{} events in {} batches taken, {again} delivered again, {} failed on purpose, \
          {receiver_restarts} receiver restarts, {KILLS} kills",
