@@ -18,6 +18,11 @@
 //! 4. together cover every LSN from 1 to the marker's, and hold every
 //!    deposit the server acknowledged, with its amount.
 //!
+//! Then the library's handle in process: it needs a log and a valid
+//! consumer name; it registers its consumer, acknowledges what the
+//! receiver took and ends with the ledger; stopping it never waits for a
+//! silent receiver.
+//!
 //! No sleeps: kills and receiver restarts happen after counts of the
 //! writer's acknowledgements; the end waits (a bounded poll) for the
 //! marker to be taken.
@@ -41,6 +46,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use sha2::Sha256;
+
+use burnledger::webhook::{Webhook, WebhookSettings};
+use burnledger::{Config, Ledger};
 
 const SECRET: &str = "whsec_must_show_1";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -477,4 +485,117 @@ fn the_receivers_check_refuses_a_forged_or_stale_signature() {
         Ok(()),
         "the library signs the same way"
     );
+}
+
+// ---------------------------------------------------------------------------
+// The library's handle, in process
+
+/// A receiver that accepts connections on its own thread and, per
+/// connection, reads one request and answers `status` (or, with `None`,
+/// holds it unanswered); each request's body is sent on the channel.
+fn in_process_receiver(status: Option<&'static str>) -> (String, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().map_while(Result::ok) {
+            let Some((_, body)) = read_request(&stream) else {
+                continue;
+            };
+            if tx.send(body).is_err() {
+                return;
+            }
+            match status {
+                Some(status) => answer(&stream, status),
+                None => held.push(stream),
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// Polls `done` until it holds, for at most 30 s (nothing to await: the
+/// loop runs on its own thread).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_needs_a_log_and_a_valid_consumer_name() {
+    let settings = || WebhookSettings::new("http://127.0.0.1:9/hooks", SECRET);
+    let no_log = Ledger::open(Config::for_tests()).unwrap();
+    let refused = Webhook::start(&no_log, settings()).unwrap_err();
+    assert!(refused.contains("events unavailable"), "{refused}");
+    no_log.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    let bad_name = WebhookSettings {
+        consumer: "not a name".into(),
+        ..settings()
+    };
+    let refused = Webhook::start(&ledger, bad_name).unwrap_err();
+    assert!(refused.contains("invalid consumer"), "{refused}");
+    assert_eq!(ledger.consumers().unwrap(), [], "nothing registered");
+    ledger.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_registers_its_consumer_acks_what_was_taken_and_ends_with_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    for cents in ["1.00", "2.00", "3.00"] {
+        let amount = cents.parse().unwrap();
+        ledger.deposit(1, "USD", amount, None).await.unwrap();
+    }
+    let (url, bodies) = in_process_receiver(Some("204 No Content"));
+    let webhook = Webhook::start(&ledger, WebhookSettings::new(url, SECRET)).unwrap();
+    let body = bodies.recv_timeout(START_TIMEOUT).expect("a delivery");
+    let lsns: Vec<u64> = serde_json::from_slice::<Value>(&body).unwrap()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["lsn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lsns, [1, 2, 3]);
+    let cursor = || ledger.consumer("webhook").unwrap().map(|c| c.lsn);
+    eventually("the cursor at the batch's last LSN", || cursor() == Some(3)).await;
+    assert!(!webhook.is_finished());
+    ledger.shutdown().await;
+    eventually("the loop ends with the ledger", || webhook.is_finished()).await;
+    webhook.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_webhook_waits_for_no_silent_receiver_and_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(Config::for_tests_in(dir.path())).unwrap();
+    ledger
+        .deposit(1, "USD", "1.00".parse().unwrap(), None)
+        .await
+        .unwrap();
+    let (url, bodies) = in_process_receiver(None);
+    let webhook = Webhook::start(&ledger, WebhookSettings::new(url, SECRET)).unwrap();
+    bodies
+        .recv_timeout(START_TIMEOUT)
+        .expect("a delivery, never answered");
+    let started = Instant::now();
+    webhook.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at once, not after the POST's 10 s timeout: {:?}",
+        started.elapsed()
+    );
+    let registered = ledger.consumer("webhook").unwrap().map(|c| c.lsn);
+    assert_eq!(
+        registered,
+        Some(0),
+        "registered from the start, nothing acknowledged"
+    );
+    ledger.shutdown().await;
 }

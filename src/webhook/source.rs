@@ -1,7 +1,8 @@
 //! The ledger as the delivery loop's [`EventSource`]: the consumer's
 //! durable cursor ([`Ledger::consumer`], registered with [`Ledger::ack`]
 //! at 0 when new, so the log keeps its events from then on), a
-//! [`Subscription`] after it, acknowledgements through [`Ledger::ack`].
+//! [`Subscription`] after it, acknowledgements through [`Ledger::ack`];
+//! a quiet read checks whether the ledger shut down.
 
 use std::time::Duration;
 
@@ -40,12 +41,21 @@ impl EventSource for LedgerSource {
     }
 
     async fn next(&mut self, max: usize, wait: Duration) -> Result<Vec<FeedEvent>, LedgerError> {
-        match &mut self.subscription {
-            Some(subscription) => subscription.next(max, wait).await,
-            None => Err(LedgerError::EventsUnavailable {
+        let Some(subscription) = &mut self.subscription else {
+            return Err(LedgerError::EventsUnavailable {
                 reason: "the webhook's feed is not open".to_owned(),
-            }),
+            });
+        };
+        let events = subscription.next(max, wait).await?;
+        if events.is_empty() {
+            // A quiet wait does not say whether the ledger has shut down
+            // meanwhile (the subscription keeps its log open); a poisoned
+            // ledger's durable events are still delivered.
+            if let Err(LedgerError::ShuttingDown) = self.ledger.health().await {
+                return Err(LedgerError::ShuttingDown);
+            }
         }
+        Ok(events)
     }
 
     async fn ack(&mut self, consumer: &str, lsn: u64) -> Result<(), LedgerError> {
