@@ -65,9 +65,13 @@ pub struct Config {
     /// Default: 300 s.
     pub snapshot_interval_secs: u64,
     /// Snapshots kept; WAL segments older than the oldest kept snapshot are
-    /// deleted. Keeping more than one lets recovery fall back when the
-    /// newest is damaged. Default: 3.
+    /// deleted (or archived, see `archive_dir`). Keeping more than one lets
+    /// recovery fall back when the newest is damaged. Default: 3.
     pub snapshots_kept: usize,
+    /// Where WAL segments no snapshot needs any more are moved instead of
+    /// deleted, so the hash chain stays checkable end to end
+    /// (`burnledger verify --chain --archive-dir`). Default: none (deleted).
+    pub archive_dir: Option<PathBuf>,
     /// Makes the log's writes or fsyncs fail on command: failure injection
     /// for tests of poisoning. Inert unless switched on.
     pub wal_fail_point: crate::storage::wal::FailPoint,
@@ -274,6 +278,7 @@ impl Default for Config {
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshot_interval_secs: SNAPSHOT_INTERVAL_SECS_DEFAULT,
             snapshots_kept: SNAPSHOTS_KEPT_DEFAULT,
+            archive_dir: None,
             wal_fail_point: crate::storage::wal::FailPoint::default(),
             payout_mode: PayoutMode::Batched {
                 interval_secs: crate::domain::payouts::PAYOUT_INTERVAL_SECS_DEFAULT,
@@ -354,6 +359,11 @@ impl Config {
         }
         if self.snapshots_kept == 0 {
             return Err("snapshots_kept must be at least 1".into());
+        }
+        if let (Some(archive), Some(dir)) = (&self.archive_dir, &self.data_dir) {
+            if *archive == crate::storage::wal::wal_dir(dir) {
+                return Err("archive_dir must not be the log's own folder (<data_dir>/wal)".into());
+            }
         }
         if self.snapshot_every_events == 0 || self.snapshot_interval_secs == 0 {
             return Err(

@@ -515,6 +515,7 @@ mod tests {
             [
                 "shutting_down",
                 "history_unavailable",
+                "events_unavailable",
                 "overloaded",
                 "poisoned",
                 "internal"
@@ -547,7 +548,8 @@ mod tests {
                 "invalid_time_range",
                 "invalid_limit",
                 "payouts_disabled",
-                "invalid_cursor"
+                "invalid_cursor",
+                "invalid_consumer"
             ]
         );
     }

@@ -190,3 +190,39 @@ async fn a_redelivered_batch_is_skipped_and_a_gap_or_damage_logs_nothing() {
     writer.shutdown().await;
     standby.shutdown().await;
 }
+
+/// The standby logs the shipped records as the writer did, chained the
+/// same way: its journal head is the writer's, and promoted it continues
+/// the writer's chain (verified from LSN 1 through its own new records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_standby_continues_the_writers_hash_chain() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (writer, shipped) = writer(a.path());
+    let archive = b.path().join("archive");
+    let archiving = || Config {
+        archive_dir: Some(archive.clone()),
+        ..config(b.path())
+    };
+    let standby = Ledger::open_standby(archiving()).unwrap();
+    workload(&writer, 2).await;
+    mirror_all(&standby, &shipped).await;
+    let head = writer.journal_head().unwrap();
+    assert!(head.lsn > 10);
+    assert_eq!(standby.journal_head().unwrap(), head);
+    writer.shutdown().await;
+    standby.shutdown().await;
+    drop(standby);
+
+    let promoted = Ledger::open(archiving()).unwrap();
+    assert_eq!(promoted.journal_head().unwrap(), head);
+    promoted.deposit(1, "USD", dec("1"), None).await.unwrap();
+    let promoted_head = promoted.journal_head().unwrap();
+    assert_eq!(promoted_head.lsn, head.lsn + 1);
+    promoted.shutdown().await;
+    let chain = burnledger::storage::wal::verify_chain(b.path(), Some(&archive)).unwrap();
+    assert_eq!(chain.problem, None);
+    assert_eq!(
+        (chain.first_lsn, chain.chained_from, chain.head),
+        (Some(1), Some(1), promoted_head)
+    );
+}

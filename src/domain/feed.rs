@@ -1,14 +1,18 @@
 //! The public event feed's shapes: [`FeedEvent`], what a host receives
 //! for each logged record (from [`Ledger::subscribe`](crate::Ledger::subscribe),
 //! `GET /v1/events`, Server-Sent Events and webhooks), and the
-//! [`BalanceTracker`] that gives each event the balances after it.
+//! [`BalanceTracker`] that gives each event the balances after it; and
+//! [`JournalHead`], the log's hash-chain head a host anchors outside.
 //!
 //! A feed event is a stable, documented, versioned type, apart from the
 //! log's internal record ([`Event`]): the log's encoding may change with a
 //! format version, this JSON only ever gains fields (and changes
 //! [`FEED_VERSION`] if it must break). One event per logged record, in LSN
 //! order, so LSNs are consecutive: a consumer that sees a gap lost
-//! something.
+//! something. Typed in Rust (ids, currency codes, `Decimal`s, times), text
+//! in JSON as everywhere in the API (32-hex-digit ids, `"25.00"`, RFC
+//! 3339): making an event formats nothing, so a subscriber that does not
+//! serialise pays for none of it.
 //!
 //! Balances are those of log order (what a replay of the log up to the
 //! event holds, which is what the history store's entries say), not what
@@ -19,12 +23,11 @@
 //! start); an event whose balance it cannot learn carries none and says so
 //! (`balances_known: false`).
 
-use std::collections::HashMap;
-
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::event::{Event, ItemOutcome};
-use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 
@@ -41,7 +44,8 @@ pub struct FeedEvent {
     pub lsn: u64,
     /// When the engine stamped it (RFC 3339, UTC, milliseconds); `None`
     /// for a record logged before times were (format v1 to v3).
-    pub time: Option<String>,
+    #[serde(with = "text::option")]
+    pub time: Option<UnixMs>,
     /// The same instant in ms since the Unix epoch.
     pub time_ms: Option<u64>,
     /// What happened; its `type` field names it.
@@ -56,31 +60,67 @@ pub struct FeedEvent {
     pub balances_known: bool,
 }
 
+/// The log's head: its last durable record's LSN and the SHA-256 that
+/// chains it (the hash the next record will carry), for anchoring outside
+/// (`Ledger::journal_head`, `GET /v1/journal/head`). LSN 0 and zeros: an
+/// empty log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JournalHead {
+    pub lsn: u64,
+    pub hash: [u8; 32],
+}
+
+impl JournalHead {
+    /// The hash as 64 lower-case hex digits.
+    pub fn hash_hex(&self) -> String {
+        self.hash.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
 /// One account's balance in one currency after an event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceAfter {
     pub account: AccountId,
-    pub currency: String,
-    /// Decimal strings with the currency's places.
-    pub available: String,
-    pub locked: String,
-    pub total: String,
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    /// Decimal strings with the currency's places (as JSON).
+    pub available: Decimal,
+    pub locked: Decimal,
+    pub total: Decimal,
 }
 
 /// A payout item as submitted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedPayoutItem {
-    pub transaction_id: String,
-    pub amount: String,
+    #[serde(with = "text")]
+    pub transaction_id: TransactionId,
+    pub amount: Decimal,
 }
 
 /// A payout item's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedItemOutcome {
-    pub transaction_id: String,
-    /// `paid` or `failed`.
-    pub outcome: String,
+    #[serde(with = "text")]
+    pub transaction_id: TransactionId,
+    pub outcome: FeedOutcome,
     pub reason: Option<String>,
+}
+
+/// A payout item's answer: `paid` or `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedOutcome {
+    Paid,
+    Failed,
+}
+
+impl From<&ItemOutcome> for FeedOutcome {
+    fn from(outcome: &ItemOutcome) -> Self {
+        match outcome {
+            ItemOutcome::Paid => Self::Paid,
+            ItemOutcome::Failed { .. } => Self::Failed,
+        }
+    }
 }
 
 /// What an event says, by `type`. Withdrawal events after the request
@@ -90,74 +130,91 @@ pub struct FeedItemOutcome {
 pub enum FeedBody {
     #[serde(rename = "deposited")]
     Deposited {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "withdrawal.requested")]
     WithdrawalRequested {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "withdrawal.claimed")]
     WithdrawalClaimed {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         payout_id: u64,
     },
     #[serde(rename = "withdrawal.released")]
     WithdrawalReleased {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
     },
     #[serde(rename = "withdrawal.completed")]
     WithdrawalCompleted {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.failed")]
     WithdrawalFailed {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         reason: String,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.cancelled")]
     WithdrawalCancelled {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "withdrawal.returned")]
     WithdrawalReturned {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         account: AccountId,
         reason: String,
-        currency: Option<String>,
-        amount: Option<String>,
+        #[serde(with = "text::option")]
+        currency: Option<CurrencyCode>,
+        amount: Option<Decimal>,
     },
     #[serde(rename = "transferred")]
     Transferred {
-        transaction_id: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
         from: AccountId,
         to: AccountId,
-        currency: String,
-        amount: String,
-        idempotency_key: Option<String>,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
+        amount: Decimal,
+        idempotency_key: Option<IdempotencyKey>,
     },
     #[serde(rename = "payout.submitted")]
     PayoutSubmitted {
         payout_id: u64,
-        currency: String,
+        #[serde(with = "text")]
+        currency: CurrencyCode,
         items: Vec<FeedPayoutItem>,
     },
     #[serde(rename = "payout.settled")]
@@ -176,14 +233,19 @@ pub enum FeedBody {
     #[serde(rename = "payout.mismatch")]
     PayoutMismatch {
         payout_id: u64,
-        transaction_id: String,
-        settled: String,
-        reported: String,
+        #[serde(with = "text")]
+        transaction_id: TransactionId,
+        settled: FeedOutcome,
+        reported: FeedOutcome,
     },
     /// Housekeeping: the account's idempotency keys first used before
     /// `before` expired. Changes no balance.
     #[serde(rename = "idempotency_keys.expired")]
-    IdempotencyKeysExpired { account: AccountId, before: String },
+    IdempotencyKeysExpired {
+        account: AccountId,
+        #[serde(with = "text")]
+        before: UnixMs,
+    },
 }
 
 /// Where the tracker learns what happened before it started: the balance
@@ -224,10 +286,10 @@ pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
 #[derive(Default)]
 pub struct BalanceTracker {
     /// (account, currency) → (available, locked), as of the last event.
-    balances: HashMap<(AccountId, CurrencyCode), (Units, Units)>,
+    balances: foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>,
     /// Withdrawals seen requested and not yet failed, cancelled or
     /// returned (a completed one may still come back): currency, amount.
-    open: HashMap<TransactionId, (Currency, Units)>,
+    open: foldhash::HashMap<TransactionId, (Currency, Units)>,
 }
 
 /// How an event moves one balance.
@@ -292,7 +354,7 @@ impl BalanceTracker {
         FeedEvent {
             version: FEED_VERSION,
             lsn,
-            time: at.known().map(UnixMs::rfc3339),
+            time: at.known(),
             time_ms: at.known().map(UnixMs::as_millis),
             body,
             balances: step.balances,
@@ -332,11 +394,11 @@ impl Step<'_> {
             } => {
                 self.change(tx.account(), *currency, Move::Available(*amount));
                 FeedBody::Deposited {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::WithdrawalRequested {
@@ -348,26 +410,26 @@ impl Step<'_> {
                 self.tracker.open.insert(*tx, (*currency, *amount));
                 self.change(tx.account(), *currency, Move::Lock(*amount));
                 FeedBody::WithdrawalRequested {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::WithdrawalClaimed { tx, payout_id } => FeedBody::WithdrawalClaimed {
-                transaction_id: tx.to_string(),
+                transaction_id: *tx,
                 account: tx.account(),
                 payout_id: *payout_id,
             },
             Event::WithdrawalReleased { tx } => FeedBody::WithdrawalReleased {
-                transaction_id: tx.to_string(),
+                transaction_id: *tx,
                 account: tx.account(),
             },
             Event::WithdrawalCompleted { tx } => {
                 let (currency, amount) = self.ended(*tx, End::Completed);
                 FeedBody::WithdrawalCompleted {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     currency,
                     amount,
@@ -376,7 +438,7 @@ impl Step<'_> {
             Event::WithdrawalFailed { tx, reason } => {
                 let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalFailed {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     reason: reason.clone(),
                     currency,
@@ -386,7 +448,7 @@ impl Step<'_> {
             Event::WithdrawalCancelled { tx } => {
                 let (currency, amount) = self.ended(*tx, End::Released);
                 FeedBody::WithdrawalCancelled {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     currency,
                     amount,
@@ -395,7 +457,7 @@ impl Step<'_> {
             Event::WithdrawalReturned { tx, reason } => {
                 let (currency, amount) = self.ended(*tx, End::Returned);
                 FeedBody::WithdrawalReturned {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     account: tx.account(),
                     reason: reason.clone(),
                     currency,
@@ -412,12 +474,12 @@ impl Step<'_> {
                 self.change(tx.account(), *currency, Move::Available(-*amount));
                 self.change(*to, *currency, Move::Available(*amount));
                 FeedBody::Transferred {
-                    transaction_id: tx.to_string(),
+                    transaction_id: *tx,
                     from: tx.account(),
                     to: *to,
-                    currency: currency.code.to_string(),
-                    amount: currency.to_decimal(*amount).to_string(),
-                    idempotency_key: key.as_ref().map(ToString::to_string),
+                    currency: currency.code,
+                    amount: currency.to_decimal(*amount),
+                    idempotency_key: key.clone(),
                 }
             }
             Event::PayoutSubmitted {
@@ -446,20 +508,20 @@ impl Step<'_> {
                 reported,
             } => FeedBody::PayoutMismatch {
                 payout_id: *payout_id,
-                transaction_id: tx.to_string(),
-                settled: settled.as_str().to_owned(),
-                reported: reported.as_str().to_owned(),
+                transaction_id: *tx,
+                settled: settled.into(),
+                reported: reported.into(),
             },
             Event::IdempotencyKeysExpired { account, before } => FeedBody::IdempotencyKeysExpired {
                 account: *account,
-                before: before.rfc3339(),
+                before: *before,
             },
         }
     }
 
     /// A withdrawal's end: moves its locked amount as `how` says and
     /// returns its currency and amount, when known.
-    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<String>, Option<String>) {
+    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<CurrencyCode>, Option<Decimal>) {
         let seen = match self.tracker.open.get(&tx).copied() {
             Some(seen) => {
                 // A completed withdrawal may still be returned: keep it.
@@ -480,10 +542,7 @@ impl Step<'_> {
             End::Returned => Move::Available(amount),
         };
         self.change(tx.account(), currency, how);
-        (
-            Some(currency.code.to_string()),
-            Some(currency.to_decimal(amount).to_string()),
-        )
+        (Some(currency.code), Some(currency.to_decimal(amount)))
     }
 
     /// Moves one balance and records it, after, in the event.
@@ -515,12 +574,10 @@ impl Step<'_> {
         self.tracker.balances.insert(key, (available, locked));
         self.balances.push(BalanceAfter {
             account,
-            currency: currency.code.to_string(),
-            available: currency.to_decimal(available).to_string(),
-            locked: currency.to_decimal(locked).to_string(),
-            total: currency
-                .to_decimal(available.saturating_add(locked))
-                .to_string(),
+            currency: currency.code,
+            available: currency.to_decimal(available),
+            locked: currency.to_decimal(locked),
+            total: currency.to_decimal(available.saturating_add(locked)),
         });
     }
 }
@@ -529,12 +586,12 @@ impl Step<'_> {
 fn submitted(payout_id: u64, currency: &Currency, items: &[(TransactionId, Units)]) -> FeedBody {
     FeedBody::PayoutSubmitted {
         payout_id,
-        currency: currency.code.to_string(),
+        currency: currency.code,
         items: items
             .iter()
             .map(|(tx, amount)| FeedPayoutItem {
-                transaction_id: tx.to_string(),
-                amount: currency.to_decimal(*amount).to_string(),
+                transaction_id: *tx,
+                amount: currency.to_decimal(*amount),
             })
             .collect(),
     }
@@ -542,12 +599,61 @@ fn submitted(payout_id: u64, currency: &Currency, items: &[(TransactionId, Units
 
 fn item_outcome(tx: TransactionId, outcome: &ItemOutcome) -> FeedItemOutcome {
     FeedItemOutcome {
-        transaction_id: tx.to_string(),
-        outcome: outcome.as_str().to_owned(),
+        transaction_id: tx,
+        outcome: outcome.into(),
         reason: match outcome {
             ItemOutcome::Paid => None,
             ItemOutcome::Failed { reason } => Some(reason.clone()),
         },
+    }
+}
+
+/// JSON text for the feed's typed fields: ids, currency codes and times
+/// as the strings the rest of the API shows (32 hex digits, `USD`, RFC
+/// 3339), read back by their parsers.
+mod text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{de, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(
+            value: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => s.collect_str(value),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            let text = Option::<String>::deserialize(d)?;
+            text.map(|t| t.parse().map_err(de::Error::custom))
+                .transpose()
+        }
     }
 }
 
@@ -611,7 +717,7 @@ mod tests {
         }
         let event = BalanceTracker::new().event(9, UnixMs::UNKNOWN, &completed, &mut Known);
         assert!(event.balances_known);
-        assert_eq!(event.balances[0].locked, "0.00");
-        assert_eq!(event.balances[0].total, "1.00");
+        assert_eq!(event.balances[0].locked.to_string(), "0.00");
+        assert_eq!(event.balances[0].total.to_string(), "1.00");
     }
 }

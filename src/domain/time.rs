@@ -66,7 +66,7 @@ impl UnixMs {
         self.to_string()
     }
 
-    /// Reads RFC 3339 text: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`
+    /// Reads RFC 3339 text (also what `str::parse` does): `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`
     /// (`T` and `Z` may be lower case, as RFC 3339 allows), a real calendar
     /// date, hours 00-23, minutes and seconds 00-59 (a leap second `60`
     /// is refused: Unix time does not count them), an offset of at most
@@ -216,6 +216,13 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+impl std::str::FromStr for UnixMs {
+    type Err = TimeTextError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse_rfc3339(text)
+    }
 }
 
 impl fmt::Display for UnixMs {

@@ -485,6 +485,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
                 age_ms_max: config.event_retention_ms,
                 clock: config.clock.clone(),
             }),
+            archive_dir: config.archive_dir.clone(),
         },
         // The checkpointer's own copy of the state: it follows the log from
         // here.
@@ -493,6 +494,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             payouts: recovered.payouts.clone(),
             lsn: report.last_lsn,
             last_snapshot_lsn: report.snapshot.as_ref().map_or(0, |s| s.lsn),
+            head: report.head.map(|head| head.hash),
         },
         feed,
     )
@@ -505,6 +507,7 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
             follower: Some(follower),
             clock: config.clock.clone(),
             replica: config.replication.as_ref().map(|r| Arc::clone(&r.0)),
+            chain_head: chain_head(&report),
             ..WalConfig::new(&dir)
         },
         report.next_lsn,
@@ -523,6 +526,24 @@ fn open_durable(config: &Config, currencies: &Currencies) -> Result<Option<Durab
         events,
         store_history,
     }))
+}
+
+/// The hash the writer's first record chains to: recovery's head; zeros,
+/// with a warning, when recovery could not learn it (`verify --chain` then
+/// reports the break there).
+fn chain_head(report: &RecoveryReport) -> crate::storage::wal::record::Hash {
+    match report.head {
+        Some(head) => head.hash,
+        None => {
+            tracing::warn!(
+                last_lsn = report.last_lsn,
+                "the hash of the record at LSN {} is unknown (the log no longer holds it and the \
+                 snapshot predates format v6): the hash chain restarts from zeros after it",
+                report.last_lsn
+            );
+            crate::storage::wal::record::GENESIS
+        }
+    }
 }
 
 /// Takes the folder and recovers it: the lock first (a second ledger must

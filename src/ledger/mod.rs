@@ -43,6 +43,7 @@ use crate::operation::{check_distinct, check_reason, Operation};
 
 pub use crate::engine::startup::OpenError;
 
+mod chain;
 mod events;
 mod history;
 mod standby;

@@ -17,8 +17,11 @@
 //! does not apply), it rebuilds the state from disk — the last snapshot
 //! plus the WAL up to the durable LSN — and follows on from there.
 //!
-//! After each snapshot it keeps the newest `snapshots_kept` and deletes the
-//! WAL segments none of them needs. It snapshots after `every_events`
+//! After each snapshot it keeps the newest `snapshots_kept` and retires the
+//! WAL segments none of them needs (deletes them, or moves them to
+//! [`CheckpointSettings::archive_dir`]). A snapshot stores the hash chain's
+//! head at its LSN: the hash of the last batch it applied, as the writer
+//! hands it over ([`Committed::last_hash`]). It snapshots after `every_events`
 //! events, every `interval` on the injected clock ([`CheckpointSettings::clock`];
 //! nothing is written when nothing was logged since the last snapshot), on
 //! demand, and at shutdown. Before a timed or requested snapshot it applies
@@ -50,7 +53,7 @@
 //! guess.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -72,6 +75,7 @@ use crate::storage::feed::{apply_logged, Feeder, HistoryWriter};
 use crate::storage::recall::{forget_in_copy, restore_for_replay};
 use crate::storage::recovery::{rebuild_recalling, snapshot_dir, RecoveryError};
 use crate::storage::snapshot::{self, SnapshotFile};
+use crate::storage::wal::record::Hash;
 use crate::storage::wal::{self, Committed, ReplayMode};
 
 /// Batches of events that may wait for the checkpointer; past this the WAL
@@ -97,6 +101,8 @@ pub struct Start {
     pub lsn: u64,
     /// The LSN of the newest snapshot on disk.
     pub last_snapshot_lsn: u64,
+    /// The hash of the record at `lsn` (recovery's head), if known.
+    pub head: Option<Hash>,
 }
 
 /// What the checkpointer needs from the running ledger.
@@ -124,6 +130,9 @@ pub struct CheckpointSettings {
     pub retention: Option<Retention>,
     /// The ledger's shard count (which shard's horizon an account follows).
     pub shards: usize,
+    /// Where retired WAL segments go instead of being deleted
+    /// ([`Config::archive_dir`](crate::Config::archive_dir)).
+    pub archive_dir: Option<PathBuf>,
 }
 
 type Reply = oneshot::Sender<Result<Option<SnapshotFile>, String>>;
@@ -270,6 +279,8 @@ struct Follower {
     accounts: Accounts,
     payouts: BTreeMap<u64, PayoutRecord>,
     applied_lsn: u64,
+    /// The hash of the record at `applied_lsn`, if known.
+    applied_head: Option<Hash>,
     last_snapshot_lsn: u64,
     /// Why the copy stopped following the log, until rebuilt from disk.
     behind: Option<String>,
@@ -295,6 +306,7 @@ impl Follower {
             accounts: boxed(start.accounts),
             payouts: start.payouts,
             applied_lsn: start.lsn,
+            applied_head: start.head,
             last_snapshot_lsn: start.last_snapshot_lsn,
             behind: None,
             snapshots_written: 0,
@@ -436,6 +448,10 @@ impl Follower {
                 self.applied_lsn = lsn;
             }
         }
+        let last_lsn = (committed.first_lsn + committed.events.len() as u64).checked_sub(1);
+        if last_lsn == Some(self.applied_lsn) {
+            self.applied_head = Some(committed.last_hash);
+        }
     }
 
     /// Applies one event to the copy and feeds the history rows it made
@@ -472,12 +488,10 @@ impl Follower {
         self.history_on_disk()?;
         self.forget_what_the_store_holds();
         let file = write_and_prune(
-            &self.settings.data_dir,
-            self.applied_lsn,
+            &self.settings,
+            (self.applied_lsn, self.applied_head),
             &self.accounts,
             &self.payouts,
-            self.settings.snapshots_kept,
-            self.settings.retention.as_ref(),
         )?;
         self.last_snapshot_lsn = file.lsn;
         self.snapshots_written += 1;
@@ -527,6 +541,7 @@ impl Follower {
         self.accounts = boxed(rebuilt.accounts);
         self.payouts = rebuilt.payouts;
         self.applied_lsn = rebuilt.report.last_lsn;
+        self.applied_head = rebuilt.report.head.map(|head| head.hash);
         self.publish();
         Ok(())
     }
@@ -565,35 +580,38 @@ impl Follower {
     }
 }
 
-/// Writes a snapshot, then keeps the newest `snapshots_kept` and deletes
-/// the WAL segments none of them, and no event consumer within the
-/// retention caps, needs.
+/// Writes a snapshot at `lsn` with its chain `head`, then keeps the newest
+/// `snapshots_kept` and retires (deletes, or moves to the archive) the WAL
+/// segments none of them, and no event consumer within the retention
+/// caps, needs.
 fn write_and_prune(
-    data_dir: &Path,
-    lsn: u64,
+    settings: &CheckpointSettings,
+    (lsn, head): (u64, Option<Hash>),
     accounts: &Accounts,
     payouts: &BTreeMap<u64, PayoutRecord>,
-    snapshots_kept: usize,
-    retention: Option<&Retention>,
 ) -> Result<SnapshotFile, RecoveryError> {
+    let data_dir = &settings.data_dir;
     let dir = snapshot_dir(data_dir);
     let states = accounts.values().map(|a| &**a);
-    let file = snapshot::write_full(&dir, lsn, states, payouts.values())?;
-    snapshot::prune(&dir, snapshots_kept)?;
+    let file = snapshot::write_chained(&dir, lsn, head, states, payouts.values())?;
+    snapshot::prune(&dir, settings.snapshots_kept)?;
     // Keep every record the oldest kept snapshot would need, so recovery can
     // fall back to it if the newer ones are damaged.
     if let Some(oldest) = snapshot::list(&dir)?.last() {
-        let floor = match retention {
+        let floor = match &settings.retention {
             Some(retention) => retention.keep_from(data_dir, oldest.lsn + 1)?,
             None => oldest.lsn + 1,
         };
-        wal::delete_segments_below(data_dir, floor)?;
+        let archive = settings.archive_dir.as_deref();
+        wal::retire_segments_below(data_dir, floor, archive)?;
     }
     Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::clock::ManualClock;
     use crate::domain::money::{usd, CurrencyConfig};
@@ -637,6 +655,7 @@ mod tests {
             history: Arc::new(FolderHistory::new(dir, &currencies())),
             shards: 1,
             retention: None,
+            archive_dir: None,
         }
     }
 
@@ -646,6 +665,7 @@ mod tests {
             payouts: BTreeMap::new(),
             lsn: 0,
             last_snapshot_lsn: 0,
+            head: None,
         }
     }
 
@@ -699,6 +719,7 @@ mod tests {
         let at = UnixMs::from_millis(recall_testing::T.as_millis() + 2);
         let event = recall_testing::returned(tx);
         Committed {
+            last_hash: [0; 32],
             first_lsn: 1,
             events: vec![Stamped { at, event }],
         }
@@ -741,6 +762,7 @@ mod tests {
         let events = deposits(FORGET_EVERY_EVENTS as usize);
         let (first, last) = events.split_at(events.len() - 1);
         let batch = |first_lsn, events: &[Stamped]| Committed {
+            last_hash: [0; 32],
             first_lsn,
             events: events.to_vec(),
         };
@@ -776,6 +798,7 @@ mod tests {
         let (feeder, queue) = testing::feeder(2);
         let mut follower = Follower::new(settings(tmp.path()), empty_start(), Some(feeder));
         follower.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 1,
             events: deposits(3),
         });
@@ -821,6 +844,7 @@ mod tests {
         let mut follower = Follower::new(settings, empty_start(), Some(feeder));
         let events = deposits(6);
         follower.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 1,
             events: events[..3].to_vec(),
         });
@@ -834,6 +858,7 @@ mod tests {
         // Due by count again, but held back: no new attempt (which would
         // ask the store, and log, after every batch).
         follower.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 4,
             events: events[3..].to_vec(),
         });
@@ -864,6 +889,7 @@ mod tests {
         let mut progress = checkpointer.progress();
         let events = deposits(5);
         let batch = |lsns: std::ops::RangeInclusive<u64>| Committed {
+            last_hash: [0; 32],
             first_lsn: *lsns.start(),
             events: events[*lsns.start() as usize - 1..*lsns.end() as usize].to_vec(),
         };
@@ -901,11 +927,13 @@ mod tests {
         // Followed in order: the snapshot holds all three deposits.
         let mut following = follower(tmp.path());
         following.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 1,
             events: events[..2].to_vec(),
         });
         // An overlap is skipped, not applied twice.
         following.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 2,
             events: events[1..].to_vec(),
         });
@@ -918,10 +946,12 @@ mod tests {
         std::fs::remove_dir_all(tmp.path().join("snapshots")).unwrap();
         let mut gapped = follower(tmp.path());
         gapped.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 1,
             events: events[..1].to_vec(),
         });
         gapped.apply(Committed {
+            last_hash: [0; 32],
             first_lsn: 3,
             events: events[2..].to_vec(),
         });

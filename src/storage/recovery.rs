@@ -1,6 +1,8 @@
 //! Rebuilding account states from disk: the newest valid snapshot, then the
 //! WAL from the snapshot's LSN on, each event applied with its logged time
-//! (so the times rebuilt are the times the live engine had).
+//! (so the times rebuilt are the times the live engine had); and the hash
+//! chain's head at the last LSN ([`RecoveryReport::head`]), which the WAL
+//! writer continues the chain from.
 //!
 //! The same rebuild serves three callers: opening a ledger (which may cut a
 //! torn WAL tail), the background checkpointer (read-only, up to a durable
@@ -37,6 +39,7 @@ use std::time::{Duration, Instant};
 use crate::domain::account::AccountState;
 use crate::domain::audit::audit_and;
 use crate::domain::event::Event;
+use crate::domain::feed::JournalHead;
 use crate::domain::ids::AccountId;
 use crate::domain::money::{Currencies, Currency};
 use crate::domain::payouts::{PayoutRecord, PayoutRecordItem};
@@ -78,6 +81,12 @@ pub struct RecoveryReport {
     /// LSNs (first, last) the history store lacked and the log no longer
     /// holds: that history is lost.
     pub history_lost: Option<(u64, u64)>,
+    /// The hash of the record at `last_lsn` (zeros for an empty log): the
+    /// start snapshot's stored head when it is at `last_lsn`, else read
+    /// from the log (one record, where the replay found it). `None` when
+    /// neither holds it (a snapshot from before format v6 past the log's
+    /// end).
+    pub head: Option<JournalHead>,
 }
 
 impl RecoveryReport {
@@ -235,6 +244,7 @@ fn rebuild_from(
     let mut report = RecoveryReport::default();
     let begin = begin(data_dir, history_at, &mut report)?;
     let (mut accounts, mut payouts, from_lsn) = (begin.accounts, begin.payouts, begin.lsn);
+    let begin_head = begin.head;
     let must_reach = begin.must_reach;
     if let Some(feed) = feed.as_deref_mut().filter(|feed| feed.fed_lsn() < from_lsn) {
         report.history_lost = Some((feed.fed_lsn() + 1, from_lsn));
@@ -292,6 +302,8 @@ fn rebuild_from(
     report.truncated_segment = replayed.truncated_segment;
     report.truncated_at = replayed.truncated_at;
     report.accounts = accounts.len();
+    let read_last = replayed.last_record.filter(|r| r.lsn == report.last_lsn);
+    report.head = head_at(data_dir, report.last_lsn, (from_lsn, begin_head), read_last)?;
 
     // One pass over the accounts: audit them and note the payouts still
     // processing.
@@ -331,6 +343,31 @@ struct Begin {
     /// An older start than the newest snapshot was chosen for the history
     /// store: the rebuilt state must reach the newest snapshot's LSN.
     must_reach: u64,
+    /// The snapshot's stored chain head at `lsn`, if it has one.
+    head: Option<wal::record::Hash>,
+}
+
+/// The chain's head at `last_lsn`: zeros for an empty log, the start
+/// snapshot's (`snapshot`: its LSN and head) if it is at `last_lsn`, else
+/// the hash of the log's record: read again where the replay found it
+/// (`replayed`: one small read), or, when the replay did not read it (its
+/// segment held nothing to replay), found in its segment.
+fn head_at(
+    data_dir: &Path,
+    last_lsn: u64,
+    snapshot: (u64, Option<wal::record::Hash>),
+    replayed: Option<wal::RecordPlace>,
+) -> Result<Option<JournalHead>, RecoveryError> {
+    let hash = match (snapshot, replayed) {
+        _ if last_lsn == 0 => Some(wal::record::GENESIS),
+        ((lsn, Some(head)), _) if lsn == last_lsn => Some(head),
+        (_, Some(place)) => Some(place.hash()?),
+        _ => wal::record_hash_at(data_dir, last_lsn)?,
+    };
+    Ok(hash.map(|hash| JournalHead {
+        lsn: last_lsn,
+        hash,
+    }))
 }
 
 /// Reads the first of the starts [`starts`] lists that reads back; the
@@ -346,6 +383,7 @@ fn begin(
         accounts: Rebuilding::default(),
         payouts: BTreeMap::new(),
         lsn: 0,
+        head: None,
         must_reach: if history_at.is_some_and(|at| at < newest_lsn) {
             newest_lsn
         } else {
@@ -365,6 +403,7 @@ fn begin(
                     .map(|p| (p.payout_id, p))
                     .collect();
                 begin.lsn = contents.lsn;
+                begin.head = contents.head;
                 report.snapshot = Some(candidate);
                 return Ok(begin);
             }

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! header   "BURNSNAP" | format version u32 LE | lsn u64 LE
+//!            v6 and later: | head: 0 (unknown) or 1 then the 32-byte
+//!            SHA-256 of the log's record at lsn (the chain's head there)
 //! body     account count u64 LE, then each AccountState (bincode 2, serde)
 //!            v4 and later: each followed by its withdrawals' times, a
 //!            sequence of (created_at, updated_at), oldest first
@@ -17,8 +19,8 @@
 //! ```
 //! Times are milliseconds since the epoch (bincode varints), 0 for
 //! unknown. Versions 1 (accounts only), 2 (no mismatches), 3 (no times:
-//! every time reads as unknown) and 4 (no key times, no expired keys) are
-//! still read; version 5 is written. Keys read from a version before 5
+//! every time reads as unknown), 4 (no key times, no expired keys) and 5
+//! (no head: it reads as unknown) are still read; version 6 is written. Keys read from a version before 5
 //! count as first used at the snapshot's time, the newest time it holds (a
 //! withdrawal's or a payout's last change; the snapshot was taken after
 //! it): the same on every load, so recovery and the checkpointer's copy
@@ -44,7 +46,11 @@ use crate::domain::payouts::{all_mismatches, PayoutMismatch, PayoutRecord};
 use crate::domain::time::UnixMs;
 
 /// Version of the snapshot format this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 5;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 6;
+/// The first version with the log's hash-chain head in the header.
+const HEAD_SINCE_VERSION: u32 = 6;
+/// The head's bytes in the header: a presence byte and the hash.
+const HEAD_BYTES: usize = 1 + 32;
 /// The first version with times beside withdrawals and payouts.
 const TIMES_SINCE_VERSION: u32 = 4;
 /// The first version with key times and expired keys beside accounts.
@@ -120,6 +126,9 @@ pub struct SnapshotContents {
     pub accounts: Vec<AccountState>,
     /// Empty in a version 1 snapshot.
     pub payouts: Vec<PayoutRecord>,
+    /// The hash of the log's record at `lsn` (the hash chain's head there);
+    /// `None` when unknown (before version 6, or not known when written).
+    pub head: Option<[u8; 32]>,
 }
 
 /// Writes every account's state as of `lsn` into `dir`, atomically (no
@@ -133,10 +142,21 @@ pub fn write<'a>(
 }
 
 /// Writes every account's state and every payout record as of `lsn` into
-/// `dir`, atomically.
+/// `dir`, atomically, with no head.
 pub fn write_full<'a, 'p>(
     dir: &Path,
     lsn: u64,
+    accounts: impl ExactSizeIterator<Item = &'a AccountState>,
+    payouts: impl ExactSizeIterator<Item = &'p PayoutRecord>,
+) -> Result<SnapshotFile, SnapshotError> {
+    write_chained(dir, lsn, None, accounts, payouts)
+}
+
+/// [`write_full`], storing `head`, the hash of the log's record at `lsn`.
+pub fn write_chained<'a, 'p>(
+    dir: &Path,
+    lsn: u64,
+    head: Option<[u8; 32]>,
     accounts: impl ExactSizeIterator<Item = &'a AccountState>,
     payouts: impl ExactSizeIterator<Item = &'p PayoutRecord>,
 ) -> Result<SnapshotFile, SnapshotError> {
@@ -156,6 +176,12 @@ pub fn write_full<'a, 'p>(
     out.write_all(&SNAPSHOT_FORMAT_VERSION.to_le_bytes())
         .map_err(io_error(&temp))?;
     out.write_all(&lsn.to_le_bytes()).map_err(io_error(&temp))?;
+    let mut head_bytes = [0u8; HEAD_BYTES];
+    if let Some(head) = head {
+        head_bytes[0] = 1;
+        head_bytes[1..].copy_from_slice(&head);
+    }
+    out.write_all(&head_bytes).map_err(io_error(&temp))?;
     out.write_all(&(accounts.len() as u64).to_le_bytes())
         .map_err(io_error(&temp))?;
     for account in accounts {
@@ -242,8 +268,9 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
         )));
     }
     let lsn = u64::from_le_bytes(array(&content[12..20]));
-    let count = u64::from_le_bytes(array(&content[20..28]));
-    let mut body = &content[28..];
+    let (head, rest) = read_head(version, &content[20..]).map_err(damaged)?;
+    let count = u64::from_le_bytes(array(&rest[..8]));
+    let mut body = &rest[8..];
     // Each account takes at least a few bytes: cap the allocation by what
     // the file could hold, so a bogus count cannot exhaust memory.
     let mut accounts = Vec::with_capacity(count.min(body.len() as u64) as usize);
@@ -311,7 +338,25 @@ pub fn read_full(path: &Path) -> Result<SnapshotContents, SnapshotError> {
         lsn,
         accounts,
         payouts,
+        head,
     })
+}
+
+/// The head a version 6 header holds after the LSN, and what follows it
+/// (which must hold the account count); no head before version 6.
+fn read_head(version: u32, after_lsn: &[u8]) -> Result<(Option<[u8; 32]>, &[u8]), String> {
+    if version < HEAD_SINCE_VERSION {
+        return Ok((None, after_lsn));
+    }
+    let (head, rest) = after_lsn
+        .split_at_checked(HEAD_BYTES)
+        .filter(|(_, rest)| rest.len() >= 8)
+        .ok_or("the header's head is cut short")?;
+    match head[0] {
+        0 if head[1..].iter().all(|&b| b == 0) => Ok((None, rest)),
+        1 => Ok((Some(array(&head[1..])), rest)),
+        _ => Err("the header's head is neither absent nor present".to_owned()),
+    }
 }
 
 /// An account's withdrawal times as format v4 keeps them after it: a
@@ -536,6 +581,32 @@ mod tests {
                 Err(SnapshotError::Damaged { .. })
             ));
         }
+    }
+
+    /// Format v6 keeps the chain's head in its header, or says it has
+    /// none; a presence byte that is neither is damage (after the checksum,
+    /// which a forger would fix).
+    #[test]
+    fn the_chain_head_round_trips_in_format_v6_and_a_bad_presence_byte_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = sample_accounts();
+        let head = [0xAB; 32];
+        let with = write_chained(dir.path(), 12, Some(head), accounts.iter(), [].iter()).unwrap();
+        let contents = read_full(&with.path).unwrap();
+        assert_eq!((contents.lsn, contents.head), (12, Some(head)));
+        assert_eq!(contents.accounts, accounts);
+        let without = write_full(dir.path(), 13, accounts.iter(), [].iter()).unwrap();
+        assert_eq!(read_full(&without.path).unwrap().head, None);
+
+        let mut bytes = fs::read(&with.path).unwrap();
+        assert_eq!(&bytes[8..12], &6u32.to_le_bytes());
+        bytes[HEADER_BYTES] = 2;
+        let content_len = bytes.len() - TRAILER_BYTES;
+        let crc = crc32fast::hash(&bytes[..content_len]);
+        bytes[content_len..content_len + 4].copy_from_slice(&crc.to_le_bytes());
+        fs::write(&with.path, &bytes).unwrap();
+        let error = read_full(&with.path).unwrap_err().to_string();
+        assert!(error.contains("neither absent nor present"), "{error}");
     }
 
     #[test]

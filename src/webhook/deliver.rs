@@ -202,6 +202,9 @@ mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::domain::feed::{FeedBody, FEED_VERSION};
+    use crate::domain::ids::TransactionId;
+    use crate::domain::money::CurrencyCode;
+    use rust_decimal::Decimal;
 
     fn event(lsn: u64) -> FeedEvent {
         FeedEvent {
@@ -210,10 +213,10 @@ mod tests {
             time: None,
             time_ms: None,
             body: FeedBody::Deposited {
-                transaction_id: format!("{lsn:032x}"),
+                transaction_id: TransactionId::new(7, lsn),
                 account: 7,
-                currency: "USD".into(),
-                amount: "1.00".into(),
+                currency: CurrencyCode::new("USD").unwrap(),
+                amount: Decimal::new(100, 2),
                 idempotency_key: None,
             },
             balances: Vec::new(),

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// recovered first.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
+    /// Move WAL segments no snapshot needs any more into this folder
+    /// instead of deleting them, so `verify --chain --archive-dir` can
+    /// check the log's hash chain end to end.
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port). A non-loopback
     /// address needs an API token.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -310,6 +315,7 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
     let config = Config {
         currencies: parse_currencies(&args.currencies)?,
         data_dir: Some(args.data_dir.clone()),
+        archive_dir: args.archive_dir.clone(),
         sync: parse_sync(&args.sync)?,
         payout_mode,
         payment_service,

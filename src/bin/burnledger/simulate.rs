@@ -51,6 +51,11 @@ pub struct SimulateArgs {
     /// earlier runs is recovered first and kept.
     #[arg(long, default_value = "./data")]
     data_dir: PathBuf,
+    /// Move WAL segments no snapshot needs any more into this folder
+    /// instead of deleting them, so `verify --chain --archive-dir` can
+    /// check the log's hash chain end to end.
+    #[arg(long)]
+    archive_dir: Option<PathBuf>,
     /// fsync (acknowledge after fsync), buffered[:ms] (fsync on an
     /// interval) or none (memory only, no data folder).
     #[arg(long, default_value = "fsync")]
@@ -361,6 +366,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     let mut config = Config {
         sync: parse_sync(&args.sync)?,
         data_dir: Some(args.data_dir.clone()),
+        archive_dir: args.archive_dir.clone(),
         // The simulator runs the payout job itself, sped up; the engine's
         // own tick (five minutes) would never fire in a short run.
         payout_mode: PayoutMode::Batched {

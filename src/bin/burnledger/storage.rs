@@ -13,7 +13,8 @@
 //! - 1: problems found — a corrupt or missing WAL record, a torn tail that
 //!   opening would cut, a damaged snapshot, or (`verify`) a state that does
 //!   not rebuild or breaks an invariant, or a history store that does not
-//!   list what the log says happened (or cannot be read);
+//!   list what the log says happened (or cannot be read), or (`verify
+//!   --chain`) a break in the hash chain;
 //! - 2: could not run — the folder is missing, holds no ledger (no
 //!   currency table, WAL segment or snapshot), could not be read, or (`verify`)
 //!   is in use by a running ledger.
@@ -25,6 +26,12 @@
 //! plainly at the top that it is in use and that the newest segment's tail
 //! may be a write in progress.
 //!
+//! `verify --chain` also checks the log's hash chain (format v6) over every
+//! archived (`--archive-dir`) and kept segment and the snapshots' stored
+//! heads ([`burnledger::storage::wal::verify_chain`]): it names the first
+//! record that breaks it and exits 1, or prints the head and how many
+//! records it checked.
+//!
 //! `verify` reads amounts at the scale the folder's currency table
 //! (`<data-dir>/CURRENCIES`) recorded; `--currencies`, if given, must agree
 //! with it as opening a ledger would require.
@@ -35,12 +42,14 @@ use burnledger::config::parse_currencies;
 use burnledger::storage::inspect::{
     FolderReport, HistoryCheck, ReadOnlyFolder, RecoveryReport, SegmentInfo, VerifyReport,
 };
+use burnledger::storage::wal as chain;
 use clap::Args;
 
 /// The exit codes of `inspect` and `verify`, shown in their help.
 pub const EXIT_CODES: &str = "Exit codes: 0 = clean; 1 = problems found (a corrupt or missing \
 WAL record, a torn tail that opening the ledger would cut, a damaged snapshot, or for verify a \
-broken invariant or payout mismatch, or a history store that disagrees with the log); 2 = could not run (no such folder, no ledger in it, it \
+broken invariant or payout mismatch, a history store that disagrees with the log, or with --chain a \
+break in the log's hash chain); 2 = could not run (no such folder, no ledger in it, it \
 cannot be read, or for verify it is in use by a running ledger).";
 
 #[derive(Args, Debug)]
@@ -63,6 +72,15 @@ pub struct VerifyArgs {
     /// USD:2,EUR:2,BTC:8).
     #[arg(long)]
     currencies: Option<String>,
+    /// Also check the log's hash chain: every record against the hash its
+    /// successor records, over the archived and the kept segments, and
+    /// each snapshot's stored head.
+    #[arg(long)]
+    chain: bool,
+    /// The folder `serve --archive-dir` moved retired segments to; read
+    /// before the kept ones by --chain.
+    #[arg(long, requires = "chain")]
+    archive_dir: Option<PathBuf>,
 }
 
 /// Lists WAL segments and snapshots. Changes nothing. `Ok(false)` when a
@@ -147,13 +165,59 @@ fn print_snapshots(report: &FolderReport) {
     }
 }
 
-/// Recovers read-only and checks the invariants; `Ok(false)` on any
-/// violation or damage, a torn tail included (see the module's exit codes).
+/// Recovers read-only and checks the invariants (and, with `--chain`, the
+/// hash chain); `Ok(false)` on any violation or damage, a torn tail
+/// included (see the module's exit codes).
 pub fn verify(args: VerifyArgs) -> Result<bool, String> {
-    /// What a folder from before currency tables was written with.
-    const WITHOUT_TABLE: &str = "USD:2,EUR:2,BTC:8";
     // Held until verify ends: no ledger opens on the folder meanwhile.
     let folder = ReadOnlyFolder::at_rest(&args.data_dir).map_err(|e| e.to_string())?;
+    let state = verify_state(&folder, &args)?;
+    let chain = !args.chain || verify_chain(&args)?;
+    let verdict = if state && chain {
+        "clean"
+    } else {
+        "PROBLEMS FOUND"
+    };
+    println!("result          {verdict}");
+    Ok(state && chain)
+}
+
+/// Checks the hash chain and prints what it found; `Ok(false)` on a break.
+fn verify_chain(args: &VerifyArgs) -> Result<bool, String> {
+    let archive = args.archive_dir.as_deref();
+    let report = chain::verify_chain(&args.data_dir, archive).map_err(|e| e.to_string())?;
+    let range = match report.first_lsn {
+        Some(first) => format!("LSN {first}..={}", report.head.lsn),
+        None => "no records".to_owned(),
+    };
+    println!(
+        "chain           {} records checked in {} segments ({range}), {} snapshot heads",
+        report.records, report.segments, report.snapshots_checked
+    );
+    match (report.first_lsn, report.chained_from) {
+        (_, None) => println!("chain start     no chained record (all predate format v6)"),
+        (Some(first), Some(from)) if from > first => println!(
+            "chain start     LSN {from} (LSN {first}..={} predate format v6: not chained)",
+            from - 1
+        ),
+        (_, Some(from)) => println!("chain start     LSN {from}"),
+    }
+    println!(
+        "chain head      LSN {} hash {}",
+        report.head.lsn,
+        report.head.hash_hex()
+    );
+    match &report.problem {
+        None => println!("chain           ok"),
+        Some(problem) => println!("chain           BROKEN: {problem}"),
+    }
+    Ok(report.problem.is_none())
+}
+
+/// The read-only recovery and audit, printed; `Ok(false)` on a problem.
+fn verify_state(folder: &ReadOnlyFolder, args: &VerifyArgs) -> Result<bool, String> {
+    /// What a folder from before currency tables was written with.
+    const WITHOUT_TABLE: &str = "USD:2,EUR:2,BTC:8";
     let configured = args.currencies.as_deref();
     let configured = configured.map(parse_currencies).transpose()?;
     let without_table = parse_currencies(WITHOUT_TABLE)?;
@@ -185,12 +249,6 @@ pub fn verify(args: VerifyArgs) -> Result<bool, String> {
     let invariants = if audit.is_clean() { "ok" } else { "FAILED" };
     println!("invariants      {invariants}");
     print_history(history);
-    let verdict = if report.is_clean() {
-        "clean"
-    } else {
-        "PROBLEMS FOUND"
-    };
-    println!("result          {verdict}");
     Ok(report.is_clean())
 }
 

@@ -1,4 +1,5 @@
-//! [`WalHandle`]: how callers reach the writer thread.
+//! [`WalHandle`]: how callers reach the writer thread, and read the head
+//! of the hash chain it published ([`WalHandle::head`]).
 //!
 //! An append is put on the queue when [`WalHandle::append`] is *called*, not
 //! when its future is first polled, so LSNs follow call order: a caller
@@ -16,9 +17,10 @@ use tokio::sync::oneshot;
 
 use super::segment::{self, ActiveSegment};
 use super::stats::{WalStats, WalStatsSnapshot};
-use super::writer::{Message, Writer, BATCH_EVENTS_MAX};
+use super::writer::{Message, SharedHead, Writer, BATCH_EVENTS_MAX};
 use super::{SyncMode, WalConfig, WalError};
 use crate::domain::event::Stamped;
+use crate::domain::feed::JournalHead;
 
 /// Handle to the writer thread; cheap to clone, shared by every appender.
 ///
@@ -34,6 +36,8 @@ struct Shared {
     stats: Arc<WalStats>,
     /// Set by the writer when its replica said another writer took over.
     fenced: Arc<AtomicBool>,
+    /// The last durable record, as the writer published it.
+    head: SharedHead,
     /// Taken by the first `shutdown`; a mutex because handles are shared
     /// across threads and joining is rare, never on the append path.
     thread: Mutex<Option<JoinHandle<Result<(), WalError>>>>,
@@ -41,7 +45,8 @@ struct Shared {
 
 impl WalHandle {
     /// Starts the writer on `config.dir`'s log, continuing at `next_lsn`
-    /// (clamped to at least 1) in a new segment named after it.
+    /// (clamped to at least 1) in a new segment named after it, chained to
+    /// [`WalConfig::chain_head`].
     ///
     /// Replay the log first and pass [`ReplayReport::next_lsn`]: replay cuts
     /// a torn tail off the last segment, which must happen before a newer
@@ -69,7 +74,13 @@ impl WalHandle {
         let segment = ActiveSegment::create(&config.dir, next_lsn, config.fail_point.clone())?;
         let stats = Arc::new(WalStats::default());
         let fenced = Arc::new(AtomicBool::new(false));
+        let head = Arc::new(Mutex::new(JournalHead {
+            lsn: next_lsn - 1,
+            hash: config.chain_head,
+        }));
         let writer = Writer {
+            head: config.chain_head,
+            durable_head: Arc::clone(&head),
             stats: Arc::clone(&stats),
             dir: config.dir,
             sync: config.sync,
@@ -96,6 +107,7 @@ impl WalHandle {
                 queue,
                 stats,
                 fenced,
+                head,
                 thread: Mutex::new(Some(thread)),
             }),
         })
@@ -104,6 +116,13 @@ impl WalHandle {
     /// Fsync counts and latencies so far.
     pub fn stats(&self) -> WalStatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// The log's last durable record (as durable as the sync mode says): its
+    /// LSN and the hash the next record chains to. Published with each
+    /// batch, before its callers are answered.
+    pub fn head(&self) -> JournalHead {
+        *self.shared.head.lock()
     }
 
     /// Whether the replica refused a batch because another writer took
@@ -179,6 +198,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::domain::event::Event;
+    use crate::domain::feed::JournalHead;
     use crate::domain::ids::TransactionId;
     use crate::storage::wal::record::tests::{event, stamped};
     use crate::storage::wal::{
@@ -453,6 +473,46 @@ mod tests {
         ));
         wal.shutdown().unwrap();
         assert_eq!(replay_all(tmp.path()).1, [(1, event(1))]);
+    }
+
+    /// The head is the last durable record's LSN and hash; a request the
+    /// writer refuses gives up its place in the chain with its LSNs, so
+    /// the chain stays whole across it and across rolled segments.
+    #[tokio::test]
+    async fn the_head_is_the_last_records_hash_and_a_refused_append_leaves_the_chain_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = WalConfig {
+            segment_bytes_max: 256,
+            ..config(tmp.path(), SyncMode::Fsync)
+        };
+        let wal = WalHandle::open(cfg, 1).unwrap();
+        assert_eq!(wal.head(), JournalHead::default(), "an empty log");
+        assert_eq!(wal.append(events(1..=3)).await, Ok(3));
+        let huge = Stamped {
+            at: stamped(5).at,
+            event: Event::WithdrawalFailed {
+                tx: TransactionId::new(1, 1),
+                reason: "x".repeat(RECORD_BYTES_MAX),
+            },
+        };
+        let refused = wal.append(vec![stamped(4), huge]);
+        let accepted = wal.append(events(4..=6));
+        assert!(matches!(refused.await, Err(WalError::TooLarge { .. })));
+        assert_eq!(accepted.await, Ok(6));
+        for n in 2..10u64 {
+            wal.append(events(3 * n + 1..=3 * n + 3)).await.unwrap();
+        }
+        let head = wal.head();
+        wal.shutdown().unwrap();
+        assert!(inspect(tmp.path()).unwrap().len() > 2, "rolled over");
+        let chain = crate::storage::wal::verify_chain(tmp.path(), None).unwrap();
+        assert_eq!(chain.problem, None);
+        assert_eq!(
+            (chain.chained_from, chain.records, chain.head),
+            (Some(1), 30, head)
+        );
+        let last = crate::storage::wal::record_hash_at(tmp.path(), 30).unwrap();
+        assert_eq!((head.lsn, Some(head.hash)), (30, last));
     }
 
     #[tokio::test]

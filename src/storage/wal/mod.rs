@@ -17,11 +17,14 @@
 //!
 //! `len` counts the payload only; the checksum is CRC-32 (IEEE, as computed
 //! by `crc32fast`, not CRC-32C) over the LSN bytes and the payload; the
-//! payload is, since on-disk format v4, the byte `0xFF`, the event's time
-//! (a bincode varint: ms since the epoch) and one
-//! [`Event`](crate::domain::event::Event) in bincode 2 `standard()`; a
-//! payload without the tag (format v1 to v3) is the event alone, read with
-//! an unknown time (see [`record`]).
+//! payload is, since on-disk format v6, the byte `0xFE`, the SHA-256 of the
+//! previous record's whole framed bytes (32 zeros before LSN 1), the
+//! event's time (a bincode varint: ms since the epoch) and one
+//! [`Event`](crate::domain::event::Event) in bincode 2 `standard()`.
+//! Formats v4 and v5 wrote `0xFF`, the time and the event; a payload
+//! without a tag (format v1 to v3) is the event alone, read with an unknown
+//! time (see [`record`]). The hashes chain the records: changing one, even
+//! with its checksum fixed, breaks the next one's ([`verify_chain`]).
 //!
 //! ## Recovery rule
 //! **A record may be cut as torn only where nothing acknowledged can follow
@@ -74,10 +77,14 @@
 //!
 //! ## Layout
 //! - `record.rs` — framing of one record: encode, decode, limits.
-//! - `segment.rs` — segment files: names, listing, creation, deletion,
-//!   and the failure hook tests use.
+//! - `segment.rs` — segment files: names, listing, creation, retirement
+//!   (deletion, or a move to the archive folder), and the failure hook
+//!   tests use.
+//! - `chain.rs` — checking the hash chain over archived and kept segments
+//!   and the snapshots' heads ([`verify_chain`]); one record's hash.
 //! - `writer.rs` — the writer thread: group commit, sync modes (the
-//!   buffered sync's interval on the injected clock), poisoning.
+//!   buffered sync's interval on the injected clock), poisoning, the
+//!   chain's head.
 //! - `replica.rs` — the hook a second copy (replication) plugs into: a
 //!   batch is acknowledged only once the replica has it too.
 //! - `stats.rs` — fsync counts and latency histogram, for operators.
@@ -86,6 +93,7 @@
 //!   a torn tail is told from corruption; [`inspect`].
 //! - `reader.rs` — [`replay`]: recovery, with torn-tail truncation.
 
+mod chain;
 mod handle;
 mod reader;
 pub mod record;
@@ -99,12 +107,17 @@ use std::path::PathBuf;
 
 use crate::clock::SharedClock;
 
+pub use chain::{record_hash_at, verify_chain, ChainReport};
 pub use handle::WalHandle;
-pub use reader::{replay, replay_chunks, replay_with, ReplayError, ReplayMode, ReplayReport};
+pub use reader::{
+    replay, replay_chunks, replay_with, RecordPlace, ReplayError, ReplayMode, ReplayReport,
+};
 pub use record::{WalEntry, RECORD_BYTES_MAX};
 pub use scan::{inspect, SegmentInfo};
 pub(crate) use segment::list as list_segments;
-pub use segment::{delete_segments_below, first_lsn, segment_path, wal_dir, FailPoint};
+pub use segment::{
+    delete_segments_below, first_lsn, retire_segments_below, segment_path, wal_dir, FailPoint,
+};
 pub use stats::{LatencyHistogram, WalStatsSnapshot, FSYNC_BUCKETS_US};
 pub use writer::{Committed, BATCH_BYTES_MAX, BATCH_EVENTS_MAX, BUFFERED_INTERVAL_MS_MAX};
 
@@ -150,11 +163,17 @@ pub struct WalConfig {
     pub clock: SharedClock,
     /// Every batch also goes there before it is acknowledged (replication).
     pub replica: Option<replica::SharedReplica>,
+    /// The hash of the record before the writer's first LSN, which that
+    /// record chains to: recovery's [`RecoveryReport::head`], or
+    /// [`GENESIS`](record::GENESIS) for a new log.
+    ///
+    /// [`RecoveryReport::head`]: crate::storage::recovery::RecoveryReport::head
+    pub chain_head: record::Hash,
 }
 
 impl WalConfig {
     /// Production defaults: `fsync`, 64 MiB segments, 1024 queued requests,
-    /// the system clock.
+    /// the system clock, a chain from [`GENESIS`](record::GENESIS).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -165,6 +184,7 @@ impl WalConfig {
             follower: None,
             clock: SharedClock::system(),
             replica: None,
+            chain_head: record::GENESIS,
         }
     }
 }

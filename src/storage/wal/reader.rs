@@ -5,6 +5,8 @@
 //! segments, cuts a torn tail off the last segment (read-only: reports what
 //! it would cut; see the rule in the module docs of [`super`]) and stops at
 //! anything else, naming the file and byte offset.
+//! It notes where the last record lies ([`ReplayReport::last_record`]), so
+//! recovery can hash it (the chain's head) with one small read.
 //!
 //! Two threads share the work: a reader thread reads the segments a block
 //! at a time, checks and decodes the records and hands them over in chunks;
@@ -16,7 +18,7 @@ use std::fs::OpenOptions;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use super::record::WalEntry;
+use super::record::{self, WalEntry};
 use super::scan::{scan_file, Scan, Stopped, Tail};
 use super::segment::{self, Segment};
 use super::WalError;
@@ -43,6 +45,33 @@ pub struct ReplayReport {
     /// Where in that segment the cut was (would be) made: the end of its
     /// last whole record.
     pub truncated_at: u64,
+    /// Where the record at `last_lsn` lies, when this replay read it (its
+    /// hash is the chain's head: [`RecordPlace::hash`]).
+    pub last_record: Option<RecordPlace>,
+}
+
+/// Where one whole record lies in a segment file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordPlace {
+    pub lsn: u64,
+    pub path: PathBuf,
+    pub offset: u64,
+    pub len: usize,
+}
+
+impl RecordPlace {
+    /// The record's hash, read again from its file: one small read.
+    pub fn hash(&self) -> Result<record::Hash, WalError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut bytes = vec![0; self.len];
+        std::fs::File::open(&self.path)
+            .and_then(|mut file| {
+                file.seek(SeekFrom::Start(self.offset))?;
+                file.read_exact(&mut bytes)
+            })
+            .map_err(|error| WalError::io(&self.path, &error))?;
+        Ok(record::hash(&bytes))
+    }
 }
 
 /// Why a replay stopped.
@@ -349,9 +378,24 @@ impl<F> Replay<'_, F> {
         let report = &mut self.report;
         report.segments += 1;
         self.next_lsn = segment.first_lsn + found.records;
+        if found.records > 0 {
+            report.last_record = Some(RecordPlace {
+                lsn: self.next_lsn - 1,
+                path: segment.path.clone(),
+                offset: (found.valid_bytes - found.last_record_bytes) as u64,
+                len: found.last_record_bytes,
+            });
+        }
         if self.next_lsn > self.until_lsn {
             // Everything asked for was read; what follows is the live
             // writer's business.
+            if report
+                .last_record
+                .as_ref()
+                .is_some_and(|r| r.lsn != self.until_lsn)
+            {
+                report.last_record = None;
+            }
             report.last_lsn = self.until_lsn;
             report.next_lsn = self.until_lsn + 1;
             return Ok(false);
@@ -551,6 +595,36 @@ mod tests {
             (report.segments, report.last_lsn, report.next_lsn),
             (2, 2, 3)
         );
+    }
+
+    /// The replay says where the last record lies, past a torn tail it
+    /// cut, so recovery can hash it without reading the segment again; a
+    /// read-only replay stopped inside a segment knows no such place.
+    #[test]
+    fn the_replay_notes_where_the_last_whole_record_lies() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_segment(tmp.path(), 1, &encode(1..=3).0);
+        let (last, ends) = encode(4..=6);
+        let torn = [&last[..], &last[..9]].concat();
+        let path = write_segment(tmp.path(), 4, &torn);
+        let (report, _) = replay_all(tmp.path(), 1).unwrap();
+        let place = report.last_record.unwrap();
+        let want = RecordPlace {
+            lsn: 6,
+            path,
+            offset: ends[1] as u64,
+            len: ends[2] - ends[1],
+        };
+        assert_eq!(place, want);
+        assert_eq!(place.hash().unwrap(), record::hash(&last[ends[1]..]));
+        let until = |lsn| ReplayMode::ReadOnly {
+            until_lsn: Some(lsn),
+        };
+        let ignore = |_| Ok::<(), Infallible>(());
+        let stopped = replay_with(tmp.path(), 1, until(5), ignore).unwrap();
+        assert_eq!(stopped.last_record, None);
+        let at_end = replay_with(tmp.path(), 1, until(3), ignore).unwrap();
+        assert_eq!(at_end.last_record.map(|p| p.lsn), Some(3));
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub(crate) struct Scan {
     pub records: u64,
     /// Offset just after the last whole record.
     pub valid_bytes: usize,
+    /// The last whole record's size (0: none), so it can be read again
+    /// (its hash is the chain's head) without walking the segment.
+    pub last_record_bytes: usize,
     pub tail: Tail,
 }
 
@@ -83,6 +86,7 @@ pub(crate) fn scan<F>(
     Ok(Scan {
         records: walk.records,
         valid_bytes: walk.at,
+        last_record_bytes: walk.last_len,
         tail,
     })
 }
@@ -144,6 +148,7 @@ fn scan_file_in_blocks<F>(
             let found = Scan {
                 records: walk.records,
                 valid_bytes: base + walk.at,
+                last_record_bytes: walk.last_len,
                 tail,
             };
             return Ok((found, base + buf.len()));
@@ -158,6 +163,8 @@ struct Walk {
     records: u64,
     /// Offset just after the last of them.
     at: usize,
+    /// The size of the last of them.
+    last_len: usize,
 }
 
 impl Walk {
@@ -166,6 +173,7 @@ impl Walk {
             first_lsn,
             records: 0,
             at: 0,
+            last_len: 0,
         }
     }
 
@@ -187,6 +195,7 @@ impl Walk {
                 Decoded::Complete { entry, len } => {
                     each(entry)?;
                     self.at += len;
+                    self.last_len = len;
                     self.records += 1;
                 }
                 Decoded::Torn if !to_end => return Ok(None),

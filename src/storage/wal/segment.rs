@@ -1,6 +1,7 @@
 //! Segment files: their names, listing them in LSN order, creating the one
-//! being written, and deleting those a snapshot made unnecessary; and
-//! [`FailPoint`], the hook tests use to make writes and syncs fail.
+//! being written, and retiring those a snapshot made unnecessary (deleting
+//! them, or moving them to an archive folder, [`retire_segments_below`]);
+//! and [`FailPoint`], the hook tests use to make writes and syncs fail.
 //!
 //! A segment's name is the LSN of its first record, so the folder listing
 //! alone tells which segments cover which LSNs, without opening any.
@@ -38,7 +39,13 @@ pub(crate) struct Segment {
 /// Files without the `.wal` extension are ignored; a `.wal` file whose name
 /// is not an LSN is an error, because skipping it could skip log records.
 pub(crate) fn list(dir: &Path) -> Result<Vec<Segment>, WalError> {
-    let wal = wal_dir(dir);
+    list_in(&wal_dir(dir))
+}
+
+/// Every segment file directly in `folder` (a log's `wal/` folder, or an
+/// archive), in LSN order, as [`list`] reads them.
+pub(crate) fn list_in(folder: &Path) -> Result<Vec<Segment>, WalError> {
+    let wal = folder.to_path_buf();
     let entries = match fs::read_dir(&wal) {
         Ok(entries) => entries,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -88,20 +95,75 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
 /// before `lsn`; the last segment never does, as the writer may be using it
 /// and its name is what tells the next LSN of an otherwise empty log.
 pub fn delete_segments_below(dir: &Path, lsn: u64) -> Result<usize, WalError> {
+    retire_segments_below(dir, lsn, None)
+}
+
+/// [`delete_segments_below`], moving the segments into the folder
+/// `archive` instead when one is given (created if missing), so the hash
+/// chain stays checkable end to end (`verify --chain --archive-dir`).
+///
+/// A segment is never lost on a crash in between: it is renamed into the
+/// archive (one step on one file system) or, across file systems, copied
+/// to a temporary name there, synced, renamed, the archive folder synced,
+/// and only then removed from the log. A crash may leave a segment in both
+/// places, which is harmless (the same bytes; a later retirement replaces
+/// the archived copy).
+pub fn retire_segments_below(
+    dir: &Path,
+    lsn: u64,
+    archive: Option<&Path>,
+) -> Result<usize, WalError> {
+    if let Some(archive) = archive {
+        fs::create_dir_all(archive).map_err(|error| WalError::io(archive, &error))?;
+    }
     let segments = list(dir)?;
-    let mut deleted = 0;
+    let mut retired = 0;
     // Oldest first, so a crash midway leaves a log with no holes.
     for pair in segments.windows(2) {
         if pair[1].first_lsn > lsn {
             break;
         }
-        fs::remove_file(&pair[0].path).map_err(|error| WalError::io(&pair[0].path, &error))?;
-        deleted += 1;
+        match archive {
+            Some(archive) => move_to_archive(&pair[0].path, archive)?,
+            None => fs::remove_file(&pair[0].path)
+                .map_err(|error| WalError::io(&pair[0].path, &error))?,
+        }
+        retired += 1;
     }
-    if deleted > 0 {
+    if retired > 0 {
         sync_dir(&wal_dir(dir))?;
     }
-    Ok(deleted)
+    Ok(retired)
+}
+
+/// Moves the segment at `path` into `archive` durably (see
+/// [`retire_segments_below`]): a rename, or a copy across file systems.
+fn move_to_archive(path: &Path, archive: &Path) -> Result<(), WalError> {
+    let target = archive.join(path.file_name().unwrap_or_default());
+    match fs::rename(path, &target) {
+        Ok(()) => sync_dir(archive),
+        Err(error) if error.kind() == io::ErrorKind::CrossesDevices => {
+            copy_to_archive(path, &target)
+        }
+        Err(error) => Err(WalError::io(path, &error)),
+    }
+}
+
+/// Copies the segment at `path` to `target` in another file system: to a
+/// temporary name, synced, renamed, the folder synced; only then is the
+/// original removed, so a crash leaves it in one place or both.
+fn copy_to_archive(path: &Path, target: &Path) -> Result<(), WalError> {
+    fn io(at: &Path) -> impl Fn(io::Error) -> WalError + '_ {
+        move |error| WalError::io(at, &error)
+    }
+    let temporary = target.with_extension("wal.tmp");
+    fs::copy(path, &temporary).map_err(io(&temporary))?;
+    File::open(&temporary)
+        .and_then(|copy| copy.sync_all())
+        .map_err(io(&temporary))?;
+    fs::rename(&temporary, target).map_err(io(target))?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    fs::remove_file(path).map_err(io(path))
 }
 
 /// Makes the writer's file operations fail on command, so tests can prove
@@ -260,6 +322,56 @@ mod tests {
         assert_eq!(left(tmp.path()), [10, 20]);
         assert_eq!(delete_segments_below(tmp.path(), u64::MAX).unwrap(), 1);
         assert_eq!(left(tmp.path()), [20]);
+    }
+
+    #[test]
+    fn retiring_into_an_archive_moves_what_deleting_would_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let archive = tmp.path().join("archive");
+        for lsn in [1, 10, 20] {
+            touch(tmp.path(), lsn);
+        }
+        // A copy left in both places by a crash is replaced, not refused.
+        fs::create_dir_all(&archive).unwrap();
+        fs::write(archive.join("00000000000000000001.wal"), b"old").unwrap();
+        assert_eq!(
+            retire_segments_below(tmp.path(), 15, Some(&archive)).unwrap(),
+            1
+        );
+        let lsns =
+            |segments: Vec<Segment>| -> Vec<u64> { segments.iter().map(|s| s.first_lsn).collect() };
+        assert_eq!(lsns(list(tmp.path()).unwrap()), [10, 20]);
+        assert_eq!(lsns(list_in(&archive).unwrap()), [1]);
+        assert_eq!(
+            fs::read(archive.join("00000000000000000001.wal")).unwrap(),
+            b"x"
+        );
+        assert_eq!(
+            retire_segments_below(tmp.path(), u64::MAX, Some(&archive)).unwrap(),
+            1
+        );
+        assert_eq!(lsns(list_in(&archive).unwrap()), [1, 10]);
+        assert_eq!(lsns(list(tmp.path()).unwrap()), [20]);
+    }
+
+    /// Across file systems (where a rename fails) the segment is copied
+    /// whole, under its own name, and only then removed from the log.
+    #[test]
+    fn a_copy_into_the_archive_lands_whole_before_the_original_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        touch(tmp.path(), 1);
+        let archive = tmp.path().join("archive");
+        fs::create_dir_all(&archive).unwrap();
+        let source = segment_path(tmp.path(), 1);
+        let target = archive.join("00000000000000000001.wal");
+        copy_to_archive(&source, &target).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"x");
+        assert!(!source.exists());
+        let left: Vec<_> = fs::read_dir(&archive)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, [target], "no temporary file left");
     }
 
     #[test]

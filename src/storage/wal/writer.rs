@@ -15,6 +15,12 @@
 //! and at shutdown. (Fsync latencies for the stats are measured on the
 //! machine's clock: they are a measurement, not a timer.)
 //!
+//! Each record is chained to the one before (see [`record`]): the writer
+//! keeps the hash of the last record it encoded and, once a batch is as
+//! durable as the mode says (the moment its callers are answered),
+//! publishes the log's head, its last LSN and that hash, for
+//! [`WalHandle::head`](super::WalHandle::head).
+//!
 //! With a [`Replica`](super::replica) the batch is shipped before the local
 //! write and its answer awaited after the sync: callers are answered only
 //! once both hold it, and a refusal poisons like a failed write.
@@ -25,12 +31,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 use tokio::sync::oneshot;
 
-use super::record;
+use super::record::{self, Hash};
 use super::replica::{self, ReplicaRefusal, SharedReplica};
 use super::segment::{ActiveSegment, FailPoint};
 use super::{SyncMode, WalError};
 use crate::clock::SharedClock;
 use crate::domain::event::Stamped;
+use crate::domain::feed::JournalHead;
 use crate::storage::deadline::Deadline;
 
 /// Most events one batch takes from the queue before writing; bounds the
@@ -54,7 +61,14 @@ pub(crate) type Ack = oneshot::Sender<Result<u64, WalError>>;
 pub struct Committed {
     pub first_lsn: u64,
     pub events: Vec<Stamped>,
+    /// The hash of the last of them as logged (see [`record::hash`]): the
+    /// chain's head once they are applied.
+    pub last_hash: Hash,
 }
+
+/// The log's last durable record: its LSN and hash (LSN 0 and
+/// [`GENESIS`](record::GENESIS) for an empty log).
+pub(crate) type SharedHead = std::sync::Arc<parking_lot::Mutex<JournalHead>>;
 
 pub(crate) enum Message {
     /// Events to log, all or none; no events is a barrier.
@@ -71,6 +85,10 @@ pub(crate) struct Writer {
     pub segment: ActiveSegment,
     /// The LSN the next event will get.
     pub next_lsn: u64,
+    /// The hash of the record before `next_lsn`: the next one's predecessor.
+    pub head: Hash,
+    /// The last durable record, published after each batch.
+    pub durable_head: SharedHead,
     /// The encoded batch, kept between batches to reuse its allocation.
     pub buf: Vec<u8>,
     /// The first failure's description; once set, nothing more is written.
@@ -141,6 +159,7 @@ impl Writer {
                             self.staged.push(Committed {
                                 first_lsn,
                                 events: batch,
+                                last_hash: self.head,
                             });
                         }
                         acks.push((done, result));
@@ -185,18 +204,22 @@ impl Writer {
         }
     }
 
-    /// Encodes one request's events after the batch so far. A request that
-    /// cannot be encoded is dropped whole and its LSNs are given to the next
+    /// Encodes one request's events after the batch so far, each chained
+    /// to the record before it. A request that cannot be encoded is dropped
+    /// whole and its LSNs (and place in the chain) are given to the next
     /// one, so the log never has a hole.
     fn stage(&mut self, events: &[Stamped]) -> Result<u64, WalError> {
-        let mark = self.buf.len();
-        let first_lsn = self.next_lsn;
+        let (mark, first_lsn, first_head) = (self.buf.len(), self.next_lsn, self.head);
         for event in events {
-            if let Err(error) = record::encode_into(&mut self.buf, self.next_lsn, event) {
+            let start = self.buf.len();
+            let encoded =
+                record::encode_chained_into(&mut self.buf, self.next_lsn, &self.head, event);
+            if let Err(error) = encoded {
                 self.buf.truncate(mark);
-                self.next_lsn = first_lsn;
+                (self.next_lsn, self.head) = (first_lsn, first_head);
                 return Err(error);
             }
+            self.head = record::hash(&self.buf[start..]);
             self.next_lsn += 1;
         }
         Ok(self.next_lsn - 1)
@@ -205,8 +228,14 @@ impl Writer {
     /// Writes the staged batch and answers its requests.
     fn commit(&mut self, batch_first_lsn: u64, acks: &mut Vec<(Ack, Result<u64, WalError>)>) {
         if self.poisoned.is_none() && !self.buf.is_empty() {
-            if let Err(reason) = self.write_batch(batch_first_lsn) {
-                self.poisoned = Some(reason);
+            match self.write_batch(batch_first_lsn) {
+                Ok(()) => {
+                    *self.durable_head.lock() = JournalHead {
+                        lsn: self.next_lsn - 1,
+                        hash: self.head,
+                    }
+                }
+                Err(reason) => self.poisoned = Some(reason),
             }
         }
         self.buf.clear();
