@@ -155,6 +155,9 @@
 //!   replicated node's current one) and that node's routes
 //!   (`replication`); and `bank`, the simulated bank's server over the
 //!   payment-service protocol.
+//! - `webhook/` — signed webhooks (feature `http`): the delivery loop on its
+//!   own thread, reading the feed from a consumer's durable cursor and
+//!   POSTing signed batches, retried with backoff (see its own Layout).
 //! - `bin/burnledger/` — the `burnledger` command: `simulate`, `inspect`,
 //!   `verify`, `serve` (with `--replicate`, a replicated node:
 //!   `replicate.rs`), `promote`, `bank` (the simulated bank over HTTP),
@@ -176,6 +179,8 @@ pub mod payment;
 #[cfg(feature = "replication")]
 pub mod replication;
 pub mod storage;
+#[cfg(feature = "http")]
+pub mod webhook;
 
 pub use config::Config;
 pub use domain::audit::Audit;

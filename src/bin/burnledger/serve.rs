@@ -8,6 +8,11 @@
 //! exits 0. Its logs go through `tracing` to stderr; a closed stdout or
 //! stderr (or a full disk behind them) loses the lines, never the shutdown.
 //!
+//! With `--webhook-url` and `--webhook-secret` it also POSTs the event
+//! feed to that URL, signed (see `burnledger::webhook`), from the durable
+//! cursor of `--webhook-consumer`; the deliveries stop before the ledger
+//! shuts down.
+//!
 //! With `--replicate` it runs a replicated node instead (see
 //! `replicate.rs`): the writer, or with `--standby` a standby.
 //!
@@ -25,6 +30,7 @@ use std::time::Duration;
 use burnledger::config::{parse_currencies, parse_sync, PayoutMode, SharedPaymentService};
 use burnledger::http::{self, HttpOptions};
 use burnledger::payment::{HttpPaymentService, HttpPaymentSettings, SimulatedBank};
+use burnledger::webhook::{self, Webhook, WebhookSettings};
 use burnledger::{Config, Ledger};
 use clap::Args;
 
@@ -113,6 +119,49 @@ pub struct ServeArgs {
     workers: Option<usize>,
     #[command(flatten)]
     replication: crate::replicate::ReplicationArgs,
+    #[command(flatten)]
+    webhook: WebhookArgs,
+}
+
+/// Signed webhooks (see `burnledger::webhook`).
+#[derive(Args, Debug, Clone)]
+pub struct WebhookArgs {
+    /// POST the event feed, in order and in batches, to this URL
+    /// (http://HOST:PORT/PATH), signed with --webhook-secret. At-least-once:
+    /// a 2xx acknowledges a batch; anything else retries it with backoff.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of the X-Burnledger-Signature header. Needed
+    /// with --webhook-url.
+    #[arg(long)]
+    webhook_secret: Option<String>,
+    /// The consumer whose durable cursor the deliveries keep.
+    #[arg(long, default_value = webhook::WEBHOOK_CONSUMER_DEFAULT)]
+    webhook_consumer: String,
+    /// Most events per POST (1 to 10000).
+    #[arg(long, default_value_t = webhook::WEBHOOK_BATCH_DEFAULT)]
+    webhook_batch: usize,
+}
+
+impl WebhookArgs {
+    /// The webhook's settings, if one is asked for; the secret without
+    /// the URL (or the URL without it) is refused.
+    fn settings(&self) -> Result<Option<WebhookSettings>, String> {
+        match (&self.webhook_url, &self.webhook_secret) {
+            (None, None) => Ok(None),
+            (Some(url), Some(secret)) => {
+                let settings = WebhookSettings {
+                    consumer: self.webhook_consumer.clone(),
+                    batch: self.webhook_batch,
+                    ..WebhookSettings::new(url, secret)
+                };
+                settings.check()?;
+                Ok(Some(settings))
+            }
+            (Some(_), None) => Err("--webhook-url needs --webhook-secret".into()),
+            (None, Some(_)) => Err("--webhook-secret applies only with --webhook-url".into()),
+        }
+    }
 }
 
 /// Reads `300s`, `5m`, `1h`, `300` as seconds, 1 to `max_secs`; `what`
@@ -262,6 +311,7 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
     let options = http_options(&args)?;
     let payout_mode = payout_mode(&args)?;
     let payment_service = payment_service(&args, payout_mode)?;
+    let webhook = args.webhook.settings()?;
     let config = Config {
         currencies: parse_currencies(&args.currencies)?,
         data_dir: Some(args.data_dir.clone()),
@@ -272,6 +322,9 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
         ..Config::default()
     };
     if args.replication.replicate.is_some() {
+        if webhook.is_some() {
+            return Err("--webhook-url is not supported with --replicate yet".into());
+        }
         return crate::replicate::run(&args.replication, &args.listen, config, &options);
     }
     if args.replication.standby {
@@ -287,8 +340,19 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
                 return Err(format!("cannot listen on {}: {error}", args.listen));
             }
         };
+        let webhook = match webhook.map(|settings| Webhook::start(&ledger, settings)) {
+            None => None,
+            Some(Ok(webhook)) => Some(webhook),
+            Some(Err(error)) => {
+                ledger.shutdown().await;
+                return Err(error);
+            }
+        };
         print_listening(&bound.addrs);
         let served = bound.server.await;
+        if let Some(webhook) = webhook {
+            webhook.stop();
+        }
         tracing::info!("stopped serving; shutting the ledger down");
         let started = std::time::Instant::now();
         ledger.shutdown().await;
@@ -343,6 +407,45 @@ mod tests {
             vec!["--payment-service-url=127.0.0.1:9"],
         ] {
             assert!(chosen(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The webhook settings `serve` would start with these flags.
+    fn webhook_settings(flags: &[&str]) -> Result<Option<WebhookSettings>, String> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.serve.webhook.settings()
+    }
+
+    #[test]
+    fn a_webhook_needs_its_url_and_secret_and_a_batch_in_bounds() {
+        let url = "--webhook-url=http://127.0.0.1:9/hooks";
+        let secret = "--webhook-secret=s3cret";
+        assert!(webhook_settings(&[]).unwrap().is_none());
+        let settings = webhook_settings(&[url, secret]).unwrap().unwrap();
+        assert_eq!(
+            (settings.url.as_str(), settings.secret.as_str()),
+            ("http://127.0.0.1:9/hooks", "s3cret")
+        );
+        assert_eq!(
+            (settings.consumer.as_str(), settings.batch),
+            ("webhook", 100)
+        );
+        let chosen =
+            webhook_settings(&[url, secret, "--webhook-consumer=crm", "--webhook-batch=7"])
+                .unwrap()
+                .unwrap();
+        assert_eq!((chosen.consumer.as_str(), chosen.batch), ("crm", 7));
+        for bad in [
+            vec![url],
+            vec![secret],
+            vec![url, "--webhook-secret="],
+            vec![url, secret, "--webhook-batch=0"],
+            vec![url, secret, "--webhook-batch=10001"],
+            vec!["--webhook-url=https://h/", secret],
+            vec!["--webhook-url=h:1", secret],
+        ] {
+            assert!(webhook_settings(&bad).is_err(), "{bad:?}");
         }
     }
 
