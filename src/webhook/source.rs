@@ -1,8 +1,8 @@
 //! The ledger as the delivery loop's [`EventSource`]: the consumer's
 //! durable cursor ([`Ledger::consumer`], registered with [`Ledger::ack`]
 //! at 0 when new, so the log keeps its events from then on), a
-//! [`Subscription`] after it, acknowledgements through [`Ledger::ack`];
-//! a quiet read checks whether the ledger shut down.
+//! [`Subscription`] after it (which ends with `shutting_down` when the
+//! ledger shuts down), acknowledgements through [`Ledger::ack`].
 
 use std::time::Duration;
 
@@ -46,16 +46,7 @@ impl EventSource for LedgerSource {
                 reason: "the webhook's feed is not open".to_owned(),
             });
         };
-        let events = subscription.next(max, wait).await?;
-        if events.is_empty() {
-            // A quiet wait does not say whether the ledger has shut down
-            // meanwhile (the subscription keeps its log open); a poisoned
-            // ledger's durable events are still delivered.
-            if let Err(LedgerError::ShuttingDown) = self.ledger.health().await {
-                return Err(LedgerError::ShuttingDown);
-            }
-        }
-        Ok(events)
+        subscription.next(max, wait).await
     }
 
     async fn ack(&mut self, consumer: &str, lsn: u64) -> Result<(), LedgerError> {
