@@ -17,9 +17,9 @@
 //! asks for more body (the client has read what was sent), so a slow
 //! client holds one batch, never the log. Silence of [`HEARTBEAT`] on the
 //! ledger's clock (the subscription's wait) sends a `: keep-alive`
-//! comment (or, when the ledger has shut down meanwhile, the error); an
-//! error after the start sends `event: error` with the error JSON, and the
-//! stream ends.
+//! comment. An error after the start (among them `shutting_down`, which
+//! the subscription answers once the ledger shut down and every event was
+//! sent) sends `event: error` with the error JSON, and the stream ends.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
