@@ -61,14 +61,20 @@ fn typical(n: u64) -> Event {
             currency: usd(),
             amount: 100_000 + i128::from(n % 1_000),
             key: Some(IdempotencyKey::new(&format!("deposit-{n}")).expect("valid key")),
+            metadata: None,
         },
         1 => Event::WithdrawalRequested {
             tx,
             currency: usd(),
             amount: 250 + i128::from(n % 100),
             key: None,
+            details: None,
         },
-        _ => Event::WithdrawalCompleted { tx },
+        _ => Event::WithdrawalCompleted {
+            tx,
+            fee: None,
+            paid: None,
+        },
     }
 }
 

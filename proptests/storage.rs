@@ -71,6 +71,7 @@ fn event() -> impl Strategy<Value = Event> {
                 currency,
                 amount,
                 key,
+                metadata: None,
             }
         }),
         (tx(), currency(), any::<i128>(), key()).prop_map(|(tx, currency, amount, key)| {
@@ -79,9 +80,14 @@ fn event() -> impl Strategy<Value = Event> {
                 currency,
                 amount,
                 key,
+                details: None,
             }
         }),
-        tx().prop_map(|tx| Event::WithdrawalCompleted { tx }),
+        tx().prop_map(|tx| Event::WithdrawalCompleted {
+            tx,
+            fee: None,
+            paid: None,
+        }),
         (tx(), reason()).prop_map(|(tx, reason)| Event::WithdrawalFailed { tx, reason }),
         tx().prop_map(|tx| Event::WithdrawalCancelled { tx }),
         (tx(), any::<u64>(), currency(), any::<i128>(), key()).prop_map(
@@ -91,6 +97,7 @@ fn event() -> impl Strategy<Value = Event> {
                 currency,
                 amount,
                 key,
+                metadata: None,
             }
         ),
         (tx(), any::<u64>()).prop_map(|(tx, payout_id)| Event::WithdrawalClaimed { tx, payout_id }),
@@ -151,6 +158,9 @@ fn variant(event: &Event) -> usize {
         Event::PayoutItemResolved { .. } => 11,
         Event::PayoutMismatch { .. } => 12,
         Event::IdempotencyKeysExpired { .. } => 13,
+        Event::AccountFrozen { .. } => 14,
+        Event::AccountUnfrozen { .. } => 15,
+        Event::AccountTierSet { .. } => 16,
     }
 }
 const VARIANTS: usize = 14;

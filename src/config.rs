@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-use crate::domain::money::CurrencyConfig;
+use crate::domain::money::{Currencies, CurrencyConfig};
 pub use crate::domain::payouts::PayoutMode;
+use crate::domain::policy::{Policy, Tier, Window, WithdrawalLimits};
 use crate::domain::withdrawal::WithdrawalHistory;
 use crate::payment::PaymentService;
 use crate::storage::wal::replica::Replica;
@@ -38,6 +39,15 @@ pub struct Config {
     pub account_idle_sweep_ms: u64,
     /// Pending withdrawals one account may hold at once. Default: 1,000.
     pub account_pending_withdrawals_max: u32,
+    /// Where completed withdrawals' fees go. `None` (the default): a
+    /// withdrawal with a fee is refused `fees_disabled`.
+    pub fee_account: Option<crate::domain::ids::AccountId>,
+    /// Rolling 24-hour and 30-day withdrawal limits per tier and currency
+    /// (see [`WithdrawalLimit`]). Default: none.
+    pub withdrawal_limits: Vec<WithdrawalLimit>,
+    /// Longest `expires_in` a withdrawal may carry, in milliseconds.
+    /// Default: 30 days.
+    pub withdrawal_expiry_max_ms: u64,
     /// Operations accepted in one `submit` call. Default: 65,536. At most
     /// `shard_in_flight_ops_max` (checked at open): a batch whose
     /// operations all fall on one shard is admitted there whole, so a
@@ -249,6 +259,48 @@ pub const SHARD_IN_FLIGHT_OPS_MAX_DEFAULT: usize = 262_144;
 pub const SHARD_ACCOUNT_ACTORS_MAX_DEFAULT: usize = 65_536;
 /// Default for [`Config::account_idle_sweep_ms`].
 pub const ACCOUNT_IDLE_SWEEP_MS_DEFAULT: u64 = 10_000;
+/// One withdrawal limit: accounts of `tier` withdraw at most `amount` of
+/// `currency` over `window` (counting pending, processing and completed
+/// withdrawals).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalLimit {
+    pub tier: Tier,
+    pub currency: String,
+    pub window: Window,
+    pub amount: rust_decimal::Decimal,
+}
+
+impl WithdrawalLimit {
+    /// Reads `TIER:CURRENCY:WINDOW=AMOUNT`, say `default:USD:24h=10000`
+    /// (what `--withdrawal-limit` takes). The amount is read as text,
+    /// exactly.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let shape = || {
+            format!("{text:?}: a limit is TIER:CURRENCY:WINDOW=AMOUNT, say default:USD:24h=10000 (WINDOW 24h or 30d)")
+        };
+        let (scope, amount) = text.split_once('=').ok_or_else(shape)?;
+        let mut parts = scope.split(':');
+        let (Some(tier), Some(currency), Some(window), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(shape());
+        };
+        let tier = Tier::new(tier).map_err(|e| e.to_string())?;
+        let window = Window::parse(window).ok_or_else(shape)?;
+        let amount = crate::domain::money::parse_amount_text(amount)
+            .map_err(|e| format!("{text:?}: {e}"))?;
+        Ok(Self {
+            tier,
+            currency: currency.to_string(),
+            window,
+            amount,
+        })
+    }
+}
+
+/// Default for [`Config::withdrawal_expiry_max_ms`]: 30 days.
+pub const WITHDRAWAL_EXPIRY_MAX_MS_DEFAULT: u64 = 30 * 24 * 60 * 60 * 1_000;
+
 /// Default for [`Config::account_pending_withdrawals_max`].
 pub const ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT: u32 = 1_000;
 /// Default for [`Config::finished_withdrawal_retention_ms`]: 24 h.
@@ -271,6 +323,9 @@ impl Default for Config {
             shard_account_actors_max: SHARD_ACCOUNT_ACTORS_MAX_DEFAULT,
             account_idle_sweep_ms: ACCOUNT_IDLE_SWEEP_MS_DEFAULT,
             account_pending_withdrawals_max: ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT,
+            fee_account: None,
+            withdrawal_limits: Vec::new(),
+            withdrawal_expiry_max_ms: WITHDRAWAL_EXPIRY_MAX_MS_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             data_dir: None,
             sync: SyncMode::Fsync,
@@ -328,6 +383,33 @@ impl Config {
         self.payment_service.is_some() && self.payout_mode != PayoutMode::External
     }
 
+    /// The rules' configuration every account is judged by: the pending
+    /// cap, the fee account and the limits in minor units of `currencies`
+    /// (a limit in a currency not configured, or not exact in it, is
+    /// refused, saying which).
+    pub fn policy(&self, currencies: &Currencies) -> Result<Policy, String> {
+        let mut limits = WithdrawalLimits::default();
+        for limit in &self.withdrawal_limits {
+            let currency = currencies
+                .get(&limit.currency)
+                .map_err(|e| format!("withdrawal limit {} {}: {e}", limit.tier, limit.window))?;
+            let units = currencies
+                .parse_amount(currency, limit.amount)
+                .map_err(|e| {
+                    format!(
+                        "withdrawal limit {} {} {}: {e}",
+                        limit.tier, limit.currency, limit.window
+                    )
+                })?;
+            limits.set(limit.tier, currency.code, limit.window, units);
+        }
+        Ok(Policy {
+            pending_withdrawals_max: self.account_pending_withdrawals_max,
+            fee_account: self.fee_account,
+            limits,
+        })
+    }
+
     /// Whether operations are logged to disk.
     pub fn is_durable(&self) -> bool {
         self.data_dir.is_some() && self.sync != SyncMode::None
@@ -372,6 +454,9 @@ impl Config {
         }
         if self.finished_withdrawal_retention_ms == 0 {
             return Err("finished_withdrawal_retention_ms must be at least 1".into());
+        }
+        if self.withdrawal_expiry_max_ms == 0 {
+            return Err("withdrawal_expiry_max_ms must be at least 1".into());
         }
         if self.idempotency_key_retention_ms == 0 {
             return Err("idempotency_key_retention_ms must be at least 1".into());

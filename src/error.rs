@@ -64,6 +64,7 @@ use rust_decimal::Decimal;
 
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
+use crate::domain::policy::{FreezeScope, Window};
 use crate::domain::time::{TimeTextError, UnixMs};
 use crate::domain::withdrawal::{StatusKind, TransitionAction};
 
@@ -113,6 +114,34 @@ pub enum LedgerError {
         length: usize,
         max: usize,
     },
+
+    /// Metadata past its limits (16 keys, 1 KiB of keys and values, no
+    /// empty or repeated key).
+    #[error("invalid metadata: {problem}")]
+    InvalidMetadata { problem: String },
+
+    /// A withdrawal's destination field (`kind`, `value`, `network`) is
+    /// empty (`kind`, `value`), longer than 256 bytes or holds a control
+    /// character.
+    #[error("invalid destination {field}: {problem}")]
+    InvalidDestination {
+        field: &'static str,
+        problem: String,
+    },
+
+    /// A tier name that is not 1 to 32 of `A-Z a-z 0-9 _ - .`.
+    #[error("invalid tier {tier:?}: a tier is 1 to 32 of A-Z a-z 0-9 _ - .")]
+    InvalidTier { tier: String },
+
+    /// A withdrawal's `expires_in` that is zero or longer than allowed, or
+    /// a freeze's `until` that already passed (`problem` says which).
+    #[error("invalid expiry: {problem}")]
+    InvalidExpiry { problem: String },
+
+    /// A withdrawal with a fee on a ledger with no fee account
+    /// (`Config::fee_account`): there is nowhere to put it.
+    #[error("this ledger takes no fees: no fee account is configured")]
+    FeesDisabled,
 
     /// Text that should be a transaction id is not 32 hex digits.
     #[error("transaction id {input:?} is not 32 hex digits")]
@@ -237,6 +266,25 @@ pub enum LedgerError {
         payout_id: Option<u64>,
     },
 
+    /// The account is frozen for what was asked (`scope`), by an operator,
+    /// for `reason`, until `until` (`None`: until lifted).
+    #[error("account {account} is frozen ({}) until {}: {reason}", scope.as_str(), until.map_or("lifted".to_string(), |t| t.rfc3339()))]
+    AccountFrozen {
+        account: AccountId,
+        scope: FreezeScope,
+        reason: String,
+        until: Option<UnixMs>,
+    },
+
+    /// A partial completion's `paid` amount is not above zero and at most
+    /// the withdrawal's amount.
+    #[error("withdrawal {transaction_id} is for {amount}; a completion may pay more than 0 and at most that, got {paid}")]
+    InvalidPaidAmount {
+        transaction_id: TransactionId,
+        amount: Decimal,
+        paid: Decimal,
+    },
+
     #[error("withdrawal {transaction_id} is {from}; it cannot be {action}")]
     InvalidTransition {
         transaction_id: TransactionId,
@@ -247,11 +295,27 @@ pub enum LedgerError {
     #[error("account {account} already has {limit} pending withdrawals; wait for payouts before requesting more")]
     TooManyPendingWithdrawals { account: AccountId, limit: u32 },
 
-    #[error("insufficient funds: {available} {currency} available, {requested} requested")]
+    /// The withdrawal would take the account past its tier's limit over
+    /// `window` in `currency`: `used` already counts (pending, processing
+    /// and completed withdrawals of the window), `requested` is this one.
+    #[error("withdrawal limit exceeded: {requested} {currency} requested, {used} already used of the {limit} allowed per {window} (tier {tier})")]
+    LimitExceeded {
+        currency: CurrencyCode,
+        window: Window,
+        tier: String,
+        limit: Decimal,
+        used: Decimal,
+        requested: Decimal,
+    },
+
+    /// Not enough available for the withdrawal's `part` (`amount`, or its
+    /// `fee`; both together when they share a currency).
+    #[error("insufficient funds for the {}: {available} {currency} available, {requested} requested", part.as_str())]
     InsufficientFunds {
         currency: CurrencyCode,
         available: Decimal,
         requested: Decimal,
+        part: FundsPart,
     },
 
     // ---- a bug ----
@@ -333,6 +397,14 @@ impl LedgerError {
             Self::InvalidTransition { .. } => "invalid_transition",
             Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
             Self::InsufficientFunds { .. } => "insufficient_funds",
+            Self::InvalidMetadata { .. } => "invalid_metadata",
+            Self::InvalidDestination { .. } => "invalid_destination",
+            Self::InvalidTier { .. } => "invalid_tier",
+            Self::InvalidExpiry { .. } => "invalid_expiry",
+            Self::FeesDisabled => "fees_disabled",
+            Self::AccountFrozen { .. } => "account_frozen",
+            Self::InvalidPaidAmount { .. } => "invalid_paid_amount",
+            Self::LimitExceeded { .. } => "limit_exceeded",
             Self::Internal { .. } => "internal",
         }
     }
@@ -363,7 +435,12 @@ impl LedgerError {
             | Self::InvalidLimit { .. }
             | Self::PayoutsDisabled
             | Self::InvalidConsumer { .. }
-            | Self::InvalidCursor { .. } => ErrorKind::BadRequest,
+            | Self::InvalidCursor { .. }
+            | Self::InvalidMetadata { .. }
+            | Self::InvalidDestination { .. }
+            | Self::InvalidTier { .. }
+            | Self::InvalidExpiry { .. }
+            | Self::FeesDisabled => ErrorKind::BadRequest,
             Self::UnknownPayout { .. }
             | Self::NotInPayout { .. }
             | Self::PayoutItemSettled { .. }
@@ -377,6 +454,9 @@ impl LedgerError {
             | Self::TooManyPendingWithdrawals { .. }
             | Self::CursorExpired { .. }
             | Self::UnknownConsumer { .. }
+            | Self::AccountFrozen { .. }
+            | Self::InvalidPaidAmount { .. }
+            | Self::LimitExceeded { .. }
             | Self::InsufficientFunds { .. } => ErrorKind::Rejected,
         }
     }
@@ -395,7 +475,26 @@ impl LedgerError {
                 | Self::IdempotencyInProgress { .. }
                 | Self::TooManyPendingWithdrawals { .. }
                 | Self::InsufficientFunds { .. }
+                // A freeze may be lifted, a window moves on.
+                | Self::AccountFrozen { .. }
+                | Self::LimitExceeded { .. }
         )
+    }
+}
+
+/// Which part of a withdrawal the funds fell short for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FundsPart {
+    Amount,
+    Fee,
+}
+
+impl FundsPart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Amount => "amount",
+            Self::Fee => "fee",
+        }
     }
 }
 
@@ -482,6 +581,7 @@ mod tests {
                 currency: usd,
                 available: Decimal::ZERO,
                 requested: Decimal::ONE,
+                part: crate::error::FundsPart::Amount,
             },
             LedgerError::Internal { reason: "x".into() },
         ]

@@ -1,8 +1,11 @@
 //! The operations a caller can submit, singly or in a batch, and the
 //! checks on them that need nothing but the operation itself.
 
+use std::time::Duration;
+
 use rust_decimal::Decimal;
 
+use crate::domain::details::{Destination, Metadata};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::withdrawal::{WithdrawalOutcome, FAILURE_REASON_LEN_MAX};
@@ -60,14 +63,45 @@ impl Operation {
     }
 }
 
+/// A withdrawal's fee as a caller asks it: a currency of the ledger (the
+/// withdrawal's own or another) and an exact positive amount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeeRequest {
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+}
+
+/// What a withdrawal request may carry beyond currency and amount; none
+/// of it by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WithdrawalOptions {
+    /// Locked with the amount; moved to the fee account on completion.
+    pub fee: Option<FeeRequest>,
+    /// Where it is paid: handed to the payment service.
+    pub destination: Option<Destination>,
+    pub metadata: Metadata,
+    /// While still pending this long after the request, it fails with
+    /// reason `expired`.
+    pub expires_in: Option<Duration>,
+}
+
 /// A free text (a failure or return reason, an operator's note) fits
 /// [`FAILURE_REASON_LEN_MAX`] bytes; `field` names it in the error.
 pub(crate) fn check_reason(field: &'static str, reason: &str) -> Result<(), LedgerError> {
-    if reason.len() > FAILURE_REASON_LEN_MAX {
+    check_reason_max(field, reason, FAILURE_REASON_LEN_MAX)
+}
+
+/// A free text fits `max` bytes; `field` names it in the error.
+pub(crate) fn check_reason_max(
+    field: &'static str,
+    reason: &str,
+    max: usize,
+) -> Result<(), LedgerError> {
+    if reason.len() > max {
         return Err(LedgerError::ReasonTooLong {
             field,
             length: reason.len(),
-            max: FAILURE_REASON_LEN_MAX,
+            max,
         });
     }
     Ok(())

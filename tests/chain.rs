@@ -113,6 +113,7 @@ fn rewrite_first_deposit(segment: &Path) -> u64 {
             currency,
             amount,
             key,
+            metadata,
         } = entry.event
         else {
             continue;
@@ -124,6 +125,7 @@ fn rewrite_first_deposit(segment: &Path) -> u64 {
                 currency,
                 amount: amount * 100,
                 key,
+                metadata,
             },
         };
         let previous = record::predecessor(original).expect("a chained record");

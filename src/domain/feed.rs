@@ -141,7 +141,7 @@ pub enum FeedOutcome {
 impl From<&ItemOutcome> for FeedOutcome {
     fn from(outcome: &ItemOutcome) -> Self {
         match outcome {
-            ItemOutcome::Paid => Self::Paid,
+            ItemOutcome::Paid | ItemOutcome::PartlyPaid { .. } => Self::Paid,
             ItemOutcome::Failed { .. } => Self::Failed,
         }
     }
@@ -270,6 +270,23 @@ pub enum FeedBody {
         #[serde(with = "text")]
         before: UnixMs,
     },
+    /// An operator froze the account (or replaced its freeze). Changes no
+    /// balance.
+    #[serde(rename = "account.frozen")]
+    AccountFrozen {
+        account: AccountId,
+        /// `withdrawals` or `all`.
+        scope: String,
+        #[serde(with = "text::option")]
+        until: Option<UnixMs>,
+        reason: String,
+    },
+    /// An operator lifted the account's freeze.
+    #[serde(rename = "account.unfrozen")]
+    AccountUnfrozen { account: AccountId },
+    /// An operator moved the account to a tier (whose limits apply).
+    #[serde(rename = "account.tier_set")]
+    AccountTierSet { account: AccountId, tier: String },
 }
 
 /// Where the tracker learns what happened before it started: the balance
@@ -341,7 +358,7 @@ impl BalanceTracker {
             Event::Transferred {
                 tx, to, currency, ..
             } => has(tx.account(), currency) && has(*to, currency),
-            Event::WithdrawalCompleted { tx }
+            Event::WithdrawalCompleted { tx, .. }
             | Event::WithdrawalFailed { tx, .. }
             | Event::WithdrawalCancelled { tx }
             | Event::WithdrawalReturned { tx, .. } => self
@@ -415,6 +432,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
+                ..
             } => {
                 self.change(tx.account(), *currency, Move::Available(*amount));
                 FeedBody::Deposited {
@@ -430,6 +448,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
+                ..
             } => {
                 self.tracker.open.insert(*tx, (*currency, *amount));
                 self.change(tx.account(), *currency, Move::Lock(*amount));
@@ -450,7 +469,7 @@ impl Step<'_> {
                 transaction_id: *tx,
                 account: tx.account(),
             },
-            Event::WithdrawalCompleted { tx } => {
+            Event::WithdrawalCompleted { tx, .. } => {
                 let (currency, amount) = self.ended(*tx, End::Completed);
                 FeedBody::WithdrawalCompleted {
                     transaction_id: *tx,
@@ -494,6 +513,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
+                ..
             } => {
                 self.change(tx.account(), *currency, Move::Available(-*amount));
                 self.change(*to, *currency, Move::Available(*amount));
@@ -539,6 +559,17 @@ impl Step<'_> {
             Event::IdempotencyKeysExpired { account, before } => FeedBody::IdempotencyKeysExpired {
                 account: *account,
                 before: *before,
+            },
+            Event::AccountFrozen { account, freeze } => FeedBody::AccountFrozen {
+                account: *account,
+                scope: freeze.scope.as_str().to_string(),
+                until: freeze.until,
+                reason: freeze.reason.clone(),
+            },
+            Event::AccountUnfrozen { account } => FeedBody::AccountUnfrozen { account: *account },
+            Event::AccountTierSet { account, tier } => FeedBody::AccountTierSet {
+                account: *account,
+                tier: tier.to_string(),
             },
         }
     }
@@ -626,7 +657,7 @@ fn item_outcome(tx: TransactionId, outcome: &ItemOutcome) -> FeedItemOutcome {
         transaction_id: tx,
         outcome: outcome.into(),
         reason: match outcome {
-            ItemOutcome::Paid => None,
+            ItemOutcome::Paid | ItemOutcome::PartlyPaid { .. } => None,
             ItemOutcome::Failed { reason } => Some(reason.clone()),
         },
     }
@@ -702,6 +733,7 @@ mod tests {
             currency: usd(),
             amount: 12_345,
             key: None,
+            metadata: None,
         };
         let event = tracker.event(1, UnixMs::from_millis(1_000), &deposit, &mut FromGenesis);
         let json = serde_json::to_value(&event).unwrap();
@@ -717,7 +749,11 @@ mod tests {
     #[test]
     fn a_withdrawal_ended_before_the_start_is_learned_from_the_seeds_or_said_unknown() {
         let tx = TransactionId::new(7, 1);
-        let completed = Event::WithdrawalCompleted { tx };
+        let completed = Event::WithdrawalCompleted {
+            tx,
+            paid: None,
+            fee: None,
+        };
         let mut unknown = BalanceTracker::new();
         let event = unknown.event(9, UnixMs::UNKNOWN, &completed, &mut FromGenesis);
         assert!(!event.balances_known);

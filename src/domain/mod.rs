@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod details;
 pub mod event;
 pub mod export;
 pub mod feed;
@@ -12,6 +13,7 @@ pub mod history;
 pub mod ids;
 pub mod money;
 pub mod payouts;
+pub mod policy;
 pub mod receipts;
 pub mod time;
 pub mod withdrawal;

@@ -233,7 +233,10 @@ impl Currencies {
 /// decimals for a two-decimal currency has its scale wrong (the mistake a
 /// changed currency table would make), and guessing what was meant is how
 /// money gets misread.
-fn decimal_to_units(amount: Decimal, currency: Currency) -> Result<Units, AmountProblem> {
+pub(crate) fn decimal_to_units(
+    amount: Decimal,
+    currency: Currency,
+) -> Result<Units, AmountProblem> {
     let scale = amount.scale();
     let decimals = u32::from(currency.decimals);
     if scale > decimals {

@@ -328,7 +328,7 @@ impl PayoutItemOutcome {
 impl From<&ItemOutcome> for PayoutItemOutcome {
     fn from(outcome: &ItemOutcome) -> Self {
         match outcome {
-            ItemOutcome::Paid => Self::Paid,
+            ItemOutcome::Paid | ItemOutcome::PartlyPaid { .. } => Self::Paid,
             ItemOutcome::Failed { reason } => Self::Failed {
                 reason: reason.clone(),
             },

@@ -42,6 +42,7 @@ use std::fmt;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::{Destination, Metadata, WithdrawalDetails};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
@@ -209,8 +210,17 @@ pub enum Settler {
 /// The outcome phase 3 reports for a withdrawal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WithdrawalOutcome {
+    /// Paid in full.
     Completed,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// Paid, but only `paid` of the amount: that is burned, the rest
+    /// released to available (the fee is collected whole). `paid` equal to
+    /// the amount is a full completion.
+    PartlyCompleted {
+        paid: Decimal,
+    },
 }
 
 /// Longest failure reason kept, in bytes.
@@ -232,6 +242,22 @@ pub struct Withdrawal {
     /// When its status last changed (the time of the event that changed
     /// it; `created_at` until then); `None` if unknown, as above.
     pub updated_at: Option<UnixMs>,
+    /// What was paid, once completed (the amount, or less for a partial
+    /// completion); `None` before.
+    pub paid: Option<Decimal>,
+    /// Its fee: locked with the amount, collected on completion.
+    pub fee: Option<FeeView>,
+    pub destination: Option<Destination>,
+    pub metadata: Metadata,
+    /// While still pending at this time, it fails with reason `expired`.
+    pub expires_at: Option<UnixMs>,
+}
+
+/// A withdrawal's fee as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeeView {
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
 }
 
 /// A withdrawal as an account keeps it (its id is the map key).
@@ -248,10 +274,31 @@ pub struct WithdrawalRecord {
     pub created_at: UnixMs,
     #[serde(skip)]
     pub updated_at: UnixMs,
+    /// Its fee, destination, metadata, expiry and partly paid amount; kept
+    /// beside the record by snapshots (format v7), like the times.
+    #[serde(skip)]
+    pub extras: Option<Box<Extras>>,
+}
+
+/// What a withdrawal record keeps beyond the plain withdrawal of format
+/// v6: what its request carried, and what a partial completion paid.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extras {
+    pub details: WithdrawalDetails,
+    /// Set by a completion that paid less than the amount.
+    pub paid: Option<Units>,
 }
 
 impl WithdrawalRecord {
     pub fn view(&self, transaction_id: TransactionId) -> Withdrawal {
+        let extras = self.extras.as_deref();
+        let details = extras.map(|e| &e.details);
+        let paid = match self.status {
+            WithdrawalStatus::Completed | WithdrawalStatus::Returned { .. } => {
+                Some(self.currency.to_decimal(self.paid()))
+            }
+            _ => None,
+        };
         Withdrawal {
             transaction_id,
             account: transaction_id.account(),
@@ -261,7 +308,34 @@ impl WithdrawalRecord {
             status: self.status.clone(),
             created_at: self.created_at.known(),
             updated_at: self.updated_at.known(),
+            paid,
+            fee: details.and_then(|d| d.fee).map(|fee| FeeView {
+                currency: fee.currency.code,
+                amount: fee.currency.to_decimal(fee.amount),
+            }),
+            destination: details.and_then(|d| d.destination.clone()),
+            metadata: details.map(|d| d.metadata.clone()).unwrap_or_default(),
+            expires_at: details.and_then(|d| d.expires_at),
         }
+    }
+
+    /// What its request carried beyond currency and amount.
+    pub fn details(&self) -> Option<&WithdrawalDetails> {
+        self.extras.as_deref().map(|e| &e.details)
+    }
+
+    /// What a completion paid (or would pay): the amount, unless a partial
+    /// completion paid less.
+    pub fn paid(&self) -> Units {
+        self.extras
+            .as_deref()
+            .and_then(|e| e.paid)
+            .unwrap_or(self.amount)
+    }
+
+    /// Its fee, if it has one.
+    pub fn fee(&self) -> Option<crate::domain::details::Fee> {
+        self.details().and_then(|d| d.fee)
     }
 }
 
@@ -348,6 +422,7 @@ mod tests {
             currency: Currency,
             amount: Units,
             status: WithdrawalStatus,
+            extras: Option<Box<Extras>>,
         }
         let (timed, untimed) = (
             std::mem::size_of::<WithdrawalRecord>(),

@@ -26,6 +26,8 @@
 
 use std::rc::Rc;
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
@@ -34,6 +36,7 @@ use crate::domain::event::Stamped;
 use std::collections::HashMap;
 
 use crate::domain::ids::TransactionId;
+use crate::domain::policy::Policy;
 use crate::domain::time::UnixMs;
 use crate::engine::command::{execute, newly_pending, Job};
 use crate::engine::horizon::{self, Forgetting};
@@ -63,8 +66,8 @@ pub struct AccountActor {
     /// lost notice only delays a payout: on restart every pending
     /// withdrawal is queued again from the recovered state).
     log: Rc<ShardLog>,
-    /// Copied from the config: the cap on pending withdrawals per account.
-    pending_withdrawals_max: u32,
+    /// The rules' configuration (pending cap, limits, fee account).
+    policy: Arc<Policy>,
     /// The shard's horizon and history.
     forgetting: Rc<Forgetting>,
 }
@@ -77,7 +80,7 @@ impl AccountActor {
     pub fn new(
         holding: Holding,
         log: Rc<ShardLog>,
-        pending_withdrawals_max: u32,
+        policy: Arc<Policy>,
         forgetting: Rc<Forgetting>,
     ) -> Self {
         let (state, awaiting) = match holding {
@@ -88,7 +91,7 @@ impl AccountActor {
             state,
             awaiting,
             log,
-            pending_withdrawals_max,
+            policy,
             forgetting,
         }
     }
@@ -180,10 +183,7 @@ impl AccountActor {
             return msg.refuse(&refusal);
         }
         let Self {
-            state,
-            log,
-            pending_withdrawals_max: max,
-            ..
+            state, log, policy, ..
         } = self;
         let Some(state) = state.as_mut() else {
             return msg.refuse(&LedgerError::ShuttingDown);
@@ -204,7 +204,7 @@ impl AccountActor {
             if let Some(error) = unread {
                 return Err(error.clone());
             }
-            let (reply, event) = execute(state, job, *max, &mut gauges, at)
+            let (reply, event) = execute(state, job, policy, &mut gauges, at)
                 .inspect_err(|error| poison_on_internal(log, error))?;
             if let Some(event) = event {
                 if log.wants_notices() {

@@ -229,6 +229,7 @@ async fn finish_transfers<A>(
             currency: t.currency,
             amount: t.amount,
             key: t.key.clone(),
+            metadata: t.metadata.clone(),
         };
         credits.push(position, t.to, credit);
     }

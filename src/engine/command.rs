@@ -18,14 +18,18 @@
 //! The coordinator also runs commands on a throwaway empty state, to answer
 //! those aimed at accounts that do not exist without spawning an actor.
 
-use crate::domain::account::{AccountState, Remembered, TransferHold};
-use crate::domain::event::Event;
+use crate::domain::account::{
+    AccountControls, AccountState, Remembered, Settlement, TransferHold, WithdrawalRequest,
+};
+use crate::domain::details::Metadata;
+use crate::domain::event::{Event, Stamped};
 use crate::domain::gauges::{Counted, WithdrawalGauges};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
+use crate::domain::policy::{Freeze, Policy, Tier};
 use crate::domain::receipts::{Deposit, Outcome, Transfer};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{Settler, TransitionAction, Withdrawal};
+use crate::domain::withdrawal::{Settler, Withdrawal};
 use crate::engine::messages::WithdrawalQueued;
 use crate::error::LedgerError;
 
@@ -52,7 +56,7 @@ pub trait Job: Send + 'static {
     fn run(
         self,
         state: &mut AccountState,
-        pending_withdrawals_max: u32,
+        policy: &Policy,
         at: UnixMs,
     ) -> Result<(Self::Reply, Option<Event>), LedgerError>;
 }
@@ -96,6 +100,7 @@ pub struct HeldTransfer {
     pub currency: Currency,
     pub amount: Units,
     pub key: Option<IdempotencyKey>,
+    pub metadata: Option<Box<Metadata>>,
 }
 
 /// Credit `amount` to available.
@@ -104,27 +109,26 @@ pub struct DepositCommand {
     pub currency: Currency,
     pub amount: Units,
     pub key: Option<IdempotencyKey>,
+    pub metadata: Metadata,
 }
 
 /// Everything that answers with a withdrawal.
 #[derive(Debug, Clone)]
 pub enum WithdrawalCommand {
-    /// Phase 1: lock `amount` in a new pending withdrawal.
-    Request {
-        currency: Currency,
-        amount: Units,
-        key: Option<IdempotencyKey>,
-    },
-    /// Phase 3, a cancel or a return, by `by`.
+    /// Phase 1: lock the amount (and fee) in a new pending withdrawal.
+    Request(Box<WithdrawalRequest>),
+    /// Phase 3 (in full or in part), a cancel or a return, by `by`.
     Update {
         tx: TransactionId,
-        action: TransitionAction,
-        reason: String,
+        settlement: Settlement,
         /// Who asks: a payout's claim refuses anyone but that payout.
         by: Settler,
     },
     /// A payout takes a pending withdrawal.
     Claim { tx: TransactionId, payout_id: u64 },
+    /// The expiry sweep: fail it (`expired`) if still pending and due.
+    /// Answers the withdrawal as it is, changed or not.
+    Expire { tx: TransactionId },
 }
 
 /// Transfer step 1, at the source.
@@ -134,6 +138,24 @@ pub struct TransferCommand {
     pub currency: Currency,
     pub amount: Units,
     pub key: Option<IdempotencyKey>,
+    pub metadata: Metadata,
+}
+
+/// An operator's change to an account's controls; answers its tier and
+/// freeze.
+#[derive(Debug, Clone)]
+pub enum ControlCommand {
+    Freeze(Freeze),
+    Unfreeze,
+    SetTier(Tier),
+}
+
+/// The fee account's side of completions logged on another account: the
+/// fees are credited (nothing is logged: each completion's event already
+/// is, and names this account). Sent once those events are durable.
+#[derive(Debug, Clone)]
+pub struct CollectFee {
+    pub completion: Stamped,
 }
 
 /// Any command, for batches that mix them; answers an [`Outcome`].
@@ -151,6 +173,7 @@ pub struct ReceiveTransfer {
     pub currency: Currency,
     pub amount: Units,
     pub key: Option<IdempotencyKey>,
+    pub metadata: Option<Box<Metadata>>,
 }
 
 /// Transfer step 3, back at the source: the receiver answered.
@@ -171,10 +194,10 @@ impl Job for DepositCommand {
     fn run(
         self,
         state: &mut AccountState,
-        _: u32,
+        _: &Policy,
         at: UnixMs,
     ) -> Result<(Ran<Deposit>, Option<Event>), LedgerError> {
-        let effect = state.deposit(self.currency, self.amount, self.key, at)?;
+        let effect = state.deposit_with(self.currency, self.amount, self.key, self.metadata, at)?;
         Ok((Ran::Done(effect.output), effect.event))
     }
 }
@@ -192,8 +215,8 @@ impl Job for WithdrawalCommand {
 
     fn acts_on(&self) -> Option<TransactionId> {
         match self {
-            Self::Request { .. } => None,
-            Self::Update { tx, .. } | Self::Claim { tx, .. } => Some(*tx),
+            Self::Request(_) => None,
+            Self::Update { tx, .. } | Self::Claim { tx, .. } | Self::Expire { tx } => Some(*tx),
         }
     }
 
@@ -201,35 +224,49 @@ impl Job for WithdrawalCommand {
     /// request, the one its key made (a replay answers from it).
     fn recalls(&self, state: &AccountState) -> Option<TransactionId> {
         match self {
-            Self::Request { key, .. } => key.as_ref().and_then(|k| state.forgotten_by_key(k)),
+            Self::Request(request) => request.key.as_ref().and_then(|k| state.forgotten_by_key(k)),
             Self::Update { tx, .. } | Self::Claim { tx, .. } => {
                 (state.remember(*tx) == Remembered::Forgotten).then_some(*tx)
             }
+            // A forgotten withdrawal is finished: nothing to expire.
+            Self::Expire { .. } => None,
         }
     }
 
     fn run(
         self,
         state: &mut AccountState,
-        pending_withdrawals_max: u32,
+        policy: &Policy,
         at: UnixMs,
     ) -> Result<(Ran<Withdrawal>, Option<Event>), LedgerError> {
-        let max = pending_withdrawals_max;
         let effect = match self {
-            Self::Request {
-                currency,
-                amount,
-                key,
-            } => state.request_withdrawal(currency, amount, key, max, at)?,
-            Self::Update {
-                tx,
-                action,
-                reason,
-                by,
-            } => state.update_withdrawal_by(tx, action, &reason, by, at)?,
+            Self::Request(request) => state.request_withdrawal_with(*request, policy, at)?,
+            Self::Update { tx, settlement, by } => {
+                state.settle_withdrawal(tx, settlement, policy.fee_account, by, at)?
+            }
             Self::Claim { tx, payout_id } => state.claim_withdrawal(tx, payout_id, at)?,
+            Self::Expire { tx } => match state.expire_withdrawal(tx, at)? {
+                Some(effect) => effect,
+                None => crate::domain::account::Effect {
+                    output: state.withdrawal(tx)?,
+                    event: None,
+                },
+            },
         };
         Ok((Ran::Done(effect.output), effect.event))
+    }
+}
+
+impl WithdrawalCommand {
+    /// Phase 1 with nothing but a currency, an amount and a key.
+    pub fn request(currency: Currency, amount: Units, key: Option<IdempotencyKey>) -> Self {
+        Self::Request(Box::new(WithdrawalRequest {
+            currency,
+            amount,
+            key,
+            details: Default::default(),
+            expires_in: None,
+        }))
     }
 }
 
@@ -249,23 +286,32 @@ impl Job for TransferCommand {
     fn run(
         self,
         state: &mut AccountState,
-        _: u32,
-        _: UnixMs,
+        _: &Policy,
+        at: UnixMs,
     ) -> Result<(Ran<Transfer>, Option<Event>), LedgerError> {
-        let ran =
-            match state.hold_transfer(self.to, self.currency, self.amount, self.key.clone())? {
-                TransferHold::Held(tx) => Ran::Held(Held {
-                    transfer: HeldTransfer {
-                        tx,
-                        to: self.to,
-                        currency: self.currency,
-                        amount: self.amount,
-                        key: self.key,
-                    },
-                    answer: std::convert::identity,
-                }),
-                TransferHold::Replayed(receipt) => Ran::Done(receipt),
-            };
+        let metadata = self.metadata.clone().boxed();
+        let held = state.hold_transfer_with(
+            self.to,
+            self.currency,
+            self.amount,
+            self.key.clone(),
+            self.metadata,
+            at,
+        )?;
+        let ran = match held {
+            TransferHold::Held(tx) => Ran::Held(Held {
+                transfer: HeldTransfer {
+                    tx,
+                    to: self.to,
+                    currency: self.currency,
+                    amount: self.amount,
+                    key: self.key,
+                    metadata,
+                },
+                answer: std::convert::identity,
+            }),
+            TransferHold::Replayed(receipt) => Ran::Done(receipt),
+        };
         Ok((ran, None))
     }
 }
@@ -313,7 +359,7 @@ impl Job for AccountCommand {
     fn run(
         self,
         state: &mut AccountState,
-        max: u32,
+        max: &Policy,
         at: UnixMs,
     ) -> Result<(Ran<Outcome>, Option<Event>), LedgerError> {
         let transferred = Outcome::Transferred;
@@ -367,10 +413,17 @@ impl Job for ReceiveTransfer {
     fn run(
         self,
         state: &mut AccountState,
-        _: u32,
+        _: &Policy,
         at: UnixMs,
     ) -> Result<(UnixMs, Option<Event>), LedgerError> {
-        let event = state.receive_transfer(self.tx, self.currency, self.amount, self.key, at)?;
+        let event = state.receive_transfer_with(
+            self.tx,
+            self.currency,
+            self.amount,
+            self.key,
+            self.metadata,
+            at,
+        )?;
         Ok((at, Some(event)))
     }
 }
@@ -387,10 +440,64 @@ impl Job for FinishTransfer {
     fn run(
         self,
         state: &mut AccountState,
-        _: u32,
+        _: &Policy,
         _: UnixMs,
     ) -> Result<(Transfer, Option<Event>), LedgerError> {
         Ok((state.finish_transfer(self.tx, self.received)?, None))
+    }
+}
+
+impl Job for ControlCommand {
+    type Reply = Ran<AccountControls>;
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        None
+    }
+
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: &Policy,
+        at: UnixMs,
+    ) -> Result<(Ran<AccountControls>, Option<Event>), LedgerError> {
+        let effect = match self {
+            Self::Freeze(freeze) => state.set_freeze(freeze, at)?,
+            Self::Unfreeze => state.lift_freeze(at)?,
+            Self::SetTier(tier) => state.set_tier(tier, at)?,
+        };
+        Ok((Ran::Done(effect.output), effect.event))
+    }
+}
+
+impl Command for ControlCommand {
+    type Answer = AccountControls;
+
+    /// A freeze or a tier may be set before the account ever held money.
+    fn creates_account(&self) -> bool {
+        !matches!(self, Self::Unfreeze)
+    }
+}
+
+impl Job for CollectFee {
+    type Reply = ();
+
+    fn acts_on(&self) -> Option<TransactionId> {
+        None
+    }
+
+    /// Applies the fee account's side of the completion, with the stamp it
+    /// was logged with; nothing to log.
+    fn run(
+        self,
+        state: &mut AccountState,
+        _: &Policy,
+        _: UnixMs,
+    ) -> Result<((), Option<Event>), LedgerError> {
+        let Stamped { at, event } = self.completion;
+        state.apply(&event, at).map_err(|e| LedgerError::Internal {
+            reason: e.to_string(),
+        })?;
+        Ok(((), None))
     }
 }
 
@@ -418,7 +525,7 @@ pub fn newly_pending(state: &AccountState, event: &Event) -> Option<WithdrawalQu
 pub fn execute<J: Job>(
     state: &mut AccountState,
     job: J,
-    pending_withdrawals_max: u32,
+    policy: &Policy,
     gauges: &mut WithdrawalGauges,
     at: UnixMs,
 ) -> Result<(J::Reply, Option<Event>), LedgerError> {
@@ -426,7 +533,7 @@ pub fn execute<J: Job>(
     let before = acted_on
         .and_then(|tx| state.withdrawal_record_of(tx))
         .map(Counted::of);
-    let (reply, event) = job.run(state, pending_withdrawals_max, at)?;
+    let (reply, event) = job.run(state, policy, at)?;
     if let Some(event) = &event {
         let tx = event.transaction_id();
         let after = tx
@@ -444,9 +551,11 @@ pub fn execute<J: Job>(
 mod tests {
     use super::*;
     use crate::domain::money::usd;
-    use crate::domain::withdrawal::StatusKind;
+    use crate::domain::withdrawal::{StatusKind, TransitionAction};
 
-    const MAX: u32 = 8;
+    fn policy() -> Policy {
+        Policy::new(8)
+    }
 
     /// Runs a job through `execute`, then checks the gauges against a fresh
     /// count of every withdrawal of the states.
@@ -457,7 +566,7 @@ mod tests {
         others: &[&AccountState],
     ) -> Result<J::Reply, LedgerError> {
         let at = UnixMs::from_millis(1_767_225_600_000);
-        let result = execute(state, job, MAX, gauges, at).map(|(reply, _)| reply);
+        let result = execute(state, job, &policy(), gauges, at).map(|(reply, _)| reply);
         let all = others.iter().copied().chain(std::iter::once(&*state));
         assert_eq!(*gauges, WithdrawalGauges::scan(all));
         result
@@ -482,12 +591,12 @@ mod tests {
     }
 
     fn update_by(tx: TransactionId, action: TransitionAction, by: Settler) -> WithdrawalCommand {
-        WithdrawalCommand::Update {
-            tx,
+        let settlement = Settlement {
             action,
             reason: "test".into(),
-            by,
-        }
+            paid: None,
+        };
+        WithdrawalCommand::Update { tx, settlement, by }
     }
 
     #[test]
@@ -499,13 +608,10 @@ mod tests {
             currency: usd(),
             amount: 10_000,
             key: None,
+            metadata: Default::default(),
         };
         assert!(run_checked(&mut state, g, deposit, &[&other]).is_ok());
-        let request = |amount| WithdrawalCommand::Request {
-            currency: usd(),
-            amount,
-            key: None,
-        };
+        let request = |amount| WithdrawalCommand::request(usd(), amount, None);
         let a = withdrawal_id(run_checked(&mut state, g, request(100), &[&other]));
         let b = withdrawal_id(run_checked(&mut state, g, request(200), &[&other]));
         let c = withdrawal_id(run_checked(&mut state, g, request(300), &[&other]));
@@ -536,6 +642,7 @@ mod tests {
             currency: usd(),
             amount: 50,
             key: None,
+            metadata: Default::default(),
         };
         let Ok(Ran::Held(held)) = run_checked(&mut state, g, hold, &[&other]) else {
             panic!("the transfer was not held");
@@ -546,6 +653,7 @@ mod tests {
             currency: usd(),
             amount: 50,
             key: None,
+            metadata: None,
         };
         assert!(run_checked(&mut other, g, receive, &[&state]).is_ok());
         let finish = FinishTransfer {

@@ -30,6 +30,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use actix::prelude::*;
 use futures_util::future::join_all;
 
@@ -38,6 +40,7 @@ use crate::domain::account::AccountState;
 use crate::domain::gauges::ShardCounts;
 use crate::domain::gauges::{Gauges, WithdrawalGauges};
 use crate::domain::ids::AccountId;
+use crate::domain::policy::Policy;
 use crate::domain::time::UnixMs;
 use crate::engine::account::poison_on_internal;
 use crate::engine::batch::{
@@ -64,7 +67,8 @@ pub struct CoordinatorSettings {
     /// This shard's number.
     pub shard: usize,
     pub journal: Journal,
-    pub pending_withdrawals_max: u32,
+    /// The rules' configuration: pending cap, limits, fee account.
+    pub policy: Arc<Policy>,
     /// Every shard, for the receiving side of transfers.
     pub router: Router,
     pub payouts: Option<Recipient<WithdrawalQueued>>,
@@ -85,7 +89,7 @@ pub struct CoordinatorSettings {
 pub struct Coordinator {
     directory: Directory,
     log: Rc<ShardLog>,
-    pending_withdrawals_max: u32,
+    policy: Arc<Policy>,
     router: Router,
     account_idle_sweep: Duration,
     clock: SharedClock,
@@ -114,13 +118,13 @@ impl Coordinator {
         let forgetting = Rc::new(settings.forgetting);
         let seed = ActorSeed {
             log: Rc::clone(&log),
-            pending_withdrawals_max: settings.pending_withdrawals_max,
+            policy: Arc::clone(&settings.policy),
             forgetting: Rc::clone(&forgetting),
         };
         Self {
             directory: Directory::new(recovered, settings.account_actors_max, seed),
             log,
-            pending_withdrawals_max: settings.pending_withdrawals_max,
+            policy: settings.policy,
             router: settings.router,
             account_idle_sweep: settings.account_idle_sweep,
             clock: settings.clock,
@@ -167,7 +171,7 @@ impl Coordinator {
         let ran = execute(
             &mut empty,
             command,
-            self.pending_withdrawals_max,
+            &self.policy,
             &mut unchanged,
             self.log.now(),
         );

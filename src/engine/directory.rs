@@ -71,7 +71,7 @@ pub enum Found<'a> {
 /// What new actors of the shard get besides their state.
 pub struct ActorSeed {
     pub log: Rc<ShardLog>,
-    pub pending_withdrawals_max: u32,
+    pub policy: std::sync::Arc<crate::domain::policy::Policy>,
     pub forgetting: Rc<Forgetting>,
 }
 
@@ -162,7 +162,7 @@ impl Directory {
         let actor = AccountActor::new(
             holding,
             Rc::clone(&self.seed.log),
-            self.seed.pending_withdrawals_max,
+            std::sync::Arc::clone(&self.seed.policy),
             Rc::clone(&self.seed.forgetting),
         )
         .start();
@@ -385,7 +385,7 @@ mod tests {
         let log = ShardLog::new(0, Journal::memory_only(), None, gauges, stamper);
         let seed = ActorSeed {
             log: Rc::new(log),
-            pending_withdrawals_max: 8,
+            policy: std::sync::Arc::new(crate::domain::policy::Policy::new(8)),
             forgetting: Rc::new(forgetting),
         };
         Directory::new(recovered, actors_max, seed)
@@ -404,6 +404,7 @@ mod tests {
             currency: usd(),
             amount,
             key: None,
+            metadata: Default::default(),
         }
     }
 
@@ -426,11 +427,7 @@ mod tests {
             assert_ne!(first, second);
             drop(first);
             let round2 = RoundReplies::expecting(1, 1);
-            let request = WithdrawalCommand::Request {
-                currency: usd(),
-                amount: 200,
-                key: None,
-            };
+            let request = WithdrawalCommand::request(usd(), 200, None);
             second.do_send(RunCommands::new(vec![(0, request)], round2.clone()));
             directory.send_retirements();
             assert!(round.all().await[0].1.is_ok());

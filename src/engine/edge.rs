@@ -5,12 +5,14 @@
 
 use rust_decimal::Decimal;
 
+use crate::domain::account::{Settlement, WithdrawalRequest};
+use crate::domain::details::{Fee, Metadata, WithdrawalDetails};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currencies, CurrencyCode};
 use crate::domain::withdrawal::{Settler, TransitionAction, WithdrawalOutcome};
 use crate::engine::command::{AccountCommand, DepositCommand, TransferCommand, WithdrawalCommand};
 use crate::error::LedgerError;
-use crate::operation::{check_distinct, check_reason, Operation};
+use crate::operation::{check_distinct, check_reason, Operation, WithdrawalOptions};
 
 /// Validates operations for one ledger.
 pub struct Edge<'a> {
@@ -18,6 +20,8 @@ pub struct Edge<'a> {
     /// Whether the ledger pays withdrawals out itself: a caller's outcome
     /// is then refused while a payout owns the withdrawal.
     pub engine_pays: bool,
+    /// Longest `expires_in` a withdrawal may carry, in milliseconds.
+    pub expiry_max_ms: u64,
 }
 
 impl Edge<'_> {
@@ -26,27 +30,73 @@ impl Edge<'_> {
         currency: CurrencyCode,
         amount: Decimal,
         key: Option<IdempotencyKey>,
+        metadata: Metadata,
     ) -> Result<DepositCommand, LedgerError> {
         let currency = self.currencies.get_code(currency)?;
+        metadata.check()?;
         Ok(DepositCommand {
             currency,
             amount: self.currencies.parse_amount(currency, amount)?,
             key,
+            metadata,
         })
     }
 
+    /// A withdrawal request: its currency and amount, then its fee (a
+    /// configured currency, an exact positive amount), destination,
+    /// metadata and expiry, each checked on its own.
     pub fn request_withdrawal(
         &self,
         currency: CurrencyCode,
         amount: Decimal,
         key: Option<IdempotencyKey>,
+        options: WithdrawalOptions,
     ) -> Result<WithdrawalCommand, LedgerError> {
         let currency = self.currencies.get_code(currency)?;
-        Ok(WithdrawalCommand::Request {
+        let amount = self.currencies.parse_amount(currency, amount)?;
+        let fee = match options.fee {
+            None => None,
+            Some(fee) => {
+                let fee_currency = self.currencies.get_code(fee.currency)?;
+                Some(Fee {
+                    currency: fee_currency,
+                    amount: self.currencies.parse_amount(fee_currency, fee.amount)?,
+                })
+            }
+        };
+        if let Some(destination) = &options.destination {
+            destination.check()?;
+        }
+        options.metadata.check()?;
+        let expires_in = options.expires_in.map(|d| self.expiry_ms(d)).transpose()?;
+        Ok(WithdrawalCommand::Request(Box::new(WithdrawalRequest {
             currency,
-            amount: self.currencies.parse_amount(currency, amount)?,
+            amount,
             key,
-        })
+            details: WithdrawalDetails {
+                fee,
+                destination: options.destination,
+                metadata: options.metadata,
+                expires_at: None,
+            },
+            expires_in,
+        })))
+    }
+
+    /// An `expires_in` in milliseconds: at least 1 ms, at most the
+    /// configured maximum.
+    fn expiry_ms(&self, expires_in: std::time::Duration) -> Result<u64, LedgerError> {
+        let ms = u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
+        if ms == 0 || ms > self.expiry_max_ms {
+            return Err(LedgerError::InvalidExpiry {
+                problem: format!(
+                    "expires_in must be 1 ms to {} ms, got {} ms",
+                    self.expiry_max_ms,
+                    expires_in.as_millis()
+                ),
+            });
+        }
+        Ok(ms)
     }
 
     pub fn complete_withdrawal(
@@ -54,16 +104,21 @@ impl Edge<'_> {
         tx: TransactionId,
         outcome: WithdrawalOutcome,
     ) -> Result<WithdrawalCommand, LedgerError> {
-        let (action, reason) = match outcome {
-            WithdrawalOutcome::Completed => (TransitionAction::Complete, String::new()),
-            WithdrawalOutcome::Failed { reason } => (TransitionAction::Fail, reason),
+        let (action, reason, paid) = match outcome {
+            WithdrawalOutcome::Completed => (TransitionAction::Complete, String::new(), None),
+            WithdrawalOutcome::Failed { reason } => (TransitionAction::Fail, reason, None),
+            WithdrawalOutcome::PartlyCompleted { paid } => {
+                (TransitionAction::Complete, String::new(), Some(paid))
+            }
         };
         check_reason("reason", &reason)?;
-        Ok(self.update(tx, action, reason))
+        // The paid amount is read in the withdrawal's currency, which only
+        // its account knows: checked there.
+        Ok(self.settle(tx, action, reason, paid))
     }
 
     pub fn cancel_withdrawal(&self, tx: TransactionId) -> WithdrawalCommand {
-        self.update(tx, TransitionAction::Cancel, String::new())
+        self.settle(tx, TransitionAction::Cancel, String::new(), None)
     }
 
     pub fn return_withdrawal(
@@ -72,7 +127,7 @@ impl Edge<'_> {
         reason: String,
     ) -> Result<WithdrawalCommand, LedgerError> {
         check_reason("reason", &reason)?;
-        Ok(self.update(tx, TransitionAction::Return, reason))
+        Ok(self.settle(tx, TransitionAction::Return, reason, None))
     }
 
     pub fn transfer(
@@ -82,14 +137,17 @@ impl Edge<'_> {
         currency: CurrencyCode,
         amount: Decimal,
         key: Option<IdempotencyKey>,
+        metadata: Metadata,
     ) -> Result<TransferCommand, LedgerError> {
         check_distinct(from, to)?;
         let currency = self.currencies.get_code(currency)?;
+        metadata.check()?;
         Ok(TransferCommand {
             to,
             currency,
             amount: self.currencies.parse_amount(currency, amount)?,
             key,
+            metadata,
         })
     }
 
@@ -102,7 +160,12 @@ impl Edge<'_> {
                 amount,
                 idempotency_key,
                 ..
-            } => AccountCommand::Deposit(self.deposit(currency, amount, idempotency_key)?),
+            } => AccountCommand::Deposit(self.deposit(
+                currency,
+                amount,
+                idempotency_key,
+                Metadata::default(),
+            )?),
             Operation::RequestWithdrawal {
                 currency,
                 amount,
@@ -112,6 +175,7 @@ impl Edge<'_> {
                 currency,
                 amount,
                 idempotency_key,
+                WithdrawalOptions::default(),
             )?),
             Operation::CompleteWithdrawal {
                 transaction_id,
@@ -136,22 +200,27 @@ impl Edge<'_> {
                 currency,
                 amount,
                 idempotency_key,
+                Metadata::default(),
             )?),
         };
         Ok((account, command))
     }
 
     /// A caller's withdrawal update, as the account sees it.
-    fn update(
+    fn settle(
         &self,
         tx: TransactionId,
         action: TransitionAction,
         reason: String,
+        paid: Option<Decimal>,
     ) -> WithdrawalCommand {
         WithdrawalCommand::Update {
             tx,
-            action,
-            reason,
+            settlement: Settlement {
+                action,
+                reason,
+                paid,
+            },
             by: Settler::Caller {
                 engine_pays: self.engine_pays,
             },

@@ -55,7 +55,7 @@ impl Job for ExpireKeys {
     fn run(
         self,
         state: &mut AccountState,
-        _: u32,
+        _: &crate::domain::policy::Policy,
         at: UnixMs,
     ) -> Result<(usize, Option<Event>), LedgerError> {
         let effect = state.expire_keys(self.before, at)?;

@@ -30,6 +30,7 @@ use crate::domain::account::AccountState;
 use crate::domain::ids::{shard_of, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::PayoutRecord;
+use crate::domain::policy::Policy;
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{WithdrawalHistory, WithdrawalStatus};
 use crate::engine::coordinator::{Coordinator, CoordinatorSettings};
@@ -123,6 +124,8 @@ struct Seed {
     /// Where forgotten withdrawals are found again, and each shard's
     /// horizon: the configuration's, else the data folder's history store.
     withdrawal_history: Option<Arc<dyn WithdrawalHistory>>,
+    /// The rules' configuration, shared by every shard.
+    policy: Arc<Policy>,
 }
 
 struct PayoutSeed {
@@ -176,9 +179,11 @@ pub fn start(config: &Config, currencies: &Currencies) -> Result<Engine, OpenErr
         .as_ref()
         .map(|h| Arc::clone(&h.0))
         .or(store_history);
+    let policy = Arc::new(config.policy(currencies).map_err(OpenError::Config)?);
     let seed = Seed {
         stamps_from,
         withdrawal_history,
+        policy,
         journal: journal.clone(),
         router: router.clone(),
         accounts: by_shard(accounts, config.shards),
@@ -309,6 +314,7 @@ fn spawn(
                     payouts,
                     stamps_from,
                     withdrawal_history,
+                    policy,
                 } = seed;
                 // On the System's own thread, apart from the shards.
                 let payouts = payouts.and_then(|p| {
@@ -323,7 +329,7 @@ fn spawn(
                     let settings = CoordinatorSettings {
                         shard,
                         journal: journal.clone(),
-                        pending_withdrawals_max: config.account_pending_withdrawals_max,
+                        policy: Arc::clone(&policy),
                         router: router.clone(),
                         payouts: recipient.clone(),
                         account_actors_max: config.shard_account_actors_max,

@@ -142,7 +142,14 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::InvalidLimit { .. }
         | LedgerError::InvalidCursor { .. }
         | LedgerError::InvalidConsumer { .. }
+        | LedgerError::InvalidMetadata { .. }
+        | LedgerError::InvalidDestination { .. }
+        | LedgerError::InvalidTier { .. }
+        | LedgerError::InvalidExpiry { .. }
+        | LedgerError::FeesDisabled
         | LedgerError::PayoutsDisabled => StatusCode::BAD_REQUEST,
+        // An operator's freeze: the account may not do this now.
+        LedgerError::AccountFrozen { .. } => StatusCode::FORBIDDEN,
         // The log no longer holds what the consumer asks for.
         LedgerError::CursorExpired { .. } => StatusCode::GONE,
         LedgerError::UnknownWithdrawal { .. }
@@ -151,6 +158,8 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::NotInPayout { .. }
         | LedgerError::UnknownConsumer { .. } => StatusCode::NOT_FOUND,
         LedgerError::InsufficientFunds { .. }
+        | LedgerError::LimitExceeded { .. }
+        | LedgerError::InvalidPaidAmount { .. }
         | LedgerError::InvalidTransition { .. }
         | LedgerError::IdempotencyConflict { .. }
         | LedgerError::IdempotencyInProgress { .. }
@@ -394,6 +403,7 @@ mod tests {
                     currency: usd,
                     available: Decimal::ZERO,
                     requested: Decimal::ONE,
+                    part: crate::error::FundsPart::Amount,
                 },
                 409,
             ),

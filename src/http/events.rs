@@ -637,7 +637,10 @@ mod tests {
                 | FeedBody::PayoutSettled { .. }
                 | FeedBody::PayoutResolved { .. }
                 | FeedBody::PayoutMismatch { .. }
-                | FeedBody::IdempotencyKeysExpired { .. } => {}
+                | FeedBody::IdempotencyKeysExpired { .. }
+                | FeedBody::AccountFrozen { .. }
+                | FeedBody::AccountUnfrozen { .. }
+                | FeedBody::AccountTierSet { .. } => {}
             }
         }
         bodies

@@ -226,6 +226,13 @@ impl Ledger {
             status,
             created_at: UnixMs::from_millis(row.created_at_ms).known(),
             updated_at: UnixMs::from_millis(row.updated_at_ms).known(),
+            // What the row keeps of fees, destinations, metadata and
+            // partial payments: not yet (a plain withdrawal's view).
+            paid: None,
+            fee: None,
+            destination: None,
+            metadata: Default::default(),
+            expires_at: None,
         })
     }
 

@@ -25,10 +25,11 @@ use rust_decimal::Decimal;
 use crate::config::Config;
 use crate::domain::account::AccountState;
 use crate::domain::audit::{audit, Audit};
+use crate::domain::details::Metadata;
 use crate::domain::export::AccountExport;
 use crate::domain::gauges::{Gauges, ShardCounts};
-use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
-use crate::domain::money::{Currencies, CurrencyCode};
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::Currencies;
 use crate::domain::payouts::{PayoutCounts, PayoutMismatchView, PayoutView, Resolution};
 use crate::domain::receipts::{Balance, Deposit, Outcome, Transfer};
 use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
@@ -41,13 +42,15 @@ use crate::engine::payout::PayoutActor;
 use crate::engine::router::{answered, Router};
 use crate::engine::startup::{start, Engine};
 use crate::error::LedgerError;
-use crate::operation::{check_distinct, check_reason, Operation};
+use crate::operation::{check_reason, Operation, WithdrawalOptions};
 
 pub use crate::engine::startup::OpenError;
 
 mod chain;
+mod controls;
 mod events;
 mod history;
+mod requests;
 mod standby;
 mod storage;
 
@@ -110,12 +113,9 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Deposit, LedgerError> {
-        self.check_open()?;
-        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let command = self
-            .edge()
-            .deposit(CurrencyCode::new(currency)?, amount, key)?;
-        self.router().execute_one(account, command).await
+        let metadata = Metadata::default();
+        self.deposit_with(account, currency, amount, idempotency_key, metadata)
+            .await
     }
 
     /// Phase 1: creates a pending burn that locks `amount` (available →
@@ -128,11 +128,9 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Withdrawal, LedgerError> {
-        self.check_open()?;
-        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        let currency = CurrencyCode::new(currency)?;
-        let command = self.edge().request_withdrawal(currency, amount, key)?;
-        self.router().execute_one(account, command).await
+        let options = WithdrawalOptions::default();
+        self.request_withdrawal_with(account, currency, amount, idempotency_key, options)
+            .await
     }
 
     /// Phase 3, by `transaction_id` alone: `Completed` removes the locked
@@ -174,12 +172,9 @@ impl Ledger {
         amount: Decimal,
         idempotency_key: Option<&str>,
     ) -> Result<Transfer, LedgerError> {
-        self.check_open()?;
-        let key = idempotency_key.map(IdempotencyKey::new).transpose()?;
-        check_distinct(from, to)?;
-        let currency = CurrencyCode::new(currency)?;
-        let command = self.edge().transfer(from, to, currency, amount, key)?;
-        self.router().execute_one(from, command).await
+        let metadata = Metadata::default();
+        self.transfer_with(from, to, currency, amount, idempotency_key, metadata)
+            .await
     }
 
     /// The bank sent a completed withdrawal back: credits its amount to
@@ -296,6 +291,7 @@ impl Ledger {
         Edge {
             currencies: &self.inner.currencies,
             engine_pays: self.inner.engine.payouts.is_some(),
+            expiry_max_ms: self.inner.config.withdrawal_expiry_max_ms,
         }
     }
 

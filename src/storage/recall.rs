@@ -123,6 +123,7 @@ fn record_of(row: &WithdrawalRow, currencies: &Currencies) -> Result<WithdrawalR
         status,
         created_at: UnixMs::from_millis(row.created_at_ms),
         updated_at: UnixMs::from_millis(row.updated_at_ms),
+        extras: None,
     })
 }
 
@@ -217,7 +218,11 @@ pub(crate) mod testing {
         account.deposit(usd(), 1_000, None, T).unwrap();
         let made = account.request_withdrawal(usd(), 250, None, 8, T).unwrap();
         let tx = made.output.transaction_id;
-        let completed = Event::WithdrawalCompleted { tx };
+        let completed = Event::WithdrawalCompleted {
+            tx,
+            fee: None,
+            paid: None,
+        };
         account.apply(&completed, T).unwrap();
         let record = account.withdrawal_record_of(tx).unwrap().clone();
         (account, tx, record)

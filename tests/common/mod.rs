@@ -63,6 +63,7 @@ pub fn insufficient(currency: &str, available: &str, requested: &str) -> LedgerE
         currency: code(currency),
         available: dec(available),
         requested: dec(requested),
+        part: burnledger::error::FundsPart::Amount,
     }
 }
 

@@ -89,7 +89,10 @@ impl AccountState {
     /// account forgot it (a replay of the key answers from it).
     pub fn forgotten_by_key(&self, key: &IdempotencyKey) -> Option<TransactionId> {
         let record = self.idempotency.get(key)?;
-        let made_withdrawal = matches!(record.used_for, KeyUse::Withdrawal { .. });
+        let made_withdrawal = matches!(
+            record.used_for,
+            KeyUse::Withdrawal { .. } | KeyUse::WithdrawalWith { .. }
+        );
         let forgotten = self.remember(record.tx) == Remembered::Forgotten;
         (made_withdrawal && forgotten).then_some(record.tx)
     }

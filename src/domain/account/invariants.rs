@@ -2,7 +2,8 @@
 //! - after every change, on the balance it touched, in O(1) and in release
 //!   builds ([`AccountState::check_balance`]): available, locked and held
 //!   ≥ 0, available + locked + held within [`BALANCE_UNITS_MAX`], and
-//!   locked == what the currency's lock-holding withdrawals add up to
+//!   locked == what the currency's lock-holding withdrawals (and their
+//!   fees) add up to
 //!   (kept per balance as `withdrawals_locked`, so no withdrawal is
 //!   walked);
 //! - over the whole account, from scratch, on demand
@@ -139,6 +140,18 @@ impl AccountState {
             *sum = sum.checked_add(record.amount).ok_or_else(|| {
                 format!("account {}: pending {code} withdrawals overflow", self.id)
             })?;
+            // Its fee is locked too, in its own currency's balance.
+            if let Some(fee) = record.fee() {
+                let code = fee.currency.code;
+                let Some(index) = self.balances.iter().position(|b| b.currency.code == code) else {
+                    count.never_held = count.never_held.or(Some(code));
+                    continue;
+                };
+                let sum = &mut sums[index];
+                *sum = sum
+                    .checked_add(fee.amount)
+                    .ok_or_else(|| format!("account {}: pending {code} fees overflow", self.id))?;
+            }
         }
         Ok(count)
     }

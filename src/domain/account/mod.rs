@@ -15,6 +15,9 @@
 //! - `keys.rs` keeps the idempotency keys' lifetime: when each was first
 //!   used, which expire (a logged event), and the fingerprints an expired
 //!   key leaves so its replay is refused `idempotency_key_expired`;
+//! - `controls.rs` keeps the tier, an operator's freeze and what the
+//!   account withdrew recently (`usage.rs`), and decides what a freeze
+//!   stops and what the withdrawal limits allow;
 //! - `forget.rs` lets finished withdrawals leave memory past a horizon,
 //!   tells a forgotten id from one never made, and takes a forgotten
 //!   withdrawal back from the history when a command needs it.
@@ -27,17 +30,20 @@
 //! part: poison the account's shard).
 
 mod apply;
+mod controls;
 mod forget;
 mod invariants;
 mod keys;
 mod rules;
 mod transfers;
+mod usage;
 mod withdrawals;
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::{fingerprint_of, withdrawal_fingerprint, Metadata, WithdrawalDetails};
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units, BALANCE_UNITS_MAX};
@@ -48,7 +54,10 @@ use crate::error::LedgerError;
 
 use withdrawals::Withdrawals;
 
+pub use controls::{AccountControls, Controls, WindowAllowance, WithdrawalAllowance};
 pub use forget::Remembered;
+pub use rules::{Settlement, WithdrawalRequest};
+pub use usage::Usage;
 
 /// An account's money in one currency, in minor units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +129,76 @@ enum KeyUse {
         currency: CurrencyCode,
         amount: Units,
     },
+    // Added in snapshot format v7: a use whose operation carried more
+    // (metadata; a withdrawal's fee, destination, expiry), told apart by
+    // the fingerprint of what it carried (`details::fingerprint`).
+    DepositWith {
+        currency: CurrencyCode,
+        amount: Units,
+        carried: u64,
+    },
+    WithdrawalWith {
+        currency: CurrencyCode,
+        amount: Units,
+        carried: u64,
+    },
+    TransferWith {
+        to: AccountId,
+        currency: CurrencyCode,
+        amount: Units,
+        carried: u64,
+    },
+}
+
+impl KeyUse {
+    fn deposit(currency: CurrencyCode, amount: Units, metadata: Option<&Metadata>) -> Self {
+        match metadata {
+            None => Self::Deposit { currency, amount },
+            Some(metadata) => Self::DepositWith {
+                currency,
+                amount,
+                carried: fingerprint_of(metadata),
+            },
+        }
+    }
+
+    /// `at`: when the withdrawal is (or was) requested.
+    fn withdrawal(
+        currency: CurrencyCode,
+        amount: Units,
+        details: Option<&WithdrawalDetails>,
+        at: UnixMs,
+    ) -> Self {
+        match details {
+            None => Self::Withdrawal { currency, amount },
+            Some(details) => Self::WithdrawalWith {
+                currency,
+                amount,
+                carried: withdrawal_fingerprint(details, at),
+            },
+        }
+    }
+
+    fn transfer(
+        to: AccountId,
+        currency: CurrencyCode,
+        amount: Units,
+        metadata: Option<&Metadata>,
+    ) -> Self {
+        match metadata {
+            None => Self::Transfer {
+                to,
+                currency,
+                amount,
+            },
+            Some(metadata) => Self::TransferWith {
+                to,
+                currency,
+                amount,
+                carried: fingerprint_of(metadata),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +223,7 @@ struct HeldTransfer {
     currency: Currency,
     amount: Units,
     key: Option<IdempotencyKey>,
+    metadata: Option<Box<crate::domain::details::Metadata>>,
 }
 
 /// The result of an operation: what to tell the caller and, unless the
@@ -209,6 +289,10 @@ pub struct AccountState {
     /// Live-only, like `BalanceEntry::held`.
     #[serde(skip)]
     held_transfers: Vec<HeldTransfer>,
+    /// Tier, freeze and recent withdrawals (`controls.rs`); `None` while
+    /// there is none of it. Stored beside the account (snapshot format v7).
+    #[serde(skip)]
+    controls: Option<Box<Controls>>,
 }
 
 /// An [`AccountState`] as stored (snapshots): every field it serializes,
@@ -237,6 +321,7 @@ impl TryFrom<Stored> for AccountState {
             idempotency: stored.idempotency,
             expired_keys: Box::default(),
             held_transfers: Vec::new(),
+            controls: None,
         };
         account.recount_withdrawals_locked()?;
         Ok(account)
@@ -254,6 +339,7 @@ impl AccountState {
             idempotency: Map::default(),
             expired_keys: Box::default(),
             held_transfers: Vec::new(),
+            controls: None,
         }
     }
 

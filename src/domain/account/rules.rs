@@ -1,25 +1,55 @@
 //! Deciding each command on an account: deposit (phase 0), request a
-//! withdrawal (phase 1), a payout's claim, and phase 3 / cancel / return /
-//! release by transaction id. Each checks everything that could refuse it,
-//! in the order `crate::error` documents (idempotency key, who may settle,
-//! the state machine, the pending cap, funds, the balance ceiling), then
-//! builds the event and applies it through `apply.rs`, so a refusal
-//! changes nothing. Each takes the time (`at`) the engine stamps the event
-//! with. Also the checks `transfers.rs` shares: a key's replay, available
-//! funds, room under the ceiling.
+//! withdrawal (phase 1), a payout's claim, phase 3 (in full or in part) /
+//! cancel / return / release by transaction id, and a pending
+//! withdrawal's expiry. Each checks everything that could refuse it, in
+//! the order `crate::error` documents (idempotency key, a freeze, who may
+//! settle, the state machine, the pending cap, the limits, funds, the
+//! balance ceiling), then builds the event and applies it through
+//! `apply.rs`, so a refusal changes nothing. Each takes the time (`at`)
+//! the engine stamps the event with, and the [`Policy`] the ledger was
+//! configured with (pending cap, limits, fee account). Also the checks
+//! `transfers.rs` shares: a key's replay, available funds, room under the
+//! ceiling.
 
+use rust_decimal::Decimal;
+
+use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails, EXPIRED_REASON};
 use crate::domain::event::Event;
-use crate::domain::ids::{IdempotencyKey, TransactionId};
-use crate::domain::money::{Currency, Units, BALANCE_UNITS_MAX};
+use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::money::{decimal_to_units, Currency, Units, BALANCE_UNITS_MAX};
+use crate::domain::policy::{FreezeScope, Policy};
 use crate::domain::receipts::Deposit;
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{
-    decide_transition, Settler, Transition, TransitionAction, Withdrawal, WithdrawalRecord,
+    decide_transition, Extras, Settler, Transition, TransitionAction, Withdrawal, WithdrawalRecord,
     WithdrawalStatus,
 };
-use crate::error::{AmountProblem, LedgerError};
+use crate::error::{AmountProblem, FundsPart, LedgerError};
 
 use super::{credit, AccountState, Effect, KeyUse};
+
+/// A withdrawal request in minor units, as the engine hands it to the
+/// account. `details.expires_at` is ignored: the request's `expires_in`
+/// (milliseconds) sets it from the time the request is made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WithdrawalRequest {
+    pub currency: Currency,
+    pub amount: Units,
+    pub key: Option<IdempotencyKey>,
+    pub details: WithdrawalDetails,
+    pub expires_in: Option<u64>,
+}
+
+/// Phase 3 as asked: complete (`paid`: in part) or fail, cancel, return or
+/// release, with the reason a failure or return gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    pub action: TransitionAction,
+    pub reason: String,
+    /// A completion that paid only this much of the amount (in the
+    /// withdrawal's currency, read exactly there).
+    pub paid: Option<Decimal>,
+}
 
 impl AccountState {
     /// Phase 0: credit `amount` to available.
@@ -30,16 +60,27 @@ impl AccountState {
         key: Option<IdempotencyKey>,
         at: UnixMs,
     ) -> Result<Effect<Deposit>, LedgerError> {
-        let used_for = KeyUse::Deposit {
-            currency: currency.code,
-            amount,
-        };
+        self.deposit_with(currency, amount, key, Metadata::default(), at)
+    }
+
+    /// Phase 0 with the metadata the deposit keeps.
+    pub fn deposit_with(
+        &mut self,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+        metadata: Metadata,
+        at: UnixMs,
+    ) -> Result<Effect<Deposit>, LedgerError> {
+        let metadata = metadata.boxed();
+        let used_for = KeyUse::deposit(currency.code, amount, metadata.as_deref());
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(Effect {
                 output: self.deposit_receipt(tx, currency, amount),
                 event: None,
             });
         }
+        self.check_not_frozen(FreezeScope::All, at)?;
         self.check_credit_fits(currency, amount)?;
         let tx = self.take_transaction_id();
         let event = Event::Deposited {
@@ -47,6 +88,7 @@ impl AccountState {
             currency,
             amount,
             key,
+            metadata,
         };
         self.apply_checked(&event, at)?;
         Ok(Effect {
@@ -64,41 +106,122 @@ impl AccountState {
         pending_max: u32,
         at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
-        let used_for = KeyUse::Withdrawal {
-            currency: currency.code,
+        let request = WithdrawalRequest {
+            currency,
             amount,
+            key,
+            details: WithdrawalDetails::default(),
+            expires_in: None,
         };
+        self.request_withdrawal_with(request, &Policy::new(pending_max), at)
+    }
+
+    /// Phase 1 with a fee, destination, metadata or expiry, judged by
+    /// `policy`: the amount and the fee are locked together (one event),
+    /// or neither is.
+    pub fn request_withdrawal_with(
+        &mut self,
+        request: WithdrawalRequest,
+        policy: &Policy,
+        at: UnixMs,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let WithdrawalRequest {
+            currency,
+            amount,
+            key,
+            mut details,
+            expires_in,
+        } = request;
+        if details.fee.is_some() && policy.fee_account.is_none() {
+            return Err(LedgerError::FeesDisabled);
+        }
+        details.expires_at = expires_in.map(|ms| UnixMs::from_millis(at.as_millis() + ms));
+        let details = details.boxed();
+        let used_for = KeyUse::withdrawal(currency.code, amount, details.as_deref(), at);
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
-            // The first result: the withdrawal as it was created.
-            let created_at = self.withdrawals.get(tx.sequence()).map(|w| w.created_at);
-            let created_at = created_at.unwrap_or(UnixMs::UNKNOWN);
-            let first = WithdrawalRecord {
-                currency,
-                amount,
-                status: WithdrawalStatus::Pending,
-                created_at,
-                updated_at: created_at,
-            };
             return Ok(Effect {
-                output: first.view(tx),
+                output: self.first_result(tx, currency, amount, details),
                 event: None,
             });
         }
-        if self.withdrawals_locking >= pending_max {
+        self.check_not_frozen(FreezeScope::Withdrawals, at)?;
+        if self.withdrawals_locking >= policy.pending_withdrawals_max {
             return Err(LedgerError::TooManyPendingWithdrawals {
                 account: self.id,
-                limit: pending_max,
+                limit: policy.pending_withdrawals_max,
             });
         }
-        self.check_available(currency, amount)?;
+        self.check_limits(policy, currency, amount, at)?;
+        self.check_withdrawal_funds(currency, amount, details.as_deref())?;
         let tx = self.take_transaction_id();
         let event = Event::WithdrawalRequested {
             tx,
             currency,
             amount,
             key,
+            details,
         };
         self.apply_withdrawal_event(tx, event, at)
+    }
+
+    /// A keyed request's replay answers its first result: the withdrawal
+    /// as it was created.
+    fn first_result(
+        &self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        details: Option<Box<WithdrawalDetails>>,
+    ) -> Withdrawal {
+        let made = self.withdrawals.get(tx.sequence());
+        let created_at = made.map_or(UnixMs::UNKNOWN, |w| w.created_at);
+        // The details as made (their expiry is a time, set when it was).
+        let details = made
+            .and_then(|w| w.details().cloned())
+            .or(details.map(|d| *d));
+        let first = WithdrawalRecord {
+            currency,
+            amount,
+            status: WithdrawalStatus::Pending,
+            created_at,
+            updated_at: created_at,
+            extras: details.map(|details| {
+                Box::new(Extras {
+                    details,
+                    paid: None,
+                })
+            }),
+        };
+        first.view(tx)
+    }
+
+    /// Whether available covers the amount and the fee; if not, which of
+    /// them falls short (the amount first; when both share a currency, the
+    /// fee is short if the amount alone fits).
+    fn check_withdrawal_funds(
+        &self,
+        currency: Currency,
+        amount: Units,
+        details: Option<&WithdrawalDetails>,
+    ) -> Result<(), LedgerError> {
+        self.check_available_for(currency, amount, FundsPart::Amount)?;
+        let Some(fee) = details.and_then(|d| d.fee) else {
+            return Ok(());
+        };
+        if fee.currency.code != currency.code {
+            return self.check_available_for(fee.currency, fee.amount, FundsPart::Fee);
+        }
+        let both = amount.checked_add(fee.amount).unwrap_or(Units::MAX);
+        let available = self.balance(currency).available;
+        if available < both {
+            return Err(LedgerError::InsufficientFunds {
+                currency: currency.code,
+                available: currency.to_decimal(available - amount),
+                requested: currency.to_decimal(fee.amount),
+                part: FundsPart::Fee,
+            });
+        }
+        Ok(())
     }
 
     /// Phase 3 (complete or fail) and cancel, by transaction id, as a
@@ -125,9 +248,29 @@ impl AccountState {
         by: Settler,
         at: UnixMs,
     ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let settlement = Settlement {
+            action,
+            reason: failure_reason.to_string(),
+            paid: None,
+        };
+        self.settle_withdrawal(tx, settlement, None, by, at)
+    }
+
+    /// Phase 3 in full or in part, cancel, return or release of withdrawal
+    /// `tx`, asked by `by`; a completion moves its fee to `fee_account`
+    /// (with none configured, the fee is released to its owner instead).
+    pub fn settle_withdrawal(
+        &mut self,
+        tx: TransactionId,
+        settlement: Settlement,
+        fee_account: Option<AccountId>,
+        by: Settler,
+        at: UnixMs,
+    ) -> Result<Effect<Withdrawal>, LedgerError> {
+        let action = settlement.action;
         let record = self.withdrawal_record(tx)?;
         check_settler(tx, action, &record.status, by)?;
-        let (from, currency, amount) = (record.status.kind(), record.currency, record.amount);
+        let from = record.status.kind();
         match decide_transition(from, action) {
             Transition::Forbidden => Err(LedgerError::InvalidTransition {
                 transaction_id: tx,
@@ -139,10 +282,44 @@ impl AccountState {
                 event: None,
             }),
             Transition::Apply => {
-                let event = self.transition_event(tx, action, failure_reason, currency, amount)?;
+                let event = self.transition_event(tx, &settlement, fee_account)?;
                 self.apply_withdrawal_event(tx, event, at)
             }
         }
+    }
+
+    /// Fails withdrawal `tx` with reason `expired` if it is still pending
+    /// and its expiry passed at `at`; otherwise (claimed by a payout since,
+    /// settled, not expiring yet, forgotten) changes nothing and answers
+    /// `None`. An unknown payout outcome is never released by a timer.
+    pub fn expire_withdrawal(
+        &mut self,
+        tx: TransactionId,
+        at: UnixMs,
+    ) -> Result<Option<Effect<Withdrawal>>, LedgerError> {
+        let Some(record) = self.withdrawal_record_of(tx) else {
+            return Ok(None);
+        };
+        let due = record
+            .details()
+            .and_then(|d| d.expires_at)
+            .is_some_and(|end| end <= at);
+        if !due || record.status != WithdrawalStatus::Pending {
+            return Ok(None);
+        }
+        let event = Event::WithdrawalFailed {
+            tx,
+            reason: EXPIRED_REASON.to_string(),
+        };
+        self.apply_withdrawal_event(tx, event, at).map(Some)
+    }
+
+    /// The pending withdrawals of this account that expire, with when.
+    pub fn expiring(&self) -> impl Iterator<Item = (TransactionId, UnixMs)> + '_ {
+        self.withdrawals().filter_map(|(tx, record)| {
+            let end = record.details()?.expires_at?;
+            (record.status == WithdrawalStatus::Pending).then_some((tx, end))
+        })
     }
 
     /// A payout takes a pending withdrawal (pending → processing).
@@ -166,26 +343,34 @@ impl AccountState {
         }
     }
 
-    /// The event of an allowed transition of withdrawal `tx` (of `amount`
-    /// in `currency`); a return must still fit under the ceiling.
+    /// The event of an allowed transition of withdrawal `tx`; a return
+    /// must still fit under the ceiling, a partial completion pay more
+    /// than 0 and at most the amount.
     fn transition_event(
         &self,
         tx: TransactionId,
-        action: TransitionAction,
-        failure_reason: &str,
-        currency: Currency,
-        amount: Units,
+        settlement: &Settlement,
+        fee_account: Option<AccountId>,
     ) -> Result<Event, LedgerError> {
-        let reason = || failure_reason.to_string();
-        Ok(match action {
-            TransitionAction::Complete => Event::WithdrawalCompleted { tx },
+        let record = self.withdrawal_record(tx)?;
+        let reason = || settlement.reason.clone();
+        Ok(match settlement.action {
+            TransitionAction::Complete => {
+                let paid = self.check_paid(tx, record, settlement.paid)?;
+                let fee = record.fee().map(|fee| FeeCollected {
+                    to: fee_account.unwrap_or(self.id),
+                    currency: fee.currency,
+                    amount: fee.amount,
+                });
+                Event::WithdrawalCompleted { tx, paid, fee }
+            }
             TransitionAction::Fail => Event::WithdrawalFailed {
                 tx,
                 reason: reason(),
             },
             TransitionAction::Cancel => Event::WithdrawalCancelled { tx },
             TransitionAction::Return => {
-                self.check_credit_fits(currency, amount)?;
+                self.check_credit_fits(record.currency, record.paid())?;
                 Event::WithdrawalReturned {
                     tx,
                     reason: reason(),
@@ -198,6 +383,38 @@ impl AccountState {
                 })
             }
         })
+    }
+
+    /// A completion's paid amount: `None` for the whole amount (a partial
+    /// amount equal to it is the whole); refused unless above 0 and at most
+    /// the amount.
+    fn check_paid(
+        &self,
+        tx: TransactionId,
+        record: &WithdrawalRecord,
+        paid: Option<Decimal>,
+    ) -> Result<Option<Units>, LedgerError> {
+        let Some(paid) = paid else { return Ok(None) };
+        let currency = record.currency;
+        let invalid = |problem| LedgerError::InvalidAmount {
+            amount: paid,
+            currency: currency.code,
+            problem,
+        };
+        if paid <= Decimal::ZERO {
+            return Err(invalid(AmountProblem::NotPositive));
+        }
+        let paid = decimal_to_units(paid, currency).map_err(invalid)?;
+        match Some(paid) {
+            None => Ok(None),
+            Some(paid) if paid == record.amount => Ok(None),
+            Some(paid) if paid > 0 && paid < record.amount => Ok(Some(paid)),
+            Some(paid) => Err(LedgerError::InvalidPaidAmount {
+                transaction_id: tx,
+                amount: record.currency.to_decimal(record.amount),
+                paid: record.currency.to_decimal(paid),
+            }),
+        }
     }
 
     /// Applies a withdrawal's event a rule decided, stamped `at`, and
@@ -259,12 +476,22 @@ impl AccountState {
         currency: Currency,
         amount: Units,
     ) -> Result<(), LedgerError> {
+        self.check_available_for(currency, amount, FundsPart::Amount)
+    }
+
+    fn check_available_for(
+        &self,
+        currency: Currency,
+        amount: Units,
+        part: FundsPart,
+    ) -> Result<(), LedgerError> {
         let available = self.balance(currency).available;
         if available < amount {
             return Err(LedgerError::InsufficientFunds {
                 currency: currency.code,
                 available: currency.to_decimal(available),
                 requested: currency.to_decimal(amount),
+                part,
             });
         }
         Ok(())

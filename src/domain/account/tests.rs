@@ -203,6 +203,7 @@ fn withdrawals_logged_out_of_order_are_still_found() {
                 currency: usd(),
                 amount: 10_000,
                 key: None,
+                metadata: None,
             },
             T,
         )
@@ -215,6 +216,7 @@ fn withdrawals_logged_out_of_order_are_still_found() {
                     currency: usd(),
                     amount: seq.into(),
                     key: None,
+                    details: None,
                 },
                 T,
             )
@@ -229,7 +231,14 @@ fn withdrawals_logged_out_of_order_are_still_found() {
             WithdrawalStatus::Pending
         );
         account
-            .apply(&Event::WithdrawalCompleted { tx }, T)
+            .apply(
+                &Event::WithdrawalCompleted {
+                    tx,
+                    fee: None,
+                    paid: None,
+                },
+                T,
+            )
             .unwrap();
     }
     let again = Event::WithdrawalRequested {
@@ -237,6 +246,7 @@ fn withdrawals_logged_out_of_order_are_still_found() {
         currency: usd(),
         amount: 1,
         key: None,
+        details: None,
     };
     assert!(
         account.apply(&again, T).is_err(),
@@ -365,6 +375,7 @@ fn a_change_to_a_corrupted_balance_is_an_internal_error() {
                 currency: usd(),
                 amount: 1,
                 key: None,
+                metadata: None,
             },
             T,
         );
@@ -723,7 +734,11 @@ fn replay_takes_a_forgotten_withdrawal_back_for_its_return_as_the_return_found_i
     assert_eq!(account.forgotten_for(&event), None);
     let failed_record = account.withdrawal_record_of(failed).unwrap().clone();
     assert_eq!(
-        copy.forgotten_for(&Event::WithdrawalCompleted { tx: failed }),
+        copy.forgotten_for(&Event::WithdrawalCompleted {
+            tx: failed,
+            fee: None,
+            paid: None,
+        }),
         None
     );
     // A return cannot follow a failed withdrawal: refused, nothing changes.

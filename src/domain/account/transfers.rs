@@ -9,9 +9,11 @@
 //! `keys.rs`). Both sides apply the one
 //! event with the time the receiving side stamped it with.
 
+use crate::domain::details::Metadata;
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
+use crate::domain::policy::FreezeScope;
 use crate::domain::receipts::Transfer;
 use crate::domain::time::UnixMs;
 use crate::error::LedgerError;
@@ -19,8 +21,8 @@ use crate::error::LedgerError;
 use super::{AccountState, HeldTransfer, KeyRecord, KeyUse, TransferHold};
 
 impl AccountState {
-    /// Transfer, step 1 at the source: hold the funds so nothing else can
-    /// spend them while the receiving account is asked.
+    /// Transfer, step 1 at the source, without metadata, judged as of no
+    /// particular time (any freeze set refuses it).
     pub fn hold_transfer(
         &mut self,
         to: AccountId,
@@ -28,11 +30,30 @@ impl AccountState {
         amount: Units,
         key: Option<IdempotencyKey>,
     ) -> Result<TransferHold, LedgerError> {
-        let used_for = KeyUse::Transfer {
+        self.hold_transfer_with(
             to,
-            currency: currency.code,
+            currency,
             amount,
-        };
+            key,
+            Metadata::default(),
+            UnixMs::UNKNOWN,
+        )
+    }
+
+    /// Transfer, step 1 at the source: hold the funds so nothing else can
+    /// spend them while the receiving account is asked. A freeze of the
+    /// source (withdrawals or all) refuses it as of `at`.
+    pub fn hold_transfer_with(
+        &mut self,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+        metadata: Metadata,
+        at: UnixMs,
+    ) -> Result<TransferHold, LedgerError> {
+        let metadata = metadata.boxed();
+        let used_for = KeyUse::transfer(to, currency.code, amount, metadata.as_deref());
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(TransferHold::Replayed(Transfer {
                 transaction_id: tx,
@@ -42,6 +63,7 @@ impl AccountState {
                 amount: currency.to_decimal(amount),
             }));
         }
+        self.check_not_frozen(FreezeScope::Withdrawals, at)?;
         self.check_available(currency, amount)?;
         let tx = self.take_transaction_id();
         let entry = self.entry_mut(currency);
@@ -63,13 +85,13 @@ impl AccountState {
             currency,
             amount,
             key,
+            metadata,
         });
         self.verify_balance(currency.code, "holding a transfer")?;
         Ok(TransferHold::Held(tx))
     }
 
-    /// Transfer, step 2 at the receiving account: credit it and return the
-    /// one event that records both sides, to be stamped `at`.
+    /// Transfer, step 2 at the receiving account, without metadata.
     pub fn receive_transfer(
         &mut self,
         tx: TransactionId,
@@ -78,6 +100,22 @@ impl AccountState {
         key: Option<IdempotencyKey>,
         at: UnixMs,
     ) -> Result<Event, LedgerError> {
+        self.receive_transfer_with(tx, currency, amount, key, None, at)
+    }
+
+    /// Transfer, step 2 at the receiving account: credit it and return the
+    /// one event that records both sides, to be stamped `at`. A freeze of
+    /// everything on the receiver refuses it.
+    pub fn receive_transfer_with(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: Option<IdempotencyKey>,
+        metadata: Option<Box<Metadata>>,
+        at: UnixMs,
+    ) -> Result<Event, LedgerError> {
+        self.check_not_frozen(FreezeScope::All, at)?;
         self.check_credit_fits(currency, amount)?;
         let event = Event::Transferred {
             tx,
@@ -85,6 +123,7 @@ impl AccountState {
             currency,
             amount,
             key,
+            metadata,
         };
         self.apply_checked(&event, at)?;
         Ok(event)
@@ -124,6 +163,7 @@ impl AccountState {
                 currency: held.currency,
                 amount: held.amount,
                 key: held.key,
+                metadata: held.metadata,
             },
             at,
         )?;

@@ -159,6 +159,7 @@ mod tests {
             status,
             created_at: crate::domain::time::UnixMs::UNKNOWN,
             updated_at: crate::domain::time::UnixMs::UNKNOWN,
+            extras: None,
         }
     }
 

@@ -605,13 +605,10 @@ mod tests {
             currency: usd,
             amount: 1_000,
             key: None,
+            metadata: Default::default(),
         };
         router.execute_one(1, deposit).await.unwrap();
-        let request = WithdrawalCommand::Request {
-            currency: usd,
-            amount: 400,
-            key: None,
-        };
+        let request = WithdrawalCommand::request(usd, 400, None);
         let tx = router.execute_one(1, request).await.unwrap().transaction_id;
 
         let full = router

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures_util::future::join_all;
 use tracing::Instrument;
 
+use crate::domain::account::Settlement;
 use crate::domain::event::{Event, ItemOutcome, Stamped};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
@@ -58,7 +59,7 @@ pub(super) async fn resolve(
     msg: ResolvePayoutItem,
 ) -> Result<PayoutRecord, LedgerError> {
     let outcome = msg.resolution.outcome();
-    let update = settle_command(msg.payout_id, msg.tx, &outcome);
+    let update = settle_command(msg.payout_id, record.currency, msg.tx, &outcome);
     let (account, update) = update;
     deps.router
         .execute_one(account, update)
@@ -279,20 +280,26 @@ fn to_payout(record: &PayoutRecord) -> Payout {
 /// The command that settles `tx` as payout `payout_id` with `outcome`.
 fn settle_command(
     payout_id: u64,
+    currency: Currency,
     tx: TransactionId,
     outcome: &ItemOutcome,
 ) -> (AccountId, WithdrawalCommand) {
-    let (action, reason) = match outcome {
-        ItemOutcome::Paid => (TransitionAction::Complete, String::new()),
-        ItemOutcome::Failed { reason } => (TransitionAction::Fail, reason.clone()),
+    let (action, reason, paid) = match outcome {
+        ItemOutcome::Paid => (TransitionAction::Complete, String::new(), None),
+        ItemOutcome::Failed { reason } => (TransitionAction::Fail, reason.clone(), None),
+        ItemOutcome::PartlyPaid { paid } => (
+            TransitionAction::Complete,
+            String::new(),
+            Some(currency.to_decimal(*paid)),
+        ),
     };
     let by = Settler::Payout { payout_id };
-    let command = WithdrawalCommand::Update {
-        tx,
+    let settlement = Settlement {
         action,
         reason,
-        by,
+        paid,
     };
+    let command = WithdrawalCommand::Update { tx, settlement, by };
     (tx.account(), command)
 }
 
@@ -367,7 +374,7 @@ async fn answer_into(
     }
     let updates = to_settle
         .iter()
-        .map(|(tx, outcome)| settle_command(record.payout_id, *tx, outcome))
+        .map(|(tx, outcome)| settle_command(record.payout_id, record.currency, *tx, outcome))
         .collect();
     let applied = deps.router.execute_in_groups(updates).await;
     let mut settled = Vec::new();

@@ -164,7 +164,7 @@ fn derive<V, S>(
             ..
         } => rows.deposit(*tx, *currency, *amount),
         Event::WithdrawalRequested { tx, .. } => rows.withdrawal(*tx, payer, Some(EntryKind::Lock)),
-        Event::WithdrawalCompleted { tx } => rows.withdrawal(*tx, payer, Some(EntryKind::Burn)),
+        Event::WithdrawalCompleted { tx, .. } => rows.withdrawal(*tx, payer, Some(EntryKind::Burn)),
         Event::WithdrawalFailed { tx, .. } | Event::WithdrawalCancelled { tx } => {
             rows.withdrawal(*tx, payer, Some(EntryKind::Release))
         }
@@ -191,8 +191,11 @@ fn derive<V, S>(
                 rows.out.push(Change::PayoutFrom { row, from });
             }
         }
-        // Keys are not history: no row.
-        Event::IdempotencyKeysExpired { .. } => {}
+        // Keys and controls are not history: no row.
+        Event::IdempotencyKeysExpired { .. }
+        | Event::AccountFrozen { .. }
+        | Event::AccountUnfrozen { .. }
+        | Event::AccountTierSet { .. } => {}
     }
 }
 
@@ -429,6 +432,7 @@ mod tests {
             currency: usd,
             amount: 100,
             key: None,
+            details: None,
         };
         let claimed = |seq, payout_id| Event::WithdrawalClaimed {
             tx: w(seq),
@@ -451,6 +455,7 @@ mod tests {
             currency: usd,
             amount: 10_000,
             key: None,
+            metadata: None,
         }];
         out.extend((2..=7).map(requested));
         out.extend([
@@ -462,8 +467,16 @@ mod tests {
             submitted(1, &[2, 5]),
             submitted(2, &[3]),
             settled(1, vec![(2, ItemOutcome::Paid), (5, ItemOutcome::Paid)]),
-            Event::WithdrawalCompleted { tx: w(2) },
-            Event::WithdrawalCompleted { tx: w(5) },
+            Event::WithdrawalCompleted {
+                tx: w(2),
+                fee: None,
+                paid: None,
+            },
+            Event::WithdrawalCompleted {
+                tx: w(5),
+                fee: None,
+                paid: None,
+            },
             settled(2, vec![(3, failed())]),
             Event::WithdrawalFailed {
                 tx: w(3),
@@ -474,7 +487,11 @@ mod tests {
                 tx: w(5),
                 reason: "bounced".into(),
             },
-            Event::WithdrawalCompleted { tx: w(7) },
+            Event::WithdrawalCompleted {
+                tx: w(7),
+                fee: None,
+                paid: None,
+            },
         ]);
         out
     }

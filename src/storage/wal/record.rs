@@ -392,14 +392,20 @@ mod fast {
                 currency: input.currency()?,
                 amount: input.units()?,
                 key: input.key()?,
+                metadata: None,
             },
             1 => Event::WithdrawalRequested {
                 tx: input.tx()?,
                 currency: input.currency()?,
                 amount: input.units()?,
                 key: input.key()?,
+                details: None,
             },
-            2 => Event::WithdrawalCompleted { tx: input.tx()? },
+            2 => Event::WithdrawalCompleted {
+                tx: input.tx()?,
+                paid: None,
+                fee: None,
+            },
             3 => Event::WithdrawalFailed {
                 tx: input.tx()?,
                 reason: input.string()?.to_owned(),
@@ -411,6 +417,7 @@ mod fast {
                 currency: input.currency()?,
                 amount: input.units()?,
                 key: input.key()?,
+                metadata: None,
             },
             6 => Event::WithdrawalClaimed {
                 tx: input.tx()?,
@@ -566,12 +573,17 @@ pub(crate) mod tests {
                 },
                 amount: i128::from(n) * 1_000_000_007,
                 key: Some(IdempotencyKey::new(&format!("key-{n}")).unwrap()),
+                metadata: None,
             },
             1 => Event::WithdrawalFailed {
                 tx,
                 reason: format!("bank said no to {n}"),
             },
-            _ => Event::WithdrawalCompleted { tx },
+            _ => Event::WithdrawalCompleted {
+                tx,
+                fee: None,
+                paid: None,
+            },
         }
     }
 
@@ -705,14 +717,20 @@ pub(crate) mod tests {
                     currency,
                     amount,
                     key: key.clone(),
+                    metadata: None,
                 },
                 Event::WithdrawalRequested {
                     tx,
                     currency,
                     amount,
                     key: key.clone(),
+                    details: None,
                 },
-                Event::WithdrawalCompleted { tx },
+                Event::WithdrawalCompleted {
+                    tx,
+                    fee: None,
+                    paid: None,
+                },
                 Event::WithdrawalFailed {
                     tx,
                     reason: reason.clone(),
@@ -724,6 +742,7 @@ pub(crate) mod tests {
                     currency,
                     amount,
                     key,
+                    metadata: None,
                 },
                 Event::WithdrawalClaimed { tx, payout_id: n },
                 Event::WithdrawalReleased { tx },

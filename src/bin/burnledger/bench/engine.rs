@@ -302,6 +302,11 @@ mod tests {
             payout_id: None,
             created_at: None,
             updated_at: None,
+            destination: None,
+            expires_at: None,
+            fee: None,
+            metadata: Default::default(),
+            paid: None,
         }))
     }
 

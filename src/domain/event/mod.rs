@@ -5,11 +5,21 @@
 //! (live or during recovery) only needs the account state and the event's
 //! time, never the caller. Amounts are integer minor units so they
 //! round-trip through bincode exactly.
+//!
+//! An event's encoding is `wire.rs`'s: a deposit, withdrawal request,
+//! completion or transfer that carries nothing new (metadata, fee,
+//! destination, expiry, a partial amount) keeps the encoding older logs
+//! have, and one that does is written as a variant of its own added at the
+//! end, so every log ever written still decodes.
+
+mod wire;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
+use crate::domain::policy::{Freeze, Tier};
 use crate::domain::time::UnixMs;
 
 /// An event with the time the engine stamped it with when it was made:
@@ -22,7 +32,7 @@ pub struct Stamped {
     pub event: Event,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Funds minted into `tx.account()`'s available balance.
     Deposited {
@@ -30,16 +40,25 @@ pub enum Event {
         currency: Currency,
         amount: Units,
         key: Option<IdempotencyKey>,
+        metadata: Option<Box<Metadata>>,
     },
-    /// A pending burn: `amount` moved from available to locked.
+    /// A pending burn: `amount` moved from available to locked, and its
+    /// fee (if any, in its own currency) with it.
     WithdrawalRequested {
         tx: TransactionId,
         currency: Currency,
         amount: Units,
         key: Option<IdempotencyKey>,
+        details: Option<Box<WithdrawalDetails>>,
     },
-    /// Paid out: the locked amount left the account's total.
-    WithdrawalCompleted { tx: TransactionId },
+    /// Paid out: `paid` (the whole amount if `None`) left the account's
+    /// total, the rest of the amount returned to available; the fee (if
+    /// any) moved to the fee account `fee.to`.
+    WithdrawalCompleted {
+        tx: TransactionId,
+        paid: Option<Units>,
+        fee: Option<FeeCollected>,
+    },
     /// Not paid: the locked amount returned to available.
     WithdrawalFailed { tx: TransactionId, reason: String },
     /// Cancelled while pending: the locked amount returned to available.
@@ -52,6 +71,7 @@ pub enum Event {
         currency: Currency,
         amount: Units,
         key: Option<IdempotencyKey>,
+        metadata: Option<Box<Metadata>>,
     },
     // Variants after this line were added after format v1; new variants
     // only ever go at the end so old logs still decode.
@@ -101,25 +121,44 @@ pub enum Event {
     /// it is refused `idempotency_key_expired`. A key whose transfer is in
     /// flight stays. Changes no balance.
     IdempotencyKeysExpired { account: AccountId, before: UnixMs },
+    /// An operator froze `account` (or changed its freeze): see [`Freeze`].
+    AccountFrozen { account: AccountId, freeze: Freeze },
+    /// An operator lifted `account`'s freeze.
+    AccountUnfrozen { account: AccountId },
+    /// An operator moved `account` to `tier`: the withdrawal limits of that
+    /// tier apply to it from then on.
+    AccountTierSet { account: AccountId, tier: Tier },
 }
 
 /// A payout item's final answer from the payment service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ItemOutcome {
     Paid,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
+    /// Paid, but only `paid` of the amount (the rest is released). Added
+    /// after `Failed`, so older records still decode.
+    PartlyPaid {
+        paid: Units,
+    },
 }
 
 impl ItemOutcome {
     /// Whether two outcomes disagree on whether the money left (failure
     /// reasons may differ).
     pub fn contradicts(&self, other: &ItemOutcome) -> bool {
-        matches!(self, Self::Paid) != matches!(other, Self::Paid)
+        self.is_paid() != other.is_paid()
+    }
+
+    /// Whether money left (all of the amount or part of it).
+    pub fn is_paid(&self) -> bool {
+        matches!(self, Self::Paid | Self::PartlyPaid { .. })
     }
 
     pub fn as_str(&self) -> &'static str {
         match self {
-            Self::Paid => "paid",
+            Self::Paid | Self::PartlyPaid { .. } => "paid",
             Self::Failed { .. } => "failed",
         }
     }
@@ -133,7 +172,7 @@ impl Event {
         match self {
             Self::Deposited { tx, .. }
             | Self::WithdrawalRequested { tx, .. }
-            | Self::WithdrawalCompleted { tx }
+            | Self::WithdrawalCompleted { tx, .. }
             | Self::WithdrawalFailed { tx, .. }
             | Self::WithdrawalCancelled { tx }
             | Self::Transferred { tx, .. }
@@ -144,20 +183,38 @@ impl Event {
             | Self::PayoutItemsSettled { .. }
             | Self::PayoutItemResolved { .. }
             | Self::PayoutMismatch { .. }
-            | Self::IdempotencyKeysExpired { .. } => None,
+            | Self::IdempotencyKeysExpired { .. }
+            | Self::AccountFrozen { .. }
+            | Self::AccountUnfrozen { .. }
+            | Self::AccountTierSet { .. } => None,
+        }
+    }
+
+    /// The account of an event that belongs to an account and no
+    /// transaction: a key expiry, a freeze, its lifting, a tier.
+    pub fn account_event_of(&self) -> Option<AccountId> {
+        match self {
+            Self::IdempotencyKeysExpired { account, .. }
+            | Self::AccountFrozen { account, .. }
+            | Self::AccountUnfrozen { account }
+            | Self::AccountTierSet { account, .. } => Some(*account),
+            _ => None,
         }
     }
 
     /// The accounts this event changes: its owner and, for a transfer, the
-    /// receiving account; a key expiry's account. `None` for payout
-    /// records.
+    /// receiving account (for a completion with a fee, the fee account); an
+    /// account event's account. `None` for payout records.
     pub fn accounts(&self) -> Option<(AccountId, Option<AccountId>)> {
-        if let Self::IdempotencyKeysExpired { account, .. } = self {
-            return Some((*account, None));
+        if let Some(account) = self.account_event_of() {
+            return Some((account, None));
         }
         let owner = self.transaction_id()?.account();
         match self {
             Self::Transferred { to, .. } => Some((owner, Some(*to))),
+            Self::WithdrawalCompleted { fee: Some(fee), .. } if fee.to != owner => {
+                Some((owner, Some(fee.to)))
+            }
             _ => Some((owner, None)),
         }
     }
