@@ -259,6 +259,7 @@ impl Job for WithdrawalCommand {
 
 impl WithdrawalCommand {
     /// Phase 1 with nothing but a currency, an amount and a key.
+    #[cfg(test)]
     pub fn request(currency: Currency, amount: Units, key: Option<IdempotencyKey>) -> Self {
         Self::Request(Box::new(WithdrawalRequest {
             currency,

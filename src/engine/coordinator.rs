@@ -5,12 +5,14 @@
 //!
 //! One coordinator runs on each shard's Arbiter (one thread); the account
 //! actors it starts live on the same thread. An account comes into being on
-//! the first operation that can create it (a deposit or incoming transfer);
+//! the first operation that can create it (a deposit, an incoming transfer,
+//! an operator's freeze or tier);
 //! anything else aimed at an unknown account is answered against an empty
 //! state without starting an actor, so made-up ids cost no memory. A batch
 //! runs in rounds (see [`batch`](crate::engine::batch)), answered once the
 //! round's events are durable. Transfers whose receiving account lives on
-//! another shard go through that shard's coordinator.
+//! another shard go through that shard's coordinator, and so do the fees
+//! completions collect for a fee account there ([`CollectFees`]).
 //!
 //! Reads go to the account's actor while it runs, and read a parked state
 //! in place. Idle actors are retired by a sweep every
@@ -21,8 +23,9 @@
 //! Each sweep also lets finished withdrawals leave memory up to the
 //! shard's horizon (see [`horizon`](crate::engine::horizon)), and a read of
 //! one the account forgot is answered from the history (see
-//! [`recall`]), and idempotency keys past their retention expire, as a
-//! logged event (see [`key_expiry`]).
+//! [`recall`]), idempotency keys past their retention expire, and pending
+//! withdrawals past their `expires_in` fail, each as a logged event (see
+//! [`key_expiry`] and [`expiry`]).
 //!
 //! It also answers the shard's gauges (accounts, running actors, and the
 //! withdrawal tallies its shard log keeps), without reading any account.
@@ -49,10 +52,11 @@ use crate::engine::batch::{
 use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
 use crate::engine::horizon::Forgetting;
+use crate::engine::expiry::{self, Expiries};
 use crate::engine::key_expiry::{self, KeyExpiry};
 use crate::engine::messages::{
     AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
-    ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
+    CollectFees, ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
 };
 use crate::engine::recall;
 use crate::engine::round::{RoundReplies, RunCommands};
@@ -114,6 +118,8 @@ impl Coordinator {
             gauges,
             stamper,
         );
+        log.collect_fees_through(settings.router.clone());
+        log.note_expiries(Expiries::of(&recovered));
         let log = Rc::new(log);
         let forgetting = Rc::new(settings.forgetting);
         let seed = ActorSeed {
@@ -203,9 +209,28 @@ impl Coordinator {
         ctx.spawn(actix::fut::wrap_future::<_, Self>(settled));
     }
 
+    /// Fails the pending withdrawals past their expiry (see [`expiry`]), as
+    /// a round of upkeep.
+    fn expire_withdrawals(&mut self, ctx: &mut Context<Self>) {
+        let now = UnixMs::from_millis(self.clock.unix_ms());
+        let runs = self.log.take_due_expiries(now);
+        if runs.is_empty() {
+            return;
+        }
+        self.log.tick();
+        let jobs = runs.iter().map(|r| r.jobs.len()).sum();
+        let round = RoundReplies::expecting(runs.len(), jobs);
+        for run in runs {
+            let jobs = RunCommands::new(run.jobs, round.clone());
+            self.directory.upkeep(run.account, jobs);
+        }
+        let settled = expiry::settle(round, Rc::clone(&self.log));
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(settled));
+    }
+
     /// Retires idle actors, forgets finished withdrawals before the
-    /// horizon and expires idempotency keys every sweep interval, on the
-    /// ledger's clock.
+    /// horizon, expires idempotency keys and pending withdrawals every
+    /// sweep interval, on the ledger's clock.
     fn arm_sweep(&self, ctx: &mut Context<Self>) {
         let tick = self.clock.sleep(self.account_idle_sweep);
         ctx.spawn(
@@ -214,6 +239,7 @@ impl Coordinator {
                 let before = coordinator.forgetting.horizon();
                 coordinator.directory.forget_finished(before);
                 coordinator.expire_keys(ctx);
+                coordinator.expire_withdrawals(ctx);
                 coordinator.directory.send_retirements();
                 coordinator.arm_sweep(ctx);
             }),
@@ -297,6 +323,28 @@ impl Handler<ReceiveTransfers> for Coordinator {
                 answers[position] = reply;
             }
             answers
+        })
+    }
+}
+
+/// Credits the fee account's side of completions logged elsewhere (already
+/// durable): nothing to log or flush here.
+impl Handler<CollectFees> for Coordinator {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: CollectFees, _ctx: &mut Self::Context) -> Self::Result {
+        let count = msg.credits.len();
+        let mut grouping = Grouping::with_capacity(count);
+        for (position, (to, credit)) in msg.credits.into_iter().enumerate() {
+            grouping.push(to, (position, credit));
+        }
+        let round = self.dispatch(grouping.into_runs());
+        Box::pin(async move {
+            for (_, reply) in round.all().await {
+                if let Err(error) = reply {
+                    tracing::error!(%error, "a collected fee was not credited in memory: the log holds it, a restart applies it");
+                }
+            }
         })
     }
 }

@@ -9,7 +9,7 @@
 //! counts, operator resolutions). Coordinators forward to account actors
 //! ([`RunCommands`](crate::engine::round::RunCommands), [`Read`],
 //! [`Retire`]) and ask each other to credit transfers
-//! ([`ReceiveTransfers`]); the payout actor claims and settles items
+//! ([`ReceiveTransfers`]) and collected fees ([`CollectFees`]); the payout actor claims and settles items
 //! through the router, as `Settler::Payout`. Inputs here are already
 //! validated at the edge: currencies resolved, amounts in minor units.
 
@@ -22,7 +22,7 @@ use crate::domain::money::{Currency, Units};
 use crate::domain::receipts::Balance;
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalRecord};
-use crate::engine::command::{Command, ReceiveTransfer};
+use crate::engine::command::{CollectFee, Command, ReceiveTransfer};
 use crate::error::LedgerError;
 
 /// A shard coordinator's request: run these commands, in order per
@@ -42,6 +42,16 @@ impl<C: Command> Message for ExecuteBatch<C> {
 #[rtype(result = "Vec<Result<UnixMs, LedgerError>>")]
 pub struct ReceiveTransfers {
     pub credits: Vec<(AccountId, ReceiveTransfer)>,
+}
+
+/// Router to coordinator: credit the fee account's side of completions
+/// logged (and durable) on other accounts. Nothing is answered but that
+/// they were applied: a failure is logged there (and, for an internal
+/// error, poisons the shard), since the log already holds the credit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CollectFees {
+    pub credits: Vec<(AccountId, CollectFee)>,
 }
 
 /// A read-only question about one account, with its own answer type.

@@ -14,7 +14,8 @@
 //! - `batch`: a batch run in rounds, transfers across shards;
 //! - `round` and `shard_log`: a round's replies; its events on their way to
 //!   the journal, with the round's stamp, the shard's gauges and its poison
-//!   (an internal error stops the shard's writes);
+//!   (an internal error stops the shard's writes), the fee credits its
+//!   completions owe other accounts and the expiries its requests set;
 //! - `stamp`: the time every logged event carries, from the injected clock;
 //! - `horizon`: how far a shard forgets its finished withdrawals (its
 //!   history's horizon, or a memory-only ledger's retention), and the
@@ -22,7 +23,8 @@
 //!   the history, off the shard's thread, for the command or read that
 //!   names it;
 //! - `key_expiry`: when idempotency keys past their retention expire (a
-//!   logged event, on the shard's idle sweep);
+//!   logged event, on the shard's idle sweep); `expiry`: when pending
+//!   withdrawals past their `expires_in` fail (likewise);
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;
@@ -35,6 +37,7 @@ pub(crate) mod command;
 pub(crate) mod coordinator;
 pub(crate) mod directory;
 pub(crate) mod edge;
+pub(crate) mod expiry;
 pub(crate) mod horizon;
 pub(crate) mod key_expiry;
 pub(crate) mod messages;

@@ -4,8 +4,9 @@
 //!
 //! Used by the `Ledger` handle (batches, single operations, reads, the
 //! per-shard counts, gauges and exports), by the payout actor (its claims
-//! and settlements), and by a running batch for the receiving side of its
-//! transfers. Commands pass [admission](crate::engine::admission) here, a
+//! and settlements), by a running batch for the receiving side of its
+//! transfers, and by a shard's log for the fee account's side of its
+//! completions. Commands pass [admission](crate::engine::admission) here, a
 //! shard's share all or none, whoever sends them; transfer credits do not
 //! (they belong to an operation admitted at its source).
 
@@ -19,9 +20,9 @@ use futures_util::future::join_all;
 use crate::domain::ids::{shard_of, AccountId};
 use crate::domain::time::UnixMs;
 use crate::engine::admission::Admission;
-use crate::engine::command::{Command, ReceiveTransfer};
+use crate::engine::command::{CollectFee, Command, ReceiveTransfer};
 use crate::engine::coordinator::Coordinator;
-use crate::engine::messages::{AccountRead, Ask, ExecuteBatch, ReceiveTransfers};
+use crate::engine::messages::{AccountRead, Ask, CollectFees, ExecuteBatch, ReceiveTransfers};
 use crate::error::LedgerError;
 
 /// Items split by the shard of their account, each with its position in
@@ -201,6 +202,30 @@ impl Router {
                 counted(count, answers)
             })
             .await;
+    }
+
+    /// Credits the fee accounts' sides of durable completions, each on its
+    /// account's shard; returns once every shard applied its share (or
+    /// stopped).
+    pub async fn collect_fees(&self, credits: Vec<(AccountId, CollectFee)>) {
+        let shards = self.coordinators.len();
+        let mut by_shard: Vec<Vec<(AccountId, CollectFee)>> =
+            (0..shards).map(|_| Vec::new()).collect();
+        for (account, credit) in credits {
+            if let Some(share) = by_shard.get_mut(shard_of(account, shards)) {
+                share.push((account, credit));
+            }
+        }
+        let sends = by_shard
+            .into_iter()
+            .zip(self.coordinators.iter())
+            .filter(|(credits, _)| !credits.is_empty())
+            .map(|(credits, coordinator)| coordinator.send(CollectFees { credits }));
+        for sent in join_all(sends).await {
+            if sent.is_err() {
+                tracing::warn!("a shard stopped before crediting collected fees: the log holds them, a restart applies them");
+            }
+        }
     }
 
     /// Sends `message()` to every shard; the answers in shard order.

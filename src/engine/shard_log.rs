@@ -1,6 +1,9 @@
 //! One shard's events on their way to the journal, the shard's current
-//! stamp (the time its events carry), and the shard's gauges (withdrawals
-//! by currency and status) that those events move.
+//! stamp (the time its events carry), the shard's gauges (withdrawals by
+//! currency and status) that those events move, and what recording them
+//! leaves to do: the fee credits completions owe accounts of any shard
+//! (made once durable) and the expiries new withdrawals set (see
+//! `expiry.rs`).
 //!
 //! Stamps: the coordinator [`ticks`](ShardLog::tick) once per scheduling
 //! round (one clock read); every command an actor runs until the next tick
@@ -42,10 +45,15 @@ use actix::Recipient;
 
 use std::cell::Cell;
 
-use crate::domain::event::Stamped;
+use crate::domain::event::{Event, Stamped};
+use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::gauges::WithdrawalGauges;
 use crate::domain::time::UnixMs;
+use crate::engine::batch::AccountRun;
+use crate::engine::command::{CollectFee, WithdrawalCommand};
+use crate::engine::expiry::Expiries;
 use crate::engine::messages::WithdrawalQueued;
+use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::journal::Journal;
@@ -63,6 +71,15 @@ pub struct ShardLog {
     /// Payout notices for withdrawals among those events, sent once they
     /// are durable (a payout must never take a withdrawal the disk lacks).
     notices: RefCell<Vec<WithdrawalQueued>>,
+    /// Completions among those events whose fee goes to an account (on
+    /// any shard) other than the withdrawal's: credited there once they
+    /// are durable, so the fee account's later events always follow them
+    /// in the log (replay credits the fee at the completion's place).
+    fee_credits: RefCell<Vec<(AccountId, CollectFee)>>,
+    /// How fee credits reach their accounts; unset in tests of one shard.
+    fee_router: OnceCell<Router>,
+    /// The shard's withdrawals that carry an expiry (see `expiry.rs`).
+    expiries: RefCell<Expiries>,
     payouts: Option<Recipient<WithdrawalQueued>>,
     /// The shard's withdrawals by currency and status, as applied in memory.
     gauges: RefCell<WithdrawalGauges>,
@@ -87,6 +104,9 @@ impl ShardLog {
             stamper,
             events: RefCell::new(Vec::new()),
             notices: RefCell::new(Vec::new()),
+            fee_credits: RefCell::new(Vec::new()),
+            fee_router: OnceCell::new(),
+            expiries: RefCell::new(Expiries::default()),
             payouts,
             gauges: RefCell::new(gauges),
             shard,
@@ -155,9 +175,34 @@ impl ShardLog {
         self.payouts.is_some()
     }
 
-    /// Keeps an applied event for the next flush. A memory-only journal
-    /// keeps nothing, so it costs nothing.
+    /// The withdrawals of recovered accounts that carry an expiry.
+    pub fn note_expiries(&self, expiries: Expiries) {
+        *self.expiries.borrow_mut() = expiries;
+    }
+
+    /// The expiry jobs due at `now` (see `expiry.rs`).
+    pub fn take_due_expiries(&self, now: UnixMs) -> Vec<AccountRun<WithdrawalCommand>> {
+        self.expiries.borrow_mut().take_due(now)
+    }
+
+    /// Routes the fee account's side of this shard's completions.
+    pub fn collect_fees_through(&self, router: Router) {
+        let _ = self.fee_router.set(router);
+    }
+
+    /// Keeps an applied event for the next flush (and its fee credit for
+    /// after it). A memory-only journal keeps no events, so they cost
+    /// nothing; fee credits are still made.
     pub fn record(&self, event: Stamped) {
+        if let Some((tx, at)) = expiry_of(&event.event) {
+            self.expiries.borrow_mut().note(tx, at);
+        }
+        if let Some(to) = fee_account_of(&event.event) {
+            let credit = CollectFee {
+                completion: event.clone(),
+            };
+            self.fee_credits.borrow_mut().push((to, credit));
+        }
         if self.journal.is_logged() {
             self.events.borrow_mut().push(event);
         }
@@ -183,6 +228,8 @@ impl ShardLog {
             std::mem::replace(&mut *buffer, Vec::with_capacity(capacity))
         };
         let notices = std::mem::take(&mut *self.notices.borrow_mut());
+        let fee_credits = std::mem::take(&mut *self.fee_credits.borrow_mut());
+        let fee_router = self.fee_router.get().cloned();
         // The WAL takes at most BATCH_EVENTS_MAX events per append; a
         // larger flush goes as several appends, queued in order at once.
         let mut earlier = Vec::new();
@@ -202,7 +249,35 @@ impl ShardLog {
                     payouts.do_send(notice);
                 }
             }
+            // Before the round answers, so a caller who reads the fee
+            // account after its completion finds the fee there.
+            if let (Some(router), false) = (fee_router, fee_credits.is_empty()) {
+                router.collect_fees(fee_credits).await;
+            }
             Ok(())
         }
+    }
+}
+
+/// A new withdrawal's expiry, if it carries one.
+fn expiry_of(event: &Event) -> Option<(TransactionId, UnixMs)> {
+    match event {
+        Event::WithdrawalRequested {
+            tx,
+            details: Some(details),
+            ..
+        } => details.expires_at.map(|at| (*tx, at)),
+        _ => None,
+    }
+}
+
+/// The fee account a completion credits, if it is not the withdrawal's
+/// own account (whose side of the event already applied it).
+fn fee_account_of(event: &Event) -> Option<AccountId> {
+    match event {
+        Event::WithdrawalCompleted {
+            tx, fee: Some(fee), ..
+        } if fee.to != tx.account() => Some(fee.to),
+        _ => None,
     }
 }
