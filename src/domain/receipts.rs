@@ -2,6 +2,7 @@
 
 use rust_decimal::Decimal;
 
+use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::withdrawal::Withdrawal;
@@ -13,6 +14,7 @@ pub struct Deposit {
     pub account: AccountId,
     pub currency: CurrencyCode,
     pub amount: Decimal,
+    pub metadata: Metadata,
 }
 
 /// A completed transfer between two accounts.
@@ -23,6 +25,7 @@ pub struct Transfer {
     pub to: AccountId,
     pub currency: CurrencyCode,
     pub amount: Decimal,
+    pub metadata: Metadata,
 }
 
 /// One account's balance in one currency; `total = available + locked`.

@@ -51,12 +51,12 @@ use crate::engine::batch::{
 };
 use crate::engine::command::{execute, Command, Job, Ran};
 use crate::engine::directory::{ActorSeed, Directory, Found};
-use crate::engine::horizon::Forgetting;
 use crate::engine::expiry::{self, Expiries};
+use crate::engine::horizon::Forgetting;
 use crate::engine::key_expiry::{self, KeyExpiry};
 use crate::engine::messages::{
-    AccountRead, Ask, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
-    CollectFees, ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
+    AccountRead, Ask, CollectFees, CountAccounts, ExecuteBatch, ExportAccounts, Read, ReadGauges,
+    ReceiveTransfers, StateOf, WithdrawalQueued, WriteRefusal,
 };
 use crate::engine::recall;
 use crate::engine::round::{RoundReplies, RunCommands};

@@ -63,7 +63,9 @@ impl Expiries {
     /// Takes the withdrawals expiring at or before `now`, as one expiry job
     /// each, grouped by account.
     pub fn take_due(&mut self, now: UnixMs) -> Vec<AccountRun<WithdrawalCommand>> {
-        let later = self.due.split_off(&(UnixMs::from_millis(now.as_millis() + 1), first_id()));
+        let later = self
+            .due
+            .split_off(&(UnixMs::from_millis(now.as_millis() + 1), first_id()));
         let due = std::mem::replace(&mut self.due, later);
         let mut grouping = Grouping::with_capacity(due.len());
         for (position, (_, tx)) in due.into_iter().enumerate() {

@@ -46,8 +46,8 @@ use actix::Recipient;
 use std::cell::Cell;
 
 use crate::domain::event::{Event, Stamped};
-use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::gauges::WithdrawalGauges;
+use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::time::UnixMs;
 use crate::engine::batch::AccountRun;
 use crate::engine::command::{CollectFee, WithdrawalCommand};

@@ -76,7 +76,7 @@ impl AccountState {
         let used_for = KeyUse::deposit(currency.code, amount, metadata.as_deref());
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(Effect {
-                output: self.deposit_receipt(tx, currency, amount),
+                output: self.deposit_receipt(tx, currency, amount, metadata.as_deref()),
                 event: None,
             });
         }
@@ -91,8 +91,12 @@ impl AccountState {
             metadata,
         };
         self.apply_checked(&event, at)?;
+        let metadata = match &event {
+            Event::Deposited { metadata, .. } => metadata.as_deref(),
+            _ => None,
+        };
         Ok(Effect {
-            output: self.deposit_receipt(tx, currency, amount),
+            output: self.deposit_receipt(tx, currency, amount, metadata),
             event: Some(event),
         })
     }
@@ -522,12 +526,19 @@ impl AccountState {
         Ok(())
     }
 
-    fn deposit_receipt(&self, tx: TransactionId, currency: Currency, amount: Units) -> Deposit {
+    fn deposit_receipt(
+        &self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        metadata: Option<&Metadata>,
+    ) -> Deposit {
         Deposit {
             transaction_id: tx,
             account: self.id,
             currency: currency.code,
             amount: currency.to_decimal(amount),
+            metadata: metadata.cloned().unwrap_or_default(),
         }
     }
 }

@@ -61,6 +61,7 @@ impl AccountState {
                 to,
                 currency: currency.code,
                 amount: currency.to_decimal(amount),
+                metadata: metadata.as_deref().cloned().unwrap_or_default(),
             }));
         }
         self.check_not_frozen(FreezeScope::Withdrawals, at)?;
@@ -150,6 +151,7 @@ impl AccountState {
             to: held.to,
             currency: held.currency.code,
             amount: held.currency.to_decimal(held.amount),
+            metadata: held.metadata.as_deref().cloned().unwrap_or_default(),
         };
         let Some(at) = received else {
             self.verify_balance(held.currency.code, "releasing a transfer")?;
