@@ -66,6 +66,7 @@ fn open_funded(runtime: &Runtime, config: Config) -> Ledger {
                     currency: usd(),
                     amount,
                     idempotency_key: None,
+                    metadata: Default::default(),
                 })
                 .collect();
             for result in ledger.submit(ops).await {
@@ -86,6 +87,7 @@ async fn lifecycle(ledger: Ledger, first: u64) {
             currency: usd(),
             amount,
             idempotency_key: None,
+            options: Default::default(),
         })
         .collect();
     let completes = ledger

@@ -73,12 +73,14 @@ fn operation(op: &Op, withdrawals: &[TransactionId]) -> Option<Operation> {
             currency: usd(),
             amount: amount(*cents),
             idempotency_key: None,
+            metadata: Default::default(),
         },
         Op::Withdraw { account, cents } => Operation::RequestWithdrawal {
             account: *account,
             currency: usd(),
             amount: amount(*cents),
             idempotency_key: None,
+            options: Default::default(),
         },
         Op::Settle { pick, how } => {
             let transaction_id = *withdrawals.get(pick % withdrawals.len().max(1))?;
@@ -102,6 +104,7 @@ fn operation(op: &Op, withdrawals: &[TransactionId]) -> Option<Operation> {
             currency: usd(),
             amount: amount(*cents),
             idempotency_key: None,
+            metadata: Default::default(),
         },
         Op::Transfer { .. } => return None,
     })

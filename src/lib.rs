@@ -14,6 +14,16 @@
 //!
 //! Deposits credit accounts; transfers move available funds between them.
 //!
+//! Withdrawals are run as exchanges run them
+//! ([`Ledger::request_withdrawal_with`]): a fee (locked with the amount,
+//! moved to [`Config::fee_account`] on completion), a destination handed to
+//! the payment service, metadata (deposits and transfers carry it too),
+//! an expiry, rolling 24-hour and 30-day limits per tier
+//! ([`Config::withdrawal_limits`], [`Ledger::set_account_tier`],
+//! [`Ledger::withdrawal_allowance`]), operators' freezes
+//! ([`Ledger::freeze_account`]) and partial completion
+//! ([`WithdrawalOutcome::PartlyCompleted`]).
+//!
 //! ## Guarantees
 //! (README's *Guarantees* section states each promise and each refusal in
 //! full, with the test that tries to break it.)
@@ -92,15 +102,20 @@
 //! ## Layout
 //! Folders by layer; the dependency rules are checked by `tests/layers.rs`.
 //! - `lib.rs` (these docs, re-exports), `ledger/` (the public [`Ledger`]
-//!   handle: `mod.rs` the operations, `storage.rs` its data folder,
+//!   handle: `mod.rs` the operations, `requests.rs` those that carry
+//!   metadata, fees, destinations and expiries, `controls.rs` freezes,
+//!   tiers and allowances, `storage.rs` its data folder,
 //!   `history.rs` the history reads, `events.rs` the event feed and its
 //!   consumers, `standby.rs` a standby kept by mirrored batches), `config.rs` (configuration and limits with documented
 //!   defaults), `error.rs` ([`LedgerError`]), `operation.rs` (what a caller
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
-//!   `event` (what the log records), `withdrawal` (the state machine),
-//!   `account/` (one account's state: `rules`, `apply`, `transfers`,
-//!   `invariants`, `withdrawals`, `forget`, `keys`), `payouts` (payout records and modes,
+//!   `event/` (what the log records; `wire` its encoding), `withdrawal` (the
+//!   state machine), `details` (fees, destinations, metadata), `policy`
+//!   (what configuration the rules read: pending cap, fee account, limits
+//!   per tier; freezes), `account/` (one account's state: `rules`, `apply`,
+//!   `transfers`, `invariants`, `withdrawals`, `forget`, `keys`, `controls`
+//!   and `usage` (tier, freeze, what the limits count)), `payouts` (payout records and modes,
 //!   and their public views), `audit` (the invariants over many accounts),
 //!   `gauges`, `receipts` (what successful operations return), `export`
 //!   (the read-only view of an account that `export_accounts` returns),
@@ -120,6 +135,7 @@
 //!   `timers`), `stamp` (the time logged events carry), `horizon` (how far
 //!   finished withdrawals leave memory) and `recall` (finding them again),
 //!   `key_expiry` (when idempotency keys expire, as a logged event),
+//!   `expiry` (when pending withdrawals past `expires_in` fail),
 //!   `messages`,
 //!   `startup` and `shutdown`.
 //! - `storage/` — what is kept on disk, never actors: `journal` (where the
@@ -182,8 +198,10 @@ pub mod storage;
 #[cfg(feature = "http")]
 pub mod webhook;
 
-pub use config::Config;
+pub use config::{Config, WithdrawalLimit};
+pub use domain::account::{AccountControls, WindowAllowance, WithdrawalAllowance};
 pub use domain::audit::Audit;
+pub use domain::details::{Destination, Metadata};
 pub use domain::export::{AccountBalance, AccountExport};
 pub use domain::gauges::{Gauges, ShardCounts};
 pub use domain::history::{
@@ -191,15 +209,16 @@ pub use domain::history::{
 };
 pub use domain::ids::{AccountId, IdempotencyKey, TransactionId};
 pub use domain::money::{CurrencyCode, CurrencyConfig};
+pub use domain::policy::{Freeze, FreezeScope, Tier, Window};
 pub use domain::receipts::{Balance, Deposit, Outcome, Transfer};
 pub use domain::time::{TimeTextError, UnixMs};
 pub use domain::withdrawal::{Withdrawal, WithdrawalOutcome, WithdrawalStatus};
-pub use error::{AmountProblem, LedgerError};
+pub use error::{AmountProblem, FundsPart, LedgerError};
 pub use ledger::{
     ConsumerCursor, Ledger, MirrorError, Mirrored, OpenError, Promoter, Subscription,
     FEED_BATCH_MAX,
 };
-pub use operation::Operation;
+pub use operation::{FeeRequest, Operation, WithdrawalOptions};
 pub use rust_decimal::Decimal;
 
 /// Compiles and runs README.md's Rust example as a doc test, so the README

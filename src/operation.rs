@@ -20,13 +20,15 @@ pub enum Operation {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        metadata: Metadata,
     },
-    /// Phase 1: create a pending burn locking `amount`.
+    /// Phase 1: create a pending burn locking `amount` (and its fee).
     RequestWithdrawal {
         account: AccountId,
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        options: WithdrawalOptions,
     },
     /// Phase 3: the payment service's answer for a withdrawal.
     CompleteWithdrawal {
@@ -47,6 +49,7 @@ pub enum Operation {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        metadata: Metadata,
     },
 }
 

@@ -255,6 +255,7 @@ impl Op {
                 currency: code(&currency),
                 amount,
                 idempotency_key: key(op_id),
+                metadata: Default::default(),
             },
             Op::Withdraw {
                 account,
@@ -265,6 +266,7 @@ impl Op {
                 currency: code(&currency),
                 amount,
                 idempotency_key: key(op_id),
+                options: Default::default(),
             },
             Op::Complete { tx } => Operation::CompleteWithdrawal {
                 transaction_id: tx,
@@ -288,6 +290,7 @@ impl Op {
                 currency: code(&currency),
                 amount,
                 idempotency_key: key(op_id),
+                metadata: Default::default(),
             },
         }
     }
@@ -313,6 +316,7 @@ impl Op {
                 currency: code(currency),
                 amount: huge,
                 idempotency_key: key(op_id),
+                options: Default::default(),
             }),
             Op::Withdraw {
                 account, currency, ..
@@ -322,6 +326,7 @@ impl Op {
                 currency: code(currency),
                 amount: huge,
                 idempotency_key: key(op_id),
+                metadata: Default::default(),
             }),
             Op::Complete { .. } | Op::Fail { .. } | Op::Cancel { .. } => None,
         }

@@ -62,6 +62,7 @@ async fn each_ledger_call_and_each_payout_run_has_its_span() {
         currency: CurrencyCode::new("USD").unwrap(),
         amount: dec("3"),
         idempotency_key: None,
+        metadata: Default::default(),
     }];
     assert!(ledger.submit(batch).await[0].is_ok());
     ledger.balance(2, "USD").await.unwrap();

@@ -210,12 +210,14 @@ async fn mix(ledger: &Ledger, rng: &mut Rng, steps: u32, txs: &mut Vec<Transacti
                         currency: usd,
                         amount: dec("2"),
                         idempotency_key: None,
+                        metadata: Default::default(),
                     });
                     ops.push(Operation::RequestWithdrawal {
                         account: a,
                         currency: usd,
                         amount: dec("0.75"),
                         idempotency_key: None,
+                        options: Default::default(),
                     });
                     ops.push(Operation::Transfer {
                         from: a,
@@ -223,6 +225,7 @@ async fn mix(ledger: &Ledger, rng: &mut Rng, steps: u32, txs: &mut Vec<Transacti
                         currency: usd,
                         amount: dec("0.5"),
                         idempotency_key: None,
+                        metadata: Default::default(),
                     });
                 }
                 if let Some(&tx) = txs.last() {

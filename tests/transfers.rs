@@ -37,7 +37,8 @@ async fn a_transfer_moves_available_funds_from_source_to_destination() {
             from: 1,
             to: 2,
             currency: code("USD"),
-            amount: dec("30.05"), metadata: Default::default(),
+            amount: dec("30.05"),
+            metadata: Default::default(),
         }
     );
     assert_eq!(

@@ -159,23 +159,25 @@ impl Edge<'_> {
                 currency,
                 amount,
                 idempotency_key,
+                metadata,
                 ..
             } => AccountCommand::Deposit(self.deposit(
                 currency,
                 amount,
                 idempotency_key,
-                Metadata::default(),
+                metadata,
             )?),
             Operation::RequestWithdrawal {
                 currency,
                 amount,
                 idempotency_key,
+                options,
                 ..
             } => AccountCommand::Withdrawal(self.request_withdrawal(
                 currency,
                 amount,
                 idempotency_key,
-                WithdrawalOptions::default(),
+                options,
             )?),
             Operation::CompleteWithdrawal {
                 transaction_id,
@@ -194,13 +196,14 @@ impl Edge<'_> {
                 currency,
                 amount,
                 idempotency_key,
+                metadata,
             } => AccountCommand::Transfer(self.transfer(
                 from,
                 to,
                 currency,
                 amount,
                 idempotency_key,
-                Metadata::default(),
+                metadata,
             )?),
         };
         Ok((account, command))

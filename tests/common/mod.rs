@@ -333,6 +333,7 @@ pub fn deposit_op(account: u64, currency: &str, amount: &str) -> Operation {
         currency: code(currency),
         amount: dec(amount),
         idempotency_key: None,
+        metadata: Default::default(),
     }
 }
 
@@ -342,6 +343,7 @@ pub fn withdraw_op(account: u64, currency: &str, amount: &str) -> Operation {
         currency: code(currency),
         amount: dec(amount),
         idempotency_key: None,
+        options: Default::default(),
     }
 }
 
@@ -352,6 +354,7 @@ pub fn transfer_op(from: u64, to: u64, currency: &str, amount: &str) -> Operatio
         currency: code(currency),
         amount: dec(amount),
         idempotency_key: None,
+        metadata: Default::default(),
     }
 }
 

@@ -155,6 +155,7 @@ impl Worker {
                         currency: Self::code(currency),
                         amount,
                         idempotency_key: key,
+                        metadata: Default::default(),
                     },
                     Expect::Deposit(currency, amount),
                 )
@@ -167,6 +168,7 @@ impl Worker {
                         currency: Self::code(currency),
                         amount,
                         idempotency_key: None,
+                        options: Default::default(),
                     },
                     Expect::Withdrawal,
                 )
@@ -191,6 +193,7 @@ impl Worker {
                         currency: Self::code(currency),
                         amount: self.amount(currency),
                         idempotency_key: None,
+                        metadata: Default::default(),
                     },
                     Expect::Transfer,
                 )
@@ -209,6 +212,7 @@ impl Worker {
                     currency: Self::code(currency),
                     amount: amount_sent,
                     idempotency_key: Some(key),
+                    metadata: Default::default(),
                 };
                 (
                     op,
@@ -227,6 +231,7 @@ impl Worker {
                         currency: Self::code(currency),
                         amount,
                         idempotency_key: None,
+                        metadata: Default::default(),
                     },
                     Expect::Deposit(currency, amount),
                 )

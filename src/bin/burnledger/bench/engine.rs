@@ -60,6 +60,7 @@ pub async fn fund(
                         currency: usd,
                         amount,
                         idempotency_key: None,
+                        metadata: Default::default(),
                     })
                     .collect();
                 for result in ledger.submit(ops).await {
@@ -230,6 +231,7 @@ pub fn to_operation(
             currency: usd,
             amount: amount(units),
             idempotency_key: None,
+            options: Default::default(),
         },
         PlanOp::Complete { request, failed } => Operation::CompleteWithdrawal {
             transaction_id: (*requested.get(request as usize)?)?,
@@ -246,6 +248,7 @@ pub fn to_operation(
             currency: usd,
             amount: amount(units),
             idempotency_key: None,
+            metadata: Default::default(),
         },
         PlanOp::Transfer { from, to, units } => Operation::Transfer {
             from,
@@ -253,6 +256,7 @@ pub fn to_operation(
             currency: usd,
             amount: amount(units),
             idempotency_key: None,
+            metadata: Default::default(),
         },
     })
 }
