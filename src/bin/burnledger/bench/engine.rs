@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use burnledger::{
-    CurrencyCode, Decimal, Ledger, LedgerError, Operation, Outcome, TransactionId,
-    WithdrawalOutcome, WithdrawalStatus,
+    CurrencyCode, Decimal, FeeRequest, Ledger, LedgerError, Operation, Outcome, TransactionId,
+    WithdrawalOptions, WithdrawalOutcome, WithdrawalStatus,
 };
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
@@ -29,6 +29,15 @@ const FAILURE_REASON: &str = "bench: refused by the payment service";
 
 pub fn usd() -> Result<CurrencyCode, String> {
     CurrencyCode::new("USD").map_err(|e| format!("bench currency: {e}"))
+}
+
+/// The fee every withdrawal of a run with `--fees-and-limits` carries:
+/// 0.01 USD, when the ledger has a fee account to collect it.
+pub fn bench_fee(ledger: &Ledger, usd: CurrencyCode) -> Option<FeeRequest> {
+    ledger.config().fee_account.map(|_| FeeRequest {
+        currency: usd,
+        amount: Decimal::new(1, DECIMALS),
+    })
 }
 
 pub fn new_histogram() -> Result<Histogram<u64>, String> {
@@ -153,6 +162,7 @@ async fn client(
     let mut sent: Vec<PlanOp> = Vec::new();
     // Ids of the previous batch's requests, in order; `None` if it failed.
     let mut requested: Vec<Option<TransactionId>> = Vec::new();
+    let fee = bench_fee(&ledger, usd);
     loop {
         let draw_new = deadline.is_none_or(|d| Instant::now() < d);
         report.draws += u64::from(draw_new);
@@ -164,7 +174,7 @@ async fn client(
         let ops: Vec<Operation> = plan
             .iter()
             .filter_map(|op| {
-                let operation = to_operation(*op, usd, &requested)?;
+                let operation = to_operation(*op, usd, fee.as_ref(), &requested)?;
                 sent.push(*op);
                 Some(operation)
             })
@@ -222,6 +232,7 @@ pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration, ops: u64) {
 pub fn to_operation(
     op: PlanOp,
     usd: CurrencyCode,
+    fee: Option<&FeeRequest>,
     requested: &[Option<TransactionId>],
 ) -> Option<Operation> {
     let amount = |units| Decimal::new(units, DECIMALS);
@@ -231,7 +242,10 @@ pub fn to_operation(
             currency: usd,
             amount: amount(units),
             idempotency_key: None,
-            options: Default::default(),
+            options: WithdrawalOptions {
+                fee: fee.cloned(),
+                ..WithdrawalOptions::default()
+            },
         },
         PlanOp::Complete { request, failed } => Operation::CompleteWithdrawal {
             transaction_id: (*requested.get(request as usize)?)?,
@@ -349,7 +363,7 @@ mod tests {
             request,
             failed: true,
         };
-        let sent = to_operation(complete(0), usd, &requested).expect("sent");
+        let sent = to_operation(complete(0), usd, None, &requested).expect("sent");
         assert!(matches!(
             sent,
             Operation::CompleteWithdrawal {
@@ -357,7 +371,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(to_operation(complete(1), usd, &requested), None);
-        assert_eq!(to_operation(complete(2), usd, &requested), None);
+        assert_eq!(to_operation(complete(1), usd, None, &requested), None);
+        assert_eq!(to_operation(complete(2), usd, None, &requested), None);
     }
 }

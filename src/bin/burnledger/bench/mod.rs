@@ -57,7 +57,7 @@ use burnledger::config::{
     parse_sync, PayoutMode, SyncMode, ACCOUNT_PENDING_WITHDRAWALS_MAX_DEFAULT,
     BATCH_OPS_MAX_DEFAULT, SHARD_IN_FLIGHT_OPS_MAX_DEFAULT,
 };
-use burnledger::{Config, Ledger};
+use burnledger::{Config, Ledger, WithdrawalLimit};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::runtime::Runtime;
@@ -146,6 +146,12 @@ pub struct EmbeddedArgs {
     /// Run without the data folder's history store (to measure its cost).
     #[arg(long)]
     no_history: bool,
+    /// Every withdrawal carries a fee (0.01 USD, collected into a fee
+    /// account on completion) and every account is under 24-hour and
+    /// 30-day withdrawal limits (far above what a run withdraws, so none
+    /// refuses): to measure what fees and limits cost.
+    #[arg(long)]
+    fees_and_limits: bool,
     /// Attach an event-feed subscriber for the whole run (to measure the
     /// feed's cost and how far behind it reads; needs a data folder).
     #[arg(long)]
@@ -384,8 +390,29 @@ fn engine_config(args: &EmbeddedArgs, sync: SyncMode, data_dir: &DataDir) -> Con
         payout_mode: PayoutMode::External,
         payment_service: None,
         history: !args.no_history,
+        fee_account: args.fees_and_limits.then_some(FEE_ACCOUNT),
+        withdrawal_limits: if args.fees_and_limits {
+            bench_limits()
+        } else {
+            Vec::new()
+        },
         ..defaults
     }
+}
+
+/// Where `--fees-and-limits` collects fees: no account the run funds.
+const FEE_ACCOUNT: u64 = ACCOUNTS_MAX + 1;
+
+/// The limits of `--fees-and-limits`: the largest a withdrawal limit may be
+/// (a currency's per-operation maximum), per day and per month.
+fn bench_limits() -> Vec<WithdrawalLimit> {
+    [
+        "default:USD:24h=1000000000000",
+        "default:USD:30d=1000000000000",
+    ]
+    .into_iter()
+    .filter_map(|limit| WithdrawalLimit::parse(limit).ok())
+    .collect()
 }
 
 /// Client `client`'s stream, drawing `quota` ops (`None`: until told to

@@ -28,9 +28,10 @@ use indicatif::ProgressBar;
 use parking_lot::{Condvar, Mutex};
 use tokio::runtime::Handle;
 
-use super::engine::{check_answers, record, to_operation, usd, ClientReport};
+use super::engine::{bench_fee, check_answers, record, to_operation, usd, ClientReport};
 use super::report::RateFigures;
 use super::workload::{PlanOp, Stream};
+use burnledger::FeeRequest;
 
 /// A batch sent later than this after its scheduled start counts as late.
 const LATE: Duration = Duration::from_millis(1);
@@ -77,6 +78,7 @@ pub async fn run(
         shared: Arc::clone(&shared),
         runtime: Handle::current(),
         progress: progress.clone(),
+        fee: bench_fee(&ledger, usd()?),
         usd: usd()?,
     };
     let (figures, drawn, started) =
@@ -164,6 +166,8 @@ struct Sender {
     runtime: Handle,
     progress: ProgressBar,
     usd: CurrencyCode,
+    /// With `--fees-and-limits`, each withdrawal's fee.
+    fee: Option<FeeRequest>,
 }
 
 impl Sender {
@@ -231,7 +235,7 @@ impl Sender {
     fn send(&self, Batch { sent, ids }: Batch, due: Instant) {
         let ops: Vec<Operation> = sent
             .iter()
-            .filter_map(|op| to_operation(*op, self.usd, &ids))
+            .filter_map(|op| to_operation(*op, self.usd, self.fee.as_ref(), &ids))
             .collect();
         let slot = Slot(Arc::clone(&self.shared));
         let (ledger, shared, progress) = (
