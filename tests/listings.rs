@@ -521,13 +521,13 @@ fn replay(balance: (Decimal, Decimal), e: &Entry) -> (Decimal, Decimal) {
     let (available, locked) = balance;
     let amount = e.amount;
     match e.kind {
-        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn => {
+        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn | EntryKind::FeeIn => {
             (available + amount, locked)
         }
         EntryKind::TransferOut => (available - amount, locked),
         EntryKind::Lock => (available - amount, locked + amount),
         EntryKind::Release => (available + amount, locked - amount),
-        EntryKind::Burn => (available, locked - amount),
+        EntryKind::Burn | EntryKind::FeeOut => (available, locked - amount),
     }
 }
 
@@ -649,14 +649,16 @@ async fn a_transaction_id_finds_its_deposit_transfer_or_withdrawal() {
         ledger.transaction(deposit.transaction_id).await.unwrap(),
         Transaction::Deposit {
             deposit: deposit.clone(),
-            at: Some(at(0))
+            at: Some(at(0)),
+            metadata: Default::default(),
         }
     );
     assert_eq!(
         ledger.transaction(transfer.transaction_id).await.unwrap(),
         Transaction::Transfer {
             transfer: transfer.clone(),
-            at: Some(at(5))
+            at: Some(at(5)),
+            metadata: Default::default(),
         }
     );
     assert_eq!(
