@@ -21,7 +21,7 @@ use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::{PayoutItemView, PayoutView};
 use crate::domain::receipts::{Balance, Deposit, Transfer};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{StatusKind, Withdrawal};
+use crate::domain::withdrawal::Withdrawal;
 use crate::engine::messages::GetPayouts;
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
