@@ -1,7 +1,8 @@
 //! Storage properties, without an engine:
 //!
-//! - any sequence of events (every variant of `Event`) encodes into WAL
-//!   records and decodes back to itself, record by record;
+//! - any sequence of events (every variant of `Event`, with and without
+//!   the optional parts format v7 added) encodes into WAL records and
+//!   decodes back to itself, record by record;
 //! - a WAL segment cut at any byte recovers exactly the records wholly
 //!   before the cut — the same as a log that only ever held them — and the
 //!   cut is reported and made permanent;
@@ -17,9 +18,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burnledger::domain::account::{AccountState, TransferHold};
+use burnledger::domain::details::{Destination, Fee, FeeCollected, Metadata, WithdrawalDetails};
 use burnledger::domain::event::{Event, ItemOutcome, Stamped};
 use burnledger::domain::money::{Currency, CurrencyCode};
 use burnledger::domain::payouts::{PayoutRecord, PayoutRecordItem};
+use burnledger::domain::policy::{Freeze, FreezeScope, Tier};
 use burnledger::domain::time::UnixMs;
 use burnledger::domain::withdrawal::TransitionAction;
 use burnledger::storage::snapshot;
@@ -59,47 +62,119 @@ fn outcome() -> impl Strategy<Value = ItemOutcome> {
     prop_oneof![
         Just(ItemOutcome::Paid),
         reason().prop_map(|reason| ItemOutcome::Failed { reason }),
+        any::<i128>().prop_map(|paid| ItemOutcome::PartlyPaid { paid }),
     ]
+}
+
+/// Metadata, or none (`None`, as events keep no metadata).
+fn metadata() -> impl Strategy<Value = Option<Box<Metadata>>> {
+    prop::collection::btree_map("[a-z_]{1,8}", "\\PC{0,12}", 0..4)
+        .prop_map(|pairs| Metadata::new(pairs).expect("within the limits").boxed())
+}
+
+fn destination() -> impl Strategy<Value = Destination> {
+    (
+        "[a-z]{1,8}",
+        "[A-Z0-9]{1,34}",
+        prop::option::of("[a-z]{1,12}"),
+    )
+        .prop_map(|(kind, value, network)| {
+            Destination::new(kind, value, network).expect("well formed")
+        })
+}
+
+/// A withdrawal's details: any of a fee, a destination, metadata and an
+/// expiry, or none of them (`None`).
+fn details() -> impl Strategy<Value = Option<Box<WithdrawalDetails>>> {
+    (
+        prop::option::of((currency(), any::<i128>())),
+        prop::option::of(destination()),
+        metadata(),
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(|(fee, destination, metadata, expires_at)| {
+            WithdrawalDetails {
+                fee: fee.map(|(currency, amount)| Fee { currency, amount }),
+                destination,
+                metadata: metadata.map(|m| *m).unwrap_or_default(),
+                expires_at: expires_at.map(UnixMs::from_millis),
+            }
+            .boxed()
+        })
+}
+
+fn fee_collected() -> impl Strategy<Value = FeeCollected> {
+    (any::<u64>(), currency(), any::<i128>()).prop_map(|(to, currency, amount)| FeeCollected {
+        to,
+        currency,
+        amount,
+    })
+}
+
+fn freeze() -> impl Strategy<Value = Freeze> {
+    (
+        prop_oneof![Just(FreezeScope::Withdrawals), Just(FreezeScope::All)],
+        prop::option::of(any::<u64>()),
+        reason(),
+    )
+        .prop_map(|(scope, until, reason)| Freeze {
+            scope,
+            until: until.map(UnixMs::from_millis),
+            reason,
+        })
+}
+
+fn tier() -> impl Strategy<Value = Tier> {
+    "[a-z0-9_.-]{1,32}".prop_map(|name| Tier::new(&name).expect("a well-formed tier"))
 }
 
 /// Every variant of `Event`, with any field values.
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        (tx(), currency(), any::<i128>(), key()).prop_map(|(tx, currency, amount, key)| {
-            Event::Deposited {
+        (tx(), currency(), any::<i128>(), key(), metadata()).prop_map(
+            |(tx, currency, amount, key, metadata)| Event::Deposited {
                 tx,
                 currency,
                 amount,
                 key,
-                metadata: None,
-            }
-        }),
-        (tx(), currency(), any::<i128>(), key()).prop_map(|(tx, currency, amount, key)| {
-            Event::WithdrawalRequested {
-                tx,
-                currency,
-                amount,
-                key,
-                details: None,
-            }
-        }),
-        tx().prop_map(|tx| Event::WithdrawalCompleted {
-            tx,
-            fee: None,
-            paid: None,
-        }),
-        (tx(), reason()).prop_map(|(tx, reason)| Event::WithdrawalFailed { tx, reason }),
-        tx().prop_map(|tx| Event::WithdrawalCancelled { tx }),
-        (tx(), any::<u64>(), currency(), any::<i128>(), key()).prop_map(
-            |(tx, to, currency, amount, key)| Event::Transferred {
-                tx,
-                to,
-                currency,
-                amount,
-                key,
-                metadata: None,
+                metadata,
             }
         ),
+        (tx(), currency(), any::<i128>(), key(), details()).prop_map(
+            |(tx, currency, amount, key, details)| Event::WithdrawalRequested {
+                tx,
+                currency,
+                amount,
+                key,
+                details,
+            }
+        ),
+        (
+            tx(),
+            prop::option::of(any::<i128>()),
+            prop::option::of(fee_collected())
+        )
+            .prop_map(|(tx, paid, fee)| Event::WithdrawalCompleted { tx, fee, paid }),
+        (tx(), reason()).prop_map(|(tx, reason)| Event::WithdrawalFailed { tx, reason }),
+        tx().prop_map(|tx| Event::WithdrawalCancelled { tx }),
+        (
+            tx(),
+            any::<u64>(),
+            currency(),
+            any::<i128>(),
+            key(),
+            metadata()
+        )
+            .prop_map(
+                |(tx, to, currency, amount, key, metadata)| Event::Transferred {
+                    tx,
+                    to,
+                    currency,
+                    amount,
+                    key,
+                    metadata,
+                }
+            ),
         (tx(), any::<u64>()).prop_map(|(tx, payout_id)| Event::WithdrawalClaimed { tx, payout_id }),
         tx().prop_map(|tx| Event::WithdrawalReleased { tx }),
         (tx(), reason()).prop_map(|(tx, reason)| Event::WithdrawalReturned { tx, reason }),
@@ -137,8 +212,40 @@ fn event() -> impl Strategy<Value = Event> {
                 before: UnixMs::from_millis(before),
             }
         }),
+        (any::<u64>(), freeze())
+            .prop_map(|(account, freeze)| Event::AccountFrozen { account, freeze }),
+        any::<u64>().prop_map(|account| Event::AccountUnfrozen { account }),
+        (any::<u64>(), tier()).prop_map(|(account, tier)| Event::AccountTierSet { account, tier }),
     ]
 }
+
+/// Which optional part format v7 added an event carries, if any: 0 for
+/// none, then metadata (deposit, transfer), details (request), a paid
+/// amount, a collected fee (completion), a partly paid item.
+fn new_part(event: &Event) -> usize {
+    match event {
+        Event::Deposited {
+            metadata: Some(_), ..
+        } => 1,
+        Event::Transferred {
+            metadata: Some(_), ..
+        } => 2,
+        Event::WithdrawalRequested {
+            details: Some(_), ..
+        } => 3,
+        Event::WithdrawalCompleted { paid: Some(_), .. } => 4,
+        Event::WithdrawalCompleted { fee: Some(_), .. } => 5,
+        Event::PayoutItemsSettled { items, .. }
+            if items
+                .iter()
+                .any(|(_, o)| matches!(o, ItemOutcome::PartlyPaid { .. })) =>
+        {
+            6
+        }
+        _ => 0,
+    }
+}
+const NEW_PARTS: usize = 7;
 
 /// Which variant an event is. Exhaustive on purpose: a new variant does
 /// not compile here until `event()` generates it too.
@@ -163,17 +270,20 @@ fn variant(event: &Event) -> usize {
         Event::AccountTierSet { .. } => 16,
     }
 }
-const VARIANTS: usize = 14;
+const VARIANTS: usize = 17;
 
 #[test]
 fn the_event_strategy_generates_every_variant() {
     let mut runner = TestRunner::deterministic();
     let mut seen = [false; VARIANTS];
+    let mut parts = [false; NEW_PARTS];
     for _ in 0..2_000 {
         let event = event().new_tree(&mut runner).expect("a value").current();
         seen[variant(&event)] = true;
+        parts[new_part(&event)] = true;
     }
     assert!(seen.iter().all(|s| *s), "variants generated: {seen:?}");
+    assert!(parts.iter().all(|s| *s), "new parts generated: {parts:?}");
 }
 
 /// The time the record at `lsn` is stamped with.

@@ -521,13 +521,13 @@ fn replay(balance: (Decimal, Decimal), e: &Entry) -> (Decimal, Decimal) {
     let (available, locked) = balance;
     let amount = e.amount;
     match e.kind {
-        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn => {
+        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn | EntryKind::FeeIn => {
             (available + amount, locked)
         }
         EntryKind::TransferOut => (available - amount, locked),
         EntryKind::Lock => (available - amount, locked + amount),
         EntryKind::Release => (available + amount, locked - amount),
-        EntryKind::Burn => (available, locked - amount),
+        EntryKind::Burn | EntryKind::FeeOut => (available, locked - amount),
     }
 }
 
@@ -535,7 +535,11 @@ fn replay(balance: (Decimal, Decimal), e: &Entry) -> (Decimal, Decimal) {
 async fn balances_at_a_time_are_the_entries_replayed_up_to_it_and_what_was_live_then() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new();
-    let ledger = Ledger::open(on_clock(dir.path(), &clock)).unwrap();
+    let config = Config {
+        fee_account: Some(2),
+        ..on_clock(dir.path(), &clock)
+    };
+    let ledger = Ledger::open(config).unwrap();
     let mut rng = common::Rng(7);
     let mut live_at: Vec<(UnixMs, Vec<Balance>)> = vec![(at(0), Vec::new())];
     let mut pending: Vec<TransactionId> = Vec::new();
@@ -551,8 +555,17 @@ async fn balances_at_a_time_are_the_entries_replayed_up_to_it_and_what_was_live_
                     .unwrap(),
             ),
             2 => {
+                // Every other one with a fee, collected by account 2.
+                let fee = (step % 4 < 2).then(|| burnledger::operation::FeeRequest {
+                    currency: CurrencyCode::new(currency).unwrap(),
+                    amount: dec("0.15"),
+                });
+                let options = burnledger::operation::WithdrawalOptions {
+                    fee,
+                    ..Default::default()
+                };
                 if let Ok(w) = ledger
-                    .request_withdrawal(1, currency, dec("3.10"), None)
+                    .request_withdrawal_with(1, currency, dec("3.10"), None, options)
                     .await
                 {
                     pending.push(w.transaction_id);
@@ -587,7 +600,9 @@ async fn balances_at_a_time_are_the_entries_replayed_up_to_it_and_what_was_live_
         live_at.push((now, ledger.balances(1).await.unwrap()));
     }
     let entries = all_entries(&ledger, 1, None).await;
-    let kinds: HashSet<EntryKind> = entries.iter().map(|e| e.kind).collect();
+    // The fee account's entries hold the fees arriving.
+    let fee_account = all_entries(&ledger, 2, None).await;
+    let kinds: HashSet<EntryKind> = entries.iter().chain(&fee_account).map(|e| e.kind).collect();
     assert_eq!(
         kinds.len(),
         EntryKind::ALL.len(),
@@ -649,14 +664,16 @@ async fn a_transaction_id_finds_its_deposit_transfer_or_withdrawal() {
         ledger.transaction(deposit.transaction_id).await.unwrap(),
         Transaction::Deposit {
             deposit: deposit.clone(),
-            at: Some(at(0))
+            at: Some(at(0)),
+            metadata: Default::default(),
         }
     );
     assert_eq!(
         ledger.transaction(transfer.transaction_id).await.unwrap(),
         Transaction::Transfer {
             transfer: transfer.clone(),
-            at: Some(at(5))
+            at: Some(at(5)),
+            metadata: Default::default(),
         }
     );
     assert_eq!(

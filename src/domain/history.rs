@@ -9,8 +9,9 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
-use crate::domain::money::CurrencyCode;
+use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::PayoutState;
 use crate::domain::receipts::{Deposit, Transfer};
 use crate::domain::time::UnixMs;
@@ -119,10 +120,15 @@ pub enum EntryKind {
     Return,
     TransferIn,
     TransferOut,
+    /// A completed withdrawal's fee: locked, it left for the fee account.
+    FeeOut,
+    /// A completed withdrawal's fee, arrived at the fee account: credited
+    /// to available.
+    FeeIn,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 7] = [
+    pub const ALL: [EntryKind; 9] = [
         Self::Deposit,
         Self::Lock,
         Self::Burn,
@@ -130,6 +136,8 @@ impl EntryKind {
         Self::Return,
         Self::TransferIn,
         Self::TransferOut,
+        Self::FeeOut,
+        Self::FeeIn,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -141,14 +149,32 @@ impl EntryKind {
             Self::Return => "return",
             Self::TransferIn => "transfer_in",
             Self::TransferOut => "transfer_out",
+            Self::FeeOut => "fee_out",
+            Self::FeeIn => "fee_in",
+        }
+    }
+
+    /// What an entry of this kind for `amount` (minor units) does to the
+    /// balance: (change to available, change to locked). An account's
+    /// entries in a currency, added up from zero, give its balance.
+    pub fn delta(self, amount: Units) -> (Units, Units) {
+        match self {
+            Self::Deposit | Self::Return | Self::TransferIn | Self::FeeIn => (amount, 0),
+            Self::TransferOut => (-amount, 0),
+            Self::Lock => (-amount, amount),
+            Self::Release => (amount, -amount),
+            Self::Burn | Self::FeeOut => (0, -amount),
         }
     }
 }
 
 /// One balance change of one account in one currency, with the balance
-/// after it. `seq` numbers the account's entries in that currency
-/// (strictly increasing); `at` is `None` for a change logged before
-/// times were (on-disk format v4).
+/// after it. `seq` is the log position of the event that made it: it
+/// numbers the account's entries in that currency, increasing, the
+/// changes one event made to one balance (a completion burning part,
+/// releasing the rest and moving a fee) sharing it, in the order made;
+/// `at` is `None` for a change logged before times were (on-disk format
+/// v4). `metadata` is its operation's (deposit, withdrawal, transfer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub transaction_id: TransactionId,
@@ -160,6 +186,7 @@ pub struct Entry {
     pub at: Option<UnixMs>,
     pub available_after: Decimal,
     pub locked_after: Decimal,
+    pub metadata: Metadata,
 }
 
 /// Whatever a transaction id names, as the history keeps it.
@@ -169,10 +196,12 @@ pub enum Transaction {
     Deposit {
         deposit: Deposit,
         at: Option<UnixMs>,
+        metadata: Metadata,
     },
     Transfer {
         transfer: Transfer,
         at: Option<UnixMs>,
+        metadata: Metadata,
     },
 }
 

@@ -420,11 +420,11 @@ impl From<&Transaction> for TransactionJson {
             Transaction::Withdrawal(w) => Self::Withdrawal {
                 withdrawal: WithdrawalJson::from(w),
             },
-            Transaction::Deposit { deposit, at } => Self::Deposit {
+            Transaction::Deposit { deposit, at, .. } => Self::Deposit {
                 deposit: DepositJson::from(deposit),
                 at: rfc3339(*at),
             },
-            Transaction::Transfer { transfer, at } => Self::Transfer {
+            Transaction::Transfer { transfer, at, .. } => Self::Transfer {
                 transfer: TransferJson::from(transfer),
                 at: rfc3339(*at),
             },

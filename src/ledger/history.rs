@@ -21,7 +21,7 @@ use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::{PayoutItemView, PayoutView};
 use crate::domain::receipts::{Balance, Deposit, Transfer};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{StatusKind, Withdrawal, WithdrawalStatus};
+use crate::domain::withdrawal::Withdrawal;
 use crate::engine::messages::GetPayouts;
 use crate::error::LedgerError;
 use crate::ledger::Ledger;
@@ -29,6 +29,7 @@ use crate::storage::history::{
     self as store, EntryRow, HistoryError, HistoryReader, HistoryStore, PayoutRow, TransactionKind,
     TransactionRecord, TransactionRow, WithdrawalRow, PAGE_LIMIT_MAX,
 };
+use crate::storage::recall::record_of;
 
 impl Ledger {
     /// A page of withdrawals (see [`WithdrawalQuery`]): by account, by
@@ -214,26 +215,12 @@ impl Ledger {
         })
     }
 
+    /// A stored withdrawal as the live view shows it (its fee,
+    /// destination, metadata, expiry and what was paid included).
     fn withdrawal_of(&self, row: &WithdrawalRow) -> Result<Withdrawal, LedgerError> {
-        let status = status_of(row)?;
-        Ok(Withdrawal {
-            transaction_id: row.tx,
-            account: row.account,
-            currency: row.currency,
-            amount: self.decimal(row.currency, row.amount)?,
-            // As the live view shows it: the payout while it carries it.
-            payout_id: status.payout_id(),
-            status,
-            created_at: UnixMs::from_millis(row.created_at_ms).known(),
-            updated_at: UnixMs::from_millis(row.updated_at_ms).known(),
-            // What the row keeps of fees, destinations, metadata and
-            // partial payments: not yet (a plain withdrawal's view).
-            paid: None,
-            fee: None,
-            destination: None,
-            metadata: Default::default(),
-            expires_at: None,
-        })
+        let record =
+            record_of(row, self.currencies()).map_err(|reason| LedgerError::Internal { reason })?;
+        Ok(record.view(row.tx))
     }
 
     fn entry_of(&self, row: &EntryRow) -> Result<Entry, LedgerError> {
@@ -247,12 +234,14 @@ impl Ledger {
             at: UnixMs::from_millis(row.at_ms).known(),
             available_after: self.decimal(row.currency, row.available_after)?,
             locked_after: self.decimal(row.currency, row.locked_after)?,
+            metadata: row.metadata.as_deref().cloned().unwrap_or_default(),
         })
     }
 
     fn transaction_of(&self, row: &TransactionRow) -> Result<Transaction, LedgerError> {
         let amount = self.decimal(row.currency, row.amount)?;
         let at = UnixMs::from_millis(row.at_ms).known();
+        let metadata = row.metadata.as_deref().cloned().unwrap_or_default();
         Ok(match (row.kind, row.to) {
             (TransactionKind::Deposit, _) => Transaction::Deposit {
                 deposit: Deposit {
@@ -263,6 +252,7 @@ impl Ledger {
                     metadata: Default::default(),
                 },
                 at,
+                metadata,
             },
             (TransactionKind::Transfer, Some(to)) => Transaction::Transfer {
                 transfer: Transfer {
@@ -274,6 +264,7 @@ impl Ledger {
                     metadata: Default::default(),
                 },
                 at,
+                metadata,
             },
             (TransactionKind::Transfer, None) => {
                 return Err(LedgerError::Internal {
@@ -347,23 +338,6 @@ impl Ledger {
                 .and_then(|ms| UnixMs::from_millis(ms).known()),
         })
     }
-}
-
-/// A withdrawal row's status, with its payout and reason.
-fn status_of(row: &WithdrawalRow) -> Result<WithdrawalStatus, LedgerError> {
-    let reason = || row.reason.clone().unwrap_or_default();
-    Ok(match row.status {
-        StatusKind::Pending => WithdrawalStatus::Pending,
-        StatusKind::Completed => WithdrawalStatus::Completed,
-        StatusKind::Cancelled => WithdrawalStatus::Cancelled,
-        StatusKind::Failed => WithdrawalStatus::Failed { reason: reason() },
-        StatusKind::Returned => WithdrawalStatus::Returned { reason: reason() },
-        StatusKind::Processing => WithdrawalStatus::Processing {
-            payout_id: row.payout_id.ok_or_else(|| LedgerError::Internal {
-                reason: format!("the history holds {} processing without a payout", row.tx),
-            })?,
-        },
-    })
 }
 
 fn store_order(order: Order) -> store::Order {

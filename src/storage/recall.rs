@@ -98,9 +98,15 @@ impl WithdrawalHistory for FolderHistory {
     }
 }
 
-/// The engine's record of a stored row; an error if the row names a
-/// currency the ledger no longer has (the folder's table forbids that).
-fn record_of(row: &WithdrawalRow, currencies: &Currencies) -> Result<WithdrawalRecord, String> {
+/// The engine's record of a stored row, its extras (fee, destination,
+/// metadata, expiry, partly paid amount) included, so a return of a
+/// withdrawal paid in part mints what was paid; an error if the row names
+/// a currency the ledger no longer has (the folder's table forbids that).
+/// Also what history reads show (`ledger/history.rs`).
+pub(crate) fn record_of(
+    row: &WithdrawalRow,
+    currencies: &Currencies,
+) -> Result<WithdrawalRecord, String> {
     let currency = currencies
         .get_code(row.currency)
         .map_err(|e| e.to_string())?;
@@ -123,7 +129,7 @@ fn record_of(row: &WithdrawalRow, currencies: &Currencies) -> Result<WithdrawalR
         status,
         created_at: UnixMs::from_millis(row.created_at_ms),
         updated_at: UnixMs::from_millis(row.updated_at_ms),
-        extras: None,
+        extras: row.extras.clone(),
     })
 }
 

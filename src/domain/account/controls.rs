@@ -7,7 +7,8 @@
 //!
 //! Kept in one box per account, made the first time any of it is set:
 //! accounts that never withdrew and were never frozen or tiered pay one
-//! pointer.
+//! pointer. Snapshots (format v7) keep the box beside the account, and the
+//! withdrawals' extras beside them: both are put back here.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ use crate::error::LedgerError;
 
 use super::usage::Usage;
 use super::{AccountState, Effect};
+use crate::domain::withdrawal::Extras;
 
 /// An account's tier, freeze and recent withdrawals.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +91,25 @@ impl AccountState {
     /// Puts back the controls a snapshot kept beside the account.
     pub fn restore_controls(&mut self, controls: Option<Controls>) {
         self.controls = controls.filter(|c| *c != Controls::default()).map(Box::new);
+    }
+
+    /// Gives the withdrawals, oldest first, the extras a snapshot keeps
+    /// beside them (format v7), then recounts what each balance's
+    /// withdrawals lock (their fees are locked too); refused unless there
+    /// is exactly one entry per withdrawal.
+    pub fn restore_withdrawal_extras(&mut self, extras: Vec<Option<Extras>>) -> Result<(), String> {
+        if extras.len() != self.withdrawals.len() {
+            return Err(format!(
+                "account {} has {} withdrawals but {} extras",
+                self.id,
+                self.withdrawals.len(),
+                extras.len()
+            ));
+        }
+        for (record, extras) in self.withdrawals.records_mut().zip(extras) {
+            record.extras = extras.map(Box::new);
+        }
+        self.recount_withdrawals_locked()
     }
 
     /// The tier and freeze as of `at`.

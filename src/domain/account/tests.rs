@@ -432,13 +432,17 @@ fn an_account_read_back_rebuilds_what_its_withdrawals_lock() {
         .update_withdrawal(done, TransitionAction::Complete, "", T)
         .unwrap();
     account.deposit(eur(), 100, None, T).unwrap();
-    // The account's own encoding leaves the withdrawals' times to the
-    // snapshot's section beside it (tested in storage/snapshot.rs): here
-    // they are unknown, as after reading a v3 snapshot.
+    // The account's own encoding leaves the withdrawals' times and the
+    // account's controls to the snapshot's sections beside it (tested in
+    // storage/snapshot.rs): here the times are unknown, as after reading a
+    // v3 snapshot, and the controls are put back as a v7 snapshot's reader
+    // does.
     let unknown = (UnixMs::UNKNOWN, UnixMs::UNKNOWN);
     account.restore_withdrawal_times(&[unknown; 3]).unwrap();
     let bytes = bincode::serde::encode_to_vec(&account, config).unwrap();
-    let (read, _): (AccountState, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    let (mut read, _): (AccountState, _) =
+        bincode::serde::decode_from_slice(&bytes, config).unwrap();
+    read.restore_controls(account.controls().cloned());
     assert_eq!(read, account, "the kept sums included");
     assert_eq!(read.balance(usd()).withdrawals_locked, 3_500);
     read.check_invariants().unwrap();

@@ -5,13 +5,22 @@
 //! transfer's transaction, the payout's whole row — so the store replaces
 //! rows and never needs what it held before.
 //!
-//! An entry's `seq` is the LSN of the event that made it. LSNs only grow,
-//! and one event changes an account's balance in a currency at most once
-//! (a transfer's two sides are two accounts: a transfer to its own source
-//! is refused), so LSNs number an account's entries in a currency
-//! strictly increasingly; and an LSN is the same whether the copy started
-//! from a snapshot or from the log's start, so a replay writes each entry
-//! under the key it had, never a second time under another.
+//! An entry's `seq` is the LSN of the event that made it, its `part` the
+//! number of the change among those the event made to that balance (a
+//! completion burns what was paid, releases the rest and moves its fee,
+//! perhaps all in one currency; a request locks the amount and the fee).
+//! LSNs only grow, so (seq, part) numbers an account's entries in a
+//! currency strictly increasingly; and an LSN is the same whether the copy
+//! started from a snapshot or from the log's start, so a replay writes
+//! each entry under the key it had, never a second time under another.
+//! Each entry's balance after it is the state's after the event for the
+//! event's last change to that balance, and, for the ones before, that
+//! balance with the later changes taken back ([`EntryKind::delta`]).
+//!
+//! What an event carries beyond currency and amount goes on its rows: a
+//! withdrawal's extras (fee, destination, metadata, expiry, paid amount)
+//! on its row, as its record keeps them; a deposit's or transfer's
+//! metadata on its transaction; every entry keeps its operation's metadata.
 //!
 //! One thing a withdrawal's status does not keep: who paid it once it
 //! finished (`Completed` and `Failed` name no payout). The live feed reads
@@ -33,12 +42,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
 use crate::domain::account::AccountState;
-use crate::domain::event::{Event, ItemOutcome};
+use crate::domain::details::Metadata;
+use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::domain::payouts::{apply_payout_event, payout_of, PayoutRecord, PayoutState};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{StatusKind, WithdrawalStatus};
+use crate::domain::withdrawal::{StatusKind, WithdrawalRecord, WithdrawalStatus};
 use crate::storage::history::{
     Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind, TransactionRow,
     WithdrawalIndex, WithdrawalRow,
@@ -148,12 +158,13 @@ fn derive<V, S>(
     V: Borrow<AccountState>,
     S: BuildHasher,
 {
-    let rows = Rows {
+    let mut rows = Rows {
         lsn,
         at_ms: at.as_millis(),
         accounts,
         before: before.withdrawal,
         out,
+        moves: Vec::new(),
     };
     let payer = before.payer;
     match event {
@@ -161,26 +172,24 @@ fn derive<V, S>(
             tx,
             currency,
             amount,
+            metadata,
             ..
-        } => rows.deposit(*tx, *currency, *amount),
-        Event::WithdrawalRequested { tx, .. } => rows.withdrawal(*tx, payer, Some(EntryKind::Lock)),
-        Event::WithdrawalCompleted { tx, .. } => rows.withdrawal(*tx, payer, Some(EntryKind::Burn)),
-        Event::WithdrawalFailed { tx, .. } | Event::WithdrawalCancelled { tx } => {
-            rows.withdrawal(*tx, payer, Some(EntryKind::Release))
-        }
-        Event::WithdrawalReturned { tx, .. } => {
-            rows.withdrawal(*tx, payer, Some(EntryKind::Return))
-        }
-        Event::WithdrawalClaimed { tx, .. } | Event::WithdrawalReleased { tx } => {
-            rows.withdrawal(*tx, payer, None)
-        }
+        } => rows.deposit(*tx, *currency, *amount, metadata),
+        Event::WithdrawalRequested { tx, .. }
+        | Event::WithdrawalCompleted { tx, .. }
+        | Event::WithdrawalFailed { tx, .. }
+        | Event::WithdrawalCancelled { tx }
+        | Event::WithdrawalReturned { tx, .. }
+        | Event::WithdrawalClaimed { tx, .. }
+        | Event::WithdrawalReleased { tx } => rows.withdrawal(*tx, payer, event),
         Event::Transferred {
             tx,
             to,
             currency,
             amount,
+            metadata,
             ..
-        } => rows.transfer(*tx, *to, *currency, *amount),
+        } => rows.transfer(*tx, *to, *currency, *amount, metadata),
         Event::PayoutSubmitted { payout_id, .. }
         | Event::PayoutItemsSettled { payout_id, .. }
         | Event::PayoutItemResolved { payout_id, .. }
@@ -197,6 +206,17 @@ fn derive<V, S>(
         | Event::AccountUnfrozen { .. }
         | Event::AccountTierSet { .. } => {}
     }
+    rows.entries();
+}
+
+/// One balance change an event made, in the order it made them.
+struct Move {
+    account: AccountId,
+    tx: TransactionId,
+    currency: Currency,
+    kind: EntryKind,
+    amount: Units,
+    metadata: Option<Box<Metadata>>,
 }
 
 /// What one event's rows are made from.
@@ -207,6 +227,8 @@ struct Rows<'a, V, S> {
     /// How the store indexes the event's withdrawal before it, if known.
     before: Option<Option<WithdrawalIndex>>,
     out: &'a mut Vec<Change>,
+    /// The balance changes, made into entries last ([`Rows::entries`]).
+    moves: Vec<Move>,
 }
 
 impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
@@ -214,20 +236,41 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
         self.accounts.get(&id).map(Borrow::borrow)
     }
 
-    fn deposit(mut self, tx: TransactionId, currency: Currency, amount: Units) {
-        self.entry(tx.account(), tx, currency, EntryKind::Deposit, amount);
-        self.transaction(tx, TransactionKind::Deposit, None, currency, amount);
+    fn deposit(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        metadata: &Option<Box<Metadata>>,
+    ) {
+        let account = tx.account();
+        self.moved(account, tx, currency, EntryKind::Deposit, amount, metadata);
+        self.transaction(
+            tx,
+            TransactionKind::Deposit,
+            None,
+            (currency, amount),
+            metadata,
+        );
     }
 
-    fn transfer(mut self, tx: TransactionId, to: AccountId, currency: Currency, amount: Units) {
-        self.entry(tx.account(), tx, currency, EntryKind::TransferOut, amount);
-        self.entry(to, tx, currency, EntryKind::TransferIn, amount);
-        self.transaction(tx, TransactionKind::Transfer, Some(to), currency, amount);
+    fn transfer(
+        &mut self,
+        tx: TransactionId,
+        to: AccountId,
+        currency: Currency,
+        amount: Units,
+        metadata: &Option<Box<Metadata>>,
+    ) {
+        let from = tx.account();
+        self.moved(from, tx, currency, EntryKind::TransferOut, amount, metadata);
+        self.moved(to, tx, currency, EntryKind::TransferIn, amount, metadata);
+        let kind = TransactionKind::Transfer;
+        self.transaction(tx, kind, Some(to), (currency, amount), metadata);
     }
 
-    /// The withdrawal's whole row and, for an event that moved its amount,
-    /// the entry of `kind`.
-    fn withdrawal(mut self, tx: TransactionId, payer: Option<u64>, kind: Option<EntryKind>) {
+    /// The withdrawal's whole row and the balance changes `event` made.
+    fn withdrawal(&mut self, tx: TransactionId, payer: Option<u64>, event: &Event) {
         let Some(record) = self
             .account(tx.account())
             .and_then(|a| a.withdrawal_record_of(tx))
@@ -250,40 +293,134 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
             reason,
             created_at_ms: record.created_at.as_millis(),
             updated_at_ms: record.updated_at.as_millis(),
+            extras: record.extras.clone(),
         };
-        let (currency, amount) = (record.currency, record.amount);
+        let record = record.clone();
         self.out.push(match self.before {
             Some(from) => Change::WithdrawalFrom { row, from },
             None => Change::Withdrawal(row),
         });
-        if let Some(kind) = kind {
-            self.entry(tx.account(), tx, currency, kind, amount);
+        self.withdrawal_moves(tx, &record, event);
+    }
+
+    /// What a withdrawal's event moved: its amount (locked, burned in full
+    /// or in part with the rest released, released, returned) and its fee
+    /// (locked, collected by the fee account, released).
+    fn withdrawal_moves(&mut self, tx: TransactionId, record: &WithdrawalRecord, event: &Event) {
+        use EntryKind::{Burn, FeeIn, FeeOut, Lock, Release, Return};
+        let owner = tx.account();
+        let (currency, amount, paid) = (record.currency, record.amount, record.paid());
+        let fee = record.fee();
+        let metadata = record.details().and_then(|d| d.metadata.clone().boxed());
+        let fee_moves = |rows: &mut Self, kinds: &[(AccountId, EntryKind)]| {
+            if let Some(fee) = fee {
+                for &(account, kind) in kinds {
+                    rows.moved(account, tx, fee.currency, kind, fee.amount, &metadata);
+                }
+            }
+        };
+        match event {
+            Event::WithdrawalRequested { .. } => {
+                self.moved(owner, tx, currency, Lock, amount, &metadata);
+                fee_moves(self, &[(owner, Lock)]);
+            }
+            Event::WithdrawalCompleted { fee: collected, .. } => {
+                self.moved(owner, tx, currency, Burn, paid, &metadata);
+                if paid < amount {
+                    self.moved(owner, tx, currency, Release, amount - paid, &metadata);
+                }
+                match collected.map(|f| f.to) {
+                    Some(to) if to != owner => fee_moves(self, &[(owner, FeeOut), (to, FeeIn)]),
+                    Some(_) => fee_moves(self, &[(owner, Release)]),
+                    None => {}
+                }
+            }
+            Event::WithdrawalFailed { .. } | Event::WithdrawalCancelled { .. } => {
+                self.moved(owner, tx, currency, Release, amount, &metadata);
+                fee_moves(self, &[(owner, Release)]);
+            }
+            Event::WithdrawalReturned { .. } => {
+                self.moved(owner, tx, currency, Return, paid, &metadata)
+            }
+            _ => {}
         }
     }
 
-    /// `account`'s entry for this event, with its balance after it.
-    fn entry(
+    /// Notes a balance change, made into an entry by [`Rows::entries`].
+    fn moved(
         &mut self,
         account: AccountId,
         tx: TransactionId,
         currency: Currency,
         kind: EntryKind,
         amount: Units,
+        metadata: &Option<Box<Metadata>>,
     ) {
-        let Some(balance) = self.account(account).map(|a| a.balance(currency)) else {
-            return;
-        };
-        self.out.push(Change::Entry(EntryRow {
+        self.moves.push(Move {
             account,
-            currency: currency.code,
-            seq: self.lsn,
             tx,
+            currency,
             kind,
             amount,
-            at_ms: self.at_ms,
-            available_after: balance.available,
-            locked_after: balance.locked,
-        }));
+            metadata: metadata.clone(),
+        });
+    }
+
+    /// One entry per balance change, numbered (`part`) within its balance
+    /// in the order they were made; the last change to a balance has the
+    /// state's balance after the event, each one before it that balance
+    /// with the changes after it taken back.
+    fn entries(mut self) {
+        let moves = std::mem::take(&mut self.moves);
+        let mut after: Vec<((AccountId, Currency), (Units, Units))> = Vec::new();
+        let mut entries = Vec::with_capacity(moves.len());
+        for m in moves.into_iter().rev() {
+            let balance = (m.account, m.currency);
+            let index = match after.iter().position(|(b, _)| *b == balance) {
+                Some(index) => index,
+                None => {
+                    let Some(state) = self.account(m.account).map(|a| a.balance(m.currency)) else {
+                        continue;
+                    };
+                    after.push((balance, (state.available, state.locked)));
+                    after.len() - 1
+                }
+            };
+            let (available, locked) = after[index].1;
+            let (d_available, d_locked) = m.kind.delta(m.amount);
+            after[index].1 = (
+                available.saturating_sub(d_available),
+                locked.saturating_sub(d_locked),
+            );
+            entries.push((m, (available, locked)));
+        }
+        let mut parts: Vec<((AccountId, Currency), u8)> = Vec::new();
+        for (m, (available_after, locked_after)) in entries.into_iter().rev() {
+            let balance = (m.account, m.currency);
+            let part = match parts.iter_mut().find(|(b, _)| *b == balance) {
+                Some((_, part)) => {
+                    *part = part.saturating_add(1);
+                    *part
+                }
+                None => {
+                    parts.push((balance, 0));
+                    0
+                }
+            };
+            self.out.push(Change::Entry(EntryRow {
+                account: m.account,
+                currency: m.currency.code,
+                seq: self.lsn,
+                tx: m.tx,
+                kind: m.kind,
+                amount: m.amount,
+                at_ms: self.at_ms,
+                available_after,
+                locked_after,
+                part,
+                metadata: m.metadata,
+            }));
+        }
     }
 
     fn transaction(
@@ -291,8 +428,8 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
         tx: TransactionId,
         kind: TransactionKind,
         to: Option<AccountId>,
-        currency: Currency,
-        amount: Units,
+        (currency, amount): (Currency, Units),
+        metadata: &Option<Box<Metadata>>,
     ) {
         self.out.push(Change::Transaction(TransactionRow {
             tx,
@@ -302,6 +439,7 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
             currency: currency.code,
             amount,
             at_ms: self.at_ms,
+            metadata: metadata.clone(),
         }));
     }
 }
@@ -346,6 +484,7 @@ where
                 reason,
                 created_at_ms: record.created_at.as_millis(),
                 updated_at_ms: record.updated_at.as_millis(),
+                extras: record.extras.clone(),
             })
         })
     });
@@ -374,7 +513,7 @@ impl Payers {
                 let Some(outcome) = &item.outcome else {
                     continue;
                 };
-                let paid = matches!(outcome, ItemOutcome::Paid);
+                let paid = outcome.is_paid();
                 settled.insert(item.transaction_id, (record.payout_id, paid));
             }
         }
@@ -417,7 +556,7 @@ mod tests {
     use super::*;
     use crate::domain::event::ItemOutcome;
     use crate::domain::money::{CurrencyCode, CurrencyConfig};
-    use crate::storage::history::HistoryStore;
+    use crate::storage::history::{HistoryStore, TransactionRecord};
 
     fn w(seq: u64) -> TransactionId {
         TransactionId::new(1, seq)
@@ -564,5 +703,212 @@ mod tests {
             assert_eq!(row(&by_event), row(&by_reading), "w{seq}");
             assert_eq!(row(&in_one_run), row(&by_reading), "w{seq}");
         }
+    }
+
+    /// Format v7's parts reach the store: a deposit's and a transfer's
+    /// metadata (on their transactions and entries), a withdrawal's extras
+    /// (on its row), a fee locked with the amount in the same currency and
+    /// in another, a completion paid in part with its fee collected by the
+    /// fee account (burn, release of the rest, fee out, fee in), a failed
+    /// one's fee released. Every entry's balance after it is its account's
+    /// entries added up, and the last one is the state's balance.
+    #[test]
+    fn fees_partial_completions_and_metadata_make_their_rows_and_entries() {
+        use crate::domain::details::{Fee, FeeCollected, WithdrawalDetails};
+        let currencies =
+            Currencies::new(&[CurrencyConfig::new("USD", 2), CurrencyConfig::new("EUR", 2)])
+                .unwrap_or_else(|e| panic!("{e}"));
+        let get = |c| currencies.get(c).unwrap_or_else(|e| panic!("{e}"));
+        let (usd, eur) = (get("USD"), get("EUR"));
+        let metadata = Metadata::new([("order", "o-7")]).unwrap_or_else(|e| panic!("{e}"));
+        let details = |fee| WithdrawalDetails {
+            fee: Some(fee),
+            metadata: metadata.clone(),
+            ..WithdrawalDetails::default()
+        };
+        let fee_account = 9;
+        let events = vec![
+            Event::Deposited {
+                tx: w(1),
+                currency: usd,
+                amount: 10_000,
+                key: None,
+                metadata: metadata.clone().boxed(),
+            },
+            Event::Deposited {
+                tx: w(2),
+                currency: eur,
+                amount: 500,
+                key: None,
+                metadata: None,
+            },
+            Event::WithdrawalRequested {
+                tx: w(3),
+                currency: usd,
+                amount: 3_000,
+                key: None,
+                details: details(Fee {
+                    currency: usd,
+                    amount: 100,
+                })
+                .boxed(),
+            },
+            Event::WithdrawalCompleted {
+                tx: w(3),
+                paid: Some(2_400),
+                fee: Some(FeeCollected {
+                    to: fee_account,
+                    currency: usd,
+                    amount: 100,
+                }),
+            },
+            Event::WithdrawalRequested {
+                tx: w(4),
+                currency: usd,
+                amount: 1_000,
+                key: None,
+                details: details(Fee {
+                    currency: eur,
+                    amount: 50,
+                })
+                .boxed(),
+            },
+            Event::WithdrawalFailed {
+                tx: w(4),
+                reason: "no".into(),
+            },
+            Event::Transferred {
+                tx: w(5),
+                to: 2,
+                currency: usd,
+                amount: 200,
+                key: None,
+                metadata: metadata.clone().boxed(),
+            },
+        ];
+        let mut accounts: HashMap<AccountId, AccountState> = HashMap::new();
+        let mut payouts = BTreeMap::new();
+        let mut runs = Vec::new();
+        for (lsn, event) in (1..).zip(&events) {
+            let mut changes = Vec::new();
+            let logged = (lsn, event, UnixMs::from_millis(1_000 + lsn));
+            apply_logged(
+                (&mut accounts, &mut payouts),
+                &currencies,
+                logged,
+                Some(&mut changes),
+            )
+            .unwrap_or_else(|e| panic!("LSN {lsn}: {e}"));
+            runs.push(changes);
+        }
+        let (_dir, store) = store_fed(&runs);
+        let entries = |account| {
+            store
+                .entries(account, None, None, 100)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .items
+        };
+        let ours = entries(1);
+        let shape: Vec<_> = ours
+            .iter()
+            .map(|e| {
+                (
+                    e.currency.as_str().to_owned(),
+                    e.seq,
+                    e.part,
+                    e.kind,
+                    e.amount,
+                    e.available_after,
+                    e.locked_after,
+                )
+            })
+            .collect();
+        use EntryKind::*;
+        let row = |c: &str, seq, part, kind, amount, available, locked| {
+            (c.to_owned(), seq, part, kind, amount, available, locked)
+        };
+        assert_eq!(
+            shape,
+            [
+                row("EUR", 2, 0, Deposit, 500, 500, 0),
+                row("EUR", 5, 0, Lock, 50, 450, 50),
+                row("EUR", 6, 0, Release, 50, 500, 0),
+                row("USD", 1, 0, Deposit, 10_000, 10_000, 0),
+                row("USD", 3, 0, Lock, 3_000, 7_000, 3_000),
+                row("USD", 3, 1, Lock, 100, 6_900, 3_100),
+                row("USD", 4, 0, Burn, 2_400, 6_900, 700),
+                row("USD", 4, 1, Release, 600, 7_500, 100),
+                row("USD", 4, 2, FeeOut, 100, 7_500, 0),
+                row("USD", 5, 0, Lock, 1_000, 6_500, 1_000),
+                row("USD", 6, 0, Release, 1_000, 7_500, 0),
+                row("USD", 7, 0, TransferOut, 200, 7_300, 0),
+            ]
+        );
+        // Added up from zero, each account's entries give every balance
+        // after, and end at the state's.
+        for account in [1, 2, fee_account] {
+            let mut sums: HashMap<CurrencyCode, (Units, Units)> = HashMap::new();
+            for e in entries(account) {
+                let (available, locked) = sums.entry(e.currency).or_default();
+                let (da, dl) = e.kind.delta(e.amount);
+                (*available, *locked) = (*available + da, *locked + dl);
+                assert_eq!(
+                    (e.available_after, e.locked_after),
+                    (*available, *locked),
+                    "{e:?}"
+                );
+            }
+            for balance in accounts[&account].balances() {
+                assert_eq!(
+                    sums[&balance.currency.code],
+                    (balance.available, balance.locked)
+                );
+            }
+        }
+        let fee_in = entries(fee_account);
+        assert_eq!(fee_in.len(), 1);
+        assert_eq!(
+            (fee_in[0].kind, fee_in[0].amount, fee_in[0].tx),
+            (FeeIn, 100, w(3))
+        );
+        assert_eq!(fee_in[0].metadata.as_deref(), Some(&metadata));
+        assert_eq!(
+            ours[4].metadata.as_deref(),
+            Some(&metadata),
+            "a withdrawal's entries"
+        );
+        assert_eq!(ours[0].metadata, None);
+        let paid = store
+            .withdrawal(w(3))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("stored"));
+        let record = accounts[&1]
+            .withdrawal_record_of(w(3))
+            .unwrap_or_else(|| panic!("kept"))
+            .clone();
+        assert_eq!(paid.extras, record.extras);
+        assert_eq!(paid.extras.as_ref().and_then(|x| x.paid), Some(2_400));
+        for tx in [w(1), w(5)] {
+            let Some(TransactionRecord::Other(t)) =
+                store.transaction(tx).unwrap_or_else(|e| panic!("{e}"))
+            else {
+                panic!("{tx} is stored");
+            };
+            assert_eq!(t.metadata.as_deref(), Some(&metadata), "{tx}");
+        }
+        // An entries cursor that ends in a part resumes right after it.
+        let page = store
+            .entries(1, None, None, 6)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rest = store
+            .entries(1, None, page.next.as_deref(), 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!([page.items, rest.items].concat(), ours);
+        assert_eq!(
+            store
+                .balance_at_lsn(1, usd.code, 4)
+                .unwrap_or_else(|e| panic!("{e}")),
+            (7_500, 0)
+        );
     }
 }

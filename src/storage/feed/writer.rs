@@ -547,6 +547,7 @@ mod tests {
             reason: None,
             created_at_ms: 10,
             updated_at_ms: 10,
+            extras: None,
         }
     }
 

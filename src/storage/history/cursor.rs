@@ -2,7 +2,8 @@
 //!
 //! A cursor is the key suffix of the last row a page returned, as a kind
 //! letter and lowercase hex: `w` + (created_at, tx) for withdrawal
-//! listings, `e` + (currency, seq) for entries, `p` + payout id for
+//! listings, `e` + (currency, seq), and the part if not 0, for entries
+//! (see `schema.rs`), `p` + payout id for
 //! payouts. A page resumes strictly after it, so pages never repeat or skip
 //! a row whose key existed when paging began, however much is ingested
 //! meanwhile (keys never move: a withdrawal's created time is fixed).
@@ -37,6 +38,12 @@ impl CursorKind {
             Self::Payouts => super::schema::PAYOUT_ID_LEN,
         }
     }
+
+    /// Whether a suffix of `len` bytes is one of this kind's: an entry's
+    /// may end with its part.
+    fn fits(self, len: usize) -> bool {
+        len == self.suffix_len() || (self == Self::Entries && len == self.suffix_len() + 1)
+    }
 }
 
 pub(super) fn encode(kind: CursorKind, suffix: &[u8]) -> String {
@@ -57,7 +64,7 @@ pub(super) fn decode(kind: CursorKind, text: &str) -> Result<Vec<u8>, HistoryErr
     let hex = text
         .strip_prefix(kind.tag())
         .ok_or(bad("not a cursor of this listing"))?;
-    if hex.len() != 2 * kind.suffix_len() {
+    if hex.len() % 2 != 0 || !kind.fits(hex.len() / 2) {
         return Err(bad("wrong length"));
     }
     hex.as_bytes()

@@ -198,13 +198,14 @@ impl<'s> Run<'s> {
                 Ok(())
             }
             Change::Entry(e) => {
-                let key = schema::entry_key(e.account, e.currency, e.seq);
-                self.writes.put(Ks::Entries, key, schema::encode(e)?);
+                let key = schema::entry_row_key(e);
+                self.writes.put(Ks::Entries, key, schema::encode_row(e)?);
                 Ok(())
             }
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
-                self.writes.put(Ks::Transactions, key, schema::encode(t)?);
+                self.writes
+                    .put(Ks::Transactions, key, schema::encode_row(t)?);
                 Ok(())
             }
             Change::PayoutFrom { row, from } => {
@@ -281,7 +282,7 @@ impl<'s> Run<'s> {
             for (space, key) in new.into_iter().filter(|k| !old.contains(k)) {
                 writes.put(space, key, Vec::new());
             }
-            let value = schema::encode(&moved.row)?;
+            let value = schema::encode_row(&moved.row)?;
             writes.put(Ks::Withdrawals, schema::tx_key(tx).to_vec(), value);
         }
         for (id, moved) in self.payouts {
@@ -361,7 +362,9 @@ fn stored_withdrawal(
     tx: TransactionId,
 ) -> Result<Option<WithdrawalRow>, HistoryError> {
     let stored = store.ks.get(Ks::Withdrawals).get(schema::tx_key(tx))?;
-    stored.map(|v| schema::decode(&v, "withdrawal")).transpose()
+    stored
+        .map(|v| schema::decode_row(&v, "withdrawal"))
+        .transpose()
 }
 
 fn stored_payout(store: &HistoryStore, payout_id: u64) -> Result<Option<PayoutRow>, HistoryError> {

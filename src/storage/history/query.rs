@@ -139,7 +139,7 @@ impl HistoryStore {
         }
         let stored = snap.get(self.ks.get(Ks::Transactions), schema::tx_key(tx))?;
         let row = stored
-            .map(|v| schema::decode(&v, "transaction"))
+            .map(|v| schema::decode_row(&v, "transaction"))
             .transpose()?;
         Ok(row.map(TransactionRecord::Other))
     }
@@ -203,7 +203,7 @@ impl HistoryStore {
         let snap = self.db.snapshot();
         let scans = self.scan(&snap, Ks::Entries, prefix.len(), range, Order::Asc);
         let mut merged = Merged::new(scans.into_iter().collect(), Order::Asc);
-        let load = |_: &[u8], value: &[u8]| schema::decode(value, "entry").map(Some);
+        let load = |_: &[u8], value: &[u8]| schema::decode_row(value, "entry").map(Some);
         let cursor_of = |e: &EntryRow| cursor::encode(CursorKind::Entries, &entry_suffix(e));
         collect_page(|| merged.next(), limit, load, cursor_of)
     }
@@ -250,8 +250,9 @@ impl HistoryStore {
     }
 
     /// `account`'s (available, locked) in `currency` just after the event
-    /// at `lsn`: its last entry at or before that LSN; zero when it has
-    /// none (no event before then moved that balance).
+    /// at `lsn`: its last entry at or before that LSN (that event's last
+    /// part); zero when it has none (no event before then moved that
+    /// balance).
     pub fn balance_at_lsn(
         &self,
         account: AccountId,
@@ -261,10 +262,10 @@ impl HistoryStore {
         let snap = self.db.snapshot();
         let entries = self.ks.get(Ks::Entries);
         let from = schema::entry_key(account, currency, 0);
-        let to = schema::entry_key(account, currency, lsn);
+        let to = [schema::entry_key(account, currency, lsn), vec![u8::MAX]].concat();
         match snap.range(entries, from..=to).next_back() {
             Some(guard) => {
-                let e: EntryRow = schema::decode(&guard.value()?, "entry")?;
+                let e: EntryRow = schema::decode_row(&guard.value()?, "entry")?;
                 Ok((e.available_after, e.locked_after))
             }
             None => Ok((0, 0)),
@@ -337,7 +338,7 @@ fn last_entry_at(
     at_ms: u64,
 ) -> Result<Option<EntryRow>, HistoryError> {
     for guard in snap.prefix(entries, currency_prefix).rev() {
-        let e: EntryRow = schema::decode(&guard.value()?, "entry")?;
+        let e: EntryRow = schema::decode_row(&guard.value()?, "entry")?;
         if e.at_ms <= at_ms {
             return Ok(Some(e));
         }
@@ -362,7 +363,9 @@ fn read_withdrawal(
     tx: TransactionId,
 ) -> Result<Option<WithdrawalRow>, HistoryError> {
     let stored = snap.get(store.ks.get(Ks::Withdrawals), schema::tx_key(tx))?;
-    stored.map(|v| schema::decode(&v, "withdrawal")).transpose()
+    stored
+        .map(|v| schema::decode_row(&v, "withdrawal"))
+        .transpose()
 }
 
 fn read_payout(
@@ -395,10 +398,7 @@ fn next_currency(currency_key: &[u8]) -> Result<Vec<u8>, HistoryError> {
     Ok([&next[..], &[0u8; 8]].concat())
 }
 
+/// The (currency, seq[, part]) suffix of an entry's key.
 fn entry_suffix(e: &EntryRow) -> Vec<u8> {
-    [
-        &schema::currency_bytes(e.currency)[..],
-        &e.seq.to_be_bytes(),
-    ]
-    .concat()
+    schema::entry_row_key(e)[8..].to_vec()
 }

@@ -1,13 +1,19 @@
 //! The history store's rows (storage-level records, not actors or events)
 //! and [`Change`], what one ingested batch is made of. Amounts are minor
 //! units of the row's currency; times are milliseconds since the epoch.
+//!
+//! What format v7 added to a row (a withdrawal's extras; a deposit's,
+//! transfer's or entry's metadata; an entry's part) is not in its serde
+//! encoding: it is stored after it, only when present (see
+//! [`schema::Trailing`](super::schema)), so older rows still decode.
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::PayoutState;
-use crate::domain::withdrawal::StatusKind;
+use crate::domain::withdrawal::{Extras, StatusKind};
 
 use super::schema::{payout_state_code, status_code};
 
@@ -26,14 +32,21 @@ pub struct WithdrawalRow {
     pub reason: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Its fee, destination, metadata, expiry and partly paid amount, as
+    /// the account's record keeps them (`None`: a plain withdrawal).
+    #[serde(skip)]
+    pub extras: Option<Box<Extras>>,
 }
 
 /// What a balance change was: the public kind, stored by its variant
 /// index (its order is part of the store's format).
 pub use crate::domain::history::EntryKind;
 
-/// One balance change of one account in one currency; `seq` numbers the
-/// account's entries in that currency (strictly increasing).
+/// One balance change of one account in one currency; `seq` is the LSN of
+/// the event that made it, `part` numbers the changes one event made to
+/// that balance (a completion that burns part, releases the rest and moves
+/// a fee): (seq, part) numbers the account's entries in that currency,
+/// strictly increasing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryRow {
     pub account: AccountId,
@@ -45,6 +58,13 @@ pub struct EntryRow {
     pub at_ms: u64,
     pub available_after: Units,
     pub locked_after: Units,
+    /// 0 for an event's first change to this balance (the only one before
+    /// format v7), then 1, 2.
+    #[serde(skip)]
+    pub part: u8,
+    /// The metadata of the operation that made it.
+    #[serde(skip)]
+    pub metadata: Option<Box<Metadata>>,
 }
 
 /// What a non-withdrawal transaction was.
@@ -65,6 +85,8 @@ pub struct TransactionRow {
     pub currency: CurrencyCode,
     pub amount: Units,
     pub at_ms: u64,
+    #[serde(skip)]
+    pub metadata: Option<Box<Metadata>>,
 }
 
 /// Whatever a transaction id names: `HistoryStore::transaction`'s answer.

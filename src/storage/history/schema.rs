@@ -7,7 +7,8 @@
 //! - `w_by_account`: account (8) ++ created ++ tx → ()
 //! - `w_by_status`: status code (1) ++ created ++ tx → ()
 //! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
-//! - `entries`: account (8) ++ currency (8) ++ seq (8) → [`EntryRow`]
+//! - `entries`: account (8) ++ currency (8) ++ seq (8), then the part (1)
+//!   for an event's second and third change to one balance → [`EntryRow`]
 //! - `transactions`: tx → [`TransactionRow`]
 //! - `payouts`: payout id (8) → [`PayoutRow`]
 //! - `p_by_state`: state code (1) ++ payout id (8) → ()
@@ -15,17 +16,23 @@
 //!   the store was fed from a log with a gap
 //!
 //! Values are bincode (standard configuration); status and payout state are
-//! stored as one-byte codes that never change meaning.
+//! stored as one-byte codes that never change meaning. A row's fields are
+//! never changed nor added to: what format v7 added to withdrawals,
+//! entries and transactions is a second bincode value after the row,
+//! written only when present ([`Trailing`]), so a row written before reads
+//! the same, and a row without it is written as before.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::payouts::PayoutState;
-use crate::domain::withdrawal::StatusKind;
+use crate::domain::withdrawal::{Extras, StatusKind};
 
 use super::error::HistoryError;
+use super::rows::{EntryRow, TransactionRow, WithdrawalRow};
 
 /// Length of the (created, tx) suffix of every withdrawal index key.
 pub(super) const TIME_TX_LEN: usize = 24;
@@ -181,6 +188,17 @@ pub(super) fn entry_key(account: AccountId, currency: CurrencyCode, seq: u64) ->
     .concat()
 }
 
+/// An entry's key: [`entry_key`], then its part unless it is 0 (so an
+/// event's first change keeps the key it always had, and its later ones
+/// sort right after it, before the next event's).
+pub(super) fn entry_row_key(e: &EntryRow) -> Vec<u8> {
+    let mut key = entry_key(e.account, e.currency, e.seq);
+    if e.part > 0 {
+        key.push(e.part);
+    }
+    key
+}
+
 pub(super) fn payout_state_prefix(state: PayoutState) -> Vec<u8> {
     vec![payout_state_code::code(state)]
 }
@@ -206,6 +224,67 @@ pub(super) fn decode<T: DeserializeOwned>(
     match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
         Ok((value, used)) if used == bytes.len() => Ok(value),
         _ => Err(corrupt(what)),
+    }
+}
+
+/// A row with a part stored after its own encoding, only when present.
+pub(super) trait Trailing: Serialize + DeserializeOwned {
+    type Part: Serialize + DeserializeOwned;
+    fn trailing(&self) -> Option<Self::Part>;
+    fn set_trailing(&mut self, part: Self::Part);
+}
+
+/// A row's value: its encoding, then its trailing part if it has one.
+pub(super) fn encode_row<T: Trailing>(row: &T) -> Result<Vec<u8>, HistoryError> {
+    let mut bytes = encode(row)?;
+    if let Some(part) = row.trailing() {
+        bytes.extend(encode(&part)?);
+    }
+    Ok(bytes)
+}
+
+/// A row from its value: exactly its encoding, or that and exactly one
+/// trailing part.
+pub(super) fn decode_row<T: Trailing>(bytes: &[u8], what: &'static str) -> Result<T, HistoryError> {
+    let (mut row, used): (T, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|_| corrupt(what))?;
+    if used < bytes.len() {
+        row.set_trailing(decode(&bytes[used..], what)?);
+    }
+    Ok(row)
+}
+
+impl Trailing for WithdrawalRow {
+    type Part = Extras;
+    fn trailing(&self) -> Option<Extras> {
+        self.extras.as_deref().cloned()
+    }
+    fn set_trailing(&mut self, extras: Extras) {
+        self.extras = Some(Box::new(extras));
+    }
+}
+
+impl Trailing for TransactionRow {
+    type Part = Metadata;
+    fn trailing(&self) -> Option<Metadata> {
+        self.metadata.as_deref().cloned()
+    }
+    fn set_trailing(&mut self, metadata: Metadata) {
+        self.metadata = metadata.boxed();
+    }
+}
+
+impl Trailing for EntryRow {
+    /// (part, metadata)
+    type Part = (u8, Option<Metadata>);
+    fn trailing(&self) -> Option<Self::Part> {
+        let metadata = self.metadata.as_deref().cloned();
+        (self.part > 0 || metadata.is_some()).then_some((self.part, metadata))
+    }
+    fn set_trailing(&mut self, (part, metadata): Self::Part) {
+        self.part = part;
+        self.metadata = metadata.and_then(Metadata::boxed);
     }
 }
 

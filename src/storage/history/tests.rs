@@ -51,6 +51,7 @@ fn withdrawal(account: AccountId, seq: u64, created: u64) -> WithdrawalRow {
         reason: None,
         created_at_ms: created,
         updated_at_ms: created,
+        extras: None,
     }
 }
 
@@ -518,6 +519,8 @@ fn entries_for(account: AccountId, n: u64) -> Vec<EntryRow> {
                 at_ms: 1_000 + i / 3,
                 available_after: *avail,
                 locked_after: *locked,
+                part: 0,
+                metadata: None,
             }
         })
         .collect()
@@ -525,13 +528,7 @@ fn entries_for(account: AccountId, n: u64) -> Vec<EntryRow> {
 
 /// What an entry does to (available, locked).
 fn delta(kind: EntryKind, amount: Units) -> (Units, Units) {
-    match kind {
-        EntryKind::Deposit | EntryKind::Return | EntryKind::TransferIn => (amount, 0),
-        EntryKind::Lock => (-amount, amount),
-        EntryKind::Burn => (0, -amount),
-        EntryKind::Release => (amount, -amount),
-        EntryKind::TransferOut => (-amount, 0),
-    }
+    kind.delta(amount)
 }
 
 #[test]
@@ -600,6 +597,7 @@ fn transactions_are_found_by_id_whatever_they_are() {
         currency: usd(),
         amount: 500,
         at_ms: 3,
+        metadata: None,
     };
     let transfer = TransactionRow {
         tx: TransactionId::new(1, 2),
@@ -609,6 +607,7 @@ fn transactions_are_found_by_id_whatever_they_are() {
         currency: usd(),
         amount: 50,
         at_ms: 4,
+        metadata: None,
     };
     let w = withdrawal(1, 3, 5);
     let changes = [
