@@ -117,14 +117,7 @@ impl AccountState {
             Event::Transferred { to, .. } if owner && *to == self.id => {
                 Err("a transfer cannot go to its own source account")
             }
-            Event::Transferred {
-                to,
-                currency,
-                amount,
-                key,
-                metadata,
-                ..
-            } if owner => one(self.transferred_out(tx, *to, *currency, *amount, key, metadata, at)),
+            Event::Transferred { .. } if owner => one(self.transferred_out(event, at)),
             Event::Transferred {
                 to,
                 currency,
@@ -335,16 +328,20 @@ impl AccountState {
         self.set_status(index, WithdrawalStatus::Returned { reason }, at)
     }
 
-    fn transferred_out(
-        &mut self,
-        tx: TransactionId,
-        to: AccountId,
-        currency: Currency,
-        amount: Units,
-        key: &Option<IdempotencyKey>,
-        metadata: &Option<Box<Metadata>>,
-        at: UnixMs,
-    ) -> Result<CurrencyCode, Refusal> {
+    /// The source's side of a transfer (`event`): its amount leaves.
+    fn transferred_out(&mut self, event: &Event, at: UnixMs) -> Result<CurrencyCode, Refusal> {
+        let Event::Transferred {
+            tx,
+            to,
+            currency,
+            amount,
+            key,
+            metadata,
+        } = event
+        else {
+            return Err("not a transfer");
+        };
+        let (tx, to, currency, amount) = (*tx, *to, *currency, *amount);
         let entry = self.entry_mut(currency);
         if entry.available < amount {
             return Err("available is below the transfer amount");
