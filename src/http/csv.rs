@@ -3,7 +3,10 @@
 //! field holding a comma, a double quote, CR or LF is put in double quotes,
 //! its double quotes doubled), lines ended by CRLF. The columns are the
 //! JSON fields of the same item, in the same order, from the same values
-//! (so the two cannot drift); a missing value is an empty field. The page's
+//! (so the two cannot drift); a missing value is an empty field. A
+//! withdrawal's columns are its first nine fields: what it carried (`paid`,
+//! `fee`, `destination`, `metadata`, `expires_at`) is shown in JSON only,
+//! so the CSV's columns stay those its readers know. The page's
 //! `next` cursor goes in the `Next-Cursor` header (absent on the last page).
 //!
 //! Free text a caller wrote (a withdrawal's `reason`) is the one field a
@@ -158,6 +161,11 @@ mod tests {
             reason: reason.map(str::to_string),
             created_at: Some("2026-01-01T00:00:00.000Z".into()),
             updated_at: None,
+            paid: None,
+            fee: None,
+            destination: None,
+            metadata: Default::default(),
+            expires_at: None,
         }
     }
 
