@@ -86,16 +86,21 @@ impl From<&Destination> for DestinationJson {
     }
 }
 
-/// Metadata as answers show it: an object of string values, `{}` when
-/// none.
-pub type MetadataJson = BTreeMap<String, String>;
+/// Metadata: an object of up to 16 non-empty string keys with string
+/// values, at most 1 KiB of keys and values in all; `{}` when none.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(as = Metadata)]
+pub struct MetadataJson(pub BTreeMap<String, String>);
 
 /// Metadata as answers show it.
 pub fn metadata_json(metadata: &Metadata) -> MetadataJson {
-    metadata
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    MetadataJson(
+        metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// Metadata as the caller sent it; judged by [`RawMetadata::read`], so

@@ -10,8 +10,6 @@
 //! Listings answer a page, `{"items": [...], "next": cursor|null}`
 //! (`WithdrawalPageJson` and the like).
 
-use std::collections::BTreeMap;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -85,7 +83,7 @@ pub struct DepositRequest {
     /// Up to 16 string keys with string values, 1 KiB in all (else
     /// `invalid_metadata`); kept and shown with the operation.
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(value_type = Option<MetadataJson>)]
     pub metadata: Option<RawMetadata>,
 }
 
@@ -115,7 +113,7 @@ pub struct WithdrawalRequest {
     pub destination: Option<DestinationJson>,
     /// Up to 16 string keys with string values, 1 KiB in all.
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(value_type = Option<MetadataJson>)]
     pub metadata: Option<RawMetadata>,
     /// While still `pending` this long after the request, it fails with
     /// reason `expired` (never while `processing`): an integer of seconds
@@ -142,8 +140,8 @@ impl WithdrawalRequest {
 }
 
 /// `expires_in`: whole seconds, or digits and a unit (`500ms`, `90s`,
-/// `30m`, `2h`, `1d`). The document's shape of what `RawExpiresIn` reads;
-/// never built.
+/// `30m`, `2h`, `1d`).
+// The document's shape of what `RawExpiresIn` reads; never built.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -165,7 +163,7 @@ pub struct TransferRequest {
     pub idempotency_key: Option<String>,
     /// Up to 16 string keys with string values, 1 KiB in all.
     #[serde(default)]
-    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    #[schema(value_type = Option<MetadataJson>)]
     pub metadata: Option<RawMetadata>,
 }
 
