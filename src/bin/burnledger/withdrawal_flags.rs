@@ -119,17 +119,47 @@ mod tests {
         for (flags, needle) in [
             (vec!["--fee-account=-1"], "fee-account"),
             (vec!["--fee-account=x"], "fee-account"),
-            (vec!["--withdrawal-limit=default:USD=100"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:USD:7d=100"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=bad tier:USD:24h=1"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:XYZ:24h=1"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:USD:24h=1.001"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:USD:24h=ten"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:USD:24h=0"], "--withdrawal-limit"),
-            (vec!["--withdrawal-limit=default:USD:24h=-5"], "--withdrawal-limit"),
-            (vec!["--withdrawal-expiry-max=0s"], "--withdrawal-expiry-max"),
+            (
+                vec!["--withdrawal-limit=default:USD=100"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:USD:7d=100"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=bad tier:USD:24h=1"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:XYZ:24h=1"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:USD:24h=1.001"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:USD:24h=ten"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:USD:24h=0"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-limit=default:USD:24h=-5"],
+                "--withdrawal-limit",
+            ),
+            (
+                vec!["--withdrawal-expiry-max=0s"],
+                "--withdrawal-expiry-max",
+            ),
             (vec!["--withdrawal-expiry-max=7"], "--withdrawal-expiry-max"),
-            (vec!["--withdrawal-expiry-max=1w"], "--withdrawal-expiry-max"),
+            (
+                vec!["--withdrawal-expiry-max=1w"],
+                "--withdrawal-expiry-max",
+            ),
         ] {
             let refused = config(&flags).unwrap_err();
             assert!(refused.contains(needle), "{flags:?}: {refused}");
