@@ -527,6 +527,88 @@ mod tests {
     }
 
     #[test]
+    fn the_exchange_refusals_have_their_statuses_and_details() {
+        let usd = CurrencyCode::new("USD").unwrap();
+        let tx = TransactionId::new(1, 1);
+        let frozen = LedgerError::AccountFrozen {
+            account: 1,
+            scope: crate::domain::policy::FreezeScope::All,
+            reason: "fraud".into(),
+            until: Some(crate::UnixMs::from_millis(1_000)),
+        };
+        let limit = LedgerError::LimitExceeded {
+            currency: usd,
+            window: crate::domain::policy::Window::Month,
+            tier: "vip".into(),
+            limit: Decimal::new(10000, 2),
+            used: Decimal::new(6000, 2),
+            requested: Decimal::new(5000, 2),
+        };
+        let short = LedgerError::InsufficientFunds {
+            currency: usd,
+            available: Decimal::new(100, 2),
+            requested: Decimal::new(200, 2),
+            part: crate::error::FundsPart::Fee,
+        };
+        let paid = LedgerError::InvalidPaidAmount {
+            transaction_id: tx,
+            amount: Decimal::ONE,
+            paid: Decimal::TWO,
+        };
+        let bad = [
+            LedgerError::InvalidMetadata {
+                problem: "x".into(),
+            },
+            LedgerError::InvalidDestination {
+                field: "kind",
+                problem: "empty".into(),
+            },
+            LedgerError::InvalidTier { tier: "x y".into() },
+            LedgerError::InvalidExpiry {
+                problem: "x".into(),
+            },
+            LedgerError::FeesDisabled,
+        ];
+        for error in bad {
+            let api = ApiError::from(error.clone());
+            assert_eq!((api.status.as_u16(), api.details), (400, None), "{error:?}");
+        }
+        assert_eq!(ApiError::from(paid).status.as_u16(), 409);
+        let body = |error: LedgerError| {
+            let api = ApiError::from(error);
+            let json = ErrorJson {
+                error: api.code.to_string(),
+                message: api.message.clone(),
+                details: api.details,
+            };
+            (api.status.as_u16(), serde_json::to_value(json).unwrap())
+        };
+        let (status, json) = body(frozen);
+        assert_eq!(status, 403);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"reason": "fraud", "until": "1970-01-01T00:00:01.000Z",
+                "scope": "all"})
+        );
+        let (status, json) = body(limit);
+        assert_eq!(status, 409);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"window": "30d", "limit": "100.00", "used": "60.00",
+                "requested": "50.00", "currency": "USD", "tier": "vip"})
+        );
+        let (status, json) = body(short);
+        assert_eq!(status, 409);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"part": "fee", "currency": "USD", "available": "1.00",
+                "requested": "2.00"})
+        );
+        let (_, plain) = body(LedgerError::ShuttingDown);
+        assert!(plain.get("details").is_none(), "{plain}");
+    }
+
+    #[test]
     fn the_error_body_is_code_and_message() {
         let response = ApiError::unauthorized("no token").error_response();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
