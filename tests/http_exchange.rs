@@ -529,7 +529,7 @@ fn deposits_and_transfers_keep_and_return_their_metadata() {
         .ok(201);
     assert_eq!(d["metadata"], json!({"ref": "R-9", "source": "wire"}));
     let plain = s.deposit(1, "USD", "1");
-    assert_eq!(plain["metadata"], json!({}));
+    assert!(plain.get("metadata").is_none(), "none carried: {plain}");
     // A replay answers the same; other metadata under the key conflicts.
     let replay = s
         .post(

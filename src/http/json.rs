@@ -205,8 +205,8 @@ pub struct DepositJson {
     pub account: AccountId,
     pub currency: String,
     pub amount: String,
-    /// The metadata kept with it (`{}` when none). Absent from
-    /// `GET /v1/transactions/{id}`, whose history rows do not return it.
+    /// The metadata kept with it; absent when it carries none (and from
+    /// `GET /v1/transactions/{id}`, whose history rows do not return it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataJson>,
 }
@@ -216,7 +216,7 @@ impl DepositJson {
     /// (the request's: a replay with other metadata is a conflict).
     pub fn new(d: &Deposit, metadata: &Metadata) -> Self {
         Self {
-            metadata: Some(metadata_json(metadata)),
+            metadata: (!metadata.is_empty()).then(|| metadata_json(metadata)),
             ..Self::from(d)
         }
     }
@@ -241,7 +241,7 @@ pub struct TransferJson {
     pub to: AccountId,
     pub currency: String,
     pub amount: String,
-    /// The metadata kept with it (`{}` when none); absent as for deposits.
+    /// The metadata kept with it; absent as for deposits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataJson>,
 }
@@ -250,7 +250,7 @@ impl TransferJson {
     /// The answer to a transfer: its receipt and the metadata it keeps.
     pub fn new(t: &Transfer, metadata: &Metadata) -> Self {
         Self {
-            metadata: Some(metadata_json(metadata)),
+            metadata: (!metadata.is_empty()).then(|| metadata_json(metadata)),
             ..Self::from(t)
         }
     }

@@ -5,12 +5,12 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | POST /v1/deposits | `{account, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, account, currency, amount, metadata}` |
+//! | POST /v1/deposits | `{account, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, account, currency, amount, metadata?}` |
 //! | POST /v1/withdrawals | `{account, currency, amount, idempotency_key?, fee?: {currency, amount}, destination?: {kind, value, network?}, metadata?, expires_in?}` | 201 withdrawal |
 //! | GET /v1/withdrawals/{transaction_id} | | 200 withdrawal |
 //! | POST /v1/withdrawals/{transaction_id}/cancel | | 200 withdrawal |
 //! | POST /v1/withdrawals/{transaction_id}/status | `{status: "completed"\|"failed"\|"returned", reason?, amount?}` (`amount` with `completed`: paid in part) | 200 withdrawal |
-//! | POST /v1/transfers | `{from, to, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, from, to, currency, amount, metadata}` |
+//! | POST /v1/transfers | `{from, to, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, from, to, currency, amount, metadata?}` |
 //! | PUT /v1/accounts/{account}/tier | `{tier}` | 200 `{account, tier, freeze}` (the account's controls) |
 //! | POST /v1/accounts/{account}/freeze | `{scope: "withdrawals"\|"all", until?, reason}` | 200 the account's controls |
 //! | DELETE /v1/accounts/{account}/freeze | | 200 the account's controls |
