@@ -47,7 +47,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    pub details: Option<ErrorDetails>,
+    /// Boxed: most refusals have none, and every handler returns this.
+    pub details: Option<Box<ErrorDetails>>,
 }
 
 /// The error code of a response, left in its extensions for the metrics.
@@ -65,7 +66,7 @@ pub struct ErrorJson {
     /// For `limit_exceeded`, `account_frozen` and `insufficient_funds`
     /// only: what the refusal names.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<ErrorDetails>,
+    pub details: Option<Box<ErrorDetails>>,
 }
 
 /// The fields a refusal names, by code.
@@ -290,7 +291,7 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
         Self {
-            details: ErrorDetails::of(&error),
+            details: ErrorDetails::of(&error).map(Box::new),
             ..Self::new(status_of(&error), error.code(), error.to_string())
         }
     }

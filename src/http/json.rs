@@ -534,7 +534,8 @@ impl From<&Entry> for EntryJson {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransactionJson {
     Withdrawal {
-        withdrawal: WithdrawalJson,
+        // Boxed: by far the largest of the three.
+        withdrawal: Box<WithdrawalJson>,
     },
     Deposit {
         deposit: DepositJson,
@@ -552,7 +553,7 @@ impl From<&Transaction> for TransactionJson {
     fn from(t: &Transaction) -> Self {
         match t {
             Transaction::Withdrawal(w) => Self::Withdrawal {
-                withdrawal: WithdrawalJson::from(w),
+                withdrawal: Box::new(WithdrawalJson::from(w)),
             },
             Transaction::Deposit { deposit, at } => Self::Deposit {
                 deposit: DepositJson::from(deposit),
