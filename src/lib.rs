@@ -165,8 +165,10 @@
 //!   fence), `snapshots` (the object-store bucket, purging, bootstrap),
 //!   `node` (a process's role, lease watch and promotion) and `metrics`.
 //! - `http/` — the HTTP service over actix-web (feature `http`): routes, JSON
-//!   bodies, error statuses, bearer-token auth, limits, metrics, OpenAPI;
-//!   the event feed's routes (`events`: long poll, Server-Sent Events,
+//!   bodies (`details`: a withdrawal's fee, destination, metadata and
+//!   expiry), error statuses, bearer-token auth, limits, metrics, OpenAPI;
+//!   an account's controls (`accounts`: tier, freeze, withdrawal
+//!   allowance); the event feed's routes (`events`: long poll, Server-Sent Events,
 //!   consumers' cursors, the journal's head); where handlers find the ledger (`source`: a fixed one, or a
 //!   replicated node's current one) and that node's routes
 //!   (`replication`); and `bank`, the simulated bank's server over the

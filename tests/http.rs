@@ -433,7 +433,8 @@ fn every_endpoint_and_every_error_over_real_http() {
     assert_eq!(
         w.body,
         json!({"transaction_id": w_tx, "account": 1, "currency": "USD", "amount": "10.00", "status": "pending",
-               "created_at": created, "updated_at": created})
+               "created_at": created, "updated_at": created, "paid": null, "fee": null,
+               "destination": null, "metadata": {}, "expires_at": null})
     );
     let got = c.get(&format!("/v1/withdrawals/{w_tx}"));
     assert_eq!((got.status, &got.body), (200, &w.body));

@@ -1,14 +1,20 @@
 //! Error mapping: every refusal is `{"error": "<snake_case_code>",
-//! "message": "..."}` with the status its code calls for.
+//! "message": "...", "details"?: {...}}` with the status its code calls
+//! for. `details` is there only for the refusals whose fields a client
+//! acts on ([`ErrorDetails`]): `limit_exceeded` (`window`, `limit`,
+//! `used`, `requested`, `currency`, `tier`), `account_frozen` (`reason`,
+//! `until`, `scope`) and `insufficient_funds` (`part`, `currency`,
+//! `available`, `requested`); amounts as decimal strings, times RFC 3339.
 //!
 //! | status | codes |
 //! |---|---|
-//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_time` (a time that is not RFC 3339), `invalid_time_range` (`created_from` after `created_to`), `invalid_limit` (a page size outside 1 to 1,000), `invalid_cursor` (an `after` that is not a page's `next`), `invalid_input` (a query string or path parameter of the wrong shape, an unknown query parameter, a `status`, `state`, `order`, `format` or `resolution` the route does not know) |
+//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_time` (a time that is not RFC 3339), `invalid_time_range` (`created_from` after `created_to`), `invalid_limit` (a page size outside 1 to 1,000), `invalid_cursor` (an `after` that is not a page's `next`), `invalid_metadata` (metadata that is not an object of string values, or past 16 keys / 1 KiB), `invalid_destination` (a destination field empty, over 256 bytes or with a control character), `invalid_tier`, `invalid_expiry` (an `expires_in` that is not a positive duration within the maximum, a freeze's `until` already past), `fees_disabled` (a fee on a ledger with no fee account), `invalid_input` (a query string or path parameter of the wrong shape, an unknown query parameter, a `status`, `state`, `order`, `format`, `resolution` or freeze `scope` the route does not know) |
 //! | 401 | `unauthorized` |
+//! | 403 | `account_frozen` (an operator's freeze stops this; `details` names its reason, end and scope) |
 //! | 404 | `unknown_withdrawal`, `unknown_transaction`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
-//! | 409 | `insufficient_funds`, `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled`, `not_replicated` (a replication route on a server that is not a replicated node) |
+//! | 409 | `insufficient_funds` (`details.part`: the `amount` or the `fee`), `limit_exceeded` (a tier's rolling limit; `details` names the window), `invalid_paid_amount` (a completion paying nothing or more than the amount), `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled`, `not_replicated` (a replication route on a server that is not a replicated node) |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed), `not_leader` (a replicated standby, or a fenced writer: writes go to the writer, named when known), `promotion_failed` |
@@ -30,15 +36,19 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::time::UnixMs;
 use crate::error::LedgerError;
 use crate::http::limits::is_body_timeout;
 
-/// A refused request: its status, stable code and message.
+/// A refused request: its status, stable code, message and, for a few
+/// codes, the fields a client acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Boxed: most refusals have none, and every handler returns this.
+    pub details: Option<Box<ErrorDetails>>,
 }
 
 /// The error code of a response, left in its extensions for the metrics.
@@ -53,6 +63,102 @@ pub struct ErrorJson {
     pub error: String,
     /// What went wrong, for a person.
     pub message: String,
+    /// For `limit_exceeded`, `account_frozen` and `insufficient_funds`
+    /// only: what the refusal names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Box<ErrorDetails>>,
+}
+
+/// The fields a refusal names, by code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ErrorDetails {
+    LimitExceeded(LimitExceededDetails),
+    AccountFrozen(AccountFrozenDetails),
+    InsufficientFunds(InsufficientFundsDetails),
+}
+
+/// `limit_exceeded`: which rolling window of the account's tier the
+/// withdrawal would pass, and by how much.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LimitExceededDetails {
+    /// `24h` or `30d`.
+    pub window: &'static str,
+    pub limit: String,
+    /// What the window already counts (pending, processing and completed
+    /// withdrawals).
+    pub used: String,
+    pub requested: String,
+    pub currency: String,
+    pub tier: String,
+}
+
+/// `account_frozen`: the operator's freeze.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AccountFrozenDetails {
+    pub reason: String,
+    /// When it ends (RFC 3339); null: until lifted.
+    #[schema(format = DateTime)]
+    pub until: Option<String>,
+    /// `withdrawals` or `all`.
+    pub scope: &'static str,
+}
+
+/// `insufficient_funds`: which part of the withdrawal the available
+/// balance does not cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct InsufficientFundsDetails {
+    /// `amount` or `fee` (both together when they share a currency:
+    /// `amount`).
+    pub part: &'static str,
+    pub currency: String,
+    pub available: String,
+    pub requested: String,
+}
+
+impl ErrorDetails {
+    /// The details `error` names, if it is one of the codes that has them.
+    pub fn of(error: &LedgerError) -> Option<Self> {
+        Some(match error {
+            LedgerError::LimitExceeded {
+                currency,
+                window,
+                tier,
+                limit,
+                used,
+                requested,
+            } => Self::LimitExceeded(LimitExceededDetails {
+                window: window.as_str(),
+                limit: limit.to_string(),
+                used: used.to_string(),
+                requested: requested.to_string(),
+                currency: currency.to_string(),
+                tier: tier.clone(),
+            }),
+            LedgerError::AccountFrozen {
+                scope,
+                reason,
+                until,
+                ..
+            } => Self::AccountFrozen(AccountFrozenDetails {
+                reason: reason.clone(),
+                until: until.map(UnixMs::rfc3339),
+                scope: scope.as_str(),
+            }),
+            LedgerError::InsufficientFunds {
+                currency,
+                available,
+                requested,
+                part,
+            } => Self::InsufficientFunds(InsufficientFundsDetails {
+                part: part.as_str(),
+                currency: currency.to_string(),
+                available: available.to_string(),
+                requested: requested.to_string(),
+            }),
+            _ => return None,
+        })
+    }
 }
 
 impl ApiError {
@@ -61,6 +167,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
     }
 
@@ -183,7 +290,10 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
 
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
-        Self::new(status_of(&error), error.code(), error.to_string())
+        Self {
+            details: ErrorDetails::of(&error).map(Box::new),
+            ..Self::new(status_of(&error), error.code(), error.to_string())
+        }
     }
 }
 
@@ -206,6 +316,7 @@ impl ResponseError for ApiError {
         let mut response = builder.json(ErrorJson {
             error: self.code.to_string(),
             message: self.message.clone(),
+            details: self.details.clone(),
         });
         response.extensions_mut().insert(ErrorCode(self.code));
         response
@@ -414,6 +525,88 @@ mod tests {
             assert_eq!(api.code, error.code());
             assert_eq!(api.message, error.to_string());
         }
+    }
+
+    #[test]
+    fn the_exchange_refusals_have_their_statuses_and_details() {
+        let usd = CurrencyCode::new("USD").unwrap();
+        let tx = TransactionId::new(1, 1);
+        let frozen = LedgerError::AccountFrozen {
+            account: 1,
+            scope: crate::domain::policy::FreezeScope::All,
+            reason: "fraud".into(),
+            until: Some(crate::UnixMs::from_millis(1_000)),
+        };
+        let limit = LedgerError::LimitExceeded {
+            currency: usd,
+            window: crate::domain::policy::Window::Month,
+            tier: "vip".into(),
+            limit: Decimal::new(10000, 2),
+            used: Decimal::new(6000, 2),
+            requested: Decimal::new(5000, 2),
+        };
+        let short = LedgerError::InsufficientFunds {
+            currency: usd,
+            available: Decimal::new(100, 2),
+            requested: Decimal::new(200, 2),
+            part: crate::error::FundsPart::Fee,
+        };
+        let paid = LedgerError::InvalidPaidAmount {
+            transaction_id: tx,
+            amount: Decimal::ONE,
+            paid: Decimal::TWO,
+        };
+        let bad = [
+            LedgerError::InvalidMetadata {
+                problem: "x".into(),
+            },
+            LedgerError::InvalidDestination {
+                field: "kind",
+                problem: "empty".into(),
+            },
+            LedgerError::InvalidTier { tier: "x y".into() },
+            LedgerError::InvalidExpiry {
+                problem: "x".into(),
+            },
+            LedgerError::FeesDisabled,
+        ];
+        for error in bad {
+            let api = ApiError::from(error.clone());
+            assert_eq!((api.status.as_u16(), api.details), (400, None), "{error:?}");
+        }
+        assert_eq!(ApiError::from(paid).status.as_u16(), 409);
+        let body = |error: LedgerError| {
+            let api = ApiError::from(error);
+            let json = ErrorJson {
+                error: api.code.to_string(),
+                message: api.message.clone(),
+                details: api.details,
+            };
+            (api.status.as_u16(), serde_json::to_value(json).unwrap())
+        };
+        let (status, json) = body(frozen);
+        assert_eq!(status, 403);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"reason": "fraud", "until": "1970-01-01T00:00:01.000Z",
+                "scope": "all"})
+        );
+        let (status, json) = body(limit);
+        assert_eq!(status, 409);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"window": "30d", "limit": "100.00", "used": "60.00",
+                "requested": "50.00", "currency": "USD", "tier": "vip"})
+        );
+        let (status, json) = body(short);
+        assert_eq!(status, 409);
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"part": "fee", "currency": "USD", "available": "1.00",
+                "requested": "2.00"})
+        );
+        let (_, plain) = body(LedgerError::ShuttingDown);
+        assert!(plain.get("details").is_none(), "{plain}");
     }
 
     #[test]

@@ -350,6 +350,7 @@ fn error_frame(error: &ApiError) -> Bytes {
     let body = ErrorJson {
         error: error.code.to_string(),
         message: error.message.clone(),
+        details: error.details.clone(),
     };
     let data = serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned());
     Bytes::from(format!("event: error\ndata: {data}\n\n"))

@@ -1,4 +1,6 @@
-//! The JSON the service takes and gives. Amounts are decimal strings
+//! The JSON the service takes and gives (what an operation carries beyond
+//! its amount, fee, destination, metadata and expiry, is read and shown by
+//! `details.rs`; an account's controls by `accounts.rs`). Amounts are decimal strings
 //! (`"12.50"`) both ways: a JSON number for an amount is refused with 400
 //! `invalid_amount`, since a float cannot carry money exactly. Amounts out
 //! always have the currency's number of decimal places. Times out are
@@ -11,6 +13,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::domain::details::Metadata;
 use crate::domain::history::{Entry, Page, Transaction};
 use crate::domain::ids::AccountId;
 use crate::domain::money::parse_amount_text;
@@ -18,7 +21,12 @@ use crate::domain::payouts::{PayoutItemOutcome, PayoutItemView, PayoutView};
 use crate::domain::receipts::{Balance, Deposit, Transfer};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalStatus};
+use crate::http::details::{
+    metadata_json, DestinationJson, FeeJson, FeeRequestJson, MetadataJson, RawExpiresIn,
+    RawMetadata, WithdrawalDetailsJson, WithdrawalExtrasJson,
+};
 use crate::http::error::ApiError;
+use crate::operation::WithdrawalOptions;
 
 /// An amount as the caller sent it; judged by [`parse_amount`], so a
 /// wrong amount is `invalid_amount` rather than a shapeless parse error.
@@ -57,11 +65,11 @@ pub fn parse_amount(raw: &RawAmount) -> Result<Decimal, ApiError> {
     }
 }
 
-/// The body of POST /v1/deposits and POST /v1/withdrawals: one account,
-/// one amount.
+/// The body of POST /v1/deposits: one account, one amount, and optional
+/// metadata kept with the deposit.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AccountAmountRequest {
+pub struct DepositRequest {
     pub account: AccountId,
     /// A configured currency code, e.g. `USD`.
     pub currency: String,
@@ -72,10 +80,75 @@ pub struct AccountAmountRequest {
     /// Replaying a key with the same parameters answers the first result.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Up to 16 string keys with string values, 1 KiB in all (else
+    /// `invalid_metadata`); kept and shown with the operation.
+    #[serde(default)]
+    #[schema(value_type = Option<MetadataJson>)]
+    pub metadata: Option<RawMetadata>,
 }
 
-pub type DepositRequest = AccountAmountRequest;
-pub type WithdrawalRequest = AccountAmountRequest;
+/// The body of POST /v1/withdrawals: one account, one amount, and what a
+/// withdrawal may carry beyond them.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    pub account: AccountId,
+    /// A configured currency code, e.g. `USD`.
+    pub currency: String,
+    /// A decimal string such as `"12.50"` (never a JSON number), with at
+    /// most the currency's decimal places.
+    #[schema(value_type = String, example = "12.50")]
+    pub amount: RawAmount,
+    /// Replaying a key with the same parameters (the optional parts
+    /// included) answers the first result.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Locked with the amount (in its own currency, from the same
+    /// account), moved to the fee account on completion, released with the
+    /// amount otherwise. `fees_disabled` on a ledger without a fee account.
+    #[serde(default)]
+    pub fee: Option<FeeRequestJson>,
+    /// Where it is paid; handed to the payment service.
+    #[serde(default)]
+    pub destination: Option<DestinationJson>,
+    /// Up to 16 string keys with string values, 1 KiB in all.
+    #[serde(default)]
+    #[schema(value_type = Option<MetadataJson>)]
+    pub metadata: Option<RawMetadata>,
+    /// While still `pending` this long after the request, it fails with
+    /// reason `expired` (never while `processing`): an integer of seconds
+    /// (`90`) or a text of digits and a unit, `ms`, `s`, `m`, `h` or `d`
+    /// (`"500ms"`, `"90s"`, `"30m"`, `"2h"`, `"1d"`); more than zero and at
+    /// most the server's maximum (30 days unless configured), else
+    /// `invalid_expiry`.
+    #[serde(default)]
+    #[schema(value_type = Option<ExpiresIn>)]
+    pub expires_in: Option<RawExpiresIn>,
+}
+
+impl WithdrawalRequest {
+    /// What it carries beyond currency and amount, as the `Ledger` takes it.
+    pub fn options(&self) -> Result<WithdrawalOptions, ApiError> {
+        WithdrawalExtrasJson {
+            fee: self.fee.as_ref(),
+            destination: self.destination.as_ref(),
+            metadata: self.metadata.as_ref(),
+            expires_in: self.expires_in.as_ref(),
+        }
+        .read()
+    }
+}
+
+/// `expires_in`: whole seconds, or digits and a unit (`500ms`, `90s`,
+/// `30m`, `2h`, `1d`).
+// The document's shape of what `RawExpiresIn` reads; never built.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ExpiresIn {
+    Seconds(u64),
+    Text(String),
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +161,10 @@ pub struct TransferRequest {
     pub amount: RawAmount,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Up to 16 string keys with string values, 1 KiB in all.
+    #[serde(default)]
+    #[schema(value_type = Option<MetadataJson>)]
+    pub metadata: Option<RawMetadata>,
 }
 
 /// Phase 3 (the webhook): the payment outcome of a withdrawal.
@@ -98,6 +175,13 @@ pub struct StatusRequest {
     pub status: String,
     #[serde(default)]
     pub reason: Option<String>,
+    /// With `completed` only: what was paid, a decimal string more than 0
+    /// and at most the withdrawal's amount (else `invalid_paid_amount`).
+    /// Less than the amount completes it in part: that much is burned, the
+    /// rest released. Absent: paid in full.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "24.00")]
+    pub amount: Option<RawAmount>,
 }
 
 /// An operator's resolution of a payout item
@@ -121,6 +205,21 @@ pub struct DepositJson {
     pub account: AccountId,
     pub currency: String,
     pub amount: String,
+    /// The metadata kept with it; absent when it carries none (and from
+    /// `GET /v1/transactions/{id}`, whose history rows do not return it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataJson>,
+}
+
+impl DepositJson {
+    /// The answer to a deposit: its receipt and the metadata it keeps
+    /// (the request's: a replay with other metadata is a conflict).
+    pub fn new(d: &Deposit, metadata: &Metadata) -> Self {
+        Self {
+            metadata: (!metadata.is_empty()).then(|| metadata_json(metadata)),
+            ..Self::from(d)
+        }
+    }
 }
 
 impl From<&Deposit> for DepositJson {
@@ -130,6 +229,7 @@ impl From<&Deposit> for DepositJson {
             account: d.account,
             currency: d.currency.to_string(),
             amount: d.amount.to_string(),
+            metadata: None,
         }
     }
 }
@@ -141,6 +241,19 @@ pub struct TransferJson {
     pub to: AccountId,
     pub currency: String,
     pub amount: String,
+    /// The metadata kept with it; absent as for deposits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataJson>,
+}
+
+impl TransferJson {
+    /// The answer to a transfer: its receipt and the metadata it keeps.
+    pub fn new(t: &Transfer, metadata: &Metadata) -> Self {
+        Self {
+            metadata: (!metadata.is_empty()).then(|| metadata_json(metadata)),
+            ..Self::from(t)
+        }
+    }
 }
 
 impl From<&Transfer> for TransferJson {
@@ -151,12 +264,13 @@ impl From<&Transfer> for TransferJson {
             to: t.to,
             currency: t.currency.to_string(),
             amount: t.amount.to_string(),
+            metadata: None,
         }
     }
 }
 
 /// `{transaction_id, account, currency, amount, status, payout_id?, reason?,
-/// created_at, updated_at}`.
+/// created_at, updated_at, paid, fee, destination, metadata, expires_at}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WithdrawalJson {
     pub transaction_id: String,
@@ -178,6 +292,20 @@ pub struct WithdrawalJson {
     /// null if unknown, as above.
     #[schema(format = DateTime)]
     pub updated_at: Option<String>,
+    /// What was paid once `completed` or `returned` (the amount, or less
+    /// for a partial completion); null before, and when it failed or was
+    /// cancelled.
+    pub paid: Option<String>,
+    /// Its fee, locked with the amount; null when none.
+    pub fee: Option<FeeJson>,
+    /// Where it is paid; null when none was given.
+    pub destination: Option<DestinationJson>,
+    /// `{}` when none.
+    pub metadata: MetadataJson,
+    /// While still `pending` at this time (RFC 3339) it fails with reason
+    /// `expired`; null when it does not expire.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
 }
 
 /// A time as the JSON shows it: RFC 3339, or null when unknown.
@@ -193,6 +321,7 @@ impl From<&Withdrawal> for WithdrawalJson {
             }
             _ => None,
         };
+        let details = WithdrawalDetailsJson::from(w);
         Self {
             transaction_id: w.transaction_id.to_string(),
             account: w.account,
@@ -203,6 +332,11 @@ impl From<&Withdrawal> for WithdrawalJson {
             reason,
             created_at: rfc3339(w.created_at),
             updated_at: rfc3339(w.updated_at),
+            paid: w.paid.map(|p| p.to_string()),
+            fee: details.fee,
+            destination: details.destination,
+            metadata: details.metadata,
+            expires_at: rfc3339(w.expires_at),
         }
     }
 }
@@ -400,7 +534,8 @@ impl From<&Entry> for EntryJson {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransactionJson {
     Withdrawal {
-        withdrawal: WithdrawalJson,
+        // Boxed: by far the largest of the three.
+        withdrawal: Box<WithdrawalJson>,
     },
     Deposit {
         deposit: DepositJson,
@@ -418,7 +553,7 @@ impl From<&Transaction> for TransactionJson {
     fn from(t: &Transaction) -> Self {
         match t {
             Transaction::Withdrawal(w) => Self::Withdrawal {
-                withdrawal: WithdrawalJson::from(w),
+                withdrawal: Box::new(WithdrawalJson::from(w)),
             },
             Transaction::Deposit { deposit, at, .. } => Self::Deposit {
                 deposit: DepositJson::from(deposit),

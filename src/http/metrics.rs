@@ -36,7 +36,7 @@ pub const LATENCY_BUCKETS_SECS: [f64; 14] = [
 
 /// The kinds of operation the API serves: the routes' names (see
 /// [`kind_of`] for the routes that serve two kinds).
-pub const KINDS: [&str; 22] = [
+pub const KINDS: [&str; 25] = [
     "deposit",
     "request_withdrawal",
     "list_withdrawals",
@@ -48,6 +48,9 @@ pub const KINDS: [&str; 22] = [
     "withdrawal_status",
     "transfer",
     "balances",
+    "set_tier",
+    "freeze",
+    "withdrawal_allowance",
     "run_payouts",
     "list_payouts",
     "get_payout",

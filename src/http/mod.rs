@@ -5,12 +5,16 @@
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
-//! | POST /v1/deposits | `{account, currency, amount, idempotency_key?}` | 201 `{transaction_id, account, currency, amount}` |
-//! | POST /v1/withdrawals | `{account, currency, amount, idempotency_key?}` | 201 withdrawal |
+//! | POST /v1/deposits | `{account, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, account, currency, amount, metadata?}` |
+//! | POST /v1/withdrawals | `{account, currency, amount, idempotency_key?, fee?: {currency, amount}, destination?: {kind, value, network?}, metadata?, expires_in?}` | 201 withdrawal |
 //! | GET /v1/withdrawals/{transaction_id} | | 200 withdrawal |
 //! | POST /v1/withdrawals/{transaction_id}/cancel | | 200 withdrawal |
-//! | POST /v1/withdrawals/{transaction_id}/status | `{status: "completed"\|"failed"\|"returned", reason?}` | 200 withdrawal |
-//! | POST /v1/transfers | `{from, to, currency, amount, idempotency_key?}` | 201 `{transaction_id, from, to, currency, amount}` |
+//! | POST /v1/withdrawals/{transaction_id}/status | `{status: "completed"\|"failed"\|"returned", reason?, amount?}` (`amount` with `completed`: paid in part) | 200 withdrawal |
+//! | POST /v1/transfers | `{from, to, currency, amount, idempotency_key?, metadata?}` | 201 `{transaction_id, from, to, currency, amount, metadata?}` |
+//! | PUT /v1/accounts/{account}/tier | `{tier}` | 200 `{account, tier, freeze}` (the account's controls) |
+//! | POST /v1/accounts/{account}/freeze | `{scope: "withdrawals"\|"all", until?, reason}` | 200 the account's controls |
+//! | DELETE /v1/accounts/{account}/freeze | | 200 the account's controls |
+//! | GET /v1/accounts/{account}/withdrawal-allowance?currency= | | 200 `{account, currency, tier, amount, available, windows: [{window, limit, used, remaining}], freeze}` |
 //! | GET /v1/accounts/{account}/balances | | 200 `{account, balances: [{currency, available, locked, total}]}` |
 //! | GET /v1/accounts/{account}/balances?at=&lt;RFC 3339&gt; | | 200 `{account, at, balances: [...]}`, as of that time |
 //! | GET /v1/accounts/{account}/withdrawals?status=&currency=&created_from=&created_to=&payout_id=&after=&limit=&order=&format= | | 200 `{items: [withdrawal], next}` (or CSV) |
@@ -35,10 +39,12 @@
 //! | GET /openapi.json | | 200 this API's OpenAPI 3.1 document |
 //!
 //! A withdrawal is `{transaction_id, account, currency, amount, status,
-//! payout_id?, reason?}`. Amounts are decimal strings both ways. A replay
+//! payout_id?, reason?, created_at, updated_at, paid, fee, destination,
+//! metadata, expires_at}`. Amounts are decimal strings both ways. A replay
 //! with the same idempotency key answers the first result with the same
-//! status (201). Errors are `{"error": code, "message": text}`; see
-//! [`error`] for the status of each code. Every `/v1` request needs
+//! status (201). Errors are `{"error": code, "message": text, "details"?}`
+//! (`details` for `limit_exceeded`, `account_frozen` and
+//! `insufficient_funds`); see [`error`] for the status of each code. Every `/v1` request needs
 //! `Authorization: Bearer <token>` when the server has a token; `/metrics`
 //! needs the metrics token the same way when the server has one. A token
 //! that is empty or has surrounding whitespace is refused at start.
@@ -70,6 +76,11 @@
 //!
 //! ## Layout
 //! - `routes.rs` — the route table and the handlers of the operations.
+//! - `accounts.rs` — an account's controls: tier, freeze, withdrawal
+//!   allowance; their handlers and JSON.
+//! - `details.rs` — what an operation carries beyond its amount (fee,
+//!   destination, metadata, `expires_in`): read from requests, shown in
+//!   answers.
 //! - `history.rs` — the history handlers: listings, entries, transactions,
 //!   balances (live or as of a time), paged payouts; their query strings.
 //! - `events.rs` — the event feed's handlers: long poll, Server-Sent
@@ -88,9 +99,11 @@
 //! - `bank.rs` — not the ledger's API: the simulated bank's server (a
 //!   `SimulatedBank` over the payment-service protocol; `burnledger bank`).
 
+pub mod accounts;
 pub mod auth;
 pub mod bank;
 pub mod csv;
+pub mod details;
 pub mod error;
 pub mod events;
 pub mod history;

@@ -18,7 +18,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{IntoResponses, Modify, OpenApi};
 
 use crate::http::error::ErrorJson;
-use crate::http::{events, history, replication, routes};
+use crate::http::{accounts, events, history, replication, routes};
 
 /// The whole document.
 #[derive(OpenApi)]
@@ -26,7 +26,8 @@ use crate::http::{events, history, replication, routes};
     info(
         title = "burnledger",
         description = "The ledger's HTTP API. Amounts are decimal strings, never JSON numbers. \
-            Every error is `{\"error\": code, \"message\": text}`; any path not listed here \
+            Every error is `{\"error\": code, \"message\": text}`, with `details` for \
+            limit_exceeded, account_frozen and insufficient_funds; any path not listed here \
             is 404 `not_found`, any method a listed path does not take is 405 \
             `method_not_allowed` (both with that body). A request body that does not \
             arrive within the body deadline is 408 `request_timeout`; one larger than the \
@@ -42,6 +43,10 @@ use crate::http::{events, history, replication, routes};
         routes::cancel_withdrawal,
         routes::withdrawal_status,
         routes::transfer,
+        accounts::set_tier,
+        accounts::freeze,
+        accounts::unfreeze,
+        accounts::withdrawal_allowance,
         history::balances,
         history::account_withdrawals,
         history::list_withdrawals,
@@ -132,18 +137,30 @@ fn error_description(status: u16) -> &'static str {
                 (not RFC 3339), invalid_time_range (created_from after created_to), \
                 invalid_limit (not 1 to 1000), invalid_cursor (not a page's next; an \
                 event position that is not an LSN or is past the durable log), \
-                invalid_consumer (a consumer name that is not 1 to 64 of A-Z a-z 0-9 _ - .) or \
+                invalid_consumer (a consumer name that is not 1 to 64 of A-Z a-z 0-9 _ - .), \
+                invalid_metadata (not an object of string values, or past 16 keys or 1 KiB), \
+                invalid_destination (a field empty, over 256 bytes or with a control \
+                character), invalid_tier (not 1 to 32 of A-Z a-z 0-9 _ - .), invalid_expiry \
+                (an expires_in that is not a positive duration within the maximum, a freeze's \
+                until already past), fees_disabled (a fee on a ledger with no fee account) or \
                 invalid_input (a query string, unknown query parameter, path parameter, \
-                status, state, order, format, resolution or wait of the wrong shape)"
+                status, state, order, format, resolution, scope or wait of the wrong shape)"
         }
         401 => "unauthorized: the token is missing or wrong (the connection closes)",
+        403 => {
+            "account_frozen: an operator's freeze of the account stops this operation \
+                (details: reason, until, scope)"
+        }
         404 => {
             "Not there: unknown_withdrawal, unknown_transaction, unknown_payout, \
                 not_in_payout, unknown_consumer"
         }
         408 => "request_timeout: the body did not arrive in time (the connection closes)",
         409 => {
-            "Refused by the ledger's state: insufficient_funds, invalid_transition, \
+            "Refused by the ledger's state: insufficient_funds (details: part, currency, \
+                available, requested), limit_exceeded (details: window, limit, used, \
+                requested, currency, tier), invalid_paid_amount (a completion paying nothing \
+                or more than the amount), invalid_transition, \
                 idempotency_conflict, idempotency_in_progress, idempotency_key_expired (the \
                 key's first use is older than the retention; nothing applied), \
                 too_many_pending_withdrawals, payout_in_flight (a payout the engine runs owns the withdrawal), \
@@ -201,6 +218,9 @@ macro_rules! error_responses {
 error_responses! {
     /// A /v1 call that writes with a JSON body.
     WriteErrors: [400, 401, 408, 409, 413, 500, 503];
+    /// A deposit, withdrawal or transfer: a write an account's freeze may
+    /// stop (403 `account_frozen`).
+    FrozenWriteErrors: [400, 401, 403, 408, 409, 413, 500, 503];
     /// A /v1 read of one thing named in the path.
     ReadOneErrors: [401, 404, 500, 503];
     /// A /v1 call on one withdrawal, without a body.
@@ -227,4 +247,10 @@ error_responses! {
     CursorWriteErrors: [400, 401, 408, 410, 413, 500, 503];
     /// A /v1 read without parameters (the consumers, the journal's head).
     PlainReadErrors: [401, 500, 503];
+    /// An operator's write of an account's controls with a JSON body (a
+    /// tier, a freeze).
+    ControlWriteErrors: [400, 401, 408, 413, 500, 503];
+    /// Lifting an account's freeze (no body; 400 for an account that is
+    /// not one).
+    ControlLiftErrors: [400, 401, 500, 503];
 }

@@ -1,4 +1,6 @@
-//! The routes and their handlers: each reads its input, calls one `Ledger`
+//! The route table and the handlers of the operations (an account's
+//! controls are handled in `accounts.rs`, the history in `history.rs`, the
+//! feed in `events.rs`): each reads its input, calls one `Ledger`
 //! method, and shows the answer as JSON. Each handler's `#[utoipa::path]`
 //! is its entry in the OpenAPI document (see `openapi.rs`).
 //!
@@ -13,19 +15,20 @@ use actix_web::{web, HttpRequest, HttpResponse, Route};
 use crate::domain::ids::TransactionId;
 use crate::domain::payouts::Resolution;
 use crate::domain::withdrawal::{Withdrawal, WithdrawalOutcome};
+use crate::http::accounts;
 use crate::http::auth::check_metrics_token;
+use crate::http::details::read_metadata;
 use crate::http::error::ApiError;
 use crate::http::events;
 use crate::http::history;
 use crate::http::json::{
-    parse_amount, AccountAmountRequest, DepositJson, DepositRequest, HealthJson, PayoutJson,
-    ResolveRequest, StatusRequest, TransferJson, TransferRequest, WithdrawalJson,
-    WithdrawalRequest,
+    parse_amount, DepositJson, DepositRequest, HealthJson, PayoutJson, ResolveRequest,
+    StatusRequest, TransferJson, TransferRequest, WithdrawalJson, WithdrawalRequest,
 };
 use crate::http::metrics::{self, Metrics};
 use crate::http::openapi::{
-    self, ChangeOneErrors, ChangeOneWithBodyErrors, HealthErrors, MetricsErrors, ReadOneErrors,
-    RunErrors, WriteErrors,
+    self, ChangeOneErrors, ChangeOneWithBodyErrors, FrozenWriteErrors, HealthErrors, MetricsErrors,
+    ReadOneErrors, RunErrors,
 };
 use crate::http::replication;
 use crate::http::source::LedgerSource;
@@ -80,6 +83,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/accounts/{account}/entries", "entries")
                     .route(web::get().to(history::entries)),
             )
+            .configure(account_routes)
             .service(
                 resource("/transactions/{transaction_id}", "get_transaction")
                     .route(web::get().to(history::get_transaction)),
@@ -104,6 +108,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/healthz", "healthz").route(web::get().to(healthz)))
     .service(resource("/metrics", "metrics").route(web::get().to(metrics_page)))
     .service(resource("/openapi.json", "openapi").route(web::get().to(openapi_json)));
+}
+
+/// An account's controls (`accounts.rs`): its tier, its freeze, what it
+/// may withdraw now.
+fn account_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/accounts/{account}/tier", "set_tier").route(web::put().to(accounts::set_tier)),
+    )
+    .service(
+        resource("/accounts/{account}/freeze", "freeze")
+            .route(web::post().to(accounts::freeze))
+            .route(web::delete().to(accounts::unfreeze)),
+    )
+    .service(
+        resource(
+            "/accounts/{account}/withdrawal-allowance",
+            "withdrawal_allowance",
+        )
+        .route(web::get().to(accounts::withdrawal_allowance)),
+    );
 }
 
 /// The event feed's routes (`events.rs`): reads, all of them (a
@@ -159,25 +183,31 @@ fn key(idempotency_key: &Option<String>) -> Option<&str> {
     idempotency_key.as_deref()
 }
 
-#[utoipa::path(post, path = "/v1/deposits", request_body = AccountAmountRequest,
-    responses((status = 201, description = "Credited", body = DepositJson), WriteErrors),
+#[utoipa::path(post, path = "/v1/deposits", request_body = DepositRequest,
+    responses((status = 201, description = "Credited", body = DepositJson), FrozenWriteErrors),
     security(("api_token" = [])))]
 pub(crate) async fn deposit(ledger: Ledger, body: web::Json<DepositRequest>) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
+    let metadata = read_metadata(body.metadata.as_ref())?;
     let receipt = ledger
-        .deposit(
+        .deposit_with(
             body.account,
             &body.currency,
             amount,
             key(&body.idempotency_key),
+            metadata.clone(),
         )
         .await?;
-    Ok(json(StatusCode::CREATED, DepositJson::from(&receipt)))
+    Ok(json(
+        StatusCode::CREATED,
+        DepositJson::new(&receipt, &metadata),
+    ))
 }
 
-#[utoipa::path(post, path = "/v1/withdrawals", request_body = AccountAmountRequest,
-    responses((status = 201, description = "Locked, pending", body = WithdrawalJson), WriteErrors),
+#[utoipa::path(post, path = "/v1/withdrawals", request_body = WithdrawalRequest,
+    responses((status = 201, description = "Amount and fee locked, pending", body = WithdrawalJson),
+        FrozenWriteErrors),
     security(("api_token" = [])))]
 pub(crate) async fn request_withdrawal(
     ledger: Ledger,
@@ -185,12 +215,14 @@ pub(crate) async fn request_withdrawal(
 ) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
+    let options = body.options()?;
     let w = ledger
-        .request_withdrawal(
+        .request_withdrawal_with(
             body.account,
             &body.currency,
             amount,
             key(&body.idempotency_key),
+            options,
         )
         .await?;
     Ok(withdrawal(StatusCode::CREATED, &w))
@@ -243,11 +275,19 @@ pub(crate) async fn withdrawal_status(
     let tx = transaction_id(&path)?;
     let body = body.into_inner();
     let reason = body.reason.unwrap_or_default();
+    let paid = body.amount.as_ref().map(parse_amount).transpose()?;
+    if paid.is_some() && body.status != "completed" {
+        return Err(ApiError::invalid_input(
+            "amount applies only to status \"completed\" (what was paid)",
+        ));
+    }
     let w = match body.status.as_str() {
         "completed" => {
-            ledger
-                .complete_withdrawal(tx, WithdrawalOutcome::Completed)
-                .await?
+            let outcome = match paid {
+                None => WithdrawalOutcome::Completed,
+                Some(paid) => WithdrawalOutcome::PartlyCompleted { paid },
+            };
+            ledger.complete_withdrawal(tx, outcome).await?
         }
         "failed" => {
             ledger
@@ -266,21 +306,26 @@ pub(crate) async fn withdrawal_status(
 }
 
 #[utoipa::path(post, path = "/v1/transfers", request_body = TransferRequest,
-    responses((status = 201, description = "Moved", body = TransferJson), WriteErrors),
+    responses((status = 201, description = "Moved", body = TransferJson), FrozenWriteErrors),
     security(("api_token" = [])))]
 pub(crate) async fn transfer(ledger: Ledger, body: web::Json<TransferRequest>) -> Answer {
     let body = body.into_inner();
     let amount = parse_amount(&body.amount)?;
+    let metadata = read_metadata(body.metadata.as_ref())?;
     let receipt = ledger
-        .transfer(
+        .transfer_with(
             body.from,
             body.to,
             &body.currency,
             amount,
             key(&body.idempotency_key),
+            metadata.clone(),
         )
         .await?;
-    Ok(json(StatusCode::CREATED, TransferJson::from(&receipt)))
+    Ok(json(
+        StatusCode::CREATED,
+        TransferJson::new(&receipt, &metadata),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/payouts/run",

@@ -27,6 +27,8 @@ mod replicate;
 mod serve;
 mod simulate;
 mod storage;
+#[cfg(feature = "http")]
+mod withdrawal_flags;
 
 // The binary picks its allocator (the library leaves that to its embedder):
 // glibc malloc was ~40 % of the engine's profile on the actor hot path.

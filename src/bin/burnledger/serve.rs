@@ -13,6 +13,9 @@
 //! cursor of `--webhook-consumer`; the deliveries stop before the ledger
 //! shuts down.
 //!
+//! `--fee-account`, `--withdrawal-limit` and `--withdrawal-expiry-max` set
+//! the withdrawal rules (see `withdrawal_flags.rs`).
+//!
 //! With `--replicate` it runs a replicated node instead (see
 //! `replicate.rs`): the writer, or with `--standby` a standby.
 //!
@@ -121,6 +124,8 @@ pub struct ServeArgs {
     replication: crate::replicate::ReplicationArgs,
     #[command(flatten)]
     webhook: WebhookArgs,
+    #[command(flatten)]
+    withdrawals: crate::withdrawal_flags::WithdrawalArgs,
 }
 
 /// Signed webhooks (see `burnledger::webhook`).
@@ -312,7 +317,7 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
     let payout_mode = payout_mode(&args)?;
     let payment_service = payment_service(&args, payout_mode)?;
     let webhook = args.webhook.settings()?;
-    let config = Config {
+    let config = args.withdrawals.apply(Config {
         currencies: parse_currencies(&args.currencies)?,
         data_dir: Some(args.data_dir.clone()),
         archive_dir: args.archive_dir.clone(),
@@ -320,7 +325,7 @@ pub fn run(args: ServeArgs) -> Result<bool, String> {
         payout_mode,
         payment_service,
         ..Config::default()
-    };
+    })?;
     if args.replication.replicate.is_some() {
         if webhook.is_some() {
             return Err("--webhook-url is not supported with --replicate yet".into());
