@@ -933,7 +933,6 @@ fn bad_freezes_are_refused_and_change_nothing() {
 }
 
 #[test]
-#[ignore = "needs snapshot format v7 (branch `store`): shutdown's snapshot drops controls today"]
 fn freezes_and_tiers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let until = in_secs(3600);

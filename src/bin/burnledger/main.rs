@@ -56,7 +56,7 @@ enum Command {
     Verify(storage::VerifyArgs),
     /// Serve the ledger's HTTP API (JSON over actix-web).
     #[cfg(feature = "http")]
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Serve a simulated bank (faults as flags) over the payment-service
     /// protocol, for `serve --payment-service-url`.
     #[cfg(feature = "http")]
@@ -69,7 +69,7 @@ enum Command {
     /// latency, peak RSS and a plain-HashMap baseline; with `--http URL` it
     /// drives a running server instead. (Also `http-bench`.)
     #[command(alias = "http-bench")]
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Follow a server's event stream as a named consumer, appending
     /// `<lsn> <type>` lines to a file (a reference consumer; hidden).
     #[cfg(feature = "http")]
@@ -117,12 +117,12 @@ fn main() -> ExitCode {
         Command::Inspect(args) => storage::inspect(args),
         Command::Verify(args) => storage::verify(args),
         #[cfg(feature = "http")]
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         #[cfg(feature = "http")]
         Command::Bank(args) => bank::run(args),
         #[cfg(feature = "http")]
         Command::Promote(args) => replicate::promote(args),
-        Command::Bench(args) => bench::run(args, &runtime),
+        Command::Bench(args) => bench::run(*args, &runtime),
         #[cfg(feature = "http")]
         Command::Consume(args) => consume::run(args),
     };

@@ -23,7 +23,7 @@
 
 use crate::domain::details::{Fee, FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::event::Event;
-use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
+use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Extras, WithdrawalRecord, WithdrawalStatus};

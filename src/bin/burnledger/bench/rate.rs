@@ -78,7 +78,7 @@ pub async fn run(
         shared: Arc::clone(&shared),
         runtime: Handle::current(),
         progress: progress.clone(),
-        fee: bench_fee(&ledger, usd()?),
+        fee: bench_fee(ledger, usd()?),
         usd: usd()?,
     };
     let (figures, drawn, started) =
