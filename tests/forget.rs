@@ -339,6 +339,8 @@ async fn past_the_retention_a_memory_only_ledger_drops_finished_withdrawals_and_
             status: WithdrawalStatus::Pending,
             created_at: None,
             updated_at: None,
+            // Nothing paid yet when it was made.
+            paid: None,
             ..m.completed.clone()
         };
         assert_eq!(replay, first);

@@ -64,6 +64,8 @@ async fn completing_a_pending_withdrawal_removes_the_locked_amount_from_the_tota
             done,
             Withdrawal {
                 status: WithdrawalStatus::Completed,
+                // Paid in full: what a completion reports it paid.
+                paid: Some(dec("30.00")),
                 ..w.clone()
             }
         );

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::domain::account::{AccountControls, WindowAllowance, WithdrawalAllowance};
+use crate::{AccountControls, WindowAllowance, WithdrawalAllowance};
 use crate::domain::ids::AccountId;
 use crate::domain::policy::{Freeze, FreezeScope};
 use crate::domain::time::UnixMs;

@@ -8,6 +8,15 @@
 //! parameters → the first result; other parameters → a conflict). At the end
 //! every withdrawal still pending gets its outcome, and the ledger's state is
 //! audited: invariants 1–3 and 6 of the design.
+//!
+//! Withdrawals run as exchanges run them: most carry a fee (in their own
+//! currency or the other), a destination and metadata, some an expiry short
+//! enough to lapse before a payout takes them; every account is under a
+//! 24-hour limit (a tenth of the accounts in a `vip` tier with a higher
+//! one), and a few accounts are frozen (withdrawals, or everything) from
+//! the start. Refusals for limits and freezes are expected only where they
+//! apply. One more invariant is checked: the fees the fee account
+//! collected equal the fees of the completed withdrawals.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,7 +27,8 @@ use burnledger::domain::money::CurrencyCode;
 use burnledger::domain::payouts::PAYOUT_INTERVAL_SECS_DEFAULT;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::{
-    Config, Decimal, IdempotencyKey, Ledger, LedgerError, Operation, Outcome, TransactionId,
+    Config, Decimal, Destination, FeeRequest, FreezeScope, IdempotencyKey, Ledger, LedgerError,
+    Metadata, Operation, Outcome, TransactionId, WithdrawalLimit, WithdrawalOptions,
     WithdrawalOutcome, WithdrawalStatus,
 };
 use clap::Args;
@@ -72,6 +82,30 @@ pub struct SimulateArgs {
 
 const CURRENCIES: [&str; 2] = ["USD", "BTC"];
 
+/// Where the simulation's fees go: no account a worker draws.
+const FEE_ACCOUNT: u64 = 1 << 62;
+
+/// The simulation's limits: per 24 hours, a `default` account withdraws
+/// at most 2,000 USD or 0.5 BTC, a `vip` one a hundred times that.
+const LIMITS: [&str; 4] = [
+    "default:USD:24h=2000",
+    "default:BTC:24h=0.5",
+    "vip:USD:24h=200000",
+    "vip:BTC:24h=50",
+];
+
+/// Which accounts are frozen from the start, and for what: every 97th
+/// account's withdrawals, every 101st account entirely.
+fn frozen_scope(account: u64) -> Option<FreezeScope> {
+    if account % 101 == 7 {
+        Some(FreezeScope::All)
+    } else if account % 97 == 5 {
+        Some(FreezeScope::Withdrawals)
+    } else {
+        None
+    }
+}
+
 /// What a worker saw acknowledged, to check the ledger against.
 #[derive(Default)]
 struct Tally {
@@ -81,6 +115,8 @@ struct Tally {
     deposited: BTreeMap<&'static str, Decimal>,
     replays_checked: u64,
     conflicts_checked: u64,
+    /// Withdrawals made with a fee, to check what the fee account collected.
+    with_fees: Vec<TransactionId>,
     /// Broken expectations (a replay with another id, a settle that failed…).
     violations: Vec<String>,
 }
@@ -97,6 +133,7 @@ impl Tally {
         }
         self.replays_checked += other.replays_checked;
         self.conflicts_checked += other.conflicts_checked;
+        self.with_fees.extend(other.with_fees);
         self.violations.extend(other.violations);
     }
 }
@@ -168,7 +205,7 @@ impl Worker {
                         currency: Self::code(currency),
                         amount,
                         idempotency_key: None,
-                        options: Default::default(),
+                        options: self.withdrawal_options(account, currency),
                     },
                     Expect::Withdrawal,
                 )
@@ -239,6 +276,39 @@ impl Worker {
         }
     }
 
+    /// What a withdrawal carries: usually a fee (a tenth of the time in
+    /// the other currency), a destination and metadata; a twentieth of the
+    /// time an expiry of a few payout intervals.
+    fn withdrawal_options(&mut self, account: u64, currency: &str) -> WithdrawalOptions {
+        let fee = self.rng.random_bool(0.8).then(|| {
+            let other = self.rng.random_bool(0.1);
+            let fee_currency = match (currency, other) {
+                ("USD", false) | ("BTC", true) => "USD",
+                _ => "BTC",
+            };
+            let amount = match fee_currency {
+                "USD" => Decimal::new(self.rng.random_range(1..200), 2),
+                _ => Decimal::new(self.rng.random_range(1..20_000), 8),
+            };
+            FeeRequest {
+                currency: Self::code(fee_currency),
+                amount,
+            }
+        });
+        let destination = Destination::new("account", format!("ext-{account}"), None).ok();
+        let metadata = Metadata::new([("worker", self.id.to_string())]).unwrap_or_default();
+        let expires_in = self
+            .rng
+            .random_bool(0.05)
+            .then(|| Duration::from_millis(self.rng.random_range(1..300)));
+        WithdrawalOptions {
+            fee,
+            destination,
+            metadata,
+            expires_in,
+        }
+    }
+
     fn new_key(&mut self) -> IdempotencyKey {
         self.next_key += 1;
         IdempotencyKey::new(&format!("sim-{}-{}-{}", self.run, self.id, self.next_key))
@@ -274,6 +344,9 @@ impl Worker {
                 } else {
                     "BTC"
                 };
+                if w.fee.is_some() {
+                    self.tally.with_fees.push(w.transaction_id);
+                }
                 self.pending.push((w.transaction_id, currency, w.amount));
                 None
             }
@@ -313,9 +386,10 @@ impl Worker {
                 Expect::Withdrawal | Expect::Transfer,
                 Err(e @ LedgerError::InsufficientFunds { .. }),
             )
-            | (Expect::Withdrawal, Err(e @ LedgerError::TooManyPendingWithdrawals { .. })) => {
-                Some(e)
-            }
+            | (Expect::Withdrawal, Err(e @ LedgerError::TooManyPendingWithdrawals { .. }))
+            | (Expect::Withdrawal, Err(e @ LedgerError::LimitExceeded { .. })) => Some(e),
+            // A freeze refuses only where one applies (see `frozen_scope`).
+            (_, Err(e @ LedgerError::AccountFrozen { .. })) if frozen_here(op, &e) => Some(e),
             (_, Err(e)) => {
                 self.tally
                     .violations
@@ -352,6 +426,77 @@ impl Worker {
     }
 }
 
+/// Whether a freeze refusal of `op` is one the set-up freezes explain: the
+/// refused account (the op's own, or a transfer's receiver for an `all`
+/// freeze) is frozen for that scope.
+fn frozen_here(op: &Operation, error: &LedgerError) -> bool {
+    let LedgerError::AccountFrozen { account, scope, .. } = error else {
+        return false;
+    };
+    let involved = match op {
+        Operation::Transfer { from, to, .. } => *account == *from || *account == *to,
+        other => *account == other.account(),
+    };
+    involved && frozen_scope(*account) == Some(*scope)
+}
+
+/// Freezes the accounts `frozen_scope` names and moves every tenth account
+/// to the `vip` tier (a second run on the same data repeats it: each is the
+/// same freeze or tier again).
+async fn set_controls(ledger: &Ledger, accounts: u64) -> Result<(), String> {
+    for account in 0..accounts {
+        if let Some(scope) = frozen_scope(account) {
+            ledger
+                .freeze_account(account, scope, None, "simulated review")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if account % 10 == 3 {
+            ledger
+                .set_account_tier(account, "vip")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The fees the fee account must have collected since `start`: those of
+/// the completed (or since returned) withdrawals among `with_fees`, per
+/// currency.
+async fn fees_due(
+    ledger: &Ledger,
+    with_fees: &[TransactionId],
+) -> Result<BTreeMap<String, Decimal>, String> {
+    let mut due: BTreeMap<String, Decimal> = BTreeMap::new();
+    for chunk in with_fees.chunks(LOOKUPS_AT_ONCE) {
+        let answers = join_all(chunk.iter().map(|&tx| ledger.withdrawal(tx))).await;
+        for answer in answers {
+            let w = answer.map_err(|e| e.to_string())?;
+            let completed = matches!(
+                w.status,
+                WithdrawalStatus::Completed | WithdrawalStatus::Returned { .. }
+            );
+            if let (true, Some(fee)) = (completed, w.fee) {
+                *due.entry(fee.currency.as_str().to_string()).or_default() += fee.amount;
+            }
+        }
+    }
+    Ok(due)
+}
+
+/// The fee account's balance per currency (totals).
+async fn fee_account_totals(ledger: &Ledger) -> Result<BTreeMap<String, Decimal>, String> {
+    let balances = ledger
+        .balances(FEE_ACCOUNT)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(balances
+        .into_iter()
+        .map(|b| (b.currency.as_str().to_string(), b.total))
+        .collect())
+}
+
 /// Runs the simulation; `Ok(false)` if an invariant failed.
 pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     if args.accounts < 2 || args.batch == 0 || args.workers == 0 {
@@ -378,6 +523,13 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
             interval_secs: PAYOUT_INTERVAL_SECS_DEFAULT,
         },
         payment_service: Some(SharedPaymentService::new(bank.clone())),
+        fee_account: Some(FEE_ACCOUNT),
+        // Sweeps (and so expiries) every 50 ms: within a short run.
+        account_idle_sweep_ms: 50,
+        withdrawal_limits: LIMITS
+            .iter()
+            .map(|limit| WithdrawalLimit::parse(limit))
+            .collect::<Result<_, _>>()?,
         ..Config::default()
     };
     if let Some(shards) = args.shards {
@@ -413,6 +565,8 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     }
     // Earlier runs on the same data count towards the totals: start from them.
     let start = ledger.audit().await.map_err(|e| e.to_string())?;
+    let fees_before = fee_account_totals(&ledger).await?;
+    set_controls(&ledger, args.accounts).await?;
 
     let progress = ProgressBar::new(args.ops);
     progress.set_style(
@@ -495,6 +649,7 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
     let paid_once = check_each_paid_at_most_once(&ledger, &bank).await?;
 
     let terminal_ok = check_terminal_states_hold(&ledger, &bank).await;
+    let fees_ok = check_fees_collected(&ledger, &fees_before, &tally.with_fees).await?;
     let audit = ledger.audit().await.map_err(|e| e.to_string())?;
     ledger.shutdown().await;
 
@@ -575,6 +730,10 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
             terminal_ok && tally.violations.is_empty(),
         ),
         ("     every withdrawal reached a terminal state", no_pending),
+        (
+            "     fees collected = Σ fees of completed withdrawals",
+            fees_ok,
+        ),
     ];
     println!("invariants:");
     for (name, ok) in &checks {
@@ -584,6 +743,30 @@ pub async fn run(args: SimulateArgs) -> Result<bool, String> {
         println!("  violation: {violation}");
     }
     Ok(checks.iter().all(|(_, ok)| *ok))
+}
+
+/// The fee account's gain since the run started, per currency, against
+/// the fees of the run's completed withdrawals; printed, and `true` if
+/// they are equal in every currency.
+async fn check_fees_collected(
+    ledger: &Ledger,
+    before: &BTreeMap<String, Decimal>,
+    with_fees: &[TransactionId],
+) -> Result<bool, String> {
+    let due = fees_due(ledger, with_fees).await?;
+    let after = fee_account_totals(ledger).await?;
+    let mut ok = true;
+    for currency in CURRENCIES {
+        let gained = after.get(currency).copied().unwrap_or_default()
+            - before.get(currency).copied().unwrap_or_default();
+        let owed = due.get(currency).copied().unwrap_or_default();
+        ok &= gained == owed;
+        println!(
+            "fees            {currency:<4} collected {gained} = fees of the completed withdrawals {owed}  [{}]",
+            if gained == owed { "ok" } else { "MISMATCH" }
+        );
+    }
+    Ok(ok)
 }
 
 /// Runs of the payout job allowed to drain what is left after the workers.
