@@ -86,12 +86,13 @@ const CURRENCIES: [&str; 2] = ["USD", "BTC"];
 const FEE_ACCOUNT: u64 = 1 << 62;
 
 /// The simulation's limits: per 24 hours, a `default` account withdraws
-/// at most 2,000 USD or 0.5 BTC, a `vip` one a hundred times that.
+/// at most 300 USD or 0.03 BTC (a busy account reaches that), a `vip` one
+/// a hundred times that.
 const LIMITS: [&str; 4] = [
-    "default:USD:24h=2000",
-    "default:BTC:24h=0.5",
-    "vip:USD:24h=200000",
-    "vip:BTC:24h=50",
+    "default:USD:24h=300",
+    "default:BTC:24h=0.03",
+    "vip:USD:24h=30000",
+    "vip:BTC:24h=3",
 ];
 
 /// Which accounts are frozen from the start, and for what: every 97th
@@ -278,7 +279,7 @@ impl Worker {
 
     /// What a withdrawal carries: usually a fee (a tenth of the time in
     /// the other currency), a destination and metadata; a twentieth of the
-    /// time an expiry of a few payout intervals.
+    /// time an expiry shorter than a payout interval, so some lapse.
     fn withdrawal_options(&mut self, account: u64, currency: &str) -> WithdrawalOptions {
         let fee = self.rng.random_bool(0.8).then(|| {
             let other = self.rng.random_bool(0.1);
@@ -300,7 +301,7 @@ impl Worker {
         let expires_in = self
             .rng
             .random_bool(0.05)
-            .then(|| Duration::from_millis(self.rng.random_range(1..300)));
+            .then(|| Duration::from_millis(self.rng.random_range(1..60)));
         WithdrawalOptions {
             fee,
             destination,
