@@ -430,6 +430,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn partly_paid_items_pay_a_share_of_their_amount_and_list_it() {
+        let bank = bank_with(|c| c.partly_paid_per_mille = 1000);
+        let sent = payout(6, 0, 50);
+        let report = bank.submit(sent.clone()).await.unwrap();
+        let payments = bank.payments();
+        for ((tx, status), item) in report.items.iter().zip(&sent.items) {
+            let paid = match status {
+                ItemStatus::PartlyPaid { paid } => *paid,
+                // A share of one cent rounds to nothing: paid in full.
+                ItemStatus::Paid => item.amount,
+                other => panic!("{tx:?}: {other:?}"),
+            };
+            assert!(paid > Decimal::ZERO && paid <= item.amount, "{paid}");
+            assert!(paid.scale() <= item.amount.scale(), "{paid}");
+            assert!(
+                payments.contains(&(6, *tx, paid)),
+                "{tx:?} listed as paid {paid}"
+            );
+            assert_eq!(bank.received(*tx).as_ref(), Some(item));
+        }
+        let partly =
+            |(_, s): &&(TransactionId, ItemStatus)| matches!(s, ItemStatus::PartlyPaid { .. });
+        assert!(report.items.iter().filter(partly).count() > 40);
+        let (tx, _) = report.items.iter().find(partly).unwrap();
+        assert!(
+            bank.return_item(*tx, "closed"),
+            "a partly paid item comes back too"
+        );
+    }
+
+    #[tokio::test]
     async fn oversized_empty_or_malformed_payouts_are_rejected() {
         let bank = bank_with(|c| c.max_items_per_payout = 3);
         assert_eq!(bank.max_items_per_payout(), 3);
