@@ -21,11 +21,22 @@
 //! a starting position, learning the balance of an account it has not
 //! seen yet from its [`Seeds`] (the history store, or zero from the log's
 //! start); an event whose balance it cannot learn carries none and says so
-//! (`balances_known: false`).
+//! (`balances_known: false`). It follows a withdrawal's fee as the account
+//! does: locked in the fee's currency with the request, released with the
+//! amount on failure, cancel or expiry, and on completion leaving the
+//! account for the fee account the event names; and a partial completion:
+//! what was paid is burned, the rest released (and a return credits what
+//! was paid).
+//!
+//! Fields added after the first version (metadata, a withdrawal's fee,
+//! destination and expiry, a completion's paid amount and fee) are left
+//! out of the JSON when an event has none, so a plain event reads as it
+//! always did.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::{Destination, Fee, FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
@@ -147,6 +158,42 @@ impl From<&ItemOutcome> for FeedOutcome {
     }
 }
 
+/// A withdrawal's fee as its request locked it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFee {
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+}
+
+/// A withdrawal's fee as its completion moved it: to the fee account `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFeeCollected {
+    pub to: AccountId,
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+}
+
+impl From<&Fee> for FeedFee {
+    fn from(fee: &Fee) -> Self {
+        Self {
+            currency: fee.currency.code,
+            amount: fee.currency.to_decimal(fee.amount),
+        }
+    }
+}
+
+impl From<&FeeCollected> for FeedFeeCollected {
+    fn from(fee: &FeeCollected) -> Self {
+        Self {
+            to: fee.to,
+            currency: fee.currency.code,
+            amount: fee.currency.to_decimal(fee.amount),
+        }
+    }
+}
+
 /// What an event says, by `type`. Withdrawal events after the request
 /// carry the currency and amount when the feed knows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +208,8 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
     },
     #[serde(rename = "withdrawal.requested")]
     WithdrawalRequested {
@@ -171,6 +220,20 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        /// Locked with the amount.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee: Option<FeedFee>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<Destination>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
+        /// While still pending then, it fails with reason `expired`.
+        #[serde(
+            default,
+            with = "text::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        expires_at: Option<UnixMs>,
     },
     #[serde(rename = "withdrawal.claimed")]
     WithdrawalClaimed {
@@ -193,6 +256,13 @@ pub enum FeedBody {
         #[serde(with = "text::option")]
         currency: Option<CurrencyCode>,
         amount: Option<Decimal>,
+        /// What left the account: the amount, or less for a partial
+        /// completion (the rest was released). With the currency.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paid: Option<Decimal>,
+        /// The fee, moved to the fee account `to`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee: Option<FeedFeeCollected>,
     },
     #[serde(rename = "withdrawal.failed")]
     WithdrawalFailed {
@@ -233,6 +303,8 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
     },
     #[serde(rename = "payout.submitted")]
     PayoutSubmitted {
@@ -327,11 +399,34 @@ pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
 #[derive(Default)]
 pub struct BalanceTracker {
     /// (account, currency) → (available, locked), as of the last event.
-    balances: foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>,
+    balances: Balances,
     /// Withdrawals seen requested and not yet failed, cancelled or
-    /// returned (a completed one may still come back): currency, amount.
-    open: foldhash::HashMap<TransactionId, (Currency, Units)>,
+    /// returned (a completed one may still come back).
+    open: foldhash::HashMap<TransactionId, Open>,
 }
+
+/// What the tracker keeps of a withdrawal until it ends.
+#[derive(Clone, Copy)]
+struct Open {
+    currency: Currency,
+    amount: Units,
+    /// Its fee, if the tracker saw its request (seeds do not say).
+    fee: Option<Fee>,
+    /// What its completion paid, once completed.
+    paid: Option<Units>,
+}
+
+impl Open {
+    /// Whether every balance its end moves at `account` is tracked.
+    fn tracked_in(&self, balances: &Balances, account: AccountId) -> bool {
+        balances.contains_key(&(account, self.currency.code))
+            && self
+                .fee
+                .is_none_or(|f| balances.contains_key(&(account, f.currency.code)))
+    }
+}
+
+type Balances = foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>;
 
 /// How an event moves one balance.
 enum Move {
@@ -339,6 +434,12 @@ enum Move {
     Lock(Units),
     Unlock(Units),
     Burn(Units),
+    /// A completion of `amount` that paid `paid` of it: the lock ends,
+    /// what was not paid returns to available.
+    Complete {
+        amount: Units,
+        paid: Units,
+    },
 }
 
 impl BalanceTracker {
@@ -354,19 +455,35 @@ impl BalanceTracker {
         };
         match event {
             Event::Deposited { tx, currency, .. } => has(tx.account(), currency),
-            Event::WithdrawalRequested { tx, currency, .. } => has(tx.account(), currency),
+            Event::WithdrawalRequested {
+                tx,
+                currency,
+                details,
+                ..
+            } => {
+                let fee = details.as_deref().and_then(|d| d.fee);
+                has(tx.account(), currency) && fee.is_none_or(|f| has(tx.account(), &f.currency))
+            }
             Event::Transferred {
                 tx, to, currency, ..
             } => has(tx.account(), currency) && has(*to, currency),
-            Event::WithdrawalCompleted { tx, .. }
-            | Event::WithdrawalFailed { tx, .. }
+            Event::WithdrawalCompleted { tx, fee, .. } => {
+                self.open_known(*tx)
+                    && fee.is_none_or(|f| has(tx.account(), &f.currency) && has(f.to, &f.currency))
+            }
+            Event::WithdrawalFailed { tx, .. }
             | Event::WithdrawalCancelled { tx }
-            | Event::WithdrawalReturned { tx, .. } => self
-                .open
-                .get(tx)
-                .is_some_and(|(currency, _)| has(tx.account(), currency)),
+            | Event::WithdrawalReturned { tx, .. } => self.open_known(*tx),
             _ => true,
         }
+    }
+
+    /// Whether the tracker saw `tx` requested and follows the balances
+    /// its end moves.
+    fn open_known(&self, tx: TransactionId) -> bool {
+        self.open
+            .get(&tx)
+            .is_some_and(|open| open.tracked_in(&self.balances, tx.account()))
     }
 
     /// The feed event for the record at `lsn`, moving the tracked
@@ -404,14 +521,19 @@ impl BalanceTracker {
     }
 }
 
-/// How a withdrawal ended, for its locked amount.
+/// How a withdrawal ended, for its locked amount and fee.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// Paid: the locked amount leaves.
-    Completed,
-    /// Failed or cancelled: the locked amount returns to available.
+    /// Paid: `paid` (all of it if `None`) leaves, the rest returns to
+    /// available; the fee goes to the fee account.
+    Completed {
+        paid: Option<Units>,
+        fee: Option<FeeCollected>,
+    },
+    /// Failed, cancelled or expired: the locked amount and fee return to
+    /// available.
     Released,
-    /// Sent back after it was paid: credited to available.
+    /// Sent back after it was paid: what was paid is credited to available.
     Returned,
 }
 
@@ -432,7 +554,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
+                metadata,
             } => {
                 self.change(tx.account(), *currency, Move::Available(*amount));
                 FeedBody::Deposited {
@@ -441,6 +563,7 @@ impl Step<'_> {
                     currency: currency.code,
                     amount: currency.to_decimal(*amount),
                     idempotency_key: key.clone(),
+                    metadata: metadata_of(metadata),
                 }
             }
             Event::WithdrawalRequested {
@@ -448,18 +571,8 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
-            } => {
-                self.tracker.open.insert(*tx, (*currency, *amount));
-                self.change(tx.account(), *currency, Move::Lock(*amount));
-                FeedBody::WithdrawalRequested {
-                    transaction_id: *tx,
-                    account: tx.account(),
-                    currency: currency.code,
-                    amount: currency.to_decimal(*amount),
-                    idempotency_key: key.clone(),
-                }
-            }
+                details,
+            } => self.requested(*tx, *currency, *amount, key, details.as_deref()),
             Event::WithdrawalClaimed { tx, payout_id } => FeedBody::WithdrawalClaimed {
                 transaction_id: *tx,
                 account: tx.account(),
@@ -469,17 +582,23 @@ impl Step<'_> {
                 transaction_id: *tx,
                 account: tx.account(),
             },
-            Event::WithdrawalCompleted { tx, .. } => {
-                let (currency, amount) = self.ended(*tx, End::Completed);
+            Event::WithdrawalCompleted { tx, paid, fee } => {
+                let end = End::Completed {
+                    paid: *paid,
+                    fee: *fee,
+                };
+                let ended = self.ended(*tx, end);
                 FeedBody::WithdrawalCompleted {
                     transaction_id: *tx,
                     account: tx.account(),
-                    currency,
-                    amount,
+                    currency: ended.map(|o| o.currency.code),
+                    amount: ended.map(|o| o.currency.to_decimal(o.amount)),
+                    paid: ended.and_then(|o| Some(o.currency.to_decimal(o.paid?))),
+                    fee: fee.as_ref().map(FeedFeeCollected::from),
                 }
             }
             Event::WithdrawalFailed { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, End::Released);
+                let (currency, amount) = shown(self.ended(*tx, End::Released));
                 FeedBody::WithdrawalFailed {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -489,7 +608,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalCancelled { tx } => {
-                let (currency, amount) = self.ended(*tx, End::Released);
+                let (currency, amount) = shown(self.ended(*tx, End::Released));
                 FeedBody::WithdrawalCancelled {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -498,7 +617,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalReturned { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, End::Returned);
+                let (currency, amount) = shown(self.ended(*tx, End::Returned));
                 FeedBody::WithdrawalReturned {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -513,7 +632,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
+                metadata,
             } => {
                 self.change(tx.account(), *currency, Move::Available(-*amount));
                 self.change(*to, *currency, Move::Available(*amount));
@@ -524,6 +643,7 @@ impl Step<'_> {
                     currency: currency.code,
                     amount: currency.to_decimal(*amount),
                     idempotency_key: key.clone(),
+                    metadata: metadata_of(metadata),
                 }
             }
             Event::PayoutSubmitted {
@@ -574,30 +694,96 @@ impl Step<'_> {
         }
     }
 
-    /// A withdrawal's end: moves its locked amount as `how` says and
-    /// returns its currency and amount, when known.
-    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<CurrencyCode>, Option<Decimal>) {
-        let seen = match self.tracker.open.get(&tx).copied() {
-            Some(seen) => {
-                // A completed withdrawal may still be returned: keep it.
-                if end != End::Completed {
-                    self.tracker.open.remove(&tx);
-                }
-                Some(seen)
-            }
-            None => self.seeds.withdrawal(tx, self.lsn - 1),
+    /// A request: the amount is locked, and the fee (in its currency).
+    fn requested(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: &Option<IdempotencyKey>,
+        details: Option<&WithdrawalDetails>,
+    ) -> FeedBody {
+        let fee = details.and_then(|d| d.fee);
+        let open = Open {
+            currency,
+            amount,
+            fee,
+            paid: None,
         };
-        let Some((currency, amount)) = seen else {
+        self.tracker.open.insert(tx, open);
+        self.change(tx.account(), currency, Move::Lock(amount));
+        if let Some(fee) = fee {
+            self.change(tx.account(), fee.currency, Move::Lock(fee.amount));
+        }
+        FeedBody::WithdrawalRequested {
+            transaction_id: tx,
+            account: tx.account(),
+            currency: currency.code,
+            amount: currency.to_decimal(amount),
+            idempotency_key: key.clone(),
+            fee: fee.as_ref().map(FeedFee::from),
+            destination: details.and_then(|d| d.destination.clone()),
+            metadata: details.map(|d| d.metadata.clone()).unwrap_or_default(),
+            expires_at: details.and_then(|d| d.expires_at),
+        }
+    }
+
+    /// A withdrawal's end: moves its locked amount and fee as `end` says
+    /// and returns what the tracker knows of it (`None`: not known, and
+    /// the event's balances are not either).
+    fn ended(&mut self, tx: TransactionId, end: End) -> Option<Open> {
+        let seen = match self.tracker.open.remove(&tx) {
+            Some(seen) => Some(seen),
+            None => self
+                .seeds
+                .withdrawal(tx, self.lsn - 1)
+                .map(|(currency, amount)| Open {
+                    currency,
+                    amount,
+                    fee: None,
+                    paid: None,
+                }),
+        };
+        let Some(mut seen) = seen else {
             self.known = false;
-            return (None, None);
+            return None;
         };
-        let how = match end {
-            End::Completed => Move::Burn(amount),
-            End::Released => Move::Unlock(amount),
-            End::Returned => Move::Available(amount),
-        };
-        self.change(tx.account(), currency, how);
-        (Some(currency.code), Some(currency.to_decimal(amount)))
+        let owner = tx.account();
+        match end {
+            End::Completed { paid, fee } => {
+                let paid = paid.unwrap_or(seen.amount);
+                let amount = seen.amount;
+                self.change(owner, seen.currency, Move::Complete { amount, paid });
+                if let Some(fee) = fee {
+                    self.fee_collected(owner, fee);
+                }
+                seen.paid = Some(paid);
+                // A completed withdrawal may still be returned: keep it.
+                self.tracker.open.insert(tx, seen);
+            }
+            End::Released => {
+                self.change(owner, seen.currency, Move::Unlock(seen.amount));
+                if let Some(fee) = seen.fee {
+                    self.change(owner, fee.currency, Move::Unlock(fee.amount));
+                }
+            }
+            End::Returned => {
+                let paid = seen.paid.unwrap_or(seen.amount);
+                self.change(owner, seen.currency, Move::Available(paid));
+            }
+        }
+        Some(seen)
+    }
+
+    /// A completion's fee: it leaves `owner`'s lock for the fee account
+    /// (back to available when `owner` is the fee account).
+    fn fee_collected(&mut self, owner: AccountId, fee: FeeCollected) {
+        if fee.to == owner {
+            self.change(owner, fee.currency, Move::Unlock(fee.amount));
+        } else {
+            self.change(owner, fee.currency, Move::Burn(fee.amount));
+            self.change(fee.to, fee.currency, Move::Available(fee.amount));
+        }
     }
 
     /// Moves one balance and records it, after, in the event.
@@ -625,16 +811,40 @@ impl Step<'_> {
                 locked.saturating_sub(amount),
             ),
             Move::Burn(amount) => (available, locked.saturating_sub(amount)),
+            Move::Complete { amount, paid } => (
+                available.saturating_add(amount.saturating_sub(paid)),
+                locked.saturating_sub(amount),
+            ),
         };
         self.tracker.balances.insert(key, (available, locked));
-        self.balances.push(BalanceAfter {
+        let after = BalanceAfter {
             account,
             currency: currency.code,
             available: currency.to_decimal(available),
             locked: currency.to_decimal(locked),
             total: currency.to_decimal(available.saturating_add(locked)),
-        });
+        };
+        // One balance once per event, as it is after the event (a fee in
+        // the withdrawal's own currency moves the same balance twice).
+        let same = |b: &&mut BalanceAfter| b.account == account && b.currency == currency.code;
+        match self.balances.iter_mut().find(same) {
+            Some(earlier) => *earlier = after,
+            None => self.balances.push(after),
+        }
     }
+}
+
+/// A withdrawal end's currency and amount, when known.
+fn shown(ended: Option<Open>) -> (Option<CurrencyCode>, Option<Decimal>) {
+    match ended {
+        Some(o) => (Some(o.currency.code), Some(o.currency.to_decimal(o.amount))),
+        None => (None, None),
+    }
+}
+
+/// An event's metadata as the feed shows it (empty when it had none).
+fn metadata_of(metadata: &Option<Box<Metadata>>) -> Metadata {
+    metadata.as_deref().cloned().unwrap_or_default()
 }
 
 /// A payout as submitted: its id, currency and items.
