@@ -184,8 +184,8 @@ fn payout(id: PayoutId, first: u64, n: u64) -> Payout {
         transaction_id: TransactionId::new(seq % 7, seq),
         account: seq % 7,
         amount: Decimal::new(i64::try_from(seq % 1000 + 1).unwrap(), 2),
-        destination: (seq % 2 == 0).then(|| {
-            let network = (seq % 4 == 0).then(|| "sepa".to_string());
+        destination: seq.is_multiple_of(2).then(|| {
+            let network = seq.is_multiple_of(4).then(|| "sepa".to_string());
             Destination::new("iban", format!("DE{seq:020}"), network).unwrap()
         }),
     };

@@ -956,6 +956,155 @@ mod tests {
         assert_eq!(back, event);
     }
 
+    fn btc() -> Currency {
+        Currency {
+            code: CurrencyCode::new("BTC").unwrap(),
+            decimals: 8,
+        }
+    }
+
+    /// (available, locked) of each balance an event shows, in minor units
+    /// of two decimals (USD) or eight (BTC), by account and currency.
+    fn moved(event: &FeedEvent) -> Vec<(AccountId, String, String, String)> {
+        event
+            .balances
+            .iter()
+            .map(|b| {
+                let (a, l) = (b.available.to_string(), b.locked.to_string());
+                (b.account, b.currency.to_string(), a, l)
+            })
+            .collect()
+    }
+
+    fn request(tx: TransactionId, amount: Units, fee: Fee, expires: bool) -> Event {
+        Event::WithdrawalRequested {
+            tx,
+            currency: usd(),
+            amount,
+            key: None,
+            details: WithdrawalDetails {
+                fee: Some(fee),
+                expires_at: expires.then(|| UnixMs::from_millis(5_000)),
+                ..Default::default()
+            }
+            .boxed(),
+        }
+    }
+
+    /// Issue 16: a fee is locked with the amount (one balance per
+    /// currency, however many moves), released with it when the
+    /// withdrawal expires, and on a partial completion what was paid is
+    /// burned, the rest released, the fee moved to the fee account (or
+    /// back to available when the withdrawal's account is the fee
+    /// account); a return credits what was paid.
+    #[test]
+    fn fees_expiry_and_partial_completions_move_the_balances_as_the_account_does() {
+        let mut tracker = BalanceTracker::new();
+        let mut lsn = 0;
+        let mut next = |tracker: &mut BalanceTracker, event: Event| {
+            lsn += 1;
+            tracker.event(lsn, UnixMs::from_millis(lsn), &event, &mut FromGenesis)
+        };
+        let s = |x: &str| x.to_string();
+        for (account, currency) in [(1, usd()), (1, btc()), (9, usd()), (9, btc())] {
+            let deposit = Event::Deposited {
+                tx: TransactionId::new(account, 90 + u64::from(currency.decimals)),
+                currency,
+                amount: 10_000,
+                key: None,
+                metadata: None,
+            };
+            next(&mut tracker, deposit);
+        }
+        // Same currency: one balance, both locked.
+        let (a, b, c) = (
+            TransactionId::new(1, 1),
+            TransactionId::new(1, 2),
+            TransactionId::new(9, 1),
+        );
+        let usd_fee = Fee {
+            currency: usd(),
+            amount: 150,
+        };
+        let event = next(&mut tracker, request(a, 3_000, usd_fee, true));
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("68.50"), s("31.50"))]);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json["fee"],
+            serde_json::json!({"currency": "USD", "amount": "1.50"})
+        );
+        assert_eq!(json["expires_at"], "1970-01-01T00:00:05.000Z");
+        let expired = Event::WithdrawalFailed {
+            tx: a,
+            reason: "expired".into(),
+        };
+        let event = next(&mut tracker, expired);
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("100.00"), s("0.00"))]);
+        // Another currency: two balances; a partial completion.
+        let btc_fee = Fee {
+            currency: btc(),
+            amount: 1_000,
+        };
+        let event = next(&mut tracker, request(b, 3_000, btc_fee, false));
+        assert_eq!(
+            moved(&event),
+            vec![
+                (1, s("USD"), s("70.00"), s("30.00")),
+                (1, s("BTC"), s("0.00009000"), s("0.00001000"))
+            ]
+        );
+        let completed = Event::WithdrawalCompleted {
+            tx: b,
+            paid: Some(2_400),
+            fee: Some(FeeCollected {
+                to: 9,
+                currency: btc(),
+                amount: 1_000,
+            }),
+        };
+        let event = next(&mut tracker, completed);
+        assert_eq!(
+            moved(&event),
+            vec![
+                (1, s("USD"), s("76.00"), s("0.00")),
+                (1, s("BTC"), s("0.00009000"), s("0.00000000")),
+                (9, s("BTC"), s("0.00011000"), s("0.00000000"))
+            ]
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["amount"], &json["paid"]),
+            (&serde_json::json!("30.00"), &serde_json::json!("24.00"))
+        );
+        assert_eq!(json["fee"]["to"], 9);
+        let returned = Event::WithdrawalReturned {
+            tx: b,
+            reason: "closed".into(),
+        };
+        let event = next(&mut tracker, returned);
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("100.00"), s("0.00"))]);
+        // The fee account's own withdrawal: its fee comes back to it.
+        next(&mut tracker, request(c, 1_000, btc_fee, false));
+        let completed = Event::WithdrawalCompleted {
+            tx: c,
+            paid: None,
+            fee: Some(FeeCollected {
+                to: 9,
+                currency: btc(),
+                amount: 1_000,
+            }),
+        };
+        let event = next(&mut tracker, completed);
+        assert!(event.balances_known);
+        assert_eq!(
+            moved(&event),
+            vec![
+                (9, s("USD"), s("90.00"), s("0.00")),
+                (9, s("BTC"), s("0.00011000"), s("0.00000000"))
+            ]
+        );
+    }
+
     #[test]
     fn a_withdrawal_ended_before_the_start_is_learned_from_the_seeds_or_said_unknown() {
         let tx = TransactionId::new(7, 1);
