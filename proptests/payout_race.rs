@@ -243,7 +243,9 @@ impl Shared {
                     .items
                     .iter()
                     .filter_map(|(tx, status)| match status {
-                        ItemStatus::Paid | ItemStatus::Returned { .. } => Some((*tx, true)),
+                        ItemStatus::Paid
+                        | ItemStatus::PartlyPaid { .. }
+                        | ItemStatus::Returned { .. } => Some((*tx, true)),
                         ItemStatus::Failed { .. } => Some((*tx, false)),
                         ItemStatus::Pending => None,
                     })

@@ -5,7 +5,11 @@
 //! one from the start; `next` waits for durable events on the ledger's
 //! clock; nothing the disk does not have is ever shown (a failing fsync);
 //! named consumers' cursors are durable and hold the log back from
-//! pruning up to the retention cap, past which they get `cursor_expired`.
+//! pruning up to the retention cap, past which they get `cursor_expired`;
+//! withdrawals with fees (in their own currency and in another) ending
+//! every way, partial completions, metadata, freezes and tiers show what
+//! they carry, with balances exact for every account and currency, the
+//! fee account's included (issue 16).
 
 mod common;
 
@@ -13,9 +17,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use burnledger::clock::ManualClock;
+use burnledger::domain::details::{Destination, Metadata};
 use burnledger::domain::feed::{FeedBody, FeedEvent};
-use burnledger::{Config, Ledger, LedgerError, WithdrawalOutcome};
+use burnledger::domain::policy::FreezeScope;
+use burnledger::operation::{FeeRequest, WithdrawalOptions};
+use burnledger::{Config, CurrencyCode, Decimal, Ledger, LedgerError, WithdrawalOutcome};
 use common::dec;
+use serde_json::json;
 
 const NO_WAIT: Duration = Duration::ZERO;
 
@@ -350,4 +358,244 @@ async fn a_waiting_subscription_reads_what_is_left_then_hears_of_the_shutdown() 
         "the event durable before the shutdown"
     );
     assert_eq!(then, Err(LedgerError::ShuttingDown));
+}
+
+// ---- issue 16: fees, partial completions, metadata and account controls ----
+
+/// The fee account of [`exchange_config`].
+const FEE_ACCOUNT: u64 = 99;
+
+fn exchange_config(dir: &std::path::Path) -> Config {
+    Config {
+        fee_account: Some(FEE_ACCOUNT),
+        ..config(dir)
+    }
+}
+
+fn fee(currency: &str, amount: &str) -> Option<FeeRequest> {
+    Some(FeeRequest {
+        currency: CurrencyCode::new(currency).unwrap(),
+        amount: dec(amount),
+    })
+}
+
+/// Withdrawals with a fee in their own currency and in another, ending
+/// completed, partly completed, failed and cancelled; deposits and
+/// transfers with metadata; a freeze, its lifting and a tier.
+async fn exchange_workload(ledger: &Ledger, rounds: u64) {
+    for round in 0..rounds {
+        let (a, b) = (1 + round % 4, 1 + (round + 1) % 4);
+        let note = Metadata::new([("round", round.to_string())]).unwrap();
+        ledger
+            .deposit_with(a, "USD", dec("100.00"), None, note.clone())
+            .await
+            .unwrap();
+        ledger.deposit(a, "BTC", dec("0.01"), None).await.unwrap();
+        let (amount, fee) = match round % 4 {
+            0 | 2 => ("30.00", fee("USD", "1.50")),
+            _ => ("20.00", fee("BTC", "0.0001")),
+        };
+        let options = WithdrawalOptions {
+            fee,
+            destination: Some(Destination::new("iban", format!("DE{round}"), None).unwrap()),
+            metadata: note.clone(),
+            expires_in: None,
+        };
+        let w = ledger
+            .request_withdrawal_with(a, "USD", dec(amount), None, options)
+            .await
+            .unwrap();
+        let tx = w.transaction_id;
+        match round % 4 {
+            0 => {
+                let done = WithdrawalOutcome::Completed;
+                ledger.complete_withdrawal(tx, done).await.unwrap();
+            }
+            1 => {
+                let part = WithdrawalOutcome::PartlyCompleted { paid: dec("12.50") };
+                ledger.complete_withdrawal(tx, part).await.unwrap();
+            }
+            2 => {
+                let failed = WithdrawalOutcome::Failed {
+                    reason: "bank said no".into(),
+                };
+                ledger.complete_withdrawal(tx, failed).await.unwrap();
+            }
+            _ => {
+                ledger.cancel_withdrawal(tx).await.unwrap();
+            }
+        }
+        ledger
+            .transfer_with(a, b, "USD", dec("10.00"), None, note)
+            .await
+            .unwrap();
+        if round % 5 == 0 {
+            let scope = FreezeScope::Withdrawals;
+            ledger
+                .freeze_account(b, scope, None, "review")
+                .await
+                .unwrap();
+            ledger.unfreeze_account(b).await.unwrap();
+        }
+    }
+}
+
+/// Every balance an event shows that the history store has an entry for
+/// is that entry, each entry is shown once, and the last balance shown of
+/// every account and currency is the live one (the fee account's too).
+///
+/// The history store keeps one entry per event and account, in the
+/// withdrawal's currency: a fee's moves in another currency, and the fee
+/// account's credit, have none there yet, so those balances are checked
+/// against the live ones at the end.
+async fn check_balances(ledger: &Ledger, events: &[FeedEvent], accounts: &[u64]) {
+    let mut entries = HashMap::new();
+    for &account in accounts {
+        for currency in ["USD", "BTC"] {
+            let page = ledger
+                .entries(account, Some(currency), None, 1_000)
+                .await
+                .unwrap();
+            for e in page.items {
+                let key = (e.account, e.currency, e.seq);
+                entries.insert(key, (e.available_after, e.locked_after));
+            }
+        }
+    }
+    let mut shown = 0;
+    for event in events {
+        assert!(event.balances_known, "{event:?}");
+        for b in &event.balances {
+            assert_eq!(b.total, b.available + b.locked);
+            let Some(entry) = entries.get(&(b.account, b.currency, event.lsn)) else {
+                continue;
+            };
+            assert_eq!((b.available, b.locked), *entry, "{event:?}");
+            shown += 1;
+        }
+    }
+    assert_eq!(shown, entries.len(), "every entry shown");
+    for &account in accounts {
+        for currency in ["USD", "BTC"] {
+            let code = CurrencyCode::new(currency).unwrap();
+            let last = events
+                .iter()
+                .flat_map(|e| &e.balances)
+                .rfind(|b| b.account == account && b.currency == code);
+            let live = ledger.balance(account, currency).await.unwrap();
+            let shown = last.map_or((Decimal::ZERO, Decimal::ZERO), |b| (b.available, b.locked));
+            assert_eq!(
+                shown,
+                (live.available, live.locked),
+                "account {account} {currency}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fees_partial_completions_and_controls_show_with_exact_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(exchange_config(dir.path())).unwrap();
+    ledger.set_account_tier(3, "vip").await.unwrap();
+    exchange_workload(&ledger, 24).await;
+    let events = drain(&ledger, 0).await;
+    check_balances(&ledger, &events, &[1, 2, 3, 4]).await;
+    // The fee account holds the fees of the completed withdrawals, no more.
+    let fees: Decimal = (0..24u64)
+        .filter(|round| round % 4 == 0)
+        .map(|_| dec("1.50"))
+        .sum();
+    let collected = |currency: &str| {
+        let code = CurrencyCode::new(currency).unwrap();
+        events
+            .iter()
+            .flat_map(|e| &e.balances)
+            .rfind(|b| b.account == FEE_ACCOUNT && b.currency == code)
+            .map(|b| (b.available, b.locked))
+    };
+    assert_eq!(collected("USD"), Some((fees, Decimal::ZERO)));
+    assert_eq!(
+        collected("BTC"),
+        Some((dec("0.0006"), Decimal::ZERO)),
+        "6 partial completions"
+    );
+    let json: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    let of_type = |name: &str| -> Vec<&serde_json::Value> {
+        json.iter().filter(|e| e["type"] == name).collect()
+    };
+    assert_eq!(of_type("account.tier_set")[0]["tier"], "vip");
+    let frozen = of_type("account.frozen");
+    assert_eq!(frozen.len(), 5);
+    assert_eq!(
+        (&frozen[0]["scope"], &frozen[0]["reason"]),
+        (&json!("withdrawals"), &json!("review"))
+    );
+    assert_eq!(of_type("account.unfrozen").len(), 5);
+    // The request carries what it was asked with.
+    let requested = of_type("withdrawal.requested");
+    assert_eq!(
+        requested[0]["fee"],
+        json!({"currency": "USD", "amount": "1.50"})
+    );
+    assert_eq!(
+        requested[1]["fee"],
+        json!({"currency": "BTC", "amount": "0.00010000"})
+    );
+    assert_eq!(requested[1]["destination"]["value"], "DE1");
+    assert_eq!(requested[1]["metadata"], json!({"round": "1"}));
+    assert!(requested[0].get("expires_at").is_none());
+    assert_eq!(of_type("deposited")[0]["metadata"], json!({"round": "0"}));
+    assert_eq!(of_type("transferred")[2]["metadata"], json!({"round": "2"}));
+    // Completions say what was paid and where the fee went.
+    let completed = of_type("withdrawal.completed");
+    assert_eq!(completed.len(), 12);
+    assert_eq!(completed[0]["paid"], "30.00");
+    assert_eq!(
+        completed[0]["fee"],
+        json!({"to": FEE_ACCOUNT, "currency": "USD", "amount": "1.50"})
+    );
+    assert_eq!(
+        (&completed[1]["amount"], &completed[1]["paid"]),
+        (&json!("20.00"), &json!("12.50"))
+    );
+    assert_eq!(completed[1]["fee"]["currency"], "BTC");
+    // A plain deposit (no metadata) reads as before.
+    let plain = of_type("deposited")[1];
+    assert_eq!(plain["currency"], "BTC");
+    assert!(plain.get("metadata").is_none(), "{plain}");
+    ledger.shutdown().await;
+}
+
+/// A subscription from the middle learns the balances before it, and the
+/// fees and paid amounts of withdrawals made before it, from the history
+/// store: it sees what one from the start sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_from_any_position_sees_fees_as_one_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(exchange_config(dir.path())).unwrap();
+    exchange_workload(&ledger, 24).await;
+    let events = drain(&ledger, 0).await;
+    for after in [1, 40, 101] {
+        assert_eq!(
+            drain(&ledger, after).await,
+            events[after as usize..],
+            "from {after}"
+        );
+    }
+    ledger.shutdown().await;
+}
+
+/// The fee account's last balance in the feed is its live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fee_accounts_balance_in_the_feed_is_the_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(exchange_config(dir.path())).unwrap();
+    exchange_workload(&ledger, 8).await;
+    let events = drain(&ledger, 0).await;
+    check_balances(&ledger, &events, &[1, 2, 3, 4, FEE_ACCOUNT]).await;
+    ledger.shutdown().await;
 }

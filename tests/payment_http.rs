@@ -33,6 +33,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use burnledger::config::{PayoutMode, SharedPaymentService};
+use burnledger::domain::details::Destination;
 use burnledger::domain::payouts::PayoutState;
 use burnledger::http::bank;
 use burnledger::payment::wire::PaymentsJson;
@@ -176,12 +177,17 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-/// Payout `id` of `n` items with transactions `first..first + n`.
+/// Payout `id` of `n` items with transactions `first..first + n`; every
+/// other item with a destination.
 fn payout(id: PayoutId, first: u64, n: u64) -> Payout {
     let item = |seq: u64| PayoutItem {
         transaction_id: TransactionId::new(seq % 7, seq),
         account: seq % 7,
         amount: Decimal::new(i64::try_from(seq % 1000 + 1).unwrap(), 2),
+        destination: seq.is_multiple_of(2).then(|| {
+            let network = seq.is_multiple_of(4).then(|| "sepa".to_string());
+            Destination::new("iban", format!("DE{seq:020}"), network).unwrap()
+        }),
     };
     Payout {
         payout_id: id,
@@ -242,6 +248,55 @@ async fn a_payout_over_http_gets_the_simulated_banks_answers_and_is_paid_once() 
     server.stop().await;
 }
 
+/// Issue 16: each item reaches the bank with its destination, and an item
+/// paid in part comes back `paid` with the amount paid, which is what the
+/// bank lists as paid; the same answers as the in-process bank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_reach_the_bank_and_partial_payments_come_back_with_their_amount() {
+    let config = SimulatedBankConfig {
+        partly_paid_per_mille: 500,
+        seed: 3,
+        ..SimulatedBankConfig::default()
+    };
+    let server = Bank::start(config.clone());
+    let reference = SimulatedBank::new(config);
+    let sent = payout(2, 0, 40);
+    let report = server.client().submit(sent.clone()).await.unwrap();
+    assert_eq!(report, reference.submit(sent.clone()).await.unwrap());
+    for item in &sent.items {
+        let received = server.bank.received(item.transaction_id).unwrap();
+        assert_eq!(received, *item, "the item as the bank received it");
+    }
+    assert!(sent.items.iter().any(|i| i.destination.is_some()));
+    let amounts: HashMap<_, _> = sent
+        .items
+        .iter()
+        .map(|i| (i.transaction_id, i.amount))
+        .collect();
+    let listed: HashMap<_, _> = payments(&server.url)
+        .into_iter()
+        .map(|(_, tx, paid)| (tx, paid))
+        .collect();
+    let mut partly = 0;
+    for (tx, status) in &report.items {
+        let paid = match status {
+            ItemStatus::Paid => amounts[tx],
+            ItemStatus::PartlyPaid { paid } => {
+                partly += 1;
+                assert!(*paid > Decimal::ZERO && *paid < amounts[tx], "{paid}");
+                *paid
+            }
+            other => panic!("{tx:?}: {other:?}"),
+        };
+        assert_eq!(listed[tx], paid, "the bank lists what it paid");
+    }
+    assert!(
+        partly > 0 && partly < sent.items.len(),
+        "{partly} partly paid"
+    );
+    server.stop().await;
+}
+
 /// The protocol's field names, as a non-Rust client sees them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wire_format_is_the_documented_one() {
@@ -286,6 +341,28 @@ async fn the_wire_format_is_the_documented_one() {
     assert!(report["items"][0].get("reason").is_none(), "{report}");
     let listed = json!({"payments": [{"payout_id": 8, "transaction_id": tx, "amount": "12.30"}]});
     assert_eq!(get(&format!("{}/payments", server.url)), (200, listed));
+
+    // A destination goes with its item; an item paid in part says how much.
+    server.bank.set_faults(SimulatedBankConfig {
+        partly_paid_per_mille: 1000,
+        ..SimulatedBankConfig::default()
+    });
+    let other = "000000000000000c0000000000000004";
+    let destination = json!({"kind": "address", "value": "0xabc", "network": "ethereum"});
+    let body = json!({"payout_id": 9, "currency": "USD", "items": [
+        {"transaction_id": other, "account": 12, "amount": "12.30", "destination": destination}]});
+    let (status, report) = post(
+        &format!("{}/payouts", server.url),
+        Some("9"),
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["items"][0]["status"], "paid");
+    let paid = dec(report["items"][0]["amount"].as_str().unwrap());
+    assert!(paid > Decimal::ZERO && paid < dec("12.30"), "{report}");
+    let received = server.bank.received(other.parse().unwrap()).unwrap();
+    let expected = Destination::new("address", "0xabc", Some("ethereum".into())).unwrap();
+    assert_eq!(received.destination, Some(expected));
     server.stop().await;
 }
 

@@ -21,11 +21,22 @@
 //! a starting position, learning the balance of an account it has not
 //! seen yet from its [`Seeds`] (the history store, or zero from the log's
 //! start); an event whose balance it cannot learn carries none and says so
-//! (`balances_known: false`).
+//! (`balances_known: false`). It follows a withdrawal's fee as the account
+//! does: locked in the fee's currency with the request, released with the
+//! amount on failure, cancel or expiry, and on completion leaving the
+//! account for the fee account the event names; and a partial completion:
+//! what was paid is burned, the rest released (and a return credits what
+//! was paid).
+//!
+//! Fields added after the first version (metadata, a withdrawal's fee,
+//! destination and expiry, a completion's paid amount and fee) are left
+//! out of the JSON when an event has none, so a plain event reads as it
+//! always did.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::details::{Destination, Fee, FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
@@ -147,6 +158,42 @@ impl From<&ItemOutcome> for FeedOutcome {
     }
 }
 
+/// A withdrawal's fee as its request locked it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFee {
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+}
+
+/// A withdrawal's fee as its completion moved it: to the fee account `to`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedFeeCollected {
+    pub to: AccountId,
+    #[serde(with = "text")]
+    pub currency: CurrencyCode,
+    pub amount: Decimal,
+}
+
+impl From<&Fee> for FeedFee {
+    fn from(fee: &Fee) -> Self {
+        Self {
+            currency: fee.currency.code,
+            amount: fee.currency.to_decimal(fee.amount),
+        }
+    }
+}
+
+impl From<&FeeCollected> for FeedFeeCollected {
+    fn from(fee: &FeeCollected) -> Self {
+        Self {
+            to: fee.to,
+            currency: fee.currency.code,
+            amount: fee.currency.to_decimal(fee.amount),
+        }
+    }
+}
+
 /// What an event says, by `type`. Withdrawal events after the request
 /// carry the currency and amount when the feed knows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +208,8 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
     },
     #[serde(rename = "withdrawal.requested")]
     WithdrawalRequested {
@@ -171,6 +220,20 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        /// Locked with the amount.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee: Option<FeedFee>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<Destination>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
+        /// While still pending then, it fails with reason `expired`.
+        #[serde(
+            default,
+            with = "text::option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        expires_at: Option<UnixMs>,
     },
     #[serde(rename = "withdrawal.claimed")]
     WithdrawalClaimed {
@@ -193,6 +256,13 @@ pub enum FeedBody {
         #[serde(with = "text::option")]
         currency: Option<CurrencyCode>,
         amount: Option<Decimal>,
+        /// What left the account: the amount, or less for a partial
+        /// completion (the rest was released). With the currency.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        paid: Option<Decimal>,
+        /// The fee, moved to the fee account `to`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fee: Option<FeedFeeCollected>,
     },
     #[serde(rename = "withdrawal.failed")]
     WithdrawalFailed {
@@ -233,6 +303,8 @@ pub enum FeedBody {
         currency: CurrencyCode,
         amount: Decimal,
         idempotency_key: Option<IdempotencyKey>,
+        #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+        metadata: Metadata,
     },
     #[serde(rename = "payout.submitted")]
     PayoutSubmitted {
@@ -290,9 +362,9 @@ pub enum FeedBody {
 }
 
 /// Where the tracker learns what happened before it started: the balance
-/// of an account in a currency, and a withdrawal's currency and amount,
-/// as of the log position `before` (the LSN just before the event that
-/// asks). `None`: not known.
+/// of an account in a currency, and a withdrawal's currency, amount, fee
+/// and paid amount, as of the log position `before` (the LSN just before
+/// the event that asks). `None`: not known.
 pub trait Seeds {
     fn balance(
         &mut self,
@@ -300,7 +372,17 @@ pub trait Seeds {
         currency: Currency,
         before: u64,
     ) -> Option<(Units, Units)>;
-    fn withdrawal(&mut self, tx: TransactionId, before: u64) -> Option<(Currency, Units)>;
+    fn withdrawal(&mut self, tx: TransactionId, before: u64) -> Option<SeededWithdrawal>;
+}
+
+/// A withdrawal as seeds know it: what its end moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeededWithdrawal {
+    pub currency: Currency,
+    pub amount: Units,
+    pub fee: Option<Fee>,
+    /// What a partial completion paid, if it was one.
+    pub paid: Option<Units>,
 }
 
 /// Seeds of a feed read from the log's first record: nothing happened
@@ -312,7 +394,7 @@ impl Seeds for FromGenesis {
     fn balance(&mut self, _: AccountId, _: Currency, _: u64) -> Option<(Units, Units)> {
         Some((0, 0))
     }
-    fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
+    fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<SeededWithdrawal> {
         None
     }
 }
@@ -327,11 +409,34 @@ pub const TRACKED_BALANCES_MAX: usize = 1 << 20;
 #[derive(Default)]
 pub struct BalanceTracker {
     /// (account, currency) → (available, locked), as of the last event.
-    balances: foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>,
+    balances: Balances,
     /// Withdrawals seen requested and not yet failed, cancelled or
-    /// returned (a completed one may still come back): currency, amount.
-    open: foldhash::HashMap<TransactionId, (Currency, Units)>,
+    /// returned (a completed one may still come back).
+    open: foldhash::HashMap<TransactionId, Open>,
 }
+
+/// What the tracker keeps of a withdrawal until it ends.
+#[derive(Clone, Copy)]
+struct Open {
+    currency: Currency,
+    amount: Units,
+    /// Its fee, if the tracker saw its request (seeds do not say).
+    fee: Option<Fee>,
+    /// What its completion paid, once completed.
+    paid: Option<Units>,
+}
+
+impl Open {
+    /// Whether every balance its end moves at `account` is tracked.
+    fn tracked_in(&self, balances: &Balances, account: AccountId) -> bool {
+        balances.contains_key(&(account, self.currency.code))
+            && self
+                .fee
+                .is_none_or(|f| balances.contains_key(&(account, f.currency.code)))
+    }
+}
+
+type Balances = foldhash::HashMap<(AccountId, CurrencyCode), (Units, Units)>;
 
 /// How an event moves one balance.
 enum Move {
@@ -339,6 +444,12 @@ enum Move {
     Lock(Units),
     Unlock(Units),
     Burn(Units),
+    /// A completion of `amount` that paid `paid` of it: the lock ends,
+    /// what was not paid returns to available.
+    Complete {
+        amount: Units,
+        paid: Units,
+    },
 }
 
 impl BalanceTracker {
@@ -354,19 +465,35 @@ impl BalanceTracker {
         };
         match event {
             Event::Deposited { tx, currency, .. } => has(tx.account(), currency),
-            Event::WithdrawalRequested { tx, currency, .. } => has(tx.account(), currency),
+            Event::WithdrawalRequested {
+                tx,
+                currency,
+                details,
+                ..
+            } => {
+                let fee = details.as_deref().and_then(|d| d.fee);
+                has(tx.account(), currency) && fee.is_none_or(|f| has(tx.account(), &f.currency))
+            }
             Event::Transferred {
                 tx, to, currency, ..
             } => has(tx.account(), currency) && has(*to, currency),
-            Event::WithdrawalCompleted { tx, .. }
-            | Event::WithdrawalFailed { tx, .. }
+            Event::WithdrawalCompleted { tx, fee, .. } => {
+                self.open_known(*tx)
+                    && fee.is_none_or(|f| has(tx.account(), &f.currency) && has(f.to, &f.currency))
+            }
+            Event::WithdrawalFailed { tx, .. }
             | Event::WithdrawalCancelled { tx }
-            | Event::WithdrawalReturned { tx, .. } => self
-                .open
-                .get(tx)
-                .is_some_and(|(currency, _)| has(tx.account(), currency)),
+            | Event::WithdrawalReturned { tx, .. } => self.open_known(*tx),
             _ => true,
         }
+    }
+
+    /// Whether the tracker saw `tx` requested and follows the balances
+    /// its end moves.
+    fn open_known(&self, tx: TransactionId) -> bool {
+        self.open
+            .get(&tx)
+            .is_some_and(|open| open.tracked_in(&self.balances, tx.account()))
     }
 
     /// The feed event for the record at `lsn`, moving the tracked
@@ -404,14 +531,19 @@ impl BalanceTracker {
     }
 }
 
-/// How a withdrawal ended, for its locked amount.
+/// How a withdrawal ended, for its locked amount and fee.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
-    /// Paid: the locked amount leaves.
-    Completed,
-    /// Failed or cancelled: the locked amount returns to available.
+    /// Paid: `paid` (all of it if `None`) leaves, the rest returns to
+    /// available; the fee goes to the fee account.
+    Completed {
+        paid: Option<Units>,
+        fee: Option<FeeCollected>,
+    },
+    /// Failed, cancelled or expired: the locked amount and fee return to
+    /// available.
     Released,
-    /// Sent back after it was paid: credited to available.
+    /// Sent back after it was paid: what was paid is credited to available.
     Returned,
 }
 
@@ -432,7 +564,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
+                metadata,
             } => {
                 self.change(tx.account(), *currency, Move::Available(*amount));
                 FeedBody::Deposited {
@@ -441,6 +573,7 @@ impl Step<'_> {
                     currency: currency.code,
                     amount: currency.to_decimal(*amount),
                     idempotency_key: key.clone(),
+                    metadata: metadata_of(metadata),
                 }
             }
             Event::WithdrawalRequested {
@@ -448,18 +581,8 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
-            } => {
-                self.tracker.open.insert(*tx, (*currency, *amount));
-                self.change(tx.account(), *currency, Move::Lock(*amount));
-                FeedBody::WithdrawalRequested {
-                    transaction_id: *tx,
-                    account: tx.account(),
-                    currency: currency.code,
-                    amount: currency.to_decimal(*amount),
-                    idempotency_key: key.clone(),
-                }
-            }
+                details,
+            } => self.requested(*tx, *currency, *amount, key, details.as_deref()),
             Event::WithdrawalClaimed { tx, payout_id } => FeedBody::WithdrawalClaimed {
                 transaction_id: *tx,
                 account: tx.account(),
@@ -469,17 +592,23 @@ impl Step<'_> {
                 transaction_id: *tx,
                 account: tx.account(),
             },
-            Event::WithdrawalCompleted { tx, .. } => {
-                let (currency, amount) = self.ended(*tx, End::Completed);
+            Event::WithdrawalCompleted { tx, paid, fee } => {
+                let end = End::Completed {
+                    paid: *paid,
+                    fee: *fee,
+                };
+                let ended = self.ended(*tx, end);
                 FeedBody::WithdrawalCompleted {
                     transaction_id: *tx,
                     account: tx.account(),
-                    currency,
-                    amount,
+                    currency: ended.map(|o| o.currency.code),
+                    amount: ended.map(|o| o.currency.to_decimal(o.amount)),
+                    paid: ended.and_then(|o| Some(o.currency.to_decimal(o.paid?))),
+                    fee: fee.as_ref().map(FeedFeeCollected::from),
                 }
             }
             Event::WithdrawalFailed { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, End::Released);
+                let (currency, amount) = shown(self.ended(*tx, End::Released));
                 FeedBody::WithdrawalFailed {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -489,7 +618,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalCancelled { tx } => {
-                let (currency, amount) = self.ended(*tx, End::Released);
+                let (currency, amount) = shown(self.ended(*tx, End::Released));
                 FeedBody::WithdrawalCancelled {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -498,7 +627,7 @@ impl Step<'_> {
                 }
             }
             Event::WithdrawalReturned { tx, reason } => {
-                let (currency, amount) = self.ended(*tx, End::Returned);
+                let (currency, amount) = shown(self.ended(*tx, End::Returned));
                 FeedBody::WithdrawalReturned {
                     transaction_id: *tx,
                     account: tx.account(),
@@ -513,7 +642,7 @@ impl Step<'_> {
                 currency,
                 amount,
                 key,
-                ..
+                metadata,
             } => {
                 self.change(tx.account(), *currency, Move::Available(-*amount));
                 self.change(*to, *currency, Move::Available(*amount));
@@ -524,6 +653,7 @@ impl Step<'_> {
                     currency: currency.code,
                     amount: currency.to_decimal(*amount),
                     idempotency_key: key.clone(),
+                    metadata: metadata_of(metadata),
                 }
             }
             Event::PayoutSubmitted {
@@ -574,30 +704,96 @@ impl Step<'_> {
         }
     }
 
-    /// A withdrawal's end: moves its locked amount as `how` says and
-    /// returns its currency and amount, when known.
-    fn ended(&mut self, tx: TransactionId, end: End) -> (Option<CurrencyCode>, Option<Decimal>) {
-        let seen = match self.tracker.open.get(&tx).copied() {
-            Some(seen) => {
-                // A completed withdrawal may still be returned: keep it.
-                if end != End::Completed {
-                    self.tracker.open.remove(&tx);
-                }
-                Some(seen)
-            }
-            None => self.seeds.withdrawal(tx, self.lsn - 1),
+    /// A request: the amount is locked, and the fee (in its currency).
+    fn requested(
+        &mut self,
+        tx: TransactionId,
+        currency: Currency,
+        amount: Units,
+        key: &Option<IdempotencyKey>,
+        details: Option<&WithdrawalDetails>,
+    ) -> FeedBody {
+        let fee = details.and_then(|d| d.fee);
+        let open = Open {
+            currency,
+            amount,
+            fee,
+            paid: None,
         };
-        let Some((currency, amount)) = seen else {
+        self.tracker.open.insert(tx, open);
+        self.change(tx.account(), currency, Move::Lock(amount));
+        if let Some(fee) = fee {
+            self.change(tx.account(), fee.currency, Move::Lock(fee.amount));
+        }
+        FeedBody::WithdrawalRequested {
+            transaction_id: tx,
+            account: tx.account(),
+            currency: currency.code,
+            amount: currency.to_decimal(amount),
+            idempotency_key: key.clone(),
+            fee: fee.as_ref().map(FeedFee::from),
+            destination: details.and_then(|d| d.destination.clone()),
+            metadata: details.map(|d| d.metadata.clone()).unwrap_or_default(),
+            expires_at: details.and_then(|d| d.expires_at),
+        }
+    }
+
+    /// A withdrawal's end: moves its locked amount and fee as `end` says
+    /// and returns what the tracker knows of it (`None`: not known, and
+    /// the event's balances are not either).
+    fn ended(&mut self, tx: TransactionId, end: End) -> Option<Open> {
+        let seen = match self.tracker.open.remove(&tx) {
+            Some(seen) => Some(seen),
+            None => self
+                .seeds
+                .withdrawal(tx, self.lsn - 1)
+                .map(|seed| Open {
+                    currency: seed.currency,
+                    amount: seed.amount,
+                    fee: seed.fee,
+                    paid: seed.paid,
+                }),
+        };
+        let Some(mut seen) = seen else {
             self.known = false;
-            return (None, None);
+            return None;
         };
-        let how = match end {
-            End::Completed => Move::Burn(amount),
-            End::Released => Move::Unlock(amount),
-            End::Returned => Move::Available(amount),
-        };
-        self.change(tx.account(), currency, how);
-        (Some(currency.code), Some(currency.to_decimal(amount)))
+        let owner = tx.account();
+        match end {
+            End::Completed { paid, fee } => {
+                let paid = paid.unwrap_or(seen.amount);
+                let amount = seen.amount;
+                self.change(owner, seen.currency, Move::Complete { amount, paid });
+                if let Some(fee) = fee {
+                    self.fee_collected(owner, fee);
+                }
+                seen.paid = Some(paid);
+                // A completed withdrawal may still be returned: keep it.
+                self.tracker.open.insert(tx, seen);
+            }
+            End::Released => {
+                self.change(owner, seen.currency, Move::Unlock(seen.amount));
+                if let Some(fee) = seen.fee {
+                    self.change(owner, fee.currency, Move::Unlock(fee.amount));
+                }
+            }
+            End::Returned => {
+                let paid = seen.paid.unwrap_or(seen.amount);
+                self.change(owner, seen.currency, Move::Available(paid));
+            }
+        }
+        Some(seen)
+    }
+
+    /// A completion's fee: it leaves `owner`'s lock for the fee account
+    /// (back to available when `owner` is the fee account).
+    fn fee_collected(&mut self, owner: AccountId, fee: FeeCollected) {
+        if fee.to == owner {
+            self.change(owner, fee.currency, Move::Unlock(fee.amount));
+        } else {
+            self.change(owner, fee.currency, Move::Burn(fee.amount));
+            self.change(fee.to, fee.currency, Move::Available(fee.amount));
+        }
     }
 
     /// Moves one balance and records it, after, in the event.
@@ -625,16 +821,40 @@ impl Step<'_> {
                 locked.saturating_sub(amount),
             ),
             Move::Burn(amount) => (available, locked.saturating_sub(amount)),
+            Move::Complete { amount, paid } => (
+                available.saturating_add(amount.saturating_sub(paid)),
+                locked.saturating_sub(amount),
+            ),
         };
         self.tracker.balances.insert(key, (available, locked));
-        self.balances.push(BalanceAfter {
+        let after = BalanceAfter {
             account,
             currency: currency.code,
             available: currency.to_decimal(available),
             locked: currency.to_decimal(locked),
             total: currency.to_decimal(available.saturating_add(locked)),
-        });
+        };
+        // One balance once per event, as it is after the event (a fee in
+        // the withdrawal's own currency moves the same balance twice).
+        let same = |b: &&mut BalanceAfter| b.account == account && b.currency == currency.code;
+        match self.balances.iter_mut().find(same) {
+            Some(earlier) => *earlier = after,
+            None => self.balances.push(after),
+        }
     }
+}
+
+/// A withdrawal end's currency and amount, when known.
+fn shown(ended: Option<Open>) -> (Option<CurrencyCode>, Option<Decimal>) {
+    match ended {
+        Some(o) => (Some(o.currency.code), Some(o.currency.to_decimal(o.amount))),
+        None => (None, None),
+    }
+}
+
+/// An event's metadata as the feed shows it (empty when it had none).
+fn metadata_of(metadata: &Option<Box<Metadata>>) -> Metadata {
+    metadata.as_deref().cloned().unwrap_or_default()
 }
 
 /// A payout as submitted: its id, currency and items.
@@ -746,6 +966,155 @@ mod tests {
         assert_eq!(back, event);
     }
 
+    fn btc() -> Currency {
+        Currency {
+            code: CurrencyCode::new("BTC").unwrap(),
+            decimals: 8,
+        }
+    }
+
+    /// (available, locked) of each balance an event shows, in minor units
+    /// of two decimals (USD) or eight (BTC), by account and currency.
+    fn moved(event: &FeedEvent) -> Vec<(AccountId, String, String, String)> {
+        event
+            .balances
+            .iter()
+            .map(|b| {
+                let (a, l) = (b.available.to_string(), b.locked.to_string());
+                (b.account, b.currency.to_string(), a, l)
+            })
+            .collect()
+    }
+
+    fn request(tx: TransactionId, amount: Units, fee: Fee, expires: bool) -> Event {
+        Event::WithdrawalRequested {
+            tx,
+            currency: usd(),
+            amount,
+            key: None,
+            details: WithdrawalDetails {
+                fee: Some(fee),
+                expires_at: expires.then(|| UnixMs::from_millis(5_000)),
+                ..Default::default()
+            }
+            .boxed(),
+        }
+    }
+
+    /// Issue 16: a fee is locked with the amount (one balance per
+    /// currency, however many moves), released with it when the
+    /// withdrawal expires, and on a partial completion what was paid is
+    /// burned, the rest released, the fee moved to the fee account (or
+    /// back to available when the withdrawal's account is the fee
+    /// account); a return credits what was paid.
+    #[test]
+    fn fees_expiry_and_partial_completions_move_the_balances_as_the_account_does() {
+        let mut tracker = BalanceTracker::new();
+        let mut lsn = 0;
+        let mut next = |tracker: &mut BalanceTracker, event: Event| {
+            lsn += 1;
+            tracker.event(lsn, UnixMs::from_millis(lsn), &event, &mut FromGenesis)
+        };
+        let s = |x: &str| x.to_string();
+        for (account, currency) in [(1, usd()), (1, btc()), (9, usd()), (9, btc())] {
+            let deposit = Event::Deposited {
+                tx: TransactionId::new(account, 90 + u64::from(currency.decimals)),
+                currency,
+                amount: 10_000,
+                key: None,
+                metadata: None,
+            };
+            next(&mut tracker, deposit);
+        }
+        // Same currency: one balance, both locked.
+        let (a, b, c) = (
+            TransactionId::new(1, 1),
+            TransactionId::new(1, 2),
+            TransactionId::new(9, 1),
+        );
+        let usd_fee = Fee {
+            currency: usd(),
+            amount: 150,
+        };
+        let event = next(&mut tracker, request(a, 3_000, usd_fee, true));
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("68.50"), s("31.50"))]);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            json["fee"],
+            serde_json::json!({"currency": "USD", "amount": "1.50"})
+        );
+        assert_eq!(json["expires_at"], "1970-01-01T00:00:05.000Z");
+        let expired = Event::WithdrawalFailed {
+            tx: a,
+            reason: "expired".into(),
+        };
+        let event = next(&mut tracker, expired);
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("100.00"), s("0.00"))]);
+        // Another currency: two balances; a partial completion.
+        let btc_fee = Fee {
+            currency: btc(),
+            amount: 1_000,
+        };
+        let event = next(&mut tracker, request(b, 3_000, btc_fee, false));
+        assert_eq!(
+            moved(&event),
+            vec![
+                (1, s("USD"), s("70.00"), s("30.00")),
+                (1, s("BTC"), s("0.00009000"), s("0.00001000"))
+            ]
+        );
+        let completed = Event::WithdrawalCompleted {
+            tx: b,
+            paid: Some(2_400),
+            fee: Some(FeeCollected {
+                to: 9,
+                currency: btc(),
+                amount: 1_000,
+            }),
+        };
+        let event = next(&mut tracker, completed);
+        assert_eq!(
+            moved(&event),
+            vec![
+                (1, s("USD"), s("76.00"), s("0.00")),
+                (1, s("BTC"), s("0.00009000"), s("0.00000000")),
+                (9, s("BTC"), s("0.00011000"), s("0.00000000"))
+            ]
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["amount"], &json["paid"]),
+            (&serde_json::json!("30.00"), &serde_json::json!("24.00"))
+        );
+        assert_eq!(json["fee"]["to"], 9);
+        let returned = Event::WithdrawalReturned {
+            tx: b,
+            reason: "closed".into(),
+        };
+        let event = next(&mut tracker, returned);
+        assert_eq!(moved(&event), vec![(1, s("USD"), s("100.00"), s("0.00"))]);
+        // The fee account's own withdrawal: its fee comes back to it.
+        next(&mut tracker, request(c, 1_000, btc_fee, false));
+        let completed = Event::WithdrawalCompleted {
+            tx: c,
+            paid: None,
+            fee: Some(FeeCollected {
+                to: 9,
+                currency: btc(),
+                amount: 1_000,
+            }),
+        };
+        let event = next(&mut tracker, completed);
+        assert!(event.balances_known);
+        assert_eq!(
+            moved(&event),
+            vec![
+                (9, s("USD"), s("90.00"), s("0.00")),
+                (9, s("BTC"), s("0.00011000"), s("0.00000000"))
+            ]
+        );
+    }
+
     #[test]
     fn a_withdrawal_ended_before_the_start_is_learned_from_the_seeds_or_said_unknown() {
         let tx = TransactionId::new(7, 1);
@@ -771,8 +1140,13 @@ mod tests {
                 assert_eq!(before, 8, "the balance just before the event");
                 Some((100, 50))
             }
-            fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
-                Some((usd(), 50))
+            fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<SeededWithdrawal> {
+                Some(SeededWithdrawal {
+                    currency: usd(),
+                    amount: 50,
+                    fee: None,
+                    paid: None,
+                })
             }
         }
         let event = BalanceTracker::new().event(9, UnixMs::UNKNOWN, &completed, &mut Known);

@@ -3,7 +3,8 @@
 //! rebuilds them from `PayoutSubmitted` / `PayoutItemsSettled` /
 //! `PayoutItemResolved` / `PayoutMismatch` events, each applied with its
 //! logged time (a payout's submit and settle times). Also the operator's
-//! [`Resolution`] of an item, and the [`PayoutMismatch`]es: service answers
+//! [`Resolution`] of an item, how a paid amount reported for an item is
+//! read ([`paid_outcome`]), and the [`PayoutMismatch`]es: service answers
 //! that contradict an item already settled. The API shows them as views
 //! ([`PayoutView`], [`PayoutItemOutcome`], [`PayoutMismatchView`]) with no
 //! log event types in them.
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, TransactionId};
-use crate::domain::money::{Currency, CurrencyCode, Units};
+use crate::domain::money::{decimal_to_units, Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 
 /// How withdrawals get paid out.
@@ -106,17 +107,38 @@ pub enum Resolution {
     /// The money did not leave: the withdrawal fails (its amount is
     /// released to available).
     NotPaid { reason: String },
+    /// Only `paid` of the item's amount left: that is burned, the rest
+    /// released. More than 0 and at most the amount, in the payout's
+    /// currency (else `invalid_paid_amount`); the whole amount is [`Paid`](Self::Paid).
+    PartlyPaid { paid: Decimal },
 }
 
 impl Resolution {
-    /// The item outcome this resolution records.
-    pub(crate) fn outcome(&self) -> ItemOutcome {
+    /// The item outcome this resolution records for an item of `amount`
+    /// in `currency`; `None` for a paid part that is not one of it (see
+    /// [`paid_outcome`]).
+    pub(crate) fn outcome(&self, currency: Currency, amount: Units) -> Option<ItemOutcome> {
         match self {
-            Self::Paid => ItemOutcome::Paid,
-            Self::NotPaid { reason } => ItemOutcome::Failed {
+            Self::Paid => Some(ItemOutcome::Paid),
+            Self::NotPaid { reason } => Some(ItemOutcome::Failed {
                 reason: reason.clone(),
-            },
+            }),
+            Self::PartlyPaid { paid } => paid_outcome(currency, amount, *paid),
         }
+    }
+}
+
+/// The outcome of an item of `amount` (in `currency`) of which `paid` was
+/// paid, as the payment service or an operator says: partly paid, or paid
+/// when `paid` is the whole amount. `None` unless `paid` is more than 0,
+/// at most the amount and within the currency's decimals: such an answer
+/// settles nothing.
+pub fn paid_outcome(currency: Currency, amount: Units, paid: Decimal) -> Option<ItemOutcome> {
+    let paid = decimal_to_units(paid, currency).ok()?;
+    match paid {
+        paid if paid == amount => Some(ItemOutcome::Paid),
+        paid if paid > 0 && paid < amount => Some(ItemOutcome::PartlyPaid { paid }),
+        _ => None,
     }
 }
 
@@ -227,10 +249,7 @@ impl PayoutRecord {
         let outcomes: Vec<_> = self.items.iter().map(|i| i.outcome.as_ref()).collect();
         if outcomes.iter().any(Option::is_none) {
             PayoutState::Processing
-        } else if outcomes
-            .iter()
-            .all(|o| matches!(o, Some(ItemOutcome::Paid)))
-        {
+        } else if outcomes.iter().flatten().all(|o| o.is_paid()) {
             PayoutState::Completed
         } else if outcomes
             .iter()
@@ -501,7 +520,9 @@ mod tests {
         let resolve = |tx| Event::PayoutItemResolved {
             payout_id: 4,
             tx,
-            outcome: Resolution::NotPaid { reason: "r".into() }.outcome(),
+            outcome: Resolution::NotPaid { reason: "r".into() }
+                .outcome(usd, 100)
+                .unwrap(),
             note: "n".into(),
         };
         apply_payout_event(&mut payouts, &resolve(a), T).unwrap();

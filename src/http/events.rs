@@ -163,6 +163,48 @@ pub struct FeedEventDoc {
     reported: Option<String>,
     /// `idempotency_keys.expired`: keys first used before this time.
     before: Option<String>,
+    /// `deposited`, `transferred`, `withdrawal.requested`: string keys and
+    /// values (absent when none).
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// `withdrawal.requested`: `{currency, amount}`, locked with the
+    /// amount; `withdrawal.completed`: `{to, currency, amount}`, moved to
+    /// the fee account `to` (absent when none).
+    fee: Option<FeedFeeDoc>,
+    /// `withdrawal.requested`: where it is paid (absent when none).
+    destination: Option<FeedDestinationDoc>,
+    /// `withdrawal.requested`: while still pending then, it fails with
+    /// reason `expired` (absent when it never expires).
+    expires_at: Option<String>,
+    /// `withdrawal.completed`: what left the account, the amount or less
+    /// (the rest was released).
+    paid: Option<String>,
+    /// `account.frozen`: `withdrawals` or `all`.
+    scope: Option<String>,
+    /// `account.frozen`: when the freeze ends (null: until lifted).
+    until: Option<String>,
+    /// `account.tier_set`: the account's tier.
+    tier: Option<String>,
+}
+
+/// A withdrawal's fee in a feed event.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FeedFee)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct FeedFeeDoc {
+    /// The fee account it moved to (`withdrawal.completed` only).
+    to: Option<u64>,
+    currency: String,
+    amount: String,
+}
+
+/// A withdrawal's destination in a feed event.
+#[derive(utoipa::ToSchema)]
+#[schema(as = FeedDestination)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct FeedDestinationDoc {
+    kind: String,
+    value: String,
+    network: Option<String>,
 }
 
 /// A feed event's `type`.
@@ -198,6 +240,12 @@ pub enum FeedTypeDoc {
     PayoutMismatch,
     #[serde(rename = "idempotency_keys.expired")]
     IdempotencyKeysExpired,
+    #[serde(rename = "account.frozen")]
+    AccountFrozen,
+    #[serde(rename = "account.unfrozen")]
+    AccountUnfrozen,
+    #[serde(rename = "account.tier_set")]
+    AccountTierSet,
 }
 
 /// A payout item in a feed event.
@@ -516,8 +564,10 @@ mod tests {
     use utoipa::OpenApi;
 
     use super::*;
+    use crate::domain::details::{Destination, Metadata};
     use crate::domain::feed::{
-        BalanceAfter, FeedBody, FeedItemOutcome, FeedOutcome, FeedPayoutItem, FEED_VERSION,
+        BalanceAfter, FeedBody, FeedFee, FeedFeeCollected, FeedItemOutcome, FeedOutcome,
+        FeedPayoutItem, FEED_VERSION,
     };
     use crate::domain::ids::{IdempotencyKey, TransactionId};
     use crate::domain::money::CurrencyCode;
@@ -537,6 +587,7 @@ mod tests {
         };
         let (transaction_id, account) = (tx, 7);
         let (currency, amount) = (Some(usd), Some(Decimal::ONE));
+        let metadata = Metadata::new([("order", "42")]).unwrap();
         let bodies = vec![
             FeedBody::Deposited {
                 transaction_id,
@@ -544,6 +595,7 @@ mod tests {
                 currency: usd,
                 amount: Decimal::ONE,
                 idempotency_key: key.clone(),
+                metadata: metadata.clone(),
             },
             FeedBody::WithdrawalRequested {
                 transaction_id,
@@ -551,6 +603,13 @@ mod tests {
                 currency: usd,
                 amount: Decimal::ONE,
                 idempotency_key: key.clone(),
+                fee: Some(FeedFee {
+                    currency: usd,
+                    amount: Decimal::ONE,
+                }),
+                destination: Some(Destination::new("iban", "DE89", Some("sepa".into())).unwrap()),
+                metadata: metadata.clone(),
+                expires_at: Some(UnixMs::from_millis(2)),
             },
             FeedBody::WithdrawalClaimed {
                 transaction_id,
@@ -566,6 +625,12 @@ mod tests {
                 account,
                 currency,
                 amount,
+                paid: amount,
+                fee: Some(FeedFeeCollected {
+                    to: 1,
+                    currency: usd,
+                    amount: Decimal::ONE,
+                }),
             },
             FeedBody::WithdrawalFailed {
                 transaction_id,
@@ -594,6 +659,7 @@ mod tests {
                 currency: usd,
                 amount: Decimal::ONE,
                 idempotency_key: key,
+                metadata,
             },
             FeedBody::PayoutSubmitted {
                 payout_id: 1,
@@ -622,6 +688,17 @@ mod tests {
                 account,
                 before: UnixMs::from_millis(1),
             },
+            FeedBody::AccountFrozen {
+                account,
+                scope: "withdrawals".into(),
+                until: Some(UnixMs::from_millis(3)),
+                reason: "review".into(),
+            },
+            FeedBody::AccountUnfrozen { account },
+            FeedBody::AccountTierSet {
+                account,
+                tier: "vip".into(),
+            },
         ];
         for body in &bodies {
             match body {
@@ -648,7 +725,8 @@ mod tests {
     }
 
     /// Every field of every event type is in the document's `FeedEvent`
-    /// (and of its items in `FeedItem`), and every type in its enum: the
+    /// (and of its items in `FeedItem`, its fee in `FeedFee`, its
+    /// destination in `FeedDestination`), and every type in its enum: the
     /// mirror above cannot fall behind `domain/feed.rs` unnoticed.
     #[test]
     fn the_documented_feed_event_covers_every_type_and_field() {
@@ -663,6 +741,7 @@ mod tests {
                 .collect()
         };
         let (event_fields, item_fields) = (keys("FeedEvent"), keys("FeedItem"));
+        let (fee_fields, destination_fields) = (keys("FeedFee"), keys("FeedDestination"));
         let types = schemas["FeedEventType"]["enum"].as_array().unwrap().clone();
         let bodies = every_body();
         assert_eq!(bodies.len(), types.len(), "one sample per documented type");
@@ -694,14 +773,16 @@ mod tests {
                     "{}: {field} is not documented",
                     json["type"]
                 );
-                let items = match (field.as_str(), value) {
-                    ("items", Value::Array(items)) => items.clone(),
-                    ("item", item) => vec![item.clone()],
+                let (documented, items) = match (field.as_str(), value) {
+                    ("items", Value::Array(items)) => (&item_fields, items.clone()),
+                    ("item", item) => (&item_fields, vec![item.clone()]),
+                    ("fee", fee) => (&fee_fields, vec![fee.clone()]),
+                    ("destination", to) => (&destination_fields, vec![to.clone()]),
                     _ => continue,
                 };
                 for item in items {
                     for key in item.as_object().unwrap().keys() {
-                        assert!(item_fields.contains(key), "{}: {field}.{key}", json["type"]);
+                        assert!(documented.contains(key), "{}: {field}.{key}", json["type"]);
                     }
                 }
             }

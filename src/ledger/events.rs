@@ -21,7 +21,7 @@ use futures_util::stream::{self, Stream};
 use tokio::sync::watch;
 
 use crate::clock::SharedClock;
-use crate::domain::feed::{BalanceTracker, FeedEvent, FromGenesis, Seeds};
+use crate::domain::feed::{BalanceTracker, FeedEvent, FromGenesis, SeededWithdrawal, Seeds};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currencies, Currency, Units};
 use crate::error::LedgerError;
@@ -201,10 +201,16 @@ impl Seeds for StoreSeeds {
             .ok()
     }
 
-    fn withdrawal(&mut self, tx: TransactionId, _before: u64) -> Option<(Currency, Units)> {
+    fn withdrawal(&mut self, tx: TransactionId, _before: u64) -> Option<SeededWithdrawal> {
         let row = self.store.withdrawal(tx).ok()??;
         let currency = self.currencies.get_code(row.currency).ok()?;
-        Some((currency, row.amount))
+        let extras = row.extras.as_deref();
+        Some(SeededWithdrawal {
+            currency,
+            amount: row.amount,
+            fee: extras.and_then(|e| e.details.fee),
+            paid: extras.and_then(|e| e.paid),
+        })
     }
 }
 
@@ -215,7 +221,7 @@ impl Seeds for NoSeeds {
     fn balance(&mut self, _: AccountId, _: Currency, _: u64) -> Option<(Units, Units)> {
         None
     }
-    fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<(Currency, Units)> {
+    fn withdrawal(&mut self, _: TransactionId, _: u64) -> Option<SeededWithdrawal> {
         None
     }
 }

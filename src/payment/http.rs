@@ -10,11 +10,17 @@
 //!
 //! `POST {base}/payouts`, header `Idempotency-Key: <payout_id>`, body
 //! `{"payout_id": 7, "currency": "USD", "items": [{"transaction_id":
-//! "000000000000000c0000000000000003", "account": 12, "amount": "12.34"}]}`:
+//! "000000000000000c0000000000000003", "account": 12, "amount": "12.34",
+//! "destination": {"kind": "iban", "value": "DE89...", "network": "sepa"}}]}`
+//! (`destination` only for a withdrawal that has one, `network` only when
+//! it has one):
 //! - `200` and a report, `{"payout_id": 7, "items": [{"transaction_id":
 //!   "...", "status": "paid" | "failed" | "pending" | "returned", "reason":
-//!   "..."}]}` (`reason` with `failed` and `returned` only). Submitting the
-//!   same payout id again never pays twice and answers the current report.
+//!   "...", "amount": "..."}]}` (`reason` with `failed` and `returned`
+//!   only; `amount` with `paid` only, when less than the item's amount was
+//!   paid: more than 0 and at most the amount, else the outcome is
+//!   unknown). Submitting the same payout id again never pays twice and
+//!   answers the current report.
 //! - `400`, `409` or `422` with `{"error": {"code": "...", "message":
 //!   "..."}}`: a definite rejection, nothing was paid under the payout id →
 //!   [`PaymentError::Rejected`].

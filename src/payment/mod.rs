@@ -1,5 +1,6 @@
-//! The payment-service side of payouts (design §7): what a payout is, what
-//! the service answers ([`PaymentService`]). [`SimulatedBank`] (in
+//! The payment-service side of payouts (design §7): what a payout is (each
+//! item with the withdrawal's destination, when it has one), what the
+//! service answers ([`PaymentService`]; an item may be paid only in part). [`SimulatedBank`] (in
 //! `simulated.rs`) is a deterministic in-process service with configurable
 //! faults for tests, benches and `simulate`. [`HttpPaymentService`] (in
 //! `http.rs`, feature `http`) is a service in another process, spoken to
@@ -10,6 +11,7 @@
 use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 
+use crate::domain::details::Destination;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 
@@ -22,6 +24,9 @@ pub struct PayoutItem {
     pub transaction_id: TransactionId,
     pub account: AccountId,
     pub amount: Decimal,
+    /// Where to pay it: the withdrawal's destination (`None`: it was
+    /// requested without one, and the service pays the account's default).
+    pub destination: Option<Destination>,
 }
 
 /// Withdrawals of one currency paid in one service call.
@@ -36,12 +41,19 @@ pub struct Payout {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ItemStatus {
     Paid,
+    /// Paid, but only `paid` of the item's amount. The ledger burns that
+    /// and releases the rest; `paid` must be more than 0 and at most the
+    /// amount (and fit the currency's decimals), else the whole answer is
+    /// an unknown outcome and settles nothing.
+    PartlyPaid {
+        paid: Decimal,
+    },
     Failed {
         reason: String,
     },
     /// Not decided yet; ask again with `status`.
     Pending,
-    /// Paid, then sent back by the receiving bank.
+    /// Paid (in full or in part), then sent back by the receiving bank.
     Returned {
         reason: String,
     },

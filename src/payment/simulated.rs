@@ -1,8 +1,9 @@
 //! [`SimulatedBank`]: a deterministic in-process payment service with
-//! configurable latency, failure and unknown-outcome rates (seeded), for
-//! tests, benches and `simulate`. It remembers what it was asked and what it
-//! answered, so a resubmitted payout gets the same answer, as a real
-//! service's idempotency would give.
+//! configurable latency, failure, partial-payment and unknown-outcome rates
+//! (seeded), for tests, benches and `simulate`. It remembers what it was
+//! asked (each item with its destination) and what it answered, so a
+//! resubmitted payout gets the same answer, as a real service's
+//! idempotency would give.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -38,6 +39,10 @@ pub struct SimulatedBankConfig {
     /// An item is left `Pending`; it resolves to paid or failed at the next
     /// submit or status call for its payout.
     pub pending_per_mille: u32,
+    /// A paid item is paid only in part (`PartlyPaid`): a random share of
+    /// its amount, 1 to 999 per mille, rounded down to the amount's
+    /// decimals (in full when that rounds to nothing).
+    pub partly_paid_per_mille: u32,
     /// Larger payouts are rejected; treated as at least 1.
     pub max_items_per_payout: usize,
     pub seed: u64,
@@ -52,6 +57,7 @@ impl Default for SimulatedBankConfig {
             unknown_outcome_per_mille: 0,
             lost_response_per_mille: 0,
             pending_per_mille: 0,
+            partly_paid_per_mille: 0,
             max_items_per_payout: 1000,
             seed: 0,
         }
@@ -79,8 +85,8 @@ struct State {
     rng: SmallRng,
     /// Payouts received, with each item's status (in the payout's order).
     payouts: BTreeMap<PayoutId, Vec<(PayoutItem, ItemStatus)>>,
-    /// Every payment made.
-    payments: Vec<(PayoutId, PayoutItem)>,
+    /// Every payment made: the payout, the item and what was paid.
+    payments: Vec<(PayoutId, TransactionId, Decimal)>,
     submit_calls: Vec<(PayoutId, CurrencyCode, usize)>,
 }
 
@@ -89,14 +95,34 @@ impl State {
         per_mille > 0 && self.rng.random_range(0..1000u32) < per_mille
     }
 
-    /// Paid or failed, by the failure dice; records the payment if paid.
+    /// Paid (maybe in part) or failed, by the dice; records the payment
+    /// if paid.
     fn settle(&mut self, payout_id: PayoutId, item: &PayoutItem) -> ItemStatus {
         if self.roll(self.config.item_failure_per_mille) {
             let reason = "beneficiary bank refused the transfer (simulated)".into();
             return ItemStatus::Failed { reason };
         }
-        self.payments.push((payout_id, item.clone()));
-        ItemStatus::Paid
+        let part = self.partly_paid(item.amount);
+        self.payments
+            .push((payout_id, item.transaction_id, part.unwrap_or(item.amount)));
+        match part {
+            Some(paid) => ItemStatus::PartlyPaid { paid },
+            None => ItemStatus::Paid,
+        }
+    }
+
+    /// What a partly paid item pays, if the dice say it is one: a share of
+    /// `amount` rounded down to its decimals; `None` (in full) when the
+    /// share rounds to nothing.
+    fn partly_paid(&mut self, amount: Decimal) -> Option<Decimal> {
+        if !self.roll(self.config.partly_paid_per_mille) {
+            return None;
+        }
+        let share = Decimal::new(i64::from(self.rng.random_range(1..1000u32)), 3);
+        let paid = amount
+            .checked_mul(share)?
+            .round_dp_with_strategy(amount.scale(), rust_decimal::RoundingStrategy::ToZero);
+        (paid > Decimal::ZERO && paid < amount).then_some(paid)
     }
 
     /// Resolves the payout's pending items and answers its report; `None`
@@ -208,14 +234,10 @@ impl SimulatedBank {
         self.state.lock().config = config;
     }
 
-    /// Every payment made: (payout id, transaction id, amount), in order.
+    /// Every payment made: (payout id, transaction id, amount paid), in
+    /// order.
     pub fn payments(&self) -> Vec<(PayoutId, TransactionId, Decimal)> {
-        let state = self.state.lock();
-        state
-            .payments
-            .iter()
-            .map(|(id, i)| (*id, i.transaction_id, i.amount))
-            .collect()
+        self.state.lock().payments.clone()
     }
 
     /// How many times the bank paid this transaction (more than 1 is a bug
@@ -225,8 +247,18 @@ impl SimulatedBank {
         state
             .payments
             .iter()
-            .filter(|(_, i)| i.transaction_id == transaction_id)
+            .filter(|(_, tx, _)| *tx == transaction_id)
             .count()
+    }
+
+    /// The item of `transaction_id` as the bank first received it (its
+    /// amount and destination); `None` if no payout it kept carried it.
+    pub fn received(&self, transaction_id: TransactionId) -> Option<PayoutItem> {
+        let state = self.state.lock();
+        let mut items = state.payouts.values().flatten();
+        items
+            .find(|(i, _)| i.transaction_id == transaction_id)
+            .map(|(i, _)| i.clone())
     }
 
     /// Every submit call, retries included: (payout id, currency, items).
@@ -242,8 +274,10 @@ impl SimulatedBank {
             .payouts
             .values_mut()
             .flat_map(|items| items.iter_mut());
-        let paid =
-            items.find(|(i, s)| i.transaction_id == transaction_id && *s == ItemStatus::Paid);
+        let paid = items.find(|(i, s)| {
+            i.transaction_id == transaction_id
+                && matches!(s, ItemStatus::Paid | ItemStatus::PartlyPaid { .. })
+        });
         paid.map(|(_, s)| {
             *s = ItemStatus::Returned {
                 reason: reason.to_string(),
@@ -300,6 +334,7 @@ mod tests {
             transaction_id: TransactionId::new(seq % 7, seq),
             account: seq % 7,
             amount: Decimal::new(i64::try_from(seq % 1000 + 1).unwrap(), 2),
+            destination: None,
         };
         let items = (first..first + n).map(item).collect();
         Payout {
@@ -391,6 +426,37 @@ mod tests {
         assert_eq!(
             (&after.items[1].1, bank.times_paid(tx)),
             (&ItemStatus::Paid, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn partly_paid_items_pay_a_share_of_their_amount_and_list_it() {
+        let bank = bank_with(|c| c.partly_paid_per_mille = 1000);
+        let sent = payout(6, 0, 50);
+        let report = bank.submit(sent.clone()).await.unwrap();
+        let payments = bank.payments();
+        for ((tx, status), item) in report.items.iter().zip(&sent.items) {
+            let paid = match status {
+                ItemStatus::PartlyPaid { paid } => *paid,
+                // A share of one cent rounds to nothing: paid in full.
+                ItemStatus::Paid => item.amount,
+                other => panic!("{tx:?}: {other:?}"),
+            };
+            assert!(paid > Decimal::ZERO && paid <= item.amount, "{paid}");
+            assert!(paid.scale() <= item.amount.scale(), "{paid}");
+            assert!(
+                payments.contains(&(6, *tx, paid)),
+                "{tx:?} listed as paid {paid}"
+            );
+            assert_eq!(bank.received(*tx).as_ref(), Some(item));
+        }
+        let partly =
+            |(_, s): &&(TransactionId, ItemStatus)| matches!(s, ItemStatus::PartlyPaid { .. });
+        assert!(report.items.iter().filter(partly).count() > 40);
+        let (tx, _) = report.items.iter().find(partly).unwrap();
+        assert!(
+            bank.return_item(*tx, "closed"),
+            "a partly paid item comes back too"
         );
     }
 

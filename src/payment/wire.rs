@@ -7,10 +7,13 @@
 //! Amounts are decimal strings both ways (a JSON number is refused: a
 //! float cannot carry money exactly), read with the core money parser
 //! ([`parse_amount_text`]); transaction ids are the 32 hex digits the HTTP
-//! API prints. Reading a body checks it: a request that cannot become a
-//! [`Payout`] is a [`WireError`] naming its code; a report that is not an
-//! answer for the payout asked about is an error the client turns into an
-//! unknown outcome.
+//! API prints. An item carries its withdrawal's destination
+//! (`{"kind", "value", "network"?}`) when it has one; an item answered
+//! `paid` may say how much was paid (`"amount"`, when less than the item's).
+//! Reading a body checks it: a request that cannot become a [`Payout`] is
+//! a [`WireError`] naming its code; a report that is not an answer for the
+//! payout asked about (a paid amount that is not a positive decimal
+//! string included) is an error the client turns into an unknown outcome.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,6 +22,7 @@ use rust_decimal::Decimal;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::domain::details::Destination;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{parse_amount_text, CurrencyCode};
 
@@ -108,6 +112,38 @@ pub struct PayoutItemJson {
     pub transaction_id: String,
     pub account: AccountId,
     pub amount: AmountText,
+    /// Absent when the withdrawal has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<DestinationJson>,
+}
+
+/// Where an item is paid: `{"kind": "iban", "value": "DE89…", "network":
+/// "sepa"}` (`network` absent when there is none).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationJson {
+    pub kind: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+impl From<&Destination> for DestinationJson {
+    fn from(d: &Destination) -> Self {
+        Self {
+            kind: d.kind.clone(),
+            value: d.value.clone(),
+            network: d.network.clone(),
+        }
+    }
+}
+
+impl DestinationJson {
+    /// The destination, within the ledger's limits (`invalid_destination`).
+    fn into_destination(self) -> Result<Destination, WireError> {
+        Destination::new(self.kind, self.value, self.network)
+            .map_err(|e| WireError::new("invalid_destination", e.to_string()))
+    }
 }
 
 impl From<&Payout> for PayoutJson {
@@ -116,6 +152,7 @@ impl From<&Payout> for PayoutJson {
             transaction_id: i.transaction_id.to_string(),
             account: i.account,
             amount: i.amount.into(),
+            destination: i.destination.as_ref().map(DestinationJson::from),
         };
         Self {
             payout_id: payout.payout_id,
@@ -146,6 +183,10 @@ impl PayoutJson {
                     transaction_id: transaction_id(&i.transaction_id)?,
                     account: i.account,
                     amount: i.amount.positive()?,
+                    destination: i
+                        .destination
+                        .map(DestinationJson::into_destination)
+                        .transpose()?,
                 })
             })
             .collect::<Result<_, WireError>>()?;
@@ -164,7 +205,7 @@ fn transaction_id(text: &str) -> Result<TransactionId, WireError> {
 }
 
 /// A report: `{"payout_id", "items": [{"transaction_id", "status",
-/// "reason"?}]}`.
+/// "reason"?, "amount"?}]}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportJson {
     pub payout_id: PayoutId,
@@ -178,20 +219,32 @@ pub struct ItemReportJson {
     pub status: StatusJson,
 }
 
-/// An item's status; failed and returned items carry their reason.
+/// An item's status; failed and returned items carry their reason, a
+/// paid one what was paid when it was less than the amount
+/// (`{"status": "paid", "amount": "24.00"}`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StatusJson {
-    Paid,
-    Failed { reason: String },
+    Paid {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<AmountText>,
+    },
+    Failed {
+        reason: String,
+    },
     Pending,
-    Returned { reason: String },
+    Returned {
+        reason: String,
+    },
 }
 
 impl From<&ItemStatus> for StatusJson {
     fn from(status: &ItemStatus) -> Self {
         match status {
-            ItemStatus::Paid => Self::Paid,
+            ItemStatus::Paid => Self::Paid { amount: None },
+            ItemStatus::PartlyPaid { paid } => Self::Paid {
+                amount: Some((*paid).into()),
+            },
             ItemStatus::Failed { reason } => Self::Failed {
                 reason: reason.clone(),
             },
@@ -203,14 +256,23 @@ impl From<&ItemStatus> for StatusJson {
     }
 }
 
-impl From<StatusJson> for ItemStatus {
-    fn from(status: StatusJson) -> Self {
-        match status {
-            StatusJson::Paid => Self::Paid,
+impl TryFrom<StatusJson> for ItemStatus {
+    type Error = WireError;
+
+    /// A paid amount must be a positive decimal string; whether it is at
+    /// most the item's amount is the payout's to judge (it knows it).
+    fn try_from(status: StatusJson) -> Result<Self, WireError> {
+        Ok(match status {
+            StatusJson::Paid { amount: None } => Self::Paid,
+            StatusJson::Paid {
+                amount: Some(amount),
+            } => Self::PartlyPaid {
+                paid: amount.positive()?,
+            },
             StatusJson::Failed { reason } => Self::Failed { reason },
             StatusJson::Pending => Self::Pending,
             StatusJson::Returned { reason } => Self::Returned { reason },
-        }
+        })
     }
 }
 
@@ -251,7 +313,9 @@ impl ReportJson {
             if !seen.insert(tx) {
                 return Err(format!("item {tx} reported twice"));
             }
-            items.push((tx, item.status.into()));
+            let status =
+                ItemStatus::try_from(item.status).map_err(|e| format!("item {tx}: paid {e}"))?;
+            items.push((tx, status));
         }
         if let Some(sent) = sent {
             let sent_ids: HashSet<TransactionId> = sent.iter().map(|i| i.transaction_id).collect();
@@ -354,6 +418,7 @@ mod tests {
                 transaction_id: TransactionId::new(12, 3),
                 account: 12,
                 amount: Decimal::new(1234, 2),
+                destination: Some(Destination::new("iban", "DE89", Some("sepa".into())).unwrap()),
             }],
         }
     }
@@ -367,7 +432,88 @@ mod tests {
             value["items"][0]["transaction_id"],
             "000000000000000c0000000000000003"
         );
+        let destination = serde_json::json!({"kind": "iban", "value": "DE89", "network": "sepa"});
+        assert_eq!(value["items"][0]["destination"], destination);
         assert_eq!(PayoutJson::parse(&body), Ok(payout()));
+        // Without a destination (or a network) the field is left out.
+        let mut plain = payout();
+        plain.items[0].destination = None;
+        let body = serde_json::to_value(PayoutJson::from(&plain)).unwrap();
+        assert!(body["items"][0].get("destination").is_none(), "{body}");
+        let mut no_network = payout();
+        no_network.items[0].destination = Some(Destination::new("address", "0xab", None).unwrap());
+        let body = serde_json::to_vec(&PayoutJson::from(&no_network)).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(value["items"][0]["destination"].get("network").is_none());
+        assert_eq!(PayoutJson::parse(&body), Ok(no_network));
+    }
+
+    #[test]
+    fn a_destination_past_the_ledgers_limits_is_refused() {
+        let with = |destination: &str| {
+            let body = format!(
+                r#"{{"payout_id":1,"currency":"USD","items":[{{"transaction_id":"000000000000000c0000000000000003","account":1,"amount":"1","destination":{destination}}}]}}"#
+            );
+            PayoutJson::parse(body.as_bytes()).map_err(|e| e.code)
+        };
+        assert!(with(r#"{"kind":"iban","value":"DE89"}"#).is_ok());
+        let long = format!(r#"{{"kind":"iban","value":"{}"}}"#, "9".repeat(257));
+        assert_eq!(with(&long), Err("invalid_destination"));
+        assert_eq!(
+            with(r#"{"kind":"","value":"DE89"}"#),
+            Err("invalid_destination")
+        );
+        assert_eq!(
+            with(r#"{"kind":"iban","value":"DE89","bic":"x"}"#),
+            Err("malformed_request")
+        );
+        assert_eq!(with(r#"{"kind":"iban"}"#), Err("malformed_request"));
+    }
+
+    #[test]
+    fn a_paid_item_may_say_what_was_paid_as_a_positive_decimal_string() {
+        let sent = payout();
+        let tx = sent.items[0].transaction_id;
+        let report = |item: &str| {
+            let body = format!(r#"{{"payout_id":7,"items":[{{"transaction_id":"{tx}",{item}}}]}}"#);
+            ReportJson::parse(body.as_bytes(), 7, Some(&sent.items)).map(|r| r.items[0].1.clone())
+        };
+        assert_eq!(report(r#""status":"paid""#), Ok(ItemStatus::Paid));
+        assert_eq!(
+            report(r#""status":"paid","amount":"24.00""#),
+            Ok(ItemStatus::PartlyPaid {
+                paid: Decimal::new(2400, 2)
+            })
+        );
+        for bad in [
+            r#""status":"paid","amount":24"#,
+            r#""status":"paid","amount":"0""#,
+            r#""status":"paid","amount":"-1.00""#,
+            r#""status":"paid","amount":"1e2""#,
+        ] {
+            assert!(report(bad).is_err(), "{bad}");
+        }
+        // Written back as it was read: the amount only when there is one.
+        let partly = PayoutReport {
+            payout_id: 7,
+            items: vec![(
+                tx,
+                ItemStatus::PartlyPaid {
+                    paid: Decimal::new(5, 1),
+                },
+            )],
+        };
+        let json = serde_json::to_value(ReportJson::from(&partly)).unwrap();
+        assert_eq!(json["items"][0]["status"], "paid");
+        assert_eq!(json["items"][0]["amount"], "0.5");
+        let body = serde_json::to_vec(&json).unwrap();
+        assert_eq!(ReportJson::parse(&body, 7, Some(&sent.items)), Ok(partly));
+        let full = PayoutReport {
+            payout_id: 7,
+            items: vec![(tx, ItemStatus::Paid)],
+        };
+        let json = serde_json::to_value(ReportJson::from(&full)).unwrap();
+        assert!(json["items"][0].get("amount").is_none(), "{json}");
     }
 
     #[test]

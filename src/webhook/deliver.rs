@@ -218,6 +218,7 @@ mod tests {
                 currency: CurrencyCode::new("USD").unwrap(),
                 amount: Decimal::new(100, 2),
                 idempotency_key: None,
+                metadata: Default::default(),
             },
             balances: Vec::new(),
             balances_known: true,

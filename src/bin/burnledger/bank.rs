@@ -43,6 +43,10 @@ pub struct BankArgs {
     /// payout.
     #[arg(long, default_value_t = 0)]
     pending_per_mille: u32,
+    /// Per mille of paid items paid only in part (a random share of the
+    /// amount; the report says `"amount"`).
+    #[arg(long, default_value_t = 0)]
+    partly_paid_per_mille: u32,
     /// Larger payouts are rejected (422).
     #[arg(long, default_value_t = 1000)]
     max_items_per_payout: usize,
@@ -65,6 +69,7 @@ fn bank_config(args: &BankArgs) -> Result<SimulatedBankConfig, String> {
         ),
         ("--lost-response-per-mille", args.lost_response_per_mille),
         ("--pending-per-mille", args.pending_per_mille),
+        ("--partly-paid-per-mille", args.partly_paid_per_mille),
     ] {
         if value > 1000 {
             return Err(format!("{flag} {value}: expected 0 to 1000"));
@@ -88,6 +93,7 @@ fn bank_config(args: &BankArgs) -> Result<SimulatedBankConfig, String> {
         unknown_outcome_per_mille: args.unknown_outcome_per_mille,
         lost_response_per_mille: args.lost_response_per_mille,
         pending_per_mille: args.pending_per_mille,
+        partly_paid_per_mille: args.partly_paid_per_mille,
         max_items_per_payout: args.max_items_per_payout,
         seed: args.seed,
     })
@@ -138,6 +144,7 @@ mod tests {
             "--unknown-outcome-per-mille=2",
             "--lost-response-per-mille=3",
             "--pending-per-mille=1000",
+            "--partly-paid-per-mille=4",
             "--max-items-per-payout=5",
             "--seed=9",
             "--latency-ms=7",
@@ -148,6 +155,7 @@ mod tests {
             unknown_outcome_per_mille: 2,
             lost_response_per_mille: 3,
             pending_per_mille: 1000,
+            partly_paid_per_mille: 4,
             max_items_per_payout: 5,
             seed: 9,
         };

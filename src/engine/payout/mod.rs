@@ -9,10 +9,12 @@
 //!    cancelled or settled by a caller meanwhile simply drops out, so the
 //!    engine never pays what a caller already settled),
 //! 2. logs `PayoutSubmitted` and waits until it is durable,
-//! 3. calls `submit`, and settles each answered item on its own, as its
-//!    payout (a caller's outcome is refused while the payout owns the
-//!    item): paid → completed, failed → released to available, pending →
-//!    waits,
+//! 3. calls `submit` (each item with its withdrawal's destination, read
+//!    from the claim's answer), and settles each answered item on its own,
+//!    as its payout (a caller's outcome is refused while the payout owns
+//!    the item): paid → completed, paid in part → completed with what was
+//!    paid burned and the rest released, failed → released to available,
+//!    pending → waits,
 //! 4. logs `PayoutItemsSettled`.
 //!
 //! Claims and settlements go through the router and pass admission like any

@@ -6,6 +6,11 @@
 //! any caller's operations, and log through the journal, each event
 //! stamped once as it is logged and applied to the record with that stamp
 //! (as replay applies it); the actor keeps the records they return.
+//!
+//! Each item goes to the service with its withdrawal's destination, read
+//! from the withdrawal itself (payout records and their events keep none):
+//! a new payout's from the claims' answers, a payout submitted again (the
+//! service never got it) by asking the accounts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,14 +19,15 @@ use futures_util::future::join_all;
 use tracing::Instrument;
 
 use crate::domain::account::Settlement;
+use crate::domain::details::Destination;
 use crate::domain::event::{Event, ItemOutcome, Stamped};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
-use crate::domain::payouts::{apply_payout_event, PayoutRecord};
+use crate::domain::payouts::{apply_payout_event, paid_outcome, PayoutRecord, Resolution};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
 use crate::engine::command::WithdrawalCommand;
-use crate::engine::messages::ResolvePayoutItem;
+use crate::engine::messages::{ResolvePayoutItem, WithdrawalOf};
 use crate::engine::router::Router;
 use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
@@ -58,7 +64,7 @@ pub(super) async fn resolve(
     mut record: PayoutRecord,
     msg: ResolvePayoutItem,
 ) -> Result<PayoutRecord, LedgerError> {
-    let outcome = msg.resolution.outcome();
+    let outcome = resolution_outcome(&record, &msg)?;
     let update = settle_command(msg.payout_id, record.currency, msg.tx, &outcome);
     let (account, update) = update;
     deps.router
@@ -80,6 +86,33 @@ pub(super) async fn resolve(
     );
     apply_to_record(&mut record, &event, at).map_err(|reason| LedgerError::Internal { reason })?;
     Ok(record)
+}
+
+/// What `msg` resolves its item to; a paid part that is not one of the
+/// item's amount is `invalid_paid_amount`.
+fn resolution_outcome(
+    record: &PayoutRecord,
+    msg: &ResolvePayoutItem,
+) -> Result<ItemOutcome, LedgerError> {
+    let (payout_id, transaction_id) = (msg.payout_id, msg.tx);
+    let item = record
+        .items
+        .iter()
+        .find(|i| i.transaction_id == transaction_id)
+        .ok_or(LedgerError::NotInPayout {
+            payout_id,
+            transaction_id,
+        })?;
+    msg.resolution
+        .outcome(record.currency, item.amount)
+        .ok_or_else(|| LedgerError::InvalidPaidAmount {
+            transaction_id,
+            amount: record.currency.to_decimal(item.amount),
+            paid: match &msg.resolution {
+                Resolution::PartlyPaid { paid } => *paid,
+                _ => record.currency.to_decimal(item.amount),
+            },
+        })
 }
 
 /// A resolution the account refused because the withdrawal is already
@@ -163,9 +196,15 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
     let claimed = deps.router.execute_in_groups(claims).await;
     let currency = record.currency;
     let mut requeued = Vec::new();
+    let mut destinations = Destinations::new();
     let mut claimed = claimed.into_iter();
     record.items.retain(|item| match claimed.next() {
-        Some(Ok(_)) => true,
+        Some(Ok(withdrawal)) => {
+            if let Some(destination) = withdrawal.destination {
+                destinations.insert(item.transaction_id, destination);
+            }
+            true
+        }
         Some(Err(error)) if not_taken(&error) => {
             requeued.push((item.transaction_id, currency, item.amount));
             false
@@ -207,7 +246,7 @@ async fn pay(deps: Deps, mut record: PayoutRecord) -> RunResult {
         }
     }
     record.attempts += 1;
-    let answer = deps.service.submit(to_payout(&record)).await;
+    let answer = deps.service.submit(to_payout(&record, &destinations)).await;
     answer_into(&deps, &mut record, answer).await;
     RunResult {
         payout_id,
@@ -243,12 +282,11 @@ async fn retry(deps: Deps, mut record: PayoutRecord) -> RunResult {
             let contradicted: Vec<_> = record
                 .items
                 .iter()
-                .filter(|i| i.outcome == Some(ItemOutcome::Paid))
+                .filter(|i| i.outcome.as_ref().is_some_and(ItemOutcome::is_paid))
                 .map(|i| (i.transaction_id, never_paid.clone()))
                 .collect();
             log_mismatches(&deps, &mut record, contradicted).await;
-            record.attempts += 1;
-            deps.service.submit(to_payout(&record)).await
+            resubmit(&deps, &mut record).await
         }
         other => other,
     };
@@ -260,9 +298,43 @@ async fn retry(deps: Deps, mut record: PayoutRecord) -> RunResult {
     }
 }
 
+/// Submits a payout the service never got again, under its id: its
+/// unsettled items with their destinations, read from their withdrawals.
+/// A destination that cannot be read now (say a shard is overloaded) makes
+/// the outcome unknown: nothing is sent, and the payout is retried later.
+async fn resubmit(deps: &Deps, record: &mut PayoutRecord) -> Result<PayoutReport, PaymentError> {
+    let destinations =
+        destinations_of(deps, record)
+            .await
+            .map_err(|error| PaymentError::Unknown {
+                reason: format!("not submitted again: a destination could not be read: {error}"),
+            })?;
+    record.attempts += 1;
+    deps.service.submit(to_payout(record, &destinations)).await
+}
+
+/// Destinations by item, for the items that have one.
+type Destinations = HashMap<TransactionId, Destination>;
+
+/// The destinations of a payout's unsettled items, asked of their
+/// accounts. O(unsettled items) reads.
+async fn destinations_of(deps: &Deps, record: &PayoutRecord) -> Result<Destinations, LedgerError> {
+    let asks = record.unsettled().map(|i| {
+        let tx = i.transaction_id;
+        async move { (tx, deps.router.ask(tx.account(), WithdrawalOf(tx)).await) }
+    });
+    let mut destinations = Destinations::new();
+    for (tx, withdrawal) in join_all(asks).await {
+        if let Some(destination) = withdrawal?.destination {
+            destinations.insert(tx, destination);
+        }
+    }
+    Ok(destinations)
+}
+
 /// What is sent to the service: the payout's unsettled items (an item an
-/// operator resolved is never sent again).
-fn to_payout(record: &PayoutRecord) -> Payout {
+/// operator resolved is never sent again), each with its destination.
+fn to_payout(record: &PayoutRecord, destinations: &Destinations) -> Payout {
     Payout {
         payout_id: record.payout_id,
         currency: record.currency.code,
@@ -272,6 +344,7 @@ fn to_payout(record: &PayoutRecord) -> Payout {
                 transaction_id: i.transaction_id,
                 account: i.transaction_id.account(),
                 amount: record.currency.to_decimal(i.amount),
+                destination: destinations.get(&i.transaction_id).cloned(),
             })
             .collect(),
     }
@@ -304,44 +377,74 @@ fn settle_command(
 }
 
 /// What the service's answer says of each item it names. `None` for an
-/// unknown outcome.
+/// unknown outcome, and for a report with a paid amount that is not one of
+/// its item (see [`paid_outcome`]): an answer that cannot be read whole
+/// settles nothing.
 fn answered_items(
     record: &mut PayoutRecord,
     answer: Result<PayoutReport, PaymentError>,
 ) -> Option<Vec<(TransactionId, ItemOutcome)>> {
-    match answer {
-        Ok(report) => Some(
-            report
-                .items
-                .into_iter()
-                .filter_map(|(tx, status)| match status {
-                    ItemStatus::Paid | ItemStatus::Returned { .. } => Some((tx, ItemOutcome::Paid)),
-                    ItemStatus::Failed { reason } => Some((tx, ItemOutcome::Failed { reason })),
-                    ItemStatus::Pending => None,
-                })
-                .collect(),
-        ),
+    let report = match answer {
+        Ok(report) => report,
         // Definite: nothing was paid, so every unsettled item is released.
         Err(PaymentError::Rejected { reason }) => {
             let reason = format!("payout rejected by the payment service: {reason}");
             record.last_error = Some(reason.clone());
             let failed = ItemOutcome::Failed { reason };
-            Some(
+            return Some(
                 record
                     .unsettled()
                     .map(|i| (i.transaction_id, failed.clone()))
                     .collect(),
-            )
-        }
-        Err(unknown) => {
-            tracing::warn!(
-                error = %unknown,
-                "unknown payout outcome: nothing is released; retried under the same id"
             );
-            record.last_error = Some(unknown.to_string());
-            None
         }
+        Err(unknown) => return unknown_answer(record, unknown),
+    };
+    let mut answered = Vec::with_capacity(report.items.len());
+    for (tx, status) in report.items {
+        let outcome = match status {
+            ItemStatus::Paid | ItemStatus::Returned { .. } => ItemOutcome::Paid,
+            ItemStatus::PartlyPaid { paid } => match partly_paid(record, tx, paid) {
+                Ok(outcome) => outcome,
+                Err(unreadable) => return unknown_answer(record, unreadable),
+            },
+            ItemStatus::Failed { reason } => ItemOutcome::Failed { reason },
+            ItemStatus::Pending => continue,
+        };
+        answered.push((tx, outcome));
     }
+    Some(answered)
+}
+
+/// The outcome of item `tx` reported paid `paid`; an unknown outcome when
+/// it is not a part of the item's amount (or names no item of the payout).
+fn partly_paid(
+    record: &PayoutRecord,
+    tx: TransactionId,
+    paid: rust_decimal::Decimal,
+) -> Result<ItemOutcome, PaymentError> {
+    let item = record.items.iter().find(|i| i.transaction_id == tx);
+    item.and_then(|i| paid_outcome(record.currency, i.amount, paid))
+        .ok_or_else(|| PaymentError::Unknown {
+            reason: format!(
+                "item {tx} reported paid {paid}, not more than 0 and at most its amount: \
+                 the report is not read"
+            ),
+        })
+}
+
+/// An answer that says nothing for sure: nothing is released, and the
+/// payout is retried under the same id.
+fn unknown_answer(
+    record: &mut PayoutRecord,
+    unknown: PaymentError,
+) -> Option<Vec<(TransactionId, ItemOutcome)>> {
+    tracing::warn!(
+        error = %unknown,
+        "unknown payout outcome: nothing is released; retried under the same id"
+    );
+    record.last_error = Some(unknown.to_string());
+    None
 }
 
 /// Applies the service's answer: settles each answered, unsettled item at
