@@ -744,15 +744,12 @@ impl Step<'_> {
     fn ended(&mut self, tx: TransactionId, end: End) -> Option<Open> {
         let seen = match self.tracker.open.remove(&tx) {
             Some(seen) => Some(seen),
-            None => self
-                .seeds
-                .withdrawal(tx, self.lsn - 1)
-                .map(|seed| Open {
-                    currency: seed.currency,
-                    amount: seed.amount,
-                    fee: seed.fee,
-                    paid: seed.paid,
-                }),
+            None => self.seeds.withdrawal(tx, self.lsn - 1).map(|seed| Open {
+                currency: seed.currency,
+                amount: seed.amount,
+                fee: seed.fee,
+                paid: seed.paid,
+            }),
         };
         let Some(mut seen) = seen else {
             self.known = false;

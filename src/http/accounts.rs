@@ -10,7 +10,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{AccountControls, WindowAllowance, WithdrawalAllowance};
 use crate::domain::ids::AccountId;
 use crate::domain::policy::{Freeze, FreezeScope};
 use crate::domain::time::UnixMs;
@@ -19,6 +18,7 @@ use crate::http::details::json_kind;
 use crate::http::error::ApiError;
 use crate::http::openapi::{ControlLiftErrors, ControlWriteErrors, ListErrors};
 use crate::ledger::Ledger;
+use crate::{AccountControls, WindowAllowance, WithdrawalAllowance};
 
 type Answer = Result<HttpResponse, ApiError>;
 

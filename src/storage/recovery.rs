@@ -502,7 +502,7 @@ where
     V: BorrowMut<AccountState> + From<AccountState>,
     S: BuildHasher,
 {
-    if let Some(logged) = event_currency(event) {
+    for logged in event_currencies(event).into_iter().flatten() {
         let configured = currencies
             .get_code(logged.code)
             .map_err(|e| e.to_string())?;
@@ -528,12 +528,20 @@ where
     Ok(())
 }
 
-fn event_currency(event: &Event) -> Option<Currency> {
+/// The currencies (with their decimals) an event carries: its amount's,
+/// and a fee's.
+fn event_currencies(event: &Event) -> [Option<Currency>; 2] {
     match event {
+        Event::WithdrawalRequested {
+            currency, details, ..
+        } => [
+            Some(*currency),
+            details.as_ref().and_then(|d| d.fee).map(|f| f.currency),
+        ],
         Event::Deposited { currency, .. }
-        | Event::WithdrawalRequested { currency, .. }
         | Event::Transferred { currency, .. }
-        | Event::PayoutSubmitted { currency, .. } => Some(*currency),
-        _ => None,
+        | Event::PayoutSubmitted { currency, .. } => [Some(*currency), None],
+        Event::WithdrawalCompleted { fee, .. } => [fee.map(|f| f.currency), None],
+        _ => [None, None],
     }
 }
