@@ -7,9 +7,13 @@
 //!    ├──complete / fail (a caller, external mode: the host paid it)──▶ completed / failed
 //!    └──cancel──▶ cancelled  (only before a payout claims it)
 //! ```
-//! Completed removes the locked amount from the total; failed and cancelled
-//! return it to available; returned (the bank sent a paid withdrawal back)
-//! credits it to available again. Failed, cancelled and returned never
+//! Completed removes the locked amount from the total (a partial completion
+//! only what was paid, the rest returning to available), and moves the fee,
+//! if any, to the fee account; failed and cancelled return amount and fee
+//! to available; returned (the bank sent a paid withdrawal back) credits
+//! what was paid to available again. A pending withdrawal past its expiry
+//! fails with reason `expired` (the engine's sweep asks; never one
+//! processing). Failed, cancelled and returned never
 //! change; completed only to returned. Repeating the update that produced
 //! the current state is a no-op that reports it; any other update is an
 //! invalid transition.
