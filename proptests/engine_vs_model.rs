@@ -1010,8 +1010,10 @@ impl Run {
 
     /// After a reopen: the model's expiries a crash took (`crashed`) are
     /// undone where the engine recovered the withdrawal still pending; what
-    /// the reopened ledger holds is durable from then on.
+    /// the reopened ledger holds is durable from then on. Ids taken by
+    /// nothing logged are free again.
     fn recovered(&mut self, engine: &EngineView, crashed: bool) -> Result<(), TestCaseError> {
+        self.model.reopened();
         for tx in std::mem::take(&mut self.fresh_expiries) {
             let pending = engine.withdrawals.get(&tx).map(|w| w.status) == Some(Status::Pending);
             if crashed && pending && self.model.withdrawals[&tx].expired {

@@ -431,6 +431,8 @@ pub struct Model {
     pub withdrawals: BTreeMap<Tx, WRec>,
     keys: BTreeMap<(Acct, String), (KeyUse, u64)>,
     next_seq: BTreeMap<Acct, u64>,
+    /// The highest id per account that an operation the ledger logged took.
+    logged_seq: BTreeMap<Acct, u64>,
     controls: BTreeMap<Acct, Controls>,
     /// Per account and currency: withdrawals requested at or before this
     /// time are counted by the minute they were requested in (the ledger
@@ -449,6 +451,7 @@ impl Model {
             withdrawals: BTreeMap::new(),
             keys: BTreeMap::new(),
             next_seq: BTreeMap::new(),
+            logged_seq: BTreeMap::new(),
             controls: BTreeMap::new(),
             folded_to: BTreeMap::new(),
             deposited: BTreeMap::new(),
@@ -515,9 +518,21 @@ impl Model {
         }
     }
 
+    /// Operation `seq` of `account` is logged; a key remembers it.
     fn remember(&mut self, account: Acct, key: &Option<String>, used_for: KeyUse, seq: u64) {
+        let logged = self.logged_seq.entry(account).or_default();
+        *logged = (*logged).max(seq);
         if let Some(key) = key {
             self.keys.insert((account, key.clone()), (used_for, seq));
+        }
+    }
+
+    /// The ledger reopened: it knows the ids its log holds (snapshots keep
+    /// only what the log held), so one that a transfer the receiving side
+    /// refused took is free again.
+    pub fn reopened(&mut self) {
+        for (account, next) in self.next_seq.iter_mut() {
+            *next = self.logged_seq.get(account).map_or(1, |seq| seq + 1);
         }
     }
 
