@@ -88,11 +88,11 @@ const FEE_ACCOUNT: Acct = 9;
 /// minor units): tight enough for the generated withdrawals (0.25 to 3 USD,
 /// 0.01 to 0.12 BTC) to meet them; tier `vip` has more, `gold` none.
 const LIMITS: [(&str, Cur, Window, i128); 5] = [
-    ("default", Cur::Usd, Window::Day, 500),
-    ("default", Cur::Usd, Window::Month, 800),
-    ("default", Cur::Btc, Window::Day, 20_000_000),
-    ("vip", Cur::Usd, Window::Day, 1_500),
-    ("vip", Cur::Btc, Window::Month, 30_000_000),
+    ("default", Cur::Usd, Window::Day, 300),
+    ("default", Cur::Usd, Window::Month, 500),
+    ("default", Cur::Btc, Window::Day, 10_000_000),
+    ("vip", Cur::Usd, Window::Day, 600),
+    ("vip", Cur::Btc, Window::Month, 20_000_000),
 ];
 const TIERS: [&str; 4] = ["default", "vip", "gold", "not a tier"];
 /// Longest `expires_in` (the ledger's default, 30 days).
@@ -394,13 +394,13 @@ fn tx_ref() -> impl Strategy<Value = TxRef> {
     ]
 }
 
-/// `pauses`: how often (against 44 for everything else) to wait for the
+/// `pauses`: how often (against 46 for everything else) to wait for the
 /// payout actor's background retries; 0 for never.
 fn op(pauses: u32) -> BoxedStrategy<Op> {
     if pauses == 0 {
         return busy_op().boxed();
     }
-    prop_oneof![44 => busy_op(), pauses => Just(Op::Pause)].boxed()
+    prop_oneof![46 => busy_op(), pauses => Just(Op::Pause)].boxed()
 }
 
 /// A withdrawal's fee: mostly small and valid, in either currency.
@@ -417,7 +417,7 @@ fn fee() -> impl Strategy<Value = FeeSel> {
 fn outcome() -> impl Strategy<Value = OutcomeSel> {
     let paid = prop_oneof![
         6 => (1u8..=4).prop_map(PaidSel::Quarters),
-        1 => Just(PaidSel::MoreThanAll),
+        2 => Just(PaidSel::MoreThanAll),
         1 => Just(PaidSel::Zero),
         1 => Just(PaidSel::Negative),
         1 => Just(PaidSel::TooPrecise),
@@ -438,11 +438,13 @@ fn until() -> impl Strategy<Value = UntilSel> {
 }
 
 fn busy_op() -> impl Strategy<Value = Op> {
-    let expiry = prop::option::weighted(0.3, 0..EXPIRIES_MS.len() as u8);
+    // Mostly the ones that come due within a case.
+    let expiry = prop_oneof![6 => 0u8..=5, 1 => 6..EXPIRIES_MS.len() as u8];
+    let expiry = prop::option::weighted(0.5, expiry);
     prop_oneof![
         9 => (0u8..4, cur_sel(), amount(40), key())
             .prop_map(|(account, cur, amount, key)| Op::Deposit { account, cur, amount, key }),
-        8 => (0u8..4, cur_sel(), amount(12), key(), prop::option::weighted(0.4, fee()), expiry)
+        10 => (0u8..4, cur_sel(), amount(12), key(), prop::option::weighted(0.4, fee()), expiry)
             .prop_map(|(account, cur, amount, key, fee, expiry)| Op::Withdraw {
                 account, cur, amount, key, fee, expiry
             }),
