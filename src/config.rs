@@ -3,6 +3,12 @@
 //! Every queue, batch and count the engine keeps has a limit here, with its
 //! unit in the name. [`Config::for_tests`] makes them small so tests reach
 //! the edges.
+//!
+//! It also holds what the withdrawal rules are configured with — the fee
+//! account, the per-tier withdrawal limits ([`WithdrawalLimit`]), the
+//! longest expiry — which [`Config::policy`] turns into the [`Policy`]
+//! every account is judged by (the rules themselves live in
+//! `domain::account`).
 
 use std::path::PathBuf;
 

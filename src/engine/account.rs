@@ -1,5 +1,7 @@
 //! The account actor: owns one account's state (balances, locks,
-//! withdrawals, idempotency keys) by value, and nothing else.
+//! withdrawals, idempotency keys, and its controls: tier, freeze, limit
+//! usage) by value, and nothing else; it judges commands by the ledger's
+//! shared [`Policy`] (fee account, limits), which it only reads.
 //!
 //! Every change to and every read of a running account is a message to its
 //! actor, handled one at a time, so checks such as "available ≥ amount"

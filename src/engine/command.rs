@@ -21,8 +21,8 @@
 use crate::domain::account::{
     AccountControls, AccountState, Remembered, Settlement, TransferHold, WithdrawalRequest,
 };
-use crate::domain::details::Metadata;
-use crate::domain::event::{Event, Stamped};
+use crate::domain::details::{FeeCollected, Metadata};
+use crate::domain::event::Event;
 use crate::domain::gauges::{Counted, WithdrawalGauges};
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, Units};
@@ -155,7 +155,9 @@ pub enum ControlCommand {
 /// is, and names this account). Sent once those events are durable.
 #[derive(Debug, Clone)]
 pub struct CollectFee {
-    pub completion: Stamped,
+    /// The completion that collected it.
+    pub tx: TransactionId,
+    pub fee: FeeCollected,
 }
 
 /// Any command, for batches that mix them; answers an [`Outcome`].
@@ -486,18 +488,18 @@ impl Job for CollectFee {
         None
     }
 
-    /// Applies the fee account's side of the completion, with the stamp it
-    /// was logged with; nothing to log.
+    /// Applies the fee account's side of the completion; nothing to log.
     fn run(
         self,
         state: &mut AccountState,
         _: &Policy,
         _: UnixMs,
     ) -> Result<((), Option<Event>), LedgerError> {
-        let Stamped { at, event } = self.completion;
-        state.apply(&event, at).map_err(|e| LedgerError::Internal {
-            reason: e.to_string(),
-        })?;
+        state
+            .collect_fee(self.tx, &self.fee)
+            .map_err(|e| LedgerError::Internal {
+                reason: e.to_string(),
+            })?;
         Ok(((), None))
     }
 }

@@ -1,7 +1,10 @@
 //! The edge: what a caller asks, validated and turned into the commands
 //! accounts run. Currencies are resolved against the ledger's registry,
-//! amounts converted to minor units (or refused), sizes checked; nothing
-//! here reads any account.
+//! amounts converted to minor units (or refused), sizes checked (reasons,
+//! metadata, destinations, expiries); nothing here reads any account. The
+//! one amount it cannot convert is a partial completion's paid amount: it
+//! is in the withdrawal's currency, which only its account knows, so it
+//! travels as a decimal and the account checks it.
 
 use rust_decimal::Decimal;
 

@@ -197,11 +197,8 @@ impl ShardLog {
         if let Some((tx, at)) = expiry_of(&event.event) {
             self.expiries.borrow_mut().note(tx, at);
         }
-        if let Some(to) = fee_account_of(&event.event) {
-            let credit = CollectFee {
-                completion: event.clone(),
-            };
-            self.fee_credits.borrow_mut().push((to, credit));
+        if let Some(credit) = fee_credit_of(&event.event) {
+            self.fee_credits.borrow_mut().push((credit.fee.to, credit));
         }
         if self.journal.is_logged() {
             self.events.borrow_mut().push(event);
@@ -271,13 +268,13 @@ fn expiry_of(event: &Event) -> Option<(TransactionId, UnixMs)> {
     }
 }
 
-/// The fee account a completion credits, if it is not the withdrawal's
-/// own account (whose side of the event already applied it).
-fn fee_account_of(event: &Event) -> Option<AccountId> {
+/// The fee credit a completion makes, if its fee account is not the
+/// withdrawal's own account (whose side of the event already applied it).
+fn fee_credit_of(event: &Event) -> Option<CollectFee> {
     match event {
         Event::WithdrawalCompleted {
             tx, fee: Some(fee), ..
-        } if fee.to != tx.account() => Some(fee.to),
+        } if fee.to != tx.account() => Some(CollectFee { tx: *tx, fee: *fee }),
         _ => None,
     }
 }

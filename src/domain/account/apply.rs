@@ -152,7 +152,7 @@ impl AccountState {
         at: UnixMs,
     ) -> Result<CurrencyCode, Refusal> {
         mint(self.entry_mut(currency), amount)?;
-        let used_for = KeyUse::deposit(currency.code, amount, metadata.as_deref());
+        let used_for = || KeyUse::deposit(currency.code, amount, metadata.as_deref());
         self.note_transaction(tx, key, used_for, at);
         Ok(currency.code)
     }
@@ -199,7 +199,7 @@ impl AccountState {
             }),
         };
         self.withdrawals.insert_at(slot, tx.sequence(), record);
-        let used_for = KeyUse::withdrawal(currency.code, amount, details, at);
+        let used_for = || KeyUse::withdrawal(currency.code, amount, details, at);
         self.note_transaction(tx, key, used_for, at);
         self.count_withdrawal(currency.code, at, amount);
         Ok((currency.code, fee.map(|f| f.currency.code)))
@@ -276,6 +276,24 @@ impl AccountState {
         Ok((touched, fee.map(|f| f.currency.code)))
     }
 
+    /// The fee account's side of completion `tx`, live: its fee is
+    /// credited, as [`apply`](Self::apply) does with the completion's event
+    /// (which replay applies), without handing the whole event around.
+    pub fn collect_fee(&mut self, tx: TransactionId, fee: &FeeCollected) -> Result<(), ApplyError> {
+        let account = self.id;
+        let fail = |reason: String| ApplyError {
+            account,
+            event: format!("fee {fee:?} of {tx}"),
+            reason,
+        };
+        if fee.to != self.id || tx.account() == self.id {
+            return Err(fail("the fee is not for this account".into()));
+        }
+        let currency = self.fee_received(fee).map_err(|r| fail(r.to_string()))?;
+        self.check_balance(currency)
+            .map_err(|violation| fail(format!("applying it broke an invariant: {violation}")))
+    }
+
     /// The fee account's side of a completion: the fee is credited.
     fn fee_received(&mut self, fee: &FeeCollected) -> Result<CurrencyCode, Refusal> {
         let entry = self.entry_mut(fee.currency);
@@ -347,7 +365,7 @@ impl AccountState {
             return Err("available is below the transfer amount");
         }
         entry.available -= amount;
-        let used_for = KeyUse::transfer(to, currency.code, amount, metadata.as_deref());
+        let used_for = || KeyUse::transfer(to, currency.code, amount, metadata.as_deref());
         self.note_transaction(tx, key, used_for, at);
         Ok(currency.code)
     }
@@ -404,13 +422,13 @@ impl AccountState {
         &mut self,
         tx: TransactionId,
         key: &Option<IdempotencyKey>,
-        used_for: KeyUse,
+        used_for: impl FnOnce() -> KeyUse,
         at: UnixMs,
     ) {
         self.next_sequence = self.next_sequence.max(tx.sequence().saturating_add(1));
         if let Some(key) = key {
             let record = KeyRecord {
-                used_for,
+                used_for: used_for(),
                 tx,
                 in_flight: false,
                 first_used: at,

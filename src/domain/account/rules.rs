@@ -73,7 +73,7 @@ impl AccountState {
         at: UnixMs,
     ) -> Result<Effect<Deposit>, LedgerError> {
         let metadata = metadata.boxed();
-        let used_for = KeyUse::deposit(currency.code, amount, metadata.as_deref());
+        let used_for = || KeyUse::deposit(currency.code, amount, metadata.as_deref());
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(Effect {
                 output: self.deposit_receipt(tx, currency, amount, metadata.as_deref()),
@@ -141,7 +141,7 @@ impl AccountState {
         }
         details.expires_at = expires_in.map(|ms| UnixMs::from_millis(at.as_millis() + ms));
         let details = details.boxed();
-        let used_for = KeyUse::withdrawal(currency.code, amount, details.as_deref(), at);
+        let used_for = || KeyUse::withdrawal(currency.code, amount, details.as_deref(), at);
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(Effect {
                 output: self.first_result(tx, currency, amount, details),
@@ -451,22 +451,30 @@ impl AccountState {
     pub(super) fn replayed_key(
         &self,
         key: Option<&IdempotencyKey>,
-        used_for: KeyUse,
+        used_for: impl FnOnce() -> KeyUse,
     ) -> Result<Option<TransactionId>, LedgerError> {
         let Some(key) = key else { return Ok(None) };
-        match self.idempotency.get(key) {
-            None if self.key_expired(key) => Err(LedgerError::IdempotencyKeyExpired {
+        let Some(record) = self.idempotency.get(key) else {
+            if self.key_expired(key) {
+                return Err(LedgerError::IdempotencyKeyExpired {
+                    key: key.to_string(),
+                });
+            }
+            return Ok(None);
+        };
+        // What the use carried is fingerprinted (SHA-256) only here, when
+        // a key was given and used before: unkeyed operations never pay it.
+        if record.used_for != used_for() {
+            return Err(LedgerError::IdempotencyConflict {
                 key: key.to_string(),
-            }),
-            None => Ok(None),
-            Some(record) if record.used_for != used_for => Err(LedgerError::IdempotencyConflict {
-                key: key.to_string(),
-            }),
-            Some(record) if record.in_flight => Err(LedgerError::IdempotencyInProgress {
-                key: key.to_string(),
-            }),
-            Some(record) => Ok(Some(record.tx)),
+            });
         }
+        if record.in_flight {
+            return Err(LedgerError::IdempotencyInProgress {
+                key: key.to_string(),
+            });
+        }
+        Ok(Some(record.tx))
     }
 
     pub(super) fn take_transaction_id(&mut self) -> TransactionId {

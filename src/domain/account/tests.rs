@@ -752,3 +752,34 @@ fn replay_takes_a_forgotten_withdrawal_back_for_its_return_as_the_return_found_i
         .is_err());
     assert_eq!(copy, before);
 }
+
+/// The fee account's live credit ([`AccountState::collect_fee`]) leaves it
+/// as replaying the completion's event does; a fee for another account, or
+/// one from the account itself, is refused and changes nothing.
+#[test]
+fn a_collected_fee_credits_the_fee_account_as_replaying_its_completion_does() {
+    use crate::domain::details::FeeCollected;
+    let tx = TransactionId::new(7, 3);
+    let fee = FeeCollected {
+        to: 99,
+        currency: usd(),
+        amount: 125,
+    };
+    let mut live = AccountState::new(99);
+    live.collect_fee(tx, &fee).unwrap();
+    let mut replayed = AccountState::new(99);
+    let completion = Event::WithdrawalCompleted {
+        tx,
+        paid: None,
+        fee: Some(fee),
+    };
+    replayed.apply(&completion, T).unwrap();
+    assert_eq!(live.balance(usd()), replayed.balance(usd()));
+    assert_eq!(live.balance(usd()).available, 125);
+
+    let before = live.clone();
+    let elsewhere = FeeCollected { to: 98, ..fee };
+    assert!(live.collect_fee(tx, &elsewhere).is_err());
+    assert!(live.collect_fee(TransactionId::new(99, 1), &fee).is_err());
+    assert_eq!(live, before);
+}

@@ -53,7 +53,7 @@ impl AccountState {
         at: UnixMs,
     ) -> Result<TransferHold, LedgerError> {
         let metadata = metadata.boxed();
-        let used_for = KeyUse::transfer(to, currency.code, amount, metadata.as_deref());
+        let used_for = || KeyUse::transfer(to, currency.code, amount, metadata.as_deref());
         if let Some(tx) = self.replayed_key(key.as_ref(), used_for)? {
             return Ok(TransferHold::Replayed(Transfer {
                 transaction_id: tx,
@@ -73,7 +73,7 @@ impl AccountState {
         if let Some(key) = &key {
             // Dated when the transfer's event is applied.
             let record = KeyRecord {
-                used_for,
+                used_for: used_for(),
                 tx,
                 in_flight: true,
                 first_used: UnixMs::UNKNOWN,
