@@ -541,6 +541,45 @@ async fn a_pending_withdrawal_past_its_expiry_fails_expired_and_releases_its_fun
     .await;
 }
 
+/// Expiry does not wait for the idle sweep (here an hour away, never
+/// reached): each shard keeps an alarm on its earliest expiry, and a
+/// request expiring sooner than the one the alarm waits for re-arms it.
+#[tokio::test]
+async fn a_withdrawal_fails_as_its_expiry_comes_not_at_the_next_sweep() {
+    let clock = ManualClock::new();
+    let config = Config {
+        clock: clock.shared(),
+        account_idle_sweep_ms: 3_600_000,
+        ..config()
+    };
+    let expiring_in = |secs| WithdrawalOptions {
+        expires_in: Some(Duration::from_secs(secs)),
+        ..WithdrawalOptions::default()
+    };
+    with_ledger(config, |ledger| async move {
+        ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+        let later = withdraw(&ledger, 1, "10", expiring_in(60)).await.unwrap();
+        let sooner = withdraw(&ledger, 1, "20", expiring_in(10)).await.unwrap();
+        let is_failed = |w: &Withdrawal| w.status != WithdrawalStatus::Pending;
+        let expired = WithdrawalStatus::Failed {
+            reason: EXPIRED_REASON.into(),
+        };
+
+        clock.advance(Duration::from_secs(10));
+        let first = read_until(&ledger, sooner.transaction_id, is_failed).await;
+        assert_eq!(first.status, expired, "the sooner one fails at its time");
+        let waiting = ledger.withdrawal(later.transaction_id).await.unwrap();
+        assert_eq!(waiting.status, WithdrawalStatus::Pending, "not yet due");
+        assert_balance(&ledger, 1, "USD", ["90", "10", "100"]).await;
+
+        clock.advance(Duration::from_secs(50));
+        let second = read_until(&ledger, later.transaction_id, is_failed).await;
+        assert_eq!(second.status, expired);
+        assert_balance(&ledger, 1, "USD", ["100", "0", "100"]).await;
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Partial completion
 // ---------------------------------------------------------------------------

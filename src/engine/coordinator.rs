@@ -25,7 +25,8 @@
 //! one the account forgot is answered from the history (see
 //! [`recall`]), idempotency keys past their retention expire, and pending
 //! withdrawals past their `expires_in` fail, each as a logged event (see
-//! [`key_expiry`] and [`expiry`]).
+//! [`key_expiry`] and [`expiry`]); an alarm on the shard's earliest expiry
+//! fails those as they come due, between sweeps.
 //!
 //! It also answers the shard's gauges (accounts, running actors, and the
 //! withdrawal tallies its shard log keeps), without reading any account.
@@ -228,9 +229,36 @@ impl Coordinator {
         ctx.spawn(actix::fut::wrap_future::<_, Self>(settled));
     }
 
+    /// Fails pending withdrawals as their expiry comes: waits, on the
+    /// ledger's clock, for the shard's earliest expiry or for a sooner one
+    /// to be noted, expires what is then due and re-arms (see [`expiry`]).
+    /// With no expiry noted it sets no timer, only waits to hear of one.
+    fn arm_expiry_alarm(&self, ctx: &mut Context<Self>) {
+        let (next, sooner) = self.log.next_expiry();
+        let ring = next.map(|at| {
+            let now = self.clock.unix_ms();
+            let wait = at.as_millis().saturating_sub(now);
+            self.clock.sleep(Duration::from_millis(wait))
+        });
+        let alarm = async move {
+            let noted = Box::pin(sooner.notified());
+            match ring {
+                Some(ring) => drop(futures_util::future::select(ring, noted).await),
+                None => noted.await,
+            }
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(alarm).map(|(), coordinator, ctx| {
+                coordinator.expire_withdrawals(ctx);
+                coordinator.arm_expiry_alarm(ctx);
+            }),
+        );
+    }
+
     /// Retires idle actors, forgets finished withdrawals before the
     /// horizon, expires idempotency keys and pending withdrawals every
-    /// sweep interval, on the ledger's clock.
+    /// sweep interval, on the ledger's clock (the expiry alarm fails
+    /// withdrawals as they come due; the sweep is its backstop).
     fn arm_sweep(&self, ctx: &mut Context<Self>) {
         let tick = self.clock.sleep(self.account_idle_sweep);
         ctx.spawn(
@@ -252,6 +280,7 @@ impl Actor for Coordinator {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.arm_sweep(ctx);
+        self.arm_expiry_alarm(ctx);
     }
 }
 

@@ -5,16 +5,18 @@
 //!
 //! Each shard keeps [`Expiries`]: the withdrawals of its accounts that
 //! carry an expiry, by time. The shard log notes each new one as its
-//! request event is recorded; a coordinator starting on recovered
-//! accounts notes theirs. On the shard's idle sweep (every
-//! `Config::account_idle_sweep_ms` on the injected clock) the coordinator
-//! takes those due and sends each account a [`WithdrawalCommand::Expire`]
-//! job per withdrawal, as upkeep, then [`settle`] flushes the log. A
-//! withdrawal claimed, settled or cancelled meanwhile is left as it is
-//! (the job changes nothing). So a withdrawal fails at most one sweep
-//! interval after its expiry, as a logged event: replay agrees, and a
-//! crash before the flush only delays the failure to the next sweep after
-//! restart.
+//! request event is recorded (and says so when it expires before every
+//! other one noted); a coordinator starting on recovered accounts notes
+//! theirs. The coordinator keeps an alarm on the injected clock for the
+//! shard's earliest expiry, re-armed sooner when a sooner one is noted;
+//! when it rings (and, as a backstop, on every idle sweep) the
+//! coordinator takes those due and sends each account a
+//! [`WithdrawalCommand::Expire`] job per withdrawal, as upkeep, then
+//! [`settle`] flushes the log. A withdrawal claimed, settled or cancelled
+//! meanwhile is left as it is (the job changes nothing). So a withdrawal
+//! fails as its expiry comes, as a logged event: replay agrees, and a
+//! crash before the flush only delays the failure to the alarm after
+//! restart (recovered expiries already due ring at once).
 
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -46,8 +48,17 @@ impl Expiries {
         Self { due }
     }
 
-    pub fn note(&mut self, tx: TransactionId, at: UnixMs) {
+    /// Notes that `tx` expires at `at`; true when that is before every
+    /// expiry noted so far (an alarm set for the earliest must ring sooner).
+    pub fn note(&mut self, tx: TransactionId, at: UnixMs) -> bool {
+        let sooner = self.next().is_none_or(|next| at < next);
         self.due.insert((at, tx));
+        sooner
+    }
+
+    /// The earliest expiry noted and not yet taken.
+    pub fn next(&self) -> Option<UnixMs> {
+        self.due.first().map(|&(at, _)| at)
     }
 
     #[cfg(test)]
@@ -115,5 +126,25 @@ mod tests {
         assert!(expiries.take_due(at(100)).is_empty());
         assert_eq!(expiries.take_due(at(101)).len(), 1);
         assert!(expiries.is_empty());
+    }
+
+    #[test]
+    fn a_note_says_whether_it_is_the_earliest_for_the_alarm() {
+        let mut expiries = Expiries::default();
+        let at = UnixMs::from_millis;
+        assert_eq!(expiries.next(), None);
+        assert!(
+            expiries.note(TransactionId::new(1, 1), at(100)),
+            "the first"
+        );
+        assert!(!expiries.note(TransactionId::new(1, 2), at(150)), "later");
+        assert!(
+            !expiries.note(TransactionId::new(1, 3), at(100)),
+            "as early"
+        );
+        assert!(expiries.note(TransactionId::new(1, 4), at(40)), "sooner");
+        assert_eq!(expiries.next(), Some(at(40)));
+        expiries.take_due(at(100));
+        assert_eq!(expiries.next(), Some(at(150)));
     }
 }

@@ -40,6 +40,7 @@
 
 use std::cell::{OnceCell, RefCell, RefMut};
 use std::future::Future;
+use std::rc::Rc;
 
 use actix::Recipient;
 
@@ -58,6 +59,7 @@ use crate::engine::stamp::Stamper;
 use crate::error::LedgerError;
 use crate::storage::journal::Journal;
 use crate::storage::wal::BATCH_EVENTS_MAX;
+use tokio::sync::Notify;
 
 /// Shared (through an `Rc`) by a shard's coordinator and its account actors;
 /// never leaves the shard's thread.
@@ -80,6 +82,9 @@ pub struct ShardLog {
     fee_router: OnceCell<Router>,
     /// The shard's withdrawals that carry an expiry (see `expiry.rs`).
     expiries: RefCell<Expiries>,
+    /// Told when a withdrawal expiring before every other one is noted:
+    /// the coordinator's expiry alarm then re-arms sooner.
+    sooner_expiry: Rc<Notify>,
     payouts: Option<Recipient<WithdrawalQueued>>,
     /// The shard's withdrawals by currency and status, as applied in memory.
     gauges: RefCell<WithdrawalGauges>,
@@ -107,6 +112,7 @@ impl ShardLog {
             fee_credits: RefCell::new(Vec::new()),
             fee_router: OnceCell::new(),
             expiries: RefCell::new(Expiries::default()),
+            sooner_expiry: Rc::new(Notify::new()),
             payouts,
             gauges: RefCell::new(gauges),
             shard,
@@ -178,6 +184,14 @@ impl ShardLog {
     /// The withdrawals of recovered accounts that carry an expiry.
     pub fn note_expiries(&self, expiries: Expiries) {
         *self.expiries.borrow_mut() = expiries;
+        self.sooner_expiry.notify_one();
+    }
+
+    /// The earliest expiry not yet taken, and what tells of a sooner one
+    /// (the coordinator's alarm waits for either).
+    pub fn next_expiry(&self) -> (Option<UnixMs>, Rc<Notify>) {
+        let next = self.expiries.borrow().next();
+        (next, Rc::clone(&self.sooner_expiry))
     }
 
     /// The expiry jobs due at `now` (see `expiry.rs`).
@@ -195,7 +209,9 @@ impl ShardLog {
     /// nothing; fee credits are still made.
     pub fn record(&self, event: Stamped) {
         if let Some((tx, at)) = expiry_of(&event.event) {
-            self.expiries.borrow_mut().note(tx, at);
+            if self.expiries.borrow_mut().note(tx, at) {
+                self.sooner_expiry.notify_one();
+            }
         }
         if let Some(credit) = fee_credit_of(&event.event) {
             self.fee_credits.borrow_mut().push((credit.fee.to, credit));
