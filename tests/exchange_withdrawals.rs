@@ -537,6 +537,7 @@ async fn a_pending_withdrawal_past_its_expiry_fails_expired_and_releases_its_fun
                 "{bad:?}"
             );
         }
+        assert_balance(&ledger, 1, "USD", ["80", "20", "100"]).await;
     })
     .await;
 }
