@@ -373,7 +373,9 @@ impl Ledger {
     }
 
     /// Copies out every account and checks the invariants over them. Meant
-    /// for a quiet ledger: transfers in flight show up as violations.
+    /// for a quiet ledger: transfers in flight, and completed withdrawals'
+    /// fees on their way to the fee account (credited a moment after the
+    /// completion is durable), show up as violations.
     #[tracing::instrument(level = "debug", name = "ledger.audit", skip_all)]
     pub async fn audit(&self) -> Result<Audit, LedgerError> {
         let mut checked = audit(&self.account_states().await?);

@@ -13,6 +13,12 @@
 //! minute longer than 30 days: never less), and past 30 days nothing.
 //! Entries move from the day to the buckets only when a request is applied,
 //! at its logged time, so replay rebuilds exactly the same entries.
+//!
+//! A check costs what aged out of its window since the account's last
+//! request, not how many requests the window holds: each part keeps its
+//! total, so a check subtracts the (few) entries that no longer count —
+//! an account withdrawing thousands of times a day is checked as fast as
+//! one withdrawing once.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +35,7 @@ pub struct Usage {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredCurrencyUsage")]
 struct CurrencyUsage {
     currency: CurrencyCode,
     /// Requests of the last day: (request time, amount still counted), by
@@ -38,6 +45,34 @@ struct CurrencyUsage {
     minutes: Vec<(UnixMs, Units)>,
     /// Requests at or before this moved to `minutes`.
     folded_to: UnixMs,
+    /// The sums of `day`'s and of `minutes`' amounts, kept with them (not
+    /// stored: rebuilt when read back).
+    #[serde(skip)]
+    day_total: Units,
+    #[serde(skip)]
+    minutes_total: Units,
+}
+
+/// [`CurrencyUsage`] as snapshots keep it (format v7).
+#[derive(Deserialize)]
+struct StoredCurrencyUsage {
+    currency: CurrencyCode,
+    day: Vec<(UnixMs, Units)>,
+    minutes: Vec<(UnixMs, Units)>,
+    folded_to: UnixMs,
+}
+
+impl From<StoredCurrencyUsage> for CurrencyUsage {
+    fn from(stored: StoredCurrencyUsage) -> Self {
+        Self {
+            day_total: total(&stored.day),
+            minutes_total: total(&stored.minutes),
+            currency: stored.currency,
+            day: stored.day,
+            minutes: stored.minutes,
+            folded_to: stored.folded_to,
+        }
+    }
 }
 
 impl Usage {
@@ -50,6 +85,7 @@ impl Usage {
     pub fn add(&mut self, currency: CurrencyCode, at: UnixMs, amount: Units) {
         let usage = self.of_mut(currency);
         usage.fold(at);
+        usage.day_total = usage.day_total.saturating_add(amount);
         match usage.day.last_mut() {
             Some((time, counted)) if *time == at => *counted = counted.saturating_add(amount),
             _ => usage.day.push((at, amount)),
@@ -64,14 +100,20 @@ impl Usage {
             return;
         };
         let usage = &mut self.currencies[index];
-        let (entries, key) = if created_at <= usage.folded_to {
-            (&mut usage.minutes, minute_of(created_at))
+        let (entries, total, key) = if created_at <= usage.folded_to {
+            (
+                &mut usage.minutes,
+                &mut usage.minutes_total,
+                minute_of(created_at),
+            )
         } else {
-            (&mut usage.day, created_at)
+            (&mut usage.day, &mut usage.day_total, created_at)
         };
         if let Ok(found) = entries.binary_search_by_key(&key, |&(time, _)| time) {
             let counted = &mut entries[found].1;
-            *counted = counted.saturating_sub(amount).max(0);
+            let left = counted.saturating_sub(amount).max(0);
+            *total = total.saturating_sub(*counted - left);
+            *counted = left;
             if *counted == 0 {
                 entries.remove(found);
             }
@@ -88,22 +130,14 @@ impl Usage {
             return 0;
         };
         let since = at.as_millis().saturating_sub(window.millis());
-        let in_day: Units = usage
-            .day
-            .iter()
-            .filter(|(time, _)| time.as_millis() > since)
-            .map(|&(_, amount)| amount)
-            .sum();
+        let in_day = counted_since(&usage.day, usage.day_total, |time| time.as_millis() > since);
         if window == Window::Day {
             return in_day;
         }
-        let in_minutes: Units = usage
-            .minutes
-            .iter()
-            .filter(|(start, _)| start.as_millis() + MINUTE_MS > since)
-            .map(|&(_, amount)| amount)
-            .sum();
-        in_day + in_minutes
+        let in_minutes = counted_since(&usage.minutes, usage.minutes_total, |start| {
+            start.as_millis() + MINUTE_MS > since
+        });
+        in_day.saturating_add(in_minutes)
     }
 
     fn of_mut(&mut self, currency: CurrencyCode) -> &mut CurrencyUsage {
@@ -115,6 +149,8 @@ impl Usage {
                     day: Vec::new(),
                     minutes: Vec::new(),
                     folded_to: UnixMs::UNKNOWN,
+                    day_total: 0,
+                    minutes_total: 0,
                 });
                 self.currencies.len() - 1
             }
@@ -132,6 +168,8 @@ impl CurrencyUsage {
             .day
             .partition_point(|(time, _)| time.as_millis() <= day_start);
         for (time, amount) in self.day.drain(..aged) {
+            self.day_total = self.day_total.saturating_sub(amount);
+            self.minutes_total = self.minutes_total.saturating_add(amount);
             let minute = minute_of(time);
             match self.minutes.last_mut() {
                 Some((start, counted)) if *start == minute => {
@@ -145,7 +183,32 @@ impl CurrencyUsage {
         let gone = self
             .minutes
             .partition_point(|(start, _)| start.as_millis() + MINUTE_MS <= month_start);
-        self.minutes.drain(..gone);
+        for (_, amount) in self.minutes.drain(..gone) {
+            self.minutes_total = self.minutes_total.saturating_sub(amount);
+        }
+    }
+}
+
+/// The sum of `entries`' amounts.
+fn total(entries: &[(UnixMs, Units)]) -> Units {
+    entries
+        .iter()
+        .fold(0, |sum: Units, &(_, amount)| sum.saturating_add(amount))
+}
+
+/// The sum of the amounts of `entries` (by time, summing to
+/// `total_of_all`) whose time `counts`. Those that do not are a prefix (aged out of the window):
+/// whichever side is shorter is summed.
+fn counted_since(
+    entries: &[(UnixMs, Units)],
+    total_of_all: Units,
+    counts: impl Fn(UnixMs) -> bool,
+) -> Units {
+    let aged = entries.partition_point(|&(time, _)| !counts(time));
+    if aged <= entries.len() / 2 {
+        total_of_all.saturating_sub(total(&entries[..aged]))
+    } else {
+        total(&entries[aged..])
     }
 }
 
@@ -205,6 +268,68 @@ mod tests {
         assert_eq!(usage.used(usd(), Window::Day, at(t0 + 2 * DAY)), 0);
         usage.remove(usd(), at(t0), 10);
         assert!(usage.is_empty(), "{usage:?}");
+    }
+
+    /// What `used` answers, summed from every entry (the definition the
+    /// kept totals must agree with).
+    fn used_by_summing(usage: &Usage, window: Window, at: UnixMs) -> Units {
+        let Some(u) = usage.currencies.iter().find(|u| u.currency == usd()) else {
+            return 0;
+        };
+        let since = at.as_millis().saturating_sub(window.millis());
+        let in_day: Units = (u.day.iter())
+            .filter(|(time, _)| time.as_millis() > since)
+            .map(|&(_, amount)| amount)
+            .sum();
+        let in_minutes: Units = (u.minutes.iter())
+            .filter(|(start, _)| start.as_millis() + MINUTE_MS > since)
+            .map(|&(_, amount)| amount)
+            .sum();
+        match window {
+            Window::Day => in_day,
+            Window::Month => in_day + in_minutes,
+        }
+    }
+
+    #[test]
+    fn kept_totals_answer_what_summing_every_entry_does_and_survive_a_snapshot() {
+        let mut usage = Usage::default();
+        let mut requested: Vec<(UnixMs, Units)> = Vec::new();
+        let mut seed: u64 = 7;
+        let mut next = |bound: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % bound
+        };
+        let mut now = 10 * DAY;
+        for _ in 0..3_000 {
+            // Steps from a millisecond to two days: requests pile up within
+            // a day, fold into minutes and age past the month.
+            now += match next(4) {
+                0 => 1,
+                1 => next(60_000),
+                2 => next(6 * HOUR),
+                _ => next(2 * DAY),
+            };
+            let amount = Units::from(next(1_000) + 1);
+            if next(4) == 0 && !requested.is_empty() {
+                let (created_at, amount) = requested[next(requested.len() as u64) as usize];
+                usage.remove(usd(), created_at, amount / 2 + 1);
+            } else {
+                usage.add(usd(), at(now), amount);
+                requested.push((at(now), amount));
+            }
+            for window in [Window::Day, Window::Month] {
+                for later in [0, next(3 * DAY)] {
+                    let when = at(now + later);
+                    let expected = used_by_summing(&usage, window, when);
+                    assert_eq!(usage.used(usd(), window, when), expected, "{window:?}");
+                }
+            }
+        }
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(&usage, config).unwrap();
+        let (read, _): (Usage, _) = bincode::serde::decode_from_slice(&bytes, config).unwrap();
+        assert_eq!(read, usage, "the totals are rebuilt as they were kept");
     }
 
     #[test]
