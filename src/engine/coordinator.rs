@@ -362,8 +362,9 @@ impl Handler<CollectFees> for Coordinator {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: CollectFees, _ctx: &mut Self::Context) -> Self::Result {
-        let count = msg.credits.len();
-        let mut grouping = Grouping::with_capacity(count);
+        // Sized for one account, not one per credit: the credits of a
+        // round almost always go to the one fee account.
+        let mut grouping = Grouping::with_capacity(1);
         for (position, (to, credit)) in msg.credits.into_iter().enumerate() {
             grouping.push(to, (position, credit));
         }
