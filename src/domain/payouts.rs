@@ -217,6 +217,11 @@ pub struct PayoutRecord {
 }
 
 impl PayoutRecord {
+    /// Its item for withdrawal `tx`, if it carries it.
+    pub fn item(&self, tx: TransactionId) -> Option<&PayoutRecordItem> {
+        self.items.iter().find(|i| i.transaction_id == tx)
+    }
+
     /// A payout whose items have no answer yet.
     pub fn new(
         payout_id: u64,

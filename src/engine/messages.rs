@@ -9,8 +9,9 @@
 //! counts, operator resolutions). Coordinators forward to account actors
 //! ([`RunCommands`](crate::engine::round::RunCommands), [`Read`],
 //! [`Retire`]) and ask each other to credit transfers
-//! ([`ReceiveTransfers`]) and collected fees ([`CollectFees`]); the payout actor claims and settles items
-//! through the router, as `Settler::Payout`. Inputs here are already
+//! ([`ReceiveTransfers`]) and collected fees ([`CollectFees`]); the
+//! payout actor claims and settles items through the router, as
+//! `Settler::Payout`. Inputs here are already
 //! validated at the edge: currencies resolved, amounts in minor units.
 
 use actix::prelude::*;

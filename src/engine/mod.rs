@@ -24,7 +24,8 @@
 //!   names it;
 //! - `key_expiry`: when idempotency keys past their retention expire (a
 //!   logged event, on the shard's idle sweep); `expiry`: when pending
-//!   withdrawals past their `expires_in` fail (likewise);
+//!   withdrawals past their `expires_in` fail (a logged event, on an alarm
+//!   for the shard's earliest expiry, the sweep as backstop);
 //! - `payout`: the payout actor;
 //! - `startup`: opening the data folder and spawning the engine's threads
 //!   and actors; `shutdown`: stopping them;

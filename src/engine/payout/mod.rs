@@ -469,9 +469,7 @@ impl PayoutActor {
             .get(&payout_id)
             .ok_or(LedgerError::UnknownPayout { payout_id })?;
         let item = record
-            .items
-            .iter()
-            .find(|i| i.transaction_id == transaction_id)
+            .item(transaction_id)
             .ok_or(LedgerError::NotInPayout {
                 payout_id,
                 transaction_id,

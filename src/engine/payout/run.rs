@@ -96,9 +96,7 @@ fn resolution_outcome(
 ) -> Result<ItemOutcome, LedgerError> {
     let (payout_id, transaction_id) = (msg.payout_id, msg.tx);
     let item = record
-        .items
-        .iter()
-        .find(|i| i.transaction_id == transaction_id)
+        .item(transaction_id)
         .ok_or(LedgerError::NotInPayout {
             payout_id,
             transaction_id,
@@ -423,7 +421,7 @@ fn partly_paid(
     tx: TransactionId,
     paid: rust_decimal::Decimal,
 ) -> Result<ItemOutcome, PaymentError> {
-    let item = record.items.iter().find(|i| i.transaction_id == tx);
+    let item = record.item(tx);
     item.and_then(|i| paid_outcome(record.currency, i.amount, paid))
         .ok_or_else(|| PaymentError::Unknown {
             reason: format!(
@@ -533,11 +531,7 @@ async fn log_mismatches(
             .mismatches
             .iter()
             .any(|m| m.transaction_id == tx && !m.reported.contradicts(&reported));
-        let settled = record
-            .items
-            .iter()
-            .find(|i| i.transaction_id == tx)
-            .and_then(|i| i.outcome.clone());
+        let settled = record.item(tx).and_then(|i| i.outcome.clone());
         let Some(settled) = settled.filter(|_| !known) else {
             continue;
         };
