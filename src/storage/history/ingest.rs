@@ -7,8 +7,9 @@
 //!
 //! A store batch may hold each key once (its writes share one sequence
 //! number), so the changes are first collapsed: per withdrawal and per
-//! payout, what the store held before the run and the last row; entries
-//! and transactions, last one per key. Only then are keys written: the
+//! payout, what the store held before the run and the last row; an
+//! event's entries, one key per balance holding its parts
+//! ([`schema::encode_entry`]); transactions, last one per key. Only then are keys written: the
 //! index keys the stored row had and the last row lacks are removed, those
 //! it lacks are added, the others left alone (a withdrawal created and
 //! completed in one run is one row, one status key, no removal).
@@ -28,7 +29,7 @@ use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
 use super::error::HistoryError;
-use super::rows::{Change, PayoutRow, WithdrawalIndex, WithdrawalRow};
+use super::rows::{Change, EntryRow, PayoutRow, WithdrawalIndex, WithdrawalRow};
 use super::schema::{self, Ks};
 use super::HistoryStore;
 
@@ -80,23 +81,19 @@ impl HistoryStore {
 
     /// Applies the changes of the log batches ending at `lsn`, atomically
     /// with the watermark; skipped if `lsn` is at or below it. Not fsynced.
-    pub fn ingest(&self, lsn: u64, changes: &[Change]) -> Result<IngestReport, HistoryError> {
+    pub fn ingest<'c>(
+        &self,
+        lsn: u64,
+        changes: impl IntoIterator<Item = &'c Change>,
+    ) -> Result<IngestReport, HistoryError> {
         let _one_writer = self.ingest_lock.lock();
         if lsn <= self.applied_lsn()? {
             return Ok(IngestReport::default());
         }
-        let mut run = Run::new(self);
         let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
+        let mut run = Run::new(self, trust);
         for change in changes {
-            match change {
-                Change::WithdrawalFrom { row, .. } if !trust => {
-                    run.apply(&Change::Withdrawal(row.clone()))?
-                }
-                Change::PayoutFrom { row, .. } if !trust => {
-                    run.apply(&Change::Payout(row.clone()))?
-                }
-                change => run.apply(change)?,
-            }
+            run.apply(change)?;
         }
         let missing = run.missing;
         run.commit(lsn)?;
@@ -138,8 +135,14 @@ impl Indexed {
 }
 
 /// The changes of one ingest, collapsed per row.
-struct Run<'s> {
+struct Run<'s, 'c> {
     store: &'s HistoryStore,
+    /// Whether a `…From` change's "before" is trusted (the store is not
+    /// marked incomplete); if not, the stored row is read as for the others.
+    trust: bool,
+    /// The entries of the event read last (an event's changes come
+    /// together), written once the next event's come ([`Run::write_entries`]).
+    event_entries: Vec<&'c EntryRow>,
     withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
     payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
     /// Entries and transactions; the last of equal keys wins.
@@ -147,10 +150,12 @@ struct Run<'s> {
     missing: usize,
 }
 
-impl<'s> Run<'s> {
-    fn new(store: &'s HistoryStore) -> Self {
+impl<'s, 'c> Run<'s, 'c> {
+    fn new(store: &'s HistoryStore, trust: bool) -> Self {
         Self {
             store,
+            trust,
+            event_entries: Vec::new(),
             withdrawals: HashMap::new(),
             payouts: HashMap::new(),
             writes: Writes::default(),
@@ -158,17 +163,17 @@ impl<'s> Run<'s> {
         }
     }
 
-    fn apply(&mut self, change: &Change) -> Result<(), HistoryError> {
+    fn apply(&mut self, change: &'c Change) -> Result<(), HistoryError> {
         let store = self.store;
         match change {
-            Change::WithdrawalFrom { row, from } => {
+            Change::WithdrawalFrom { row, from } if self.trust => {
                 let before = from.map(|index| Indexed {
                     index,
                     ..Indexed::of(row)
                 });
                 set_row(&mut self.withdrawals, row.tx, row.clone(), || Ok(before))
             }
-            Change::Withdrawal(row) => {
+            Change::WithdrawalFrom { row, .. } | Change::Withdrawal(row) => {
                 let mut row = row.clone();
                 // A returned withdrawal keeps the payout that paid it: it
                 // stays on record (the state no longer says who paid, so
@@ -197,21 +202,17 @@ impl<'s> Run<'s> {
                 row.updated_at_ms = *at_ms;
                 Ok(())
             }
-            Change::Entry(e) => {
-                let key = schema::entry_row_key(e);
-                self.writes.put(Ks::Entries, key, schema::encode_row(e)?);
-                Ok(())
-            }
+            Change::Entry(e) => self.entry(e),
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
                 self.writes
                     .put(Ks::Transactions, key, schema::encode_row(t)?);
                 Ok(())
             }
-            Change::PayoutFrom { row, from } => {
+            Change::PayoutFrom { row, from } if self.trust => {
                 set_row(&mut self.payouts, row.payout_id, row.clone(), || Ok(*from))
             }
-            Change::Payout(row) => {
+            Change::PayoutFrom { row, .. } | Change::Payout(row) => {
                 let read = || Ok(stored_payout(store, row.payout_id)?.map(|r| r.state));
                 set_row(&mut self.payouts, row.payout_id, row.clone(), read)
             }
@@ -229,6 +230,35 @@ impl<'s> Run<'s> {
                 Ok(())
             }
         }
+    }
+
+    /// Holds `e` with the other entries of its event.
+    fn entry(&mut self, e: &'c EntryRow) -> Result<(), HistoryError> {
+        if self
+            .event_entries
+            .first()
+            .is_some_and(|held| held.seq != e.seq)
+        {
+            self.write_entries()?;
+        }
+        self.event_entries.push(e);
+        Ok(())
+    }
+
+    /// Writes the held event's entries: one key per balance, holding the
+    /// changes the event made to it in part order ([`schema::encode_entry`]).
+    fn write_entries(&mut self) -> Result<(), HistoryError> {
+        let mut held = std::mem::take(&mut self.event_entries);
+        // By balance, then part: each balance's parts side by side.
+        held.sort_by_key(|e| (e.account, e.currency, e.part));
+        for parts in held.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
+            let key = schema::entry_row_key(parts[0]);
+            self.writes
+                .put(Ks::Entries, key, schema::encode_entry(parts)?);
+        }
+        held.clear();
+        self.event_entries = held;
+        Ok(())
     }
 
     fn warn_missing(&mut self, what: &str, id: &dyn std::fmt::Debug) {
@@ -271,7 +301,8 @@ impl<'s> Run<'s> {
 
     /// Writes the collapsed rows, their index keys and the watermark as one
     /// store batch.
-    fn commit(self, lsn: u64) -> Result<(), HistoryError> {
+    fn commit(mut self, lsn: u64) -> Result<(), HistoryError> {
+        self.write_entries()?;
         let mut writes = self.writes;
         for (tx, moved) in self.withdrawals {
             let old = moved.before.map(|b| index_keys(tx, &b)).unwrap_or_default();
@@ -324,7 +355,10 @@ impl Writes {
     /// one before it went (cache-warm), where random order misses the cache
     /// at every step of the search.
     fn commit(self, store: &HistoryStore) -> Result<(), HistoryError> {
-        let mut batch = store.db.batch();
+        // Sized at once: the batch's slots are one large allocation, grown
+        // by doubling it would be copied and faulted in again and again.
+        let count = self.0.iter().map(Vec::len).sum();
+        let mut batch = fjall::OwnedWriteBatch::with_capacity(store.db.clone(), count);
         for (ks, writes) in Ks::ALL.into_iter().zip(self.0) {
             let keyspace = store.ks.get(ks);
             for (key, value) in last_per_key(writes) {

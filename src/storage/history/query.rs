@@ -191,21 +191,33 @@ impl HistoryStore {
             .map(|c| cursor::decode(CursorKind::Entries, c))
             .transpose()?;
         let (from, to) = currency.map_or((None, None), currency_bounds);
+        // The page resumes at the key of the cursor's entry, which may hold
+        // later parts of the same event (see `schema::encode_entry`).
+        let from = match (from, after.as_deref()) {
+            (from, Some(after)) => {
+                let at = after[..ENTRY_SUFFIX_LEN].to_vec();
+                Some(from.map_or(at.clone(), |from| from.max(at)))
+            }
+            (from, None) => from,
+        };
         let prefix = schema::account_prefix(account);
         let range = cursor::scan_range(
             &prefix,
             ENTRY_SUFFIX_LEN,
             from.as_deref(),
             to.as_deref(),
-            after.as_deref(),
+            None,
             Order::Asc,
         );
         let snap = self.db.snapshot();
-        let scans = self.scan(&snap, Ks::Entries, prefix.len(), range, Order::Asc);
-        let mut merged = Merged::new(scans.into_iter().collect(), Order::Asc);
-        let load = |_: &[u8], value: &[u8]| schema::decode_row(value, "entry").map(Some);
-        let cursor_of = |e: &EntryRow| cursor::encode(CursorKind::Entries, &entry_suffix(e));
-        collect_page(|| merged.next(), limit, load, cursor_of)
+        let Some(range) = range else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let keys = snap.range(self.ks.get(Ks::Entries), range);
+        entries_page(keys, after, limit)
     }
 
     /// `account`'s balance in each currency as of `at_ms`: its last entry
@@ -265,8 +277,7 @@ impl HistoryStore {
         let to = [schema::entry_key(account, currency, lsn), vec![u8::MAX]].concat();
         match snap.range(entries, from..=to).next_back() {
             Some(guard) => {
-                let e: EntryRow = schema::decode_row(&guard.value()?, "entry")?;
-                Ok((e.available_after, e.locked_after))
+                Ok(last_part(guard)?.map_or((0, 0), |e| (e.available_after, e.locked_after)))
             }
             None => Ok((0, 0)),
         }
@@ -329,6 +340,42 @@ impl HistoryStore {
     }
 }
 
+/// Up to `limit` entries from the entry keys `keys` (ascending), each
+/// key's parts in order, those at or before `after` (a cursor's place)
+/// left out. Places only grow, so an entry met twice (a store written
+/// before parts shared a key holds no such twin, but a page resumes at the
+/// key it stopped in) is returned once.
+fn entries_page(
+    keys: impl Iterator<Item = fjall::Guard>,
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<Page<EntryRow>, HistoryError> {
+    let mut items: Vec<EntryRow> = Vec::new();
+    let mut floor = after;
+    for guard in keys {
+        for e in schema::decode_entry(&guard.value()?)? {
+            let place = schema::entry_place(&e);
+            if floor.as_ref().is_some_and(|floor| place <= *floor) {
+                continue;
+            }
+            if items.len() == limit {
+                let next = items
+                    .last()
+                    .map(|e| cursor::encode(CursorKind::Entries, &schema::entry_place(e)));
+                return Ok(Page { items, next });
+            }
+            floor = Some(place);
+            items.push(e);
+        }
+    }
+    Ok(Page { items, next: None })
+}
+
+/// The last part of an entry key's value: the balance after the event.
+fn last_part(guard: fjall::Guard) -> Result<Option<EntryRow>, HistoryError> {
+    Ok(schema::decode_entry(&guard.value()?)?.pop())
+}
+
 /// The entry of `currency_prefix` (account ++ currency) with the highest
 /// seq among those at or before `at_ms`.
 fn last_entry_at(
@@ -338,8 +385,7 @@ fn last_entry_at(
     at_ms: u64,
 ) -> Result<Option<EntryRow>, HistoryError> {
     for guard in snap.prefix(entries, currency_prefix).rev() {
-        let e: EntryRow = schema::decode_row(&guard.value()?, "entry")?;
-        if e.at_ms <= at_ms {
+        if let Some(e) = last_part(guard)?.filter(|e| e.at_ms <= at_ms) {
             return Ok(Some(e));
         }
     }
@@ -396,9 +442,4 @@ fn next_currency(currency_key: &[u8]) -> Result<Vec<u8>, HistoryError> {
         .map_err(|_| schema::corrupt("entry key"))?;
     let next = u64::from_be_bytes(raw).saturating_add(1).to_be_bytes();
     Ok([&next[..], &[0u8; 8]].concat())
-}
-
-/// The (currency, seq[, part]) suffix of an entry's key.
-fn entry_suffix(e: &EntryRow) -> Vec<u8> {
-    schema::entry_row_key(e)[8..].to_vec()
 }

@@ -7,8 +7,10 @@
 //! - `w_by_account`: account (8) ++ created ++ tx → ()
 //! - `w_by_status`: status code (1) ++ created ++ tx → ()
 //! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
-//! - `entries`: account (8) ++ currency (8) ++ seq (8), then the part (1)
-//!   for an event's second and third change to one balance → [`EntryRow`]
+//! - `entries`: account (8) ++ currency (8) ++ seq (8) → every change the
+//!   event made to that balance, its parts in order ([`encode_entry`]);
+//!   stores written before parts shared a key hold an event's second and
+//!   third change under that key ++ part (1), and are read as they are
 //! - `transactions`: tx → [`TransactionRow`]
 //! - `payouts`: payout id (8) → [`PayoutRow`]
 //! - `p_by_state`: state code (1) ++ payout id (8) → ()
@@ -188,15 +190,21 @@ pub(super) fn entry_key(account: AccountId, currency: CurrencyCode, seq: u64) ->
     .concat()
 }
 
-/// An entry's key: [`entry_key`], then its part unless it is 0 (so an
-/// event's first change keeps the key it always had, and its later ones
-/// sort right after it, before the next event's).
+/// An entry's key: its balance and event ([`entry_key`]); the event's
+/// other changes to that balance share it.
 pub(super) fn entry_row_key(e: &EntryRow) -> Vec<u8> {
-    let mut key = entry_key(e.account, e.currency, e.seq);
+    entry_key(e.account, e.currency, e.seq)
+}
+
+/// An entry's place among its account's (its key suffix after the
+/// account, as cursors hold it): (currency, seq), then its part unless it
+/// is 0, so byte order is (currency, seq, part) order.
+pub(super) fn entry_place(e: &EntryRow) -> Vec<u8> {
+    let mut place = entry_row_key(e).split_off(8);
     if e.part > 0 {
-        key.push(e.part);
+        place.push(e.part);
     }
-    key
+    place
 }
 
 pub(super) fn payout_state_prefix(state: PayoutState) -> Vec<u8> {
@@ -273,6 +281,48 @@ impl Trailing for TransactionRow {
     fn set_trailing(&mut self, metadata: Metadata) {
         self.metadata = metadata.boxed();
     }
+}
+
+/// The value of an entry key: the parts one event made to one balance,
+/// in part order. A lone part is stored as every entry was before parts
+/// shared a key (its row, then its trailing only if it has one); each of
+/// several carries its trailing, so a reader can tell where it ends. One
+/// key per event and balance instead of one per part: a withdrawal with a
+/// fee in its own currency writes three entry keys, not five, and each key
+/// costs the store's memtable a search and its journal a record.
+pub(super) fn encode_entry(parts: &[&EntryRow]) -> Result<Vec<u8>, HistoryError> {
+    let [only] = parts else {
+        let mut bytes = Vec::new();
+        for part in parts {
+            bytes.extend(encode(*part)?);
+            bytes.extend(encode(&(part.part, part.metadata.as_deref()))?);
+        }
+        return Ok(bytes);
+    };
+    encode_row(*only)
+}
+
+/// The parts of an entry key's value ([`encode_entry`]), in part order.
+pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> {
+    let config = bincode::config::standard();
+    let mut parts: Vec<EntryRow> = Vec::with_capacity(1);
+    let mut rest = bytes;
+    while !rest.is_empty() || parts.is_empty() {
+        let (mut row, used): (EntryRow, usize) =
+            bincode::serde::decode_from_slice(rest, config).map_err(|_| corrupt("entry"))?;
+        rest = &rest[used..];
+        if !rest.is_empty() {
+            let (trailing, used) =
+                bincode::serde::decode_from_slice(rest, config).map_err(|_| corrupt("entry"))?;
+            row.set_trailing(trailing);
+            rest = &rest[used..];
+        }
+        if parts.last().is_some_and(|before| before.part >= row.part) {
+            return Err(corrupt("entry parts out of order"));
+        }
+        parts.push(row);
+    }
+    Ok(parts)
 }
 
 impl Trailing for EntryRow {

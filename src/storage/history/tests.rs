@@ -586,6 +586,139 @@ fn the_balance_at_a_time_equals_folding_the_entries_up_to_it() {
     assert!(ok(store.balances_at(9, 5_000)).is_empty());
 }
 
+/// The entries one event (`seq`) makes: a withdrawal with a fee in its
+/// own currency completing in part — burn, release, fee out on account 3
+/// (parts 0, 1, 2; the fee part with metadata) — and the fee in on account
+/// 9, listed in between as derive makes them.
+fn one_events_parts(seq: u64) -> Vec<EntryRow> {
+    let tx = TransactionId::new(3, seq);
+    let entry = |account, kind, amount, part, available_after, locked_after| EntryRow {
+        account,
+        currency: usd(),
+        seq,
+        tx,
+        kind,
+        amount,
+        at_ms: 1_000 + seq,
+        available_after,
+        locked_after,
+        part,
+        metadata: None,
+    };
+    let mut fee_out = entry(3, EntryKind::FeeOut, 1, 2, 40, 0);
+    fee_out.metadata = crate::domain::details::Metadata::new([("k", "v")])
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .boxed();
+    vec![
+        entry(3, EntryKind::Burn, 24, 0, 35, 6),
+        entry(3, EntryKind::Release, 5, 1, 40, 1),
+        entry(9, EntryKind::FeeIn, 1, 0, 1, 0),
+        fee_out,
+    ]
+}
+
+#[test]
+fn an_events_changes_to_one_balance_share_one_key_and_list_in_part_order() {
+    let (_dir, store) = open();
+    let parts = one_events_parts(7);
+    let changes: Vec<Change> = parts.iter().cloned().map(Change::Entry).collect();
+    ok(store.ingest(7, &changes));
+    // One key per balance the event moved, not one per change.
+    let keys = store.ks.get(schema::Ks::Entries).iter().count();
+    assert_eq!(keys, 2);
+    let mut payer: Vec<EntryRow> = parts.iter().filter(|e| e.account == 3).cloned().collect();
+    payer.sort_by_key(|e| e.part);
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
+    assert_eq!(
+        ok(store.entries(9, Some(usd()), None, 10)).items,
+        vec![parts[2].clone()]
+    );
+    // The balance after the event is its last part's.
+    assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
+    let at: Vec<_> = ok(store.balances_at(3, 5_000))
+        .into_iter()
+        .map(|b| (b.available, b.locked))
+        .collect();
+    assert_eq!(at, vec![(40, 0)]);
+}
+
+#[test]
+fn pages_that_stop_inside_a_key_resume_inside_it_never_repeating_or_skipping() {
+    let (_dir, store) = open();
+    let mut all = Vec::new();
+    for seq in [4, 7, 9] {
+        let parts = one_events_parts(seq);
+        let changes: Vec<Change> = parts.iter().cloned().map(Change::Entry).collect();
+        ok(store.ingest(seq, &changes));
+        let mut payer: Vec<EntryRow> = parts.into_iter().filter(|e| e.account == 3).collect();
+        payer.sort_by_key(|e| e.part);
+        all.extend(payer);
+    }
+    for limit in 1..=4 {
+        let mut got = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = ok(store.entries(3, Some(usd()), after.as_deref(), limit));
+            assert!(page.items.len() <= limit);
+            got.extend(page.items);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(got, all, "pages of {limit}");
+    }
+}
+
+#[test]
+fn a_store_that_kept_each_part_under_its_own_key_reads_the_same() {
+    let (_dir, store) = open();
+    let parts = one_events_parts(7);
+    // As stores before parts shared a key wrote them: key ++ part (when
+    // not 0), the row and its trailing.
+    let ks = store.ks.get(schema::Ks::Entries);
+    for e in &parts {
+        let mut key = schema::entry_row_key(e);
+        if e.part > 0 {
+            key.push(e.part);
+        }
+        let value = ok(schema::encode_row(e));
+        ok(ks.insert(key, value).map_err(HistoryError::from));
+    }
+    let mut payer: Vec<EntryRow> = parts.iter().filter(|e| e.account == 3).cloned().collect();
+    payer.sort_by_key(|e| e.part);
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
+    let first = ok(store.entries(3, None, None, 1));
+    let rest = ok(store.entries(3, None, first.next.as_deref(), 10));
+    assert_eq!([first.items, rest.items].concat(), payer);
+    assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
+}
+
+#[test]
+fn a_damaged_entry_value_is_reported_not_panicked_on() {
+    let (_dir, store) = open();
+    let parts = one_events_parts(7);
+    let changes: Vec<Change> = parts.iter().cloned().map(Change::Entry).collect();
+    ok(store.ingest(7, &changes));
+    let ks = store.ks.get(schema::Ks::Entries);
+    let key = schema::entry_row_key(&parts[0]);
+    let stored =
+        ok(ks.get(&key).map_err(HistoryError::from)).unwrap_or_else(|| panic!("not stored"));
+    // Cut, empty, and parts out of order.
+    let swapped = ok(schema::encode_entry(&[&parts[1], &parts[0]]));
+    for damaged in [stored[..stored.len() - 1].to_vec(), Vec::new(), swapped] {
+        ok(ks.insert(&key, damaged).map_err(HistoryError::from));
+        assert!(matches!(
+            store.entries(3, None, None, 10),
+            Err(HistoryError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.balance_at_lsn(3, usd(), 7),
+            Err(HistoryError::Corrupt { .. })
+        ));
+    }
+}
+
 #[test]
 fn transactions_are_found_by_id_whatever_they_are() {
     let (_dir, store) = open();
