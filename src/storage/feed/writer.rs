@@ -447,18 +447,18 @@ impl Ingest {
     }
 
     fn ingest_held(&mut self) {
-        if let Some(held) = self.held.take() {
-            self.ingest(&held);
+        if let Some(mut held) = self.held.take() {
+            self.ingest(&mut held);
             self.recycle(held.batches);
         }
     }
 
-    fn ingest(&mut self, held: &Held) {
+    fn ingest(&mut self, held: &mut Held) {
         if self.failed.is_some() {
             return;
         }
         let last_lsn = held.last_lsn();
-        let changes = held.batches.iter().flat_map(|b| &b.changes);
+        let changes = held.batches.iter_mut().flat_map(|b| b.changes.drain(..));
         match self.store.ingest(last_lsn, changes) {
             Ok(_) => {
                 self.applied_lsn = self.applied_lsn.max(last_lsn);
@@ -476,8 +476,9 @@ impl Ingest {
         }
     }
 
-    /// Empties the ingested batches' buffers (here, so their rows are freed
-    /// on this thread) and hands them back to the feeder while it has room.
+    /// Hands the ingested batches' buffers back to the feeder, emptied (here,
+    /// so rows ingest did not take are freed on this thread), while it has
+    /// room.
     fn recycle(&self, batches: Vec<Batch>) {
         let Some(recycle) = &self.recycle else {
             return;

@@ -81,10 +81,12 @@ impl HistoryStore {
 
     /// Applies the changes of the log batches ending at `lsn`, atomically
     /// with the watermark; skipped if `lsn` is at or below it. Not fsynced.
-    pub fn ingest<'c>(
+    /// Changes given by value are moved into the store batch; borrowed
+    /// ones are copied first.
+    pub fn ingest<C: Into<Change>>(
         &self,
         lsn: u64,
-        changes: impl IntoIterator<Item = &'c Change>,
+        changes: impl IntoIterator<Item = C>,
     ) -> Result<IngestReport, HistoryError> {
         let _one_writer = self.ingest_lock.lock();
         if lsn <= self.applied_lsn()? {
@@ -93,7 +95,7 @@ impl HistoryStore {
         let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
         let mut run = Run::new(self, trust);
         for change in changes {
-            run.apply(change)?;
+            run.apply(change.into())?;
         }
         let missing = run.missing;
         run.commit(lsn)?;
@@ -135,14 +137,14 @@ impl Indexed {
 }
 
 /// The changes of one ingest, collapsed per row.
-struct Run<'s, 'c> {
+struct Run<'s> {
     store: &'s HistoryStore,
     /// Whether a `…From` change's "before" is trusted (the store is not
     /// marked incomplete); if not, the stored row is read as for the others.
     trust: bool,
     /// The entries of the event read last (an event's changes come
     /// together), written once the next event's come ([`Run::write_entries`]).
-    event_entries: Vec<&'c EntryRow>,
+    event_entries: Vec<EntryRow>,
     withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
     payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
     /// Entries and transactions; the last of equal keys wins.
@@ -150,7 +152,7 @@ struct Run<'s, 'c> {
     missing: usize,
 }
 
-impl<'s, 'c> Run<'s, 'c> {
+impl<'s> Run<'s> {
     fn new(store: &'s HistoryStore, trust: bool) -> Self {
         Self {
             store,
@@ -163,18 +165,17 @@ impl<'s, 'c> Run<'s, 'c> {
         }
     }
 
-    fn apply(&mut self, change: &'c Change) -> Result<(), HistoryError> {
+    fn apply(&mut self, change: Change) -> Result<(), HistoryError> {
         let store = self.store;
         match change {
             Change::WithdrawalFrom { row, from } if self.trust => {
                 let before = from.map(|index| Indexed {
                     index,
-                    ..Indexed::of(row)
+                    ..Indexed::of(&row)
                 });
-                set_row(&mut self.withdrawals, row.tx, row.clone(), || Ok(before))
+                set_row(&mut self.withdrawals, row.tx, row, || Ok(before))
             }
-            Change::WithdrawalFrom { row, .. } | Change::Withdrawal(row) => {
-                let mut row = row.clone();
+            Change::WithdrawalFrom { mut row, .. } | Change::Withdrawal(mut row) => {
                 // A returned withdrawal keeps the payout that paid it: it
                 // stays on record (the state no longer says who paid, so
                 // derive cannot name it).
@@ -192,40 +193,41 @@ impl<'s, 'c> Run<'s, 'c> {
                 reason,
                 at_ms,
             } => {
-                let Some(row) = self.withdrawal(*tx)? else {
-                    self.warn_missing("withdrawal", tx);
+                let Some(row) = self.withdrawal(tx)? else {
+                    self.warn_missing("withdrawal", &tx);
                     return Ok(());
                 };
-                row.status = *status;
+                row.status = status;
                 row.payout_id = payout_id.or(row.payout_id);
-                row.reason = reason.clone().or(row.reason.take());
-                row.updated_at_ms = *at_ms;
+                row.reason = reason.or(row.reason.take());
+                row.updated_at_ms = at_ms;
                 Ok(())
             }
             Change::Entry(e) => self.entry(e),
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
                 self.writes
-                    .put(Ks::Transactions, key, schema::encode_row(t)?);
+                    .put(Ks::Transactions, key, schema::encode_row(&t)?);
                 Ok(())
             }
             Change::PayoutFrom { row, from } if self.trust => {
-                set_row(&mut self.payouts, row.payout_id, row.clone(), || Ok(*from))
+                set_row(&mut self.payouts, row.payout_id, row, || Ok(from))
             }
             Change::PayoutFrom { row, .. } | Change::Payout(row) => {
-                let read = || Ok(stored_payout(store, row.payout_id)?.map(|r| r.state));
-                set_row(&mut self.payouts, row.payout_id, row.clone(), read)
+                let id = row.payout_id;
+                let read = || Ok(stored_payout(store, id)?.map(|r| r.state));
+                set_row(&mut self.payouts, id, row, read)
             }
             Change::PayoutState {
                 payout_id,
                 state,
                 settled_at_ms,
             } => {
-                let Some(row) = self.payout(*payout_id)? else {
-                    self.warn_missing("payout", payout_id);
+                let Some(row) = self.payout(payout_id)? else {
+                    self.warn_missing("payout", &payout_id);
                     return Ok(());
                 };
-                row.state = *state;
+                row.state = state;
                 row.settled_at_ms = settled_at_ms.or(row.settled_at_ms);
                 Ok(())
             }
@@ -233,7 +235,7 @@ impl<'s, 'c> Run<'s, 'c> {
     }
 
     /// Holds `e` with the other entries of its event.
-    fn entry(&mut self, e: &'c EntryRow) -> Result<(), HistoryError> {
+    fn entry(&mut self, e: EntryRow) -> Result<(), HistoryError> {
         if self
             .event_entries
             .first()
@@ -252,7 +254,7 @@ impl<'s, 'c> Run<'s, 'c> {
         // By balance, then part: each balance's parts side by side.
         held.sort_by_key(|e| (e.account, e.currency, e.part));
         for parts in held.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
-            let key = schema::entry_row_key(parts[0]);
+            let key = schema::entry_row_key(&parts[0]);
             self.writes
                 .put(Ks::Entries, key, schema::encode_entry(parts)?);
         }

@@ -179,3 +179,11 @@ pub enum Change {
         settled_at_ms: Option<u64>,
     },
 }
+
+/// A borrowed change is copied into the store batch (see
+/// `HistoryStore::ingest`, which moves the ones it is given).
+impl From<&Change> for Change {
+    fn from(change: &Change) -> Self {
+        change.clone()
+    }
+}

@@ -237,16 +237,17 @@ pub(super) fn decode<T: DeserializeOwned>(
 
 /// A row with a part stored after its own encoding, only when present.
 pub(super) trait Trailing: Serialize + DeserializeOwned {
-    type Part: Serialize + DeserializeOwned;
-    fn trailing(&self) -> Option<Self::Part>;
+    type Part: DeserializeOwned;
+    /// The trailing part's encoding (a `Part`'s), if the row has one.
+    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError>;
     fn set_trailing(&mut self, part: Self::Part);
 }
 
 /// A row's value: its encoding, then its trailing part if it has one.
 pub(super) fn encode_row<T: Trailing>(row: &T) -> Result<Vec<u8>, HistoryError> {
     let mut bytes = encode(row)?;
-    if let Some(part) = row.trailing() {
-        bytes.extend(encode(&part)?);
+    if let Some(part) = row.trailing()? {
+        bytes.extend(part);
     }
     Ok(bytes)
 }
@@ -265,8 +266,8 @@ pub(super) fn decode_row<T: Trailing>(bytes: &[u8], what: &'static str) -> Resul
 
 impl Trailing for WithdrawalRow {
     type Part = Extras;
-    fn trailing(&self) -> Option<Extras> {
-        self.extras.as_deref().cloned()
+    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
+        self.extras.as_deref().map(encode).transpose()
     }
     fn set_trailing(&mut self, extras: Extras) {
         self.extras = Some(Box::new(extras));
@@ -275,8 +276,8 @@ impl Trailing for WithdrawalRow {
 
 impl Trailing for TransactionRow {
     type Part = Metadata;
-    fn trailing(&self) -> Option<Metadata> {
-        self.metadata.as_deref().cloned()
+    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
+        self.metadata.as_deref().map(encode).transpose()
     }
     fn set_trailing(&mut self, metadata: Metadata) {
         self.metadata = metadata.boxed();
@@ -290,16 +291,16 @@ impl Trailing for TransactionRow {
 /// key per event and balance instead of one per part: a withdrawal with a
 /// fee in its own currency writes three entry keys, not five, and each key
 /// costs the store's memtable a search and its journal a record.
-pub(super) fn encode_entry(parts: &[&EntryRow]) -> Result<Vec<u8>, HistoryError> {
+pub(super) fn encode_entry(parts: &[EntryRow]) -> Result<Vec<u8>, HistoryError> {
     let [only] = parts else {
         let mut bytes = Vec::new();
         for part in parts {
-            bytes.extend(encode(*part)?);
+            bytes.extend(encode(part)?);
             bytes.extend(encode(&(part.part, part.metadata.as_deref()))?);
         }
         return Ok(bytes);
     };
-    encode_row(*only)
+    encode_row(only)
 }
 
 /// The parts of an entry key's value ([`encode_entry`]), in part order.
@@ -328,9 +329,11 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> 
 impl Trailing for EntryRow {
     /// (part, metadata)
     type Part = (u8, Option<Metadata>);
-    fn trailing(&self) -> Option<Self::Part> {
-        let metadata = self.metadata.as_deref().cloned();
-        (self.part > 0 || metadata.is_some()).then_some((self.part, metadata))
+    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
+        let metadata = self.metadata.as_deref();
+        (self.part > 0 || metadata.is_some())
+            .then(|| encode(&(self.part, metadata)))
+            .transpose()
     }
     fn set_trailing(&mut self, (part, metadata): Self::Part) {
         self.part = part;

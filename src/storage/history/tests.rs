@@ -705,7 +705,7 @@ fn a_damaged_entry_value_is_reported_not_panicked_on() {
     let stored =
         ok(ks.get(&key).map_err(HistoryError::from)).unwrap_or_else(|| panic!("not stored"));
     // Cut, empty, and parts out of order.
-    let swapped = ok(schema::encode_entry(&[&parts[1], &parts[0]]));
+    let swapped = ok(schema::encode_entry(&[parts[1].clone(), parts[0].clone()]));
     for damaged in [stored[..stored.len() - 1].to_vec(), Vec::new(), swapped] {
         ok(ks.insert(&key, damaged).map_err(HistoryError::from));
         assert!(matches!(
