@@ -789,7 +789,7 @@ fn payouts_page_by_state_and_currency_and_follow_state_changes() {
         .collect();
     ok(store.ingest(
         1,
-        &rows.iter().cloned().map(Change::Payout).collect::<Vec<_>>(),
+        rows.iter().cloned().map(Change::Payout).collect::<Vec<_>>(),
     ));
     // Settle every processing payout of USD.
     let mut settle = Vec::new();
