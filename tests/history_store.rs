@@ -143,7 +143,7 @@ fn paging_while_another_thread_ingests_has_no_duplicates_no_gaps_and_a_stable_or
     for (i, chunk) in initial.chunks(500).enumerate() {
         ok(store.ingest(
             i as u64 + 1,
-            &chunk
+            chunk
                 .iter()
                 .cloned()
                 .map(Change::Withdrawal)
@@ -235,7 +235,7 @@ fn crash_child_ingests_then_aborts() {
     let dir = std::env::var(CRASH_DIR).unwrap_or_else(|e| panic!("{CRASH_DIR}: {e}"));
     let store = ok(HistoryStore::open(std::path::Path::new(&dir)));
     for lsn in 1..=CRASH_BATCHES {
-        ok(store.ingest(lsn, &crash_batch(lsn)));
+        ok(store.ingest(lsn, crash_batch(lsn)));
     }
     std::process::abort();
 }
@@ -287,7 +287,7 @@ fn the_watermark_and_its_rows_survive_a_crash_together() {
     // The follower re-feeds the log from the start: what is there is
     // skipped, the rest applied.
     for lsn in 1..=CRASH_BATCHES {
-        let report = ok(store.ingest(lsn, &crash_batch(lsn)));
+        let report = ok(store.ingest(lsn, crash_batch(lsn)));
         assert_eq!(report.applied, lsn > watermark, "batch {lsn}");
     }
     for lsn in 1..=CRASH_BATCHES {
