@@ -14,9 +14,9 @@
 //! a withdrawal requested and settled within that time is written once
 //! (one row, one status key) and the store's per-batch costs are paid
 //! rarely. The buffers of ingested batches go back to the feeder, which
-//! refills them (see [`Held`]). A read waiting for an LSN ([`HistoryReader::caught_up`]) does
-//! not wait for the window: it asks the writer, which then ingests at once
-//! until that LSN is in.
+//! refills them (see [`Held`]). A read waiting for an LSN
+//! ([`HistoryReader::caught_up`]) does not wait for the window: it asks
+//! the writer, which then ingests at once until that LSN is in.
 //!
 //! A store failure while running (I/O) stops ingest for good, with a
 //! `tracing::error!`; the money path does not notice. The applied LSN stops
