@@ -531,6 +531,27 @@ fn delta(kind: EntryKind, amount: Units) -> (Units, Units) {
     kind.delta(amount)
 }
 
+/// Every entry of `account` (in `currency`, or all), read page after page
+/// of at most `limit`.
+fn entry_pages(
+    store: &HistoryStore,
+    account: AccountId,
+    currency: Option<CurrencyCode>,
+    limit: usize,
+) -> Vec<EntryRow> {
+    let mut got = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = ok(store.entries(account, currency, after.as_deref(), limit));
+        assert!(page.items.len() <= limit);
+        got.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return got,
+        }
+    }
+}
+
 #[test]
 fn entries_page_in_seq_order_per_currency() {
     let (_dir, store) = open();
@@ -550,16 +571,7 @@ fn entries_page_in_seq_order_per_currency() {
             .cloned()
             .collect();
         expected.sort_by_key(|e| (schema::currency_bytes(e.currency), e.seq));
-        let mut got = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = ok(store.entries(4, currency, after.as_deref(), 77));
-            got.extend(page.items);
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
+        let got = entry_pages(&store, 4, currency, 77);
         assert_eq!(got, expected, "{currency:?}");
     }
 }
@@ -617,12 +629,20 @@ fn one_events_parts(seq: u64) -> Vec<EntryRow> {
     ]
 }
 
+/// A store that ingested [`one_events_parts`] of event `seq`, and those.
+fn store_with_one_event(seq: u64) -> (tempfile::TempDir, HistoryStore, Vec<EntryRow>) {
+    let (dir, store) = open();
+    let parts = one_events_parts(seq);
+    ok(store.ingest(
+        seq,
+        parts.iter().cloned().map(Change::Entry).collect::<Vec<_>>(),
+    ));
+    (dir, store, parts)
+}
+
 #[test]
 fn an_events_changes_to_one_balance_share_one_key_and_list_in_part_order() {
-    let (_dir, store) = open();
-    let parts = one_events_parts(7);
-    let changes: Vec<Change> = parts.iter().cloned().map(Change::Entry).collect();
-    ok(store.ingest(7, &changes));
+    let (_dir, store, parts) = store_with_one_event(7);
     // One key per balance the event moved, not one per change.
     let keys = store.ks.get(schema::Ks::Entries).iter().count();
     assert_eq!(keys, 2);
@@ -655,18 +675,11 @@ fn pages_that_stop_inside_a_key_resume_inside_it_never_repeating_or_skipping() {
         all.extend(payer);
     }
     for limit in 1..=4 {
-        let mut got = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = ok(store.entries(3, Some(usd()), after.as_deref(), limit));
-            assert!(page.items.len() <= limit);
-            got.extend(page.items);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        assert_eq!(got, all, "pages of {limit}");
+        assert_eq!(
+            entry_pages(&store, 3, Some(usd()), limit),
+            all,
+            "pages of {limit}"
+        );
     }
 }
 
@@ -696,10 +709,7 @@ fn a_store_that_kept_each_part_under_its_own_key_reads_the_same() {
 
 #[test]
 fn a_damaged_entry_value_is_reported_not_panicked_on() {
-    let (_dir, store) = open();
-    let parts = one_events_parts(7);
-    let changes: Vec<Change> = parts.iter().cloned().map(Change::Entry).collect();
-    ok(store.ingest(7, &changes));
+    let (_dir, store, parts) = store_with_one_event(7);
     let ks = store.ks.get(schema::Ks::Entries);
     let key = schema::entry_row_key(&parts[0]);
     let stored =
