@@ -424,6 +424,46 @@ async fn verify_fails_when_a_store_row_is_changed_or_deleted() {
     );
 }
 
+/// A fee in the withdrawal's own currency makes two changes to one
+/// balance in one event (locked with the amount, leaving with it), and a
+/// partial completion two more (burned, released): `verify` must match
+/// each part with its own, not report a clean store as changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_is_clean_when_events_change_a_balance_in_several_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        fee_account: Some(900),
+        ..durable(tmp.path())
+    };
+    let ledger = Ledger::open(config).unwrap();
+    let fee = || burnledger::WithdrawalOptions {
+        fee: Some(burnledger::FeeRequest {
+            currency: burnledger::CurrencyCode::new("USD").unwrap(),
+            amount: dec("0.10"),
+        }),
+        ..Default::default()
+    };
+    ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+    let outcomes = [
+        WithdrawalOutcome::Completed,
+        WithdrawalOutcome::PartlyCompleted { paid: dec("2") },
+        WithdrawalOutcome::Failed {
+            reason: "bank said no".into(),
+        },
+    ];
+    for outcome in outcomes {
+        let w = ledger.request_withdrawal_with(1, "USD", dec("5"), None, fee());
+        let tx = w.await.unwrap().transaction_id;
+        ledger.complete_withdrawal(tx, outcome).await.unwrap();
+    }
+    ledger.shutdown().await;
+    drop(ledger);
+    let parts = dump(tmp.path(), [1]).entries;
+    assert!(parts.iter().any(|e| e.part > 0), "{parts:?}");
+    let check = verify_history(tmp.path());
+    assert!(check.is_clean(), "{check:?}");
+}
+
 /// Withdrawals a payout paid, failed, or paid and then saw returned, all
 /// settled before the newest snapshot and still in it: their statuses no
 /// longer name the payout, yet the store's rows do (the live feed saw it

@@ -209,17 +209,19 @@ impl Found {
         log_from: u64,
     ) -> Result<(), HistoryError> {
         let replayed = all_entries(log, account)?;
-        let mut stored: HashMap<(_, u64), EntryRow> = all_entries(store, account)?
+        // By (currency, event, part): one event may change a balance
+        // several times (a fee locked with the amount, burned with it).
+        let mut stored: HashMap<(_, u64, u8), EntryRow> = all_entries(store, account)?
             .into_iter()
             .filter(|e| e.seq > log_from)
-            .map(|e| ((e.currency, e.seq), e))
+            .map(|e| ((e.currency, e.seq, e.part), e))
             .collect();
         for entry in &replayed {
             let what = format!(
-                "entry {} of account {account} in {}",
-                entry.seq, entry.currency
+                "entry {} (part {}) of account {account} in {}",
+                entry.seq, entry.part, entry.currency
             );
-            let in_store = stored.remove(&(entry.currency, entry.seq));
+            let in_store = stored.remove(&(entry.currency, entry.seq, entry.part));
             self.row(&what, entry, in_store.as_ref());
             if matches!(entry.kind, EntryKind::Deposit | EntryKind::TransferOut) {
                 let (from_log, from_store) =
@@ -235,8 +237,8 @@ impl Found {
         }
         for extra in stored.into_values() {
             self.mismatch(format!(
-                "entry {} of account {account} in {}: the store lists {extra:?}, the log has no such entry",
-                extra.seq, extra.currency
+                "entry {} (part {}) of account {account} in {}: the store lists {extra:?}, the log has no such entry",
+                extra.seq, extra.part, extra.currency
             ));
         }
         Ok(())

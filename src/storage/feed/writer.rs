@@ -93,7 +93,8 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    /// An empty batch gathering into `changes` (emptied).
+    /// An empty batch gathering into `changes` (an empty buffer, perhaps
+    /// with room from an earlier batch).
     fn new(shards: usize, changes: Vec<Change>) -> Self {
         Self {
             last_lsn: 0,

@@ -9,10 +9,11 @@
 //! number), so the changes are first collapsed: per withdrawal and per
 //! payout, what the store held before the run and the last row; an
 //! event's entries, one key per balance holding its parts
-//! ([`schema::encode_entry`]); transactions, last one per key. Only then are keys written: the
-//! index keys the stored row had and the last row lacks are removed, those
-//! it lacks are added, the others left alone (a withdrawal created and
-//! completed in one run is one row, one status key, no removal).
+//! ([`schema::encode_entry`]: an event's entries must come together, in
+//! one call); transactions, last one per key. Only then are keys written:
+//! the index keys the stored row had and the last row lacks are removed,
+//! those it lacks are added, the others left alone (a withdrawal created
+//! and completed in one run is one row, one status key, no removal).
 //!
 //! What the store held before: a `…From` change says it (the follower knew
 //! the state before the event); for the others the stored row is read,
@@ -143,7 +144,8 @@ struct Run<'s> {
     /// marked incomplete); if not, the stored row is read as for the others.
     trust: bool,
     /// The entries of the event read last (an event's changes come
-    /// together), written once the next event's come ([`Run::write_entries`]).
+    /// together), written when the next event's come or at commit
+    /// ([`Run::write_entries`]).
     event_entries: Vec<EntryRow>,
     withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
     payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
@@ -363,7 +365,7 @@ impl Writes {
         let mut batch = fjall::OwnedWriteBatch::with_capacity(store.db.clone(), count);
         for (ks, writes) in Ks::ALL.into_iter().zip(self.0) {
             let keyspace = store.ks.get(ks);
-            for (key, value) in last_per_key(writes) {
+            for (key, value) in last_per_key(ks, writes)? {
                 match value {
                     Some(value) => batch.insert(keyspace, key, value),
                     None => batch.remove(keyspace, key),
@@ -408,18 +410,32 @@ fn stored_payout(store: &HistoryStore, payout_id: u64) -> Result<Option<PayoutRo
     stored.map(|v| schema::decode(&v, "payout")).transpose()
 }
 
-/// The pairs with the last value of each key, in key order.
-fn last_per_key<V>(mut pairs: Vec<(Vec<u8>, V)>) -> Vec<(Vec<u8>, V)> {
+/// The pairs of keyspace `ks` with the last value of each key, in key
+/// order. An entry key written twice is an error, not a replacement: it
+/// holds every change its event made to its balance, so a second write
+/// means that event's entries came in two pieces (out of event order, or
+/// split between calls) and the first piece would be lost.
+fn last_per_key<V>(
+    ks: Ks,
+    mut pairs: Vec<(Vec<u8>, V)>,
+) -> Result<Vec<(Vec<u8>, V)>, HistoryError> {
     // Stable: equal keys keep their order, so the last is the newest.
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<(Vec<u8>, V)> = Vec::with_capacity(pairs.len());
     for pair in pairs {
         match out.last_mut() {
-            Some(last) if last.0 == pair.0 => *last = pair,
+            Some(last) if last.0 == pair.0 => {
+                if ks == Ks::Entries {
+                    return Err(HistoryError::Encode(
+                        "an event's entries for one balance came in two pieces".into(),
+                    ));
+                }
+                *last = pair;
+            }
             _ => out.push(pair),
         }
     }
-    out
+    Ok(out)
 }
 
 /// The index keys of a withdrawal indexed as `at`.

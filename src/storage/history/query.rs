@@ -341,10 +341,9 @@ impl HistoryStore {
 }
 
 /// Up to `limit` entries from the entry keys `keys` (ascending), each
-/// key's parts in order, those at or before `after` (a cursor's place)
-/// left out. Places only grow, so an entry met twice (a store written
-/// before parts shared a key holds no such twin, but a page resumes at the
-/// key it stopped in) is returned once.
+/// key's parts in order. A page resumes inside the key it stopped in:
+/// places at or before `after` (the cursor's) are skipped, and since
+/// places only grow, no entry is returned twice.
 fn entries_page(
     keys: impl Iterator<Item = fjall::Guard>,
     after: Option<Vec<u8>>,

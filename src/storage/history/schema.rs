@@ -196,9 +196,9 @@ pub(super) fn entry_row_key(e: &EntryRow) -> Vec<u8> {
     entry_key(e.account, e.currency, e.seq)
 }
 
-/// An entry's place among its account's (its key suffix after the
-/// account, as cursors hold it): (currency, seq), then its part unless it
-/// is 0, so byte order is (currency, seq, part) order.
+/// An entry's place among its account's, as cursors hold it: (currency,
+/// seq) — its key after the account — then its part unless it is 0, so
+/// byte order is (currency, seq, part) order.
 pub(super) fn entry_place(e: &EntryRow) -> Vec<u8> {
     let mut place = entry_row_key(e).split_off(8);
     if e.part > 0 {
@@ -292,6 +292,12 @@ impl Trailing for TransactionRow {
 /// fee in its own currency writes three entry keys, not five, and each key
 /// costs the store's memtable a search and its journal a record.
 pub(super) fn encode_entry(parts: &[EntryRow]) -> Result<Vec<u8>, HistoryError> {
+    let increasing = parts.windows(2).all(|pair| pair[0].part < pair[1].part);
+    if parts.is_empty() || !increasing {
+        return Err(HistoryError::Encode(
+            "an entry's parts must be one or more, numbered increasingly".into(),
+        ));
+    }
     let [only] = parts else {
         let mut bytes = Vec::new();
         for part in parts {

@@ -708,6 +708,37 @@ fn a_store_that_kept_each_part_under_its_own_key_reads_the_same() {
 }
 
 #[test]
+fn an_events_entries_that_come_apart_are_refused_not_half_written() {
+    let (_dir, store) = open();
+    let mut parts = one_events_parts(7);
+    let later = one_events_parts(8);
+    // Event 7's parts on account 3 with event 8's between them: the
+    // second piece would replace the first under the shared key.
+    let apart: Vec<Change> = [parts.remove(0)]
+        .into_iter()
+        .chain(later)
+        .chain(parts)
+        .map(Change::Entry)
+        .collect();
+    assert!(matches!(
+        store.ingest(8, apart),
+        Err(HistoryError::Encode(_))
+    ));
+    assert_eq!(ok(store.applied_lsn()), 0, "nothing was written");
+    assert!(ok(store.entries(3, None, None, 10)).items.is_empty());
+    // Two changes claiming one part cannot be stored side by side either.
+    let twin = one_events_parts(9)[0].clone();
+    assert!(matches!(
+        schema::encode_entry(&[twin.clone(), twin]),
+        Err(HistoryError::Encode(_))
+    ));
+    assert!(matches!(
+        schema::encode_entry(&[]),
+        Err(HistoryError::Encode(_))
+    ));
+}
+
+#[test]
 fn a_damaged_entry_value_is_reported_not_panicked_on() {
     let (_dir, store, parts) = store_with_one_event(7);
     let ks = store.ks.get(schema::Ks::Entries);
@@ -715,7 +746,16 @@ fn a_damaged_entry_value_is_reported_not_panicked_on() {
     let stored =
         ok(ks.get(&key).map_err(HistoryError::from)).unwrap_or_else(|| panic!("not stored"));
     // Cut, empty, and parts out of order.
-    let swapped = ok(schema::encode_entry(&[parts[1].clone(), parts[0].clone()]));
+    let swapped: Vec<u8> = [&parts[1], &parts[0]]
+        .into_iter()
+        .flat_map(|p| {
+            [
+                schema::encode(p),
+                schema::encode(&(p.part, p.metadata.as_deref())),
+            ]
+        })
+        .flat_map(ok)
+        .collect();
     for damaged in [stored[..stored.len() - 1].to_vec(), Vec::new(), swapped] {
         ok(ks.insert(&key, damaged).map_err(HistoryError::from));
         assert!(matches!(
