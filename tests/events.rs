@@ -440,41 +440,59 @@ async fn exchange_workload(ledger: &Ledger, rounds: u64) {
     }
 }
 
-/// Every balance an event shows that the history store has an entry for
-/// is that entry, each entry is shown once, and the last balance shown of
-/// every account and currency is the live one (the fee account's too).
-///
-/// The history store keeps one entry per event and account, in the
-/// withdrawal's currency: a fee's moves in another currency, and the fee
-/// account's credit, have none there yet, so those balances are checked
-/// against the live ones at the end.
+/// Every balance an event shows of `accounts` is what the history's
+/// entries say after that event's last change to it (one event may change
+/// a balance in several parts: a fee locked with the amount, a completion
+/// burning, releasing and moving a fee), every such event and balance
+/// is shown once, and the last balance shown of every account and
+/// currency is the live one (the fee account's too).
 async fn check_balances(ledger: &Ledger, events: &[FeedEvent], accounts: &[u64]) {
-    let mut entries = HashMap::new();
+    // (account, currency, seq) → the balance after each part, in order.
+    let mut entries: HashMap<_, Vec<(u8, (Decimal, Decimal))>> = HashMap::new();
     for &account in accounts {
         for currency in ["USD", "BTC"] {
             let page = ledger
                 .entries(account, Some(currency), None, 1_000)
                 .await
                 .unwrap();
+            assert!(page.next.is_none(), "one page holds them all");
             for e in page.items {
                 let key = (e.account, e.currency, e.seq);
-                entries.insert(key, (e.available_after, e.locked_after));
+                let after = (e.available_after, e.locked_after);
+                entries.entry(key).or_default().push((e.part, after));
             }
         }
     }
+    for (key, parts) in &entries {
+        let numbers: Vec<u8> = parts.iter().map(|(part, _)| *part).collect();
+        let expected: Vec<u8> = (0..).take(parts.len()).collect();
+        assert_eq!(numbers, expected, "{key:?}: parts 0, 1, … in order");
+    }
+    assert!(
+        entries.values().any(|parts| parts.len() > 1),
+        "the workload changes some balance in several parts"
+    );
     let mut shown = 0;
     for event in events {
         assert!(event.balances_known, "{event:?}");
         for b in &event.balances {
             assert_eq!(b.total, b.available + b.locked);
-            let Some(entry) = entries.get(&(b.account, b.currency, event.lsn)) else {
+            if !accounts.contains(&b.account) {
                 continue;
-            };
-            assert_eq!((b.available, b.locked), *entry, "{event:?}");
+            }
+            let parts = entries
+                .get(&(b.account, b.currency, event.lsn))
+                .unwrap_or_else(|| panic!("no entry for a balance shown: {event:?}"));
+            let last = parts.last().map(|(_, after)| *after);
+            assert_eq!(Some((b.available, b.locked)), last, "{event:?}");
             shown += 1;
         }
     }
-    assert_eq!(shown, entries.len(), "every entry shown");
+    assert_eq!(
+        shown,
+        entries.len(),
+        "every event's change to a balance shown"
+    );
     for &account in accounts {
         for currency in ["USD", "BTC"] {
             let code = CurrencyCode::new(currency).unwrap();

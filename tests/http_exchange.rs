@@ -615,6 +615,21 @@ fn phase_3_may_report_a_smaller_amount_paid() {
     assert_eq!(done["amount"], "30.00");
     // 24 burned, 6 released.
     assert_eq!(s.balance(1, "USD"), b("76.00", "0.00", "76.00"));
+    // Two changes to one balance in one event: entries sharing its seq,
+    // numbered by part, the last with the balance after the event.
+    let entries = s.get("/v1/accounts/1/entries?currency=USD");
+    let items = entries["items"].as_array().unwrap();
+    let [burn, release] = &items[items.len() - 2..] else {
+        panic!("{entries}");
+    };
+    assert_eq!(burn["seq"], release["seq"], "{entries}");
+    assert_eq!([&burn["kind"], &burn["part"]], [&json!("burn"), &json!(0)]);
+    assert_eq!(
+        [&release["kind"], &release["part"]],
+        [&json!("release"), &json!(1)]
+    );
+    assert_eq!(burn["amount"], "24.00");
+    assert_eq!(release["available_after"], "76.00");
     // Repeating the completion changes nothing.
     s.post(&status, json!({"status": "completed", "amount": "24.00"}))
         .ok(200);

@@ -420,7 +420,7 @@ pub struct BalanceTracker {
 struct Open {
     currency: Currency,
     amount: Units,
-    /// Its fee, if the tracker saw its request (seeds do not say).
+    /// Its fee, from its request or, seeded, from the history store.
     fee: Option<Fee>,
     /// What its completion paid, once completed.
     paid: Option<Units>,

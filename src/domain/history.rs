@@ -172,15 +172,18 @@ impl EntryKind {
 /// after it. `seq` is the log position of the event that made it: it
 /// numbers the account's entries in that currency, increasing, the
 /// changes one event made to one balance (a completion burning part,
-/// releasing the rest and moving a fee) sharing it, in the order made;
-/// `at` is `None` for a change logged before times were (on-disk format
-/// v4). `metadata` is its operation's (deposit, withdrawal, transfer).
+/// releasing the rest and moving a fee) sharing it, numbered by `part`
+/// (0, 1, 2) in the order made, so (`seq`, `part`) is unique and
+/// increasing; `at` is `None` for a change logged before times were
+/// (on-disk format v4). `metadata` is its operation's (deposit,
+/// withdrawal, transfer).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub transaction_id: TransactionId,
     pub account: AccountId,
     pub currency: CurrencyCode,
     pub seq: u64,
+    pub part: u8,
     pub kind: EntryKind,
     pub amount: Decimal,
     pub at: Option<UnixMs>,

@@ -123,6 +123,8 @@ impl CsvRow for WithdrawalJson {
     }
 }
 
+/// The columns predate `part` and are kept as they were (a spreadsheet
+/// keeps the rows' order, which is (`seq`, `part`) order).
 impl CsvRow for EntryJson {
     const HEADER: &'static [&'static str] = &[
         "transaction_id",
@@ -264,6 +266,7 @@ mod tests {
             account: 2,
             currency: "USD".into(),
             seq: 3,
+            part: 0,
             kind: "lock",
             amount: "1.00".into(),
             available_after: "0.00".into(),

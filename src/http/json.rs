@@ -488,16 +488,23 @@ page_json! {
 }
 
 /// One balance change of an account: `{transaction_id, account, currency,
-/// seq, kind, amount, available_after, locked_after, at}`.
+/// seq, part, kind, amount, available_after, locked_after, at}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntryJson {
     pub transaction_id: String,
     pub account: AccountId,
     pub currency: String,
-    /// Numbers the account's entries in this currency, oldest first.
+    /// The log position of the event that made it: numbers the account's
+    /// entries in this currency, oldest first. The changes one event made
+    /// to one balance (a fee locked with the amount; a completion burning
+    /// what was paid, releasing the rest and moving the fee) share it.
     pub seq: u64,
-    /// `deposit`, `lock`, `burn`, `release`, `return`, `transfer_in` or
-    /// `transfer_out`.
+    /// Numbers the changes that share `seq`, 0 first, in the order made:
+    /// (`seq`, `part`) is unique and increasing.
+    pub part: u8,
+    /// `deposit`, `lock`, `burn`, `release`, `return`, `transfer_in`,
+    /// `transfer_out`, `fee_out` (a fee leaving the paying account) or
+    /// `fee_in` (a fee arriving at the fee account).
     pub kind: &'static str,
     pub amount: String,
     /// The account's available balance in this currency after it.
@@ -516,6 +523,7 @@ impl From<&Entry> for EntryJson {
             account: e.account,
             currency: e.currency.to_string(),
             seq: e.seq,
+            part: e.part,
             kind: e.kind.as_str(),
             amount: e.amount.to_string(),
             available_after: e.available_after.to_string(),

@@ -229,6 +229,7 @@ impl Ledger {
             account: row.account,
             currency: row.currency,
             seq: row.seq,
+            part: row.part,
             kind: row.kind,
             amount: self.decimal(row.currency, row.amount)?,
             at: UnixMs::from_millis(row.at_ms).known(),
