@@ -6,7 +6,8 @@
 //! (so the two cannot drift); a missing value is an empty field. A
 //! withdrawal's columns leave out [`WITHDRAWAL_JSON_ONLY`]: what it
 //! carried (`paid`, `fee`, `destination`, `metadata`, `expires_at`) is shown
-//! in JSON only, so the CSV's columns stay those its readers know. The page's
+//! in JSON only, so the CSV's columns stay those its readers know; likewise
+//! an entry's `part` (its rows keep (`seq`, `part`) order). The page's
 //! `next` cursor goes in the `Next-Cursor` header (absent on the last page).
 //!
 //! Free text a caller wrote (a withdrawal's `reason`) is the one field a

@@ -195,8 +195,8 @@ fn total(entries: &[(UnixMs, Units)]) -> Units {
 }
 
 /// The sum of the amounts of `entries` (by time, summing to
-/// `total_of_all`) whose time `counts`. Those that do not are a prefix (aged out of the window):
-/// whichever side is shorter is summed.
+/// `total_of_all`) whose time `counts`. Those that do not are a prefix
+/// (aged out of the window): whichever side is shorter is summed.
 fn counted_since(
     entries: &[(UnixMs, Units)],
     total_of_all: Units,

@@ -196,7 +196,10 @@ impl HistoryStore {
         let from = match (from, after.as_deref()) {
             (from, Some(after)) => {
                 let at = after[..ENTRY_SUFFIX_LEN].to_vec();
-                Some(from.map_or(at.clone(), |from| from.max(at)))
+                Some(match from {
+                    Some(from) => from.max(at),
+                    None => at,
+                })
             }
             (from, None) => from,
         };
