@@ -42,6 +42,7 @@
 //! and the engine's `recall.rs`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -280,8 +281,9 @@ pub struct WithdrawalRecord {
     pub updated_at: UnixMs,
     /// Its fee, destination, metadata, expiry and partly paid amount; kept
     /// beside the record by snapshots (format v7), like the times.
+    /// Shared, not copied, with the history rows made from the record.
     #[serde(skip)]
-    pub extras: Option<Box<Extras>>,
+    pub extras: Option<Arc<Extras>>,
 }
 
 /// What a withdrawal record keeps beyond the plain withdrawal of format
@@ -426,7 +428,7 @@ mod tests {
             currency: Currency,
             amount: Units,
             status: WithdrawalStatus,
-            extras: Option<Box<Extras>>,
+            extras: Option<Arc<Extras>>,
         }
         let (timed, untimed) = (
             std::mem::size_of::<WithdrawalRecord>(),

@@ -27,6 +27,7 @@ use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Extras, WithdrawalRecord, WithdrawalStatus};
+use std::sync::Arc;
 
 use super::{credit, entry_in, AccountState, ApplyError, BalanceEntry, KeyRecord, KeyUse};
 
@@ -192,7 +193,7 @@ impl AccountState {
             created_at: at,
             updated_at: at,
             extras: details.map(|details| {
-                Box::new(Extras {
+                Arc::new(Extras {
                     details: details.clone(),
                     paid: None,
                 })
@@ -269,7 +270,7 @@ impl AccountState {
         }
         if paid < amount {
             let record = self.withdrawals.at_mut(index);
-            record.extras.get_or_insert_with(Box::default).paid = Some(paid);
+            Arc::make_mut(record.extras.get_or_insert_with(Arc::default)).paid = Some(paid);
             self.uncount_withdrawal(currency.code, created_at, amount - paid);
         }
         let touched = self.set_status(index, WithdrawalStatus::Completed, at)?;

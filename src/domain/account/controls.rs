@@ -12,6 +12,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::domain::event::Event;
 use crate::domain::ids::AccountId;
@@ -107,7 +108,7 @@ impl AccountState {
             ));
         }
         for (record, extras) in self.withdrawals.records_mut().zip(extras) {
-            record.extras = extras.map(Box::new);
+            record.extras = extras.map(Arc::new);
         }
         self.recount_withdrawals_locked()
     }

@@ -12,6 +12,7 @@
 //! ceiling.
 
 use rust_decimal::Decimal;
+use std::sync::Arc;
 
 use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails, EXPIRED_REASON};
 use crate::domain::event::Event;
@@ -190,7 +191,7 @@ impl AccountState {
             created_at,
             updated_at: created_at,
             extras: details.map(|details| {
-                Box::new(Extras {
+                Arc::new(Extras {
                     details,
                     paid: None,
                 })

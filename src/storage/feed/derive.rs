@@ -11,8 +11,8 @@
 //! perhaps all in one currency; a request locks the amount and the fee).
 //! LSNs only grow, so (seq, part) numbers an account's entries in a
 //! currency strictly increasingly; and an LSN is the same whether the copy
-//! started from a snapshot or from the log's start, so a replay writes
-//! each entry under the key it had, never a second time under another.
+//! started from a snapshot or from the log's start, so a replay makes each
+//! entry as it was (and the store skips those it holds: `history::ingest`).
 //! Each entry's balance after it is the state's after the event for the
 //! event's last change to that balance, and, for the ones before, that
 //! balance with the later changes taken back ([`EntryKind::delta`]).

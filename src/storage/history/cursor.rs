@@ -3,12 +3,12 @@
 //! A cursor is the place of the last row a page returned, as a kind
 //! letter and lowercase hex: `w` + (created_at, tx) for withdrawal
 //! listings and `p` + payout id for payouts (their key suffixes), `e` +
-//! (currency, seq), and the part if not 0, for entries (an event's parts
-//! share one key: `schema::entry_place`). A page resumes strictly after
-//! it (an entries page at the cursor's key, past its part), so pages
-//! never repeat or skip a row that existed when paging began, however much
-//! is ingested meanwhile (places never move: a withdrawal's created time
-//! is fixed).
+//! (currency, seq), and the part if not 0, for entries (one key holds a
+//! balance's changes in several events: `schema::entry_place`). A page
+//! resumes strictly after it (an entries page at the cursor's seq, past the
+//! places up to it), so pages never repeat or skip a row that existed when
+//! paging began, however much is ingested meanwhile (places never move: a
+//! withdrawal's created time is fixed).
 
 use std::ops::Bound;
 

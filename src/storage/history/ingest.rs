@@ -7,13 +7,16 @@
 //!
 //! A store batch may hold each key once (its writes share one sequence
 //! number), so the changes are first collapsed: per withdrawal and per
-//! payout, what the store held before the run and the last row; an
-//! event's entries, one key per balance holding its parts
-//! ([`schema::encode_entry`]: an event's entries must come together, in
-//! one call); transactions, last one per key. Only then are keys written:
-//! the index keys the stored row had and the last row lacks are removed,
-//! those it lacks are added, the others left alone (a withdrawal created
-//! and completed in one run is one row, one status key, no removal).
+//! payout, what the store held before the run and the last row; entries,
+//! per balance, one key for the changes of up to
+//! [`schema::ENTRY_EVENTS_PER_KEY_MAX`] events ([`schema::encode_entry`]);
+//! transactions, last one per key. Entries at or below the watermark are
+//! stored already and skipped, so a run that overlaps what was applied
+//! never stores an entry a second time, under another key. Only then are
+//! keys written: the index keys the stored row had and the last row lacks
+//! are removed, those it lacks are added, the others left alone (a
+//! withdrawal created and completed in one run is one row, one status key,
+//! no removal).
 //!
 //! What the store held before: a `…From` change says it (the follower knew
 //! the state before the event); for the others the stored row is read,
@@ -94,7 +97,7 @@ impl HistoryStore {
             return Ok(IngestReport::default());
         }
         let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
-        let mut run = Run::new(self, trust);
+        let mut run = Run::new(self, trust)?;
         for change in changes {
             run.apply(change.into())?;
         }
@@ -143,10 +146,10 @@ struct Run<'s> {
     /// Whether a `…From` change's "before" is trusted (the store is not
     /// marked incomplete); if not, the stored row is read as for the others.
     trust: bool,
-    /// The entries of the event read last (an event's changes come
-    /// together), written when the next event's come or at commit
-    /// ([`Run::write_entries`]).
-    event_entries: Vec<EntryRow>,
+    /// The watermark before the run: entries at or below it are stored.
+    applied: u64,
+    /// The run's entries, written at commit ([`Run::write_entries`]).
+    entries: Vec<EntryRow>,
     withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
     payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
     /// Entries and transactions; the last of equal keys wins.
@@ -155,16 +158,17 @@ struct Run<'s> {
 }
 
 impl<'s> Run<'s> {
-    fn new(store: &'s HistoryStore, trust: bool) -> Self {
-        Self {
+    fn new(store: &'s HistoryStore, trust: bool) -> Result<Self, HistoryError> {
+        Ok(Self {
             store,
             trust,
-            event_entries: Vec::new(),
+            applied: store.applied_lsn()?,
+            entries: Vec::new(),
             withdrawals: HashMap::new(),
             payouts: HashMap::new(),
             writes: Writes::default(),
             missing: 0,
-        }
+        })
     }
 
     fn apply(&mut self, change: Change) -> Result<(), HistoryError> {
@@ -205,7 +209,10 @@ impl<'s> Run<'s> {
                 row.updated_at_ms = at_ms;
                 Ok(())
             }
-            Change::Entry(e) => self.entry(e),
+            Change::Entry(e) => {
+                self.entry(e);
+                Ok(())
+            }
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
                 self.writes
@@ -236,32 +243,31 @@ impl<'s> Run<'s> {
         }
     }
 
-    /// Holds `e` with the other entries of its event.
-    fn entry(&mut self, e: EntryRow) -> Result<(), HistoryError> {
-        if self
-            .event_entries
-            .first()
-            .is_some_and(|held| held.seq != e.seq)
-        {
-            self.write_entries()?;
+    /// Holds `e` with the run's other entries, unless the store holds it
+    /// already (its event is at or below the watermark: a run that
+    /// overlaps what was applied writes only what is new, so an entry is
+    /// never stored twice under two keys).
+    fn entry(&mut self, e: EntryRow) {
+        if e.seq > self.applied {
+            self.entries.push(e);
         }
-        self.event_entries.push(e);
-        Ok(())
     }
 
-    /// Writes the held event's entries: one key per balance, holding the
-    /// changes the event made to it in part order ([`schema::encode_entry`]).
+    /// Writes the run's entries: per balance, the changes of up to
+    /// [`schema::ENTRY_EVENTS_PER_KEY_MAX`] events under one key, the last
+    /// one's ([`schema::encode_entry`]).
     fn write_entries(&mut self) -> Result<(), HistoryError> {
-        let mut held = std::mem::take(&mut self.event_entries);
-        // By balance, then part: each balance's parts side by side.
-        held.sort_by_key(|e| (e.account, e.currency, e.part));
-        for parts in held.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
-            let key = schema::entry_row_key(&parts[0]);
-            self.writes
-                .put(Ks::Entries, key, schema::encode_entry(parts)?);
+        let mut held = std::mem::take(&mut self.entries);
+        // By balance, then (seq, part): each balance's changes in order.
+        held.sort_by_key(|e| (e.account, e.currency, e.seq, e.part));
+        for balance in held.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
+            for group in event_groups(balance, schema::ENTRY_EVENTS_PER_KEY_MAX) {
+                let last = group.last().ok_or_else(|| schema::corrupt("entry group"))?;
+                let key = schema::entry_row_key(last);
+                self.writes
+                    .put(Ks::Entries, key, schema::encode_entry(group)?);
+            }
         }
-        held.clear();
-        self.event_entries = held;
         Ok(())
     }
 
@@ -412,9 +418,8 @@ fn stored_payout(store: &HistoryStore, payout_id: u64) -> Result<Option<PayoutRo
 
 /// The pairs of keyspace `ks` with the last value of each key, in key
 /// order. An entry key written twice is an error, not a replacement: it
-/// holds every change its event made to its balance, so a second write
-/// means that event's entries came in two pieces (out of event order, or
-/// split between calls) and the first piece would be lost.
+/// holds every change of its balance's events in the run, so a second
+/// write would lose the first's.
 fn last_per_key<V>(
     ks: Ks,
     mut pairs: Vec<(Vec<u8>, V)>,
@@ -449,4 +454,30 @@ fn index_keys(tx: TransactionId, at: &Indexed) -> Vec<(Ks, Vec<u8>)> {
         keys.push((Ks::WByPayout, key(schema::payout_prefix(payout_id))));
     }
     keys
+}
+
+/// `changes` (one balance's, in (seq, part) order) cut into runs of at
+/// most `events` events, never inside an event.
+fn event_groups(changes: &[EntryRow], events: usize) -> impl Iterator<Item = &[EntryRow]> {
+    let (mut rest, events) = (changes, events.max(1));
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut seen = 0;
+        let mut end = 0;
+        while end < rest.len() {
+            let starts_event = end == 0 || rest[end - 1].seq != rest[end].seq;
+            if starts_event {
+                if seen == events {
+                    break;
+                }
+                seen += 1;
+            }
+            end += 1;
+        }
+        let (group, after) = rest.split_at(end);
+        rest = after;
+        Some(group)
+    })
 }

@@ -4,6 +4,8 @@
 //! consistent even while a batch is being ingested; paging across calls is
 //! kept stable by the cursors (see `cursor.rs`).
 
+use std::ops::Bound::{Excluded, Included};
+
 use fjall::{Readable, Snapshot};
 
 use crate::domain::ids::{AccountId, TransactionId};
@@ -267,7 +269,8 @@ impl HistoryStore {
     /// `account`'s (available, locked) in `currency` just after the event
     /// at `lsn`: its last entry at or before that LSN (that event's last
     /// part); zero when it has none (no event before then moved that
-    /// balance).
+    /// balance). That entry is under the last key at or before `lsn`, or
+    /// under the first after it, with later events' changes.
     pub fn balance_at_lsn(
         &self,
         account: AccountId,
@@ -277,13 +280,26 @@ impl HistoryStore {
         let snap = self.db.snapshot();
         let entries = self.ks.get(Ks::Entries);
         let from = schema::entry_key(account, currency, 0);
-        let to = [schema::entry_key(account, currency, lsn), vec![u8::MAX]].concat();
-        match snap.range(entries, from..=to).next_back() {
-            Some(guard) => {
-                Ok(last_part(guard)?.map_or((0, 0), |e| (e.available_after, e.locked_after)))
+        let upto = [schema::entry_key(account, currency, lsn), vec![u8::MAX]].concat();
+        let end = [
+            schema::entry_key(account, currency, u64::MAX),
+            vec![u8::MAX],
+        ]
+        .concat();
+        let at_or_before = |e: &EntryRow| e.seq <= lsn;
+        let after = snap
+            .range(entries, (Excluded(upto.clone()), Included(end)))
+            .next();
+        let mut found = match after {
+            Some(guard) => last_entry_where(guard, at_or_before)?,
+            None => None,
+        };
+        if found.is_none() {
+            if let Some(guard) = snap.range(entries, from..=upto).next_back() {
+                found = last_entry_where(guard, at_or_before)?;
             }
-            None => Ok((0, 0)),
         }
+        Ok(found.map_or((0, 0), |e| (e.available_after, e.locked_after)))
     }
 
     /// One payout by id.
@@ -373,13 +389,21 @@ fn entries_page(
     Ok(Page { items, next: None })
 }
 
-/// The last part of an entry key's value: the balance after the event.
-fn last_part(guard: fjall::Guard) -> Result<Option<EntryRow>, HistoryError> {
-    Ok(schema::decode_entry(&guard.value()?)?.pop())
+/// The last change in an entry key's value that `wanted` accepts: the
+/// balance after it.
+fn last_entry_where(
+    guard: fjall::Guard,
+    wanted: impl Fn(&EntryRow) -> bool,
+) -> Result<Option<EntryRow>, HistoryError> {
+    let value = guard.value()?;
+    Ok(schema::decode_entry(&value)?
+        .into_iter()
+        .rev()
+        .find(|e| wanted(e)))
 }
 
 /// The entry of `currency_prefix` (account ++ currency) with the highest
-/// seq among those at or before `at_ms`.
+/// (seq, part) among those at or before `at_ms`.
 fn last_entry_at(
     snap: &Snapshot,
     entries: &fjall::Keyspace,
@@ -387,8 +411,8 @@ fn last_entry_at(
     at_ms: u64,
 ) -> Result<Option<EntryRow>, HistoryError> {
     for guard in snap.prefix(entries, currency_prefix).rev() {
-        if let Some(e) = last_part(guard)?.filter(|e| e.at_ms <= at_ms) {
-            return Ok(Some(e));
+        if let Some(found) = last_entry_where(guard, |e| e.at_ms <= at_ms)? {
+            return Ok(Some(found));
         }
     }
     Ok(None)

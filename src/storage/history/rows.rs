@@ -8,6 +8,7 @@
 //! [`schema::Trailing`](super::schema)), so older rows still decode.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
@@ -35,7 +36,7 @@ pub struct WithdrawalRow {
     /// Its fee, destination, metadata, expiry and partly paid amount, as
     /// the account's record keeps them (`None`: a plain withdrawal).
     #[serde(skip)]
-    pub extras: Option<Box<Extras>>,
+    pub extras: Option<Arc<Extras>>,
 }
 
 /// What a balance change was: the public kind, stored by its variant

@@ -7,10 +7,12 @@
 //! - `w_by_account`: account (8) ++ created ++ tx → ()
 //! - `w_by_status`: status code (1) ++ created ++ tx → ()
 //! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
-//! - `entries`: account (8) ++ currency (8) ++ seq (8) → every change the
-//!   event made to that balance, its parts in order ([`encode_entry`]);
-//!   stores written before parts shared a key hold an event's second and
-//!   third change under that key ++ part (1), and are read as they are
+//! - `entries`: account (8) ++ currency (8) ++ seq (8) → every change that
+//!   balance went through in the events of one ingest up to that seq (the
+//!   last one's), in (seq, part) order ([`encode_entry`]); no key before
+//!   an entry's own seq holds it. Stores written before
+//!   changes shared a key hold an event's second and third change under
+//!   its key ++ part (1), and are read as they are
 //! - `transactions`: tx → [`TransactionRow`]
 //! - `payouts`: payout id (8) → [`PayoutRow`]
 //! - `p_by_state`: state code (1) ++ payout id (8) → ()
@@ -26,6 +28,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::sync::Arc;
 
 use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
@@ -190,8 +193,8 @@ pub(super) fn entry_key(account: AccountId, currency: CurrencyCode, seq: u64) ->
     .concat()
 }
 
-/// An entry's key: its balance and event ([`entry_key`]); the event's
-/// other changes to that balance share it.
+/// The key of an entry's balance and event ([`entry_key`]); a key holding
+/// changes of several events is its last one's.
 pub(super) fn entry_row_key(e: &EntryRow) -> Vec<u8> {
     entry_key(e.account, e.currency, e.seq)
 }
@@ -221,7 +224,19 @@ pub(super) fn payout_state_key(state: PayoutState, payout_id: u64) -> [u8; 9] {
 // ---- values ----
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
+    let mut bytes = Vec::with_capacity(VALUE_CAPACITY);
+    encode_into(value, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Room for most values at once: growing a buffer from empty reallocates
+/// it three or four times per row.
+const VALUE_CAPACITY: usize = 96;
+
+/// Appends `value`'s encoding to `bytes`.
+fn encode_into<T: Serialize>(value: &T, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
+    bincode::serde::encode_into_std_write(value, bytes, bincode::config::standard())
+        .map(drop)
         .map_err(|e| HistoryError::Encode(e.to_string()))
 }
 
@@ -238,17 +253,15 @@ pub(super) fn decode<T: DeserializeOwned>(
 /// A row with a part stored after its own encoding, only when present.
 pub(super) trait Trailing: Serialize + DeserializeOwned {
     type Part: DeserializeOwned;
-    /// The trailing part's encoding (a `Part`'s), if the row has one.
-    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError>;
+    /// Appends the trailing part's encoding (a `Part`'s), if the row has one.
+    fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError>;
     fn set_trailing(&mut self, part: Self::Part);
 }
 
 /// A row's value: its encoding, then its trailing part if it has one.
 pub(super) fn encode_row<T: Trailing>(row: &T) -> Result<Vec<u8>, HistoryError> {
     let mut bytes = encode(row)?;
-    if let Some(part) = row.trailing()? {
-        bytes.extend(part);
-    }
+    row.trailing_into(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -266,66 +279,168 @@ pub(super) fn decode_row<T: Trailing>(bytes: &[u8], what: &'static str) -> Resul
 
 impl Trailing for WithdrawalRow {
     type Part = Extras;
-    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
-        self.extras.as_deref().map(encode).transpose()
+    fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
+        self.extras
+            .as_deref()
+            .map_or(Ok(()), |e| encode_into(e, bytes))
     }
     fn set_trailing(&mut self, extras: Extras) {
-        self.extras = Some(Box::new(extras));
+        self.extras = Some(Arc::new(extras));
     }
 }
 
 impl Trailing for TransactionRow {
     type Part = Metadata;
-    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
-        self.metadata.as_deref().map(encode).transpose()
+    fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
+        self.metadata
+            .as_deref()
+            .map_or(Ok(()), |m| encode_into(m, bytes))
     }
     fn set_trailing(&mut self, metadata: Metadata) {
         self.metadata = metadata.boxed();
     }
 }
 
-/// The value of an entry key: the parts one event made to one balance,
-/// in part order. A lone part is stored as every entry was before parts
-/// shared a key (its row, then its trailing only if it has one); each of
-/// several carries its trailing, so a reader can tell where it ends. One
-/// key per event and balance instead of one per part: a withdrawal with a
-/// fee in its own currency writes three entry keys, not five, and each key
-/// costs the store's memtable a search and its journal a record.
+/// The value of an entry key: the changes one balance went through in a
+/// run of events (one event, or up to [`ENTRY_EVENTS_PER_KEY_MAX`] that
+/// reached one ingest together; see `ingest`), in (seq, part) order, keyed
+/// by the last one's seq. A lone change is stored as every entry was before
+/// changes shared a key (its row, then its trailing only if it has one).
+/// Of several, each event's first is stored in full with its trailing, so
+/// a reader can tell where it ends; each later change of the same event
+/// (sharing its transaction, time and metadata, as an event's changes
+/// always do) as [`LATER_PART`] then only what differs ([`LaterPart`]),
+/// about 25 bytes instead of 60. A key per balance and run instead of one
+/// per change: a withdrawal with a fee in its own currency writes its
+/// fee's lock and burn under its amount's keys, and the fee account, which
+/// every completion credits, gets one key per run, not one per withdrawal;
+/// each key costs the store's memtable a search and its journal a record.
 pub(super) fn encode_entry(parts: &[EntryRow]) -> Result<Vec<u8>, HistoryError> {
-    let increasing = parts.windows(2).all(|pair| pair[0].part < pair[1].part);
-    if parts.is_empty() || !increasing {
-        return Err(HistoryError::Encode(
-            "an entry's parts must be one or more, numbered increasingly".into(),
-        ));
-    }
-    let [only] = parts else {
-        let mut bytes = Vec::new();
-        for part in parts {
-            bytes.extend(encode(part)?);
-            bytes.extend(encode(&(part.part, part.metadata.as_deref()))?);
-        }
-        return Ok(bytes);
+    let increasing = parts
+        .windows(2)
+        .all(|pair| (pair[0].seq, pair[0].part) < (pair[1].seq, pair[1].part));
+    let [first, later @ ..] = parts else {
+        return Err(empty_or_unordered());
     };
-    encode_row(only)
+    if !increasing {
+        return Err(empty_or_unordered());
+    }
+    if later.is_empty() {
+        return encode_row(first);
+    }
+    let mut bytes = Vec::with_capacity(VALUE_CAPACITY * parts.len());
+    let mut full = first;
+    encode_full(first, &mut bytes)?;
+    for part in later {
+        if LaterPart::fits(part, full) {
+            bytes.push(LATER_PART);
+            encode_into(&LaterPart::of(part), &mut bytes)?;
+        } else {
+            full = part;
+            encode_full(part, &mut bytes)?;
+        }
+    }
+    Ok(bytes)
 }
 
-/// The parts of an entry key's value ([`encode_entry`]), in part order.
+/// Most events whose changes to one balance one entry key holds: enough
+/// that an account every event touches (a fee account) costs a key per
+/// many events, few enough that reading one entry decodes a few KiB.
+pub(super) const ENTRY_EVENTS_PER_KEY_MAX: usize = 64;
+
+/// A change as a row with its trailing, always: another may follow it.
+fn encode_full(e: &EntryRow, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
+    encode_into(e, bytes)?;
+    encode_into(&(e.part, e.metadata.as_deref()), bytes)
+}
+
+fn empty_or_unordered() -> HistoryError {
+    HistoryError::Encode("an entry's changes must be one or more, in increasing (seq, part)".into())
+}
+
+/// Opens a later change stored as [`LaterPart`]. A full row never starts
+/// with it: a row's first field, its account, is a varint, and 255 is no
+/// varint's first byte.
+const LATER_PART: u8 = 0xFF;
+
+/// What a later change of an event holds that the event's first change,
+/// stored in full before it, does not.
+#[derive(Serialize, serde::Deserialize)]
+struct LaterPart {
+    part: u8,
+    kind: super::rows::EntryKind,
+    amount: crate::domain::money::Units,
+    available_after: crate::domain::money::Units,
+    locked_after: crate::domain::money::Units,
+}
+
+impl LaterPart {
+    /// Whether `e` can be stored as a later change of `full`'s event.
+    fn fits(e: &EntryRow, full: &EntryRow) -> bool {
+        (e.seq, e.tx, e.at_ms, &e.metadata) == (full.seq, full.tx, full.at_ms, &full.metadata)
+    }
+
+    fn of(e: &EntryRow) -> Self {
+        Self {
+            part: e.part,
+            kind: e.kind,
+            amount: e.amount,
+            available_after: e.available_after,
+            locked_after: e.locked_after,
+        }
+    }
+
+    /// The change as a row: the rest is its event's first change's.
+    fn into_row(self, first: &EntryRow) -> EntryRow {
+        EntryRow {
+            part: self.part,
+            kind: self.kind,
+            amount: self.amount,
+            available_after: self.available_after,
+            locked_after: self.locked_after,
+            ..first.clone()
+        }
+    }
+}
+
+/// The changes an entry key's value holds ([`encode_entry`]), in (seq,
+/// part) order.
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> {
     let config = bincode::config::standard();
     let mut parts: Vec<EntryRow> = Vec::with_capacity(1);
+    // The last change stored in full: later ones of its event complete
+    // themselves from it.
+    let mut full: Option<usize> = None;
     let mut rest = bytes;
     while !rest.is_empty() || parts.is_empty() {
-        let (mut row, used): (EntryRow, usize) =
-            bincode::serde::decode_from_slice(rest, config).map_err(|_| corrupt("entry"))?;
-        rest = &rest[used..];
-        if !rest.is_empty() {
-            let (trailing, used) =
-                bincode::serde::decode_from_slice(rest, config).map_err(|_| corrupt("entry"))?;
-            row.set_trailing(trailing);
-            rest = &rest[used..];
-        }
-        if parts.last().is_some_and(|before| before.part >= row.part) {
-            return Err(corrupt("entry parts out of order"));
+        let row = match (rest.split_first(), full.and_then(|i| parts.get(i))) {
+            (Some((&LATER_PART, after)), Some(first)) => {
+                let (later, used): (LaterPart, usize) =
+                    bincode::serde::decode_from_slice(after, config)
+                        .map_err(|_| corrupt("entry"))?;
+                rest = &after[used..];
+                later.into_row(first)
+            }
+            _ => {
+                let (mut row, used): (EntryRow, usize) =
+                    bincode::serde::decode_from_slice(rest, config)
+                        .map_err(|_| corrupt("entry"))?;
+                rest = &rest[used..];
+                if !rest.is_empty() {
+                    let (trailing, used) = bincode::serde::decode_from_slice(rest, config)
+                        .map_err(|_| corrupt("entry"))?;
+                    row.set_trailing(trailing);
+                    rest = &rest[used..];
+                }
+                full = Some(parts.len());
+                row
+            }
+        };
+        if parts
+            .last()
+            .is_some_and(|before| (before.seq, before.part) >= (row.seq, row.part))
+        {
+            return Err(corrupt("entry changes out of order"));
         }
         parts.push(row);
     }
@@ -335,11 +450,12 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> 
 impl Trailing for EntryRow {
     /// (part, metadata)
     type Part = (u8, Option<Metadata>);
-    fn trailing(&self) -> Result<Option<Vec<u8>>, HistoryError> {
+    fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
         let metadata = self.metadata.as_deref();
-        (self.part > 0 || metadata.is_some())
-            .then(|| encode(&(self.part, metadata)))
-            .transpose()
+        if self.part > 0 || metadata.is_some() {
+            encode_into(&(self.part, metadata), bytes)?;
+        }
+        Ok(())
     }
     fn set_trailing(&mut self, (part, metadata): Self::Part) {
         self.part = part;

@@ -707,35 +707,208 @@ fn a_store_that_kept_each_part_under_its_own_key_reads_the_same() {
     assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
 }
 
+/// Full encoding of each part (its row, then its trailing), one after the
+/// other: how stores written before later parts were compact hold them.
+fn every_part_in_full(parts: &[&EntryRow]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|p| {
+            [
+                schema::encode(*p),
+                schema::encode(&(p.part, p.metadata.as_deref())),
+            ]
+        })
+        .flat_map(ok)
+        .collect()
+}
+
 #[test]
-fn an_events_entries_that_come_apart_are_refused_not_half_written() {
+fn later_parts_sharing_the_first_parts_event_are_stored_compactly_and_read_the_same() {
+    let mut parts = one_events_parts(7);
+    parts.retain(|e| e.account == 3);
+    parts.sort_by_key(|e| e.part);
+    // Parts 0 and 1 share transaction, time and metadata; part 2 has its
+    // own metadata, so it is stored in full.
+    let compact = ok(schema::encode_entry(&parts[..2]));
+    let full = every_part_in_full(&[&parts[0], &parts[1]]);
+    assert!(
+        compact.len() + 30 <= full.len(),
+        "a later part takes {} bytes, in full {}",
+        compact.len(),
+        full.len()
+    );
+    assert_eq!(ok(schema::decode_entry(&compact)), parts[..2].to_vec());
+    assert_eq!(
+        ok(schema::decode_entry(&ok(schema::encode_entry(&parts)))),
+        parts
+    );
+    // A store written before, with every part in full, reads the same.
+    let (_dir, store) = open();
+    let ks = store.ks.get(schema::Ks::Entries);
+    let old = every_part_in_full(&parts.iter().collect::<Vec<_>>());
+    ok(ks
+        .insert(schema::entry_row_key(&parts[0]), old)
+        .map_err(HistoryError::from));
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, parts);
+    assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
+}
+
+#[test]
+fn an_events_entries_that_come_apart_in_a_run_are_stored_together_and_twins_refused() {
     let (_dir, store) = open();
     let mut parts = one_events_parts(7);
     let later = one_events_parts(8);
-    // Event 7's parts on account 3 with event 8's between them: the
-    // second piece would replace the first under the shared key.
+    // Event 7's parts on account 3 with event 8's between them.
     let apart: Vec<Change> = [parts.remove(0)]
         .into_iter()
         .chain(later)
         .chain(parts)
         .map(Change::Entry)
         .collect();
-    assert!(matches!(
-        store.ingest(8, apart),
-        Err(HistoryError::Encode(_))
-    ));
-    assert_eq!(ok(store.applied_lsn()), 0, "nothing was written");
-    assert!(ok(store.entries(3, None, None, 10)).items.is_empty());
-    // Two changes claiming one part cannot be stored side by side either.
+    ok(store.ingest(8, apart));
+    let mut payer: Vec<EntryRow> = [one_events_parts(7), one_events_parts(8)]
+        .concat()
+        .into_iter()
+        .filter(|e| e.account == 3)
+        .collect();
+    payer.sort_by_key(|e| (e.seq, e.part));
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
+    // Two changes claiming one (seq, part) cannot be stored side by side:
+    // the run is refused, nothing of it written.
     let twin = one_events_parts(9)[0].clone();
     assert!(matches!(
-        schema::encode_entry(&[twin.clone(), twin]),
+        schema::encode_entry(&[twin.clone(), twin.clone()]),
         Err(HistoryError::Encode(_))
     ));
     assert!(matches!(
         schema::encode_entry(&[]),
         Err(HistoryError::Encode(_))
     ));
+    let twins = [Change::Entry(twin.clone()), Change::Entry(twin)];
+    assert!(matches!(
+        store.ingest(9, twins),
+        Err(HistoryError::Encode(_))
+    ));
+    assert_eq!(ok(store.applied_lsn()), 8, "nothing was written");
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
+}
+
+/// One balance's entries (account 8, USD), seq 1..=n, every third event
+/// changing it twice (a lock of amount and fee), at_ms rising every third.
+fn one_balance(n: u64) -> Vec<EntryRow> {
+    let mut out: Vec<EntryRow> = Vec::new();
+    let (mut avail, mut locked): (Units, Units) = (1_000_000, 0);
+    for seq in 1..=n {
+        let kinds: &[EntryKind] = match seq % 3 {
+            0 => &[EntryKind::Lock, EntryKind::Lock],
+            1 => &[EntryKind::Deposit],
+            _ => &[EntryKind::Release],
+        };
+        for (part, &kind) in kinds.iter().enumerate() {
+            let amount = if kind == EntryKind::Release {
+                locked.min(3)
+            } else {
+                2
+            };
+            let (da, dl) = delta(kind, amount);
+            (avail, locked) = (avail + da, locked + dl);
+            out.push(EntryRow {
+                account: 8,
+                currency: usd(),
+                seq,
+                tx: TransactionId::new(8, seq),
+                kind,
+                amount,
+                at_ms: 1_000 + seq / 3,
+                available_after: avail,
+                locked_after: locked,
+                part: part as u8,
+                metadata: None,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn a_runs_changes_to_one_balance_share_keys_and_read_as_if_each_event_had_its_own() {
+    let (_dir, store) = open();
+    let all = one_balance(300);
+    // Runs of 1, 2, … 40 events; the first key holds 64 events at most.
+    let (mut from, mut size) = (1u64, 1u64);
+    while from <= 300 {
+        let to = (from + size - 1).min(300);
+        let run: Vec<Change> = all
+            .iter()
+            .filter(|e| (from..=to).contains(&e.seq))
+            .cloned()
+            .map(Change::Entry)
+            .collect();
+        ok(store.ingest(to, run));
+        (from, size) = (to + 1, if size == 40 { 200 } else { size + 1 });
+    }
+    let keys = store.ks.get(schema::Ks::Entries).iter().count();
+    assert!(
+        keys < 40,
+        "{keys} keys for 300 events in {} changes",
+        all.len()
+    );
+    for limit in [1, 2, 7, 64, 65, 1_000] {
+        assert_eq!(
+            entry_pages(&store, 8, Some(usd()), limit),
+            all,
+            "pages of {limit}"
+        );
+    }
+    for lsn in 0..=301 {
+        let last = all.iter().rfind(|e| e.seq <= lsn);
+        let expected = last.map_or((0, 0), |e| (e.available_after, e.locked_after));
+        assert_eq!(
+            ok(store.balance_at_lsn(8, usd(), lsn)),
+            expected,
+            "at lsn {lsn}"
+        );
+    }
+    for at in [0, 1_000, 1_001, 1_050, 1_099, 1_100, 9_999] {
+        let last = all.iter().rfind(|e| e.at_ms <= at);
+        let got = ok(store.balances_at(8, at))
+            .first()
+            .map(|b| (b.available, b.locked));
+        assert_eq!(
+            got,
+            last.map(|e| (e.available_after, e.locked_after)),
+            "at {at} ms"
+        );
+    }
+}
+
+#[test]
+fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
+    let (_dir, store) = open();
+    let all = one_balance(30);
+    let upto = |lsn: u64| -> Vec<Change> {
+        all.iter()
+            .filter(|e| e.seq <= lsn)
+            .cloned()
+            .map(Change::Entry)
+            .collect()
+    };
+    ok(store.ingest(10, upto(10)));
+    // The log fed again from its start, past the watermark.
+    ok(store.ingest(30, upto(30)));
+    assert_eq!(entry_pages(&store, 8, None, 1_000), all);
+    let stored: usize = store
+        .ks
+        .get(schema::Ks::Entries)
+        .iter()
+        .map(|kv| ok(kv.into_inner().map_err(HistoryError::from)).1)
+        .map(|value| ok(schema::decode_entry(&value)).len())
+        .sum();
+    assert_eq!(stored, all.len(), "each change stored once");
+    assert_eq!(ok(store.balance_at_lsn(8, usd(), 10)), {
+        let e = all.iter().rfind(|e| e.seq <= 10);
+        e.map_or((0, 0), |e| (e.available_after, e.locked_after))
+    });
 }
 
 #[test]
@@ -745,18 +918,20 @@ fn a_damaged_entry_value_is_reported_not_panicked_on() {
     let key = schema::entry_row_key(&parts[0]);
     let stored =
         ok(ks.get(&key).map_err(HistoryError::from)).unwrap_or_else(|| panic!("not stored"));
-    // Cut, empty, and parts out of order.
-    let swapped: Vec<u8> = [&parts[1], &parts[0]]
-        .into_iter()
-        .flat_map(|p| {
-            [
-                schema::encode(p),
-                schema::encode(&(p.part, p.metadata.as_deref())),
-            ]
-        })
-        .flat_map(ok)
-        .collect();
-    for damaged in [stored[..stored.len() - 1].to_vec(), Vec::new(), swapped] {
+    // Cut (after its full last part, or its compact one), empty, parts
+    // out of order, and a compact part with no first part to complete it.
+    let swapped = every_part_in_full(&[&parts[1], &parts[0]]);
+    let two = ok(schema::encode_entry(&[parts[0].clone(), parts[1].clone()]));
+    let lone_later = two[ok(schema::encode_entry(&parts[..1])).len() + 2..].to_vec();
+    assert_eq!(lone_later.first(), Some(&0xFF), "part 1 is stored compact");
+    let damaged = [
+        stored[..stored.len() - 1].to_vec(),
+        two[..two.len() - 1].to_vec(),
+        Vec::new(),
+        swapped,
+        lone_later,
+    ];
+    for damaged in damaged {
         ok(ks.insert(&key, damaged).map_err(HistoryError::from));
         assert!(matches!(
             store.entries(3, None, None, 10),
