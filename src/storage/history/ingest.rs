@@ -257,10 +257,13 @@ impl<'s> Run<'s> {
     /// [`schema::ENTRY_EVENTS_PER_KEY_MAX`] events under one key, the last
     /// one's ([`schema::encode_entry`]).
     fn write_entries(&mut self) -> Result<(), HistoryError> {
-        let mut held = std::mem::take(&mut self.entries);
+        let held = std::mem::take(&mut self.entries);
         // By balance, then (seq, part): each balance's changes in order.
-        held.sort_by_key(|e| (e.account, e.currency, e.seq, e.part));
-        for balance in held.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
+        // Sorted by reference: moving the rows themselves (112 bytes each)
+        // cost more than the comparisons.
+        let mut order: Vec<&EntryRow> = held.iter().collect();
+        order.sort_unstable_by_key(|e| (e.account, e.currency, e.seq, e.part));
+        for balance in order.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
             for group in event_groups(balance, schema::ENTRY_EVENTS_PER_KEY_MAX) {
                 let last = group.last().ok_or_else(|| schema::corrupt("entry group"))?;
                 let key = schema::entry_row_key(last);
@@ -458,7 +461,10 @@ fn index_keys(tx: TransactionId, at: &Indexed) -> Vec<(Ks, Vec<u8>)> {
 
 /// `changes` (one balance's, in (seq, part) order) cut into runs of at
 /// most `events` events, never inside an event.
-fn event_groups(changes: &[EntryRow], events: usize) -> impl Iterator<Item = &[EntryRow]> {
+fn event_groups<'a>(
+    changes: &'a [&'a EntryRow],
+    events: usize,
+) -> impl Iterator<Item = &'a [&'a EntryRow]> {
     let (mut rest, events) = (changes, events.max(1));
     std::iter::from_fn(move || {
         if rest.is_empty() {

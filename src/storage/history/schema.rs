@@ -26,6 +26,8 @@
 //! written only when present ([`Trailing`]), so a row written before reads
 //! the same, and a row without it is written as before.
 
+use std::borrow::Borrow;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -315,23 +317,25 @@ impl Trailing for TransactionRow {
 /// fee's lock and burn under its amount's keys, and the fee account, which
 /// every completion credits, gets one key per run, not one per withdrawal;
 /// each key costs the store's memtable a search and its journal a record.
-pub(super) fn encode_entry(parts: &[EntryRow]) -> Result<Vec<u8>, HistoryError> {
+pub(super) fn encode_entry<E: Borrow<EntryRow>>(parts: &[E]) -> Result<Vec<u8>, HistoryError> {
+    let place = |e: &E| (e.borrow().seq, e.borrow().part);
     let increasing = parts
         .windows(2)
-        .all(|pair| (pair[0].seq, pair[0].part) < (pair[1].seq, pair[1].part));
+        .all(|pair| place(&pair[0]) < place(&pair[1]));
     let [first, later @ ..] = parts else {
         return Err(empty_or_unordered());
     };
     if !increasing {
         return Err(empty_or_unordered());
     }
+    let first = first.borrow();
     if later.is_empty() {
         return encode_row(first);
     }
     let mut bytes = Vec::with_capacity(VALUE_CAPACITY * parts.len());
     let mut full = first;
     encode_full(first, &mut bytes)?;
-    for part in later {
+    for part in later.iter().map(Borrow::borrow) {
         if LaterPart::fits(part, full) {
             bytes.push(LATER_PART);
             encode_into(&LaterPart::of(part), &mut bytes)?;

@@ -781,7 +781,7 @@ fn an_events_entries_that_come_apart_in_a_run_are_stored_together_and_twins_refu
         Err(HistoryError::Encode(_))
     ));
     assert!(matches!(
-        schema::encode_entry(&[]),
+        schema::encode_entry::<EntryRow>(&[]),
         Err(HistoryError::Encode(_))
     ));
     let twins = [Change::Entry(twin.clone()), Change::Entry(twin)];
