@@ -50,6 +50,7 @@ mod report;
 mod subscriber;
 mod workload;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,7 @@ use tokio::runtime::Runtime;
 
 use data_dir::DataDir;
 use engine::{ClientReport, SETUP_BATCH};
-use report::{per_second, CpuTime, Latency, RateFigures, Report, Resident};
+use report::{per_second, CpuTime, Latency, RateFigures, Report, Resident, ThreadCpu};
 use subscriber::{Subscriber, SubscriberFigures};
 use workload::{share, Stream, Workload};
 
@@ -351,6 +352,11 @@ async fn run_embedded(args: EmbeddedArgs) -> Result<bool, String> {
         rss_end_bytes: measured.resident.as_ref().map(|r| r.now),
         cpu_seconds: measured.cpu_seconds,
         cpu_us_per_op: measured.cpu_seconds.map(|s| s * 1e6 / ops.max(1) as f64),
+        cpu_us_per_op_by_thread: measured.cpu_by_thread.map(|by_thread| {
+            (by_thread.into_iter())
+                .map(|(name, s)| (name, s * 1e6 / ops.max(1) as f64))
+                .collect()
+        }),
         baseline_ops: baseline.ops,
         baseline_seconds: baseline.seconds,
         baseline_ops_per_sec,
@@ -426,8 +432,10 @@ fn stream(args: &EmbeddedArgs, workload: Workload, client: u64, quota: Option<u6
 /// What the engine run measured.
 struct Measured {
     setup_seconds: f64,
-    /// CPU time of the process in the timed phase.
+    /// CPU time of the process in the timed phase, in all and by thread
+    /// name.
     cpu_seconds: Option<f64>,
+    cpu_by_thread: Option<BTreeMap<String, f64>>,
     timed: Timed,
     resident: Option<Resident>,
     /// With `--subscribe`.
@@ -468,7 +476,7 @@ async fn measure(
         args.accounts
     );
     let progress = progress_bar(args.duration.is_none().then_some(args.ops), "ops");
-    let cpu_start = CpuTime::read();
+    let (cpu_start, threads_start) = (CpuTime::read(), ThreadCpu::read());
     let run = match args.rate {
         None => closed_loop(ledger, args, workload, &progress).await,
         Some(rate) => open_loop(ledger, args, workload, rate, &progress).await,
@@ -479,6 +487,9 @@ async fn measure(
     let cpu_seconds = CpuTime::read()
         .zip(cpu_start)
         .map(|(end, start)| end.since(&start));
+    let cpu_by_thread = ThreadCpu::read()
+        .zip(threads_start)
+        .map(|(end, start)| end.since(&start));
     let subscriber = match subscriber {
         Some(subscriber) => Some(subscriber.finish().await?),
         None => None,
@@ -486,6 +497,7 @@ async fn measure(
     Ok(Measured {
         setup_seconds,
         cpu_seconds,
+        cpu_by_thread,
         timed: run?,
         // Now, before the shutdown and the baseline allocate anything.
         resident: Resident::read(),

@@ -1,6 +1,9 @@
 //! What the bench prints: one JSON object (`--json`) or a short table, both
 //! on stdout, with the open-loop schedule's figures under `--rate`; and the
-//! process's resident memory from `/proc/self/status`.
+//! process's resident memory and CPU time (in all, and by thread name) from
+//! `/proc/self`.
+
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -59,6 +62,12 @@ pub struct Report {
     /// the CPU-bound ceiling in ops/s.
     pub cpu_seconds: Option<f64>,
     pub cpu_us_per_op: Option<f64>,
+    /// `cpu_us_per_op` by thread name (the shards' `actix-rt|system`, the
+    /// log writer's `burnledger-wal`, the checkpointer's `burnledger-chec`,
+    /// the history writer's `burnledger-hist`, the store's `fjall:worker`,
+    /// the clients' `tokio-rt-worker`…), threads of one name summed. A
+    /// thread that ended during the timed phase is left out.
+    pub cpu_us_per_op_by_thread: Option<BTreeMap<String, f64>>,
     pub baseline_ops: u64,
     pub baseline_seconds: f64,
     pub baseline_ops_per_sec: f64,
@@ -96,6 +105,20 @@ pub fn per_second(ops: u64, seconds: f64) -> f64 {
 }
 
 impl Report {
+    /// `cpu_us_per_op_by_thread`, the costliest first.
+    fn cpu_by_thread_text(&self) -> String {
+        let Some(by_thread) = &self.cpu_us_per_op_by_thread else {
+            return "unknown".into();
+        };
+        let mut threads: Vec<_> = by_thread.iter().collect();
+        threads.sort_by(|a, b| b.1.total_cmp(a.1));
+        let shown: Vec<String> = threads
+            .iter()
+            .map(|(name, us)| format!("{name} {us:.2}"))
+            .collect();
+        shown.join(", ")
+    }
+
     pub fn print(&self, json: bool) -> Result<(), String> {
         if json {
             let text = serde_json::to_string(self).map_err(|e| format!("JSON report: {e}"))?;
@@ -132,6 +155,7 @@ impl Report {
                 self.cpu_us_per_op
                     .map_or("unknown".into(), |us| format!("{us:.2}")),
             ),
+            ("CPU by thread", self.cpu_by_thread_text()),
             (
                 "baseline ops/s",
                 format!("{:.0}", self.baseline_ops_per_sec),
@@ -210,6 +234,48 @@ impl CpuTime {
     }
 }
 
+/// CPU time each thread of this process has used (`/proc/self/task`), by
+/// thread id, with its name.
+pub struct ThreadCpu(BTreeMap<u64, (String, f64)>);
+
+impl ThreadCpu {
+    /// `None` where there is no such folder (not Linux).
+    pub fn read() -> Option<Self> {
+        let mut threads = BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread may end between listing and reading: skip it.
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, ticks)) = thread_name(&stat).zip(cpu_ticks(&stat)) {
+                threads.insert(tid, (name.to_string(), ticks as f64 / USER_HZ));
+            }
+        }
+        Some(Self(threads))
+    }
+
+    /// Seconds of CPU used since `earlier`, by thread name: each thread
+    /// alive now, less what it had used then (threads started since count
+    /// from zero).
+    pub fn since(&self, earlier: &Self) -> BTreeMap<String, f64> {
+        let mut by_name = BTreeMap::new();
+        for (tid, (name, seconds)) in &self.0 {
+            let before = earlier.0.get(tid).map_or(0.0, |(_, s)| *s);
+            *by_name.entry(name.clone()).or_insert(0.0) += (seconds - before).max(0.0);
+        }
+        by_name
+    }
+}
+
+/// The command name of a `/proc/*/stat` line: what is between the first
+/// `(` and the last `)` (a name may hold either).
+fn thread_name(stat: &str) -> Option<&str> {
+    stat.get(stat.find('(')? + 1..stat.rfind(')')?)
+}
+
 /// `utime + stime` of a `/proc/*/stat` line: fields 14 and 15, counted
 /// after the command name, which is in parentheses and may hold spaces.
 fn cpu_ticks(stat: &str) -> Option<u64> {
@@ -242,6 +308,32 @@ mod tests {
         assert_eq!(kib_field(status, "VmHWM"), Some(2048));
         assert_eq!(kib_field(status, "VmRSS"), Some(1024));
         assert_eq!(kib_field(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_cpu_time_by_thread_name() {
+        assert_eq!(thread_name("42 (a (b) c) R 1 2"), Some("a (b) c"));
+        assert_eq!(thread_name("42 x R"), None);
+        if cfg!(target_os = "linux") {
+            let start = ThreadCpu::read().expect("/proc/self/task");
+            let spinner = std::thread::Builder::new()
+                .name("bench-spinner".into())
+                .spawn(|| {
+                    let began = std::time::Instant::now();
+                    let mut x = 0u64;
+                    while began.elapsed() < std::time::Duration::from_millis(300) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                    x
+                })
+                .expect("spawn");
+            // Read while it still runs: an ended thread is not listed.
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let used = ThreadCpu::read().expect("task").since(&start);
+            drop(spinner.join());
+            let spun = used.get("bench-spinner").copied().unwrap_or(0.0);
+            assert!(spun >= 0.05, "{used:?}");
+        }
     }
 
     #[test]
