@@ -666,10 +666,11 @@ mod tests {
         changes.iter().map(forget).collect()
     }
 
-    fn store_fed(runs: &[Vec<Change>]) -> (tempfile::TempDir, HistoryStore) {
+    /// A store fed `runs`, each of `events` events (LSN 1 first).
+    fn store_fed(runs: &[Vec<Change>], events: u64) -> (tempfile::TempDir, HistoryStore) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = HistoryStore::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-        for (lsn, run) in (1..).zip(runs) {
+        for (lsn, run) in (1..).map(|run| run * events).zip(runs) {
             store.ingest(lsn, run).unwrap_or_else(|e| panic!("{e}"));
         }
         (dir, store)
@@ -685,9 +686,9 @@ mod tests {
         assert_eq!(count(|c| matches!(c, Change::Withdrawal(_))), 1);
         assert_eq!(count(|c| matches!(c, Change::PayoutFrom { .. })), 4);
         let read: Vec<Vec<Change>> = per_event.iter().map(|c| read_based(c)).collect();
-        let (_a, by_event) = store_fed(&per_event);
-        let (_b, by_reading) = store_fed(&read);
-        let (_c, in_one_run) = store_fed(&[per_event.concat()]);
+        let (_a, by_event) = store_fed(&per_event, 1);
+        let (_b, by_reading) = store_fed(&read, 1);
+        let (_c, in_one_run) = store_fed(&[per_event.concat()], per_event.len() as u64);
         let expected = by_reading.index_keys();
         // Account and status keys of 6 withdrawals, payout keys of the 3
         // whose rows name a payout (the returned one keeps the payout that
@@ -801,7 +802,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("LSN {lsn}: {e}"));
             runs.push(changes);
         }
-        let (_dir, store) = store_fed(&runs);
+        let (_dir, store) = store_fed(&runs, 1);
         let entries = |account| {
             store
                 .entries(account, None, None, 100)

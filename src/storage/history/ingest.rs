@@ -85,8 +85,11 @@ impl HistoryStore {
 
     /// Applies the changes of the log batches ending at `lsn`, atomically
     /// with the watermark; skipped if `lsn` is at or below it. Not fsynced.
-    /// Changes given by value are moved into the store batch; borrowed
-    /// ones are copied first.
+    /// Entries at or below the watermark are stored already and skipped;
+    /// one past `lsn` is refused (a later run's group of that balance would
+    /// replace its key), and nothing of the run is written. Changes given
+    /// by value are moved into the store batch; borrowed ones are copied
+    /// first.
     pub fn ingest<C: Into<Change>>(
         &self,
         lsn: u64,
@@ -97,7 +100,7 @@ impl HistoryStore {
             return Ok(IngestReport::default());
         }
         let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
-        let mut run = Run::new(self, trust)?;
+        let mut run = Run::new(self, trust, lsn)?;
         for change in changes {
             run.apply(change.into())?;
         }
@@ -148,6 +151,8 @@ struct Run<'s> {
     trust: bool,
     /// The watermark before the run: entries at or below it are stored.
     applied: u64,
+    /// The run's last LSN: no entry is past it.
+    lsn: u64,
     /// The run's entries, written at commit ([`Run::write_entries`]).
     entries: Vec<EntryRow>,
     withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
@@ -158,11 +163,12 @@ struct Run<'s> {
 }
 
 impl<'s> Run<'s> {
-    fn new(store: &'s HistoryStore, trust: bool) -> Result<Self, HistoryError> {
+    fn new(store: &'s HistoryStore, trust: bool, lsn: u64) -> Result<Self, HistoryError> {
         Ok(Self {
             store,
             trust,
             applied: store.applied_lsn()?,
+            lsn,
             entries: Vec::new(),
             withdrawals: HashMap::new(),
             payouts: HashMap::new(),
@@ -209,10 +215,7 @@ impl<'s> Run<'s> {
                 row.updated_at_ms = at_ms;
                 Ok(())
             }
-            Change::Entry(e) => {
-                self.entry(e);
-                Ok(())
-            }
+            Change::Entry(e) => self.entry(e),
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
                 self.writes
@@ -247,10 +250,17 @@ impl<'s> Run<'s> {
     /// already (its event is at or below the watermark: a run that
     /// overlaps what was applied writes only what is new, so an entry is
     /// never stored twice under two keys).
-    fn entry(&mut self, e: EntryRow) {
+    fn entry(&mut self, e: EntryRow) -> Result<(), HistoryError> {
+        if e.seq > self.lsn {
+            return Err(HistoryError::Encode(format!(
+                "an entry of event {} in a run up to LSN {}",
+                e.seq, self.lsn
+            )));
+        }
         if e.seq > self.applied {
             self.entries.push(e);
         }
+        Ok(())
     }
 
     /// Writes the run's entries: per balance, the changes of up to
@@ -439,7 +449,7 @@ fn last_per_key<V>(
             Some(last) if last.0 == pair.0 => {
                 if ks == Ks::Entries {
                     return Err(HistoryError::Encode(
-                        "an event's entries for one balance came in two pieces".into(),
+                        "one run wrote an entry key twice".into(),
                     ));
                 }
                 *last = pair;

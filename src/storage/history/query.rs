@@ -193,8 +193,9 @@ impl HistoryStore {
             .map(|c| cursor::decode(CursorKind::Entries, c))
             .transpose()?;
         let (from, to) = currency.map_or((None, None), currency_bounds);
-        // The page resumes at the key of the cursor's entry, which may hold
-        // later parts of the same event (see `schema::encode_entry`).
+        // The page resumes at the cursor's seq: the key holding the
+        // cursor's entry is there or after it, and may hold later changes
+        // (see `schema::encode_entry`).
         let from = match (from, after.as_deref()) {
             (from, Some(after)) => {
                 let at = after[..ENTRY_SUFFIX_LEN].to_vec();

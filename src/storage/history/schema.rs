@@ -231,6 +231,20 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {
     Ok(bytes)
 }
 
+/// How values are decoded: bincode's standard configuration, with what
+/// one value may claim capped. A damaged length (of a string, a map) would
+/// otherwise be allocated before it is found short, and a claim of
+/// petabytes aborts the process; capped, it is `Corrupt`. A value is at
+/// most an entry key's changes of 64 events: well under the cap.
+const DECODING: bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<VALUE_DECODE_MAX>,
+> = bincode::config::standard().with_limit::<VALUE_DECODE_MAX>();
+
+/// The most one stored value may claim when decoded: 16 MiB.
+const VALUE_DECODE_MAX: usize = 16 << 20;
+
 /// Room for most values at once: growing a buffer from empty reallocates
 /// it three or four times per row.
 const VALUE_CAPACITY: usize = 96;
@@ -246,7 +260,7 @@ pub(super) fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     what: &'static str,
 ) -> Result<T, HistoryError> {
-    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+    match bincode::serde::decode_from_slice(bytes, DECODING) {
         Ok((value, used)) if used == bytes.len() => Ok(value),
         _ => Err(corrupt(what)),
     }
@@ -271,8 +285,7 @@ pub(super) fn encode_row<T: Trailing>(row: &T) -> Result<Vec<u8>, HistoryError> 
 /// trailing part.
 pub(super) fn decode_row<T: Trailing>(bytes: &[u8], what: &'static str) -> Result<T, HistoryError> {
     let (mut row, used): (T, usize) =
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|_| corrupt(what))?;
+        bincode::serde::decode_from_slice(bytes, DECODING).map_err(|_| corrupt(what))?;
     if used < bytes.len() {
         row.set_trailing(decode(&bytes[used..], what)?);
     }
@@ -410,7 +423,7 @@ impl LaterPart {
 /// The changes an entry key's value holds ([`encode_entry`]), in (seq,
 /// part) order.
 pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> {
-    let config = bincode::config::standard();
+    let config = DECODING;
     let mut parts: Vec<EntryRow> = Vec::with_capacity(1);
     // The last change stored in full: later ones of its event complete
     // themselves from it.

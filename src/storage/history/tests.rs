@@ -526,6 +526,9 @@ fn entries_for(account: AccountId, n: u64) -> Vec<EntryRow> {
         .collect()
 }
 
+/// A run's last LSN no entry of [`entries_for`] is past.
+const LSN_PAST_EVERY_ENTRY: u64 = 1_000_000;
+
 /// What an entry does to (available, locked).
 fn delta(kind: EntryKind, amount: Units) -> (Units, Units) {
     kind.delta(amount)
@@ -563,7 +566,7 @@ fn entries_page_in_seq_order_per_currency() {
         .cloned()
         .map(Change::Entry)
         .collect();
-    ok(store.ingest(1, &changes));
+    ok(store.ingest(LSN_PAST_EVERY_ENTRY, &changes));
     for currency in [None, Some(usd()), Some(code("BTC"))] {
         let mut expected: Vec<EntryRow> = entries
             .iter()
@@ -581,7 +584,7 @@ fn the_balance_at_a_time_equals_folding_the_entries_up_to_it() {
     let (_dir, store) = open();
     let entries = entries_for(8, 900);
     let changes: Vec<Change> = entries.iter().cloned().map(Change::Entry).collect();
-    ok(store.ingest(1, &changes));
+    ok(store.ingest(LSN_PAST_EVERY_ENTRY, &changes));
     for at in [0, 999, 1_000, 1_001, 1_150, 1_299, 1_300, 5_000] {
         let mut folded: BTreeMap<CurrencyCode, (Units, Units)> = BTreeMap::new();
         for e in entries.iter().filter(|e| e.at_ms <= at) {
@@ -909,6 +912,62 @@ fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
         let e = all.iter().rfind(|e| e.seq <= 10);
         e.map_or((0, 0), |e| (e.available_after, e.locked_after))
     });
+}
+
+#[test]
+fn an_entry_past_its_runs_lsn_is_refused_and_nothing_written() {
+    let (_dir, store) = open();
+    let all = one_balance(6);
+    let upto = |lsn: u64| -> Vec<Change> {
+        all.iter()
+            .filter(|e| e.seq <= lsn)
+            .cloned()
+            .map(Change::Entry)
+            .collect()
+    };
+    // Events 4 to 6 riding on a run that claims to end at LSN 3: a later
+    // run's group would replace their key, and events 1 to 3 with it.
+    assert!(matches!(
+        store.ingest(3, upto(6)),
+        Err(HistoryError::Encode(_))
+    ));
+    assert_eq!(ok(store.applied_lsn()), 0, "nothing was written");
+    assert!(entry_pages(&store, 8, None, 100).is_empty());
+    ok(store.ingest(3, upto(3)));
+    ok(store.ingest(6, upto(6)));
+    assert_eq!(entry_pages(&store, 8, None, 100), all);
+}
+
+#[test]
+fn a_damaged_length_is_corrupt_not_an_allocation_that_aborts() {
+    let (_dir, store, parts) = store_with_one_event(7);
+    // Part 2 carries metadata {k: v}: its trailing is part, Some, one
+    // pair, then the key's length. Damaged to 2^52, decoding would try to
+    // allocate that much (and abort the process) were claims not capped.
+    let with_metadata = &parts[3];
+    let row_len = ok(schema::encode(with_metadata)).len();
+    let mut damaged = ok(schema::encode_row(with_metadata));
+    damaged.truncate(row_len + 3);
+    damaged.extend([253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+    assert!(matches!(
+        schema::decode_entry(&damaged),
+        Err(HistoryError::Corrupt { .. })
+    ));
+    // The same in a stored withdrawal's reason.
+    let mut failed = withdrawal(1, 2, 3);
+    failed.reason = Some("r".into());
+    let encoded = ok(schema::encode_row(&failed));
+    // Without a reason the row ends None (0) and its two times (3, 3):
+    // with one, the same prefix, then Some (1), the length, "r", the times.
+    let some = ok(schema::encode_row(&withdrawal(1, 2, 3))).len() - 3;
+    assert_eq!(encoded[some..], [1, 1, b'r', 3, 3]);
+    let mut damaged = encoded[..=some].to_vec();
+    damaged.extend([253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+    assert!(matches!(
+        schema::decode_row::<WithdrawalRow>(&damaged, "withdrawal"),
+        Err(HistoryError::Corrupt { .. })
+    ));
+    drop(store);
 }
 
 #[test]
