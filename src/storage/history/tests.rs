@@ -885,17 +885,20 @@ fn a_runs_changes_to_one_balance_share_keys_and_read_as_if_each_event_had_its_ow
     }
 }
 
+/// The changes of `all` up to event `lsn`, as ingest takes them.
+fn entries_upto(all: &[EntryRow], lsn: u64) -> Vec<Change> {
+    (all.iter())
+        .filter(|e| e.seq <= lsn)
+        .cloned()
+        .map(Change::Entry)
+        .collect()
+}
+
 #[test]
 fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
     let (_dir, store) = open();
     let all = one_balance(30);
-    let upto = |lsn: u64| -> Vec<Change> {
-        all.iter()
-            .filter(|e| e.seq <= lsn)
-            .cloned()
-            .map(Change::Entry)
-            .collect()
-    };
+    let upto = |lsn: u64| entries_upto(&all, lsn);
     ok(store.ingest(10, upto(10)));
     // The log fed again from its start, past the watermark.
     ok(store.ingest(30, upto(30)));
@@ -918,13 +921,7 @@ fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
 fn an_entry_past_its_runs_lsn_is_refused_and_nothing_written() {
     let (_dir, store) = open();
     let all = one_balance(6);
-    let upto = |lsn: u64| -> Vec<Change> {
-        all.iter()
-            .filter(|e| e.seq <= lsn)
-            .cloned()
-            .map(Change::Entry)
-            .collect()
-    };
+    let upto = |lsn: u64| entries_upto(&all, lsn);
     // Events 4 to 6 riding on a run that claims to end at LSN 3: a later
     // run's group would replace their key, and events 1 to 3 with it.
     assert!(matches!(
