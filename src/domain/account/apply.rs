@@ -21,13 +21,14 @@
 //! ([`Event::IdempotencyKeysExpired`]) touches no balance: `keys.rs`
 //! applies it.
 
+use std::sync::Arc;
+
 use crate::domain::details::{Fee, FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::event::Event;
 use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Extras, WithdrawalRecord, WithdrawalStatus};
-use std::sync::Arc;
 
 use super::{credit, entry_in, AccountState, ApplyError, BalanceEntry, KeyRecord, KeyUse};
 

@@ -10,9 +10,10 @@
 //! pointer. Snapshots (format v7) keep the box beside the account, and the
 //! withdrawals' extras beside them: both are put back here.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 use crate::domain::event::Event;
 use crate::domain::ids::AccountId;

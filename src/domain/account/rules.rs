@@ -11,8 +11,9 @@
 //! `transfers.rs` shares: a key's replay, available funds, room under the
 //! ceiling.
 
-use rust_decimal::Decimal;
 use std::sync::Arc;
+
+use rust_decimal::Decimal;
 
 use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails, EXPIRED_REASON};
 use crate::domain::event::Event;

@@ -7,8 +7,9 @@
 //! encoding: it is stored after it, only when present (see
 //! [`schema::Trailing`](super::schema)), so older rows still decode.
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};

@@ -27,10 +27,10 @@
 //! the same, and a row without it is written as before.
 
 use std::borrow::Borrow;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
 
 use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
