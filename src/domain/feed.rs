@@ -16,9 +16,9 @@
 //!
 //! Balances are those of log order (what a replay of the log up to the
 //! event holds, which is what the history store's entries say after the
-//! event's last change to each balance), not what
-//! an account actor held when it ran the command: a transfer's receiving
-//! side, say, runs on another shard. The tracker follows the events from
+//! event's last change to each balance), not what an account actor held
+//! when it ran the command: a transfer's receiving side, say, runs on
+//! another shard. The tracker follows the events from
 //! a starting position, learning the balance of an account it has not
 //! seen yet from its [`Seeds`] (the history store, or zero from the log's
 //! start); an event whose balance it cannot learn carries none and says so

@@ -14,7 +14,8 @@
 //! the fee account the event names, whose side of the event is applied to
 //! that account like a transfer's receiving side. What the limits count
 //! (`usage.rs`) follows the same events: a request counts its amount; a
-//! failure, a cancel or a partial completion takes back what left no more. Every event is applied with its logged time (`at`): a
+//! failure, a cancel or a partial completion takes back what left no
+//! more. Every event is applied with its logged time (`at`): a
 //! withdrawal's `created_at` and `updated_at` are the times of its events,
 //! so replay rebuilds exactly the times the live engine had, and so is a
 //! key's first use, which its expiry goes by. A key expiry

@@ -279,10 +279,12 @@ impl<'s> Run<'s> {
         let order: Vec<&EntryRow> = places.iter().map(|place| &held[place.4]).collect();
         for balance in order.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
             for group in event_groups(balance, schema::ENTRY_EVENTS_PER_KEY_MAX) {
-                let last = group.last().ok_or_else(|| schema::corrupt("entry group"))?;
-                let key = schema::entry_row_key(last);
-                self.writes
-                    .put(Ks::Entries, key, schema::encode_entry(group)?);
+                // Keyed by its last change (groups are never empty).
+                if let [.., last] = group {
+                    let key = schema::entry_row_key(last);
+                    self.writes
+                        .put(Ks::Entries, key, schema::encode_entry(group)?);
+                }
             }
         }
         Ok(())
@@ -479,25 +481,12 @@ fn event_groups<'a>(
     changes: &'a [&'a EntryRow],
     events: usize,
 ) -> impl Iterator<Item = &'a [&'a EntryRow]> {
-    let (mut rest, events) = (changes, events.max(1));
+    let mut rest = changes;
     std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut seen = 0;
-        let mut end = 0;
-        while end < rest.len() {
-            let starts_event = end == 0 || rest[end - 1].seq != rest[end].seq;
-            if starts_event {
-                if seen == events {
-                    break;
-                }
-                seen += 1;
-            }
-            end += 1;
-        }
+        let by_event = rest.chunk_by(|a, b| a.seq == b.seq);
+        let end: usize = by_event.take(events.max(1)).map(<[_]>::len).sum();
         let (group, after) = rest.split_at(end);
         rest = after;
-        Some(group)
+        (!group.is_empty()).then_some(group)
     })
 }

@@ -8,11 +8,11 @@
 //! - `w_by_status`: status code (1) ++ created ++ tx → ()
 //! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
 //! - `entries`: account (8) ++ currency (8) ++ seq (8) → every change that
-//!   balance went through in the events of one ingest up to that seq (the
-//!   last one's), in (seq, part) order ([`encode_entry`]); no key before
-//!   an entry's own seq holds it. Stores written before
-//!   changes shared a key hold an event's second and third change under
-//!   its key ++ part (1), and are read as they are
+//!   balance went through in up to 64 events of one ingest, the last of
+//!   which has that seq, in (seq, part) order ([`encode_entry`]); no key
+//!   before an entry's own seq holds it. Stores written before changes
+//!   shared a key hold an event's second and third change under its key
+//!   ++ part (1), and are read as they are
 //! - `transactions`: tx → [`TransactionRow`]
 //! - `payouts`: payout id (8) → [`PayoutRow`]
 //! - `p_by_state`: state code (1) ++ payout id (8) → ()
@@ -368,7 +368,7 @@ pub(super) const ENTRY_EVENTS_PER_KEY_MAX: usize = 64;
 /// A change as a row with its trailing, always: another may follow it.
 fn encode_full(e: &EntryRow, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
     encode_into(e, bytes)?;
-    encode_into(&(e.part, e.metadata.as_deref()), bytes)
+    encode_into(&e.trailing(), bytes)
 }
 
 fn empty_or_unordered() -> HistoryError {
@@ -468,15 +468,21 @@ impl Trailing for EntryRow {
     /// (part, metadata)
     type Part = (u8, Option<Metadata>);
     fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
-        let metadata = self.metadata.as_deref();
-        if self.part > 0 || metadata.is_some() {
-            encode_into(&(self.part, metadata), bytes)?;
+        if self.part > 0 || self.metadata.is_some() {
+            encode_into(&self.trailing(), bytes)?;
         }
         Ok(())
     }
     fn set_trailing(&mut self, (part, metadata): Self::Part) {
         self.part = part;
         self.metadata = metadata.and_then(Metadata::boxed);
+    }
+}
+
+impl EntryRow {
+    /// What follows the row in a value: (part, metadata).
+    fn trailing(&self) -> (u8, Option<&Metadata>) {
+        (self.part, self.metadata.as_deref())
     }
 }
 

@@ -1,6 +1,8 @@
 //! Tests of the history store: every listing against a plain model of the
 //! rows, paging in both orders, index moves on status changes, watermark
-//! replays, bad input at each boundary, and damaged stored values.
+//! replays, entries grouped per balance across runs (pages, balances at an
+//! LSN or a time, overlapping runs, the layouts stores wrote before), bad
+//! input at each boundary, and damaged stored values.
 
 use std::collections::BTreeMap;
 

@@ -3,9 +3,8 @@
 //!
 //! It opens a ledger in this process through the public API only (with
 //! `--replicate`, the writer of a replicated node, to measure replication),
-//! funds
-//! every account (untimed: one batched deposit each, for every workload, so
-//! all accounts are resident), then runs `--in-flight` client tasks that
+//! funds every account (untimed: one batched deposit each, for every
+//! workload, so all accounts are resident), then runs `--in-flight` client tasks that
 //! each keep one `Ledger::submit` batch in flight, for `--ops` operations
 //! or for `--duration` seconds.
 //!
@@ -39,8 +38,10 @@
 //! engine's ops/s over the baseline's.
 //!
 //! CPU: the process's CPU time in the timed phase (all threads), in all
-//! and per op. On a shared machine ops/s follows the load; CPU per op
-//! hardly does, so it is the figure to compare runs by.
+//! and per op, and per op by thread name (what each part of the engine
+//! costs; work a background thread does after the timed phase is not in
+//! it). On a shared machine ops/s follows the load; CPU per op moves less,
+//! so it is the figure to compare runs by.
 
 mod baseline;
 mod data_dir;
