@@ -158,12 +158,37 @@ impl EntryKind {
     /// balance: (change to available, change to locked). An account's
     /// entries in a currency, added up from zero, give its balance.
     pub fn delta(self, amount: Units) -> (Units, Units) {
+        let (available, locked) = self.direction();
+        (
+            Units::from(available) * amount,
+            Units::from(locked) * amount,
+        )
+    }
+
+    /// The balance `(available, locked)` moved by an entry of this kind for
+    /// `amount`; `None` when that overflows (never for amounts the engine
+    /// took, possibly for ones read from damaged bytes).
+    pub fn moved(
+        self,
+        (available, locked): (Units, Units),
+        amount: Units,
+    ) -> Option<(Units, Units)> {
+        let (to_available, to_locked) = self.direction();
+        Some((
+            available.checked_add(Units::from(to_available).checked_mul(amount)?)?,
+            locked.checked_add(Units::from(to_locked).checked_mul(amount)?)?,
+        ))
+    }
+
+    /// Which way the amount goes: into (1), out of (-1) or not at all (0)
+    /// (available, locked).
+    fn direction(self) -> (i8, i8) {
         match self {
-            Self::Deposit | Self::Return | Self::TransferIn | Self::FeeIn => (amount, 0),
-            Self::TransferOut => (-amount, 0),
-            Self::Lock => (-amount, amount),
-            Self::Release => (amount, -amount),
-            Self::Burn | Self::FeeOut => (0, -amount),
+            Self::Deposit | Self::Return | Self::TransferIn | Self::FeeIn => (1, 0),
+            Self::TransferOut => (-1, 0),
+            Self::Lock => (-1, 1),
+            Self::Release => (1, -1),
+            Self::Burn | Self::FeeOut => (0, -1),
         }
     }
 }

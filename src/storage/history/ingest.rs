@@ -9,7 +9,7 @@
 //! number), so the changes are first collapsed: per withdrawal and per
 //! payout, what the store held before the run and the last row; entries,
 //! per balance, one key for the changes of up to
-//! [`schema::ENTRY_EVENTS_PER_KEY_MAX`] events ([`schema::encode_entry`]);
+//! [`entry_value::ENTRY_EVENTS_PER_KEY_MAX`] events ([`entry_value::encode_entry`]);
 //! transactions, last one per key. Entries at or below the watermark are
 //! stored already and skipped, so a run that overlaps what was applied
 //! never stores an entry a second time, under another key. Only then are
@@ -32,6 +32,7 @@ use crate::domain::ids::TransactionId;
 use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
+use super::entry_value;
 use super::error::HistoryError;
 use super::rows::{Change, EntryRow, PayoutRow, WithdrawalIndex, WithdrawalRow};
 use super::schema::{self, Ks};
@@ -264,8 +265,8 @@ impl<'s> Run<'s> {
     }
 
     /// Writes the run's entries: per balance, the changes of up to
-    /// [`schema::ENTRY_EVENTS_PER_KEY_MAX`] events under one key, the last
-    /// one's ([`schema::encode_entry`]).
+    /// [`entry_value::ENTRY_EVENTS_PER_KEY_MAX`] events under one key, the last
+    /// one's ([`entry_value::encode_entry`]).
     fn write_entries(&mut self) -> Result<(), HistoryError> {
         let held = std::mem::take(&mut self.entries);
         // By balance, then (seq, part): each balance's changes in order.
@@ -278,12 +279,12 @@ impl<'s> Run<'s> {
         places.sort_unstable();
         let order: Vec<&EntryRow> = places.iter().map(|place| &held[place.4]).collect();
         for balance in order.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
-            for group in event_groups(balance, schema::ENTRY_EVENTS_PER_KEY_MAX) {
+            for group in event_groups(balance, entry_value::ENTRY_EVENTS_PER_KEY_MAX) {
                 // Keyed by its last change (groups are never empty).
                 if let [.., last] = group {
                     let key = schema::entry_row_key(last);
                     self.writes
-                        .put(Ks::Entries, key, schema::encode_entry(group)?);
+                        .put(Ks::Entries, key, entry_value::encode_entry(group)?);
                 }
             }
         }

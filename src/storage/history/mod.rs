@@ -22,6 +22,8 @@
 //! ## Layout
 //! - `rows.rs` — the row types callers write and read, and [`Change`].
 //! - `schema.rs` — keyspaces, key layouts and value encoding.
+//! - `entry_value.rs` — an entry key's value: a balance's changes, each
+//!   after the first as what the one before it does not say.
 //! - `ingest.rs` — applying a run of changes with the watermark, collapsed
 //!   per row, without reading the store when the changes say what it holds.
 //! - `query.rs` — listings and look-ups, read from one snapshot each.
@@ -32,6 +34,7 @@
 //! - `error.rs` — [`HistoryError`].
 
 mod cursor;
+mod entry_value;
 mod error;
 mod ingest;
 mod query;

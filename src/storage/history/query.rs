@@ -14,6 +14,7 @@ use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
 use super::cursor::{self, CursorKind};
+use super::entry_value;
 use super::error::HistoryError;
 use super::rows::{BalanceAt, EntryRow, PayoutRow, TransactionRecord, WithdrawalRow};
 use super::scan::{collect_page, range_iter, Merged, Scan};
@@ -195,7 +196,7 @@ impl HistoryStore {
         let (from, to) = currency.map_or((None, None), currency_bounds);
         // The page resumes at the cursor's seq: the key holding the
         // cursor's entry is there or after it, and may hold later changes
-        // (see `schema::encode_entry`).
+        // (see `entry_value::encode_entry`).
         let from = match (from, after.as_deref()) {
             (from, Some(after)) => {
                 let at = after[..ENTRY_SUFFIX_LEN].to_vec();
@@ -372,7 +373,7 @@ fn entries_page(
     let mut items: Vec<EntryRow> = Vec::new();
     let mut floor = after;
     for guard in keys {
-        for e in schema::decode_entry(&guard.value()?)? {
+        for e in entry_value::decode_entry(&guard.value()?)? {
             let place = schema::entry_place(&e);
             if floor.as_ref().is_some_and(|floor| place <= *floor) {
                 continue;
@@ -397,7 +398,7 @@ fn last_entry_where(
     wanted: impl Fn(&EntryRow) -> bool,
 ) -> Result<Option<EntryRow>, HistoryError> {
     let value = guard.value()?;
-    Ok(schema::decode_entry(&value)?
+    Ok(entry_value::decode_entry(&value)?
         .into_iter()
         .rev()
         .find(|e| wanted(e)))

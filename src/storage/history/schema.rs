@@ -9,7 +9,7 @@
 //! - `w_by_payout`: payout id (8) ++ created ++ tx → ()
 //! - `entries`: account (8) ++ currency (8) ++ seq (8) → every change that
 //!   balance went through in up to 64 events of one ingest, the last of
-//!   which has that seq, in (seq, part) order ([`encode_entry`]); no key
+//!   which has that seq, in (seq, part) order (`entry_value.rs`); no key
 //!   before an entry's own seq holds it. Stores written before changes
 //!   shared a key hold an event's second and third change under its key
 //!   ++ part (1), and are read as they are
@@ -26,7 +26,6 @@
 //! written only when present ([`Trailing`]), so a row written before reads
 //! the same, and a row without it is written as before.
 
-use std::borrow::Borrow;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -236,7 +235,7 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, HistoryError> {
 /// otherwise be allocated before it is found short, and a claim of
 /// petabytes aborts the process; capped, it is `Corrupt`. A value is at
 /// most an entry key's changes of 64 events: well under the cap.
-const DECODING: bincode::config::Configuration<
+pub(super) const DECODING: bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
     bincode::config::Limit<VALUE_DECODE_MAX>,
@@ -250,7 +249,10 @@ const VALUE_DECODE_MAX: usize = 16 << 20;
 const VALUE_CAPACITY: usize = 96;
 
 /// Appends `value`'s encoding to `bytes`.
-fn encode_into<T: Serialize>(value: &T, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
+pub(super) fn encode_into<T: Serialize>(
+    value: &T,
+    bytes: &mut Vec<u8>,
+) -> Result<(), HistoryError> {
     bincode::serde::encode_into_std_write(value, bytes, bincode::config::standard())
         .map(drop)
         .map_err(|e| HistoryError::Encode(e.to_string()))
@@ -316,154 +318,6 @@ impl Trailing for TransactionRow {
     }
 }
 
-/// The value of an entry key: the changes one balance went through in a
-/// run of events (one event, or up to [`ENTRY_EVENTS_PER_KEY_MAX`] that
-/// reached one ingest together; see `ingest`), in (seq, part) order, keyed
-/// by the last one's seq. A lone change is stored as every entry was before
-/// changes shared a key (its row, then its trailing only if it has one).
-/// Of several, each event's first is stored in full with its trailing, so
-/// a reader can tell where it ends; each later change of the same event
-/// (sharing its transaction, time and metadata, as an event's changes
-/// always do) as [`LATER_PART`] then only what differs ([`LaterPart`]),
-/// about 25 bytes instead of 60. A key per balance and run instead of one
-/// per change: a withdrawal with a fee in its own currency writes its
-/// fee's lock and burn under its amount's keys, and the fee account, which
-/// every completion credits, gets one key per run, not one per withdrawal;
-/// each key costs the store's memtable a search and its journal a record.
-pub(super) fn encode_entry<E: Borrow<EntryRow>>(parts: &[E]) -> Result<Vec<u8>, HistoryError> {
-    let place = |e: &E| (e.borrow().seq, e.borrow().part);
-    let increasing = parts
-        .windows(2)
-        .all(|pair| place(&pair[0]) < place(&pair[1]));
-    let [first, later @ ..] = parts else {
-        return Err(empty_or_unordered());
-    };
-    if !increasing {
-        return Err(empty_or_unordered());
-    }
-    let first = first.borrow();
-    if later.is_empty() {
-        return encode_row(first);
-    }
-    let mut bytes = Vec::with_capacity(VALUE_CAPACITY * parts.len());
-    let mut full = first;
-    encode_full(first, &mut bytes)?;
-    for part in later.iter().map(Borrow::borrow) {
-        if LaterPart::fits(part, full) {
-            bytes.push(LATER_PART);
-            encode_into(&LaterPart::of(part), &mut bytes)?;
-        } else {
-            full = part;
-            encode_full(part, &mut bytes)?;
-        }
-    }
-    Ok(bytes)
-}
-
-/// Most events whose changes to one balance one entry key holds: enough
-/// that an account every event touches (a fee account) costs a key per
-/// many events, few enough that reading one entry decodes a few KiB.
-pub(super) const ENTRY_EVENTS_PER_KEY_MAX: usize = 64;
-
-/// A change as a row with its trailing, always: another may follow it.
-fn encode_full(e: &EntryRow, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
-    encode_into(e, bytes)?;
-    encode_into(&e.trailing(), bytes)
-}
-
-fn empty_or_unordered() -> HistoryError {
-    HistoryError::Encode("an entry's changes must be one or more, in increasing (seq, part)".into())
-}
-
-/// Opens a later change stored as [`LaterPart`]. A full row never starts
-/// with it: a row's first field, its account, is a varint, and 255 is no
-/// varint's first byte.
-const LATER_PART: u8 = 0xFF;
-
-/// What a later change of an event holds that the event's first change,
-/// stored in full before it, does not.
-#[derive(Serialize, serde::Deserialize)]
-struct LaterPart {
-    part: u8,
-    kind: super::rows::EntryKind,
-    amount: crate::domain::money::Units,
-    available_after: crate::domain::money::Units,
-    locked_after: crate::domain::money::Units,
-}
-
-impl LaterPart {
-    /// Whether `e` can be stored as a later change of `full`'s event.
-    fn fits(e: &EntryRow, full: &EntryRow) -> bool {
-        (e.seq, e.tx, e.at_ms, &e.metadata) == (full.seq, full.tx, full.at_ms, &full.metadata)
-    }
-
-    fn of(e: &EntryRow) -> Self {
-        Self {
-            part: e.part,
-            kind: e.kind,
-            amount: e.amount,
-            available_after: e.available_after,
-            locked_after: e.locked_after,
-        }
-    }
-
-    /// The change as a row: the rest is its event's first change's.
-    fn into_row(self, first: &EntryRow) -> EntryRow {
-        EntryRow {
-            part: self.part,
-            kind: self.kind,
-            amount: self.amount,
-            available_after: self.available_after,
-            locked_after: self.locked_after,
-            ..first.clone()
-        }
-    }
-}
-
-/// The changes an entry key's value holds ([`encode_entry`]), in (seq,
-/// part) order.
-pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> {
-    let config = DECODING;
-    let mut parts: Vec<EntryRow> = Vec::with_capacity(1);
-    // The last change stored in full: later ones of its event complete
-    // themselves from it.
-    let mut full: Option<usize> = None;
-    let mut rest = bytes;
-    while !rest.is_empty() || parts.is_empty() {
-        let row = match (rest.split_first(), full.and_then(|i| parts.get(i))) {
-            (Some((&LATER_PART, after)), Some(first)) => {
-                let (later, used): (LaterPart, usize) =
-                    bincode::serde::decode_from_slice(after, config)
-                        .map_err(|_| corrupt("entry"))?;
-                rest = &after[used..];
-                later.into_row(first)
-            }
-            _ => {
-                let (mut row, used): (EntryRow, usize) =
-                    bincode::serde::decode_from_slice(rest, config)
-                        .map_err(|_| corrupt("entry"))?;
-                rest = &rest[used..];
-                if !rest.is_empty() {
-                    let (trailing, used) = bincode::serde::decode_from_slice(rest, config)
-                        .map_err(|_| corrupt("entry"))?;
-                    row.set_trailing(trailing);
-                    rest = &rest[used..];
-                }
-                full = Some(parts.len());
-                row
-            }
-        };
-        if parts
-            .last()
-            .is_some_and(|before| (before.seq, before.part) >= (row.seq, row.part))
-        {
-            return Err(corrupt("entry changes out of order"));
-        }
-        parts.push(row);
-    }
-    Ok(parts)
-}
-
 impl Trailing for EntryRow {
     /// (part, metadata)
     type Part = (u8, Option<Metadata>);
@@ -481,7 +335,7 @@ impl Trailing for EntryRow {
 
 impl EntryRow {
     /// What follows the row in a value: (part, metadata).
-    fn trailing(&self) -> (u8, Option<&Metadata>) {
+    pub(super) fn trailing(&self) -> (u8, Option<&Metadata>) {
         (self.part, self.metadata.as_deref())
     }
 }

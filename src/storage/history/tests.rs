@@ -734,7 +734,7 @@ fn later_parts_sharing_the_first_parts_event_are_stored_compactly_and_read_the_s
     parts.sort_by_key(|e| e.part);
     // Parts 0 and 1 share transaction, time and metadata; part 2 has its
     // own metadata, so it is stored in full.
-    let compact = ok(schema::encode_entry(&parts[..2]));
+    let compact = ok(entry_value::encode_entry(&parts[..2]));
     let full = every_part_in_full(&[&parts[0], &parts[1]]);
     assert!(
         compact.len() + 30 <= full.len(),
@@ -742,20 +742,154 @@ fn later_parts_sharing_the_first_parts_event_are_stored_compactly_and_read_the_s
         compact.len(),
         full.len()
     );
-    assert_eq!(ok(schema::decode_entry(&compact)), parts[..2].to_vec());
+    assert_eq!(ok(entry_value::decode_entry(&compact)), parts[..2].to_vec());
     assert_eq!(
-        ok(schema::decode_entry(&ok(schema::encode_entry(&parts)))),
+        ok(entry_value::decode_entry(&ok(entry_value::encode_entry(
+            &parts
+        )))),
         parts
     );
-    // A store written before, with every part in full, reads the same.
-    let (_dir, store) = open();
-    let ks = store.ks.get(schema::Ks::Entries);
-    let old = every_part_in_full(&parts.iter().collect::<Vec<_>>());
-    ok(ks
-        .insert(schema::entry_row_key(&parts[0]), old)
-        .map_err(HistoryError::from));
-    assert_eq!(ok(store.entries(3, None, None, 10)).items, parts);
-    assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
+    // Stores written before, with every part in full or later parts as
+    // `0xFF` then what differs, read the same.
+    let all: Vec<&EntryRow> = parts.iter().collect();
+    for old in [every_part_in_full(&all), with_later_parts(&all)] {
+        let (_dir, store) = open();
+        let ks = store.ks.get(schema::Ks::Entries);
+        ok(ks
+            .insert(schema::entry_row_key(&parts[0]), old)
+            .map_err(HistoryError::from));
+        assert_eq!(ok(store.entries(3, None, None, 10)).items, parts);
+        assert_eq!(ok(store.balance_at_lsn(3, usd(), 7)), (40, 0));
+    }
+}
+
+/// How stores written before compact changes hold an event's parts: the
+/// first in full, each later one sharing its event as `0xFF` then (part,
+/// kind, amount, available after, locked after); others in full.
+fn with_later_parts(parts: &[&EntryRow]) -> Vec<u8> {
+    let mut bytes = every_part_in_full(&parts[..1]);
+    let mut full = parts[0];
+    for &p in &parts[1..] {
+        if (p.seq, p.tx, p.at_ms, &p.metadata) == (full.seq, full.tx, full.at_ms, &full.metadata) {
+            let later = (p.part, p.kind, p.amount, p.available_after, p.locked_after);
+            bytes.extend([0xFF].into_iter().chain(ok(schema::encode(&later))));
+        } else {
+            bytes.extend(every_part_in_full(&[p]));
+            full = p;
+        }
+    }
+    bytes
+}
+
+#[test]
+fn changes_after_a_keys_first_are_stored_as_what_the_one_before_does_not_say() {
+    // A fee account's credits: one a withdrawal, each another account's.
+    let credits: Vec<EntryRow> = (1..=64u64)
+        .map(|i| EntryRow {
+            account: 10_001,
+            currency: usd(),
+            seq: 1_000_000 + 3 * i,
+            tx: TransactionId::new(i * 97, 40 + i),
+            kind: EntryKind::FeeIn,
+            amount: 1,
+            at_ms: 1_780_000_000_000 + i / 4,
+            available_after: 5_000_000_000 + i as Units,
+            locked_after: 0,
+            part: 0,
+            metadata: None,
+        })
+        .collect();
+    let value = ok(entry_value::encode_entry(&credits));
+    let lone = ok(entry_value::encode_entry(&credits[..1])).len();
+    let each = (value.len() - lone) / 63;
+    assert!(each <= 16, "a credit after the first takes {each} bytes");
+    assert!(lone >= 3 * each, "in full it takes {lone}");
+    assert_eq!(ok(entry_value::decode_entry(&value)), credits);
+    // A fee locked with its amount: a few bytes.
+    let mut parts = one_events_parts(7);
+    parts.retain(|e| e.account == 3 && e.metadata.is_none());
+    let value = ok(entry_value::encode_entry(&parts));
+    let later = value.len() - ok(entry_value::encode_entry(&parts[..1])).len() - 2;
+    assert!(later <= 8, "a later part takes {later} bytes");
+}
+
+#[test]
+fn any_changes_of_one_balance_read_back_exactly_as_written() {
+    let metadata = crate::domain::details::Metadata::new([("k", "v")])
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .boxed();
+    let mut rng = Rng(0x5eed_1234_abcd);
+    for _ in 0..2_000 {
+        let mut changes: Vec<EntryRow> = Vec::new();
+        let (mut seq, mut at_ms) = (rng.below(1 << 40), rng.below(1 << 42));
+        let (mut available, mut locked): (Units, Units) = (rng.below(1 << 50) as Units, 0);
+        for _ in 0..=rng.below(12) {
+            let new_event = changes.is_empty() || rng.below(3) > 0;
+            let part = match (new_event, changes.last()) {
+                (false, Some(before)) => before.part + 1,
+                _ => 0,
+            };
+            if new_event {
+                let far = rng.below(8) == 0;
+                seq += 1 + rng.below(if far { u64::MAX / 64 } else { 5 });
+                // Times mostly grow, but nothing says they must.
+                at_ms = match rng.below(10) {
+                    0 => rng.below(u64::MAX),
+                    1 => at_ms.saturating_sub(rng.below(1_000)),
+                    _ => at_ms.saturating_add(rng.below(1_000)),
+                };
+            }
+            let kind = EntryKind::ALL[rng.below(EntryKind::ALL.len() as u64) as usize];
+            let amount = match rng.below(10) {
+                0 => Units::MAX / 2 - rng.below(9) as Units,
+                _ => rng.below(100_000) as Units,
+            };
+            let (da, dl) = kind.delta(amount);
+            (available, locked) = (available.wrapping_add(da), locked.wrapping_add(dl));
+            // Mostly the balance follows; sometimes the store lacks a change.
+            if rng.below(6) == 0 {
+                available = available.wrapping_add(rng.below(1_000) as Units);
+            }
+            let template = changes.last().filter(|_| !new_event);
+            let account = 8;
+            changes.push(EntryRow {
+                account,
+                currency: usd(),
+                seq,
+                tx: template.map_or_else(
+                    || {
+                        TransactionId::new(
+                            if rng.below(2) == 0 {
+                                account
+                            } else {
+                                rng.below(u64::MAX)
+                            },
+                            rng.below(u64::MAX),
+                        )
+                    },
+                    |t| t.tx,
+                ),
+                kind,
+                amount,
+                at_ms,
+                available_after: available,
+                locked_after: locked,
+                part,
+                metadata: template.map_or_else(
+                    || {
+                        if rng.below(4) == 0 {
+                            metadata.clone()
+                        } else {
+                            None
+                        }
+                    },
+                    |t| t.metadata.clone(),
+                ),
+            });
+        }
+        let value = ok(entry_value::encode_entry(&changes));
+        assert_eq!(ok(entry_value::decode_entry(&value)), changes);
+    }
 }
 
 #[test]
@@ -782,11 +916,11 @@ fn an_events_entries_that_come_apart_in_a_run_are_stored_together_and_twins_refu
     // the run is refused, nothing of it written.
     let twin = one_events_parts(9)[0].clone();
     assert!(matches!(
-        schema::encode_entry(&[twin.clone(), twin.clone()]),
+        entry_value::encode_entry(&[twin.clone(), twin.clone()]),
         Err(HistoryError::Encode(_))
     ));
     assert!(matches!(
-        schema::encode_entry::<EntryRow>(&[]),
+        entry_value::encode_entry::<EntryRow>(&[]),
         Err(HistoryError::Encode(_))
     ));
     let twins = [Change::Entry(twin.clone()), Change::Entry(twin)];
@@ -910,7 +1044,7 @@ fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
         .get(schema::Ks::Entries)
         .iter()
         .map(|kv| ok(kv.into_inner().map_err(HistoryError::from)).1)
-        .map(|value| ok(schema::decode_entry(&value)).len())
+        .map(|value| ok(entry_value::decode_entry(&value)).len())
         .sum();
     assert_eq!(stored, all.len(), "each change stored once");
     assert_eq!(ok(store.balance_at_lsn(8, usd(), 10)), {
@@ -949,7 +1083,7 @@ fn a_damaged_length_is_corrupt_not_an_allocation_that_aborts() {
     damaged.truncate(row_len + 3);
     damaged.extend([253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
     assert!(matches!(
-        schema::decode_entry(&damaged),
+        entry_value::decode_entry(&damaged),
         Err(HistoryError::Corrupt { .. })
     ));
     // The same in a stored withdrawal's reason.
@@ -979,15 +1113,38 @@ fn a_damaged_entry_value_is_reported_not_panicked_on() {
     // Cut (after its full last part, or its compact one), empty, parts
     // out of order, and a compact part with no first part to complete it.
     let swapped = every_part_in_full(&[&parts[1], &parts[0]]);
-    let two = ok(schema::encode_entry(&[parts[0].clone(), parts[1].clone()]));
-    let lone_later = two[ok(schema::encode_entry(&parts[..1])).len() + 2..].to_vec();
-    assert_eq!(lone_later.first(), Some(&0xFF), "part 1 is stored compact");
+    let two = ok(entry_value::encode_entry(&[
+        parts[0].clone(),
+        parts[1].clone(),
+    ]));
+    let lone_later = two[ok(entry_value::encode_entry(&parts[..1])).len() + 2..].to_vec();
+    assert_eq!(lone_later.first(), Some(&0xFE), "part 1 is stored compact");
+    let old_lone_later =
+        with_later_parts(&[&parts[0], &parts[1]])[two.len() - lone_later.len()..].to_vec();
+    assert_eq!(old_lone_later.first(), Some(&0xFF), "as stored before");
+    // A compact change whose amount, moved onto the change before, overflows.
+    let mut huge = parts[1].clone();
+    huge.amount = Units::MAX;
+    let overflowing = [
+        ok(entry_value::encode_entry(&parts[..1])),
+        [0xFE].to_vec(),
+        ok(schema::encode(&(
+            huge.part,
+            huge.kind,
+            huge.amount,
+            None::<()>,
+            None::<()>,
+        ))),
+    ]
+    .concat();
     let damaged = [
         stored[..stored.len() - 1].to_vec(),
         two[..two.len() - 1].to_vec(),
         Vec::new(),
         swapped,
         lone_later,
+        old_lone_later,
+        overflowing,
     ];
     for damaged in damaged {
         ok(ks.insert(&key, damaged).map_err(HistoryError::from));
