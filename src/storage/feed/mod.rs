@@ -26,5 +26,6 @@ pub(crate) use derive::{apply_logged, state_rows};
 #[cfg(test)]
 pub(crate) use writer::testing;
 pub use writer::{
-    Feeder, HistoryHorizons, HistoryWriter, FEED_BATCH_CHANGES_MAX, FEED_QUEUE_BATCHES_MAX,
+    Feeder, HistoryHorizons, HistoryWriter, FEED_BATCH_CHANGES_MAX, FEED_BATCH_EVENTS_MAX,
+    FEED_QUEUE_BATCHES_MAX,
 };

@@ -10,7 +10,8 @@
 //! the checkpointer is) rather than letting memory grow.
 //!
 //! The writer holds what it is handed for up to [`INGEST_WINDOW`] (or
-//! [`INGEST_EVENTS_MAX`] events) and ingests it as one store batch, so
+//! [`INGEST_EVENTS_MAX`] events, or [`INGEST_CHANGES_MAX`] changes when
+//! events fan out far) and ingests it as one store batch, so
 //! a withdrawal requested and settled within that time is written once
 //! (one row, one status key) and the store's per-batch costs are paid
 //! rarely. The buffers of ingested batches go back to the feeder, which
@@ -80,9 +81,15 @@ impl HistoryHorizons {
     }
 }
 
-/// The most events the writer holds for one ingest (and, however far they
-/// fan out, the most changes: [`INGEST_CHANGES_MAX`]).
+/// The most events the writer holds for one ingest.
 pub const INGEST_EVENTS_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_EVENTS_MAX;
+
+/// The most changes the writer holds for one ingest, however far its
+/// events fan out. With the queue's batches, the feeder's and the
+/// recycled buffers, the most memory change buffers take: about 50 buffers
+/// of up to twice [`FEED_BATCH_CHANGES_MAX`] changes of 160 bytes, 250 MiB
+/// at worst; with withdrawals (two to four changes an event) about 60 MiB
+/// without fees, 110 MiB with them.
 pub const INGEST_CHANGES_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_CHANGES_MAX;
 
 /// How long the writer holds changes before ingesting them, unless a read
@@ -159,7 +166,9 @@ impl Held {
 const RECYCLED_BUFFERS_MAX: usize = FEED_QUEUE_BATCHES_MAX + 2;
 
 /// A change buffer for the feeder: an emptied one back from the writer if
-/// there is one, else a new one sized for a whole batch.
+/// there is one, else a new one with room for a batch of plain
+/// withdrawals' events (it grows if they fan out further, and keeps that
+/// room when recycled).
 fn change_buffer(recycled: &Receiver<Vec<Change>>) -> Vec<Change> {
     recycled
         .try_recv()
@@ -706,10 +715,10 @@ mod tests {
     #[test]
     fn a_batch_is_handed_over_after_so_many_events_whatever_they_fan_out_to() {
         let events = FEED_BATCH_EVENTS_MAX as u64;
-        // Two changes an event (plain withdrawals), or four (completions
-        // with a fee): the same events a batch.
+        // Two changes an event (plain withdrawals), or three (with a fee):
+        // the same events a batch.
         assert_eq!(hand_overs(2 * events, 2), vec![events, 2 * events]);
-        assert_eq!(hand_overs(2 * events, 4), vec![events, 2 * events]);
+        assert_eq!(hand_overs(2 * events, 3), vec![events, 2 * events]);
         // An event that fans out far hands over by changes, bounding memory.
         let far = FEED_BATCH_CHANGES_MAX / 64;
         assert_eq!(hand_overs(128, far), vec![64, 128]);
@@ -733,6 +742,19 @@ mod tests {
             store.applied_lsn().ok(),
             Some(FEED_QUEUE_BATCHES_MAX as u64)
         );
+    }
+
+    #[test]
+    fn the_writer_holds_so_many_changes_for_one_ingest_however_few_their_events() {
+        let (_dir, store) = store();
+        let (mut ingest, _reader, _horizons) = Ingest::new(Arc::clone(&store), 1, LONG, 0);
+        let per_batch = INGEST_CHANGES_MAX / 4;
+        for lsn in 1..=4 {
+            assert_eq!(store.applied_lsn().ok(), Some(0), "held, not ingested");
+            let changes = vec![Change::Withdrawal(row(StatusKind::Pending)); per_batch];
+            ingest.take(batch(lsn, changes));
+        }
+        assert_eq!(store.applied_lsn().ok(), Some(4));
     }
 
     #[test]

@@ -733,7 +733,7 @@ fn later_parts_sharing_the_first_parts_event_are_stored_compactly_and_read_the_s
     parts.retain(|e| e.account == 3);
     parts.sort_by_key(|e| e.part);
     // Parts 0 and 1 share transaction, time and metadata; part 2 has its
-    // own metadata, so it is stored in full.
+    // own metadata, stored with it as its event's differences.
     let compact = ok(entry_value::encode_entry(&parts[..2]));
     let full = every_part_in_full(&[&parts[0], &parts[1]]);
     assert!(
