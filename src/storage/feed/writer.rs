@@ -88,8 +88,8 @@ pub const INGEST_EVENTS_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_EVENTS_
 /// events fan out. With the queue's batches, the feeder's and the
 /// recycled buffers, the most memory change buffers take: about 50 buffers
 /// of up to twice [`FEED_BATCH_CHANGES_MAX`] changes of 160 bytes, 250 MiB
-/// at worst; with withdrawals (two to four changes an event) about 60 MiB
-/// without fees, 110 MiB with them.
+/// at worst; with withdrawals, about 60 MiB without fees (two changes an
+/// event) and 125 MiB with them (3.5: buffers grow to 16,384).
 pub const INGEST_CHANGES_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_CHANGES_MAX;
 
 /// How long the writer holds changes before ingesting them, unless a read

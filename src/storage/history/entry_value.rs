@@ -30,7 +30,7 @@ use crate::domain::money::Units;
 
 use super::error::HistoryError;
 use super::rows::{EntryKind, EntryRow};
-use super::schema::{corrupt, encode_into, encode_row, Trailing, DECODING};
+use super::schema::{corrupt, encode_into, encode_row, Trailing, DECODING, VALUE_CAPACITY};
 
 /// Most events whose changes to one balance one entry key holds: enough
 /// that an account every event touches (a fee account) costs a key per
@@ -46,8 +46,7 @@ const COMPACT: u8 = 0xFE;
 /// [`LaterPart`]. No varint starts with 255.
 const LATER_PART: u8 = 0xFF;
 
-/// Room for a value's full first change and its compact others.
-const FIRST_CAPACITY: usize = 96;
+/// Room for a compact change, besides the first's ([`VALUE_CAPACITY`]).
 const COMPACT_CAPACITY: usize = 24;
 
 /// The value of one balance's changes `parts`, in increasing (seq, part).
@@ -66,7 +65,7 @@ pub(super) fn encode_entry<E: Borrow<EntryRow>>(parts: &[E]) -> Result<Vec<u8>, 
     if later.is_empty() {
         return encode_row(first);
     }
-    let mut bytes = Vec::with_capacity(FIRST_CAPACITY + COMPACT_CAPACITY * later.len());
+    let mut bytes = Vec::with_capacity(VALUE_CAPACITY + COMPACT_CAPACITY * later.len());
     encode_full(first, &mut bytes)?;
     let mut before = first;
     for change in later.iter().map(Borrow::borrow) {

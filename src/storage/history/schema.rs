@@ -246,7 +246,7 @@ const VALUE_DECODE_MAX: usize = 16 << 20;
 
 /// Room for most values at once: growing a buffer from empty reallocates
 /// it three or four times per row.
-const VALUE_CAPACITY: usize = 96;
+pub(super) const VALUE_CAPACITY: usize = 96;
 
 /// Appends `value`'s encoding to `bytes`.
 pub(super) fn encode_into<T: Serialize>(

@@ -1,8 +1,10 @@
 //! Tests of the history store: every listing against a plain model of the
 //! rows, paging in both orders, index moves on status changes, watermark
 //! replays, entries grouped per balance across runs (pages, balances at an
-//! LSN or a time, overlapping runs, the layouts stores wrote before), bad
-//! input at each boundary, and damaged stored values.
+//! LSN or a time, overlapping runs, the layouts stores wrote before), each
+//! change after a key's first stored compactly and read back exactly (any
+//! changes, their sizes), bad input at each boundary, and damaged stored
+//! values.
 
 use std::collections::BTreeMap;
 

@@ -4,9 +4,9 @@
 //! It opens a ledger in this process through the public API only (with
 //! `--replicate`, the writer of a replicated node, to measure replication),
 //! funds every account (untimed: one batched deposit each, for every
-//! workload, so all accounts are resident), then runs `--in-flight` client tasks that
-//! each keep one `Ledger::submit` batch in flight, for `--ops` operations
-//! or for `--duration` seconds.
+//! workload, so all accounts are resident), then runs `--in-flight`
+//! client tasks that each keep one `Ledger::submit` batch in flight, for
+//! `--ops` operations or for `--duration` seconds.
 //!
 //! Counting: every `Operation` submitted in the timed phase is one op, so a
 //! withdrawal's lifecycle is two (its request, then its outcome, sent in
