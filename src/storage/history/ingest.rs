@@ -18,6 +18,11 @@
 //! withdrawal created and completed in one run is one row, one status key,
 //! no removal).
 //!
+//! The run's buffers (its entries, their places, its rows, its writes) are
+//! kept for the next run, emptied ([`Kept`]): grown afresh each time, the
+//! runs of a fee workload faulted in tens of MiB of new pages each (a
+//! fifth of the writer's time went to the kernel clearing them).
+//!
 //! What the store held before: a `…From` change says it (the follower knew
 //! the state before the event); for the others the stored row is read,
 //! once per row per run. A store marked incomplete (the log it was fed
@@ -26,9 +31,11 @@
 //! withdrawal's row (the state no longer says who paid it) keeps the
 //! payout the row it replaces named.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-use crate::domain::ids::TransactionId;
+use crate::domain::ids::{AccountId, TransactionId};
+use crate::domain::money::CurrencyCode;
 use crate::domain::payouts::PayoutState;
 use crate::domain::withdrawal::StatusKind;
 
@@ -58,7 +65,7 @@ impl HistoryStore {
     /// skipped a range): from now on ingest reads what the store holds
     /// instead of trusting what changes say of it.
     pub fn mark_incomplete(&self) -> Result<(), HistoryError> {
-        let _one_writer = self.ingest_lock.lock();
+        let _one_writer = self.kept.lock();
         let meta = self.ks.get(Ks::Meta);
         meta.insert(schema::INCOMPLETE_KEY, [1u8])?;
         self.incomplete
@@ -96,17 +103,16 @@ impl HistoryStore {
         lsn: u64,
         changes: impl IntoIterator<Item = C>,
     ) -> Result<IngestReport, HistoryError> {
-        let _one_writer = self.ingest_lock.lock();
+        let mut kept = self.kept.lock();
         if lsn <= self.applied_lsn()? {
             return Ok(IngestReport::default());
         }
         let trust = !self.incomplete.load(std::sync::atomic::Ordering::Acquire);
-        let mut run = Run::new(self, trust, lsn)?;
-        for change in changes {
-            run.apply(change.into())?;
-        }
+        let mut run = Run::new(self, &mut kept, trust, lsn)?;
+        let applied = run.apply_all(changes).and_then(|()| run.commit(lsn));
         let missing = run.missing;
-        run.commit(lsn)?;
+        kept.empty();
+        applied?;
         self.applied
             .store(lsn, std::sync::atomic::Ordering::Release);
         Ok(IngestReport {
@@ -144,9 +150,60 @@ impl Indexed {
     }
 }
 
+/// An entry's place in the order entries are written in, (balance, seq,
+/// part), with its index among the run's entries.
+type Place = (AccountId, CurrencyCode, u64, u8, usize);
+
+/// The buffers one run fills and leaves empty for the next, with their
+/// room: what a run holds is bounded by the history writer's ingests, so
+/// they stop growing after the first few runs. One that grew past
+/// [`KEPT_ROWS_MAX`] (a whole state fed at open) is freed instead.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// The run's entries, written at commit ([`Run::write_entries`]).
+    entries: Vec<EntryRow>,
+    places: Vec<Place>,
+    withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
+    payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
+    /// Entries and transactions; the last of equal keys wins.
+    writes: Writes,
+}
+
+/// The most entries, places, rows, or writes of one keyspace, kept room
+/// for between runs: 262,144, as many changes as the history writer hands
+/// one ingest at most (about 40 MiB of entries and places; the rows' maps
+/// stay far below it, at most a row per event).
+const KEPT_ROWS_MAX: usize = 1 << 18;
+
+impl Kept {
+    /// Empties every buffer (after a run that failed, too), freeing those
+    /// grown past [`KEPT_ROWS_MAX`].
+    fn empty(&mut self) {
+        fn vec<T>(v: &mut Vec<T>) {
+            v.clear();
+            if v.capacity() > KEPT_ROWS_MAX {
+                *v = Vec::new();
+            }
+        }
+        fn map<K, V>(m: &mut HashMap<K, V>) {
+            m.clear();
+            if m.capacity() > KEPT_ROWS_MAX {
+                *m = HashMap::new();
+            }
+        }
+        vec(&mut self.entries);
+        vec(&mut self.places);
+        map(&mut self.withdrawals);
+        map(&mut self.payouts);
+        self.writes.0.iter_mut().for_each(vec);
+    }
+}
+
 /// The changes of one ingest, collapsed per row.
 struct Run<'s> {
     store: &'s HistoryStore,
+    /// Empty at the start of the run; filled by it.
+    kept: &'s mut Kept,
     /// Whether a `…From` change's "before" is trusted (the store is not
     /// marked incomplete); if not, the stored row is read as for the others.
     trust: bool,
@@ -154,28 +211,33 @@ struct Run<'s> {
     applied: u64,
     /// The run's last LSN: no entry is past it.
     lsn: u64,
-    /// The run's entries, written at commit ([`Run::write_entries`]).
-    entries: Vec<EntryRow>,
-    withdrawals: HashMap<TransactionId, Moved<Indexed, WithdrawalRow>>,
-    payouts: HashMap<u64, Moved<PayoutState, PayoutRow>>,
-    /// Entries and transactions; the last of equal keys wins.
-    writes: Writes,
     missing: usize,
 }
 
 impl<'s> Run<'s> {
-    fn new(store: &'s HistoryStore, trust: bool, lsn: u64) -> Result<Self, HistoryError> {
+    fn new(
+        store: &'s HistoryStore,
+        kept: &'s mut Kept,
+        trust: bool,
+        lsn: u64,
+    ) -> Result<Self, HistoryError> {
         Ok(Self {
             store,
+            kept,
             trust,
             applied: store.applied_lsn()?,
             lsn,
-            entries: Vec::new(),
-            withdrawals: HashMap::new(),
-            payouts: HashMap::new(),
-            writes: Writes::default(),
             missing: 0,
         })
+    }
+
+    fn apply_all<C: Into<Change>>(
+        &mut self,
+        changes: impl IntoIterator<Item = C>,
+    ) -> Result<(), HistoryError> {
+        changes
+            .into_iter()
+            .try_for_each(|change| self.apply(change.into()))
     }
 
     fn apply(&mut self, change: Change) -> Result<(), HistoryError> {
@@ -186,7 +248,7 @@ impl<'s> Run<'s> {
                     index,
                     ..Indexed::of(&row)
                 });
-                set_row(&mut self.withdrawals, row.tx, row, || Ok(before))
+                set_row(&mut self.kept.withdrawals, row.tx, row, || Ok(before))
             }
             Change::WithdrawalFrom { mut row, .. } | Change::Withdrawal(mut row) => {
                 // A returned withdrawal keeps the payout that paid it: it
@@ -197,7 +259,7 @@ impl<'s> Run<'s> {
                 }
                 let tx = row.tx;
                 let read = || Ok(stored_withdrawal(store, tx)?.as_ref().map(Indexed::of));
-                set_row(&mut self.withdrawals, tx, row, read)
+                set_row(&mut self.kept.withdrawals, tx, row, read)
             }
             Change::WithdrawalStatus {
                 tx,
@@ -219,17 +281,17 @@ impl<'s> Run<'s> {
             Change::Entry(e) => self.entry(e),
             Change::Transaction(t) => {
                 let key = schema::tx_key(t.tx).to_vec();
-                self.writes
-                    .put(Ks::Transactions, key, schema::encode_row(&t)?);
+                let value = schema::encode_row(&t)?;
+                self.kept.writes.put(Ks::Transactions, key, value);
                 Ok(())
             }
             Change::PayoutFrom { row, from } if self.trust => {
-                set_row(&mut self.payouts, row.payout_id, row, || Ok(from))
+                set_row(&mut self.kept.payouts, row.payout_id, row, || Ok(from))
             }
             Change::PayoutFrom { row, .. } | Change::Payout(row) => {
                 let id = row.payout_id;
                 let read = || Ok(stored_payout(store, id)?.map(|r| r.state));
-                set_row(&mut self.payouts, id, row, read)
+                set_row(&mut self.kept.payouts, id, row, read)
             }
             Change::PayoutState {
                 payout_id,
@@ -259,7 +321,7 @@ impl<'s> Run<'s> {
             )));
         }
         if e.seq > self.applied {
-            self.entries.push(e);
+            self.kept.entries.push(e);
         }
         Ok(())
     }
@@ -268,23 +330,28 @@ impl<'s> Run<'s> {
     /// [`entry_value::ENTRY_EVENTS_PER_KEY_MAX`] events under one key, the last
     /// one's ([`entry_value::encode_entry`]).
     fn write_entries(&mut self) -> Result<(), HistoryError> {
-        let held = std::mem::take(&mut self.entries);
+        let Kept {
+            entries,
+            places,
+            writes,
+            ..
+        } = &mut *self.kept;
         // By balance, then (seq, part): each balance's changes in order.
         // What is sorted is each row's place and index, side by side:
         // sorting the rows moves 112 bytes each, sorting references to
         // them follows two pointers per comparison.
-        let mut places: Vec<_> = (held.iter().enumerate())
-            .map(|(i, e)| (e.account, e.currency, e.seq, e.part, i))
-            .collect();
+        let place = |(i, e): (usize, &EntryRow)| (e.account, e.currency, e.seq, e.part, i);
+        places.extend(entries.iter().enumerate().map(place));
         places.sort_unstable();
-        let order: Vec<&EntryRow> = places.iter().map(|place| &held[place.4]).collect();
-        for balance in order.chunk_by(|a, b| (a.account, a.currency) == (b.account, b.currency)) {
-            for group in event_groups(balance, entry_value::ENTRY_EVENTS_PER_KEY_MAX) {
+        let mut balance: Vec<&EntryRow> = Vec::new();
+        for same in places.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            balance.clear();
+            balance.extend(same.iter().map(|place| &entries[place.4]));
+            for group in event_groups(&balance, entry_value::ENTRY_EVENTS_PER_KEY_MAX) {
                 // Keyed by its last change (groups are never empty).
                 if let [.., last] = group {
                     let key = schema::entry_row_key(last);
-                    self.writes
-                        .put(Ks::Entries, key, entry_value::encode_entry(group)?);
+                    writes.put(Ks::Entries, key, entry_value::encode_entry(group)?);
                 }
             }
         }
@@ -307,34 +374,45 @@ impl<'s> Run<'s> {
         &mut self,
         tx: TransactionId,
     ) -> Result<Option<&mut WithdrawalRow>, HistoryError> {
-        if !self.withdrawals.contains_key(&tx) {
-            let Some(row) = stored_withdrawal(self.store, tx)? else {
-                return Ok(None);
-            };
-            let before = Some(Indexed::of(&row));
-            self.withdrawals.insert(tx, Moved { before, row });
-        }
-        Ok(self.withdrawals.get_mut(&tx).map(|moved| &mut moved.row))
+        let moved = match self.kept.withdrawals.entry(tx) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(slot) => {
+                let Some(row) = stored_withdrawal(self.store, tx)? else {
+                    return Ok(None);
+                };
+                let before = Some(Indexed::of(&row));
+                slot.insert(Moved { before, row })
+            }
+        };
+        Ok(Some(&mut moved.row))
     }
 
     /// The payout as this run leaves it so far (see [`Self::withdrawal`]).
     fn payout(&mut self, payout_id: u64) -> Result<Option<&mut PayoutRow>, HistoryError> {
-        if !self.payouts.contains_key(&payout_id) {
-            let Some(row) = stored_payout(self.store, payout_id)? else {
-                return Ok(None);
-            };
-            let before = Some(row.state);
-            self.payouts.insert(payout_id, Moved { before, row });
-        }
-        Ok(self.payouts.get_mut(&payout_id).map(|moved| &mut moved.row))
+        let moved = match self.kept.payouts.entry(payout_id) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(slot) => {
+                let Some(row) = stored_payout(self.store, payout_id)? else {
+                    return Ok(None);
+                };
+                let before = Some(row.state);
+                slot.insert(Moved { before, row })
+            }
+        };
+        Ok(Some(&mut moved.row))
     }
 
     /// Writes the collapsed rows, their index keys and the watermark as one
     /// store batch.
-    fn commit(mut self, lsn: u64) -> Result<(), HistoryError> {
+    fn commit(&mut self, lsn: u64) -> Result<(), HistoryError> {
         self.write_entries()?;
-        let mut writes = self.writes;
-        for (tx, moved) in self.withdrawals {
+        let Kept {
+            withdrawals,
+            payouts,
+            writes,
+            ..
+        } = &mut *self.kept;
+        for (tx, moved) in withdrawals.drain() {
             let old = moved.before.map(|b| index_keys(tx, &b)).unwrap_or_default();
             let new = index_keys(tx, &Indexed::of(&moved.row));
             for (space, key) in old.iter().filter(|k| !new.contains(k)) {
@@ -346,7 +424,7 @@ impl<'s> Run<'s> {
             let value = schema::encode_row(&moved.row)?;
             writes.put(Ks::Withdrawals, schema::tx_key(tx).to_vec(), value);
         }
-        for (id, moved) in self.payouts {
+        for (id, moved) in payouts.drain() {
             let new = moved.row.state;
             if let Some(old) = moved.before.filter(|old| *old != new) {
                 writes.remove(Ks::PByState, schema::payout_state_key(old, id).to_vec());
@@ -383,13 +461,13 @@ impl Writes {
     /// Commits each keyspace's writes in key order, the last of equal keys
     /// only: in order, each insert into a memtable finds its place where the
     /// one before it went (cache-warm), where random order misses the cache
-    /// at every step of the search.
-    fn commit(self, store: &HistoryStore) -> Result<(), HistoryError> {
+    /// at every step of the search. Leaves every keyspace's list empty.
+    fn commit(&mut self, store: &HistoryStore) -> Result<(), HistoryError> {
         // Sized at once: the batch's slots are one large allocation, grown
         // by doubling it would be copied and faulted in again and again.
         let count = self.0.iter().map(Vec::len).sum();
         let mut batch = fjall::OwnedWriteBatch::with_capacity(store.db.clone(), count);
-        for (ks, writes) in Ks::ALL.into_iter().zip(self.0) {
+        for (ks, writes) in Ks::ALL.into_iter().zip(&mut self.0) {
             let keyspace = store.ks.get(ks);
             for (key, value) in last_per_key(ks, writes)? {
                 match value {
@@ -437,30 +515,29 @@ fn stored_payout(store: &HistoryStore, payout_id: u64) -> Result<Option<PayoutRo
 }
 
 /// The pairs of keyspace `ks` with the last value of each key, in key
-/// order. An entry key written twice is an error, not a replacement: it
-/// holds every change of its balance's events in the run, so a second
-/// write would lose the first's.
+/// order, taken out of `pairs`. An entry key written twice is an error, not
+/// a replacement: it holds every change of its balance's events in the
+/// run, so a second write would lose the first's.
 fn last_per_key<V>(
     ks: Ks,
-    mut pairs: Vec<(Vec<u8>, V)>,
-) -> Result<Vec<(Vec<u8>, V)>, HistoryError> {
+    pairs: &mut Vec<(Vec<u8>, V)>,
+) -> Result<impl Iterator<Item = (Vec<u8>, V)> + '_, HistoryError> {
     // Stable: equal keys keep their order, so the last is the newest.
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<(Vec<u8>, V)> = Vec::with_capacity(pairs.len());
-    for pair in pairs {
-        match out.last_mut() {
-            Some(last) if last.0 == pair.0 => {
-                if ks == Ks::Entries {
-                    return Err(HistoryError::Encode(
-                        "one run wrote an entry key twice".into(),
-                    ));
-                }
-                *last = pair;
-            }
-            _ => out.push(pair),
-        }
+    let repeated = pairs.windows(2).any(|pair| pair[0].0 == pair[1].0);
+    if repeated && ks == Ks::Entries {
+        return Err(HistoryError::Encode(
+            "one run wrote an entry key twice".into(),
+        ));
     }
-    Ok(out)
+    let mut pairs = pairs.drain(..).peekable();
+    Ok(std::iter::from_fn(move || loop {
+        let pair = pairs.next()?;
+        // A later write of the same key replaces this one.
+        if pairs.peek().is_none_or(|next| next.0 != pair.0) {
+            return Some(pair);
+        }
+    }))
 }
 
 /// The index keys of a withdrawal indexed as `at`.

@@ -63,8 +63,9 @@ const FJALL_WORKERS: usize = 2;
 pub struct HistoryStore {
     db: fjall::Database,
     ks: schema::Keyspaces,
-    /// Serialises ingest: the watermark check and the batch commit are one step.
-    ingest_lock: parking_lot::Mutex<()>,
+    /// Serialises ingest (the watermark check and the batch commit are one
+    /// step), and holds the buffers one ingest leaves to the next.
+    kept: parking_lot::Mutex<ingest::Kept>,
     /// The watermark as last committed (read from disk once, at open).
     applied: std::sync::atomic::AtomicU64,
     /// Whether the store lacks part of the log (see `ingest.rs`).
@@ -96,7 +97,7 @@ impl HistoryStore {
         Ok(Self {
             db,
             ks,
-            ingest_lock: parking_lot::Mutex::new(()),
+            kept: parking_lot::Mutex::default(),
             applied: applied.into(),
             incomplete: incomplete.into(),
         })
