@@ -89,7 +89,9 @@ pub const INGEST_EVENTS_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_EVENTS_
 /// recycled buffers, the most memory change buffers take: about 50 buffers
 /// of up to twice [`FEED_BATCH_CHANGES_MAX`] changes of 160 bytes, 250 MiB
 /// at worst; with withdrawals, about 60 MiB without fees (two changes an
-/// event) and 125 MiB with them (3.5: buffers grow to 16,384).
+/// event) and 125 MiB with them (3.5: buffers grow to 16,384). The
+/// store's ingest keeps its own buffers for that many changes besides
+/// (`storage/history/ingest.rs`, `Kept`).
 pub const INGEST_CHANGES_MAX: usize = FEED_QUEUE_BATCHES_MAX * FEED_BATCH_CHANGES_MAX;
 
 /// How long the writer holds changes before ingesting them, unless a read
