@@ -61,6 +61,12 @@ impl HistoryStore {
         Ok(self.applied.load(std::sync::atomic::Ordering::Acquire))
     }
 
+    /// How many entries ingest's kept buffer has room for.
+    #[cfg(test)]
+    pub(super) fn kept_entries_room(&self) -> usize {
+        self.kept.lock().entries.capacity()
+    }
+
     /// Records, for good, that the store lacks part of the log (its feed
     /// skipped a range): from now on ingest reads what the store holds
     /// instead of trusting what changes say of it.
@@ -175,7 +181,7 @@ pub(super) struct Kept {
 /// of entries (112 bytes) and places (40), and the rows' map (a row per
 /// event at most, 65,536 events an ingest: about 15 MiB) and writes (48
 /// bytes each, about five per withdrawal row) beside them.
-const KEPT_ROWS_MAX: usize = 1 << 18;
+pub(super) const KEPT_ROWS_MAX: usize = 1 << 18;
 
 impl Kept {
     /// Empties every buffer (after a run that failed, too), freeing those
@@ -223,6 +229,8 @@ impl<'s> Run<'s> {
         trust: bool,
         lsn: u64,
     ) -> Result<Self, HistoryError> {
+        // Empty already, unless a run panicked half-way.
+        kept.empty();
         Ok(Self {
             store,
             kept,

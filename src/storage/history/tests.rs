@@ -1055,6 +1055,39 @@ fn a_run_that_overlaps_what_was_applied_stores_no_entry_twice() {
     });
 }
 
+/// Ingest keeps a run's room for the next (emptied), but frees room grown
+/// past what the history writer hands one run (a whole state fed at open)
+/// rather than keep it allocated for good; either way the next run stores
+/// only its own entries.
+#[test]
+fn ingest_keeps_a_runs_room_for_the_next_but_not_an_outsized_one() {
+    let (_dir, store) = open();
+    let events = 200_000;
+    let all = one_balance(events);
+    assert!(all.len() > super::ingest::KEPT_ROWS_MAX);
+    let between = |from: u64, to: u64| {
+        let upto = entries_upto(&all, to);
+        upto.into_iter().filter(move |c| match c {
+            Change::Entry(e) => e.seq > from,
+            _ => true,
+        })
+    };
+    ok(store.ingest(100, between(0, 100)));
+    let room = store.kept_entries_room();
+    assert!(room >= entries_upto(&all, 100).len(), "kept: {room}");
+    ok(store.ingest(events - 100, between(100, events - 100)));
+    assert_eq!(store.kept_entries_room(), 0, "outsized room is freed");
+    ok(store.ingest(events, between(events - 100, events)));
+    assert!(store.kept_entries_room() > 0);
+    let last = entry_pages(&store, 8, None, 500);
+    let tail: Vec<_> = all
+        .iter()
+        .filter(|e| e.seq > events - 300)
+        .cloned()
+        .collect();
+    assert_eq!(last[last.len() - tail.len()..], tail[..]);
+}
+
 #[test]
 fn an_entry_past_its_runs_lsn_is_refused_and_nothing_written() {
     let (_dir, store) = open();
