@@ -25,7 +25,8 @@
 //! - `entry_value.rs` — an entry key's value: a balance's changes, each
 //!   after the first as what the one before it does not say.
 //! - `ingest.rs` — applying a run of changes with the watermark, collapsed
-//!   per row, without reading the store when the changes say what it holds.
+//!   per row, without reading the store when the changes say what it holds;
+//!   the buffers one run leaves, emptied, to the next.
 //! - `query.rs` — listings and look-ups, read from one snapshot each.
 //! - `scan.rs` — index range scans, merged in key order, into pages.
 //! - `cursor.rs` — opaque page cursors and index ranges.
