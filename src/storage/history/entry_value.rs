@@ -30,7 +30,9 @@ use crate::domain::money::Units;
 
 use super::error::HistoryError;
 use super::rows::{EntryKind, EntryRow};
-use super::schema::{corrupt, encode_into, encode_row, Trailing, DECODING, VALUE_CAPACITY};
+use super::schema::{
+    corrupt, decode_row_prefix, encode_into, encode_row, DECODING, VALUE_CAPACITY,
+};
 
 /// Most events whose changes to one balance one entry key holds: enough
 /// that an account every event touches (a fee account) costs a key per
@@ -118,7 +120,7 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> 
                 later.into_row(first)
             }
             _ => {
-                let (row, used) = decode_full(rest)?;
+                let (row, used) = decode_row_prefix::<EntryRow>(rest, "entry")?;
                 rest = &rest[used..];
                 full = Some(parts.len());
                 row
@@ -133,20 +135,6 @@ pub(super) fn decode_entry(bytes: &[u8]) -> Result<Vec<EntryRow>, HistoryError> 
         parts.push(row);
     }
     Ok(parts)
-}
-
-/// A change stored in full at the start of `bytes`: its row, and its
-/// trailing if anything follows; with the bytes it took.
-fn decode_full(bytes: &[u8]) -> Result<(EntryRow, usize), HistoryError> {
-    let (mut row, mut used): (EntryRow, usize) =
-        bincode::serde::decode_from_slice(bytes, DECODING).map_err(|_| corrupt("entry"))?;
-    if used < bytes.len() {
-        let (trailing, more) = bincode::serde::decode_from_slice(&bytes[used..], DECODING)
-            .map_err(|_| corrupt("entry"))?;
-        row.set_trailing(trailing);
-        used += more;
-    }
-    Ok((row, used))
 }
 
 /// A change after another of its value (`before`), as what that one does

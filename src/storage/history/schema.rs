@@ -286,12 +286,28 @@ pub(super) fn encode_row<T: Trailing>(row: &T) -> Result<Vec<u8>, HistoryError> 
 /// A row from its value: exactly its encoding, or that and exactly one
 /// trailing part.
 pub(super) fn decode_row<T: Trailing>(bytes: &[u8], what: &'static str) -> Result<T, HistoryError> {
-    let (mut row, used): (T, usize) =
+    match decode_row_prefix(bytes, what)? {
+        (row, used) if used == bytes.len() => Ok(row),
+        _ => Err(corrupt(what)),
+    }
+}
+
+/// A row at the start of `bytes`, with its trailing part if anything
+/// follows it; with the bytes it took (more may follow: an entry value's
+/// next change).
+pub(super) fn decode_row_prefix<T: Trailing>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<(T, usize), HistoryError> {
+    let (mut row, mut used): (T, usize) =
         bincode::serde::decode_from_slice(bytes, DECODING).map_err(|_| corrupt(what))?;
     if used < bytes.len() {
-        row.set_trailing(decode(&bytes[used..], what)?);
+        let (part, more) = bincode::serde::decode_from_slice(&bytes[used..], DECODING)
+            .map_err(|_| corrupt(what))?;
+        row.set_trailing(part);
+        used += more;
     }
-    Ok(row)
+    Ok((row, used))
 }
 
 impl Trailing for WithdrawalRow {

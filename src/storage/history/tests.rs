@@ -3,8 +3,8 @@
 //! replays, entries grouped per balance across runs (pages, balances at an
 //! LSN or a time, overlapping runs, the layouts stores wrote before), each
 //! change after a key's first stored compactly and read back exactly (any
-//! changes, their sizes), bad input at each boundary, and damaged stored
-//! values.
+//! changes, their sizes), ingest's buffers kept from run to run (and freed
+//! past their cap), bad input at each boundary, and damaged stored values.
 
 use std::collections::BTreeMap;
 
