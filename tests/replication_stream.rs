@@ -3,8 +3,9 @@
 //! byte for byte and followed in order; the fence (two writers racing, a
 //! stale writer, a writer ahead of the stream); a retried append is the
 //! same message; killing the stream leader mid-appends loses and doubles
-//! nothing; purging; the writer's lease and the epochs. Without a server
-//! (and without `BURNLEDGER_REQUIRE_NATS=1`) every test says "skipped".
+//! nothing; purging; the writer's lease and the epochs; a freshly made
+//! snapshot bucket takes an upload at once. Without a server (and without
+//! `BURNLEDGER_REQUIRE_NATS=1`) every test says "skipped".
 #![cfg(feature = "replication")]
 
 mod common;
@@ -307,6 +308,32 @@ async fn purging_keeps_the_sequence_and_later_and_following_a_purged_start_is_a_
             .await,
         Ok(11)
     );
+}
+
+/// A bucket's stream is made before its replicas elect a leader, and an
+/// upload before that finds "no stream" (CI once failed so): each freshly
+/// made snapshot bucket takes an upload at once.
+#[tokio::test]
+async fn a_freshly_made_snapshot_bucket_takes_an_upload_at_once() {
+    use burnledger::replication::snapshots::SnapshotStore;
+    use burnledger::storage::snapshot::SnapshotFile;
+    let Some(cluster) = NatsCluster::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snapshot.snap");
+    std::fs::write(&path, vec![7u8; 300_000]).unwrap();
+    for n in 1..=8u64 {
+        let log = connect(&cluster, &format!("fresh{n}")).await;
+        let store = SnapshotStore::open(&log).await.unwrap();
+        let file = SnapshotFile {
+            path: path.clone(),
+            lsn: n,
+            bytes: 300_000,
+        };
+        store.put(&file).await.unwrap();
+        assert_eq!(store.lsns().await.unwrap(), vec![n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::stream::until_led;
 use super::{LogStream, ReplicationError};
 
 const HOLDER_KEY: &str = "holder";
@@ -221,7 +222,8 @@ struct EpochValue {
 }
 
 /// Gets or creates a bucket of the stream's replication, history 1, with
-/// this `max_age` (zero: none); refuses one that exists otherwise.
+/// this `max_age` (zero: none), once its stream has a leader; refuses one
+/// that exists otherwise.
 async fn bucket(
     stream: &LogStream,
     name: String,
@@ -243,6 +245,7 @@ async fn bucket(
             .await
             .map_err(|_| ReplicationError::request(format!("bucket {name}"), create))?,
     };
+    until_led(&stream.js, &format!("KV_{name}")).await?;
     let info = store
         .stream
         .get_info()

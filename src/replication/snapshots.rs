@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use crate::replication::follower::seek;
+use crate::replication::stream::until_led;
 use crate::replication::{LogStream, ReplicationError};
 use crate::storage::recovery::snapshot_dir;
 use crate::storage::snapshot::{self, SnapshotFile};
@@ -43,7 +44,8 @@ fn lsn_of(name: &str) -> Option<u64> {
 }
 
 impl SnapshotStore {
-    /// Gets or makes the bucket, replicated like the stream.
+    /// Gets or makes the bucket, replicated like the stream, and waits
+    /// until its stream has a leader (an upload before that finds none).
     pub async fn open(stream: &LogStream) -> Result<Self, ReplicationError> {
         let bucket = format!("{}-snapshots", stream.name());
         let js = &stream.js;
@@ -58,6 +60,7 @@ impl SnapshotStore {
                 .await
                 .map_err(|e| ReplicationError::request(format!("object store {bucket}"), e))?,
         };
+        until_led(js, &format!("OBJ_{bucket}")).await?;
         Ok(Self { store })
     }
 

@@ -369,44 +369,84 @@ impl LogStream {
     }
 }
 
-/// Most attempts at getting or making the stream while the cluster cannot
+/// Most attempts at getting or making a stream while the cluster cannot
 /// answer yet (just started, or electing a leader: seconds), paced from
 /// 100 ms growing to 2 s (about half a minute in all).
 const CONNECT_ATTEMPTS: u32 = 20;
 
-/// Gets or makes the stream, and reads its replica count; a request that
-/// fails (the cluster is still settling) is tried again.
-async fn stream_and_replicas(
-    js: &jetstream::Context,
-    config: jetstream::stream::Config,
-) -> Result<(jetstream::stream::Stream, usize), ReplicationError> {
-    let name = config.name.clone();
+/// Runs `attempt` until it succeeds, at most [`CONNECT_ATTEMPTS`] times
+/// (the cluster is still settling); the last error if it never does.
+pub(super) async fn patiently<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ReplicationError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ReplicationError>>,
+{
     let mut pause = Duration::from_millis(100);
-    let mut attempt = 0;
+    let mut tried = 0;
     loop {
-        attempt += 1;
-        let tried = async {
-            let mut stream = js
-                .get_or_create_stream(config.clone())
-                .await
-                .map_err(|e| ReplicationError::request(format!("stream {name}"), e))?;
-            let info = stream
-                .info()
-                .await
-                .map_err(|e| ReplicationError::request("stream info", e))?;
-            let replicas = info.config.num_replicas;
-            Ok::<_, ReplicationError>((stream, replicas))
-        };
-        match tried.await {
-            Ok(found) => return Ok(found),
-            Err(error) if attempt >= CONNECT_ATTEMPTS => return Err(error),
+        tried += 1;
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(error) if tried >= CONNECT_ATTEMPTS => return Err(error),
             Err(error) => {
-                tracing::warn!(stream = %name, %error, "the stream cannot be reached yet; trying again");
+                tracing::warn!(what, %error, "the cluster cannot answer yet; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// The stream's info once it has a leader. A stream just made in a cluster
+/// is created before its replicas elect one, and until then a publish to
+/// its subjects finds no stream ("no responders"): whoever makes a stream
+/// waits here before writing to it.
+pub(super) async fn led_info(
+    stream: &mut jetstream::stream::Stream,
+) -> Result<jetstream::stream::Info, ReplicationError> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| ReplicationError::request("stream info", e))?
+        .clone();
+    match &info.cluster {
+        Some(cluster) if cluster.leader.is_none() => Err(ReplicationError::request(
+            format!("stream {}", info.config.name),
+            "no leader elected yet",
+        )),
+        _ => Ok(info),
+    }
+}
+
+/// Waits until the stream `name` has a leader (see [`led_info`]).
+pub(super) async fn until_led(js: &jetstream::Context, name: &str) -> Result<(), ReplicationError> {
+    patiently(name, || async {
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| ReplicationError::request(format!("stream {name}"), e))?;
+        led_info(&mut stream).await.map(drop)
+    })
+    .await
+}
+
+/// Gets or makes the stream once it has a leader, and reads its replica
+/// count; a request that fails (the cluster is still settling) is tried
+/// again.
+async fn stream_and_replicas(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> Result<(jetstream::stream::Stream, usize), ReplicationError> {
+    let name = config.name.clone();
+    patiently(&name, || async {
+        let mut stream = js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| ReplicationError::request(format!("stream {name}"), e))?;
+        let replicas = led_info(&mut stream).await?.config.num_replicas;
+        Ok((stream, replicas))
+    })
+    .await
 }
 
 /// Ours (same id) → `Ok(want)`, another's → `Fenced`.
