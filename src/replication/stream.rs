@@ -1,7 +1,9 @@
 //! The replicated log stream: one JetStream stream (subject `<stream>.log`,
 //! file storage, R replicas) that holds the journal's batches in order. It
 //! owns the fenced append (the rule below), reading one message, and
-//! purging below a sequence; following it is `follow.rs`'s.
+//! purging below a sequence; following it is `follow.rs`'s. It also owns
+//! waiting for a stream just made to have a leader ([`until_led`]), which
+//! the snapshot and lease buckets' streams use too.
 //!
 //! **The fence.** Every append carries `Nats-Expected-Last-Sequence` (the
 //! stream-wide check: the stream takes the message only if its last
