@@ -3,7 +3,8 @@
 //! the log holds, and crashes (SIGKILL at random points) after which the
 //! reopened store equals one rebuilt from scratch from the same log, with
 //! no snapshot ever ahead of the store; `verify` catches a store row that
-//! was changed or deleted.
+//! was changed or deleted; a store a newer build wrote stops the open and
+//! is left as it was.
 //!
 //! The crash tests re-execute this test binary as a child running only
 //! [`crash_child`] (with its data folder in `HISTORY_FEED_CHILD`), as
@@ -24,7 +25,7 @@ use burnledger::domain::withdrawal::StatusKind;
 use burnledger::payment::{SimulatedBank, SimulatedBankConfig};
 use burnledger::storage::history::{
     EntryKind, EntryRow, HistoryStore, PayoutQuery, PayoutRow, TransactionKind, TransactionRecord,
-    WithdrawalQuery, WithdrawalRow, PAGE_LIMIT_MAX,
+    WithdrawalQuery, WithdrawalRow, FORMAT, PAGE_LIMIT_MAX,
 };
 use burnledger::storage::inspect::{HistoryCheck, ReadOnlyFolder, VerifyReport};
 use burnledger::{Config, CurrencyConfig, Decimal, Ledger, WithdrawalOutcome};
@@ -721,6 +722,56 @@ async fn a_store_ahead_of_the_log_is_rebuilt_and_takes_the_new_events() {
     );
     let check = verify_history(&dir);
     assert!(check.is_clean(), "{check:?}");
+}
+
+/// Stamps the folder's history store with `format`, as the build that
+/// wrote it would have (opened as fjall: a store would refuse or re-stamp).
+fn stamp_history_format(dir: &Path, format: u32) {
+    let db = fjall::Database::builder(HistoryStore::dir_in(dir))
+        .open()
+        .unwrap();
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    meta.insert("format", format.to_be_bytes()).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_a_newer_build_wrote_refuses_the_open_and_is_left_as_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config {
+        snapshot_every_events: u64::MAX,
+        ..durable(tmp.path())
+    };
+    let ledger = Ledger::open(config.clone()).unwrap();
+    workload(&ledger, 3, 0..2).await;
+    ledger.shutdown().await;
+    drop(ledger);
+    let before = dump(tmp.path(), 0..3);
+
+    stamp_history_format(tmp.path(), FORMAT + 1);
+    let refused = Ledger::open(config.clone()).err().map(|e| e.to_string());
+    let expected = format!("format {} is newer than this build reads", FORMAT + 1);
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains(&expected)),
+        "{refused:?}"
+    );
+    let names: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with("history.damaged-")),
+        "not set aside nor rebuilt: {names:?}"
+    );
+    // With the store back at this build's format (the newer build's
+    // operator downgrading on purpose), everything is as it was.
+    stamp_history_format(tmp.path(), FORMAT);
+    let ledger = Ledger::open(config).unwrap();
+    ledger.shutdown().await;
+    drop(ledger);
+    assert_eq!(dump(tmp.path(), 0..3), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

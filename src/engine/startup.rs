@@ -44,7 +44,7 @@ use crate::storage::checkpoint::{CheckpointSettings, Checkpointer, Start};
 use crate::storage::data_dir::{CurrencyTable, CurrencyTableError, DataDirLock, LockError};
 use crate::storage::events::{EventLog, Retention};
 use crate::storage::feed::{Feeder, HistoryHorizons, HistoryWriter};
-use crate::storage::history::{HistoryReader, HistoryStore};
+use crate::storage::history::{HistoryError, HistoryReader, HistoryStore};
 use crate::storage::journal::Journal;
 use crate::storage::recall::{FolderHistory, StoreHistory};
 use crate::storage::recovery::{
@@ -573,7 +573,7 @@ fn claim_and_recover(
         .history_registry(&config.currencies, currencies)
         .map_err(OpenError::Config)?;
     let mut history = if config.history {
-        open_history(dir, config.shards)
+        open_history(dir, config.shards)?
     } else {
         None
     };
@@ -619,10 +619,18 @@ fn recover_feeding(
 /// Opens the history store and starts its writer. A store that cannot be
 /// opened is set aside (renamed, kept for the operator) and a new one
 /// rebuilt from the log; if even that fails the ledger runs without one.
-/// Either way it is logged; the ledger opens.
-fn open_history(dir: &Path, shards: usize) -> Option<History> {
-    match HistoryStore::open(dir) {
+/// Either way it is logged; the ledger opens. Except a store a newer build
+/// wrote: the ledger does not open (rebuilding it from the log would lose
+/// what the log no longer holds, and this build cannot read it).
+fn open_history(dir: &Path, shards: usize) -> Result<Option<History>, OpenError> {
+    Ok(match HistoryStore::open(dir) {
         Ok(store) => start_history(store, shards),
+        Err(error @ HistoryError::NewerFormat { .. }) => {
+            return Err(OpenError::DataDir {
+                path: HistoryStore::dir_in(dir),
+                reason: error.to_string(),
+            })
+        }
         Err(error) => {
             let store_dir = HistoryStore::dir_in(dir);
             let aside = store_dir.with_extension(format!("damaged-{}", std::process::id()));
@@ -633,11 +641,11 @@ fn open_history(dir: &Path, shards: usize) -> Option<History> {
             );
             if let Err(error) = std::fs::rename(&store_dir, &aside) {
                 tracing::error!(%error, "the history store cannot be set aside; no history store");
-                return None;
+                return Ok(None);
             }
             reset_history(dir, shards)
         }
-    }
+    })
 }
 
 /// Removes the history store and starts a new, empty one.

@@ -14,6 +14,14 @@ pub enum HistoryError {
     #[error("history store: a stored {what} does not decode")]
     Corrupt { what: &'static str },
 
+    /// The store was written by a newer build, in a layout this one does
+    /// not read: refused rather than misread (or rebuilt over).
+    #[error(
+        "history store: format {found} is newer than this build reads (up to {reads}); \
+         open it with the build that wrote it"
+    )]
+    NewerFormat { found: u32, reads: u32 },
+
     /// A row could not be encoded.
     #[error("history store: cannot encode a row: {0}")]
     Encode(String),

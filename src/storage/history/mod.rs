@@ -54,6 +54,7 @@ pub use rows::{
     BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,
     TransactionRecord, TransactionRow, WithdrawalIndex, WithdrawalRow,
 };
+pub use schema::FORMAT;
 
 /// fjall's background threads: one flush and one compaction at a time (its
 /// default is one per core up to four, on a machine the engine shares).
@@ -93,6 +94,7 @@ impl HistoryStore {
             .worker_threads(FJALL_WORKERS)
             .open()?;
         let ks = schema::Keyspaces::open(&db)?;
+        Self::stamp_format(&ks)?;
         let applied = Self::stored_watermark(&ks)?;
         let incomplete = Self::stored_incomplete(&ks)?;
         Ok(Self {

@@ -4,7 +4,8 @@
 //! LSN or a time, overlapping runs, the layouts stores wrote before), each
 //! change after a key's first stored compactly and read back exactly (any
 //! changes, their sizes), ingest's buffers kept from run to run (and freed
-//! past their cap), bad input at each boundary, and damaged stored values.
+//! past their cap), the format marker (stamped, a newer one refused), bad
+//! input at each boundary, and damaged stored values.
 
 use std::collections::BTreeMap;
 
@@ -358,6 +359,63 @@ fn a_store_folder_that_cannot_be_made_is_an_error_not_a_panic() {
     assert!(matches!(
         HistoryStore::open(dir.path()),
         Err(HistoryError::Store(_))
+    ));
+}
+
+/// The format marker as stored, if any.
+fn stored_format(store: &HistoryStore) -> Option<Vec<u8>> {
+    let meta = store.ks.get(schema::Ks::Meta);
+    ok(meta.get(schema::FORMAT_KEY).map_err(HistoryError::from)).map(|v| v.to_vec())
+}
+
+/// Sets (or, with `None`, removes) the marker, as another build would have.
+/// (Opened as fjall, not as a store: a store would refuse or re-stamp it.)
+fn set_format(dir: &std::path::Path, marker: Option<&[u8]>) {
+    let db = fjall::Database::builder(HistoryStore::dir_in(dir)).open();
+    let db = ok(db.map_err(HistoryError::from));
+    let ks = ok(schema::Keyspaces::open(&db));
+    let meta = ks.get(schema::Ks::Meta);
+    let written = match marker {
+        Some(bytes) => meta.insert(schema::FORMAT_KEY, bytes),
+        None => meta.remove(schema::FORMAT_KEY),
+    };
+    ok(written.map_err(HistoryError::from));
+    ok(db
+        .persist(fjall::PersistMode::SyncAll)
+        .map_err(HistoryError::from));
+}
+
+#[test]
+fn a_store_is_stamped_with_its_format_and_one_a_newer_build_wrote_is_refused() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let stamp = FORMAT.to_be_bytes().to_vec();
+    {
+        let store = ok(HistoryStore::open(dir.path()));
+        assert_eq!(stored_format(&store), Some(stamp.clone()), "a new store");
+        ok(store.ingest(5, &[Change::Withdrawal(withdrawal(1, 1, 10))]));
+    }
+    // A newer build's store: refused, untouched.
+    set_format(dir.path(), Some(&(FORMAT + 1).to_be_bytes()));
+    match HistoryStore::open(dir.path()) {
+        Err(HistoryError::NewerFormat { found, reads }) => {
+            assert_eq!((found, reads), (FORMAT + 1, FORMAT))
+        }
+        other => panic!("expected NewerFormat, got {:?}", other.err()),
+    }
+    // A store from before the marker (or an older format): read, and
+    // stamped with this build's.
+    for older in [None, Some(&1u32.to_be_bytes()[..])] {
+        set_format(dir.path(), older);
+        let store = ok(HistoryStore::open(dir.path()));
+        assert_eq!(stored_format(&store), Some(stamp.clone()), "{older:?}");
+        assert_eq!(ok(store.applied_lsn()), 5);
+        assert!(ok(store.withdrawal(TransactionId::new(1, 1))).is_some());
+    }
+    // A marker that is not a u32: damaged.
+    set_format(dir.path(), Some(b"v2"));
+    assert!(matches!(
+        HistoryStore::open(dir.path()),
+        Err(HistoryError::Corrupt { .. })
     ));
 }
 
