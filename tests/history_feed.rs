@@ -273,18 +273,29 @@ fn durable(dir: &Path) -> Config {
     }
 }
 
+/// A durable ledger in `dir` that never snapshots (its whole log stays),
+/// run through `rounds` of the workload on `accounts` and shut down: its
+/// configuration, and what its history store holds of those accounts.
+async fn ran_and_shut_down(
+    dir: &Path,
+    accounts: u64,
+    rounds: std::ops::Range<u64>,
+) -> (Config, Dump) {
+    let config = Config {
+        snapshot_every_events: u64::MAX,
+        ..durable(dir)
+    };
+    let ledger = Ledger::open(config.clone()).unwrap();
+    workload(&ledger, accounts, rounds).await;
+    ledger.shutdown().await;
+    drop(ledger);
+    (config, dump(dir, 0..accounts))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_deleted_between_runs_is_rebuilt_from_the_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config {
-        snapshot_every_events: u64::MAX,
-        ..durable(tmp.path())
-    };
-    let ledger = Ledger::open(config.clone()).unwrap();
-    workload(&ledger, 5, 0..4).await;
-    ledger.shutdown().await;
-    drop(ledger);
-    let before = dump(tmp.path(), 0..5);
+    let (config, before) = ran_and_shut_down(tmp.path(), 5, 0..4).await;
     assert_eq!(before.withdrawals.len(), 20);
 
     std::fs::remove_dir_all(HistoryStore::dir_in(tmp.path())).unwrap();
@@ -740,15 +751,7 @@ fn stamp_history_format(dir: &Path, format: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_a_newer_build_wrote_refuses_the_open_and_is_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config {
-        snapshot_every_events: u64::MAX,
-        ..durable(tmp.path())
-    };
-    let ledger = Ledger::open(config.clone()).unwrap();
-    workload(&ledger, 3, 0..2).await;
-    ledger.shutdown().await;
-    drop(ledger);
-    let before = dump(tmp.path(), 0..3);
+    let (config, before) = ran_and_shut_down(tmp.path(), 3, 0..2).await;
 
     stamp_history_format(tmp.path(), FORMAT + 1);
     let refused = Ledger::open(config.clone()).err().map(|e| e.to_string());
@@ -777,15 +780,7 @@ async fn a_store_a_newer_build_wrote_refuses_the_open_and_is_left_as_it_was() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_be_opened_is_set_aside_and_rebuilt_from_the_log() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config {
-        snapshot_every_events: u64::MAX,
-        ..durable(tmp.path())
-    };
-    let ledger = Ledger::open(config.clone()).unwrap();
-    workload(&ledger, 3, 0..2).await;
-    ledger.shutdown().await;
-    drop(ledger);
-    let before = dump(tmp.path(), 0..3);
+    let (config, before) = ran_and_shut_down(tmp.path(), 3, 0..2).await;
 
     // Not a store at all: a file where its folder should be.
     let store_dir = HistoryStore::dir_in(tmp.path());
