@@ -735,17 +735,21 @@ async fn a_store_ahead_of_the_log_is_rebuilt_and_takes_the_new_events() {
     assert!(check.is_clean(), "{check:?}");
 }
 
-/// Stamps the folder's history store with `format`, as the build that
-/// wrote it would have (opened as fjall: a store would refuse or re-stamp).
-fn stamp_history_format(dir: &Path, format: u32) {
+/// Stamps the folder's history store with `format` (`None`: reads it), as
+/// the build that wrote it would have (opened as fjall: a store would
+/// refuse or re-stamp); the marker then held.
+fn history_format(dir: &Path, format: Option<u32>) -> Option<Vec<u8>> {
     let db = fjall::Database::builder(HistoryStore::dir_in(dir))
         .open()
         .unwrap();
     let meta = db
         .keyspace("meta", fjall::KeyspaceCreateOptions::default)
         .unwrap();
-    meta.insert("format", format.to_be_bytes()).unwrap();
-    db.persist(fjall::PersistMode::SyncAll).unwrap();
+    if let Some(format) = format {
+        meta.insert("format", format.to_be_bytes()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    meta.get("format").unwrap().map(|v| v.to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -753,7 +757,17 @@ async fn a_store_a_newer_build_wrote_refuses_the_open_and_is_left_as_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let (config, before) = ran_and_shut_down(tmp.path(), 3, 0..2).await;
 
-    stamp_history_format(tmp.path(), FORMAT + 1);
+    let ours = FORMAT.to_be_bytes().to_vec();
+    assert_eq!(
+        history_format(tmp.path(), None),
+        Some(ours),
+        "stamped by the ledger"
+    );
+    let newer = (FORMAT + 1).to_be_bytes().to_vec();
+    assert_eq!(
+        history_format(tmp.path(), Some(FORMAT + 1)),
+        Some(newer.clone())
+    );
     let refused = Ledger::open(config.clone()).err().map(|e| e.to_string());
     let expected = format!("format {} is newer than this build reads", FORMAT + 1);
     assert!(
@@ -768,9 +782,14 @@ async fn a_store_a_newer_build_wrote_refuses_the_open_and_is_left_as_it_was() {
         !names.iter().any(|n| n.starts_with("history.damaged-")),
         "not set aside nor rebuilt: {names:?}"
     );
+    assert_eq!(
+        history_format(tmp.path(), None),
+        Some(newer),
+        "left as it was"
+    );
     // With the store back at this build's format (the newer build's
     // operator downgrading on purpose), everything is as it was.
-    stamp_history_format(tmp.path(), FORMAT);
+    history_format(tmp.path(), Some(FORMAT));
     let ledger = Ledger::open(config).unwrap();
     ledger.shutdown().await;
     drop(ledger);

@@ -311,8 +311,9 @@ async fn purging_keeps_the_sequence_and_later_and_following_a_purged_start_is_a_
 }
 
 /// A bucket's stream is made before its replicas elect a leader, and an
-/// upload before that finds "no stream" (CI once failed so): each freshly
-/// made snapshot bucket takes an upload at once.
+/// upload before that finds "no stream" (CI once failed so): a freshly
+/// made snapshot bucket has a leader once opened, and takes an upload at
+/// once (eight buckets in turn).
 #[tokio::test]
 async fn a_freshly_made_snapshot_bucket_takes_an_upload_at_once() {
     use burnledger::replication::snapshots::SnapshotStore;
@@ -326,6 +327,11 @@ async fn a_freshly_made_snapshot_bucket_takes_an_upload_at_once() {
     for n in 1..=8u64 {
         let log = connect(&cluster, &format!("fresh{n}")).await;
         let store = SnapshotStore::open(&log).await.unwrap();
+        let bucket = format!("OBJ_fresh{n}-snapshots");
+        assert!(
+            cluster.stream_leader(&bucket).is_some(),
+            "{bucket} has no leader"
+        );
         let file = SnapshotFile {
             path: path.clone(),
             lsn: n,

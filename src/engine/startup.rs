@@ -619,13 +619,13 @@ fn recover_feeding(
 /// Opens the history store and starts its writer. A store that cannot be
 /// opened is set aside (renamed, kept for the operator) and a new one
 /// rebuilt from the log; if even that fails the ledger runs without one.
-/// Either way it is logged; the ledger opens. Except a store a newer build
-/// wrote: the ledger does not open (rebuilding it from the log would lose
-/// what the log no longer holds, and this build cannot read it).
+/// Either way it is logged; the ledger opens. Except a store in a format
+/// this build does not read (a newer build's): the ledger does not open
+/// (rebuilding it from the log would lose what the log no longer holds).
 fn open_history(dir: &Path, shards: usize) -> Result<Option<History>, OpenError> {
     Ok(match HistoryStore::open(dir) {
         Ok(store) => start_history(store, shards),
-        Err(error @ HistoryError::NewerFormat { .. }) => {
+        Err(error @ (HistoryError::NewerFormat { .. } | HistoryError::UnknownFormat { .. })) => {
             return Err(OpenError::DataDir {
                 path: HistoryStore::dir_in(dir),
                 reason: error.to_string(),
@@ -667,9 +667,13 @@ fn reset_history(dir: &Path, shards: usize) -> Option<History> {
     }
 }
 
-/// Starts the writer on an open store; `None` (logged) if its thread
-/// cannot start.
+/// Stamps an open store with this build's format and starts its writer;
+/// `None` (logged) if either fails.
 fn start_history(store: HistoryStore, shards: usize) -> Option<History> {
+    if let Err(error) = store.stamp_format() {
+        tracing::error!(%error, "no history store: its format cannot be stamped");
+        return None;
+    }
     match HistoryWriter::start(Arc::new(store), shards) {
         Ok((writer, feeder, reader, horizons)) => Some(History {
             feeder,

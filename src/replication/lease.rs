@@ -21,7 +21,7 @@ use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::stream::until_led;
+use super::stream::{led_info, patiently};
 use super::{LogStream, ReplicationError};
 
 const HOLDER_KEY: &str = "holder";
@@ -245,12 +245,11 @@ async fn bucket(
             .await
             .map_err(|_| ReplicationError::request(format!("bucket {name}"), create))?,
     };
-    until_led(&stream.js, &format!("KV_{name}")).await?;
-    let info = store
-        .stream
-        .get_info()
-        .await
-        .map_err(|e| ReplicationError::request(format!("bucket {name} info"), e))?;
+    let info = patiently(&name, || {
+        let mut bucket_stream = store.stream.clone();
+        async move { led_info(&mut bucket_stream).await }
+    })
+    .await?;
     let (age, replicas) = (info.config.max_age, info.config.num_replicas);
     if replicas != stream.replicas {
         return Err(ReplicationError::ReplicasMismatch {

@@ -208,6 +208,11 @@ impl CurrencyUsage {
                 _ => self.minutes.push((minute, amount)),
             }
         }
+        if aged > 0 {
+            // Before the month's check reads `minutes_oldest`: what moved
+            // may have been the first of `minutes`.
+            self.note_ends();
+        }
         self.folded_to = self.folded_to.max(UnixMs::from_millis(day_start));
         let month_start = at.as_millis().saturating_sub(Window::Month.millis());
         let gone = aged_prefix(&self.minutes, self.minutes_oldest, |start| {
@@ -216,7 +221,7 @@ impl CurrencyUsage {
         for (_, amount) in self.minutes.drain(..gone) {
             self.minutes_total = self.minutes_total.saturating_sub(amount);
         }
-        if aged + gone > 0 {
+        if gone > 0 {
             self.note_ends();
         }
     }
@@ -367,11 +372,12 @@ mod tests {
         for _ in 0..3_000 {
             // Steps from a millisecond to two days: requests pile up within
             // a day, fold into minutes and age past the month.
-            now += match next(4) {
-                0 => 1,
-                1 => next(60_000),
-                2 => next(6 * HOUR),
-                _ => next(2 * DAY),
+            now += match next(9) {
+                0 | 1 => 1,
+                2 | 3 => next(60_000),
+                4 | 5 => next(6 * HOUR),
+                6 | 7 => next(2 * DAY),
+                _ => 30 * DAY + next(2 * DAY),
             };
             let amount = Units::from(next(1_000) + 1);
             if next(4) == 0 && !requested.is_empty() {
@@ -415,6 +421,19 @@ mod tests {
         usage.remove(usd(), at(t0 + 10), 3);
         assert_eq!(usage.currencies[0].minutes_oldest, None);
         assert_eq!(usage.used(usd(), Window::Month, at(t0 + 2 * DAY)), 1);
+    }
+
+    #[test]
+    fn a_request_a_month_after_the_last_drops_what_it_folds() {
+        let mut usage = Usage::default();
+        let t0 = 100 * DAY;
+        usage.add(usd(), at(t0), 5);
+        // Folds the first request into a bucket already past the month:
+        // it goes at once, leaving only the new request.
+        usage.add(usd(), at(t0 + 31 * DAY), 1);
+        assert_eq!(usage.currencies[0].minutes, vec![]);
+        usage.remove(usd(), at(t0 + 31 * DAY), 1);
+        assert!(usage.is_empty(), "nothing left to keep: {usage:?}");
     }
 
     #[test]

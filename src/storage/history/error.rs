@@ -18,9 +18,19 @@ pub enum HistoryError {
     /// not read: refused rather than misread (or rebuilt over).
     #[error(
         "history store: format {found} is newer than this build reads (up to {reads}); \
-         open it with the build that wrote it"
+         open it with the build that wrote it, or move the history folder aside to \
+         rebuild it from the log (losing what the log no longer holds)"
     )]
     NewerFormat { found: u32, reads: u32 },
+
+    /// The store's format marker does not decode: it may be a newer
+    /// build's, so it is refused like one.
+    #[error(
+        "history store: its format marker ({stored}) is not one this build reads; \
+         open it with the build that wrote it, or move the history folder aside to \
+         rebuild it from the log (losing what the log no longer holds)"
+    )]
+    UnknownFormat { stored: String },
 
     /// A row could not be encoded.
     #[error("history store: cannot encode a row: {0}")]

@@ -84,32 +84,6 @@ impl HistoryStore {
         Ok(ks.get(Ks::Meta).get(schema::INCOMPLETE_KEY)?.is_some())
     }
 
-    /// Refuses a store stamped with a format newer than [`schema::FORMAT`],
-    /// and stamps any other (older, or from before the stamp) with it: this
-    /// build may write that layout from now on. The stamp goes to the journal
-    /// before any write of this build's, so a store on disk that holds them
-    /// holds it.
-    pub(super) fn stamp_format(ks: &schema::Keyspaces) -> Result<(), HistoryError> {
-        let meta = ks.get(Ks::Meta);
-        let found = match meta.get(schema::FORMAT_KEY)? {
-            None => None,
-            Some(bytes) => {
-                let raw: [u8; 4] = bytes[..]
-                    .try_into()
-                    .map_err(|_| schema::corrupt("format marker"))?;
-                Some(u32::from_be_bytes(raw))
-            }
-        };
-        match found {
-            Some(found) if found > schema::FORMAT => Err(HistoryError::NewerFormat {
-                found,
-                reads: schema::FORMAT,
-            }),
-            Some(schema::FORMAT) => Ok(()),
-            _ => Ok(meta.insert(schema::FORMAT_KEY, schema::FORMAT.to_be_bytes())?),
-        }
-    }
-
     /// The watermark as stored (read once, at open).
     pub(super) fn stored_watermark(ks: &schema::Keyspaces) -> Result<u64, HistoryError> {
         match ks.get(Ks::Meta).get(schema::WATERMARK_KEY)? {

@@ -32,11 +32,14 @@
 //! - `cursor.rs` — opaque page cursors and index ranges.
 //! - `reader.rs` — [`HistoryReader`], the store plus its follower's progress,
 //!   for reads that wait for what was acknowledged before them.
+//! - `format.rs` — the format marker: checked at every open, stamped by
+//!   the opener that writes.
 //! - `error.rs` — [`HistoryError`].
 
 mod cursor;
 mod entry_value;
 mod error;
+mod format;
 mod ingest;
 mod query;
 mod reader;
@@ -47,6 +50,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 
 pub use error::HistoryError;
+pub use format::FORMAT;
 pub use ingest::IngestReport;
 pub use query::{Order, Page, PayoutQuery, WithdrawalQuery, PAGE_LIMIT_MAX};
 pub use reader::HistoryReader;
@@ -54,7 +58,6 @@ pub use rows::{
     BalanceAt, Change, EntryKind, EntryRow, PayoutItemRow, PayoutRow, TransactionKind,
     TransactionRecord, TransactionRow, WithdrawalIndex, WithdrawalRow,
 };
-pub use schema::FORMAT;
 
 /// fjall's background threads: one flush and one compaction at a time (its
 /// default is one per core up to four, on a machine the engine shares).
@@ -94,7 +97,7 @@ impl HistoryStore {
             .worker_threads(FJALL_WORKERS)
             .open()?;
         let ks = schema::Keyspaces::open(&db)?;
-        Self::stamp_format(&ks)?;
+        format::check(&ks)?;
         let applied = Self::stored_watermark(&ks)?;
         let incomplete = Self::stored_incomplete(&ks)?;
         Ok(Self {

@@ -17,7 +17,7 @@
 //! - `payouts`: payout id (8) → [`PayoutRow`]
 //! - `p_by_state`: state code (1) ++ payout id (8) → ()
 //! - `meta`: `applied_lsn` → u64 (the watermark); `incomplete` → 1 once
-//!   the store was fed from a log with a gap; `format` → u32 ([`FORMAT`]:
+//!   the store was fed from a log with a gap; `format` → u32 (`format.rs`:
 //!   the newest layout the store may hold)
 //!
 //! Values are bincode (standard configuration); status and payout state are
@@ -55,17 +55,8 @@ pub(super) const WATERMARK_KEY: &[u8] = b"applied_lsn";
 /// Present once the store was fed from a log with a gap (see ingest).
 pub(super) const INCOMPLETE_KEY: &[u8] = b"incomplete";
 
-/// The newest layout the store may hold, stamped at open (big-endian u32).
+/// The newest layout the store may hold (`format.rs`).
 pub(super) const FORMAT_KEY: &[u8] = b"format";
-
-/// The layout this build writes, and the newest it reads:
-/// - 1: every change of an entry value in full, or `0xFF` + a later part
-///   (stores made before the marker existed carry none and are read as 1);
-/// - 2: entry values may also hold `0xFE` compact changes
-///   (`entry_value.rs`), which a build reading only 1 would call corrupt.
-///
-/// A build refuses a store stamped newer than this, rather than misread it.
-pub const FORMAT: u32 = 2;
 
 /// The store's keyspaces, by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -365,7 +365,8 @@ fn a_store_folder_that_cannot_be_made_is_an_error_not_a_panic() {
 /// The format marker as stored, if any.
 fn stored_format(store: &HistoryStore) -> Option<Vec<u8>> {
     let meta = store.ks.get(schema::Ks::Meta);
-    ok(meta.get(schema::FORMAT_KEY).map_err(HistoryError::from)).map(|v| v.to_vec())
+    let marker = ok(meta.get(schema::FORMAT_KEY).map_err(HistoryError::from));
+    marker.map(|v| v.to_vec())
 }
 
 /// Sets (or, with `None`, removes) the marker, as another build would have.
@@ -391,6 +392,8 @@ fn a_store_is_stamped_with_its_format_and_one_a_newer_build_wrote_is_refused() {
     let stamp = FORMAT.to_be_bytes().to_vec();
     {
         let store = ok(HistoryStore::open(dir.path()));
+        assert_eq!(stored_format(&store), None, "opening writes nothing");
+        ok(store.stamp_format());
         assert_eq!(stored_format(&store), Some(stamp.clone()), "a new store");
         ok(store.ingest(5, &[Change::Withdrawal(withdrawal(1, 1, 10))]));
     }
@@ -403,19 +406,25 @@ fn a_store_is_stamped_with_its_format_and_one_a_newer_build_wrote_is_refused() {
         other => panic!("expected NewerFormat, got {:?}", other.err()),
     }
     // A store from before the marker (or an older format): read, and
-    // stamped with this build's.
+    // stamped with this build's by the opener that writes.
     for older in [None, Some(&1u32.to_be_bytes()[..])] {
         set_format(dir.path(), older);
         let store = ok(HistoryStore::open(dir.path()));
+        assert_eq!(
+            stored_format(&store).as_deref(),
+            older,
+            "a read changes nothing"
+        );
+        ok(store.stamp_format());
         assert_eq!(stored_format(&store), Some(stamp.clone()), "{older:?}");
         assert_eq!(ok(store.applied_lsn()), 5);
         assert!(ok(store.withdrawal(TransactionId::new(1, 1))).is_some());
     }
-    // A marker that is not a u32: damaged.
+    // A marker that is not a u32 may be a newer build's: refused too.
     set_format(dir.path(), Some(b"v2"));
     assert!(matches!(
         HistoryStore::open(dir.path()),
-        Err(HistoryError::Corrupt { .. })
+        Err(HistoryError::UnknownFormat { .. })
     ));
 }
 
