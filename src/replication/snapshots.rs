@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
 use crate::replication::follower::seek;
-use crate::replication::stream::until_led;
+use crate::replication::stream::{patiently, until_led};
 use crate::replication::{LogStream, ReplicationError};
 use crate::storage::recovery::snapshot_dir;
 use crate::storage::snapshot::{self, SnapshotFile};
@@ -64,7 +64,10 @@ impl SnapshotStore {
         Ok(Self { store })
     }
 
-    /// The LSNs of the snapshots held, oldest first.
+    /// The LSNs of the snapshots held, oldest first. Right after the
+    /// bucket is made a listing may come back short (the object store's
+    /// consumer may count nothing pending yet): [`publish`] lists until
+    /// what it uploaded shows.
     pub async fn lsns(&self) -> Result<Vec<u64>, ReplicationError> {
         let listing = async {
             let mut list = self
@@ -88,16 +91,25 @@ impl SnapshotStore {
         Ok(lsns)
     }
 
-    /// Uploads one snapshot file.
+    /// Uploads one snapshot file, trying again while the cluster cannot
+    /// take it yet: right after the bucket is made, even once its stream
+    /// has a leader, the server this client publishes through may not
+    /// know yet where the stream lives, and a chunk finds "no stream" (CI
+    /// saw it). Putting an object again under its name replaces it.
     pub async fn put(&self, file: &SnapshotFile) -> Result<(), ReplicationError> {
         let bytes = std::fs::read(&file.path).map_err(|e| {
             ReplicationError::request(format!("reading {}", file.path.display()), e)
         })?;
-        self.store
-            .put(object_name(file.lsn).as_str(), &mut bytes.as_slice())
-            .await
-            .map_err(|e| ReplicationError::request("snapshot upload", e))?;
-        Ok(())
+        let name = object_name(file.lsn);
+        patiently("snapshot upload", || async {
+            let mut data = bytes.as_slice();
+            self.store
+                .put(name.as_str(), &mut data)
+                .await
+                .map(drop)
+                .map_err(|e| ReplicationError::request("snapshot upload", e))
+        })
+        .await
     }
 
     pub async fn delete(&self, lsn: u64) -> Result<(), ReplicationError> {
@@ -149,10 +161,24 @@ pub async fn publish(
     let local = snapshot::list(&snapshot_dir(data_dir))
         .map_err(|e| ReplicationError::request("listing local snapshots", e))?;
     let held = store.lsns().await?;
+    let mut uploaded = Vec::new();
     for file in local.iter().filter(|f| !held.contains(&f.lsn)) {
         store.put(file).await?;
+        uploaded.push(file.lsn);
     }
-    let mut all = store.lsns().await?;
+    // Listed until what was just uploaded shows (a listing may come back
+    // short right after the bucket is made).
+    let mut all = patiently("snapshot listing", || async {
+        let listed = store.lsns().await?;
+        match uploaded.iter().find(|lsn| !listed.contains(lsn)) {
+            None => Ok(listed),
+            Some(lsn) => Err(ReplicationError::request(
+                "snapshot listing",
+                format!("snapshot {lsn}, uploaded, is not listed yet"),
+            )),
+        }
+    })
+    .await?;
     let dropped = all.len().saturating_sub(keep.max(1));
     for lsn in all.drain(..dropped) {
         store.delete(lsn).await?;
