@@ -111,7 +111,9 @@
 //!   submits), `clock.rs` (the injected clock every timer reads).
 //! - `domain/` — the model, pure (no actix, tokio or I/O): `ids`, `money`,
 //!   `event/` (what the log records; `wire` its encoding), `withdrawal` (the
-//!   state machine), `details` (fees, destinations, metadata), `policy`
+//!   state machine), `details` (fees, destinations, metadata),
+//!   `kept_extras` (a withdrawal's extras as its record keeps them: a fee
+//!   in its own currency inline, the rest shared), `policy`
 //!   (what configuration the rules read: pending cap, fee account, limits
 //!   per tier; freezes), `account/` (one account's state: `rules`, `apply`,
 //!   `transfers`, `invariants`, `withdrawals`, `forget`, `keys`, `controls`

@@ -86,7 +86,7 @@ fn record_of(w: &Withdrawal) -> WithdrawalRecord {
         status: w.status.clone(),
         created_at: w.created_at.unwrap(),
         updated_at: w.updated_at.unwrap(),
-        extras: None,
+        extras: Default::default(),
     }
 }
 

@@ -354,7 +354,7 @@ async fn a_host_s_own_history_takes_precedence_over_the_data_folder_s_store() {
         status: WithdrawalStatus::Completed,
         created_at: completed.created_at.unwrap(),
         updated_at: completed.updated_at.unwrap(),
-        extras: None,
+        extras: Default::default(),
     };
     host.records.lock().unwrap().insert(m.completed, record);
     swept_until(&ledger, &clock, &[m.pending]).await;

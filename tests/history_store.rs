@@ -30,7 +30,7 @@ fn row(account: u64, seq: u64, created: u64, status: StatusKind) -> WithdrawalRo
         reason: None,
         created_at_ms: created,
         updated_at_ms: created,
-        extras: None,
+        extras: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod gauges;
 pub mod history;
 pub mod ids;
+pub mod kept_extras;
 pub mod money;
 pub mod payouts;
 pub mod policy;

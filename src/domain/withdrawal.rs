@@ -41,14 +41,13 @@
 //! reads that need it find it there again (see `domain/account/forget.rs`
 //! and the engine's `recall.rs`).
 
-use std::fmt;
-use std::sync::Arc;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 use crate::domain::details::{Destination, Metadata, WithdrawalDetails};
 use crate::domain::ids::{AccountId, TransactionId};
+pub use crate::domain::kept_extras::KeptExtras;
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
 
@@ -280,10 +279,11 @@ pub struct WithdrawalRecord {
     #[serde(skip)]
     pub updated_at: UnixMs,
     /// Its fee, destination, metadata, expiry and partly paid amount; kept
-    /// beside the record by snapshots (format v7), like the times.
-    /// Shared, not copied, with the history rows made from the record.
+    /// beside the record by snapshots (format v7), like the times. A fee
+    /// in its own currency is kept inline; the rest is shared, not copied,
+    /// with the history rows made from the record (`kept_extras.rs`).
     #[serde(skip)]
-    pub extras: Option<Arc<Extras>>,
+    pub extras: KeptExtras,
 }
 
 /// What a withdrawal record keeps beyond the plain withdrawal of format
@@ -297,8 +297,6 @@ pub struct Extras {
 
 impl WithdrawalRecord {
     pub fn view(&self, transaction_id: TransactionId) -> Withdrawal {
-        let extras = self.extras.as_deref();
-        let details = extras.map(|e| &e.details);
         let paid = match self.status {
             WithdrawalStatus::Completed | WithdrawalStatus::Returned { .. } => {
                 Some(self.currency.to_decimal(self.paid()))
@@ -315,33 +313,25 @@ impl WithdrawalRecord {
             created_at: self.created_at.known(),
             updated_at: self.updated_at.known(),
             paid,
-            fee: details.and_then(|d| d.fee).map(|fee| FeeView {
+            fee: self.fee().map(|fee| FeeView {
                 currency: fee.currency.code,
                 amount: fee.currency.to_decimal(fee.amount),
             }),
-            destination: details.and_then(|d| d.destination.clone()),
-            metadata: details.map(|d| d.metadata.clone()).unwrap_or_default(),
-            expires_at: details.and_then(|d| d.expires_at),
+            destination: self.extras.destination().cloned(),
+            metadata: self.extras.metadata().cloned().unwrap_or_default(),
+            expires_at: self.extras.expires_at(),
         }
-    }
-
-    /// What its request carried beyond currency and amount.
-    pub fn details(&self) -> Option<&WithdrawalDetails> {
-        self.extras.as_deref().map(|e| &e.details)
     }
 
     /// What a completion paid (or would pay): the amount, unless a partial
     /// completion paid less.
     pub fn paid(&self) -> Units {
-        self.extras
-            .as_deref()
-            .and_then(|e| e.paid)
-            .unwrap_or(self.amount)
+        self.extras.paid().unwrap_or(self.amount)
     }
 
     /// Its fee, if it has one.
     pub fn fee(&self) -> Option<crate::domain::details::Fee> {
-        self.details().and_then(|d| d.fee)
+        self.extras.fee(self.currency.code)
     }
 }
 
@@ -428,7 +418,7 @@ mod tests {
             currency: Currency,
             amount: Units,
             status: WithdrawalStatus,
-            extras: Option<Arc<Extras>>,
+            extras: KeptExtras,
         }
         let (timed, untimed) = (
             std::mem::size_of::<WithdrawalRecord>(),

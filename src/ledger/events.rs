@@ -204,12 +204,11 @@ impl Seeds for StoreSeeds {
     fn withdrawal(&mut self, tx: TransactionId, _before: u64) -> Option<SeededWithdrawal> {
         let row = self.store.withdrawal(tx).ok()??;
         let currency = self.currencies.get_code(row.currency).ok()?;
-        let extras = row.extras.as_deref();
         Some(SeededWithdrawal {
             currency,
             amount: row.amount,
-            fee: extras.and_then(|e| e.details.fee),
-            paid: extras.and_then(|e| e.paid),
+            fee: row.extras.fee(row.currency),
+            paid: row.extras.paid(),
         })
     }
 }

@@ -428,7 +428,11 @@ struct WithdrawalExtras<'a>(&'a AccountState);
 
 impl Serialize for WithdrawalExtras<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.withdrawals().map(|(_, w)| w.extras.as_deref()))
+        serializer.collect_seq(
+            self.0
+                .withdrawals()
+                .map(|(_, w)| w.extras.encoding(w.currency.code)),
+        )
     }
 }
 

@@ -22,14 +22,12 @@
 //! ([`Event::IdempotencyKeysExpired`]) touches no balance: `keys.rs`
 //! applies it.
 
-use std::sync::Arc;
-
 use crate::domain::details::{Fee, FeeCollected, Metadata, WithdrawalDetails};
 use crate::domain::event::Event;
 use crate::domain::ids::{IdempotencyKey, TransactionId};
 use crate::domain::money::{Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
-use crate::domain::withdrawal::{Extras, WithdrawalRecord, WithdrawalStatus};
+use crate::domain::withdrawal::{KeptExtras, WithdrawalRecord, WithdrawalStatus};
 
 use super::{credit, entry_in, AccountState, ApplyError, BalanceEntry, KeyRecord, KeyUse};
 
@@ -194,12 +192,7 @@ impl AccountState {
             status: WithdrawalStatus::Pending,
             created_at: at,
             updated_at: at,
-            extras: details.map(|details| {
-                Arc::new(Extras {
-                    details: details.clone(),
-                    paid: None,
-                })
-            }),
+            extras: KeptExtras::of_request(currency.code, details),
         };
         self.withdrawals.insert_at(slot, tx.sequence(), record);
         let used_for = || KeyUse::withdrawal(currency.code, amount, details, at);
@@ -272,7 +265,7 @@ impl AccountState {
         }
         if paid < amount {
             let record = self.withdrawals.at_mut(index);
-            Arc::make_mut(record.extras.get_or_insert_with(Arc::default)).paid = Some(paid);
+            record.extras.set_paid(paid);
             self.uncount_withdrawal(currency.code, created_at, amount - paid);
         }
         let touched = self.set_status(index, WithdrawalStatus::Completed, at)?;

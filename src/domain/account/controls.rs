@@ -10,8 +10,6 @@
 //! pointer. Snapshots (format v7) keep the box beside the account, and the
 //! withdrawals' extras beside them: both are put back here.
 
-use std::sync::Arc;
-
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +22,7 @@ use crate::error::LedgerError;
 
 use super::usage::Usage;
 use super::{AccountState, Effect};
-use crate::domain::withdrawal::Extras;
+use crate::domain::withdrawal::{Extras, KeptExtras};
 
 /// An account's tier, freeze and recent withdrawals.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +107,7 @@ impl AccountState {
             ));
         }
         for (record, extras) in self.withdrawals.records_mut().zip(extras) {
-            record.extras = extras.map(Arc::new);
+            record.extras = KeptExtras::from_extras(record.currency.code, extras);
         }
         self.recount_withdrawals_locked()
     }

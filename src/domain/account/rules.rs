@@ -11,8 +11,6 @@
 //! `transfers.rs` shares: a key's replay, available funds, room under the
 //! ceiling.
 
-use std::sync::Arc;
-
 use rust_decimal::Decimal;
 
 use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails, EXPIRED_REASON};
@@ -23,8 +21,8 @@ use crate::domain::policy::{FreezeScope, Policy};
 use crate::domain::receipts::Deposit;
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{
-    decide_transition, Extras, Settler, Transition, TransitionAction, Withdrawal, WithdrawalRecord,
-    WithdrawalStatus,
+    decide_transition, KeptExtras, Settler, Transition, TransitionAction, Withdrawal,
+    WithdrawalRecord, WithdrawalStatus,
 };
 use crate::error::{AmountProblem, FundsPart, LedgerError};
 
@@ -183,20 +181,16 @@ impl AccountState {
         let created_at = made.map_or(UnixMs::UNKNOWN, |w| w.created_at);
         // The details as made (their expiry is a time, set when it was).
         let details = made
-            .and_then(|w| w.details().cloned())
+            .and_then(|w| w.extras.details(currency.code))
             .or(details.map(|d| *d));
+        let extras = KeptExtras::of_request(currency.code, details.as_ref());
         let first = WithdrawalRecord {
             currency,
             amount,
             status: WithdrawalStatus::Pending,
             created_at,
             updated_at: created_at,
-            extras: details.map(|details| {
-                Arc::new(Extras {
-                    details,
-                    paid: None,
-                })
-            }),
+            extras,
         };
         first.view(tx)
     }
@@ -306,10 +300,7 @@ impl AccountState {
         let Some(record) = self.withdrawal_record_of(tx) else {
             return Ok(None);
         };
-        let due = record
-            .details()
-            .and_then(|d| d.expires_at)
-            .is_some_and(|end| end <= at);
+        let due = record.extras.expires_at().is_some_and(|end| end <= at);
         if !due || record.status != WithdrawalStatus::Pending {
             return Ok(None);
         }
@@ -323,7 +314,7 @@ impl AccountState {
     /// The pending withdrawals of this account that expire, with when.
     pub fn expiring(&self) -> impl Iterator<Item = (TransactionId, UnixMs)> + '_ {
         self.withdrawals().filter_map(|(tx, record)| {
-            let end = record.details()?.expires_at?;
+            let end = record.extras.expires_at()?;
             (record.status == WithdrawalStatus::Pending).then_some((tx, end))
         })
     }

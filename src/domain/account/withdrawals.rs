@@ -159,7 +159,7 @@ mod tests {
             status,
             created_at: crate::domain::time::UnixMs::UNKNOWN,
             updated_at: crate::domain::time::UnixMs::UNKNOWN,
-            extras: None,
+            extras: Default::default(),
         }
     }
 

@@ -311,7 +311,7 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
         let owner = tx.account();
         let (currency, amount, paid) = (record.currency, record.amount, record.paid());
         let fee = record.fee();
-        let metadata = record.details().and_then(|d| d.metadata.clone().boxed());
+        let metadata = record.extras.metadata().and_then(|m| m.clone().boxed());
         let fee_moves = |rows: &mut Self, kinds: &[(AccountId, EntryKind)]| {
             if let Some(fee) = fee {
                 for &(account, kind) in kinds {
@@ -888,7 +888,7 @@ mod tests {
             .unwrap_or_else(|| panic!("kept"))
             .clone();
         assert_eq!(paid.extras, record.extras);
-        assert_eq!(paid.extras.as_ref().and_then(|x| x.paid), Some(2_400));
+        assert_eq!(paid.extras.paid(), Some(2_400));
         for tx in [w(1), w(5)] {
             let Some(TransactionRecord::Other(t)) =
                 store.transaction(tx).unwrap_or_else(|e| panic!("{e}"))

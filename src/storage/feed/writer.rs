@@ -651,7 +651,7 @@ mod tests {
             reason: None,
             created_at_ms: 10,
             updated_at_ms: 10,
-            extras: None,
+            extras: Default::default(),
         }
     }
 

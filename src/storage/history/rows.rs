@@ -7,15 +7,13 @@
 //! encoding: it is stored after it, only when present (see
 //! [`schema::Trailing`](super::schema)), so older rows still decode.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{CurrencyCode, Units};
 use crate::domain::payouts::PayoutState;
-use crate::domain::withdrawal::{Extras, StatusKind};
+use crate::domain::withdrawal::{KeptExtras, StatusKind};
 
 use super::schema::{payout_state_code, status_code};
 
@@ -35,9 +33,9 @@ pub struct WithdrawalRow {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     /// Its fee, destination, metadata, expiry and partly paid amount, as
-    /// the account's record keeps them (`None`: a plain withdrawal).
+    /// the account's record keeps them (nothing: a plain withdrawal).
     #[serde(skip)]
-    pub extras: Option<Arc<Extras>>,
+    pub extras: KeptExtras,
 }
 
 /// What a balance change was: the public kind, stored by its variant

@@ -27,8 +27,6 @@
 //! written only when present ([`Trailing`]), so a row written before reads
 //! the same, and a row without it is written as before.
 
-use std::sync::Arc;
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -36,7 +34,7 @@ use crate::domain::details::Metadata;
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::CurrencyCode;
 use crate::domain::payouts::PayoutState;
-use crate::domain::withdrawal::{Extras, StatusKind};
+use crate::domain::withdrawal::{Extras, KeptExtras, StatusKind};
 
 use super::error::HistoryError;
 use super::rows::{EntryRow, TransactionRow, WithdrawalRow};
@@ -318,11 +316,11 @@ impl Trailing for WithdrawalRow {
     type Part = Extras;
     fn trailing_into(&self, bytes: &mut Vec<u8>) -> Result<(), HistoryError> {
         self.extras
-            .as_deref()
-            .map_or(Ok(()), |e| encode_into(e, bytes))
+            .encoding(self.currency)
+            .map_or(Ok(()), |e| encode_into(&e, bytes))
     }
     fn set_trailing(&mut self, extras: Extras) {
-        self.extras = Some(Arc::new(extras));
+        self.extras = KeptExtras::from_extras(self.currency, Some(extras));
     }
 }
 

@@ -56,7 +56,7 @@ fn withdrawal(account: AccountId, seq: u64, created: u64) -> WithdrawalRow {
         reason: None,
         created_at_ms: created,
         updated_at_ms: created,
-        extras: None,
+        extras: Default::default(),
     }
 }
 

@@ -103,13 +103,15 @@ mod tests {
         let mut append = Box::pin(wal.append(vec![stamped(1), stamped(2)]));
         let shipment = next(&shipments);
         assert_eq!(shipment.first_lsn, 1);
-        // Written and synced locally, and still not acknowledged.
-        let on_disk = std::fs::read(segment_path(tmp.path(), 1)).unwrap();
-        assert_eq!(on_disk, shipment.batch);
+        // Not acknowledged while the replica has not answered (the batch
+        // was shipped before its local write, which may still be going on).
         tokio::task::yield_now().await;
         assert!((&mut append).now_or_never().is_none());
         shipment.answer.send(Ok(())).unwrap();
         assert_eq!(append.await, Ok(2));
+        // Acknowledged: written locally, the very bytes the replica got.
+        let on_disk = std::fs::read(segment_path(tmp.path(), 1)).unwrap();
+        assert_eq!(on_disk, shipment.batch);
         let second = wal.append(vec![stamped(3)]);
         let shipment = next(&shipments);
         assert_eq!(shipment.first_lsn, 3);
