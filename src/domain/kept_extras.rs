@@ -5,7 +5,8 @@
 //! record and the rows made from it.
 //!
 //! Why: a withdrawal whose only extra is its fee would otherwise allocate
-//! on every shard that applies it, and that allocation is read, copied and
+//! on the shard and on the checkpointer (both apply it), and that
+//! allocation is read, copied and
 //! freed across threads (the history rows); measured, it was the largest
 //! single part of what fees cost (README, Withdrawals → Cost). The fee
 //! fits the record's padding, so the record does not grow.
@@ -41,9 +42,11 @@ const _: () = assert!((CURRENCY_DECIMALS_MAX as u64) < 1 << DECIMALS_BITS);
 struct OwnFee(NonZeroU64);
 
 impl OwnFee {
-    /// `fee` kept inline, if it is in `currency` and its units fit.
+    /// `fee` kept inline, if it is in `currency` and its units (and the
+    /// currency's decimals, even decoded from a damaged file) fit.
     fn of(fee: Fee, currency: CurrencyCode) -> Option<Self> {
-        if fee.currency.code != currency || fee.amount <= 0 {
+        let decimals_fit = u64::from(fee.currency.decimals) < 1 << DECIMALS_BITS;
+        if fee.currency.code != currency || fee.amount <= 0 || !decimals_fit {
             return None;
         }
         let units = u64::try_from(fee.amount).ok()?;
@@ -143,7 +146,7 @@ impl KeptExtras {
             .and_then(|e| e.details.destination.as_ref())
     }
 
-    /// Its metadata (empty if it has none).
+    /// Its metadata; `None` when it keeps no more than a fee.
     pub fn metadata(&self) -> Option<&Metadata> {
         self.rest.as_deref().map(|e| &e.details.metadata)
     }
@@ -264,6 +267,14 @@ mod tests {
             fee(usd(), Units::from(u64::MAX) + 1),
             fee(usd(), 0),
             fee(eth(), 5),
+            // Decimals no currency has (a damaged file): kept, not inlined.
+            fee(
+                Currency {
+                    decimals: 40,
+                    ..usd()
+                },
+                3,
+            ),
         ];
         let mut shapes = vec![None];
         for fee in fees {
@@ -307,7 +318,16 @@ mod tests {
         let largest =
             KeptExtras::of_request(usd().code, Some(&details(fee(usd(), (1 << 59) - 1), false)));
         assert!(largest.rest.is_none());
-        for other in [fee(eth(), 1), fee(usd(), 1 << 59), fee(usd(), 0)] {
+        let odd_decimals = Currency {
+            decimals: 32,
+            ..usd()
+        };
+        for other in [
+            fee(eth(), 1),
+            fee(usd(), 1 << 59),
+            fee(usd(), 0),
+            fee(odd_decimals, 1),
+        ] {
             let kept = KeptExtras::of_request(usd().code, Some(&details(other, false)));
             assert!(kept.own_fee.is_none(), "{other:?}");
             assert_eq!(kept.fee(usd().code), other);

@@ -641,7 +641,8 @@ mod tests {
     /// Account 4: a tier, a freeze, limit usage; a pending withdrawal with
     /// a fee in its own currency, a destination, metadata and an expiry
     /// (its fee locked with it); one completed in part, with its fee in
-    /// another currency (paid 6.00 of 10.00).
+    /// another currency (paid 6.00 of 10.00); a pending one whose only
+    /// extra is its fee in its own currency (kept in the record itself).
     fn account_with_controls_and_extras() -> AccountState {
         let mut account = AccountState::new(4);
         let metadata = Metadata::new([("order", "o-1")]).unwrap();
@@ -683,6 +684,16 @@ mod tests {
             done.unwrap().output.paid,
             Some(rust_decimal::Decimal::new(600, 2))
         );
+        let details = WithdrawalDetails {
+            fee: fee(usd(), 3),
+            ..WithdrawalDetails::default()
+        };
+        let no_expiry = WithdrawalRequest {
+            expires_in: None,
+            ..request(300, details)
+        };
+        let fee_only = account.request_withdrawal_with(no_expiry, &policy, at(6));
+        assert!(fee_only.is_ok(), "{fee_only:?}");
         account.set_tier(Tier::new("vip").unwrap(), at(6)).unwrap();
         let freeze = Freeze {
             scope: FreezeScope::Withdrawals,
@@ -812,11 +823,12 @@ mod tests {
             account.freeze_at(at(8)).map(|f| f.reason.as_str()),
             Some("kyc")
         );
-        // 20.00 pending and its 0.50 fee are locked; the part paid counts.
-        assert_eq!(account.balance(usd()).locked, 2_050);
+        // 20.00 and 3.00 pending and their 0.50 and 0.03 fees are locked;
+        // the part paid counts.
+        assert_eq!(account.balance(usd()).locked, 2_353);
         let allowance = account.withdrawal_allowance(&policy(), usd(), at(8));
         let used: Vec<_> = allowance.windows.iter().map(|w| w.used).collect();
-        assert_eq!(used, [rust_decimal::Decimal::new(2_600, 2); 2]);
+        assert_eq!(used, [rust_decimal::Decimal::new(2_900, 2); 2]);
         let views: Vec<_> = account.withdrawals().map(|(tx, w)| w.view(tx)).collect();
         let pending = &views[0];
         assert_eq!(
@@ -831,6 +843,13 @@ mod tests {
         assert_eq!(pending.expires_at, Some(at(3 + 60_000)));
         assert_eq!(views[1].paid, Some(rust_decimal::Decimal::new(600, 2)));
         assert_eq!(views[1].fee.as_ref().map(|f| f.currency), Some(eur().code));
+        let fee_only = views[2].fee.as_ref().map(|f| (f.currency, f.amount));
+        assert_eq!(
+            fee_only,
+            Some((usd().code, rust_decimal::Decimal::new(3, 2)))
+        );
+        assert!(views[2].destination.is_none() && views[2].metadata.is_empty());
+        assert_eq!(views[2].expires_at, None);
     }
 
     /// A v6 snapshot has no controls: its accounts read back untiered and
