@@ -221,13 +221,7 @@ struct DetailsEncoding<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn usd() -> Currency {
-        Currency {
-            code: CurrencyCode::new("USD").unwrap(),
-            decimals: 2,
-        }
-    }
+    use crate::domain::money::usd;
 
     fn eth() -> Currency {
         Currency {
