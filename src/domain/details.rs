@@ -178,8 +178,9 @@ fn metadata_problem(problem: String) -> LedgerError {
 }
 
 /// What a withdrawal carries beyond its currency and amount, as its
-/// request event logs it and its record keeps it (boxed: most withdrawals
-/// carry none of it).
+/// request event logs it (boxed: most withdrawals carry none of it); its
+/// record keeps it split (`kept_extras.rs`: a fee in its own currency
+/// inline, the rest shared).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WithdrawalDetails {
     pub fee: Option<Fee>,

@@ -12,8 +12,9 @@
 //! fits the record's padding, so the record does not grow.
 //!
 //! The split is this module's alone: every [`KeptExtras`] is made by
-//! [`KeptExtras::of_request`] or [`KeptExtras::from_extras`], so one set of
-//! extras has exactly one representation, and [`KeptExtras::to_extras`]
+//! [`KeptExtras::of_request`] or [`KeptExtras::from_extras`] (or is the
+//! empty default), and changed only by [`KeptExtras::set_paid`], so one set
+//! of extras has exactly one representation, and [`KeptExtras::to_extras`]
 //! and [`KeptExtras::encoding`] give back exactly the [`Extras`] it was
 //! made from (what snapshots and history rows encode, byte for byte as
 //! before this split).
@@ -79,7 +80,8 @@ pub struct KeptExtras {
 
 impl KeptExtras {
     /// What a request in `currency` carried (nothing paid yet); allocates
-    /// only for what is not a fee in `currency`.
+    /// only for what cannot be kept inline (anything but a fee in
+    /// `currency` of 1 to 2^59 − 1 units).
     pub fn of_request(currency: CurrencyCode, details: Option<&WithdrawalDetails>) -> Self {
         let Some(details) = details else {
             return Self::default();
@@ -146,7 +148,7 @@ impl KeptExtras {
             .and_then(|e| e.details.destination.as_ref())
     }
 
-    /// Its metadata; `None` when it keeps no more than a fee.
+    /// Its metadata; `None` when it keeps nothing, or no more than a fee.
     pub fn metadata(&self) -> Option<&Metadata> {
         self.rest.as_deref().map(|e| &e.details.metadata)
     }
@@ -177,9 +179,9 @@ impl KeptExtras {
         })
     }
 
-    /// What encodes as the extras it was made from would (with serde, so
-    /// in any format), without copying them: what snapshots and history
-    /// rows write.
+    /// What encodes as the extras it was made from would (with serde: the
+    /// same names, fields and types, so in any format), without copying
+    /// them: what snapshots and history rows write.
     pub fn encoding(&self, currency: CurrencyCode) -> Option<ExtrasEncoding<'_>> {
         if !self.is_some() {
             return None;
@@ -204,6 +206,7 @@ impl KeptExtras {
 /// [`Extras`] borrowed: the same fields in the same order, so serde
 /// encodes both alike (a test holds them to it).
 #[derive(Serialize)]
+#[serde(rename = "Extras")]
 pub struct ExtrasEncoding<'a> {
     details: DetailsEncoding<'a>,
     paid: Option<Units>,
@@ -211,6 +214,7 @@ pub struct ExtrasEncoding<'a> {
 
 /// [`WithdrawalDetails`] borrowed, as above.
 #[derive(Serialize)]
+#[serde(rename = "WithdrawalDetails")]
 struct DetailsEncoding<'a> {
     fee: Option<Fee>,
     destination: Option<&'a Destination>,
@@ -297,6 +301,11 @@ mod tests {
                 encoded(&kept.encoding(usd().code)),
                 encoded(&extras),
                 "{extras:?}"
+            );
+            // A format that names the fields writes them alike too.
+            assert_eq!(
+                serde_json::to_string(&kept.encoding(usd().code)).unwrap(),
+                serde_json::to_string(&extras).unwrap()
             );
             let fee = extras.as_ref().and_then(|e| e.details.fee);
             assert_eq!(kept.fee(usd().code), fee);
