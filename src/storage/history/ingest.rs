@@ -155,12 +155,16 @@ impl Indexed {
     }
 }
 
-/// An entry's place in the order entries are written in, (balance, seq,
-/// part), with its index among the run's entries; the balance's currency
-/// as the number that orders as its code does, so that comparing places,
-/// most of what sorting them costs, is comparing integers.
+/// Where a run of entries goes in the order entries are written in,
+/// (balance, seq, part) of its first, with the first's index among the
+/// run's entries; the balance's currency as the number that orders as its
+/// code does, so that comparing places, most of what sorting them costs,
+/// is comparing integers. A run is an event's changes to one balance that
+/// arrived one after the other in increasing part (a fee's lock after its
+/// amount's, its leaving the account after the burn): one place for them
+/// all, so a withdrawal with a fee sorts three places where it has five
+/// entries, as many more as its fee account's credit.
 type Place = (AccountId, u64, u64, u8, usize);
-
 /// The buffers one run fills and leaves empty for the next, with their
 /// room: what a run holds is bounded by the history writer's ingests, so
 /// they stop growing after the first few runs. One that grew past
@@ -348,17 +352,22 @@ impl<'s> Run<'s> {
             ..
         } = &mut *self.kept;
         // By balance, then (seq, part): each balance's changes in order.
-        // What is sorted is each row's place and index, side by side:
+        // What is sorted is each run's place and index, side by side:
         // sorting the rows moves 112 bytes each, sorting references to
         // them follows two pointers per comparison.
-        let place =
-            |(i, e): (usize, &EntryRow)| (e.account, e.currency.order_key(), e.seq, e.part, i);
-        places.extend(entries.iter().enumerate().map(place));
+        places.extend(run_starts(entries));
         places.sort_unstable();
         let mut balance: Vec<&EntryRow> = Vec::new();
         for same in places.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
             balance.clear();
-            balance.extend(same.iter().map(|place| &entries[place.4]));
+            for place in same {
+                balance.extend(same_run(&entries[place.4..]));
+            }
+            // Runs that overlap (a caller fed one event's changes apart,
+            // out of order) are put in order here.
+            if !balance.is_sorted_by_key(|e| (e.seq, e.part)) {
+                balance.sort_by_key(|e| (e.seq, e.part));
+            }
             for group in event_groups(&balance, entry_value::ENTRY_EVENTS_PER_KEY_MAX) {
                 // Keyed by its last change (groups are never empty).
                 if let [.., last] = group {
@@ -565,6 +574,32 @@ fn index_keys(tx: TransactionId, at: &Indexed) -> Vec<(Ks, Vec<u8>)> {
     keys
 }
 
+/// The place of each run's first entry in `entries` ([`Place`]).
+fn run_starts(entries: &[EntryRow]) -> impl Iterator<Item = Place> + '_ {
+    let first = |(i, e): (usize, &EntryRow)| {
+        let starts = i == 0 || !continues(&entries[i - 1], e);
+        starts.then(|| (e.account, e.currency.order_key(), e.seq, e.part, i))
+    };
+    entries.iter().enumerate().filter_map(first)
+}
+
+/// The run that starts `entries`: its first entry and those that continue it.
+fn same_run(entries: &[EntryRow]) -> impl Iterator<Item = &EntryRow> + '_ {
+    let mut before: Option<&EntryRow> = None;
+    entries.iter().take_while(move |e| {
+        let in_run = before.is_none_or(|b| continues(b, e));
+        before = Some(e);
+        in_run
+    })
+}
+
+/// Whether `e`, right after `before` in a run's entries, is the same
+/// event's next change to the same balance.
+fn continues(before: &EntryRow, e: &EntryRow) -> bool {
+    (before.account, before.currency, before.seq) == (e.account, e.currency, e.seq)
+        && before.part < e.part
+}
+
 /// `changes` (one balance's, in (seq, part) order) cut into runs of at
 /// most `events` events, never inside an event.
 fn event_groups<'a>(
@@ -579,4 +614,59 @@ fn event_groups<'a>(
         rest = after;
         (!group.is_empty()).then_some(group)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::history::EntryKind;
+    use crate::domain::history::EntryKind::{Burn, FeeIn, FeeOut, Lock};
+
+    fn entry(account: AccountId, seq: u64, part: u8, kind: EntryKind) -> EntryRow {
+        EntryRow {
+            account,
+            currency: crate::domain::money::usd().code,
+            seq,
+            tx: TransactionId::new(1, 1),
+            kind,
+            amount: 1,
+            at_ms: 0,
+            available_after: 0,
+            locked_after: 0,
+            part,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn an_events_changes_to_one_balance_in_a_row_take_one_place() {
+        // A fee withdrawal's request (lock, fee's lock) and completion
+        // (burn, fee out; the fee account's credit).
+        let entries = [
+            entry(1, 7, 0, Lock),
+            entry(1, 7, 1, Lock),
+            entry(1, 8, 0, Burn),
+            entry(1, 8, 1, FeeOut),
+            entry(9, 8, 0, FeeIn),
+        ];
+        let starts: Vec<usize> = run_starts(&entries).map(|place| place.4).collect();
+        assert_eq!(starts, [0, 2, 4]);
+        assert_eq!(same_run(&entries[0..]).count(), 2);
+        assert_eq!(same_run(&entries[2..]).count(), 2);
+        assert_eq!(same_run(&entries[4..]).count(), 1);
+    }
+
+    #[test]
+    fn a_repeated_or_lower_part_starts_a_run_of_its_own() {
+        let entries = [
+            entry(1, 7, 0, Lock),
+            entry(1, 7, 0, Lock),
+            entry(1, 7, 2, Lock),
+            entry(1, 7, 1, Lock),
+            entry(2, 7, 2, Lock),
+        ];
+        let starts: Vec<usize> = run_starts(&entries).map(|place| place.4).collect();
+        assert_eq!(starts, [0, 1, 3, 4]);
+        assert_eq!(same_run(&entries[1..]).count(), 2);
+    }
 }
