@@ -41,6 +41,8 @@ use std::borrow::{Borrow, BorrowMut};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 
+use smallvec::SmallVec;
+
 use crate::domain::account::AccountState;
 use crate::domain::details::Metadata;
 use crate::domain::event::Event;
@@ -164,7 +166,7 @@ fn derive<V, S>(
         accounts,
         before: before.withdrawal,
         out,
-        moves: Vec::new(),
+        moves: Moves::new(),
     };
     let payer = before.payer;
     match event {
@@ -209,6 +211,14 @@ fn derive<V, S>(
     rows.entries();
 }
 
+/// One event's balance changes: four at most (a completion burns,
+/// releases the rest, and moves its fee out and in), kept inline rather
+/// than in a buffer allocated per event.
+type Moves = SmallVec<[Move; 4]>;
+
+/// A balance an event changed: its account and currency.
+type Balance = (AccountId, Currency);
+
 /// One balance change an event made, in the order it made them.
 struct Move {
     account: AccountId,
@@ -228,7 +238,7 @@ struct Rows<'a, V, S> {
     before: Option<Option<WithdrawalIndex>>,
     out: &'a mut Vec<Change>,
     /// The balance changes, made into entries last ([`Rows::entries`]).
-    moves: Vec<Move>,
+    moves: Moves,
 }
 
 impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
@@ -369,33 +379,17 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
     /// One entry per balance change, numbered (`part`) within its balance
     /// in the order they were made; the last change to a balance has the
     /// state's balance after the event, each one before it that balance
-    /// with the changes after it taken back.
+    /// with the changes after it taken back. The changes are read in place
+    /// and each moved once, into its entry.
     fn entries(mut self) {
         let moves = std::mem::take(&mut self.moves);
-        let mut after: Vec<((AccountId, Currency), (Units, Units))> = Vec::new();
-        let mut entries = Vec::with_capacity(moves.len());
-        for m in moves.into_iter().rev() {
-            let balance = (m.account, m.currency);
-            let index = match after.iter().position(|(b, _)| *b == balance) {
-                Some(index) => index,
-                None => {
-                    let Some(state) = self.account(m.account).map(|a| a.balance(m.currency)) else {
-                        continue;
-                    };
-                    after.push((balance, (state.available, state.locked)));
-                    after.len() - 1
-                }
+        let afters = self.balances_after(&moves);
+        let mut parts: SmallVec<[(Balance, u8); 4]> = SmallVec::new();
+        for (m, after) in moves.into_iter().zip(afters) {
+            // A change to an account the state lacks has no entry.
+            let Some((available_after, locked_after)) = after else {
+                continue;
             };
-            let (available, locked) = after[index].1;
-            let (d_available, d_locked) = m.kind.delta(m.amount);
-            after[index].1 = (
-                available.saturating_sub(d_available),
-                locked.saturating_sub(d_locked),
-            );
-            entries.push((m, (available, locked)));
-        }
-        let mut parts: Vec<((AccountId, Currency), u8)> = Vec::new();
-        for (m, (available_after, locked_after)) in entries.into_iter().rev() {
             let balance = (m.account, m.currency);
             let part = match parts.iter_mut().find(|(b, _)| *b == balance) {
                 Some((_, part)) => {
@@ -421,6 +415,39 @@ impl<V: Borrow<AccountState>, S: BuildHasher> Rows<'_, V, S> {
                 metadata: m.metadata,
             }));
         }
+    }
+
+    /// Each of `moves`' balance (available, locked) after it, in their
+    /// order; `None` for one whose account is not in the state.
+    fn balances_after(&self, moves: &[Move]) -> SmallVec<[Option<(Units, Units)>; 4]> {
+        // Each balance's (available, locked) as the changes after the
+        // current one left it.
+        let mut now: SmallVec<[(Balance, (Units, Units)); 4]> = SmallVec::new();
+        let mut afters: SmallVec<[Option<(Units, Units)>; 4]> = SmallVec::new();
+        for m in moves.iter().rev() {
+            let balance = (m.account, m.currency);
+            let index = match now.iter().position(|(b, _)| *b == balance) {
+                Some(index) => index,
+                None => {
+                    let Some(account) = self.account(m.account) else {
+                        afters.push(None);
+                        continue;
+                    };
+                    let state = account.balance(m.currency);
+                    now.push((balance, (state.available, state.locked)));
+                    now.len() - 1
+                }
+            };
+            let (available, locked) = now[index].1;
+            let (d_available, d_locked) = m.kind.delta(m.amount);
+            now[index].1 = (
+                available.saturating_sub(d_available),
+                locked.saturating_sub(d_locked),
+            );
+            afters.push(Some((available, locked)));
+        }
+        afters.reverse();
+        afters
     }
 
     fn transaction(
