@@ -19,10 +19,8 @@ set -euo pipefail
 rounds="$1"
 shift
 here="$(cd "$(dirname "$0")" && pwd)"
-if [[ -z "${BURNLEDGER_BIN:-}" ]]; then
-    (cd "$here/.." && cargo build --release --quiet)
-    BURNLEDGER_BIN="${CARGO_TARGET_DIR:-$here/../target}/release/burnledger"
-fi
+# shellcheck source=benches/release_bin.sh
+source "$here/release_bin.sh"
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$rounds"); do
