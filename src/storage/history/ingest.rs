@@ -162,9 +162,10 @@ impl Indexed {
 /// is comparing integers. A run is an event's changes to one balance that
 /// arrived one after the other in increasing part (a fee's lock after its
 /// amount's, its leaving the account after the burn): one place for them
-/// all, so a withdrawal with a fee sorts three places where it has five
-/// entries, as many more as its fee account's credit.
+/// all, so a withdrawal with a fee sorts three places for its five entries
+/// (its request's run, its completion's, the fee account's credit).
 type Place = (AccountId, u64, u64, u8, usize);
+
 /// The buffers one run fills and leaves empty for the next, with their
 /// room: what a run holds is bounded by the history writer's ingests, so
 /// they stop growing after the first few runs. One that grew past
