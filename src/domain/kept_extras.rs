@@ -6,10 +6,10 @@
 //!
 //! Why: a withdrawal whose only extra is its fee would otherwise allocate
 //! on the shard and on the checkpointer (both apply it), and that
-//! allocation is read, copied and
-//! freed across threads (the history rows); measured, it was the largest
-//! single part of what fees cost (README, Withdrawals → Cost). The fee
-//! fits the record's padding, so the record does not grow.
+//! allocation is read, copied and freed across threads (the history
+//! rows); measured, it was then the largest single part of what fees cost
+//! (README, Withdrawals → Cost). The fee fits the record's padding, so the
+//! record does not grow.
 //!
 //! The split is this module's alone: every [`KeptExtras`] is made by
 //! [`KeptExtras::of_request`] or [`KeptExtras::from_extras`] (or is the

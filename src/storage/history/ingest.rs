@@ -639,6 +639,11 @@ mod tests {
         }
     }
 
+    /// The indexes of the entries that start runs.
+    fn starts(entries: &[EntryRow]) -> Vec<usize> {
+        run_starts(entries).map(|place| place.4).collect()
+    }
+
     #[test]
     fn an_events_changes_to_one_balance_in_a_row_take_one_place() {
         // A fee withdrawal's request (lock, fee's lock) and completion
@@ -650,8 +655,7 @@ mod tests {
             entry(1, 8, 1, FeeOut),
             entry(9, 8, 0, FeeIn),
         ];
-        let starts: Vec<usize> = run_starts(&entries).map(|place| place.4).collect();
-        assert_eq!(starts, [0, 2, 4]);
+        assert_eq!(starts(&entries), [0, 2, 4]);
         assert_eq!(same_run(&entries[0..]).count(), 2);
         assert_eq!(same_run(&entries[2..]).count(), 2);
         assert_eq!(same_run(&entries[4..]).count(), 1);
@@ -666,8 +670,7 @@ mod tests {
             entry(1, 7, 1, Lock),
             entry(2, 7, 2, Lock),
         ];
-        let starts: Vec<usize> = run_starts(&entries).map(|place| place.4).collect();
-        assert_eq!(starts, [0, 1, 3, 4]);
+        assert_eq!(starts(&entries), [0, 1, 3, 4]);
         assert_eq!(same_run(&entries[1..]).count(), 2);
     }
 }

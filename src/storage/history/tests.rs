@@ -1001,6 +1001,23 @@ fn an_events_entries_that_come_apart_in_a_run_are_stored_together_and_twins_refu
     assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
 }
 
+#[test]
+fn an_events_changes_fed_out_of_part_order_are_stored_in_it() {
+    let (_dir, store) = open();
+    let parts = one_events_parts(7);
+    // Account 3's burn (part 0), then its fee out (2), then its release (1):
+    // the first two look like one run, the third overlaps it.
+    let shuffled = [&parts[0], &parts[3], &parts[1], &parts[2]];
+    ok(store.ingest(7, shuffled.map(|e| Change::Entry(e.clone()))));
+    let mut payer: Vec<EntryRow> = parts.iter().filter(|e| e.account == 3).cloned().collect();
+    payer.sort_by_key(|e| e.part);
+    assert_eq!(ok(store.entries(3, None, None, 10)).items, payer);
+    assert_eq!(
+        ok(store.entries(9, None, None, 10)).items,
+        vec![parts[2].clone()]
+    );
+}
+
 /// One balance's entries (account 8, USD), seq 1..=n, every third event
 /// changing it twice (a lock of amount and fee), at_ms rising every third.
 fn one_balance(n: u64) -> Vec<EntryRow> {
