@@ -34,6 +34,7 @@ use crate::replication::follower::{check_tail, follow, FollowError};
 use crate::replication::metrics::{ReplicationMetrics, ReplicationSnapshot, Role};
 use crate::replication::replica::{first_lsn_of, JetStreamReplica, WriterStart};
 use crate::replication::snapshots::{publish, SnapshotStore};
+use crate::replication::stream::patiently;
 use crate::replication::takeover::{take_over, TakeoverError};
 use crate::replication::ReplicationError;
 use crate::replication::{Holder, Lease, LeaseError};
@@ -362,7 +363,9 @@ async fn open_standby(
     };
     let standby = Ledger::open_standby(config.clone())?;
     let next_lsn = standby.next_lsn().await;
-    let Some(first_lsn) = first_lsn_held(stream).await? else {
+    // Read patiently: a node starts while the cluster may still settle.
+    let held = patiently("the stream's first batch", || first_lsn_held(stream)).await?;
+    let Some(first_lsn) = held else {
         return Ok(standby);
     };
     if first_lsn <= next_lsn {
@@ -383,11 +386,11 @@ async fn open_standby(
             return Err(ReplicationError::request("clearing the folder's old log", error).into());
         }
     }
-    let fetched = snapshots.fetch_newest(dir).await?;
+    let fetched = snapshots.fetch_newest(dir, first_lsn - 1).await?;
     tracing::info!(
         next_lsn,
         first_lsn,
-        snapshot = ?fetched,
+        snapshot = fetched,
         "the stream starts past this folder: bootstrapped from the newest snapshot"
     );
     Ok(Ledger::open_standby(config)?)

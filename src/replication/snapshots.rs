@@ -119,13 +119,10 @@ impl SnapshotStore {
             .map_err(|e| ReplicationError::request("snapshot delete", e))
     }
 
-    /// Writes the newest snapshot into `data_dir`'s snapshot folder (a
-    /// temporary file renamed into place); its LSN, or `None` if the
-    /// bucket holds none.
-    pub async fn fetch_newest(&self, data_dir: &Path) -> Result<Option<u64>, ReplicationError> {
-        let Some(&lsn) = self.lsns().await?.last() else {
-            return Ok(None);
-        };
+    /// One snapshot's bytes. A node's first download, right after it
+    /// connected, once found "no responders" (CI saw it, on a cluster
+    /// that served the listing just before): [`fetch_newest`] tries again.
+    async fn download(&self, lsn: u64) -> Result<Vec<u8>, ReplicationError> {
         let mut object = self
             .store
             .get(object_name(lsn))
@@ -136,6 +133,31 @@ impl SnapshotStore {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| ReplicationError::request("snapshot download", e))?;
+        Ok(bytes)
+    }
+
+    /// Writes the newest snapshot into `data_dir`'s snapshot folder (a
+    /// temporary file renamed into place) and returns its LSN. It must
+    /// reach `at_least` (the record before the stream's first): the writer
+    /// purges only below what a snapshot it uploaded covers, so a listing
+    /// without one is a short one (a node just connected) and is taken
+    /// again, and after that an error, never a folder that cannot follow.
+    pub async fn fetch_newest(
+        &self,
+        data_dir: &Path,
+        at_least: u64,
+    ) -> Result<u64, ReplicationError> {
+        let lsn = patiently("snapshot listing", || async {
+            match self.lsns().await?.last() {
+                Some(&lsn) if lsn >= at_least => Ok(lsn),
+                newest => Err(ReplicationError::request(
+                    "snapshot listing",
+                    format!("no snapshot reaches LSN {at_least} (newest: {newest:?})"),
+                )),
+            }
+        })
+        .await?;
+        let bytes = patiently("snapshot download", || self.download(lsn)).await?;
         let dir = snapshot_dir(data_dir);
         let written = (|| {
             std::fs::create_dir_all(&dir)?;
@@ -145,7 +167,7 @@ impl SnapshotStore {
             std::fs::rename(&temp, dir.join(object_name(lsn)))
         })();
         written.map_err(|e| ReplicationError::request("writing the snapshot", e))?;
-        Ok(Some(lsn))
+        Ok(lsn)
     }
 }
 
