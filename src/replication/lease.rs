@@ -237,14 +237,17 @@ async fn bucket(
         num_replicas: stream.replicas,
         ..Default::default()
     };
-    let store = match stream.js.create_key_value(config).await {
-        Ok(store) => store,
-        Err(create) => stream
-            .js
-            .get_key_value(name.clone())
-            .await
-            .map_err(|_| ReplicationError::request(format!("bucket {name}"), create))?,
-    };
+    let store = patiently(&name, || async {
+        match stream.js.create_key_value(config.clone()).await {
+            Ok(store) => Ok(store),
+            Err(create) => stream
+                .js
+                .get_key_value(name.clone())
+                .await
+                .map_err(|_| ReplicationError::request(format!("bucket {name}"), create)),
+        }
+    })
+    .await?;
     let info = patiently(&name, || {
         let mut bucket_stream = store.stream.clone();
         async move { led_info(&mut bucket_stream).await }

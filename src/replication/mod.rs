@@ -77,6 +77,11 @@ impl ReplicationError {
             reason: error.to_string(),
         }
     }
+
+    /// A request that failed: may succeed if made again.
+    pub(crate) fn is_request(&self) -> bool {
+        matches!(self, Self::Request { .. })
+    }
 }
 
 pub mod follower;

@@ -110,7 +110,7 @@ impl Node {
         let stream = LogStream::connect(&settings.stream).await?;
         let lease = Lease::open(&stream, settings.lease_ttl).await?;
         if write {
-            if let Some((holder, _)) = lease.holder().await? {
+            if let Some((holder, _)) = patiently("the lease", || lease.holder()).await? {
                 return Err(NodeError::Lease(format!(
                     "{} (epoch {}); start this node as a standby, or promote it",
                     holder.node, holder.epoch

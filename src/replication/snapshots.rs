@@ -44,22 +44,26 @@ fn lsn_of(name: &str) -> Option<u64> {
 }
 
 impl SnapshotStore {
-    /// Gets or makes the bucket, replicated like the stream, and waits
-    /// until its stream has a leader (an upload before that finds none).
+    /// Gets or makes the bucket, replicated like the stream (patiently: a
+    /// node starts while the cluster may still settle), and waits until
+    /// its stream has a leader (an upload before that finds none).
     pub async fn open(stream: &LogStream) -> Result<Self, ReplicationError> {
         let bucket = format!("{}-snapshots", stream.name());
         let js = &stream.js;
-        let store = match js.get_object_store(&bucket).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_object_store(object_store::Config {
-                    bucket: bucket.clone(),
-                    num_replicas: stream.replicas,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ReplicationError::request(format!("object store {bucket}"), e))?,
-        };
+        let store = patiently(&bucket, || async {
+            match js.get_object_store(&bucket).await {
+                Ok(store) => Ok(store),
+                Err(_) => js
+                    .create_object_store(object_store::Config {
+                        bucket: bucket.clone(),
+                        num_replicas: stream.replicas,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| ReplicationError::request(format!("object store {bucket}"), e)),
+            }
+        })
+        .await?;
         until_led(js, &format!("OBJ_{bucket}")).await?;
         Ok(Self { store })
     }

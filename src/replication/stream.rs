@@ -377,7 +377,9 @@ impl LogStream {
 const CONNECT_ATTEMPTS: u32 = 20;
 
 /// Runs `attempt` until it succeeds, at most [`CONNECT_ATTEMPTS`] times
-/// (the cluster is still settling); the last error if it never does.
+/// (the cluster is still settling); the last error if it never does. Only
+/// a failed request is tried again: any other error (settings, a gap, an
+/// entry this crate cannot read) says the same thing every time.
 pub(super) async fn patiently<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ReplicationError>
 where
     F: FnMut() -> Fut,
@@ -389,7 +391,7 @@ where
         tried += 1;
         match attempt().await {
             Ok(done) => return Ok(done),
-            Err(error) if tried >= CONNECT_ATTEMPTS => return Err(error),
+            Err(error) if tried >= CONNECT_ATTEMPTS || !error.is_request() => return Err(error),
             Err(error) => {
                 tracing::warn!(what, %error, "the cluster cannot answer yet; trying again");
                 tokio::time::sleep(pause).await;
@@ -519,5 +521,33 @@ mod tests {
         let mut instant = settings("s");
         instant.request_timeout = Duration::ZERO;
         assert!(check_settings(&instant).is_err());
+    }
+
+    /// An attempt that fails `failures` times with `error`, then succeeds;
+    /// how many times it ran.
+    async fn attempts(failures: u32, error: fn() -> ReplicationError) -> (bool, u32) {
+        let tried = std::cell::Cell::new(0);
+        let outcome = patiently("test", || async {
+            tried.set(tried.get() + 1);
+            if tried.get() <= failures {
+                Err(error())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        (outcome.is_ok(), tried.get())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_request_is_made_again_and_nothing_else_is() {
+        let request = || ReplicationError::request("x", "503 no responders");
+        assert_eq!(attempts(3, request).await, (true, 4));
+        assert_eq!(
+            attempts(CONNECT_ATTEMPTS, request).await,
+            (false, CONNECT_ATTEMPTS)
+        );
+        let settings = || ReplicationError::InvalidSettings("bad".into());
+        assert_eq!(attempts(3, settings).await, (false, 1));
     }
 }
