@@ -907,9 +907,10 @@ impl Model {
     }
 
     /// The state machine of design §6: `target` is reached from the states
-    /// in `from`; being there already is a no-op that reports it; anything
-    /// else is an invalid transition. A completion's `paid` is judged only
-    /// when it applies.
+    /// in `from`; being there already is a no-op that reports it, unless a
+    /// completion reports another paid amount than the one that made it
+    /// (judged as the first time, then compared); anything else is an
+    /// invalid transition.
     fn update(
         &mut self,
         tx: Tx,
@@ -919,16 +920,20 @@ impl Model {
         paid: Option<(i128, u32)>,
     ) -> Res {
         let w = self.withdrawals.get(&tx).ok_or("unknown_withdrawal")?;
+        let partly = |w| match paid {
+            Some((mantissa, scale)) => Self::partly_paid(w, mantissa, scale),
+            None => Ok(None),
+        };
         if w.status == target {
+            if target == Status::Completed && partly(w)? != w.partly_paid {
+                return Err("invalid_transition");
+            }
             return Ok(self.view(tx));
         }
         if !from.contains(&w.status) {
             return Err("invalid_transition");
         }
-        let partly = match paid {
-            Some((mantissa, scale)) => Self::partly_paid(w, mantissa, scale)?,
-            None => None,
-        };
+        let partly = partly(w)?;
         self.move_to(tx, target, partly);
         if host_outcome {
             self.mark_host(tx);

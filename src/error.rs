@@ -285,6 +285,16 @@ pub enum LedgerError {
         paid: Decimal,
     },
 
+    /// A caller's completion of a withdrawal already completed, reporting
+    /// another paid amount: a repeat reports the state only when it is the
+    /// update that made it. Its code is `invalid_transition`.
+    #[error("withdrawal {transaction_id} was completed paying {paid}; a completion reporting {reported} paid cannot change that")]
+    CompletedOtherwise {
+        transaction_id: TransactionId,
+        paid: Decimal,
+        reported: Decimal,
+    },
+
     #[error("withdrawal {transaction_id} is {from}; it cannot be {action}")]
     InvalidTransition {
         transaction_id: TransactionId,
@@ -394,7 +404,9 @@ impl LedgerError {
             Self::IdempotencyInProgress { .. } => "idempotency_in_progress",
             Self::IdempotencyKeyExpired { .. } => "idempotency_key_expired",
             Self::PayoutInFlight { .. } => "payout_in_flight",
-            Self::InvalidTransition { .. } => "invalid_transition",
+            Self::InvalidTransition { .. } | Self::CompletedOtherwise { .. } => {
+                "invalid_transition"
+            }
             Self::TooManyPendingWithdrawals { .. } => "too_many_pending_withdrawals",
             Self::InsufficientFunds { .. } => "insufficient_funds",
             Self::InvalidMetadata { .. } => "invalid_metadata",
@@ -451,6 +463,7 @@ impl LedgerError {
             | Self::IdempotencyKeyExpired { .. }
             | Self::PayoutInFlight { .. }
             | Self::InvalidTransition { .. }
+            | Self::CompletedOtherwise { .. }
             | Self::TooManyPendingWithdrawals { .. }
             | Self::CursorExpired { .. }
             | Self::UnknownConsumer { .. }

@@ -623,3 +623,44 @@ async fn a_partial_completion_burns_what_was_paid_releases_the_rest_and_collects
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_completion_repeated_with_another_paid_amount_is_refused_and_changes_nothing() {
+    with_ledger(config(), |ledger| async move {
+        ledger.deposit(1, "USD", dec("100"), None).await.unwrap();
+        let partly = WithdrawalOutcome::PartlyCompleted { paid: dec("24.00") };
+        let whole = WithdrawalOutcome::Completed;
+        let partial = |paid| WithdrawalOutcome::PartlyCompleted { paid: dec(paid) };
+        // Each withdrawal completed one way, then reported otherwise.
+        for (first, others) in [
+            (
+                partly.clone(),
+                vec![partial("1.00"), whole.clone(), partial("25.00")],
+            ),
+            (whole.clone(), vec![partial("24.00"), partial("10")]),
+        ] {
+            let tx = withdraw(&ledger, 1, "25.00", fee("USD", "1"))
+                .await
+                .unwrap()
+                .transaction_id;
+            let done = ledger.complete_withdrawal(tx, first.clone()).await.unwrap();
+            let before = snapshot(&ledger, &[1, FEES], &[tx]).await;
+            for other in others {
+                let refused = ledger.complete_withdrawal(tx, other).await;
+                let is = |e: &LedgerError| {
+                    matches!(e, LedgerError::CompletedOtherwise { .. })
+                        && e.code() == "invalid_transition"
+                };
+                assert_refused_unchanged(&ledger, &[1, FEES], &[tx], &before, refused, is).await;
+            }
+            // The update that made the state, repeated, reports it; a bad
+            // amount is refused as the first time.
+            let again = ledger.complete_withdrawal(tx, first).await.unwrap();
+            assert_eq!(again, done);
+            let over = ledger.complete_withdrawal(tx, partial("25.01")).await;
+            let is = |e: &LedgerError| e.code() == "invalid_paid_amount";
+            assert_refused_unchanged(&ledger, &[1, FEES], &[tx], &before, over, is).await;
+        }
+    })
+    .await;
+}

@@ -555,6 +555,13 @@ fn deposits_and_transfers_keep_and_return_their_metadata() {
         .ok(201);
     assert_eq!(t["metadata"], json!({"reason": "rent"}));
     assert_eq!(s.balance(2, "USD"), b("5.00", "0.00", "5.00"));
+    let s = read_back_after_a_restart(s, dir.path(), &d, &t);
+    // A key sent twice is refused, not the last one kept.
+    s.refused(&[1, 2], 400, "invalid_metadata", || {
+        let body = r#"{"account": 1, "currency": "USD", "amount": "1",
+            "metadata": {"k": "a", "k": "b"}}"#;
+        s.call("POST", "/v1/deposits", Some(body))
+    });
     for bad in [
         json!(1),
         json!({"k": 2}),
@@ -574,6 +581,38 @@ fn deposits_and_transfers_keep_and_return_their_metadata() {
             )
         });
     }
+}
+
+/// Deposit `d`'s and transfer `t`'s metadata, read back by id and on
+/// their entries, before and after a restart (from the history store, the
+/// log before it gone to a snapshot); the server, restarted.
+fn read_back_after_a_restart(s: Served, dir: &Path, d: &Value, t: &Value) -> Served {
+    let read_back = |s: &Served| {
+        let deposit = s.get(&format!("/v1/transactions/{}", tx_of(d)));
+        assert_eq!(deposit["deposit"], *d, "{deposit}");
+        let transfer = s.get(&format!("/v1/transactions/{}", tx_of(t)));
+        assert_eq!(transfer["transfer"], *t, "{transfer}");
+        for (account, tx, made) in [(1, tx_of(d), d), (1, tx_of(t), t), (2, tx_of(t), t)] {
+            let entries = s.get(&format!("/v1/accounts/{account}/entries?currency=USD"));
+            let entry = entries["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["transaction_id"] == tx.as_str())
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(entry["metadata"], made["metadata"], "{entries}");
+        }
+    };
+    read_back(&s);
+    let mut s = s;
+    common::serve::terminate(&s.child);
+    let status = common::serve::wait_exit(&mut s.child, START_TIMEOUT).expect("exits");
+    assert!(status.success(), "{status:?}");
+    drop(s);
+    let s = Served::exchange(dir);
+    read_back(&s);
+    s
 }
 
 // ---- partial completion ----

@@ -254,8 +254,9 @@ fn the_withdrawal_listings_answer_pages_of_the_withdrawal_json() {
 fn the_listings_export_csv_by_format_or_by_accept() {
     let (_dir, w) = world();
     let c = &w.c;
-    let header =
-        "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at";
+    let header = "transaction_id,account,currency,amount,status,payout_id,reason,created_at,\
+                  updated_at,paid,fee.currency,fee.amount,destination.kind,destination.value,\
+                  destination.network,metadata,expires_at";
     for (path, accept) in [
         ("/v1/accounts/1/withdrawals?format=csv", None),
         ("/v1/accounts/1/withdrawals", Some("text/csv")),
@@ -273,6 +274,7 @@ fn the_listings_export_csv_by_format_or_by_accept() {
         assert_eq!(lines[4], "", "CRLF after every row");
         let row = |j: &Value| {
             let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
+            let nested = |o: &str, k: &str| j[o][k].as_str().unwrap_or("").to_string();
             [
                 s("transaction_id"),
                 j["account"].to_string(),
@@ -286,6 +288,14 @@ fn the_listings_export_csv_by_format_or_by_accept() {
                 s("reason"),
                 s("created_at"),
                 s("updated_at"),
+                s("paid"),
+                nested("fee", "currency"),
+                nested("fee", "amount"),
+                nested("destination", "kind"),
+                nested("destination", "value"),
+                nested("destination", "network"),
+                j.get("metadata").map_or("{}".into(), Value::to_string),
+                s("expires_at"),
             ]
             .join(",")
         };
@@ -330,7 +340,7 @@ fn the_listings_export_csv_by_format_or_by_accept() {
     let lines: Vec<&str> = entries.text().split("\r\n").collect();
     assert_eq!(
         lines[0],
-        "transaction_id,account,currency,seq,kind,amount,available_after,locked_after,at"
+        "transaction_id,account,currency,seq,kind,amount,available_after,locked_after,at,metadata"
     );
     let json_entries = c.ok("/v1/accounts/1/entries?currency=USD")["items"].clone();
     let entry_row = |j: &Value| {
@@ -345,6 +355,7 @@ fn the_listings_export_csv_by_format_or_by_accept() {
             s("available_after"),
             s("locked_after"),
             s("at"),
+            j.get("metadata").map_or("{}".into(), Value::to_string),
         ]
         .join(",")
     };
@@ -355,7 +366,7 @@ fn the_listings_export_csv_by_format_or_by_accept() {
         .map(entry_row)
         .collect();
     assert_eq!(lines[1..lines.len() - 1], rows[..]);
-    assert!(lines[1].ends_with(&format!(",deposit,100.00,100.00,0.00,{}", rfc3339(0))));
+    assert!(lines[1].ends_with(&format!(",deposit,100.00,100.00,0.00,{},{{}}", rfc3339(0))));
     w.server.stop();
 }
 

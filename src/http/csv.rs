@@ -3,24 +3,30 @@
 //! field holding a comma, a double quote, CR or LF is put in double quotes,
 //! its double quotes doubled), lines ended by CRLF. The columns are the
 //! JSON fields of the same item, in the same order, from the same values
-//! (so the two cannot drift); a missing value is an empty field. A
-//! withdrawal's columns leave out [`WITHDRAWAL_JSON_ONLY`]: what it
-//! carried (`paid`, `fee`, `destination`, `metadata`, `expires_at`) is shown
-//! in JSON only, so the CSV's columns stay those its readers know; likewise
-//! an entry's `part` (its rows keep (`seq`, `part`) order). The page's
-//! `next` cursor goes in the `Next-Cursor` header (absent on the last page).
+//! (so the two cannot drift); a missing value is an empty field. What a
+//! withdrawal carried comes after the columns that predate it, an object
+//! flattened into one column per field named by its path (`fee.currency`,
+//! `fee.amount`, `destination.kind`, `destination.value`,
+//! `destination.network`), its metadata as one column holding the JSON
+//! object (`{}` when none): so a partly paid withdrawal's `paid` is on
+//! its row, and readers that pick columns by name see the old ones where
+//! they were. An entry's columns leave out its `part` (its rows keep
+//! (`seq`, `part`) order) and end with its operation's metadata. The page's `next` cursor goes in the
+//! `Next-Cursor` header (absent on the last page).
 //!
-//! Free text a caller wrote (a withdrawal's `reason`) is the one field a
-//! spreadsheet could run: one that starts with `=`, `+`, `-`, `@`, a tab or
-//! a CR gets a leading `'` ([`spreadsheet_safe`], OWASP's advice against
-//! CSV injection). Amounts, ids and times are the engine's own text and
-//! never start so, except a negative amount, which must stay a number.
+//! Free text a caller wrote (a withdrawal's `reason`, its destination's
+//! fields) could be run by a spreadsheet: text that starts with `=`, `+`,
+//! `-`, `@`, a tab or a CR gets a leading `'` ([`spreadsheet_safe`],
+//! OWASP's advice against CSV injection); metadata's column starts with
+//! `{`. Amounts, ids and times are the engine's own text and never start
+//! so, except a negative amount, which must stay a number.
 
 use std::borrow::Cow;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::HttpResponse;
 
+use crate::http::details::MetadataJson;
 use crate::http::json::{EntryJson, WithdrawalJson};
 
 /// The header that carries a CSV page's `next` cursor.
@@ -81,6 +87,17 @@ fn text(value: &Option<String>) -> Cow<'_, str> {
     Cow::Borrowed(value.as_deref().unwrap_or(""))
 }
 
+/// Metadata as one field: its JSON object, `{}` when none.
+fn metadata_text(metadata: Option<&MetadataJson>) -> Cow<'static, str> {
+    let text = metadata.and_then(|m| serde_json::to_string(&m.0).ok());
+    Cow::Owned(text.unwrap_or_else(|| "{}".into()))
+}
+
+/// Text a caller wrote, or an empty field ([`spreadsheet_safe`]).
+fn caller_text(value: Option<&String>) -> Cow<'_, str> {
+    spreadsheet_safe(value.map_or("", String::as_str))
+}
+
 /// Caller-written text as a spreadsheet will show it, never run it: a
 /// leading `'` before a first character that would start a formula.
 pub fn spreadsheet_safe(value: &str) -> Cow<'_, str> {
@@ -90,11 +107,6 @@ pub fn spreadsheet_safe(value: &str) -> Cow<'_, str> {
         Cow::Borrowed(value)
     }
 }
-
-/// The fields of a withdrawal's JSON its CSV row leaves out: what it
-/// carried (objects a column cannot hold) and what came with them.
-pub const WITHDRAWAL_JSON_ONLY: [&str; 5] =
-    ["paid", "fee", "destination", "metadata", "expires_at"];
 
 impl CsvRow for WithdrawalJson {
     const HEADER: &'static [&'static str] = &[
@@ -107,9 +119,19 @@ impl CsvRow for WithdrawalJson {
         "reason",
         "created_at",
         "updated_at",
+        "paid",
+        "fee.currency",
+        "fee.amount",
+        "destination.kind",
+        "destination.value",
+        "destination.network",
+        "metadata",
+        "expires_at",
     ];
 
     fn fields(&self) -> Vec<Cow<'_, str>> {
+        let fee = self.fee.as_ref();
+        let destination = self.destination.as_ref();
         vec![
             Cow::Borrowed(&self.transaction_id),
             Cow::Owned(self.account.to_string()),
@@ -117,9 +139,17 @@ impl CsvRow for WithdrawalJson {
             Cow::Borrowed(&self.amount),
             Cow::Borrowed(self.status),
             Cow::Owned(self.payout_id.map(|p| p.to_string()).unwrap_or_default()),
-            spreadsheet_safe(self.reason.as_deref().unwrap_or("")),
+            caller_text(self.reason.as_ref()),
             text(&self.created_at),
             text(&self.updated_at),
+            text(&self.paid),
+            Cow::Borrowed(fee.map_or("", |f| &f.currency)),
+            Cow::Borrowed(fee.map_or("", |f| &f.amount)),
+            caller_text(destination.map(|d| &d.kind)),
+            caller_text(destination.map(|d| &d.value)),
+            caller_text(destination.and_then(|d| d.network.as_ref())),
+            metadata_text(Some(&self.metadata)),
+            text(&self.expires_at),
         ]
     }
 }
@@ -137,6 +167,7 @@ impl CsvRow for EntryJson {
         "available_after",
         "locked_after",
         "at",
+        "metadata",
     ];
 
     fn fields(&self) -> Vec<Cow<'_, str>> {
@@ -150,6 +181,7 @@ impl CsvRow for EntryJson {
             Cow::Borrowed(&self.available_after),
             Cow::Borrowed(&self.locked_after),
             text(&self.at),
+            metadata_text(self.metadata.as_ref()),
         ]
     }
 }
@@ -216,9 +248,10 @@ mod tests {
         let text = document(&rows);
         assert_eq!(
             text,
-            "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at\r\n\
-             0000000000000001000000000000000a,1,USD,12.50,failed,,,2026-01-01T00:00:00.000Z,\r\n\
-             0000000000000001000000000000000a,1,USD,12.50,failed,,\"bank said \"\"no\"\", twice\r\nsee log\",2026-01-01T00:00:00.000Z,\r\n"
+            "transaction_id,account,currency,amount,status,payout_id,reason,created_at,updated_at,\
+             paid,fee.currency,fee.amount,destination.kind,destination.value,destination.network,metadata,expires_at\r\n\
+             0000000000000001000000000000000a,1,USD,12.50,failed,,,2026-01-01T00:00:00.000Z,,,,,,,,{},\r\n\
+             0000000000000001000000000000000a,1,USD,12.50,failed,,\"bank said \"\"no\"\", twice\r\nsee log\",2026-01-01T00:00:00.000Z,,,,,,,,{},\r\n"
         );
         assert_eq!(
             document::<WithdrawalJson>(&[]),
@@ -226,34 +259,66 @@ mod tests {
         );
     }
 
+    /// `json`'s fields as CSV columns name them: an object's fields by
+    /// their path, metadata (an object of any keys) whole, as JSON text.
+    fn flattened(json: &serde_json::Value) -> Vec<(String, String)> {
+        let mut columns = Vec::new();
+        for (key, value) in json.as_object().unwrap() {
+            match value {
+                serde_json::Value::Object(fields) if key != "metadata" => {
+                    for (field, value) in fields {
+                        columns.push((format!("{key}.{field}"), plain(value)));
+                    }
+                }
+                other => columns.push((key.clone(), plain(other))),
+            }
+        }
+        columns
+    }
+
+    fn plain(value: &serde_json::Value) -> String {
+        match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
     #[test]
     fn the_columns_are_the_json_fields() {
         let mut full = withdrawal(Some("r"));
         full.payout_id = Some(3);
         full.updated_at = Some("2026-01-01T00:00:01.000Z".into());
+        full.paid = Some("12.00".into());
+        full.fee = Some(crate::http::details::FeeJson {
+            currency: "EUR".into(),
+            amount: "0.50".into(),
+        });
+        full.destination = Some(crate::http::details::DestinationJson {
+            kind: "iban".into(),
+            value: "=DE89, 3704".into(),
+            network: Some("sepa".into()),
+        });
+        full.metadata.0.insert("order".into(), "7, \"x\"".into());
+        full.expires_at = Some("2026-01-02T00:00:00.000Z".into());
         let json = serde_json::to_value(&full).unwrap();
-        // Every JSON field but those the CSV leaves out, declared.
-        let mut fields: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !WITHDRAWAL_JSON_ONLY.contains(k))
-            .collect();
-        assert!(WITHDRAWAL_JSON_ONLY.iter().all(|k| json.get(*k).is_some()));
+        let mut columns = flattened(&json);
+        columns.sort();
         let mut header = WithdrawalJson::HEADER.to_vec();
-        fields.sort_unstable();
         header.sort_unstable();
-        assert_eq!(fields, header);
-        let values: Vec<String> = WithdrawalJson::HEADER
-            .iter()
-            .map(|h| match &json[*h] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect();
+        let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, header, "every JSON field has its column");
         let row: Vec<String> = full.fields().into_iter().map(|f| f.into_owned()).collect();
-        assert_eq!(row, values);
+        for (name, value) in columns {
+            let at = WithdrawalJson::HEADER
+                .iter()
+                .position(|h| *h == name)
+                .unwrap();
+            // Caller text that would start a formula is shown as text.
+            let shown = spreadsheet_safe(&value).into_owned();
+            assert_eq!(row[at], shown, "{name}");
+        }
+        let text = document(&[full]);
+        assert!(text.contains(",\"'=DE89, 3704\","), "{text}");
     }
 
     #[test]
@@ -273,6 +338,7 @@ mod tests {
             available_after: "0.00".into(),
             locked_after: "1.00".into(),
             at: None,
+            metadata: None,
         };
         assert_eq!(entry.fields().len(), EntryJson::HEADER.len());
     }

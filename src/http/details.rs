@@ -103,29 +103,87 @@ pub fn metadata_json(metadata: &Metadata) -> MetadataJson {
     )
 }
 
-/// Metadata as the caller sent it; judged by [`RawMetadata::read`], so
-/// anything but an object of strings is `invalid_metadata`.
+/// Metadata as the caller sent it, each key as often as it was sent (a
+/// JSON object read into a map keeps a repeated key's last value
+/// silently); judged by [`RawMetadata::read`], so anything but an object
+/// of strings, each key once, is `invalid_metadata`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawMetadata(serde_json::Value);
+pub enum RawMetadata {
+    /// An object's members, in the order sent.
+    Object(Vec<(String, serde_json::Value)>),
+    /// Anything else: what it was, for the message.
+    Other(&'static str),
+}
 
 impl<'de> Deserialize<'de> for RawMetadata {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        serde_json::Value::deserialize(deserializer).map(Self)
+        deserializer.deserialize_any(RawMetadataVisitor)
+    }
+}
+
+/// Reads any JSON value into a [`RawMetadata`], an object member by member.
+struct RawMetadataVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawMetadataVisitor {
+    type Value = RawMetadata;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawMetadata, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, serde_json::Value>()? {
+            members.push(member);
+        }
+        Ok(RawMetadata::Object(members))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawMetadata, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(RawMetadata::Other("an array"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("a string"))
+    }
+
+    fn visit_unit<E>(self) -> Result<RawMetadata, E> {
+        Ok(RawMetadata::Other("null"))
     }
 }
 
 impl RawMetadata {
-    /// The metadata, or `invalid_metadata` saying what is wrong.
+    /// The metadata, or `invalid_metadata` saying what is wrong (a key
+    /// sent twice included: [`Metadata::new`] refuses it).
     pub fn read(&self) -> Result<Metadata, ApiError> {
         let invalid = |problem: String| ApiError::from(LedgerError::InvalidMetadata { problem });
-        let serde_json::Value::Object(object) = &self.0 else {
-            return Err(invalid(format!(
-                "metadata must be a JSON object of string values, not {}",
-                json_kind(&self.0)
-            )));
+        let members = match self {
+            Self::Object(members) => members,
+            Self::Other(kind) => {
+                return Err(invalid(format!(
+                    "metadata must be a JSON object of string values, not {kind}"
+                )))
+            }
         };
-        let mut pairs = Vec::with_capacity(object.len());
-        for (key, value) in object {
+        let mut pairs = Vec::with_capacity(members.len());
+        for (key, value) in members {
             let serde_json::Value::String(text) = value else {
                 let shown: String = key.chars().take(32).collect();
                 return Err(invalid(format!(
@@ -133,7 +191,7 @@ impl RawMetadata {
                     json_kind(value)
                 )));
             };
-            pairs.push((key.clone(), text.clone()));
+            pairs.push((key.as_str(), text.as_str()));
         }
         Ok(Metadata::new(pairs)?)
     }
@@ -308,7 +366,7 @@ mod tests {
 
     #[test]
     fn metadata_must_be_an_object_of_strings() {
-        let read = |v: serde_json::Value| RawMetadata(v).read();
+        let read = |v: serde_json::Value| serde_json::from_value::<RawMetadata>(v).unwrap().read();
         let ok = read(json!({"order": "A-17", "desk": ""})).unwrap();
         assert_eq!(ok.get("order"), Some("A-17"));
         assert_eq!(ok.len(), 2);
@@ -328,5 +386,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_metadata_key_sent_twice_is_refused_not_overwritten() {
+        let text = r#"{"k": "a", "other": "x", "k": "b"}"#;
+        let raw: RawMetadata = serde_json::from_str(text).unwrap();
+        let error = raw.read().unwrap_err();
+        assert_eq!(error.code, "invalid_metadata");
+        assert!(
+            error.message.contains("\"k\" appears twice"),
+            "{}",
+            error.message
+        );
+        let once: RawMetadata = serde_json::from_str(r#"{"k": "a", "K": "b"}"#).unwrap();
+        assert_eq!(once.read().unwrap().len(), 2);
     }
 }

@@ -268,6 +268,7 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::LimitExceeded { .. }
         | LedgerError::InvalidPaidAmount { .. }
         | LedgerError::InvalidTransition { .. }
+        | LedgerError::CompletedOtherwise { .. }
         | LedgerError::IdempotencyConflict { .. }
         | LedgerError::IdempotencyInProgress { .. }
         | LedgerError::IdempotencyKeyExpired { .. }

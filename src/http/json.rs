@@ -205,8 +205,7 @@ pub struct DepositJson {
     pub account: AccountId,
     pub currency: String,
     pub amount: String,
-    /// The metadata kept with it; absent when it carries none (and from
-    /// `GET /v1/transactions/{id}`, whose history rows do not return it).
+    /// The metadata kept with it; absent when it carries none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<MetadataJson>,
 }
@@ -514,6 +513,10 @@ pub struct EntryJson {
     /// When it happened (RFC 3339); null if logged before times were.
     #[schema(format = DateTime)]
     pub at: Option<String>,
+    /// The metadata of the operation that made it (its deposit, transfer
+    /// or withdrawal); absent when it carried none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataJson>,
 }
 
 impl From<&Entry> for EntryJson {
@@ -529,6 +532,7 @@ impl From<&Entry> for EntryJson {
             available_after: e.available_after.to_string(),
             locked_after: e.locked_after.to_string(),
             at: rfc3339(e.at),
+            metadata: (!e.metadata.is_empty()).then(|| metadata_json(&e.metadata)),
         }
     }
 }
@@ -536,8 +540,9 @@ impl From<&Entry> for EntryJson {
 /// `GET /v1/transactions/{transaction_id}`: `{"kind": "withdrawal",
 /// "withdrawal": {...}}` (as `GET /v1/withdrawals/{transaction_id}` shows
 /// it), `{"kind": "deposit", "deposit": {...}, "at": ...}` or `{"kind":
-/// "transfer", "transfer": {...}, "at": ...}` (each as its receipt, and
-/// when it was made: RFC 3339, null if logged before times were).
+/// "transfer", "transfer": {...}, "at": ...}` (each as its receipt, its
+/// metadata included, and when it was made: RFC 3339, null if logged
+/// before times were).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TransactionJson {
@@ -563,12 +568,20 @@ impl From<&Transaction> for TransactionJson {
             Transaction::Withdrawal(w) => Self::Withdrawal {
                 withdrawal: Box::new(WithdrawalJson::from(w)),
             },
-            Transaction::Deposit { deposit, at, .. } => Self::Deposit {
-                deposit: DepositJson::from(deposit),
+            Transaction::Deposit {
+                deposit,
+                at,
+                metadata,
+            } => Self::Deposit {
+                deposit: DepositJson::new(deposit, metadata),
                 at: rfc3339(*at),
             },
-            Transaction::Transfer { transfer, at, .. } => Self::Transfer {
-                transfer: TransferJson::from(transfer),
+            Transaction::Transfer {
+                transfer,
+                at,
+                metadata,
+            } => Self::Transfer {
+                transfer: TransferJson::new(transfer, metadata),
                 at: rfc3339(*at),
             },
         }

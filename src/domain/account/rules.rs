@@ -277,10 +277,15 @@ impl AccountState {
                 from,
                 action,
             }),
-            Transition::AlreadyThere => Ok(Effect {
-                output: self.withdrawal(tx)?,
-                event: None,
-            }),
+            Transition::AlreadyThere => {
+                if matches!(by, Settler::Caller { .. }) {
+                    self.check_same_completion(tx, &settlement)?;
+                }
+                Ok(Effect {
+                    output: self.withdrawal(tx)?,
+                    event: None,
+                })
+            }
             Transition::Apply => {
                 let event = self.transition_event(tx, &settlement, fee_account)?;
                 self.apply_withdrawal_event(tx, event, at)
@@ -402,16 +407,40 @@ impl AccountState {
             return Err(invalid(AmountProblem::NotPositive));
         }
         let paid = decimal_to_units(paid, currency).map_err(invalid)?;
-        match Some(paid) {
-            None => Ok(None),
-            Some(paid) if paid == record.amount => Ok(None),
-            Some(paid) if paid > 0 && paid < record.amount => Ok(Some(paid)),
-            Some(paid) => Err(LedgerError::InvalidPaidAmount {
+        match paid {
+            paid if paid == record.amount => Ok(None),
+            paid if paid > 0 && paid < record.amount => Ok(Some(paid)),
+            paid => Err(LedgerError::InvalidPaidAmount {
                 transaction_id: tx,
                 amount: record.currency.to_decimal(record.amount),
                 paid: record.currency.to_decimal(paid),
             }),
         }
+    }
+
+    /// A caller's completion repeated on a completed withdrawal must
+    /// report what it paid (a bad amount is refused as it would be the
+    /// first time). A payout's repeated answer is its run's to reconcile.
+    fn check_same_completion(
+        &self,
+        tx: TransactionId,
+        settlement: &Settlement,
+    ) -> Result<(), LedgerError> {
+        if settlement.action != TransitionAction::Complete {
+            return Ok(());
+        }
+        let record = self.withdrawal_record(tx)?;
+        let reported = self
+            .check_paid(tx, record, settlement.paid)?
+            .unwrap_or(record.amount);
+        if reported == record.paid() {
+            return Ok(());
+        }
+        Err(LedgerError::CompletedOtherwise {
+            transaction_id: tx,
+            paid: record.currency.to_decimal(record.paid()),
+            reported: record.currency.to_decimal(reported),
+        })
     }
 
     /// Applies a withdrawal's event a rule decided, stamped `at`, and
