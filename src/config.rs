@@ -391,8 +391,8 @@ impl Config {
 
     /// The rules' configuration every account is judged by: the pending
     /// cap, the fee account and the limits in minor units of `currencies`
-    /// (a limit in a currency not configured, or not exact in it, is
-    /// refused, saying which).
+    /// (a limit in a currency not configured, not exact in it, or given
+    /// twice for one tier, currency and window, is refused, saying which).
     pub fn policy(&self, currencies: &Currencies) -> Result<Policy, String> {
         let mut limits = WithdrawalLimits::default();
         for limit in &self.withdrawal_limits {
@@ -407,6 +407,16 @@ impl Config {
                         limit.tier, limit.currency, limit.window
                     )
                 })?;
+            if limits
+                .of(limit.tier, currency.code)
+                .get(limit.window)
+                .is_some()
+            {
+                return Err(format!(
+                    "withdrawal limit {} {} {} is given twice",
+                    limit.tier, limit.currency, limit.window
+                ));
+            }
             limits.set(limit.tier, currency.code, limit.window, units);
         }
         Ok(Policy {

@@ -26,7 +26,12 @@
 //!    the batch is looked at), then per operation (`Ledger::transfer`'s
 //!    `check_distinct` and `Ledger::to_command`): `same_account_transfer`,
 //!    `unknown_currency`, `invalid_amount` (not positive, too many
-//!    decimals, above the currency's maximum), `reason_too_long`. Also of
+//!    decimals, above the currency's maximum), `reason_too_long`; for a
+//!    withdrawal's details (`engine/edge.rs`), after its amount: its fee's
+//!    currency and amount (`unknown_currency`, `invalid_amount`),
+//!    `invalid_destination`, `invalid_metadata`, `invalid_expiry` (HTTP
+//!    reads an amount's text, then the shape of metadata and expiry, as
+//!    it reads the body: over HTTP those answer before the currency). Also of
 //!    this kind: `invalid_transaction_id` (reading an id from text, before
 //!    anything is asked), `invalid_time` (reading a time from text), and
 //!    for the history reads (`ledger/history.rs`), after
@@ -46,15 +51,18 @@
 //!    `payout_item_settled`), then the account's rules
 //!    (`domain/account/rules.rs`, `transfers.rs`), in this order:
 //!    `unknown_withdrawal` (or, for a history look-up by id,
-//!    `unknown_transaction`), `idempotency_conflict`,
-//!    `idempotency_in_progress`, `idempotency_key_expired` (a key held in
-//!    memory answers one of the two before; an expired one is no longer
-//!    held, so it never meets them), `payout_in_flight` (who may settle),
-//!    `invalid_transition` (the state machine),
-//!    `too_many_pending_withdrawals`, `insufficient_funds`, and last the
-//!    balance ceiling (`invalid_amount` with
-//!    [`AmountProblem::BalanceAboveMaximum`], judged at the credited
-//!    account).
+//!    `unknown_transaction`), `fees_disabled` (a fee on a ledger without a
+//!    fee account), `idempotency_conflict`, `idempotency_in_progress`,
+//!    `idempotency_key_expired` (a key held in memory answers one of the
+//!    two before; an expired one is no longer held, so it never meets
+//!    them), `account_frozen`, `payout_in_flight` (who may settle),
+//!    `invalid_transition` (the state machine; a completion repeated with
+//!    another paid amount too), then a completion's paid amount
+//!    (`invalid_amount`, `invalid_paid_amount`),
+//!    `too_many_pending_withdrawals`, `limit_exceeded`,
+//!    `insufficient_funds`, and last the balance ceiling (`invalid_amount`
+//!    with [`AmountProblem::BalanceAboveMaximum`], judged at the credited
+//!    account). `tests/exchange_withdrawals.rs` shows a withdrawal's order.
 //! 6. `internal`: wherever a check inside the engine fails.
 //!
 //! `tests/errors.rs` provokes causes two or more at a time, wherever they

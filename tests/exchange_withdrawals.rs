@@ -664,3 +664,68 @@ async fn a_completion_repeated_with_another_paid_amount_is_refused_and_changes_n
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Precedence (as `burnledger::error` documents it)
+// ---------------------------------------------------------------------------
+
+/// A withdrawal that breaks every rule at once is refused by the first in
+/// the documented order; lifting that cause lets the next one answer:
+/// the request's own details, then at the account the key, the freeze,
+/// the pending cap, the limit, and last the funds.
+#[tokio::test]
+async fn a_withdrawal_breaking_several_rules_answers_the_first_in_order() {
+    let clock = ManualClock::new();
+    let config = Config {
+        account_pending_withdrawals_max: 1,
+        ..limited(&clock, &["default:USD:24h=50"])
+    };
+    with_ledger(config, |ledger| async move {
+        ledger.deposit(1, "USD", dec("60"), None).await.unwrap();
+        let key = || Some("w");
+        let first = ledger
+            .request_withdrawal_with(1, "USD", dec("5"), key(), Default::default())
+            .await
+            .unwrap();
+        ledger
+            .freeze_account(1, FreezeScope::Withdrawals, None, "review")
+            .await
+            .unwrap();
+        let bad_expiry = WithdrawalOptions {
+            expires_in: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let txs = [first.transaction_id];
+        let before = snapshot(&ledger, &[1], &txs).await;
+        // 70 is past the limit (5 used of 50) and the funds (55 left).
+        let ask = |key, options| ledger.request_withdrawal_with(1, "USD", dec("70"), key, options);
+        let answers = [
+            ask(key(), bad_expiry).await,
+            ask(key(), Default::default()).await,
+            ask(None, Default::default()).await,
+        ];
+        let expected = ["invalid_expiry", "idempotency_conflict", "account_frozen"];
+        for (refused, code) in answers.into_iter().zip(expected) {
+            let is = |e: &LedgerError| e.code() == code;
+            assert_refused_unchanged(&ledger, &[1], &txs, &before, refused, is).await;
+        }
+        ledger.unfreeze_account(1).await.unwrap();
+        let capped = ask(None, Default::default()).await;
+        let is = |e: &LedgerError| e.code() == "too_many_pending_withdrawals";
+        assert_refused_unchanged(&ledger, &[1], &txs, &before, capped, is).await;
+        ledger
+            .cancel_withdrawal(first.transaction_id)
+            .await
+            .unwrap();
+        let before = snapshot(&ledger, &[1], &txs).await;
+        let limited = ask(None, Default::default()).await;
+        let is = |e: &LedgerError| e.code() == "limit_exceeded";
+        assert_refused_unchanged(&ledger, &[1], &txs, &before, limited, is).await;
+        let short = ledger
+            .request_withdrawal_with(1, "USD", dec("50"), None, fee("USD", "10.01"))
+            .await;
+        let is = |e: &LedgerError| e.code() == "insufficient_funds";
+        assert_refused_unchanged(&ledger, &[1], &txs, &before, short, is).await;
+    })
+    .await;
+}

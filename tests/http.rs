@@ -881,10 +881,11 @@ fn metrics_scrapes_parse_follow_the_traffic_and_copy_no_account() {
     server.stop();
 }
 
-#[test]
-fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it() {
+/// A server whose payouts never reach the bank (each stays processing),
+/// account 7 holding 50.00 USD with 20.00 of it in payout `payout_id`'s
+/// item `tx`: (server, client, tx, payout_id).
+fn a_payout_stuck_processing() -> (InProcess, Client, String, u64) {
     use burnledger::payment::SimulatedBankConfig;
-    // Submits never reach the bank: the payout stays processing.
     let bank = SimulatedBank::new(SimulatedBankConfig {
         unknown_outcome_per_mille: 1000,
         ..SimulatedBankConfig::default()
@@ -904,6 +905,12 @@ fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it()
     let run = c.post_empty("/v1/payouts/run");
     let payout_id = run.body[0]["payout_id"].as_u64().unwrap();
     assert_eq!(run.body[0]["state"], "processing", "{run:?}");
+    (server, c, tx, payout_id)
+}
+
+#[test]
+fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it() {
+    let (server, c, tx, payout_id) = a_payout_stuck_processing();
 
     for status in ["completed", "failed"] {
         let refused = c.post(
@@ -943,5 +950,59 @@ fn a_caller_update_of_an_item_a_payout_owns_is_409_and_an_operator_resolves_it()
     resolve(&id, &tx, json!({"resolution": "paid", "note": "n"}))
         .refused(409, "payout_item_settled");
     assert_eq!(c.balance(7, "USD"), b("50.00", "0.00", "50.00"));
+    server.stop();
+}
+
+#[test]
+fn an_operator_resolves_an_item_as_partly_paid_and_bad_amounts_change_nothing() {
+    let (server, c, tx, payout_id) = a_payout_stuck_processing();
+    let path = format!("/v1/payouts/{payout_id}/items/{tx}/resolve");
+    let resolve = |body: Value| c.post(&path, body);
+    for (body, status, code) in [
+        (
+            json!({"resolution": "paid", "note": "n", "amount": "20.01"}),
+            409,
+            "invalid_paid_amount",
+        ),
+        (
+            json!({"resolution": "paid", "note": "n", "amount": "0"}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"resolution": "paid", "note": "n", "amount": "1.001"}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"resolution": "paid", "note": "n", "amount": 6}),
+            400,
+            "invalid_amount",
+        ),
+        (
+            json!({"resolution": "not_paid", "note": "n", "amount": "6.00"}),
+            400,
+            "invalid_input",
+        ),
+    ] {
+        resolve(body.clone()).refused(status, code);
+        assert_eq!(c.balance(7, "USD"), b("30.00", "20.00", "50.00"), "{body}");
+    }
+    let resolved = resolve(json!({"resolution": "paid", "note": "bank paid 6", "amount": "6.00"}));
+    assert_eq!(resolved.status, 200, "{resolved:?}");
+    let item = &resolved.body["items"][0];
+    assert_eq!(
+        (&item["outcome"], &item["paid"]),
+        (&json!("paid"), &json!("6.00"))
+    );
+    // 6.00 left; the other 14.00 is back to available.
+    assert_eq!(c.balance(7, "USD"), b("44.00", "0.00", "44.00"));
+    let withdrawal = c.get(&format!("/v1/withdrawals/{tx}"));
+    assert_eq!(
+        (&withdrawal.body["status"], &withdrawal.body["paid"]),
+        (&json!("completed"), &json!("6.00"))
+    );
+    let shown = c.get(&format!("/v1/payouts/{payout_id}"));
+    assert_eq!(shown.body["items"][0]["paid"], "6.00", "{shown:?}");
     server.stop();
 }

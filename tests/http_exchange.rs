@@ -1023,6 +1023,13 @@ fn serve_refuses_bad_withdrawal_flags_at_start() {
         vec!["--withdrawal-limit", "default:XYZ:24h=1"],
         vec!["--withdrawal-limit", "default:USD:1w=1"],
         vec!["--withdrawal-limit", "default:USD:24h=0.001"],
+        // One cap, given twice: neither is taken silently.
+        vec![
+            "--withdrawal-limit",
+            "default:USD:24h=1",
+            "--withdrawal-limit",
+            "default:USD:24h=5",
+        ],
         vec!["--withdrawal-expiry-max", "0s"],
         vec!["--fee-account", "minus-one"],
     ] {

@@ -19,6 +19,7 @@ use crate::domain::event::{Event, ItemOutcome};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{decimal_to_units, Currency, CurrencyCode, Units};
 use crate::domain::time::UnixMs;
+use crate::error::{AmountProblem, LedgerError};
 
 /// How withdrawals get paid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +109,9 @@ pub enum Resolution {
     /// released to available).
     NotPaid { reason: String },
     /// Only `paid` of the item's amount left: that is burned, the rest
-    /// released. More than 0 and at most the amount, in the payout's
-    /// currency (else `invalid_paid_amount`); the whole amount is [`Paid`](Self::Paid).
+    /// released. More than 0 and exact in the payout's currency (else
+    /// `invalid_amount`), at most the amount (else `invalid_paid_amount`);
+    /// the whole amount is [`Paid`](Self::Paid).
     PartlyPaid { paid: Decimal },
 }
 
@@ -126,6 +128,22 @@ impl Resolution {
             Self::PartlyPaid { paid } => paid_outcome(currency, amount, *paid),
         }
     }
+}
+
+/// A reported paid amount in `currency`'s units, refused as any amount is
+/// (`invalid_amount`: not more than 0, or finer than the currency allows)
+/// before it is weighed against what it pays for: the one rule for a
+/// caller's partial completion and an operator's partial resolution.
+pub(crate) fn paid_units(currency: Currency, paid: Decimal) -> Result<Units, LedgerError> {
+    let invalid = |problem| LedgerError::InvalidAmount {
+        amount: paid,
+        currency: currency.code,
+        problem,
+    };
+    if paid <= Decimal::ZERO {
+        return Err(invalid(AmountProblem::NotPositive));
+    }
+    decimal_to_units(paid, currency).map_err(invalid)
 }
 
 /// The outcome of an item of `amount` (in `currency`) of which `paid` was
@@ -290,6 +308,12 @@ impl PayoutRecord {
                     account: i.transaction_id.account(),
                     amount: self.currency.to_decimal(i.amount),
                     outcome: i.outcome.as_ref().map(PayoutItemOutcome::from),
+                    paid: match i.outcome {
+                        Some(ItemOutcome::PartlyPaid { paid }) => {
+                            Some(self.currency.to_decimal(paid))
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
             total: self.currency.to_decimal(total),
@@ -329,6 +353,9 @@ pub struct PayoutItemView {
     pub amount: Decimal,
     /// `None` while the item waits for a final answer.
     pub outcome: Option<PayoutItemOutcome>,
+    /// What a paid item paid when less than its amount (a partial
+    /// completion); `None` when paid in full, not paid, or not known.
+    pub paid: Option<Decimal>,
 }
 
 /// A payout item's final answer, as the API shows it.

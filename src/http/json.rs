@@ -197,6 +197,13 @@ pub struct ResolveRequest {
     /// For `not_paid`: the failure reason the withdrawal shows.
     #[serde(default)]
     pub reason: Option<String>,
+    /// With `paid` only: what was paid, a decimal string more than 0 and
+    /// at most the item's amount (else `invalid_paid_amount`). Less than
+    /// the amount completes the withdrawal in part: that much is burned,
+    /// the rest released. Absent: paid in full.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "6.00")]
+    pub amount: Option<RawAmount>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -414,6 +421,10 @@ pub struct PayoutItemJson {
     pub outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What a `paid` item paid when it was less than its amount (a
+    /// partial completion); absent when paid in full or not paid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paid: Option<String>,
 }
 
 impl From<&PayoutItemView> for PayoutItemJson {
@@ -429,6 +440,7 @@ impl From<&PayoutItemView> for PayoutItemJson {
             amount: item.amount.to_string(),
             outcome,
             reason,
+            paid: item.paid.map(|paid| paid.to_string()),
         }
     }
 }

@@ -360,8 +360,8 @@ pub(crate) async fn get_payout(ledger: Ledger, path: web::Path<String>) -> Answe
     Ok(json(StatusCode::OK, PayoutJson::from(&view)))
 }
 
-/// An operator settles a payout item by hand (paid / not_paid); answers
-/// the payout as it is afterwards.
+/// An operator settles a payout item by hand (paid, in full or in part /
+/// not_paid); answers the payout as it is afterwards.
 #[utoipa::path(post, path = "/v1/payouts/{payout_id}/items/{transaction_id}/resolve",
     params(("payout_id" = u64, Path, description = "The payout's id"),
         ("transaction_id" = String, Path, description = "32 hex digits")),
@@ -385,8 +385,17 @@ pub(crate) async fn resolve_payout_item(
     })?;
     let tx = transaction_id(&tx)?;
     let body = body.into_inner();
+    let paid = body.amount.as_ref().map(parse_amount).transpose()?;
+    if paid.is_some() && body.resolution != "paid" {
+        return Err(ApiError::invalid_input(
+            "amount applies only to resolution \"paid\" (what was paid)",
+        ));
+    }
     let resolution = match body.resolution.as_str() {
-        "paid" => Resolution::Paid,
+        "paid" => match paid {
+            None => Resolution::Paid,
+            Some(paid) => Resolution::PartlyPaid { paid },
+        },
         "not_paid" => Resolution::NotPaid {
             reason: body
                 .reason

@@ -322,6 +322,7 @@ impl Ledger {
                 account: item.tx.account(),
                 amount: self.decimal(row.currency, item.amount)?,
                 outcome: None,
+                paid: None,
             });
         }
         Ok(PayoutView {

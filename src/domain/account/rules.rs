@@ -16,7 +16,8 @@ use rust_decimal::Decimal;
 use crate::domain::details::{FeeCollected, Metadata, WithdrawalDetails, EXPIRED_REASON};
 use crate::domain::event::Event;
 use crate::domain::ids::{AccountId, IdempotencyKey, TransactionId};
-use crate::domain::money::{decimal_to_units, Currency, Units, BALANCE_UNITS_MAX};
+use crate::domain::money::{Currency, Units, BALANCE_UNITS_MAX};
+use crate::domain::payouts::paid_units;
 use crate::domain::policy::{FreezeScope, Policy};
 use crate::domain::receipts::Deposit;
 use crate::domain::time::UnixMs;
@@ -397,17 +398,7 @@ impl AccountState {
         paid: Option<Decimal>,
     ) -> Result<Option<Units>, LedgerError> {
         let Some(paid) = paid else { return Ok(None) };
-        let currency = record.currency;
-        let invalid = |problem| LedgerError::InvalidAmount {
-            amount: paid,
-            currency: currency.code,
-            problem,
-        };
-        if paid <= Decimal::ZERO {
-            return Err(invalid(AmountProblem::NotPositive));
-        }
-        let paid = decimal_to_units(paid, currency).map_err(invalid)?;
-        match paid {
+        match paid_units(record.currency, paid)? {
             paid if paid == record.amount => Ok(None),
             paid if paid > 0 && paid < record.amount => Ok(Some(paid)),
             paid => Err(LedgerError::InvalidPaidAmount {

@@ -23,7 +23,9 @@ use crate::domain::details::Destination;
 use crate::domain::event::{Event, ItemOutcome, Stamped};
 use crate::domain::ids::{AccountId, TransactionId};
 use crate::domain::money::{Currency, Units};
-use crate::domain::payouts::{apply_payout_event, paid_outcome, PayoutRecord, Resolution};
+use crate::domain::payouts::{
+    apply_payout_event, paid_outcome, paid_units, PayoutRecord, Resolution,
+};
 use crate::domain::time::UnixMs;
 use crate::domain::withdrawal::{Settler, StatusKind, TransitionAction};
 use crate::engine::command::WithdrawalCommand;
@@ -88,12 +90,16 @@ pub(super) async fn resolve(
     Ok(record)
 }
 
-/// What `msg` resolves its item to; a paid part that is not one of the
-/// item's amount is `invalid_paid_amount`.
+/// What `msg` resolves its item to; a paid part that is no amount is
+/// `invalid_amount`, one that is not a part of the item's amount
+/// `invalid_paid_amount` (as for a caller's partial completion).
 fn resolution_outcome(
     record: &PayoutRecord,
     msg: &ResolvePayoutItem,
 ) -> Result<ItemOutcome, LedgerError> {
+    if let Resolution::PartlyPaid { paid } = &msg.resolution {
+        paid_units(record.currency, *paid)?;
+    }
     let (payout_id, transaction_id) = (msg.payout_id, msg.tx);
     let item = record
         .item(transaction_id)
