@@ -18,7 +18,7 @@ use burnledger::payment::{
     ItemStatus, PaymentError, PaymentFuture, PaymentService, Payout, PayoutId, PayoutReport,
     SimulatedBank, SimulatedBankConfig,
 };
-use burnledger::{Config, Decimal, Ledger, LedgerError, TransactionId, WithdrawalStatus};
+use burnledger::{Config, Decimal, Ledger, TransactionId, WithdrawalStatus};
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
