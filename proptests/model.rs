@@ -619,6 +619,9 @@ impl Model {
                 if reason.len() > FREEZE_REASON_MAX {
                     return Err("reason_too_long");
                 }
+                if reason.trim().is_empty() {
+                    return Err("reason_missing");
+                }
                 if until.is_some_and(|until| until <= now) {
                     return Err("invalid_expiry");
                 }

@@ -26,7 +26,8 @@
 //!    the batch is looked at), then per operation (`Ledger::transfer`'s
 //!    `check_distinct` and `Ledger::to_command`): `same_account_transfer`,
 //!    `unknown_currency`, `invalid_amount` (not positive, too many
-//!    decimals, above the currency's maximum), `reason_too_long`; for a
+//!    decimals, above the currency's maximum), `reason_too_long`,
+//!    `reason_missing` (a freeze's reason); for a
 //!    withdrawal's details (`engine/edge.rs`), after its amount: its fee's
 //!    currency and amount (`unknown_currency`, `invalid_amount`),
 //!    `invalid_destination`, `invalid_metadata`, `invalid_expiry` (HTTP
@@ -122,6 +123,11 @@ pub enum LedgerError {
         length: usize,
         max: usize,
     },
+
+    /// A free text that must say something (a freeze's `reason`, which
+    /// every refusal it causes shows) is empty or only white space.
+    #[error("the {field} must not be empty")]
+    ReasonMissing { field: &'static str },
 
     /// Metadata past its limits (16 keys, 1 KiB of keys and values, no
     /// empty or repeated key).
@@ -390,6 +396,7 @@ impl LedgerError {
             Self::UnknownCurrency { .. } => "unknown_currency",
             Self::InvalidAmount { .. } => "invalid_amount",
             Self::ReasonTooLong { .. } => "reason_too_long",
+            Self::ReasonMissing { .. } => "reason_missing",
             Self::InvalidTransactionId { .. } => "invalid_transaction_id",
             Self::InvalidTime(_) => "invalid_time",
             Self::InvalidTimeRange { .. } => "invalid_time_range",
@@ -449,6 +456,7 @@ impl LedgerError {
             | Self::UnknownCurrency { .. }
             | Self::InvalidAmount { .. }
             | Self::ReasonTooLong { .. }
+            | Self::ReasonMissing { .. }
             | Self::InvalidTransactionId { .. }
             | Self::InvalidTime(_)
             | Self::InvalidTimeRange { .. }
@@ -548,6 +556,7 @@ mod tests {
                 length: 300,
                 max: 256,
             },
+            LedgerError::ReasonMissing { field: "reason" },
             LedgerError::InvalidTransactionId { input: "x".into() },
             LedgerError::InvalidTime(UnixMs::parse_rfc3339("x").unwrap_err()),
             LedgerError::InvalidTimeRange {
@@ -664,6 +673,7 @@ mod tests {
                 "unknown_currency",
                 "invalid_amount",
                 "reason_too_long",
+                "reason_missing",
                 "invalid_transaction_id",
                 "invalid_time",
                 "invalid_time_range",

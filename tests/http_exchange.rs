@@ -962,6 +962,12 @@ fn bad_freezes_are_refused_and_change_nothing() {
             400,
             "reason_too_long",
         ),
+        (json!({"scope": "all", "reason": ""}), 400, "reason_missing"),
+        (
+            json!({"scope": "all", "reason": " \t"}),
+            400,
+            "reason_missing",
+        ),
         (json!({"scope": "all"}), 400, "malformed_request"),
         (
             json!({"scope": "all", "reason": "x", "note": "y"}),

@@ -8,13 +8,13 @@
 //!
 //! | status | codes |
 //! |---|---|
-//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_time` (a time that is not RFC 3339), `invalid_time_range` (`created_from` after `created_to`), `invalid_limit` (a page size outside 1 to 1,000), `invalid_cursor` (an `after` that is not a page's `next`), `invalid_metadata` (metadata that is not an object of string values, or past 16 keys / 1 KiB), `invalid_destination` (a destination field empty, over 256 bytes or with a control character), `invalid_tier`, `invalid_expiry` (an `expires_in` that is not a positive duration within the maximum, a freeze's `until` already past), `fees_disabled` (a fee on a ledger with no fee account), `invalid_input` (a query string or path parameter of the wrong shape, an unknown query parameter, a `status`, `state`, `order`, `format`, `resolution` or freeze `scope` the route does not know) |
+//! | 400 | `malformed_request` (JSON that does not parse or has the wrong shape), `invalid_amount`, `unknown_currency`, `invalid_idempotency_key`, `same_account_transfer`, `reason_too_long`, `reason_missing` (a freeze's blank reason), `batch_too_large`, `invalid_transaction_id`, `payouts_disabled` (a payout call on a ledger that makes none), `invalid_time` (a time that is not RFC 3339), `invalid_time_range` (`created_from` after `created_to`), `invalid_limit` (a page size outside 1 to 1,000), `invalid_cursor` (an `after` that is not a page's `next`), `invalid_metadata` (metadata that is not an object of string values, or past 16 keys / 1 KiB), `invalid_destination` (a destination field empty, over 256 bytes or with a control character), `invalid_tier`, `invalid_expiry` (an `expires_in` that is not a positive duration within the maximum, a freeze's `until` already past), `fees_disabled` (a fee on a ledger with no fee account), `invalid_input` (a query string or path parameter of the wrong shape, an unknown query parameter, a `status`, `state`, `order`, `format`, `resolution` or freeze `scope` the route does not know) |
 //! | 401 | `unauthorized` |
 //! | 403 | `account_frozen` (an operator's freeze stops this; `details` names its reason, end and scope) |
 //! | 404 | `unknown_withdrawal`, `unknown_transaction`, `unknown_payout`, `not_in_payout`, `not_found` (no such route) |
 //! | 405 | `method_not_allowed` |
 //! | 408 | `request_timeout` (the body did not arrive within the body deadline) |
-//! | 409 | `insufficient_funds` (`details.part`: the `amount` or the `fee`), `limit_exceeded` (a tier's rolling limit; `details` names the window), `invalid_paid_amount` (a completion paying nothing or more than the amount), `invalid_transition`, `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled`, `not_replicated` (a replication route on a server that is not a replicated node) |
+//! | 409 | `insufficient_funds` (`details.part`: the `amount` or the `fee`), `limit_exceeded` (a tier's rolling limit; `details` names the window), `invalid_paid_amount` (a completion or resolution paying more than the amount), `invalid_transition` (a completion repeated with another paid amount too), `idempotency_conflict`, `idempotency_in_progress`, `idempotency_key_expired` (the key's first use is older than the retention: refused, nothing applied), `too_many_pending_withdrawals`, `payout_in_flight` (the engine's payouts settle this withdrawal), `payout_item_settled`, `not_replicated` (a replication route on a server that is not a replicated node) |
 //! | 413 | `payload_too_large` |
 //! | 500 | `internal` |
 //! | 503 | `overloaded`, `poisoned`, `shutting_down`, `history_unavailable` (a history read on a ledger without a data folder, or whose history store failed), `not_leader` (a replicated standby, or a fenced writer: writes go to the writer, named when known), `promotion_failed` |
@@ -243,6 +243,7 @@ pub fn status_of(error: &LedgerError) -> StatusCode {
         | LedgerError::UnknownCurrency { .. }
         | LedgerError::InvalidAmount { .. }
         | LedgerError::ReasonTooLong { .. }
+        | LedgerError::ReasonMissing { .. }
         | LedgerError::InvalidTransactionId { .. }
         | LedgerError::InvalidTime(_)
         | LedgerError::InvalidTimeRange { .. }

@@ -140,7 +140,8 @@ impl WithdrawalRequest {
 }
 
 /// `expires_in`: whole seconds, or digits and a unit (`500ms`, `90s`,
-/// `30m`, `2h`, `1d`).
+/// `30m`, `2h`, `1d`); at least 1 ms (so `0` is refused) and at most the
+/// server's maximum (default 30 days), else `invalid_expiry`.
 // The document's shape of what `RawExpiresIn` reads; never built.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -176,7 +177,8 @@ pub struct StatusRequest {
     #[serde(default)]
     pub reason: Option<String>,
     /// With `completed` only: what was paid, a decimal string more than 0
-    /// and at most the withdrawal's amount (else `invalid_paid_amount`).
+    /// and exact in the currency (else `invalid_amount`), at most the
+    /// withdrawal's amount (else `invalid_paid_amount`).
     /// Less than the amount completes it in part: that much is burned, the
     /// rest released. Absent: paid in full.
     #[serde(default)]
@@ -198,7 +200,8 @@ pub struct ResolveRequest {
     #[serde(default)]
     pub reason: Option<String>,
     /// With `paid` only: what was paid, a decimal string more than 0 and
-    /// at most the item's amount (else `invalid_paid_amount`). Less than
+    /// exact in the currency (else `invalid_amount`), at most the item's
+    /// amount (else `invalid_paid_amount`). Less than
     /// the amount completes the withdrawal in part: that much is burned,
     /// the rest released. Absent: paid in full.
     #[serde(default)]

@@ -19,8 +19,9 @@ use super::Ledger;
 
 impl Ledger {
     /// Freezes `account` for `scope` until `until` (`None`: until lifted),
-    /// for `reason`: what the scope covers is refused `account_frozen`
-    /// from then on. Replaces any freeze already set.
+    /// for `reason` (said, not blank: every refusal the freeze causes
+    /// shows it): what the scope covers is refused `account_frozen` from
+    /// then on. Replaces any freeze already set.
     #[tracing::instrument(level = "debug", name = "ledger.freeze_account", skip_all, fields(account = account))]
     pub async fn freeze_account(
         &self,
@@ -31,6 +32,9 @@ impl Ledger {
     ) -> Result<AccountControls, LedgerError> {
         self.check_open()?;
         check_reason_max("reason", reason, FREEZE_REASON_LEN_MAX)?;
+        if reason.trim().is_empty() {
+            return Err(LedgerError::ReasonMissing { field: "reason" });
+        }
         let freeze = Freeze {
             scope,
             until,
