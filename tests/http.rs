@@ -958,27 +958,12 @@ fn an_operator_resolves_an_item_as_partly_paid_and_bad_amounts_change_nothing() 
     let (server, c, tx, payout_id) = a_payout_stuck_processing();
     let path = format!("/v1/payouts/{payout_id}/items/{tx}/resolve");
     let resolve = |body: Value| c.post(&path, body);
+    let paid = |amount: Value| json!({"resolution": "paid", "note": "n", "amount": amount});
     for (body, status, code) in [
-        (
-            json!({"resolution": "paid", "note": "n", "amount": "20.01"}),
-            409,
-            "invalid_paid_amount",
-        ),
-        (
-            json!({"resolution": "paid", "note": "n", "amount": "0"}),
-            400,
-            "invalid_amount",
-        ),
-        (
-            json!({"resolution": "paid", "note": "n", "amount": "1.001"}),
-            400,
-            "invalid_amount",
-        ),
-        (
-            json!({"resolution": "paid", "note": "n", "amount": 6}),
-            400,
-            "invalid_amount",
-        ),
+        (paid(json!("20.01")), 409, "invalid_paid_amount"),
+        (paid(json!("0")), 400, "invalid_amount"),
+        (paid(json!("1.001")), 400, "invalid_amount"),
+        (paid(json!(6)), 400, "invalid_amount"),
         (
             json!({"resolution": "not_paid", "note": "n", "amount": "6.00"}),
             400,

@@ -6,7 +6,8 @@
 //!
 //! Reading is strict, and a wrong value is refused with the code of the
 //! field, never a shapeless parse error: `metadata` must be an object of
-//! string values (else `invalid_metadata`), `expires_in` an integer of
+//! string values, each key once (else `invalid_metadata`; a map would
+//! keep a repeated key's last value silently), `expires_in` an integer of
 //! seconds or a duration text (else `invalid_expiry`). Limits (16 metadata
 //! keys, 1 KiB, 256-byte destination fields, the longest expiry) are the
 //! ledger's to judge.
