@@ -4,7 +4,7 @@
 //! `PayoutItemResolved` / `PayoutMismatch` events, each applied with its
 //! logged time (a payout's submit and settle times). Also the operator's
 //! [`Resolution`] of an item, how a paid amount reported for an item is
-//! read ([`paid_outcome`]; [`paid_units`], the rule a caller's or an
+//! read ([`paid_outcome`]; `paid_units`, the rule a caller's or an
 //! operator's paid amount is judged by), and the [`PayoutMismatch`]es: service answers
 //! that contradict an item already settled. The API shows them as views
 //! ([`PayoutView`], [`PayoutItemOutcome`], [`PayoutMismatchView`]) with no
