@@ -71,7 +71,8 @@ pub struct FreezeRequest {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub until: Option<String>,
-    /// Why (at most 256 bytes): `account_frozen` refusals name it.
+    /// Why (not blank, else `reason_missing`; at most 256 bytes, else
+    /// `reason_too_long`): `account_frozen` refusals name it.
     pub reason: String,
 }
 

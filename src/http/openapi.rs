@@ -133,12 +133,14 @@ fn error_description(status: u16) -> &'static str {
         400 => {
             "Bad input: malformed_request, invalid_amount, unknown_currency, \
                 invalid_idempotency_key, same_account_transfer, reason_too_long, \
+                reason_missing (a freeze's reason empty or only white space), \
                 payouts_disabled (a payout call on a ledger that makes none), invalid_time \
                 (not RFC 3339), invalid_time_range (created_from after created_to), \
                 invalid_limit (not 1 to 1000), invalid_cursor (not a page's next; an \
                 event position that is not an LSN or is past the durable log), \
                 invalid_consumer (a consumer name that is not 1 to 64 of A-Z a-z 0-9 _ - .), \
-                invalid_metadata (not an object of string values, or past 16 keys or 1 KiB), \
+                invalid_metadata (not an object of string values, an empty or repeated \
+                key, or past 16 keys or 1 KiB), \
                 invalid_destination (a field empty, over 256 bytes or with a control \
                 character), invalid_tier (not 1 to 32 of A-Z a-z 0-9 _ - .), invalid_expiry \
                 (an expires_in that is not a positive duration within the maximum, a freeze's \
@@ -159,8 +161,10 @@ fn error_description(status: u16) -> &'static str {
         409 => {
             "Refused by the ledger's state: insufficient_funds (details: part, currency, \
                 available, requested), limit_exceeded (details: window, limit, used, \
-                requested, currency, tier), invalid_paid_amount (a completion paying nothing \
-                or more than the amount), invalid_transition, \
+                requested, currency, tier), invalid_paid_amount (a completion or an operator's \
+                resolution paying more than the amount; a paid amount that is not positive \
+                or finer than the currency is invalid_amount), invalid_transition (also a \
+                completion repeated with another paid amount), \
                 idempotency_conflict, idempotency_in_progress, idempotency_key_expired (the \
                 key's first use is older than the retention; nothing applied), \
                 too_many_pending_withdrawals, payout_in_flight (a payout the engine runs owns the withdrawal), \

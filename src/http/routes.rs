@@ -386,22 +386,20 @@ pub(crate) async fn resolve_payout_item(
     let tx = transaction_id(&tx)?;
     let body = body.into_inner();
     let paid = body.amount.as_ref().map(parse_amount).transpose()?;
-    if paid.is_some() && body.resolution != "paid" {
-        return Err(ApiError::invalid_input(
-            "amount applies only to resolution \"paid\" (what was paid)",
-        ));
-    }
-    let resolution = match body.resolution.as_str() {
-        "paid" => match paid {
-            None => Resolution::Paid,
-            Some(paid) => Resolution::PartlyPaid { paid },
-        },
-        "not_paid" => Resolution::NotPaid {
+    let resolution = match (body.resolution.as_str(), paid) {
+        ("paid", None) => Resolution::Paid,
+        ("paid", Some(paid)) => Resolution::PartlyPaid { paid },
+        ("not_paid", None) => Resolution::NotPaid {
             reason: body
                 .reason
                 .unwrap_or_else(|| "resolved not paid by an operator".into()),
         },
-        other => {
+        ("not_paid", Some(_)) => {
+            return Err(ApiError::invalid_input(
+                "amount applies only to resolution \"paid\" (what was paid)",
+            ))
+        }
+        (other, _) => {
             let shown: String = other.chars().take(32).collect();
             return Err(ApiError::invalid_input(format!(
                 "resolution {shown:?}: expected \"paid\" or \"not_paid\""
