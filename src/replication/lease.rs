@@ -272,8 +272,17 @@ async fn bucket(
 /// Reads `key` from the bucket's stream leader (a KV `entry` may be served
 /// by a lagging replica, and a compare-and-set on a stale revision only
 /// fails): its live value and revision, or the revision of its tombstone
-/// (0 for none: never written, or lapsed).
+/// (0 for none: never written, or lapsed). A read changes nothing, so a
+/// failed one is made again while the cluster settles (CI saw one fail
+/// while the bucket's leader moved).
 async fn read<T: for<'de> Deserialize<'de>>(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Read<T>, ReplicationError> {
+    patiently(key, || read_once(store, key)).await
+}
+
+async fn read_once<T: for<'de> Deserialize<'de>>(
     store: &kv::Store,
     key: &str,
 ) -> Result<Read<T>, ReplicationError> {
