@@ -1,6 +1,7 @@
 //! The JSON the service takes and gives (what an operation carries beyond
-//! its amount, fee, destination, metadata and expiry, is read and shown by
-//! `details.rs`; an account's controls by `accounts.rs`). Amounts are decimal strings
+//! its amount — fee, destination, metadata, expiry — is read and shown by
+//! `details.rs`; an account's controls by `accounts.rs`; CSV rows of these
+//! types by `csv.rs`). Amounts are decimal strings
 //! (`"12.50"`) both ways: a JSON number for an amount is refused with 400
 //! `invalid_amount`, since a float cannot carry money exactly. Amounts out
 //! always have the currency's number of decimal places. Times out are

@@ -3,7 +3,10 @@
 //! owns the fenced append (the rule below), reading one message, and
 //! purging below a sequence; following it is `follow.rs`'s. It also owns
 //! waiting for a stream just made to have a leader ([`until_led`]), which
-//! the snapshot and lease buckets' streams use too.
+//! the snapshot and lease buckets' streams use too, and making a failed
+//! request again while the cluster settles ([`patiently`]: only a failed
+//! request, never a refusal; node start, the buckets, bootstrapping and
+//! lease reads go through it).
 //!
 //! **The fence.** Every append carries `Nats-Expected-Last-Sequence` (the
 //! stream-wide check: the stream takes the message only if its last
